@@ -1,0 +1,58 @@
+// swift-tools-version:6.0
+// Consort: DICOM imaging shared across the trusts of a consortium.
+// No package dependencies by design: Foundation, Dispatch, Glibc, and system libraries
+// reached through system-library targets (see README "Dependencies").
+import PackageDescription
+
+let package = Package(
+    name: "Consort",
+    products: [
+        .executable(name: "consort", targets: ["consort"]),
+        .library(name: "DICOM", targets: ["DICOM"]),
+    ],
+    targets: [
+        // zlib, for the deflated transfer syntax (1.2.840.10008.1.2.1.99).
+        .systemLibrary(
+            name: "CZlib",
+            pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]
+        ),
+        // OpenSSL 3: SHA-256 of values in canonical dumps (and TLS, later).
+        .systemLibrary(
+            name: "COpenSSL",
+            pkgConfig: "openssl",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        // Reading and writing DICOM Part 10 files and bare data sets. Pure Swift, except for
+        // inflating deflated data sets through zlib (one file: Source/InflatingByteSource.swift).
+        .target(
+            name: "DICOM",
+            dependencies: ["CZlib"],
+            exclude: ["Dictionary/generate_dictionary.py"]
+        ),
+        // The `consort` command line: argument parsing, subcommands, output formats.
+        .target(
+            name: "ConsortCLI",
+            dependencies: ["DICOM", "COpenSSL"]
+        ),
+        .executableTarget(
+            name: "consort",
+            dependencies: ["ConsortCLI"]
+        ),
+        // libFuzzer entry point for the DICOM reader; build with
+        // `swift build --product fuzz-dicom --sanitize=fuzzer --sanitize=address`.
+        .executableTarget(
+            name: "fuzz-dicom",
+            dependencies: ["DICOM"]
+        ),
+        .testTarget(
+            name: "DICOMTests",
+            dependencies: ["DICOM"]
+        ),
+        .testTarget(
+            name: "ConsortCLITests",
+            dependencies: ["ConsortCLI", "DICOM"],
+            exclude: ["Conformance"]
+        ),
+    ]
+)

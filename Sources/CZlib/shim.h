@@ -1,0 +1,2 @@
+// zlib for inflating the deflated explicit VR little endian transfer syntax (PS3.5 §A.5).
+#include <zlib.h>

@@ -1,0 +1,102 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The `consort` executable: dispatches to subcommands, maps usage errors to exit 2 with a hint.
+public enum ConsortCommand {
+    public static let version = "0.1.0"
+
+    struct Subcommand: Sendable {
+        let name: String
+        let summary: String
+        let run: @Sendable ([String]) throws -> ExitCode
+        let help: String
+    }
+
+    static let subcommands: [Subcommand] = [
+        Subcommand(
+            name: "dump", summary: "print DICOM headers (like dcmdump), or canonical JSON lines",
+            run: DumpCommand.run, help: DumpCommand.help),
+        Subcommand(
+            name: "bench", summary: "measure: `bench parse DIR` reads every header under DIR",
+            run: BenchCommand.run, help: BenchCommand.help),
+    ]
+
+    static var help: String {
+        var text = """
+            consort \(version): share medical imaging across the trusts of a consortium.
+
+            Usage: consort <command> [options] [arguments]
+                   consort <command> --help
+                   consort --version
+
+            Commands:
+
+            """
+        for command in subcommands {
+            text += "  " + command.name.padding(to: 8) + command.summary + "\n"
+        }
+        text += """
+
+            Exit codes: 0 success; 1 some inputs failed (each is named on stderr); 2 usage error.
+            """
+        return text
+    }
+
+    /// Runs the command line and exits the process with its code.
+    public static func main() -> Never {
+        // A reader that goes away (`consort dump ... | head`) must not kill us with SIGPIPE.
+        signal(SIGPIPE, SIG_IGN)
+        let code = run(Array(CommandLine.arguments.dropFirst()))
+        standardOutput.flush()
+        standardError.flush()
+        exit(code.rawValue)
+    }
+
+    public static func run(_ args: [String]) -> ExitCode {
+        guard let first = args.first else {
+            standardError.write(help + "\n")
+            return .usage
+        }
+        switch first {
+        case "--help", "-h", "help":
+            if args.count > 1, let command = subcommands.first(where: { $0.name == args[1] }) {
+                standardOutput.write(command.help)
+            } else {
+                standardOutput.write(help + "\n")
+            }
+            return .success
+        case "--version", "-V":
+            standardOutput.line("consort \(version)")
+            return .success
+        default:
+            break
+        }
+        guard let command = subcommands.first(where: { $0.name == first }) else {
+            standardError.line("consort: unknown command \"\(first)\"")
+            standardError.line("Run 'consort --help' for the list of commands.")
+            return .usage
+        }
+        let rest = Array(args.dropFirst())
+        if rest.contains("--help") || rest.contains("-h") {
+            standardOutput.write(command.help)
+            return .success
+        }
+        do {
+            return try command.run(rest)
+        } catch let error as UsageError {
+            standardError.line("consort \(error.command): \(error.message)")
+            standardError.line("Run 'consort \(error.command) --help' for usage.")
+            return .usage
+        } catch {
+            standardError.line("consort \(first): \(error)")
+            return .someFailed
+        }
+    }
+}
+
+extension String {
+    func padding(to width: Int) -> String {
+        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
+    }
+}

@@ -1,0 +1,103 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Where the reader's bytes come from: a file, a buffer, or an inflating wrapper around either.
+///
+/// Reading is strictly sequential (DICOM never needs to look back), so a source only reads
+/// forward and skips forward.
+protocol ByteSource {
+    /// Reads up to `buffer.count` bytes; returns 0 at the end.
+    mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(DICOMError) -> Int
+    /// Skips `count` bytes without handing them over; returns how many were skipped (fewer at the end).
+    mutating func skip(_ count: Int) throws(DICOMError) -> Int
+    /// Bytes left to read, when the source knows (a file does; an inflating stream does not).
+    var remaining: Int? { get }
+}
+
+/// Reads a file through its descriptor, which it owns and closes.
+final class FileByteSource: ByteSource {
+    private let descriptor: Int32
+    private var position: Int = 0
+    let size: Int
+    let path: String
+
+    init(path: String) throws(DICOMError) {
+        self.path = path
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        if fd < 0 { throw DICOMError(.io, "Cannot open \(path): \(errnoText())") }
+        var info = stat()
+        if fstat(fd, &info) != 0 {
+            let text = errnoText()
+            close(fd)
+            throw DICOMError(.io, "Cannot stat \(path): \(text)")
+        }
+        if info.st_mode & S_IFMT == S_IFDIR {
+            close(fd)
+            throw DICOMError(.io, "\(path) is a directory")
+        }
+        descriptor = fd
+        size = Int(info.st_size)
+    }
+
+    deinit { close(descriptor) }
+
+    var remaining: Int? { max(0, size - position) }
+
+    func read(into buffer: UnsafeMutableRawBufferPointer) throws(DICOMError) -> Int {
+        while true {
+            let n = Glibc.read(descriptor, buffer.baseAddress, buffer.count)
+            if n >= 0 {
+                position += n
+                return n
+            }
+            if errno == EINTR { continue }
+            throw DICOMError(.io, "Cannot read \(path): \(errnoText())", offset: position)
+        }
+    }
+
+    func skip(_ count: Int) throws(DICOMError) -> Int {
+        let step = min(count, max(0, size - position))
+        if lseek(descriptor, off_t(position + step), SEEK_SET) < 0 {
+            throw DICOMError(.io, "Cannot seek in \(path): \(errnoText())", offset: position)
+        }
+        position += step
+        return step
+    }
+}
+
+/// Serves bytes from memory (used for data already read, such as a deflated stream's input,
+/// and by the in-memory `DICOMFile.read(bytes:)`).
+struct MemoryByteSource: ByteSource {
+    let bytes: ArraySlice<UInt8>
+    var position: Int
+
+    init(_ bytes: ArraySlice<UInt8>) {
+        self.bytes = bytes
+        position = bytes.startIndex
+    }
+
+    var remaining: Int? { bytes.endIndex - position }
+
+    mutating func read(into buffer: UnsafeMutableRawBufferPointer) throws(DICOMError) -> Int {
+        let n = min(buffer.count, bytes.endIndex - position)
+        if n > 0 {
+            bytes.withUnsafeBytes { source in
+                let start = position - bytes.startIndex
+                buffer.baseAddress!.copyMemory(from: source.baseAddress! + start, byteCount: n)
+            }
+            position += n
+        }
+        return n
+    }
+
+    mutating func skip(_ count: Int) throws(DICOMError) -> Int {
+        let n = min(count, bytes.endIndex - position)
+        position += n
+        return n
+    }
+}
+
+func errnoText(_ code: Int32 = errno) -> String {
+    String(cString: strerror(code))
+}

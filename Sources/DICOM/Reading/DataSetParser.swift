@@ -1,0 +1,433 @@
+/// Reads elements, sequences and items from a `ByteStream` into `DataSet`s: the structural layer
+/// of the reader (PS3.5 §7). Values stay raw bytes; decoding is `DataSet+Values.swift`'s job.
+///
+/// Lengths are never trusted: each is compared with what remains of the file and of the
+/// enclosing item before anything is read or allocated. Nesting depth is bounded. A malformed
+/// file is a `DICOMError` carrying the offset and tag, never a trap.
+///
+/// Where the standard leaves room, the choices are pydicom's (so that both read a file alike):
+/// an item whose first element has no VR letters in an explicit VR data set is read as implicit VR
+/// (PS3.5 §6.2.2 allows this for sequences of undefined length; writers do it elsewhere too), a UN
+/// of undefined length is a sequence, and a UN whose tag the dictionary knows takes its VR.
+struct DataSetParser {
+    let stream: ByteStream
+    let options: ReadOptions
+    private(set) var warnings: [ReadWarning] = []
+    private var loadedBytes = 0
+    /// Where the top-level pixel data starts, when the read stopped before it.
+    private(set) var stoppedAtPixelData: Int?
+
+    enum Boundary {
+        case endOfStream
+        case end(Int)
+        case itemDelimiter
+    }
+
+    init(stream: ByteStream, options: ReadOptions) {
+        self.stream = stream
+        self.options = options
+    }
+
+    mutating func warn(_ message: String, offset: Int? = nil, tag: Tag? = nil) {
+        if warnings.count < 100 { warnings.append(ReadWarning(message, offset: offset, tag: tag)) }
+    }
+
+    /// Whether the next element header has VR letters where explicit VR puts them; nil when fewer
+    /// than six bytes remain or the next tag is a delimiter (nothing to tell from).
+    func nextElementLooksExplicit(_ order: ByteOrder) throws(DICOMError) -> Bool? {
+        guard try stream.request(6) else { return nil }
+        if stream.uint16(at: 0, order) == 0xFFFE { return nil }
+        return VR(stream.byte(at: 4), stream.byte(at: 5)).looksLikeVR
+    }
+
+    // MARK: - Data sets
+
+    mutating func readDataSet(
+        encoding: Encoding, boundary: Boundary, depth: Int, characterSet inherited: SpecificCharacterSet,
+        pixelRepresentation inheritedPixelRepresentation: Int?, topLevel: Bool, metaOnly: Bool = false
+    ) throws(DICOMError) -> DataSet {
+        let order = encoding.byteOrder
+        var elements: [DataElement] = []
+        elements.reserveCapacity(topLevel ? 96 : 8)
+        var characterSet = inherited
+        var ownPixelRepresentation: Int?
+        var inOrder = true
+        var ambiguous: [(index: Int, kind: AmbiguousVR, implicit: Bool)] = []
+
+        elementLoop: while true {
+            if case .end(let end) = boundary {
+                let here = stream.offset
+                if here == end { break }
+                if here > end {
+                    throw DICOMError(
+                        .lengthOutOfBounds, "An element runs \(here - end) bytes past the end of its item",
+                        offset: here, tag: elements.last?.tag)
+                }
+            }
+            guard try stream.request(8) else {
+                let left = stream.remaining ?? stream.available
+                if left == 0, case .endOfStream = boundary { break }
+                if case .endOfStream = boundary, metaOnly || topLevel {
+                    // pydicom stops silently here; we say so.
+                    warn("\(left) trailing bytes after the last element ignored", offset: stream.offset)
+                    _ = try stream.skip(left)
+                    break
+                }
+                throw DICOMError(
+                    .truncated,
+                    left == 0
+                        ? "The file ends inside a sequence item" : "The file ends inside an element header",
+                    offset: stream.offset)
+            }
+            let headerOffset = stream.offset
+            let tag = Tag(stream.uint16(at: 0, order), stream.uint16(at: 2, order))
+            if metaOnly && tag.group != 0x0002 { break }
+            if tag.group == 0xFFFE {
+                stream.consume(8)
+                if tag == .itemDelimitationItem {
+                    if case .itemDelimiter = boundary { break elementLoop }
+                    warn("Item delimiter outside an item ignored", offset: headerOffset, tag: tag)
+                    continue
+                }
+                if tag == .sequenceDelimitationItem && topLevel {
+                    warn("Sequence delimiter outside a sequence ignored", offset: headerOffset, tag: tag)
+                    continue
+                }
+                throw DICOMError(.malformed, "Unexpected \(tag) among the elements of a data set", offset: headerOffset, tag: tag)
+            }
+            if topLevel && options.stopBeforePixelData && tag.isPixelData {
+                stoppedAtPixelData = headerOffset
+                break
+            }
+
+            // Element header (PS3.5 §7.1.1–7.1.3).
+            var vr = VR.UN
+            var wireVR: VR?
+            var ambiguity: AmbiguousVR?
+            let rawLength: UInt32
+            var implicit = !encoding.isExplicitVR
+            if encoding.isExplicitVR {
+                let code = VR(stream.byte(at: 4), stream.byte(at: 5))
+                if code.looksLikeVR {
+                    vr = code
+                    if code.hasLongLength {
+                        guard try stream.request(12) else {
+                            throw DICOMError(.truncated, "The file ends inside an element header", offset: headerOffset, tag: tag)
+                        }
+                        rawLength = stream.uint32(at: 8, order)
+                        stream.consume(12)
+                    } else {
+                        rawLength = UInt32(stream.uint16(at: 6, order))
+                        stream.consume(8)
+                    }
+                } else {
+                    // No VR letters: this element was written implicit VR.
+                    implicit = true
+                    rawLength = stream.uint32(at: 4, order)
+                    stream.consume(8)
+                    warn("Element without a VR in an explicit VR data set, read as implicit VR", offset: headerOffset, tag: tag)
+                }
+            } else {
+                rawLength = stream.uint32(at: 4, order)
+                stream.consume(8)
+            }
+            let length: UInt32? = rawLength == 0xFFFF_FFFF ? nil : rawLength
+            if implicit {
+                (vr, ambiguity) = implicitVR(for: tag, among: elements)
+            } else if vr == .UN, let length {
+                // A UN the dictionary knows takes the dictionary's VR (pydicom, DCMTK).
+                if let (known, kind) = knownVR(forUN: tag, length: length, among: elements) {
+                    wireVR = .UN
+                    vr = known
+                    ambiguity = kind
+                }
+            }
+
+            let value: DataElement.Value
+            if let length {
+                let count = Int(length)
+                try checkBounds(count, boundary: boundary, tag: tag)
+                if vr == .SQ {
+                    // A sequence that came as UN is always implicit VR little endian (PS3.5 §6.2.2).
+                    let itemEncoding =
+                        wireVR == .UN ? Encoding.implicitVRLittleEndian
+                        : implicit ? Encoding(explicitVR: false, byteOrder: order) : encoding
+                    value = .sequence(
+                        try readItems(
+                            encoding: itemEncoding, end: stream.offset + count, depth: depth, tag: tag,
+                            characterSet: characterSet,
+                            pixelRepresentation: ownPixelRepresentation ?? inheritedPixelRepresentation))
+                } else if let threshold = options.bulkDataThreshold, count > threshold,
+                    vr.isBulk || tag.isPixelData
+                {
+                    let at = stream.offset
+                    guard try stream.skip(count) else {
+                        throw DICOMError(.truncated, "The file ends inside a value", offset: at, tag: tag)
+                    }
+                    value = .notLoaded(offset: at, length: count)
+                } else {
+                    value = .bytes(try load(count, tag: tag))
+                }
+            } else {
+                // Undefined length (PS3.5 §7.1.3): a sequence, or encapsulated pixel data.
+                if vr == .UN && !implicit {
+                    wireVR = .UN
+                    vr = .SQ
+                } else if vr == .UN {
+                    // Implicit VR, tag unknown: a sequence if an item follows (pydicom does the same).
+                    if try stream.request(4), Tag(stream.uint16(at: 0, order), stream.uint16(at: 2, order)) == .item {
+                        vr = .SQ
+                    }
+                }
+                if vr == .SQ {
+                    value = .sequence(
+                        try readItems(
+                            encoding: implicit || wireVR == .UN
+                                ? Encoding(explicitVR: false, byteOrder: order) : encoding,
+                            end: nil, depth: depth, tag: tag, characterSet: characterSet,
+                            pixelRepresentation: ownPixelRepresentation ?? inheritedPixelRepresentation))
+                } else if vr.isBulk || tag.isPixelData {
+                    value = try readFragments(order: order, tag: tag, skip: options.bulkDataThreshold != nil)
+                } else {
+                    throw DICOMError(
+                        .malformed, "Undefined length on a \(vr) element, which only sequences and encapsulated data may have",
+                        offset: headerOffset, tag: tag)
+                }
+            }
+
+            if tag == .specificCharacterSet, case .bytes(let bytes) = value {
+                let parsed = SpecificCharacterSet(value: bytes)
+                characterSet = parsed
+                for problem in parsed.problems { warn(problem, offset: headerOffset, tag: tag) }
+            } else if tag == .pixelRepresentation, case .bytes(let bytes) = value, bytes.count >= 2 {
+                ownPixelRepresentation = Int(readUInt16(bytes, order))
+            }
+            if let ambiguity { ambiguous.append((elements.count, ambiguity, implicit)) }
+            if let last = elements.last, last.tag >= tag { inOrder = false }
+            elements.append(DataElement(tag: tag, vr: vr, length: length, value: value, wireVR: wireVR))
+        }
+
+        var dataSet = DataSet(elements: elements, byteOrder: order, characterSet: characterSet)
+        if !ambiguous.isEmpty {
+            resolve(
+                ambiguous, in: &dataSet,
+                pixelRepresentation: ownPixelRepresentation ?? inheritedPixelRepresentation)
+        }
+        if !inOrder { sortAndDeduplicate(&dataSet) }
+        return dataSet
+    }
+
+    private mutating func checkBounds(_ count: Int, boundary: Boundary, tag: Tag) throws(DICOMError) {
+        if let left = stream.remaining, count > left {
+            throw DICOMError(
+                .lengthOutOfBounds, "Value length \(count) runs past the end of the file (\(left) bytes left)",
+                offset: stream.offset, tag: tag)
+        }
+        if case .end(let end) = boundary, stream.offset + count > end {
+            throw DICOMError(
+                .lengthOutOfBounds,
+                "Value length \(count) runs past the end of its item (\(end - stream.offset) bytes left)",
+                offset: stream.offset, tag: tag)
+        }
+    }
+
+    private mutating func load(_ count: Int, tag: Tag) throws(DICOMError) -> ArraySlice<UInt8> {
+        loadedBytes += count
+        if loadedBytes > options.maximumLoadedBytes {
+            throw DICOMError(
+                .limitExceeded,
+                "Header values exceed the limit of \(options.maximumLoadedBytes) bytes (ReadOptions.maximumLoadedBytes)",
+                offset: stream.offset, tag: tag)
+        }
+        guard try stream.request(count) else {
+            throw DICOMError(.truncated, "The file ends inside a value of \(count) bytes", offset: stream.offset, tag: tag)
+        }
+        return stream.take(count)
+    }
+
+    // MARK: - Sequences and items (PS3.5 §7.5)
+
+    private mutating func readItems(
+        encoding: Encoding, end: Int?, depth: Int, tag: Tag, characterSet: SpecificCharacterSet,
+        pixelRepresentation: Int?
+    ) throws(DICOMError) -> [DataSet] {
+        if depth + 1 > options.maximumNestingDepth {
+            throw DICOMError(
+                .nestingTooDeep, "Sequences nested deeper than \(options.maximumNestingDepth) levels",
+                offset: stream.offset, tag: tag)
+        }
+        let order = encoding.byteOrder
+        var items: [DataSet] = []
+        while true {
+            if let end {
+                let here = stream.offset
+                if here == end { break }
+                if here > end {
+                    throw DICOMError(.lengthOutOfBounds, "An item runs \(here - end) bytes past the end of its sequence", offset: here, tag: tag)
+                }
+            }
+            let itemOffset = stream.offset
+            guard try stream.request(8) else {
+                throw DICOMError(.truncated, "The file ends inside a sequence", offset: itemOffset, tag: tag)
+            }
+            let itemTag = Tag(stream.uint16(at: 0, order), stream.uint16(at: 2, order))
+            let rawLength = stream.uint32(at: 4, order)
+            stream.consume(8)
+            if itemTag == .sequenceDelimitationItem {
+                if end != nil { warn("Sequence delimiter in a sequence of defined length", offset: itemOffset, tag: tag) }
+                break
+            }
+            guard itemTag == .item else {
+                throw DICOMError(.malformed, "Expected an item (FFFE,E000) in the sequence, found \(itemTag)", offset: itemOffset, tag: tag)
+            }
+            var itemEncoding = encoding
+            if encoding.isExplicitVR, rawLength != 0, try nextElementLooksExplicit(order) == false {
+                itemEncoding = Encoding(explicitVR: false, byteOrder: order)
+            }
+            let item: DataSet
+            if rawLength == 0xFFFF_FFFF {
+                item = try readDataSet(
+                    encoding: itemEncoding, boundary: .itemDelimiter, depth: depth + 1, characterSet: characterSet,
+                    pixelRepresentation: pixelRepresentation, topLevel: false)
+            } else {
+                let count = Int(rawLength)
+                try checkBounds(count, boundary: end.map { .end($0) } ?? .endOfStream, tag: tag)
+                item = try readDataSet(
+                    encoding: itemEncoding, boundary: .end(stream.offset + count), depth: depth + 1,
+                    characterSet: characterSet, pixelRepresentation: pixelRepresentation, topLevel: false)
+            }
+            items.append(item)
+        }
+        return items
+    }
+
+    /// Encapsulated data (PS3.5 §A.4): items of defined length up to a sequence delimiter.
+    private mutating func readFragments(order: ByteOrder, tag: Tag, skip: Bool) throws(DICOMError) -> DataElement.Value {
+        var fragments: [ArraySlice<UInt8>] = []
+        let start = stream.offset
+        while true {
+            let itemOffset = stream.offset
+            guard try stream.request(8) else {
+                throw DICOMError(.truncated, "The file ends inside encapsulated data", offset: itemOffset, tag: tag)
+            }
+            let itemTag = Tag(stream.uint16(at: 0, order), stream.uint16(at: 2, order))
+            let rawLength = stream.uint32(at: 4, order)
+            stream.consume(8)
+            if itemTag == .sequenceDelimitationItem { break }
+            guard itemTag == .item, rawLength != 0xFFFF_FFFF else {
+                throw DICOMError(
+                    .malformed, itemTag == .item ? "Fragment of undefined length in encapsulated data"
+                        : "Expected a fragment item (FFFE,E000) in encapsulated data, found \(itemTag)",
+                    offset: itemOffset, tag: tag)
+            }
+            let count = Int(rawLength)
+            try checkBounds(count, boundary: .endOfStream, tag: tag)
+            if skip {
+                guard try stream.skip(count) else {
+                    throw DICOMError(.truncated, "The file ends inside a fragment", offset: stream.offset, tag: tag)
+                }
+            } else {
+                fragments.append(try load(count, tag: tag))
+            }
+        }
+        return skip ? .notLoaded(offset: start, length: stream.offset - start) : .fragments(fragments)
+    }
+
+    // MARK: - VRs from the dictionary
+
+    /// The VR of an implicit VR element: the dictionary's; for private elements the creator's
+    /// published dictionary, LO for creators, else UN; UL for unknown group lengths.
+    private func implicitVR(for tag: Tag, among elements: [DataElement]) -> (VR, AmbiguousVR?) {
+        if let entry = DataDictionary.entry(for: tag) { return (entry.vr, entry.ambiguity) }
+        if tag.isPrivate {
+            if tag.isPrivateCreator { return (.LO, nil) }
+            if let entry = privateEntry(for: tag, among: elements) { return (entry.vr, entry.ambiguity) }
+            return (.UN, nil)
+        }
+        if tag.isGroupLength { return (.UL, nil) }
+        return (.UN, nil)
+    }
+
+    /// The VR to use for an element that came as UN, when a dictionary knows better.
+    private func knownVR(forUN tag: Tag, length: UInt32, among elements: [DataElement]) -> (VR, AmbiguousVR?)? {
+        if tag.isPrivate {
+            if tag.isPrivateCreator { return (.LO, nil) }
+            guard let entry = privateEntry(for: tag, among: elements), entry.vr != .UN else { return nil }
+            return (entry.vr, entry.ambiguity)
+        }
+        // pydicom keeps UN for values of 64 KiB and more, which no short VR could hold.
+        guard length < 0xFFFF, let entry = DataDictionary.entry(for: tag), entry.vr != .UN else { return nil }
+        return (entry.vr, entry.ambiguity)
+    }
+
+    private func privateEntry(for tag: Tag, among elements: [DataElement]) -> PrivateDictionaryEntry? {
+        guard let creatorTag = tag.privateCreatorTag,
+            let creator = elements.last(where: { $0.tag == creatorTag }),
+            case .bytes(let bytes) = creator.value
+        else { return nil }
+        var end = bytes.endIndex
+        while end > bytes.startIndex, bytes[end - 1] == 0x20 || bytes[end - 1] == 0 { end -= 1 }
+        let name = String(decoding: bytes[bytes.startIndex..<end], as: UTF8.self)
+        return DataDictionary.privateEntry(for: tag, creator: name)
+    }
+
+    /// Settles "US or SS", "OB or OW" and "US or OW" by the rules of PS3.5 Annex A and PS3.3
+    /// C.7.6.3 / C.11.1, as pydicom's `correct_ambiguous_vr` does.
+    private func resolve(
+        _ ambiguous: [(index: Int, kind: AmbiguousVR, implicit: Bool)], in dataSet: inout DataSet,
+        pixelRepresentation: Int?
+    ) {
+        for (index, kind, implicit) in ambiguous {
+            let element = dataSet.elements[index]
+            let resolved: VR
+            switch kind {
+            case .usOrSS, .usOrSSOrOW:
+                resolved = (pixelRepresentation ?? 0) == 0 ? .US : .SS
+            case .obOrOW:
+                if element.tag == .pixelData {
+                    if element.length == nil {
+                        resolved = .OB
+                    } else if implicit {
+                        resolved = .OW
+                    } else {
+                        resolved = (dataSet.uint(.bitsAllocated) ?? 16) > 8 ? .OW : .OB
+                    }
+                } else if element.tag.group & 0xFF00 == 0x6000 && element.tag.element == 0x3000 {
+                    resolved = .OW
+                } else if implicit {
+                    resolved = .OW
+                } else {
+                    resolved = (dataSet.uint(.waveformBitsAllocated) ?? 16) > 8 ? .OW : .OB
+                }
+            case .usOrOW:
+                resolved = dataSet.uint(.lutDescriptor) == 1 ? .US : .OW
+            }
+            dataSet.elements[index].vr = resolved
+        }
+    }
+
+    private mutating func sortAndDeduplicate(_ dataSet: inout DataSet) {
+        warn("Elements out of ascending tag order; sorted")
+        // Stable sort, then keep the last of any duplicated tag (as a reader that overwrites would).
+        let sorted = dataSet.elements.enumerated().sorted {
+            $0.element.tag == $1.element.tag ? $0.offset < $1.offset : $0.element.tag < $1.element.tag
+        }
+        var result: [DataElement] = []
+        result.reserveCapacity(sorted.count)
+        for (_, element) in sorted {
+            if let last = result.last, last.tag == element.tag {
+                warn("Element \(element.tag) appears twice; the last one is kept", tag: element.tag)
+                result[result.count - 1] = element
+            } else {
+                result.append(element)
+            }
+        }
+        dataSet.elements = result
+    }
+}
+
+@inline(__always) func readUInt16(_ bytes: ArraySlice<UInt8>, _ order: ByteOrder, at index: Int = 0) -> UInt16 {
+    let i = bytes.startIndex + index
+    return order == .littleEndian
+        ? UInt16(bytes[i]) | UInt16(bytes[i + 1]) << 8 : UInt16(bytes[i]) << 8 | UInt16(bytes[i + 1])
+}

@@ -1,0 +1,2 @@
+import ConsortCLI
+ConsortCommand.main()
