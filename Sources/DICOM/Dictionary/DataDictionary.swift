@@ -36,19 +36,34 @@ public struct PrivateDictionaryEntry: Sendable {
 /// The DICOM data dictionary (PS3.6): tag ⇄ keyword, VR, VM, name; repeating groups (50xx, 60xx,
 /// ...) and the private dictionaries of well-known creators.
 ///
-/// The tables are generated into `DataDictionary+Generated.swift` and parsed on first use
-/// (a Swift `static let` is initialised once, thread-safely).
+/// The tables are generated into `DataDictionary+Generated.swift` as text and indexed on first use
+/// by scanning their bytes (a Swift `static let` is initialised once, thread-safely): the index
+/// holds numbers only, and an entry's strings are made when someone asks for that entry. Indexing
+/// both tables costs about a millisecond.
 public enum DataDictionary {
     public static func entry(for tag: Tag) -> DictionaryEntry? {
-        if let entry = tables.byTag[tag.rawValue] { return entry }
+        let index = standardIndex
+        if let row = index.byTag[tag.rawValue] { return index.entry(row) }
         if tag.isPrivate { return nil }
-        for repeater in tables.repeaters where tag.rawValue & repeater.mask == repeater.value {
-            return repeater.entry
+        for repeater in index.repeaters where tag.rawValue & repeater.mask == repeater.value {
+            return index.entry(repeater.row)
         }
         return nil
     }
 
-    public static func tag(forKeyword keyword: String) -> Tag? { tables.byKeyword[keyword] }
+    /// The VR (and any ambiguity) of a tag, without making the entry's strings: the reader's
+    /// lookup for implicit VR data sets.
+    static func vr(for tag: Tag) -> (VR, AmbiguousVR?)? {
+        let index = standardIndex
+        if let row = index.byTag[tag.rawValue] { return (index.rows[row].vr, index.rows[row].ambiguity) }
+        if tag.isPrivate { return nil }
+        for repeater in index.repeaters where tag.rawValue & repeater.mask == repeater.value {
+            return (index.rows[repeater.row].vr, index.rows[repeater.row].ambiguity)
+        }
+        return nil
+    }
+
+    public static func tag(forKeyword keyword: String) -> Tag? { keywordIndex[keyword] }
 
     public static func keyword(for tag: Tag) -> String? { entry(for: tag)?.keyword }
 
@@ -56,75 +71,139 @@ public enum DataDictionary {
     /// its block (e.g. "SIEMENS CSA HEADER"). Looked up as pydicom does: exact tag, then with
     /// the block byte as "xx", then with the group's low byte as well.
     public static func privateEntry(for tag: Tag, creator: String) -> PrivateDictionaryEntry? {
-        guard let table = privateTables[creator] else { return nil }
+        guard let table = privateIndex[creator] else { return nil }
         let group = UInt32(tag.group), element = UInt32(tag.element)
-        if let e = table[group << 16 | element] { return e }
-        if let e = table[group << 16 | 0xFF00 | (element & 0xFF)] { return e }
-        // "ggxxxxee": group's high byte only, any block (pydicom's third form).
-        if let e = table[(group & 0xFF00) << 16 | 0x00FF_FF00 | (element & 0xFF)] { return e }
+        let keys = [
+            group << 16 | element,
+            group << 16 | 0xFF00 | (element & 0xFF),
+            // "ggxxxxee": the group's high byte only, any block (pydicom's third form).
+            (group & 0xFF00) << 16 | 0x00FF_FF00 | (element & 0xFF),
+        ]
+        for key in keys {
+            if let line = table[key] { return parsePrivateLine(line, creator: creator) }
+        }
         return nil
     }
 
-    // MARK: - Parsing the generated tables
+    // MARK: - Indexing the generated tables
+
+    /// One line of a table: where it is in the text, and the parsed VR.
+    struct Row: Sendable {
+        let start: Int
+        let end: Int
+        let vr: VR
+        let ambiguity: AmbiguousVR?
+    }
 
     struct Repeater: Sendable {
         let mask: UInt32
         let value: UInt32
-        let entry: DictionaryEntry
+        let row: Int
     }
 
-    struct Tables: Sendable {
-        var byTag: [UInt32: DictionaryEntry] = [:]
-        var byKeyword: [String: Tag] = [:]
+    struct StandardIndex: Sendable {
+        var rows: [Row] = []
+        var byTag: [UInt32: Int] = [:]
         var repeaters: [Repeater] = []
+
+        func entry(_ row: Int) -> DictionaryEntry {
+            let fields = DataDictionary.fields(of: DataDictionary.standardTable, rows[row])
+            let tag = DataDictionary.parsePattern(fields[0])?.value ?? 0
+            return DictionaryEntry(
+                tag: Tag(rawValue: tag), vr: rows[row].vr, ambiguity: rows[row].ambiguity,
+                vm: fields.count > 2 ? String(fields[2]) : "", keyword: fields.count > 3 ? String(fields[3]) : "",
+                name: fields.count > 4 ? String(fields[4]) : "", isRetired: fields.count > 5 && fields[5] == "R")
+        }
     }
 
-    static let tables: Tables = {
-        var tables = Tables()
-        tables.byTag.reserveCapacity(5200)
-        tables.byKeyword.reserveCapacity(5200)
-        for line in standardTable.split(separator: "\n") {
-            let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
-            guard fields.count >= 6, let (mask, value) = parsePattern(fields[0]) else { continue }
-            let (vr, ambiguity) = parseVR(fields[1])
-            let keyword = String(fields[3])
-            let entry = DictionaryEntry(
-                tag: Tag(rawValue: value), vr: vr, ambiguity: ambiguity, vm: String(fields[2]),
-                keyword: keyword, name: String(fields[4]), isRetired: fields[5] == "R")
+    static let standardIndex: StandardIndex = {
+        var index = StandardIndex()
+        index.rows.reserveCapacity(5200)
+        index.byTag.reserveCapacity(5200)
+        forEachLine(of: standardTable) { start, end, bytes in
+            // TAG \t VR ...: the tag pattern is the first 8 bytes, the VR field starts at 9.
+            guard end - start > 11, let (mask, value) = parsePattern(bytes[start..<start + 8]) else { return }
+            let vrEnd = (start + 9..<end).first { bytes[$0] == 0x09 } ?? end
+            let (vr, ambiguity) = parseVR(bytes[start + 9..<vrEnd])
+            let row = index.rows.count
+            index.rows.append(Row(start: start, end: end, vr: vr, ambiguity: ambiguity))
             if mask == 0xFFFF_FFFF {
-                tables.byTag[value] = entry
+                index.byTag[value] = row
             } else {
-                tables.repeaters.append(Repeater(mask: mask, value: value, entry: entry))
-            }
-            if !keyword.isEmpty, tables.byKeyword[keyword] == nil {
-                tables.byKeyword[keyword] = Tag(rawValue: value)
+                index.repeaters.append(Repeater(mask: mask, value: value, row: row))
             }
         }
-        return tables
+        return index
     }()
 
-    /// creator → (tag pattern with 'x' nibbles set to F → entry).
-    static let privateTables: [String: [UInt32: PrivateDictionaryEntry]] = {
-        var result: [String: [UInt32: PrivateDictionaryEntry]] = [:]
-        for line in privateTable.split(separator: "\n") {
-            let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
-            guard fields.count >= 5 else { continue }
-            let pattern = String(fields[1].map { $0 == "x" ? "F" : $0 })
-            guard let key = UInt32(pattern, radix: 16) else { continue }
-            let creator = String(fields[0])
-            let (vr, ambiguity) = parseVR(fields[2])
-            result[creator, default: [:]][key] = PrivateDictionaryEntry(
-                creator: creator, vr: vr, ambiguity: ambiguity, vm: String(fields[3]),
-                name: String(fields[4]))
+    static let keywordIndex: [String: Tag] = {
+        var map: [String: Tag] = [:]
+        let index = standardIndex
+        map.reserveCapacity(index.rows.count)
+        for row in index.rows {
+            let fields = fields(of: standardTable, row)
+            guard fields.count > 3, !fields[3].isEmpty, let (_, value) = parsePattern(fields[0]) else { continue }
+            let keyword = String(fields[3])
+            if map[keyword] == nil { map[keyword] = Tag(rawValue: value) }
         }
+        return map
+    }()
+
+    /// creator → (tag pattern with 'x' nibbles set to F → the line's text).
+    static let privateIndex: [String: [UInt32: Substring]] = {
+        var result: [String: [UInt32: Substring]] = [:]
+        var current: (name: Substring, table: [UInt32: Substring])?
+        let text = privateTable
+        forEachLine(of: text) { start, end, bytes in
+            guard let tab = (start..<end).first(where: { bytes[$0] == 0x09 }), tab + 9 <= end else { return }
+            var key: UInt32 = 0
+            for b in bytes[tab + 1..<tab + 9] {
+                key = key << 4 | UInt32(b == UInt8(ascii: "x") ? 0xF : hexDigit(b) ?? 0)
+            }
+            let utf8 = text.utf8
+            let line = Substring(utf8[utf8.index(utf8.startIndex, offsetBy: start)..<utf8.index(utf8.startIndex, offsetBy: end)])
+            let creator = line.prefix(tab - start)
+            if current?.name != creator {
+                if let done = current { result[String(done.name)] = done.table }
+                current = (creator, [:])
+            }
+            current!.table[key] = line
+        }
+        if let done = current { result[String(done.name)] = done.table }
         return result
     }()
 
+    static func parsePrivateLine(_ line: Substring, creator: String) -> PrivateDictionaryEntry? {
+        let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
+        guard fields.count >= 5 else { return nil }
+        let (vr, ambiguity) = parseVR(fields[2].utf8)
+        return PrivateDictionaryEntry(creator: creator, vr: vr, ambiguity: ambiguity, vm: String(fields[3]), name: String(fields[4]))
+    }
+
+    /// Calls `body(start, end, bytes)` for each line of `text`, offsets into its UTF-8 bytes.
+    static func forEachLine(of text: String, _ body: (Int, Int, UnsafeBufferPointer<UInt8>) -> Void) {
+        var text = text
+        text.withUTF8 { bytes in
+            var start = 0
+            for i in 0..<bytes.count where bytes[i] == 0x0A {
+                if i > start { body(start, i, bytes) }
+                start = i + 1
+            }
+            if start < bytes.count { body(start, bytes.count, bytes) }
+        }
+    }
+
+    static func fields(of text: String, _ row: Row) -> [Substring] {
+        let utf8 = text.utf8
+        let line = Substring(utf8[utf8.index(utf8.startIndex, offsetBy: row.start)..<utf8.index(utf8.startIndex, offsetBy: row.end)])
+        return line.split(separator: "\t", omittingEmptySubsequences: false)
+    }
+
     /// "0010xx10" → (mask with x nibbles cleared, value with x nibbles zero).
-    static func parsePattern(_ text: Substring) -> (mask: UInt32, value: UInt32)? {
-        guard text.utf8.count == 8 else { return nil }
+    static func parsePattern<C: Collection<UInt8>>(_ text: C) -> (mask: UInt32, value: UInt32)? {
+        guard text.count == 8 else { return nil }
         var mask: UInt32 = 0, value: UInt32 = 0
-        for c in text.utf8 {
+        for c in text {
             mask <<= 4
             value <<= 4
             if c == UInt8(ascii: "x") { continue }
@@ -135,15 +214,19 @@ public enum DataDictionary {
         return (mask, value)
     }
 
-    static func parseVR(_ text: Substring) -> (VR, AmbiguousVR?) {
-        switch text {
-        case "US or SS": return (.US, .usOrSS)
-        case "OB or OW", "OB_OW": return (.OB, .obOrOW)
-        case "US or OW": return (.US, .usOrOW)
-        case "US or SS or OW": return (.US, .usOrSSOrOW)
+    static func parsePattern(_ text: Substring) -> (mask: UInt32, value: UInt32)? { parsePattern(text.utf8) }
+
+    static func parseVR<C: Collection<UInt8>>(_ field: C) -> (VR, AmbiguousVR?) {
+        let bytes = Array(field)
+        switch bytes {
+        case Array("US or SS".utf8): return (.US, .usOrSS)
+        case Array("OB or OW".utf8), Array("OB_OW".utf8): return (.OB, .obOrOW)
+        case Array("US or OW".utf8): return (.US, .usOrOW)
+        case Array("US or SS or OW".utf8): return (.US, .usOrSSOrOW)
         default:
             // "NONE" (item tags) and anything unexpected: UN.
-            return (VR(text.prefix(2)) ?? .UN, nil)
+            guard bytes.count == 2 else { return (.UN, nil) }
+            return (VR(bytes[0], bytes[1]), nil)
         }
     }
 }

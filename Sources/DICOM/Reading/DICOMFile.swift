@@ -88,7 +88,13 @@ public struct DICOMFile: Sendable {
         } else if isPart10 {
             parser.warn("Part 10 file without File Meta Information", offset: stream.offset)
         }
-        let transferSyntax = meta.string(.transferSyntaxUID, trimming: true).flatMap { $0.isEmpty ? nil : $0 }
+        var transferSyntax: String?
+        if let bytes = meta[.transferSyntaxUID]?.bytes {
+            // A UI value: ASCII, padded with NUL (or, wrongly, spaces).
+            var end = bytes.endIndex
+            while end > bytes.startIndex, bytes[end - 1] == 0 || bytes[end - 1] == 0x20 { end -= 1 }
+            if end > bytes.startIndex { transferSyntax = String(decoding: bytes[bytes.startIndex..<end], as: UTF8.self) }
+        }
 
         var encoding: Encoding
         var deflated = false

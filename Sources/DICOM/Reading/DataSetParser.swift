@@ -21,6 +21,12 @@ struct DataSetParser {
         case endOfStream
         case end(Int)
         case itemDelimiter
+
+        /// Whether a value ending at `offset` stays inside the boundary.
+        @inline(__always) func allows(_ offset: Int) -> Bool {
+            if case .end(let end) = self { return offset <= end }
+            return true
+        }
     }
 
     init(stream: ByteStream, options: ReadOptions) {
@@ -35,9 +41,10 @@ struct DataSetParser {
     /// Whether the next element header has VR letters where explicit VR puts them; nil when fewer
     /// than six bytes remain or the next tag is a delimiter (nothing to tell from).
     func nextElementLooksExplicit(_ order: ByteOrder) throws(DICOMError) -> Bool? {
-        guard try stream.request(6) else { return nil }
-        if stream.uint16(at: 0, order) == 0xFFFE { return nil }
-        return VR(stream.byte(at: 4), stream.byte(at: 5)).looksLikeVR
+        guard try stream.request(8) else { return nil }
+        let header = stream.header()
+        if header.group(order) == 0xFFFE { return nil }
+        return header.vr.looksLikeVR
     }
 
     // MARK: - Data sets
@@ -52,6 +59,7 @@ struct DataSetParser {
         var characterSet = inherited
         var ownPixelRepresentation: Int?
         var inOrder = true
+        var lastTag: UInt32 = 0
         var ambiguous: [(index: Int, kind: AmbiguousVR, implicit: Bool)] = []
 
         elementLoop: while true {
@@ -80,7 +88,8 @@ struct DataSetParser {
                     offset: stream.offset)
             }
             let headerOffset = stream.offset
-            let tag = Tag(stream.uint16(at: 0, order), stream.uint16(at: 2, order))
+            let header = stream.header()
+            let tag = header.tag(order)
             if metaOnly && tag.group != 0x0002 { break }
             if tag.group == 0xFFFE {
                 stream.consume(8)
@@ -107,7 +116,7 @@ struct DataSetParser {
             let rawLength: UInt32
             var implicit = !encoding.isExplicitVR
             if encoding.isExplicitVR {
-                let code = VR(stream.byte(at: 4), stream.byte(at: 5))
+                let code = header.vr
                 if code.looksLikeVR {
                     vr = code
                     if code.hasLongLength {
@@ -117,18 +126,18 @@ struct DataSetParser {
                         rawLength = stream.uint32(at: 8, order)
                         stream.consume(12)
                     } else {
-                        rawLength = UInt32(stream.uint16(at: 6, order))
+                        rawLength = UInt32(header.shortLength(order))
                         stream.consume(8)
                     }
                 } else {
                     // No VR letters: this element was written implicit VR.
                     implicit = true
-                    rawLength = stream.uint32(at: 4, order)
+                    rawLength = header.length(order)
                     stream.consume(8)
                     warn("Element without a VR in an explicit VR data set, read as implicit VR", offset: headerOffset, tag: tag)
                 }
             } else {
-                rawLength = stream.uint32(at: 4, order)
+                rawLength = header.length(order)
                 stream.consume(8)
             }
             let length: UInt32? = rawLength == 0xFFFF_FFFF ? nil : rawLength
@@ -141,6 +150,22 @@ struct DataSetParser {
                     vr = known
                     ambiguity = kind
                 }
+            }
+
+            if let ambiguity { ambiguous.append((elements.count, ambiguity, implicit)) }
+            if !elements.isEmpty && lastTag >= tag.rawValue { inOrder = false }
+            lastTag = tag.rawValue
+
+            // The common case, kept short: a plain value already in the buffer and inside its item.
+            if let length, vr != .SQ, Int(length) <= stream.available, options.bulkDataThreshold == nil,
+                Int(length) <= options.maximumLoadedBytes - loadedBytes, boundary.allows(stream.offset + Int(length))
+            {
+                loadedBytes += Int(length)
+                elements.append(DataElement(tag: tag, vr: vr, length: length, value: .bytes(stream.take(Int(length))), wireVR: wireVR))
+                if tag == .specificCharacterSet || tag == .pixelRepresentation {
+                    noteSpecial(elements[elements.count - 1], order: order, offset: headerOffset, &characterSet, &ownPixelRepresentation)
+                }
+                continue
             }
 
             let value: DataElement.Value
@@ -195,16 +220,10 @@ struct DataSetParser {
                 }
             }
 
-            if tag == .specificCharacterSet, case .bytes(let bytes) = value {
-                let parsed = SpecificCharacterSet(value: bytes)
-                characterSet = parsed
-                for problem in parsed.problems { warn(problem, offset: headerOffset, tag: tag) }
-            } else if tag == .pixelRepresentation, case .bytes(let bytes) = value, bytes.count >= 2 {
-                ownPixelRepresentation = Int(readUInt16(bytes, order))
-            }
-            if let ambiguity { ambiguous.append((elements.count, ambiguity, implicit)) }
-            if let last = elements.last, last.tag >= tag { inOrder = false }
             elements.append(DataElement(tag: tag, vr: vr, length: length, value: value, wireVR: wireVR))
+            if tag == .specificCharacterSet || tag == .pixelRepresentation {
+                noteSpecial(elements[elements.count - 1], order: order, offset: headerOffset, &characterSet, &ownPixelRepresentation)
+            }
         }
 
         var dataSet = DataSet(elements: elements, byteOrder: order, characterSet: characterSet)
@@ -217,8 +236,22 @@ struct DataSetParser {
         return dataSet
     }
 
+    /// Takes note of the elements that change how the rest of the data set is read.
+    private mutating func noteSpecial(
+        _ element: DataElement, order: ByteOrder, offset: Int, _ characterSet: inout SpecificCharacterSet,
+        _ pixelRepresentation: inout Int?
+    ) {
+        guard case .bytes(let bytes) = element.value else { return }
+        if element.tag == .specificCharacterSet {
+            characterSet = SpecificCharacterSet(value: bytes)
+            for problem in characterSet.problems { warn(problem, offset: offset, tag: element.tag) }
+        } else if element.tag == .pixelRepresentation, bytes.count >= 2 {
+            pixelRepresentation = Int(readUInt16(bytes, order))
+        }
+    }
+
     private mutating func checkBounds(_ count: Int, boundary: Boundary, tag: Tag) throws(DICOMError) {
-        if let left = stream.remaining, count > left {
+        if !stream.mayHave(count), let left = stream.remaining {
             throw DICOMError(
                 .lengthOutOfBounds, "Value length \(count) runs past the end of the file (\(left) bytes left)",
                 offset: stream.offset, tag: tag)
@@ -270,8 +303,9 @@ struct DataSetParser {
             guard try stream.request(8) else {
                 throw DICOMError(.truncated, "The file ends inside a sequence", offset: itemOffset, tag: tag)
             }
-            let itemTag = Tag(stream.uint16(at: 0, order), stream.uint16(at: 2, order))
-            let rawLength = stream.uint32(at: 4, order)
+            let header = stream.header()
+            let itemTag = header.tag(order)
+            let rawLength = header.length(order)
             stream.consume(8)
             if itemTag == .sequenceDelimitationItem {
                 if end != nil { warn("Sequence delimiter in a sequence of defined length", offset: itemOffset, tag: tag) }
@@ -310,8 +344,9 @@ struct DataSetParser {
             guard try stream.request(8) else {
                 throw DICOMError(.truncated, "The file ends inside encapsulated data", offset: itemOffset, tag: tag)
             }
-            let itemTag = Tag(stream.uint16(at: 0, order), stream.uint16(at: 2, order))
-            let rawLength = stream.uint32(at: 4, order)
+            let header = stream.header()
+            let itemTag = header.tag(order)
+            let rawLength = header.length(order)
             stream.consume(8)
             if itemTag == .sequenceDelimitationItem { break }
             guard itemTag == .item, rawLength != 0xFFFF_FFFF else {
@@ -338,7 +373,7 @@ struct DataSetParser {
     /// The VR of an implicit VR element: the dictionary's; for private elements the creator's
     /// published dictionary, LO for creators, else UN; UL for unknown group lengths.
     private func implicitVR(for tag: Tag, among elements: [DataElement]) -> (VR, AmbiguousVR?) {
-        if let entry = DataDictionary.entry(for: tag) { return (entry.vr, entry.ambiguity) }
+        if let known = DataDictionary.vr(for: tag) { return known }
         if tag.isPrivate {
             if tag.isPrivateCreator { return (.LO, nil) }
             if let entry = privateEntry(for: tag, among: elements) { return (entry.vr, entry.ambiguity) }
@@ -356,8 +391,8 @@ struct DataSetParser {
             return (entry.vr, entry.ambiguity)
         }
         // pydicom keeps UN for values of 64 KiB and more, which no short VR could hold.
-        guard length < 0xFFFF, let entry = DataDictionary.entry(for: tag), entry.vr != .UN else { return nil }
-        return (entry.vr, entry.ambiguity)
+        guard length < 0xFFFF, let known = DataDictionary.vr(for: tag), known.0 != .UN else { return nil }
+        return known
     }
 
     private func privateEntry(for tag: Tag, among elements: [DataElement]) -> PrivateDictionaryEntry? {

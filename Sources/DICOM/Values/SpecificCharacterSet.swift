@@ -12,28 +12,60 @@
 /// first character set. An unknown term is reported in `problems` and decoded with the default
 /// repertoire; the element's raw bytes are always still there (`DataElement.bytes`).
 public struct SpecificCharacterSet: Sendable, Equatable {
-    /// The terms as written, e.g. ["", "ISO 2022 IR 87"].
-    public let terms: [String]
-    /// What each usable term decodes with; the first is the one in force at the start of a value.
-    let repertoires: [Repertoire]
-    /// Terms we did not recognise or could not use (for a warning).
-    public let problems: [String]
+    /// nil for the default repertoire, the common case: copying a data set's character set is
+    /// then free, and otherwise one reference.
+    private let storage: Storage?
 
-    public static let defaultRepertoire = SpecificCharacterSet(terms: [], repertoires: [.defaultRepertoire], problems: [])
-
-    init(terms: [String], repertoires: [Repertoire], problems: [String]) {
-        self.terms = terms
-        self.repertoires = repertoires
-        self.problems = problems
+    final class Storage: Sendable {
+        let terms: [String]
+        let repertoires: [Repertoire]
+        let problems: [String]
+        init(terms: [String], repertoires: [Repertoire], problems: [String]) {
+            self.terms = terms
+            self.repertoires = repertoires
+            self.problems = problems
+        }
     }
+
+    /// The terms as written, e.g. ["", "ISO 2022 IR 87"].
+    public var terms: [String] { storage?.terms ?? [] }
+    /// What each usable term decodes with; the first is the one in force at the start of a value.
+    var repertoires: [Repertoire] { storage?.repertoires ?? [.defaultRepertoire] }
+    /// Terms we did not recognise or could not use (for a warning).
+    public var problems: [String] { storage?.problems ?? [] }
+
+    public static let defaultRepertoire = SpecificCharacterSet(storage: nil)
+
+    private init(storage: Storage?) { self.storage = storage }
+
+    public static func == (a: SpecificCharacterSet, b: SpecificCharacterSet) -> Bool { a.terms == b.terms }
 
     /// From the raw value of (0008,0005).
     public init(value: ArraySlice<UInt8>) {
-        let text = String(decoding: value, as: UTF8.self)
+        // Most files say nothing, "ISO_IR 100" or "ISO_IR 192": answer those without parsing.
+        var end = value.endIndex
+        while end > value.startIndex, value[end - 1] == 0x20 || value[end - 1] == 0 { end -= 1 }
+        let trimmed = value[value.startIndex..<end]
+        if trimmed.isEmpty || trimmed.elementsEqual("ISO_IR 6".utf8) {
+            self = .defaultRepertoire
+            return
+        }
+        if trimmed.elementsEqual("ISO_IR 100".utf8) {
+            self = Self.latin1
+            return
+        }
+        if trimmed.elementsEqual("ISO_IR 192".utf8) {
+            self = Self.utf8
+            return
+        }
+        let text = String(decoding: trimmed, as: UTF8.self)
         self.init(terms: text.split(separator: "\\", omittingEmptySubsequences: false).map {
             $0.trimmingCharacters(in: " \0")
         })
     }
+
+    private static let latin1 = SpecificCharacterSet(terms: ["ISO_IR 100"])
+    private static let utf8 = SpecificCharacterSet(terms: ["ISO_IR 192"])
 
     public init(terms rawTerms: [String]) {
         var terms = rawTerms
@@ -61,7 +93,11 @@ public struct SpecificCharacterSet: Sendable, Equatable {
             problems.append("\"\(terms[0])\" does not allow code extensions; the other terms are ignored")
             repertoires = [first]
         }
-        self.init(terms: rawTerms, repertoires: repertoires, problems: problems)
+        if rawTerms.count <= 1, repertoires == [.defaultRepertoire], problems.isEmpty {
+            self.init(storage: nil)
+        } else {
+            self.init(storage: Storage(terms: rawTerms, repertoires: repertoires, problems: problems))
+        }
     }
 
     /// Delimiters that end a code extension in text values (PS3.5 §6.1.2.5.3).
