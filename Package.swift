@@ -47,7 +47,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DICOMTests",
-            dependencies: ["DICOM"]
+            dependencies: ["DICOM", "CZlib"]
         ),
         .testTarget(
             name: "ConsortCLITests",

@@ -1,0 +1,70 @@
+import Testing
+
+@testable import DICOM
+
+@Suite("Values and types")
+struct ValueTests {
+    @Test func tagsPrintAndParse() {
+        #expect(Tag(0x0010, 0x0020).description == "(0010,0020)")
+        #expect(Tag(0x7FE0, 0x0010).hexString == "7FE00010")
+        #expect(Tag(hexString: "(0010,0020)") == .patientID)
+        #expect(Tag(hexString: "7fe00010") == .pixelData)
+        #expect(Tag(hexString: "0010") == nil)
+        #expect(Tag(0x0029, 0x1010).privateCreatorTag == Tag(0x0029, 0x0010))
+        #expect(Tag(0x0029, 0x0010).isPrivateCreator)
+        #expect(!Tag(0x0008, 0x0010).isPrivate)
+    }
+
+    @Test("two-byte lengths are exactly PS3.5 Table 7.1-2's list", arguments: VR.all)
+    func lengthFieldSizes(_ vr: VR) {
+        let short: Set<String> = ["AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "PN", "SH", "SL", "SS", "ST", "TM", "UI", "UL", "US"]
+        #expect(vr.hasLongLength == !short.contains(vr.description))
+    }
+
+    @Test func numbersDecodeInTheDataSetsByteOrder() {
+        let element = DataElement(tag: Tag(0x0028, 0x0010), vr: .US, length: 4, value: .bytes([0x01, 0x02, 0x03, 0x04]))
+        #expect(element.integers(byteOrder: .littleEndian) == [0x0201, 0x0403])
+        #expect(element.integers(byteOrder: .bigEndian) == [0x0102, 0x0304])
+        let float = DataElement(tag: Tag(0x0018, 0x0050), vr: .FD, length: 8, value: .bytes([0, 0, 0, 0, 0, 0, 0xF0, 0x3F]))
+        #expect(float.floats(byteOrder: .littleEndian) == [1.0])
+        let at = DataElement(tag: Tag(0x0028, 0x0009), vr: .AT, length: 4, value: .bytes([0x54, 0x00, 0x10, 0x00]))
+        #expect(at.tags(byteOrder: .littleEndian) == [Tag(0x0054, 0x0010)])
+        // A value whose length is not a whole number of values decodes what is whole.
+        let odd = DataElement(tag: Tag(0x0028, 0x0010), vr: .US, length: 3, value: .bytes([1, 0, 9]))
+        #expect(odd.integers(byteOrder: .littleEndian) == [1])
+    }
+
+    @Test func textValuesSplitAndTrimAsThePaddingRulesSay() {
+        let cs = DataElement(tag: Tag(0x0008, 0x0008), vr: .CS, length: 18, value: .bytes(Array("ORIGINAL\\PRIMARY ".utf8)[...]))
+        #expect(cs.strings() == ["ORIGINAL", "PRIMARY"])
+        let lt = DataElement(tag: Tag(0x0020, 0x4000), vr: .LT, length: 6, value: .bytes(Array(" a\\b  ".utf8)[...]))
+        #expect(lt.strings() == [" a\\b"])  // LT is one value; leading spaces are significant
+        let ae = DataElement(tag: Tag(0x0008, 0x0054), vr: .AE, length: 8, value: .bytes(Array("  PACS  ".utf8)[...]))
+        #expect(ae.strings() == ["PACS"])
+        let ui = DataElement(tag: Tag(0x0008, 0x0018), vr: .UI, length: 4, value: .bytes([0x31, 0x2E, 0x32, 0x00]))
+        #expect(ui.strings() == ["1.2"])
+    }
+
+    @Test func datesAndNamesParse() {
+        #expect(DICOMDate("20240131")?.description == "20240131")
+        #expect(DICOMDate("2024.01.31") == DICOMDate(year: 2024, month: 1, day: 31))
+        #expect(DICOMDate("20241331") == nil)
+        #expect(DICOMDate("2024") == nil)
+        let name = PersonName("Yamada^Tarou=山田^太郎=やまだ^たろう")
+        #expect(name.familyName == "Yamada")
+        #expect(name.givenName == "Tarou")
+        #expect(name.ideographic == ["山田", "太郎"])
+        #expect(name.phonetic?.first == "やまだ")
+    }
+
+    @Test func dataSetsStayInTagOrder() {
+        var ds = DataSet()
+        ds.set(DICOMWriter.textElement(.patientID, .LO, "B"))
+        ds.set(DICOMWriter.textElement(.modality, .CS, "CT"))
+        ds.set(DICOMWriter.textElement(.patientID, .LO, "A"))
+        #expect(ds.elements.map(\.tag) == [.modality, .patientID])
+        #expect(ds.string(.patientID) == "A")
+        #expect(ds.remove(.modality) != nil)
+        #expect(ds.count == 1)
+    }
+}
