@@ -35,8 +35,8 @@ struct WriterTests {
                     value = "\(Array(b))"
                 }
             }
-            let private = element.tag.isPrivate && !element.tag.isPrivateCreator
-            return "\(element.tag) \(private ? "private" : element.vr.description) \(value)"
+            let isPrivate = element.tag.isPrivate && !element.tag.isPrivateCreator
+            return "\(element.tag) \(isPrivate ? "private" : element.vr.description) \(value)"
         }
     }
 
