@@ -86,7 +86,7 @@ def base_dataset(n: int, charset: str | None = None, name: str = "Test^Patient")
     ds.ReferencedImageSequence = Sequence([])  # empty sequence
     # Every VR once more, with multiple values where the VR allows.
     ds.add_new(0x00080054, "AE", ["  PACS1 ", "AI_NODE"])
-    ds.add_new(0x00091010, "LO", "CONSORT TEST")  # private creator
+    ds.add_new(0x00090010, "LO", "CONSORT TEST")  # private creator of block 10
     ds.add_new(0x00091011, "AT", [0x00100010, 0x7FE00010])
     ds.add_new(0x00091012, "FL", [1.5, -0.25, 3.0e38])
     ds.add_new(0x00091013, "FD", [2.718281828459045, -1e-300])

@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+
+/// The built `consort` binary, run as an operator would.
+@Suite("consort command line")
+struct CommandLineTests {
+    @Test func versionAndHelpSucceed() throws {
+        let version = try Run.consort("--version")
+        #expect(version.status == 0)
+        #expect(version.stdout.hasPrefix("consort "))
+        let help = try Run.consort("--help")
+        #expect(help.status == 0)
+        #expect(help.stdout.contains("dump"))
+        #expect(help.stdout.contains("Exit codes"))
+        let dumpHelp = try Run.consort("dump", "--help")
+        #expect(dumpHelp.status == 0)
+        #expect(dumpHelp.stdout.contains("--json"))
+    }
+
+    @Test("usage errors exit 2 with a hint", arguments: [
+        ["frobnicate"], ["dump"], ["dump", "--bogus", "x"], ["dump", "--width", "many", "x"], ["bench"], ["bench", "parse"],
+        [],
+    ])
+    func usageErrors(_ arguments: [String]) throws {
+        let outcome = try Run.program(Run.consort, arguments)
+        #expect(outcome.status == 2)
+        #expect(!outcome.stderr.isEmpty)
+        #expect(outcome.stdout.isEmpty)
+    }
+
+    @Test func dumpReportsEachBadFileAndExitsOne() throws {
+        let folder = try ScratchFolder()
+        let fixtures = try makeFixtures(in: folder.path + "/fixtures")
+        try Data("not dicom at all".utf8).write(to: URL(fileURLWithPath: fixtures + "/zz-notes.txt"))
+        let outcome = try Run.consort("dump", "--json", fixtures)
+        #expect(outcome.status == 1)
+        #expect(outcome.stderr.contains("zz-notes.txt: Not DICOM"))
+        #expect(outcome.stderr.contains("1 of"))
+        let records = outcome.stdout.split(separator: "\n").map { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(records.allSatisfy { $0 != nil })
+        #expect(records.count == (try FileManager.default.contentsOfDirectory(atPath: fixtures)).count)
+        #expect(records.last??["status"] as? String == "error")
+        #expect(records.first??["status"] as? String == "ok")
+    }
+
+    @Test func humanDumpShowsNestedSequencesAndCutsLongValues() throws {
+        let folder = try ScratchFolder()
+        let fixtures = try makeFixtures(in: folder.path + "/fixtures")
+        let outcome = try Run.consort("dump", "--width", "20", fixtures + "/explicit_le.dcm")
+        #expect(outcome.status == 0)
+        #expect(outcome.stdout.contains("(0010,0010) PN [Test^Patient]"))
+        #expect(outcome.stdout.contains("    (0040,0008) SQ"))  // a sequence inside an item
+        #expect(outcome.stdout.contains("# 4, Rows") || outcome.stdout.contains("Rows"))
+        #expect(outcome.stdout.contains("..."))
+        #expect(outcome.stdout.contains("Pixel Data at byte"))
+    }
+
+    @Test func aReaderThatGoesAwayDoesNotKillTheDump() throws {
+        let folder = try ScratchFolder()
+        let fixtures = try makeFixtures(in: folder.path + "/fixtures")
+        // More output than a pipe holds, to a reader that leaves after 100 bytes: without SIGPIPE
+        // ignored the dump would die of it (status 141).
+        let bash = try Run.require("bash", package: "bash")
+        let shell = try Run.program(bash, ["-c", "'\(Run.consort)' dump '\(fixtures)' '\(fixtures)' | head -c 100 >/dev/null; echo ${PIPESTATUS[0]}"])
+        #expect(shell.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
+    }
+
+    @Test func benchParseReportsFilesPerSecond() throws {
+        let folder = try ScratchFolder()
+        let fixtures = try makeFixtures(in: folder.path + "/fixtures")
+        let outcome = try Run.consort("bench", "parse", fixtures, "--repeat", "1", "--json")
+        #expect(outcome.status == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any]
+        #expect(object?["benchmark"] as? String == "parse")
+        #expect((object?["files"] as? Int ?? 0) > 20)
+        #expect((object?["files_per_second"] as? Double ?? 0) > 0)
+    }
+}
+
+/// Generates the conformance fixtures (pydicom) into `folder`; returns it.
+func makeFixtures(in folder: String) throws -> String {
+    let python = try Run.require("python3", package: "python3")
+    let outcome = try Run.program(python, [Run.conformanceFolder + "/fixtures.py", folder])
+    if outcome.status != 0 {
+        Issue.record("fixtures.py failed: \(outcome.stderr)")
+        throw CancellationError()
+    }
+    return folder
+}
