@@ -18,6 +18,9 @@ public enum ConsortCommand {
             name: "dump", summary: "print DICOM headers (like dcmdump), or canonical JSON lines",
             run: DumpCommand.run, help: DumpCommand.help),
         Subcommand(
+            name: "demo", summary: "write a synthetic study with our writer and read it back",
+            run: DemoCommand.run, help: DemoCommand.help),
+        Subcommand(
             name: "bench", summary: "measure: `bench parse DIR` reads every header under DIR",
             run: BenchCommand.run, help: BenchCommand.help),
     ]

@@ -1,0 +1,66 @@
+import DICOM
+import Foundation
+
+/// `consort demo`: shows what is there so far, on this machine, in seconds: makes a synthetic
+/// study with our writer, reads it back with our reader, prints what a PACS manager would look at.
+/// (It will grow into the whole consortium on loopback as the agent and coordinator arrive.)
+enum DemoCommand {
+    static let help = """
+        Usage: consort demo [--out DIR] [--instances N]
+
+        Writes a synthetic CT study (N instances, default 50, 64x64 pixels; a test-range NHS
+        number, no real patient) into DIR (default: a new folder under /tmp), reads every file
+        back, and prints the study as the agent will see it, one file's header, and how fast the
+        headers were read.
+
+        """
+
+    static func run(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "demo", flags: [], options: ["--out", "--instances"])
+        if !arguments.positional.isEmpty {
+            throw UsageError(message: "unexpected argument \(arguments.positional[0])", command: "demo")
+        }
+        let count = try arguments.integer("--instances", default: 50, range: 1...10_000)
+        let out = arguments.option("--out") ?? (NSTemporaryDirectory() + "consort-demo-\(getpid())")
+        var study = SyntheticStudy()
+        study.instances = count
+        let folder = out + "/" + study.studyInstanceUID
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+
+        standardOutput.line("Consort demo: a synthetic study, written and read back by Consort's own DICOM code.")
+        standardOutput.line("")
+        var paths: [String] = []
+        for (index, file) in study.files().enumerated() {
+            let path = folder + "/IM\(String(format: "%05d", index + 1)).dcm"
+            try DICOMWriter.write(file, toPath: path)
+            paths.append(path)
+        }
+        standardOutput.line("Wrote \(paths.count) instances (written to a temporary name, fsynced, renamed) to")
+        standardOutput.line("  \(folder)")
+        standardOutput.line("")
+
+        let start = monotonicSeconds()
+        var files: [DICOMFile] = []
+        for path in paths { files.append(try DICOMFile.read(path: path)) }
+        let seconds = monotonicSeconds() - start
+        let first = files[0].dataSet
+        let nhs = first.sequence(DataDictionary.tag(forKeyword: "OtherPatientIDsSequence")!)?
+            .first { $0.string(DataDictionary.tag(forKeyword: "IssuerOfPatientID")!) == "NHS" }?.string(.patientID)
+        let rows: [(String, String)] = [
+            ("Patient", first.string(.patientName) ?? "?"),
+            ("NHS number", nhs.flatMap(NHSNumber.init).map { "\($0) (check digit valid)" } ?? "none"),
+            ("Local patient ID", (first.string(.patientID) ?? "?") + " at " + (first.string("IssuerOfPatientID") ?? "?")),
+            ("Study", (first.string("StudyDescription") ?? "?") + ", " + (first.string(.studyDate) ?? "?")),
+            ("Modality / body part", (first.string(.modality) ?? "?") + " / " + (first.string("BodyPartExamined") ?? "?")),
+            ("Study Instance UID", first.string(.studyInstanceUID) ?? "?"),
+            ("Instances", "\(files.count), all read; each read stopped before its pixel data"),
+        ]
+        for (label, value) in rows { standardOutput.line("  " + label.padding(to: 22) + value) }
+        standardOutput.line("")
+        standardOutput.line("Header of the first instance (consort dump \(paths[0])):")
+        HumanDump.write(files[0], name: paths[0], width: 64, warnings: true)
+        standardOutput.line(String(format: "Read %d headers in %.1f ms (%.0f files/s, one thread).", files.count, seconds * 1000, Double(files.count) / seconds))
+        standardOutput.line("Next: consort dump --json \(folder) | head -1    (the canonical form, comparable with pydicom)")
+        return .success
+    }
+}

@@ -1,0 +1,144 @@
+import DICOM
+
+/// Makes synthetic, realistic-looking studies with our own writer: for the demo, benchmarks and
+/// tests. Nothing here identifies anyone: NHS numbers are from the 999 range reserved for testing,
+/// UIDs come from a UUID-derived root.
+struct SyntheticStudy {
+    var patientName = "DEMO^ALEX"
+    var nhsNumber = NHSNumber.testNumber(seed: 1)
+    var hospitalNumber = "RSCH0000001"
+    var trust = "RSCH"
+    var modality = "CT"
+    var description = "CT HEAD WITHOUT CONTRAST"
+    var bodyPart = "HEAD"
+    var studyDate = "20261128"
+    var instances = 20
+    var rows = 64
+    var columns = 64
+    /// Distinguishes the UIDs of different studies made in one run.
+    var seed: UInt64 = 1
+
+    /// 2.25 + decimal of a 128-bit number (ITU-T X.667): globally unique without a registered root.
+    static func uid(_ seed: UInt64, _ kind: UInt64, _ index: UInt64) -> String {
+        var x = seed &* 0x9E37_79B9_7F4A_7C15 ^ kind &* 0xC2B2_AE3D_27D4_EB4F ^ index
+        x ^= x >> 31
+        x = x &* 0xBF58_476D_1CE4_E5B9
+        return "2.25.\(1 + (seed % 9))\(kind)\(x % 1_000_000_000_000)\(index)"
+    }
+
+    var studyInstanceUID: String { Self.uid(seed, 1, 0) }
+    var seriesInstanceUID: String { Self.uid(seed, 2, 0) }
+
+    /// The instances as files in memory, in order.
+    func files() -> [DICOMFile] {
+        (0..<instances).map { file(instance: $0) }
+    }
+
+    func file(instance: Int) -> DICOMFile {
+        var ds = DataSet()
+        func text(_ keyword: String, _ vr: VR, _ value: String) {
+            ds.set(DICOMWriter.textElement(DataDictionary.tag(forKeyword: keyword)!, vr, value))
+        }
+        func us(_ keyword: String, _ value: UInt16) {
+            ds.set(DataElement(tag: DataDictionary.tag(forKeyword: keyword)!, vr: .US, length: 2, value: .bytes([UInt8(value & 0xFF), UInt8(value >> 8)])))
+        }
+        let sop = Self.uid(seed, 3, UInt64(instance))
+        text("SpecificCharacterSet", .CS, "ISO_IR 192")
+        text("ImageType", .CS, "ORIGINAL\\PRIMARY\\AXIAL")
+        text("SOPClassUID", .UI, "1.2.840.10008.5.1.4.1.1.2")
+        text("SOPInstanceUID", .UI, sop)
+        text("StudyDate", .DA, studyDate)
+        text("StudyTime", .TM, "101500")
+        text("AccessionNumber", .SH, "\(trust)\(seed)")
+        text("Modality", .CS, modality)
+        text("InstitutionName", .LO, "Royal Surrey County Hospital")
+        text("StudyDescription", .LO, description)
+        text("PatientName", .PN, patientName)
+        text("PatientID", .LO, hospitalNumber)
+        text("IssuerOfPatientID", .LO, trust)
+        text("PatientBirthDate", .DA, "19700101")
+        text("PatientSex", .CS, "O")
+        var nhs = DataSet()
+        nhs.set(DICOMWriter.textElement(.patientID, .LO, nhsNumber.digits))
+        nhs.set(DICOMWriter.textElement(DataDictionary.tag(forKeyword: "IssuerOfPatientID")!, .LO, "NHS"))
+        ds.set(DataElement(tag: DataDictionary.tag(forKeyword: "OtherPatientIDsSequence")!, vr: .SQ, length: nil, value: .sequence([nhs])))
+        text("BodyPartExamined", .CS, bodyPart)
+        text("SliceThickness", .DS, "1.25")
+        text("StudyInstanceUID", .UI, studyInstanceUID)
+        text("SeriesInstanceUID", .UI, seriesInstanceUID)
+        text("StudyID", .SH, "1")
+        text("SeriesNumber", .IS, "1")
+        text("InstanceNumber", .IS, "\(instance + 1)")
+        text("ImagePositionPatient", .DS, "-125\\-125\\\(Double(instance) * 1.25)")
+        us("SamplesPerPixel", 1)
+        text("PhotometricInterpretation", .CS, "MONOCHROME2")
+        us("Rows", UInt16(rows))
+        us("Columns", UInt16(columns))
+        us("BitsAllocated", 16)
+        us("BitsStored", 12)
+        us("HighBit", 11)
+        us("PixelRepresentation", 0)
+        // A soft phantom: a disc whose brightness changes along the series.
+        var pixels = [UInt8]()
+        pixels.reserveCapacity(rows * columns * 2)
+        for r in 0..<rows {
+            for c in 0..<columns {
+                let dx = Double(c - columns / 2), dy = Double(r - rows / 2)
+                let inside = dx * dx + dy * dy < Double(rows * rows) / 6
+                let value = UInt16(inside ? 1000 + (instance * 17 + r + c) % 200 : (r * 7 + c * 3) % 40)
+                pixels.append(UInt8(value & 0xFF))
+                pixels.append(UInt8(value >> 8))
+            }
+        }
+        ds.set(DataElement(tag: .pixelData, vr: .OW, length: UInt32(pixels.count), value: .bytes(pixels[...])))
+        var meta = DataSet()
+        meta.set(DICOMWriter.textElement(.mediaStorageSOPClassUID, .UI, "1.2.840.10008.5.1.4.1.1.2"))
+        meta.set(DICOMWriter.textElement(.mediaStorageSOPInstanceUID, .UI, sop))
+        return DICOMFile(meta: meta, dataSet: ds, transferSyntaxUID: TransferSyntax.explicitVRLittleEndian, encoding: .explicitVRLittleEndian)
+    }
+}
+
+/// An NHS number: ten digits, the last a Modulus 11 check digit (NHS Data Dictionary).
+struct NHSNumber: Hashable, CustomStringConvertible {
+    let digits: String
+
+    /// Validates: ten digits (spaces and hyphens allowed between groups), correct check digit.
+    init?(_ text: String) {
+        let digits = text.filter { $0 != " " && $0 != "-" }
+        guard digits.count == 10, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        let values = digits.map { Int(String($0))! }
+        guard let check = NHSNumber.checkDigit(Array(values[0..<9])), check == values[9] else { return nil }
+        self.digits = digits
+    }
+
+    /// The Modulus 11 check digit for nine digits, or nil where none exists (remainder 10).
+    static func checkDigit(_ nine: [Int]) -> Int? {
+        let sum = zip(nine, (2...10).reversed()).reduce(0) { $0 + $1.0 * $1.1 }
+        let check = 11 - sum % 11
+        if check == 11 { return 0 }
+        if check == 10 { return nil }
+        return check
+    }
+
+    /// A valid number in the 999 range, which the NHS never issues: for tests and demos.
+    static func testNumber(seed: UInt64) -> NHSNumber {
+        var n = seed
+        while true {
+            let six = String(format6(n % 1_000_000))
+            let nine = ("999" + six).map { Int(String($0))! }
+            if let check = checkDigit(nine), let number = NHSNumber("999" + six + String(check)) { return number }
+            n += 1
+        }
+    }
+
+    private static func format6(_ n: UInt64) -> String {
+        let s = String(n)
+        return String(repeating: "0", count: 6 - s.count) + s
+    }
+
+    /// "999 123 4567", as people write it.
+    var description: String {
+        let d = Array(digits)
+        return String(d[0..<3]) + " " + String(d[3..<6]) + " " + String(d[6..<10])
+    }
+}
