@@ -68,3 +68,31 @@ struct ValueTests {
         #expect(ds.count == 1)
     }
 }
+
+@Suite("Times and date-times")
+struct TimeValueTests {
+    @Test func timesKeepTheirPrecision() throws {
+        let t = try #require(DICOMTime("101500.1234"))
+        #expect((t.hour, t.minute, t.second, t.microsecond) == (10, 15, 0, 123_400))
+        #expect(t.description == "101500.123400")
+        #expect(DICOMTime("10")?.minute == nil)
+        #expect(DICOMTime("10:15:30")?.second == 30)
+        for bad in ["25", "1061", "10.5", "abcdef", "101500.1234567", ""] { #expect(DICOMTime(bad) == nil, "\(bad)") }
+    }
+
+    @Test func dateTimesCarryTheirOffset() throws {
+        let dt = try #require(DICOMDateTime("20240131101500.5+0100"))
+        #expect(dt.year == 2024 && dt.month == 1 && dt.day == 31)
+        #expect(dt.time?.microsecond == 500_000)
+        #expect(dt.utcOffsetMinutes == 60)
+        #expect(DICOMDateTime("2024")?.month == nil)
+        #expect(DICOMDateTime("20241301") == nil)
+        #expect(DICOMDateTime("2024-01-30") == nil)
+        #expect(DICOMDateTime("2024-0130")?.utcOffsetMinutes == -90)
+    }
+
+    @Test func tagsComeFromKeywords() {
+        #expect(Tag(keyword: "PatientID") == .patientID)
+        #expect(Tag(keyword: "NotAKeyword") == nil)
+    }
+}

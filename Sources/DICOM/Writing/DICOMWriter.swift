@@ -228,6 +228,9 @@ public func writeAtomically(_ bytes: [UInt8], toPath path: String) throws(DICOME
     let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
     if fd < 0 { throw DICOMError(.io, "Cannot create a temporary file in \(folder): \(errnoText())") }
     _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+    // mkstemp makes the file 0600; patient data stays out of reach of other users, but the
+    // group (e.g. the local PACS's import account) may read it.
+    _ = fchmod(fd, 0o640)
     let temporary = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
     var failure: DICOMError?
     bytes.withUnsafeBytes { raw in
