@@ -30,10 +30,10 @@ mkdir -p "$work"
 
 make_corpus() {  # name files pixels
   local dir="$work/$1-$2"
-  if [ ! -f "$dir/.complete" ]; then
+  if [ ! -f "$dir.complete" ]; then
     rm -rf "$dir"
     python3 Tests/Benchmarks/make_corpus.py "$dir" --files "$2" --pixels "$3" >/dev/null
-    touch "$dir/.complete"
+    touch "$dir.complete"
   fi
   echo "$dir"
 }

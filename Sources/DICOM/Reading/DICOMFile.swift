@@ -127,12 +127,25 @@ public struct DICOMFile: Sendable {
             encoding: encoding, boundary: .endOfStream, depth: 0, characterSet: .defaultRepertoire,
             pixelRepresentation: nil, topLevel: true)
 
-        var file = DICOMFile(
-            meta: meta, dataSet: dataSet, transferSyntaxUID: transferSyntax, encoding: encoding,
-            isDeflated: deflated, isPart10: isPart10)
-        file.preamble = preamble
-        file.pixelDataOffset = parser.stoppedAtPixelData
-        file.warnings = parser.warnings
-        return file
+        return DICOMFile(
+            isPart10: isPart10, preamble: preamble, meta: meta, dataSet: dataSet, transferSyntaxUID: transferSyntax,
+            encoding: encoding, isDeflated: deflated, pixelDataOffset: parser.stoppedAtPixelData,
+            warnings: parser.warnings)
+    }
+
+    /// Every field at once: the reader's constructor (one copy of each value, no later mutation).
+    init(
+        isPart10: Bool, preamble: ArraySlice<UInt8>?, meta: DataSet, dataSet: DataSet, transferSyntaxUID: String?,
+        encoding: Encoding, isDeflated: Bool, pixelDataOffset: Int?, warnings: [ReadWarning]
+    ) {
+        self.isPart10 = isPart10
+        self.preamble = preamble
+        self.meta = meta
+        self.dataSet = dataSet
+        self.transferSyntaxUID = transferSyntaxUID
+        self.encoding = encoding
+        self.isDeflated = isDeflated
+        self.pixelDataOffset = pixelDataOffset
+        self.warnings = warnings
     }
 }

@@ -55,7 +55,7 @@ struct DataSetParser {
     ) throws(DICOMError) -> DataSet {
         let order = encoding.byteOrder
         var elements: [DataElement] = []
-        elements.reserveCapacity(topLevel ? 96 : 8)
+        elements.reserveCapacity(topLevel ? 256 : 8)
         var characterSet = inherited
         var ownPixelRepresentation: Int?
         var inOrder = true
