@@ -30,10 +30,16 @@ let package = Package(
             dependencies: ["CZlib"],
             exclude: ["Dictionary/generate_dictionary.py"]
         ),
+        // Routing rules: the language, its checker, the engine and the explainer. Pure Swift on
+        // Foundation (regular expressions); no I/O but reading rule files.
+        .target(
+            name: "Routing",
+            dependencies: ["DICOM"]
+        ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "COpenSSL"]
+            dependencies: ["DICOM", "Routing", "COpenSSL"]
         ),
         .executableTarget(
             name: "consort",
@@ -48,6 +54,14 @@ let package = Package(
         .testTarget(
             name: "DICOMTests",
             dependencies: ["DICOM", "CZlib"]
+        ),
+        .executableTarget(
+            name: "fuzz-rules",
+            dependencies: ["Routing"]
+        ),
+        .testTarget(
+            name: "RoutingTests",
+            dependencies: ["Routing", "DICOM"]
         ),
         .testTarget(
             name: "ConsortCLITests",

@@ -18,10 +18,13 @@ public enum ConsortCommand {
             name: "dump", summary: "print DICOM headers (like dcmdump), or canonical JSON lines",
             run: DumpCommand.run, help: DumpCommand.help),
         Subcommand(
+            name: "rules", summary: "check, explain and replay the routing rules",
+            run: RulesCommand.run, help: RulesCommand.help),
+        Subcommand(
             name: "demo", summary: "write a synthetic study with our writer and read it back",
             run: DemoCommand.run, help: DemoCommand.help),
         Subcommand(
-            name: "bench", summary: "measure: `bench parse DIR` reads every header under DIR",
+            name: "bench", summary: "measure: header parsing (bench parse DIR), rule evaluation (bench rules)",
             run: BenchCommand.run, help: BenchCommand.help),
     ]
 

@@ -1,6 +1,7 @@
 import DICOM
 import Dispatch
 import Foundation
+import Routing
 
 #if canImport(Glibc)
     import Glibc
@@ -11,6 +12,7 @@ import Foundation
 enum BenchCommand {
     static let help = """
         Usage: consort bench parse DIR... [--threads N] [--repeat N] [--in-memory] [--json]
+               consort bench rules [--rules DIR] [--headers N] [--seconds S] [--json]
 
         parse   Reads the header of every file under DIR (up to Pixel Data, as the agent does)
                 and reports files/s and MB/s, MB counted as the files' size on disk. One untimed
@@ -18,18 +20,24 @@ enum BenchCommand {
                 best is reported. Single-threaded unless --threads N (1-64). --in-memory reads
                 the files into memory first and times the parsing alone.
 
-        Tests/bench-parse.sh runs this beside pydicom, DCMTK and a C floor on the same files
+        rules   Evaluates the whole rule set (default ./routing-rules) against N pre-parsed,
+                varied headers (default 1000: CT, MR, CR, DX, US, PT; heads, chests, faces;
+                emergency and oncology requests) at every site, for S seconds (default 2), and
+                reports evaluations per second: one evaluation is one event against every rule.
+
+        Tests/Benchmarks/bench-parse.sh runs parse beside pydicom, DCMTK and a C floor on the same files
         and prints the ratios.
 
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
         guard let what = args.first else {
-            throw UsageError(message: "say what to measure: parse", command: "bench")
+            throw UsageError(message: "say what to measure: parse or rules", command: "bench")
         }
         switch what {
         case "parse": return try parse(Array(args.dropFirst()))
-        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse)", command: "bench")
+        case "rules": return try rules(Array(args.dropFirst()))
+        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse, rules)", command: "bench")
         }
     }
 
@@ -159,5 +167,67 @@ final class NSLockLike: @unchecked Sendable {
         pthread_mutex_lock(&mutex)
         defer { pthread_mutex_unlock(&mutex) }
         return try body()
+    }
+}
+
+extension BenchCommand {
+    static func rules(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "bench rules", flags: ["--json"], options: ["--rules", "--headers", "--seconds"])
+        let count = try arguments.integer("--headers", default: 1000, range: 1...1_000_000)
+        let seconds = try arguments.integer("--seconds", default: 2, range: 1...600)
+        guard let set = RulesCommand.load(arguments.option("--rules") ?? RulesCommand.defaultRulesFolder(), quietWarnings: true) else {
+            return .someFailed
+        }
+        let engine = RuleEngine(set)
+        let headers = (0..<count).map(syntheticHeader)
+        let sites = set.members.filter(\.isTrust).map(\.code)
+        let now = RulesCommand.now()
+        let events: [RoutingEvent] = headers.enumerated().flatMap { index, header in
+            [RoutingEvent.Kind.instanceArrived, .studyStable].map {
+                RoutingEvent(kind: $0, header: header, origin: index % 7 == 0 ? .received(from: "UHSX") : .local, site: sites[index % sites.count], now: now)
+            }
+        }
+        var evaluations = 0, actions = 0
+        let start = monotonicSeconds()
+        var elapsed = 0.0
+        repeat {
+            for event in events { actions += engine.evaluate(event).count }
+            evaluations += events.count
+            elapsed = monotonicSeconds() - start
+        } while elapsed < Double(seconds)
+        let rate = Double(evaluations) / elapsed
+        if arguments.flag("--json") {
+            standardOutput.line(JSON.object([
+                ("benchmark", .string("rules")), ("rules", .int(Int64(set.rules.count))), ("headers", .int(Int64(count))),
+                ("evaluations", .int(Int64(evaluations))), ("seconds", .double(elapsed)),
+                ("evaluations_per_second", .double(rate.rounded())), ("actions", .int(Int64(actions))),
+            ]).serialized())
+        } else {
+            standardOutput.line("rules: \(set.rules.count) rules against \(count) headers × 2 triggers at \(sites.count) sites, one thread")
+            standardOutput.line("  \(Int(rate.rounded())) evaluations/s of the whole rule set (\(evaluations) in \(formatSeconds(elapsed)) s; \(actions) actions planned)")
+        }
+        return .success
+    }
+
+    /// A varied, realistic header for the rules benchmark (deterministic in `index`).
+    static func syntheticHeader(_ index: Int) -> DataSet {
+        let modalities = ["CT", "MR", "CR", "DX", "US", "PT", "CT", "CT"]
+        let parts = ["HEAD", "CHEST", "ABDOMEN", "FACE", "PELVIS", "BRAIN", "SPINE"]
+        let departments = ["Emergency Department", "Radiology", "Outpatients", "A&E Resus"]
+        let requests = ["CT head injury", "Oncology restaging", "Routine follow-up", "Chest pain", "Facial trauma", "Polytrauma"]
+        var ds = DataSet()
+        func text(_ keyword: String, _ vr: VR, _ value: String) {
+            ds.set(DICOMWriter.textElement(Tag(keyword: keyword)!, vr, value))
+        }
+        text("SpecificCharacterSet", .CS, "ISO_IR 100")
+        text("StudyDate", .DA, "2026112\(index % 9)")
+        text("Modality", .CS, modalities[index % modalities.count])
+        text("InstitutionalDepartmentName", .LO, departments[index % departments.count])
+        text("StudyDescription", .LO, requests[(index / 3) % requests.count].uppercased())
+        text("ReferringPhysicianName", .PN, index % 5 == 0 ? "ONCOLOGY^CLINIC" : "SMITH^JOHN")
+        text("PatientID", .LO, "P\(index)")
+        text("BodyPartExamined", .CS, parts[index % parts.count])
+        text("RequestedProcedureDescription", .LO, requests[index % requests.count])
+        return ds
     }
 }

@@ -67,6 +67,9 @@ public enum DataDictionary {
 
     public static func keyword(for tag: Tag) -> String? { entry(for: tag)?.keyword }
 
+    /// Every keyword the dictionary knows (for "did you mean" suggestions).
+    public static var allKeywords: Dictionary<String, Tag>.Keys { keywordIndex.keys }
+
     /// The entry for a private element, given the value of the creator element that reserved
     /// its block (e.g. "SIEMENS CSA HEADER"). Looked up as pydicom does: exact tag, then with
     /// the block byte as "xx", then with the group's low byte as well.

@@ -1,0 +1,177 @@
+import DICOM
+
+/// A loaded, checked rule set: the consortium's members and groups, its data-sharing agreements,
+/// and the routing rules. Immutable; a reload builds a new one (see `RuleBook`).
+public struct RuleSet: Sendable {
+    public var members: [Member] = []
+    public var groups: [Group] = []
+    public var agreements: [Agreement] = []
+    public var rules: [Rule] = []
+    /// The text of each file, for rendering diagnostics.
+    public var sources: [String: String] = [:]
+
+    public init() {}
+
+    public func member(_ code: String) -> Member? { members.first { $0.code == code } }
+
+    /// Peer codes a name stands for: a member itself, or a group's members (recursively).
+    public func expand(_ name: String) -> [String]? {
+        if member(name) != nil { return [name] }
+        if name == "any-member" || name == "all-members" { return members.filter(\.isTrust).map(\.code) }
+        guard let group = groups.first(where: { $0.name == name }) else { return nil }
+        var out: [String] = []
+        for m in group.members { out += expand(m) ?? [] }
+        return out
+    }
+
+    /// Whether an agreement lets imaging flow from `source` to `destination` for `purpose`.
+    public func permits(from source: String, to destination: String, purpose: String) -> Bool {
+        agreements.contains { $0.permits(from: source, to: destination, purpose: purpose, in: self) }
+    }
+}
+
+/// A consortium member: a trust, or another kind of peer (an AI node, a regional archive).
+public struct Member: Sendable, Hashable {
+    public var code: String
+    public var name: String
+    public var roles: [String]
+    /// Trusts hold and share patients' imaging; other peers only receive what is sent to them.
+    public var isTrust: Bool
+    public var location: SourceLocation
+}
+
+/// A named set of members (or other groups), e.g. `cancer-centres`.
+public struct Group: Sendable, Hashable {
+    public var name: String
+    public var members: [String]
+    public var location: SourceLocation
+}
+
+/// A data-sharing agreement: who may send imaging to whom, for which purposes.
+public struct Agreement: Sendable, Hashable {
+    public var name: String
+    public var purposes: [String]
+    /// Members or groups imaging may come from, and go to. `between X, Y` fills both.
+    public var from: [String]
+    public var to: [String]
+    public var location: SourceLocation
+
+    func permits(from source: String, to destination: String, purpose: String, in set: RuleSet) -> Bool {
+        guard purposes.contains(purpose) else { return false }
+        let sources = Set(from.flatMap { set.expand($0) ?? [] })
+        let destinations = Set(to.flatMap { set.expand($0) ?? [] })
+        return sources.contains(source) && destinations.contains(destination) && source != destination
+    }
+}
+
+/// What starts a rule.
+public enum Trigger: Sendable, Hashable, CustomStringConvertible {
+    /// Each instance as it arrives: the first matching instance and every one after it.
+    case instanceArrival
+    /// A study with no new instance for the quiet period.
+    case studyStable(quietSeconds: Int)
+    /// A list (an MDT list: NHS numbers, meeting date, host trust) dropped into a folder.
+    case listArrival(folder: String, leadSeconds: Int)
+
+    public var description: String {
+        switch self {
+        case .instanceArrival: return "instance-arrival"
+        case .studyStable(let s): return "study-stable after \(formatDuration(s))"
+        case .listArrival(let folder, let lead): return "list-arrival in \"\(folder)\", \(formatDuration(lead)) before the meeting"
+        }
+    }
+
+    var kind: String {
+        switch self {
+        case .instanceArrival: return "instance-arrival"
+        case .studyStable: return "study-stable"
+        case .listArrival: return "list-arrival"
+        }
+    }
+}
+
+public enum Priority: String, Sendable, Hashable, Comparable, CaseIterable {
+    case urgent, normal, bulk
+    public static func < (a: Priority, b: Priority) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// Minutes since midnight, start and end; a window may cross midnight (19:00–07:00).
+public struct TimeWindow: Sendable, Hashable, CustomStringConvertible {
+    public var start: Int
+    public var end: Int
+
+    public func contains(minuteOfDay m: Int) -> Bool {
+        start <= end ? (m >= start && m < end) : (m >= start || m < end)
+    }
+
+    public var description: String {
+        func hhmm(_ m: Int) -> String {
+            let h = m / 60, mm = m % 60
+            return (h < 10 ? "0" : "") + "\(h):" + (mm < 10 ? "0" : "") + "\(mm)"
+        }
+        return "\(hhmm(start))-\(hhmm(end))"
+    }
+}
+
+/// How an action is scheduled: its priority, the hours it may run, and any deadline.
+public struct Scheduling: Sendable, Hashable {
+    public var priority: Priority = .normal
+    public var window: TimeWindow?
+    /// Seconds from acquisition by which the images must be at the destination (urgent rules).
+    public var deadlineSeconds: Int?
+}
+
+/// One thing a rule does when it fires.
+public enum Action: Sendable, Hashable {
+    /// Send the study (or, for instance-arrival rules, each instance) to peers.
+    case push(to: [String], Scheduling)
+    /// Fetch the patient's prior studies from where they are held, to this site.
+    case prefetchPriors(PriorQuery, Scheduling)
+    /// Hand the study to a local target (the site's PACS, a reporting system).
+    case deliver(target: String, Scheduling)
+    /// For list rules: gather each listed patient's imaging to the list's host trust (or `to`).
+    case gather(PriorQuery, to: String?, Scheduling)
+
+    public var scheduling: Scheduling {
+        switch self {
+        case .push(_, let s), .prefetchPriors(_, let s), .deliver(_, let s), .gather(_, _, let s): return s
+        }
+    }
+}
+
+/// Which prior studies: from where, which ones, how many, newest first.
+public struct PriorQuery: Sendable, Hashable {
+    /// Members or groups to fetch from; `["any-member"]` for wherever they are held.
+    public var from: [String] = ["any-member"]
+    public var sameModality = false
+    public var sameBodyPart = false
+    /// Only studies from the last this many days (nil: any age).
+    public var withinDays: Int?
+    /// At most this many studies, newest first (nil: all).
+    public var atMost: Int?
+}
+
+/// A routing rule as written, checked and ready to evaluate.
+public struct Rule: Sendable {
+    public var name: String
+    public var purpose: String
+    public var trigger: Trigger
+    /// Sites (members or groups) where the rule runs; nil: every member.
+    public var at: [String]?
+    public var condition: Condition?
+    public var actions: [Action]
+    public var location: SourceLocation
+    /// Where each action was written, for diagnostics.
+    public var actionLocations: [SourceLocation] = []
+    /// Where each member or group name was written in the rule, for diagnostics.
+    public var nameLocations: [String: SourceLocation] = [:]
+}
+
+func formatDuration(_ seconds: Int) -> String {
+    if seconds % 86400 == 0 && seconds > 0 { return "\(seconds / 86400) d" }
+    if seconds % 3600 == 0 && seconds > 0 { return "\(seconds / 3600) h" }
+    if seconds % 60 == 0 && seconds > 0 { return "\(seconds / 60) min" }
+    return "\(seconds) s"
+}
