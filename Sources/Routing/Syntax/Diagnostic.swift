@@ -1,3 +1,5 @@
+import DICOM
+
 /// A place in a rules file: 1-based line and column (columns count characters).
 public struct SourceLocation: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var file: String
@@ -71,16 +73,23 @@ extension String {
 /// Suggests the closest of `candidates` to a misspelled `word` ("did you mean ...?"), or nil
 /// when nothing is close (edit distance more than a third of the word).
 func closest(to word: String, among candidates: some Sequence<String>) -> String? {
+    closest(to: word, amongPrepared: candidates.map { ($0, Array($0.lowercased())) })
+}
+
+/// The same over candidates already lower-cased (the 5,000 DICOM keywords are prepared once).
+func closest(to word: String, amongPrepared candidates: [(String, [Character])]) -> String? {
     let target = Array(word.lowercased())
+    let slack = max(2, target.count / 3)
     var best: (String, Int)?
-    for candidate in candidates {
-        let c = Array(candidate.lowercased())
-        if abs(c.count - target.count) > max(2, target.count / 3) { continue }
+    for (candidate, c) in candidates where abs(c.count - target.count) <= slack {
         let d = editDistance(target, c)
         if d <= max(1, target.count / 3), best == nil || d < best!.1 { best = (candidate, d) }
     }
     return best?.0
 }
+
+/// DICOM keywords, lower-cased once, for "did you mean" on attributes.
+let preparedKeywords: [(String, [Character])] = DataDictionary.allKeywords.sorted().map { ($0, Array($0.lowercased())) }
 
 func editDistance(_ a: [Character], _ b: [Character]) -> Int {
     if a.isEmpty { return b.count }

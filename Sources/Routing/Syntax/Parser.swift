@@ -35,6 +35,11 @@ struct Parser {
     let file: String
     /// Where each name (member, group) was last written in the rule being parsed.
     private var nameLocations: [String: SourceLocation] = [:]
+    /// Brackets and "not"s open at once: bounded, so hostile input cannot overflow the stack.
+    private var depth = 0
+    static let maximumDepth = 64
+    /// "Did you mean" searches the 5,000 keywords: done for the first few unknown words only.
+    private var suggestionsLeft = 20
 
     struct Declarations {
         var members: [Member] = []
@@ -315,6 +320,11 @@ struct Parser {
     }
 
     private mutating func parseUnary() throws -> Condition {
+        depth += 1
+        defer { depth -= 1 }
+        if depth > Self.maximumDepth {
+            throw fail("the condition is nested more than \(Self.maximumDepth) deep", hint: "split it into simpler tests")
+        }
         if isWord("not") {
             let location = advance().location
             return .not(try parseUnary(), location)
@@ -432,7 +442,9 @@ struct Parser {
                 parts.append(token.text)
             case .word(let keyword):
                 guard let tag = Tag(keyword: keyword) else {
-                    let hint = closest(to: keyword, among: DataDictionary.allKeywords).map { "did you mean \($0)?" }
+                    suggestionsLeft -= 1
+                    let suggestion = suggestionsLeft >= 0 && keyword.count < 64 ? closest(to: keyword, amongPrepared: preparedKeywords) : nil
+                    let hint = suggestion.map { "did you mean \($0)?" }
                         ?? "attributes are DICOM keywords (PS3.6), e.g. Modality, or tags written (0008,0060)"
                     throw fail("unknown attribute \"\(keyword)\"", hint: hint)
                 }
