@@ -85,3 +85,18 @@ struct RulesCommandTests {
         #expect(outcome.stderr.contains("consort rules"))
     }
 }
+
+@Suite("consort rules explain, MDT lists")
+struct RulesListTests {
+    @Test func listsAreExplainedLineByLineAndBadLinesNamed() throws {
+        let folder = try ScratchFolder()
+        let list = folder.path + "/mdt.csv"
+        try "nhs_number,meeting_date,host\n943 476 5919,2026-12-03,RSCH\n9434765918,2026-12-03,RSCH\n".write(toFile: list, atomically: true, encoding: .utf8)
+        let outcome = try Run.consort("rules", "explain", list, "--rules", RulesCommandTests.rules)
+        #expect(outcome.status == 1)
+        #expect(outcome.stdout.contains("NHS number 943 476 5919, MDT on 20261203 at RSCH"))
+        #expect(outcome.stdout.contains("rule \"Gather imaging for the MDT list\""))
+        #expect(outcome.stdout.contains("→ gather from ASPH, ESHT, QVH, UHSX to RSCH"))
+        #expect(outcome.stderr.contains("line 3: \"9434765918\" is not a valid NHS number"))
+    }
+}

@@ -1,5 +1,6 @@
 import DICOM
 import Foundation
+import Routing
 
 /// `consort demo`: shows what is there so far, on this machine, in seconds: makes a synthetic
 /// study with our writer, reads it back with our reader, prints what a PACS manager would look at.

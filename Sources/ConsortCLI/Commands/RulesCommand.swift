@@ -6,7 +6,7 @@ import Routing
 enum RulesCommand {
     static let help = """
         Usage: consort rules check [DIR]
-               consort rules explain FILE|STUDY-DIR [--rules DIR] [--site CODE] [--origin local|CODE]
+               consort rules explain FILE|STUDY-DIR|LIST.csv [--rules DIR] [--site CODE] [--origin local|CODE]
                consort rules replay ARCHIVE-DIR [--rules DIR] [--against DIR] [--site CODE]
 
         check    Parses and checks every .rules file in DIR (default: ./routing-rules, else
@@ -15,7 +15,9 @@ enum RulesCommand {
                  error (warnings allowed), 1 otherwise.
         explain  For one DICOM file, or each study in a folder: every rule, whether it fires and
                  why (each test, the value it saw), and what it would do. Instance-arrival rules
-                 see the first instance; study-stable rules the study.
+                 see the first instance; study-stable rules the study. An MDT list (.csv with
+                 nhs_number,meeting_date,host) is explained line by line against the list rules;
+                 lines with an invalid NHS number, date or host are reported and not routed.
         replay   Runs the rules over every study under ARCHIVE-DIR (headers only) and reports what
                  would have been sent where. With --against DIR, also runs the rule set in DIR
                  (the one in force) and lists the studies whose actions differ: see a change
@@ -131,7 +133,15 @@ enum RulesCommand {
             throw UsageError(message: "--site \(site) is not a member of the consortium (\(set.members.map(\.code).joined(separator: ", ")))", command: "rules explain")
         }
         let engine = RuleEngine(set)
-        let (found, failures) = studies(arguments.positional)
+        // MDT lists (CSV) are explained entry by entry, against the list rules.
+        var listFailures = 0
+        for path in arguments.positional where path.hasSuffix(".csv") {
+            listFailures += explainList(path, set: set, engine: engine)
+        }
+        let dicomPaths = arguments.positional.filter { !$0.hasSuffix(".csv") }
+        if dicomPaths.isEmpty { return listFailures > 0 ? .someFailed : .success }
+        let (found, studyFailures) = studies(dicomPaths)
+        let failures = studyFailures + listFailures
         for study in found {
             let header = study.first.dataSet
             guard let site = site(for: header, in: set, option: arguments.option("--site")) else {
@@ -159,6 +169,25 @@ enum RulesCommand {
             standardOutput.line("")
         }
         return failures > 0 ? .someFailed : .success
+    }
+
+    /// Explains the list rules for each line of an MDT list; returns how many lines were refused.
+    static func explainList(_ path: String, set: RuleSet, engine: RuleEngine) -> Int {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            standardError.line("consort rules explain: \(path): cannot read the list")
+            return 1
+        }
+        let (entries, problems) = MDTList.parse(text, members: Set(set.members.map(\.code)))
+        for problem in problems { standardError.line("consort rules explain: \(path): \(problem)") }
+        for entry in entries {
+            standardOutput.line("List \(path): NHS number \(NHSNumber(entry.nhsNumber).map(\.description) ?? entry.nhsNumber), MDT on \(entry.meetingDate) at \(entry.host):")
+            let event = RoutingEvent(kind: .listArrived(entry), header: nil, origin: .local, site: entry.host, now: now())
+            for (index, explanation) in engine.explain(event).enumerated() {
+                if case .listArrival = set.rules[index].trigger { standardOutput.write(explanation.text) }
+            }
+            standardOutput.line("")
+        }
+        return problems.count
     }
 
     // MARK: - replay

@@ -170,7 +170,7 @@ public struct Rule: Sendable {
 }
 
 func formatDuration(_ seconds: Int) -> String {
-    if seconds % 86400 == 0 && seconds > 0 { return "\(seconds / 86400) d" }
+    if seconds % 86400 == 0 && seconds >= 3 * 86400 { return "\(seconds / 86400) days" }
     if seconds % 3600 == 0 && seconds > 0 { return "\(seconds / 3600) h" }
     if seconds % 60 == 0 && seconds > 0 { return "\(seconds / 60) min" }
     return "\(seconds) s"
