@@ -144,3 +144,21 @@ struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+@Suite("Malformed input: cost")
+struct CostTests {
+    @Test func manyPrivateElementsCostLinearTime() throws {
+        // 60,000 private elements in implicit VR, each needing its creator's dictionary: a search
+        // of the elements for each would take minutes; the creator table takes milliseconds.
+        let i = DICOMBytes.implicitLE
+        var data = i.text(0x0029, 0x0010, "LO", "SIEMENS CSA HEADER")
+        for group in stride(from: 0x0029, to: 0x0029 + 2 * 240, by: 2) {
+            let g = UInt16(group)
+            if g != 0x0029 { data += i.text(g, 0x0010, "LO", "SIEMENS CSA HEADER") }
+            for element in 0x1000..<0x1000 + 250 { data += i.element(g, UInt16(element), "UN", [1, 2]) }
+        }
+        let file = try DICOMFile.read(DICOMBytes.part10(transferSyntax: TransferSyntax.implicitVRLittleEndian, dataSet: data))
+        #expect(file.dataSet.count == 240 * 251)
+        #expect(file.dataSet[Tag(0x0029, 0x1008)]?.vr == .CS)
+    }
+}

@@ -44,7 +44,9 @@ else
 fi
 cp -n "$scratch/seeds"/* "$corpus"/
 # SWIFT_BACKTRACE off: Swift's backtracer under ASan turns a clean finding into a spurious report.
-if SWIFT_BACKTRACE=enable=no ".build-fuzz/release/$product" "$corpus" -max_total_time="$seconds" \
+# lsan.supp: leaks inside the toolchain's own libraries (each one explained there).
+if SWIFT_BACKTRACE=enable=no LSAN_OPTIONS="suppressions=$PWD/Tests/Fuzz/lsan.supp:print_suppressions=0" \
+     ".build-fuzz/release/$product" "$corpus" -max_total_time="$seconds" \
      -max_len=16384 -rss_limit_mb=2048 -timeout=10 -artifact_prefix="$corpus/" -print_final_stats=1 \
      > "$scratch/log" 2>&1; then
   echo "$product: no crash in ${seconds} s: $(grep -E '^stat::number_of_executed_units' "$scratch/log" | awk '{print $2}') inputs, coverage $(grep -oE 'cov: [0-9]+' "$scratch/log" | tail -1)"

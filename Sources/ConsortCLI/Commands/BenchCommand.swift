@@ -140,7 +140,7 @@ enum BenchCommand {
     /// Per-worker failure counts; each worker writes only its own slot.
     final class FailureCounts: @unchecked Sendable {
         private var counts: [Int]
-        private let lock = NSLockLike()
+        private let lock = PthreadMutex()
         init(_ n: Int) { counts = Array(repeating: 0, count: n) }
         func set(_ i: Int, _ v: Int) { lock.locked { counts[i] = v } }
         var total: Int { lock.locked { counts.reduce(0, +) } }
@@ -159,7 +159,7 @@ func monotonicSeconds() -> Double {
 }
 
 /// A pthread mutex, for the little shared state the CLI has.
-final class NSLockLike: @unchecked Sendable {
+final class PthreadMutex: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     init() { pthread_mutex_init(&mutex, nil) }
     deinit { pthread_mutex_destroy(&mutex) }

@@ -4,14 +4,14 @@
 
 /// Buffered writing to stdout and stderr without Foundation's overhead: dump output can be
 /// hundreds of MB, written in large blocks. Thread-safe (a mutex around the buffer).
-final class OutputStream: @unchecked Sendable {
-    private let lock = NSLockLike()
+final class ConsoleOutput: @unchecked Sendable {
+    private let lock = PthreadMutex()
     private let descriptor: Int32
     private var buffer: [UInt8] = []
     private(set) var failed = false
 
-    static let standardOutput = OutputStream(descriptor: 1)
-    static let standardError = OutputStream(descriptor: 2)
+    static let standardOutput = ConsoleOutput(descriptor: 1)
+    static let standardError = ConsoleOutput(descriptor: 2)
 
     init(descriptor: Int32) {
         self.descriptor = descriptor
@@ -48,5 +48,5 @@ final class OutputStream: @unchecked Sendable {
     var isTerminal: Bool { isatty(descriptor) == 1 }
 }
 
-let standardOutput = OutputStream.standardOutput
-let standardError = OutputStream.standardError
+let standardOutput = ConsoleOutput.standardOutput
+let standardError = ConsoleOutput.standardError

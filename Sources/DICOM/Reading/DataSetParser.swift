@@ -60,6 +60,10 @@ struct DataSetParser {
         var ownPixelRepresentation: Int?
         var inOrder = true
         var lastTag: UInt32 = 0
+        // Private creators seen so far in this data set, by tag: a private element's VR (implicit
+        // VR, or a UN) comes from its creator's dictionary. A table, not a search of the elements,
+        // so that a file of many private elements costs linear time.
+        var creators: [UInt32: String] = [:]
         var ambiguous: [(index: Int, kind: AmbiguousVR, implicit: Bool)] = []
 
         elementLoop: while true {
@@ -142,10 +146,10 @@ struct DataSetParser {
             }
             let length: UInt32? = rawLength == 0xFFFF_FFFF ? nil : rawLength
             if implicit {
-                (vr, ambiguity) = implicitVR(for: tag, among: elements)
+                (vr, ambiguity) = implicitVR(for: tag, creators: creators)
             } else if vr == .UN, let length {
                 // A UN the dictionary knows takes the dictionary's VR (pydicom, DCMTK).
-                if let (known, kind) = knownVR(forUN: tag, length: length, among: elements) {
+                if let (known, kind) = knownVR(forUN: tag, length: length, creators: creators) {
                     wireVR = .UN
                     vr = known
                     ambiguity = kind
@@ -164,6 +168,8 @@ struct DataSetParser {
                 elements.append(DataElement(tag: tag, vr: vr, length: length, value: .bytes(stream.take(Int(length))), wireVR: wireVR))
                 if tag == .specificCharacterSet || tag == .pixelRepresentation {
                     noteSpecial(elements[elements.count - 1], order: order, offset: headerOffset, &characterSet, &ownPixelRepresentation)
+                } else if tag.isPrivateCreator, case .bytes(let bytes) = elements[elements.count - 1].value {
+                    creators[tag.rawValue] = Self.creatorName(bytes)
                 }
                 continue
             }
@@ -223,6 +229,8 @@ struct DataSetParser {
             elements.append(DataElement(tag: tag, vr: vr, length: length, value: value, wireVR: wireVR))
             if tag == .specificCharacterSet || tag == .pixelRepresentation {
                 noteSpecial(elements[elements.count - 1], order: order, offset: headerOffset, &characterSet, &ownPixelRepresentation)
+            } else if tag.isPrivateCreator, case .bytes(let bytes) = value {
+                creators[tag.rawValue] = Self.creatorName(bytes)
             }
         }
 
@@ -372,11 +380,11 @@ struct DataSetParser {
 
     /// The VR of an implicit VR element: the dictionary's; for private elements the creator's
     /// published dictionary, LO for creators, else UN; UL for unknown group lengths.
-    private func implicitVR(for tag: Tag, among elements: [DataElement]) -> (VR, AmbiguousVR?) {
+    private func implicitVR(for tag: Tag, creators: [UInt32: String]) -> (VR, AmbiguousVR?) {
         if let known = DataDictionary.vr(for: tag) { return known }
         if tag.isPrivate {
             if tag.isPrivateCreator { return (.LO, nil) }
-            if let entry = privateEntry(for: tag, among: elements) { return (entry.vr, entry.ambiguity) }
+            if let entry = privateEntry(for: tag, creators: creators) { return (entry.vr, entry.ambiguity) }
             return (.UN, nil)
         }
         if tag.isGroupLength { return (.UL, nil) }
@@ -384,10 +392,10 @@ struct DataSetParser {
     }
 
     /// The VR to use for an element that came as UN, when a dictionary knows better.
-    private func knownVR(forUN tag: Tag, length: UInt32, among elements: [DataElement]) -> (VR, AmbiguousVR?)? {
+    private func knownVR(forUN tag: Tag, length: UInt32, creators: [UInt32: String]) -> (VR, AmbiguousVR?)? {
         if tag.isPrivate {
             if tag.isPrivateCreator { return (.LO, nil) }
-            guard let entry = privateEntry(for: tag, among: elements), entry.vr != .UN else { return nil }
+            guard let entry = privateEntry(for: tag, creators: creators), entry.vr != .UN else { return nil }
             return (entry.vr, entry.ambiguity)
         }
         // pydicom keeps UN for values of 64 KiB and more, which no short VR could hold.
@@ -395,15 +403,16 @@ struct DataSetParser {
         return known
     }
 
-    private func privateEntry(for tag: Tag, among elements: [DataElement]) -> PrivateDictionaryEntry? {
-        guard let creatorTag = tag.privateCreatorTag,
-            let creator = elements.last(where: { $0.tag == creatorTag }),
-            case .bytes(let bytes) = creator.value
-        else { return nil }
+    private func privateEntry(for tag: Tag, creators: [UInt32: String]) -> PrivateDictionaryEntry? {
+        guard let creatorTag = tag.privateCreatorTag, let name = creators[creatorTag.rawValue] else { return nil }
+        return DataDictionary.privateEntry(for: tag, creator: name)
+    }
+
+    /// A private creator's value as the dictionary keys it: trailing spaces and NULs removed.
+    static func creatorName(_ bytes: ArraySlice<UInt8>) -> String {
         var end = bytes.endIndex
         while end > bytes.startIndex, bytes[end - 1] == 0x20 || bytes[end - 1] == 0 { end -= 1 }
-        let name = String(decoding: bytes[bytes.startIndex..<end], as: UTF8.self)
-        return DataDictionary.privateEntry(for: tag, creator: name)
+        return String(decoding: bytes[bytes.startIndex..<end], as: UTF8.self)
     }
 
     /// Settles "US or SS", "OB or OW" and "US or OW" by the rules of PS3.5 Annex A and PS3.3
