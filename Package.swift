@@ -36,6 +36,12 @@ let package = Package(
             name: "Routing",
             dependencies: ["DICOM"]
         ),
+        // DICOMweb (PS3.18): multipart/related bodies streamed to and from files; STOW-RS,
+        // WADO-RS and QIDO-RS to come on the transport.
+        .target(
+            name: "DICOMweb",
+            dependencies: ["DICOM"]
+        ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
             name: "ConsortCLI",
@@ -58,6 +64,10 @@ let package = Package(
         .executableTarget(
             name: "fuzz-rules",
             dependencies: ["Routing"]
+        ),
+        .testTarget(
+            name: "DICOMwebTests",
+            dependencies: ["DICOMweb"]
         ),
         .testTarget(
             name: "RoutingTests",

@@ -1,0 +1,136 @@
+import Foundation
+import Testing
+
+@testable import DICOMweb
+
+@Suite("multipart/related")
+struct MultipartTests {
+    /// Decodes `body` fed in pieces of the given sizes (cycled); returns the parts' bodies and headers.
+    static func decode(_ body: [UInt8], boundary: String, pieces: [Int]) throws -> (parts: [[UInt8]], headers: [[String: String]]) {
+        var decoder = MultipartDecoder(boundary: boundary)
+        var events: [MultipartDecoder.Event] = []
+        var at = 0, k = 0
+        while at < body.count {
+            let n = min(max(1, pieces[k % pieces.count]), body.count - at)
+            events += try decoder.feed(body[at..<at + n])
+            at += n
+            k += 1
+        }
+        events += try decoder.finish()
+        var parts: [[UInt8]] = []
+        var headers: [[String: String]] = []
+        var open = false
+        for event in events {
+            switch event {
+            case .partBegin(let h):
+                #expect(!open)
+                open = true
+                parts.append([])
+                headers.append(Dictionary(h.map { ($0.name, $0.value) }, uniquingKeysWith: { $1 }))
+            case .partData(let bytes):
+                #expect(open)
+                parts[parts.count - 1] += bytes
+            case .partEnd:
+                #expect(open)
+                open = false
+            case .end:
+                #expect(!open)
+            }
+        }
+        return (parts, headers)
+    }
+
+    static let parts: [[UInt8]] = [
+        Array("DICM first part".utf8),
+        [],  // an empty part
+        Array("\r\n--not-the-boundary\r\n and a CR LF -- inside\r\n-".utf8),
+        (0..<5000).map { UInt8(truncatingIfNeeded: $0 * 31) },
+    ]
+
+    @Test("parts survive any split of the body", arguments: [[1], [2, 3], [7], [64], [1000], [1, 100, 3, 17], [1 << 20]])
+    func anySplit(_ pieces: [Int]) throws {
+        let encoder = MultipartEncoder(boundary: "consort-0123456789abcdef")
+        let body = encoder.encode(Self.parts)
+        let decoded = try Self.decode(body, boundary: encoder.boundary, pieces: pieces)
+        #expect(decoded.parts == Self.parts)
+        #expect(decoded.headers.allSatisfy { $0["content-type"] == "application/dicom" })
+        #expect(decoded.headers[3]["content-length"] == "5000")
+    }
+
+    @Test func preamblePaddingEpilogueAndAMissingFinalLineEndAreTolerated() throws {
+        let body = Array("This is a preamble.\r\n--b1   \t\r\nContent-Type: application/dicom\r\n\r\nDATA\r\n--b1--".utf8)
+        let decoded = try Self.decode(body, boundary: "b1", pieces: [3])
+        #expect(decoded.parts == [Array("DATA".utf8)])
+        let epilogue = Array("--b1\r\n\r\nX\r\n--b1--\r\nepilogue text".utf8)
+        #expect(try Self.decode(epilogue, boundary: "b1", pieces: [5]).parts == [Array("X".utf8)])
+    }
+
+    @Test("malformed bodies are refused", arguments: [
+        ("no boundary at all", "just some bytes"),
+        ("truncated inside a part", "--b1\r\nContent-Type: application/dicom\r\n\r\nDATA that never ends"),
+        ("no closing boundary", "--b1\r\n\r\nDATA\r\n--b1\r\n"),
+        ("garbage after a boundary", "--b1xyz\r\n\r\nDATA\r\n--b1--"),
+        ("a header without a colon", "--b1\r\nContent-Type application/dicom\r\n\r\nDATA\r\n--b1--"),
+    ])
+    func malformed(_ label: String, _ text: String) {
+        #expect(throws: MultipartError.self, "\(label)") { try Self.decode(Array(text.utf8), boundary: "b1", pieces: [4]) }
+    }
+
+    @Test func endlessHeadersHitTheLimit() {
+        var decoder = MultipartDecoder(boundary: "b1", maximumHeaderBytes: 1024)
+        #expect(throws: MultipartError.self) {
+            _ = try decoder.feed(Array("--b1\r\n".utf8))
+            for _ in 0..<100 { _ = try decoder.feed(Array("X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".utf8)) }
+        }
+    }
+
+    @Test func memoryStaysBoundedByTheDelimiter() throws {
+        // 8 MB of one part, fed in 64 KiB pieces: the decoder never holds more than a piece.
+        let encoder = MultipartEncoder()
+        var decoder = MultipartDecoder(boundary: encoder.boundary)
+        var total = 0
+        _ = try decoder.feed(encoder.partHeader(index: 0))
+        let chunk = [UInt8](repeating: 0x2D, count: 65536)  // dashes: the worst case for a search
+        for _ in 0..<128 {
+            for event in try decoder.feed(chunk) { if case .partData(let d) = event { total += d.count } }
+        }
+        for event in try decoder.feed(encoder.closing) + (try decoder.finish()) {
+            if case .partData(let d) = event { total += d.count }
+        }
+        #expect(total == 128 * 65536)
+        #expect(decoder.isComplete)
+    }
+
+    @Test func filesStreamIntoABodyOfTheAnnouncedLength() throws {
+        let folder = NSTemporaryDirectory() + "consort-multipart-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        var paths: [String] = []
+        for (i, part) in Self.parts.enumerated() {
+            let path = "\(folder)/\(i).dcm"
+            try Data(part).write(to: URL(fileURLWithPath: path))
+            paths.append(path)
+        }
+        let body = try MultipartFileBody(paths: paths)
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1000)
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try body.read(into: $0) }
+            if n == 0 { break }
+            bytes += buffer[0..<n]
+        }
+        #expect(bytes.count == body.contentLength)
+        #expect(bytes == body.encoder.encode(Self.parts))
+        #expect(try Self.decode(bytes, boundary: body.encoder.boundary, pieces: [333]).parts == Self.parts)
+    }
+
+    @Test func contentTypesParse() throws {
+        let type = try #require(MediaType("Multipart/Related; type=\"application/dicom\"; boundary=\"a;b\\\"c\"; charset=utf-8"))
+        #expect(type.type == "multipart/related")
+        #expect(type.parameters["type"] == "application/dicom")
+        #expect(type.parameters["boundary"] == "a;b\"c")
+        #expect(MediaType("nonsense") == nil)
+        let encoder = MultipartEncoder(boundary: "xyz")
+        #expect(MediaType(encoder.contentType())?.parameters["boundary"] == "xyz")
+    }
+}
