@@ -36,11 +36,14 @@ let package = Package(
             name: "Routing",
             dependencies: ["DICOM"]
         ),
+        // HTTP/1.1 message parsing (RFC 9112) as pure state machines: the server's parser, with
+        // every limit explicit. Sockets and TLS live in the transport module.
+        .target(name: "HTTP"),
         // DICOMweb (PS3.18): multipart/related bodies streamed to and from files; STOW-RS,
         // WADO-RS and QIDO-RS to come on the transport.
         .target(
             name: "DICOMweb",
-            dependencies: ["DICOM"]
+            dependencies: ["DICOM", "HTTP"]
         ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
@@ -64,6 +67,10 @@ let package = Package(
         .executableTarget(
             name: "fuzz-rules",
             dependencies: ["Routing"]
+        ),
+        .testTarget(
+            name: "HTTPTests",
+            dependencies: ["HTTP"]
         ),
         .testTarget(
             name: "DICOMwebTests",

@@ -1,3 +1,5 @@
+import HTTP
+
 /// Decodes a multipart body (RFC 2046 §5.1; DICOMweb's multipart/related, PS3.18 §8.6) as it
 /// streams in, with memory bounded by the part headers and the delimiter, never by the parts.
 ///
@@ -178,21 +180,7 @@ public struct MultipartDecoder {
         return headers
     }
 
-    /// First index of `needle` in `haystack`.
-    private func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? {
-        guard haystack.count >= needle.count, let first = needle.first else { return nil }
-        var i = 0
-        let last = haystack.count - needle.count
-        while i <= last {
-            if haystack[i] == first {
-                var j = 1
-                while j < needle.count && haystack[i + j] == needle[j] { j += 1 }
-                if j == needle.count { return i }
-            }
-            i += 1
-        }
-        return nil
-    }
+    private func find(_ needle: [UInt8], in haystack: [UInt8]) -> Int? { firstIndex(of: needle, in: haystack) }
 }
 
 /// A multipart body that is not well formed, and where.
@@ -206,11 +194,3 @@ public struct MultipartError: Error, Equatable, CustomStringConvertible {
     public var description: String { "\(message) (at byte \(offset) of the body)" }
 }
 
-extension StringProtocol {
-    func trimmingCharacters(in set: String) -> String {
-        var s = Substring(self)
-        while let c = s.first, set.contains(c) { s = s.dropFirst() }
-        while let c = s.last, set.contains(c) { s = s.dropLast() }
-        return String(s)
-    }
-}
