@@ -1,0 +1,130 @@
+import Foundation
+
+/// The answer to a STOW-RS request (PS3.18 §10.5.3): which instances the origin server stored,
+/// which it did not and why, as a DICOM JSON data set (PS3.18 Annex F):
+/// 00081190 RetrieveURL, 00081199 ReferencedSOPSequence, 00081198 FailedSOPSequence (each item
+/// 00081150 ReferencedSOPClassUID, 00081155 ReferencedSOPInstanceUID, 00081197 FailureReason or
+/// 00081196 WarningReason).
+public struct StowResponse: Sendable, Equatable {
+    public struct Stored: Sendable, Equatable {
+        public var sopClassUID: String
+        public var sopInstanceUID: String
+        public var retrieveURL: String?
+        public var warningReason: UInt16?
+        public init(sopClassUID: String, sopInstanceUID: String, retrieveURL: String? = nil, warningReason: UInt16? = nil) {
+            self.sopClassUID = sopClassUID
+            self.sopInstanceUID = sopInstanceUID
+            self.retrieveURL = retrieveURL
+            self.warningReason = warningReason
+        }
+    }
+
+    public struct Failed: Sendable, Equatable {
+        public var sopClassUID: String
+        public var sopInstanceUID: String
+        public var reason: UInt16
+        public init(sopClassUID: String, sopInstanceUID: String, reason: UInt16) {
+            self.sopClassUID = sopClassUID
+            self.sopInstanceUID = sopInstanceUID
+            self.reason = reason
+        }
+    }
+
+    public var retrieveURL: String?
+    public var stored: [Stored]
+    public var failed: [Failed]
+
+    public init(retrieveURL: String? = nil, stored: [Stored] = [], failed: [Failed] = []) {
+        self.retrieveURL = retrieveURL
+        self.stored = stored
+        self.failed = failed
+    }
+
+    /// The status a server answers with (PS3.18 §10.5.3.1): 200 when everything was stored
+    /// without warnings, 409 when nothing was, 202 otherwise.
+    public var httpStatus: Int {
+        if failed.isEmpty && stored.allSatisfy({ $0.warningReason == nil }) { return 200 }
+        if stored.isEmpty && !failed.isEmpty { return 409 }
+        return 202
+    }
+
+    // MARK: - DICOM JSON
+
+    /// The response body, application/dicom+json.
+    public func json() -> [UInt8] {
+        var object: [String: Any] = [:]
+        if let retrieveURL { object["00081190"] = ["vr": "UR", "Value": [retrieveURL]] }
+        if !stored.isEmpty {
+            object["00081199"] = ["vr": "SQ", "Value": stored.map { item -> [String: Any] in
+                var i: [String: Any] = [
+                    "00081150": ["vr": "UI", "Value": [item.sopClassUID]],
+                    "00081155": ["vr": "UI", "Value": [item.sopInstanceUID]],
+                ]
+                if let url = item.retrieveURL { i["00081190"] = ["vr": "UR", "Value": [url]] }
+                if let w = item.warningReason { i["00081196"] = ["vr": "US", "Value": [Int(w)]] }
+                return i
+            }]
+        }
+        if !failed.isEmpty {
+            object["00081198"] = ["vr": "SQ", "Value": failed.map {
+                [
+                    "00081150": ["vr": "UI", "Value": [$0.sopClassUID]],
+                    "00081155": ["vr": "UI", "Value": [$0.sopInstanceUID]],
+                    "00081197": ["vr": "US", "Value": [Int($0.reason)]],
+                ] as [String: Any]
+            }]
+        }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        return Array(data)
+    }
+
+    /// Reads a response body. Orthanc and others answer with a JSON object; some wrap it in a
+    /// one-element array. An empty body (some servers' 200 or 204) means nothing was reported.
+    public static func parse(_ body: [UInt8]) throws(StowResponseError) -> StowResponse {
+        if body.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { return StowResponse() }
+        let parsed: Any
+        do {
+            parsed = try JSONSerialization.jsonObject(with: Data(body))
+        } catch {
+            throw StowResponseError("The STOW-RS response is not JSON: \(String(decoding: body.prefix(200), as: UTF8.self))")
+        }
+        let object: [String: Any]
+        if let o = parsed as? [String: Any] {
+            object = o
+        } else if let a = parsed as? [[String: Any]], a.count == 1 {
+            object = a[0]
+        } else {
+            throw StowResponseError("The STOW-RS response is not a DICOM JSON data set")
+        }
+        var response = StowResponse(retrieveURL: string(object["00081190"]))
+        for item in items(object["00081199"]) {
+            guard let cls = string(item["00081150"]), let uid = string(item["00081155"]) else {
+                throw StowResponseError("A ReferencedSOPSequence item lacks its SOP Class or Instance UID")
+            }
+            response.stored.append(Stored(sopClassUID: cls, sopInstanceUID: uid, retrieveURL: string(item["00081190"]), warningReason: number(item["00081196"])))
+        }
+        for item in items(object["00081198"]) {
+            let cls = string(item["00081150"]) ?? ""
+            guard let uid = string(item["00081155"]) else {
+                throw StowResponseError("A FailedSOPSequence item lacks its SOP Instance UID")
+            }
+            // A failure without a reason is still a failure: 0x0110, processing failure.
+            response.failed.append(Failed(sopClassUID: cls, sopInstanceUID: uid, reason: number(item["00081197"]) ?? 0x0110))
+        }
+        return response
+    }
+
+    private static func values(_ element: Any?) -> [Any] { ((element as? [String: Any])?["Value"] as? [Any]) ?? [] }
+    private static func string(_ element: Any?) -> String? { values(element).first as? String }
+    private static func number(_ element: Any?) -> UInt16? {
+        guard let n = values(element).first as? NSNumber, n.intValue >= 0, n.intValue <= 0xFFFF else { return nil }
+        return UInt16(n.intValue)
+    }
+    private static func items(_ element: Any?) -> [[String: Any]] { values(element).compactMap { $0 as? [String: Any] } }
+}
+
+public struct StowResponseError: Error, Equatable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
