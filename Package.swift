@@ -23,6 +23,11 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
+        // The OpenSSL macros Swift cannot import, as functions (Sources/CShims/include/cshims.h).
+        .target(
+            name: "CShims",
+            dependencies: ["COpenSSL"]
+        ),
         // Reading and writing DICOM Part 10 files and bare data sets. Pure Swift, except for
         // inflating deflated data sets through zlib (one file: Source/InflatingByteSource.swift).
         .target(
@@ -44,6 +49,12 @@ let package = Package(
         .target(
             name: "DICOMweb",
             dependencies: ["DICOM", "HTTP"]
+        ),
+        // Sockets and TLS: the HTTPS server (a thread per connection, mutual TLS, every limit
+        // explicit) and, later, the libcurl client. The only module that touches sockets.
+        .target(
+            name: "Transport",
+            dependencies: ["HTTP", "COpenSSL", "CShims"]
         ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
@@ -67,6 +78,10 @@ let package = Package(
         .executableTarget(
             name: "fuzz-rules",
             dependencies: ["Routing"]
+        ),
+        .testTarget(
+            name: "TransportTests",
+            dependencies: ["Transport", "HTTP"]
         ),
         .testTarget(
             name: "HTTPTests",
