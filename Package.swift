@@ -79,9 +79,14 @@ let package = Package(
             name: "fuzz-rules",
             dependencies: ["Routing"]
         ),
+        // Helpers the test targets share (running programs); not part of the product.
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "TransportTests",
-            dependencies: ["Transport", "HTTP"]
+            dependencies: ["Transport", "HTTP", "TestSupport"]
         ),
         .testTarget(
             name: "HTTPTests",
@@ -97,7 +102,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConsortCLITests",
-            dependencies: ["ConsortCLI", "DICOM"],
+            dependencies: ["ConsortCLI", "DICOM", "TestSupport"],
             exclude: ["Conformance"]
         ),
     ]

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// A throwaway consortium CA, made at test time with the openssl command (never checked in):
@@ -47,39 +48,12 @@ final class TestPKI {
     }
 }
 
-struct Outcome {
-    let status: Int32
-    let stdout: String
-    let stderr: String
-}
+typealias Outcome = ProgramOutcome
 
-func run(_ path: String, _ arguments: [String], input: Data? = nil) throws -> Outcome {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    nonisolated(unsafe) var outData = Data(), errData = Data()
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async {
-        outData = out.fileHandleForReading.readDataToEndOfFile()
-        group.leave()
-    }
-    group.enter()
-    DispatchQueue.global().async {
-        errData = err.fileHandleForReading.readDataToEndOfFile()
-        group.leave()
-    }
-    if group.wait(timeout: .now() + 60) == .timedOut {
-        process.terminate()
-        Issue.record("\(path) \(arguments) did not finish within 60 s")
-    }
-    process.waitUntilExit()
-    return Outcome(status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self), stderr: String(decoding: errData, as: UTF8.self))
+func run(_ path: String, _ arguments: [String]) throws -> Outcome {
+    let outcome = try runProgram(path, arguments, timeout: 60)
+    if outcome.timedOut { Issue.record("\(path) \(arguments) did not finish within 60 s") }
+    return outcome
 }
 
 /// curl, the real third-party client, with our PKI's client certificate unless told otherwise.

@@ -1,14 +1,8 @@
 import Foundation
+import TestSupport
 import Testing
 
-/// What a finished process said.
-struct Outcome {
-    let status: Int32
-    let stdout: String
-    let stderr: String
-    /// True when the process was killed by a signal (a crash), not an exit.
-    let crashed: Bool
-}
+typealias Outcome = ProgramOutcome
 
 enum Run {
     /// The package's root folder, from this file's place in it.
@@ -32,35 +26,9 @@ enum Run {
 
     /// Runs a program to completion, with a time limit (a hang is a failure, not a stuck suite).
     static func program(_ path: String, _ arguments: [String], timeout: TimeInterval = 300) throws -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        // Drain both pipes while it runs, so a chatty process cannot block on a full pipe.
-        nonisolated(unsafe) var outData = Data(), errData = Data()
-        let group = DispatchGroup()
-        group.enter()
-        DispatchQueue.global().async {
-            outData = out.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
-        }
-        group.enter()
-        DispatchQueue.global().async {
-            errData = err.fileHandleForReading.readDataToEndOfFile()
-            group.leave()
-        }
-        if group.wait(timeout: .now() + timeout) == .timedOut {
-            process.terminate()
-            Issue.record("\(path) \(arguments) did not finish within \(Int(timeout)) s")
-        }
-        process.waitUntilExit()
-        return Outcome(
-            status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
-            stderr: String(decoding: errData, as: UTF8.self), crashed: process.terminationReason == .uncaughtSignal)
+        let outcome = try runProgram(path, arguments, timeout: timeout)
+        if outcome.timedOut { Issue.record("\(path) \(arguments) did not finish within \(Int(timeout)) s") }
+        return outcome
     }
 
     static func consort(_ arguments: String...) throws -> Outcome { try program(consort, arguments) }
