@@ -23,10 +23,16 @@ let package = Package(
             pkgConfig: "openssl",
             providers: [.apt(["libssl-dev"])]
         ),
+        // libcurl, the HTTPS client (URLSession on Linux cannot present client certificates).
+        .systemLibrary(
+            name: "CCurl",
+            pkgConfig: "libcurl",
+            providers: [.apt(["libcurl4-openssl-dev"])]
+        ),
         // The OpenSSL macros Swift cannot import, as functions (Sources/CShims/include/cshims.h).
         .target(
             name: "CShims",
-            dependencies: ["COpenSSL"]
+            dependencies: ["COpenSSL", "CCurl"]
         ),
         // Reading and writing DICOM Part 10 files and bare data sets. Pure Swift, except for
         // inflating deflated data sets through zlib (one file: Source/InflatingByteSource.swift).
@@ -54,7 +60,7 @@ let package = Package(
         // explicit) and, later, the libcurl client. The only module that touches sockets.
         .target(
             name: "Transport",
-            dependencies: ["HTTP", "COpenSSL", "CShims"]
+            dependencies: ["HTTP", "COpenSSL", "CCurl", "CShims"]
         ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(

@@ -277,6 +277,14 @@ public final class HTTPServer: @unchecked Sendable {
             }
             // A body the handler did not read to its end: reading on would be reading the client's
             // next request out of sync. Answer, then close.
+            // A body the handler left unread is drained, up to 64 KiB, to keep the connection in
+            // step for the next request (a GET's empty body costs nothing); more than that, and
+            // the connection closes after the answer.
+            var drained = 0
+            while !body.finished && !reader.failed && drained <= 64 * 1024 {
+                guard let piece = try? body.next() else { break }
+                drained += piece.count
+            }
             let keepAlive = head.keepAlive && !reader.failed && body.finished
             do {
                 try connection.write(Self.head(response, keepAlive: keepAlive) + response.body)

@@ -79,6 +79,11 @@ public final class TLSContext: @unchecked Sendable {
         if role == .server {
             // Tell clients which CA to pick their certificate from.
             if let names = SSL_load_client_CA_file(configuration.trustedCA) { SSL_CTX_set_client_CA_list(ctx, names) }
+            // A client resuming a session (curl does, on a new connection) must find the context
+            // its verified certificate was stored under; without one OpenSSL refuses the handshake
+            // ("session id context uninitialized").
+            let contextID = Array("consort".utf8)
+            _ = SSL_CTX_set_session_id_context(ctx, contextID, UInt32(contextID.count))
         }
         if let crl = configuration.revocationList {
             try Self.loadRevocationList(crl, into: ctx)

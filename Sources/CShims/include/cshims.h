@@ -3,6 +3,7 @@
 #ifndef CONSORT_CSHIMS_H
 #define CONSORT_CSHIMS_H
 
+#include <curl/curl.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <stdint.h>
@@ -17,5 +18,15 @@ const GENERAL_NAME *consort_sk_GENERAL_NAME_value(const GENERAL_NAMES *names, in
 // SSL_OP_* are built with a macro producing uint64_t, which Swift does not evaluate.
 static const uint64_t CONSORT_SSL_OP_NO_COMPRESSION = SSL_OP_NO_COMPRESSION;
 static const uint64_t CONSORT_SSL_OP_NO_RENEGOTIATION = SSL_OP_NO_RENEGOTIATION;
+
+// curl_easy_setopt and curl_easy_getinfo are variadic: one typed wrapper per argument kind.
+CURLcode consort_curl_setopt_long(CURL *handle, CURLoption option, long value);
+CURLcode consort_curl_setopt_string(CURL *handle, CURLoption option, const char *value);
+CURLcode consort_curl_setopt_pointer(CURL *handle, CURLoption option, void *value);
+CURLcode consort_curl_setopt_offset(CURL *handle, CURLoption option, curl_off_t value);
+CURLcode consort_curl_setopt_read_function(CURL *handle, curl_read_callback callback);
+CURLcode consort_curl_setopt_write_function(CURL *handle, curl_write_callback callback);
+CURLcode consort_curl_setopt_header_function(CURL *handle, curl_write_callback callback);
+CURLcode consort_curl_getinfo_long(CURL *handle, CURLINFO info, long *value);
 
 #endif

@@ -1,0 +1,122 @@
+import Foundation
+import HTTP
+import Testing
+
+@testable import Transport
+
+/// Our client against our server, both with real TLS: the two halves of a consortium link.
+@Suite("HTTPS client", .serialized)
+struct HTTPClientTests {
+    static func tls(_ pki: TestPKI, stranger: Bool = false) -> TLSConfiguration {
+        stranger
+            ? TLSConfiguration(certificateChain: pki.strangerCertificate, privateKey: pki.strangerKey, trustedCA: pki.ca)
+            : TLSConfiguration(certificateChain: pki.clientCertificate, privateKey: pki.clientKey, trustedCA: pki.ca)
+    }
+
+    func server(_ pki: TestPKI, handler: @escaping RequestHandler = HTTPServerTests.echo) throws -> HTTPServer {
+        var configuration = ServerConfiguration()
+        configuration.tls = try TLSContext(
+            TLSConfiguration(certificateChain: pki.serverCertificate, privateKey: pki.serverKey, trustedCA: pki.ca), role: .server)
+        let server = HTTPServer(configuration, handler: handler)
+        try server.start()
+        return server
+    }
+
+    @Test("bodies stream up, with and without a length", arguments: [true, false])
+    func uploadStreams(_ withLength: Bool) throws {
+        let pki = try TestPKI()
+        let server = try server(pki)
+        defer { server.stop() }
+        let client = try HTTPClient(.init(tls: Self.tls(pki)))
+        let total = 5_000_000
+        var sent = 0
+        var calls = 0
+        let expected = HTTPServerTests.checksum((0..<total).map { UInt8(truncatingIfNeeded: $0 % 251) })
+        var response = [UInt8]()
+        let result = try client.send(
+            method: "POST", url: "https://localhost:\(server.port)/studies", headers: [("Content-Type", "application/octet-stream")],
+            body: { buffer in
+                calls += 1
+                let n = min(buffer.count, total - sent)
+                for i in 0..<n { buffer[i] = UInt8(truncatingIfNeeded: (sent + i) % 251) }
+                sent += n
+                return n
+            }, bodyLength: withLength ? total : nil,
+            sink: { response += $0 })
+        #expect(result.status == 200)
+        #expect(result.value("content-type") == "text/plain; charset=utf-8")
+        #expect(String(decoding: response, as: UTF8.self) == "peer=RSCH POST /studies bytes=\(total) sum=\(expected)\n")
+        #expect(calls > 10)  // streamed in pieces, never whole
+    }
+
+    @Test func connectionsAreReusedBetweenRequests() throws {
+        let pki = try TestPKI()
+        let remotes = LogLines()
+        let server = try server(pki) { request, _ in
+            remotes.append(request.remoteAddress)
+            return .text(200, "ok")
+        }
+        defer { server.stop() }
+        let client = try HTTPClient(.init(tls: Self.tls(pki)))
+        for _ in 0..<3 { #expect(try client.send(method: "GET", url: "https://localhost:\(server.port)/").status == 200) }
+        #expect(Set(remotes.all).count == 1, "\(remotes.all)")
+    }
+
+    @Test func aClientFromAnotherCAIsRefused() throws {
+        let pki = try TestPKI()
+        let server = try server(pki)
+        defer { server.stop() }
+        let client = try HTTPClient(.init(tls: Self.tls(pki, stranger: true)))
+        let error = try #require(throws: HTTPClientError.self) { try client.send(method: "GET", url: "https://localhost:\(server.port)/") }
+        // TLS 1.3 reports the rejected certificate after the handshake: a receive error, not 35.
+        #expect([35, 55, 56].contains(error.code), "\(error)")
+        #expect(error.description.contains("localhost:\(server.port)"))
+    }
+
+    @Test func aServerWithTheWrongNameIsRefused() throws {
+        let pki = try TestPKI()
+        let server = try server(pki)
+        defer { server.stop() }
+        let client = try HTTPClient(.init(tls: Self.tls(pki)))
+        // The certificate says localhost and 127.0.0.1; 127.0.0.2 is not in it.
+        let error = try #require(throws: HTTPClientError.self) { try client.send(method: "GET", url: "https://127.0.0.2:\(server.port)/") }
+        #expect(error.code == 60 || error.code == 7, "\(error)")
+        #expect(!error.isTransient || error.code == 7)
+    }
+
+    @Test func aPeerThatIsDownIsTransient() throws {
+        let client = try HTTPClient()
+        let error = try #require(throws: HTTPClientError.self) { try client.send(method: "GET", url: "http://127.0.0.1:1/") }
+        #expect(error.code == 7)
+        #expect(error.isTransient)
+    }
+
+    @Test func aStalledPeerTimesOut() throws {
+        let pki = try TestPKI()
+        let server = try server(pki) { _, _ in
+            Thread.sleep(forTimeInterval: 4)
+            return .text(200, "late")
+        }
+        defer { server.stop(deadline: 5) }
+        var options = HTTPClient.Options(tls: Self.tls(pki))
+        options.lowSpeedSeconds = 1
+        options.lowSpeedBytes = 1
+        let client = try HTTPClient(options)
+        let error = try #require(throws: HTTPClientError.self) { try client.send(method: "GET", url: "https://localhost:\(server.port)/") }
+        #expect(error.code == 28, "\(error)")
+        #expect(error.isTransient)
+    }
+
+    @Test func aFailingBodySourceStopsTheTransferWithItsError() throws {
+        let pki = try TestPKI()
+        let server = try server(pki)
+        defer { server.stop() }
+        let client = try HTTPClient(.init(tls: Self.tls(pki)))
+        struct DiskGone: Error {}
+        let error = try #require(throws: HTTPClientError.self) {
+            try client.send(method: "POST", url: "https://localhost:\(server.port)/", body: { _ in throw DiskGone() }, bodyLength: 100)
+        }
+        #expect(error.callbackError is DiskGone)
+        #expect(!error.isTransient)
+    }
+}
