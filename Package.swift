@@ -54,7 +54,7 @@ let package = Package(
         // WADO-RS and QIDO-RS to come on the transport.
         .target(
             name: "DICOMweb",
-            dependencies: ["DICOM", "HTTP"]
+            dependencies: ["DICOM", "HTTP", "COpenSSL"]
         ),
         // Sockets and TLS: the HTTPS server (a thread per connection, mutual TLS, every limit
         // explicit) and, later, the libcurl client. The only module that touches sockets.
@@ -65,7 +65,7 @@ let package = Package(
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "Routing", "COpenSSL"]
+            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport"]
         ),
         .executableTarget(
             name: "consort",

@@ -18,6 +18,12 @@ public enum ConsortCommand {
             name: "dump", summary: "print DICOM headers (like dcmdump), or canonical JSON lines",
             run: DumpCommand.run, help: DumpCommand.help),
         Subcommand(
+            name: "send", summary: "send DICOM files to a DICOMweb server (STOW-RS)",
+            run: SendCommand.run, help: SendCommand.help),
+        Subcommand(
+            name: "receive", summary: "receive DICOM files over DICOMweb into a folder",
+            run: ReceiveCommand.run, help: ReceiveCommand.help),
+        Subcommand(
             name: "rules", summary: "check, explain and replay the routing rules",
             run: RulesCommand.run, help: RulesCommand.help),
         Subcommand(

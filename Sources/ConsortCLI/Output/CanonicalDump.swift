@@ -1,4 +1,5 @@
 import DICOM
+import DICOMweb
 import Foundation
 
 /// The canonical JSON-lines form of a file's header (version 1), shared with the pydicom-based
@@ -95,7 +96,7 @@ public enum CanonicalDump {
 
     static func binary(_ bytes: ArraySlice<UInt8>) -> JSON {
         if bytes.isEmpty { return .null }
-        return .object([("length", .int(Int64(bytes.count))), ("sha256", .string(SHA256.hex(bytes)))])
+        return .object([("length", .int(Int64(bytes.count))), ("sha256", .string(SHA256Hasher.hex(bytes)))])
     }
 
     /// One value → the value; none → null; several → a list.

@@ -1,0 +1,273 @@
+import DICOM
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Receives one STOW-RS request body (PS3.18 §10.5) into a folder, streaming: each part is
+/// written to a new file in a staging folder on the same filesystem as it arrives (hashed on the
+/// way), then checked — a readable DICOM file whose SOP Instance UID is a valid UID — and moved
+/// atomically (fsync, rename, fsync the folder) to `inbound/<StudyInstanceUID>/<SOPInstanceUID>.dcm`.
+/// Names come from the validated UIDs, never from the request.
+///
+/// Nothing partial is ever visible in the inbound folder: a part that ends early, fails its
+/// checks, or belongs to a body that breaks off is removed from staging. An instance already held
+/// with the same bytes is reported stored, without a second copy; one held with different bytes
+/// is refused (a person must decide which is right; nothing is overwritten).
+public final class StowIngest {
+    public struct Limits: Sendable {
+        /// Largest single instance accepted (a multi-frame US cine can be a few GB).
+        public var partBytes = 4 << 30
+        /// Most instances in one request.
+        public var parts = 100_000
+        public init() {}
+    }
+
+    public let inbound: String
+    public let staging: String
+    public let limits: Limits
+    /// Base for RetrieveURL values in the response, e.g. https://uhsx.consort/dicomweb.
+    public let baseURL: String
+    private var decoder: MultipartDecoder
+    private var current: Part?
+    private var stored: [StowResponse.Stored] = []
+    private var failed: [StowResponse.Failed] = []
+    private var studies: Set<String> = []
+    private var partCount = 0
+
+    /// The outcome per instance, for the caller's log and audit trail.
+    public private(set) var log: [String] = []
+
+    final class Part {
+        let path: String
+        let descriptor: Int32
+        let hasher = SHA256Hasher()
+        var size = 0
+        var contentTypeOK: Bool
+        init(path: String, descriptor: Int32, contentTypeOK: Bool) {
+            self.path = path
+            self.descriptor = descriptor
+            self.contentTypeOK = contentTypeOK
+        }
+    }
+
+    /// Prepares to receive a body with this multipart boundary. The staging folder is made if
+    /// missing and must share a filesystem with `inbound` (a rename cannot cross filesystems).
+    public init(inbound: String, staging: String, boundary: String, baseURL: String, limits: Limits = Limits()) throws(StowError) {
+        self.inbound = inbound
+        self.staging = staging
+        self.baseURL = baseURL
+        self.limits = limits
+        decoder = MultipartDecoder(boundary: boundary)
+        for folder in [inbound, staging] {
+            do {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            } catch {
+                throw StowError(500, "Cannot create \(folder): \(error.localizedDescription)")
+            }
+        }
+        var a = stat(), b = stat()
+        guard stat(inbound, &a) == 0, stat(staging, &b) == 0, a.st_dev == b.st_dev else {
+            throw StowError(500, "The staging folder \(staging) is not on the same filesystem as \(inbound)")
+        }
+    }
+
+    deinit { abandonCurrent() }
+
+    /// The next piece of the request body.
+    public func consume(_ piece: some Collection<UInt8>) throws(StowError) {
+        let events: [MultipartDecoder.Event]
+        do {
+            events = try decoder.feed(piece)
+        } catch {
+            abandonCurrent()
+            throw StowError(400, "The multipart body is malformed: \(error)")
+        }
+        try handle(events)
+    }
+
+    /// The body ended: checks it ended well and answers what was stored.
+    public func finish() throws(StowError) -> StowResponse {
+        do {
+            try handle(try decoder.finish())
+        } catch let error as StowError {
+            abandonCurrent()
+            throw error
+        } catch {
+            abandonCurrent()
+            throw StowError(400, "The multipart body is malformed: \(error)")
+        }
+        let url = studies.count == 1 ? "\(baseURL)/studies/\(studies.first!)" : nil
+        return StowResponse(retrieveURL: url, stored: stored, failed: failed)
+    }
+
+    private func handle(_ events: [MultipartDecoder.Event]) throws(StowError) {
+        for event in events {
+            switch event {
+            case .partBegin(let headers):
+                partCount += 1
+                if partCount > limits.parts { throw StowError(413, "More than \(limits.parts) instances in one request") }
+                let type = headers.first { $0.name == "content-type" }.flatMap { MediaType($0.value) }?.type
+                current = try openPart(contentTypeOK: type == nil || type == "application/dicom")
+            case .partData(let bytes):
+                guard let part = current else { continue }
+                part.size += bytes.count
+                if part.size > limits.partBytes {
+                    abandonCurrent()
+                    throw StowError(413, "An instance exceeds \(limits.partBytes) bytes")
+                }
+                try write(bytes, to: part)
+            case .partEnd:
+                if let part = current {
+                    current = nil
+                    settle(part)
+                }
+            case .end:
+                break
+            }
+        }
+    }
+
+    private func openPart(contentTypeOK: Bool) throws(StowError) -> Part {
+        var template = Array("\(staging)/part-XXXXXX".utf8CString)
+        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard fd >= 0 else { throw StowError(503, "Cannot create a staging file in \(staging): \(String(cString: strerror(errno)))") }
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        _ = fchmod(fd, 0o640)
+        let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return Part(path: path, descriptor: fd, contentTypeOK: contentTypeOK)
+    }
+
+    private func write(_ bytes: ArraySlice<UInt8>, to part: Part) throws(StowError) {
+        var failure: StowError?
+        bytes.withUnsafeBytes { raw in
+            part.hasher.update(raw)
+            var done = 0
+            while done < raw.count {
+                let n = Glibc.write(part.descriptor, raw.baseAddress! + done, raw.count - done)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    // A full disk is the server's trouble, not the client's: 503, try later.
+                    failure = StowError(errno == ENOSPC ? 503 : 500, "Cannot write to \(staging): \(String(cString: strerror(errno)))")
+                    return
+                }
+                done += n
+            }
+        }
+        if let failure {
+            abandonCurrent()
+            throw failure
+        }
+    }
+
+    /// A part is complete: check it, then move it into place, or refuse it.
+    private func settle(_ part: Part) {
+        let synced = fsync(part.descriptor) == 0
+        close(part.descriptor)
+        let digest = part.hasher.finalize()
+        var classUID = "", instanceUID = "", studyUID = ""
+        func refuse(_ reason: UInt16, _ why: String) {
+            unlink(part.path)
+            failed.append(StowResponse.Failed(sopClassUID: classUID, sopInstanceUID: instanceUID.isEmpty ? "unknown" : instanceUID, reason: reason))
+            log.append("refused \(instanceUID.isEmpty ? "a part" : instanceUID): \(why)")
+        }
+        guard synced else { return refuse(0xA700, "cannot fsync the staging file: \(String(cString: strerror(errno)))") }
+        guard part.contentTypeOK else { return refuse(0xC000, "the part is not application/dicom") }
+        let file: DICOMFile
+        do {
+            file = try DICOMFile.read(path: part.path)
+        } catch {
+            return refuse(0xC000, "not a readable DICOM file: \(error)")
+        }
+        classUID = file.dataSet.string(.sopClassUID) ?? file.meta.string(.mediaStorageSOPClassUID) ?? ""
+        instanceUID = file.dataSet.string(.sopInstanceUID) ?? ""
+        studyUID = file.dataSet.string(.studyInstanceUID) ?? ""
+        guard UID.isValid(instanceUID) else { return refuse(0xC000, "SOP Instance UID \"\(instanceUID)\" is not a valid UID") }
+        guard UID.isValid(studyUID) else { return refuse(0xC000, "Study Instance UID \"\(studyUID)\" is not a valid UID") }
+        guard UID.isValid(classUID) else { return refuse(0xC000, "SOP Class UID \"\(classUID)\" is not a valid UID") }
+        let folder = "\(inbound)/\(studyUID)"
+        let destination = "\(folder)/\(instanceUID).dcm"
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        } catch {
+            return refuse(0xA700, "cannot create \(folder): \(error.localizedDescription)")
+        }
+        if FileManager.default.fileExists(atPath: destination) {
+            if Self.digest(of: destination) == digest {
+                unlink(part.path)
+                stored.append(StowResponse.Stored(sopClassUID: classUID, sopInstanceUID: instanceUID, retrieveURL: retrieveURL(studyUID, instanceUID)))
+                studies.insert(studyUID)
+                log.append("already held \(instanceUID) (same bytes, sha256 \(digest.prefix(16))…)")
+                return
+            }
+            return refuse(0xC000, "\(instanceUID) is already held with different content; kept the existing file")
+        }
+        // link(2) rather than rename(2): it fails if the name appeared meanwhile (another request
+        // with the same instance), so nothing is ever overwritten.
+        guard link(part.path, destination) == 0 else {
+            let reason = String(cString: strerror(errno))
+            if errno == EEXIST, Self.digest(of: destination) == digest {
+                unlink(part.path)
+                stored.append(StowResponse.Stored(sopClassUID: classUID, sopInstanceUID: instanceUID, retrieveURL: retrieveURL(studyUID, instanceUID)))
+                return
+            }
+            return refuse(errno == ENOSPC ? 0xA700 : 0xC000, "cannot place \(destination): \(reason)")
+        }
+        unlink(part.path)
+        let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directory >= 0 {
+            fsync(directory)  // the new name survives a crash
+            close(directory)
+        }
+        studies.insert(studyUID)
+        stored.append(StowResponse.Stored(sopClassUID: classUID, sopInstanceUID: instanceUID, retrieveURL: retrieveURL(studyUID, instanceUID)))
+        log.append("stored \(instanceUID) (\(part.size) bytes, sha256 \(digest.prefix(16))…)")
+    }
+
+    private func retrieveURL(_ study: String, _ instance: String) -> String {
+        "\(baseURL)/studies/\(study)/instances/\(instance)"
+    }
+
+    private func abandonCurrent() {
+        if let part = current {
+            close(part.descriptor)
+            unlink(part.path)
+            current = nil
+        }
+    }
+
+    static func digest(of path: String) -> String? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        let hasher = SHA256Hasher()
+        while let data = try? handle.read(upToCount: 1 << 20), !data.isEmpty {
+            data.withUnsafeBytes { hasher.update($0) }
+        }
+        return hasher.finalize()
+    }
+}
+
+/// A STOW-RS request that cannot be processed at all: the status to answer with and why.
+public struct StowError: Error, CustomStringConvertible {
+    public var status: Int
+    public var message: String
+    public init(_ status: Int, _ message: String) {
+        self.status = status
+        self.message = message
+    }
+    public var description: String { "\(status): \(message)" }
+}
+
+/// UID syntax (PS3.5 §9.1): digits and dots, at most 64 characters, no empty component, no
+/// leading zero in a component of more than one digit. Checked before a UID names a file.
+public enum UID {
+    public static func isValid(_ text: String) -> Bool {
+        guard !text.isEmpty, text.utf8.count <= 64 else { return false }
+        for component in text.split(separator: ".", omittingEmptySubsequences: false) {
+            guard !component.isEmpty, component.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return false }
+            if component.count > 1 && component.first == "0" { return false }
+        }
+        return true
+    }
+}

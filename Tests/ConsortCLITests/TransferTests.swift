@@ -1,0 +1,122 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `consort receive` and `consort send`, the binaries, talking mutual TLS on loopback, with curl
+/// as a third-party client for what our sender will not do (malformed bodies, no certificate).
+@Suite("consort send and receive", .serialized)
+struct TransferTests {
+    /// A running `consort receive`; stopped with SIGTERM when the value goes away.
+    final class Receiver {
+        let process = Process()
+        let port: Int
+        let store: String
+        let errors = Pipe()
+
+        init(pki: TestPKI, store: String) throws {
+            self.store = store
+            process.executableURL = URL(fileURLWithPath: Run.consort)
+            process.arguments = ["receive", "--listen", "127.0.0.1:0", "--store", store, "--cert", pki.serverCertificate, "--key", pki.serverKey, "--ca", pki.ca]
+            let output = Pipe()
+            process.standardOutput = output
+            process.standardError = errors
+            try process.run()
+            // The first line says where it listens.
+            var line = Data()
+            while !line.contains(0x0A) {
+                let chunk = output.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                line += chunk
+            }
+            let text = String(decoding: line, as: UTF8.self)
+            guard let range = text.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression),
+                let port = Int(text[range].split(separator: ":").last!)
+            else { throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "receive did not start: \(text)"]) }
+            self.port = port
+        }
+
+        /// SIGTERM, then the exit status and the log.
+        func stop() -> (status: Int32, log: String) {
+            process.terminate()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
+        }
+
+        var url: String { "https://localhost:\(port)" }
+    }
+
+    static func files(under folder: String) -> [String] {
+        (FileManager.default.enumerator(atPath: folder)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".dcm") && !$0.hasPrefix(".staging") }.sorted()
+    }
+
+    @Test func instancesArriveWholeOnceAndOnlyOnce() throws {
+        let pki = try TestPKI()
+        let folder = try ScratchFolder()
+        let fixtures = try makeFixtures(in: folder.path + "/fixtures")
+        let sendable = ["explicit_le.dcm", "implicit_le.dcm", "explicit_be.dcm", "deflated.dcm", "jpeg_baseline_bot.dcm", "charset_ISO_IR_192.dcm"]
+        let receiver = try Receiver(pki: pki, store: folder.path + "/inbox")
+        let tls = ["--cert", pki.clientCertificate, "--key", pki.clientKey, "--ca", pki.ca]
+        let sent = try Run.program(Run.consort, ["send", receiver.url] + sendable.map { fixtures + "/" + $0 } + tls + ["--batch", "4"])
+        #expect(sent.status == 0, "\(sent.stderr)")
+        #expect(sent.stdout.contains("6 stored, 0 to retry, 0 refused"))
+        let received = Self.files(under: receiver.store)
+        #expect(received.count == 6)
+        // Byte for byte what was sent.
+        let sentDigests = Set(try sendable.map { try Data(contentsOf: URL(fileURLWithPath: fixtures + "/" + $0)) })
+        let storedDigests = Set(try received.map { try Data(contentsOf: URL(fileURLWithPath: receiver.store + "/" + $0)) })
+        #expect(sentDigests == storedDigests)
+        // Again: acknowledged, no second copy.
+        let again = try Run.program(Run.consort, ["send", receiver.url] + sendable.map { fixtures + "/" + $0 } + tls)
+        #expect(again.status == 0)
+        #expect(Self.files(under: receiver.store).count == 6)
+        let (status, log) = receiver.stop()
+        #expect(status == 0)
+        #expect(log.contains("from RSCH: stored"))
+        #expect(log.contains("already held"))
+        #expect(log.contains("stopping"))
+    }
+
+    @Test func refusedPartsAndBrokenBodiesLeaveNothingBehind() throws {
+        let pki = try TestPKI()
+        let folder = try ScratchFolder()
+        let receiver = try Receiver(pki: pki, store: folder.path + "/inbox")
+        defer { _ = receiver.stop() }
+        let tls = ["--cacert", pki.ca, "--cert", pki.clientCertificate, "--key", pki.clientKey]
+        // A part that is not DICOM: refused with a reason, 409 (nothing stored).
+        let notDICOM = folder.path + "/not.bin"
+        try "--b1\r\nContent-Type: application/dicom\r\n\r\nthis is not DICOM\r\n--b1--\r\n".write(toFile: notDICOM, atomically: true, encoding: .utf8)
+        let refused = try runProgram("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b1", "--data-binary", "@\(notDICOM)", receiver.url + "/studies"] + tls)
+        #expect(refused.stdout.hasSuffix("409"), "\(refused.stdout)")
+        #expect(refused.stdout.contains("\"00081197\""))
+        // A body that breaks off inside a part: 400, and the half-received part is gone.
+        let truncated = folder.path + "/cut.bin"
+        try "--b1\r\nContent-Type: application/dicom\r\n\r\nDICM and then nothing".write(toFile: truncated, atomically: true, encoding: .utf8)
+        let cut = try runProgram("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b1", "--data-binary", "@\(truncated)", receiver.url + "/studies"] + tls)
+        #expect(cut.stdout.hasSuffix("400"), "\(cut.stdout)")
+        // Not multipart at all: 415.
+        let wrongType = try runProgram("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json", "--data", "{}", receiver.url + "/studies"] + tls)
+        #expect(wrongType.stdout == "415")
+        // No client certificate: no answer at all.
+        let anonymous = try runProgram("/usr/bin/curl", ["-s", "--cacert", pki.ca, receiver.url + "/studies"])
+        #expect(anonymous.status != 0)
+        #expect(Self.files(under: receiver.store).isEmpty)
+        #expect((try? FileManager.default.contentsOfDirectory(atPath: receiver.store + "/.staging"))?.isEmpty ?? true)
+    }
+
+    @Test func plainHTTPIsOnlyForLoopback() throws {
+        let outcome = try Run.consort("receive", "--listen", "0.0.0.0:0", "--store", "/tmp/consort-never")
+        #expect(outcome.status == 2)
+        #expect(outcome.stderr.contains("plain HTTP is for a local PACS"))
+        let partial = try Run.consort("send", "https://localhost:1", "/tmp", "--cert", "x.pem")
+        #expect(partial.status == 2)
+    }
+
+    @Test func aPeerThatIsDownIsReportedAsWorthRetrying() throws {
+        let folder = try ScratchFolder()
+        let fixtures = try makeFixtures(in: folder.path + "/fixtures")
+        let outcome = try Run.consort("send", "http://127.0.0.1:1", fixtures + "/explicit_le.dcm")
+        #expect(outcome.status == 1)
+        #expect(outcome.stderr.contains("not stored, worth retrying"))
+        #expect(outcome.stdout.contains("0 stored, 1 to retry"))
+    }
+}
