@@ -97,29 +97,33 @@ final class Connection: @unchecked Sendable {
         let array = Array(bytes)
         var failure: ConnectionError?
         array.withUnsafeBytes { raw in
-            var sent = 0
-            while sent < raw.count {
-                if let ssl {
-                    var written = 0
-                    if SSL_write_ex(ssl, raw.baseAddress! + sent, raw.count - sent, &written) == 1 {
-                        sent += written
-                        continue
-                    }
-                    if SSL_get_error(ssl, 0) == SSL_ERROR_SYSCALL && errno == EINTR { continue }
-                    failure = ConnectionError(kind: .io, message: TLSError.drain("TLS write to \(remote) failed").message)
-                    return
-                }
-                // MSG_NOSIGNAL: a peer that went away is an error here, not a SIGPIPE.
-                let n = send(descriptor, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    failure = ConnectionError(kind: errno == EAGAIN ? .timedOut : .io, message: "Writing to \(remote) failed: \(String(cString: strerror(errno)))")
-                    return
-                }
-                sent += n
-            }
+            do throws(ConnectionError) { try write(raw) } catch { failure = error }
         }
         if let failure { throw failure }
+    }
+
+    /// Writes all of `raw` (no copy: streamed bodies go out from their read buffer).
+    func write(_ raw: UnsafeRawBufferPointer) throws(ConnectionError) {
+        var sent = 0
+        while sent < raw.count {
+            if let ssl {
+                var written = 0
+                if SSL_write_ex(ssl, raw.baseAddress! + sent, raw.count - sent, &written) == 1 {
+                    sent += written
+                    continue
+                }
+                if SSL_get_error(ssl, 0) == SSL_ERROR_SYSCALL && errno == EINTR { continue }
+                throw ConnectionError(kind: .io, message: TLSError.drain("TLS write to \(remote) failed").message)
+            }
+            // MSG_NOSIGNAL: a peer that went away is an error here, not a SIGPIPE.
+            let n = send(descriptor, raw.baseAddress! + sent, raw.count - sent, Int32(MSG_NOSIGNAL))
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ConnectionError(
+                    kind: errno == EAGAIN ? .timedOut : .io, message: "Writing to \(remote) failed: \(String(cString: strerror(errno)))")
+            }
+            sent += n
+        }
     }
 
     /// Says goodbye properly on TLS (close_notify), then the socket closes in deinit.

@@ -38,16 +38,29 @@ public struct ServerRequest: Sendable {
     public var id: String
 }
 
-/// What a handler answers.
-public struct ServerResponse: Sendable {
+/// What a handler answers: a body in memory, or one streamed (from files) by a source that fills
+/// buffers until it returns 0, with its length known in advance.
+public struct ServerResponse: @unchecked Sendable {
     public var status: Int
     public var headers: [(String, String)]
     public var body: [UInt8]
+    /// A streamed body: `stream` fills the buffer and returns how much it wrote (0 at the end);
+    /// `streamLength` is sent as Content-Length and must be exact.
+    public var stream: ((UnsafeMutableRawBufferPointer) throws -> Int)?
+    public var streamLength = 0
 
     public init(status: Int, headers: [(String, String)] = [], body: [UInt8] = []) {
         self.status = status
         self.headers = headers
         self.body = body
+    }
+
+    public init(status: Int, headers: [(String, String)], length: Int, stream: @escaping (UnsafeMutableRawBufferPointer) throws -> Int) {
+        self.status = status
+        self.headers = headers
+        body = []
+        self.stream = stream
+        streamLength = length
     }
 
     public static func text(_ status: Int, _ text: String) -> ServerResponse {
@@ -288,13 +301,30 @@ public final class HTTPServer: @unchecked Sendable {
             let keepAlive = head.keepAlive && !reader.failed && body.finished
             do {
                 try connection.write(Self.head(response, keepAlive: keepAlive) + response.body)
+                if let stream = response.stream {
+                    try send(stream, length: response.streamLength, on: connection)
+                }
             } catch {
-                log("request \(request.id): \(error)")
+                log("request \(request.id) \(head.method) \(head.target): answer not delivered: \(error)")
                 break
             }
             if !keepAlive { break }
         }
         connection.shutdown()
+    }
+
+    /// Writes a streamed body of exactly `length` bytes (else the connection is out of step).
+    private func send(_ stream: (UnsafeMutableRawBufferPointer) throws -> Int, length: Int, on connection: Connection) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256 * 1024, alignment: 16)
+        defer { buffer.deallocate() }
+        var sent = 0
+        while true {
+            let n = try stream(buffer)
+            if n == 0 { break }
+            try connection.write(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+            sent += n
+        }
+        if sent != length { throw HTTPError(500, "The streamed body was \(sent) bytes, not the \(length) announced") }
     }
 
     private func answerError(_ error: HTTPError, on connection: Connection) {
@@ -306,7 +336,7 @@ public final class HTTPServer: @unchecked Sendable {
     static func head(_ response: ServerResponse, keepAlive: Bool, extra: [(String, String)] = []) -> [UInt8] {
         var text = "HTTP/1.1 \(response.status) \(HTTPError.reason(response.status))\r\n"
         for (name, value) in response.headers + extra { text += "\(name): \(value)\r\n" }
-        text += "Content-Length: \(response.body.count)\r\n"
+        text += "Content-Length: \(response.stream == nil ? response.body.count : response.streamLength)\r\n"
         if !keepAlive { text += "Connection: close\r\n" }
         return Array((text + "\r\n").utf8)
     }
