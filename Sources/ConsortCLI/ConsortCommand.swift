@@ -21,7 +21,13 @@ public enum ConsortCommand {
             name: "send", summary: "send DICOM files to a DICOMweb server (STOW-RS)",
             run: SendCommand.run, help: SendCommand.help),
         Subcommand(
-            name: "receive", summary: "receive DICOM files over DICOMweb into a folder",
+            name: "fetch", summary: "retrieve a study from a DICOMweb server (WADO-RS)",
+            run: FetchCommand.run, help: FetchCommand.help),
+        Subcommand(
+            name: "find", summary: "search a DICOMweb server's studies (QIDO-RS)",
+            run: FindCommand.run, help: FindCommand.help),
+        Subcommand(
+            name: "receive", summary: "serve DICOMweb (STOW-RS, WADO-RS, QIDO-RS) over a folder",
             run: ReceiveCommand.run, help: ReceiveCommand.help),
         Subcommand(
             name: "rules", summary: "check, explain and replay the routing rules",

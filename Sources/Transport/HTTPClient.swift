@@ -71,23 +71,42 @@ public final class HTTPClient {
     final class Transfer {
         let body: ((UnsafeMutableRawBufferPointer) throws -> Int)?
         let sink: (UnsafeRawBufferPointer) throws -> Void
+        let head: ((ClientResponse) throws -> Void)?
+        let handle: UnsafeMutableRawPointer
         var headerLines: [String] = []
+        var headDelivered = false
         var error: (any Error)?
-        init(body: ((UnsafeMutableRawBufferPointer) throws -> Int)?, sink: @escaping (UnsafeRawBufferPointer) throws -> Void) {
+        init(
+            handle: UnsafeMutableRawPointer, body: ((UnsafeMutableRawBufferPointer) throws -> Int)?,
+            sink: @escaping (UnsafeRawBufferPointer) throws -> Void, head: ((ClientResponse) throws -> Void)?
+        ) {
+            self.handle = handle
             self.body = body
             self.sink = sink
+            self.head = head
+        }
+
+        /// The response's status and fields, told once, before its first body byte.
+        func deliverHead() throws {
+            guard !headDelivered else { return }
+            headDelivered = true
+            var status = 0
+            _ = consort_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+            try head?(ClientResponse(status: status, headers: HTTPClient.fields(headerLines)))
         }
     }
 
     /// One request. `body` fills buffers with the request body (0 at its end); `bodyLength` sends
-    /// Content-Length (else the body goes chunked). The response body goes to `sink` as it arrives.
+    /// Content-Length (else the body goes chunked). `head` hears the response's status and fields
+    /// before its body (to choose where the body goes); the body goes to `sink` as it arrives.
     public func send(
         method: String, url: String, headers: [(String, String)] = [],
         body: ((UnsafeMutableRawBufferPointer) throws -> Int)? = nil, bodyLength: Int? = nil,
+        head: ((ClientResponse) throws -> Void)? = nil,
         sink: @escaping (UnsafeRawBufferPointer) throws -> Void = { _ in }
     ) throws(HTTPClientError) -> ClientResponse {
         curl_easy_reset(handle)  // keeps the connection cache, forgets the last request's options
-        let transfer = Transfer(body: body, sink: sink)
+        let transfer = Transfer(handle: handle, body: body, sink: sink, head: head)
         let context = Unmanaged.passRetained(transfer)
         defer { context.release() }
         var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
@@ -153,6 +172,13 @@ public final class HTTPClient {
         }
         var status = 0
         _ = consort_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+        if !transfer.headDelivered {
+            do {
+                try transfer.deliverHead()
+            } catch {
+                throw HTTPClientError(code: Int(CURLE_WRITE_ERROR.rawValue), message: "\(error)", url: url, callbackError: error)
+            }
+        }
         return ClientResponse(status: status, headers: Self.fields(transfer.headerLines))
     }
 
@@ -189,6 +215,7 @@ private let writeCallback: curl_write_callback = { data, size, count, context in
     let transfer = Unmanaged<HTTPClient.Transfer>.fromOpaque(context!).takeUnretainedValue()
     let length = size * count
     do {
+        try transfer.deliverHead()
         try transfer.sink(UnsafeRawBufferPointer(start: data, count: length))
         return length
     } catch {

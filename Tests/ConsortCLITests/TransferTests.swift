@@ -119,4 +119,40 @@ struct TransferTests {
         #expect(outcome.stderr.contains("not stored, worth retrying"))
         #expect(outcome.stdout.contains("0 stored, 1 to retry"))
     }
+
+    @Test func studiesCanBeFoundAndFetchedBack() throws {
+        let pki = try TestPKI()
+        let folder = try ScratchFolder()
+        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "12").status == 0)
+        let receiver = try Receiver(pki: pki, store: folder.path + "/inbox")
+        defer { _ = receiver.stop() }
+        let tls = ["--cert", pki.clientCertificate, "--key", pki.clientKey, "--ca", pki.ca]
+        #expect(try Run.program(Run.consort, ["send", receiver.url, folder.path + "/study"] + tls).status == 0)
+        // QIDO-RS: found by patient, date range and modality; not by another modality.
+        let found = try Run.program(Run.consort, ["find", receiver.url, "--patient-id", "RSCH0000001", "--date", "20260101-", "--modality", "CT"] + tls)
+        #expect(found.status == 0, "\(found.stderr)")
+        #expect(found.stdout.contains("CT HEAD WITHOUT CONTRAST"))
+        #expect(found.stdout.contains("1       12"))
+        let none = try Run.program(Run.consort, ["find", receiver.url, "--modality", "MR", "--json"] + tls)
+        #expect(none.status == 0)
+        #expect(none.stdout.isEmpty)
+        let uid = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study").first)
+        // WADO-RS: the study comes back byte for byte.
+        let fetched = try Run.program(Run.consort, ["fetch", receiver.url, uid, "--out", folder.path + "/fetched"] + tls)
+        #expect(fetched.status == 0, "\(fetched.stderr)")
+        #expect(fetched.stdout.contains("12 instances stored"))
+        let original = try FileManager.default.contentsOfDirectory(atPath: receiver.store + "/" + uid).sorted()
+        let copies = try FileManager.default.contentsOfDirectory(atPath: folder.path + "/fetched/" + uid).sorted()
+        #expect(original == copies)
+        for name in original {
+            #expect(FileManager.default.contentsEqual(atPath: receiver.store + "/\(uid)/\(name)", andPath: folder.path + "/fetched/\(uid)/\(name)"))
+        }
+        // A study that is not there, and a misspelled query key.
+        let missing = try Run.program(Run.consort, ["fetch", receiver.url, "1.2.3.4", "--out", folder.path + "/none"] + tls)
+        #expect(missing.status == 1)
+        #expect(missing.stderr.contains("HTTP 404"))
+        let typo = try runProgram("/usr/bin/curl", ["-s", "-w", "%{http_code}", "--cacert", pki.ca, "--cert", pki.clientCertificate, "--key", pki.clientKey, receiver.url + "/studies?PatientNmae=X"])
+        #expect(typo.stdout.hasSuffix("400"))
+        #expect(typo.stdout.contains("Unknown query key"))
+    }
 }

@@ -31,7 +31,9 @@ enum ReceiveCommand {
     static let help = """
         Usage: consort receive --listen ADDR:PORT --store DIR [--cert FILE --key FILE --ca FILE]
 
-        Serves STOW-RS (POST .../studies) into DIR: each instance is checked (a readable DICOM
+        Serves DICOMweb over DIR: STOW-RS (POST .../studies), WADO-RS (GET .../studies/UID: the
+        study's instances, streamed from disk) and QIDO-RS (GET .../studies?PatientID=&StudyDate=
+        FROM-TO&ModalitiesInStudy=&StudyInstanceUID=). Each received instance is checked (a readable DICOM
         file with valid UIDs), fsynced and moved atomically to DIR/<StudyUID>/<SOPInstanceUID>.dcm.
         An instance already held with the same bytes is acknowledged without a second copy. With
         --cert/--key/--ca, only peers with a certificate from the consortium CA are served, and
@@ -80,12 +82,35 @@ enum ReceiveCommand {
     }
 
     static func handle(_ request: ServerRequest, _ body: RequestBody, store: String, baseURL: String, log: @Sendable (String) -> Void) throws -> ServerResponse {
-        let path = request.head.target.split(separator: "?").first.map(String.init) ?? ""
+        let target = request.head.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = target.first.map(String.init) ?? ""
         let who = request.peer?.commonName ?? request.remoteAddress
-        guard request.head.method == "POST", path.hasSuffix("/studies") || path.contains("/studies/") else {
-            if request.head.method == "GET" && path.contains("/studies") {
-                return .text(501, "WADO-RS and QIDO-RS are not served yet")
+        let folder = StudyFolder(root: store)
+        if request.head.method == "GET" || request.head.method == "HEAD" {
+            let segments = path.split(separator: "/").map(String.init)
+            guard let index = segments.lastIndex(of: "studies") else { return .text(404, "Not found: \(path)") }
+            if index == segments.count - 1 {
+                // QIDO-RS: GET .../studies?PatientID=...
+                let query: StudyQuery
+                do { query = try StudyQuery(queryString: target.count > 1 ? String(target[1]) : "") } catch { throw HTTPError(error.status, error.message) }
+                let studies = folder.studies(matching: query)
+                log("request \(request.id) from \(who): QIDO-RS \(target.count > 1 ? String(target[1]) : "(all)") → \(studies.count) studies")
+                return ServerResponse(status: 200, headers: [("Content-Type", "application/dicom+json")], body: StudySummary.json(studies))
             }
+            guard index == segments.count - 2 else { return .text(404, "Only whole studies are served: \(path)") }
+            // WADO-RS: GET .../studies/{uid}, the instances as multipart/related, from disk.
+            let uid = segments[index + 1]
+            if let accept = request.head.value("Accept"), !accept.contains("multipart/related"), !accept.contains("*/*"), !accept.contains("application/dicom") {
+                throw HTTPError(406, "This server answers multipart/related; type=\"application/dicom\"")
+            }
+            guard let files = folder.instances(of: uid) else { return .text(404, "No study \(uid) here") }
+            let body = try MultipartFileBody(paths: files)
+            log("request \(request.id) from \(who): WADO-RS study \(uid): \(files.count) instances, \(body.contentLength) bytes")
+            return ServerResponse(status: 200, headers: [("Content-Type", body.encoder.contentType())], length: body.contentLength) { buffer in
+                try body.read(into: buffer)
+            }
+        }
+        guard request.head.method == "POST", path.hasSuffix("/studies") || path.contains("/studies/") else {
             return .text(404, "Not found: \(request.head.method) \(path)")
         }
         guard let type = request.head.value("Content-Type").flatMap(MediaType.init), type.type == "multipart/related",
@@ -217,5 +242,135 @@ final class ByteCollector {
     init(limit: Int) { self.limit = limit }
     func append(_ piece: UnsafeRawBufferPointer) {
         if bytes.count < limit { bytes += piece.prefix(limit - bytes.count) }
+    }
+}
+
+/// `consort fetch`: WADO-RS retrieval of a study into a folder.
+enum FetchCommand {
+    static let help = """
+        Usage: consort fetch BASE-URL STUDY-UID --out DIR [--cert FILE --key FILE --ca FILE]
+
+        Retrieves a study (WADO-RS) into DIR/<StudyUID>/<SOPInstanceUID>.dcm, streamed: each
+        part is written to DIR/.staging as it arrives, checked (readable DICOM, of the study asked
+        for) and moved into place atomically. Exit 0 when every part was stored.
+        \(TLSOptions.help)
+        """
+
+    static func run(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "fetch", flags: [], options: TLSOptions.names.union(["--out"]))
+        guard arguments.positional.count == 2, let out = arguments.option("--out") else {
+            throw UsageError(message: "give the base URL, the Study Instance UID and --out DIR", command: "fetch")
+        }
+        let base = arguments.positional[0].hasSuffix("/") ? String(arguments.positional[0].dropLast()) : arguments.positional[0]
+        let study = arguments.positional[1]
+        guard UID.isValid(study) else { throw UsageError(message: "\"\(study)\" is not a UID", command: "fetch") }
+        let client = try HTTPClient(.init(tls: try TLSOptions.configuration(arguments)))
+        let receiver = WadoReceiver(out: out, study: study, base: base)
+        let response: ClientResponse
+        do {
+            response = try client.send(
+                method: "GET", url: "\(base)/studies/\(study)", headers: [("Accept", "multipart/related; type=\"application/dicom\"")],
+                head: receiver.begin, sink: receiver.consume)
+        } catch {
+            standardError.line("consort fetch: \(error)")
+            return .someFailed
+        }
+        guard response.status == 200, let ingest = receiver.ingest else {
+            standardError.line("consort fetch: \(base)/studies/\(study): HTTP \(response.status) \(String(decoding: receiver.errorBody.prefix(300), as: UTF8.self))")
+            return .someFailed
+        }
+        do {
+            let result = try ingest.finish()
+            for line in ingest.log where line.hasPrefix("refused") { standardError.line("consort fetch: \(line)") }
+            standardOutput.line("consort fetch: \(result.stored.count) instances stored in \(out)/\(study), \(result.failed.count) refused")
+            return result.failed.isEmpty && !result.stored.isEmpty ? .success : .someFailed
+        } catch {
+            standardError.line("consort fetch: the answer broke off: \(error.message); nothing partial was kept")
+            return .someFailed
+        }
+    }
+
+    /// Streams a WADO-RS answer into a StowIngest once its boundary is known from the head.
+    final class WadoReceiver {
+        let out: String, study: String, base: String
+        var ingest: StowIngest?
+        var errorBody: [UInt8] = []
+        init(out: String, study: String, base: String) {
+            self.out = out
+            self.study = study
+            self.base = base
+        }
+        func begin(_ head: ClientResponse) throws {
+            guard head.status == 200 else { return }
+            guard let type = head.value("Content-Type").flatMap(MediaType.init), type.type == "multipart/related",
+                let boundary = type.parameters["boundary"]
+            else { throw StowError(502, "The answer is not multipart/related with a boundary") }
+            let ingest = try StowIngest(inbound: out, staging: out + "/.staging", boundary: boundary, baseURL: base)
+            ingest.expectedStudy = study
+            self.ingest = ingest
+        }
+        func consume(_ bytes: UnsafeRawBufferPointer) throws {
+            if let ingest { try ingest.consume(bytes) } else if errorBody.count < 4096 { errorBody += bytes }
+        }
+    }
+}
+
+/// `consort find`: QIDO-RS study search.
+enum FindCommand {
+    static let help = """
+        Usage: consort find BASE-URL [--patient-id ID] [--study-uid UID] [--date FROM-TO]
+                            [--modality M] [--json] [--cert FILE --key FILE --ca FILE]
+
+        Asks a DICOMweb server which studies it holds (QIDO-RS) and prints a table, or with
+        --json one JSON line per study. --date takes YYYYMMDD or FROM-TO (either side may be empty).
+        \(TLSOptions.help)
+        """
+
+    static func run(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "find", flags: ["--json"], options: TLSOptions.names.union(["--patient-id", "--study-uid", "--date", "--modality"]))
+        guard arguments.positional.count == 1 else { throw UsageError(message: "give the base URL", command: "find") }
+        let base = arguments.positional[0].hasSuffix("/") ? String(arguments.positional[0].dropLast()) : arguments.positional[0]
+        var query = StudyQuery(patientID: arguments.option("--patient-id"), studyInstanceUIDs: arguments.option("--study-uid").map { [$0] }, modality: arguments.option("--modality"))
+        if let date = arguments.option("--date") {
+            let parts = date.split(separator: "-", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count <= 2, parts.allSatisfy({ $0.isEmpty || DICOMDate($0) != nil }) else {
+                throw UsageError(message: "--date takes YYYYMMDD or FROM-TO, e.g. 20240101-20241231", command: "find")
+            }
+            query.dateFrom = parts[0].isEmpty ? nil : parts[0]
+            query.dateTo = parts.count == 2 ? (parts[1].isEmpty ? nil : parts[1]) : parts[0]
+        }
+        let client = try HTTPClient(.init(tls: try TLSOptions.configuration(arguments)))
+        let answer = ByteCollector(limit: 64 << 20)
+        let url = "\(base)/studies" + (query.queryString.isEmpty ? "" : "?" + query.queryString)
+        let response: ClientResponse
+        do {
+            response = try client.send(method: "GET", url: url, headers: [("Accept", "application/dicom+json")], sink: answer.append)
+        } catch {
+            standardError.line("consort find: \(error)")
+            return .someFailed
+        }
+        guard response.status == 200 || response.status == 204 else {
+            standardError.line("consort find: \(url): HTTP \(response.status) \(String(decoding: answer.bytes.prefix(300), as: UTF8.self))")
+            return .someFailed
+        }
+        let studies: [StudySummary]
+        do { studies = try StudySummary.parse(answer.bytes) } catch {
+            standardError.line("consort find: \(error)")
+            return .someFailed
+        }
+        if arguments.flag("--json") {
+            for study in studies {
+                let data = (try? JSONSerialization.data(withJSONObject: study.json, options: [.sortedKeys])) ?? Data()
+                standardOutput.line(String(decoding: data, as: UTF8.self))
+            }
+        } else {
+            standardOutput.line("Date      Patient ID      Modalities  Series  Inst.  Description                     Study Instance UID")
+            for s in studies {
+                standardOutput.line((s.studyDate ?? "").padding(to: 10) + (s.patientID ?? "").padding(to: 16) + s.modalities.joined(separator: ",").padding(to: 12)
+                    + String(s.seriesCount).padding(to: 8) + String(s.instanceCount).padding(to: 7) + String((s.studyDescription ?? "").prefix(30)).padding(to: 32) + s.studyInstanceUID)
+            }
+            standardOutput.line("\(studies.count) stud\(studies.count == 1 ? "y" : "ies")")
+        }
+        return .success
     }
 }

@@ -29,6 +29,8 @@ public final class StowIngest {
     public let limits: Limits
     /// Base for RetrieveURL values in the response, e.g. https://uhsx.consort/dicomweb.
     public let baseURL: String
+    /// When retrieving one study (WADO-RS): parts of any other study are refused.
+    public var expectedStudy: String?
     private var decoder: MultipartDecoder
     private var current: Part?
     private var stored: [StowResponse.Stored] = []
@@ -185,6 +187,9 @@ public final class StowIngest {
         studyUID = file.dataSet.string(.studyInstanceUID) ?? ""
         guard UID.isValid(instanceUID) else { return refuse(0xC000, "SOP Instance UID \"\(instanceUID)\" is not a valid UID") }
         guard UID.isValid(studyUID) else { return refuse(0xC000, "Study Instance UID \"\(studyUID)\" is not a valid UID") }
+        if let expectedStudy, studyUID != expectedStudy {
+            return refuse(0xC000, "belongs to study \(studyUID), not the study asked for (\(expectedStudy))")
+        }
         guard UID.isValid(classUID) else { return refuse(0xC000, "SOP Class UID \"\(classUID)\" is not a valid UID") }
         let folder = "\(inbound)/\(studyUID)"
         let destination = "\(folder)/\(instanceUID).dcm"
