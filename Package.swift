@@ -109,7 +109,7 @@ let package = Package(
         .testTarget(
             name: "ConsortCLITests",
             dependencies: ["ConsortCLI", "DICOM", "TestSupport"],
-            exclude: ["Conformance"]
+            exclude: ["Conformance", "Interop"]
         ),
     ]
 )

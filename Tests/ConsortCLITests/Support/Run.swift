@@ -35,7 +35,9 @@ enum Run {
 
     /// `which`: the full path of a program on PATH, or nil.
     static func find(_ name: String) -> String? {
-        for folder in (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+        // Daemons (Orthanc) live in sbin, which a user's PATH may lack.
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin") + ":/usr/sbin:/sbin"
+        for folder in path.split(separator: ":") {
             let path = "\(folder)/\(name)"
             if FileManager.default.isExecutableFile(atPath: path) { return path }
         }

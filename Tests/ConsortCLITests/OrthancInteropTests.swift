@@ -1,0 +1,143 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// Against a real Orthanc with its DICOMweb plugin (Debian's orthanc, orthanc-dicomweb), started
+/// here on loopback: our client pushes a study to Orthanc, finds it with QIDO-RS and retrieves it
+/// with WADO-RS byte for byte; Orthanc, given our receiver as a DICOMweb server, pushes the study
+/// to us and we store it byte for byte.
+@Suite("Interop with Orthanc", .serialized)
+struct OrthancInteropTests {
+    /// A throwaway Orthanc: its own storage, HTTP on a free loopback port, no DICOM port.
+    final class Orthanc {
+        let process = Process()
+        let port: Int
+        let folder: String
+
+        init(folder: String, consortReceiver: String) throws {
+            self.folder = folder
+            try FileManager.default.createDirectory(atPath: folder + "/db", withIntermediateDirectories: true)
+            let orthanc = try Run.require("Orthanc", package: "orthanc")
+            let plugin = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+            guard FileManager.default.fileExists(atPath: plugin) else {
+                Issue.record("\(plugin) is missing: install orthanc-dicomweb (Tests/install-test-dependencies.sh)")
+                throw CancellationError()
+            }
+            // Orthanc cannot be told to bind to loopback; the shim does it.
+            let cc = try Run.require("cc", package: "gcc")
+            let shim = folder + "/loopback_bind.so"
+            let built = try runProgram(cc, ["-shared", "-fPIC", "-o", shim, Run.packageRoot + "/Tests/ConsortCLITests/Interop/loopback_bind.c", "-ldl"])
+            guard built.status == 0 else {
+                Issue.record("cannot build the loopback shim: \(built.stderr)")
+                throw CancellationError()
+            }
+            port = try freePort()
+            let config: [String: Any] = [
+                "Name": "consort-interop", "StorageDirectory": folder + "/db", "IndexDirectory": folder + "/db",
+                "HttpPort": port, "DicomServerEnabled": false, "RemoteAccessAllowed": false, "AuthenticationEnabled": false,
+                "HttpTimeout": 120, "StableAge": 1, "Plugins": [plugin],
+                "DicomWeb": ["Enable": true, "Root": "/dicom-web/", "Servers": ["consort": [consortReceiver]]],
+            ]
+            let configPath = folder + "/orthanc.json"
+            try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
+            process.executableURL = URL(fileURLWithPath: orthanc)
+            process.arguments = [configPath]
+            process.environment = ["LD_PRELOAD": shim, "PATH": "/usr/bin:/bin"]
+            process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+            process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+            try process.run()
+            for _ in 0..<300 {
+                if (try? curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "\(url)/system"]).stdout) == "200" { return }
+                Thread.sleep(forTimeInterval: 0.1)
+            }
+            process.terminate()
+            Issue.record("Orthanc did not answer within 30 s")
+            throw CancellationError()
+        }
+
+        var url: String { "http://127.0.0.1:\(port)" }
+
+        /// SIGTERM, and SIGKILL if it is still there after 10 s (Orthanc 1.10 under the shim does
+        /// not always act on SIGTERM).
+        func stop() {
+            process.terminate()
+            for _ in 0..<100 where process.isRunning { Thread.sleep(forTimeInterval: 0.1) }
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            process.waitUntilExit()
+        }
+    }
+
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    static func curl(_ arguments: [String]) throws -> ProgramOutcome {
+        try runProgram("/usr/bin/curl", ["--max-time", "120"] + arguments, timeout: 150)
+    }
+
+    @Test func studiesGoBothWaysBetweenOrthancAndConsort() throws {
+        let folder = try ScratchFolder()
+        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "20").status == 0)
+        let uid = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study").first)
+        let sentFolder = folder.path + "/study/" + uid
+
+        // Our receiver, plain HTTP on loopback (Orthanc's push goes to it).
+        let receiverPort = try Self.freePort()
+        let receiver = Process()
+        receiver.executableURL = URL(fileURLWithPath: Run.consort)
+        receiver.arguments = ["receive", "--listen", "127.0.0.1:\(receiverPort)", "--store", folder.path + "/inbox"]
+        receiver.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        receiver.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        try receiver.run()
+        defer {
+            receiver.terminate()
+            receiver.waitUntilExit()
+        }
+        let orthanc = try Orthanc(folder: folder.path + "/orthanc", consortReceiver: "http://127.0.0.1:\(receiverPort)/dicom-web/")
+        defer { orthanc.stop() }
+
+        // 1. consort send → Orthanc (STOW-RS).
+        let sent = try Run.program(Run.consort, ["send", orthanc.url + "/dicom-web", sentFolder])
+        #expect(sent.status == 0, "\(sent.stdout) \(sent.stderr)")
+        #expect(sent.stdout.contains("20 stored"))
+
+        // 2. consort find ← Orthanc (QIDO-RS).
+        let found = try Run.program(Run.consort, ["find", orthanc.url + "/dicom-web", "--patient-id", "RSCH0000001", "--json"])
+        #expect(found.status == 0, "\(found.stderr)")
+        #expect(found.stdout.contains(uid))
+        #expect(found.stdout.contains("\"00201208\":{\"Value\":[20]"))
+
+        // 3. consort fetch ← Orthanc (WADO-RS, a close-delimited body): byte for byte.
+        let fetched = try Run.program(Run.consort, ["fetch", orthanc.url + "/dicom-web", uid, "--out", folder.path + "/fetched"])
+        #expect(fetched.status == 0, "\(fetched.stderr)")
+        try Self.expectSameFiles(sentFolder, folder.path + "/fetched/" + uid)
+
+        // 4. Orthanc → consort receive (Orthanc's own DICOMweb client, STOW-RS).
+        let studies = try Self.curl(["-s", orthanc.url + "/studies"])
+        let ids = try #require(try JSONSerialization.jsonObject(with: Data(studies.stdout.utf8)) as? [String])
+        #expect(ids.count == 1)
+        let push = try Self.curl(["-s", "-w", "\n%{http_code}", "-X", "POST", orthanc.url + "/dicom-web/servers/consort/stow", "-d", "{\"Resources\": [\"\(ids[0])\"]}"])
+        #expect(push.stdout.hasSuffix("200"), "\(push.stdout)")
+        try Self.expectSameFiles(sentFolder, folder.path + "/inbox/" + uid)
+    }
+
+    /// Every file of `a` has a byte-identical twin in `b` (names may differ; contents may not).
+    static func expectSameFiles(_ a: String, _ b: String) throws {
+        func contents(_ folder: String) throws -> Set<Data> {
+            Set(try FileManager.default.contentsOfDirectory(atPath: folder).filter { $0.hasSuffix(".dcm") }.map {
+                try Data(contentsOf: URL(fileURLWithPath: folder + "/" + $0))
+            })
+        }
+        let left = try contents(a), right = try contents(b)
+        #expect(left.count == 20)
+        #expect(left == right)
+    }
+}
