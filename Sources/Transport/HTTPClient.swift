@@ -15,8 +15,9 @@ public struct HTTPClientError: Error, CustomStringConvertible {
 
     public var isTransient: Bool {
         switch Int32(code) {
-        // Could not resolve/connect, timed out, sent/received nothing, reset: the peer may be back.
-        case 6, 7, 28, 52, 55, 56: return callbackError == nil
+        // Could not resolve/connect, the answer broke off (18), timed out, sent/received nothing,
+        // reset: the peer may be back.
+        case 6, 7, 18, 28, 52, 55, 56: return callbackError == nil
         default: return false
         }
     }

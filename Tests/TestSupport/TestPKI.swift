@@ -12,6 +12,9 @@ public final class TestPKI {
     public var clientKey: String { folder + "/rsch.key" }
     public var strangerCertificate: String { folder + "/stranger.pem" }
     public var strangerKey: String { folder + "/stranger.key" }
+    /// A client certificate from our CA that expired the second it was issued.
+    public var expiredCertificate: String { folder + "/expired.pem" }
+    public var expiredKey: String { folder + "/expired.key" }
 
     public init() throws {
         folder = NSTemporaryDirectory() + "consort-pki-\(UUID().uuidString)"
@@ -21,6 +24,20 @@ public final class TestPKI {
         try issue("uhsx", cn: "UHSX", by: "ca", san: "DNS:localhost,IP:127.0.0.1,DNS:uhsx.consort.test")
         try issue("rsch", cn: "RSCH", by: "ca", san: "DNS:rsch.consort.test")
         try issue("stranger", cn: "RSCH", by: "otherca", san: "DNS:rsch.consort.test")
+        try issue("expired", cn: "RSCH", by: "ca", san: "DNS:rsch.consort.test", days: 0)
+    }
+
+    /// A CRL from our CA revoking the client certificate (RSCH's); returns its path.
+    public func revokeClient() throws -> String {
+        let crl = folder + "/crl"
+        try FileManager.default.createDirectory(atPath: crl, withIntermediateDirectories: true)
+        try "".write(toFile: crl + "/index.txt", atomically: true, encoding: .utf8)
+        try "1000\n".write(toFile: crl + "/crlnumber", atomically: true, encoding: .utf8)
+        try "[ca]\ndefault_ca=d\n[d]\ndatabase=\(crl)/index.txt\ncrlnumber=\(crl)/crlnumber\ndefault_md=sha256\ndefault_crl_days=1\nprivate_key=\(folder)/ca.key\ncertificate=\(folder)/ca.pem\n"
+            .write(toFile: crl + "/ca.cnf", atomically: true, encoding: .utf8)
+        try openssl(["ca", "-config", crl + "/ca.cnf", "-revoke", clientCertificate])
+        try openssl(["ca", "-config", crl + "/ca.cnf", "-gencrl", "-out", crl + "/crl.pem"])
+        return crl + "/crl.pem"
     }
 
     deinit { try? FileManager.default.removeItem(atPath: folder) }
@@ -36,13 +53,13 @@ public final class TestPKI {
             "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
     }
 
-    private func issue(_ name: String, cn: String, by ca: String, san: String) throws {
+    private func issue(_ name: String, cn: String, by ca: String, san: String, days: Int = 1) throws {
         try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(folder)/\(name).key",
             "-out", "\(folder)/\(name).csr", "-subj", "/CN=\(cn)"])
         let extensions = "\(folder)/\(name).ext"
         try "subjectAltName=\(san)\nextendedKeyUsage=serverAuth,clientAuth\n".write(toFile: extensions, atomically: true, encoding: .utf8)
         try openssl(["x509", "-req", "-in", "\(folder)/\(name).csr", "-CA", "\(folder)/\(ca).pem", "-CAkey", "\(folder)/\(ca).key",
-            "-CAcreateserial", "-out", "\(folder)/\(name).pem", "-days", "1", "-extfile", extensions])
+            "-CAcreateserial", "-out", "\(folder)/\(name).pem", "-days", String(days), "-extfile", extensions])
     }
 }
 

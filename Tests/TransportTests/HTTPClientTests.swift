@@ -108,6 +108,29 @@ struct HTTPClientTests {
         #expect(error.isTransient)
     }
 
+    @Test func aPeerThatHangsUpMidAnswerIsAnErrorWorthRetrying() throws {
+        let pki = try TestPKI()
+        // Announces 1 MB, sends 256 KB, then the connection drops.
+        let server = try server(pki) { _, _ in
+            var sent = 0
+            return ServerResponse(status: 200, headers: [], length: 1 << 20) { buffer in
+                if sent >= 256 * 1024 { struct Gone: Error {}; throw Gone() }
+                let n = min(buffer.count, 256 * 1024 - sent)
+                sent += n
+                return n
+            }
+        }
+        defer { server.stop() }
+        let client = try HTTPClient(.init(tls: Self.tls(pki)))
+        var received = 0
+        let error = try #require(throws: HTTPClientError.self) {
+            try client.send(method: "GET", url: "https://localhost:\(server.port)/big", sink: { received += $0.count })
+        }
+        #expect(error.code == 18 || error.code == 56, "\(error)")
+        #expect(error.isTransient)
+        #expect(received <= 256 * 1024)
+    }
+
     @Test func aFailingBodySourceStopsTheTransferWithItsError() throws {
         let pki = try TestPKI()
         let server = try server(pki)

@@ -73,6 +73,57 @@ struct HTTPServerTests {
         #expect(log.all.contains { $0.contains("refused") && $0.contains("certificate") }, "\(log.all)")
     }
 
+    @Test func anExpiredCertificateIsRefusedAndSaidSo() throws {
+        let pki = try TestPKI()
+        Thread.sleep(forTimeInterval: 1.1)  // issued with 0 days: expired a second later
+        let log = LogLines()
+        let server = try server(pki, log: log)
+        defer { server.stop() }
+        let outcome = try curl(["--cacert", pki.ca, "--cert", pki.expiredCertificate, "--key", pki.expiredKey, "https://localhost:\(server.port)/"])
+        #expect(outcome.status != 0)
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect(log.contains("certificate has expired"), "\(log.all)")
+    }
+
+    @Test func aRevokedCertificateIsRefusedWhenTheCRLIsGiven() throws {
+        let pki = try TestPKI()
+        let crl = try pki.revokeClient()
+        let log = LogLines()
+        var configuration = ServerConfiguration()
+        configuration.tls = try TLSContext(
+            TLSConfiguration(certificateChain: pki.serverCertificate, privateKey: pki.serverKey, trustedCA: pki.ca, revocationList: crl), role: .server)
+        let server = HTTPServer(configuration, log: { log.append($0) }, handler: HTTPServerTests.echo)
+        try server.start()
+        defer { server.stop() }
+        let outcome = try curl(["--cacert", pki.ca, "--cert", pki.clientCertificate, "--key", pki.clientKey, "https://localhost:\(server.port)/"])
+        #expect(outcome.status != 0)
+        Thread.sleep(forTimeInterval: 0.2)
+        #expect(log.contains("certificate revoked"), "\(log.all)")
+        // A certificate the CRL does not name still gets in.
+        let stranger = try curl(["--cacert", pki.ca, "--cert", pki.serverCertificate, "--key", pki.serverKey, "https://localhost:\(server.port)/x"])
+        #expect(stranger.stdout.hasPrefix("peer=UHSX GET /x"), "\(stranger.stderr)")
+    }
+
+    @Test func stoppingLetsRequestsInFlightFinish() throws {
+        let log = LogLines()
+        let server = try server(nil, log: log, handler: { _, _ in
+            Thread.sleep(forTimeInterval: 1)
+            return .text(200, "finished")
+        })
+        let port = server.port
+        nonisolated(unsafe) var answer: ProgramOutcome?
+        let request = Thread { answer = try? curl(["-s", "http://127.0.0.1:\(port)/slow"]) }
+        request.start()
+        Thread.sleep(forTimeInterval: 0.3)
+        server.stop(deadline: 5)  // returns once the request in flight has been answered
+        #expect(server.activeConnections == 0)
+        for _ in 0..<50 where answer == nil { Thread.sleep(forTimeInterval: 0.1) }
+        #expect(answer?.stdout == "finished\n")
+        // And the door is shut: a new connection is refused.
+        let after = try curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:\(port)/"])
+        #expect(after.status == 7)
+    }
+
     @Test func theServerIsOnlyTrustedWithTheConsortiumCA() throws {
         let pki = try TestPKI()
         let server = try server(pki, log: LogLines())
