@@ -7,7 +7,7 @@
 # Installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-Deploy/install-build-dependencies.sh dcmtk dicom3tools python3 curl orthanc orthanc-dicomweb gcc libc6-dev
+Deploy/install-build-dependencies.sh dcmtk dicom3tools python3 curl orthanc orthanc-dicomweb gcc libc6-dev time
 pydicom_version=3.0.2  # the version the conformance figures in README.md were taken with
 if ! python3 -c "import pydicom, sys; sys.exit(pydicom.__version__ != '$pydicom_version')" 2>/dev/null; then
   echo "Installing pydicom $pydicom_version from PyPI" >&2

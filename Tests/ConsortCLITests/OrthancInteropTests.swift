@@ -14,7 +14,12 @@ struct OrthancInteropTests {
         let port: Int
         let folder: String
 
-        init(folder: String, consortReceiver: String) throws {
+        let tls: Bool
+
+        /// With `pki`, Orthanc serves HTTPS demanding a client certificate from our CA, and pushes
+        /// to our receiver with its own certificate (CN=UHSX), trusting only our CA.
+        init(folder: String, consortReceiver: String, pki: TestPKI? = nil) throws {
+            tls = pki != nil
             self.folder = folder
             try FileManager.default.createDirectory(atPath: folder + "/db", withIntermediateDirectories: true)
             let orthanc = try Run.require("Orthanc", package: "orthanc")
@@ -25,19 +30,35 @@ struct OrthancInteropTests {
             }
             // Orthanc cannot be told to bind to loopback; the shim does it.
             let cc = try Run.require("cc", package: "gcc")
-            let shim = folder + "/loopback_bind.so"
-            let built = try runProgram(cc, ["-shared", "-fPIC", "-o", shim, Run.packageRoot + "/Tests/ConsortCLITests/Interop/loopback_bind.c", "-ldl"])
+            let shim = folder + "/orthanc_preload.so"
+            let built = try runProgram(cc, ["-shared", "-fPIC", "-o", shim, Run.packageRoot + "/Tests/ConsortCLITests/Interop/orthanc_preload.c", "-ldl"])
             guard built.status == 0 else {
                 Issue.record("cannot build the loopback shim: \(built.stderr)")
                 throw CancellationError()
             }
             port = try freePort()
-            let config: [String: Any] = [
+            var config: [String: Any] = [
                 "Name": "consort-interop", "StorageDirectory": folder + "/db", "IndexDirectory": folder + "/db",
                 "HttpPort": port, "DicomServerEnabled": false, "RemoteAccessAllowed": false, "AuthenticationEnabled": false,
                 "HttpTimeout": 120, "StableAge": 1, "Plugins": [plugin],
                 "DicomWeb": ["Enable": true, "Root": "/dicom-web/", "Servers": ["consort": [consortReceiver]]],
             ]
+            if let pki {
+                // Orthanc wants certificate and key in one PEM file.
+                let combined = folder + "/orthanc-server.pem"
+                try (String(contentsOfFile: pki.serverCertificate, encoding: .utf8) + String(contentsOfFile: pki.serverKey, encoding: .utf8))
+                    .write(toFile: combined, atomically: true, encoding: .utf8)
+                config["SslEnabled"] = true
+                config["SslCertificate"] = combined
+                config["SslVerifyPeers"] = true
+                config["SslTrustedClientCertificates"] = pki.ca
+                config["HttpsVerifyPeers"] = true
+                config["HttpsCACertificates"] = pki.ca
+                config["DicomWeb"] = ["Enable": true, "Root": "/dicom-web/", "Servers": ["consort": [
+                    "Url": consortReceiver, "CertificateFile": pki.serverCertificate, "CertificateKeyFile": pki.serverKey,
+                ]]]
+                clientArguments = ["--cacert", pki.ca, "--cert", pki.clientCertificate, "--key", pki.clientKey]
+            }
             let configPath = folder + "/orthanc.json"
             try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
             process.executableURL = URL(fileURLWithPath: orthanc)
@@ -47,7 +68,7 @@ struct OrthancInteropTests {
             process.standardError = FileHandle(forWritingAtPath: "/dev/null")
             try process.run()
             for _ in 0..<300 {
-                if (try? curl(["-s", "-o", "/dev/null", "-w", "%{http_code}", "\(url)/system"]).stdout) == "200" { return }
+                if (try? curl(["-s", "-o", "/dev/null", "-w", "%{http_code}"] + clientArguments + ["\(url)/system"]).stdout) == "200" { return }
                 Thread.sleep(forTimeInterval: 0.1)
             }
             process.terminate()
@@ -55,7 +76,10 @@ struct OrthancInteropTests {
             throw CancellationError()
         }
 
-        var url: String { "http://127.0.0.1:\(port)" }
+        /// curl's TLS arguments for talking to this Orthanc (as RSCH).
+        private(set) var clientArguments: [String] = []
+
+        var url: String { tls ? "https://localhost:\(port)" : "http://127.0.0.1:\(port)" }
 
         /// SIGTERM, and SIGKILL if it is still there after 10 s (Orthanc 1.10 under the shim does
         /// not always act on SIGTERM).
@@ -127,6 +151,46 @@ struct OrthancInteropTests {
         let push = try Self.curl(["-s", "-w", "\n%{http_code}", "-X", "POST", orthanc.url + "/dicom-web/servers/consort/stow", "-d", "{\"Resources\": [\"\(ids[0])\"]}"])
         #expect(push.stdout.hasSuffix("200"), "\(push.stdout)")
         try Self.expectSameFiles(sentFolder, folder.path + "/inbox/" + uid)
+    }
+
+    @Test func theSameOverMutualTLS() throws {
+        let pki = try TestPKI()
+        let folder = try ScratchFolder()
+        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "20").status == 0)
+        let uid = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study").first)
+        let sentFolder = folder.path + "/study/" + uid
+        let receiverPort = try Self.freePort()
+        let receiver = Process()
+        receiver.executableURL = URL(fileURLWithPath: Run.consort)
+        receiver.arguments = ["receive", "--listen", "127.0.0.1:\(receiverPort)", "--store", folder.path + "/inbox",
+            "--cert", pki.serverCertificate, "--key", pki.serverKey, "--ca", pki.ca]
+        let receiverLog = Pipe()
+        receiver.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        receiver.standardError = receiverLog
+        try receiver.run()
+        let orthanc = try Orthanc(folder: folder.path + "/orthanc", consortReceiver: "https://localhost:\(receiverPort)/dicom-web/", pki: pki)
+        defer { orthanc.stop() }
+        let tls = ["--cert", pki.clientCertificate, "--key", pki.clientKey, "--ca", pki.ca]
+
+        let sent = try Run.program(Run.consort, ["send", orthanc.url + "/dicom-web", sentFolder] + tls)
+        #expect(sent.status == 0, "\(sent.stdout) \(sent.stderr)")
+        let fetched = try Run.program(Run.consort, ["fetch", orthanc.url + "/dicom-web", uid, "--out", folder.path + "/fetched"] + tls)
+        #expect(fetched.status == 0, "\(fetched.stderr)")
+        try Self.expectSameFiles(sentFolder, folder.path + "/fetched/" + uid)
+        // Without a certificate, Orthanc refuses in the handshake (and stays up).
+        let anonymous = try Self.curl(["-s", "--cacert", pki.ca, orthanc.url + "/system"])
+        #expect(anonymous.status != 0)
+
+        // Orthanc pushes to consort receive with its own certificate: UHSX.
+        let studies = try Self.curl(["-s"] + orthanc.clientArguments + [orthanc.url + "/studies"])
+        let ids = try #require(try JSONSerialization.jsonObject(with: Data(studies.stdout.utf8)) as? [String])
+        let push = try Self.curl(["-s", "-w", "\n%{http_code}", "-X", "POST"] + orthanc.clientArguments + [orthanc.url + "/dicom-web/servers/consort/stow", "-d", "{\"Resources\": [\"\(ids[0])\"]}"])
+        #expect(push.stdout.hasSuffix("200"), "\(push.stdout)")
+        try Self.expectSameFiles(sentFolder, folder.path + "/inbox/" + uid)
+        receiver.terminate()
+        receiver.waitUntilExit()
+        let log = String(decoding: receiverLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        #expect(log.contains("from UHSX: stored"), "\(log.suffix(500))")
     }
 
     /// Every file of `a` has a byte-identical twin in `b` (names may differ; contents may not).

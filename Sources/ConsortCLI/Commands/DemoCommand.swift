@@ -7,17 +7,17 @@ import Routing
 /// (It will grow into the whole consortium on loopback as the agent and coordinator arrive.)
 enum DemoCommand {
     static let help = """
-        Usage: consort demo [--out DIR] [--instances N]
+        Usage: consort demo [--out DIR] [--instances N] [--size ROWSxCOLUMNS]
 
         Writes a synthetic CT study (N instances, default 50, 64x64 pixels; a test-range NHS
         number, no real patient) into DIR (default: a new folder under /tmp), reads every file
         back, and prints the study as the agent will see it, one file's header, and how fast the
-        headers were read.
+        headers were read. --size makes larger images (e.g. 512x512, CT-sized) for benchmarks.
 
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "demo", flags: [], options: ["--out", "--instances"])
+        let arguments = try Arguments(args, command: "demo", flags: [], options: ["--out", "--instances", "--size"])
         if !arguments.positional.isEmpty {
             throw UsageError(message: "unexpected argument \(arguments.positional[0])", command: "demo")
         }
@@ -25,6 +25,14 @@ enum DemoCommand {
         let out = arguments.option("--out") ?? (NSTemporaryDirectory() + "consort-demo-\(getpid())")
         var study = SyntheticStudy()
         study.instances = count
+        if let size = arguments.option("--size") {
+            let parts = size.lowercased().split(separator: "x").compactMap { Int($0) }
+            guard parts.count == 2, (1...4096).contains(parts[0]), (1...4096).contains(parts[1]) else {
+                throw UsageError(message: "--size takes ROWSxCOLUMNS, each 1 to 4096, e.g. 512x512", command: "demo")
+            }
+            study.rows = parts[0]
+            study.columns = parts[1]
+        }
         let folder = out + "/" + study.studyInstanceUID
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
 
