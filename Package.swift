@@ -34,6 +34,8 @@ let package = Package(
             name: "CShims",
             dependencies: ["COpenSSL", "CCurl"]
         ),
+        // GNU libc calls Swift's Glibc module leaves out (syncfs).
+        .target(name: "CSystem"),
         // Reading and writing DICOM Part 10 files and bare data sets. Pure Swift, except for
         // inflating deflated data sets through zlib (one file: Source/InflatingByteSource.swift).
         .target(
@@ -54,7 +56,7 @@ let package = Package(
         // WADO-RS and QIDO-RS to come on the transport.
         .target(
             name: "DICOMweb",
-            dependencies: ["DICOM", "HTTP", "COpenSSL"]
+            dependencies: ["DICOM", "HTTP", "COpenSSL", "CSystem"]
         ),
         // Sockets and TLS: the HTTPS server (a thread per connection, mutual TLS, every limit
         // explicit) and, later, the libcurl client. The only module that touches sockets.

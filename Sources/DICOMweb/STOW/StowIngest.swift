@@ -1,5 +1,6 @@
 import DICOM
 import Foundation
+internal import CSystem
 
 #if canImport(Glibc)
     import Glibc
@@ -7,9 +8,11 @@ import Foundation
 
 /// Receives one STOW-RS request body (PS3.18 §10.5) into a folder, streaming: each part is
 /// written to a new file in a staging folder on the same filesystem as it arrives (hashed on the
-/// way), then checked — a readable DICOM file whose SOP Instance UID is a valid UID — and moved
-/// atomically (fsync, rename, fsync the folder) to `inbound/<StudyInstanceUID>/<SOPInstanceUID>.dcm`.
-/// Names come from the validated UIDs, never from the request.
+/// way), then checked — a readable DICOM file whose SOP Instance UID is a valid UID. When the body
+/// is complete, the staged instances are made durable together (one syncfs: one journal commit
+/// rather than one fsync per instance) and only then linked into place as
+/// `inbound/<StudyInstanceUID>/<SOPInstanceUID>.dcm` (the folders fsynced), before the answer
+/// acknowledges them. Names come from the validated UIDs, never from the request.
 ///
 /// Nothing partial is ever visible in the inbound folder: a part that ends early, fails its
 /// checks, or belongs to a body that breaks off is removed from staging. An instance already held
@@ -37,6 +40,17 @@ public final class StowIngest {
     private var failed: [StowResponse.Failed] = []
     private var studies: Set<String> = []
     private var partCount = 0
+    /// Checked parts waiting for the request's durability barrier, then their place.
+    private var ready: [Ready] = []
+
+    struct Ready {
+        let staged: String
+        let classUID: String
+        let instanceUID: String
+        let studyUID: String
+        let size: Int
+        let digest: String
+    }
 
     /// The outcome per instance, for the caller's log and audit trail.
     public private(set) var log: [String] = []
@@ -100,8 +114,36 @@ public final class StowIngest {
             abandonCurrent()
             throw StowError(400, "The multipart body is malformed: \(error)")
         }
+        place()
         let url = studies.count == 1 ? "\(baseURL)/studies/\(studies.first!)" : nil
         return StowResponse(retrieveURL: url, stored: stored, failed: failed)
+    }
+
+    /// The durability barrier, then every checked instance into its place.
+    private func place() {
+        guard !ready.isEmpty else { return }
+        let fd = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let durable = fd >= 0 && consort_syncfs(fd) == 0
+        let reason = String(cString: strerror(errno))
+        if fd >= 0 { close(fd) }
+        var folders = Set<String>()
+        for item in ready {
+            guard durable else {
+                unlink(item.staged)
+                failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: 0xA700))
+                log.append("refused \(item.instanceUID): cannot make it durable: \(reason)")
+                continue
+            }
+            if let folder = link(item) { folders.insert(folder) }
+        }
+        ready.removeAll()
+        for folder in folders {
+            let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            if directory >= 0 {
+                fsync(directory)  // the new names survive a crash
+                close(directory)
+            }
+        }
     }
 
     private func handle(_ events: [MultipartDecoder.Event]) throws(StowError) {
@@ -163,18 +205,16 @@ public final class StowIngest {
         }
     }
 
-    /// A part is complete: check it, then move it into place, or refuse it.
+    /// A part is complete: check it and queue it for placement, or refuse it.
     private func settle(_ part: Part) {
-        let synced = fsync(part.descriptor) == 0
         close(part.descriptor)
         let digest = part.hasher.finalize()
-        var classUID = "", instanceUID = "", studyUID = ""
+        var classUID = "", instanceUID = ""
         func refuse(_ reason: UInt16, _ why: String) {
             unlink(part.path)
             failed.append(StowResponse.Failed(sopClassUID: classUID, sopInstanceUID: instanceUID.isEmpty ? "unknown" : instanceUID, reason: reason))
             log.append("refused \(instanceUID.isEmpty ? "a part" : instanceUID): \(why)")
         }
-        guard synced else { return refuse(0xA700, "cannot fsync the staging file: \(String(cString: strerror(errno)))") }
         guard part.contentTypeOK else { return refuse(0xC000, "the part is not application/dicom") }
         let file: DICOMFile
         do {
@@ -184,50 +224,55 @@ public final class StowIngest {
         }
         classUID = file.dataSet.string(.sopClassUID) ?? file.meta.string(.mediaStorageSOPClassUID) ?? ""
         instanceUID = file.dataSet.string(.sopInstanceUID) ?? ""
-        studyUID = file.dataSet.string(.studyInstanceUID) ?? ""
+        let studyUID = file.dataSet.string(.studyInstanceUID) ?? ""
         guard UID.isValid(instanceUID) else { return refuse(0xC000, "SOP Instance UID \"\(instanceUID)\" is not a valid UID") }
         guard UID.isValid(studyUID) else { return refuse(0xC000, "Study Instance UID \"\(studyUID)\" is not a valid UID") }
         if let expectedStudy, studyUID != expectedStudy {
             return refuse(0xC000, "belongs to study \(studyUID), not the study asked for (\(expectedStudy))")
         }
         guard UID.isValid(classUID) else { return refuse(0xC000, "SOP Class UID \"\(classUID)\" is not a valid UID") }
-        let folder = "\(inbound)/\(studyUID)"
-        let destination = "\(folder)/\(instanceUID).dcm"
+        ready.append(Ready(staged: part.path, classUID: classUID, instanceUID: instanceUID, studyUID: studyUID, size: part.size, digest: digest))
+    }
+
+    /// Links a durable staged instance into its place; returns the folder it went into.
+    private func link(_ item: Ready) -> String? {
+        func refuse(_ reason: UInt16, _ why: String) {
+            unlink(item.staged)
+            failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: reason))
+            log.append("refused \(item.instanceUID): \(why)")
+        }
+        func accept(_ note: String) {
+            stored.append(StowResponse.Stored(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, retrieveURL: retrieveURL(item.studyUID, item.instanceUID)))
+            studies.insert(item.studyUID)
+            log.append(note)
+        }
+        let folder = "\(inbound)/\(item.studyUID)"
+        let destination = "\(folder)/\(item.instanceUID).dcm"
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         } catch {
-            return refuse(0xA700, "cannot create \(folder): \(error.localizedDescription)")
+            refuse(0xA700, "cannot create \(folder): \(error.localizedDescription)")
+            return nil
         }
-        if FileManager.default.fileExists(atPath: destination) {
-            if Self.digest(of: destination) == digest {
-                unlink(part.path)
-                stored.append(StowResponse.Stored(sopClassUID: classUID, sopInstanceUID: instanceUID, retrieveURL: retrieveURL(studyUID, instanceUID)))
-                studies.insert(studyUID)
-                log.append("already held \(instanceUID) (same bytes, sha256 \(digest.prefix(16))…)")
-                return
-            }
-            return refuse(0xC000, "\(instanceUID) is already held with different content; kept the existing file")
+        // link(2) rather than rename(2): it fails if the name exists (an earlier copy, or another
+        // request with the same instance), so nothing is ever overwritten.
+        if Glibc.link(item.staged, destination) == 0 {
+            unlink(item.staged)
+            accept("stored \(item.instanceUID) (\(item.size) bytes, sha256 \(item.digest.prefix(16))…)")
+            return folder
         }
-        // link(2) rather than rename(2): it fails if the name appeared meanwhile (another request
-        // with the same instance), so nothing is ever overwritten.
-        guard link(part.path, destination) == 0 else {
-            let reason = String(cString: strerror(errno))
-            if errno == EEXIST, Self.digest(of: destination) == digest {
-                unlink(part.path)
-                stored.append(StowResponse.Stored(sopClassUID: classUID, sopInstanceUID: instanceUID, retrieveURL: retrieveURL(studyUID, instanceUID)))
-                return
-            }
-            return refuse(errno == ENOSPC ? 0xA700 : 0xC000, "cannot place \(destination): \(reason)")
+        let code = errno
+        if code == EEXIST, Self.digest(of: destination) == item.digest {
+            unlink(item.staged)
+            accept("already held \(item.instanceUID) (same bytes, sha256 \(item.digest.prefix(16))…)")
+            return nil
         }
-        unlink(part.path)
-        let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directory >= 0 {
-            fsync(directory)  // the new name survives a crash
-            close(directory)
+        if code == EEXIST {
+            refuse(0xC000, "\(item.instanceUID) is already held with different content; kept the existing file")
+        } else {
+            refuse(code == ENOSPC ? 0xA700 : 0xC000, "cannot place \(destination): \(String(cString: strerror(code)))")
         }
-        studies.insert(studyUID)
-        stored.append(StowResponse.Stored(sopClassUID: classUID, sopInstanceUID: instanceUID, retrieveURL: retrieveURL(studyUID, instanceUID)))
-        log.append("stored \(instanceUID) (\(part.size) bytes, sha256 \(digest.prefix(16))…)")
+        return nil
     }
 
     private func retrieveURL(_ study: String, _ instance: String) -> String {
@@ -240,6 +285,9 @@ public final class StowIngest {
             unlink(part.path)
             current = nil
         }
+        // Checked parts of a body that broke off are not kept either.
+        for item in ready { unlink(item.staged) }
+        ready.removeAll()
     }
 
     static func digest(of path: String) -> String? {

@@ -1,0 +1,9 @@
+// GNU libc calls the Glibc module does not export (declared only under _GNU_SOURCE).
+#ifndef CONSORT_CSYSTEM_H
+#define CONSORT_CSYSTEM_H
+
+// syncfs(2): make everything written to the filesystem holding `fd` durable, in one journal
+// commit. The STOW-RS receiver uses it once per request instead of an fsync per instance.
+int consort_syncfs(int fd);
+
+#endif
