@@ -112,6 +112,9 @@ public final class HTTPServer: @unchecked Sendable {
     private let lock = NSCondition()
     private var active = 0
     private var stopping = false
+    /// Sockets of connections waiting for their next request: closed at once on stop (nothing is
+    /// in flight on them), so a graceful stop does not wait out idle keep-alive connections.
+    private var idle = Set<Int32>()
     private var requestCounter = 0
 
     public init(_ configuration: ServerConfiguration, log: @escaping @Sendable (String) -> Void = { _ in }, handler: @escaping RequestHandler) {
@@ -160,6 +163,7 @@ public final class HTTPServer: @unchecked Sendable {
         lock.unlock()
         if listener >= 0 { Glibc.shutdown(listener, Int32(SHUT_RDWR)) }
         lock.lock()
+        for fd in idle { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
         let until = Date().addingTimeInterval(deadline)
         while active > 0 && lock.wait(until: until) {}
         lock.unlock()
@@ -246,6 +250,15 @@ public final class HTTPServer: @unchecked Sendable {
             // Wait for a request: idle timeout for its first byte, then the head deadline.
             var head: HTTPRequestHead?
             do {
+                let waiting = reader.isIdle
+                if waiting {
+                    let stopped: Bool = lock.withLock {
+                        if !stopping { idle.insert(connection.descriptor) }
+                        return stopping
+                    }
+                    if stopped { break }
+                }
+                defer { if waiting { _ = lock.withLock { idle.remove(connection.descriptor) } } }
                 guard let event = try reader.next(timeout: configuration.idleTimeout, waitingForHead: true) else { break }
                 guard case .head(let h) = event else { break }
                 head = h

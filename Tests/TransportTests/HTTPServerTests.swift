@@ -124,6 +124,20 @@ struct HTTPServerTests {
         #expect(after.status == 7)
     }
 
+    @Test func stoppingDoesNotWaitForIdleConnections() throws {
+        let server = try server(nil, log: LogLines())
+        let idle = try RawClient(port: server.port)  // connected, between requests
+        let kept = try RawClient(port: server.port)
+        #expect(kept.send(Array("GET /a HTTP/1.1\r\nHost: x\r\n\r\n".utf8)))  // served, then kept alive
+        Thread.sleep(forTimeInterval: 0.3)
+        let start = Date()
+        server.stop(deadline: 10)
+        #expect(Date().timeIntervalSince(start) < 2)
+        #expect(server.activeConnections == 0)
+        #expect(kept.receiveAll().hasPrefix("HTTP/1.1 200"))
+        idle.close()
+    }
+
     @Test func theServerIsOnlyTrustedWithTheConsortiumCA() throws {
         let pki = try TestPKI()
         let server = try server(pki, log: LogLines())
