@@ -114,18 +114,9 @@ struct OrthancInteropTests {
         let sentFolder = folder.path + "/study/" + uid
 
         // Our receiver, plain HTTP on loopback (Orthanc's push goes to it).
-        let receiverPort = try Self.freePort()
-        let receiver = Process()
-        receiver.executableURL = URL(fileURLWithPath: Run.consort)
-        receiver.arguments = ["receive", "--listen", "127.0.0.1:\(receiverPort)", "--store", folder.path + "/inbox"]
-        receiver.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        receiver.standardError = FileHandle(forWritingAtPath: "/dev/null")
-        try receiver.run()
-        defer {
-            receiver.terminate()
-            receiver.waitUntilExit()
-        }
-        let orthanc = try Orthanc(folder: folder.path + "/orthanc", consortReceiver: "http://127.0.0.1:\(receiverPort)/dicom-web/")
+        let receiver = try ReceiverProcess(store: folder.path + "/inbox")
+        defer { _ = receiver.stop() }
+        let orthanc = try Orthanc(folder: folder.path + "/orthanc", consortReceiver: receiver.url + "/dicom-web/")
         defer { orthanc.stop() }
 
         // 1. consort send → Orthanc (STOW-RS).
@@ -159,16 +150,8 @@ struct OrthancInteropTests {
         #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "20").status == 0)
         let uid = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study").first)
         let sentFolder = folder.path + "/study/" + uid
-        let receiverPort = try Self.freePort()
-        let receiver = Process()
-        receiver.executableURL = URL(fileURLWithPath: Run.consort)
-        receiver.arguments = ["receive", "--listen", "127.0.0.1:\(receiverPort)", "--store", folder.path + "/inbox",
-            "--cert", pki.serverCertificate, "--key", pki.serverKey, "--ca", pki.ca]
-        let receiverLog = Pipe()
-        receiver.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        receiver.standardError = receiverLog
-        try receiver.run()
-        let orthanc = try Orthanc(folder: folder.path + "/orthanc", consortReceiver: "https://localhost:\(receiverPort)/dicom-web/", pki: pki)
+        let receiver = try ReceiverProcess(store: folder.path + "/inbox", pki: pki)
+        let orthanc = try Orthanc(folder: folder.path + "/orthanc", consortReceiver: receiver.url + "/dicom-web/", pki: pki)
         defer { orthanc.stop() }
         let tls = ["--cert", pki.clientCertificate, "--key", pki.clientKey, "--ca", pki.ca]
 
@@ -187,9 +170,7 @@ struct OrthancInteropTests {
         let push = try Self.curl(["-s", "-w", "\n%{http_code}", "-X", "POST"] + orthanc.clientArguments + [orthanc.url + "/dicom-web/servers/consort/stow", "-d", "{\"Resources\": [\"\(ids[0])\"]}"])
         #expect(push.stdout.hasSuffix("200"), "\(push.stdout)")
         try Self.expectSameFiles(sentFolder, folder.path + "/inbox/" + uid)
-        receiver.terminate()
-        receiver.waitUntilExit()
-        let log = String(decoding: receiverLog.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let (_, log) = receiver.stop()
         #expect(log.contains("from UHSX: stored"), "\(log.suffix(500))")
     }
 

@@ -6,45 +6,6 @@ import Testing
 /// as a third-party client for what our sender will not do (malformed bodies, no certificate).
 @Suite("consort send and receive", .serialized)
 struct TransferTests {
-    /// A running `consort receive`; stopped with SIGTERM when the value goes away.
-    final class Receiver {
-        let process = Process()
-        let port: Int
-        let store: String
-        let errors = Pipe()
-
-        init(pki: TestPKI, store: String) throws {
-            self.store = store
-            process.executableURL = URL(fileURLWithPath: Run.consort)
-            process.arguments = ["receive", "--listen", "127.0.0.1:0", "--store", store, "--cert", pki.serverCertificate, "--key", pki.serverKey, "--ca", pki.ca]
-            let output = Pipe()
-            process.standardOutput = output
-            process.standardError = errors
-            try process.run()
-            // The first line says where it listens.
-            var line = Data()
-            while !line.contains(0x0A) {
-                let chunk = output.fileHandleForReading.availableData
-                if chunk.isEmpty { break }
-                line += chunk
-            }
-            let text = String(decoding: line, as: UTF8.self)
-            guard let range = text.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression),
-                let port = Int(text[range].split(separator: ":").last!)
-            else { throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "receive did not start: \(text)"]) }
-            self.port = port
-        }
-
-        /// SIGTERM, then the exit status and the log.
-        func stop() -> (status: Int32, log: String) {
-            process.terminate()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self))
-        }
-
-        var url: String { "https://localhost:\(port)" }
-    }
-
     static func files(under folder: String) -> [String] {
         (FileManager.default.enumerator(atPath: folder)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".dcm") && !$0.hasPrefix(".staging") }.sorted()
     }
@@ -54,7 +15,7 @@ struct TransferTests {
         let folder = try ScratchFolder()
         let fixtures = try makeFixtures(in: folder.path + "/fixtures")
         let sendable = ["explicit_le.dcm", "implicit_le.dcm", "explicit_be.dcm", "deflated.dcm", "jpeg_baseline_bot.dcm", "charset_ISO_IR_192.dcm"]
-        let receiver = try Receiver(pki: pki, store: folder.path + "/inbox")
+        let receiver = try ReceiverProcess(store: folder.path + "/inbox", pki: pki)
         let tls = ["--cert", pki.clientCertificate, "--key", pki.clientKey, "--ca", pki.ca]
         let sent = try Run.program(Run.consort, ["send", receiver.url] + sendable.map { fixtures + "/" + $0 } + tls + ["--batch", "4"])
         #expect(sent.status == 0, "\(sent.stderr)")
@@ -79,7 +40,7 @@ struct TransferTests {
     @Test func refusedPartsAndBrokenBodiesLeaveNothingBehind() throws {
         let pki = try TestPKI()
         let folder = try ScratchFolder()
-        let receiver = try Receiver(pki: pki, store: folder.path + "/inbox")
+        let receiver = try ReceiverProcess(store: folder.path + "/inbox", pki: pki)
         defer { _ = receiver.stop() }
         let tls = ["--cacert", pki.ca, "--cert", pki.clientCertificate, "--key", pki.clientKey]
         // A part that is not DICOM: refused with a reason, 409 (nothing stored).
@@ -124,7 +85,7 @@ struct TransferTests {
         let pki = try TestPKI()
         let folder = try ScratchFolder()
         #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "12").status == 0)
-        let receiver = try Receiver(pki: pki, store: folder.path + "/inbox")
+        let receiver = try ReceiverProcess(store: folder.path + "/inbox", pki: pki)
         defer { _ = receiver.stop() }
         let tls = ["--cert", pki.clientCertificate, "--key", pki.clientKey, "--ca", pki.ca]
         #expect(try Run.program(Run.consort, ["send", receiver.url, folder.path + "/study"] + tls).status == 0)
