@@ -65,6 +65,17 @@ struct CommandLineTests {
         #expect(shell.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "0")
     }
 
+    @Test func theDemoWritesReadsSendsFindsAndFetches() throws {
+        let folder = try ScratchFolder()
+        let outcome = try Run.consort("demo", "--out", folder.path, "--instances", "3")
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        #expect(outcome.stdout.contains("NHS number            999 000 0018 (check digit valid)"))
+        #expect(outcome.stdout.contains("STOW-RS: sent 3 instances"))
+        #expect(outcome.stdout.contains("HTTP 200, 3 stored, 0 refused"))
+        #expect(outcome.stdout.contains("QIDO-RS: PatientID=RSCH0000001 finds 1 study"))
+        #expect(outcome.stdout.contains("WADO-RS: fetched 3 instances back"))
+    }
+
     @Test func benchParseReportsFilesPerSecond() throws {
         let folder = try ScratchFolder()
         let fixtures = try makeFixtures(in: folder.path + "/fixtures")
