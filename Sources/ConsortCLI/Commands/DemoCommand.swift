@@ -105,7 +105,8 @@ enum DemoCommand {
         HumanDump.write(files[0], name: paths[0], width: 64, warnings: true)
         standardOutput.line(String(format: "Read %d headers in %.1f ms (%.0f files/s, one thread).", files.count, seconds * 1000, Double(files.count) / seconds))
         standardOutput.line("")
-        try exchange(paths, studyUID: study.studyInstanceUID, out: out)
+        // Beside the study's folder, not in it: DIR keeps holding just the study.
+        try exchange(paths, studyUID: study.studyInstanceUID, out: out + "-dicomweb")
         standardOutput.line("Next: consort dump --json \(folder) | head -1    (the canonical form, comparable with pydicom)")
         return .success
     }
