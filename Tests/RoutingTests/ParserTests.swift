@@ -69,6 +69,24 @@ struct ParserTests {
         #expect(messages.contains { $0.contains("deadline on a normal action") })
     }
 
+    /// Found by the rules fuzzer: expanding a group that contains itself recursed until the
+    /// stack overflowed. Now the loader refuses it with the chain, and expansion terminates.
+    @Test func aGroupThatIncludesItselfIsRefusedNotRecursedForever() {
+        let outcome = load("group ring-a = UHSX, ring-b\ngroup ring-b = QVH, ring-a\ngroup selfish = selfish\nrule \"x\" {\n  purpose emergency\n  on instance-arrival\n  push to ring-a\n}")
+        #expect(outcome.ruleSet == nil)
+        let messages = outcome.errors.map(\.message)
+        #expect(messages.contains("group ring-a includes itself (ring-a → ring-b → ring-a)"), "\(messages)")
+        #expect(messages.contains("group ring-b includes itself (ring-b → ring-a → ring-b)"), "\(messages)")
+        #expect(messages.contains("group selfish includes itself (selfish → selfish)"), "\(messages)")
+        var set = RuleSet()
+        set.members = [Member(code: "UHSX", name: "", roles: [], isTrust: true, location: .init(file: "t", line: 1, column: 1)),
+                       Member(code: "QVH", name: "", roles: [], isTrust: true, location: .init(file: "t", line: 1, column: 1))]
+        set.groups = [Group(name: "a", members: ["UHSX", "b"], location: .init(file: "t", line: 1, column: 1)),
+                      Group(name: "b", members: ["QVH", "a", "UHSX"], location: .init(file: "t", line: 2, column: 1))]
+        #expect(set.expand("a") == ["UHSX", "QVH"])
+        #expect(set.groupCycle(from: "a") == ["a", "b", "a"])
+    }
+
     @Test func theConsortiumsOwnRulesCheckClean() {
         let outcome = RuleSetLoader.load(repositoryRoot + "/routing-rules")
         #expect(outcome.errors.isEmpty, "\(outcome.report())")

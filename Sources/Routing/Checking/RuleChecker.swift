@@ -65,6 +65,10 @@ struct RuleChecker {
             if let first = seen[group.name] { error(group.location, "\(group.name) is declared twice", hint: "first at \(first)") }
             seen[group.name] = group.location
             for name in group.members { resolve(name, at: group.location) }
+            if let cycle = rules.groupCycle(from: group.name) {
+                error(group.location, "group \(group.name) includes itself (\(cycle.joined(separator: " → ")))",
+                      hint: "a group lists members and other groups; it cannot contain itself")
+            }
         }
         for agreement in rules.agreements {
             for name in agreement.from + agreement.to { resolve(name, at: agreement.location) }

@@ -14,14 +14,41 @@ public struct RuleSet: Sendable {
 
     public func member(_ code: String) -> Member? { members.first { $0.code == code } }
 
-    /// Peer codes a name stands for: a member itself, or a group's members (recursively).
+    /// Peer codes a name stands for: a member itself, or a group's members (recursively), each
+    /// once, in the order written. A group that includes itself (directly or through another
+    /// group) is expanded once and the cycle ignored here; the checker reports it as an error,
+    /// so a rule set with a cycle never loads — but expansion must not recurse forever on the
+    /// way to that diagnostic (the rules fuzzer found exactly that stack overflow).
     public func expand(_ name: String) -> [String]? {
+        var visited: Set<String> = []
+        return expand(name, visited: &visited)
+    }
+
+    private func expand(_ name: String, visited: inout Set<String>) -> [String]? {
         if member(name) != nil { return [name] }
         if name == "any-member" || name == "all-members" { return members.filter(\.isTrust).map(\.code) }
         guard let group = groups.first(where: { $0.name == name }) else { return nil }
+        guard visited.insert(name).inserted else { return [] }
         var out: [String] = []
-        for m in group.members { out += expand(m) ?? [] }
+        for m in group.members {
+            for code in expand(m, visited: &visited) ?? [] where !out.contains(code) { out.append(code) }
+        }
         return out
+    }
+
+    /// The chain of group names through which `name` includes itself, e.g. `["a", "b", "a"]`,
+    /// or nil if its expansion has no cycle.
+    public func groupCycle(from name: String) -> [String]? {
+        func walk(_ current: String, _ path: [String]) -> [String]? {
+            guard let group = groups.first(where: { $0.name == current }) else { return nil }
+            for m in group.members {
+                if m == name { return path + [m] }
+                if path.contains(m) { continue }  // a cycle not through `name`; reported for its own group
+                if let found = walk(m, path + [m]) { return found }
+            }
+            return nil
+        }
+        return walk(name, [name])
     }
 
     /// Whether an agreement lets imaging flow from `source` to `destination` for `purpose`.
