@@ -33,7 +33,7 @@ public enum ConsortCommand {
             name: "rules", summary: "check, explain and replay the routing rules",
             run: RulesCommand.run, help: RulesCommand.help),
         Subcommand(
-            name: "demo", summary: "write a synthetic study with our writer and read it back",
+            name: "demo", summary: "write a synthetic study, read it back, send it over DICOMweb and fetch it again",
             run: DemoCommand.run, help: DemoCommand.help),
         Subcommand(
             name: "bench", summary: "measure: header parsing (bench parse DIR), rule evaluation (bench rules)",

@@ -30,15 +30,9 @@ public struct DICOMFile: Sendable {
         meta: DataSet, dataSet: DataSet, transferSyntaxUID: String?, encoding: Encoding,
         isDeflated: Bool = false, isPart10: Bool = true
     ) {
-        self.meta = meta
-        self.dataSet = dataSet
-        self.transferSyntaxUID = transferSyntaxUID
-        self.encoding = encoding
-        self.isDeflated = isDeflated
-        self.isPart10 = isPart10
-        preamble = nil
-        pixelDataOffset = nil
-        warnings = []
+        self.init(
+            isPart10: isPart10, preamble: nil, meta: meta, dataSet: dataSet, transferSyntaxUID: transferSyntaxUID,
+            encoding: encoding, isDeflated: isDeflated, pixelDataOffset: nil, warnings: [])
     }
 
     /// Reads a file from disk; by default only its header.
