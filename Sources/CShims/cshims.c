@@ -18,3 +18,5 @@ CURLcode consort_curl_setopt_read_function(CURL *handle, curl_read_callback call
 CURLcode consort_curl_setopt_write_function(CURL *handle, curl_write_callback callback) { return curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, callback); }
 CURLcode consort_curl_setopt_header_function(CURL *handle, curl_write_callback callback) { return curl_easy_setopt(handle, CURLOPT_HEADERFUNCTION, callback); }
 CURLcode consort_curl_getinfo_long(CURL *handle, CURLINFO info, long *value) { return curl_easy_getinfo(handle, info, value); }
+
+void consort_SSL_CTX_set_read_ahead(SSL_CTX *ctx, int on) { SSL_CTX_set_read_ahead(ctx, on); }

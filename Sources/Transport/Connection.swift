@@ -36,8 +36,14 @@ final class Connection: @unchecked Sendable {
         close(descriptor)
     }
 
+    /// The read timeout last set, so that a body read in thousands of pieces does not cost a
+    /// system call per piece to set the same value again.
+    private var readTimeout: Double?
+
     /// Sets how long one read may wait (SO_RCVTIMEO); 0 or less means at once.
     func setReadTimeout(_ seconds: Double) {
+        guard seconds != readTimeout else { return }
+        readTimeout = seconds
         var tv = timeval(tv_sec: Int(max(0.001, seconds)), tv_usec: Int((max(0.001, seconds).truncatingRemainder(dividingBy: 1)) * 1_000_000))
         setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     }

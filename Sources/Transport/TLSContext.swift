@@ -84,6 +84,11 @@ public final class TLSContext: @unchecked Sendable {
             // ("session id context uninitialized").
             let contextID = Array("consort".utf8)
             _ = SSL_CTX_set_session_id_context(ctx, contextID, UInt32(contextID.count))
+            // A STOW-RS body arrives as a stream of 16 KiB records: read ahead into a 256 KiB
+            // buffer, so one recv brings many records instead of a system call each. (Safe here:
+            // connections are read by blocking SSL_read only, never by polling the socket.)
+            consort_SSL_CTX_set_read_ahead(ctx, 1)
+            SSL_CTX_set_default_read_buffer_len(ctx, 256 * 1024)
         }
         if let crl = configuration.revocationList {
             try Self.loadRevocationList(crl, into: ctx)

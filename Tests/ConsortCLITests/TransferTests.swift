@@ -17,7 +17,8 @@ struct TransferTests {
         let sendable = ["explicit_le.dcm", "implicit_le.dcm", "explicit_be.dcm", "deflated.dcm", "jpeg_baseline_bot.dcm", "charset_ISO_IR_192.dcm"]
         let receiver = try ReceiverProcess(store: folder.path + "/inbox", pki: pki)
         let tls = ["--cert", pki.clientCertificate, "--key", pki.clientKey, "--ca", pki.ca]
-        let sent = try Run.program(Run.consort, ["send", receiver.url] + sendable.map { fixtures + "/" + $0 } + tls + ["--batch", "4"])
+        // One instance a request over three connections at once: six requests, in parallel.
+        let sent = try Run.program(Run.consort, ["send", receiver.url] + sendable.map { fixtures + "/" + $0 } + tls + ["--batch", "1", "--connections", "3"])
         #expect(sent.status == 0, "\(sent.stderr)")
         #expect(sent.stdout.contains("6 stored, 0 to retry, 0 refused"))
         let received = Self.files(under: receiver.store)
@@ -70,6 +71,9 @@ struct TransferTests {
         #expect(outcome.stderr.contains("plain HTTP is for a local PACS"))
         let partial = try Run.consort("send", "https://localhost:1", "/tmp", "--cert", "x.pem")
         #expect(partial.status == 2)
+        let noConnections = try Run.consort("send", "http://127.0.0.1:1", "/tmp", "--connections", "0")
+        #expect(noConnections.status == 2)
+        #expect(noConnections.stderr.contains("--connections"))
     }
 
     @Test func aPeerThatIsDownIsReportedAsWorthRetrying() throws {

@@ -10,6 +10,9 @@
 
 // SSL_CTX_set_min_proto_version is a macro over SSL_CTX_ctrl.
 int consort_SSL_CTX_set_min_proto_version(SSL_CTX *ctx, int version);
+// SSL_CTX_set_read_ahead is a macro too: OpenSSL fills its buffer from the socket in one recv
+// rather than a recv per record.
+void consort_SSL_CTX_set_read_ahead(SSL_CTX *ctx, int on);
 
 // sk_GENERAL_NAME_num / _value are macros over the generic stack functions.
 int consort_sk_GENERAL_NAME_num(const GENERAL_NAMES *names);

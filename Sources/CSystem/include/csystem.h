@@ -6,4 +6,8 @@
 // commit. The STOW-RS receiver uses it once per request instead of an fsync per instance.
 int consort_syncfs(int fd);
 
+// Turns O_DIRECT on or off for an open file (fcntl F_SETFL): the receiver writes staged instances
+// around the page cache, and falls back to buffered writes where a filesystem refuses. 0 or -1.
+int consort_set_direct_io(int fd, int on);
+
 #endif

@@ -154,26 +154,32 @@ enum ReceiveCommand {
 enum SendCommand {
     static let help = """
         Usage: consort send BASE-URL FILE|DIR... [--cert FILE --key FILE --ca FILE] [--batch N]
+                            [--connections C]
 
         Sends DICOM files to BASE-URL/studies (STOW-RS), N instances a request (default 50),
-        each streamed from disk. At the end, a line per instance that was not stored (with the
-        server's reason), and a summary. Exit 0 only if every instance was stored.
+        each streamed from disk, over C connections at once (default 4: while the server makes
+        one batch durable, others are on their way, and a TLS stream is not the limit). At the end, a line per instance
+        that was not stored (with the server's reason), and a summary. Exit 0 only if every
+        instance was stored.
         \(TLSOptions.help)
         """
 
+    typealias Instance = (path: String, uid: String)
+
     static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "send", flags: [], options: TLSOptions.names.union(["--batch"]))
+        let arguments = try Arguments(args, command: "send", flags: [], options: TLSOptions.names.union(["--batch", "--connections"]))
         guard arguments.positional.count >= 2 else { throw UsageError(message: "give the base URL and files or folders", command: "send") }
         let base = arguments.positional[0].hasSuffix("/") ? String(arguments.positional[0].dropLast()) : arguments.positional[0]
         guard base.hasPrefix("https://") || base.hasPrefix("http://") else {
             throw UsageError(message: "the base URL starts with https:// (or http:// for a local PACS)", command: "send")
         }
         let batchSize = try arguments.integer("--batch", default: 50, range: 1...10_000)
-        let client = try HTTPClient(.init(tls: try TLSOptions.configuration(arguments)))
+        let connections = try arguments.integer("--connections", default: 4, range: 1...16)
+        let tls = try TLSOptions.configuration(arguments)
         let (inputs, problems) = FileWalker.expand(Array(arguments.positional.dropFirst()))
         for problem in problems { standardError.line("consort send: \(problem)") }
         // Each file's SOP Instance UID, from its header: how the answer's lines are matched.
-        var files: [(path: String, uid: String)] = []
+        var files: [Instance] = []
         var unreadable = problems.count
         for input in inputs {
             do {
@@ -184,14 +190,34 @@ enum SendCommand {
                 standardError.line("consort send: \(input.name): not sent: \(error)")
             }
         }
-        var delivered = 0, transient = 0, permanent = 0
-        let interactive = standardError.isTerminal
-        for start in stride(from: 0, to: files.count, by: batchSize) {
-            let batch = Array(files[start..<min(start + batchSize, files.count)])
+        let batches = stride(from: 0, to: files.count, by: batchSize).map { Array(files[$0..<min($0 + batchSize, files.count)]) }
+        // One client (one curl handle, one kept-alive connection) per sending thread; made here
+        // so that a bad certificate or key is reported once, before anything is sent.
+        let clients = try (0..<max(1, min(connections, batches.count))).map { _ in SendingClient(try HTTPClient(.init(tls: tls))) }
+        let tally = SendTally(batches: batches, total: files.count, interactive: standardError.isTerminal)
+        let done = DispatchSemaphore(value: 0)
+        for client in clients {
+            Thread {
+                while let batch = tally.nextBatch() {
+                    tally.record(deliver(batch, to: base, with: client.client))
+                }
+                done.signal()
+            }.start()
+        }
+        for _ in clients { done.wait() }
+        tally.finishProgress()
+        let (delivered, transient, permanent) = tally.counts
+        standardOutput.line("consort send: \(delivered) stored, \(transient) to retry, \(permanent) refused, \(unreadable) unreadable, of \(files.count + unreadable)")
+        return delivered == files.count && unreadable == 0 ? .success : .someFailed
+    }
+
+    /// One STOW-RS request for a batch; what became of each instance, and why if not stored.
+    static func deliver(_ batch: [Instance], to base: String, with client: HTTPClient) -> [(Instance, DeliveryClass, String?)] {
+        var outcomes: [String: DeliveryClass] = [:]
+        var reasons: [String: String] = [:]
+        do {
             let body = try MultipartFileBody(paths: batch.map(\.path))
             let answer = ByteCollector(limit: 16 << 20)
-            var outcomes: [String: DeliveryClass] = [:]
-            var reasons: [String: String] = [:]
             let result = Result { () throws(HTTPClientError) -> ClientResponse in
                 try client.send(
                     method: "POST", url: base + "/studies",
@@ -213,25 +239,70 @@ enum SendCommand {
                     reasons[file.uid] = error.description
                 }
             }
+        } catch {
+            // A file vanished or became unreadable after the scan: nothing of this batch went out.
             for file in batch {
-                switch outcomes[file.uid] ?? .permanent {
-                case .delivered: delivered += 1
-                case .transient:
-                    transient += 1
-                    standardError.line("consort send: \(file.path) (\(file.uid)): not stored, worth retrying: \(reasons[file.uid] ?? "not reported")")
-                case .permanent:
-                    permanent += 1
-                    standardError.line("consort send: \(file.path) (\(file.uid)): refused: \(reasons[file.uid] ?? "not reported")")
-                }
-            }
-            if interactive {
-                standardError.write("\rconsort send: \(min(start + batchSize, files.count)) of \(files.count) instances sent")
-                standardError.flush()
+                outcomes[file.uid] = .permanent
+                reasons[file.uid] = "\(error)"
             }
         }
-        if interactive { standardError.line("") }
-        standardOutput.line("consort send: \(delivered) stored, \(transient) to retry, \(permanent) refused, \(unreadable) unreadable, of \(files.count + unreadable)")
-        return delivered == files.count && unreadable == 0 ? .success : .someFailed
+        return batch.map { ($0, outcomes[$0.uid] ?? .permanent, reasons[$0.uid]) }
+    }
+
+    /// An HTTPClient handed to exactly one sending thread, which is its only user.
+    final class SendingClient: @unchecked Sendable {
+        let client: HTTPClient
+        init(_ client: HTTPClient) { self.client = client }
+    }
+
+    /// The batches still to send and what became of those sent, shared by the sending threads.
+    final class SendTally: @unchecked Sendable {
+        private let lock = PthreadMutex()
+        private let batches: [[Instance]]
+        private var next = 0
+        private var delivered = 0, transient = 0, permanent = 0
+        private let total: Int
+        private let interactive: Bool
+
+        init(batches: [[Instance]], total: Int, interactive: Bool) {
+            self.batches = batches
+            self.total = total
+            self.interactive = interactive
+        }
+
+        func nextBatch() -> [Instance]? {
+            lock.locked {
+                guard next < batches.count else { return nil }
+                next += 1
+                return batches[next - 1]
+            }
+        }
+
+        func record(_ outcomes: [(Instance, DeliveryClass, String?)]) {
+            lock.locked {
+                for (file, outcome, reason) in outcomes {
+                    switch outcome {
+                    case .delivered: delivered += 1
+                    case .transient:
+                        transient += 1
+                        standardError.line("consort send: \(file.path) (\(file.uid)): not stored, worth retrying: \(reason ?? "not reported")")
+                    case .permanent:
+                        permanent += 1
+                        standardError.line("consort send: \(file.path) (\(file.uid)): refused: \(reason ?? "not reported")")
+                    }
+                }
+                if interactive {
+                    standardError.write("\rconsort send: \(delivered + transient + permanent) of \(total) instances sent")
+                    standardError.flush()
+                }
+            }
+        }
+
+        func finishProgress() {
+            if interactive { standardError.line("") }
+        }
+
+        var counts: (Int, Int, Int) { lock.locked { (delivered, transient, permanent) } }
     }
 }
 

@@ -55,11 +55,18 @@ public final class StowIngest {
     /// The outcome per instance, for the caller's log and audit trail.
     public private(set) var log: [String] = []
 
+    /// How much of each part is kept in memory to read its header from, without reading the
+    /// staged file back (it was written around the page cache). A longer header is read from
+    /// the file.
+    static let headerPrefixBytes = 64 * 1024
+    private let writer = StagingWriter()
+
     final class Part {
         let path: String
         let descriptor: Int32
         let hasher = SHA256Hasher()
         var size = 0
+        var prefix: [UInt8] = []
         var contentTypeOK: Bool
         init(path: String, descriptor: Int32, contentTypeOK: Bool) {
             self.path = path
@@ -164,6 +171,12 @@ public final class StowIngest {
                 try write(bytes, to: part)
             case .partEnd:
                 if let part = current {
+                    do throws(StagingWriter.Failure) {
+                        try writer.finish()
+                    } catch {
+                        abandonCurrent()
+                        throw writeFailure(error)
+                    }
                     current = nil
                     settle(part)
                 }
@@ -180,29 +193,27 @@ public final class StowIngest {
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         _ = fchmod(fd, 0o640)
         let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        writer.begin(fd)
         return Part(path: path, descriptor: fd, contentTypeOK: contentTypeOK)
     }
 
     private func write(_ bytes: ArraySlice<UInt8>, to part: Part) throws(StowError) {
-        var failure: StowError?
-        bytes.withUnsafeBytes { raw in
+        if part.prefix.count < Self.headerPrefixBytes {
+            part.prefix += bytes.prefix(Self.headerPrefixBytes - part.prefix.count)
+        }
+        let result = bytes.withUnsafeBytes { raw in
             part.hasher.update(raw)
-            var done = 0
-            while done < raw.count {
-                let n = Glibc.write(part.descriptor, raw.baseAddress! + done, raw.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    // A full disk is the server's trouble, not the client's: 503, try later.
-                    failure = StowError(errno == ENOSPC ? 503 : 500, "Cannot write to \(staging): \(String(cString: strerror(errno)))")
-                    return
-                }
-                done += n
-            }
+            return Result { () throws(StagingWriter.Failure) in try writer.append(raw) }
         }
-        if let failure {
+        if case .failure(let error) = result {
             abandonCurrent()
-            throw failure
+            throw writeFailure(error)
         }
+    }
+
+    /// A full disk is the server's trouble, not the client's: 503, try later.
+    private func writeFailure(_ error: StagingWriter.Failure) -> StowError {
+        StowError(error.code == ENOSPC ? 503 : 500, "Cannot write to \(staging): \(error.reason)")
     }
 
     /// A part is complete: check it and queue it for placement, or refuse it.
@@ -218,7 +229,11 @@ public final class StowIngest {
         guard part.contentTypeOK else { return refuse(0xC000, "the part is not application/dicom") }
         let file: DICOMFile
         do {
-            file = try DICOMFile.read(path: part.path)
+            do {
+                file = try DICOMFile.read(bytes: part.prefix)
+            } catch where part.size > part.prefix.count {
+                file = try DICOMFile.read(path: part.path)  // a header longer than the prefix
+            }
         } catch {
             return refuse(0xC000, "not a readable DICOM file: \(error)")
         }

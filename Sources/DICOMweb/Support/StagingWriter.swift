@@ -1,0 +1,101 @@
+internal import CSystem
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Writes staged files from a stream of pieces in large aligned blocks, around the page cache
+/// (O_DIRECT) where the filesystem allows it. One writer serves one file after another.
+///
+/// Why: a receiver writes hundreds of MB that nobody reads again at once. Through the page cache
+/// every 4 KiB page costs the kernel an allocation, a copy and, later, a writeback; on the
+/// benchmark machine that was the largest share of the receiver's CPU (`dd` of 315 MB buffered:
+/// 0.8 s of kernel time; the same in direct 1 MiB blocks: 0.03 s). Durability is unchanged: the
+/// caller's syncfs still commits the metadata and flushes the device before anything is
+/// acknowledged.
+///
+/// The last block is padded to the alignment and the file truncated to its true length. A
+/// filesystem that refuses O_DIRECT (tmpfs on older kernels, some network filesystems), or a
+/// write it will not take aligned, gets ordinary buffered writes from then on.
+final class StagingWriter {
+    /// Covers 512-byte and 4 KiB logical blocks alike.
+    static let alignment = 4096
+
+    struct Failure: Error {
+        let code: Int32
+        var reason: String { String(cString: strerror(code)) }
+    }
+
+    private let buffer: UnsafeMutableRawBufferPointer
+    private var filled = 0
+    private var descriptor: Int32 = -1
+    private(set) var isDirect = false
+    /// Bytes of the current file appended so far.
+    private(set) var length = 0
+
+    init(blockBytes: Int = 1 << 20) {
+        precondition(blockBytes > 0 && blockBytes % Self.alignment == 0, "the block must be a multiple of the alignment")
+        buffer = .allocate(byteCount: blockBytes, alignment: Self.alignment)
+    }
+
+    deinit { buffer.deallocate() }
+
+    /// Starts the next file: an open, empty, writable descriptor the caller owns and closes.
+    func begin(_ descriptor: Int32, direct: Bool = true) {
+        self.descriptor = descriptor
+        filled = 0
+        length = 0
+        isDirect = direct && consort_set_direct_io(descriptor, 1) == 0
+    }
+
+    func append(_ bytes: UnsafeRawBufferPointer) throws(Failure) {
+        var rest = bytes
+        while !rest.isEmpty {
+            let n = min(rest.count, buffer.count - filled)
+            (buffer.baseAddress! + filled).copyMemory(from: rest.baseAddress!, byteCount: n)
+            filled += n
+            length += n
+            rest = UnsafeRawBufferPointer(rebasing: rest[n...])
+            if filled == buffer.count {
+                try write(filled)
+                filled = 0
+            }
+        }
+    }
+
+    /// Writes what is left; the file then holds exactly the bytes appended.
+    func finish() throws(Failure) {
+        defer { filled = 0 }
+        guard filled > 0 else { return }
+        guard isDirect else { return try write(filled) }
+        let padded = (filled + Self.alignment - 1) / Self.alignment * Self.alignment
+        (buffer.baseAddress! + filled).initializeMemory(as: UInt8.self, repeating: 0, count: padded - filled)
+        try write(padded)
+        while ftruncate(descriptor, off_t(length)) != 0 {
+            if errno != EINTR { throw Failure(code: errno) }
+        }
+    }
+
+    private func write(_ count: Int) throws(Failure) {
+        var done = 0
+        while done < count {
+            let n = Glibc.write(descriptor, buffer.baseAddress! + done, count - done)
+            if n < 0 {
+                if errno == EINTR { continue }
+                if errno == EINVAL && isDirect {
+                    // Refused aligned (or at all) on this filesystem: buffered from here on.
+                    isDirect = false
+                    _ = consort_set_direct_io(descriptor, 0)
+                    continue
+                }
+                throw Failure(code: errno)
+            }
+            done += n
+            if isDirect && n % Self.alignment != 0 {
+                // A short write left the offset unaligned; the next direct write would fail.
+                isDirect = false
+                _ = consort_set_direct_io(descriptor, 0)
+            }
+        }
+    }
+}

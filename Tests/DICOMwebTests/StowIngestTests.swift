@@ -1,0 +1,145 @@
+import Foundation
+import Testing
+
+@testable import DICOMweb
+
+/// The STOW-RS receiver's storage path on real files: staged instances written in aligned
+/// blocks around the page cache (where the filesystem allows), their headers read from the
+/// bytes kept in memory, linked into place whole.
+@Suite("STOW-RS ingest to disk")
+struct StowIngestTests {
+    /// A small explicit VR little endian Part 10 instance: `headerPadding` bytes of a private OB
+    /// value before Pixel Data (to make a header longer than any prefix), then `pixels` bytes.
+    static func instance(_ uid: String, study: String, headerPadding: Int = 0, pixels: Int) -> [UInt8] {
+        func element(_ group: UInt16, _ number: UInt16, _ vr: String, _ value: [UInt8]) -> [UInt8] {
+            var value = value
+            if value.count % 2 == 1 { value.append(vr == "UI" || vr == "OB" ? 0 : 0x20) }
+            var out: [UInt8] = [UInt8(group & 0xFF), UInt8(group >> 8), UInt8(number & 0xFF), UInt8(number >> 8)] + Array(vr.utf8)
+            if ["OB", "OW", "UN", "SQ", "UT"].contains(vr) {
+                out += [0, 0] + withUnsafeBytes(of: UInt32(value.count).littleEndian, Array.init)
+            } else {
+                out += withUnsafeBytes(of: UInt16(value.count).littleEndian, Array.init)
+            }
+            return out + value
+        }
+        let secondaryCapture = "1.2.840.10008.5.1.4.1.1.7"
+        let metaBody =
+            element(0x0002, 0x0001, "OB", [0, 1]) + element(0x0002, 0x0002, "UI", Array(secondaryCapture.utf8))
+            + element(0x0002, 0x0003, "UI", Array(uid.utf8)) + element(0x0002, 0x0010, "UI", Array("1.2.840.10008.1.2.1".utf8))
+        var bytes = [UInt8](repeating: 0, count: 128) + Array("DICM".utf8)
+        bytes += element(0x0002, 0x0000, "UL", withUnsafeBytes(of: UInt32(metaBody.count).littleEndian, Array.init)) + metaBody
+        bytes += element(0x0008, 0x0016, "UI", Array(secondaryCapture.utf8)) + element(0x0008, 0x0018, "UI", Array(uid.utf8))
+        if headerPadding > 0 {
+            bytes += element(0x0009, 0x0010, "LO", Array("CONSORT TEST".utf8))
+            bytes += element(0x0009, 0x1001, "OB", (0..<headerPadding).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+        }
+        bytes += element(0x0020, 0x000D, "UI", Array(study.utf8))
+        bytes += element(0x7FE0, 0x0010, "OB", (0..<pixels).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) })
+        return bytes
+    }
+
+    static func body(_ parts: [[UInt8]], boundary: String) -> [UInt8] {
+        var body: [UInt8] = []
+        for part in parts { body += Array("--\(boundary)\r\nContent-Type: application/dicom\r\n\r\n".utf8) + part + Array("\r\n".utf8) }
+        return body + Array("--\(boundary)--\r\n".utf8)
+    }
+
+    /// Feeds `body` in pieces of the given sizes, round and round; returns the response.
+    static func ingest(_ body: [UInt8], into folder: String, pieces: [Int]) throws -> (StowResponse, StowIngest) {
+        let ingest = try StowIngest(inbound: folder + "/inbound", staging: folder + "/staging", boundary: "b0und", baseURL: "https://test")
+        var at = 0, turn = 0
+        while at < body.count {
+            let n = min(pieces[turn % pieces.count], body.count - at)
+            try ingest.consume(body[at..<at + n])
+            at += n
+            turn += 1
+        }
+        return (try ingest.finish(), ingest)
+    }
+
+    static func scratch() throws -> String {
+        let path = NSTemporaryDirectory() + "consort-stow-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    @Test func instancesOfEverySizeAroundTheBlockEdgesArriveExact() throws {
+        let folder = try Self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let study = "1.2.826.0.1.3680043.10.1"
+        let plain = Self.instance("1.2.3.0", study: study, pixels: 0).count
+        // Whole files (always of even length in DICOM) just short of, on, and past 4 KiB, 1 MiB
+        // (the writer's block) and 2 MiB.
+        let targets = [0, 4094, 4096, 4098, (1 << 20) - 2, 1 << 20, (1 << 20) + 2, (2 << 20) + 4096]
+        let instances = targets.enumerated().map { i, size in
+            Self.instance("1.2.3.\(i + 1)", study: study, pixels: max(0, size - plain))
+        }
+        for pieces in [[16 * 1024], [1, 7, 4096, 65_537, 3]] {
+            let run = folder + "/run-\(pieces.count)"
+            let (response, ingest) = try Self.ingest(Self.body(instances, boundary: "b0und"), into: run, pieces: pieces)
+            #expect(response.failed.isEmpty, "\(ingest.log)")
+            #expect(response.stored.count == instances.count)
+            for (i, instance) in instances.enumerated() {
+                let stored = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(run)/inbound/\(study)/1.2.3.\(i + 1).dcm")))
+                #expect(stored == instance, "instance \(i + 1) of \(instance.count) bytes came out as \(stored.count) bytes")
+            }
+            #expect(try FileManager.default.contentsOfDirectory(atPath: run + "/staging").isEmpty)
+        }
+    }
+
+    @Test func aHeaderLongerThanTheKeptPrefixIsReadFromTheStagedFile() throws {
+        let folder = try Self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let study = "1.2.826.0.1.3680043.10.2"
+        let long = Self.instance("1.2.3.99", study: study, headerPadding: StowIngest.headerPrefixBytes + 10_000, pixels: 5000)
+        let (response, ingest) = try Self.ingest(Self.body([long], boundary: "b0und"), into: folder, pieces: [20_000])
+        #expect(response.stored.map(\.sopInstanceUID) == ["1.2.3.99"], "\(ingest.log)")
+        #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(folder)/inbound/\(study)/1.2.3.99.dcm"))) == long)
+        // And one that is simply not DICOM past the prefix still fails with a reason.
+        let bogus = [UInt8](repeating: 0x41, count: StowIngest.headerPrefixBytes + 1000)
+        let (refused, log) = try Self.ingest(Self.body([bogus], boundary: "b0und"), into: folder + "/2", pieces: [4096])
+        #expect(refused.stored.isEmpty)
+        #expect(refused.failed.count == 1)
+        #expect(log.log.contains { $0.contains("not a readable DICOM file") })
+    }
+
+    @Test func theStagingWriterWritesExactlyWhatItIsGivenDirectOrBuffered() throws {
+        let folder = try Self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let writer = StagingWriter(blockBytes: 64 * 1024)
+        for direct in [true, false] {
+            for size in [0, 1, 4095, 4096, 4097, 65_535, 65_536, 65_537, 300_001] {
+                let bytes = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 13 &+ 5) }
+                let path = "\(folder)/\(direct)-\(size)"
+                let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
+                #expect(fd >= 0)
+                writer.begin(fd, direct: direct)
+                if !direct { #expect(!writer.isDirect) }
+                var at = 0
+                for piece in [3, 5000, 70_000, 1].cycled(until: size) {
+                    let n = min(piece, size - at)
+                    try bytes[at..<at + n].withUnsafeBytes { try writer.append($0) }
+                    at += n
+                }
+                try writer.finish()
+                close(fd)
+                #expect(writer.length == size)
+                #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: path))) == bytes, "\(size) bytes, direct \(writer.isDirect)")
+            }
+        }
+    }
+}
+
+extension Array where Element == Int {
+    /// These piece sizes repeated until they cover `total`.
+    func cycled(until total: Int) -> [Int] {
+        var out: [Int] = []
+        var sum = 0
+        while sum < total {
+            let piece = self[out.count % count]
+            out.append(piece)
+            sum += piece
+        }
+        return out
+    }
+}
