@@ -14,7 +14,10 @@ struct StowResponseTests {
         let json = Self.mixed.json()
         let text = String(decoding: json, as: UTF8.self)
         #expect(text.contains("\"00081199\""))
-        #expect(text.contains("\"00081197\":{\"Value\":[42752],\"vr\":\"US\"}"))
+        // Written as PS3.18 Annex F shows it: "vr" first, tags in ascending order.
+        #expect(text.contains("\"00081197\":{\"vr\":\"US\",\"Value\":[42752]}"))
+        #expect(text.hasPrefix("{\"00081190\":"))
+        #expect(text.range(of: "\"00081198\"")!.lowerBound < text.range(of: "\"00081199\"")!.lowerBound)
         #expect(try StowResponse.parse(json) == Self.mixed)
         #expect(Self.mixed.httpStatus == 202)
         #expect(StowResponse(stored: Self.mixed.stored).httpStatus == 200)

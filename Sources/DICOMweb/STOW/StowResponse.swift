@@ -1,3 +1,4 @@
+import DICOM
 import Foundation
 
 /// The answer to a STOW-RS request (PS3.18 §10.5.3): which instances the origin server stored,
@@ -50,32 +51,33 @@ public struct StowResponse: Sendable, Equatable {
 
     // MARK: - DICOM JSON
 
-    /// The response body, application/dicom+json.
+    /// The response body, application/dicom+json (keys in order, as DICOM JSON lists them).
     public func json() -> [UInt8] {
-        var object: [String: Any] = [:]
-        if let retrieveURL { object["00081190"] = ["vr": "UR", "Value": [retrieveURL]] }
-        if !stored.isEmpty {
-            object["00081199"] = ["vr": "SQ", "Value": stored.map { item -> [String: Any] in
-                var i: [String: Any] = [
-                    "00081150": ["vr": "UI", "Value": [item.sopClassUID]],
-                    "00081155": ["vr": "UI", "Value": [item.sopInstanceUID]],
-                ]
-                if let url = item.retrieveURL { i["00081190"] = ["vr": "UR", "Value": [url]] }
-                if let w = item.warningReason { i["00081196"] = ["vr": "US", "Value": [Int(w)]] }
-                return i
-            }]
-        }
+        func element(_ vr: String, _ value: JSON) -> JSON { .object([("vr", .string(vr)), ("Value", .array([value]))]) }
+        func sequence(_ items: [JSON]) -> JSON { .object([("vr", .string("SQ")), ("Value", .array(items))]) }
+        var members: [(String, JSON)] = []
+        if let retrieveURL { members.append(("00081190", element("UR", .string(retrieveURL)))) }
         if !failed.isEmpty {
-            object["00081198"] = ["vr": "SQ", "Value": failed.map {
-                [
-                    "00081150": ["vr": "UI", "Value": [$0.sopClassUID]],
-                    "00081155": ["vr": "UI", "Value": [$0.sopInstanceUID]],
-                    "00081197": ["vr": "US", "Value": [Int($0.reason)]],
-                ] as [String: Any]
-            }]
+            members.append(("00081198", sequence(failed.map {
+                .object([
+                    ("00081150", element("UI", .string($0.sopClassUID))),
+                    ("00081155", element("UI", .string($0.sopInstanceUID))),
+                    ("00081197", element("US", .int(Int64($0.reason)))),
+                ])
+            })))
         }
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-        return Array(data)
+        if !stored.isEmpty {
+            members.append(("00081199", sequence(stored.map { item in
+                var fields: [(String, JSON)] = [
+                    ("00081150", element("UI", .string(item.sopClassUID))),
+                    ("00081155", element("UI", .string(item.sopInstanceUID))),
+                ]
+                if let url = item.retrieveURL { fields.append(("00081190", element("UR", .string(url)))) }
+                if let w = item.warningReason { fields.append(("00081196", element("US", .int(Int64(w))))) }
+                return .object(fields)
+            })))
+        }
+        return JSON.object(members).bytes()
     }
 
     /// Reads a response body. Orthanc and others answer with a JSON object; some wrap it in a

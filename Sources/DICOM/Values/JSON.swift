@@ -1,7 +1,9 @@
 /// A small JSON value and writer with the output rules of our machine formats: ASCII only
 /// (non-ASCII escaped as \uXXXX, surrogate pairs beyond the BMP), keys in insertion order,
 /// integers without a decimal point, doubles in shortest round-trip form, no NaN or infinity
-/// (callers map those to strings first).
+/// (callers map those to strings first). Here rather than in the CLI because DICOM JSON answers
+/// (STOW-RS) are written with it too: Foundation's JSONSerialization cost the receiver 2 ms an
+/// answer.
 public indirect enum JSON: Sendable, Equatable {
     case null
     case bool(Bool)
@@ -19,6 +21,14 @@ public indirect enum JSON: Sendable, Equatable {
         out.reserveCapacity(256)
         write(to: &out)
         return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The UTF-8 (in fact ASCII) text.
+    public func bytes() -> [UInt8] {
+        var out = [UInt8]()
+        out.reserveCapacity(256)
+        write(to: &out)
+        return out
     }
 
     func write(to out: inout [UInt8]) {
