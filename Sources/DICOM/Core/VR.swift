@@ -51,8 +51,10 @@ public struct VR: RawRepresentable, Hashable, Sendable, CustomStringConvertible 
     /// §7.1.2 and Table 7.1-1: OB OD OF OL OV OW SQ SV UC UN UR UT UV); all others, including a
     /// VR we do not know, have a 2-byte length (Table 7.1-2), as pydicom and DCMTK read them.
     @inlinable public var hasLongLength: Bool {
-        switch self {
-        case .OB, .OD, .OF, .OL, .OV, .OW, .SQ, .SV, .UC, .UN, .UR, .UT, .UV: return true
+        // OB OD OF OL OV OW SQ SV UC UN UR UT UV, as numbers: this runs for every element read,
+        // and a switch over the static constants compared them one by one.
+        switch rawValue {
+        case 0x4F42, 0x4F44, 0x4F46, 0x4F4C, 0x4F56, 0x4F57, 0x5351, 0x5356, 0x5543, 0x554E, 0x5552, 0x5554, 0x5556: return true
         default: return false
         }
     }

@@ -43,7 +43,7 @@ public struct PrivateDictionaryEntry: Sendable {
 public enum DataDictionary {
     public static func entry(for tag: Tag) -> DictionaryEntry? {
         let index = standardIndex
-        if let row = index.byTag[tag.rawValue] { return index.entry(row) }
+        if let row = index.byTag.row(for: tag.rawValue) { return index.entry(row) }
         if tag.isPrivate { return nil }
         for repeater in index.repeaters where tag.rawValue & repeater.mask == repeater.value {
             return index.entry(repeater.row)
@@ -54,11 +54,10 @@ public enum DataDictionary {
     /// The VR (and any ambiguity) of a tag, without making the entry's strings: the reader's
     /// lookup for implicit VR data sets.
     static func vr(for tag: Tag) -> (VR, AmbiguousVR?)? {
-        let index = standardIndex
-        if let row = index.byTag[tag.rawValue] { return (index.rows[row].vr, index.rows[row].ambiguity) }
+        if let row = standardIndex.byTag.row(for: tag.rawValue) { return (standardIndex.rows[row].vr, standardIndex.rows[row].ambiguity) }
         if tag.isPrivate { return nil }
-        for repeater in index.repeaters where tag.rawValue & repeater.mask == repeater.value {
-            return (index.rows[repeater.row].vr, index.rows[repeater.row].ambiguity)
+        for repeater in standardIndex.repeaters where tag.rawValue & repeater.mask == repeater.value {
+            return (standardIndex.rows[repeater.row].vr, standardIndex.rows[repeater.row].ambiguity)
         }
         return nil
     }
@@ -106,7 +105,7 @@ public enum DataDictionary {
 
     struct StandardIndex: Sendable {
         var rows: [Row] = []
-        var byTag: [UInt32: Int] = [:]
+        var byTag = TagTable(capacity: 5200)
         var repeaters: [Repeater] = []
 
         func entry(_ row: Int) -> DictionaryEntry {
@@ -122,7 +121,6 @@ public enum DataDictionary {
     static let standardIndex: StandardIndex = {
         var index = StandardIndex()
         index.rows.reserveCapacity(5200)
-        index.byTag.reserveCapacity(5200)
         forEachLine(of: standardTable) { start, end, bytes in
             // TAG \t VR ...: the tag pattern is the first 8 bytes, the VR field starts at 9.
             guard end - start > 11, let (mask, value) = parsePattern(bytes[start..<start + 8]) else { return }
@@ -131,7 +129,7 @@ public enum DataDictionary {
             let row = index.rows.count
             index.rows.append(Row(start: start, end: end, vr: vr, ambiguity: ambiguity))
             if mask == 0xFFFF_FFFF {
-                index.byTag[value] = row
+                index.byTag.insert(value, row: row)
             } else {
                 index.repeaters.append(Repeater(mask: mask, value: value, row: row))
             }
@@ -240,5 +238,41 @@ public enum DataDictionary {
     case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
     case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
     default: return nil
+    }
+}
+
+/// Tag → row of the dictionary: open addressing with a multiplicative hash. The reader looks up
+/// every element of an implicit VR data set here; Swift's Dictionary (SipHash, seeded per
+/// process) cost about 5% of reading a header.
+struct TagTable: Sendable {
+    /// tag << 32 | (row + 1); 0 is an empty slot.
+    private var slots: [UInt64]
+    private let shift: UInt32
+    private var mask: Int { slots.count - 1 }
+
+    init(capacity: Int) {
+        var bits: UInt32 = 4
+        while 1 << bits < capacity * 2 { bits += 1 }  // at most half full: short probes
+        slots = Array(repeating: 0, count: 1 << bits)
+        shift = 32 - bits
+    }
+
+    @inline(__always) private func home(_ tag: UInt32) -> Int { Int((tag &* 0x9E37_79B9) >> shift) }
+
+    mutating func insert(_ tag: UInt32, row: Int) {
+        precondition(row < Int(UInt32.max), "too many rows")
+        var i = home(tag)
+        while slots[i] != 0 && UInt32(truncatingIfNeeded: slots[i] >> 32) != tag { i = (i + 1) & mask }
+        slots[i] = UInt64(tag) << 32 | UInt64(row + 1)
+    }
+
+    @inline(__always) func row(for tag: UInt32) -> Int? {
+        var i = home(tag)
+        while true {
+            let slot = slots[i]
+            if slot == 0 { return nil }
+            if UInt32(truncatingIfNeeded: slot >> 32) == tag { return Int(UInt32(truncatingIfNeeded: slot)) - 1 }
+            i = (i + 1) & mask
+        }
     }
 }

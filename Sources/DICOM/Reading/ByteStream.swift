@@ -8,7 +8,16 @@
 /// Every `request` is checked against what the source says remains, so a corrupt length of 4 GiB
 /// costs a comparison, not an allocation.
 final class ByteStream {
+    /// Never mutated in place, only replaced (every replacement goes through `setBuffer`).
     private(set) var buffer: [UInt8]
+    /// The address of `buffer`'s bytes, for the header loads of the element loop. Reading them
+    /// through `buffer.withUnsafeBytes` cost a retain and a release of the array per element (a
+    /// class property may be replaced during the closure), a quarter of the parser's time. The
+    /// address is stable because `buffer` is only ever replaced whole, never mutated, and this
+    /// object holds it alive for as long as the address is used.
+    private var base: UnsafeRawPointer?
+    /// `buffer.count`, kept beside it for the same reason.
+    private var count = 0
     /// Stream offset of `buffer[0]`.
     private(set) var bufferStart = 0
     /// Read position, an index into `buffer`.
@@ -28,6 +37,12 @@ final class ByteStream {
         nextChunk = max(initialChunk, 16)
     }
 
+    private func setBuffer(_ bytes: [UInt8]) {
+        buffer = bytes
+        base = buffer.withUnsafeBytes { $0.baseAddress }
+        count = buffer.count
+    }
+
     /// A stream over bytes already in memory: nothing is copied.
     init(bytes: [UInt8]) {
         buffer = bytes
@@ -35,11 +50,13 @@ final class ByteStream {
         streamLength = bytes.count
         sourceEnded = true
         nextChunk = 0
+        base = buffer.withUnsafeBytes { $0.baseAddress }
+        count = buffer.count
     }
 
     /// Offset of the read position from the start of the stream.
     @inline(__always) var offset: Int { bufferStart + position }
-    @inline(__always) var available: Int { buffer.count - position }
+    @inline(__always) var available: Int { count - position }
 
     /// Bytes left in the whole stream, when the source can tell (a file can; an inflating
     /// stream cannot until it ends).
@@ -58,7 +75,7 @@ final class ByteStream {
 
     /// Makes `count` bytes available at the read position; false if the stream ends first.
     @inline(__always) func request(_ count: Int) throws(DICOMError) -> Bool {
-        if buffer.count - position >= count { return true }
+        if self.count - position >= count { return true }
         return try refill(count)
     }
 
@@ -110,7 +127,7 @@ final class ByteStream {
         if let failure { throw failure }
         bufferStart += position
         self.position = 0
-        buffer = fresh
+        setBuffer(fresh)
         if ended {
             sourceEnded = true
             streamLength = bufferStart + buffer.count
@@ -136,26 +153,28 @@ final class ByteStream {
         self.source = source
         bufferStart += position
         position = 0
-        buffer = grown
+        setBuffer(grown)
         if sourceEnded { streamLength = bufferStart + buffer.count }
         return buffer.count >= count
     }
 
+    // The loads below read bytes already requested (`request` said they are in the buffer).
+
     @inline(__always) func uint16(at delta: Int, _ order: ByteOrder) -> UInt16 {
-        let raw = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: position + delta, as: UInt16.self) }
+        let raw = base!.loadUnaligned(fromByteOffset: position + delta, as: UInt16.self)
         return order == .littleEndian ? UInt16(littleEndian: raw) : UInt16(bigEndian: raw)
     }
 
     @inline(__always) func uint32(at delta: Int, _ order: ByteOrder) -> UInt32 {
-        let raw = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: position + delta, as: UInt32.self) }
+        let raw = base!.loadUnaligned(fromByteOffset: position + delta, as: UInt32.self)
         return order == .littleEndian ? UInt32(littleEndian: raw) : UInt32(bigEndian: raw)
     }
 
-    @inline(__always) func byte(at delta: Int) -> UInt8 { buffer[position + delta] }
+    @inline(__always) func byte(at delta: Int) -> UInt8 { base!.load(fromByteOffset: position + delta, as: UInt8.self) }
 
     /// The next 8 bytes (already requested) in one load: an element or item header.
     @inline(__always) func header() -> ElementHeader {
-        let raw = buffer.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: position, as: UInt64.self) }
+        let raw = base!.loadUnaligned(fromByteOffset: position, as: UInt64.self)
         return ElementHeader(raw: UInt64(littleEndian: raw))
     }
 
@@ -178,7 +197,7 @@ final class ByteStream {
         }
         let beyond = count - available
         bufferStart += buffer.count
-        buffer = []
+        setBuffer([])
         position = 0
         guard !sourceEnded, var source else { return false }
         let skipped = try source.skip(beyond)
@@ -200,7 +219,7 @@ final class ByteStream {
         source = transformed
         streamLength = nil
         sourceEnded = false
-        buffer = []
+        setBuffer([])
         position = 0
         bufferStart = 0
         nextChunk = max(nextChunk, 8192)

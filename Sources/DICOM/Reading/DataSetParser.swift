@@ -234,7 +234,9 @@ struct DataSetParser {
             }
         }
 
-        var dataSet = DataSet(elements: elements, byteOrder: order, characterSet: characterSet)
+        // `consume`: the data set takes the only reference, so resolving VRs below changes the
+        // array in place instead of copying it (and retaining every value) first.
+        var dataSet = DataSet(elements: consume elements, byteOrder: order, characterSet: characterSet)
         if !ambiguous.isEmpty {
             resolve(
                 ambiguous, in: &dataSet,
