@@ -8,20 +8,23 @@
 /// every byte of every received instance for the boundary, so this sets the receiver's speed:
 /// memchr (vectorised by glibc) finds each candidate first byte, memcmp checks the rest.
 package func firstIndex(of needle: [UInt8], in haystack: [UInt8], from start: Int = 0) -> Int? {
+    haystack.withUnsafeBytes { firstIndex(of: needle, in: $0, from: start) }
+}
+
+/// The same over any contiguous bytes; the index is an offset from `haystack`'s start.
+package func firstIndex(of needle: [UInt8], in haystack: UnsafeRawBufferPointer, from start: Int = 0) -> Int? {
     guard let first = needle.first, start >= 0, haystack.count - start >= needle.count else { return nil }
-    return haystack.withUnsafeBytes { hay -> Int? in
-        needle.withUnsafeBytes { pin -> Int? in
-            let base = hay.baseAddress!
-            let lastStart = hay.count - pin.count
-            var at = start
-            while at <= lastStart {
-                guard let hit = memchr(base + at, Int32(first), lastStart - at + 1) else { return nil }
-                let index = base.distance(to: UnsafeRawPointer(hit))
-                if memcmp(base + index, pin.baseAddress!, pin.count) == 0 { return index }
-                at = index + 1
-            }
-            return nil
+    return needle.withUnsafeBytes { pin -> Int? in
+        let base = haystack.baseAddress!
+        let lastStart = haystack.count - pin.count
+        var at = start
+        while at <= lastStart {
+            guard let hit = memchr(base + at, Int32(first), lastStart - at + 1) else { return nil }
+            let index = base.distance(to: UnsafeRawPointer(hit))
+            if memcmp(base + index, pin.baseAddress!, pin.count) == 0 { return index }
+            at = index + 1
         }
+        return nil
     }
 }
 

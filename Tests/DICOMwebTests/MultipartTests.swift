@@ -1,4 +1,5 @@
 import Foundation
+import HTTP
 import Testing
 
 @testable import DICOMweb
@@ -6,13 +7,15 @@ import Testing
 @Suite("multipart/related")
 struct MultipartTests {
     /// Decodes `body` fed in pieces of the given sizes (cycled); returns the parts' bodies and headers.
-    static func decode(_ body: [UInt8], boundary: String, pieces: [Int]) throws -> (parts: [[UInt8]], headers: [[String: String]]) {
+    /// `copying`: through the general `feed` (any collection) rather than the array-slice one that
+    /// hands body bytes on without copying them; both must decode alike.
+    static func decode(_ body: [UInt8], boundary: String, pieces: [Int], copying: Bool = false) throws -> (parts: [[UInt8]], headers: [[String: String]]) {
         var decoder = MultipartDecoder(boundary: boundary)
         var events: [MultipartDecoder.Event] = []
         var at = 0, k = 0
         while at < body.count {
             let n = min(max(1, pieces[k % pieces.count]), body.count - at)
-            events += try decoder.feed(body[at..<at + n])
+            events += copying ? try decoder.feed(Array(body[at..<at + n])) : try decoder.feed(body[at..<at + n])
             at += n
             k += 1
         }
@@ -51,10 +54,43 @@ struct MultipartTests {
     func anySplit(_ pieces: [Int]) throws {
         let encoder = MultipartEncoder(boundary: "consort-0123456789abcdef")
         let body = encoder.encode(Self.parts)
-        let decoded = try Self.decode(body, boundary: encoder.boundary, pieces: pieces)
-        #expect(decoded.parts == Self.parts)
-        #expect(decoded.headers.allSatisfy { $0["content-type"] == "application/dicom" })
-        #expect(decoded.headers[3]["content-length"] == "5000")
+        for copying in [false, true] {
+            let decoded = try Self.decode(body, boundary: encoder.boundary, pieces: pieces, copying: copying)
+            #expect(decoded.parts == Self.parts)
+            #expect(decoded.headers.allSatisfy { $0["content-type"] == "application/dicom" })
+            #expect(decoded.headers[3]["content-length"] == "5000")
+        }
+    }
+
+    /// Two pieces, split at every byte around each boundary: the delimiter whole in the first
+    /// piece, straddling the two, or whole in the second — with slices and with arrays.
+    @Test func aDelimiterSplitAnywhereBetweenTwoPiecesIsFound() throws {
+        let encoder = MultipartEncoder(boundary: "b-0123456789")
+        let parts: [[UInt8]] = [(0..<3000).map { UInt8(truncatingIfNeeded: $0 &* 7) }, Array("second\r\n--b-012345678".utf8), (0..<100).map { _ in 0x0D }]
+        let body = encoder.encode(parts)
+        var edges: [Int] = []
+        var from = 0
+        while let at = firstIndex(of: Array("\r\n--b-0123456789".utf8), in: body, from: from) {
+            edges.append(at)
+            from = at + 1
+        }
+        #expect(edges.count == 3)
+        for edge in edges {
+            for split in max(1, edge - 40)...min(body.count - 1, edge + 40) {
+                for copying in [false, true] {
+                    var decoder = MultipartDecoder(boundary: encoder.boundary)
+                    var events = copying ? try decoder.feed(Array(body[..<split])) : try decoder.feed(body[..<split])
+                    events += copying ? try decoder.feed(Array(body[split...])) : try decoder.feed(body[split...])
+                    events += try decoder.finish()
+                    var decoded: [[UInt8]] = []
+                    for event in events {
+                        if case .partBegin = event { decoded.append([]) }
+                        if case .partData(let bytes) = event { decoded[decoded.count - 1] += bytes }
+                    }
+                    #expect(decoded == parts, "split at \(split), delimiter at \(edge), copying \(copying)")
+                }
+            }
+        }
     }
 
     @Test func preamblePaddingEpilogueAndAMissingFinalLineEndAreTolerated() throws {

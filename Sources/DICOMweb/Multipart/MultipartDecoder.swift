@@ -65,12 +65,46 @@ public struct MultipartDecoder {
 
     /// Consumes the next bytes of the body; returns the events they complete.
     public mutating func feed(_ bytes: some Collection<UInt8>) throws(MultipartError) -> [Event] {
+        try feedCopying(bytes)
+    }
+
+    private mutating func feedCopying(_ bytes: some Collection<UInt8>) throws(MultipartError) -> [Event] {
         pending.append(contentsOf: bytes)
         offset += bytes.count
         var events: [Event] = []
         var progress = true
         while progress {
             progress = try step(&events)
+        }
+        return events
+    }
+
+    /// The same, for bytes that arrive as an array slice (a server's request body): inside a
+    /// part, the bytes are searched where they lie and handed on as slices of themselves, and
+    /// only a tail shorter than the delimiter is kept. Copying every byte into `pending` first was
+    /// a copy of each received instance and an allocation per piece.
+    public mutating func feed(_ bytes: ArraySlice<UInt8>) throws(MultipartError) -> [Event] {
+        let keep = delimiter.count - 1
+        guard state == .body, pending.count <= keep, bytes.count > keep else { return try feedCopying(bytes) }
+        // A delimiter that begins in the kept tail ends within the first `keep` new bytes: if
+        // there is one, let the general path take it (once a part, at most).
+        if !pending.isEmpty {
+            let joined = pending + bytes.prefix(keep)
+            if let at = firstIndex(of: delimiter, in: joined), at < pending.count {
+                return try feedCopying(bytes)
+            }
+        }
+        offset += bytes.count
+        var events: [Event] = []
+        if !pending.isEmpty { events.append(.partData(pending[...])) }
+        let found = bytes.withUnsafeBytes { firstIndex(of: delimiter, in: $0) }
+        let safe = found ?? bytes.count - keep  // offsets from bytes.startIndex
+        if safe > 0 { events.append(.partData(bytes[bytes.startIndex..<bytes.startIndex + safe])) }
+        pending = Array(bytes[(bytes.startIndex + safe)...])
+        if found != nil {
+            // The delimiter is at the start of `pending` now: the machine takes it from there.
+            var progress = true
+            while progress { progress = try step(&events) }
         }
         return events
     }

@@ -100,6 +100,11 @@ public final class StowIngest {
 
     /// The next piece of the request body.
     public func consume(_ piece: some Collection<UInt8>) throws(StowError) {
+        try consume(ArraySlice(piece))
+    }
+
+    /// The next piece of the request body, as a server hands it out: decoded without copying.
+    public func consume(_ piece: ArraySlice<UInt8>) throws(StowError) {
         let events: [MultipartDecoder.Event]
         do {
             events = try decoder.feed(piece)
