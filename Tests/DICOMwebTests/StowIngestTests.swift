@@ -128,6 +128,26 @@ struct StowIngestTests {
             }
         }
     }
+
+    /// A direct write the filesystem refuses (here provoked: 1,000-byte blocks, which no disk
+    /// takes direct) falls back to buffered writes for the rest of the file, and the next file
+    /// tries direct again; the bytes come out exact either way.
+    @Test func aRefusedDirectWriteFallsBackToBufferedWithoutLosingBytes() throws {
+        let folder = try Self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let writer = StagingWriter(blockBytes: 3000, alignment: 1000)
+        for file in 0..<2 {
+            let bytes = (0..<10_001).map { UInt8(truncatingIfNeeded: $0 &* 3 &+ file) }
+            let path = "\(folder)/\(file)"
+            let fd = open(path, O_CREAT | O_WRONLY | O_TRUNC, 0o600)
+            writer.begin(fd)
+            try bytes.withUnsafeBytes { try writer.append($0) }
+            try writer.finish()
+            close(fd)
+            #expect(!writer.isDirect, "1,000-byte direct writes were taken; the fall-back went untested")
+            #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: path))) == bytes)
+        }
+    }
 }
 
 extension Array where Element == Int {

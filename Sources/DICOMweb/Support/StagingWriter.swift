@@ -18,7 +18,9 @@ internal import CSystem
 /// write it will not take aligned, gets ordinary buffered writes from then on.
 final class StagingWriter {
     /// Covers 512-byte and 4 KiB logical blocks alike.
-    static let alignment = 4096
+    static let defaultAlignment = 4096
+    /// Of the buffer, of each direct write's length and of the file offsets it writes at.
+    let alignment: Int
 
     struct Failure: Error {
         let code: Int32
@@ -32,9 +34,12 @@ final class StagingWriter {
     /// Bytes of the current file appended so far.
     private(set) var length = 0
 
-    init(blockBytes: Int = 1 << 20) {
-        precondition(blockBytes > 0 && blockBytes % Self.alignment == 0, "the block must be a multiple of the alignment")
-        buffer = .allocate(byteCount: blockBytes, alignment: Self.alignment)
+    /// `alignment` other than the default is for tests: a misaligned direct write is how a
+    /// filesystem's refusal (EINVAL) is provoked to test the fall-back.
+    init(blockBytes: Int = 1 << 20, alignment: Int = StagingWriter.defaultAlignment) {
+        precondition(blockBytes > 0 && blockBytes % alignment == 0, "the block must be a multiple of the alignment")
+        self.alignment = alignment
+        buffer = .allocate(byteCount: blockBytes, alignment: Self.defaultAlignment)
     }
 
     deinit { buffer.deallocate() }
@@ -68,7 +73,7 @@ final class StagingWriter {
     func finish() throws(Failure) {
         defer { filled = 0 }
         guard filled > 0 else { return }
-        let aligned = isDirect ? filled / Self.alignment * Self.alignment : 0
+        let aligned = isDirect ? filled / alignment * alignment : 0
         if aligned > 0 { try write(aligned, from: 0) }
         if aligned < filled {
             if isDirect {
@@ -94,7 +99,7 @@ final class StagingWriter {
                 throw Failure(code: errno)
             }
             done += n
-            if isDirect && n % Self.alignment != 0 {
+            if isDirect && n % alignment != 0 {
                 // A short write left the offset unaligned; the next direct write would fail.
                 isDirect = false
                 _ = consort_set_direct_io(descriptor, 0)
