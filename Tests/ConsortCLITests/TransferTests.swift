@@ -85,6 +85,55 @@ struct TransferTests {
         #expect(outcome.stdout.contains("0 stored, 1 to retry"))
     }
 
+    /// Whether this machine lets an ordinary process mount a filesystem of its own (a user and
+    /// mount namespace): how the full-disk test gets a small disk without root.
+    static let canMountPrivately: Bool = {
+        (try? runProgram("/usr/bin/unshare", ["--user", "--map-root-user", "--mount", "/bin/true"]).status) == 0
+    }()
+
+    /// A full disk: the receiver, its store on a 3 MB tmpfs of its own, is sent 6 MB in one
+    /// request. It answers 503 (worth retrying), keeps nothing of that request, and once the
+    /// staged parts are gone it has room again and stores a smaller request whole.
+    @Test(.enabled(if: canMountPrivately, "needs unshare --user --mount (user namespaces)"))
+    func aFullDiskIsA503AndLeavesNothingBehind() throws {
+        let folder = try ScratchFolder()
+        // 12 CT-sized instances of 525 KB.
+        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "12", "--size", "512x512").status == 0)
+        let store = folder.path + "/inbox"
+        try FileManager.default.createDirectory(atPath: store, withIntermediateDirectories: true)
+        // The shell mounts the small disk over the store, runs the receiver, passes on SIGTERM,
+        // and lists what the store holds once the receiver has stopped (the mount goes with it).
+        let script = """
+            mount -t tmpfs -o size=3m consort-full "$STORE" || exit 97
+            "$@" & pid=$!
+            trap 'kill -TERM $pid' TERM
+            while kill -0 $pid 2>/dev/null; do wait $pid; status=$?; done
+            find "$STORE" -type f > "$LISTING"
+            exit $status
+            """
+        let listing = folder.path + "/listing"
+        let receiver = try ReceiverProcess(
+            store: store, launcher: ["/usr/bin/unshare", "--user", "--map-root-user", "--mount", "/bin/sh", "-c", script, "sh"],
+            environment: ["STORE": store, "LISTING": listing])
+        let files = try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study").flatMap { study in
+            try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study/" + study).map { folder.path + "/study/\(study)/\($0)" }
+        }.sorted()
+        #expect(files.count == 12)
+        let tooMuch = try Run.program(Run.consort, ["send", receiver.url] + files + ["--batch", "12", "--connections", "1"])
+        #expect(tooMuch.status == 1)
+        #expect(tooMuch.stdout.contains("0 stored, 12 to retry"), "\(tooMuch.stdout)")
+        #expect(tooMuch.stderr.contains("HTTP 503"), "\(tooMuch.stderr)")
+        #expect(tooMuch.stderr.contains("No space left on device"))
+        #expect(!tooMuch.stderr.contains(store), "the answer to a peer names the server's folders")
+        let fits = try Run.program(Run.consort, ["send", receiver.url] + Array(files.prefix(2)))
+        #expect(fits.status == 0, "\(fits.stderr)")
+        let (_, log) = receiver.stop()
+        #expect(log.contains("No space left on device"), "\(log)")
+        let left = try String(contentsOfFile: listing, encoding: .utf8).split(separator: "\n").map(String.init)
+        #expect(left.count == 2, "\(left)")
+        #expect(left.allSatisfy { $0.hasSuffix(".dcm") && !$0.contains("/.staging/") }, "\(left)")
+    }
+
     @Test func studiesCanBeFoundAndFetchedBack() throws {
         let pki = try TestPKI()
         let folder = try ScratchFolder()

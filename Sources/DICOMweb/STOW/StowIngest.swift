@@ -194,7 +194,8 @@ public final class StowIngest {
     private func openPart(contentTypeOK: Bool) throws(StowError) -> Part {
         var template = Array("\(staging)/part-XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else { throw StowError(503, "Cannot create a staging file in \(staging): \(String(cString: strerror(errno)))") }
+        // The answer goes to the peer: the reason, not the server's folders.
+        guard fd >= 0 else { throw StowError(503, "Cannot create a staging file: \(String(cString: strerror(errno)))") }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         _ = fchmod(fd, 0o640)
         let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -218,7 +219,7 @@ public final class StowIngest {
 
     /// A full disk is the server's trouble, not the client's: 503, try later.
     private func writeFailure(_ error: StagingWriter.Failure) -> StowError {
-        StowError(error.code == ENOSPC ? 503 : 500, "Cannot write to \(staging): \(error.reason)")
+        StowError(error.code == ENOSPC ? 503 : 500, "Cannot write the instance to disk: \(error.reason)")
     }
 
     /// A part is complete: check it and queue it for placement, or refuse it.

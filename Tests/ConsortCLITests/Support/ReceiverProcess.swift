@@ -11,12 +11,17 @@ final class ReceiverProcess {
     private let errors = Pipe()
     private let log = LockedBytes()
 
-    init(store: String, pki: TestPKI? = nil) throws {
+    /// `launcher`: a command the receiver runs under (its arguments follow), with `environment`
+    /// added to the inherited one; e.g. a shell that mounts a small filesystem first.
+    init(store: String, pki: TestPKI? = nil, launcher: [String] = [], environment: [String: String] = [:]) throws {
         self.store = store
         tls = pki != nil
-        process.executableURL = URL(fileURLWithPath: Run.consort)
-        process.arguments = ["receive", "--listen", "127.0.0.1:0", "--store", store]
+        let command = [Run.consort, "receive", "--listen", "127.0.0.1:0", "--store", store]
             + (pki.map { ["--cert", $0.serverCertificate, "--key", $0.serverKey, "--ca", $0.ca] } ?? [])
+        let full = launcher + command
+        process.executableURL = URL(fileURLWithPath: full[0])
+        process.arguments = Array(full.dropFirst())
+        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
         let output = Pipe()
         process.standardOutput = output
         process.standardError = errors
