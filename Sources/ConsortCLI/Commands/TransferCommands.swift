@@ -33,9 +33,11 @@ enum ReceiveCommand {
 
         Serves DICOMweb over DIR: STOW-RS (POST .../studies), WADO-RS (GET .../studies/UID: the
         study's instances, streamed from disk) and QIDO-RS (GET .../studies?PatientID=&StudyDate=
-        FROM-TO&ModalitiesInStudy=&StudyInstanceUID=). Each received instance is checked (a readable DICOM
-        file with valid UIDs), fsynced and moved atomically to DIR/<StudyUID>/<SOPInstanceUID>.dcm.
-        An instance already held with the same bytes is acknowledged without a second copy. With
+        FROM-TO&ModalitiesInStudy=&StudyInstanceUID=). Each received instance is staged in
+        DIR/.staging, checked (a readable DICOM file with valid UIDs), made durable and linked
+        atomically to DIR/<StudyUID>/<SOPInstanceUID>.dcm before it is acknowledged. An instance
+        already held with the same bytes is acknowledged without a second copy. One receiver per
+        DIR: at start it takes DIR/.staging/.lock and removes parts a killed run left there. With
         --cert/--key/--ca, only peers with a certificate from the consortium CA are served, and
         each is named in the log by its certificate. Without them, plain HTTP on a loopback
         address only (a local PACS on the same host). Runs until SIGTERM or SIGINT, then lets
@@ -69,6 +71,10 @@ enum ReceiveCommand {
         }
         let scheme = tls == nil ? "http" : "https"
         let log: @Sendable (String) -> Void = { standardError.line("consort receive: " + $0); standardError.flush() }
+        let claim = try StagingClaim(folder: store + "/.staging")
+        if claim.removed > 0 {
+            log("removed \(claim.removed) unfinished staged part\(claim.removed == 1 ? "" : "s") an earlier run left in \(claim.folder) (none was acknowledged)")
+        }
         let server = HTTPServer(configuration, log: log) { request, body in
             try handle(request, body, store: store, baseURL: "\(scheme)://\(host):\(port)", log: log)
         }
@@ -78,6 +84,7 @@ enum ReceiveCommand {
         waitForTermination()
         log("stopping: no new connections; waiting up to 10 s for transfers in flight")
         server.stop(deadline: 10)
+        withExtendedLifetime(claim) {}  // the lock is held until here
         return .success
     }
 

@@ -59,6 +59,8 @@ public final class StowIngest {
     /// staged file back (it was written around the page cache). A longer header is read from
     /// the file.
     static let headerPrefixBytes = 64 * 1024
+    /// How staged parts are named (then six random characters): what `StagingClaim` clears.
+    public static let stagedPrefix = "part-"
     private let writer = StagingWriter()
 
     final class Part {
@@ -192,7 +194,7 @@ public final class StowIngest {
     }
 
     private func openPart(contentTypeOK: Bool) throws(StowError) -> Part {
-        var template = Array("\(staging)/part-XXXXXX".utf8CString)
+        var template = Array("\(staging)/\(Self.stagedPrefix)XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         // The answer goes to the peer: the reason, not the server's folders.
         guard fd >= 0 else { throw StowError(503, "Cannot create a staging file: \(String(cString: strerror(errno)))") }
