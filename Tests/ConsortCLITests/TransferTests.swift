@@ -76,6 +76,23 @@ struct TransferTests {
         #expect(noConnections.stderr.contains("--connections"))
     }
 
+    /// Files that are not DICOM, and paths that do not exist, are reported and counted; the
+    /// rest is sent; the exit status says not everything went.
+    @Test func unreadableInputsAreReportedAndTheRestIsSent() throws {
+        let folder = try ScratchFolder()
+        let fixtures = try makeFixtures(in: folder.path + "/fixtures")
+        try "not DICOM".write(toFile: folder.path + "/notes.dcm", atomically: true, encoding: .utf8)
+        let receiver = try ReceiverProcess(store: folder.path + "/inbox")
+        defer { _ = receiver.stop() }
+        let outcome = try Run.program(
+            Run.consort, ["send", receiver.url, fixtures + "/explicit_le.dcm", folder.path + "/notes.dcm", folder.path + "/missing.dcm", "--batch", "2"])
+        #expect(outcome.status == 1)
+        #expect(outcome.stdout.contains("1 stored, 0 to retry, 0 refused, 2 unreadable, of 3"), "\(outcome.stdout)")
+        #expect(outcome.stderr.contains("notes.dcm: not sent"), "\(outcome.stderr)")
+        #expect(outcome.stderr.contains("missing.dcm"), "\(outcome.stderr)")
+        #expect(Self.files(under: receiver.store).count == 1)
+    }
+
     @Test func aPeerThatIsDownIsReportedAsWorthRetrying() throws {
         let folder = try ScratchFolder()
         let fixtures = try makeFixtures(in: folder.path + "/fixtures")

@@ -185,37 +185,49 @@ enum SendCommand {
         let tls = try TLSOptions.configuration(arguments)
         let (inputs, problems) = FileWalker.expand(Array(arguments.positional.dropFirst()))
         for problem in problems { standardError.line("consort send: \(problem)") }
-        // Each file's SOP Instance UID, from its header: how the answer's lines are matched.
-        var files: [Instance] = []
-        var unreadable = problems.count
-        for input in inputs {
-            do {
-                let file = try DICOMFile.read(path: input.path)
-                files.append((input.path, file.dataSet.string(.sopInstanceUID) ?? ""))
-            } catch {
-                unreadable += 1
-                standardError.line("consort send: \(input.name): not sent: \(error)")
-            }
+        // Batches of paths; each sending thread reads its batch's headers itself (for the SOP
+        // Instance UIDs the answer is matched by), so the first request leaves at once instead
+        // of after a scan of every file.
+        let batches = stride(from: 0, to: inputs.count, by: batchSize).map {
+            inputs[$0..<min($0 + batchSize, inputs.count)].map { (path: $0.path, name: $0.name) }
         }
-        let batches = stride(from: 0, to: files.count, by: batchSize).map { Array(files[$0..<min($0 + batchSize, files.count)]) }
         // One client (one curl handle, one kept-alive connection) per sending thread; made here
         // so that a bad certificate or key is reported once, before anything is sent.
         let clients = try (0..<max(1, min(connections, batches.count))).map { _ in SendingClient(try HTTPClient(.init(tls: tls))) }
-        let tally = SendTally(batches: batches, total: files.count, interactive: standardError.isTerminal)
+        let tally = SendTally(batches: batches, total: inputs.count, interactive: standardError.isTerminal)
         let done = DispatchSemaphore(value: 0)
         for client in clients {
             Thread {
-                while let batch = tally.nextBatch() {
-                    tally.record(deliver(batch, to: base, with: client.client))
+                while let paths = tally.nextBatch() {
+                    let (batch, unreadable) = identify(paths)
+                    tally.recordUnreadable(unreadable)
+                    if !batch.isEmpty { tally.record(deliver(batch, to: base, with: client.client)) }
                 }
                 done.signal()
             }.start()
         }
         for _ in clients { done.wait() }
         tally.finishProgress()
-        let (delivered, transient, permanent) = tally.counts
-        standardOutput.line("consort send: \(delivered) stored, \(transient) to retry, \(permanent) refused, \(unreadable) unreadable, of \(files.count + unreadable)")
-        return delivered == files.count && unreadable == 0 ? .success : .someFailed
+        let (delivered, transient, permanent, unreadable) = tally.counts
+        let total = inputs.count + problems.count
+        standardOutput.line("consort send: \(delivered) stored, \(transient) to retry, \(permanent) refused, \(unreadable + problems.count) unreadable, of \(total)")
+        return delivered == total ? .success : .someFailed
+    }
+
+    /// Each file's SOP Instance UID, from its header; files that are not readable DICOM are
+    /// reported and left out.
+    static func identify(_ paths: [(path: String, name: String)]) -> (instances: [Instance], unreadable: [String]) {
+        var instances: [Instance] = []
+        var unreadable: [String] = []
+        for input in paths {
+            do {
+                let file = try DICOMFile.read(path: input.path)
+                instances.append((input.path, file.dataSet.string(.sopInstanceUID) ?? ""))
+            } catch {
+                unreadable.append("consort send: \(input.name): not sent: \(error)")
+            }
+        }
+        return (instances, unreadable)
     }
 
     /// One STOW-RS request for a batch; what became of each instance, and why if not stored.
@@ -265,19 +277,19 @@ enum SendCommand {
     /// The batches still to send and what became of those sent, shared by the sending threads.
     final class SendTally: @unchecked Sendable {
         private let lock = PthreadMutex()
-        private let batches: [[Instance]]
+        private let batches: [[(path: String, name: String)]]
         private var next = 0
-        private var delivered = 0, transient = 0, permanent = 0
+        private var delivered = 0, transient = 0, permanent = 0, unreadable = 0
         private let total: Int
         private let interactive: Bool
 
-        init(batches: [[Instance]], total: Int, interactive: Bool) {
+        init(batches: [[(path: String, name: String)]], total: Int, interactive: Bool) {
             self.batches = batches
             self.total = total
             self.interactive = interactive
         }
 
-        func nextBatch() -> [Instance]? {
+        func nextBatch() -> [(path: String, name: String)]? {
             lock.locked {
                 guard next < batches.count else { return nil }
                 next += 1
@@ -299,9 +311,17 @@ enum SendCommand {
                     }
                 }
                 if interactive {
-                    standardError.write("\rconsort send: \(delivered + transient + permanent) of \(total) instances sent")
+                    standardError.write("\rconsort send: \(delivered + transient + permanent + unreadable) of \(total) instances sent")
                     standardError.flush()
                 }
+            }
+        }
+
+        func recordUnreadable(_ lines: [String]) {
+            guard !lines.isEmpty else { return }
+            lock.locked {
+                unreadable += lines.count
+                for line in lines { standardError.line(line) }
             }
         }
 
@@ -309,7 +329,7 @@ enum SendCommand {
             if interactive { standardError.line("") }
         }
 
-        var counts: (Int, Int, Int) { lock.locked { (delivered, transient, permanent) } }
+        var counts: (Int, Int, Int, Int) { lock.locked { (delivered, transient, permanent, unreadable) } }
     }
 }
 
