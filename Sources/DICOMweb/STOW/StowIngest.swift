@@ -8,7 +8,8 @@ internal import CSystem
 
 /// Receives one STOW-RS request body (PS3.18 §10.5) into a folder, streaming: each part is
 /// written to a new file in a staging folder on the same filesystem as it arrives (hashed on the
-/// way), then checked — a readable DICOM file whose SOP Instance UID is a valid UID. When the body
+/// way; written around the page cache by `StagingWriter`), then checked — a readable DICOM file,
+/// read from its first bytes kept in memory, whose SOP Instance UID is a valid UID. When the body
 /// is complete, the staged instances are made durable together (one syncfs: one journal commit
 /// rather than one fsync per instance) and only then linked into place as
 /// `inbound/<StudyInstanceUID>/<SOPInstanceUID>.dcm` (the folders fsynced), before the answer
