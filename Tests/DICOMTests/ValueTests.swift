@@ -4,6 +4,25 @@ import Testing
 
 @Suite("Values and types")
 struct ValueTests {
+    /// The reader's private VR table (parsed once, looked up by number) says what the private
+    /// dictionary's entries say, for every entry of every creator.
+    @Test func thePrivateVRTableAgreesWithThePrivateDictionary() {
+        var checked = 0
+        for (creator, table) in DataDictionary.privateIndex {
+            let vrs = DataDictionary.privateVRIndex[creator] ?? [:]
+            for (key, line) in table {
+                let entry = DataDictionary.parsePrivateLine(line, creator: creator)
+                #expect(vrs[key]?.vr == entry?.vr && vrs[key]?.ambiguity == entry?.ambiguity, "\(creator) \(line)")
+                checked += 1
+            }
+        }
+        #expect(checked > 5000)
+        // And lookups by tag, through the three key forms, as privateEntry does them.
+        let siemens = DataDictionary.privateVRIndex["SIEMENS CSA HEADER"] ?? [:]
+        #expect(DataDictionary.privateVR(for: Tag(0x0029, 0x1008), in: siemens)?.vr == DataDictionary.privateEntry(for: Tag(0x0029, 0x1008), creator: "SIEMENS CSA HEADER")?.vr)
+        #expect(DataDictionary.privateVR(for: Tag(0x0029, 0x1108), in: siemens)?.vr == .CS)
+    }
+
     @Test func tagsPrintAndParse() {
         #expect(Tag(0x0010, 0x0020).description == "(0010,0020)")
         #expect(Tag(0x7FE0, 0x0010).hexString == "7FE00010")

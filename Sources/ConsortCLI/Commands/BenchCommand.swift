@@ -228,6 +228,10 @@ extension BenchCommand {
         text("PatientID", .LO, "P\(index)")
         text("BodyPartExamined", .CS, parts[index % parts.count])
         text("RequestedProcedureDescription", .LO, requests[index % requests.count])
-        return ds
+        // As the agent gets a header: written and read back by our reader (its values held the
+        // way the reader holds them, short ones inline), not as built here.
+        let file = DICOMFile(meta: DataSet(), dataSet: ds, transferSyntaxUID: TransferSyntax.explicitVRLittleEndian, encoding: .explicitVRLittleEndian)
+        guard let bytes = try? DICOMWriter.encode(file), let read = try? DICOMFile.read(bytes: bytes) else { return ds }
+        return read.dataSet
     }
 }

@@ -174,6 +174,35 @@ public enum DataDictionary {
         return result
     }()
 
+    /// A private element's VR, as the reader needs it.
+    struct PrivateVR: Sendable {
+        let vr: VR
+        let ambiguity: AmbiguousVR?
+    }
+
+    /// creator → (tag pattern → VR), parsed once from `privateIndex` (about a millisecond): the
+    /// reader finds a creator's table once, when it reads the creator element, and then each of
+    /// its elements by number. Hashing the creator's name and splitting its dictionary line for
+    /// every private element of an implicit VR file cost several percent of reading a header.
+    static let privateVRIndex: [String: [UInt32: PrivateVR]] = privateIndex.mapValues { table in
+        table.compactMapValues { line in
+            // creator \t tag \t VR \t VM \t name: the third field, on lines with all five.
+            let fields = line.utf8.split(separator: 0x09, maxSplits: 4, omittingEmptySubsequences: false)
+            guard fields.count >= 5 else { return nil }
+            let (vr, ambiguity) = parseVR(fields[2])
+            return PrivateVR(vr: vr, ambiguity: ambiguity)
+        }
+    }
+
+    /// A private element's VR in its creator's table (from `privateVRIndex`), found as
+    /// `privateEntry` finds it.
+    static func privateVR(for tag: Tag, in table: [UInt32: PrivateVR]) -> PrivateVR? {
+        let group = UInt32(tag.group), element = UInt32(tag.element)
+        if let found = table[group << 16 | element] { return found }
+        if let found = table[group << 16 | 0xFF00 | (element & 0xFF)] { return found }
+        return table[(group & 0xFF00) << 16 | 0x00FF_FF00 | (element & 0xFF)]
+    }
+
     static func parsePrivateLine(_ line: Substring, creator: String) -> PrivateDictionaryEntry? {
         let fields = line.split(separator: "\t", omittingEmptySubsequences: false)
         guard fields.count >= 5 else { return nil }

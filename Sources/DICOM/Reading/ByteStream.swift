@@ -181,6 +181,13 @@ final class ByteStream {
     /// Advances over bytes already requested.
     @inline(__always) func consume(_ count: Int) { position += count }
 
+    /// The next `count` bytes (already requested, at most `InlineBytes.capacity`) copied out.
+    @inline(__always) func takeInline(_ count: Int) -> InlineBytes {
+        let bytes = InlineBytes(copying: base! + position, count: count)
+        position += count
+        return bytes
+    }
+
     /// The next `count` bytes (already requested) as a slice sharing the buffer.
     @inline(__always) func take(_ count: Int) -> ArraySlice<UInt8> {
         let slice = buffer[position..<position + count]

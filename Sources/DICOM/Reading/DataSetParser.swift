@@ -63,7 +63,7 @@ struct DataSetParser {
         // Private creators seen so far in this data set, by tag: a private element's VR (implicit
         // VR, or a UN) comes from its creator's dictionary. A table, not a search of the elements,
         // so that a file of many private elements costs linear time.
-        var creators: [UInt32: String] = [:]
+        var creators: [UInt32: [UInt32: DataDictionary.PrivateVR]] = [:]
         var ambiguous: [(index: Int, kind: AmbiguousVR, implicit: Bool)] = []
 
         elementLoop: while true {
@@ -165,11 +165,15 @@ struct DataSetParser {
                 Int(length) <= options.maximumLoadedBytes - loadedBytes, boundary.allows(stream.offset + Int(length))
             {
                 loadedBytes += Int(length)
-                elements.append(DataElement(tag: tag, vr: vr, length: length, value: .bytes(stream.take(Int(length))), wireVR: wireVR))
+                if length <= InlineBytes.capacity {
+                    elements.append(DataElement(tag: tag, vr: vr, length: length, inline: stream.takeInline(Int(length)), wireVR: wireVR))
+                } else {
+                    elements.append(DataElement(tag: tag, vr: vr, length: length, value: .bytes(stream.take(Int(length))), wireVR: wireVR))
+                }
                 if tag == .specificCharacterSet || tag == .pixelRepresentation {
                     noteSpecial(elements[elements.count - 1], order: order, offset: headerOffset, &characterSet, &ownPixelRepresentation)
                 } else if tag.isPrivateCreator, case .bytes(let bytes) = elements[elements.count - 1].value {
-                    creators[tag.rawValue] = Self.creatorName(bytes)
+                    creators[tag.rawValue] = DataDictionary.privateVRIndex[Self.creatorName(bytes)] ?? [:]
                 }
                 continue
             }
@@ -230,7 +234,7 @@ struct DataSetParser {
             if tag == .specificCharacterSet || tag == .pixelRepresentation {
                 noteSpecial(elements[elements.count - 1], order: order, offset: headerOffset, &characterSet, &ownPixelRepresentation)
             } else if tag.isPrivateCreator, case .bytes(let bytes) = value {
-                creators[tag.rawValue] = Self.creatorName(bytes)
+                creators[tag.rawValue] = DataDictionary.privateVRIndex[Self.creatorName(bytes)] ?? [:]
             }
         }
 
@@ -382,11 +386,11 @@ struct DataSetParser {
 
     /// The VR of an implicit VR element: the dictionary's; for private elements the creator's
     /// published dictionary, LO for creators, else UN; UL for unknown group lengths.
-    private func implicitVR(for tag: Tag, creators: [UInt32: String]) -> (VR, AmbiguousVR?) {
+    private func implicitVR(for tag: Tag, creators: [UInt32: [UInt32: DataDictionary.PrivateVR]]) -> (VR, AmbiguousVR?) {
         if let known = DataDictionary.vr(for: tag) { return known }
         if tag.isPrivate {
             if tag.isPrivateCreator { return (.LO, nil) }
-            if let entry = privateEntry(for: tag, creators: creators) { return (entry.vr, entry.ambiguity) }
+            if let entry = privateVR(for: tag, creators: creators) { return (entry.vr, entry.ambiguity) }
             return (.UN, nil)
         }
         if tag.isGroupLength { return (.UL, nil) }
@@ -394,10 +398,10 @@ struct DataSetParser {
     }
 
     /// The VR to use for an element that came as UN, when a dictionary knows better.
-    private func knownVR(forUN tag: Tag, length: UInt32, creators: [UInt32: String]) -> (VR, AmbiguousVR?)? {
+    private func knownVR(forUN tag: Tag, length: UInt32, creators: [UInt32: [UInt32: DataDictionary.PrivateVR]]) -> (VR, AmbiguousVR?)? {
         if tag.isPrivate {
             if tag.isPrivateCreator { return (.LO, nil) }
-            guard let entry = privateEntry(for: tag, creators: creators), entry.vr != .UN else { return nil }
+            guard let entry = privateVR(for: tag, creators: creators), entry.vr != .UN else { return nil }
             return (entry.vr, entry.ambiguity)
         }
         // pydicom keeps UN for values of 64 KiB and more, which no short VR could hold.
@@ -405,9 +409,9 @@ struct DataSetParser {
         return known
     }
 
-    private func privateEntry(for tag: Tag, creators: [UInt32: String]) -> PrivateDictionaryEntry? {
-        guard let creatorTag = tag.privateCreatorTag, let name = creators[creatorTag.rawValue] else { return nil }
-        return DataDictionary.privateEntry(for: tag, creator: name)
+    private func privateVR(for tag: Tag, creators: [UInt32: [UInt32: DataDictionary.PrivateVR]]) -> DataDictionary.PrivateVR? {
+        guard let creatorTag = tag.privateCreatorTag, let table = creators[creatorTag.rawValue] else { return nil }
+        return DataDictionary.privateVR(for: tag, in: table)
     }
 
     /// A private creator's value as the dictionary keys it: trailing spaces and NULs removed.
