@@ -165,5 +165,4 @@ struct InlineBytes: Sendable {
     var slice: ArraySlice<UInt8> {
         withUnsafeBytes(of: words) { Array($0.prefix(Int(count))) }[...]
     }
-
 }

@@ -45,13 +45,12 @@ final class ByteStream {
 
     /// A stream over bytes already in memory: nothing is copied.
     init(bytes: [UInt8]) {
-        buffer = bytes
+        buffer = []
         source = nil
         streamLength = bytes.count
         sourceEnded = true
         nextChunk = 0
-        base = buffer.withUnsafeBytes { $0.baseAddress }
-        count = buffer.count
+        setBuffer(bytes)
     }
 
     /// Offset of the read position from the start of the stream.
