@@ -165,9 +165,9 @@ enum SendCommand {
 
         Sends DICOM files to BASE-URL/studies (STOW-RS), N instances a request (default 50),
         each streamed from disk, over C connections at once (default 4: while the server makes
-        one batch durable, others are on their way, and a TLS stream is not the limit). At the end, a line per instance
-        that was not stored (with the server's reason), and a summary. Exit 0 only if every
-        instance was stored.
+        one batch durable, the others are on their way). At the end, a line per instance that
+        was not stored (with the server's reason), and a summary. Exit 0 only if every instance
+        was stored.
         \(TLSOptions.help)
         """
 
