@@ -11,3 +11,11 @@ int consort_set_direct_io(int fd, int on) {
     flags = on ? (flags | O_DIRECT) : (flags & ~O_DIRECT);
     return fcntl(fd, F_SETFL, flags);
 }
+
+#include <sys/vfs.h>
+
+long consort_filesystem_type(const char *path) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    return (long)info.f_type;
+}

@@ -148,6 +148,21 @@ struct StowIngestTests {
             #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: path))) == bytes)
         }
     }
+
+    /// Direct writes are tried only on local disk filesystems: not on tmpfs (nor NFS), not where
+    /// the folder cannot be examined.
+    @Test func directWritesAreOnlyTriedOnLocalDiskFilesystems() throws {
+        #expect(!StagingWriter.directIOSuits("/no/such/folder"))
+        let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
+        let shm = mounts.split(separator: "\n").first { $0.split(separator: " ").dropFirst().first == "/dev/shm" }
+        if let shm, shm.split(separator: " ").dropFirst(2).first == "tmpfs" {
+            #expect(!StagingWriter.directIOSuits("/dev/shm"))
+        }
+        let root = mounts.split(separator: "\n").first { $0.split(separator: " ").dropFirst().first == "/" }
+        if let root, ["ext4", "xfs", "btrfs"].contains(String(root.split(separator: " ").dropFirst(2).first ?? "")) {
+            #expect(StagingWriter.directIOSuits("/"))
+        }
+    }
 }
 
 extension Array where Element == Int {

@@ -10,4 +10,8 @@ int consort_syncfs(int fd);
 // around the page cache, and falls back to buffered writes where a filesystem refuses. 0 or -1.
 int consort_set_direct_io(int fd, int on);
 
+// The filesystem type (statfs f_type, e.g. 0xEF53 for ext4) of the one holding `path`; -1 on error.
+// The receiver writes direct only on local disk filesystems.
+long consort_filesystem_type(const char *path);
+
 #endif

@@ -63,6 +63,8 @@ public final class StowIngest {
     /// How staged parts are named (then six random characters): what `StagingClaim` clears.
     public static let stagedPrefix = "part-"
     private let writer = StagingWriter()
+    /// Decided once per request: direct writes only where they help (`StagingWriter.directIOSuits`).
+    private let directIO: Bool
 
     final class Part {
         let path: String
@@ -97,6 +99,7 @@ public final class StowIngest {
         guard stat(inbound, &a) == 0, stat(staging, &b) == 0, a.st_dev == b.st_dev else {
             throw StowError(500, "The staging folder \(staging) is not on the same filesystem as \(inbound)")
         }
+        directIO = StagingWriter.directIOSuits(staging)
     }
 
     deinit { abandonCurrent() }
@@ -202,7 +205,7 @@ public final class StowIngest {
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         _ = fchmod(fd, 0o640)
         let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        writer.begin(fd)
+        writer.begin(fd, direct: directIO)
         return Part(path: path, descriptor: fd, contentTypeOK: contentTypeOK)
     }
 

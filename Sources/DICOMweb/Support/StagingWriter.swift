@@ -44,6 +44,16 @@ final class StagingWriter {
 
     deinit { buffer.deallocate() }
 
+    /// Whether direct writes are worth trying in `folder`: on the local disk filesystems where
+    /// they were measured to help (ext4, XFS, btrfs). Elsewhere — NFS and other network stores,
+    /// where a direct write is a synchronous round trip, or tmpfs — ordinary buffered writes.
+    static func directIOSuits(_ folder: String) -> Bool {
+        switch consort_filesystem_type(folder) {
+        case 0xEF53, 0x5846_5342, 0x9123_683E: return true  // ext2/3/4, XFS, btrfs
+        default: return false
+        }
+    }
+
     /// Starts the next file: an open, empty, writable descriptor the caller owns and closes.
     func begin(_ descriptor: Int32, direct: Bool = true) {
         self.descriptor = descriptor
