@@ -188,9 +188,7 @@ enum SendCommand {
         // Batches of paths; each sending thread reads its batch's headers itself (for the SOP
         // Instance UIDs the answer is matched by), so the first request leaves at once instead
         // of after a scan of every file.
-        let batches = stride(from: 0, to: inputs.count, by: batchSize).map {
-            inputs[$0..<min($0 + batchSize, inputs.count)].map { (path: $0.path, name: $0.name) }
-        }
+        let batches = stride(from: 0, to: inputs.count, by: batchSize).map { Array(inputs[$0..<min($0 + batchSize, inputs.count)]) }
         // One client (one curl handle, one kept-alive connection) per sending thread; made here
         // so that a bad certificate or key is reported once, before anything is sent.
         let clients = try (0..<max(1, min(connections, batches.count))).map { _ in SendingClient(try HTTPClient(.init(tls: tls))) }
@@ -198,8 +196,8 @@ enum SendCommand {
         let done = DispatchSemaphore(value: 0)
         for client in clients {
             Thread {
-                while let paths = tally.nextBatch() {
-                    let (batch, unreadable) = identify(paths)
+                while let files = tally.nextBatch() {
+                    let (batch, unreadable) = identify(files)
                     tally.recordUnreadable(unreadable)
                     if !batch.isEmpty { tally.record(deliver(batch, to: base, with: client.client)) }
                 }
@@ -216,10 +214,10 @@ enum SendCommand {
 
     /// Each file's SOP Instance UID, from its header; files that are not readable DICOM are
     /// reported and left out.
-    static func identify(_ paths: [(path: String, name: String)]) -> (instances: [Instance], unreadable: [String]) {
+    static func identify(_ files: [InputFile]) -> (instances: [Instance], unreadable: [String]) {
         var instances: [Instance] = []
         var unreadable: [String] = []
-        for input in paths {
+        for input in files {
             do {
                 let file = try DICOMFile.read(path: input.path)
                 instances.append((input.path, file.dataSet.string(.sopInstanceUID) ?? ""))
@@ -259,7 +257,7 @@ enum SendCommand {
                 }
             }
         } catch {
-            // A file vanished or became unreadable after the scan: nothing of this batch went out.
+            // A file vanished or became unreadable after its header was read: nothing of this batch went out.
             for file in batch {
                 outcomes[file.uid] = .permanent
                 reasons[file.uid] = "\(error)"
@@ -277,19 +275,19 @@ enum SendCommand {
     /// The batches still to send and what became of those sent, shared by the sending threads.
     final class SendTally: @unchecked Sendable {
         private let lock = PthreadMutex()
-        private let batches: [[(path: String, name: String)]]
+        private let batches: [[InputFile]]
         private var next = 0
         private var delivered = 0, transient = 0, permanent = 0, unreadable = 0
         private let total: Int
         private let interactive: Bool
 
-        init(batches: [[(path: String, name: String)]], total: Int, interactive: Bool) {
+        init(batches: [[InputFile]], total: Int, interactive: Bool) {
             self.batches = batches
             self.total = total
             self.interactive = interactive
         }
 
-        func nextBatch() -> [(path: String, name: String)]? {
+        func nextBatch() -> [InputFile]? {
             lock.locked {
                 guard next < batches.count else { return nil }
                 next += 1
