@@ -20,17 +20,21 @@ struct TransferTests {
         // One instance a request over three connections at once: six requests, in parallel.
         let sent = try Run.program(Run.consort, ["send", receiver.url] + sendable.map { fixtures + "/" + $0 } + tls + ["--batch", "1", "--connections", "3"])
         #expect(sent.status == 0, "\(sent.stderr)")
-        #expect(sent.stdout.contains("6 stored, 0 to retry, 0 refused"))
+        #expect(sent.stdout.contains("6 stored, 0 already present, 0 to retry, 0 refused"), "\(sent.stdout)")
         let received = Self.files(under: receiver.store)
         #expect(received.count == 6)
         // Byte for byte what was sent.
         let sentDigests = Set(try sendable.map { try Data(contentsOf: URL(fileURLWithPath: fixtures + "/" + $0)) })
         let storedDigests = Set(try received.map { try Data(contentsOf: URL(fileURLWithPath: receiver.store + "/" + $0)) })
         #expect(sentDigests == storedDigests)
-        // Again: acknowledged, no second copy.
-        let again = try Run.program(Run.consort, ["send", receiver.url] + sendable.map { fixtures + "/" + $0 } + tls)
-        #expect(again.status == 0)
-        #expect(Self.files(under: receiver.store).count == 6)
+        // Again, with one new instance among them: acknowledged, no second copy, and the sender
+        // is told which ones the receiver held before.
+        let again = try Run.program(Run.consort, ["send", receiver.url] + (sendable + ["rle.dcm"]).map { fixtures + "/" + $0 } + tls + ["--verbose"])
+        #expect(again.status == 0, "\(again.stderr)")
+        #expect(again.stdout.contains("1 stored, 6 already present, 0 to retry, 0 refused, 0 unreadable, of 7"), "\(again.stdout)")
+        #expect(again.stderr.contains("explicit_le.dcm (") && again.stderr.contains("): already present"), "\(again.stderr)")
+        #expect(again.stderr.contains("rle.dcm (") && again.stderr.contains("): stored"), "\(again.stderr)")
+        #expect(Self.files(under: receiver.store).count == 7)
         let (status, log) = receiver.stop()
         #expect(status == 0)
         #expect(log.contains("from RSCH: stored"))
@@ -87,7 +91,7 @@ struct TransferTests {
         let outcome = try Run.program(
             Run.consort, ["send", receiver.url, fixtures + "/explicit_le.dcm", folder.path + "/notes.dcm", folder.path + "/missing.dcm", "--batch", "2"])
         #expect(outcome.status == 1)
-        #expect(outcome.stdout.contains("1 stored, 0 to retry, 0 refused, 2 unreadable, of 3"), "\(outcome.stdout)")
+        #expect(outcome.stdout.contains("1 stored, 0 already present, 0 to retry, 0 refused, 2 unreadable, of 3"), "\(outcome.stdout)")
         #expect(outcome.stderr.contains("notes.dcm: not sent"), "\(outcome.stderr)")
         #expect(outcome.stderr.contains("missing.dcm"), "\(outcome.stderr)")
         #expect(Self.files(under: receiver.store).count == 1)
@@ -99,7 +103,7 @@ struct TransferTests {
         let outcome = try Run.consort("send", "http://127.0.0.1:1", fixtures + "/explicit_le.dcm")
         #expect(outcome.status == 1)
         #expect(outcome.stderr.contains("not stored, worth retrying"))
-        #expect(outcome.stdout.contains("0 stored, 1 to retry"))
+        #expect(outcome.stdout.contains("0 stored, 0 already present, 1 to retry"))
     }
 
     /// Whether this machine lets an ordinary process mount a filesystem of its own (a user and
@@ -138,7 +142,7 @@ struct TransferTests {
         #expect(files.count == 12)
         let tooMuch = try Run.program(Run.consort, ["send", receiver.url] + files + ["--batch", "12", "--connections", "1"])
         #expect(tooMuch.status == 1)
-        #expect(tooMuch.stdout.contains("0 stored, 12 to retry"), "\(tooMuch.stdout)")
+        #expect(tooMuch.stdout.contains("0 stored, 0 already present, 12 to retry"), "\(tooMuch.stdout)")
         #expect(tooMuch.stderr.contains("HTTP 503"), "\(tooMuch.stderr)")
         #expect(tooMuch.stderr.contains("No space left on device"))
         #expect(!tooMuch.stderr.contains(store), "the answer to a peer names the server's folders")

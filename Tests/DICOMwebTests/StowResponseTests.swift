@@ -24,6 +24,25 @@ struct StowResponseTests {
         #expect(StowResponse(failed: Self.mixed.failed).httpStatus == 409)
     }
 
+    @Test func anInstanceAlreadyHeldIsMarkedInOurPrivateBlockAndOnlyOurs() throws {
+        let answer = StowResponse(stored: [
+            StowResponse.Stored(sopClassUID: "1.2.840.10008.5.1.4.1.1.2", sopInstanceUID: "1.2.3.1", alreadyHeld: true),
+            StowResponse.Stored(sopClassUID: "1.2.840.10008.5.1.4.1.1.2", sopInstanceUID: "1.2.3.2"),
+        ])
+        let text = String(decoding: answer.json(), as: UTF8.self)
+        #expect(text.contains("\"00090010\":{\"vr\":\"LO\",\"Value\":[\"CONSORT\"]},\"00091001\":{\"vr\":\"CS\",\"Value\":[\"ALREADY HELD\"]}"))
+        #expect(try StowResponse.parse(answer.json()) == answer)
+        // Still a plain success: the standard's status and sequences are unchanged.
+        #expect(answer.httpStatus == 200)
+        // Someone else's private block at the same place says nothing about duplicates.
+        let foreign = """
+            {"00081199":{"vr":"SQ","Value":[{"00081150":{"vr":"UI","Value":["1.2.840.10008.5.1.4.1.1.2"]},
+             "00081155":{"vr":"UI","Value":["1.2.3.1"]},"00090010":{"vr":"LO","Value":["ACME"]},
+             "00091001":{"vr":"CS","Value":["ALREADY HELD"]}}]}}
+            """
+        #expect(try StowResponse.parse(Array(foreign.utf8)).stored.map(\.alreadyHeld) == [false])
+    }
+
     @Test func orthancsAnswerParses() throws {
         // As Orthanc 1.10's DICOMweb plugin answers (a 200 with both sequences possible).
         let body = """

@@ -161,20 +161,33 @@ enum ReceiveCommand {
 enum SendCommand {
     static let help = """
         Usage: consort send BASE-URL FILE|DIR... [--cert FILE --key FILE --ca FILE] [--batch N]
-                            [--connections C]
+                            [--connections C] [--verbose]
 
         Sends DICOM files to BASE-URL/studies (STOW-RS), N instances a request (default 50),
         each streamed from disk, over C connections at once (default 4: while the server makes
-        one batch durable, the others are on their way). At the end, a line per instance that
-        was not stored (with the server's reason), and a summary. Exit 0 only if every instance
-        was stored.
+        one batch durable, the others are on their way). A line per instance that was not
+        stored (with the server's reason), with --verbose a line for every instance, and at the
+        end a summary: stored, already present (the peer held the same instance before: a
+        Consort receiver says so, and any server that answers "duplicate SOP instance"; others,
+        such as Orthanc, list it as stored), to retry, refused, unreadable. Exit 0 only if every
+        instance is at the peer.
         \(TLSOptions.help)
         """
 
     typealias Instance = (path: String, uid: String)
 
+    /// What became of one sent instance.
+    struct Outcome {
+        var instance: Instance
+        var delivery: DeliveryClass
+        /// Delivered, and the peer said it held the instance before this request.
+        var alreadyPresent = false
+        /// Why it was not stored, as the server or the transport put it.
+        var reason: String?
+    }
+
     static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "send", flags: [], options: TLSOptions.names.union(["--batch", "--connections"]))
+        let arguments = try Arguments(args, command: "send", flags: ["--verbose"], options: TLSOptions.names.union(["--batch", "--connections"]))
         guard arguments.positional.count >= 2 else { throw UsageError(message: "give the base URL and files or folders", command: "send") }
         let base = arguments.positional[0].hasSuffix("/") ? String(arguments.positional[0].dropLast()) : arguments.positional[0]
         guard base.hasPrefix("https://") || base.hasPrefix("http://") else {
@@ -192,7 +205,7 @@ enum SendCommand {
         // One client (one curl handle, one kept-alive connection) per sending thread; made here
         // so that a bad certificate or key is reported once, before anything is sent.
         let clients = try (0..<max(1, min(connections, batches.count))).map { _ in SendingClient(try HTTPClient(.init(tls: tls))) }
-        let tally = SendTally(batches: batches, total: inputs.count, interactive: standardError.isTerminal)
+        let tally = SendTally(batches: batches, total: inputs.count, interactive: standardError.isTerminal, verbose: arguments.flag("--verbose"))
         let done = DispatchSemaphore(value: 0)
         for client in clients {
             Thread {
@@ -206,10 +219,12 @@ enum SendCommand {
         }
         for _ in clients { done.wait() }
         tally.finishProgress()
-        let (delivered, transient, permanent, unreadable) = tally.counts
+        let counts = tally.counts
         let total = inputs.count + problems.count
-        standardOutput.line("consort send: \(delivered) stored, \(transient) to retry, \(permanent) refused, \(unreadable + problems.count) unreadable, of \(total)")
-        return delivered == total ? .success : .someFailed
+        standardOutput.line(
+            "consort send: \(counts.stored) stored, \(counts.alreadyPresent) already present, \(counts.transient) to retry, "
+                + "\(counts.permanent) refused, \(counts.unreadable + problems.count) unreadable, of \(total)")
+        return counts.stored + counts.alreadyPresent == total ? .success : .someFailed
     }
 
     /// Each file's SOP Instance UID, from its header; files that are not readable DICOM are
@@ -229,9 +244,10 @@ enum SendCommand {
     }
 
     /// One STOW-RS request for a batch; what became of each instance, and why if not stored.
-    static func deliver(_ batch: [Instance], to base: String, with client: HTTPClient) -> [(Instance, DeliveryClass, String?)] {
+    static func deliver(_ batch: [Instance], to base: String, with client: HTTPClient) -> [Outcome] {
         var outcomes: [String: DeliveryClass] = [:]
         var reasons: [String: String] = [:]
+        var held: Set<String> = []
         do {
             let body = try MultipartFileBody(paths: batch.map(\.path))
             let answer = ByteCollector(limit: 16 << 20)
@@ -246,6 +262,8 @@ enum SendCommand {
                 let parsed = (try? StowResponse.parse(answer.bytes)) ?? StowResponse()
                 outcomes = DeliveryClassifier.outcomes(status: response.status, response: parsed, sent: batch.map(\.uid))
                 for failure in parsed.failed { reasons[failure.sopInstanceUID] = String(format: "failure reason 0x%04X", failure.reason) }
+                held = Set(parsed.stored.filter(\.alreadyHeld).map(\.sopInstanceUID))
+                    .union(parsed.failed.filter { $0.reason == DeliveryClassifier.duplicateInstance }.map(\.sopInstanceUID))
                 if !(200..<300).contains(response.status) {
                     let text = String(decoding: answer.bytes.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
                     for file in batch where reasons[file.uid] == nil { reasons[file.uid] = "HTTP \(response.status) \(text)" }
@@ -263,7 +281,12 @@ enum SendCommand {
                 reasons[file.uid] = "\(error)"
             }
         }
-        return batch.map { ($0, outcomes[$0.uid] ?? .permanent, reasons[$0.uid]) }
+        return batch.map { file in
+            let delivery = outcomes[file.uid] ?? .permanent
+            return Outcome(
+                instance: file, delivery: delivery, alreadyPresent: delivery == .delivered && held.contains(file.uid),
+                reason: delivery == .delivered ? nil : reasons[file.uid])
+        }
     }
 
     /// An HTTPClient handed to exactly one sending thread, which is its only user.
@@ -274,17 +297,20 @@ enum SendCommand {
 
     /// The batches still to send and what became of those sent, shared by the sending threads.
     final class SendTally: @unchecked Sendable {
+        struct Counts { var stored = 0, alreadyPresent = 0, transient = 0, permanent = 0, unreadable = 0 }
         private let lock = PthreadMutex()
         private let batches: [[InputFile]]
         private var next = 0
-        private var delivered = 0, transient = 0, permanent = 0, unreadable = 0
+        private var counted = Counts()
         private let total: Int
         private let interactive: Bool
+        private let verbose: Bool
 
-        init(batches: [[InputFile]], total: Int, interactive: Bool) {
+        init(batches: [[InputFile]], total: Int, interactive: Bool, verbose: Bool) {
             self.batches = batches
             self.total = total
             self.interactive = interactive
+            self.verbose = verbose
         }
 
         func nextBatch() -> [InputFile]? {
@@ -295,21 +321,29 @@ enum SendCommand {
             }
         }
 
-        func record(_ outcomes: [(Instance, DeliveryClass, String?)]) {
+        func record(_ outcomes: [Outcome]) {
             lock.locked {
-                for (file, outcome, reason) in outcomes {
-                    switch outcome {
-                    case .delivered: delivered += 1
+                if interactive { standardError.write("\r\u{1B}[K") }  // clear the progress line
+                for outcome in outcomes {
+                    let file = outcome.instance
+                    switch outcome.delivery {
+                    case .delivered where outcome.alreadyPresent:
+                        counted.alreadyPresent += 1
+                        if verbose { standardError.line("consort send: \(file.path) (\(file.uid)): already present") }
+                    case .delivered:
+                        counted.stored += 1
+                        if verbose { standardError.line("consort send: \(file.path) (\(file.uid)): stored") }
                     case .transient:
-                        transient += 1
-                        standardError.line("consort send: \(file.path) (\(file.uid)): not stored, worth retrying: \(reason ?? "not reported")")
+                        counted.transient += 1
+                        standardError.line("consort send: \(file.path) (\(file.uid)): not stored, worth retrying: \(outcome.reason ?? "not reported")")
                     case .permanent:
-                        permanent += 1
-                        standardError.line("consort send: \(file.path) (\(file.uid)): refused: \(reason ?? "not reported")")
+                        counted.permanent += 1
+                        standardError.line("consort send: \(file.path) (\(file.uid)): refused: \(outcome.reason ?? "not reported")")
                     }
                 }
                 if interactive {
-                    standardError.write("\rconsort send: \(delivered + transient + permanent + unreadable) of \(total) instances sent")
+                    let sent = counted.stored + counted.alreadyPresent + counted.transient + counted.permanent + counted.unreadable
+                    standardError.write("consort send: \(sent) of \(total) instances sent")
                     standardError.flush()
                 }
             }
@@ -318,7 +352,7 @@ enum SendCommand {
         func recordUnreadable(_ lines: [String]) {
             guard !lines.isEmpty else { return }
             lock.locked {
-                unreadable += lines.count
+                counted.unreadable += lines.count
                 for line in lines { standardError.line(line) }
             }
         }
@@ -327,7 +361,7 @@ enum SendCommand {
             if interactive { standardError.line("") }
         }
 
-        var counts: (Int, Int, Int, Int) { lock.locked { (delivered, transient, permanent, unreadable) } }
+        var counts: Counts { lock.locked { counted } }
     }
 }
 

@@ -13,6 +13,9 @@ public enum DeliveryClass: String, Sendable, Equatable {
 }
 
 public enum DeliveryClassifier {
+    /// FailureReason 0x0111, Duplicate SOP Instance: some servers' way of saying they hold it already.
+    public static let duplicateInstance: UInt16 = 0x0111
+
     /// An HTTP status of a STOW-RS (or any DICOMweb) request, before looking at the body.
     public static func classify(httpStatus status: Int) -> DeliveryClass {
         switch status {
@@ -32,7 +35,7 @@ public enum DeliveryClassifier {
     /// A STOW-RS FailureReason (00081197), PS3.4 Annex C status codes as PS3.18 uses them.
     public static func classify(failureReason reason: UInt16) -> DeliveryClass {
         switch reason {
-        case 0x0111: return .delivered  // Duplicate SOP Instance: the peer already holds it
+        case duplicateInstance: return .delivered  // the peer already holds it
         case 0x0110: return .transient  // Processing failure
         case 0xA700...0xA7FF: return .transient  // Refused: out of resources
         case 0x0117, 0x0118, 0x0119, 0x0122, 0x0124, 0x0212, 0xC122: return .permanent

@@ -268,8 +268,11 @@ public final class StowIngest {
             failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: reason))
             log.append("refused \(item.instanceUID): \(why)")
         }
-        func accept(_ note: String) {
-            stored.append(StowResponse.Stored(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, retrieveURL: retrieveURL(item.studyUID, item.instanceUID)))
+        func accept(_ note: String, alreadyHeld: Bool = false) {
+            stored.append(
+                StowResponse.Stored(
+                    sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, retrieveURL: retrieveURL(item.studyUID, item.instanceUID),
+                    alreadyHeld: alreadyHeld))
             studies.insert(item.studyUID)
             log.append(note)
         }
@@ -291,7 +294,7 @@ public final class StowIngest {
         let code = errno
         if code == EEXIST, Self.digest(of: destination) == item.digest {
             unlink(item.staged)
-            accept("already held \(item.instanceUID) (same bytes, sha256 \(item.digest.prefix(16))…)")
+            accept("already held \(item.instanceUID) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true)
             return nil
         }
         if code == EEXIST {

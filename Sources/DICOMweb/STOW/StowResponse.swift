@@ -6,19 +6,34 @@ import Foundation
 /// 00081190 RetrieveURL, 00081199 ReferencedSOPSequence, 00081198 FailedSOPSequence (each item
 /// 00081150 ReferencedSOPClassUID, 00081155 ReferencedSOPInstanceUID, 00081197 FailureReason or
 /// 00081196 WarningReason).
+///
+/// PS3.18 has no way to say "I held this one already": a server lists such an instance as stored
+/// (Orthanc does). A Consort receiver says so in a private attribute of its
+/// ReferencedSOPSequence item — private creator "CONSORT" in (0009,0010), (0009,1001) CS
+/// "ALREADY HELD" — which other clients ignore, as private attributes are meant to be, and
+/// `consort send` reads to tell the operator which instances the peer had before.
 public struct StowResponse: Sendable, Equatable {
     public struct Stored: Sendable, Equatable {
         public var sopClassUID: String
         public var sopInstanceUID: String
         public var retrieveURL: String?
         public var warningReason: UInt16?
-        public init(sopClassUID: String, sopInstanceUID: String, retrieveURL: String? = nil, warningReason: UInt16? = nil) {
+        /// The server held these same bytes before this request (and kept its copy).
+        public var alreadyHeld: Bool
+        public init(sopClassUID: String, sopInstanceUID: String, retrieveURL: String? = nil, warningReason: UInt16? = nil, alreadyHeld: Bool = false) {
             self.sopClassUID = sopClassUID
             self.sopInstanceUID = sopInstanceUID
             self.retrieveURL = retrieveURL
             self.warningReason = warningReason
+            self.alreadyHeld = alreadyHeld
         }
     }
+
+    /// The private block that carries "already held" (see above).
+    static let privateCreator = "CONSORT"
+    static let privateCreatorKey = "00090010"
+    static let heldKey = "00091001"
+    static let heldValue = "ALREADY HELD"
 
     public struct Failed: Sendable, Equatable {
         public var sopClassUID: String
@@ -74,6 +89,10 @@ public struct StowResponse: Sendable, Equatable {
                 ]
                 if let url = item.retrieveURL { fields.append(("00081190", element("UR", .string(url)))) }
                 if let w = item.warningReason { fields.append(("00081196", element("US", .int(Int64(w))))) }
+                if item.alreadyHeld {
+                    fields.append((Self.privateCreatorKey, element("LO", .string(Self.privateCreator))))
+                    fields.append((Self.heldKey, element("CS", .string(Self.heldValue))))
+                }
                 return .object(fields)
             })))
         }
@@ -103,7 +122,10 @@ public struct StowResponse: Sendable, Equatable {
             guard let cls = string(item["00081150"]), let uid = string(item["00081155"]) else {
                 throw StowResponseError("A ReferencedSOPSequence item lacks its SOP Class or Instance UID")
             }
-            response.stored.append(Stored(sopClassUID: cls, sopInstanceUID: uid, retrieveURL: string(item["00081190"]), warningReason: number(item["00081196"])))
+            // Only our own private block counts: another implementation's (0009,xx) means something else.
+            let held = string(item[privateCreatorKey]) == privateCreator && string(item[heldKey]) == heldValue
+            response.stored.append(
+                Stored(sopClassUID: cls, sopInstanceUID: uid, retrieveURL: string(item["00081190"]), warningReason: number(item["00081196"]), alreadyHeld: held))
         }
         for item in items(object["00081198"]) {
             let cls = string(item["00081150"]) ?? ""
