@@ -192,6 +192,36 @@ struct TransferTests {
         #expect(Self.files(under: store).isEmpty)
     }
 
+    @Test func aStartingReceiverClearsOnlyTheStagingFoldersWhoseOwnerIsGone() throws {
+        let folder = try ScratchFolder()
+        let store = folder.path + "/inbox"
+        let staging = store + "/.staging"
+        // Two fetches' folders: one whose owner was killed, one whose owner (here flock(1),
+        // holding the lock as a fetch does) is alive.
+        for name in ["own-dead01", "own-live01"] {
+            try FileManager.default.createDirectory(atPath: staging + "/" + name, withIntermediateDirectories: true)
+            #expect(FileManager.default.createFile(atPath: staging + "/\(name)/.lock", contents: nil))
+            #expect(FileManager.default.createFile(atPath: staging + "/\(name)/part-abcdef", contents: Data(repeating: 7, count: 100)))
+        }
+        let owner = Process()
+        owner.executableURL = URL(fileURLWithPath: try Run.require("flock", package: "util-linux"))
+        // --no-fork: flock(1) becomes the sleep, so terminating it ends the holder at once.
+        owner.arguments = ["--no-fork", "--exclusive", staging + "/own-live01/.lock", "sleep", "30"]
+        try owner.run()
+        defer {
+            kill(owner.processIdentifier, SIGKILL)
+            owner.waitUntilExit()
+        }
+        // flock(1) has the lock once a second locker is refused.
+        let deadline = Date().addingTimeInterval(5)
+        while Date() < deadline, try Run.program("/usr/bin/flock", ["--nonblock", staging + "/own-live01/.lock", "true"]).status == 0 { usleep(20_000) }
+        let receiver = try ReceiverProcess(store: store)
+        let (_, log) = receiver.stop()
+        #expect(log.contains("removed 1 unfinished staged part"), "\(log)")
+        #expect(!FileManager.default.fileExists(atPath: staging + "/own-dead01"))
+        #expect(FileManager.default.fileExists(atPath: staging + "/own-live01/part-abcdef"))
+    }
+
     @Test func studiesCanBeFoundAndFetchedBack() throws {
         let pki = try TestPKI()
         let folder = try ScratchFolder()
@@ -219,6 +249,12 @@ struct TransferTests {
         for name in original {
             #expect(FileManager.default.contentsEqual(atPath: receiver.store + "/\(uid)/\(name)", andPath: folder.path + "/fetched/\(uid)/\(name)"))
         }
+        // Into the store the receiver serves, while it runs: every instance is already there,
+        // and the fetch's own staging folder is gone afterwards.
+        let beside = try Run.program(Run.consort, ["fetch", receiver.url, uid, "--out", receiver.store] + tls)
+        #expect(beside.status == 0, "\(beside.stderr)")
+        #expect(beside.stdout.contains("12 instances stored"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: receiver.store + "/.staging").sorted() == [".lock"])
         // A study that is not there, and a misspelled query key.
         let missing = try Run.program(Run.consort, ["fetch", receiver.url, "1.2.3.4", "--out", folder.path + "/none"] + tls)
         #expect(missing.status == 1)

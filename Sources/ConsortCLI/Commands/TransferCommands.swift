@@ -37,7 +37,8 @@ enum ReceiveCommand {
         DIR/.staging, checked (a readable DICOM file with valid UIDs), made durable and linked
         atomically to DIR/<StudyUID>/<SOPInstanceUID>.dcm before it is acknowledged. An instance
         already held with the same bytes is acknowledged without a second copy. One receiver per
-        DIR: at start it takes DIR/.staging/.lock and removes parts a killed run left there. With
+        DIR: at start it takes DIR/.staging/.lock and removes parts a killed run left there (and
+        the staging folders of killed fetches; `consort fetch --out DIR` may run beside it). With
         --cert/--key/--ca, only peers with a certificate from the consortium CA are served, and
         each is named in the log by its certificate. Without them, plain HTTP on a loopback
         address only (a local PACS on the same host). Runs until SIGTERM or SIGINT, then lets
@@ -381,8 +382,9 @@ enum FetchCommand {
         Usage: consort fetch BASE-URL STUDY-UID --out DIR [--cert FILE --key FILE --ca FILE]
 
         Retrieves a study (WADO-RS) into DIR/<StudyUID>/<SOPInstanceUID>.dcm, streamed: each
-        part is written to DIR/.staging as it arrives, checked (readable DICOM, of the study asked
-        for) and moved into place atomically. Exit 0 when every part was stored.
+        part is written to a folder of its own in DIR/.staging as it arrives, checked (readable
+        DICOM, of the study asked for) and moved into place atomically. DIR may be a store a
+        receiver serves. Exit 0 when every part was stored.
         \(TLSOptions.help)
         """
 
@@ -395,7 +397,7 @@ enum FetchCommand {
         let study = arguments.positional[1]
         guard UID.isValid(study) else { throw UsageError(message: "\"\(study)\" is not a UID", command: "fetch") }
         let client = try HTTPClient(.init(tls: try TLSOptions.configuration(arguments)))
-        let receiver = WadoReceiver(out: out, study: study, base: base)
+        let receiver = try WadoReceiver(out: out, study: study, base: base)
         let response: ClientResponse
         do {
             response = try client.send(
@@ -421,21 +423,28 @@ enum FetchCommand {
     }
 
     /// Streams a WADO-RS answer into a StowIngest once its boundary is known from the head.
+    /// Parts are staged in a folder of its own in DIR/.staging, removed when it goes: DIR may be
+    /// a store a receiver serves, and a receiver starting clears only abandoned folders. Folders
+    /// of earlier fetches that were killed are swept here too.
     final class WadoReceiver {
         let out: String, study: String, base: String
+        let staging: PrivateStaging
         var ingest: StowIngest?
         var errorBody: [UInt8] = []
-        init(out: String, study: String, base: String) {
+        init(out: String, study: String, base: String) throws {
             self.out = out
             self.study = study
             self.base = base
+            PrivateStaging.clearAbandoned(in: out + "/.staging")
+            staging = try PrivateStaging(in: out + "/.staging")
         }
+        deinit { staging.remove() }
         func begin(_ head: ClientResponse) throws {
             guard head.status == 200 else { return }
             guard let type = head.value("Content-Type").flatMap(MediaType.init), type.type == "multipart/related",
                 let boundary = type.parameters["boundary"]
             else { throw StowError(502, "The answer is not multipart/related with a boundary") }
-            let ingest = try StowIngest(inbound: out, staging: out + "/.staging", boundary: boundary, baseURL: base)
+            let ingest = try StowIngest(inbound: out, staging: staging.folder, boundary: boundary, baseURL: base)
             ingest.expectedStudy = study
             self.ingest = ingest
         }

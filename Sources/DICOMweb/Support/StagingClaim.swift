@@ -39,8 +39,78 @@ public final class StagingClaim {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] where name.hasPrefix(StowIngest.stagedPrefix) {
             if unlink(folder + "/" + name) == 0 { removed += 1 }
         }
-        self.removed = removed
+        self.removed = removed + PrivateStaging.clearAbandoned(in: folder)
     }
 
     deinit { close(lock) }
+}
+
+/// A staging folder of one's own inside a store's staging folder, for a process that writes into
+/// the store beside its receiver (`consort fetch --out` the store, the agent's prefetches): a
+/// receiver starting meanwhile clears only parts in the shared folder and private folders whose
+/// owner is gone, never one in use.
+///
+/// The owner holds an exclusive flock on `.lock` inside for as long as it lives; the folder is
+/// made under a name the sweep does not match, locked, then renamed into view, so a sweep can
+/// never take a folder that is being set up for one that was abandoned.
+public final class PrivateStaging {
+    public let folder: String
+    private let lock: Int32
+    static let prefix = "own-"
+
+    public init(in staging: String) throws(StagingClaim.Failure) {
+        do {
+            try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
+        } catch {
+            throw StagingClaim.Failure(description: "Cannot create the staging folder \(staging): \(error.localizedDescription)")
+        }
+        var template = Array("\(staging)/.setup-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw StagingClaim.Failure(description: "Cannot make a folder in \(staging): \(String(cString: strerror(errno)))")
+        }
+        let setup = String(cString: made)
+        let fd = open(setup + "/.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0, flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let reason = String(cString: strerror(errno))
+            if fd >= 0 { close(fd) }
+            Self.remove(setup)
+            throw StagingClaim.Failure(description: "Cannot lock \(setup)/.lock: \(reason)")
+        }
+        let name = "\(staging)/\(Self.prefix)\(setup.suffix(6))"
+        guard rename(setup, name) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            Self.remove(setup)
+            throw StagingClaim.Failure(description: "Cannot rename \(setup) to \(name): \(reason)")
+        }
+        folder = name
+        lock = fd
+    }
+
+    /// Removes the folder and whatever is left in it; the owner calls this when done.
+    public func remove() { Self.remove(folder) }
+
+    deinit { close(lock) }
+
+    /// Removes the private folders in `staging` whose owner is gone (their lock is free); returns
+    /// how many staged parts they held.
+    @discardableResult
+    public static func clearAbandoned(in staging: String) -> Int {
+        var parts = 0
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? [] where name.hasPrefix(prefix) {
+            let path = staging + "/" + name
+            let fd = open(path + "/.lock", O_RDWR | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            defer { close(fd) }
+            guard flock(fd, LOCK_EX | LOCK_NB) == 0 else { continue }  // its owner is alive
+            parts += ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasPrefix(StowIngest.stagedPrefix) }.count
+            remove(path)
+        }
+        return parts
+    }
+
+    private static func remove(_ path: String) {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? [] { unlink(path + "/" + name) }
+        rmdir(path)
+    }
 }
