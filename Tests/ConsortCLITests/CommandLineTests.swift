@@ -86,6 +86,31 @@ struct CommandLineTests {
         #expect((object?["files"] as? Int ?? 0) > 20)
         #expect((object?["files_per_second"] as? Double ?? 0) > 0)
     }
+
+    @Test func benchPushSendsToItsOwnReceiverOverMutualTLSAndCleansUp() throws {
+        _ = try Run.require("openssl", package: "openssl")
+        let folder = try ScratchFolder()
+        let work = folder.path + "/work", stores = folder.path + "/stores"
+        let outcome = try Run.consort("bench", "push", "--instances", "7", "--size", "32x32", "--batch", "2", "--work", work, "--store", stores, "--json")
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any]
+        #expect(object?["benchmark"] as? String == "push")
+        #expect(object?["instances"] as? Int == 7)
+        #expect((object?["mb_per_second"] as? Double ?? 0) > 0)
+        #expect((object?["sender_peak_rss_kib"] as? Int ?? 0) > 1000)
+        #expect((object?["receiver_peak_rss_kib"] as? Int ?? 0) > 1000)
+        // The received copy is gone; the study and certificates are kept in --work for next time.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: stores).isEmpty)
+        #expect(FileManager.default.fileExists(atPath: work + "/pki/complete"))
+        #expect(FileManager.default.fileExists(atPath: work + "/study-7-32x32.complete"))
+        // The receiver checked the peer's certificate: it names the sender by its trust code.
+        #expect(try String(contentsOfFile: work + "/receive.log", encoding: .utf8).contains("from RSCH"))
+        // A study folder with nothing to send is an error, not a figure.
+        try FileManager.default.createDirectory(atPath: folder.path + "/empty", withIntermediateDirectories: true)
+        let empty = try Run.consort("bench", "push", "--study", folder.path + "/empty", "--work", work)
+        #expect(empty.status == 1)
+        #expect(empty.stderr.contains("no files to send"), "\(empty.stderr)")
+    }
 }
 
 /// Generates the conformance fixtures (pydicom) into `folder`; returns it.

@@ -13,6 +13,8 @@ enum BenchCommand {
     static let help = """
         Usage: consort bench parse DIR... [--threads N] [--repeat N] [--in-memory] [--json]
                consort bench rules [--rules DIR] [--headers N] [--seconds S] [--json]
+               consort bench push [--instances N] [--size RxC] [--study DIR] [--store DIR]
+                                  [--work DIR] [--connections C] [--batch N] [--json]
 
         parse   Reads the header of every file under DIR (up to Pixel Data, as the agent does)
                 and reports files/s and MB/s, MB counted as the files' size on disk. One untimed
@@ -28,16 +30,19 @@ enum BenchCommand {
         Tests/Benchmarks/bench-parse.sh runs parse beside pydicom, DCMTK and a C floor on the same files
         and prints the ratios.
 
+        \(pushHelp)
+
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
         guard let what = args.first else {
-            throw UsageError(message: "say what to measure: parse or rules", command: "bench")
+            throw UsageError(message: "say what to measure: parse, rules or push", command: "bench")
         }
         switch what {
         case "parse": return try parse(Array(args.dropFirst()))
         case "rules": return try rules(Array(args.dropFirst()))
-        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse, rules)", command: "bench")
+        case "push": return try push(Array(args.dropFirst()))
+        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse, rules, push)", command: "bench")
         }
     }
 

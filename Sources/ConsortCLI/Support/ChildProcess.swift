@@ -1,0 +1,75 @@
+import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A program run as a child with its output in files, waited for with wait4(2) so that its peak
+/// memory comes back with its exit status. (Foundation's Process reaps its children itself and
+/// keeps their resource usage; benchmarks need it.)
+final class ChildProcess {
+    let pid: pid_t
+    let command: String
+
+    struct Exit {
+        var status: Int32
+        /// Peak resident set size, KiB (ru_maxrss).
+        var peakKiB: Int
+        var succeeded: Bool { status == 0 }
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    /// Starts `path` with `arguments`; standard output and error go to the files named (created
+    /// or truncated), standard input is /dev/null.
+    init(_ path: String, _ arguments: [String], stdout: String, stderr: String) throws(Failure) {
+        command = ([path] + arguments).joined(separator: " ")
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, stdout, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var child: pid_t = 0
+        let code = posix_spawn(&child, path, &actions, nil, argv, environ)
+        guard code == 0 else { throw Failure(description: "Cannot start \(path): \(String(cString: strerror(code)))") }
+        pid = child
+    }
+
+    /// Waits for the child to end.
+    func wait() -> Exit {
+        var status: Int32 = 0
+        var usage = rusage()
+        while wait4(pid, &status, 0, &usage) < 0 && errno == EINTR {}
+        // WIFEXITED / WEXITSTATUS, spelled out (the macros do not come through to Swift).
+        let exited = status & 0x7F == 0
+        return Exit(status: exited ? (status >> 8) & 0xFF : 128 + (status & 0x7F), peakKiB: usage.ru_maxrss)
+    }
+
+    /// Peak resident set size so far (VmHWM), KiB, while the child runs.
+    var peakKiBSoFar: Int {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") })
+        else { return 0 }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "") ?? 0
+    }
+
+    func signal(_ number: Int32) { kill(pid, number) }
+
+    /// The path of the program running now (to start another consort).
+    static var ownExecutable: String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        return count > 0 ? String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self) : CommandLine.arguments[0]
+    }
+
+    /// The first executable called `name` on PATH.
+    static func find(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first { access($0, X_OK) == 0 }
+    }
+}
