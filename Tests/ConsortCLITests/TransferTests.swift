@@ -222,6 +222,25 @@ struct TransferTests {
         #expect(FileManager.default.fileExists(atPath: staging + "/own-live01/part-abcdef"))
     }
 
+    @Test func progressIsShownOnATerminalAndNowhereElse() throws {
+        let folder = try ScratchFolder()
+        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "4").status == 0)
+        let uid = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study").first)
+        let receiver = try ReceiverProcess(store: folder.path + "/inbox")
+        defer { _ = receiver.stop() }
+        // script(1) runs each command on a pseudo-terminal and copies what it wrote.
+        let script = try Run.require("script", package: "bsdutils")
+        let send = try Run.program(script, ["-qec", "'\(Run.consort)' send \(receiver.url) '\(folder.path)/study'", "/dev/null"])
+        #expect(send.stdout.contains("consort send: 4 of 4 instances sent"), "\(send.stdout)")
+        let fetch = try Run.program(script, ["-qec", "'\(Run.consort)' fetch \(receiver.url) \(uid) --out '\(folder.path)/fetched'", "/dev/null"])
+        #expect(fetch.stdout.contains("MB received"), "\(fetch.stdout)")
+        #expect(fetch.stdout.contains("4 instances stored"), "\(fetch.stdout)")
+        // Not on a terminal (a log, a pipe): no progress lines.
+        let quiet = try Run.program(Run.consort, ["fetch", receiver.url, uid, "--out", folder.path + "/fetched-again"])
+        #expect(quiet.status == 0)
+        #expect(!quiet.stderr.contains("MB received") && !quiet.stdout.contains("MB received"))
+    }
+
     @Test func studiesCanBeFoundAndFetchedBack() throws {
         let pki = try TestPKI()
         let folder = try ScratchFolder()
@@ -253,7 +272,7 @@ struct TransferTests {
         // and the fetch's own staging folder is gone afterwards.
         let beside = try Run.program(Run.consort, ["fetch", receiver.url, uid, "--out", receiver.store] + tls)
         #expect(beside.status == 0, "\(beside.stderr)")
-        #expect(beside.stdout.contains("12 instances stored"))
+        #expect(beside.stdout.contains("0 instances stored in \(receiver.store)/\(uid), 12 already present, 0 refused"), "\(beside.stdout)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: receiver.store + "/.staging").sorted() == [".lock"])
         // A study that is not there, and a misspelled query key.
         let missing = try Run.program(Run.consort, ["fetch", receiver.url, "1.2.3.4", "--out", folder.path + "/none"] + tls)

@@ -170,8 +170,8 @@ enum SendCommand {
         stored (with the server's reason), with --verbose a line for every instance, and at the
         end a summary: stored, already present (the peer held the same instance before: a
         Consort receiver says so, and any server that answers "duplicate SOP instance"; others,
-        such as Orthanc, list it as stored), to retry, refused, unreadable. Exit 0 only if every
-        instance is at the peer.
+        such as Orthanc, list it as stored), to retry, refused, unreadable. On a terminal, how
+        many have been sent so far. Exit 0 only if every instance is at the peer.
         \(TLSOptions.help)
         """
 
@@ -384,7 +384,9 @@ enum FetchCommand {
         Retrieves a study (WADO-RS) into DIR/<StudyUID>/<SOPInstanceUID>.dcm, streamed: each
         part is written to a folder of its own in DIR/.staging as it arrives, checked (readable
         DICOM, of the study asked for) and moved into place atomically. DIR may be a store a
-        receiver serves. Exit 0 when every part was stored.
+        receiver serves. On a terminal, the MB received so far; at the end, how many instances
+        were stored, already present (the same bytes were there) and refused (with reasons).
+        Exit 0 when every part was stored or already present.
         \(TLSOptions.help)
         """
 
@@ -397,16 +399,18 @@ enum FetchCommand {
         let study = arguments.positional[1]
         guard UID.isValid(study) else { throw UsageError(message: "\"\(study)\" is not a UID", command: "fetch") }
         let client = try HTTPClient(.init(tls: try TLSOptions.configuration(arguments)))
-        let receiver = try WadoReceiver(out: out, study: study, base: base)
+        let receiver = try WadoReceiver(out: out, study: study, base: base, interactive: standardError.isTerminal)
         let response: ClientResponse
         do {
             response = try client.send(
                 method: "GET", url: "\(base)/studies/\(study)", headers: [("Accept", "multipart/related; type=\"application/dicom\"")],
                 head: receiver.begin, sink: receiver.consume)
         } catch {
+            receiver.finishProgress()
             standardError.line("consort fetch: \(error)")
             return .someFailed
         }
+        receiver.finishProgress()
         guard response.status == 200, let ingest = receiver.ingest else {
             standardError.line("consort fetch: \(base)/studies/\(study): HTTP \(response.status) \(String(decoding: receiver.errorBody.prefix(300), as: UTF8.self))")
             return .someFailed
@@ -414,7 +418,9 @@ enum FetchCommand {
         do {
             let result = try ingest.finish()
             for line in ingest.log where line.hasPrefix("refused") { standardError.line("consort fetch: \(line)") }
-            standardOutput.line("consort fetch: \(result.stored.count) instances stored in \(out)/\(study), \(result.failed.count) refused")
+            let held = result.stored.filter(\.alreadyHeld).count
+            standardOutput.line(
+                "consort fetch: \(result.stored.count - held) instances stored in \(out)/\(study), \(held) already present, \(result.failed.count) refused")
             return result.failed.isEmpty && !result.stored.isEmpty ? .success : .someFailed
         } catch {
             standardError.line("consort fetch: the answer broke off: \(error.message); nothing partial was kept")
@@ -431,14 +437,34 @@ enum FetchCommand {
         let staging: PrivateStaging
         var ingest: StowIngest?
         var errorBody: [UInt8] = []
-        init(out: String, study: String, base: String) throws {
+        /// Progress on a terminal: bytes received, shown a few times a second.
+        let interactive: Bool
+        private var received = 0
+        private var shown = 0.0
+        private let started = monotonicSeconds()
+        init(out: String, study: String, base: String, interactive: Bool = false) throws {
             self.out = out
             self.study = study
             self.base = base
+            self.interactive = interactive
             PrivateStaging.clearAbandoned(in: out + "/.staging")
             staging = try PrivateStaging(in: out + "/.staging")
         }
         deinit { staging.remove() }
+
+        private func showProgress() {
+            let now = monotonicSeconds()
+            guard now - shown >= 0.25 else { return }
+            shown = now
+            let megabytes = Double(received) / 1e6
+            standardError.write(String(format: "\r\u{1B}[Kconsort fetch: %.0f MB received (%.0f MB/s)", megabytes, megabytes / max(now - started, 0.001)))
+            standardError.flush()
+        }
+
+        /// Clears the progress line before the results are printed.
+        func finishProgress() {
+            if interactive && shown > 0 { standardError.write("\r\u{1B}[K") }
+        }
         func begin(_ head: ClientResponse) throws {
             guard head.status == 200 else { return }
             guard let type = head.value("Content-Type").flatMap(MediaType.init), type.type == "multipart/related",
@@ -449,7 +475,13 @@ enum FetchCommand {
             self.ingest = ingest
         }
         func consume(_ bytes: UnsafeRawBufferPointer) throws {
-            if let ingest { try ingest.consume(bytes) } else if errorBody.count < 4096 { errorBody += bytes }
+            if let ingest {
+                try ingest.consume(bytes)
+                received += bytes.count
+                if interactive { showProgress() }
+            } else if errorBody.count < 4096 {
+                errorBody += bytes
+            }
         }
     }
 }
