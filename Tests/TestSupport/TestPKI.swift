@@ -40,6 +40,23 @@ public final class TestPKI {
         return crl + "/crl.pem"
     }
 
+    /// A client certificate (CN=RSCH) from our CA whose validity starts in 2030; returns its
+    /// certificate and key paths. (`openssl x509` on OpenSSL 3.0 cannot set a start date;
+    /// `openssl ca -startdate` can.)
+    public func notYetValidClient() throws -> (certificate: String, key: String) {
+        let dir = folder + "/future"
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir + "/future.key",
+            "-out", dir + "/future.csr", "-subj", "/CN=RSCH"])
+        try Data().write(to: URL(fileURLWithPath: dir + "/index.txt"))
+        try Data("[ca]\ndefault_ca=d\n[d]\ndatabase=\(dir)/index.txt\nnew_certs_dir=\(dir)\nserial=\(dir)/serial\ndefault_md=sha256\npolicy=p\n[p]\ncommonName=supplied\n".utf8)
+            .write(to: URL(fileURLWithPath: dir + "/ca.cnf"))
+        try Data("2000\n".utf8).write(to: URL(fileURLWithPath: dir + "/serial"))
+        try openssl(["ca", "-batch", "-notext", "-config", dir + "/ca.cnf", "-keyfile", folder + "/ca.key", "-cert", ca,
+            "-startdate", "20300101000000Z", "-enddate", "20310101000000Z", "-in", dir + "/future.csr", "-out", dir + "/future.pem"])
+        return (dir + "/future.pem", dir + "/future.key")
+    }
+
     deinit { try? FileManager.default.removeItem(atPath: folder) }
 
     private func openssl(_ arguments: [String]) throws {

@@ -82,6 +82,18 @@ struct HTTPServerTests {
         #expect(log.eventuallyContains("certificate has expired"), "\(log.all)")
     }
 
+    @Test func aCertificateNotYetValidIsRefusedAndSaidSo() throws {
+        let pki = try TestPKI()
+        let future = try pki.notYetValidClient()
+        let log = LogLines()
+        let server = try server(pki, log: log)
+        defer { server.stop() }
+        let outcome = try curl(["--cacert", pki.ca, "--cert", future.certificate, "--key", future.key, "https://localhost:\(server.port)/"])
+        #expect(outcome.status != 0)
+        #expect(log.eventuallyContains("certificate is not yet valid"), "\(log.all)")
+        #expect(log.eventuallyContains("127.0.0.1"), "the log names the peer's address: \(log.all)")
+    }
+
     @Test func aRevokedCertificateIsRefusedWhenTheCRLIsGiven() throws {
         let pki = try TestPKI()
         let crl = try pki.revokeClient()
