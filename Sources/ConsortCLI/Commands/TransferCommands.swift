@@ -354,6 +354,7 @@ enum SendCommand {
             guard !lines.isEmpty else { return }
             lock.locked {
                 counted.unreadable += lines.count
+                if interactive { standardError.write("\r\u{1B}[K") }  // clear the progress line
                 for line in lines { standardError.line(line) }
             }
         }
