@@ -192,6 +192,18 @@ struct TransferTests {
         #expect(Self.files(under: store).isEmpty)
     }
 
+    @Test func aStagingLockThatCannotBeOpenedStopsTheReceiverWithThePathAndReason() throws {
+        let folder = try ScratchFolder()
+        let store = folder.path + "/inbox"
+        // A directory where the lock file belongs: open(2) fails as it would on a folder the
+        // service account may not write (which cannot be staged here: the tests run as root).
+        try FileManager.default.createDirectory(atPath: store + "/.staging/.lock", withIntermediateDirectories: true)
+        let refused = try Run.program(Run.consort, ["receive", "--listen", "127.0.0.1:0", "--store", store], timeout: 10)
+        #expect(refused.status == 1)
+        #expect(refused.stderr.contains("Cannot open \(store)/.staging/.lock: Is a directory"), "\(refused.stderr)")
+        #expect(!refused.stdout.contains("listening"))
+    }
+
     @Test func aStartingReceiverClearsOnlyTheStagingFoldersWhoseOwnerIsGone() throws {
         let folder = try ScratchFolder()
         let store = folder.path + "/inbox"
