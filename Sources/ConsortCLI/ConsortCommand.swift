@@ -36,7 +36,7 @@ public enum ConsortCommand {
             name: "demo", summary: "write a synthetic study, read it back, send it over DICOMweb and fetch it again",
             run: DemoCommand.run, help: DemoCommand.help),
         Subcommand(
-            name: "bench", summary: "measure: header parsing (bench parse DIR), rule evaluation (bench rules)",
+            name: "bench", summary: "measure: header parsing (bench parse), rule evaluation (bench rules), transfers (bench push)",
             run: BenchCommand.run, help: BenchCommand.help),
     ]
 
