@@ -33,14 +33,10 @@ extension BenchCommand {
         let instances = try arguments.integer("--instances", default: 600, range: 1...100_000)
         let connections = try arguments.integer("--connections", default: 4, range: 1...16)
         let batch = try arguments.integer("--batch", default: 50, range: 1...10_000)
-        var (rows, columns) = (512, 512)
-        if let size = arguments.option("--size") {
-            let parts = size.lowercased().split(separator: "x").compactMap { Int($0) }
-            guard parts.count == 2, (1...4096).contains(parts[0]), (1...4096).contains(parts[1]) else {
-                throw UsageError(message: "--size takes ROWSxCOLUMNS, each 1 to 4096, e.g. 512x512", command: "bench push")
-            }
-            (rows, columns) = (parts[0], parts[1])
-        }
+        var synthetic = SyntheticStudy()
+        synthetic.instances = instances
+        (synthetic.rows, synthetic.columns) = (512, 512)
+        if let size = arguments.option("--size") { try synthetic.setSize(size, command: "bench push") }
         guard let openssl = ChildProcess.find("openssl") else {
             standardError.line("consort bench push: needs the openssl command for its throwaway certificates (Debian package openssl)")
             return .someFailed
@@ -55,10 +51,10 @@ extension BenchCommand {
         if let given = arguments.option("--study") {
             study = given
         } else {
-            study = work + "/study-\(instances)-\(rows)x\(columns)"
+            study = work + "/study-\(instances)-\(synthetic.rows)x\(synthetic.columns)"
             if !FileManager.default.fileExists(atPath: study + ".complete") {
                 try? FileManager.default.removeItem(atPath: study)
-                try writeStudy(into: study, instances: instances, rows: rows, columns: columns)
+                _ = try synthetic.write(into: study)
                 try Data().write(to: URL(fileURLWithPath: study + ".complete"))
             }
         }
@@ -140,18 +136,6 @@ extension BenchCommand {
             standardOutput.line("  peak RSS: sender \(sent.peakKiB / 1024) MB, receiver \(receiverPeakKiB / 1024) MB")
         }
         return .success
-    }
-
-    /// Writes a synthetic CT study as files, one folder.
-    static func writeStudy(into folder: String, instances: Int, rows: Int, columns: Int) throws {
-        var study = SyntheticStudy()
-        study.instances = instances
-        study.rows = rows
-        study.columns = columns
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        for index in 0..<instances {
-            try DICOMWriter.write(study.file(instance: index), toPath: folder + "/IM\(String(format: "%05d", index + 1)).dcm")
-        }
     }
 
     /// A consortium CA for the run, UHSX's server certificate (127.0.0.1) and RSCH's client

@@ -60,25 +60,12 @@ enum DemoCommand {
         let out = arguments.option("--out") ?? (NSTemporaryDirectory() + "consort-demo-\(getpid())")
         var study = SyntheticStudy()
         study.instances = count
-        if let size = arguments.option("--size") {
-            let parts = size.lowercased().split(separator: "x").compactMap { Int($0) }
-            guard parts.count == 2, (1...4096).contains(parts[0]), (1...4096).contains(parts[1]) else {
-                throw UsageError(message: "--size takes ROWSxCOLUMNS, each 1 to 4096, e.g. 512x512", command: "demo")
-            }
-            study.rows = parts[0]
-            study.columns = parts[1]
-        }
+        if let size = arguments.option("--size") { try study.setSize(size, command: "demo") }
         let folder = out + "/" + study.studyInstanceUID
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
 
         standardOutput.line("Consort demo: a synthetic study, written and read back by Consort's own DICOM code.")
         standardOutput.line("")
-        var paths: [String] = []
-        for (index, file) in study.files().enumerated() {
-            let path = folder + "/IM\(String(format: "%05d", index + 1)).dcm"
-            try DICOMWriter.write(file, toPath: path)
-            paths.append(path)
-        }
+        let paths = try study.write(into: folder)
         standardOutput.line("Wrote \(paths.count) instances (written to a temporary name, fsynced, renamed) to")
         standardOutput.line("  \(folder)")
         standardOutput.line("")

@@ -1,4 +1,5 @@
 import DICOM
+import Foundation
 import Routing
 
 /// Makes synthetic, realistic-looking studies with our own writer: for the demo, benchmarks and
@@ -27,13 +28,29 @@ struct SyntheticStudy {
         return "2.25.\(1 + (seed % 9))\(kind)\(x % 1_000_000_000_000)\(index)"
     }
 
+    /// Sets rows and columns from "ROWSxCOLUMNS" (an option's value, e.g. 512x512).
+    mutating func setSize(_ text: String, command: String) throws {
+        let parts = text.lowercased().split(separator: "x").compactMap { Int($0) }
+        guard parts.count == 2, (1...4096).contains(parts[0]), (1...4096).contains(parts[1]) else {
+            throw UsageError(message: "--size takes ROWSxCOLUMNS, each 1 to 4096, e.g. 512x512", command: command)
+        }
+        rows = parts[0]
+        columns = parts[1]
+    }
+
+    /// Writes the instances into `folder` as IM00001.dcm, IM00002.dcm, ... (each written to a
+    /// temporary name, fsynced, renamed); returns their paths in order.
+    func write(into folder: String) throws -> [String] {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        return try (0..<instances).map { index in
+            let path = folder + "/IM\(String(format: "%05d", index + 1)).dcm"
+            try DICOMWriter.write(file(instance: index), toPath: path)
+            return path
+        }
+    }
+
     var studyInstanceUID: String { Self.uid(seed, 1, 0) }
     var seriesInstanceUID: String { Self.uid(seed, 2, 0) }
-
-    /// The instances as files in memory, in order.
-    func files() -> [DICOMFile] {
-        (0..<instances).map { file(instance: $0) }
-    }
 
     func file(instance: Int) -> DICOMFile {
         var ds = DataSet()
