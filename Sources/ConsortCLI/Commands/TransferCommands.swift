@@ -99,8 +99,7 @@ enum ReceiveCommand {
             guard let index = segments.lastIndex(of: "studies") else { return .text(404, "Not found: \(path)") }
             if index == segments.count - 1 {
                 // QIDO-RS: GET .../studies?PatientID=...
-                let query: StudyQuery
-                do { query = try StudyQuery(queryString: target.count > 1 ? String(target[1]) : "") } catch { throw HTTPError(error.status, error.message) }
+                let query = try StudyQuery(queryString: target.count > 1 ? String(target[1]) : "")
                 let studies = folder.studies(matching: query)
                 log("request \(request.id) from \(who): QIDO-RS \(target.count > 1 ? String(target[1]) : "(all)") → \(studies.count) studies")
                 return ServerResponse(status: 200, headers: [("Content-Type", "application/dicom+json")], body: StudySummary.json(studies))
@@ -129,17 +128,13 @@ enum ReceiveCommand {
         if let partType = type.parameters["type"], partType.lowercased() != "application/dicom" {
             throw HTTPError(415, "Only application/dicom parts are accepted, not \(partType)")
         }
-        let ingest: StowIngest
-        do {
-            ingest = try StowIngest(inbound: store, staging: store + "/.staging", boundary: boundary, baseURL: baseURL)
-            while let piece = try body.next() { try ingest.consume(piece) }
-            let response = try ingest.finish()
-            for line in ingest.log { log("request \(request.id) from \(who): \(line)") }
-            log("request \(request.id) from \(who): \(response.stored.count) stored, \(response.failed.count) refused")
-            return ServerResponse(status: response.httpStatus, headers: [("Content-Type", "application/dicom+json")], body: response.json())
-        } catch let error as StowError {
-            throw HTTPError(error.status, error.message)
-        }
+        // StowIngest throws HTTPError: the status it throws is the one answered.
+        let ingest = try StowIngest(inbound: store, staging: store + "/.staging", boundary: boundary, baseURL: baseURL)
+        while let piece = try body.next() { try ingest.consume(piece) }
+        let response = try ingest.finish()
+        for line in ingest.log { log("request \(request.id) from \(who): \(line)") }
+        log("request \(request.id) from \(who): \(response.stored.count) stored, \(response.failed.count) refused")
+        return ServerResponse(status: response.httpStatus, headers: [("Content-Type", "application/dicom+json")], body: response.json())
     }
 
     /// Blocks until SIGTERM or SIGINT (systemd's stop, or Ctrl-C).
@@ -470,7 +465,7 @@ enum FetchCommand {
             guard head.status == 200 else { return }
             guard let type = head.value("Content-Type").flatMap(MediaType.init), type.type == "multipart/related",
                 let boundary = type.parameters["boundary"]
-            else { throw StowError(502, "The answer is not multipart/related with a boundary") }
+            else { throw HTTPError(502, "The answer is not multipart/related with a boundary") }
             let ingest = try StowIngest(inbound: out, staging: staging.folder, boundary: boundary, baseURL: base)
             ingest.expectedStudy = study
             self.ingest = ingest

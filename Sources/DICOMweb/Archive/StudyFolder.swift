@@ -1,4 +1,5 @@
 import DICOM
+import HTTP
 import Foundation
 
 /// A folder of received studies, laid out as `consort receive` stores them
@@ -64,7 +65,7 @@ public struct StudyQuery: Sendable, Equatable {
     /// From a query string: PatientID=, StudyInstanceUID= (comma list), StudyDate=FROM-TO
     /// (either side may be empty), ModalitiesInStudy=, limit=. Unknown keys are refused, so a
     /// misspelled filter cannot silently widen a search.
-    public init(queryString: String) throws(StowError) {
+    public init(queryString: String) throws(HTTPError) {
         for pair in queryString.split(separator: "&") where !pair.isEmpty {
             let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = String(parts[0]).removingPercentEncoding ?? String(parts[0])
@@ -81,17 +82,17 @@ public struct StudyQuery: Sendable, Equatable {
                     dateFrom = range[0].isEmpty ? nil : range[0]
                     dateTo = range[1].isEmpty ? nil : range[1]
                 } else {
-                    throw StowError(400, "StudyDate takes YYYYMMDD or FROM-TO")
+                    throw HTTPError(400, "StudyDate takes YYYYMMDD or FROM-TO")
                 }
                 for d in [dateFrom, dateTo].compactMap({ $0 }) where DICOMDate(d) == nil {
-                    throw StowError(400, "\"\(d)\" is not a date (YYYYMMDD)")
+                    throw HTTPError(400, "\"\(d)\" is not a date (YYYYMMDD)")
                 }
             case "ModalitiesInStudy", "00080061": modality = value
             case "limit":
-                guard let n = Int(value), n > 0 else { throw StowError(400, "limit takes a positive number") }
+                guard let n = Int(value), n > 0 else { throw HTTPError(400, "limit takes a positive number") }
                 limit = min(n, 10_000)
             case "includefield", "fuzzymatching", "offset": break
-            default: throw StowError(400, "Unknown query key \"\(key)\" (PatientID, StudyInstanceUID, StudyDate, ModalitiesInStudy, limit)")
+            default: throw HTTPError(400, "Unknown query key \"\(key)\" (PatientID, StudyInstanceUID, StudyDate, ModalitiesInStudy, limit)")
             }
         }
     }

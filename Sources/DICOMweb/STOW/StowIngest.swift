@@ -1,4 +1,5 @@
 import DICOM
+import HTTP
 import Foundation
 internal import CSystem
 
@@ -82,7 +83,7 @@ public final class StowIngest {
 
     /// Prepares to receive a body with this multipart boundary. The staging folder is made if
     /// missing and must share a filesystem with `inbound` (a rename cannot cross filesystems).
-    public init(inbound: String, staging: String, boundary: String, baseURL: String, limits: Limits = Limits()) throws(StowError) {
+    public init(inbound: String, staging: String, boundary: String, baseURL: String, limits: Limits = Limits()) throws(HTTPError) {
         self.inbound = inbound
         self.staging = staging
         self.baseURL = baseURL
@@ -92,12 +93,12 @@ public final class StowIngest {
             do {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             } catch {
-                throw StowError(500, "Cannot create \(folder): \(error.localizedDescription)")
+                throw HTTPError(500, "Cannot create \(folder): \(error.localizedDescription)")
             }
         }
         var a = stat(), b = stat()
         guard stat(inbound, &a) == 0, stat(staging, &b) == 0, a.st_dev == b.st_dev else {
-            throw StowError(500, "The staging folder \(staging) is not on the same filesystem as \(inbound)")
+            throw HTTPError(500, "The staging folder \(staging) is not on the same filesystem as \(inbound)")
         }
         directIO = StagingWriter.directIOSuits(staging)
     }
@@ -105,32 +106,32 @@ public final class StowIngest {
     deinit { abandonCurrent() }
 
     /// The next piece of the request body.
-    public func consume(_ piece: some Collection<UInt8>) throws(StowError) {
+    public func consume(_ piece: some Collection<UInt8>) throws(HTTPError) {
         try consume(ArraySlice(piece))
     }
 
     /// The next piece of the request body, as a server hands it out: decoded without copying.
-    public func consume(_ piece: ArraySlice<UInt8>) throws(StowError) {
+    public func consume(_ piece: ArraySlice<UInt8>) throws(HTTPError) {
         let events: [MultipartDecoder.Event]
         do {
             events = try decoder.feed(piece)
         } catch {
             abandonCurrent()
-            throw StowError(400, "The multipart body is malformed: \(error)")
+            throw HTTPError(400, "The multipart body is malformed: \(error)")
         }
         try handle(events)
     }
 
     /// The body ended: checks it ended well and answers what was stored.
-    public func finish() throws(StowError) -> StowResponse {
+    public func finish() throws(HTTPError) -> StowResponse {
         do {
             try handle(try decoder.finish())
-        } catch let error as StowError {
+        } catch let error as HTTPError {
             abandonCurrent()
             throw error
         } catch {
             abandonCurrent()
-            throw StowError(400, "The multipart body is malformed: \(error)")
+            throw HTTPError(400, "The multipart body is malformed: \(error)")
         }
         place()
         let url = studies.count == 1 ? "\(baseURL)/studies/\(studies.first!)" : nil
@@ -164,12 +165,12 @@ public final class StowIngest {
         }
     }
 
-    private func handle(_ events: [MultipartDecoder.Event]) throws(StowError) {
+    private func handle(_ events: [MultipartDecoder.Event]) throws(HTTPError) {
         for event in events {
             switch event {
             case .partBegin(let headers):
                 partCount += 1
-                if partCount > limits.parts { throw StowError(413, "More than \(limits.parts) instances in one request") }
+                if partCount > limits.parts { throw HTTPError(413, "More than \(limits.parts) instances in one request") }
                 let type = headers.first { $0.name == "content-type" }.flatMap { MediaType($0.value) }?.type
                 current = try openPart(contentTypeOK: type == nil || type == "application/dicom")
             case .partData(let bytes):
@@ -177,7 +178,7 @@ public final class StowIngest {
                 part.size += bytes.count
                 if part.size > limits.partBytes {
                     abandonCurrent()
-                    throw StowError(413, "An instance exceeds \(limits.partBytes) bytes")
+                    throw HTTPError(413, "An instance exceeds \(limits.partBytes) bytes")
                 }
                 try write(bytes, to: part)
             case .partEnd:
@@ -197,11 +198,11 @@ public final class StowIngest {
         }
     }
 
-    private func openPart(contentTypeOK: Bool) throws(StowError) -> Part {
+    private func openPart(contentTypeOK: Bool) throws(HTTPError) -> Part {
         var template = Array("\(staging)/\(Self.stagedPrefix)XXXXXX".utf8CString)
         let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
         // The answer goes to the peer: the reason, not the server's folders.
-        guard fd >= 0 else { throw StowError(503, "Cannot create a staging file: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw HTTPError(503, "Cannot create a staging file: \(String(cString: strerror(errno)))") }
         _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
         _ = fchmod(fd, 0o640)
         let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
@@ -209,7 +210,7 @@ public final class StowIngest {
         return Part(path: path, descriptor: fd, contentTypeOK: contentTypeOK)
     }
 
-    private func write(_ bytes: ArraySlice<UInt8>, to part: Part) throws(StowError) {
+    private func write(_ bytes: ArraySlice<UInt8>, to part: Part) throws(HTTPError) {
         if part.prefix.count < Self.headerPrefixBytes {
             part.prefix += bytes.prefix(Self.headerPrefixBytes - part.prefix.count)
         }
@@ -224,8 +225,8 @@ public final class StowIngest {
     }
 
     /// A full disk is the server's trouble, not the client's: 503, try later.
-    private func writeFailure(_ error: StagingWriter.Failure) -> StowError {
-        StowError(error.code == ENOSPC ? 503 : 500, "Cannot write the instance to disk: \(error.reason)")
+    private func writeFailure(_ error: StagingWriter.Failure) -> HTTPError {
+        HTTPError(error.code == ENOSPC ? 503 : 500, "Cannot write the instance to disk: \(error.reason)")
     }
 
     /// A part is complete: check it and queue it for placement, or refuse it.
@@ -331,16 +332,6 @@ public final class StowIngest {
     }
 }
 
-/// A STOW-RS request that cannot be processed at all: the status to answer with and why.
-public struct StowError: Error, CustomStringConvertible {
-    public var status: Int
-    public var message: String
-    public init(_ status: Int, _ message: String) {
-        self.status = status
-        self.message = message
-    }
-    public var description: String { "\(status): \(message)" }
-}
 
 /// UID syntax (PS3.5 §9.1): digits and dots, at most 64 characters, no empty component, no
 /// leading zero in a component of more than one digit. Checked before a UID names a file.
