@@ -36,6 +36,12 @@ let package = Package(
         ),
         // GNU libc calls Swift's Glibc module leaves out (syncfs).
         .target(name: "CSystem"),
+        // What a daemon needs of the operating system, in Swift over Glibc: the signal watcher
+        // (armed before anything serves), a monotonic clock. No Foundation.
+        .target(
+            name: "Platform",
+            dependencies: ["CSystem"]
+        ),
         // Reading and writing DICOM Part 10 files and bare data sets. Pure Swift, except for
         // inflating deflated data sets through zlib (one file: Source/InflatingByteSource.swift).
         .target(
@@ -67,7 +73,7 @@ let package = Package(
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport"]
+            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform"]
         ),
         .executableTarget(
             name: "consort",

@@ -19,3 +19,36 @@ long consort_filesystem_type(const char *path) {
     if (statfs(path, &info) != 0) return -1;
     return (long)info.f_type;
 }
+
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+
+static int consort_signal_pipe[2] = {-1, -1};
+
+static void consort_signal_handler(int signal_number) {
+    int saved = errno;  // the interrupted code may be about to read errno
+    unsigned char byte = (unsigned char)signal_number;
+    // Non-blocking: if 64 KiB of signals are already waiting, one more changes nothing.
+    ssize_t ignored = write(consort_signal_pipe[1], &byte, 1);
+    (void)ignored;
+    errno = saved;
+}
+
+int consort_signals_arm(const int *signals, int count) {
+    if (consort_signal_pipe[0] < 0 && pipe2(consort_signal_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return -1;
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = consort_signal_handler;
+    action.sa_flags = SA_RESTART;  // blocking reads elsewhere carry on rather than fail with EINTR
+    sigemptyset(&action.sa_mask);
+    for (int i = 0; i < count; i++) {
+        if (sigaction(signals[i], &action, NULL) != 0) return -1;
+        // A signal blocked by an inherited mask would wait for ever: unblock it here.
+        sigset_t one;
+        sigemptyset(&one);
+        sigaddset(&one, signals[i]);
+        pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+    }
+    return consort_signal_pipe[0];
+}

@@ -51,19 +51,19 @@ struct TransferTests {
         // A part that is not DICOM: refused with a reason, 409 (nothing stored).
         let notDICOM = folder.path + "/not.bin"
         try "--b1\r\nContent-Type: application/dicom\r\n\r\nthis is not DICOM\r\n--b1--\r\n".write(toFile: notDICOM, atomically: true, encoding: .utf8)
-        let refused = try runProgram("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b1", "--data-binary", "@\(notDICOM)", receiver.url + "/studies"] + tls)
+        let refused = try runProgram("/usr/bin/curl", ["-s", "--max-time", "60", "-w", "\n%{http_code}", "-H", "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b1", "--data-binary", "@\(notDICOM)", receiver.url + "/studies"] + tls)
         #expect(refused.stdout.hasSuffix("409"), "\(refused.stdout)")
         #expect(refused.stdout.contains("\"00081197\""))
         // A body that breaks off inside a part: 400, and the half-received part is gone.
         let truncated = folder.path + "/cut.bin"
         try "--b1\r\nContent-Type: application/dicom\r\n\r\nDICM and then nothing".write(toFile: truncated, atomically: true, encoding: .utf8)
-        let cut = try runProgram("/usr/bin/curl", ["-s", "-w", "\n%{http_code}", "-H", "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b1", "--data-binary", "@\(truncated)", receiver.url + "/studies"] + tls)
+        let cut = try runProgram("/usr/bin/curl", ["-s", "--max-time", "60", "-w", "\n%{http_code}", "-H", "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b1", "--data-binary", "@\(truncated)", receiver.url + "/studies"] + tls)
         #expect(cut.stdout.hasSuffix("400"), "\(cut.stdout)")
         // Not multipart at all: 415.
-        let wrongType = try runProgram("/usr/bin/curl", ["-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json", "--data", "{}", receiver.url + "/studies"] + tls)
+        let wrongType = try runProgram("/usr/bin/curl", ["-s", "--max-time", "60", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Content-Type: application/json", "--data", "{}", receiver.url + "/studies"] + tls)
         #expect(wrongType.stdout == "415")
         // No client certificate: no answer at all.
-        let anonymous = try runProgram("/usr/bin/curl", ["-s", "--cacert", pki.ca, receiver.url + "/studies"])
+        let anonymous = try runProgram("/usr/bin/curl", ["-s", "--max-time", "60", "--cacert", pki.ca, receiver.url + "/studies"])
         #expect(anonymous.status != 0)
         #expect(Self.files(under: receiver.store).isEmpty)
         #expect((try? FileManager.default.contentsOfDirectory(atPath: receiver.store + "/.staging"))?.filter { $0 != ".lock" }.isEmpty ?? true)
@@ -167,17 +167,14 @@ struct TransferTests {
         var bytes = Array("--b1\r\nContent-Type: application/dicom\r\n\r\n".utf8)
         bytes += [UInt8](repeating: 0x44, count: 1 << 20) + Array("\r\n--b1--\r\n".utf8)
         try Data(bytes).write(to: URL(fileURLWithPath: body))
-        let upload = Process()
-        upload.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        upload.arguments = ["-s", "-o", "/dev/null", "--limit-rate", "200K", "-H", "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b1", "--data-binary", "@" + body, first.url + "/studies"]
-        try upload.run()
+        let upload = try RunningProgram(["/usr/bin/curl", "-s", "--max-time", "60", "-o", "/dev/null", "--limit-rate", "200K", "-H", "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b1", "--data-binary", "@" + body, first.url + "/studies"])
         let staged = { (try? FileManager.default.contentsOfDirectory(atPath: store + "/.staging"))?.filter { $0.hasPrefix("part-") } ?? [] }
         let deadline = Date().addingTimeInterval(5)
         while staged().isEmpty && Date() < deadline { usleep(20_000) }
         #expect(staged().count == 1, "the upload never reached the staging folder")
-        kill(first.process.processIdentifier, SIGKILL)
+        first.program.kill()
         _ = first.stop()
-        upload.waitUntilExit()
+        try upload.waitForExit(within: 30)  // its server is gone: it ends at once
         #expect(staged().count == 1, "a killed receiver cannot have cleaned up")
         try "not ours".write(toFile: store + "/.staging/notes.txt", atomically: true, encoding: .utf8)
 
@@ -215,15 +212,9 @@ struct TransferTests {
             #expect(FileManager.default.createFile(atPath: staging + "/\(name)/.lock", contents: nil))
             #expect(FileManager.default.createFile(atPath: staging + "/\(name)/part-abcdef", contents: Data(repeating: 7, count: 100)))
         }
-        let owner = Process()
-        owner.executableURL = URL(fileURLWithPath: try Run.require("flock", package: "util-linux"))
-        // --no-fork: flock(1) becomes the sleep, so terminating it ends the holder at once.
-        owner.arguments = ["--no-fork", "--exclusive", staging + "/own-live01/.lock", "sleep", "30"]
-        try owner.run()
-        defer {
-            kill(owner.processIdentifier, SIGKILL)
-            owner.waitUntilExit()
-        }
+        // --no-fork: flock(1) becomes the sleep, so killing it ends the holder at once.
+        let owner = try RunningProgram([try Run.require("flock", package: "util-linux"), "--no-fork", "--exclusive", staging + "/own-live01/.lock", "sleep", "30"])
+        defer { owner.kill() }
         // flock(1) has the lock once a second locker is refused.
         let deadline = Date().addingTimeInterval(5)
         while Date() < deadline, try Run.program("/usr/bin/flock", ["--nonblock", staging + "/own-live01/.lock", "true"]).status == 0 { usleep(20_000) }
@@ -290,7 +281,7 @@ struct TransferTests {
         let missing = try Run.program(Run.consort, ["fetch", receiver.url, "1.2.3.4", "--out", folder.path + "/none"] + tls)
         #expect(missing.status == 1)
         #expect(missing.stderr.contains("HTTP 404"))
-        let typo = try runProgram("/usr/bin/curl", ["-s", "-w", "%{http_code}", "--cacert", pki.ca, "--cert", pki.clientCertificate, "--key", pki.clientKey, receiver.url + "/studies?PatientNmae=X"])
+        let typo = try runProgram("/usr/bin/curl", ["-s", "--max-time", "60", "-w", "%{http_code}", "--cacert", pki.ca, "--cert", pki.clientCertificate, "--key", pki.clientKey, receiver.url + "/studies?PatientNmae=X"])
         #expect(typo.stdout.hasSuffix("400"))
         #expect(typo.stdout.contains("Unknown query key"))
     }

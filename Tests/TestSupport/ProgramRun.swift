@@ -13,8 +13,8 @@ public struct ProgramOutcome: Sendable {
 }
 
 /// Runs a program to completion, draining both pipes while it runs (a chatty program cannot
-/// block on a full pipe), and terminates it after `timeout` seconds: a hang is a failure, not a
-/// stuck suite.
+/// block on a full pipe), and ends it after `timeout` seconds (SIGTERM, then SIGKILL 5 s later):
+/// a hang is a failure, not a stuck suite.
 public func runProgram(_ path: String, _ arguments: [String], timeout: TimeInterval = 300) throws -> ProgramOutcome {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: path)
@@ -37,8 +37,15 @@ public func runProgram(_ path: String, _ arguments: [String], timeout: TimeInter
         group.leave()
     }
     let timedOut = group.wait(timeout: .now() + timeout) == .timedOut
-    if timedOut { process.terminate() }
-    process.waitUntilExit()
+    if timedOut {
+        // SIGTERM, a few seconds to go, then SIGKILL: never an unbounded wait.
+        process.terminate()
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.02) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        _ = group.wait(timeout: .now() + 5)
+    }
+    process.waitUntilExit()  // it has exited, or SIGKILL is on its way
     return ProgramOutcome(
         status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
         stderr: String(decoding: errData, as: UTF8.self), crashed: process.terminationReason == .uncaughtSignal,

@@ -14,4 +14,12 @@ int consort_set_direct_io(int fd, int on);
 // The receiver writes direct only on local disk filesystems.
 long consort_filesystem_type(const char *path);
 
+// Signals delivered through a pipe (the self-pipe trick). Swift cannot write an async-signal-safe
+// handler (a Swift global may run its lazy initialiser inside the handler), so the handler is C:
+// it writes the signal's number, one byte, to a non-blocking pipe and does nothing else.
+// `consort_signals_arm` installs that handler (sigaction, SA_RESTART) for each signal given and
+// returns the pipe's read end, or -1 with errno set. From that instant no such signal is lost,
+// whichever thread it lands on; the caller reads the bytes at its leisure. Arm once per process.
+int consort_signals_arm(const int *signals, int count);
+
 #endif

@@ -3,6 +3,7 @@ import DICOMweb
 import Dispatch
 import Foundation
 import HTTP
+import Platform
 import Transport
 
 /// The TLS options every transfer command shares: --cert, --key, --ca (mutual TLS), --crl.
@@ -52,6 +53,9 @@ enum ReceiveCommand {
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
+        // First of all: from here on a SIGTERM (systemd stopping us right after start) waits
+        // for us in a pipe instead of being lost or killing us half set up.
+        let signals = try SignalWatcher.arm()
         let arguments = try Arguments(args, command: "receive", flags: [], options: TLSOptions.names.union(["--listen", "--store", "--max-connections"]))
         guard let listen = arguments.option("--listen"), let store = arguments.option("--store") else {
             throw UsageError(message: "give --listen ADDR:PORT and --store DIR", command: "receive")
@@ -82,8 +86,8 @@ enum ReceiveCommand {
         try server.start()
         standardOutput.line("consort receive: listening on \(scheme)://\(host):\(server.port), storing into \(store)")
         standardOutput.flush()
-        waitForTermination()
-        log("stopping: no new connections; waiting up to 10 s for transfers in flight")
+        let stopSignal = signals.waitForStop(onReload: { log("SIGHUP: nothing to reload (the receiver has no configuration); carrying on") })
+        log("\(stopSignal == SIGINT ? "SIGINT" : "SIGTERM"): stopping: no new connections; waiting up to 10 s for transfers in flight")
         server.stop(deadline: 10)
         withExtendedLifetime(claim) {}  // the lock is held until here
         return .success
@@ -135,21 +139,6 @@ enum ReceiveCommand {
         for line in ingest.log { log("request \(request.id) from \(who): \(line)") }
         log("request \(request.id) from \(who): \(response.stored.count) stored, \(response.failed.count) refused")
         return ServerResponse(status: response.httpStatus, headers: [("Content-Type", "application/dicom+json")], body: response.json())
-    }
-
-    /// Blocks until SIGTERM or SIGINT (systemd's stop, or Ctrl-C).
-    static func waitForTermination() {
-        let semaphore = DispatchSemaphore(value: 0)
-        var sources: [DispatchSourceSignal] = []
-        for sig in [SIGTERM, SIGINT] {
-            signal(sig, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            source.setEventHandler { semaphore.signal() }
-            source.resume()
-            sources.append(source)
-        }
-        semaphore.wait()
-        _ = sources
     }
 }
 

@@ -1,15 +1,14 @@
 import Foundation
 import TestSupport
+import Testing
 
 /// A running `consort receive` (the binary) on a free loopback port, with mutual TLS when given a
-/// PKI. Its log is drained as it runs (a full pipe would stall it) and handed back by `stop()`.
+/// PKI. Its output is collected as it runs (`RunningProgram`); every wait on it has a deadline.
 final class ReceiverProcess {
-    let process = Process()
+    let program: RunningProgram
     let port: Int
     let store: String
     let tls: Bool
-    private let errors = Pipe()
-    private let log = LockedBytes()
 
     /// `launcher`: a command the receiver runs under (its arguments follow), with `environment`
     /// added to the inherited one; e.g. a shell that mounts a small filesystem first.
@@ -18,48 +17,27 @@ final class ReceiverProcess {
         tls = pki != nil
         let command = [Run.consort, "receive", "--listen", "127.0.0.1:0", "--store", store]
             + (pki.map { ["--cert", $0.serverCertificate, "--key", $0.serverKey, "--ca", $0.ca] } ?? [])
-        let full = launcher + command
-        process.executableURL = URL(fileURLWithPath: full[0])
-        process.arguments = Array(full.dropFirst())
-        if !environment.isEmpty { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-        let output = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let sink = log
-        errors.fileHandleForReading.readabilityHandler = { handle in sink.append(handle.availableData) }
+        program = try RunningProgram(launcher + command, environment: environment)
         // The first line says where it listens (port 0: the kernel chose).
-        var line = Data()
-        while !line.contains(0x0A) {
-            let chunk = output.fileHandleForReading.availableData
-            if chunk.isEmpty { break }
-            line += chunk
+        let listening = try program.waitForOutput(matching: #"listening on https?://127\.0\.0\.1:\d+"#, within: 60)
+        guard let port = Int(listening.split(separator: ":").last!) else {
+            throw ChildWaitError(description: "receive did not say its port: \(listening)")
         }
-        let text = String(decoding: line, as: UTF8.self)
-        guard let range = text.range(of: #"127\.0\.0\.1:(\d+)"#, options: .regularExpression),
-            let port = Int(text[range].split(separator: ":").last!)
-        else { throw CocoaError(.fileReadUnknown, userInfo: [NSLocalizedDescriptionKey: "receive did not start: \(text)"]) }
         self.port = port
     }
 
     var url: String { tls ? "https://localhost:\(port)" : "http://127.0.0.1:\(port)" }
+    var process: Process { program.process }
 
-    /// SIGTERM, then the exit status and everything it logged.
+    /// SIGTERM, then the exit status and everything it logged. A receiver that does not exit
+    /// within 20 s is killed and the test fails, quoting its log.
     func stop() -> (status: Int32, log: String) {
-        if process.isRunning { process.terminate() }
-        process.waitUntilExit()
-        errors.fileHandleForReading.readabilityHandler = nil
-        log.append(errors.fileHandleForReading.readDataToEndOfFile())
-        return (process.terminationStatus, log.text)
+        do {
+            let (status, _) = try program.stop(within: 20)
+            return (status, program.standardError)
+        } catch {
+            Issue.record("consort receive did not stop on SIGTERM: \(error)")
+            return (-1, program.standardError)
+        }
     }
-
-    deinit { if process.isRunning { process.terminate() } }
-}
-
-/// Bytes appended from another thread.
-final class LockedBytes: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-    func append(_ more: Data) { lock.withLock { data += more } }
-    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
 }
