@@ -13,7 +13,10 @@ import sys
 
 path = sys.argv[1]
 timed_out = int(sys.argv[sys.argv.index("--timed-out") + 1]) if "--timed-out" in sys.argv else 0
-event = re.compile(r"^\S+ Test (?P<name>.+?) (?P<what>started|passed|failed|skipped)\b(?P<rest>.*)$")
+# "◇ Test x() started.", "✔ Test x() passed after 0.1 seconds.", "✘ Test x() failed after …",
+# "➜ Test x() skipped: "reason"" — and not "✘ Test x() recorded an issue … Expectation failed".
+# A test's name is a function, `name(label:)`, or a display name in quotes.
+event = re.compile(r'^\S+ Test (?P<name>"[^"]*"|[^\s"]+\([^)]*\))(?: with \d+ test cases?)? (?P<what>started|passed|failed|skipped)(?P<rest>\.$| after .*|: .*|$)')
 started, finished, passed, failed, skipped = {}, set(), 0, 0, []
 with open(path, encoding="utf-8", errors="replace") as log:
     for line in log:
@@ -21,8 +24,6 @@ with open(path, encoding="utf-8", errors="replace") as log:
         if not match:
             continue
         name, what, rest = match["name"], match["what"], match["rest"]
-        if name.startswith("run with "):  # the run's own closing line, not a test
-            continue
         if what == "started":
             started[name] = started.get(name, 0) + 1
             continue

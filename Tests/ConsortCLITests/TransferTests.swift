@@ -7,7 +7,7 @@ import Testing
 @Suite("consort send and receive", .serialized)
 struct TransferTests {
     static func files(under folder: String) -> [String] {
-        (FileManager.default.enumerator(atPath: folder)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".dcm") && !$0.hasPrefix(".staging") }.sorted()
+        (FileManager.default.enumerator(atPath: folder)?.allObjects as? [String] ?? []).filter { $0.hasSuffix(".dcm") && !$0.hasPrefix(".") }.sorted()
     }
 
     @Test func instancesArriveWholeOnceAndOnlyOnce() throws {

@@ -100,7 +100,7 @@ struct StowIngestTests {
         let (refused, log) = try Self.ingest(Self.body([bogus], boundary: "b0und"), into: folder + "/2", pieces: [4096])
         #expect(refused.stored.isEmpty)
         #expect(refused.failed.count == 1)
-        #expect(log.log.contains { $0.contains("not a readable DICOM file") })
+        #expect(log.log.contains { $0.contains("not a whole, readable DICOM file") })
     }
 
     @Test func theStagingWriterWritesExactlyWhatItIsGivenDirectOrBuffered() throws {

@@ -43,6 +43,21 @@ struct StowResponseTests {
         #expect(try StowResponse.parse(Array(foreign.utf8)).stored.map(\.alreadyHeld) == [false])
     }
 
+    @Test func aRefusalCarriesItsReasonInWordsInOurPrivateBlockAndOnlyOurs() throws {
+        let why = "CONFLICT: 1.2.3.1 is already held with different content (held sha256 aa, received sha256 bb)"
+        let answer = StowResponse(failed: [StowResponse.Failed(sopClassUID: "1.2.840.10008.5.1.4.1.1.2", sopInstanceUID: "1.2.3.1", reason: 0xC000, reasonText: why)])
+        let text = String(decoding: answer.json(), as: UTF8.self)
+        #expect(text.contains("\"00090010\":{\"vr\":\"LO\",\"Value\":[\"CONSORT\"]},\"00091002\":{\"vr\":\"LT\",\"Value\":[\"\(why)\"]}"), "\(text)")
+        #expect(try StowResponse.parse(answer.json()) == answer)
+        #expect(answer.httpStatus == 409)
+        let foreign = """
+            {"00081198":{"vr":"SQ","Value":[{"00081150":{"vr":"UI","Value":["1.2.840.10008.5.1.4.1.1.2"]},
+             "00081155":{"vr":"UI","Value":["1.2.3.1"]},"00081197":{"vr":"US","Value":[49152]},
+             "00090010":{"vr":"LO","Value":["ACME"]},"00091002":{"vr":"LT","Value":["something else"]}}]}}
+            """
+        #expect(try StowResponse.parse(Array(foreign.utf8)).failed.map(\.reasonText) == [nil])
+    }
+
     @Test func orthancsAnswerParses() throws {
         // As Orthanc 1.10's DICOMweb plugin answers (a 200 with both sequences possible).
         let body = """

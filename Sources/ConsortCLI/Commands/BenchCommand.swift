@@ -11,7 +11,7 @@ import Routing
 /// what it measured, how, and the figures; `--json` gives one JSON line for scripts.
 enum BenchCommand {
     static let help = """
-        Usage: consort bench parse DIR... [--threads N] [--repeat N] [--in-memory] [--json]
+        Usage: consort bench parse DIR... [--threads N] [--repeat N] [--in-memory] [--verify] [--json]
                consort bench rules [--rules DIR] [--headers N] [--seconds S] [--json]
                consort bench push [--instances N] [--size RxC] [--study DIR] [--store DIR]
                                   [--work DIR] [--connections C] [--batch N] [--json]
@@ -20,7 +20,10 @@ enum BenchCommand {
                 and reports files/s and MB/s, MB counted as the files' size on disk. One untimed
                 pass first warms the page cache; then --repeat timed passes (default 3), and the
                 best is reported. Single-threaded unless --threads N (1-64). --in-memory reads
-                the files into memory first and times the parsing alone.
+                the files into memory first and times the parsing alone. --verify checks each
+                whole file's structure instead, as the receiver and sender do before accepting
+                or sending an instance (every element to the last byte, pixel data skipped by
+                seeking): compare the two figures for what the check costs.
 
         rules   Evaluates the whole rule set (default ./routing-rules) against N pre-parsed,
                 varied headers (default 1000: CT, MR, CR, DX, US, PT; heads, chests, faces;
@@ -48,7 +51,7 @@ enum BenchCommand {
 
     static func parse(_ args: [String]) throws -> ExitCode {
         let arguments = try Arguments(
-            args, command: "bench parse", flags: ["--json", "--in-memory"], options: ["--threads", "--repeat"])
+            args, command: "bench parse", flags: ["--json", "--in-memory", "--verify"], options: ["--threads", "--repeat"])
         guard !arguments.positional.isEmpty else {
             throw UsageError(message: "give the directory of files to read", command: "bench parse")
         }
@@ -75,7 +78,8 @@ enum BenchCommand {
             }
             contents = paths.map { (try? Array(Data(contentsOf: URL(fileURLWithPath: $0)))) ?? [] }
         }
-        let pass = { contents.map { parseAll($0, threads: threads) } ?? readAll(paths, threads: threads) }
+        let verify = arguments.flag("--verify")
+        let pass = { contents.map { parseAll($0, threads: threads, verify: verify) } ?? readAll(paths, threads: threads, verify: verify) }
         // Warm-up pass: page cache, dictionary tables, allocator.
         let failures = pass()
         var best = Double.infinity
@@ -91,12 +95,13 @@ enum BenchCommand {
                 JSON.object([
                     ("benchmark", .string("parse")), ("files", .int(Int64(paths.count))),
                     ("bytes", .int(Int64(totalBytes))), ("failed", .int(Int64(failures))),
-                    ("threads", .int(Int64(threads))), ("in_memory", .bool(contents != nil)), ("seconds", .double(best)),
+                    ("threads", .int(Int64(threads))), ("in_memory", .bool(contents != nil)), ("verify", .bool(verify)), ("seconds", .double(best)),
                     ("files_per_second", .double(filesPerSecond.rounded())),
                     ("mb_per_second", .double((megabytesPerSecond * 10).rounded() / 10)),
                 ]).serialized())
         } else {
             if contents != nil { standardOutput.line("parse (in memory: parsing only, no file I/O timed)") }
+            if verify { standardOutput.line("parse --verify (each whole file's structure checked, pixel data skipped by seeking)") }
             standardOutput.line("parse: \(paths.count) files, \(totalBytes / 1_000_000) MB on disk, \(threads) thread\(threads == 1 ? "" : "s"), best of \(repeats)")
             standardOutput.line("  \(Int(filesPerSecond.rounded())) files/s, \(Int(megabytesPerSecond.rounded())) MB/s (\(formatSeconds(best)) s)")
             if failures > 0 { standardOutput.line("  \(failures) files could not be read (run consort dump on them for the reasons)") }
@@ -105,23 +110,23 @@ enum BenchCommand {
     }
 
     /// Reads every file's header; returns how many failed.
-    static func readAll(_ paths: [String], threads: Int) -> Int {
-        if threads == 1 { return readRange(paths, 0..<paths.count) }
+    static func readAll(_ paths: [String], threads: Int, verify: Bool) -> Int {
+        if threads == 1 { return readRange(paths, 0..<paths.count, verify: verify) }
         let counts = FailureCounts(threads)
         DispatchQueue.concurrentPerform(iterations: threads) { worker in
             let chunk = (paths.count + threads - 1) / threads
             let range = min(paths.count, worker * chunk)..<min(paths.count, (worker + 1) * chunk)
-            counts.set(worker, readRange(paths, range))
+            counts.set(worker, readRange(paths, range, verify: verify))
         }
         return counts.total
     }
 
     /// Parses headers already in memory; returns how many failed.
-    static func parseAll(_ contents: [[UInt8]], threads: Int) -> Int {
+    static func parseAll(_ contents: [[UInt8]], threads: Int, verify: Bool) -> Int {
         @Sendable func parse(_ range: Range<Int>) -> Int {
             var failed = 0
             for i in range {
-                do { _ = try DICOMFile.read(bytes: contents[i]) } catch { failed += 1 }
+                do { _ = try verify ? DICOMFile.verify(bytes: contents[i]) : DICOMFile.read(bytes: contents[i]) } catch { failed += 1 }
             }
             return failed
         }
@@ -134,10 +139,10 @@ enum BenchCommand {
         return counts.total
     }
 
-    static func readRange(_ paths: [String], _ range: Range<Int>) -> Int {
+    static func readRange(_ paths: [String], _ range: Range<Int>, verify: Bool) -> Int {
         var failed = 0
         for i in range {
-            do { _ = try DICOMFile.read(path: paths[i]) } catch { failed += 1 }
+            do { _ = try verify ? DICOMFile.verify(path: paths[i]) : DICOMFile.read(path: paths[i]) } catch { failed += 1 }
         }
         return failed
     }

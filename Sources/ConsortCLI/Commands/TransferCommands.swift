@@ -31,13 +31,18 @@ enum TLSOptions {
 enum ReceiveCommand {
     static let help = """
         Usage: consort receive --listen ADDR:PORT --store DIR [--cert FILE --key FILE --ca FILE]
+               consort receive --quarantined --store DIR
 
         Serves DICOMweb over DIR: STOW-RS (POST .../studies), WADO-RS (GET .../studies/UID: the
         study's instances, streamed from disk) and QIDO-RS (GET .../studies?PatientID=&StudyDate=
         FROM-TO&ModalitiesInStudy=&StudyInstanceUID=). Each received instance is staged in
         DIR/.staging, checked (a readable DICOM file with valid UIDs), made durable and linked
-        atomically to DIR/<StudyUID>/<SOPInstanceUID>.dcm before it is acknowledged. An instance
-        already held with the same bytes is acknowledged without a second copy. One receiver per
+        atomically to DIR/<StudyUID>/<SOPInstanceUID>.dcm before it is acknowledged. Each is
+        checked whole: a file cut short (inside its pixel data, or between two elements) is
+        refused with where it ends. An instance already held with the same bytes is acknowledged
+        without a second copy; one held with other bytes is refused (409, naming both SHA-256
+        hashes), the held file left as it is and the newcomer kept aside in DIR/.quarantine for
+        a person to decide, logged as an error. --quarantined lists those and exits. One receiver per
         DIR: at start it takes DIR/.staging/.lock and removes parts a killed run left there (and
         the staging folders of killed fetches; `consort fetch --out DIR` may run beside it). With
         --cert/--key/--ca, only peers with a certificate from the consortium CA are served, and
@@ -49,6 +54,7 @@ enum ReceiveCommand {
           --listen ADDR:PORT   address to listen on (port 0: any free port, printed at start)
           --store DIR          where received instances go (staging in DIR/.staging)
           --max-connections N  connections served at once (default 64; more get 503)
+          --quarantined        list the instances kept aside in DIR/.quarantine (conflicts), then exit
         \(TLSOptions.help)
         """
 
@@ -56,7 +62,11 @@ enum ReceiveCommand {
         // First of all: from here on a SIGTERM (systemd stopping us right after start) waits
         // for us in a pipe instead of being lost or killing us half set up.
         let signals = try SignalWatcher.arm()
-        let arguments = try Arguments(args, command: "receive", flags: [], options: TLSOptions.names.union(["--listen", "--store", "--max-connections"]))
+        let arguments = try Arguments(args, command: "receive", flags: ["--quarantined"], options: TLSOptions.names.union(["--listen", "--store", "--max-connections"]))
+        if arguments.flag("--quarantined") {
+            guard let store = arguments.option("--store") else { throw UsageError(message: "give --store DIR", command: "receive") }
+            return listQuarantine(store: store)
+        }
         guard let listen = arguments.option("--listen"), let store = arguments.option("--store") else {
             throw UsageError(message: "give --listen ADDR:PORT and --store DIR", command: "receive")
         }
@@ -80,6 +90,10 @@ enum ReceiveCommand {
         if claim.removed > 0 {
             log("removed \(claim.removed) unfinished staged part\(claim.removed == 1 ? "" : "s") an earlier run left in \(claim.folder) (none was acknowledged)")
         }
+        let quarantined = QuarantineFolder(store: store).entries()
+        if !quarantined.isEmpty {
+            log("error: \(quarantined.count) conflicting instance\(quarantined.count == 1 ? "" : "s") kept aside in \(store)/.quarantine await a decision (consort receive --quarantined --store \(store) lists them)")
+        }
         let server = HTTPServer(configuration, log: log) { request, body in
             try handle(request, body, store: store, baseURL: "\(scheme)://\(host):\(port)", log: log)
         }
@@ -91,6 +105,24 @@ enum ReceiveCommand {
         server.stop(deadline: 10)
         withExtendedLifetime(claim) {}  // the lock is held until here
         return .success
+    }
+
+    /// `--quarantined`: what waits for a person, with both hashes and the two paths to compare.
+    static func listQuarantine(store: String) -> ExitCode {
+        let entries = QuarantineFolder(store: store).entries(hashingHeldCopies: true)
+        guard !entries.isEmpty else {
+            standardOutput.line("No conflicting instances in \(store)/.quarantine.")
+            return .success
+        }
+        let dates = DateFormatter()
+        dates.dateFormat = "yyyy-MM-dd HH:mm"
+        for entry in entries {
+            standardOutput.line("\(dates.string(from: entry.received))  study \(entry.studyUID)  instance \(entry.sopInstanceUID)  \(entry.size) bytes")
+            standardOutput.line("    received sha256 \(entry.receivedDigest)  \(entry.path)")
+            standardOutput.line("    held     sha256 \(entry.heldDigest ?? "(the held copy is gone)")  \(entry.heldPath)")
+        }
+        standardOutput.line("\(entries.count) conflicting instance\(entries.count == 1 ? "" : "s") await a decision: keep the held copy (delete the quarantined one), or replace it by hand.")
+        return .someFailed
     }
 
     static func handle(_ request: ServerRequest, _ body: RequestBody, store: String, baseURL: String, log: @Sendable (String) -> Void) throws -> ServerResponse {
@@ -136,7 +168,11 @@ enum ReceiveCommand {
         let ingest = try StowIngest(inbound: store, staging: store + "/.staging", boundary: boundary, baseURL: baseURL)
         while let piece = try body.next() { try ingest.consume(piece) }
         let response = try ingest.finish()
-        for line in ingest.log { log("request \(request.id) from \(who): \(line)") }
+        for line in ingest.log {
+            // A conflict needs a person: it is an error, not routine.
+            log((line.hasPrefix("refused CONFLICT") ? "error: " : "") + "request \(request.id) from \(who): \(line)")
+        }
+        for line in ingest.warnings { log("warning: request \(request.id) from \(who): accepted \(line)") }
         log("request \(request.id) from \(who): \(response.stored.count) stored, \(response.failed.count) refused")
         return ServerResponse(status: response.httpStatus, headers: [("Content-Type", "application/dicom+json")], body: response.json())
     }
@@ -149,6 +185,8 @@ enum SendCommand {
                             [--connections C] [--verbose]
 
         Sends DICOM files to BASE-URL/studies (STOW-RS), N instances a request (default 50),
+        each checked whole first (a file cut short is reported unreadable, with where it ends,
+        and never sent),
         each streamed from disk, over C connections at once (default 4: while the server makes
         one batch durable, the others are on their way). A line per instance that was not
         stored (with the server's reason), with --verbose a line for every instance, and at the
@@ -212,14 +250,15 @@ enum SendCommand {
         return counts.stored + counts.alreadyPresent == total ? .success : .someFailed
     }
 
-    /// Each file's SOP Instance UID, from its header; files that are not readable DICOM are
-    /// reported and left out.
+    /// Each file's SOP Instance UID, from its header; files that are not whole, readable DICOM
+    /// (`DICOMFile.verify`) are reported and left out.
     static func identify(_ files: [InputFile]) -> (instances: [Instance], unreadable: [String]) {
         var instances: [Instance] = []
         var unreadable: [String] = []
         for input in files {
             do {
-                let file = try DICOMFile.read(path: input.path)
+                // The whole file, not only its header: a file cut short is never sent.
+                let file = try DICOMFile.verify(path: input.path)
                 instances.append((input.path, file.dataSet.string(.sopInstanceUID) ?? ""))
             } catch {
                 unreadable.append("consort send: \(input.name): not sent: \(error)")
@@ -246,7 +285,9 @@ enum SendCommand {
             case .success(let response):
                 let parsed = (try? StowResponse.parse(answer.bytes)) ?? StowResponse()
                 outcomes = DeliveryClassifier.outcomes(status: response.status, response: parsed, sent: batch.map(\.uid))
-                for failure in parsed.failed { reasons[failure.sopInstanceUID] = String(format: "failure reason 0x%04X", failure.reason) }
+                for failure in parsed.failed {
+                    reasons[failure.sopInstanceUID] = String(format: "failure reason 0x%04X", failure.reason) + (failure.reasonText.map { ": " + $0 } ?? "")
+                }
                 held = Set(parsed.stored.filter(\.alreadyHeld).map(\.sopInstanceUID))
                     .union(parsed.failed.filter { $0.reason == DeliveryClassifier.duplicateInstance }.map(\.sopInstanceUID))
                 if !(200..<300).contains(response.status) {

@@ -24,6 +24,9 @@ final class FileByteSource: ByteSource {
     private var position: Int = 0
     private var knownSize: Int?
     let path: String
+    /// Bytes handed over by read(2) so far (not those skipped by seeking): how tests show that a
+    /// header read, or a structural check, does not read the pixel data.
+    private(set) var bytesRead = 0
 
     init(path: String) throws(DICOMError) {
         self.path = path
@@ -49,6 +52,7 @@ final class FileByteSource: ByteSource {
             let n = Glibc.read(descriptor, buffer.baseAddress, buffer.count)
             if n >= 0 {
                 position += n
+                bytesRead += n
                 return n
             }
             if errno == EINTR { continue }

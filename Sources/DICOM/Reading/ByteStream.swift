@@ -29,6 +29,9 @@ final class ByteStream {
     private static let largestChunk = 1 << 20
     /// Length of the whole stream, once known: kept here so that bounds checks are subtractions.
     private var streamLength: Int?
+    /// The rest of the stream is not the file's bytes but what they became (inflated): offsets
+    /// from here on are in the inflated data set.
+    private(set) var isTransformed = false
 
     /// A stream over a source, read on demand.
     init(source: any ByteSource, initialChunk: Int) {
@@ -209,6 +212,9 @@ final class ByteStream {
         let skipped = try source.skip(beyond)
         self.source = source
         bufferStart += skipped
+        // After a seek over bulk data comes an element or fragment header: read small again, or
+        // checking an encapsulated image's fragments would read most of the file.
+        nextChunk = min(nextChunk, 1024)
         if skipped < beyond {
             sourceEnded = true
             streamLength = bufferStart
@@ -222,6 +228,7 @@ final class ByteStream {
         let unread = MemoryByteSource(buffer[position...])
         let rest: any ByteSource = source.map { ChainedByteSource(first: unread, second: $0) } ?? unread
         let transformed = try transform(rest)
+        isTransformed = true
         source = transformed
         streamLength = nil
         sourceEnded = false

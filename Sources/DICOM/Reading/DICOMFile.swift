@@ -105,7 +105,7 @@ public struct DICOMFile: Sendable {
         if deflated {
             let at = stream.offset
             try stream.replaceRemainder { (rest) throws(DICOMError) -> any ByteSource in
-                try InflatingByteSource(wrapping: rest, baseOffset: at)
+                try InflatingByteSource(wrapping: rest, baseOffset: at, strict: options.verifyingStructure)
             }
         }
         // The data set is what it is: explicit VR if its first element has VR letters.

@@ -235,6 +235,23 @@ struct DataSetParser {
                 noteSpecial(elements[elements.count - 1], order: order, offset: headerOffset, &characterSet, &ownPixelRepresentation)
             } else if tag.isPrivateCreator, case .bytes(let bytes) = value {
                 creators[tag.rawValue] = DataDictionary.privateVRIndex[Self.creatorName(bytes)] ?? [:]
+            } else if topLevel && options.verifyingStructure && tag.isPixelData {
+                // The pixel data is whole (its length or its fragments ended where they should).
+                // What follows is read as elements if it can be; bytes that are not (a writer's
+                // padding, garbage after the data set) are a warning, as pydicom and DCMTK take them.
+                let trailingStart = stream.offset
+                do {
+                    let rest = try readDataSet(
+                        encoding: encoding, boundary: .endOfStream, depth: depth, characterSet: characterSet,
+                        pixelRepresentation: ownPixelRepresentation ?? inheritedPixelRepresentation, topLevel: false)
+                    if let first = rest.elements.first, first.tag.rawValue <= lastTag { inOrder = false }
+                    elements += rest.elements
+                } catch {
+                    let left = (stream.remaining ?? 0) + (stream.offset - trailingStart)
+                    warn("\(left) bytes after Pixel Data are not DICOM elements (\(error.message)); ignored", offset: trailingStart)
+                    _ = try stream.skip(stream.remaining ?? 0)
+                }
+                break elementLoop
             }
         }
 
@@ -266,8 +283,11 @@ struct DataSetParser {
 
     private mutating func checkBounds(_ count: Int, boundary: Boundary, tag: Tag) throws(DICOMError) {
         if !stream.mayHave(count), let left = stream.remaining {
+            // Where the value starts and where the file ends: what a sysadmin needs to see that
+            // the file was cut short (an export that died, a disk that filled).
             throw DICOMError(
-                .lengthOutOfBounds, "Value length \(count) runs past the end of the file (\(left) bytes left)",
+                .lengthOutOfBounds,
+                "\(DataDictionary.entry(for: tag)?.name ?? "Element") \(tag) declares \(count) bytes at offset \(stream.offset); the \(stream.isTransformed ? "inflated data set" : "file") ends at \(stream.offset + left)",
                 offset: stream.offset, tag: tag)
         }
         if case .end(let end) = boundary, stream.offset + count > end {

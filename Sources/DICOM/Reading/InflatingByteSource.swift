@@ -14,10 +14,14 @@ final class InflatingByteSource: ByteSource {
     private var finished = false
     /// Offset of the deflated stream in the file, for error messages.
     private let baseOffset: Int
+    /// A stream that stops before its final block is an error (a structural check), rather than
+    /// handing over what was inflated for the parser to judge (a header read).
+    private let strict: Bool
 
-    init(wrapping input: any ByteSource, baseOffset: Int) throws(DICOMError) {
+    init(wrapping input: any ByteSource, baseOffset: Int, strict: Bool = false) throws(DICOMError) {
         self.input = input
         self.baseOffset = baseOffset
+        self.strict = strict
         stream = .allocate(capacity: 1)
         stream.initialize(to: z_stream())
         inputBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
@@ -62,6 +66,13 @@ final class InflatingByteSource: ByteSource {
             if status == Z_BUF_ERROR && inputEnded {
                 // The deflated stream stops without its final block: a truncated file. Hand over
                 // what was inflated; the parser reports the truncation where it needs more.
+                // A structural check refuses it here: the last bytes lost may be only the final
+                // block's end, with every element already inflated.
+                if strict {
+                    throw DICOMError(
+                        .truncated, "The deflated data set stops before its final block (inflated \(stream.pointee.total_out) bytes)",
+                        offset: Int(stream.pointee.total_out))
+                }
                 finished = true
                 break
             }

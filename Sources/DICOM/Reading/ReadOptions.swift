@@ -14,11 +14,23 @@ public struct ReadOptions: Sendable {
     public var maximumLoadedBytes = 256 << 20
     /// First read from a file. A header is usually 1–4 KiB; the reader grows as needed.
     public var initialReadSize = 8192
+    /// Read the whole file's structure as `DICOMFile.verify` does: bytes after a complete top-level
+    /// Pixel Data that are not elements are a warning, not an error (real archives hold such files).
+    public var verifyingStructure = false
 
     public init() {}
 
     /// Headers only: the default.
     public static let headers = ReadOptions()
+    /// The whole file's structure, to its last byte, with bulk values (pixel data above all)
+    /// skipped by seeking rather than read: what `DICOMFile.verify` uses.
+    public static var wholeStructure: ReadOptions {
+        var options = ReadOptions()
+        options.stopBeforePixelData = false
+        options.bulkDataThreshold = 0
+        options.verifyingStructure = true
+        return options
+    }
     /// Everything, pixel data included, in memory.
     public static var everything: ReadOptions {
         var options = ReadOptions()

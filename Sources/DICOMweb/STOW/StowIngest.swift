@@ -19,7 +19,9 @@ internal import CSystem
 /// Nothing partial is ever visible in the inbound folder: a part that ends early, fails its
 /// checks, or belongs to a body that breaks off is removed from staging. An instance already held
 /// with the same bytes is reported stored, without a second copy; one held with different bytes
-/// is refused (a person must decide which is right; nothing is overwritten).
+/// is refused and kept aside in `inbound/.quarantine` (a person must decide which is right;
+/// nothing is overwritten). Every part is checked whole (`DICOMFile.verify`): a file cut short
+/// is refused with where it ends, never stored as complete.
 public final class StowIngest {
     public struct Limits: Sendable {
         /// Largest single instance accepted (a multi-frame US cine can be a few GB).
@@ -56,6 +58,10 @@ public final class StowIngest {
 
     /// The outcome per instance, for the caller's log and audit trail.
     public private(set) var log: [String] = []
+    /// Oddities in instances that were accepted (bytes after the data set), for the log.
+    public private(set) var warnings: [String] = []
+    /// Instances refused because one with the same UID and other bytes is held (quarantined).
+    public private(set) var conflicts = 0
 
     /// How much of each part is kept in memory to read its header from, without reading the
     /// staged file back (it was written around the page cache). A longer header is read from
@@ -236,19 +242,23 @@ public final class StowIngest {
         var classUID = "", instanceUID = ""
         func refuse(_ reason: UInt16, _ why: String) {
             unlink(part.path)
-            failed.append(StowResponse.Failed(sopClassUID: classUID, sopInstanceUID: instanceUID.isEmpty ? "unknown" : instanceUID, reason: reason))
+            failed.append(
+                StowResponse.Failed(sopClassUID: classUID, sopInstanceUID: instanceUID.isEmpty ? "unknown" : instanceUID, reason: reason, reasonText: why))
             log.append("refused \(instanceUID.isEmpty ? "a part" : instanceUID): \(why)")
         }
         guard part.contentTypeOK else { return refuse(0xC000, "the part is not application/dicom") }
+        // The whole file's structure, not only its header: an instance cut short (inside its
+        // pixel data, or between two elements) is refused, never stored as if complete — a
+        // stored cut copy would make the whole instance a conflict for ever. The header comes
+        // from the bytes kept in memory; the rest is checked by seeking in the staged file.
         let file: DICOMFile
         do {
-            do {
-                file = try DICOMFile.read(bytes: part.prefix)
-            } catch where part.size > part.prefix.count {
-                file = try DICOMFile.read(path: part.path)  // a header longer than the prefix
-            }
+            file = part.size <= part.prefix.count ? try DICOMFile.verify(bytes: part.prefix) : try DICOMFile.verify(prefix: part.prefix[...], path: part.path)
         } catch {
-            return refuse(0xC000, "not a readable DICOM file: \(error)")
+            return refuse(0xC000, "not a whole, readable DICOM file: \(error)")
+        }
+        for warning in file.warnings where warning.message.contains("after Pixel Data") || warning.message.contains("trailing bytes") {
+            warnings.append("\(file.dataSet.string(.sopInstanceUID) ?? "a part"): \(warning)")
         }
         classUID = file.dataSet.string(.sopClassUID) ?? file.meta.string(.mediaStorageSOPClassUID) ?? ""
         instanceUID = file.dataSet.string(.sopInstanceUID) ?? ""
@@ -266,7 +276,7 @@ public final class StowIngest {
     private func link(_ item: Ready) -> String? {
         func refuse(_ reason: UInt16, _ why: String) {
             unlink(item.staged)
-            failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: reason))
+            failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: reason, reasonText: why))
             log.append("refused \(item.instanceUID): \(why)")
         }
         func accept(_ note: String, alreadyHeld: Bool = false) {
@@ -293,17 +303,52 @@ public final class StowIngest {
             return folder
         }
         let code = errno
-        if code == EEXIST, Self.digest(of: destination) == item.digest {
+        let heldDigest = code == EEXIST ? Self.digest(of: destination) : nil
+        if code == EEXIST, heldDigest == item.digest {
             unlink(item.staged)
             accept("already held \(item.instanceUID) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true)
             return nil
         }
         if code == EEXIST {
-            refuse(0xC000, "\(item.instanceUID) is already held with different content; kept the existing file")
+            quarantine(item, heldDigest: heldDigest ?? "unreadable")
         } else {
             refuse(code == ENOSPC ? 0xA700 : 0xC000, "cannot place \(destination): \(String(cString: strerror(code)))")
         }
         return nil
+    }
+
+    /// Where instances that conflict with one already held are kept aside, beside the store:
+    /// `inbound/.quarantine/<StudyUID>/<SOPUID>.<sha256>.dcm`. Never served, never routed.
+    public static let quarantineFolderName = ".quarantine"
+
+    /// Same SOP Instance UID, different bytes: the held file stays as it is (nothing is ever
+    /// overwritten silently), the newcomer is kept aside — it may be the right one — and a
+    /// person decides. The refusal names both hashes; the caller logs it at error level.
+    private func quarantine(_ item: Ready, heldDigest: String) {
+        let folder = "\(inbound)/\(Self.quarantineFolderName)/\(item.studyUID)"
+        let kept = "\(folder)/\(item.instanceUID).\(item.digest).dcm"
+        var placed = "not kept: "
+        do {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            // The same conflicting copy sent again is already there (same name, same bytes).
+            if Glibc.link(item.staged, kept) == 0 || errno == EEXIST {
+                placed = "the received copy is kept aside as \(Self.quarantineFolderName)/\(item.studyUID)/\(item.instanceUID).\(item.digest.prefix(16))….dcm"
+                let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                if directory >= 0 {
+                    fsync(directory)
+                    close(directory)
+                }
+            } else {
+                placed += String(cString: strerror(errno))
+            }
+        } catch {
+            placed += error.localizedDescription
+        }
+        unlink(item.staged)
+        let why = "CONFLICT: \(item.instanceUID) is already held with different content (held sha256 \(heldDigest), received sha256 \(item.digest)); the held file is unchanged"
+        failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: 0xC000, reasonText: why + "; a person must decide which is right"))
+        log.append("refused \(why); \(placed); a person must decide which is right")
+        conflicts += 1
     }
 
     private func retrieveURL(_ study: String, _ instance: String) -> String {

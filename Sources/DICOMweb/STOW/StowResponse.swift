@@ -11,7 +11,10 @@ import Foundation
 /// (Orthanc does). A Consort receiver says so in a private attribute of its
 /// ReferencedSOPSequence item — private creator "CONSORT" in (0009,0010), (0009,1001) CS
 /// "ALREADY HELD" — which other clients ignore, as private attributes are meant to be, and
-/// `consort send` reads to tell the operator which instances the peer had before.
+/// `consort send` reads to tell the operator which instances the peer had before. In the same
+/// way a FailedSOPSequence item carries the refusal in words, (0009,1002) LT under the same
+/// creator ("already held with different content: held sha256 …, received sha256 …"): a
+/// FailureReason number alone does not tell a PACS manager what to do.
 public struct StowResponse: Sendable, Equatable {
     public struct Stored: Sendable, Equatable {
         public var sopClassUID: String
@@ -34,15 +37,19 @@ public struct StowResponse: Sendable, Equatable {
     static let privateCreatorKey = "00090010"
     static let heldKey = "00091001"
     static let heldValue = "ALREADY HELD"
+    static let reasonTextKey = "00091002"
 
     public struct Failed: Sendable, Equatable {
         public var sopClassUID: String
         public var sopInstanceUID: String
         public var reason: UInt16
-        public init(sopClassUID: String, sopInstanceUID: String, reason: UInt16) {
+        /// Why, in words (a Consort receiver's private (0009,1002); nil from other servers).
+        public var reasonText: String?
+        public init(sopClassUID: String, sopInstanceUID: String, reason: UInt16, reasonText: String? = nil) {
             self.sopClassUID = sopClassUID
             self.sopInstanceUID = sopInstanceUID
             self.reason = reason
+            self.reasonText = reasonText
         }
     }
 
@@ -73,12 +80,17 @@ public struct StowResponse: Sendable, Equatable {
         var members: [(String, JSON)] = []
         if let retrieveURL { members.append(("00081190", element("UR", .string(retrieveURL)))) }
         if !failed.isEmpty {
-            members.append(("00081198", sequence(failed.map {
-                .object([
-                    ("00081150", element("UI", .string($0.sopClassUID))),
-                    ("00081155", element("UI", .string($0.sopInstanceUID))),
-                    ("00081197", element("US", .int(Int64($0.reason)))),
-                ])
+            members.append(("00081198", sequence(failed.map { item in
+                var fields: [(String, JSON)] = [
+                    ("00081150", element("UI", .string(item.sopClassUID))),
+                    ("00081155", element("UI", .string(item.sopInstanceUID))),
+                    ("00081197", element("US", .int(Int64(item.reason)))),
+                ]
+                if let text = item.reasonText {
+                    fields.append((Self.privateCreatorKey, element("LO", .string(Self.privateCreator))))
+                    fields.append((Self.reasonTextKey, element("LT", .string(text))))
+                }
+                return .object(fields)
             })))
         }
         if !stored.isEmpty {
@@ -133,7 +145,8 @@ public struct StowResponse: Sendable, Equatable {
                 throw StowResponseError("A FailedSOPSequence item lacks its SOP Instance UID")
             }
             // A failure without a reason is still a failure: 0x0110, processing failure.
-            response.failed.append(Failed(sopClassUID: cls, sopInstanceUID: uid, reason: number(item["00081197"]) ?? 0x0110))
+            let text = string(item[privateCreatorKey]) == privateCreator ? string(item[reasonTextKey]) : nil
+            response.failed.append(Failed(sopClassUID: cls, sopInstanceUID: uid, reason: number(item["00081197"]) ?? 0x0110, reasonText: text))
         }
         return response
     }

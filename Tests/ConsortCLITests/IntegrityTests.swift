@@ -1,0 +1,135 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// What a receiver keeps is whole and never silently replaced (issue 14): a file cut short is
+/// refused with where it ends — so the whole instance, sent later, is stored — and an instance
+/// whose UID is held with other bytes is refused, kept aside for a person, and logged as an error.
+@Suite("Whole files and conflicts", .serialized, .timeLimit(.minutes(5)))
+struct IntegrityTests {
+    /// A STOW-RS body of these instances, as a third-party client would send it.
+    static func multipart(_ parts: [Data]) -> Data {
+        var body = Data()
+        for part in parts {
+            body += Data("--b1\r\nContent-Type: application/dicom\r\n\r\n".utf8) + part + Data("\r\n".utf8)
+        }
+        return body + Data("--b1--\r\n".utf8)
+    }
+
+    static func stow(_ body: Data, to url: String, in folder: String) throws -> ProgramOutcome {
+        let path = folder + "/body-\(UUID().uuidString)"
+        try body.write(to: URL(fileURLWithPath: path))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        return try runProgram("/usr/bin/curl", [
+            "-s", "--max-time", "60", "-w", "\n%{http_code}", "-H", "Content-Type: multipart/related; type=\"application/dicom\"; boundary=b1",
+            "--data-binary", "@" + path, url + "/studies",
+        ], timeout: 90)
+    }
+
+    static func sha256(_ path: String) throws -> String {
+        let outcome = try runProgram("/usr/bin/sha256sum", [path], timeout: 60)
+        return String(outcome.stdout.prefix(64))
+    }
+
+    /// A small synthetic CT study: its instance files, sorted.
+    static func study(in folder: String, instances: Int = 3) throws -> [String] {
+        #expect(try Run.consort("demo", "--out", folder, "--instances", String(instances)).status == 0)
+        let study = try #require(try FileManager.default.contentsOfDirectory(atPath: folder).first)
+        return try FileManager.default.contentsOfDirectory(atPath: folder + "/" + study).sorted().map { "\(folder)/\(study)/\($0)" }
+    }
+
+    /// The scenario that was found: an instance cut inside its Pixel Data was stored "complete",
+    /// and the whole instance was then refused for ever. Now the cut one is refused — at every
+    /// kind of cut point — and the whole one is stored.
+    @Test func aCutInstanceIsRefusedAndTheWholeOneIsThenStored() throws {
+        let folder = try ScratchFolder()
+        let files = try Self.study(in: folder.path + "/study", instances: 1)
+        let whole = try Data(contentsOf: URL(fileURLWithPath: files[0]))
+        let receiver = try ReceiverProcess(store: folder.path + "/inbox")
+        defer { _ = receiver.stop() }
+        // Inside the pixel data (near its start, middle, end), inside the header, at 132 bytes.
+        let cuts = [whole.count - 1, whole.count - 100, whole.count / 2, whole.count - 8000, 600, 300, 132]
+        for cut in cuts {
+            let answer = try Self.stow(Self.multipart([whole.prefix(cut)]), to: receiver.url, in: folder.path)
+            #expect(answer.stdout.hasSuffix("409"), "cut at \(cut) of \(whole.count): \(answer.stdout)")
+            #expect(answer.stdout.lowercased().contains("the file ends at"), "cut at \(cut): the refusal does not say where the file ends: \(answer.stdout)")
+        }
+        #expect(TransferTests.files(under: receiver.store).isEmpty, "a cut instance was kept")
+        let sent = try Run.program(Run.consort, ["send", receiver.url, files[0]])
+        #expect(sent.status == 0, "\(sent.stdout)\(sent.stderr)")
+        #expect(sent.stdout.contains("1 stored"), "\(sent.stdout)")
+        let stored = TransferTests.files(under: receiver.store)
+        #expect(stored.count == 1)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: receiver.store + "/" + stored[0])) == whole)
+        let (_, log) = receiver.stop()
+        #expect(log.contains("not a whole, readable DICOM file: Pixel Data (7FE0,0010) declares"), "\(log)")
+    }
+
+    /// Two valid files with one SOP Instance UID and different bytes: the second is refused with
+    /// 409 naming both hashes, kept aside in the quarantine, logged at error level and listed;
+    /// the held file is untouched.
+    @Test func aConflictIsQuarantinedLoggedAndAnsweredWithBothHashes() throws {
+        let folder = try ScratchFolder()
+        let files = try Self.study(in: folder.path + "/study", instances: 1)
+        let original = try Data(contentsOf: URL(fileURLWithPath: files[0]))
+        // The same instance with one pixel changed: as valid as the first, and different.
+        var altered = original
+        altered[altered.count - 2] ^= 0xFF
+        let alteredPath = folder.path + "/altered.dcm"
+        try altered.write(to: URL(fileURLWithPath: alteredPath))
+        let (heldHash, newHash) = (try Self.sha256(files[0]), try Self.sha256(alteredPath))
+        let store = folder.path + "/inbox"
+        let receiver = try ReceiverProcess(store: store)
+        #expect(try Run.program(Run.consort, ["send", receiver.url, files[0]]).status == 0)
+        let stored = try #require(TransferTests.files(under: store).first)
+        for attempt in 1...2 {
+            let conflict = try Run.program(Run.consort, ["send", receiver.url, alteredPath])
+            #expect(conflict.status == 1, "attempt \(attempt)")
+            #expect(conflict.stdout.contains("0 stored, 0 already present, 0 to retry, 1 refused"), "\(conflict.stdout)")
+            #expect(conflict.stderr.contains("CONFLICT") && conflict.stderr.contains(heldHash) && conflict.stderr.contains(newHash),
+                "the refusal must name both hashes: \(conflict.stderr)")
+        }
+        // A third-party client sees the 409 and the same words.
+        let raw = try Self.stow(Self.multipart([altered]), to: receiver.url, in: folder.path)
+        #expect(raw.stdout.hasSuffix("409") && raw.stdout.contains(heldHash) && raw.stdout.contains(newHash), "\(raw.stdout)")
+        // The held file is untouched; the newcomer is kept aside, once however often it came.
+        #expect(try Data(contentsOf: URL(fileURLWithPath: store + "/" + stored)) == original)
+        let study = String(stored.split(separator: "/")[0])
+        let quarantined = try FileManager.default.contentsOfDirectory(atPath: store + "/.quarantine/" + study)
+        #expect(quarantined.count == 1, "\(quarantined)")
+        #expect(quarantined.first?.contains(newHash) == true)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: store + "/.quarantine/\(study)/\(quarantined[0])")) == altered)
+        #expect(TransferTests.files(under: store) == [stored], "the quarantine must not be served as part of the store")
+        let (_, log) = receiver.stop()
+        #expect(log.contains("error: request") && log.contains("CONFLICT") && log.contains("kept aside"), "\(log)")
+        // Listed for a person, with both hashes; exit 1 while anything waits.
+        let listed = try Run.consort("receive", "--quarantined", "--store", store)
+        #expect(listed.status == 1)
+        #expect(listed.stdout.contains(heldHash) && listed.stdout.contains(newHash) && listed.stdout.contains("1 conflicting instance"), "\(listed.stdout)")
+        // And a receiver starting on the store says so at once.
+        let next = try ReceiverProcess(store: store)
+        let (_, nextLog) = next.stop()
+        #expect(nextLog.contains("1 conflicting instance kept aside"), "\(nextLog)")
+        // An empty quarantine: exit 0.
+        let none = try Run.consort("receive", "--quarantined", "--store", folder.path + "/empty")
+        #expect(none.status == 0)
+    }
+
+    /// `consort send` checks each whole file before sending: a cut one is reported unreadable
+    /// with where it ends, and never reaches the peer; the rest go.
+    @Test func aCutFileIsNeverSent() throws {
+        let folder = try ScratchFolder()
+        let files = try Self.study(in: folder.path + "/study", instances: 3)
+        let whole = try Data(contentsOf: URL(fileURLWithPath: files[1]))
+        try whole.prefix(whole.count - 4096).write(to: URL(fileURLWithPath: files[1]))
+        let receiver = try ReceiverProcess(store: folder.path + "/inbox")
+        defer { _ = receiver.stop() }
+        let sent = try Run.program(Run.consort, ["send", receiver.url, folder.path + "/study"])
+        #expect(sent.status == 1)
+        #expect(sent.stdout.contains("2 stored, 0 already present, 0 to retry, 0 refused, 1 unreadable, of 3"), "\(sent.stdout)")
+        #expect(sent.stderr.contains((files[1] as NSString).lastPathComponent + ": not sent") && sent.stderr.contains("the file ends at"), "\(sent.stderr)")
+        #expect(TransferTests.files(under: receiver.store).count == 2)
+        let (_, log) = receiver.stop()
+        #expect(log.contains("2 stored, 0 refused") && !log.contains("refused 2."), "the cut file reached the receiver: \(log)")
+    }
+}
