@@ -108,7 +108,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DICOMwebTests",
-            dependencies: ["DICOMweb"]
+            dependencies: ["DICOMweb", "TestSupport"]
         ),
         .testTarget(
             name: "RoutingTests",

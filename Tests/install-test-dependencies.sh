@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # What the test suite and benchmarks need beside the build dependencies: DCMTK (dcmdump),
 # dicom3tools (dciodvfy) and pydicom, the third-party readers we check ourselves against, and
-# curl, the real client the HTTPS server is tested with (certificates come from openssl), and
+# curl, the real client the HTTPS server is tested with (certificates come from openssl), strace
+# (which shows the receiver makes instances durable before it names them), and
 # Orthanc with its DICOMweb plugin, the PACS our DICOMweb client and server are tested against
 # (the tests start their own instance on loopback; gcc builds its bind shim).
 # Installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-Deploy/install-build-dependencies.sh dcmtk dicom3tools python3 curl orthanc orthanc-dicomweb gcc libc6-dev time
+Deploy/install-build-dependencies.sh dcmtk dicom3tools python3 curl orthanc orthanc-dicomweb gcc libc6-dev time strace
 pydicom_version=3.0.2  # the version the conformance figures in README.md were taken with
 if ! python3 -c "import pydicom, sys; sys.exit(pydicom.__version__ != '$pydicom_version')" 2>/dev/null; then
   echo "Installing pydicom $pydicom_version from PyPI" >&2

@@ -14,9 +14,10 @@ import sys
 path = sys.argv[1]
 timed_out = int(sys.argv[sys.argv.index("--timed-out") + 1]) if "--timed-out" in sys.argv else 0
 # "◇ Test x() started.", "✔ Test x() passed after 0.1 seconds.", "✘ Test x() failed after …",
-# "➜ Test x() skipped: "reason"" — and not "✘ Test x() recorded an issue … Expectation failed".
+# "➜ Test x() skipped: "reason"" (a condition trait), "➜ Test x() was cancelled after 0.1 seconds:
+# "skipped: reason"" (Skip.unless) — and not "✘ Test x() recorded an issue … Expectation failed".
 # A test's name is a function, `name(label:)`, or a display name in quotes.
-event = re.compile(r'^\S+ Test (?P<name>"[^"]*"|[^\s"]+\([^)]*\))(?: with \d+ test cases?)? (?P<what>started|passed|failed|skipped)(?P<rest>\.$| after .*|: .*|$)')
+event = re.compile(r'^\S+ Test (?P<name>"[^"]*"|[^\s"]+\([^)]*\))(?: with \d+ test cases?)? (?P<what>started|passed|failed|skipped|was cancelled)(?P<rest>\.$| after .*|: .*|$)')
 started, finished, passed, failed, skipped = {}, set(), 0, 0, []
 with open(path, encoding="utf-8", errors="replace") as log:
     for line in log:
@@ -33,7 +34,7 @@ with open(path, encoding="utf-8", errors="replace") as log:
         elif what == "failed":
             failed += 1
         else:
-            skipped.append((name, rest.lstrip(": ").strip()))
+            skipped.append((name, rest.split(": ", 1)[-1].strip() if ": " in rest else ""))
 
 for name, reason in skipped:
     print(f"skipped: {name}: {reason or 'no reason given'}")

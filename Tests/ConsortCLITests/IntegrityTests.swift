@@ -132,4 +132,45 @@ struct IntegrityTests {
         let (_, log) = receiver.stop()
         #expect(log.contains("2 stored, 0 refused") && !log.contains("refused 2."), "the cut file reached the receiver: \(log)")
     }
+
+    /// Durable before visible: strace shows every instance's staged file made durable (syncfs on
+    /// its filesystem) after it was created and before it is linked to its name, and the study
+    /// folder fsynced after the links. A receiver that skipped the barrier would acknowledge
+    /// instances a power cut could lose; no other test could see that.
+    @Test func eachInstanceIsMadeDurableBeforeItIsNamed() throws {
+        let strace = try Run.require("strace", package: "strace")
+        let folder = try ScratchFolder()
+        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "6").status == 0)
+        let trace = folder.path + "/trace"
+        let receiver = try ReceiverProcess(
+            store: folder.path + "/inbox", launcher: [strace, "-f", "-qq", "-e", "trace=openat,syncfs,link,fsync", "-o", trace])
+        let sent = try Run.program(Run.consort, ["send", receiver.url, folder.path + "/study", "--batch", "3", "--connections", "1"])
+        #expect(sent.status == 0, "\(sent.stderr)")
+        // SIGTERM to the receiver itself (strace's child): strace then exits with its status.
+        let children = try String(contentsOfFile: "/proc/\(receiver.program.pid)/task/\(receiver.program.pid)/children", encoding: .utf8)
+        let receiverPID = try #require(children.split(separator: " ").first.flatMap { Int32($0) }, "strace has no child")
+        kill(receiverPID, SIGTERM)
+        let (status, _) = try receiver.program.waitForExit(within: 30)
+        #expect(status == 0, "\(receiver.program.log)")
+        let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n").map(String.init)
+        var created: [String: Int] = [:], lastSyncfs = -1, links = 0, lastLink = -1, dirSyncAfterLinks = false
+        for (index, line) in lines.enumerated() {
+            if line.contains("openat("), line.contains("/.staging/part-"), line.contains("O_CREAT"),
+                let path = line.split(separator: "\"").dropFirst().first
+            {
+                created[String(path)] = index
+            } else if line.contains("syncfs(") && line.hasSuffix("= 0") {
+                lastSyncfs = index
+            } else if line.contains(" link(\""), let staged = line.split(separator: "\"").dropFirst().first {
+                links += 1
+                lastLink = index
+                let made = try #require(created[String(staged)], "link of a file not seen created: \(line)")
+                #expect(lastSyncfs > made, "linked before it was made durable: \(line)")
+            } else if line.contains("fsync(") && lastLink >= 0 {
+                dirSyncAfterLinks = true
+            }
+        }
+        #expect(links == 6, "\(links) links in the trace")
+        #expect(dirSyncAfterLinks, "the study folder was not fsynced after its new names")
+    }
 }

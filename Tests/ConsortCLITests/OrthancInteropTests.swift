@@ -6,7 +6,7 @@ import Testing
 /// here on loopback: our client pushes a study to Orthanc, finds it with QIDO-RS and retrieves it
 /// with WADO-RS byte for byte; Orthanc, given our receiver as a DICOMweb server, pushes the study
 /// to us and we store it byte for byte.
-@Suite("Interop with Orthanc", .serialized)
+@Suite("Interop with Orthanc", .serialized, .timeLimit(.minutes(10)))
 struct OrthancInteropTests {
     /// A throwaway Orthanc: its own storage, HTTP on a free loopback port, no DICOM port.
     final class Orthanc {

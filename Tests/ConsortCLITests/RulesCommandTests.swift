@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// `consort rules ...` and `consort bench rules`, on the built binary.
-@Suite("consort rules")
+@Suite("consort rules", .timeLimit(.minutes(5)))
 struct RulesCommandTests {
     static let rules = Run.packageRoot + "/routing-rules"
 
@@ -86,7 +86,7 @@ struct RulesCommandTests {
     }
 }
 
-@Suite("consort rules explain, MDT lists")
+@Suite("consort rules explain, MDT lists", .timeLimit(.minutes(5)))
 struct RulesListTests {
     @Test func listsAreExplainedLineByLineAndBadLinesNamed() throws {
         let folder = try ScratchFolder()

@@ -4,7 +4,7 @@ import Testing
 
 /// What our writer produces is read by DCMTK and pydicom, and DICOM's own validator (dciodvfy,
 /// from dicom3tools) finds no error in it that the original file did not already have.
-@Suite("Writer output in other readers")
+@Suite("Writer output in other readers", .timeLimit(.minutes(10)))
 struct WriterInteropTests {
     /// The pydicom-made fixtures rewritten by us, explicit and implicit VR; returns (original, ours).
     static func rewrite(into folder: String) throws -> [(original: String, rewritten: String)] {

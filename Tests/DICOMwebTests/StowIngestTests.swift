@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import DICOMweb
@@ -6,7 +7,7 @@ import Testing
 /// The STOW-RS receiver's storage path on real files: staged instances written in aligned
 /// blocks around the page cache (where the filesystem allows), their headers read from the
 /// bytes kept in memory, linked into place whole.
-@Suite("STOW-RS ingest to disk")
+@Suite("STOW-RS ingest to disk", .timeLimit(.minutes(5)))
 struct StowIngestTests {
     /// A small explicit VR little endian Part 10 instance: `headerPadding` bytes of a private OB
     /// value before Pixel Data (to make a header longer than any prefix), then `pixels` bytes.
@@ -149,19 +150,28 @@ struct StowIngestTests {
         }
     }
 
+    /// The mounts of this machine, from the kernel's own table: (mount point, filesystem type).
+    static func mounts() throws -> [(point: String, type: String)] {
+        let table = try String(contentsOfFile: "/proc/self/mounts", encoding: .utf8)
+        return table.split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            return fields.count >= 3 ? (String(fields[1]), String(fields[2])) : nil
+        }
+    }
+
     /// Direct writes are tried only on local disk filesystems: not on tmpfs (nor NFS), not where
     /// the folder cannot be examined.
-    @Test func directWritesAreOnlyTriedOnLocalDiskFilesystems() throws {
+    @Test func directWritesAreNotTriedOnTmpfsOrAMissingFolder() throws {
         #expect(!StagingWriter.directIOSuits("/no/such/folder"))
-        let mounts = (try? String(contentsOfFile: "/proc/mounts", encoding: .utf8)) ?? ""
-        let shm = mounts.split(separator: "\n").first { $0.split(separator: " ").dropFirst().first == "/dev/shm" }
-        if let shm, shm.split(separator: " ").dropFirst(2).first == "tmpfs" {
-            #expect(!StagingWriter.directIOSuits("/dev/shm"))
-        }
-        let root = mounts.split(separator: "\n").first { $0.split(separator: " ").dropFirst().first == "/" }
-        if let root, ["ext4", "xfs", "btrfs"].contains(String(root.split(separator: " ").dropFirst(2).first ?? "")) {
-            #expect(StagingWriter.directIOSuits("/"))
-        }
+        let tmpfs = try Self.mounts().first { $0.type == "tmpfs" }
+        try Skip.unless(tmpfs != nil, "no tmpfs is mounted on this machine")
+        #expect(!StagingWriter.directIOSuits(tmpfs!.point), "\(tmpfs!.point) is tmpfs")
+    }
+
+    @Test func directWritesAreTriedOnALocalDiskFilesystem() throws {
+        let disk = try Self.mounts().first { ["ext4", "xfs", "btrfs"].contains($0.type) && FileManager.default.isReadableFile(atPath: $0.point) }
+        try Skip.unless(disk != nil, "no ext4, XFS or btrfs filesystem is mounted on this machine")
+        #expect(StagingWriter.directIOSuits(disk!.point), "\(disk!.point) is \(disk!.type)")
     }
 }
 

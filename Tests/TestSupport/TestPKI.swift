@@ -28,33 +28,58 @@ public final class TestPKI {
     }
 
     /// A CRL from our CA revoking the client certificate (RSCH's); returns its path.
-    public func revokeClient() throws -> String {
-        let crl = folder + "/crl"
+    public func revokeClient() throws -> String { try revoke(clientCertificate) }
+
+    /// A client certificate (CN=RSCH) from our CA whose validity starts in 2030; returns its
+    /// certificate and key paths.
+    public func notYetValidClient() throws -> (certificate: String, key: String) {
+        try issueDated("future", cn: "RSCH", san: "DNS:rsch.consort.test", start: "20300101000000Z", end: "20310101000000Z")
+    }
+
+    /// A server certificate for UHSX (localhost, 127.0.0.1) from our CA that expired in 2020.
+    public func expiredServer() throws -> (certificate: String, key: String) {
+        try issueDated("expired-server", cn: "UHSX", san: "DNS:localhost,IP:127.0.0.1", start: "20200101000000Z", end: "20200102000000Z")
+    }
+
+    /// A server certificate for UHSX (localhost, 127.0.0.1), valid, but from someone else's CA.
+    public func serverFromAnotherCA() throws -> (certificate: String, key: String) {
+        try issue("stranger-server", cn: "UHSX", by: "otherca", san: "DNS:localhost,IP:127.0.0.1")
+        return (folder + "/stranger-server.pem", folder + "/stranger-server.key")
+    }
+
+    /// Another valid server certificate for UHSX (localhost, 127.0.0.1) from our CA, e.g. to revoke.
+    public func anotherServer(_ name: String) throws -> (certificate: String, key: String) {
+        try issue(name, cn: "UHSX", by: "ca", san: "DNS:localhost,IP:127.0.0.1")
+        return (folder + "/\(name).pem", folder + "/\(name).key")
+    }
+
+    /// A CRL from our CA revoking `certificate`; returns its path.
+    public func revoke(_ certificate: String) throws -> String {
+        let crl = folder + "/crl-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: crl, withIntermediateDirectories: true)
         try "".write(toFile: crl + "/index.txt", atomically: true, encoding: .utf8)
         try "1000\n".write(toFile: crl + "/crlnumber", atomically: true, encoding: .utf8)
         try "[ca]\ndefault_ca=d\n[d]\ndatabase=\(crl)/index.txt\ncrlnumber=\(crl)/crlnumber\ndefault_md=sha256\ndefault_crl_days=1\nprivate_key=\(folder)/ca.key\ncertificate=\(folder)/ca.pem\n"
             .write(toFile: crl + "/ca.cnf", atomically: true, encoding: .utf8)
-        try openssl(["ca", "-config", crl + "/ca.cnf", "-revoke", clientCertificate])
+        try openssl(["ca", "-config", crl + "/ca.cnf", "-revoke", certificate])
         try openssl(["ca", "-config", crl + "/ca.cnf", "-gencrl", "-out", crl + "/crl.pem"])
         return crl + "/crl.pem"
     }
 
-    /// A client certificate (CN=RSCH) from our CA whose validity starts in 2030; returns its
-    /// certificate and key paths. (`openssl x509` on OpenSSL 3.0 cannot set a start date;
-    /// `openssl ca -startdate` can.)
-    public func notYetValidClient() throws -> (certificate: String, key: String) {
-        let dir = folder + "/future"
+    /// A certificate from our CA with the validity given (`openssl x509` on OpenSSL 3.0 cannot
+    /// set a start date; `openssl ca -startdate` can); returns its certificate and key paths.
+    private func issueDated(_ name: String, cn: String, san: String, start: String, end: String) throws -> (certificate: String, key: String) {
+        let dir = folder + "/" + name
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir + "/future.key",
-            "-out", dir + "/future.csr", "-subj", "/CN=RSCH"])
+        try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", dir + "/cert.key",
+            "-out", dir + "/cert.csr", "-subj", "/CN=\(cn)"])
         try Data().write(to: URL(fileURLWithPath: dir + "/index.txt"))
-        try Data("[ca]\ndefault_ca=d\n[d]\ndatabase=\(dir)/index.txt\nnew_certs_dir=\(dir)\nserial=\(dir)/serial\ndefault_md=sha256\npolicy=p\n[p]\ncommonName=supplied\n".utf8)
+        try Data("[ca]\ndefault_ca=d\n[d]\ndatabase=\(dir)/index.txt\nnew_certs_dir=\(dir)\nserial=\(dir)/serial\ndefault_md=sha256\npolicy=p\nx509_extensions=e\n[p]\ncommonName=supplied\n[e]\nsubjectAltName=\(san)\nextendedKeyUsage=serverAuth,clientAuth\n".utf8)
             .write(to: URL(fileURLWithPath: dir + "/ca.cnf"))
         try Data("2000\n".utf8).write(to: URL(fileURLWithPath: dir + "/serial"))
         try openssl(["ca", "-batch", "-notext", "-config", dir + "/ca.cnf", "-keyfile", folder + "/ca.key", "-cert", ca,
-            "-startdate", "20300101000000Z", "-enddate", "20310101000000Z", "-in", dir + "/future.csr", "-out", dir + "/future.pem"])
-        return (dir + "/future.pem", dir + "/future.key")
+            "-startdate", start, "-enddate", end, "-in", dir + "/cert.csr", "-out", dir + "/cert.pem"])
+        return (dir + "/cert.pem", dir + "/cert.key")
     }
 
     deinit { try? FileManager.default.removeItem(atPath: folder) }

@@ -62,6 +62,9 @@ public struct MultipartDecoder {
     }
 
     public var isComplete: Bool { state == .epilogue }
+    /// Bytes held back between feeds (a possible start of the delimiter, an unfinished part
+    /// header): what the decoder's memory is, whatever the size of the parts.
+    public var heldBytes: Int { pending.count }
 
     /// Consumes the next bytes of the body; returns the events they complete.
     public mutating func feed(_ bytes: some Collection<UInt8>) throws(MultipartError) -> [Event] {

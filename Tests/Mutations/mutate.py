@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Proves the suite guards what matters most: applies deliberate breakages, one at a time, to a
+copy of the repository and shows that each makes at least one test fail.
+
+    Tests/Mutations/mutate.py [--work DIR] [--only NAME ...] [--list]
+
+Each breakage names a file, an exact piece of code and what replaces it (a breakage whose code is
+no longer found is reported as STALE: the list must follow the code), and the tests to run
+against it. The copy (default /tmp/consort-mutants) is built once, then incrementally for each
+breakage; the repository itself is never touched. A run takes 10-20 minutes on 2 cores; it is
+not part of every CI run. Exit 0 only when every breakage was caught (KILLED).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+# (name, file, code, replacement, test filter). The most dangerous parts: TLS settings on both
+# sides, identity from the certificate, the staging/link durability steps, whole-file checks,
+# conflicts, the reader's length checks, signal handling.
+MUTATIONS = [
+    ("client trusts any server", "Sources/Transport/HTTPClient.swift",
+     "CURLOPT_SSL_VERIFYPEER, 1))", "CURLOPT_SSL_VERIFYPEER, 0))", "HTTPClientTests"),
+    ("client ignores the server's name", "Sources/Transport/HTTPClient.swift",
+     "CURLOPT_SSL_VERIFYHOST, 2))", "CURLOPT_SSL_VERIFYHOST, 0))", "HTTPClientTests"),
+    ("client ignores its CRL", "Sources/Transport/HTTPClient.swift",
+     "if let crl = tls.revocationList { set(consort_curl_setopt_string(handle, CURLOPT_CRLFILE, crl)) }",
+     "_ = tls.revocationList", "HTTPClientTests"),
+    ("client allows TLS 1.0", "Sources/Transport/HTTPClient.swift",
+     "Int(CURL_SSLVERSION_TLSv1_2)", "Int(CURL_SSLVERSION_TLSv1)", "ClientTLSVersionTests"),
+    ("server asks no client certificate", "Sources/Transport/TLSContext.swift",
+     "let mode = SSL_VERIFY_PEER | (role == .server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0)",
+     "let mode = role == .server ? SSL_VERIFY_NONE : SSL_VERIFY_PEER", "HTTPServerTests"),
+    ("server allows TLS 1.0", "Sources/Transport/TLSContext.swift",
+     "consort_SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)", "consort_SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION)",
+     "HTTPServerTests"),
+    ("identity taken from the first DNS name, not the CN", "Sources/Transport/TLSContext.swift",
+     "return PeerIdentity(commonName: cn, dnsNames: dns, expires: nil)",
+     "return PeerIdentity(commonName: dns.first ?? cn, dnsNames: dns, expires: nil)", "HTTPServerTests|TransferTests"),
+    ("no durability barrier before naming instances", "Sources/DICOMweb/STOW/StowIngest.swift",
+     "let durable = fd >= 0 && consort_syncfs(fd) == 0", "let durable = fd >= 0", "IntegrityTests"),
+    ("study folder not fsynced after its new names", "Sources/DICOMweb/STOW/StowIngest.swift",
+     "                fsync(directory)  // the new names survive a crash\n", "", "IntegrityTests"),
+    ("placing an instance overwrites what is held", "Sources/DICOMweb/STOW/StowIngest.swift",
+     "if Glibc.link(item.staged, destination) == 0 {", "if Glibc.rename(item.staged, destination) == 0 {",
+     "IntegrityTests|TransferTests"),
+    ("a conflicting instance is taken as already held", "Sources/DICOMweb/STOW/StowIngest.swift",
+     "if code == EEXIST, heldDigest == item.digest {", "if code == EEXIST {", "IntegrityTests"),
+    ("the receiver checks headers only", "Sources/DICOMweb/STOW/StowIngest.swift",
+     "file = part.size <= part.prefix.count ? try DICOMFile.verify(bytes: part.prefix) : try DICOMFile.verify(prefix: part.prefix[...], path: part.path)",
+     "file = try DICOMFile.read(bytes: part.prefix)", "IntegrityTests|StowIngestTests"),
+    ("the sender sends cut files", "Sources/ConsortCLI/Commands/TransferCommands.swift",
+     "let file = try DICOMFile.verify(path: input.path)", "let file = try DICOMFile.read(path: input.path)", "IntegrityTests"),
+    ("the reader trusts lengths", "Sources/DICOM/Reading/DataSetParser.swift",
+     "        if !stream.mayHave(count), let left = stream.remaining {",
+     "        if false, !stream.mayHave(count), let left = stream.remaining {", "MalformedInputTests|StructureCheckTests"),
+    ("an image without its pixel data passes the check", "Sources/DICOM/Reading/DICOMFile+Verify.swift",
+     "            if let why {", "            if let why, false {", "StructureCheckTests"),
+    ("signals armed after the ready line", "Sources/ConsortCLI/Commands/TransferCommands.swift",
+     "        let signals = try SignalWatcher.arm()\n", "", "SignalTests"),
+]
+# The last one needs its second half: arming again after the ready line is printed.
+LATE_ARMING = ("        standardOutput.flush()\n        let stopSignal",
+               "        standardOutput.flush()\n        let signals = try SignalWatcher.arm()\n        let stopSignal")
+
+
+def run(command: list[str], cwd: str, timeout: int) -> tuple[int, str]:
+    try:
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        return done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as expired:
+        return 124, (expired.stdout or b"").decode(errors="replace") if isinstance(expired.stdout, bytes) else str(expired.stdout or "")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", default="/tmp/consort-mutants")
+    parser.add_argument("--only", nargs="*", help="run only the breakages whose name contains one of these")
+    parser.add_argument("--list", action="store_true", help="list the breakages and exit")
+    args = parser.parse_args()
+    chosen = [m for m in MUTATIONS if not args.only or any(word in m[0] for word in args.only)]
+    if args.list:
+        for name, path, *_ , tests in chosen:
+            print(f"{name:55} {path}  [{tests}]")
+        return 0
+
+    copy = os.path.join(args.work, "repo")
+    os.makedirs(copy, exist_ok=True)
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split("\n")
+    for name in filter(None, files):
+        source, target = os.path.join(ROOT, name), os.path.join(copy, name)
+        if os.path.isfile(source):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy2(source, target)
+    print(f"mutate: a copy of {ROOT} in {copy}; building it once", flush=True)
+    status, output = run(["swift", "build", "--build-tests"], copy, 3600)
+    if status != 0:
+        print(output[-3000:])
+        print("mutate: the unbroken copy does not build")
+        return 2
+    # The unbroken code must pass every test used below, or a "kill" means nothing.
+    filters = "|".join(sorted({m[4] for m in chosen}))
+    status, output = run(["swift", "test", "--skip-build", "--disable-xctest", "--filter", filters], copy, 1800)
+    if status != 0:
+        print(output[-3000:])
+        print("mutate: the unbroken copy fails the tests used; fix that first")
+        return 2
+
+    results = []
+    for name, path, code, replacement, tests in chosen:
+        target = os.path.join(copy, path)
+        original = open(target, encoding="utf-8").read()
+        if original.count(code) != 1:
+            results.append((name, "STALE", f"the code to break was found {original.count(code)} times in {path}"))
+            print(f"STALE     {name}", flush=True)
+            continue
+        broken = original.replace(code, replacement)
+        if name == "signals armed after the ready line":
+            broken = broken.replace(*LATE_ARMING)
+        started = time.monotonic()
+        try:
+            open(target, "w", encoding="utf-8").write(broken)
+            status, output = run(["swift", "build", "--build-tests"], copy, 3600)
+            if status != 0:
+                verdict, detail = "NOBUILD", output.strip().splitlines()[-1:] or [""]
+            else:
+                status, output = run(["swift", "test", "--skip-build", "--disable-xctest", "--filter", tests], copy, 1800)
+                failing = sorted({line.split(" Test ", 1)[1].split(" ")[0] for line in output.splitlines()
+                                  if line.startswith("✘ Test ") and " failed after " in line})
+                verdict = "KILLED" if status != 0 else "SURVIVED"
+                detail = failing[:4]
+        finally:
+            open(target, "w", encoding="utf-8").write(original)
+        results.append((name, verdict, ", ".join(detail)))
+        print(f"{verdict:9} {name}  ({time.monotonic() - started:.0f} s) {', '.join(detail)}", flush=True)
+
+    killed = sum(1 for r in results if r[1] == "KILLED")
+    print(f"mutate: {killed} of {len(results)} breakages caught by the tests")
+    for name, verdict, detail in results:
+        if verdict != "KILLED":
+            print(f"  not caught: {name}: {verdict} {detail}")
+    return 0 if killed == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
