@@ -36,6 +36,18 @@ let package = Package(
         ),
         // GNU libc calls Swift's Glibc module leaves out (syncfs).
         .target(name: "CSystem"),
+        // SQLite 3: the agent's inventory and spool, in one database (WAL mode).
+        .systemLibrary(
+            name: "CSQLite",
+            pkgConfig: "sqlite3",
+            providers: [.apt(["libsqlite3-dev"])]
+        ),
+        // One thin wrapper over SQLite: connections, prepared statements, transactions, typed
+        // errors. No SQL here: the modules that own tables write their own.
+        .target(
+            name: "SQLite",
+            dependencies: ["CSQLite"]
+        ),
         // What a daemon needs of the operating system, in Swift over Glibc: the signal watcher
         // (armed before anything serves), a monotonic clock. No Foundation.
         .target(
@@ -70,10 +82,25 @@ let package = Package(
             name: "Transport",
             dependencies: ["HTTP", "COpenSSL", "CCurl", "CShims"]
         ),
+        // The spool's policies as pure state machines (retries and backoff, circuit breakers,
+        // priorities, time windows, deadlines): no I/O, no clock, no Foundation.
+        .target(name: "Spool"),
+        // Watching archive folders for new files: inotify on every folder (new ones added as they
+        // appear), a polling mode for NFS, a rate-limited catch-up scan.
+        .target(
+            name: "ArchiveWatch",
+            dependencies: ["Platform"]
+        ),
+        // The agent daemon: its configuration, the archive watcher, the inventory and spool
+        // (SQLite), the scheduler and senders, the receiver. The CLI only starts it.
+        .target(
+            name: "Agent",
+            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch"]
+        ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform"]
+            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "Agent"]
         ),
         .executableTarget(
             name: "consort",
@@ -101,6 +128,18 @@ let package = Package(
         .testTarget(
             name: "TransportTests",
             dependencies: ["Transport", "HTTP", "TestSupport"]
+        ),
+        .testTarget(
+            name: "SpoolTests",
+            dependencies: ["Spool"]
+        ),
+        .testTarget(
+            name: "ArchiveWatchTests",
+            dependencies: ["ArchiveWatch", "TestSupport"]
+        ),
+        .testTarget(
+            name: "AgentTests",
+            dependencies: ["Agent", "SQLite", "Routing", "DICOM", "TestSupport"]
         ),
         .testTarget(
             name: "HTTPTests",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,10 @@ MUTATIONS = [
 # The last one needs its second half: arming again after the ready line is printed.
 LATE_ARMING = ("        standardOutput.flush()\n        let stopSignal",
                "        standardOutput.flush()\n        let signals = try SignalWatcher.arm()\n        let stopSignal")
+
+
+# Swift Testing's line for a failed test: a function name or a display name in quotes.
+FAILED = re.compile(r'^✘ Test (?P<name>"[^"]*"|[^\s"]+\([^)]*\))(?: with \d+ test cases?)? failed after ')
 
 
 def run(command: list[str], cwd: str, timeout: int) -> tuple[int, str]:
@@ -131,8 +136,7 @@ def main() -> int:
                 verdict, detail = "NOBUILD", output.strip().splitlines()[-1:] or [""]
             else:
                 status, output = run(["swift", "test", "--skip-build", "--disable-xctest", "--filter", tests], copy, 1800)
-                failing = sorted({line.split(" Test ", 1)[1].split(" ")[0] for line in output.splitlines()
-                                  if line.startswith("✘ Test ") and " failed after " in line})
+                failing = sorted({match["name"] for match in map(FAILED.match, output.splitlines()) if match})
                 verdict = "KILLED" if status != 0 else "SURVIVED"
                 detail = failing[:4]
         finally:

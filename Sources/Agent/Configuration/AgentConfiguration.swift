@@ -1,0 +1,87 @@
+import Routing
+
+/// An agent's configuration file, as parsed (`ConfigurationParser`) — a contract: operators and
+/// tests outside the project write these words.
+///
+///     trust RSCH
+///     state /var/lib/consort            # inventory, spool, staging; a local filesystem
+///     watch /srv/pacs/export            # one or more; only ever read
+///     watch /mnt/nfs/ct { poll 10 s }   # a polling watch where inotify does not work (NFS)
+///     inbound /srv/pacs/import          # studies from other trusts land here, <Study>/<SOP>.dcm
+///     listen 0.0.0.0:8443
+///     certificate /etc/consort/rsch.pem
+///     key /etc/consort/rsch.key
+///     ca /etc/consort/ca.pem
+///     rules /etc/consort/routing-rules
+///     peer UHSX https://uhsx.consort.nhs.uk:8443 { connections 4  bandwidth 200 MB/s }
+///     peer AI-CXR https://cxr-ai.example/dicomweb
+///
+/// Also: `crl FILE`, `local NAME dicomweb URL` (a PACS on this site that imports by STOW-RS),
+/// `coordinator URL`, `lists DIR`, `free-space 5 %`, `retry-min 10 s`, `retry-max 10 min`,
+/// `max-age 3 d`, `circuit-after 5`, `stable-after 2 min` (the default quiet time for study
+/// stability when a rule gives none), `scan-rate 2000` (files a second for the catch-up scan).
+public struct AgentConfiguration: Sendable {
+    public struct Watch: Sendable, Equatable {
+        public var path: String
+        /// nil: inotify; otherwise the polling period, in seconds (a file is taken once its size
+        /// and mtime have not changed for one period).
+        public var pollSeconds: Double?
+        public var location: SourceLocation
+    }
+
+    public struct Peer: Sendable, Equatable {
+        public var name: String
+        /// The DICOMweb base URL (…/studies is appended).
+        public var url: String
+        public var connections: Int = 2
+        /// Bytes a second, nil for no cap.
+        public var bandwidth: Int?
+        public var location: SourceLocation
+    }
+
+    /// A DICOMweb target on this site, e.g. the trust's own PACS (`local PACS dicomweb URL`).
+    public struct LocalTarget: Sendable, Equatable {
+        public var name: String
+        public var url: String
+        public var location: SourceLocation
+    }
+
+    public var file: String
+    public var trust = ""
+    public var state = ""
+    public var watches: [Watch] = []
+    public var inbound = ""
+    public var listenHost = ""
+    public var listenPort: UInt16 = 0
+    public var certificate = ""
+    public var key = ""
+    public var ca = ""
+    public var crl: String?
+    public var rules = ""
+    public var peers: [Peer] = []
+    public var locals: [LocalTarget] = []
+    public var coordinator: String?
+    public var lists: String?
+    /// Below this share of free space on `state` or `inbound`, incoming transfers get 503.
+    public var freeSpacePercent = 5.0
+    public var retryMinimumSeconds = 10.0
+    public var retryMaximumSeconds = 600.0
+    /// A job older than this is failed (never silently dropped).
+    public var maximumAgeSeconds = 3.0 * 86_400
+    /// Consecutive failures after which a peer's circuit opens (its jobs wait; one probe tests it).
+    public var circuitAfter = 5
+    public var stableAfterSeconds = 120.0
+    public var scanFilesPerSecond = 2000.0
+    /// Where each setting was written, for later checks' error messages.
+    public var locations: [String: SourceLocation] = [:]
+
+    public init(file: String) { self.file = file }
+
+    public func peer(_ name: String) -> Peer? { peers.first { $0.name == name } }
+    public func local(_ name: String) -> LocalTarget? { locals.first { $0.name == name } }
+
+    /// The agent's own folders inside `state`.
+    public var databasePath: String { state + "/agent.sqlite" }
+    public var stagingFolder: String { inbound + "/.staging" }
+    public var adminSocketPath: String { state + "/admin.sock" }
+}

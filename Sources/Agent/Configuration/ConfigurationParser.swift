@@ -1,0 +1,341 @@
+import Foundation
+import Routing
+
+/// Reads an agent's configuration file: one setting per line, `#` comments, quoted strings where
+/// there are spaces, `{ }` for a setting's options — the routing rules' lexical style. Every
+/// problem is a `Diagnostic` with file:line:column; an unknown word is an error (with the closest
+/// known word as a hint), never ignored.
+public enum ConfigurationParser {
+    public struct Outcome: Sendable {
+        /// nil when there were errors.
+        public var configuration: AgentConfiguration?
+        public var diagnostics: [Diagnostic]
+        public var source: String
+
+        public var errors: [Diagnostic] { diagnostics.filter { $0.severity == .error } }
+        public func report() -> String { diagnostics.map { $0.rendered(source: source) }.joined(separator: "\n") }
+    }
+
+    struct Token {
+        let text: String
+        let quoted: Bool
+        let location: SourceLocation
+        var isOpen: Bool { !quoted && text == "{" }
+        var isClose: Bool { !quoted && text == "}" }
+    }
+
+    static let settings = [
+        "trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "crl", "rules", "peer", "local",
+        "coordinator", "lists", "free-space", "retry-min", "retry-max", "max-age", "circuit-after", "stable-after", "scan-rate",
+    ]
+    static let required = ["trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "rules"]
+
+    public static func parse(file: String) -> Outcome {
+        guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
+            let location = SourceLocation(file: file, line: 1, column: 1)
+            return Outcome(configuration: nil, diagnostics: [Diagnostic(.error, location, "cannot read the configuration file")], source: "")
+        }
+        return parse(text, file: file)
+    }
+
+    public static func parse(_ text: String, file: String) -> Outcome {
+        var configuration = AgentConfiguration(file: file)
+        var diagnostics: [Diagnostic] = []
+        func error(_ location: SourceLocation, _ message: String, hint: String? = nil) {
+            diagnostics.append(Diagnostic(.error, location, message, hint: hint))
+        }
+        var seen: [String: SourceLocation] = [:]
+        for line in lines(text, file: file) {
+            guard let word = line.first else { continue }
+            let arguments = Array(line.dropFirst())
+            let key = word.text
+            guard !word.quoted, settings.contains(key) else {
+                error(word.location, "unknown setting \"\(key)\"", hint: closest(key).map { "did you mean \"\($0)\"?" })
+                continue
+            }
+            let repeatable = ["watch", "peer", "local"].contains(key)
+            if !repeatable, let first = seen[key] {
+                error(word.location, "\"\(key)\" is set twice (first at line \(first.line))")
+                continue
+            }
+            seen[key] = word.location
+            configuration.locations[key] = configuration.locations[key] ?? word.location
+            // The options block, if any: `{ name value [unit] ... }` at the end of the line.
+            var plain = arguments
+            var options: [Token] = []
+            if let open = arguments.firstIndex(where: \.isOpen) {
+                plain = Array(arguments[..<open])
+                guard let close = arguments.lastIndex(where: \.isClose), close > open, close == arguments.count - 1 else {
+                    error(arguments[open].location, "this \"{\" is not closed on the same line", hint: "options go in { } on the setting's line")
+                    continue
+                }
+                options = Array(arguments[(open + 1)..<close])
+            } else if let stray = arguments.first(where: \.isClose) {
+                error(stray.location, "\"}\" without \"{\"")
+                continue
+            }
+            func one(_ what: String) -> Token? {
+                guard plain.count == 1 else {
+                    error(plain.count > 1 ? plain[1].location : word.location, plain.isEmpty ? "\"\(key)\" needs \(what)" : "\"\(key)\" takes one value, \(what)",
+                        hint: plain.count > 1 ? "quote a value that has spaces" : nil)
+                    return nil
+                }
+                return plain[0]
+            }
+            func noOptions() -> Bool {
+                if let first = options.first { error(first.location, "\"\(key)\" takes no options"); return false }
+                return true
+            }
+            func quantity(_ tokens: [Token], _ kind: Quantity, at location: SourceLocation) -> Double? {
+                guard let value = Quantity.parse(tokens, kind) else {
+                    error(tokens.first?.location ?? location, "\"\(key)\" needs \(kind.example)")
+                    return nil
+                }
+                return value
+            }
+            switch key {
+            case "trust":
+                guard noOptions(), let value = one("the trust's code (e.g. RSCH)") else { continue }
+                configuration.trust = value.text
+            case "state", "inbound", "certificate", "key", "ca", "crl", "rules", "lists":
+                guard noOptions(), let value = one("a path") else { continue }
+                guard value.text.hasPrefix("/") else {
+                    error(value.location, "\"\(key)\" needs an absolute path", hint: "a service does not know which folder it was started from")
+                    continue
+                }
+                let path = value.text.count > 1 && value.text.hasSuffix("/") ? String(value.text.dropLast()) : value.text
+                switch key {
+                case "state": configuration.state = path
+                case "inbound": configuration.inbound = path
+                case "certificate": configuration.certificate = path
+                case "key": configuration.key = path
+                case "ca": configuration.ca = path
+                case "crl": configuration.crl = path
+                case "rules": configuration.rules = path
+                default: configuration.lists = path
+                }
+            case "watch":
+                guard let value = one("a folder") else { continue }
+                guard value.text.hasPrefix("/") else {
+                    error(value.location, "\"watch\" needs an absolute path")
+                    continue
+                }
+                var watch = AgentConfiguration.Watch(path: value.text.count > 1 && value.text.hasSuffix("/") ? String(value.text.dropLast()) : value.text, location: value.location)
+                if !options.isEmpty {
+                    guard options[0].text == "poll" else {
+                        error(options[0].location, "unknown option \"\(options[0].text)\" of \"watch\"", hint: "the one option is poll, e.g. { poll 10 s }")
+                        continue
+                    }
+                    guard let seconds = quantity(Array(options.dropFirst()), .duration, at: options[0].location), seconds >= 1 else {
+                        if diagnostics.last?.location != options.dropFirst().first?.location { error(options[0].location, "poll needs a period of at least 1 s") }
+                        continue
+                    }
+                    watch.pollSeconds = seconds
+                }
+                configuration.watches.append(watch)
+            case "listen":
+                guard noOptions(), let value = one("ADDRESS:PORT") else { continue }
+                guard let colon = value.text.lastIndex(of: ":"), let port = UInt16(value.text[value.text.index(after: colon)...]) else {
+                    error(value.location, "\"listen\" takes ADDRESS:PORT, e.g. 0.0.0.0:8443")
+                    continue
+                }
+                configuration.listenHost = String(value.text[..<colon])
+                configuration.listenPort = port
+            case "peer":
+                guard plain.count == 2 else {
+                    error(plain.first?.location ?? word.location, "\"peer\" takes a name and a URL, e.g. peer UHSX https://uhsx.example:8443")
+                    continue
+                }
+                guard plain[1].text.hasPrefix("https://") || plain[1].text.hasPrefix("http://") else {
+                    error(plain[1].location, "a peer's address is an https:// URL")
+                    continue
+                }
+                if let earlier = configuration.peer(plain[0].text) {
+                    error(plain[0].location, "peer \(plain[0].text) is defined twice (first at line \(earlier.location.line))")
+                    continue
+                }
+                var peer = AgentConfiguration.Peer(name: plain[0].text, url: trimmedURL(plain[1].text), location: plain[0].location)
+                var index = 0
+                var ok = true
+                while index < options.count, ok {
+                    let option = options[index]
+                    switch option.text {
+                    case "connections":
+                        guard index + 1 < options.count, let n = Int(options[index + 1].text), (1...16).contains(n) else {
+                            error(option.location, "connections takes a number from 1 to 16")
+                            ok = false
+                            continue
+                        }
+                        peer.connections = n
+                        index += 2
+                    case "bandwidth":
+                        // A number and a rate unit: 200 MB/s, 50 Mbit/s.
+                        let tokens = Array(options[(index + 1)..<min(options.count, index + 3)])
+                        guard let rate = Quantity.parse(tokens, .rate), rate >= 1 else {
+                            error(option.location, "bandwidth takes a rate, e.g. 200 MB/s or 100 Mbit/s")
+                            ok = false
+                            continue
+                        }
+                        peer.bandwidth = Int(rate)
+                        index += 3
+                    default:
+                        error(option.location, "unknown option \"\(option.text)\" of \"peer\"", hint: "the options are connections N and bandwidth RATE")
+                        ok = false
+                    }
+                }
+                if ok { configuration.peers.append(peer) }
+            case "local":
+                guard noOptions(), plain.count == 3, plain[1].text == "dicomweb" else {
+                    error(plain.first?.location ?? word.location, "\"local\" takes a name, dicomweb and a URL, e.g. local PACS dicomweb http://127.0.0.1:8042/dicom-web")
+                    continue
+                }
+                guard plain[2].text.hasPrefix("http://") || plain[2].text.hasPrefix("https://") else {
+                    error(plain[2].location, "a local target's address is an http:// or https:// URL")
+                    continue
+                }
+                if configuration.local(plain[0].text) != nil {
+                    error(plain[0].location, "local target \(plain[0].text) is defined twice")
+                    continue
+                }
+                configuration.locals.append(AgentConfiguration.LocalTarget(name: plain[0].text, url: trimmedURL(plain[2].text), location: plain[0].location))
+            case "coordinator":
+                guard noOptions(), let value = one("the coordinator's https:// URL") else { continue }
+                guard value.text.hasPrefix("https://") else {
+                    error(value.location, "the coordinator is reached by https://")
+                    continue
+                }
+                configuration.coordinator = trimmedURL(value.text)
+            case "free-space":
+                guard noOptions(), let percent = quantity(plain, .percent, at: word.location) else { continue }
+                guard percent >= 0 && percent < 100 else {
+                    error(plain[0].location, "free-space is a share of the disk under 100 %")
+                    continue
+                }
+                configuration.freeSpacePercent = percent
+            case "retry-min", "retry-max", "max-age", "stable-after":
+                guard noOptions(), let seconds = quantity(plain, .duration, at: word.location) else { continue }
+                switch key {
+                case "retry-min": configuration.retryMinimumSeconds = max(1, seconds)
+                case "retry-max": configuration.retryMaximumSeconds = max(1, seconds)
+                case "max-age": configuration.maximumAgeSeconds = max(60, seconds)
+                default: configuration.stableAfterSeconds = seconds
+                }
+            case "circuit-after", "scan-rate":
+                guard noOptions(), let value = one("a number"), let n = Double(value.text), n >= 1 else {
+                    if diagnostics.last?.location.line != word.location.line { error(plain.first?.location ?? word.location, "\"\(key)\" takes a number of at least 1") }
+                    continue
+                }
+                if key == "circuit-after" { configuration.circuitAfter = Int(n) } else { configuration.scanFilesPerSecond = n }
+            default:
+                break
+            }
+        }
+        let end = SourceLocation(file: file, line: max(1, text.split(separator: "\n", omittingEmptySubsequences: false).count), column: 1)
+        for key in required where seen[key] == nil {
+            error(end, "\"\(key)\" is required and missing", hint: "every agent needs: \(required.joined(separator: ", "))")
+        }
+        if configuration.retryMaximumSeconds < configuration.retryMinimumSeconds, let at = configuration.locations["retry-max"] {
+            error(at, "retry-max is shorter than retry-min")
+        }
+        if !configuration.trust.isEmpty, configuration.peer(configuration.trust) != nil, let at = configuration.peer(configuration.trust)?.location {
+            error(at, "a trust is not its own peer")
+        }
+        return Outcome(configuration: diagnostics.contains { $0.severity == .error } ? nil : configuration, diagnostics: diagnostics, source: text)
+    }
+
+    static func trimmedURL(_ url: String) -> String { url.hasSuffix("/") ? String(url.dropLast()) : url }
+
+    static func closest(_ word: String) -> String? {
+        let lowered = word.lowercased()
+        var best: (String, Int)?
+        for candidate in settings {
+            let distance = editDistance(Array(lowered), Array(candidate))
+            if distance <= max(1, candidate.count / 3), distance < (best?.1 ?? .max) { best = (candidate, distance) }
+        }
+        return best?.0
+    }
+
+    static func editDistance(_ a: [Character], _ b: [Character]) -> Int {
+        var previous = Array(0...b.count)
+        for (i, x) in a.enumerated() {
+            var current = [i + 1]
+            for (j, y) in b.enumerated() {
+                current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1)))
+            }
+            previous = current
+        }
+        return previous[b.count]
+    }
+
+    /// The file's tokens, line by line (blank and comment-only lines left out). A quoted string
+    /// may hold spaces and `#`; `\"` and `\\` are its escapes.
+    static func lines(_ text: String, file: String) -> [[Token]] {
+        var out: [[Token]] = []
+        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let chars = Array(line)
+            var tokens: [Token] = []
+            var i = 0
+            while i < chars.count {
+                let c = chars[i]
+                if c == " " || c == "\t" || c == "\r" { i += 1; continue }
+                if c == "#" { break }
+                let location = SourceLocation(file: file, line: number + 1, column: i + 1)
+                if c == "\"" {
+                    var value = ""
+                    var j = i + 1
+                    while j < chars.count, chars[j] != "\"" {
+                        if chars[j] == "\\", j + 1 < chars.count { j += 1 }
+                        value.append(chars[j])
+                        j += 1
+                    }
+                    tokens.append(Token(text: value, quoted: true, location: SourceLocation(file: file, line: number + 1, column: i + 1, length: j - i + 1)))
+                    i = j + 1
+                    continue
+                }
+                if c == "{" || c == "}" {
+                    tokens.append(Token(text: String(c), quoted: false, location: location))
+                    i += 1
+                    continue
+                }
+                var j = i
+                while j < chars.count, !" \t\r{}\"#".contains(chars[j]) { j += 1 }
+                tokens.append(Token(text: String(chars[i..<j]), quoted: false, location: SourceLocation(file: file, line: number + 1, column: i + 1, length: j - i)))
+                i = j
+            }
+            if !tokens.isEmpty { out.append(tokens) }
+        }
+        return out
+    }
+}
+
+/// Numbers with units, as the configuration writes them: `10 s`, `2 min`, `3 d`, `200 MB/s`,
+/// `5 %` (or run together: `10s`, `5%`).
+enum Quantity {
+    case duration, rate, percent
+
+    var example: String {
+        switch self {
+        case .duration: return "a duration, e.g. 10 s, 5 min, 2 h or 3 d"
+        case .rate: return "a rate, e.g. 200 MB/s"
+        case .percent: return "a percentage, e.g. 5 %"
+        }
+    }
+
+    static func parse(_ tokens: [ConfigurationParser.Token], _ kind: Quantity) -> Double? {
+        var text = tokens.prefix(2).map(\.text).joined(separator: " ")
+        if tokens.count == 1 || (tokens.count >= 2 && Double(tokens[1].text) != nil) { text = tokens.first?.text ?? "" }
+        let number = text.prefix { $0.isNumber || $0 == "." }
+        guard let value = Double(number) else { return nil }
+        let unit = text.dropFirst(number.count).trimmingCharacters(in: .whitespaces)
+        switch kind {
+        case .duration:
+            let factors: [String: Double] = ["s": 1, "sec": 1, "second": 1, "seconds": 1, "min": 60, "minute": 60, "minutes": 60, "h": 3600, "hour": 3600, "hours": 3600, "d": 86_400, "day": 86_400, "days": 86_400]
+            return factors[unit].map { value * $0 }
+        case .rate:
+            let factors: [String: Double] = ["B/s": 1, "kB/s": 1e3, "KB/s": 1e3, "MB/s": 1e6, "GB/s": 1e9, "Mbit/s": 125_000, "Gbit/s": 125_000_000]
+            return factors[unit].map { value * $0 }
+        case .percent:
+            return unit == "%" ? value : nil
+        }
+    }
+}

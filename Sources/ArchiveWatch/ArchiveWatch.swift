@@ -1,0 +1,2 @@
+/// Watching archive folders: inotify, polling, catch-up scans.
+public enum ArchiveWatchModule {}

@@ -1,0 +1,2 @@
+import ArchiveWatch
+import Testing

@@ -1,0 +1,2 @@
+import Spool
+import Testing
