@@ -91,16 +91,22 @@ let package = Package(
             name: "ArchiveWatch",
             dependencies: ["Platform"]
         ),
+        // The DICOMweb exchange both `consort send`/`receive` and the agent use: the STOW-RS
+        // sender (per-instance outcomes) and the DICOMweb service over a store.
+        .target(
+            name: "Exchange",
+            dependencies: ["DICOM", "DICOMweb", "HTTP", "Transport"]
+        ),
         // The agent daemon: its configuration, the archive watcher, the inventory and spool
         // (SQLite), the scheduler and senders, the receiver. The CLI only starts it.
         .target(
             name: "Agent",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch"]
+            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange"]
         ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "Agent"]
+            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "Exchange", "Agent"]
         ),
         .executableTarget(
             name: "consort",

@@ -2,11 +2,13 @@ import Foundation
 import TestSupport
 import Testing
 
-/// Our HTTPS client speaks TLS 1.2 or later, by its own setting and not by the system's policy:
-/// under an OpenSSL configuration that allows TLS 1.0 (as some hospital hosts have, for old
-/// modalities), `consort find` still refuses a server that offers only TLS 1.0 or 1.1, while
-/// curl under the same configuration talks to it — so the refusal is ours.
-@Suite("HTTPS client: TLS 1.2 at least", .serialized, .timeLimit(.minutes(3)))
+/// Our HTTPS client and server speak TLS 1.2 or later, by their own setting and not by the
+/// system's policy: under an OpenSSL configuration that allows TLS 1.0 (as some hospital hosts
+/// have, for old modalities), `consort find` still refuses a server that offers only TLS 1.0 or
+/// 1.1, and `consort receive` a client that does, while curl and `openssl s_server` under the same
+/// configuration speak them — so the refusal is ours. (In the test process itself the system's
+/// default policy would refuse first, and hide a weakened setting.)
+@Suite("TLS 1.2 at least, client and server", .serialized, .timeLimit(.minutes(3)))
 struct ClientTLSVersionTests {
     static let permissiveOpenSSL = """
         openssl_conf = openssl_init
@@ -50,5 +52,28 @@ struct ClientTLSVersionTests {
             // TLS 1.2 is spoken; what comes back is s_server's status page, not a QIDO-RS answer.
             #expect(!find.standardError.contains("(curl 35)"), "\(find.log)")
         }
+    }
+
+    @Test func theReceiverRefusesClientsBelowTLS12() throws {
+        let pki = try TestPKI()
+        let folder = try ScratchFolder()
+        let conf = folder.path + "/openssl.cnf"
+        try Self.permissiveOpenSSL.write(toFile: conf, atomically: true, encoding: .utf8)
+        let receiver = try ReceiverProcess(store: folder.path + "/inbox", pki: pki, environment: ["OPENSSL_CONF": conf])
+        defer { _ = receiver.stop() }
+        func curl(maximum: String) throws -> RunningProgram {
+            let program = try RunningProgram(
+                ["/usr/bin/curl", "-s", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}", "--tlsv1", "--tls-max", maximum,
+                 "--cacert", pki.ca, "--cert", pki.clientCertificate, "--key", pki.clientKey, receiver.url + "/studies"],
+                environment: ["OPENSSL_CONF": conf])
+            try program.waitForExit(within: 30)
+            return program
+        }
+        for old in ["1.0", "1.1"] {
+            let refused = try curl(maximum: old)
+            #expect(refused.process.terminationStatus == 35, "TLS \(old) was served: \(refused.log)")
+        }
+        let served = try curl(maximum: "1.2")
+        #expect(served.standardOutput == "200", "\(served.log)")
     }
 }

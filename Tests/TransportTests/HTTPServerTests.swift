@@ -49,32 +49,6 @@ struct HTTPServerTests {
         #expect(outcome.stdout == "peer=RSCH POST /studies bytes=3000000 sum=\(Self.checksum(body))\n")
     }
 
-    /// TLS 1.2 at least, by the server's own setting: under an OpenSSL configuration that allows
-    /// TLS 1.0 (so that only our minimum can refuse), curl offering at most 1.1 is refused at the
-    /// handshake, and the same curl offering up to 1.2 is served.
-    @Test func clientsBelowTLS12AreRefused() throws {
-        let pki = try TestPKI()
-        let server = try server(pki, log: LogLines())
-        defer { server.stop() }
-        let conf = pki.folder + "/permissive.cnf"
-        try "openssl_conf = openssl_init\n[openssl_init]\nssl_conf = ssl_sect\n[ssl_sect]\nsystem_default = system_default_sect\n[system_default_sect]\nMinProtocol = TLSv1\nCipherString = DEFAULT:@SECLEVEL=0\n"
-            .write(toFile: conf, atomically: true, encoding: .utf8)
-        func curl(maximum: String) throws -> RunningProgram {
-            let program = try RunningProgram(
-                ["/usr/bin/curl", "-s", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}", "--tlsv1", "--tls-max", maximum,
-                 "--cacert", pki.ca, "--cert", pki.clientCertificate, "--key", pki.clientKey, "https://localhost:\(server.port)/"],
-                environment: ["OPENSSL_CONF": conf])
-            try program.waitForExit(within: 30)
-            return program
-        }
-        for old in ["1.0", "1.1"] {
-            let refused = try curl(maximum: old)
-            #expect(refused.process.terminationStatus == 35, "TLS \(old) was served: \(refused.log)")
-        }
-        let served = try curl(maximum: "1.2")
-        #expect(served.standardOutput == "200", "\(served.log)")
-    }
-
     @Test func noClientCertificateIsRefusedAtTheHandshake() throws {
         let pki = try TestPKI()
         let log = LogLines()

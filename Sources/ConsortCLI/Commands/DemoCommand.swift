@@ -1,5 +1,6 @@
 import DICOM
 import DICOMweb
+import Exchange
 import Foundation
 import Routing
 import Transport
@@ -25,9 +26,8 @@ enum DemoCommand {
         let store = out + "/received"
         var configuration = ServerConfiguration()
         configuration.host = "127.0.0.1"
-        let server = HTTPServer(configuration) { request, body in
-            try ReceiveCommand.handle(request, body, store: store, baseURL: "http://127.0.0.1", log: { _ in })
-        }
+        let service = DICOMwebService(store: store, baseURL: "http://127.0.0.1", log: { _ in })
+        let server = HTTPServer(configuration) { request, body in try service.handle(request, body) }
         try server.start()
         defer { server.stop() }
         let base = "http://127.0.0.1:\(server.port)/dicom-web"

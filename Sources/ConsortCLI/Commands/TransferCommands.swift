@@ -1,6 +1,7 @@
 import DICOM
 import DICOMweb
 import Dispatch
+import Exchange
 import Foundation
 import HTTP
 import Platform
@@ -94,9 +95,8 @@ enum ReceiveCommand {
         if !quarantined.isEmpty {
             log("error: \(quarantined.count) conflicting instance\(quarantined.count == 1 ? "" : "s") kept aside in \(store)/.quarantine await a decision (consort receive --quarantined --store \(store) lists them)")
         }
-        let server = HTTPServer(configuration, log: log) { request, body in
-            try handle(request, body, store: store, baseURL: "\(scheme)://\(host):\(port)", log: log)
-        }
+        let service = DICOMwebService(store: store, baseURL: "\(scheme)://\(host):\(port)", log: log)
+        let server = HTTPServer(configuration, log: log) { request, body in try service.handle(request, body) }
         try server.start()
         standardOutput.line("consort receive: listening on \(scheme)://\(host):\(server.port), storing into \(store)")
         standardOutput.flush()
@@ -124,58 +124,6 @@ enum ReceiveCommand {
         standardOutput.line("\(entries.count) conflicting instance\(entries.count == 1 ? "" : "s") await a decision: keep the held copy (delete the quarantined one), or replace it by hand.")
         return .someFailed
     }
-
-    static func handle(_ request: ServerRequest, _ body: RequestBody, store: String, baseURL: String, log: @Sendable (String) -> Void) throws -> ServerResponse {
-        let target = request.head.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        let path = target.first.map(String.init) ?? ""
-        let who = request.peer?.commonName ?? request.remoteAddress
-        let folder = StudyFolder(root: store)
-        if request.head.method == "GET" || request.head.method == "HEAD" {
-            let segments = path.split(separator: "/").map(String.init)
-            guard let index = segments.lastIndex(of: "studies") else { return .text(404, "Not found: \(path)") }
-            if index == segments.count - 1 {
-                // QIDO-RS: GET .../studies?PatientID=...
-                let query = try StudyQuery(queryString: target.count > 1 ? String(target[1]) : "")
-                let studies = folder.studies(matching: query)
-                log("request \(request.id) from \(who): QIDO-RS \(target.count > 1 ? String(target[1]) : "(all)") → \(studies.count) studies")
-                return ServerResponse(status: 200, headers: [("Content-Type", "application/dicom+json")], body: StudySummary.json(studies))
-            }
-            guard index == segments.count - 2 else { return .text(404, "Only whole studies are served: \(path)") }
-            // WADO-RS: GET .../studies/{uid}, the instances as multipart/related, from disk.
-            let uid = segments[index + 1]
-            if let accept = request.head.value("Accept"), !accept.contains("multipart/related"), !accept.contains("*/*"), !accept.contains("application/dicom") {
-                throw HTTPError(406, "This server answers multipart/related; type=\"application/dicom\"")
-            }
-            guard let files = folder.instances(of: uid) else { return .text(404, "No study \(uid) here") }
-            let body = try MultipartFileBody(paths: files)
-            log("request \(request.id) from \(who): WADO-RS study \(uid): \(files.count) instances, \(body.contentLength) bytes")
-            return ServerResponse(status: 200, headers: [("Content-Type", body.encoder.contentType())], length: body.contentLength) { buffer in
-                try body.read(into: buffer)
-            }
-        }
-        guard request.head.method == "POST", path.hasSuffix("/studies") || path.contains("/studies/") else {
-            return .text(404, "Not found: \(request.head.method) \(path)")
-        }
-        guard let type = request.head.value("Content-Type").flatMap(MediaType.init), type.type == "multipart/related",
-            let boundary = type.parameters["boundary"]
-        else {
-            throw HTTPError(415, "STOW-RS takes multipart/related; type=\"application/dicom\" with a boundary")
-        }
-        if let partType = type.parameters["type"], partType.lowercased() != "application/dicom" {
-            throw HTTPError(415, "Only application/dicom parts are accepted, not \(partType)")
-        }
-        // StowIngest throws HTTPError: the status it throws is the one answered.
-        let ingest = try StowIngest(inbound: store, staging: store + "/.staging", boundary: boundary, baseURL: baseURL)
-        while let piece = try body.next() { try ingest.consume(piece) }
-        let response = try ingest.finish()
-        for line in ingest.log {
-            // A conflict needs a person: it is an error, not routine.
-            log((line.hasPrefix("refused CONFLICT") ? "error: " : "") + "request \(request.id) from \(who): \(line)")
-        }
-        for line in ingest.warnings { log("warning: request \(request.id) from \(who): accepted \(line)") }
-        log("request \(request.id) from \(who): \(response.stored.count) stored, \(response.failed.count) refused")
-        return ServerResponse(status: response.httpStatus, headers: [("Content-Type", "application/dicom+json")], body: response.json())
-    }
 }
 
 /// `consort send`: STOW-RS from files to a DICOMweb server, like DCMTK's storescu.
@@ -197,17 +145,6 @@ enum SendCommand {
         \(TLSOptions.help)
         """
 
-    typealias Instance = (path: String, uid: String)
-
-    /// What became of one sent instance.
-    struct Outcome {
-        var instance: Instance
-        var delivery: DeliveryClass
-        /// Delivered, and the peer said it held the instance before this request.
-        var alreadyPresent = false
-        /// Why it was not stored, as the server or the transport put it.
-        var reason: String?
-    }
 
     static func run(_ args: [String]) throws -> ExitCode {
         let arguments = try Arguments(args, command: "send", flags: ["--verbose"], options: TLSOptions.names.union(["--batch", "--connections"]))
@@ -235,7 +172,7 @@ enum SendCommand {
                 while let files = tally.nextBatch() {
                     let (batch, unreadable) = identify(files)
                     tally.recordUnreadable(unreadable)
-                    if !batch.isEmpty { tally.record(deliver(batch, to: base, with: client.client)) }
+                    if !batch.isEmpty { tally.record(StowSender.deliver(batch, to: base, with: client.client)) }
                 }
                 done.signal()
             }.start()
@@ -250,69 +187,11 @@ enum SendCommand {
         return counts.stored + counts.alreadyPresent == total ? .success : .someFailed
     }
 
-    /// Each file's SOP Instance UID, from its header; files that are not whole, readable DICOM
-    /// (`DICOMFile.verify`) are reported and left out.
-    static func identify(_ files: [InputFile]) -> (instances: [Instance], unreadable: [String]) {
-        var instances: [Instance] = []
-        var unreadable: [String] = []
-        for input in files {
-            do {
-                // The whole file, not only its header: a file cut short is never sent.
-                let file = try DICOMFile.verify(path: input.path)
-                instances.append((input.path, file.dataSet.string(.sopInstanceUID) ?? ""))
-            } catch {
-                unreadable.append("consort send: \(input.name): not sent: \(error)")
-            }
-        }
-        return (instances, unreadable)
-    }
-
-    /// One STOW-RS request for a batch; what became of each instance, and why if not stored.
-    static func deliver(_ batch: [Instance], to base: String, with client: HTTPClient) -> [Outcome] {
-        var outcomes: [String: DeliveryClass] = [:]
-        var reasons: [String: String] = [:]
-        var held: Set<String> = []
-        do {
-            let body = try MultipartFileBody(paths: batch.map(\.path))
-            let answer = ByteCollector(limit: 16 << 20)
-            let result = Result { () throws(HTTPClientError) -> ClientResponse in
-                try client.send(
-                    method: "POST", url: base + "/studies",
-                    headers: [("Content-Type", body.encoder.contentType()), ("Accept", "application/dicom+json")],
-                    body: { try body.read(into: $0) }, bodyLength: body.contentLength, sink: answer.append)
-            }
-            switch result {
-            case .success(let response):
-                let parsed = (try? StowResponse.parse(answer.bytes)) ?? StowResponse()
-                outcomes = DeliveryClassifier.outcomes(status: response.status, response: parsed, sent: batch.map(\.uid))
-                for failure in parsed.failed {
-                    reasons[failure.sopInstanceUID] = String(format: "failure reason 0x%04X", failure.reason) + (failure.reasonText.map { ": " + $0 } ?? "")
-                }
-                held = Set(parsed.stored.filter(\.alreadyHeld).map(\.sopInstanceUID))
-                    .union(parsed.failed.filter { $0.reason == DeliveryClassifier.duplicateInstance }.map(\.sopInstanceUID))
-                if !(200..<300).contains(response.status) {
-                    let text = String(decoding: answer.bytes.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                    for file in batch where reasons[file.uid] == nil { reasons[file.uid] = "HTTP \(response.status) \(text)" }
-                }
-            case .failure(let error):
-                for file in batch {
-                    outcomes[file.uid] = error.isTransient ? .transient : .permanent
-                    reasons[file.uid] = error.description
-                }
-            }
-        } catch {
-            // A file vanished or became unreadable after its header was read: nothing of this batch went out.
-            for file in batch {
-                outcomes[file.uid] = .permanent
-                reasons[file.uid] = "\(error)"
-            }
-        }
-        return batch.map { file in
-            let delivery = outcomes[file.uid] ?? .permanent
-            return Outcome(
-                instance: file, delivery: delivery, alreadyPresent: delivery == .delivered && held.contains(file.uid),
-                reason: delivery == .delivered ? nil : reasons[file.uid])
-        }
+    /// Each file's SOP Instance UID (files not whole, readable DICOM reported apart).
+    static func identify(_ files: [InputFile]) -> (instances: [OutgoingInstance], unreadable: [String]) {
+        let names = Dictionary(files.map { ($0.path, $0.name) }, uniquingKeysWith: { a, _ in a })
+        let (instances, unreadable) = StowSender.identify(files.map(\.path))
+        return (instances, unreadable.map { "consort send: \(names[$0.path] ?? $0.path): not sent: \($0.reason)" })
     }
 
     /// An HTTPClient handed to exactly one sending thread, which is its only user.
@@ -347,7 +226,7 @@ enum SendCommand {
             }
         }
 
-        func record(_ outcomes: [Outcome]) {
+        func record(_ outcomes: [InstanceOutcome]) {
             lock.locked {
                 if interactive { standardError.write("\r\u{1B}[K") }  // clear the progress line
                 for outcome in outcomes {
@@ -389,16 +268,6 @@ enum SendCommand {
         }
 
         var counts: Counts { lock.locked { counted } }
-    }
-}
-
-/// Keeps the first `limit` bytes of a response body (an error page, a STOW-RS answer).
-final class ByteCollector {
-    private(set) var bytes: [UInt8] = []
-    let limit: Int
-    init(limit: Int) { self.limit = limit }
-    func append(_ piece: UnsafeRawBufferPointer) {
-        if bytes.count < limit { bytes += piece.prefix(limit - bytes.count) }
     }
 }
 

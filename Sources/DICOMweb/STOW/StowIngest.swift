@@ -60,6 +60,19 @@ public final class StowIngest {
     public private(set) var log: [String] = []
     /// Oddities in instances that were accepted (bytes after the data set), for the log.
     public private(set) var warnings: [String] = []
+    /// Every instance now held because of this request (stored now, or held before with the
+    /// same bytes): where it is, for the agent's inventory.
+    public private(set) var placed: [PlacedInstance] = []
+
+    public struct PlacedInstance: Sendable {
+        public var sopInstanceUID: String
+        public var studyInstanceUID: String
+        public var sopClassUID: String
+        public var path: String
+        public var size: Int
+        public var sha256: String
+        public var alreadyHeld: Bool
+    }
     /// Instances refused because one with the same UID and other bytes is held (quarantined).
     public private(set) var conflicts = 0
 
@@ -274,6 +287,8 @@ public final class StowIngest {
 
     /// Links a durable staged instance into its place; returns the folder it went into.
     private func link(_ item: Ready) -> String? {
+        let folder = "\(inbound)/\(item.studyUID)"
+        let destination = "\(folder)/\(item.instanceUID).dcm"
         func refuse(_ reason: UInt16, _ why: String) {
             unlink(item.staged)
             failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: reason, reasonText: why))
@@ -286,9 +301,11 @@ public final class StowIngest {
                     alreadyHeld: alreadyHeld))
             studies.insert(item.studyUID)
             log.append(note)
+            placed.append(
+                PlacedInstance(
+                    sopInstanceUID: item.instanceUID, studyInstanceUID: item.studyUID, sopClassUID: item.classUID, path: destination,
+                    size: item.size, sha256: item.digest, alreadyHeld: alreadyHeld))
         }
-        let folder = "\(inbound)/\(item.studyUID)"
-        let destination = "\(folder)/\(item.instanceUID).dcm"
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         } catch {

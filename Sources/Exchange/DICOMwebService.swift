@@ -1,0 +1,96 @@
+import DICOM
+import DICOMweb
+import Foundation
+import HTTP
+import Transport
+
+/// The DICOMweb server over a store folder (`STORE/<StudyUID>/<SOPUID>.dcm`): STOW-RS in,
+/// WADO-RS (whole studies) and QIDO-RS out — the one receiver `consort receive` and the agent
+/// share. Identity comes from the peer's certificate only (`request.peer`), never from a header.
+///
+/// The agent hooks in: `admit` may refuse a request before anything is read (503 when its disk
+/// is nearly full, 403 for a peer the rules do not know); `stored` is called after the
+/// instances are durable and in place and before the answer goes out, so the agent records them
+/// in its inventory first (if it throws, the peer is answered 503 and retries: an instance is
+/// never acknowledged without being recorded).
+public struct DICOMwebService: Sendable {
+    public struct Received: Sendable {
+        public var response: StowResponse
+        /// Who sent it: the certificate's CN, or the address on plain-HTTP loopback.
+        public var peer: String
+        public var requestID: String
+    }
+
+    public let store: String
+    public let baseURL: String
+    public let log: @Sendable (String) -> Void
+    public var admit: (@Sendable (ServerRequest) -> HTTPError?)?
+    public var stored: (@Sendable (Received, StowIngest) throws -> Void)?
+
+    public init(store: String, baseURL: String, log: @escaping @Sendable (String) -> Void) {
+        self.store = store
+        self.baseURL = baseURL
+        self.log = log
+    }
+
+    public func handle(_ request: ServerRequest, _ body: RequestBody) throws -> ServerResponse {
+        let target = request.head.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let path = target.first.map(String.init) ?? ""
+        let who = request.peer?.commonName ?? request.remoteAddress
+        if let refusal = admit?(request) { throw refusal }
+        let folder = StudyFolder(root: store)
+        if request.head.method == "GET" || request.head.method == "HEAD" {
+            let segments = path.split(separator: "/").map(String.init)
+            guard let index = segments.lastIndex(of: "studies") else { return .text(404, "Not found: \(path)") }
+            if index == segments.count - 1 {
+                // QIDO-RS: GET .../studies?PatientID=...
+                let query = try StudyQuery(queryString: target.count > 1 ? String(target[1]) : "")
+                let studies = folder.studies(matching: query)
+                log("request \(request.id) from \(who): QIDO-RS \(target.count > 1 ? String(target[1]) : "(all)") → \(studies.count) studies")
+                return ServerResponse(status: 200, headers: [("Content-Type", "application/dicom+json")], body: StudySummary.json(studies))
+            }
+            guard index == segments.count - 2 else { return .text(404, "Only whole studies are served: \(path)") }
+            // WADO-RS: GET .../studies/{uid}, the instances as multipart/related, from disk.
+            let uid = segments[index + 1]
+            if let accept = request.head.value("Accept"), !accept.contains("multipart/related"), !accept.contains("*/*"), !accept.contains("application/dicom") {
+                throw HTTPError(406, "This server answers multipart/related; type=\"application/dicom\"")
+            }
+            guard let files = folder.instances(of: uid) else { return .text(404, "No study \(uid) here") }
+            let body = try MultipartFileBody(paths: files)
+            log("request \(request.id) from \(who): WADO-RS study \(uid): \(files.count) instances, \(body.contentLength) bytes")
+            return ServerResponse(status: 200, headers: [("Content-Type", body.encoder.contentType())], length: body.contentLength) { buffer in
+                try body.read(into: buffer)
+            }
+        }
+        guard request.head.method == "POST", path.hasSuffix("/studies") || path.contains("/studies/") else {
+            return .text(404, "Not found: \(request.head.method) \(path)")
+        }
+        guard let type = request.head.value("Content-Type").flatMap(MediaType.init), type.type == "multipart/related",
+            let boundary = type.parameters["boundary"]
+        else {
+            throw HTTPError(415, "STOW-RS takes multipart/related; type=\"application/dicom\" with a boundary")
+        }
+        if let partType = type.parameters["type"], partType.lowercased() != "application/dicom" {
+            throw HTTPError(415, "Only application/dicom parts are accepted, not \(partType)")
+        }
+        // StowIngest throws HTTPError: the status it throws is the one answered.
+        let ingest = try StowIngest(inbound: store, staging: store + "/.staging", boundary: boundary, baseURL: baseURL)
+        while let piece = try body.next() { try ingest.consume(piece) }
+        let response = try ingest.finish()
+        for line in ingest.log {
+            // A conflict needs a person: it is an error, not routine.
+            log((line.hasPrefix("refused CONFLICT") ? "error: " : "") + "request \(request.id) from \(who): \(line)")
+        }
+        for line in ingest.warnings { log("warning: request \(request.id) from \(who): accepted \(line)") }
+        if let stored, !response.stored.isEmpty {
+            do {
+                try stored(Received(response: response, peer: who, requestID: request.id), ingest)
+            } catch {
+                log("error: request \(request.id) from \(who): \(response.stored.count) instances stored but not recorded: \(error); answered 503, the peer will send them again")
+                throw HTTPError(503, "The instances could not be recorded; send them again")
+            }
+        }
+        log("request \(request.id) from \(who): \(response.stored.count) stored, \(response.failed.count) refused")
+        return ServerResponse(status: response.httpStatus, headers: [("Content-Type", "application/dicom+json")], body: response.json())
+    }
+}

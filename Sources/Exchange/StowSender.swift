@@ -1,0 +1,124 @@
+import DICOM
+import DICOMweb
+import Foundation
+import HTTP
+import Transport
+
+/// An instance ready to send: its file and the SOP Instance UID the answer is matched by.
+public struct OutgoingInstance: Sendable, Hashable {
+    public var path: String
+    public var uid: String
+    public init(path: String, uid: String) {
+        self.path = path
+        self.uid = uid
+    }
+}
+
+/// What became of one sent instance.
+public struct InstanceOutcome: Sendable {
+    public var instance: OutgoingInstance
+    public var delivery: DeliveryClass
+    /// Delivered, and the peer said it held the instance before this request.
+    public var alreadyPresent = false
+    /// Why it was not stored, as the server or the transport put it.
+    public var reason: String?
+    /// When the exchange itself failed: curl's code (35 TLS handshake, 60 the peer's certificate,
+    /// 7 connect, 28 timeout ...), for the caller to tell a peer that is down from a
+    /// configuration fault.
+    public var transportCode: Int?
+    /// The HTTP status of the answer, when there was one.
+    public var status: Int?
+}
+
+/// STOW-RS from files (PS3.18 §10.5): the one sender `consort send` and the agent share.
+/// Each instance is checked whole before it is sent (`DICOMFile.verify`), streamed from disk
+/// (memory stays at one read buffer), and answered for one by one, classified by what the caller
+/// does next (`DeliveryClassifier`).
+public enum StowSender {
+    /// Each file's SOP Instance UID, from its header; files that are not whole, readable DICOM
+    /// are returned apart with the reason.
+    public static func identify(_ paths: [String]) -> (instances: [OutgoingInstance], unreadable: [(path: String, reason: String)]) {
+        var instances: [OutgoingInstance] = []
+        var unreadable: [(String, String)] = []
+        for path in paths {
+            do {
+                // The whole file, not only its header: a file cut short is never sent.
+                let file = try DICOMFile.verify(path: path)
+                instances.append(OutgoingInstance(path: path, uid: file.dataSet.string(.sopInstanceUID) ?? ""))
+            } catch {
+                unreadable.append((path, "\(error)"))
+            }
+        }
+        return (instances, unreadable)
+    }
+
+    /// One STOW-RS request for a batch; what became of each instance, and why if not stored.
+    /// `pace`, when given, is told of every block read from disk before it is sent (a bandwidth
+    /// cap sleeps there).
+    public static func deliver(
+        _ batch: [OutgoingInstance], to base: String, with client: HTTPClient, pace: ((Int) -> Void)? = nil
+    ) -> [InstanceOutcome] {
+        var outcomes: [String: DeliveryClass] = [:]
+        var reasons: [String: String] = [:]
+        var held: Set<String> = []
+        var transportCode: Int?
+        var status: Int?
+        do {
+            let body = try MultipartFileBody(paths: batch.map(\.path))
+            let answer = ByteCollector(limit: 16 << 20)
+            let result = Result { () throws(HTTPClientError) -> ClientResponse in
+                try client.send(
+                    method: "POST", url: base + "/studies",
+                    headers: [("Content-Type", body.encoder.contentType()), ("Accept", "application/dicom+json")],
+                    body: { buffer in
+                        let n = try body.read(into: buffer)
+                        pace?(n)
+                        return n
+                    }, bodyLength: body.contentLength, sink: answer.append)
+            }
+            switch result {
+            case .success(let response):
+                status = response.status
+                let parsed = (try? StowResponse.parse(answer.bytes)) ?? StowResponse()
+                outcomes = DeliveryClassifier.outcomes(status: response.status, response: parsed, sent: batch.map(\.uid))
+                for failure in parsed.failed {
+                    reasons[failure.sopInstanceUID] = String(format: "failure reason 0x%04X", failure.reason) + (failure.reasonText.map { ": " + $0 } ?? "")
+                }
+                held = Set(parsed.stored.filter(\.alreadyHeld).map(\.sopInstanceUID))
+                    .union(parsed.failed.filter { $0.reason == DeliveryClassifier.duplicateInstance }.map(\.sopInstanceUID))
+                if !(200..<300).contains(response.status) {
+                    let text = String(decoding: answer.bytes.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                    for file in batch where reasons[file.uid] == nil { reasons[file.uid] = "HTTP \(response.status) \(text)" }
+                }
+            case .failure(let error):
+                transportCode = error.code
+                for file in batch {
+                    outcomes[file.uid] = error.isTransient ? .transient : .permanent
+                    reasons[file.uid] = error.description
+                }
+            }
+        } catch {
+            // A file vanished or became unreadable after its header was read: nothing of this batch went out.
+            for file in batch {
+                outcomes[file.uid] = .permanent
+                reasons[file.uid] = "\(error)"
+            }
+        }
+        return batch.map { file in
+            let delivery = outcomes[file.uid] ?? .permanent
+            return InstanceOutcome(
+                instance: file, delivery: delivery, alreadyPresent: delivery == .delivered && held.contains(file.uid),
+                reason: delivery == .delivered ? nil : reasons[file.uid], transportCode: transportCode, status: status)
+        }
+    }
+}
+
+/// Keeps the first `limit` bytes of a response body (an error page, a STOW-RS answer).
+public final class ByteCollector {
+    public private(set) var bytes: [UInt8] = []
+    public let limit: Int
+    public init(limit: Int) { self.limit = limit }
+    public func append(_ piece: UnsafeRawBufferPointer) {
+        if bytes.count < limit { bytes += piece.prefix(limit - bytes.count) }
+    }
+}
