@@ -30,6 +30,15 @@ public enum ConsortCommand {
             name: "receive", summary: "serve DICOMweb (STOW-RS, WADO-RS, QIDO-RS) over a folder",
             run: ReceiveCommand.run, help: ReceiveCommand.help),
         Subcommand(
+            name: "agent", summary: "run this trust's agent (the daemon): watch, route, deliver, receive",
+            run: AgentCommand.run, help: AgentCommand.help),
+        Subcommand(
+            name: "config", summary: "check an agent's configuration file",
+            run: ConfigCommand.run, help: ConfigCommand.help),
+        Subcommand(
+            name: "queue", summary: "the agent's jobs: what is waiting to go where, and why",
+            run: QueueCommand.run, help: QueueCommand.help),
+        Subcommand(
             name: "rules", summary: "check, explain and replay the routing rules",
             run: RulesCommand.run, help: RulesCommand.help),
         Subcommand(

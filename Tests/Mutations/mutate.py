@@ -38,7 +38,7 @@ MUTATIONS = [
     ("server asks no client certificate", "Sources/Transport/TLSContext.swift",
      "let mode = SSL_VERIFY_PEER | (role == .server ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT : 0)",
      "let mode = role == .server ? SSL_VERIFY_NONE : SSL_VERIFY_PEER", "HTTPServerTests"),
-    ("server allows TLS 1.0", "Sources/Transport/TLSContext.swift",
+    ("server allows TLS 1.0", "Sources/Transport/TLSContext.swift",  # and its cipher list (ALSO)
      "consort_SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION)", "consort_SSL_CTX_set_min_proto_version(ctx, TLS1_VERSION)",
      "ClientTLSVersionTests"),
     ("identity taken from the first DNS name, not the CN", "Sources/Transport/TLSContext.swift",
@@ -66,6 +66,11 @@ MUTATIONS = [
     ("signals handled as before issue 9 (ignored, then a Dispatch source)", "Sources/ConsortCLI/Commands/TransferCommands.swift",
      "        let signals = try SignalWatcher.arm()\n", "", "SignalTests"),
 ]
+# Breakages that need more than one change in their file: the further changes, by name.
+ALSO = {
+    # TLS 1.0 needs its ciphers too: the AEAD-only list alone already refuses it (defence in depth).
+    "server allows TLS 1.0": [('"ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!RC4"', '"DEFAULT:@SECLEVEL=0"')],
+}
 # The last one needs its second half: the wait for a stop as it was, SIG_IGN set before the
 # Dispatch source is armed, after the ready line — the window in which 40 of 150 SIGTERMs were lost.
 OLD_SIGNAL_WAIT = (
@@ -144,6 +149,16 @@ def main() -> int:
         broken = original.replace(code, replacement)
         if name.startswith("signals handled as before"):
             broken = broken.replace(*OLD_SIGNAL_WAIT)
+        for further, instead in ALSO.get(name, []):
+            if broken.count(further) != 1:
+                results.append((name, "STALE", f"a further change was found {broken.count(further)} times in {path}"))
+                break
+            broken = broken.replace(further, instead)
+        else:
+            further = None
+        if results and results[-1][0] == name:
+            print(f"STALE     {name}", flush=True)
+            continue
         started = time.monotonic()
         try:
             open(target, "w", encoding="utf-8").write(broken)

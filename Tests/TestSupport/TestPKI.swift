@@ -53,6 +53,16 @@ public final class TestPKI {
         return (folder + "/\(name).pem", folder + "/\(name).key")
     }
 
+    /// A site's certificate (CN = its trust code) that serves as well as connects: the agents'
+    /// own (localhost, 127.0.0.1), made once per code.
+    public func site(_ code: String) throws -> (certificate: String, key: String) {
+        let name = "site-\(code.lowercased())"
+        if !FileManager.default.fileExists(atPath: folder + "/\(name).pem") {
+            try issue(name, cn: code, by: "ca", san: "DNS:localhost,IP:127.0.0.1")
+        }
+        return (folder + "/\(name).pem", folder + "/\(name).key")
+    }
+
     /// A CRL from our CA revoking `certificate`; returns its path.
     public func revoke(_ certificate: String) throws -> String {
         let crl = folder + "/crl-\(UUID().uuidString)"

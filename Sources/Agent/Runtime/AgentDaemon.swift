@@ -1,0 +1,301 @@
+import ArchiveWatch
+import DICOM
+import DICOMweb
+import Exchange
+import Foundation
+import HTTP
+import Platform
+import Routing
+import Spool
+import Transport
+
+/// `consort agent`: started in order — inventory and spool, rules, the receiver (listening),
+/// the watchers and the catch-up scan, the queue manager — and stopped in reverse on SIGTERM:
+/// no new work taken, transfers in flight finish their batch (bounded), interrupted jobs are
+/// queued again for the next start. SIGHUP reloads the rules (a set with errors is refused and
+/// the old one kept) and re-reads the peers from the configuration file.
+public final class AgentDaemon: @unchecked Sendable {
+    public let configuration: AgentConfiguration
+    let log: Logger
+    let store: AgentStore
+    let rules: RuleBook
+    let ingest: Ingest
+    let delivery: Delivery
+    private var server: HTTPServer?
+    private var claim: StagingClaim?
+    private var watchers: [Thread] = []
+    private let stopping = LockedFlag()
+    private var peers: AgentConfiguration
+    /// Studies whose stable rules are checked: the distinct quiet periods of the rule set.
+    private var quietPeriods: [Int] = []
+    public let started = Date()
+    private(set) var rulesLoaded = Date()
+    private(set) var lastReloadRefused: String?
+    private let stateLock = NSLock()
+
+    public init(configuration: AgentConfiguration, log: Logger) throws {
+        self.configuration = configuration
+        self.log = log
+        peers = configuration
+        for folder in [configuration.state, configuration.inbound] {
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        }
+        store = try AgentStore(path: configuration.databasePath)
+        rules = try RuleBook(path: configuration.rules)
+        ingest = Ingest(store: store, rules: rules, trust: configuration.trust, log: log.named("watcher"))
+        delivery = Delivery(
+            store: store, targets: Self.targets(configuration), policy: Self.policy(configuration), circuitThreshold: configuration.circuitAfter,
+            log: log.named("spool"))
+        quietPeriods = Self.quietPeriods(rules.current)
+    }
+
+    static func policy(_ c: AgentConfiguration) -> RetryPolicy {
+        RetryPolicy(minimumDelay: c.retryMinimumSeconds, maximumDelay: max(c.retryMinimumSeconds, c.retryMaximumSeconds), maximumAge: c.maximumAgeSeconds)
+    }
+
+    static func targets(_ c: AgentConfiguration) -> [Delivery.Target] {
+        let tls = TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl)
+        return c.peers.map { Delivery.Target(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: $0.connections, bandwidth: $0.bandwidth, isLocal: false) }
+            + c.locals.map { Delivery.Target(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: 1, bandwidth: nil, isLocal: true) }
+    }
+
+    static func quietPeriods(_ set: RuleSet) -> [Int] {
+        Array(Set(set.rules.compactMap { rule -> Int? in if case .studyStable(let q) = rule.trigger { return q } else { return nil } })).sorted()
+    }
+
+    // MARK: - Start and stop
+
+    /// Starts everything; returns once the agent is listening and watching (ready).
+    public func start() throws {
+        let requeued = try store.requeueInterrupted()
+        if requeued > 0 { log.info("jobs interrupted by the last stop resume from what the peers acknowledged", ["jobs": requeued]) }
+        try startReceiver()
+        try startWatchers()
+        delivery.start()
+        let ticker = Thread { [self] in tick() }
+        ticker.name = "consort-stability"
+        ticker.start()
+        log.info("ready", ["trust": configuration.trust, "listening": "\(configuration.listenHost):\(server?.port ?? 0)", "watching": configuration.watches.map(\.path).joined(separator: ","), "inbound": configuration.inbound])
+    }
+
+    public var port: UInt16 { server?.port ?? 0 }
+
+    /// Stops in reverse order within about `deadline` seconds.
+    public func stop(deadline: Double = 10) {
+        stopping.set()
+        log.info("stopping: no new work; transfers in flight finish their batch", ["deadline": "\(Int(deadline)) s"])
+        server?.stop(deadline: deadline / 2)
+        delivery.stop(deadline: deadline / 2)
+        withExtendedLifetime(claim) {}
+        log.info("stopped")
+    }
+
+    /// SIGHUP: the rules again (refused if they have errors: the old set stays), the peers again.
+    public func reload() {
+        switch rules.reload() {
+        case .reloaded(let warnings):
+            stateLock.withLock {
+                rulesLoaded = Date()
+                lastReloadRefused = nil
+                quietPeriods = Self.quietPeriods(rules.current)
+            }
+            log.info("rules reloaded", ["rules": rules.current.rules.count, "warnings": warnings.count])
+        case .refused(let outcome):
+            stateLock.withLock { lastReloadRefused = outcome.errors.first?.description ?? "errors" }
+            log.error("rules NOT reloaded: the new set has errors; the rules in force stay", ["errors": outcome.errors.count, "first": outcome.errors.first?.description ?? ""])
+        }
+        let parsed = ConfigurationParser.parse(file: configuration.file)
+        if let fresh = parsed.configuration {
+            delivery.update(targets: Self.targets(fresh), circuitThreshold: fresh.circuitAfter)
+            log.info("peers re-read", ["peers": fresh.peers.map(\.name).joined(separator: ","), "local": fresh.locals.map(\.name).joined(separator: ",")])
+        } else {
+            log.error("configuration NOT re-read: it has errors; the peers in force stay", ["first": parsed.errors.first?.description ?? ""])
+        }
+    }
+
+    // MARK: - Receiving
+
+    private func startReceiver() throws {
+        let c = configuration
+        claim = try StagingClaim(folder: c.stagingFolder)
+        if let removed = claim?.removed, removed > 0 { log.info("removed unfinished staged parts an earlier run left (none was acknowledged)", ["parts": removed]) }
+        var server = ServerConfiguration()
+        server.host = c.listenHost
+        server.port = c.listenPort
+        server.tls = try TLSContext(TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl), role: .server)
+        let receiverLog = log.named("receiver")
+        var service = DICOMwebService(store: c.inbound, baseURL: "https://\(c.listenHost):\(c.listenPort)", log: { receiverLog.info($0) })
+        let rules = self.rules, state = c.state, inbound = c.inbound, minimum = c.freeSpacePercent
+        service.admit = { request in
+            // Only members the rules know may send or ask.
+            guard let peer = request.peer?.commonName, rules.current.member(peer) != nil else {
+                return HTTPError(403, "Only consortium members named in the routing rules may use this agent")
+            }
+            if request.head.method == "POST" {
+                for folder in [inbound, state] {
+                    if let free = Self.freePercent(folder), free < minimum {
+                        receiverLog.error("refusing incoming transfers: the disk is nearly full", ["folder": folder, "free": String(format: "%.1f %%", free), "threshold": "\(minimum) %"])
+                        return HTTPError(503, "This agent's disk is nearly full; send again later")
+                    }
+                }
+            }
+            return nil
+        }
+        service.stored = { [self] received, ingest in try self.recordReceived(received, ingest) }
+        let ready = service
+        let http = HTTPServer(server, log: { receiverLog.info($0) }) { request, body in try ready.handle(request, body) }
+        try http.start()
+        self.server = http
+    }
+
+    /// Received instances go into the inventory with their origin (the sender's trust, from its
+    /// certificate) and through the rules, in one transaction, before the answer acknowledges them.
+    private func recordReceived(_ received: DICOMwebService.Received, _ stow: StowIngest) throws {
+        let now = Date().timeIntervalSince1970
+        var batch: [AgentStore.Taken] = []
+        for placed in stow.placed {
+            if try store.origin(ofInstance: placed.sopInstanceUID) != nil { continue }
+            let header = try DICOMFile.read(path: placed.path).dataSet
+            var item = AgentStore.Taken(
+                sop: placed.sopInstanceUID, study: Ingest.facts(of: header, study: placed.studyInstanceUID), series: header.string(Tag(0x0020, 0x000E)),
+                path: placed.path, size: placed.size, mtime: Self.mtime(placed.path), origin: received.peer, jobs: [])
+            item.jobs = ingest.plan(.instanceArrived, header: header, origin: .received(from: received.peer), now: now)
+            batch.append(item)
+        }
+        guard !batch.isEmpty else { return }
+        try store.record(taken: batch, problems: [], now: now)
+        if batch.contains(where: { !$0.jobs.isEmpty }) { delivery.nudge() }
+    }
+
+    static func mtime(_ path: String) -> Double {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return 0 }
+        return Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+    }
+
+    static func freePercent(_ folder: String) -> Double? {
+        var info = statvfs()
+        guard statvfs(folder, &info) == 0, info.f_blocks > 0 else { return nil }
+        return Double(info.f_bavail) / Double(info.f_blocks) * 100
+    }
+
+    // MARK: - Watching
+
+    /// Never taken as archive files, wherever they are: the agent's own state, staging and quarantine.
+    var excluded: [String] {
+        [configuration.state, configuration.stagingFolder, configuration.inbound + "/" + StowIngest.quarantineFolderName]
+    }
+
+    private func startWatchers() throws {
+        let inotifyRoots = configuration.watches.filter { $0.pollSeconds == nil }.map(\.path)
+        let watchLog = log.named("watcher")
+        if !inotifyRoots.isEmpty {
+            let watcher = try InotifyWatcher(roots: inotifyRoots, excluding: excluded)
+            watchLog.info("watching with inotify", ["roots": inotifyRoots.joined(separator: ","), "folders": watcher.watchCount])
+            let thread = Thread { [self] in
+                while !stopping.isSet {
+                    let events = watcher.next(timeout: 0.5)
+                    handle(events, log: watchLog)
+                }
+            }
+            thread.name = "consort-inotify"
+            thread.start()
+        }
+        for watch in configuration.watches where watch.pollSeconds != nil {
+            let poller = PollingWatcher(roots: [watch.path], excluding: excluded, period: watch.pollSeconds!, reportFilesPresentAtStart: false)
+            watchLog.info("watching by polling", ["root": watch.path, "period": "\(watch.pollSeconds!) s"])
+            let thread = Thread { [self] in
+                while !stopping.isSet {
+                    handle(poller.next(now: MonotonicClock.now), log: watchLog)
+                    Thread.sleep(forTimeInterval: 0.25)
+                }
+            }
+            thread.name = "consort-poll"
+            thread.start()
+        }
+        // The catch-up scan: what changed while the agent was down, at a bounded rate.
+        let scan = Thread { [self] in catchUp(roots: configuration.watches.map(\.path), log: watchLog) }
+        scan.name = "consort-catch-up"
+        scan.start()
+    }
+
+    private func handle(_ events: [WatchEvent], log watchLog: Logger) {
+        var files: [Ingest.Candidate] = []
+        for event in events {
+            switch event {
+            case .file(let path):
+                var info = stat()
+                guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
+                files.append(Ingest.Candidate(path: path, size: Int(info.st_size), mtime: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9))
+            case .rescan(let root, let reason):
+                watchLog.warning("events were lost; rescanning", ["root": root, "reason": reason])
+                let thread = Thread { [self] in catchUp(roots: [root], log: watchLog) }
+                thread.start()
+            case .problem(let message):
+                watchLog.warning(message)
+            }
+        }
+        if !files.isEmpty {
+            ingest.take(files)
+            delivery.nudge()
+        }
+    }
+
+    private func catchUp(roots: [String], log watchLog: Logger) {
+        let scanner = CatchUpScanner(roots: roots, excluding: excluded, filesPerSecond: configuration.scanFilesPerSecond, batchSize: 200)
+        while !stopping.isSet, let batch = scanner.nextBatch() {
+            for problem in scanner.takeProblems() { watchLog.warning(problem) }
+            ingest.take(batch.map { Ingest.Candidate(path: $0.path, size: Int($0.size), mtime: $0.mtimeSeconds) })
+            delivery.nudge()
+        }
+        watchLog.info("catch-up scan done", ["roots": roots.joined(separator: ","), "files": scanner.progress.filesSeen])
+    }
+
+    // MARK: - Study stability
+
+    /// Once a second: studies quiet long enough fire their study-stable rules (each quiet period
+    /// once, until a new instance arrives).
+    private func tick() {
+        while !stopping.isSet {
+            Thread.sleep(forTimeInterval: 1)
+            let periods = stateLock.withLock { quietPeriods }
+            guard let shortest = periods.first, let longest = periods.last else { continue }
+            let now = Date().timeIntervalSince1970
+            do {
+                for study in try store.quietStudies(now: now, minimum: Double(shortest), maximumFired: longest) {
+                    let due = periods.filter { $0 > study.stableFired && Double($0) <= study.quietFor }
+                    guard let reached = due.last else { continue }
+                    let header: DataSet
+                    do { header = try DICOMFile.read(path: study.samplePath).dataSet } catch {
+                        log.warning("cannot read a study's header for its stable rules", ["study": study.uid, "file": study.samplePath, "error": error.description])
+                        try store.recordStable(study: study.uid, quiet: reached, jobs: [], now: now)
+                        continue
+                    }
+                    let origin: Origin = study.origin == "local" ? .local : .received(from: study.origin)
+                    let set = rules.current
+                    let actions = rules.engine.evaluate(RoutingEvent(kind: .studyStable, header: header, origin: origin, site: configuration.trust, now: Int64(now)))
+                        .filter { action in
+                            guard let rule = set.rules.first(where: { $0.name == action.rule }), case .studyStable(let q) = rule.trigger else { return false }
+                            return due.contains(q)
+                        }
+                    let jobs = Ingest.jobs(for: actions, now: now, log: log)
+                    try store.recordStable(study: study.uid, quiet: reached, jobs: jobs, now: now)
+                    if !jobs.isEmpty {
+                        log.named("rules").info("study stable: jobs queued", ["study": study.uid, "jobs": jobs.map { "\($0.rule)→\($0.destination)" }.joined(separator: ",")])
+                        delivery.nudge()
+                    }
+                }
+            } catch {
+                log.error("cannot check study stability", ["error": error])
+            }
+        }
+    }
+}
+
+/// A flag set once, read from any thread.
+final class LockedFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}

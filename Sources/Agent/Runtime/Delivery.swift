@@ -1,0 +1,337 @@
+import DICOMweb
+import Exchange
+import Foundation
+import Platform
+import Spool
+import Transport
+
+/// The spool's queue manager: the one owner of job transitions (queued → active → done, failed
+/// or deferred). A dispatcher thread picks runnable jobs per destination — urgent before normal
+/// before bulk, windows respected, a peer whose circuit is open left alone — and hands each to a
+/// worker thread of that destination; each destination has `connections` workers plus one
+/// reserved for urgent jobs, so an urgent instance never waits behind a bulk transfer. A worker
+/// sends a job's pending instances in batches (STOW-RS, `StowSender`), records each answer
+/// durably, and finishes the job when nothing is pending; a transient failure defers the job
+/// with backoff (`RetryPolicy`), a configuration fault (certificates) defers it long and is
+/// logged as an error, a refused instance fails for good with the peer's reason.
+final class Delivery: @unchecked Sendable {
+    struct Target: Sendable {
+        let name: String
+        let url: String
+        let tls: TLSConfiguration?
+        let connections: Int
+        let bandwidth: Int?
+        /// A peer trust, or a local target (the site's PACS).
+        let isLocal: Bool
+    }
+
+    /// One destination's workers and state.
+    final class Destination: @unchecked Sendable {
+        let target: Target
+        var circuit: PeerCircuit
+        var busy = 0
+        var urgentBusy = false
+        var lastSuccess: Double?
+        var lastError: String?
+        var configurationFault = false
+        let pacer: Pacer?
+        init(_ target: Target, threshold: Int) {
+            self.target = target
+            circuit = PeerCircuit(threshold: threshold)
+            pacer = target.bandwidth.map { Pacer(bytesPerSecond: $0) }
+        }
+    }
+
+    let store: AgentStore
+    let log: Logger
+    let policy: RetryPolicy
+    private let lock = NSCondition()
+    private var destinations: [String: Destination] = [:]
+    private var running = false
+    private var stopping = false
+    private var nudged = false
+    private var activeWorkers = 0
+    private var generator = SystemRandomNumberGenerator()
+    /// Instances per request: small for urgent jobs (latency), larger otherwise (throughput).
+    let urgentBatch = 4
+    let normalBatch = 50
+    /// Counted for status and the deadline alarm.
+    private(set) var missedDeadlines = 0
+
+    init(store: AgentStore, targets: [Target], policy: RetryPolicy, circuitThreshold: Int, log: Logger) {
+        self.store = store
+        self.policy = policy
+        self.log = log
+        for target in targets { destinations[target.name] = Destination(target, threshold: circuitThreshold) }
+    }
+
+    /// New or changed targets (SIGHUP re-read the peers): kept circuits for names that stay.
+    func update(targets: [Target], circuitThreshold: Int) {
+        lock.withLock {
+            var next: [String: Destination] = [:]
+            for target in targets {
+                if let existing = destinations[target.name], existing.target.url == target.url, existing.target.connections == target.connections,
+                    existing.target.bandwidth == target.bandwidth
+                {
+                    next[target.name] = existing
+                } else {
+                    next[target.name] = Destination(target, threshold: circuitThreshold)
+                }
+            }
+            destinations = next
+        }
+    }
+
+    func start() {
+        lock.withLock { running = true }
+        let thread = Thread { [self] in dispatch() }
+        thread.name = "consort-dispatch"
+        thread.start()
+    }
+
+    /// Something changed (a job queued): look now rather than at the next tick.
+    func nudge() {
+        lock.withLock {
+            nudged = true
+            lock.broadcast()
+        }
+    }
+
+    /// Stops taking jobs; lets workers finish the batch they are sending, up to `deadline`
+    /// seconds; jobs left active are queued again (they resume from what was acknowledged).
+    func stop(deadline: Double) {
+        lock.withLock {
+            stopping = true
+            lock.broadcast()
+        }
+        let end = MonotonicClock.now + deadline
+        lock.lock()
+        while activeWorkers > 0 && MonotonicClock.now < end { _ = lock.wait(until: Date().addingTimeInterval(0.05)) }
+        let left = activeWorkers
+        lock.unlock()
+        if left > 0 { log.warning("stopping with transfers still in flight; they resume at the next start", ["workers": left]) }
+        _ = try? store.requeueInterrupted()
+    }
+
+    struct PeerStatus: Sendable {
+        var name: String, url: String, circuit: String, busy: Int, lastSuccess: Double?, lastError: String?, configurationFault: Bool
+    }
+
+    var status: [PeerStatus] {
+        lock.withLock {
+            destinations.values.sorted { $0.target.name < $1.target.name }.map {
+                PeerStatus(name: $0.target.name, url: $0.target.url, circuit: $0.circuit.description, busy: $0.busy, lastSuccess: $0.lastSuccess, lastError: $0.lastError, configurationFault: $0.configurationFault)
+            }
+        }
+    }
+
+    // MARK: - Dispatching
+
+    private func dispatch() {
+        while true {
+            lock.lock()
+            if !nudged && !stopping { _ = lock.wait(until: Date().addingTimeInterval(0.25)) }
+            nudged = false
+            let done = stopping
+            lock.unlock()
+            if done { return }
+            do {
+                try dispatchOnce()
+            } catch {
+                log.error("cannot read the spool; trying again shortly", ["error": error])
+                Thread.sleep(forTimeInterval: 1)
+            }
+        }
+    }
+
+    private func dispatchOnce() throws {
+        let now = Date().timeIntervalSince1970
+        let minute = Self.minuteOfDay(now)
+        try watchDeadlinesAndAge(now: now)
+        let jobs = try store.runnableJobs(now: now)
+        guard !jobs.isEmpty else { return }
+        var byDestination: [String: [AgentStore.Job]] = [:]
+        for job in jobs { byDestination[job.destination, default: []].append(job) }
+        for (name, list) in byDestination {
+            lock.lock()
+            guard let destination = destinations[name] else {
+                lock.unlock()
+                for job in list where job.state == "queued" {
+                    try store.postpone(job: job.id, until: now + policy.maximumDelay, reason: "no address for \(name): add a peer or local line to the configuration (a configuration fault)")
+                    log.error("job has no destination address", ["job": job.id, "destination": name, "study": job.study])
+                }
+                continue
+            }
+            var starts: [(AgentStore.Job, Bool)] = []
+            if destination.circuit.mayStart(now: now) {
+                let queued = list.map { job in
+                    QueuedJob(
+                        id: job.id, peer: name, priority: JobPriority(rawValue: job.priority) ?? .normal, created: job.created,
+                        nextAttempt: job.state == "queued" ? min(job.nextAttempt, now) : job.nextAttempt, deadline: job.deadline,
+                        window: job.window.flatMap(Spool.TimeWindow.init), held: false)
+                }
+                let free = max(0, destination.target.connections - destination.busy)
+                var chosen = JobScheduler.next(from: queued, peer: name, now: now, minuteOfDay: minute, freeConnections: free, urgentOnly: false)
+                if !destination.urgentBusy {
+                    let urgent = JobScheduler.next(from: queued, peer: name, now: now, minuteOfDay: minute, freeConnections: 1, urgentOnly: true)
+                    if let first = urgent.first(where: { !chosen.contains($0) }) {
+                        starts.append((list.first { $0.id == first }!, true))
+                        destination.urgentBusy = true
+                    }
+                }
+                chosen.removeAll { id in starts.contains { $0.0.id == id } }
+                for id in chosen {
+                    starts.append((list.first { $0.id == id }!, false))
+                    destination.busy += 1
+                }
+                activeWorkers += starts.count
+            }
+            lock.unlock()
+            for (job, reserved) in starts {
+                do {
+                    try store.start(job: job.id, now: now)
+                } catch {
+                    log.error("cannot mark a job active", ["job": job.id, "error": error])
+                    release(destination, reserved: reserved)
+                    continue
+                }
+                let thread = Thread { [self] in work(job, at: destination, reserved: reserved) }
+                thread.name = "consort-send-\(name)"
+                thread.start()
+            }
+        }
+    }
+
+    /// The deadline alarm, and the maximum age: a job never silently dropped.
+    private func watchDeadlinesAndAge(now: Double) throws {
+        for job in try store.jobs() where job.state != "done" && job.state != "failed" {
+            if let deadline = job.deadline, now > deadline, job.deadlineMissed == nil {
+                if try store.markDeadlineMissed(job: job.id, by: now - deadline) {
+                    lock.withLock { missedDeadlines += 1 }
+                    log.error(
+                        "DEADLINE MISSED: the study is not at the destination in time",
+                        ["job": job.id, "study": job.study, "destination": job.destination, "rule": job.rule, "late": String(format: "%.1f s", now - deadline),
+                         "sent": "\(job.acknowledged)/\(job.total)"])
+                }
+            }
+            if policy.isTooOld(created: job.created, now: now), job.state != "active" {
+                try store.fail(job: job.id, reason: "older than max-age (\(Int(policy.maximumAge)) s); last error: \(job.lastError ?? "none")", now: now)
+                log.error("job failed: past its maximum age", ["job": job.id, "study": job.study, "destination": job.destination, "last_error": job.lastError ?? "none"])
+            }
+        }
+    }
+
+    private func release(_ destination: Destination, reserved: Bool) {
+        lock.withLock {
+            if reserved { destination.urgentBusy = false } else { destination.busy -= 1 }
+            activeWorkers -= 1
+            nudged = true
+            lock.broadcast()
+        }
+    }
+
+    // MARK: - Sending
+
+    private func work(_ job: AgentStore.Job, at destination: Destination, reserved: Bool) {
+        defer { release(destination, reserved: reserved) }
+        let target = destination.target
+        let client: HTTPClient
+        do {
+            client = try HTTPClient(.init(tls: target.tls))
+        } catch {
+            try? store.postpone(job: job.id, until: Date().timeIntervalSince1970 + policy.maximumDelay, reason: "cannot set up TLS: \(error)")
+            log.error("cannot set up a client for the destination (a configuration fault)", ["job": job.id, "destination": target.name, "error": error])
+            return
+        }
+        let batchSize = job.priority == 0 ? urgentBatch : normalBatch
+        var attempts = job.attempts + 1
+        while true {
+            if lock.withLock({ stopping }) {
+                try? store.postpone(job: job.id, until: Date().timeIntervalSince1970, reason: "the agent stopped; resumes at the next start")
+                return
+            }
+            let pending: [AgentStore.PendingInstance]
+            do { pending = try store.pending(job: job.id, limit: batchSize) } catch {
+                log.error("cannot read a job's instances", ["job": job.id, "error": error])
+                try? store.postpone(job: job.id, until: Date().timeIntervalSince1970 + policy.minimumDelay, reason: "\(error)")
+                return
+            }
+            let now = Date().timeIntervalSince1970
+            if pending.isEmpty {
+                let late = Deadline.missedBy(deadline: job.deadline, deliveredAt: now, now: now)
+                do {
+                    guard let state = try store.finish(job: job.id, now: now, deliveredLate: late) else { continue }
+                    let finished = try store.job(job.id)
+                    if state == "done" {
+                        log.info("job done", ["job": job.id, "study": job.study, "destination": target.name, "instances": finished?.total ?? 0, "late": late.map { String(format: "%.1f s", $0) } ?? "no"])
+                    } else {
+                        log.error("job failed: the destination refused instances", ["job": job.id, "study": job.study, "destination": target.name, "refused": finished?.refused ?? 0, "reason": finished?.lastError ?? ""])
+                    }
+                } catch {
+                    log.error("cannot finish a job", ["job": job.id, "error": error])
+                }
+                return
+            }
+            let started = Date().timeIntervalSince1970
+            let batch = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
+            let outcomes = StowSender.deliver(batch, to: target.url, with: client, pace: destination.pacer.map { pacer in { pacer.consume($0) } })
+            let ended = Date().timeIntervalSince1970
+            let acknowledged = outcomes.filter { $0.delivery == .delivered }.map(\.instance.uid)
+            let refused = outcomes.filter { $0.delivery == .permanent && $0.transportCode == nil }.map { ($0.instance.uid, $0.reason ?? "refused") }
+            let retry = outcomes.filter { $0.delivery == .transient || ($0.delivery == .permanent && $0.transportCode != nil) }
+            let bytes = pending.filter { acknowledged.contains($0.sop) }.reduce(0) { $0 + $1.size }
+            let outcome = retry.isEmpty ? "\(acknowledged.count) stored, \(refused.count) refused" : "failed: \(retry.first?.reason ?? "")"
+            do {
+                try store.recordAnswers(job: job.id, acknowledged: acknowledged, refused: refused, attempt: (started, ended, bytes, outcome))
+            } catch {
+                log.error("cannot record the peer's answers; they will be sent again (the peer keeps one copy)", ["job": job.id, "error": error])
+                try? store.postpone(job: job.id, until: ended + policy.minimumDelay, reason: "\(error)")
+                return
+            }
+            for item in refused {
+                log.error("instance refused by the destination", ["job": job.id, "study": job.study, "destination": target.name, "sop": item.0, "reason": item.1])
+            }
+            if retry.isEmpty {
+                lock.withLock {
+                    _ = destination.circuit.recordSuccess()
+                    destination.lastSuccess = ended
+                    destination.configurationFault = false
+                }
+                attempts = 0
+                continue
+            }
+            // Why it failed decides what happens next.
+            let first = retry[0]
+            let failure: FailureClass = first.transportCode.map { DeliveryFailure.classify(curlCode: $0, message: first.reason ?? "") } ?? .transient
+            let reason = first.reason ?? "not reported"
+            var delay = policy.delay(afterFailures: max(1, attempts), using: &generator)
+            attempts += 1
+            var change: CircuitChange?
+            lock.withLock {
+                destination.lastError = reason
+                change = destination.circuit.recordFailure(now: ended, policy: policy, using: &generator)
+                if failure == .configuration {
+                    destination.configurationFault = true
+                    delay = policy.maximumDelay
+                }
+            }
+            try? store.postpone(job: job.id, until: ended + delay, reason: (failure == .configuration ? "configuration fault: " : "") + reason)
+            if failure == .configuration {
+                log.error(
+                    "CONFIGURATION FAULT with the destination (certificates): not retried before \(Int(delay)) s",
+                    ["job": job.id, "study": job.study, "destination": target.name, "reason": reason])
+            } else {
+                log.warning("deferred: the destination is not taking instances now", ["job": job.id, "study": job.study, "destination": target.name, "retry_in": String(format: "%.0f s", delay), "reason": reason])
+            }
+            if let change { log.warning("destination circuit \(change)", ["destination": target.name]) }
+            return
+        }
+    }
+
+    static func minuteOfDay(_ now: Double) -> Int {
+        var seconds = time_t(now)
+        var parts = tm()
+        localtime_r(&seconds, &parts)
+        return Int(parts.tm_hour) * 60 + Int(parts.tm_min)
+    }
+}

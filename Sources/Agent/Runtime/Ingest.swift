@@ -1,0 +1,148 @@
+import DICOM
+import DICOMweb
+import Foundation
+import Platform
+import Routing
+
+/// Turns files into inventory rows and jobs: each file checked whole, its header read, the rules
+/// asked what to do, and the lot recorded in one transaction (`AgentStore.record`).
+///
+/// A file already taken with the same size and mtime is skipped (a restart mid-scan, an event
+/// twice); a file whose SOP Instance UID the inventory knows — received from a peer, or the same
+/// instance exported again — is recorded as seen and causes nothing: a study that came from a
+/// peer is never a new local study, which is what ends loops. Non-DICOM and malformed files are
+/// recorded with their problem and not tried again until they change. Nothing here throws past
+/// the caller: a bad file is a row, not a stop.
+final class Ingest: @unchecked Sendable {
+    let store: AgentStore
+    let rules: RuleBook
+    let trust: String
+    let log: Logger
+    /// Counts for status: files taken, skipped unchanged, problems.
+    private(set) var taken = 0, skipped = 0, problems = 0
+    private(set) var lastTaken: String?
+    private let lock = NSLock()
+
+    init(store: AgentStore, rules: RuleBook, trust: String, log: Logger) {
+        self.store = store
+        self.rules = rules
+        self.trust = trust
+        self.log = log
+    }
+
+    struct Candidate {
+        let path: String
+        let size: Int
+        let mtime: Double
+    }
+
+    /// Takes a batch of files from the archive (origin local).
+    func take(_ files: [Candidate], now: Double = Date().timeIntervalSince1970) {
+        var batch: [AgentStore.Taken] = []
+        var troubles: [(path: String, size: Int, mtime: Double, problem: String)] = []
+        var seenInBatch = Set<String>()
+        for file in files {
+            do {
+                if try store.isUnchanged(path: file.path, size: file.size, mtime: file.mtime) {
+                    lock.withLock { skipped += 1 }
+                    continue
+                }
+            } catch {
+                log.error("cannot ask the inventory about a file", ["file": file.path, "error": error])
+                continue
+            }
+            let header: DICOMFile
+            do {
+                header = try DICOMFile.verify(path: file.path)
+            } catch where error.code == .notDICOM {
+                troubles.append((file.path, file.size, file.mtime, "not DICOM"))
+                continue
+            } catch {
+                log.warning("malformed DICOM file recorded, not taken", ["file": file.path, "error": error.description])
+                troubles.append((file.path, file.size, file.mtime, "malformed: \(error)"))
+                continue
+            }
+            let data = header.dataSet
+            guard let sop = data.string(.sopInstanceUID), UID.isValid(sop), let study = data.string(.studyInstanceUID), UID.isValid(study) else {
+                troubles.append((file.path, file.size, file.mtime, "malformed: no valid SOP Instance UID or Study Instance UID"))
+                continue
+            }
+            var item = AgentStore.Taken(
+                sop: sop, study: Self.facts(of: data, study: study), series: data.string(Tag(0x0020, 0x000E)), path: file.path, size: file.size,
+                mtime: file.mtime, origin: "local", jobs: [])
+            let known: String?
+            do { known = try store.origin(ofInstance: sop) } catch {
+                log.error("cannot ask the inventory about an instance", ["file": file.path, "sop": sop, "error": error])
+                continue
+            }
+            if known == nil && !seenInBatch.contains(sop) {
+                item.jobs = plan(.instanceArrived, header: data, origin: .local, now: now)
+                seenInBatch.insert(sop)
+            }
+            batch.append(item)
+        }
+        guard !batch.isEmpty || !troubles.isEmpty else { return }
+        do {
+            try store.record(taken: batch, problems: troubles, now: now)
+            lock.withLock {
+                taken += batch.count
+                problems += troubles.count
+                lastTaken = batch.last?.path ?? lastTaken
+            }
+            for item in batch where !item.jobs.isEmpty {
+                log.info("instance queued", ["file": item.path, "study": item.study.uid, "jobs": item.jobs.map { "\($0.rule)→\($0.destination)" }.joined(separator: ",")])
+            }
+        } catch {
+            // Nothing of the batch was recorded: the files will be taken again (next event or scan).
+            log.error("cannot record taken files; they will be taken again", ["files": files.count, "error": error])
+        }
+    }
+
+    /// The jobs the rules plan for an event: pushes to peers and deliveries to local targets.
+    /// (Prefetch and gather come with the coordinator.)
+    func plan(_ kind: RoutingEvent.Kind, header: DataSet, origin: Origin, now: Double) -> [AgentStore.NewJob] {
+        let actions = rules.engine.evaluate(RoutingEvent(kind: kind, header: header, origin: origin, site: trust, now: Int64(now)))
+        return Self.jobs(for: actions, now: now, log: log)
+    }
+
+    static func jobs(for actions: [PlannedAction], now: Double, log: Logger) -> [AgentStore.NewJob] {
+        var jobs: [AgentStore.NewJob] = []
+        for action in actions {
+            switch action.kind {
+            case .push, .deliver:
+                for destination in action.destinations {
+                    jobs.append(
+                        AgentStore.NewJob(
+                            kind: action.kind == .push ? "push" : "deliver", destination: destination, rule: action.rule, purpose: action.purpose,
+                            priority: priorityNumber(action.scheduling.priority), window: action.scheduling.window?.description,
+                            deadline: action.scheduling.deadlineSeconds.map { now + Double($0) }))
+                }
+            case .prefetchPriors, .gather:
+                log.debug("rule planned a \(action.kind.rawValue), which needs the coordinator; not queued", ["rule": action.rule])
+            }
+        }
+        return jobs
+    }
+
+    static func priorityNumber(_ priority: Priority) -> Int {
+        switch priority {
+        case .urgent: return 0
+        case .normal: return 1
+        case .bulk: return 2
+        }
+    }
+
+    static func facts(of data: DataSet, study: String) -> AgentStore.StudyFacts {
+        var facts = AgentStore.StudyFacts(uid: study)
+        facts.patientID = data.string(.patientID)
+        facts.patientIssuer = data.string(Tag(0x0010, 0x0021))
+        facts.date = data.string(Tag(0x0008, 0x0020))
+        facts.modality = data.string(.modality)
+        facts.description = data.string(Tag(0x0008, 0x1030))
+        facts.accession = data.string(Tag(0x0008, 0x0050))
+        facts.bodyPart = data.string(Tag(0x0018, 0x0015))
+        return facts
+    }
+
+    var counts: (taken: Int, skipped: Int, problems: Int, last: String?) { lock.withLock { (taken, skipped, problems, lastTaken) } }
+}

@@ -1,0 +1,409 @@
+import Foundation
+import SQLite
+
+/// The agent's inventory and spool, in one SQLite database under `state` (WAL, synchronous=FULL).
+///
+/// Why one database rather than Postfix-style job files: "the file was taken" and "the jobs it
+/// caused" must become durable together, or a crash between the two loses a trigger or repeats
+/// one. One SQLite transaction does exactly that, and a job's instances and which of them the peer
+/// acknowledged are rows changed in the same kind of transaction as each answer. (A folder of job
+/// files would need the inventory to live in files too, or two commits with a crash window
+/// between them.)
+///
+/// The only SQL of the inventory and spool tables is here. One connection, used under a lock:
+/// the watcher's ingest, the scheduler, the senders and the receiver's threads each call in for
+/// short transactions.
+public final class AgentStore: @unchecked Sendable {
+    let db: Database
+    private let lock = NSLock()
+    public let path: String
+
+    public init(path: String) throws {
+        self.path = path
+        db = try Database(path: path)
+        try db.execute(Self.schema)
+    }
+
+    /// Opens an existing database for reading only (the operator commands while the agent is down).
+    public init(readingOnly path: String) throws {
+        self.path = path
+        db = try Database(path: path, readOnly: true)
+    }
+
+    static let schema = """
+        CREATE TABLE IF NOT EXISTS files (
+            path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime REAL NOT NULL,
+            sop TEXT, problem TEXT, taken REAL NOT NULL);
+        CREATE TABLE IF NOT EXISTS studies (
+            uid TEXT PRIMARY KEY, patient_id TEXT, patient_issuer TEXT, study_date TEXT, modality TEXT,
+            description TEXT, accession TEXT, body_part TEXT, origin TEXT NOT NULL,
+            first_seen REAL NOT NULL, last_instance REAL NOT NULL, stable_fired INTEGER NOT NULL DEFAULT 0,
+            sample_path TEXT NOT NULL, expected INTEGER);
+        CREATE INDEX IF NOT EXISTS studies_unstable ON studies(last_instance) WHERE stable_fired >= 0;
+        CREATE TABLE IF NOT EXISTS instances (
+            sop TEXT PRIMARY KEY, study TEXT NOT NULL, series TEXT, path TEXT NOT NULL, size INTEGER NOT NULL,
+            origin TEXT NOT NULL, rule TEXT, arrived REAL NOT NULL);
+        CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study);
+        CREATE TABLE IF NOT EXISTS jobs (
+            id INTEGER PRIMARY KEY, kind TEXT NOT NULL, destination TEXT NOT NULL, study TEXT NOT NULL,
+            rule TEXT NOT NULL, purpose TEXT NOT NULL, priority INTEGER NOT NULL, window TEXT,
+            deadline REAL, created REAL NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt REAL NOT NULL, last_error TEXT, deadline_missed REAL, finished REAL,
+            UNIQUE (rule, destination, study));
+        CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, destination);
+        CREATE TABLE IF NOT EXISTS job_instances (
+            job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, sop TEXT NOT NULL, path TEXT NOT NULL,
+            size INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'pending', reason TEXT, PRIMARY KEY (job, sop));
+        CREATE TABLE IF NOT EXISTS attempts (
+            job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, started REAL NOT NULL, ended REAL NOT NULL,
+            sent INTEGER NOT NULL, bytes INTEGER NOT NULL, outcome TEXT NOT NULL);
+        """
+
+    /// Runs `body` under the lock, in one transaction.
+    func write<T>(_ body: () throws -> T) throws -> T {
+        try lock.withLock { try db.transaction(body) }
+    }
+
+    func read<T>(_ body: () throws -> T) throws -> T {
+        try lock.withLock { try body() }
+    }
+
+    // MARK: - Files and instances
+
+    /// What the inventory knows of a path: unchanged since it was taken (same size and mtime)?
+    public func isUnchanged(path: String, size: Int, mtime: Double) throws -> Bool {
+        try read {
+            try db.prepare("SELECT 1 FROM files WHERE path = ?1 AND size = ?2 AND mtime = ?3").first([.text(path), .integer(Int64(size)), .real(mtime)]) { _ in true } ?? false
+        }
+    }
+
+    /// The origin of an instance already held ("local" or a trust's code), by SOP Instance UID.
+    public func origin(ofInstance sop: String) throws -> String? {
+        try read { try db.prepare("SELECT origin FROM instances WHERE sop = ?1").first([.text(sop)]) { $0.text(0) } ?? nil }
+    }
+
+    /// The fields of a study the inventory keeps (for the rules' study-stable header and the
+    /// coordinator later).
+    public struct StudyFacts: Sendable {
+        public var uid: String
+        public var patientID: String?
+        public var patientIssuer: String?
+        public var date: String?
+        public var modality: String?
+        public var description: String?
+        public var accession: String?
+        public var bodyPart: String?
+        public init(uid: String) { self.uid = uid }
+    }
+
+    /// One instance taken (from the archive or received), with the jobs its rules planned.
+    public struct Taken: Sendable {
+        public var sop: String
+        public var study: StudyFacts
+        public var series: String?
+        public var path: String
+        public var size: Int
+        public var mtime: Double
+        public var origin: String
+        public var jobs: [NewJob]
+    }
+
+    /// A job a rule planned: created if new, joined by the instance if the same (rule,
+    /// destination, study) is already queued.
+    public struct NewJob: Sendable {
+        public var kind: String
+        public var destination: String
+        public var rule: String
+        public var purpose: String
+        public var priority: Int
+        public var window: String?
+        /// Seconds since 1970 by which it must be delivered.
+        public var deadline: Double?
+    }
+
+    /// Records a batch of taken files and the jobs they caused, in one transaction: a crash at any
+    /// instant neither loses nor repeats a trigger. Returns how many jobs were created or reopened.
+    @discardableResult
+    public func record(taken: [Taken], problems: [(path: String, size: Int, mtime: Double, problem: String)], now: Double) throws -> Int {
+        try write {
+            var touched = 0
+            let file = try db.prepare("INSERT INTO files (path, size, mtime, sop, problem, taken) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(path) DO UPDATE SET size = ?2, mtime = ?3, sop = ?4, problem = ?5, taken = ?6")
+            for item in problems {
+                try file.run([.text(item.path), .integer(Int64(item.size)), .real(item.mtime), .null, .text(item.problem), .real(now)])
+            }
+            for item in taken {
+                try file.run([.text(item.path), .integer(Int64(item.size)), .real(item.mtime), .text(item.sop), .null, .real(now)])
+                try recordInstance(item, now: now)
+                touched += try addJobs(item.jobs, study: item.study.uid, instances: [(item.sop, item.path, item.size)], now: now)
+            }
+            return touched
+        }
+    }
+
+    private func recordInstance(_ item: Taken, now: Double) throws {
+        let s = item.study
+        func text(_ v: String?) -> SQLValue { v.map(SQLValue.text) ?? .null }
+        try db.prepare("""
+            INSERT INTO studies (uid, patient_id, patient_issuer, study_date, modality, description, accession, body_part, origin, first_seen, last_instance, sample_path)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)
+            ON CONFLICT(uid) DO UPDATE SET last_instance = ?10, stable_fired = 0
+            """).run([.text(s.uid), text(s.patientID), text(s.patientIssuer), text(s.date), text(s.modality), text(s.description), text(s.accession), text(s.bodyPart), .text(item.origin), .real(now), .text(item.path)])
+        try db.prepare("INSERT INTO instances (sop, study, series, path, size, origin, arrived) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(sop) DO NOTHING")
+            .run([.text(item.sop), .text(s.uid), text(item.series), .text(item.path), .integer(Int64(item.size)), .text(item.origin), .real(now)])
+    }
+
+    /// Creates or joins jobs for a study's instances. A job already done is reopened when it
+    /// gains instances it has not sent; acknowledged instances are never sent again.
+    func addJobs(_ jobs: [NewJob], study: String, instances: [(sop: String, path: String, size: Int)], now: Double) throws -> Int {
+        var touched = 0
+        for job in jobs {
+            try db.prepare("""
+                INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?9) ON CONFLICT(rule, destination, study) DO NOTHING
+                """).run([.text(job.kind), .text(job.destination), .text(study), .text(job.rule), .text(job.purpose), .integer(Int64(job.priority)),
+                    job.window.map(SQLValue.text) ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now)])
+            guard let id = try db.prepare("SELECT id FROM jobs WHERE rule = ?1 AND destination = ?2 AND study = ?3").first([.text(job.rule), .text(job.destination), .text(study)], { $0.int(0) }) else { continue }
+            var added = 0
+            let insert = try db.prepare("INSERT INTO job_instances (job, sop, path, size) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")
+            for instance in instances {
+                try insert.run([.integer(id), .text(instance.sop), .text(instance.path), .integer(Int64(instance.size))])
+                added += db.changes
+            }
+            if added > 0 {
+                // Done or failed earlier: the new instances bring it back.
+                try db.prepare("UPDATE jobs SET state = 'queued', finished = NULL, next_attempt = min(next_attempt, ?2) WHERE id = ?1 AND state IN ('done', 'failed')")
+                    .run([.integer(id), .real(now)])
+                touched += 1
+            }
+        }
+        return touched
+    }
+
+    // MARK: - Study stability
+
+    public struct QuietStudy: Sendable {
+        public var uid: String
+        public var samplePath: String
+        public var origin: String
+        public var quietFor: Double
+        public var stableFired: Int
+    }
+
+    /// Studies quiet for at least `minimum` seconds whose stable rules have not all fired.
+    public func quietStudies(now: Double, minimum: Double, maximumFired: Int) throws -> [QuietStudy] {
+        try read {
+            try db.prepare("SELECT uid, sample_path, origin, last_instance, stable_fired FROM studies WHERE last_instance <= ?1 AND stable_fired < ?2 LIMIT 500")
+                .rows([.real(now - minimum), .integer(Int64(maximumFired))]) { row in
+                    QuietStudy(uid: row.text(0) ?? "", samplePath: row.text(1) ?? "", origin: row.text(2) ?? "local", quietFor: now - row.double(3), stableFired: Int(row.int(4)))
+                }
+        }
+    }
+
+    /// Records that the stable rules of quiet periods up to `quiet` fired for a study, with the
+    /// jobs they planned for every instance of the study, in one transaction.
+    public func recordStable(study: String, quiet: Int, jobs: [NewJob], now: Double) throws {
+        try write {
+            let instances = try db.prepare("SELECT sop, path, size FROM instances WHERE study = ?1").rows([.text(study)]) { ($0.text(0) ?? "", $0.text(1) ?? "", Int($0.int(2))) }
+            _ = try addJobs(jobs, study: study, instances: instances, now: now)
+            try db.prepare("UPDATE studies SET stable_fired = ?2 WHERE uid = ?1").run([.text(study), .integer(Int64(quiet))])
+        }
+    }
+
+    // MARK: - The spool
+
+    public struct Job: Sendable {
+        public var id: Int64
+        public var kind: String
+        public var destination: String
+        public var study: String
+        public var rule: String
+        public var purpose: String
+        public var priority: Int
+        public var window: String?
+        public var deadline: Double?
+        public var created: Double
+        public var state: String
+        public var attempts: Int
+        public var nextAttempt: Double
+        public var lastError: String?
+        public var deadlineMissed: Double?
+        public var total: Int
+        public var acknowledged: Int
+        public var refused: Int
+        public var bytesLeft: Int64
+    }
+
+    static let jobColumns = """
+        j.id, j.kind, j.destination, j.study, j.rule, j.purpose, j.priority, j.window, j.deadline, j.created, j.state, j.attempts,
+        j.next_attempt, j.last_error, j.deadline_missed,
+        (SELECT count(*) FROM job_instances i WHERE i.job = j.id),
+        (SELECT count(*) FROM job_instances i WHERE i.job = j.id AND i.state = 'acknowledged'),
+        (SELECT count(*) FROM job_instances i WHERE i.job = j.id AND i.state = 'refused'),
+        (SELECT coalesce(sum(size), 0) FROM job_instances i WHERE i.job = j.id AND i.state = 'pending')
+        """
+
+    static func job(_ row: Row) -> Job {
+        Job(
+            id: row.int(0), kind: row.text(1) ?? "", destination: row.text(2) ?? "", study: row.text(3) ?? "", rule: row.text(4) ?? "",
+            purpose: row.text(5) ?? "", priority: Int(row.int(6)), window: row.text(7), deadline: row.isNull(8) ? nil : row.double(8),
+            created: row.double(9), state: row.text(10) ?? "", attempts: Int(row.int(11)), nextAttempt: row.double(12), lastError: row.text(13),
+            deadlineMissed: row.isNull(14) ? nil : row.double(14), total: Int(row.int(15)), acknowledged: Int(row.int(16)),
+            refused: Int(row.int(17)), bytesLeft: row.int(18))
+    }
+
+    /// Every job not done (and done ones finished in the last `doneWithin` seconds).
+    public func jobs(includingDoneSince: Double? = nil) throws -> [Job] {
+        try read {
+            let since = includingDoneSince ?? Double.greatestFiniteMagnitude
+            return try db.prepare("SELECT \(Self.jobColumns) FROM jobs j WHERE j.state != 'done' OR j.finished >= ?1 ORDER BY j.id").rows([.real(since)], Self.job)
+        }
+    }
+
+    public func job(_ id: Int64) throws -> Job? {
+        try read { try db.prepare("SELECT \(Self.jobColumns) FROM jobs j WHERE j.id = ?1").first([.integer(id)], Self.job) }
+    }
+
+    /// Jobs that may run (queued, or deferred and due), per destination: the scheduler's input.
+    public func runnableJobs(now: Double) throws -> [Job] {
+        try read {
+            try db.prepare("SELECT \(Self.jobColumns) FROM jobs j WHERE j.state = 'queued' OR (j.state = 'deferred' AND j.next_attempt <= ?1) ORDER BY j.priority, j.created")
+                .rows([.real(now)], Self.job)
+        }
+    }
+
+    /// After a restart, jobs that were active were interrupted: they queue again, and resume from
+    /// what the peer acknowledged.
+    public func requeueInterrupted() throws -> Int {
+        try write {
+            try db.prepare("UPDATE jobs SET state = 'queued' WHERE state = 'active'").run()
+            return db.changes
+        }
+    }
+
+    /// Marks a job active (durable before anything is sent).
+    public func start(job id: Int64, now: Double) throws {
+        try write {
+            try db.prepare("UPDATE jobs SET state = 'active', attempts = attempts + 1 WHERE id = ?1").run([.integer(id)])
+        }
+    }
+
+    public struct PendingInstance: Sendable {
+        public var sop: String
+        public var path: String
+        public var size: Int
+    }
+
+    /// The next instances of a job the peer has not acknowledged, in arrival order.
+    public func pending(job id: Int64, limit: Int) throws -> [PendingInstance] {
+        try read {
+            try db.prepare("SELECT sop, path, size FROM job_instances WHERE job = ?1 AND state = 'pending' ORDER BY rowid LIMIT ?2")
+                .rows([.integer(id), .integer(Int64(limit))]) { PendingInstance(sop: $0.text(0) ?? "", path: $0.text(1) ?? "", size: Int($0.int(2))) }
+        }
+    }
+
+    /// What the peer answered for each instance of a batch: acknowledged (stored or already held)
+    /// or refused for good, with the reason; instances worth retrying stay pending.
+    public func recordAnswers(job id: Int64, acknowledged: [String], refused: [(sop: String, reason: String)], attempt: (started: Double, ended: Double, bytes: Int, outcome: String)) throws {
+        try write {
+            let ack = try db.prepare("UPDATE job_instances SET state = 'acknowledged' WHERE job = ?1 AND sop = ?2")
+            for sop in acknowledged { try ack.run([.integer(id), .text(sop)]) }
+            let refuse = try db.prepare("UPDATE job_instances SET state = 'refused', reason = ?3 WHERE job = ?1 AND sop = ?2")
+            for item in refused { try refuse.run([.integer(id), .text(item.sop), .text(item.reason)]) }
+            try db.prepare("INSERT INTO attempts (job, started, ended, sent, bytes, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
+                .run([.integer(id), .real(attempt.started), .real(attempt.ended), .integer(Int64(acknowledged.count + refused.count)), .integer(Int64(attempt.bytes)), .text(attempt.outcome)])
+        }
+    }
+
+    /// A job with nothing pending: done (or failed, if any instance was refused for good). Nil,
+    /// and the job stays active, when instances joined it since the caller last looked — checked
+    /// in the same transaction, so an instance arriving at that moment is never stranded.
+    public func finish(job id: Int64, now: Double, deliveredLate: Double?) throws -> String? {
+        try write {
+            let pending = try db.prepare("SELECT count(*) FROM job_instances WHERE job = ?1 AND state = 'pending'").first([.integer(id)]) { $0.int(0) } ?? 0
+            if pending > 0 { return nil }
+            let refused = try db.prepare("SELECT count(*) FROM job_instances WHERE job = ?1 AND state = 'refused'").first([.integer(id)]) { $0.int(0) } ?? 0
+            let state = refused > 0 ? "failed" : "done"
+            try db.prepare("UPDATE jobs SET state = ?2, finished = ?3, last_error = CASE WHEN ?2 = 'failed' THEN (SELECT reason FROM job_instances WHERE job = ?1 AND state = 'refused' LIMIT 1) ELSE last_error END, deadline_missed = coalesce(deadline_missed, ?4) WHERE id = ?1")
+                .run([.integer(id), .text(state), .real(now), deliveredLate.map(SQLValue.real) ?? .null])
+            return state
+        }
+    }
+
+    /// A job that could not go on now: deferred until `until`, with the reason.
+    public func postpone(job id: Int64, until: Double, reason: String) throws {
+        try write {
+            try db.prepare("UPDATE jobs SET state = 'deferred', next_attempt = ?2, last_error = ?3 WHERE id = ?1 AND state IN ('active', 'queued', 'deferred')")
+                .run([.integer(id), .real(until), .text(reason)])
+        }
+    }
+
+    /// A job past its maximum age, or dropped by an operator: failed with the reason, never lost.
+    public func fail(job id: Int64, reason: String, now: Double) throws {
+        try write {
+            try db.prepare("UPDATE jobs SET state = 'failed', finished = ?3, last_error = ?2 WHERE id = ?1").run([.integer(id), .text(reason), .real(now)])
+        }
+    }
+
+    /// Records that a job's deadline passed undelivered (the alarm), once.
+    public func markDeadlineMissed(job id: Int64, by seconds: Double) throws -> Bool {
+        try write {
+            try db.prepare("UPDATE jobs SET deadline_missed = ?2 WHERE id = ?1 AND deadline_missed IS NULL").run([.integer(id), .real(seconds)])
+            return db.changes > 0
+        }
+    }
+
+    /// Operator actions: hold, release, retry now.
+    public func setHeld(job id: Int64, held: Bool, now: Double) throws -> Bool {
+        try write {
+            if held {
+                try db.prepare("UPDATE jobs SET state = 'held' WHERE id = ?1 AND state IN ('queued', 'deferred', 'active')").run([.integer(id)])
+            } else {
+                try db.prepare("UPDATE jobs SET state = 'queued', next_attempt = ?2 WHERE id = ?1 AND state = 'held'").run([.integer(id), .real(now)])
+            }
+            return db.changes > 0
+        }
+    }
+
+    public func retryNow(job id: Int64, now: Double) throws -> Bool {
+        try write {
+            try db.prepare("UPDATE jobs SET state = 'queued', next_attempt = ?2 WHERE id = ?1 AND state IN ('deferred', 'queued')").run([.integer(id), .real(now)])
+            return db.changes > 0
+        }
+    }
+
+    // MARK: - Status
+
+    public struct Counts: Sendable {
+        public var studies = 0, instances = 0, receivedInstances = 0
+        public var bytes: Int64 = 0
+        public var malformedFiles = 0
+    }
+
+    public func counts() throws -> Counts {
+        try read {
+            var counts = Counts()
+            _ = try db.prepare("SELECT count(*), coalesce(sum(size), 0), coalesce(sum(origin != 'local'), 0) FROM instances").first { row in
+                counts.instances = Int(row.int(0))
+                counts.bytes = row.int(1)
+                counts.receivedInstances = Int(row.int(2))
+            }
+            counts.studies = Int(try db.prepare("SELECT count(*) FROM studies").first { $0.int(0) } ?? 0)
+            counts.malformedFiles = Int(try db.prepare("SELECT count(*) FROM files WHERE problem IS NOT NULL").first { $0.int(0) } ?? 0)
+            return counts
+        }
+    }
+
+    /// Files recorded with a problem (malformed DICOM, not DICOM), newest first.
+    public func problems(limit: Int = 100) throws -> [(path: String, problem: String)] {
+        try read {
+            try db.prepare("SELECT path, problem FROM files WHERE problem IS NOT NULL ORDER BY taken DESC LIMIT ?1").rows([.integer(Int64(limit))]) { ($0.text(0) ?? "", $0.text(1) ?? "") }
+        }
+    }
+
+    /// The instances recorded as received from a peer, for tests and status.
+    public func instances(ofStudy study: String) throws -> [(sop: String, path: String, origin: String)] {
+        try read {
+            try db.prepare("SELECT sop, path, origin FROM instances WHERE study = ?1 ORDER BY sop").rows([.text(study)]) { ($0.text(0) ?? "", $0.text(1) ?? "", $0.text(2) ?? "") }
+        }
+    }
+}

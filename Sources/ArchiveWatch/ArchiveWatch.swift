@@ -1,2 +1,0 @@
-/// Watching archive folders: inotify, polling, catch-up scans.
-public enum ArchiveWatchModule {}

@@ -1,0 +1,146 @@
+import Agent
+import DICOM
+import Foundation
+import Platform
+import Routing
+
+/// `consort agent --config FILE`: the daemon, in the foreground (systemd supervises).
+enum AgentCommand {
+    static let help = """
+        Usage: consort agent --config FILE
+
+        Runs this trust's agent in the foreground: watches the archive folders, keeps the
+        inventory, routes by the rules, delivers through the spool, and serves DICOMweb to the
+        other trusts over mutual TLS (see Deploy/ for example configurations, and
+        consort config check to validate one). Logs one line per event on standard error
+        (level component: message key=value ...). SIGTERM or SIGINT: stops taking work, lets
+        transfers in flight finish their batch (up to 10 s), exits 0. SIGHUP: reloads the rules
+        (a set with errors is refused and the old one kept) and re-reads the peers.
+
+        Options:
+          --config FILE   the agent's configuration (default /etc/consort/agent.conf)
+        """
+
+    static func run(_ args: [String]) throws -> ExitCode {
+        // Before anything else: a stop that arrives while starting waits here.
+        let signals = try SignalWatcher.arm()
+        let arguments = try Arguments(args, command: "agent", flags: [], options: ["--config"])
+        let file = arguments.option("--config") ?? "/etc/consort/agent.conf"
+        let parsed = ConfigurationParser.parse(file: file)
+        guard let configuration = parsed.configuration else {
+            standardError.line(parsed.report())
+            standardError.line("consort agent: \(file) has errors; not started")
+            return .someFailed
+        }
+        let log = Logger("agent")
+        let daemon: AgentDaemon
+        do {
+            daemon = try AgentDaemon(configuration: configuration, log: log)
+            try daemon.start()
+        } catch {
+            log.error("cannot start", ["config": file, "error": "\(error)"])
+            return .someFailed
+        }
+        standardOutput.line("consort agent: \(configuration.trust) ready, listening on \(configuration.listenHost):\(daemon.port)")
+        standardOutput.flush()
+        let stop = signals.waitForStop(onReload: {
+            log.info("SIGHUP: reloading the rules and re-reading the peers")
+            daemon.reload()
+        })
+        log.info("\(stop == SIGINT ? "SIGINT" : "SIGTERM"): stopping")
+        daemon.stop(deadline: 10)
+        return .success
+    }
+}
+
+/// `consort config check FILE`.
+enum ConfigCommand {
+    static let help = """
+        Usage: consort config check FILE
+
+        Validates an agent's configuration: its syntax (file:line:column errors, an unknown word
+        is an error), the folders (watched folders readable; state and inbound writable), the
+        certificate (readable, its Common Name equal to `trust`, not expired), the key and CA,
+        the routing rules (they load), and that every peer or local target the rules send to
+        has an address. Exit 0 when it is good, 1 with every problem otherwise.
+        """
+
+    static func run(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "config", flags: [], options: [])
+        guard arguments.positional.count == 2, arguments.positional[0] == "check" else {
+            throw UsageError(message: "say: consort config check FILE", command: "config")
+        }
+        let file = arguments.positional[1]
+        let parsed = ConfigurationParser.parse(file: file)
+        guard let configuration = parsed.configuration else {
+            standardError.line(parsed.report())
+            standardError.line("consort config: \(file): \(parsed.errors.count) error\(parsed.errors.count == 1 ? "" : "s")")
+            return .someFailed
+        }
+        let problems = ConfigurationCheck.problems(configuration)
+        if !problems.isEmpty { standardError.line(problems.map { $0.rendered(source: $0.location.file == file ? parsed.source : nil) }.joined(separator: "\n")) }
+        let errors = problems.filter { $0.severity == .error }.count
+        if errors > 0 {
+            standardError.line("consort config: \(file): \(errors) error\(errors == 1 ? "" : "s")")
+            return .someFailed
+        }
+        standardOutput.line("consort config: \(file) is good: trust \(configuration.trust), \(configuration.watches.count) watched folder\(configuration.watches.count == 1 ? "" : "s"), \(configuration.peers.count) peer\(configuration.peers.count == 1 ? "" : "s")")
+        return .success
+    }
+}
+
+/// `consort queue --config FILE [--json]`: the spool, read straight from the agent's database
+/// (it works whether the agent runs or not).
+enum QueueCommand {
+    static let help = """
+        Usage: consort queue [--config FILE] [--json]
+
+        Lists the agent's jobs not yet done (and those done in the last 24 hours): id, state,
+        destination, study, rule, priority, instances acknowledged of total, attempts, next
+        try, deadline, last error. --json: one JSON object per line, fields only ever added.
+        Reads the agent's database under its state folder, whether the agent runs or not.
+        """
+
+    static func run(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "queue", flags: ["--json"], options: ["--config"])
+        let file = arguments.option("--config") ?? "/etc/consort/agent.conf"
+        let parsed = ConfigurationParser.parse(file: file)
+        guard let configuration = parsed.configuration else {
+            standardError.line(parsed.report())
+            return .someFailed
+        }
+        guard FileManager.default.fileExists(atPath: configuration.databasePath) else {
+            standardError.line("consort queue: no spool at \(configuration.databasePath): the agent has never run with this configuration")
+            return .someFailed
+        }
+        let store = try AgentStore(readingOnly: configuration.databasePath)
+        let now = Date().timeIntervalSince1970
+        let jobs = try store.jobs(includingDoneSince: now - 86_400)
+        let priorities = ["urgent", "normal", "bulk"]
+        if arguments.flag("--json") {
+            for job in jobs {
+                var fields: [(String, JSON)] = [
+                    ("id", .int(job.id)), ("state", .string(job.state)), ("kind", .string(job.kind)), ("peer", .string(job.destination)),
+                    ("study", .string(job.study)), ("rule", .string(job.rule)), ("purpose", .string(job.purpose)),
+                    ("priority", .string(priorities[min(2, max(0, job.priority))])), ("instances_sent", .int(Int64(job.acknowledged))),
+                    ("instances_total", .int(Int64(job.total))), ("instances_refused", .int(Int64(job.refused))), ("bytes_left", .int(job.bytesLeft)),
+                    ("attempts", .int(Int64(job.attempts))), ("created", .double(job.created)), ("next_attempt", .double(job.nextAttempt)),
+                ]
+                fields.append(("last_error", job.lastError.map(JSON.string) ?? .null))
+                fields.append(("deadline", job.deadline.map(JSON.double) ?? .null))
+                fields.append(("deadline_missed_by", job.deadlineMissed.map(JSON.double) ?? .null))
+                standardOutput.line(JSON.object(fields).serialized())
+            }
+        } else {
+            standardOutput.line("ID     State     Priority Peer     Sent      Tries Study / last error")
+            for job in jobs {
+                let line = String(job.id).padding(to: 7) + job.state.padding(to: 10) + priorities[min(2, max(0, job.priority))].padding(to: 9)
+                    + job.destination.padding(to: 9) + "\(job.acknowledged)/\(job.total)".padding(to: 10) + String(job.attempts).padding(to: 6) + job.study
+                standardOutput.line(line)
+                if let error = job.lastError, job.state != "done" { standardOutput.line("       " + String(error.prefix(72))) }
+            }
+            standardOutput.line("\(jobs.count) job\(jobs.count == 1 ? "" : "s")")
+        }
+        return .success
+    }
+}

@@ -1,2 +1,0 @@
-import ArchiveWatch
-import Testing
