@@ -45,6 +45,9 @@ public enum ConsortCommand {
             name: "demo", summary: "write a synthetic study, read it back, send it over DICOMweb and fetch it again",
             run: DemoCommand.run, help: DemoCommand.help),
         Subcommand(
+            name: "synth", summary: "write a synthetic study with chosen attributes (to test routing rules)",
+            run: SynthCommand.run, help: SynthCommand.help),
+        Subcommand(
             name: "bench", summary: "measure: header parsing (bench parse), rule evaluation (bench rules), transfers (bench push)",
             run: BenchCommand.run, help: BenchCommand.help),
     ]

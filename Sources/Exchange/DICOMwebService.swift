@@ -26,6 +26,8 @@ public struct DICOMwebService: Sendable {
     public let log: @Sendable (String) -> Void
     public var admit: (@Sendable (ServerRequest) -> HTTPError?)?
     public var stored: (@Sendable (Received, StowIngest) throws -> Void)?
+    /// Where this site already holds an instance outside the store (`StowIngest.heldElsewhere`).
+    public var heldElsewhere: (@Sendable (String) -> String?)?
 
     public init(store: String, baseURL: String, log: @escaping @Sendable (String) -> Void) {
         self.store = store
@@ -75,6 +77,7 @@ public struct DICOMwebService: Sendable {
         }
         // StowIngest throws HTTPError: the status it throws is the one answered.
         let ingest = try StowIngest(inbound: store, staging: store + "/.staging", boundary: boundary, baseURL: baseURL)
+        ingest.heldElsewhere = heldElsewhere
         while let piece = try body.next() { try ingest.consume(piece) }
         let response = try ingest.finish()
         for line in ingest.log {

@@ -45,3 +45,206 @@ struct AgentTests {
         #expect(uhsx.log.contains("from RSCH"), "\(uhsx.log)")
     }
 }
+
+extension AgentTests {
+    /// A synthetic study written into a folder with `consort synth`; returns its UID.
+    static func synth(into folder: String, seed: Int, instances: Int, size: String = "64x64", description: String = "CT HEAD WITHOUT CONTRAST") throws -> String {
+        let outcome = try Run.program(Run.consort, ["synth", "--out", folder, "--seed", String(seed), "--instances", String(instances), "--size", size, "--description", description])
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        return outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Receiver down: the job is deferred with the reason; receiver back: delivered within a
+    /// backoff (retry-max 2 s here), nothing twice.
+    @Test func aPeerThatIsDownDefersTheJobUntilItIsBack() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushAll)
+        let uhsx = try consortium.site("UHSX")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        try rsch.start()
+        defer { rsch.stop() }
+        let study = try Self.synth(into: rsch.watch, seed: 11, instances: 5)
+        let deferred = try AgentSite.eventually(within: 30, "the job deferred with the reason", logs: [rsch]) {
+            try rsch.queue().contains { $0["state"] as? String == "deferred" && ($0["last_error"] as? String ?? "").contains("curl 7") }
+        }
+        #expect(deferred)
+        #expect(rsch.log.contains("deferred"), "\(rsch.log)")
+        try uhsx.start()
+        defer { uhsx.stop() }
+        let arrived = AgentSite.eventually(within: 30, "5 instances at UHSX once it is back", logs: [rsch, uhsx]) { uhsx.received.count == 5 }
+        #expect(arrived)
+        #expect(uhsx.received.allSatisfy { $0.hasPrefix(study + "/") })
+    }
+
+    /// The receiving agent's disk guard: below its free-space threshold it answers 503, the sender
+    /// defers; once space is back (here: the threshold lowered and SIGHUP) it is delivered.
+    @Test func aReceiverWithoutDiskSpaceRefusesAndTheSenderDefersUntilItHasRoom() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushAll)
+        let uhsx = try consortium.site("UHSX", extra: "free-space 99.99 %\n")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        try uhsx.start()
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        _ = try Self.synth(into: rsch.watch, seed: 12, instances: 4)
+        let deferred = try AgentSite.eventually(within: 30, "deferred: the receiver's disk is nearly full", logs: [rsch, uhsx]) {
+            try rsch.queue().contains { $0["state"] as? String == "deferred" && ($0["last_error"] as? String ?? "").contains("nearly full") }
+        }
+        #expect(deferred)
+        #expect(uhsx.log.contains("error receiver: refusing incoming transfers: the disk is nearly full"), "\(uhsx.log)")
+        #expect(uhsx.received.isEmpty)
+        let text = try String(contentsOfFile: uhsx.config, encoding: .utf8).replacingOccurrences(of: "free-space 99.99 %", with: "free-space 1 %")
+        try text.write(toFile: uhsx.config, atomically: true, encoding: .utf8)
+        uhsx.program?.signal(SIGHUP)
+        let arrived = AgentSite.eventually(within: 30, "4 instances at UHSX once it has room", logs: [rsch, uhsx]) { uhsx.received.count == 4 }
+        #expect(arrived)
+    }
+
+    /// Urgent work never waits behind bulk to the same peer: with a bulk study crawling to UHSX
+    /// (1 connection, capped at 2 MB/s), an urgent instance written later arrives while the bulk
+    /// job is still sending; and a deadline that passes is logged at error level.
+    @Test func urgentOvertakesBulkAndAMissedDeadlineIsAnError() throws {
+        let rules = """
+            rule "Urgent to UHSX" {
+              purpose emergency
+              at RSCH
+              on instance-arrival
+              when StudyDescription ~ "URGENT" and origin is local
+              push to UHSX priority urgent deadline 20 s
+            }
+            rule "Bulk to UHSX" {
+              purpose direct-care
+              at RSCH
+              on instance-arrival
+              when StudyDescription ~ "ARCHIVE" and origin is local
+              push to UHSX priority bulk
+            }
+            rule "Never reached" {
+              purpose emergency
+              at RSCH
+              on instance-arrival
+              when StudyDescription ~ "LOST" and origin is local
+              push to ESHT priority urgent deadline 1 s
+            }
+            """
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX", "ESHT"], rules: rules)
+        let uhsx = try consortium.site("UHSX")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port, "ESHT": 9], extra: "")
+        // One connection for normal and bulk work, capped: the bulk study takes ~10 s.
+        let config = try String(contentsOfFile: rsch.config, encoding: .utf8)
+            .replacingOccurrences(of: "peer UHSX https://localhost:\(uhsx.port)", with: "peer UHSX https://localhost:\(uhsx.port) { connections 1  bandwidth 2 MB/s }")
+        try config.write(toFile: rsch.config, atomically: true, encoding: .utf8)
+        try uhsx.start()
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        let bulk = try Self.synth(into: consortium.root.path + "/staged", seed: 21, instances: 40, size: "512x512", description: "ARCHIVE CT")
+        try FileManager.default.moveItem(atPath: consortium.root.path + "/staged/" + bulk, toPath: rsch.watch + "/" + bulk)
+        // Under way: the bulk job active at RSCH, its request streaming into UHSX's staging.
+        let staging = { (try? FileManager.default.contentsOfDirectory(atPath: uhsx.inbound + "/.staging"))?.contains { $0.hasPrefix("part-") } ?? false }
+        let started = try AgentSite.eventually(within: 30, "the bulk study under way", logs: [rsch, uhsx]) {
+            try rsch.queue().contains { $0["priority"] as? String == "bulk" && $0["state"] as? String == "active" } && staging()
+        }
+        #expect(started)
+        let urgent = try Self.synth(into: rsch.watch, seed: 22, instances: 1, description: "URGENT HEAD CT")
+        let overtook = AgentSite.eventually(within: 20, "the urgent instance at UHSX", logs: [rsch, uhsx]) { uhsx.received.contains { $0.hasPrefix(urgent) } }
+        #expect(overtook)
+        let bulkStillGoing = try rsch.queue().contains { $0["priority"] as? String == "bulk" && $0["state"] as? String == "active" }
+        #expect(bulkStillGoing && !uhsx.received.contains { $0.hasPrefix(bulk) }, "the bulk study had finished first: the test proves nothing")
+        let bulkArrived = AgentSite.eventually(within: 60, "the bulk study at UHSX in the end", logs: [rsch, uhsx]) { uhsx.received.filter { $0.hasPrefix(bulk) }.count == 40 }
+        #expect(bulkArrived)
+        // A study for a peer that never answers: its 1 s deadline passes, loudly.
+        _ = try Self.synth(into: rsch.watch, seed: 23, instances: 1, description: "LOST")
+        let alarmed = AgentSite.eventually(within: 20, "the missed deadline logged", logs: [rsch]) { rsch.log.contains("error spool: DEADLINE MISSED") }
+        #expect(alarmed)
+        #expect(rsch.log.contains("destination=ESHT"), "\(rsch.log)")
+    }
+
+    /// Three agents, each pushing every study to both others, each with its inbound inside its
+    /// own watched folder: one copy of each instance at each trust, and then quiet.
+    @Test func aFullMeshPushingEverythingEndsWithOneCopyEachAndGoesQuiet() throws {
+        let rules = """
+            rule "Everything to everyone" {
+              purpose direct-care
+              on instance-arrival
+              push to trusts priority normal
+            }
+            """
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX", "ESHT"], rules: rules)
+        let codes = ["RSCH", "UHSX", "ESHT"]
+        var sites: [String: AgentSite] = [:]
+        var ports: [String: Int] = [:]
+        for code in codes { ports[code] = try OrthancInteropTests.freePort() }
+        for code in codes {
+            sites[code] = try consortium.site(code, port: ports[code], peers: ports.filter { $0.key != code }, inboundInsideWatch: true)
+        }
+        for code in codes { try sites[code]!.start() }
+        defer { for code in codes { sites[code]!.stop() } }
+        var studies: [String: String] = [:]
+        for (index, code) in codes.enumerated() {
+            studies[code] = try Self.synth(into: sites[code]!.watch + "/local", seed: 31 + index, instances: 3)
+        }
+        // Each trust ends with the two others' studies in its inbound, 3 instances each.
+        for code in codes {
+            let site = sites[code]!
+            let others = codes.filter { $0 != code }.map { studies[$0]! }
+            let complete = AgentSite.eventually(within: 60, "\(code) holds the others' studies", logs: Array(sites.values)) {
+                others.allSatisfy { study in site.received.filter { $0.hasPrefix(study + "/") }.count == 3 }
+            }
+            #expect(complete)
+        }
+        // Quiet: every job done, nothing more arrives, nothing bounced back to its origin.
+        let quiet = try AgentSite.eventually(within: 30, "every queue quiet", logs: Array(sites.values)) {
+            try codes.allSatisfy { code in try sites[code]!.queue().allSatisfy { ($0["state"] as? String) == "done" } }
+        }
+        #expect(quiet)
+        for code in codes {
+            let site = sites[code]!
+            #expect(site.received.count == 6, "\(code) holds \(site.received)")
+            #expect(!site.received.contains { $0.hasPrefix(studies[code]! + "/") }, "\(code)'s own study came back to it")
+        }
+    }
+
+    /// Configuration errors name file:line:column; a rule set with errors on SIGHUP is refused
+    /// and the old one kept.
+    @Test func configErrorsArePlacedAndABadRuleSetOnSighupKeepsTheOld() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushAll)
+        let uhsx = try consortium.site("UHSX")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        let broken = consortium.root.path + "/broken.conf"
+        try (try String(contentsOfFile: rsch.config, encoding: .utf8) + "wacth /srv\npeer UHSX ftp://nowhere\n").write(toFile: broken, atomically: true, encoding: .utf8)
+        let check = try Run.consort("config", "check", broken)
+        #expect(check.status == 1)
+        #expect(check.stderr.contains("broken.conf:13:1: error: unknown setting \"wacth\""), "\(check.stderr)")
+        #expect(check.stderr.contains("did you mean \"watch\"?"), "\(check.stderr)")
+        #expect(check.stderr.contains("broken.conf:14:11: error: a peer's address is an https:// URL"), "\(check.stderr)")
+        let good = try Run.consort("config", "check", rsch.config)
+        #expect(good.status == 0, "\(good.stderr)")
+        // The certificate of another trust is caught.
+        let wrong = consortium.root.path + "/wrong.conf"
+        let uhsxCert = try consortium.pki.site("UHSX")
+        try (try String(contentsOfFile: rsch.config, encoding: .utf8).replacingOccurrences(of: "site-rsch.pem", with: "site-uhsx.pem").replacingOccurrences(of: "site-rsch.key", with: "site-uhsx.key"))
+            .write(toFile: wrong, atomically: true, encoding: .utf8)
+        _ = uhsxCert
+        let wrongCheck = try Run.consort("config", "check", wrong)
+        #expect(wrongCheck.status == 1)
+        #expect(wrongCheck.stderr.contains("the certificate is for UHSX, not for this trust (RSCH)"), "\(wrongCheck.stderr)")
+        // SIGHUP with a broken rule set: refused, the old rules stay in force and still route.
+        try uhsx.start()
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        try "rule \"Broken\" {\n  purpose direct-care\n  on instance-arival\n}\n".write(toFile: consortium.rules + "/zz-broken.rules", atomically: true, encoding: .utf8)
+        rsch.program?.signal(SIGHUP)
+        let refused = AgentSite.eventually(within: 20, "the reload refused", logs: [rsch]) { rsch.log.contains("rules NOT reloaded") }
+        #expect(refused)
+        _ = try Self.synth(into: rsch.watch, seed: 41, instances: 2)
+        let routed = AgentSite.eventually(within: 30, "routed by the old rules", logs: [rsch, uhsx]) { uhsx.received.count == 2 }
+        #expect(routed)
+    }
+}

@@ -250,7 +250,7 @@ public enum ConfigurationParser {
         var best: (String, Int)?
         for candidate in settings {
             let distance = editDistance(Array(lowered), Array(candidate))
-            if distance <= max(1, candidate.count / 3), distance < (best?.1 ?? .max) { best = (candidate, distance) }
+            if distance <= max(2, candidate.count / 3), distance < (best?.1 ?? .max) { best = (candidate, distance) }
         }
         return best?.0
     }

@@ -13,7 +13,8 @@ import Transport
 /// the watchers and the catch-up scan, the queue manager — and stopped in reverse on SIGTERM:
 /// no new work taken, transfers in flight finish their batch (bounded), interrupted jobs are
 /// queued again for the next start. SIGHUP reloads the rules (a set with errors is refused and
-/// the old one kept) and re-reads the peers from the configuration file.
+/// the old one kept) and re-reads the peers, local targets and free-space threshold from the
+/// configuration file (the folders, listener and certificates need a restart).
 public final class AgentDaemon: @unchecked Sendable {
     public let configuration: AgentConfiguration
     let log: Logger
@@ -25,6 +26,8 @@ public final class AgentDaemon: @unchecked Sendable {
     private var claim: StagingClaim?
     private var watchers: [Thread] = []
     private let stopping = LockedFlag()
+    /// The free-space threshold in force (SIGHUP re-reads it).
+    private let freeSpaceThreshold: LockedValue<Double>
     private var peers: AgentConfiguration
     /// Studies whose stable rules are checked: the distinct quiet periods of the rule set.
     private var quietPeriods: [Int] = []
@@ -37,6 +40,7 @@ public final class AgentDaemon: @unchecked Sendable {
         self.configuration = configuration
         self.log = log
         peers = configuration
+        freeSpaceThreshold = LockedValue(configuration.freeSpacePercent)
         for folder in [configuration.state, configuration.inbound] {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         }
@@ -107,6 +111,7 @@ public final class AgentDaemon: @unchecked Sendable {
         let parsed = ConfigurationParser.parse(file: configuration.file)
         if let fresh = parsed.configuration {
             delivery.update(targets: Self.targets(fresh), circuitThreshold: fresh.circuitAfter)
+            freeSpaceThreshold.value = fresh.freeSpacePercent
             log.info("peers re-read", ["peers": fresh.peers.map(\.name).joined(separator: ","), "local": fresh.locals.map(\.name).joined(separator: ",")])
         } else {
             log.error("configuration NOT re-read: it has errors; the peers in force stay", ["first": parsed.errors.first?.description ?? ""])
@@ -125,8 +130,9 @@ public final class AgentDaemon: @unchecked Sendable {
         server.tls = try TLSContext(TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl), role: .server)
         let receiverLog = log.named("receiver")
         var service = DICOMwebService(store: c.inbound, baseURL: "https://\(c.listenHost):\(c.listenPort)", log: { receiverLog.info($0) })
-        let rules = self.rules, state = c.state, inbound = c.inbound, minimum = c.freeSpacePercent
+        let rules = self.rules, state = c.state, inbound = c.inbound, threshold = freeSpaceThreshold
         service.admit = { request in
+            let minimum = threshold.value
             // Only members the rules know may send or ask.
             guard let peer = request.peer?.commonName, rules.current.member(peer) != nil else {
                 return HTTPError(403, "Only consortium members named in the routing rules may use this agent")
@@ -142,6 +148,8 @@ public final class AgentDaemon: @unchecked Sendable {
             return nil
         }
         service.stored = { [self] received, ingest in try self.recordReceived(received, ingest) }
+        let store = self.store
+        service.heldElsewhere = { sop in try? store.path(ofInstance: sop) }
         let ready = service
         let http = HTTPServer(server, log: { receiverLog.info($0) }) { request, body in try ready.handle(request, body) }
         try http.start()
@@ -289,6 +297,17 @@ public final class AgentDaemon: @unchecked Sendable {
                 log.error("cannot check study stability", ["error": error])
             }
         }
+    }
+}
+
+/// A value changed and read from any thread.
+final class LockedValue<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: T
+    init(_ value: T) { stored = value }
+    var value: T {
+        get { lock.withLock { stored } }
+        set { lock.withLock { stored = newValue } }
     }
 }
 

@@ -77,6 +77,11 @@ public final class AgentStore: @unchecked Sendable {
         }
     }
 
+    /// Where an instance is held, by SOP Instance UID.
+    public func path(ofInstance sop: String) throws -> String? {
+        try read { try db.prepare("SELECT path FROM instances WHERE sop = ?1").first([.text(sop)]) { $0.text(0) } ?? nil }
+    }
+
     /// The origin of an instance already held ("local" or a trust's code), by SOP Instance UID.
     public func origin(ofInstance sop: String) throws -> String? {
         try read { try db.prepare("SELECT origin FROM instances WHERE sop = ?1").first([.text(sop)]) { $0.text(0) } ?? nil }

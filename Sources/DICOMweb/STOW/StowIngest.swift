@@ -38,6 +38,10 @@ public final class StowIngest {
     public let baseURL: String
     /// When retrieving one study (WADO-RS): parts of any other study are refused.
     public var expectedStudy: String?
+    /// Where this site already holds an instance outside the store (an agent's inventory: its
+    /// archive, say), by SOP Instance UID. Such an instance is not stored again: the same bytes
+    /// are acknowledged as already held, other bytes are a conflict like one in the store.
+    public var heldElsewhere: (@Sendable (String) -> String?)?
     private var decoder: MultipartDecoder
     private var current: Part?
     private var stored: [StowResponse.Stored] = []
@@ -310,6 +314,17 @@ public final class StowIngest {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         } catch {
             refuse(0xA700, "cannot create \(folder): \(error.localizedDescription)")
+            return nil
+        }
+        // Held elsewhere at this site (the agent's archive): one copy per site, never two.
+        if let other = heldElsewhere?(item.instanceUID), other != destination, FileManager.default.fileExists(atPath: other) {
+            let otherDigest = Self.digest(of: other)
+            if otherDigest == item.digest {
+                unlink(item.staged)
+                accept("already held \(item.instanceUID) at \(other) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true)
+            } else {
+                quarantine(item, heldDigest: otherDigest ?? "unreadable")
+            }
             return nil
         }
         // link(2) rather than rename(2): it fails if the name exists (an earlier copy, or another

@@ -24,9 +24,10 @@ final class TestConsortium {
     }
 
     /// The folders and configuration of one trust's agent (not started).
-    func site(_ code: String, peers: [String: Int] = [:], extra: String = "", inboundInsideWatch: Bool = false) throws -> AgentSite {
+    /// `port`: the port to listen on (one chosen before, when peers must know it first).
+    func site(_ code: String, port: Int? = nil, peers: [String: Int] = [:], extra: String = "", inboundInsideWatch: Bool = false) throws -> AgentSite {
         let base = root.path + "/" + code.lowercased()
-        let site = AgentSite(code: code, base: base, inboundInsideWatch: inboundInsideWatch)
+        let site = AgentSite(code: code, base: base, port: try port ?? OrthancInteropTests.freePort(), inboundInsideWatch: inboundInsideWatch)
         for folder in [site.watch, site.inbound, site.state] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
         let cert = try pki.site(code)
         var text = """
@@ -61,14 +62,14 @@ final class AgentSite {
     let port: Int
     private(set) var program: RunningProgram?
 
-    init(code: String, base: String, inboundInsideWatch: Bool) {
+    init(code: String, base: String, port: Int, inboundInsideWatch: Bool) {
         self.code = code
         self.base = base
         watch = base + "/export"
         inbound = inboundInsideWatch ? base + "/export/import" : base + "/import"
         state = base + "/state"
         config = base + "/agent.conf"
-        port = (try? OrthancInteropTests.freePort()) ?? 0
+        self.port = port
     }
 
     var url: String { "https://localhost:\(port)" }
