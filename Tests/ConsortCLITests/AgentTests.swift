@@ -248,3 +248,47 @@ extension AgentTests {
         #expect(routed)
     }
 }
+
+extension AgentTests {
+    /// kill -9 of the sending agent at random moments of a transfer, four times, restarting each
+    /// time: every instance arrives, none is stored twice at the peer, nothing is left in
+    /// staging, and the one job ends done.
+    @Test func aSenderKilledAtRandomMomentsLosesAndRepeatsNothing() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushAll)
+        let uhsx = try consortium.site("UHSX")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        let config = try String(contentsOfFile: rsch.config, encoding: .utf8)
+            .replacingOccurrences(of: "peer UHSX https://localhost:\(uhsx.port)", with: "peer UHSX https://localhost:\(uhsx.port) { connections 2  bandwidth 12 MB/s }")
+        try config.write(toFile: rsch.config, atomically: true, encoding: .utf8)
+        try uhsx.start()
+        defer { uhsx.stop() }
+        let staged = consortium.root.path + "/staged"
+        let study = try Self.synth(into: staged, seed: 51, instances: 60, size: "512x512")
+        try rsch.start()
+        try FileManager.default.moveItem(atPath: staged + "/" + study, toPath: rsch.watch + "/" + study)
+        var generator = SystemRandomNumberGenerator()
+        var midway = 0
+        for _ in 1...4 {
+            // A random moment of the transfer (not a wait for a condition: any moment will do).
+            Thread.sleep(forTimeInterval: Double.random(in: 0.4...1.6, using: &generator))
+            rsch.kill()
+            if (1..<60).contains(uhsx.received.count) { midway += 1 }
+            try rsch.start()
+        }
+        #expect(midway >= 1, "no kill landed while instances were arriving: the test proved nothing")
+        let all = AgentSite.eventually(within: 120, "60 instances at UHSX", logs: [rsch, uhsx]) { uhsx.received.count == 60 }
+        #expect(all)
+        let done = try AgentSite.eventually(within: 30, "the job done", logs: [rsch]) {
+            let jobs = try rsch.queue()
+            return jobs.count == 1 && jobs[0]["state"] as? String == "done" && jobs[0]["instances_sent"] as? Int == 60
+        }
+        #expect(done)
+        rsch.stop()
+        // None stored twice: each instance's "stored" line appears once in UHSX's log.
+        let stored = uhsx.log.split(separator: "\n").filter { $0.contains(": stored ") }
+        let uids = stored.compactMap { line in line.split(separator: " ").first { $0.hasPrefix("2.25.") }.map(String.init) }
+        #expect(uids.count == 60 && Set(uids).count == 60, "\(uids.count) stored lines for \(Set(uids).count) instances")
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: uhsx.inbound + "/.staging"))?.filter { $0.hasPrefix("part-") } ?? []
+        #expect(leftovers.isEmpty, "\(leftovers)")
+    }
+}

@@ -55,6 +55,7 @@ final class Delivery: @unchecked Sendable {
     /// Instances per request: small for urgent jobs (latency), larger otherwise (throughput).
     let urgentBatch = 4
     let normalBatch = 50
+    let batchBytes = 8 << 20
     /// Counted for status and the deadline alarm.
     private(set) var missedDeadlines = 0
 
@@ -250,7 +251,7 @@ final class Delivery: @unchecked Sendable {
                 try? store.postpone(job: job.id, until: Date().timeIntervalSince1970, reason: "the agent stopped; resumes at the next start")
                 return
             }
-            let pending: [AgentStore.PendingInstance]
+            var pending: [AgentStore.PendingInstance]
             do { pending = try store.pending(job: job.id, limit: batchSize) } catch {
                 log.error("cannot read a job's instances", ["job": job.id, "error": error])
                 try? store.postpone(job: job.id, until: Date().timeIntervalSince1970 + policy.minimumDelay, reason: "\(error)")
@@ -272,6 +273,13 @@ final class Delivery: @unchecked Sendable {
                 }
                 return
             }
+            // A request carries at most ~8 MB (at least one instance): what a crash or a cut
+            // connection makes us send again stays small, and the answers come often.
+            var total = 0
+            pending = Array(pending.prefix { instance in
+                defer { total += instance.size }
+                return total == 0 || total + instance.size <= batchBytes
+            })
             let started = Date().timeIntervalSince1970
             let batch = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
             let outcomes = StowSender.deliver(batch, to: target.url, with: client, pace: destination.pacer.map { pacer in { pacer.consume($0) } })
