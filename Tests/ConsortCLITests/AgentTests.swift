@@ -292,3 +292,89 @@ extension AgentTests {
         #expect(leftovers.isEmpty, "\(leftovers)")
     }
 }
+
+extension AgentTests {
+    /// `deliver to local PACS`: a study received from a peer becomes a job in the receiving
+    /// agent's spool and lands in the trust's own PACS — a real Orthanc taking STOW-RS.
+    @Test func aStudyReceivedFromAPeerIsDeliveredToTheLocalPACS() throws {
+        let rules = Self.pushAll + """
+
+            rule "Received studies into our PACS" {
+              purpose direct-care
+              at UHSX
+              on instance-arrival
+              when origin is received from RSCH
+              deliver to local PACS priority normal
+            }
+            """
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: rules)
+        let orthanc = try OrthancInteropTests.Orthanc(folder: consortium.root.path + "/orthanc", consortReceiver: "http://127.0.0.1:1/none")
+        defer { orthanc.stop() }
+        let uhsx = try consortium.site("UHSX", extra: "local PACS dicomweb \(orthanc.url)/dicom-web\n")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        try uhsx.start()
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        let study = try Self.synth(into: rsch.watch, seed: 61, instances: 5)
+        let inPACS = AgentSite.eventually(within: 60, "the study in Orthanc", logs: [rsch, uhsx]) {
+            // Orthanc's own count, and the study found by its UID through Orthanc's QIDO-RS.
+            let statistics = try? OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/statistics"])
+            let found = try? OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/dicom-web/studies?StudyInstanceUID=\(study)"])
+            return statistics?.stdout.replacingOccurrences(of: " ", with: "").contains("\"CountInstances\":5") == true && found?.stdout.contains(study) == true
+        }
+        #expect(inPACS)
+        let delivered = try AgentSite.eventually(within: 30, "the delivery job done at UHSX", logs: [uhsx]) {
+            try uhsx.queue().contains { $0["kind"] as? String == "deliver" && $0["peer"] as? String == "PACS" && $0["state"] as? String == "done" && $0["instances_sent"] as? Int == 5 }
+        }
+        #expect(delivered)
+    }
+
+    /// Watch folder abuse at the agent: a file written slowly over a second and a half is taken
+    /// once, when closed, and arrives whole; a non-DICOM file and a truncated DICOM file are
+    /// recorded with their problem and sent nowhere; the agent carries on.
+    @Test func slowNonDICOMAndTruncatedFilesInTheWatchFolderAreHandledAndNothingStops() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushAll)
+        let uhsx = try consortium.site("UHSX")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        try uhsx.start()
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        let source = consortium.root.path + "/source"
+        let study = try Self.synth(into: source, seed: 71, instances: 3)
+        let files = try FileManager.default.contentsOfDirectory(atPath: source + "/" + study).sorted().map { source + "/\(study)/\($0)" }
+        try "not an image at all".write(toFile: rsch.watch + "/notes.txt", atomically: false, encoding: .utf8)
+        let whole = try Data(contentsOf: URL(fileURLWithPath: files[1]))
+        try whole.prefix(whole.count - 2000).write(to: URL(fileURLWithPath: rsch.watch + "/cut.dcm"))
+        // Written in three pieces over 1.5 s: never taken before it is closed.
+        let slow = rsch.watch + "/slow.dcm"
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: files[0]))
+        let handle = try #require(FileHandle(forWritingAtPath: { FileManager.default.createFile(atPath: slow, contents: nil); return slow }()))
+        for piece in 0..<3 {
+            let range = (bytes.count * piece / 3)..<(bytes.count * (piece + 1) / 3)
+            try handle.write(contentsOf: bytes[range])
+            Thread.sleep(forTimeInterval: 0.5)  // a slow writer, not a wait for a condition
+            #expect(uhsx.received.isEmpty, "taken while still being written")
+        }
+        try handle.close()
+        let arrived = AgentSite.eventually(within: 30, "the slowly written instance at UHSX", logs: [rsch, uhsx]) { uhsx.received.count == 1 }
+        #expect(arrived)
+        if let copy = uhsx.received.first {
+            #expect(try Data(contentsOf: URL(fileURLWithPath: uhsx.inbound + "/" + copy)) == bytes)
+        }
+        let recorded = AgentSite.eventually(within: 10, "the cut file recorded as malformed", logs: [rsch]) {
+            rsch.log.contains("malformed DICOM file recorded, not taken") && rsch.log.contains("cut.dcm")
+        }
+        #expect(recorded)
+        // Still working: a whole instance written after all that goes too.
+        try FileManager.default.copyItem(atPath: files[2], toPath: rsch.watch + "/later.dcm")
+        let later = AgentSite.eventually(within: 30, "the later instance at UHSX", logs: [rsch, uhsx]) { uhsx.received.count == 2 }
+        #expect(later)
+        #expect(!uhsx.log.contains(": refused "), "a bad file reached UHSX: \(uhsx.log)")
+    }
+}
