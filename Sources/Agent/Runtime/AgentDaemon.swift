@@ -35,6 +35,8 @@ public final class AgentDaemon: @unchecked Sendable {
     private(set) var rulesLoaded = Date()
     private(set) var lastReloadRefused: String?
     private let stateLock = NSLock()
+    private let rescans = NSLock()
+    private var rescansRunning = Set<String>(), rescansAgain = Set<String>()
 
     public init(configuration: AgentConfiguration, log: Logger) throws {
         self.configuration = configuration
@@ -237,8 +239,7 @@ public final class AgentDaemon: @unchecked Sendable {
                 files.append(Ingest.Candidate(path: path, size: Int(info.st_size), mtime: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9))
             case .rescan(let root, let reason):
                 watchLog.warning("events were lost; rescanning", ["root": root, "reason": reason])
-                let thread = Thread { [self] in catchUp(roots: [root], log: watchLog) }
-                thread.start()
+                rescan(root, log: watchLog)
             case .problem(let message):
                 watchLog.warning(message)
             }
@@ -256,7 +257,35 @@ public final class AgentDaemon: @unchecked Sendable {
             ingest.take(batch.map { Ingest.Candidate(path: $0.path, size: Int($0.size), mtime: $0.mtimeSeconds) })
             delivery.nudge()
         }
+        for problem in scanner.takeProblems() { watchLog.warning(problem) }
         watchLog.info("catch-up scan done", ["roots": roots.joined(separator: ","), "files": scanner.progress.filesSeen])
+    }
+
+    /// One rescan of a root at a time: a rescan asked for while one runs is run once more after
+    /// it (not once per request: out of inotify watches asks again every minute).
+    private func rescan(_ root: String, log watchLog: Logger) {
+        let start: Bool = rescans.withLock {
+            if rescansRunning.contains(root) {
+                rescansAgain.insert(root)
+                return false
+            }
+            rescansRunning.insert(root)
+            return true
+        }
+        guard start else { return }
+        let thread = Thread { [self] in
+            while true {
+                catchUp(roots: [root], log: watchLog)
+                let again: Bool = rescans.withLock {
+                    if rescansAgain.remove(root) != nil { return true }
+                    rescansRunning.remove(root)
+                    return false
+                }
+                if !again || stopping.isSet { break }
+            }
+        }
+        thread.name = "consort-rescan"
+        thread.start()
     }
 
     // MARK: - Study stability

@@ -1,0 +1,96 @@
+import Agent
+import Foundation
+import Routing
+import Testing
+
+/// The agent's configuration file: the contract words, options, and errors placed at
+/// file:line:column with hints.
+@Suite("Agent configuration")
+struct ConfigurationParserTests {
+    static let example = """
+        trust RSCH
+        state /var/lib/consort            # inventory, spool, staging; a local filesystem
+        watch /srv/pacs/export            # one or more; only ever read
+        watch /mnt/nfs/ct { poll 10 s }   # a polling watch where inotify does not work (NFS)
+        inbound /srv/pacs/import          # studies from other trusts land here, <Study>/<SOP>.dcm
+        listen 0.0.0.0:8443
+        certificate /etc/consort/rsch.pem
+        key /etc/consort/rsch.key
+        ca /etc/consort/ca.pem
+        rules /etc/consort/routing-rules
+        peer UHSX https://uhsx.consort.nhs.uk:8443 { connections 4  bandwidth 200 MB/s }
+        peer AI-CXR https://cxr-ai.example/dicomweb
+        local PACS dicomweb http://127.0.0.1:8042/dicom-web
+        free-space 7 %
+        retry-min 5 s
+        retry-max 15 min
+        max-age 2 d
+        """
+
+    @Test func theIssuesExampleParsesWordForWord() throws {
+        let outcome = ConfigurationParser.parse(Self.example, file: "agent.conf")
+        let c = try #require(outcome.configuration, "\(outcome.report())")
+        #expect(c.trust == "RSCH")
+        #expect(c.state == "/var/lib/consort")
+        #expect(c.watches.map(\.path) == ["/srv/pacs/export", "/mnt/nfs/ct"])
+        #expect(c.watches.map(\.pollSeconds) == [nil, 10])
+        #expect(c.inbound == "/srv/pacs/import")
+        #expect(c.listenHost == "0.0.0.0" && c.listenPort == 8443)
+        #expect(c.certificate == "/etc/consort/rsch.pem" && c.key == "/etc/consort/rsch.key" && c.ca == "/etc/consort/ca.pem")
+        #expect(c.rules == "/etc/consort/routing-rules")
+        #expect(c.peers.map(\.name) == ["UHSX", "AI-CXR"])
+        #expect(c.peer("UHSX")?.connections == 4)
+        #expect(c.peer("UHSX")?.bandwidth == 200_000_000)
+        #expect(c.peer("AI-CXR")?.url == "https://cxr-ai.example/dicomweb")
+        #expect(c.local("PACS")?.url == "http://127.0.0.1:8042/dicom-web")
+        #expect(c.freeSpacePercent == 7 && c.retryMinimumSeconds == 5 && c.retryMaximumSeconds == 900 && c.maximumAgeSeconds == 172_800)
+    }
+
+    @Test("errors are placed and explained", arguments: [
+        ("wacth /srv", "1:1", "unknown setting \"wacth\"", "did you mean \"watch\"?"),
+        ("state relative/path", "1:7", "needs an absolute path", nil),
+        ("listen 8443", "1:8", "ADDRESS:PORT", nil),
+        ("peer UHSX ftp://x", "1:11", "https:// URL", nil),
+        ("peer UHSX https://x { connections 99 }", "1:23", "connections takes a number from 1 to 16", nil),
+        ("peer UHSX https://x { speed 3 }", "1:23", "unknown option \"speed\"", "the options are connections N and bandwidth RATE"),
+        ("watch /srv { poll 10 }", "1:19", "a duration", nil),
+        ("free-space 5", "1:12", "a percentage", nil),
+        ("trust RSCH\ntrust UHSX", "2:1", "set twice (first at line 1)", nil),
+        ("peer UHSX https://x { connections 2", "1:21", "is not closed on the same line", nil),
+        ("state \"/var/lib/with space\" extra", "1:29", "takes one value", nil),
+    ] as [(String, String, String, String?)])
+    func errorsArePlaced(_ text: String, _ place: String, _ message: String, _ hint: String?) {
+        let outcome = ConfigurationParser.parse(text, file: "agent.conf")
+        #expect(outcome.configuration == nil)
+        let first = outcome.errors.first
+        #expect(first.map { "\($0.location.line):\($0.location.column)" } == place, "\(outcome.report())")
+        #expect(first?.message.contains(message) == true, "\(outcome.report())")
+        if let hint { #expect(first?.hint == hint, "\(outcome.report())") }
+    }
+
+    @Test func everyRequiredWordMissingIsNamed() {
+        let outcome = ConfigurationParser.parse("# nothing here\n", file: "empty.conf")
+        let missing = outcome.errors.map(\.message)
+        for word in ["trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "rules"] {
+            #expect(missing.contains("\"\(word)\" is required and missing"), "\(missing)")
+        }
+    }
+
+    @Test func quotedValuesKeepTheirSpacesAndHashes() throws {
+        let text = Self.example.replacingOccurrences(of: "watch /srv/pacs/export ", with: "watch \"/srv/pacs/PACS export #2\" ")
+        let c = try #require(ConfigurationParser.parse(text, file: "agent.conf").configuration)
+        #expect(c.watches.first?.path == "/srv/pacs/PACS export #2")
+    }
+
+    /// The commented examples in Deploy/ for the five trusts are valid configurations.
+    @Test func theDeployExamplesForTheFiveTrustsParse() throws {
+        var root = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { root.deleteLastPathComponent() }
+        for code in ["rsch", "asph", "esht", "qvh", "uhsx"] {
+            let outcome = ConfigurationParser.parse(file: root.path + "/Deploy/agent-\(code).conf")
+            let c = try #require(outcome.configuration, "\(code): \(outcome.report())")
+            #expect(c.trust == code.uppercased())
+            #expect(c.peers.filter { $0.name != "AI-CXR" }.count == 4, "\(code)")
+        }
+    }
+}
