@@ -15,6 +15,7 @@ enum BenchCommand {
                consort bench rules [--rules DIR] [--headers N] [--seconds S] [--json]
                consort bench push [--instances N] [--size RxC] [--study DIR] [--store DIR]
                                   [--work DIR] [--connections C] [--batch N] [--json]
+               consort bench route [--urgent N] [--bulk-instances N] [--work DIR] [--json]
 
         parse   Reads the header of every file under DIR (up to Pixel Data, as the agent does)
                 and reports files/s and MB/s, MB counted as the files' size on disk. One untimed
@@ -35,17 +36,20 @@ enum BenchCommand {
 
         \(pushHelp)
 
+        \(routeHelp)
+
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
         guard let what = args.first else {
-            throw UsageError(message: "say what to measure: parse, rules or push", command: "bench")
+            throw UsageError(message: "say what to measure: parse, rules, push or route", command: "bench")
         }
         switch what {
         case "parse": return try parse(Array(args.dropFirst()))
         case "rules": return try rules(Array(args.dropFirst()))
         case "push": return try push(Array(args.dropFirst()))
-        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse, rules, push)", command: "bench")
+        case "route": return try route(Array(args.dropFirst()))
+        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse, rules, push, route)", command: "bench")
         }
     }
 

@@ -60,6 +60,13 @@ final class ChildProcess {
 
     func signal(_ number: Int32) { kill(pid, number) }
 
+    /// Whether the child still runs (it is not reaped: `wait()` still gives its status).
+    var isRunning: Bool {
+        // The state letter in /proc/PID/stat (after the name in parentheses): Z once it exited.
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else { return false }
+        return text[text.index(after: close)...].trimmingCharacters(in: .whitespaces).first != "Z"
+    }
+
     /// The path of the program running now (to start another consort).
     static var ownExecutable: String {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)

@@ -1,0 +1,222 @@
+import DICOM
+import Foundation
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// `consort bench route`: two agents (RSCH → UHSX) as child processes over mutual TLS on
+/// loopback. A bulk study is dropped into RSCH's watched folder; while it is in flight, urgent
+/// instances are written one at a time, and each is timed from the moment its file appears
+/// (renamed into the folder, closed) to the moment it is durably in UHSX's inbound. Then the
+/// bulk study's speed against `consort send` → `consort receive` on the same study, and the
+/// catch-up scan's speed (an agent started on a folder already holding the study) against
+/// `consort bench parse` on it.
+extension BenchCommand {
+    static let routeHelp = """
+        route   Two agents (RSCH → UHSX) as child processes, mutual TLS on loopback, a throwaway
+                CA: --urgent N urgent instances (default 100, 512x512) written into RSCH's watch
+                folder one at a time while a bulk study (--bulk-instances N, default 400 of
+                512x512, ~210 MB) is in flight to the same peer; prints each urgent instance's
+                latency distribution (file closed at RSCH → durable in UHSX's inbound), the bulk
+                study's MB/s against consort send → receive on it in the same run, the catch-up
+                scan's files/s against consort bench parse on the same files, and both agents'
+                peak RSS. Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
+        """
+
+    static func route(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "bench route", flags: ["--json"], options: ["--urgent", "--bulk-instances", "--work"])
+        let urgentCount = try arguments.integer("--urgent", default: 100, range: 1...10_000)
+        let bulkCount = try arguments.integer("--bulk-instances", default: 400, range: 1...100_000)
+        guard let openssl = ChildProcess.find("openssl") else {
+            standardError.line("consort bench route: needs the openssl command for its throwaway certificates")
+            return .someFailed
+        }
+        let keepWork = arguments.option("--work") != nil
+        let work = arguments.option("--work") ?? NSTemporaryDirectory() + "consort-bench-route-\(getpid())"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { if !keepWork { try? FileManager.default.removeItem(atPath: work) } }
+        let pki = work + "/pki"
+        let made = (try? FileManager.default.attributesOfItem(atPath: pki + "/complete"))?[.modificationDate] as? Date
+        if made.map({ Date().timeIntervalSince($0) > 12 * 3600 }) ?? true { try makeThrowawayPKI(in: pki, openssl: openssl) }
+
+        // The studies, written once and kept in the work folder.
+        var bulk = SyntheticStudy()
+        (bulk.instances, bulk.rows, bulk.columns, bulk.seed, bulk.description) = (bulkCount, 512, 512, 7001, "BULK ARCHIVE CT")
+        var urgent = SyntheticStudy()
+        (urgent.instances, urgent.rows, urgent.columns, urgent.seed, urgent.description) = (urgentCount, 512, 512, 7002, "URGENT HEAD CT")
+        let bulkSource = work + "/bulk-\(bulkCount)", urgentSource = work + "/urgent-\(urgentCount)"
+        for (study, folder) in [(bulk, bulkSource), (urgent, urgentSource)] where !FileManager.default.fileExists(atPath: folder + ".complete") {
+            try? FileManager.default.removeItem(atPath: folder)
+            _ = try study.write(into: folder + "/" + study.studyInstanceUID)
+            try Data().write(to: URL(fileURLWithPath: folder + ".complete"))
+        }
+        let bulkFiles = FileWalker.expand([bulkSource]).files.map(\.path)
+        let bulkBytes = bulkFiles.reduce(0) { total, path in
+            var info = stat()
+            return total + (stat(path, &info) == 0 ? Int(info.st_size) : 0)
+        }
+        let urgentFiles = FileWalker.expand([urgentSource]).files.map(\.path).sorted()
+
+        // A fresh run folder: rules, two sites.
+        let run = work + "/run-\(getpid())-\(Int(monotonicSeconds() * 1000))"
+        defer { try? FileManager.default.removeItem(atPath: run) }
+        let rules = run + "/rules"
+        try FileManager.default.createDirectory(atPath: rules, withIntermediateDirectories: true)
+        try """
+            member RSCH "bench sender"
+            member UHSX "bench receiver"
+            group trusts = RSCH, UHSX
+            agreement "bench" {
+              purposes direct-care, emergency
+              between trusts
+            }
+            rule "Urgent" {
+              purpose emergency
+              at RSCH
+              on instance-arrival
+              when StudyDescription ~ "URGENT" and origin is local
+              push to UHSX priority urgent deadline 120 s
+            }
+            rule "Bulk" {
+              purpose direct-care
+              at RSCH
+              on instance-arrival
+              when StudyDescription ~ "BULK" and origin is local
+              push to UHSX priority bulk
+            }
+            """.write(toFile: rules + "/bench.rules", atomically: true, encoding: .utf8)
+        func site(_ code: String, peer: (String, Int)?, scanRate: Int = 2000, folder: String? = nil) throws -> (config: String, watch: String, inbound: String) {
+            let base = run + "/" + (folder ?? code.lowercased())
+            let (watch, inbound, state) = (base + "/export", base + "/import", base + "/state")
+            for folder in [watch, inbound, state] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+            var text = "trust \(code)\nstate \(state)\nwatch \(watch)\ninbound \(inbound)\nlisten 127.0.0.1:0\n"
+            text += "certificate \(pki)/\(code).pem\nkey \(pki)/\(code).key\nca \(pki)/ca.pem\nrules \(rules)\nretry-min 1 s\nretry-max 2 s\nscan-rate \(scanRate)\n"
+            if let (name, port) = peer { text += "peer \(name) https://127.0.0.1:\(port) { connections 2 }\n" }
+            try text.write(toFile: base + "/agent.conf", atomically: true, encoding: .utf8)
+            return (base + "/agent.conf", watch, inbound)
+        }
+        let consort = ChildProcess.ownExecutable
+        func start(_ config: String, _ name: String) throws -> (ChildProcess, Int) {
+            let child = try ChildProcess(consort, ["agent", "--config", config], stdout: run + "/\(name).out", stderr: run + "/\(name).log")
+            let deadline = monotonicSeconds() + 30
+            while monotonicSeconds() < deadline && child.isRunning {
+                if let text = try? String(contentsOfFile: run + "/\(name).out", encoding: .utf8), let range = text.range(of: "listening on 127.0.0.1:") {
+                    let digits = text[range.upperBound...].prefix { $0.isNumber }
+                    if let port = Int(digits) { return (child, port) }
+                }
+                usleep(10_000)
+            }
+            child.signal(SIGKILL)
+            _ = child.wait()
+            throw UsageError(message: "the \(name) agent did not start: \((try? String(contentsOfFile: run + "/\(name).log", encoding: .utf8)) ?? "")", command: "bench route")
+        }
+        let receiver = try site("UHSX", peer: nil)
+        let (uhsx, uhsxPort) = try start(receiver.config, "uhsx")
+        let sender = try site("RSCH", peer: ("UHSX", uhsxPort))
+        let (rsch, _) = try start(sender.config, "rsch")
+        var stopped = false
+        func stopAgents() {
+            guard !stopped else { return }
+            stopped = true
+            for child in [rsch, uhsx] { child.signal(SIGTERM) }
+            for child in [rsch, uhsx] { _ = child.wait() }
+        }
+        defer { stopAgents() }
+
+        // The bulk study in flight: moved into the watched folder at once (one rename).
+        let bulkStudy = bulk.studyInstanceUID, urgentStudy = urgent.studyInstanceUID
+        let bulkStart = monotonicSeconds()
+        try FileManager.default.moveItem(atPath: bulkSource + "/" + bulkStudy, toPath: sender.watch + "/" + bulkStudy)
+        defer { try? FileManager.default.moveItem(atPath: sender.watch + "/" + bulkStudy, toPath: bulkSource + "/" + bulkStudy) }
+        func held(_ folder: String) -> Int { (try? FileManager.default.contentsOfDirectory(atPath: folder))?.count ?? 0 }
+        // Wait until the bulk transfer is under way (its first request streaming in).
+        let underway = monotonicSeconds() + 30
+        while monotonicSeconds() < underway && held(receiver.inbound + "/.staging") <= 1 && held(receiver.inbound + "/" + bulkStudy) == 0 { usleep(2_000) }
+
+        // Urgent instances, one at a time: copied next to the folder, then renamed in (the
+        // file appears whole and closed at that instant), then timed to their arrival.
+        try FileManager.default.createDirectory(atPath: sender.watch + "/" + urgentStudy, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: run + "/incoming", withIntermediateDirectories: true)
+        var latencies: [Double] = []
+        var bulkInFlight = 0
+        for (index, file) in urgentFiles.enumerated() {
+            let staged = run + "/incoming/\(index).dcm"
+            try FileManager.default.copyItem(atPath: file, toPath: staged)
+            let sop = try DICOMFile.read(path: staged).dataSet.string(.sopInstanceUID) ?? ""
+            let target = receiver.inbound + "/\(urgentStudy)/\(sop).dcm"
+            if held(receiver.inbound + "/" + bulkStudy) < bulkFiles.count { bulkInFlight += 1 }
+            let t0 = monotonicSeconds()
+            guard rename(staged, sender.watch + "/\(urgentStudy)/" + (file as NSString).lastPathComponent) == 0 else {
+                throw UsageError(message: "cannot rename into the watched folder: \(String(cString: strerror(errno)))", command: "bench route")
+            }
+            var info = stat()
+            let deadline = t0 + 30
+            while stat(target, &info) != 0 && monotonicSeconds() < deadline { usleep(200) }
+            guard stat(target, &info) == 0 else {
+                throw UsageError(message: "urgent instance \(index + 1) did not arrive within 30 s; see \(run)/rsch.log", command: "bench route")
+            }
+            latencies.append(monotonicSeconds() - t0)
+            usleep(20_000)
+        }
+        // The bulk study to its end.
+        let bulkDeadline = monotonicSeconds() + 600
+        while held(receiver.inbound + "/" + bulkStudy) < bulkFiles.count && monotonicSeconds() < bulkDeadline { usleep(5_000) }
+        let bulkSeconds = monotonicSeconds() - bulkStart
+        let bulkArrived = held(receiver.inbound + "/" + bulkStudy)
+        let (rschPeak, uhsxPeak) = (rsch.peakKiBSoFar, uhsx.peakKiBSoFar)
+        stopAgents()
+        guard bulkArrived == bulkFiles.count else {
+            standardError.line("consort bench route: the bulk study did not all arrive (\(bulkArrived) of \(bulkFiles.count)); see \(run)/rsch.log")
+            return .someFailed
+        }
+        try? FileManager.default.moveItem(atPath: sender.watch + "/" + bulkStudy, toPath: bulkSource + "/" + bulkStudy)
+
+        // The same study by consort send → consort receive, in this run.
+        let push = try ChildProcess(consort, ["bench", "push", "--study", bulkSource, "--work", work + "/push", "--json"], stdout: run + "/push.json", stderr: run + "/push.err")
+        let pushMBs = push.wait().succeeded
+            ? ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/push.json")))) as? [String: Any])?["mb_per_second"] as? Double ?? 0 : 0
+
+        // The catch-up scan: an agent started on a folder already holding the bulk study.
+        let catchUp = try site("RSCH", peer: nil, scanRate: 1_000_000, folder: "catch-up")
+        try? FileManager.default.removeItem(atPath: catchUp.watch)
+        try FileManager.default.moveItem(atPath: bulkSource, toPath: catchUp.watch)
+        defer { try? FileManager.default.moveItem(atPath: catchUp.watch, toPath: bulkSource) }
+        let scanStart = monotonicSeconds()
+        let qvh = try ChildProcess(consort, ["agent", "--config", catchUp.config], stdout: run + "/catch-up.out", stderr: run + "/catch-up.log")
+        let scanDeadline = monotonicSeconds() + 600
+        while monotonicSeconds() < scanDeadline, qvh.isRunning, !(((try? String(contentsOfFile: run + "/catch-up.log", encoding: .utf8)) ?? "").contains("catch-up scan done")) {
+            usleep(5_000)
+        }
+        let scanSeconds = monotonicSeconds() - scanStart
+        qvh.signal(SIGTERM)
+        _ = qvh.wait()
+        let parse = try ChildProcess(consort, ["bench", "parse", catchUp.watch, "--json", "--repeat", "1"], stdout: run + "/parse.json", stderr: run + "/parse.err")
+        let parseRate = parse.wait().succeeded
+            ? ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/parse.json")))) as? [String: Any])?["files_per_second"] as? Double ?? 0 : 0
+
+        latencies.sort()
+        func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int((p * Double(latencies.count)).rounded(.up)) - 1)] * 1000 }
+        let bulkMBs = Double(bulkBytes) / 1e6 / bulkSeconds
+        let scanRate = Double(bulkFiles.count) / scanSeconds
+        if arguments.flag("--json") {
+            standardOutput.line(
+                JSON.object([
+                    ("benchmark", .string("route")), ("urgent", .int(Int64(latencies.count))), ("urgent_during_bulk", .int(Int64(bulkInFlight))),
+                    ("p50_ms", .double(percentile(0.5))), ("p90_ms", .double(percentile(0.9))), ("p99_ms", .double(percentile(0.99))),
+                    ("max_ms", .double(latencies.last! * 1000)), ("bulk_instances", .int(Int64(bulkFiles.count))), ("bulk_bytes", .int(Int64(bulkBytes))),
+                    ("bulk_mb_per_second", .double(bulkMBs)), ("send_receive_mb_per_second", .double(pushMBs)),
+                    ("catch_up_files_per_second", .double(scanRate)), ("parse_files_per_second", .double(parseRate)),
+                    ("sender_peak_rss_kib", .int(Int64(rschPeak))), ("receiver_peak_rss_kib", .int(Int64(uhsxPeak))),
+                ]).serialized())
+        } else {
+            standardOutput.line("route: RSCH → UHSX agents, mutual TLS on loopback")
+            standardOutput.line(String(format: "  urgent (file closed at RSCH → durable at UHSX), %d instances, %d while the bulk study was in flight:", latencies.count, bulkInFlight))
+            standardOutput.line(String(format: "    p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", percentile(0.5), percentile(0.9), percentile(0.99), latencies.last! * 1000))
+            standardOutput.line(String(format: "  bulk: %d instances, %.0f MB in %.2f s: %.0f MB/s; consort send → receive on the same study: %.0f MB/s (ratio %.2f)",
+                bulkFiles.count, Double(bulkBytes) / 1e6, bulkSeconds, bulkMBs, pushMBs, pushMBs > 0 ? bulkMBs / pushMBs : 0))
+            standardOutput.line(String(format: "  catch-up scan: %.0f files/s; consort bench parse on the same files: %.0f files/s (ratio %.2f)", scanRate, parseRate, parseRate > 0 ? scanRate / parseRate : 0))
+            standardOutput.line("  peak RSS: sender \(rschPeak / 1024) MB, receiver \(uhsxPeak / 1024) MB")
+        }
+        return .success
+    }
+}
