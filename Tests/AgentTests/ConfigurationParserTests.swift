@@ -52,7 +52,7 @@ struct ConfigurationParserTests {
         ("listen 8443", "1:8", "ADDRESS:PORT", nil),
         ("peer UHSX ftp://x", "1:11", "https:// URL", nil),
         ("peer UHSX https://x { connections 99 }", "1:23", "connections takes a number from 1 to 16", nil),
-        ("peer UHSX https://x { speed 3 }", "1:23", "unknown option \"speed\"", "the options are connections N and bandwidth RATE"),
+        ("peer UHSX https://x { speed 3 }", "1:23", "unknown option \"speed\"", "the options are connections N, bandwidth RATE and batch N"),
         ("watch /srv { poll 10 }", "1:19", "a duration", nil),
         ("free-space 5", "1:12", "a percentage", nil),
         ("trust RSCH\ntrust UHSX", "2:1", "set twice (first at line 1)", nil),

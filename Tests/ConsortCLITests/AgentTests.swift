@@ -258,7 +258,7 @@ extension AgentTests {
         let uhsx = try consortium.site("UHSX")
         let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
         let config = try String(contentsOfFile: rsch.config, encoding: .utf8)
-            .replacingOccurrences(of: "peer UHSX https://localhost:\(uhsx.port)", with: "peer UHSX https://localhost:\(uhsx.port) { connections 2  bandwidth 12 MB/s }")
+            .replacingOccurrences(of: "peer UHSX https://localhost:\(uhsx.port)", with: "peer UHSX https://localhost:\(uhsx.port) { connections 2  bandwidth 12 MB/s  batch 5 }")
         try config.write(toFile: rsch.config, atomically: true, encoding: .utf8)
         try uhsx.start()
         defer { uhsx.stop() }

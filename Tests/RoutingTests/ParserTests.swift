@@ -123,3 +123,18 @@ struct ParserTests {
         #expect(scheduling.window?.contains(minuteOfDay: 12 * 60) == false)
     }
 }
+
+@Suite("Time windows")
+struct TimeWindowParsingTests {
+    /// 24:00 ends the day: "00:00-24:00" is always open, "19:00-24:00" the evening only.
+    @Test func anEndOfMidnightIsTheEndOfTheDay() throws {
+        let always = try #require(Parser.window("00:00-24:00"))
+        #expect((0..<1440).allSatisfy { always.contains(minuteOfDay: $0) })
+        #expect(always.description == "00:00-24:00")
+        let evening = try #require(Parser.window("19:00-24:00"))
+        #expect(evening.contains(minuteOfDay: 23 * 60 + 59) && evening.contains(minuteOfDay: 19 * 60))
+        #expect(!evening.contains(minuteOfDay: 0) && !evening.contains(minuteOfDay: 18 * 60 + 59))
+        let night = try #require(Parser.window("19:00-07:00"))
+        #expect(night.contains(minuteOfDay: 0) && night.contains(minuteOfDay: 6 * 60 + 59) && !night.contains(minuteOfDay: 7 * 60))
+    }
+}

@@ -14,7 +14,7 @@ import Routing
 ///     ca /etc/consort/ca.pem
 ///     rules /etc/consort/routing-rules
 ///     peer UHSX https://uhsx.consort.nhs.uk:8443 { connections 4  bandwidth 200 MB/s }
-///     peer AI-CXR https://cxr-ai.example/dicomweb
+///     peer AI-CXR https://cxr-ai.example/dicomweb { batch 1 }
 ///
 /// Also: `crl FILE`, `local NAME dicomweb URL` (a PACS on this site that imports by STOW-RS),
 /// `coordinator URL`, `lists DIR`, `free-space 5 %`, `retry-min 10 s`, `retry-max 10 min`,
@@ -36,6 +36,8 @@ public struct AgentConfiguration: Sendable {
         public var connections: Int = 2
         /// Bytes a second, nil for no cap.
         public var bandwidth: Int?
+        /// Instances a request at most (nil: 50, or 4 for urgent jobs); ~16 MB a request at most.
+        public var batch: Int?
         public var location: SourceLocation
     }
 

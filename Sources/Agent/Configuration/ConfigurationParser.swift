@@ -168,6 +168,14 @@ public enum ConfigurationParser {
                         }
                         peer.connections = n
                         index += 2
+                    case "batch":
+                        guard index + 1 < options.count, let n = Int(options[index + 1].text), (1...1000).contains(n) else {
+                            error(option.location, "batch takes a number of instances a request, from 1 to 1000")
+                            ok = false
+                            continue
+                        }
+                        peer.batch = n
+                        index += 2
                     case "bandwidth":
                         // A number and a rate unit: 200 MB/s, 50 Mbit/s.
                         let tokens = Array(options[(index + 1)..<min(options.count, index + 3)])
@@ -179,7 +187,7 @@ public enum ConfigurationParser {
                         peer.bandwidth = Int(rate)
                         index += 3
                     default:
-                        error(option.location, "unknown option \"\(option.text)\" of \"peer\"", hint: "the options are connections N and bandwidth RATE")
+                        error(option.location, "unknown option \"\(option.text)\" of \"peer\"", hint: "the options are connections N, bandwidth RATE and batch N")
                         ok = false
                     }
                 }

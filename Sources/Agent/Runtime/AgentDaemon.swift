@@ -61,8 +61,8 @@ public final class AgentDaemon: @unchecked Sendable {
 
     static func targets(_ c: AgentConfiguration) -> [Delivery.Target] {
         let tls = TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl)
-        return c.peers.map { Delivery.Target(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: $0.connections, bandwidth: $0.bandwidth, isLocal: false) }
-            + c.locals.map { Delivery.Target(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: 1, bandwidth: nil, isLocal: true) }
+        return c.peers.map { Delivery.Target(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: $0.connections, bandwidth: $0.bandwidth, batch: $0.batch, isLocal: false) }
+            + c.locals.map { Delivery.Target(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: 1, bandwidth: nil, batch: nil, isLocal: true) }
     }
 
     static func quietPeriods(_ set: RuleSet) -> [Int] {
@@ -163,9 +163,10 @@ public final class AgentDaemon: @unchecked Sendable {
     private func recordReceived(_ received: DICOMwebService.Received, _ stow: StowIngest) throws {
         let now = Date().timeIntervalSince1970
         var batch: [AgentStore.Taken] = []
+        let known = try store.origins(of: stow.placed.map(\.sopInstanceUID))
         for placed in stow.placed {
-            if try store.origin(ofInstance: placed.sopInstanceUID) != nil { continue }
-            let header = try DICOMFile.read(path: placed.path).dataSet
+            if known[placed.sopInstanceUID] != nil { continue }
+            let header = placed.header
             var item = AgentStore.Taken(
                 sop: placed.sopInstanceUID, study: Ingest.facts(of: header, study: placed.studyInstanceUID), series: header.string(Tag(0x0020, 0x000E)),
                 path: placed.path, size: placed.size, mtime: Self.mtime(placed.path), origin: received.peer, jobs: [])

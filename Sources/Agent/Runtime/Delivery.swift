@@ -1,3 +1,4 @@
+import DICOM
 import DICOMweb
 import Exchange
 import Foundation
@@ -21,6 +22,8 @@ final class Delivery: @unchecked Sendable {
         let tls: TLSConfiguration?
         let connections: Int
         let bandwidth: Int?
+        /// Instances a request, when the configuration sets it.
+        let batch: Int?
         /// A peer trust, or a local target (the site's PACS).
         let isLocal: Bool
     }
@@ -55,9 +58,13 @@ final class Delivery: @unchecked Sendable {
     /// Instances per request: small for urgent jobs (latency), larger otherwise (throughput).
     let urgentBatch = 4
     let normalBatch = 50
-    let batchBytes = 8 << 20
+    let batchBytes = 16 << 20
     /// Counted for status and the deadline alarm.
     private(set) var missedDeadlines = 0
+    /// Jobs being sent, by id: the job as it was started, its workers, the instances they have in
+    /// flight (so that two workers of one job never send the same instance), and whether its
+    /// workers should stop after their batch (a failure deferred it).
+    private var sending: [Int64: (job: AgentStore.Job, workers: Int, claimed: Set<String>, halted: Bool)] = [:]
 
     init(store: AgentStore, targets: [Target], policy: RetryPolicy, circuitThreshold: Int, log: Logger) {
         self.store = store
@@ -72,7 +79,7 @@ final class Delivery: @unchecked Sendable {
             var next: [String: Destination] = [:]
             for target in targets {
                 if let existing = destinations[target.name], existing.target.url == target.url, existing.target.connections == target.connections,
-                    existing.target.bandwidth == target.bandwidth
+                    existing.target.bandwidth == target.bandwidth, existing.target.batch == target.batch
                 {
                     next[target.name] = existing
                 } else {
@@ -149,6 +156,7 @@ final class Delivery: @unchecked Sendable {
         let now = Date().timeIntervalSince1970
         let minute = Self.minuteOfDay(now)
         try watchDeadlinesAndAge(now: now)
+        defer { try? reinforce(now: now) }
         let jobs = try store.runnableJobs(now: now)
         guard !jobs.isEmpty else { return }
         var byDestination: [String: [AgentStore.Job]] = [:]
@@ -186,6 +194,7 @@ final class Delivery: @unchecked Sendable {
                     destination.busy += 1
                 }
                 activeWorkers += starts.count
+                for (job, _) in starts { sending[job.id] = (job, 1, [], false) }
             }
             lock.unlock()
             for (job, reserved) in starts {
@@ -193,6 +202,7 @@ final class Delivery: @unchecked Sendable {
                     try store.start(job: job.id, now: now)
                 } catch {
                     log.error("cannot mark a job active", ["job": job.id, "error": error])
+                    lock.withLock { sending[job.id] = nil }
                     release(destination, reserved: reserved)
                     continue
                 }
@@ -200,6 +210,36 @@ final class Delivery: @unchecked Sendable {
                 thread.name = "consort-send-\(name)"
                 thread.start()
             }
+        }
+    }
+
+    /// Connections left over at a destination go to jobs already being sent that have more to
+    /// send than their workers hold: a large study uses every connection of its peer.
+    private func reinforce(now: Double) throws {
+        let candidates: [(Destination, AgentStore.Job, Int)] = lock.withLock {
+            sending.values.compactMap { entry in
+                guard !entry.halted, let destination = destinations[entry.job.destination],
+                    destination.busy < destination.target.connections, entry.workers < destination.target.connections
+                else { return nil }
+                return (destination, entry.job, entry.claimed.count)
+            }
+        }
+        for (destination, job, claimed) in candidates {
+            let unclaimed = try store.pendingCount(job: job.id) - claimed
+            let batch = destination.target.batch ?? (job.priority == 0 ? urgentBatch : normalBatch)
+            guard unclaimed > batch else { continue }
+            let started: Bool = lock.withLock {
+                guard !stopping, destination.busy < destination.target.connections, var entry = sending[job.id], !entry.halted else { return false }
+                entry.workers += 1
+                sending[job.id] = entry
+                destination.busy += 1
+                activeWorkers += 1
+                return true
+            }
+            guard started else { continue }
+            let thread = Thread { [self] in work(job, at: destination, reserved: false) }
+            thread.name = "consort-send-\(job.destination)"
+            thread.start()
         }
     }
 
@@ -234,7 +274,15 @@ final class Delivery: @unchecked Sendable {
     // MARK: - Sending
 
     private func work(_ job: AgentStore.Job, at destination: Destination, reserved: Bool) {
-        defer { release(destination, reserved: reserved) }
+        defer {
+            lock.withLock {
+                if var entry = sending[job.id] {
+                    entry.workers -= 1
+                    sending[job.id] = entry.workers > 0 ? entry : nil
+                }
+            }
+            release(destination, reserved: reserved)
+        }
         let target = destination.target
         let client: HTTPClient
         do {
@@ -244,21 +292,26 @@ final class Delivery: @unchecked Sendable {
             log.error("cannot set up a client for the destination (a configuration fault)", ["job": job.id, "destination": target.name, "error": error])
             return
         }
-        let batchSize = job.priority == 0 ? urgentBatch : normalBatch
+        let batchSize = target.batch ?? (job.priority == 0 ? urgentBatch : normalBatch)
         var attempts = job.attempts + 1
         while true {
             if lock.withLock({ stopping }) {
                 try? store.postpone(job: job.id, until: Date().timeIntervalSince1970, reason: "the agent stopped; resumes at the next start")
                 return
             }
+            // Another worker of this job failed and deferred it: stop after our batch.
+            if lock.withLock({ sending[job.id]?.halted ?? false }) { return }
             var pending: [AgentStore.PendingInstance]
-            do { pending = try store.pending(job: job.id, limit: batchSize) } catch {
+            let alreadyClaimed = lock.withLock { sending[job.id]?.claimed ?? [] }
+            do { pending = try store.pending(job: job.id, limit: batchSize + alreadyClaimed.count).filter { !alreadyClaimed.contains($0.sop) } } catch {
                 log.error("cannot read a job's instances", ["job": job.id, "error": error])
                 try? store.postpone(job: job.id, until: Date().timeIntervalSince1970 + policy.minimumDelay, reason: "\(error)")
                 return
             }
             let now = Date().timeIntervalSince1970
             if pending.isEmpty {
+                // Others still sending this job's last instances: they finish it.
+                if lock.withLock({ (sending[job.id]?.workers ?? 1) > 1 }) { return }
                 let late = Deadline.missedBy(deadline: job.deadline, deliveredAt: now, now: now)
                 do {
                     guard let state = try store.finish(job: job.id, now: now, deliveredLate: late) else { continue }
@@ -273,13 +326,34 @@ final class Delivery: @unchecked Sendable {
                 }
                 return
             }
-            // A request carries at most ~8 MB (at least one instance): what a crash or a cut
+            // A request carries at most ~16 MB (at least one instance): what a crash or a cut
             // connection makes us send again stays small, and the answers come often.
             var total = 0
             pending = Array(pending.prefix { instance in
                 defer { total += instance.size }
                 return total == 0 || total + instance.size <= batchBytes
             })
+            // Each file checked whole again before it goes: it was whole when taken, but an
+            // archive file can be cut or replaced since (a disk that filled, a re-export).
+            var cut: [(String, String)] = []
+            pending.removeAll { instance in
+                do {
+                    _ = try DICOMFile.verify(path: instance.path)
+                    return false
+                } catch {
+                    cut.append((instance.sop, "the file is no longer whole, readable DICOM: \(error)"))
+                    return true
+                }
+            }
+            if !cut.isEmpty {
+                try? store.recordAnswers(job: job.id, acknowledged: [], refused: cut, attempt: (now, now, 0, "\(cut.count) not sent: no longer whole"))
+                for item in cut { log.error("instance not sent: its file changed since it was taken", ["job": job.id, "sop": item.0, "reason": item.1]) }
+                if pending.isEmpty { continue }
+            }
+            pending = Array(pending.prefix(batchSize))
+            let claim = Set(pending.map(\.sop))
+            lock.withLock { sending[job.id]?.claimed.formUnion(claim) }
+            defer { lock.withLock { sending[job.id]?.claimed.subtract(claim) } }
             let started = Date().timeIntervalSince1970
             let batch = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
             let outcomes = StowSender.deliver(batch, to: target.url, with: client, pace: destination.pacer.map { pacer in { pacer.consume($0) } })
@@ -316,6 +390,7 @@ final class Delivery: @unchecked Sendable {
             attempts += 1
             var change: CircuitChange?
             lock.withLock {
+                sending[job.id]?.halted = true
                 destination.lastError = reason
                 change = destination.circuit.recordFailure(now: ended, policy: policy, using: &generator)
                 if failure == .configuration {

@@ -41,14 +41,16 @@ final class Ingest: @unchecked Sendable {
         var batch: [AgentStore.Taken] = []
         var troubles: [(path: String, size: Int, mtime: Double, problem: String)] = []
         var seenInBatch = Set<String>()
+        // What the inventory already knows, asked for the whole batch at once.
+        let unchanged: Set<String>
+        do { unchanged = try store.unchanged(files.map { ($0.path, $0.size, $0.mtime) }) } catch {
+            log.error("cannot ask the inventory about files; they will be taken again", ["files": files.count, "error": error])
+            return
+        }
+        var headers: [(Candidate, DataSet, String, String)] = []
         for file in files {
-            do {
-                if try store.isUnchanged(path: file.path, size: file.size, mtime: file.mtime) {
-                    lock.withLock { skipped += 1 }
-                    continue
-                }
-            } catch {
-                log.error("cannot ask the inventory about a file", ["file": file.path, "error": error])
+            if unchanged.contains(file.path) {
+                lock.withLock { skipped += 1 }
                 continue
             }
             let header: DICOMFile
@@ -67,15 +69,18 @@ final class Ingest: @unchecked Sendable {
                 troubles.append((file.path, file.size, file.mtime, "malformed: no valid SOP Instance UID or Study Instance UID"))
                 continue
             }
+            headers.append((file, data, sop, study))
+        }
+        let known: [String: String]
+        do { known = try store.origins(of: headers.map(\.2)) } catch {
+            log.error("cannot ask the inventory about instances; they will be taken again", ["files": headers.count, "error": error])
+            return
+        }
+        for (file, data, sop, study) in headers {
             var item = AgentStore.Taken(
                 sop: sop, study: Self.facts(of: data, study: study), series: data.string(Tag(0x0020, 0x000E)), path: file.path, size: file.size,
                 mtime: file.mtime, origin: "local", jobs: [])
-            let known: String?
-            do { known = try store.origin(ofInstance: sop) } catch {
-                log.error("cannot ask the inventory about an instance", ["file": file.path, "sop": sop, "error": error])
-                continue
-            }
-            if known == nil && !seenInBatch.contains(sop) {
+            if known[sop] == nil && !seenInBatch.contains(sop) {
                 item.jobs = plan(.instanceArrived, header: data, origin: .local, now: now)
                 seenInBatch.insert(sop)
             }
@@ -89,8 +94,14 @@ final class Ingest: @unchecked Sendable {
                 problems += troubles.count
                 lastTaken = batch.last?.path ?? lastTaken
             }
+            // One line per study and batch, not per instance (a catch-up of a million files).
+            var queued: [String: (count: Int, jobs: String, first: String)] = [:]
             for item in batch where !item.jobs.isEmpty {
-                log.info("instance queued", ["file": item.path, "study": item.study.uid, "jobs": item.jobs.map { "\($0.rule)→\($0.destination)" }.joined(separator: ",")])
+                let jobs = item.jobs.map { "\($0.rule)→\($0.destination)" }.joined(separator: ",")
+                queued[item.study.uid, default: (0, jobs, item.path)].count += 1
+            }
+            for (study, entry) in queued.sorted(by: { $0.key < $1.key }) {
+                log.info("instances queued", ["study": study, "instances": entry.count, "first": entry.first, "jobs": entry.jobs])
             }
         } catch {
             // Nothing of the batch was recorded: the files will be taken again (next event or scan).

@@ -70,6 +70,40 @@ public final class AgentStore: @unchecked Sendable {
 
     // MARK: - Files and instances
 
+    /// Runs `body` under the lock in one read transaction: many lookups for the price of one
+    /// lock of the database (a statement outside a transaction takes and drops it each time).
+    func readBatch<T>(_ body: () throws -> T) throws -> T {
+        try lock.withLock {
+            try db.execute("BEGIN")
+            defer { try? db.execute("COMMIT") }
+            return try body()
+        }
+    }
+
+    /// Of these files, those taken before with the same size and mtime (to skip).
+    public func unchanged(_ files: [(path: String, size: Int, mtime: Double)]) throws -> Set<String> {
+        try readBatch {
+            let query = try db.prepare("SELECT 1 FROM files WHERE path = ?1 AND size = ?2 AND mtime = ?3")
+            var out = Set<String>()
+            for file in files where try query.first([.text(file.path), .integer(Int64(file.size)), .real(file.mtime)], { _ in true }) == true {
+                out.insert(file.path)
+            }
+            return out
+        }
+    }
+
+    /// The origins of the instances already held among these SOP Instance UIDs.
+    public func origins(of sops: [String]) throws -> [String: String] {
+        try readBatch {
+            let query = try db.prepare("SELECT origin FROM instances WHERE sop = ?1")
+            var out: [String: String] = [:]
+            for sop in sops {
+                if let origin = try query.first([.text(sop)], { $0.text(0) }) ?? nil { out[sop] = origin }
+            }
+            return out
+        }
+    }
+
     /// What the inventory knows of a path: unchanged since it was taken (same size and mtime)?
     public func isUnchanged(path: String, size: Int, mtime: Double) throws -> Bool {
         try read {
@@ -136,10 +170,11 @@ public final class AgentStore: @unchecked Sendable {
             for item in problems {
                 try file.run([.text(item.path), .integer(Int64(item.size)), .real(item.mtime), .null, .text(item.problem), .real(now)])
             }
+            var jobIDs: [String: Int64] = [:]
             for item in taken {
                 try file.run([.text(item.path), .integer(Int64(item.size)), .real(item.mtime), .text(item.sop), .null, .real(now)])
                 try recordInstance(item, now: now)
-                touched += try addJobs(item.jobs, study: item.study.uid, instances: [(item.sop, item.path, item.size)], now: now)
+                touched += try addJobs(item.jobs, study: item.study.uid, instances: [(item.sop, item.path, item.size)], now: now, known: &jobIDs)
             }
             return touched
         }
@@ -160,14 +195,29 @@ public final class AgentStore: @unchecked Sendable {
     /// Creates or joins jobs for a study's instances. A job already done is reopened when it
     /// gains instances it has not sent; acknowledged instances are never sent again.
     func addJobs(_ jobs: [NewJob], study: String, instances: [(sop: String, path: String, size: Int)], now: Double) throws -> Int {
+        var known: [String: Int64] = [:]
+        return try addJobs(jobs, study: study, instances: instances, now: now, known: &known)
+    }
+
+    /// `known`: job ids already looked up in this transaction, by rule, destination and study (a
+    /// study's instances taken together join one job: found once, not once per instance).
+    func addJobs(_ jobs: [NewJob], study: String, instances: [(sop: String, path: String, size: Int)], now: Double, known: inout [String: Int64]) throws -> Int {
         var touched = 0
         for job in jobs {
-            try db.prepare("""
-                INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?9) ON CONFLICT(rule, destination, study) DO NOTHING
-                """).run([.text(job.kind), .text(job.destination), .text(study), .text(job.rule), .text(job.purpose), .integer(Int64(job.priority)),
-                    job.window.map(SQLValue.text) ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now)])
-            guard let id = try db.prepare("SELECT id FROM jobs WHERE rule = ?1 AND destination = ?2 AND study = ?3").first([.text(job.rule), .text(job.destination), .text(study)], { $0.int(0) }) else { continue }
+            let key = job.rule + "\u{1}" + job.destination + "\u{1}" + study
+            let id: Int64
+            if let cached = known[key] {
+                id = cached
+            } else {
+                try db.prepare("""
+                    INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt)
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?9) ON CONFLICT(rule, destination, study) DO NOTHING
+                    """).run([.text(job.kind), .text(job.destination), .text(study), .text(job.rule), .text(job.purpose), .integer(Int64(job.priority)),
+                        job.window.map(SQLValue.text) ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now)])
+                guard let found = try db.prepare("SELECT id FROM jobs WHERE rule = ?1 AND destination = ?2 AND study = ?3").first([.text(job.rule), .text(job.destination), .text(study)], { $0.int(0) }) else { continue }
+                id = found
+                known[key] = found
+            }
             var added = 0
             let insert = try db.prepare("INSERT INTO job_instances (job, sop, path, size) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")
             for instance in instances {
@@ -304,6 +354,11 @@ public final class AgentStore: @unchecked Sendable {
             try db.prepare("SELECT sop, path, size FROM job_instances WHERE job = ?1 AND state = 'pending' ORDER BY rowid LIMIT ?2")
                 .rows([.integer(id), .integer(Int64(limit))]) { PendingInstance(sop: $0.text(0) ?? "", path: $0.text(1) ?? "", size: Int($0.int(2))) }
         }
+    }
+
+    /// How many of a job's instances the peer has not acknowledged yet.
+    public func pendingCount(job id: Int64) throws -> Int {
+        try read { Int(try db.prepare("SELECT count(*) FROM job_instances WHERE job = ?1 AND state = 'pending'").first([.integer(id)]) { $0.int(0) } ?? 0) }
     }
 
     /// What the peer answered for each instance of a batch: acknowledged (stored or already held)

@@ -91,7 +91,8 @@ extension BenchCommand {
             for folder in [watch, inbound, state] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
             var text = "trust \(code)\nstate \(state)\nwatch \(watch)\ninbound \(inbound)\nlisten 127.0.0.1:0\n"
             text += "certificate \(pki)/\(code).pem\nkey \(pki)/\(code).key\nca \(pki)/ca.pem\nrules \(rules)\nretry-min 1 s\nretry-max 2 s\nscan-rate \(scanRate)\n"
-            if let (name, port) = peer { text += "peer \(name) https://127.0.0.1:\(port) { connections 2 }\n" }
+            // Four connections, as consort send uses by default: the comparison is like for like.
+            if let (name, port) = peer { text += "peer \(name) https://127.0.0.1:\(port) { connections 4 }\n" }
             try text.write(toFile: base + "/agent.conf", atomically: true, encoding: .utf8)
             return (base + "/agent.conf", watch, inbound)
         }

@@ -58,6 +58,8 @@ public final class StowIngest {
         let studyUID: String
         let size: Int
         let digest: String
+        /// The header, as read when the part was checked (bulk values not loaded).
+        let header: DataSet
     }
 
     /// The outcome per instance, for the caller's log and audit trail.
@@ -76,6 +78,8 @@ public final class StowIngest {
         public var size: Int
         public var sha256: String
         public var alreadyHeld: Bool
+        /// Its header as read when it was checked (no need to read the file again).
+        public var header: DataSet
     }
     /// Instances refused because one with the same UID and other bytes is held (quarantined).
     public private(set) var conflicts = 0
@@ -286,7 +290,7 @@ public final class StowIngest {
             return refuse(0xC000, "belongs to study \(studyUID), not the study asked for (\(expectedStudy))")
         }
         guard UID.isValid(classUID) else { return refuse(0xC000, "SOP Class UID \"\(classUID)\" is not a valid UID") }
-        ready.append(Ready(staged: part.path, classUID: classUID, instanceUID: instanceUID, studyUID: studyUID, size: part.size, digest: digest))
+        ready.append(Ready(staged: part.path, classUID: classUID, instanceUID: instanceUID, studyUID: studyUID, size: part.size, digest: digest, header: file.dataSet))
     }
 
     /// Links a durable staged instance into its place; returns the folder it went into.
@@ -308,7 +312,7 @@ public final class StowIngest {
             placed.append(
                 PlacedInstance(
                     sopInstanceUID: item.instanceUID, studyInstanceUID: item.studyUID, sopClassUID: item.classUID, path: destination,
-                    size: item.size, sha256: item.digest, alreadyHeld: alreadyHeld))
+                    size: item.size, sha256: item.digest, alreadyHeld: alreadyHeld, header: item.header))
         }
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)

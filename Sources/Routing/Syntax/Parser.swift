@@ -579,6 +579,8 @@ struct Parser {
             return h * 60 + m
         }
         guard let start = minutes(parts[0]), let end = minutes(parts[1]), start != end else { return nil }
-        return TimeWindow(start: start % 1440, end: end % 1440)
+        // An end of 24:00 is the end of the day (1440), not its start: "00:00-24:00" is always
+        // open, "19:00-24:00" the evening (as 0 it would be an empty or a wrapping window).
+        return TimeWindow(start: start % 1440, end: end == 1440 ? 1440 : end)
     }
 }
