@@ -61,6 +61,7 @@ final class Delivery: @unchecked Sendable {
     let batchBytes = 16 << 20
     /// Counted for status and the deadline alarm.
     private(set) var missedDeadlines = 0
+    private var lastWatch = 0.0
     /// Jobs being sent, by id: the job as it was started, its workers, the instances they have in
     /// flight (so that two workers of one job never send the same instance), and whether its
     /// workers should stop after their batch (a failure deferred it).
@@ -245,10 +246,14 @@ final class Delivery: @unchecked Sendable {
 
     /// The deadline alarm, and the maximum age: a job never silently dropped.
     private func watchDeadlinesAndAge(now: Double) throws {
-        for job in try store.jobs() where job.state != "done" && job.state != "failed" {
+        // Once a second is often enough for an alarm counted in seconds.
+        guard now - lastWatch >= 1 else { return }
+        lastWatch = now
+        for job in try store.unfinishedJobHeads() {
             if let deadline = job.deadline, now > deadline, job.deadlineMissed == nil {
                 if try store.markDeadlineMissed(job: job.id, by: now - deadline) {
                     lock.withLock { missedDeadlines += 1 }
+                    let job = try store.job(job.id) ?? job
                     log.error(
                         "DEADLINE MISSED: the study is not at the destination in time",
                         ["job": job.id, "study": job.study, "destination": job.destination, "rule": job.rule, "late": String(format: "%.1f s", now - deadline),
@@ -302,8 +307,23 @@ final class Delivery: @unchecked Sendable {
             // Another worker of this job failed and deferred it: stop after our batch.
             if lock.withLock({ sending[job.id]?.halted ?? false }) { return }
             var pending: [AgentStore.PendingInstance]
-            let alreadyClaimed = lock.withLock { sending[job.id]?.claimed ?? [] }
-            do { pending = try store.pending(job: job.id, limit: batchSize + alreadyClaimed.count).filter { !alreadyClaimed.contains($0.sop) } } catch {
+            // Read and claim under the lock: two workers of one job never take the same instance.
+            do {
+                pending = try lock.withLock {
+                    let alreadyClaimed = sending[job.id]?.claimed ?? []
+                    var total = 0
+                    let batch = Array(try store.pending(job: job.id, limit: batchSize + alreadyClaimed.count).filter { !alreadyClaimed.contains($0.sop) }
+                        .prefix(batchSize)
+                        // At most ~16 MB a request (at least one instance): what a crash or a cut
+                        // connection makes us send again stays small, and the answers come often.
+                        .prefix { instance in
+                            defer { total += instance.size }
+                            return total == 0 || total + instance.size <= batchBytes
+                        })
+                    sending[job.id]?.claimed.formUnion(batch.map(\.sop))
+                    return batch
+                }
+            } catch {
                 log.error("cannot read a job's instances", ["job": job.id, "error": error])
                 try? store.postpone(job: job.id, until: Date().timeIntervalSince1970 + policy.minimumDelay, reason: "\(error)")
                 return
@@ -326,13 +346,8 @@ final class Delivery: @unchecked Sendable {
                 }
                 return
             }
-            // A request carries at most ~16 MB (at least one instance): what a crash or a cut
-            // connection makes us send again stays small, and the answers come often.
-            var total = 0
-            pending = Array(pending.prefix { instance in
-                defer { total += instance.size }
-                return total == 0 || total + instance.size <= batchBytes
-            })
+            let claim = Set(pending.map(\.sop))
+            defer { lock.withLock { sending[job.id]?.claimed.subtract(claim) } }
             // Each file checked whole again before it goes: it was whole when taken, but an
             // archive file can be cut or replaced since (a disk that filled, a re-export).
             var cut: [(String, String)] = []
@@ -350,10 +365,6 @@ final class Delivery: @unchecked Sendable {
                 for item in cut { log.error("instance not sent: its file changed since it was taken", ["job": job.id, "sop": item.0, "reason": item.1]) }
                 if pending.isEmpty { continue }
             }
-            pending = Array(pending.prefix(batchSize))
-            let claim = Set(pending.map(\.sop))
-            lock.withLock { sending[job.id]?.claimed.formUnion(claim) }
-            defer { lock.withLock { sending[job.id]?.claimed.subtract(claim) } }
             let started = Date().timeIntervalSince1970
             let batch = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
             let outcomes = StowSender.deliver(batch, to: target.url, with: client, pace: destination.pacer.map { pacer in { pacer.consume($0) } })

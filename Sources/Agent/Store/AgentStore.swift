@@ -171,23 +171,27 @@ public final class AgentStore: @unchecked Sendable {
                 try file.run([.text(item.path), .integer(Int64(item.size)), .real(item.mtime), .null, .text(item.problem), .real(now)])
             }
             var jobIDs: [String: Int64] = [:]
+            var studiesSeen = Set<String>()
             for item in taken {
                 try file.run([.text(item.path), .integer(Int64(item.size)), .real(item.mtime), .text(item.sop), .null, .real(now)])
-                try recordInstance(item, now: now)
+                // A study's row once a batch: its instances share the batch's time.
+                try recordInstance(item, now: now, study: studiesSeen.insert(item.study.uid).inserted)
                 touched += try addJobs(item.jobs, study: item.study.uid, instances: [(item.sop, item.path, item.size)], now: now, known: &jobIDs)
             }
             return touched
         }
     }
 
-    private func recordInstance(_ item: Taken, now: Double) throws {
+    private func recordInstance(_ item: Taken, now: Double, study: Bool = true) throws {
         let s = item.study
         func text(_ v: String?) -> SQLValue { v.map(SQLValue.text) ?? .null }
-        try db.prepare("""
+        if study {
+            try db.prepare("""
             INSERT INTO studies (uid, patient_id, patient_issuer, study_date, modality, description, accession, body_part, origin, first_seen, last_instance, sample_path)
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)
             ON CONFLICT(uid) DO UPDATE SET last_instance = ?10, stable_fired = 0
             """).run([.text(s.uid), text(s.patientID), text(s.patientIssuer), text(s.date), text(s.modality), text(s.description), text(s.accession), text(s.bodyPart), .text(item.origin), .real(now), .text(item.path)])
+        }
         try db.prepare("INSERT INTO instances (sop, study, series, path, size, origin, arrived) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(sop) DO NOTHING")
             .run([.text(item.sop), .text(s.uid), text(item.series), .text(item.path), .integer(Int64(item.size)), .text(item.origin), .real(now)])
     }
@@ -224,10 +228,11 @@ public final class AgentStore: @unchecked Sendable {
                 try insert.run([.integer(id), .text(instance.sop), .text(instance.path), .integer(Int64(instance.size))])
                 added += db.changes
             }
-            if added > 0 {
-                // Done or failed earlier: the new instances bring it back.
+            if added > 0 && known[key + "\u{2}"] == nil {
+                // Done or failed earlier: the new instances bring it back (once a batch is enough).
                 try db.prepare("UPDATE jobs SET state = 'queued', finished = NULL, next_attempt = min(next_attempt, ?2) WHERE id = ?1 AND state IN ('done', 'failed')")
                     .run([.integer(id), .real(now)])
+                known[key + "\u{2}"] = id
                 touched += 1
             }
         }
@@ -297,6 +302,20 @@ public final class AgentStore: @unchecked Sendable {
         (SELECT coalesce(sum(size), 0) FROM job_instances i WHERE i.job = j.id AND i.state = 'pending')
         """
 
+    /// The same columns without the instance counts: what the queue manager reads on every
+    /// pass (counting a large job's instances each time made a catch-up of many files quadratic).
+    static let headColumns = """
+        j.id, j.kind, j.destination, j.study, j.rule, j.purpose, j.priority, j.window, j.deadline, j.created, j.state, j.attempts,
+        j.next_attempt, j.last_error, j.deadline_missed, 0, 0, 0, 0
+        """
+
+    /// Jobs not finished, without their counts (the deadline and age watch).
+    public func unfinishedJobHeads() throws -> [Job] {
+        try read {
+            try db.prepare("SELECT \(Self.headColumns) FROM jobs j WHERE j.state NOT IN ('done', 'failed')").rows([], Self.job)
+        }
+    }
+
     static func job(_ row: Row) -> Job {
         Job(
             id: row.int(0), kind: row.text(1) ?? "", destination: row.text(2) ?? "", study: row.text(3) ?? "", rule: row.text(4) ?? "",
@@ -318,10 +337,11 @@ public final class AgentStore: @unchecked Sendable {
         try read { try db.prepare("SELECT \(Self.jobColumns) FROM jobs j WHERE j.id = ?1").first([.integer(id)], Self.job) }
     }
 
-    /// Jobs that may run (queued, or deferred and due), per destination: the scheduler's input.
+    /// Jobs that may run (queued, or deferred and due), per destination: the scheduler's input
+    /// (without instance counts).
     public func runnableJobs(now: Double) throws -> [Job] {
         try read {
-            try db.prepare("SELECT \(Self.jobColumns) FROM jobs j WHERE j.state = 'queued' OR (j.state = 'deferred' AND j.next_attempt <= ?1) ORDER BY j.priority, j.created")
+            try db.prepare("SELECT \(Self.headColumns) FROM jobs j WHERE j.state = 'queued' OR (j.state = 'deferred' AND j.next_attempt <= ?1) ORDER BY j.priority, j.created")
                 .rows([.real(now)], Self.job)
         }
     }

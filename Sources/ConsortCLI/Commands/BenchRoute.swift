@@ -15,8 +15,8 @@ extension BenchCommand {
     static let routeHelp = """
         route   Two agents (RSCH → UHSX) as child processes, mutual TLS on loopback, a throwaway
                 CA: --urgent N urgent instances (default 100, 512x512) written into RSCH's watch
-                folder one at a time while a bulk study (--bulk-instances N, default 400 of
-                512x512, ~210 MB) is in flight to the same peer; prints each urgent instance's
+                folder one at a time while a bulk study (--bulk-instances N, default 1200 of
+                512x512, ~630 MB) is in flight to the same peer; prints each urgent instance's
                 latency distribution (file closed at RSCH → durable in UHSX's inbound), the bulk
                 study's MB/s against consort send → receive on it in the same run, the catch-up
                 scan's files/s against consort bench parse on the same files, and both agents'
@@ -26,7 +26,7 @@ extension BenchCommand {
     static func route(_ args: [String]) throws -> ExitCode {
         let arguments = try Arguments(args, command: "bench route", flags: ["--json"], options: ["--urgent", "--bulk-instances", "--work"])
         let urgentCount = try arguments.integer("--urgent", default: 100, range: 1...10_000)
-        let bulkCount = try arguments.integer("--bulk-instances", default: 400, range: 1...100_000)
+        let bulkCount = try arguments.integer("--bulk-instances", default: 1200, range: 1...100_000)
         guard let openssl = ChildProcess.find("openssl") else {
             standardError.line("consort bench route: needs the openssl command for its throwaway certificates")
             return .someFailed
@@ -130,6 +130,24 @@ extension BenchCommand {
         try FileManager.default.moveItem(atPath: bulkSource + "/" + bulkStudy, toPath: sender.watch + "/" + bulkStudy)
         defer { try? FileManager.default.moveItem(atPath: sender.watch + "/" + bulkStudy, toPath: bulkSource + "/" + bulkStudy) }
         func held(_ folder: String) -> Int { (try? FileManager.default.contentsOfDirectory(atPath: folder))?.count ?? 0 }
+        // The moment the bulk study is complete at UHSX, watched on a thread of its own (the
+        // urgent instances are timed meanwhile).
+        final class Completion: @unchecked Sendable {
+            let lock = NSLock()
+            var at: Double?
+        }
+        let bulkDone = Completion()
+        let bulkInbound = receiver.inbound + "/" + bulkStudy, bulkTotal = bulkFiles.count
+        Thread {
+            let deadline = monotonicSeconds() + 600
+            while monotonicSeconds() < deadline {
+                if ((try? FileManager.default.contentsOfDirectory(atPath: bulkInbound))?.count ?? 0) >= bulkTotal {
+                    bulkDone.lock.withLock { bulkDone.at = monotonicSeconds() }
+                    return
+                }
+                usleep(2_000)
+            }
+        }.start()
         // Wait until the bulk transfer is under way (its first request streaming in).
         let underway = monotonicSeconds() + 30
         while monotonicSeconds() < underway && held(receiver.inbound + "/.staging") <= 1 && held(receiver.inbound + "/" + bulkStudy) == 0 { usleep(2_000) }
@@ -139,13 +157,15 @@ extension BenchCommand {
         try FileManager.default.createDirectory(atPath: sender.watch + "/" + urgentStudy, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: run + "/incoming", withIntermediateDirectories: true)
         var latencies: [Double] = []
+        var duringBulk: [Double] = []
         var bulkInFlight = 0
         for (index, file) in urgentFiles.enumerated() {
             let staged = run + "/incoming/\(index).dcm"
             try FileManager.default.copyItem(atPath: file, toPath: staged)
             let sop = try DICOMFile.read(path: staged).dataSet.string(.sopInstanceUID) ?? ""
             let target = receiver.inbound + "/\(urgentStudy)/\(sop).dcm"
-            if held(receiver.inbound + "/" + bulkStudy) < bulkFiles.count { bulkInFlight += 1 }
+            let inFlight = bulkDone.lock.withLock { bulkDone.at } == nil
+            if inFlight { bulkInFlight += 1 }
             let t0 = monotonicSeconds()
             guard rename(staged, sender.watch + "/\(urgentStudy)/" + (file as NSString).lastPathComponent) == 0 else {
                 throw UsageError(message: "cannot rename into the watched folder: \(String(cString: strerror(errno)))", command: "bench route")
@@ -157,12 +177,13 @@ extension BenchCommand {
                 throw UsageError(message: "urgent instance \(index + 1) did not arrive within 30 s; see \(run)/rsch.log", command: "bench route")
             }
             latencies.append(monotonicSeconds() - t0)
-            usleep(20_000)
+            if inFlight && bulkDone.lock.withLock({ bulkDone.at }) == nil { duringBulk.append(monotonicSeconds() - t0) }
+            usleep(10_000)
         }
         // The bulk study to its end.
         let bulkDeadline = monotonicSeconds() + 600
-        while held(receiver.inbound + "/" + bulkStudy) < bulkFiles.count && monotonicSeconds() < bulkDeadline { usleep(5_000) }
-        let bulkSeconds = monotonicSeconds() - bulkStart
+        while bulkDone.lock.withLock({ bulkDone.at }) == nil && monotonicSeconds() < bulkDeadline { usleep(5_000) }
+        let bulkSeconds = (bulkDone.lock.withLock { bulkDone.at } ?? monotonicSeconds()) - bulkStart
         let bulkArrived = held(receiver.inbound + "/" + bulkStudy)
         let (rschPeak, uhsxPeak) = (rsch.peakKiBSoFar, uhsx.peakKiBSoFar)
         stopAgents()
@@ -196,7 +217,12 @@ extension BenchCommand {
             ? ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/parse.json")))) as? [String: Any])?["files_per_second"] as? Double ?? 0 : 0
 
         latencies.sort()
-        func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int((p * Double(latencies.count)).rounded(.up)) - 1)] * 1000 }
+        duringBulk.sort()
+        func percentile(_ p: Double, of values: [Double]? = nil) -> Double {
+            let list = values ?? latencies
+            guard !list.isEmpty else { return .nan }
+            return list[min(list.count - 1, max(0, Int((p * Double(list.count)).rounded(.up)) - 1))] * 1000
+        }
         let bulkMBs = Double(bulkBytes) / 1e6 / bulkSeconds
         let scanRate = Double(bulkFiles.count) / scanSeconds
         if arguments.flag("--json") {
@@ -204,7 +230,8 @@ extension BenchCommand {
                 JSON.object([
                     ("benchmark", .string("route")), ("urgent", .int(Int64(latencies.count))), ("urgent_during_bulk", .int(Int64(bulkInFlight))),
                     ("p50_ms", .double(percentile(0.5))), ("p90_ms", .double(percentile(0.9))), ("p99_ms", .double(percentile(0.99))),
-                    ("max_ms", .double(latencies.last! * 1000)), ("bulk_instances", .int(Int64(bulkFiles.count))), ("bulk_bytes", .int(Int64(bulkBytes))),
+                    ("max_ms", .double(latencies.last! * 1000)), ("during_bulk_p50_ms", .double(percentile(0.5, of: duringBulk))),
+                    ("during_bulk_p99_ms", .double(percentile(0.99, of: duringBulk))), ("bulk_instances", .int(Int64(bulkFiles.count))), ("bulk_bytes", .int(Int64(bulkBytes))),
                     ("bulk_mb_per_second", .double(bulkMBs)), ("send_receive_mb_per_second", .double(pushMBs)),
                     ("catch_up_files_per_second", .double(scanRate)), ("parse_files_per_second", .double(parseRate)),
                     ("sender_peak_rss_kib", .int(Int64(rschPeak))), ("receiver_peak_rss_kib", .int(Int64(uhsxPeak))),
@@ -212,7 +239,9 @@ extension BenchCommand {
         } else {
             standardOutput.line("route: RSCH → UHSX agents, mutual TLS on loopback")
             standardOutput.line(String(format: "  urgent (file closed at RSCH → durable at UHSX), %d instances, %d while the bulk study was in flight:", latencies.count, bulkInFlight))
-            standardOutput.line(String(format: "    p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", percentile(0.5), percentile(0.9), percentile(0.99), latencies.last! * 1000))
+            standardOutput.line(String(format: "    all:               p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", percentile(0.5), percentile(0.9), percentile(0.99), latencies.last! * 1000))
+            standardOutput.line(String(format: "    during bulk (%3d): p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", duringBulk.count,
+                percentile(0.5, of: duringBulk), percentile(0.9, of: duringBulk), percentile(0.99, of: duringBulk), (duringBulk.last ?? .nan) * 1000))
             standardOutput.line(String(format: "  bulk: %d instances, %.0f MB in %.2f s: %.0f MB/s; consort send → receive on the same study: %.0f MB/s (ratio %.2f)",
                 bulkFiles.count, Double(bulkBytes) / 1e6, bulkSeconds, bulkMBs, pushMBs, pushMBs > 0 ? bulkMBs / pushMBs : 0))
             standardOutput.line(String(format: "  catch-up scan: %.0f files/s; consort bench parse on the same files: %.0f files/s (ratio %.2f)", scanRate, parseRate, parseRate > 0 ? scanRate / parseRate : 0))
