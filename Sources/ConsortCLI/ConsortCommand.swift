@@ -48,7 +48,7 @@ public enum ConsortCommand {
             name: "synth", summary: "write a synthetic study with chosen attributes (to test routing rules)",
             run: SynthCommand.run, help: SynthCommand.help),
         Subcommand(
-            name: "bench", summary: "measure: header parsing (bench parse), rule evaluation (bench rules), transfers (bench push)",
+            name: "bench", summary: "measure: parsing (bench parse), rules (bench rules), transfers (bench push), routing (bench route)",
             run: BenchCommand.run, help: BenchCommand.help),
     ]
 
