@@ -104,21 +104,9 @@ public final class AgentStore: @unchecked Sendable {
         }
     }
 
-    /// What the inventory knows of a path: unchanged since it was taken (same size and mtime)?
-    public func isUnchanged(path: String, size: Int, mtime: Double) throws -> Bool {
-        try read {
-            try db.prepare("SELECT 1 FROM files WHERE path = ?1 AND size = ?2 AND mtime = ?3").first([.text(path), .integer(Int64(size)), .real(mtime)]) { _ in true } ?? false
-        }
-    }
-
     /// Where an instance is held, by SOP Instance UID.
     public func path(ofInstance sop: String) throws -> String? {
         try read { try db.prepare("SELECT path FROM instances WHERE sop = ?1").first([.text(sop)]) { $0.text(0) } ?? nil }
-    }
-
-    /// The origin of an instance already held ("local" or a trust's code), by SOP Instance UID.
-    public func origin(ofInstance sop: String) throws -> String? {
-        try read { try db.prepare("SELECT origin FROM instances WHERE sop = ?1").first([.text(sop)]) { $0.text(0) } ?? nil }
     }
 
     /// The fields of a study the inventory keeps (for the rules' study-stable header and the
