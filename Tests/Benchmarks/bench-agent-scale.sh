@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The agent at scale: an inventory of N instances (default 1,000,000, in N/200 studies) and J
+# queued jobs (default 10,000) written straight into a fresh agent database (with the agent's
+# own schema: the agent creates it), then the agent started on it: its peak RSS after it has
+# run its queue manager for a while, and how long `consort queue --json` takes on that spool.
+# Targets (agent issue): RSS under 100 MB.
+#
+#   Tests/Benchmarks/bench-agent-scale.sh [--instances N] [--jobs J] [--work DIR]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+instances=1000000
+jobs=10000
+work=/tmp/consort-bench-agent-scale
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --instances) instances=$2; shift 2 ;;
+    --jobs) jobs=$2; shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "bench-agent-scale: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+swift build -c release --product consort >/dev/null
+consort=$(swift build -c release --show-bin-path)/consort
+rm -rf "$work"; mkdir -p "$work"/{state,watch,inbound,rules,pki}
+cd "$work"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout pki/ca.key -out pki/ca.pem -days 1 -subj "/CN=bench CA" \
+  -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout pki/rsch.key -out pki/rsch.csr -subj /CN=RSCH 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' > pki/ext
+openssl x509 -req -in pki/rsch.csr -CA pki/ca.pem -CAkey pki/ca.key -CAcreateserial -out pki/rsch.pem -days 1 -extfile pki/ext 2>/dev/null
+cat > rules/r.rules <<'EOF'
+member RSCH "a"
+member UHSX "b"
+group trusts = RSCH, UHSX
+agreement "x" {
+  purposes direct-care
+  between trusts
+}
+EOF
+cat > agent.conf <<EOF
+trust RSCH
+state $work/state
+watch $work/watch
+inbound $work/inbound
+listen 127.0.0.1:0
+certificate $work/pki/rsch.pem
+key $work/pki/rsch.key
+ca $work/pki/ca.pem
+rules $work/rules
+peer UHSX https://127.0.0.1:9 { connections 4 }
+retry-min 1 h
+retry-max 2 h
+EOF
+# Once to create the database with the agent's own schema.
+"$consort" agent --config agent.conf >/dev/null 2>agent-first.log & pid=$!
+for _ in $(seq 1 200); do [ -s state/agent.sqlite ] && grep -q "ready" agent-first.log && break; sleep 0.05; done
+kill -TERM $pid; wait $pid || true
+python3 - "$work/state/agent.sqlite" "$instances" "$jobs" <<'PY'
+import sqlite3, sys, time
+path, n, j = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+db = sqlite3.connect(path)
+now = time.time()
+per_study = 200
+db.executemany("INSERT INTO studies (uid, origin, first_seen, last_instance, stable_fired, sample_path) VALUES (?, 'local', ?, ?, 1000000, ?)",
+               ((f"2.25.{s}", now, now, f"/x/{s}/1.dcm") for s in range((n + per_study - 1) // per_study)))
+db.executemany("INSERT INTO instances (sop, study, path, size, origin, arrived) VALUES (?, ?, ?, 525000, 'local', ?)",
+               ((f"2.25.9{i}", f"2.25.{i // per_study}", f"/x/{i // per_study}/{i}.dcm", now) for i in range(n)))
+db.executemany("INSERT INTO files (path, size, mtime, sop, taken) VALUES (?, 525000, ?, ?, ?)",
+               ((f"/x/{i // per_study}/{i}.dcm", now, f"2.25.9{i}", now) for i in range(n)))
+# J jobs, deferred an hour (the peer is down), each with a study's instances to send.
+db.executemany("INSERT INTO jobs (id, kind, destination, study, rule, purpose, priority, created, state, next_attempt, last_error) "
+               "VALUES (?, 'push', 'UHSX', ?, 'bench', 'direct-care', 1, ?, 'deferred', ?, 'peer down')",
+               ((k + 1, f"2.25.{k}", now, now + 3600) for k in range(j)))
+db.executemany("INSERT INTO job_instances (job, sop, path, size) VALUES (?, ?, ?, 525000)",
+               ((k // per_study + 1, f"2.25.9{k}", f"/x/{k // per_study}/{k}.dcm") for k in range(min(n, j * per_study))))
+db.commit()
+print(f"inventory: {n} instances in {(n + per_study - 1) // per_study} studies; spool: {j} jobs")
+PY
+"$consort" agent --config agent.conf >/dev/null 2>agent.log & pid=$!
+for _ in $(seq 1 600); do grep -q "catch-up scan done" agent.log 2>/dev/null && break; sleep 0.05; done
+sleep 10  # the queue manager's passes over the spool, for its steady-state memory
+rss=$(awk '/VmHWM/ {print int($2/1024)}' /proc/$pid/status)
+cpu=$(awk '{print ($14+$15)/100}' /proc/$pid/stat)
+start=$(date +%s.%N)
+"$consort" queue --config agent.conf --json | wc -l > queue.count
+end=$(date +%s.%N)
+kill -TERM $pid; wait $pid || true
+echo "agent with $instances instances and $jobs jobs: peak RSS $rss MB (target < 100 MB), CPU $cpu s in its first ~10 s"
+echo "consort queue --json: $(cat queue.count) jobs in $(python3 -c "print(f'{$end - $start:.2f}')") s"
