@@ -38,6 +38,11 @@ final class Delivery: @unchecked Sendable {
         var lastError: String?
         var configurationFault = false
         let pacer: Pacer?
+        /// Clients (curl handles with their kept-alive TLS connections) not in use: a worker takes
+        /// one and gives it back, so a job that starts does not pay for a new TLS handshake.
+        /// The reserved urgent connection keeps its own.
+        var idleClients: [HTTPClient] = []
+        var urgentClient: HTTPClient?
         init(_ target: Target, threshold: Int) {
             self.target = target
             circuit = PeerCircuit(threshold: threshold)
@@ -279,8 +284,12 @@ final class Delivery: @unchecked Sendable {
     // MARK: - Sending
 
     private func work(_ job: AgentStore.Job, at destination: Destination, reserved: Bool) {
+        var pooled: HTTPClient?
         defer {
             lock.withLock {
+                if let pooled {
+                    if reserved { destination.urgentClient = pooled } else { destination.idleClients.append(pooled) }
+                }
                 if var entry = sending[job.id] {
                     entry.workers -= 1
                     sending[job.id] = entry.workers > 0 ? entry : nil
@@ -291,12 +300,20 @@ final class Delivery: @unchecked Sendable {
         let target = destination.target
         let client: HTTPClient
         do {
-            client = try HTTPClient(.init(tls: target.tls))
+            let kept: HTTPClient? = lock.withLock {
+                if reserved {
+                    defer { destination.urgentClient = nil }
+                    return destination.urgentClient
+                }
+                return destination.idleClients.popLast()
+            }
+            client = try kept ?? HTTPClient(.init(tls: target.tls))
         } catch {
             try? store.postpone(job: job.id, until: Date().timeIntervalSince1970 + policy.maximumDelay, reason: "cannot set up TLS: \(error)")
             log.error("cannot set up a client for the destination (a configuration fault)", ["job": job.id, "destination": target.name, "error": error])
             return
         }
+        pooled = client
         let batchSize = target.batch ?? (job.priority == 0 ? urgentBatch : normalBatch)
         var attempts = job.attempts + 1
         while true {
