@@ -28,6 +28,9 @@ public struct DICOMwebService: Sendable {
     public var stored: (@Sendable (Received, StowIngest) throws -> Void)?
     /// Where this site already holds an instance outside the store (`StowIngest.heldElsewhere`).
     public var heldElsewhere: (@Sendable (String) -> String?)?
+    /// The SOP Instance UIDs held of a study, for QIDO-RS at instance level (default: the files
+    /// in the store; the agent answers from its inventory, which knows its archive too).
+    public var instancesOf: (@Sendable (String) -> [String])?
 
     public init(store: String, baseURL: String, log: @escaping @Sendable (String) -> Void) {
         self.store = store
@@ -50,6 +53,21 @@ public struct DICOMwebService: Sendable {
                 let studies = folder.studies(matching: query)
                 log("request \(request.id) from \(who): QIDO-RS \(target.count > 1 ? String(target[1]) : "(all)") → \(studies.count) studies")
                 return ServerResponse(status: 200, headers: [("Content-Type", "application/dicom+json")], body: StudySummary.json(studies))
+            }
+            if index == segments.count - 3, segments[index + 2] == "instances" {
+                // QIDO-RS at instance level (PS3.18 §10.6): which instances of a study are held.
+                // A sender resuming a study asks this and sends only the rest.
+                let uid = segments[index + 1]
+                guard UID.isValid(uid) else { return .text(404, "No study \(uid) here") }
+                let sops = instancesOf?(uid) ?? (folder.instances(of: uid) ?? []).map { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension }
+                log("request \(request.id) from \(who): QIDO-RS instances of \(uid) → \(sops.count)")
+                let items: [JSON] = sops.sorted().map { sop in
+                    .object([
+                        ("0020000D", .object([("vr", .string("UI")), ("Value", .array([.string(uid)]))])),
+                        ("00080018", .object([("vr", .string("UI")), ("Value", .array([.string(sop)]))])),
+                    ])
+                }
+                return ServerResponse(status: 200, headers: [("Content-Type", "application/dicom+json")], body: JSON.array(items).bytes())
             }
             guard index == segments.count - 2 else { return .text(404, "Only whole studies are served: \(path)") }
             // WADO-RS: GET .../studies/{uid}, the instances as multipart/related, from disk.

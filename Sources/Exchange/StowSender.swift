@@ -122,3 +122,19 @@ public final class ByteCollector {
         if bytes.count < limit { bytes += piece.prefix(limit - bytes.count) }
     }
 }
+
+/// QIDO-RS at instance level from the sending side: which instances of a study a peer holds.
+public enum HeldInstances {
+    /// The SOP Instance UIDs `base` says it holds of `study`; nil when it cannot tell (the peer
+    /// does not answer this query, or is down: the caller sends everything, which the receiver
+    /// deduplicates anyway).
+    public static func ask(_ base: String, study: String, with client: HTTPClient) -> Set<String>? {
+        let answer = ByteCollector(limit: 64 << 20)
+        guard let response = try? client.send(method: "GET", url: "\(base)/studies/\(study)/instances", headers: [("Accept", "application/dicom+json")], sink: answer.append),
+            response.status == 200 || response.status == 204
+        else { return nil }
+        if response.status == 204 || answer.bytes.isEmpty { return [] }
+        guard let items = try? JSONSerialization.jsonObject(with: Data(answer.bytes)) as? [[String: Any]] else { return nil }
+        return Set(items.compactMap { (($0["00080018"] as? [String: Any])?["Value"] as? [Any])?.first as? String })
+    }
+}

@@ -378,3 +378,42 @@ extension AgentTests {
         #expect(!uhsx.log.contains(": refused "), "a bad file reached UHSX: \(uhsx.log)")
     }
 }
+
+extension AgentTests {
+    /// A job tried before asks the receiving agent which instances of the study it already holds
+    /// (QIDO-RS at instance level) and sends only the rest: 6 of 10 reached UHSX another way
+    /// while it was down for RSCH; the retry sends 4.
+    @Test func aRetriedJobAsksThePeerWhatItHoldsAndSendsOnlyTheRest() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushAll)
+        let uhsx = try consortium.site("UHSX")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        let source = consortium.root.path + "/source"
+        let study = try Self.synth(into: source, seed: 81, instances: 10)
+        let files = try FileManager.default.contentsOfDirectory(atPath: source + "/" + study).sorted().map { source + "/\(study)/\($0)" }
+        // Six instances reach UHSX first, sent by hand with RSCH's certificate.
+        try uhsx.start()
+        let cert = try consortium.pki.site("RSCH")
+        let early = try Run.program(Run.consort, ["send", uhsx.url] + files.prefix(6) + ["--cert", cert.certificate, "--key", cert.key, "--ca", consortium.pki.ca])
+        #expect(early.status == 0, "\(early.stderr)")
+        uhsx.stop()
+        // RSCH takes the study while UHSX is down: its job is tried, and deferred.
+        try rsch.start()
+        defer { rsch.stop() }
+        try FileManager.default.moveItem(atPath: source + "/" + study, toPath: rsch.watch + "/" + study)
+        let deferred = try AgentSite.eventually(within: 30, "the job deferred", logs: [rsch]) {
+            try rsch.queue().contains { $0["state"] as? String == "deferred" }
+        }
+        #expect(deferred)
+        try uhsx.start()
+        defer { uhsx.stop() }
+        let all = AgentSite.eventually(within: 30, "10 instances at UHSX", logs: [rsch, uhsx]) { uhsx.received.count == 10 }
+        #expect(all)
+        let done = try AgentSite.eventually(within: 30, "the job done", logs: [rsch]) { try rsch.queue().contains { $0["state"] as? String == "done" } }
+        #expect(done)
+        #expect(rsch.log.contains("resuming: the peer already holds part of the study") && rsch.log.contains("held=6"), "\(rsch.log)")
+        // UHSX's second run stored exactly the four missing instances and was sent nothing twice.
+        let log = uhsx.log
+        #expect(log.split(separator: "\n").filter { $0.contains(": stored 2.25.") }.count == 4, "\(log)")
+        #expect(!log.contains("already held"), "\(log)")
+    }
+}

@@ -277,6 +277,11 @@ struct TransferTests {
         #expect(beside.status == 0, "\(beside.stderr)")
         #expect(beside.stdout.contains("0 instances stored in \(receiver.store)/\(uid), 12 already present, 0 refused"), "\(beside.stdout)")
         #expect(try FileManager.default.contentsOfDirectory(atPath: receiver.store + "/.staging").sorted() == [".lock"])
+        // QIDO-RS at instance level: the study's 12 SOP Instance UIDs (what a resuming sender asks).
+        let instances = try runProgram("/usr/bin/curl", ["-s", "--max-time", "60", "--cacert", pki.ca, "--cert", pki.clientCertificate, "--key", pki.clientKey, receiver.url + "/studies/\(uid)/instances"])
+        let listed = (try JSONSerialization.jsonObject(with: Data(instances.stdout.utf8)) as? [[String: Any]]) ?? []
+        let sops = Set(listed.compactMap { (($0["00080018"] as? [String: Any])?["Value"] as? [String])?.first })
+        #expect(sops == Set(original.map { String($0.dropLast(4)) }), "\(instances.stdout.prefix(300))")
         // A study that is not there, and a misspelled query key.
         let missing = try Run.program(Run.consort, ["fetch", receiver.url, "1.2.3.4", "--out", folder.path + "/none"] + tls)
         #expect(missing.status == 1)

@@ -152,6 +152,7 @@ public final class AgentDaemon: @unchecked Sendable {
         service.stored = { [self] received, ingest in try self.recordReceived(received, ingest) }
         let store = self.store
         service.heldElsewhere = { sop in try? store.path(ofInstance: sop) }
+        service.instancesOf = { study in (try? store.instances(ofStudy: study).map(\.sop)) ?? [] }
         let ready = service
         let http = HTTPServer(server, log: { receiverLog.info($0) }) { request, body in try ready.handle(request, body) }
         try http.start()

@@ -314,6 +314,19 @@ final class Delivery: @unchecked Sendable {
             return
         }
         pooled = client
+        // A job tried before (a retry, or a restart after a crash) asks the peer what it already
+        // holds of the study and sends only the rest. (A peer that cannot say gets everything
+        // not acknowledged; its receiver keeps one copy of each.)
+        let firstWorker = lock.withLock { (sending[job.id]?.workers ?? 1) == 1 }
+        if job.attempts > 0, firstWorker, let held = HeldInstances.ask(target.url, study: job.study, with: client), !held.isEmpty {
+            let pendingNow = (try? store.pending(job: job.id, limit: 1_000_000)) ?? []
+            let already = pendingNow.map(\.sop).filter { held.contains($0) }
+            if !already.isEmpty {
+                let now = Date().timeIntervalSince1970
+                try? store.recordAnswers(job: job.id, acknowledged: already, refused: [], attempt: (now, now, 0, "\(already.count) already at the peer"))
+                log.info("resuming: the peer already holds part of the study", ["job": job.id, "study": job.study, "destination": target.name, "held": already.count, "left": pendingNow.count - already.count])
+            }
+        }
         let batchSize = target.batch ?? (job.priority == 0 ? urgentBatch : normalBatch)
         var attempts = job.attempts + 1
         while true {
