@@ -171,7 +171,7 @@ final class Delivery: @unchecked Sendable {
             lock.lock()
             guard let destination = destinations[name] else {
                 lock.unlock()
-                for job in list where job.state == "queued" {
+                for job in list {
                     try store.postpone(job: job.id, until: now + policy.maximumDelay, reason: "no address for \(name): add a peer or local line to the configuration (a configuration fault)")
                     log.error("job has no destination address", ["job": job.id, "destination": name, "study": job.study])
                 }
