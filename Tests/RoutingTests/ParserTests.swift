@@ -20,11 +20,12 @@ struct ParserTests {
         ("rule \"x\" {\n  purpose mdt\n  on list-arrival\n  push to UHSX\n}", "4:3", "push has nothing to send in a list rule"),
         ("rule \"x\" {\n  purpose emergency\n  on study-stable after 5 fortnights\n  push to UHSX\n}", "3:27", "unknown unit"),
         ("rulez \"x\" {}", "1:1", "expected a declaration"),
+        ("rule \"x\" {\n  purpose emergency\n  on study-stable after 48333333333333333333333333 h\n  push to UHSX\n}", "3:25", "a duration of at most 100 years"),
         ("rule \"x\" {\n  purpose emergency\n  on instance-arrival\n  push to UHSX window 25:00-07:00\n}", "4:23", "time window"),
         ("rule \"a\" {\n  purpose emergency\n  on instance-arrival\n  push to UHSX\n}\nrule \"a\" {\n  purpose emergency\n  on instance-arrival\n  push to UHSX\n}", "6:6", "a second rule is named"),
     ]
 
-    @Test("errors name the place and the fault", arguments: 0..<16)
+    @Test("errors name the place and the fault", arguments: 0..<17)
     func errorsAreLocated(_ index: Int) {
         let (text, place, message) = Self.errors[index]
         let outcome = load(text)

@@ -28,7 +28,6 @@ public final class AgentDaemon: @unchecked Sendable {
     private let stopping = LockedFlag()
     /// The free-space threshold in force (SIGHUP re-reads it).
     private let freeSpaceThreshold: LockedValue<Double>
-    private var peers: AgentConfiguration
     /// Studies whose stable rules are checked: the distinct quiet periods of the rule set.
     private var quietPeriods: [Int] = []
     public let started = Date()
@@ -41,7 +40,6 @@ public final class AgentDaemon: @unchecked Sendable {
     public init(configuration: AgentConfiguration, log: Logger) throws {
         self.configuration = configuration
         self.log = log
-        peers = configuration
         freeSpaceThreshold = LockedValue(configuration.freeSpacePercent)
         for folder in [configuration.state, configuration.inbound] {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)

@@ -282,6 +282,9 @@ struct Parser {
     }
 
     /// NUMBER UNIT, in seconds.
+    /// The longest duration a rule may give (100 years, in seconds).
+    static let longestDuration = 100 * 31_556_952
+
     private mutating func duration() throws -> Int {
         guard case .number(let n, _) = current.kind, n >= 0, n == n.rounded() else {
             throw fail("expected a duration such as 10 min or 48 h, found \(describe(current))")
@@ -295,6 +298,11 @@ struct Parser {
         let (unit, _) = try name("a unit (s, min, h, days, weeks, months, years)")
         guard let factor = units[unit] else {
             throw fail("unknown unit \"\(unit)\"", at: tokens[index - 1], hint: "units: s, min, h, days, weeks, months, years")
+        }
+        // Bounded before it becomes an Int: a number too large for one would trap (found by the
+        // rules fuzzer: "lead-time 48333…333 h").
+        guard n * Double(factor) <= Double(Self.longestDuration) else {
+            throw fail("a duration of at most 100 years, not \(describe(tokens[index - 2])) \(unit)", at: tokens[index - 2])
         }
         return Int(n) * factor
     }
@@ -527,8 +535,8 @@ struct Parser {
             case "at" where next.word == "most":
                 _ = advance()
                 _ = advance()
-                guard case .number(let n, _) = current.kind, n >= 1, n == n.rounded() else {
-                    throw fail("expected a whole number after \"at most\", found \(describe(current))")
+                guard case .number(let n, _) = current.kind, n >= 1, n <= 10_000, n == n.rounded() else {
+                    throw fail("expected a whole number from 1 to 10000 after \"at most\", found \(describe(current))")
                 }
                 _ = advance()
                 query.atMost = Int(n)
