@@ -1,8 +1,8 @@
 import DICOM
 
 /// libFuzzer entry point: any byte string must give a reading or a `DICOMError`, never a crash,
-/// a hang or an allocation larger than the input. Also decodes every value, so the value layer is
-/// fuzzed too.
+/// a hang or an allocation larger than the input — read as headers, as everything, and checked
+/// whole (`DICOMFile.verify`). Also decodes every value, so the value layer is fuzzed too.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size))
@@ -12,6 +12,8 @@ public func fuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt
         touch(file.dataSet)
         _ = try? DICOMWriter.encode(file)
     }
+    // The whole-file structural check the receiver, the sender and the agent make.
+    if let file = try? DICOMFile.verify(bytes: bytes) { touch(file.dataSet) }
     return 0
 }
 
