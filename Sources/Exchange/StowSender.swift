@@ -81,6 +81,11 @@ public enum StowSender {
                 status = response.status
                 let parsed = (try? StowResponse.parse(answer.bytes)) ?? StowResponse()
                 outcomes = DeliveryClassifier.outcomes(status: response.status, response: parsed, sent: batch.map(\.uid))
+                // A partial answer (202) we cannot read says nothing about which instances were
+                // stored: none is counted as delivered on its word.
+                if response.status == 202, (try? StowResponse.parse(answer.bytes)) == nil {
+                    for file in batch { outcomes[file.uid] = .transient }
+                }
                 for failure in parsed.failed {
                     reasons[failure.sopInstanceUID] = String(format: "failure reason 0x%04X", failure.reason) + (failure.reasonText.map { ": " + $0 } ?? "")
                 }

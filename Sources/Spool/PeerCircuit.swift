@@ -106,6 +106,13 @@ public struct PeerCircuit: Sendable, Hashable, CustomStringConvertible {
         return true
     }
 
+    /// The probe ended without trying the peer (its job had nothing to send, the agent
+    /// stopped): the circuit opens again at once, so the next start is a probe — never left
+    /// half-open with no probe in flight.
+    public mutating func probeAbandoned() {
+        if case .halfOpen = state { state = .open(until: -.infinity) }
+    }
+
     /// "closed", "open until 1733000010" (seconds on the caller's clock, rounded up),
     /// "open (probe allowed now)" after `forceProbe()`, or "half-open (probing)".
     public var description: String {

@@ -108,7 +108,15 @@ struct StructureCheckTests {
         #expect(error.message.contains("without Pixel Data"), "\(error)")
         // A structured report has no pixel data, and needs none.
         let report = e.text(0x0008, 0x0016, "UI", "1.2.840.10008.5.1.4.1.1.88.22") + e.text(0x0008, 0x0018, "UI", "1.2.3.4")
-        _ = try DICOMFile.verify(bytes: DICOMBytes.part10(transferSyntax: TransferSyntax.explicitVRLittleEndian, dataSet: report))
+        let whole = DICOMBytes.part10(transferSyntax: TransferSyntax.explicitVRLittleEndian, dataSet: report)
+        _ = try DICOMFile.verify(bytes: whole)
+        // But one cut inside its last element's header (1 to 7 bytes of it left) is refused:
+        // without pixel data nothing else would tell it was cut.
+        let sr = whole + e.text(0x0040, 0xA040, "CS", "CONTAINER")
+        for left in 1...7 {
+            let cut = Array(sr.prefix(whole.count + left))
+            #expect(throws: DICOMError.self, "cut \(left) bytes into the last element's header") { try DICOMFile.verify(bytes: cut) }
+        }
     }
 
     /// Seeking, not reading: a 4 MB image is checked by reading its header and nothing of its

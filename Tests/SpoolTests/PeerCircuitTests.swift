@@ -183,4 +183,17 @@ struct PeerCircuitTests {
         #expect(open.hasPrefix("open until 173300001") || open.hasPrefix("open until 173300000"))
         #expect(probing == "half-open (probing)")
     }
+
+    @Test func anAbandonedProbeLetsTheNextStartProbe() {
+        var circuit = PeerCircuit(threshold: 1)
+        var rng = SplitMix64(seed: 3)
+        _ = circuit.recordFailure(now: 0, policy: RetryPolicy(minimumDelay: 10, maximumDelay: 20), using: &rng)
+        let probe = circuit.mayStart(now: 100)
+        #expect(probe)  // the probe
+        let second = circuit.mayStart(now: 100)
+        #expect(!second)  // half-open: one at a time
+        circuit.probeAbandoned()
+        let again = circuit.mayStart(now: 100)
+        #expect(again)  // a new probe, not stuck half-open
+    }
 }

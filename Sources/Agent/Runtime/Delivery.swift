@@ -67,6 +67,7 @@ final class Delivery: @unchecked Sendable {
     /// Counted for status and the deadline alarm.
     private(set) var missedDeadlines = 0
     private var lastWatch = 0.0
+    private var lastSweep = 0.0
     /// Jobs being sent, by id: the job as it was started, its workers, the instances they have in
     /// flight (so that two workers of one job never send the same instance), and whether its
     /// workers should stop after their batch (a failure deferred it).
@@ -163,6 +164,17 @@ final class Delivery: @unchecked Sendable {
         let minute = Self.minuteOfDay(now)
         try watchDeadlinesAndAge(now: now)
         defer { try? reinforce(now: now) }
+        // A job left active with no worker sending it (a bookkeeping failure, a store error at
+        // the wrong moment) queues again rather than waiting for a restart.
+        if now - lastSweep >= 5 {
+            lastSweep = now
+            let orphans = lock.withLock { () -> [Int64] in
+                ((try? store.activeJobIDs()) ?? []).filter { sending[$0] == nil }
+            }
+            for id in orphans where (try? store.requeue(job: id)) == true {
+                log.warning("an active job with no worker queued again", ["job": id])
+            }
+        }
         let jobs = try store.runnableJobs(now: now)
         guard !jobs.isEmpty else { return }
         var byDestination: [String: [AgentStore.Job]] = [:]
@@ -178,24 +190,32 @@ final class Delivery: @unchecked Sendable {
                 continue
             }
             var starts: [(AgentStore.Job, Bool)] = []
-            if destination.circuit.mayStart(now: now) {
-                let queued = list.map { job in
-                    QueuedJob(
-                        id: job.id, peer: name, priority: JobPriority(rawValue: job.priority) ?? .normal, created: job.created,
-                        nextAttempt: job.state == "queued" ? min(job.nextAttempt, now) : job.nextAttempt, deadline: job.deadline,
-                        window: job.window.flatMap(Spool.TimeWindow.init), held: false)
+            // Jobs some worker is still sending (a deferred job whose halted workers finish
+            // their batch) are not started twice.
+            let queued = list.filter { sending[$0.id] == nil }.map { job in
+                QueuedJob(
+                    id: job.id, peer: name, priority: JobPriority(rawValue: job.priority) ?? .normal, created: job.created,
+                    nextAttempt: job.state == "queued" ? min(job.nextAttempt, now) : job.nextAttempt, deadline: job.deadline,
+                    window: job.window.flatMap(Spool.TimeWindow.init), held: false)
+            }
+            let free = max(0, destination.target.connections - destination.busy)
+            var chosen = JobScheduler.next(from: queued, peer: name, now: now, minuteOfDay: minute, freeConnections: free, urgentOnly: false)
+            var urgent: Int64?
+            if !destination.urgentBusy {
+                urgent = JobScheduler.next(from: queued, peer: name, now: now, minuteOfDay: minute, freeConnections: 1, urgentOnly: true)
+                    .first { !chosen.contains($0) }
+            }
+            // The circuit is asked only when something would start (asking moves an open circuit
+            // whose time has come to half-open); half-open, one job only: the probe.
+            if (!chosen.isEmpty || urgent != nil), destination.circuit.mayStart(now: now) {
+                if case .halfOpen = destination.circuit.state {
+                    if urgent != nil { chosen = [] } else { chosen = Array(chosen.prefix(1)) }
                 }
-                let free = max(0, destination.target.connections - destination.busy)
-                var chosen = JobScheduler.next(from: queued, peer: name, now: now, minuteOfDay: minute, freeConnections: free, urgentOnly: false)
-                if !destination.urgentBusy {
-                    let urgent = JobScheduler.next(from: queued, peer: name, now: now, minuteOfDay: minute, freeConnections: 1, urgentOnly: true)
-                    if let first = urgent.first(where: { !chosen.contains($0) }) {
-                        starts.append((list.first { $0.id == first }!, true))
-                        destination.urgentBusy = true
-                    }
+                if let urgent {
+                    starts.append((list.first { $0.id == urgent }!, true))
+                    destination.urgentBusy = true
                 }
-                chosen.removeAll { id in starts.contains { $0.0.id == id } }
-                for id in chosen {
+                for id in chosen where id != urgent {
                     starts.append((list.first { $0.id == id }!, false))
                     destination.busy += 1
                 }
@@ -224,7 +244,7 @@ final class Delivery: @unchecked Sendable {
     private func reinforce(now: Double) throws {
         let candidates: [(Destination, AgentStore.Job, Int)] = lock.withLock {
             sending.values.compactMap { entry in
-                guard !entry.halted, let destination = destinations[entry.job.destination],
+                guard !entry.halted, let destination = destinations[entry.job.destination], case .closed = destination.circuit.state,
                     destination.busy < destination.target.connections, entry.workers < destination.target.connections
                 else { return nil }
                 return (destination, entry.job, entry.claimed.count)
@@ -285,15 +305,18 @@ final class Delivery: @unchecked Sendable {
 
     private func work(_ job: AgentStore.Job, at destination: Destination, reserved: Bool) {
         var pooled: HTTPClient?
+        var left = false  // left the job to its other workers (counted out already)
+        var triedPeer = false  // a request reached the circuit's accounting
         defer {
             lock.withLock {
                 if let pooled {
                     if reserved { destination.urgentClient = pooled } else { destination.idleClients.append(pooled) }
                 }
-                if var entry = sending[job.id] {
+                if !left, var entry = sending[job.id] {
                     entry.workers -= 1
                     sending[job.id] = entry.workers > 0 ? entry : nil
                 }
+                if !triedPeer { destination.circuit.probeAbandoned() }
             }
             release(destination, reserved: reserved)
         }
@@ -360,8 +383,18 @@ final class Delivery: @unchecked Sendable {
             }
             let now = Date().timeIntervalSince1970
             if pending.isEmpty {
-                // Others still sending this job's last instances: they finish it.
-                if lock.withLock({ (sending[job.id]?.workers ?? 1) > 1 }) { return }
+                // Others still sending this job's last instances: they finish it. Checked and
+                // counted out under one lock, so two workers cannot both leave it to the other.
+                let leaving: Bool = lock.withLock {
+                    guard var entry = sending[job.id], entry.workers > 1 else { return false }
+                    entry.workers -= 1
+                    sending[job.id] = entry
+                    return true
+                }
+                if leaving {
+                    left = true
+                    return
+                }
                 let late = Deadline.missedBy(deadline: job.deadline, deliveredAt: now, now: now)
                 do {
                     guard let state = try store.finish(job: job.id, now: now, deliveredLate: late) else { continue }
@@ -381,20 +414,37 @@ final class Delivery: @unchecked Sendable {
             // Each file checked whole again before it goes: it was whole when taken, but an
             // archive file can be cut or replaced since (a disk that filled, a re-export).
             var cut: [(String, String)] = []
+            var unreadable: String?
             pending.removeAll { instance in
                 do {
                     _ = try DICOMFile.verify(path: instance.path)
                     return false
+                } catch let error as DICOMError where error.code == .io {
+                    // Not the file's fault (too many open files, NFS gone stale): try later.
+                    unreadable = "\(error)"
+                    return true
                 } catch {
                     cut.append((instance.sop, "the file is no longer whole, readable DICOM: \(error)"))
                     return true
                 }
             }
             if !cut.isEmpty {
-                try? store.recordAnswers(job: job.id, acknowledged: [], refused: cut, attempt: (now, now, 0, "\(cut.count) not sent: no longer whole"))
+                do {
+                    try store.recordAnswers(job: job.id, acknowledged: [], refused: cut, attempt: (now, now, 0, "\(cut.count) not sent: no longer whole"))
+                } catch {
+                    log.error("cannot record instances that cannot be sent", ["job": job.id, "error": error])
+                    try? store.postpone(job: job.id, until: now + policy.minimumDelay, reason: "\(error)")
+                    return
+                }
                 for item in cut { log.error("instance not sent: its file changed since it was taken", ["job": job.id, "sop": item.0, "reason": item.1]) }
-                if pending.isEmpty { continue }
             }
+            if let unreadable {
+                log.warning("an instance's file cannot be read now; the job waits", ["job": job.id, "study": job.study, "reason": unreadable])
+                try? store.postpone(job: job.id, until: now + policy.minimumDelay, reason: "cannot read a file: \(unreadable)")
+                lock.withLock { sending[job.id]?.halted = true }
+                return
+            }
+            if pending.isEmpty { continue }
             let started = Date().timeIntervalSince1970
             let batch = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
             let outcomes = StowSender.deliver(batch, to: target.url, with: client, pace: destination.pacer.map { pacer in { pacer.consume($0) } })
@@ -414,6 +464,7 @@ final class Delivery: @unchecked Sendable {
             for item in refused {
                 log.error("instance refused by the destination", ["job": job.id, "study": job.study, "destination": target.name, "sop": item.0, "reason": item.1])
             }
+            triedPeer = true
             if retry.isEmpty {
                 lock.withLock {
                     _ = destination.circuit.recordSuccess()

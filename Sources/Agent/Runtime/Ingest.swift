@@ -59,6 +59,11 @@ final class Ingest: @unchecked Sendable {
             } catch where error.code == .notDICOM {
                 troubles.append((file.path, file.size, file.mtime, "not DICOM"))
                 continue
+            } catch where error.code == .io {
+                // Not the file's fault (too many open files, NFS gone stale, permissions): not
+                // recorded, so the next event or scan takes it again.
+                log.warning("cannot read a file now; it will be taken again", ["file": file.path, "error": error.description])
+                continue
             } catch {
                 log.warning("malformed DICOM file recorded, not taken", ["file": file.path, "error": error.description])
                 troubles.append((file.path, file.size, file.mtime, "malformed: \(error)"))

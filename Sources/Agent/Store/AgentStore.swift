@@ -218,7 +218,8 @@ public final class AgentStore: @unchecked Sendable {
             }
             if added > 0 && known[key + "\u{2}"] == nil {
                 // Done or failed earlier: the new instances bring it back (once a batch is enough).
-                try db.prepare("UPDATE jobs SET state = 'queued', finished = NULL, next_attempt = min(next_attempt, ?2) WHERE id = ?1 AND state IN ('done', 'failed')")
+                // Its age starts again: new work for an old study is not "past max-age".
+                try db.prepare("UPDATE jobs SET state = 'queued', finished = NULL, created = ?2, next_attempt = min(next_attempt, ?2) WHERE id = ?1 AND state IN ('done', 'failed')")
                     .run([.integer(id), .real(now)])
                 known[key + "\u{2}"] = id
                 touched += 1
@@ -340,6 +341,19 @@ public final class AgentStore: @unchecked Sendable {
         try write {
             try db.prepare("UPDATE jobs SET state = 'queued' WHERE state = 'active'").run()
             return db.changes
+        }
+    }
+
+    /// Jobs in the active state.
+    public func activeJobIDs() throws -> [Int64] {
+        try read { try db.prepare("SELECT id FROM jobs WHERE state = 'active'").rows { $0.int(0) } }
+    }
+
+    /// An active job back to queued (its worker is gone).
+    public func requeue(job id: Int64) throws -> Bool {
+        try write {
+            try db.prepare("UPDATE jobs SET state = 'queued' WHERE id = ?1 AND state = 'active'").run([.integer(id)])
+            return db.changes > 0
         }
     }
 

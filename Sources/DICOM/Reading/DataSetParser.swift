@@ -79,6 +79,11 @@ struct DataSetParser {
             guard try stream.request(8) else {
                 let left = stream.remaining ?? stream.available
                 if left == 0, case .endOfStream = boundary { break }
+                if case .endOfStream = boundary, topLevel, options.verifyingStructure {
+                    // A whole file's check: a few bytes that cannot be an element are a file cut
+                    // inside an element header (after a complete Pixel Data they are read apart).
+                    throw DICOMError(.truncated, "The file ends inside an element header (\(left) bytes left)", offset: stream.offset)
+                }
                 if case .endOfStream = boundary, metaOnly || topLevel {
                     // pydicom stops silently here; we say so.
                     warn("\(left) trailing bytes after the last element ignored", offset: stream.offset)
