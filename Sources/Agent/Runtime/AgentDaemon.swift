@@ -302,10 +302,18 @@ public final class AgentDaemon: @unchecked Sendable {
                 for study in try store.quietStudies(now: now, minimum: Double(shortest), maximumFired: longest) {
                     let due = periods.filter { $0 > study.stableFired && Double($0) <= study.quietFor }
                     guard let reached = due.last else { continue }
-                    let header: DataSet
-                    do { header = try DICOMFile.read(path: study.samplePath).dataSet } catch {
-                        log.warning("cannot read a study's header for its stable rules", ["study": study.uid, "file": study.samplePath, "error": error.description])
-                        try store.recordStable(study: study.uid, quiet: reached, jobs: [], now: now)
+                    // The study's header from its first instance, or another if that one is gone.
+                    var header: DataSet?
+                    var failure: DICOMError?
+                    let candidates = [study.samplePath] + ((try? store.instances(ofStudy: study.uid).prefix(5).map(\.path)) ?? [])
+                    for path in candidates where header == nil {
+                        do { header = try DICOMFile.read(path: path).dataSet } catch { failure = error }
+                    }
+                    guard let header else {
+                        log.warning("cannot read a study's header for its stable rules", ["study": study.uid, "file": study.samplePath, "error": failure?.description ?? ""])
+                        // An I/O error may pass: tried again at the next tick. Otherwise the
+                        // study's files are not readable DICOM any more: nothing to route.
+                        if failure?.code != .io { try store.recordStable(study: study.uid, quiet: reached, jobs: [], now: now) }
                         continue
                     }
                     let origin: Origin = study.origin == "local" ? .local : .received(from: study.origin)
