@@ -157,25 +157,24 @@ public enum ConfigurationParser {
                 var peer = AgentConfiguration.Peer(name: plain[0].text, url: trimmedURL(plain[1].text), location: plain[0].location)
                 var index = 0
                 var ok = true
+                /// The whole number after an option, within `range`; nil (and the error) otherwise.
+                func count(_ option: Token, _ range: ClosedRange<Int>, _ what: String) -> Int? {
+                    guard index + 1 < options.count, let n = Int(options[index + 1].text), range.contains(n) else {
+                        error(option.location, "\(option.text) takes \(what) from \(range.lowerBound) to \(range.upperBound)")
+                        return nil
+                    }
+                    index += 2
+                    return n
+                }
                 while index < options.count, ok {
                     let option = options[index]
                     switch option.text {
                     case "connections":
-                        guard index + 1 < options.count, let n = Int(options[index + 1].text), (1...16).contains(n) else {
-                            error(option.location, "connections takes a number from 1 to 16")
-                            ok = false
-                            continue
-                        }
+                        guard let n = count(option, 1...16, "a number") else { ok = false; continue }
                         peer.connections = n
-                        index += 2
                     case "batch":
-                        guard index + 1 < options.count, let n = Int(options[index + 1].text), (1...1000).contains(n) else {
-                            error(option.location, "batch takes a number of instances a request, from 1 to 1000")
-                            ok = false
-                            continue
-                        }
+                        guard let n = count(option, 1...1000, "a number of instances a request") else { ok = false; continue }
                         peer.batch = n
-                        index += 2
                     case "bandwidth":
                         // A number and a rate unit: 200 MB/s, 50 Mbit/s.
                         let tokens = Array(options[(index + 1)..<min(options.count, index + 3)])

@@ -1,6 +1,7 @@
 import DICOM
 import Dispatch
 import Foundation
+import Platform
 import Routing
 
 #if canImport(Glibc)
@@ -166,11 +167,8 @@ enum BenchCommand {
     }
 }
 
-func monotonicSeconds() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
+/// The CLI's name for Platform's monotonic clock (one clock for the project).
+func monotonicSeconds() -> Double { MonotonicClock.now }
 
 /// A pthread mutex, for the little shared state the CLI has.
 final class PthreadMutex: @unchecked Sendable {
