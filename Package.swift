@@ -101,7 +101,7 @@ let package = Package(
         // (SQLite), the scheduler and senders, the receiver. The CLI only starts it.
         .target(
             name: "Agent",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange"]
+            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem"]
         ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(

@@ -4,11 +4,14 @@
 # curl, the real client the HTTPS server is tested with (certificates come from openssl), strace
 # (which shows the receiver makes instances durable before it names them), and
 # Orthanc with its DICOMweb plugin, the PACS our DICOMweb client and server are tested against
-# (the tests start their own instance on loopback; gcc builds its bind shim).
+# (the tests start their own instance on loopback; gcc builds its bind shim), Prometheus
+# (promtool checks the agent's /metrics page; a real server scrapes a running agent),
+# systemd-analyze (checks the units in Deploy/), and setpriv (a client as another user is
+# refused by the admin socket).
 # Installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-Deploy/install-build-dependencies.sh dcmtk dicom3tools python3 curl orthanc orthanc-dicomweb gcc libc6-dev time strace
+Deploy/install-build-dependencies.sh dcmtk dicom3tools python3 curl orthanc orthanc-dicomweb gcc libc6-dev time strace prometheus procps util-linux systemd
 pydicom_version=3.0.2  # the version the conformance figures in README.md were taken with
 if ! python3 -c "import pydicom, sys; sys.exit(pydicom.__version__ != '$pydicom_version')" 2>/dev/null; then
   echo "Installing pydicom $pydicom_version from PyPI" >&2

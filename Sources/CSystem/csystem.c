@@ -52,3 +52,14 @@ int consort_signals_arm(const int *signals, int count) {
     }
     return consort_signal_pipe[0];
 }
+
+#include <sys/socket.h>
+
+int consort_peer_credentials(int fd, unsigned int *uid, int *pid) {
+    struct ucred credentials;
+    socklen_t length = sizeof credentials;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length) != 0) return -1;
+    *uid = credentials.uid;
+    *pid = credentials.pid;
+    return 0;
+}

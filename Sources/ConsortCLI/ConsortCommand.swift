@@ -1,10 +1,12 @@
+import Platform
+
 #if canImport(Glibc)
     import Glibc
 #endif
 
 /// The `consort` executable: dispatches to subcommands, maps usage errors to exit 2 with a hint.
 public enum ConsortCommand {
-    public static let version = "0.1.0"
+    public static let version = ConsortVersion.current
 
     struct Subcommand: Sendable {
         let name: String
@@ -36,8 +38,11 @@ public enum ConsortCommand {
             name: "config", summary: "check an agent's configuration file",
             run: ConfigCommand.run, help: ConfigCommand.help),
         Subcommand(
-            name: "queue", summary: "the agent's jobs: what is waiting to go where, and why",
+            name: "queue", summary: "the agent's spool: its shape, each job, and retry, hold, release, drop",
             run: QueueCommand.run, help: QueueCommand.help),
+        Subcommand(
+            name: "status", summary: "the agent's health: rules, watched folders, inventory, peers, what needs a person",
+            run: StatusCommand.run, help: StatusCommand.help),
         Subcommand(
             name: "rules", summary: "check, explain and replay the routing rules",
             run: RulesCommand.run, help: RulesCommand.help),

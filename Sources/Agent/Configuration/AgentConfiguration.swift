@@ -18,7 +18,7 @@ import Routing
 ///
 /// Also: `crl FILE`, `local NAME dicomweb URL` (a PACS on this site that imports by STOW-RS),
 /// `coordinator URL`, `lists DIR`, `free-space 5 %`, `retry-min 10 s`, `retry-max 10 min`,
-/// `max-age 3 d`, `circuit-after 5`, `stable-after 2 min` (the default quiet time for study
+/// `metrics 127.0.0.1:9464` (Prometheus `/metrics` and `/healthz`, plain HTTP), `max-age 3 d`, `circuit-after 5`, `stable-after 2 min` (the default quiet time for study
 /// stability when a rule gives none), `scan-rate 2000` (files a second for the catch-up scan).
 public struct AgentConfiguration: Sendable {
     public struct Watch: Sendable, Equatable {
@@ -63,6 +63,9 @@ public struct AgentConfiguration: Sendable {
     public var peers: [Peer] = []
     public var locals: [LocalTarget] = []
     public var coordinator: String?
+    /// `metrics 127.0.0.1:9464`: Prometheus metrics and /healthz over plain HTTP (nil: off).
+    public var metricsHost: String?
+    public var metricsPort: UInt16 = 0
     public var lists: String?
     /// Below this share of free space on `state` or `inbound`, incoming transfers get 503.
     public var freeSpacePercent = 5.0

@@ -27,6 +27,7 @@ public enum ConfigurationParser {
     static let settings = [
         "trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "crl", "rules", "peer", "local",
         "coordinator", "lists", "free-space", "retry-min", "retry-max", "max-age", "circuit-after", "stable-after", "scan-rate",
+        "metrics",
     ]
     static let required = ["trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "rules"]
 
@@ -133,14 +134,21 @@ public enum ConfigurationParser {
                     watch.pollSeconds = seconds
                 }
                 configuration.watches.append(watch)
-            case "listen":
+            case "listen", "metrics":
+                // metrics is plain HTTP: keep it on loopback (as the examples do) or a monitoring
+                // network; it carries counts, never patient data.
                 guard noOptions(), let value = one("ADDRESS:PORT") else { continue }
                 guard let colon = value.text.lastIndex(of: ":"), let port = UInt16(value.text[value.text.index(after: colon)...]) else {
-                    error(value.location, "\"listen\" takes ADDRESS:PORT, e.g. 0.0.0.0:8443")
+                    error(value.location, "\"\(key)\" takes ADDRESS:PORT, e.g. \(key == "listen" ? "0.0.0.0:8443" : "127.0.0.1:9464")")
                     continue
                 }
-                configuration.listenHost = String(value.text[..<colon])
-                configuration.listenPort = port
+                if key == "listen" {
+                    configuration.listenHost = String(value.text[..<colon])
+                    configuration.listenPort = port
+                } else {
+                    configuration.metricsHost = String(value.text[..<colon])
+                    configuration.metricsPort = port
+                }
             case "peer":
                 guard plain.count == 2 else {
                     error(plain.first?.location ?? word.location, "\"peer\" takes a name and a URL, e.g. peer UHSX https://uhsx.example:8443")

@@ -22,18 +22,23 @@ public final class AgentDaemon: @unchecked Sendable {
     let rules: RuleBook
     let ingest: Ingest
     let delivery: Delivery
+    public let telemetry: Telemetry
     private var server: HTTPServer?
+    var admin: AdminServer?
+    var metricsServer: HTTPServer?
+    /// flock on `state/agent.lock`: one agent per state folder.
+    private var stateFolderLock: Int32 = -1
     private var claim: StagingClaim?
     private var watchers: [Thread] = []
-    private let stopping = LockedFlag()
+    let stopping = LockedFlag()
     /// The free-space threshold in force (SIGHUP re-reads it).
-    private let freeSpaceThreshold: LockedValue<Double>
+    let freeSpaceThreshold: LockedValue<Double>
     /// Studies whose stable rules are checked: the distinct quiet periods of the rule set.
     private var quietPeriods: [Int] = []
     public let started = Date()
-    private(set) var rulesLoaded = Date()
-    private(set) var lastReloadRefused: String?
-    private let stateLock = NSLock()
+    var rulesLoaded = Date()
+    var lastReloadRefused: String?
+    let stateLock = NSLock()
     private let rescans = NSLock()
     private var rescansRunning = Set<String>(), rescansAgain = Set<String>()
 
@@ -44,13 +49,27 @@ public final class AgentDaemon: @unchecked Sendable {
         for folder in [configuration.state, configuration.inbound] {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         }
+        stateFolderLock = try Self.lockStateFolder(configuration.state)
         store = try AgentStore(path: configuration.databasePath)
         rules = try RuleBook(path: configuration.rules)
         ingest = Ingest(store: store, rules: rules, trust: configuration.trust, log: log.named("watcher"))
+        telemetry = Telemetry(roots: configuration.watches.map { ($0.path, $0.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify") })
         delivery = Delivery(
             store: store, targets: Self.targets(configuration), policy: Self.policy(configuration), circuitThreshold: configuration.circuitAfter,
-            log: log.named("spool"))
+            telemetry: telemetry, log: log.named("spool"))
         quietPeriods = Self.quietPeriods(rules.current)
+    }
+
+    /// Two agents on one state folder would both send every job: the second refuses to start.
+    static func lockStateFolder(_ state: String) throws -> Int32 {
+        let path = state + "/agent.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        guard fd >= 0 else { throw PlatformError("cannot open \(path)", errno: errno) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw PlatformError("another agent is running with the state folder \(state) (it holds \(path)); one agent per state folder", errno: EWOULDBLOCK)
+        }
+        return fd
     }
 
     static func policy(_ c: AgentConfiguration) -> RetryPolicy {
@@ -74,6 +93,8 @@ public final class AgentDaemon: @unchecked Sendable {
         let requeued = try store.requeueInterrupted()
         if requeued > 0 { log.info("jobs interrupted by the last stop resume from what the peers acknowledged", ["jobs": requeued]) }
         try startReceiver()
+        try startAdmin()
+        try startMetrics()
         try startWatchers()
         delivery.start()
         let ticker = Thread { [self] in tick() }
@@ -90,6 +111,8 @@ public final class AgentDaemon: @unchecked Sendable {
         log.info("stopping: no new work; transfers in flight finish their batch", ["deadline": "\(Int(deadline)) s"])
         server?.stop(deadline: deadline / 2)
         delivery.stop(deadline: deadline / 2)
+        admin?.stop()
+        metricsServer?.stop(deadline: 1)
         withExtendedLifetime(claim) {}
         log.info("stopped")
     }
@@ -103,9 +126,11 @@ public final class AgentDaemon: @unchecked Sendable {
                 lastReloadRefused = nil
                 quietPeriods = Self.quietPeriods(rules.current)
             }
+            telemetry.reloaded(ok: true)
             log.info("rules reloaded", ["rules": rules.current.rules.count, "warnings": warnings.count])
         case .refused(let outcome):
             stateLock.withLock { lastReloadRefused = outcome.errors.first?.description ?? "errors" }
+            telemetry.reloaded(ok: false)
             log.error("rules NOT reloaded: the new set has errors; the rules in force stay", ["errors": outcome.errors.count, "first": outcome.errors.first?.description ?? ""])
         }
         let parsed = ConfigurationParser.parse(file: configuration.file)
@@ -174,6 +199,7 @@ public final class AgentDaemon: @unchecked Sendable {
         }
         guard !batch.isEmpty else { return }
         try store.record(taken: batch, problems: [], now: now)
+        telemetry.received(received.peer, instances: batch.count, bytes: Int64(batch.reduce(0) { $0 + $1.size }))
         if batch.contains(where: { !$0.jobs.isEmpty }) { delivery.nudge() }
     }
 
@@ -206,6 +232,7 @@ public final class AgentDaemon: @unchecked Sendable {
                 while !stopping.isSet {
                     let events = watcher.next(timeout: 0.5)
                     handle(events, log: watchLog)
+                    telemetry.beat("watch")
                 }
             }
             thread.name = "consort-inotify"
@@ -246,15 +273,21 @@ public final class AgentDaemon: @unchecked Sendable {
         }
         if !files.isEmpty {
             ingest.take(files)
+            telemetry.taken(files.map { ($0.path, $0.mtime) }, now: Date().timeIntervalSince1970, live: true)
             delivery.nudge()
         }
     }
 
     private func catchUp(roots: [String], log watchLog: Logger) {
         let scanner = CatchUpScanner(roots: roots, excluding: excluded, filesPerSecond: configuration.scanFilesPerSecond, batchSize: 200)
+        for root in roots { telemetry.catchUp(root, running: true, files: 0, now: Date().timeIntervalSince1970) }
+        defer { for root in roots { telemetry.catchUp(root, running: false, files: scanner.progress.filesSeen, now: Date().timeIntervalSince1970) } }
         while !stopping.isSet, let batch = scanner.nextBatch() {
             for problem in scanner.takeProblems() { watchLog.warning(problem) }
             ingest.take(batch.map { Ingest.Candidate(path: $0.path, size: Int($0.size), mtime: $0.mtimeSeconds) })
+            let now = Date().timeIntervalSince1970
+            telemetry.taken(batch.map { ($0.path, $0.mtimeSeconds) }, now: now, live: false)
+            for root in roots { telemetry.catchUp(root, running: true, files: scanner.progress.filesSeen, now: now) }
             delivery.nudge()
         }
         for problem in scanner.takeProblems() { watchLog.warning(problem) }
@@ -295,6 +328,7 @@ public final class AgentDaemon: @unchecked Sendable {
     private func tick() {
         while !stopping.isSet {
             Thread.sleep(forTimeInterval: 1)
+            telemetry.beat("stability")
             let periods = stateLock.withLock { quietPeriods }
             guard let shortest = periods.first, let longest = periods.last else { continue }
             let now = Date().timeIntervalSince1970

@@ -53,6 +53,7 @@ final class Delivery: @unchecked Sendable {
     let store: AgentStore
     let log: Logger
     let policy: RetryPolicy
+    let telemetry: Telemetry
     private let lock = NSCondition()
     private var destinations: [String: Destination] = [:]
     private var running = false
@@ -73,9 +74,10 @@ final class Delivery: @unchecked Sendable {
     /// workers should stop after their batch (a failure deferred it).
     private var sending: [Int64: (job: AgentStore.Job, workers: Int, claimed: Set<String>, halted: Bool)] = [:]
 
-    init(store: AgentStore, targets: [Target], policy: RetryPolicy, circuitThreshold: Int, log: Logger) {
+    init(store: AgentStore, targets: [Target], policy: RetryPolicy, circuitThreshold: Int, telemetry: Telemetry, log: Logger) {
         self.store = store
         self.policy = policy
+        self.telemetry = telemetry
         self.log = log
         for target in targets { destinations[target.name] = Destination(target, threshold: circuitThreshold) }
     }
@@ -129,15 +131,45 @@ final class Delivery: @unchecked Sendable {
     }
 
     struct PeerStatus: Sendable {
-        var name: String, url: String, circuit: String, busy: Int, lastSuccess: Double?, lastError: String?, configurationFault: Bool
+        var name: String, url: String, isLocal: Bool, circuit: String, circuitClosed: Bool, busy: Int, lastSuccess: Double?, lastError: String?,
+            configurationFault: Bool
+        /// Reachable as far as this agent knows: its circuit is closed and no certificate fault.
+        var reachable: Bool { circuitClosed && !configurationFault }
     }
 
     var status: [PeerStatus] {
         lock.withLock {
             destinations.values.sorted { $0.target.name < $1.target.name }.map {
-                PeerStatus(name: $0.target.name, url: $0.target.url, circuit: $0.circuit.description, busy: $0.busy, lastSuccess: $0.lastSuccess, lastError: $0.lastError, configurationFault: $0.configurationFault)
+                var closed = false
+                if case .closed = $0.circuit.state { closed = true }
+                return PeerStatus(
+                    name: $0.target.name, url: $0.target.url, isLocal: $0.target.isLocal, circuit: $0.circuit.description, circuitClosed: closed,
+                    busy: $0.busy + ($0.urgentBusy ? 1 : 0), lastSuccess: $0.lastSuccess, lastError: $0.lastError, configurationFault: $0.configurationFault)
             }
         }
+    }
+
+    // MARK: - Operator actions
+
+    /// Workers sending these jobs stop after their batch in flight (held or dropped by an operator).
+    func halt(_ ids: [Int64]) {
+        lock.withLock {
+            for id in ids { sending[id]?.halted = true }
+        }
+    }
+
+    /// An operator's retry of a peer: an open circuit lets one probe through now. False if the
+    /// destination is unknown.
+    @discardableResult
+    func probeNow(_ peer: String) -> Bool {
+        let known: Bool = lock.withLock {
+            guard let destination = destinations[peer] else { return false }
+            _ = destination.circuit.forceProbe()
+            destination.configurationFault = false
+            return true
+        }
+        nudge()
+        return known
     }
 
     // MARK: - Dispatching
@@ -150,6 +182,7 @@ final class Delivery: @unchecked Sendable {
             let done = stopping
             lock.unlock()
             if done { return }
+            telemetry.beat("dispatch")
             do {
                 try dispatchOnce()
             } catch {
@@ -278,6 +311,7 @@ final class Delivery: @unchecked Sendable {
             if let deadline = job.deadline, now > deadline, job.deadlineMissed == nil {
                 if try store.markDeadlineMissed(job: job.id, by: now - deadline) {
                     lock.withLock { missedDeadlines += 1 }
+                    telemetry.deadlineMissed(job.destination)
                     let job = try store.job(job.id) ?? job
                     log.error(
                         "DEADLINE MISSED: the study is not at the destination in time",
@@ -461,6 +495,8 @@ final class Delivery: @unchecked Sendable {
                 try? store.postpone(job: job.id, until: ended + policy.minimumDelay, reason: "\(error)")
                 return
             }
+            if !acknowledged.isEmpty { telemetry.sent(target.name, instances: acknowledged.count, bytes: Int64(bytes)) }
+            if !refused.isEmpty { telemetry.error(target.name, class: "refused", count: refused.count) }
             for item in refused {
                 log.error("instance refused by the destination", ["job": job.id, "study": job.study, "destination": target.name, "sop": item.0, "reason": item.1])
             }
@@ -478,6 +514,7 @@ final class Delivery: @unchecked Sendable {
             let first = retry[0]
             let failure: FailureClass = first.transportCode.map { DeliveryFailure.classify(curlCode: $0, message: first.reason ?? "") } ?? .transient
             let reason = first.reason ?? "not reported"
+            telemetry.error(target.name, class: failure.rawValue)
             var delay = policy.delay(afterFailures: max(1, attempts), using: &generator)
             attempts += 1
             var change: CircuitChange?

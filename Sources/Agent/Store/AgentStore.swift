@@ -22,6 +22,7 @@ public final class AgentStore: @unchecked Sendable {
         self.path = path
         db = try Database(path: path)
         try db.execute(Self.schema)
+        try migrate()
     }
 
     /// Opens an existing database for reading only (the operator commands while the agent is down).
@@ -49,6 +50,9 @@ public final class AgentStore: @unchecked Sendable {
             rule TEXT NOT NULL, purpose TEXT NOT NULL, priority INTEGER NOT NULL, window TEXT,
             deadline REAL, created REAL NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
             next_attempt REAL NOT NULL, last_error TEXT, deadline_missed REAL, finished REAL,
+            instances_total INTEGER NOT NULL DEFAULT 0, instances_acked INTEGER NOT NULL DEFAULT 0,
+            instances_refused INTEGER NOT NULL DEFAULT 0, bytes_total INTEGER NOT NULL DEFAULT 0,
+            bytes_sent INTEGER NOT NULL DEFAULT 0, bytes_refused INTEGER NOT NULL DEFAULT 0, progress_at REAL,
             UNIQUE (rule, destination, study));
         CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, destination);
         CREATE TABLE IF NOT EXISTS job_instances (
@@ -57,7 +61,45 @@ public final class AgentStore: @unchecked Sendable {
         CREATE TABLE IF NOT EXISTS attempts (
             job INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE, started REAL NOT NULL, ended REAL NOT NULL,
             sent INTEGER NOT NULL, bytes INTEGER NOT NULL, outcome TEXT NOT NULL);
+        CREATE INDEX IF NOT EXISTS attempts_by_job ON attempts(job);
+        CREATE INDEX IF NOT EXISTS attempts_by_end ON attempts(ended);
+        CREATE INDEX IF NOT EXISTS files_with_problem ON files(taken) WHERE problem IS NOT NULL;
+        CREATE TABLE IF NOT EXISTS totals (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
         """
+
+    /// The schema's version (`PRAGMA user_version`). 2: a job carries its own instance and byte
+    /// counts, and the inventory its totals, so that `consort queue` and `consort status` read a
+    /// few rows rather than counting a million (they must answer in well under 100 ms).
+    static let schemaVersion = 2
+
+    /// Brings a database written by an earlier version up to this one, in one transaction.
+    private func migrate() throws {
+        let version = try db.prepare("PRAGMA user_version").first { $0.int(0) } ?? 0
+        guard version < Self.schemaVersion else { return }
+        try db.transaction {
+            let columns = Set(try db.prepare("PRAGMA table_info(jobs)").rows { $0.text(1) ?? "" })
+            for (column, type) in [
+                ("instances_total", "INTEGER NOT NULL DEFAULT 0"), ("instances_acked", "INTEGER NOT NULL DEFAULT 0"),
+                ("instances_refused", "INTEGER NOT NULL DEFAULT 0"), ("bytes_total", "INTEGER NOT NULL DEFAULT 0"),
+                ("bytes_sent", "INTEGER NOT NULL DEFAULT 0"), ("bytes_refused", "INTEGER NOT NULL DEFAULT 0"), ("progress_at", "REAL"),
+            ] where !columns.contains(column) {
+                try db.execute("ALTER TABLE jobs ADD COLUMN \(column) \(type)")
+            }
+            try db.execute("""
+                UPDATE jobs SET
+                  instances_total = (SELECT count(*) FROM job_instances i WHERE i.job = jobs.id),
+                  instances_acked = (SELECT count(*) FROM job_instances i WHERE i.job = jobs.id AND i.state = 'acknowledged'),
+                  instances_refused = (SELECT count(*) FROM job_instances i WHERE i.job = jobs.id AND i.state = 'refused'),
+                  bytes_total = (SELECT coalesce(sum(size), 0) FROM job_instances i WHERE i.job = jobs.id),
+                  bytes_sent = (SELECT coalesce(sum(size), 0) FROM job_instances i WHERE i.job = jobs.id AND i.state = 'acknowledged'),
+                  bytes_refused = (SELECT coalesce(sum(size), 0) FROM job_instances i WHERE i.job = jobs.id AND i.state = 'refused');
+                DELETE FROM totals;
+                INSERT INTO totals (name, value) SELECT 'instances_' || CASE WHEN origin = 'local' THEN 'local' ELSE 'received' END, count(*) FROM instances GROUP BY 1;
+                INSERT INTO totals (name, value) SELECT 'bytes_' || CASE WHEN origin = 'local' THEN 'local' ELSE 'received' END, sum(size) FROM instances GROUP BY 1;
+                PRAGMA user_version = \(Self.schemaVersion);
+                """)
+        }
+    }
 
     /// Runs `body` under the lock, in one transaction.
     func write<T>(_ body: () throws -> T) throws -> T {
@@ -160,17 +202,25 @@ public final class AgentStore: @unchecked Sendable {
             }
             var jobIDs: [String: Int64] = [:]
             var studiesSeen = Set<String>()
+            var tally: [String: Int64] = [:]
             for item in taken {
                 try file.run([.text(item.path), .integer(Int64(item.size)), .real(item.mtime), .text(item.sop), .null, .real(now)])
                 // A study's row once a batch: its instances share the batch's time.
-                try recordInstance(item, now: now, study: studiesSeen.insert(item.study.uid).inserted)
+                if try recordInstance(item, now: now, study: studiesSeen.insert(item.study.uid).inserted) {
+                    let side = item.origin == "local" ? "local" : "received"
+                    tally["instances_" + side, default: 0] += 1
+                    tally["bytes_" + side, default: 0] += Int64(item.size)
+                }
                 touched += try addJobs(item.jobs, study: item.study.uid, instances: [(item.sop, item.path, item.size)], now: now, known: &jobIDs)
             }
+            let add = try db.prepare("INSERT INTO totals (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2")
+            for (name, value) in tally { try add.run([.text(name), .integer(value)]) }
             return touched
         }
     }
 
-    private func recordInstance(_ item: Taken, now: Double, study: Bool = true) throws {
+    /// True when the instance is new to the inventory.
+    private func recordInstance(_ item: Taken, now: Double, study: Bool = true) throws -> Bool {
         let s = item.study
         func text(_ v: String?) -> SQLValue { v.map(SQLValue.text) ?? .null }
         if study {
@@ -182,6 +232,7 @@ public final class AgentStore: @unchecked Sendable {
         }
         try db.prepare("INSERT INTO instances (sop, study, series, path, size, origin, arrived) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(sop) DO NOTHING")
             .run([.text(item.sop), .text(s.uid), text(item.series), .text(item.path), .integer(Int64(item.size)), .text(item.origin), .real(now)])
+        return db.changes > 0
     }
 
     /// Creates or joins jobs for a study's instances. A job already done is reopened when it
@@ -211,10 +262,18 @@ public final class AgentStore: @unchecked Sendable {
                 known[key] = found
             }
             var added = 0
+            var addedBytes: Int64 = 0
             let insert = try db.prepare("INSERT INTO job_instances (job, sop, path, size) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")
             for instance in instances {
                 try insert.run([.integer(id), .text(instance.sop), .text(instance.path), .integer(Int64(instance.size))])
-                added += db.changes
+                if db.changes > 0 {
+                    added += 1
+                    addedBytes += Int64(instance.size)
+                }
+            }
+            if added > 0 {
+                try db.prepare("UPDATE jobs SET instances_total = instances_total + ?2, bytes_total = bytes_total + ?3 WHERE id = ?1")
+                    .run([.integer(id), .integer(Int64(added)), .integer(addedBytes)])
             }
             if added > 0 && known[key + "\u{2}"] == nil {
                 // Done or failed earlier: the new instances bring it back (once a batch is enough).
@@ -280,23 +339,24 @@ public final class AgentStore: @unchecked Sendable {
         public var acknowledged: Int
         public var refused: Int
         public var bytesLeft: Int64
+        public var bytesTotal: Int64 = 0
+        public var bytesSent: Int64 = 0
+        /// When an answer last came for it (or it last started): what "stuck" is measured by.
+        public var progressAt: Double?
+        public var finished: Double?
+        /// Instances not yet acknowledged nor refused.
+        public var instancesLeft: Int { total - acknowledged - refused }
     }
 
+    /// A job's columns: its counts are kept on its row (changed in the same transactions as its
+    /// instances), never counted from `job_instances` on a read.
     static let jobColumns = """
         j.id, j.kind, j.destination, j.study, j.rule, j.purpose, j.priority, j.window, j.deadline, j.created, j.state, j.attempts,
-        j.next_attempt, j.last_error, j.deadline_missed,
-        (SELECT count(*) FROM job_instances i WHERE i.job = j.id),
-        (SELECT count(*) FROM job_instances i WHERE i.job = j.id AND i.state = 'acknowledged'),
-        (SELECT count(*) FROM job_instances i WHERE i.job = j.id AND i.state = 'refused'),
-        (SELECT coalesce(sum(size), 0) FROM job_instances i WHERE i.job = j.id AND i.state = 'pending')
+        j.next_attempt, j.last_error, j.deadline_missed, j.instances_total, j.instances_acked, j.instances_refused,
+        j.bytes_total - j.bytes_sent - j.bytes_refused, j.bytes_total, j.bytes_sent, j.progress_at, j.finished
         """
 
-    /// The same columns without the instance counts: what the queue manager reads on every
-    /// pass (counting a large job's instances each time made a catch-up of many files quadratic).
-    static let headColumns = """
-        j.id, j.kind, j.destination, j.study, j.rule, j.purpose, j.priority, j.window, j.deadline, j.created, j.state, j.attempts,
-        j.next_attempt, j.last_error, j.deadline_missed, 0, 0, 0, 0
-        """
+    static let headColumns = jobColumns
 
     /// Jobs not finished, without their counts (the deadline and age watch).
     public func unfinishedJobHeads() throws -> [Job] {
@@ -311,14 +371,15 @@ public final class AgentStore: @unchecked Sendable {
             purpose: row.text(5) ?? "", priority: Int(row.int(6)), window: row.text(7), deadline: row.isNull(8) ? nil : row.double(8),
             created: row.double(9), state: row.text(10) ?? "", attempts: Int(row.int(11)), nextAttempt: row.double(12), lastError: row.text(13),
             deadlineMissed: row.isNull(14) ? nil : row.double(14), total: Int(row.int(15)), acknowledged: Int(row.int(16)),
-            refused: Int(row.int(17)), bytesLeft: row.int(18))
+            refused: Int(row.int(17)), bytesLeft: row.int(18), bytesTotal: row.int(19), bytesSent: row.int(20),
+            progressAt: row.isNull(21) ? nil : row.double(21), finished: row.isNull(22) ? nil : row.double(22))
     }
 
     /// Every job not done (and done ones finished in the last `doneWithin` seconds).
     public func jobs(includingDoneSince: Double? = nil) throws -> [Job] {
         try read {
             let since = includingDoneSince ?? Double.greatestFiniteMagnitude
-            return try db.prepare("SELECT \(Self.jobColumns) FROM jobs j WHERE j.state != 'done' OR j.finished >= ?1 ORDER BY j.id").rows([.real(since)], Self.job)
+            return try db.prepare("SELECT \(Self.jobColumns) FROM jobs j WHERE j.state NOT IN ('done', 'dropped') OR j.finished >= ?1 ORDER BY j.id").rows([.real(since)], Self.job)
         }
     }
 
@@ -360,7 +421,7 @@ public final class AgentStore: @unchecked Sendable {
     /// Marks a job active (durable before anything is sent).
     public func start(job id: Int64, now: Double) throws {
         try write {
-            try db.prepare("UPDATE jobs SET state = 'active', attempts = attempts + 1 WHERE id = ?1").run([.integer(id)])
+            try db.prepare("UPDATE jobs SET state = 'active', attempts = attempts + 1, progress_at = ?2 WHERE id = ?1").run([.integer(id), .real(now)])
         }
     }
 
@@ -387,10 +448,22 @@ public final class AgentStore: @unchecked Sendable {
     /// or refused for good, with the reason; instances worth retrying stay pending.
     public func recordAnswers(job id: Int64, acknowledged: [String], refused: [(sop: String, reason: String)], attempt: (started: Double, ended: Double, bytes: Int, outcome: String)) throws {
         try write {
-            let ack = try db.prepare("UPDATE job_instances SET state = 'acknowledged' WHERE job = ?1 AND sop = ?2")
-            for sop in acknowledged { try ack.run([.integer(id), .text(sop)]) }
-            let refuse = try db.prepare("UPDATE job_instances SET state = 'refused', reason = ?3 WHERE job = ?1 AND sop = ?2")
-            for item in refused { try refuse.run([.integer(id), .text(item.sop), .text(item.reason)]) }
+            // Only a pending instance changes (an answer repeated changes nothing), and the job's
+            // counts move by what changed.
+            let ack = try db.prepare("UPDATE job_instances SET state = 'acknowledged' WHERE job = ?1 AND sop = ?2 AND state = 'pending' RETURNING size")
+            var acked: (count: Int64, bytes: Int64) = (0, 0)
+            for sop in acknowledged {
+                if let size = try ack.first([.integer(id), .text(sop)], { $0.int(0) }) { acked = (acked.count + 1, acked.bytes + size) }
+            }
+            let refuse = try db.prepare("UPDATE job_instances SET state = 'refused', reason = ?3 WHERE job = ?1 AND sop = ?2 AND state = 'pending' RETURNING size")
+            var refusedNow: (count: Int64, bytes: Int64) = (0, 0)
+            for item in refused {
+                if let size = try refuse.first([.integer(id), .text(item.sop), .text(item.reason)], { $0.int(0) }) { refusedNow = (refusedNow.count + 1, refusedNow.bytes + size) }
+            }
+            try db.prepare("""
+                UPDATE jobs SET instances_acked = instances_acked + ?2, bytes_sent = bytes_sent + ?3, instances_refused = instances_refused + ?4,
+                  bytes_refused = bytes_refused + ?5, progress_at = ?6 WHERE id = ?1
+                """).run([.integer(id), .integer(acked.count), .integer(acked.bytes), .integer(refusedNow.count), .integer(refusedNow.bytes), .real(attempt.ended)])
             try db.prepare("INSERT INTO attempts (job, started, ended, sent, bytes, outcome) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")
                 .run([.integer(id), .real(attempt.started), .real(attempt.ended), .integer(Int64(acknowledged.count + refused.count)), .integer(Int64(attempt.bytes)), .text(attempt.outcome)])
         }
@@ -458,17 +531,20 @@ public final class AgentStore: @unchecked Sendable {
     public struct Counts: Sendable {
         public var studies = 0, instances = 0, receivedInstances = 0
         public var bytes: Int64 = 0
+        public var receivedBytes: Int64 = 0
         public var malformedFiles = 0
     }
 
+    /// The inventory's size, from its kept totals (a count over a million instances is too slow
+    /// for `consort status`).
     public func counts() throws -> Counts {
         try read {
             var counts = Counts()
-            _ = try db.prepare("SELECT count(*), coalesce(sum(size), 0), coalesce(sum(origin != 'local'), 0) FROM instances").first { row in
-                counts.instances = Int(row.int(0))
-                counts.bytes = row.int(1)
-                counts.receivedInstances = Int(row.int(2))
-            }
+            let totals = Dictionary(uniqueKeysWithValues: try db.prepare("SELECT name, value FROM totals").rows { ($0.text(0) ?? "", $0.int(1)) })
+            counts.instances = Int((totals["instances_local"] ?? 0) + (totals["instances_received"] ?? 0))
+            counts.receivedInstances = Int(totals["instances_received"] ?? 0)
+            counts.bytes = (totals["bytes_local"] ?? 0) + (totals["bytes_received"] ?? 0)
+            counts.receivedBytes = totals["bytes_received"] ?? 0
             counts.studies = Int(try db.prepare("SELECT count(*) FROM studies").first { $0.int(0) } ?? 0)
             counts.malformedFiles = Int(try db.prepare("SELECT count(*) FROM files WHERE problem IS NOT NULL").first { $0.int(0) } ?? 0)
             return counts

@@ -22,4 +22,8 @@ long consort_filesystem_type(const char *path);
 // whichever thread it lands on; the caller reads the bytes at its leisure. Arm once per process.
 int consort_signals_arm(const int *signals, int count);
 
+// Who is on the other end of a connected Unix socket (SO_PEERCRED; struct ucred is _GNU_SOURCE):
+// the admin socket names the user who asked for an action. 0, or -1 with errno set.
+int consort_peer_credentials(int fd, unsigned int *uid, int *pid);
+
 #endif

@@ -105,9 +105,9 @@ final class AgentSite {
     /// The instances in the inbound folder, as `<Study>/<SOP>.dcm` (hidden folders left out).
     var received: [String] { TransferTests.files(under: inbound) }
 
-    /// The agent's queue as JSON objects (`consort queue --json`).
+    /// The agent's jobs, done ones too, as JSON objects (`consort queue list --all --json`).
     func queue() throws -> [[String: Any]] {
-        let outcome = try Run.consort("queue", "--config", config, "--json")
+        let outcome = try Run.consort("queue", "list", "--all", "--config", config, "--json")
         return outcome.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
     }
 

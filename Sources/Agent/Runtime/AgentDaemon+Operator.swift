@@ -1,0 +1,162 @@
+import DICOM
+import Foundation
+import Platform
+import Transport
+
+/// The running agent's side of the operator commands: the admin socket's requests, the live
+/// status, `/metrics` and `/healthz`.
+extension AgentDaemon {
+    // MARK: - The admin socket
+
+    func startAdmin() throws {
+        let adminLog = log.named("admin")
+        let server = AdminServer(path: configuration.adminSocketPath, log: adminLog) { [self] request in answer(request, log: adminLog) }
+        try server.start()
+        admin = server
+    }
+
+    /// One admin request. Actions take job ids (the CLI resolved its filters against the store
+    /// and said how many matched); each answer says which jobs it changed.
+    func answer(_ request: AdminServer.Request, log adminLog: Logger) -> JSON {
+        let now = Date().timeIntervalSince1970
+        let ids = (request.fields["jobs"] as? [Any] ?? []).compactMap { ($0 as? NSNumber)?.int64Value }
+        let peers = (request.fields["peers"] as? [Any] ?? []).compactMap { $0 as? String }
+        // Who: the kernel's word for the uid; the name the command line gives (sudo's user) beside it.
+        let claimed = request.fields["user"] as? String
+        let who = claimed.map { $0 == request.user ? request.user : "\(request.user) (for \($0))" } ?? request.user
+        func failure(_ message: String) -> JSON { .object([("ok", .bool(false)), ("error", .string(message))]) }
+        func changed(_ list: [Int64], _ extra: [(String, JSON)] = []) -> JSON {
+            .object([("ok", .bool(true)), ("matched", .int(Int64(ids.count))), ("changed", .array(list.map { .int($0) }))] + extra)
+        }
+        do {
+            switch request.action {
+            case "ping":
+                return .object([("ok", .bool(true)), ("trust", .string(configuration.trust)), ("pid", .int(Int64(getpid())))])
+            case "status":
+                return liveStatus(now: now)
+            case "hold":
+                let list = try store.hold(ids)
+                delivery.halt(list)
+                adminLog.info("jobs held by an operator", ["user": who, "jobs": list.map(String.init).joined(separator: ",")])
+                return changed(list)
+            case "release":
+                let list = try store.release(ids, now: now)
+                delivery.nudge()
+                adminLog.info("jobs released by an operator", ["user": who, "jobs": list.map(String.init).joined(separator: ",")])
+                return changed(list)
+            case "retry":
+                // The peers' circuits first: an open circuit lets one probe through now.
+                let unknown = peers.filter { !delivery.probeNow($0) }
+                if !unknown.isEmpty { return failure("no such peer or local target in the configuration: \(unknown.joined(separator: ", "))") }
+                let list = try store.retry(ids, now: now)
+                delivery.nudge()
+                adminLog.info("retry now, asked by an operator", ["user": who, "jobs": list.map(String.init).joined(separator: ","), "peers": peers.joined(separator: ",")])
+                return changed(list, [("peers", .array(peers.map { .string($0) }))])
+            case "drop":
+                let reason = "dropped by \(who) at \(Self.isoTime(now))"
+                let list = try store.drop(ids, reason: reason, now: now)
+                delivery.halt(list)
+                adminLog.warning("JOBS DROPPED by an operator: they will not be sent", ["user": who, "uid": request.uid, "jobs": list.map(String.init).joined(separator: ",")])
+                return changed(list)
+            default:
+                return failure("unknown action \"\(request.action)\" (ping, status, hold, release, retry, drop)")
+            }
+        } catch {
+            adminLog.error("admin action failed", ["action": request.action, "user": who, "error": error])
+            return failure("\(error)")
+        }
+    }
+
+    static func isoTime(_ seconds: Double) -> String {
+        var time = time_t(seconds)
+        var parts = tm()
+        gmtime_r(&time, &parts)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec)
+    }
+
+    // MARK: - Live status
+
+    /// What only the running process knows: since when, the rules in force, the watch roots'
+    /// progress, the peers' circuits, its health. (The spool and inventory are read from the store.)
+    func liveStatus(now: Double) -> JSON {
+        func number(_ value: Double?) -> JSON { value.map(JSON.double) ?? .null }
+        func text(_ value: String?) -> JSON { value.map(JSON.string) ?? .null }
+        let (loaded, refused, ruleCount) = stateLock.withLock { (rulesLoaded.timeIntervalSince1970, lastReloadRefused, rules.current.rules.count) }
+        let health = self.health()
+        let watch: [JSON] = telemetry.watchRoots.map { root in
+            .object([
+                ("root", .string(root.path)), ("mode", .string(root.mode)), ("files_seen", .int(Int64(root.filesSeen))),
+                ("last_file", text(root.lastFile)), ("last_taken", number(root.lastTaken)), ("lag_seconds", .double(root.lagSeconds)),
+                ("catch_up_running", .bool(root.catchUpRunning)), ("catch_up_files", .int(Int64(root.catchUpFiles))),
+                ("catch_up_started", number(root.catchUpStarted)), ("catch_up_finished", number(root.catchUpFinished)),
+            ])
+        }
+        let counters = telemetry.peerCounters
+        let peers: [JSON] = delivery.status.map { peer in
+            let c = counters[peer.name] ?? Telemetry.PeerCounters()
+            return .object([
+                ("name", .string(peer.name)), ("url", .string(peer.url)), ("local", .bool(peer.isLocal)), ("circuit", .string(peer.circuit)),
+                ("reachable", .bool(peer.reachable)), ("configuration_fault", .bool(peer.configurationFault)), ("busy", .int(Int64(peer.busy))),
+                ("last_success", number(peer.lastSuccess)), ("last_error", text(peer.lastError)),
+                ("sent_instances", .int(Int64(c.sentInstances))), ("sent_bytes", .int(c.sentBytes)),
+                ("received_instances", .int(Int64(c.receivedInstances))), ("received_bytes", .int(c.receivedBytes)),
+            ])
+        }
+        return .object([
+            ("ok", .bool(true)), ("trust", .string(configuration.trust)), ("pid", .int(Int64(getpid()))), ("started", .double(started.timeIntervalSince1970)),
+            ("rules", .object([("folder", .string(configuration.rules)), ("count", .int(Int64(ruleCount))), ("loaded", .double(loaded)), ("last_reload_refused", text(refused))])),
+            ("watch", .array(watch)), ("peers", .array(peers)),
+            ("healthy", .bool(health.isEmpty)), ("problems", .array(health.map { .string($0) })),
+        ])
+    }
+
+    /// Why the agent is not working now (empty: it is): a loop that stopped beating, a store it
+    /// cannot read, a disk too full to receive.
+    func health() -> [String] {
+        var problems: [String] = []
+        for (loop, silent) in telemetry.silentLoops(longerThan: 30) {
+            problems.append("the \(loop) loop has not run for \(Int(silent)) s")
+        }
+        do { try store.ping() } catch { problems.append("cannot read the spool database: \(error)") }
+        let minimum = freeSpaceThreshold.value
+        for folder in [configuration.inbound, configuration.state] {
+            if let free = Self.freePercent(folder), free < minimum {
+                problems.append(String(format: "%@ has %.1f %% free, below the %g %% threshold: incoming transfers are refused", folder, free, minimum))
+            }
+        }
+        return problems
+    }
+
+    // MARK: - Metrics
+
+    func startMetrics() throws {
+        guard let host = configuration.metricsHost else { return }
+        var settings = ServerConfiguration()
+        settings.host = host
+        settings.port = configuration.metricsPort
+        settings.maximumConnections = 8
+        settings.limits.bodyBytes = 0
+        let metricsLog = log.named("metrics")
+        let http = HTTPServer(settings, log: { metricsLog.debug($0) }) { [self] request, _ in
+            let path = request.head.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+            guard request.head.method == "GET" || request.head.method == "HEAD" else {
+                return ServerResponse.text(405, "only GET")
+            }
+            switch path {
+            case "/metrics":
+                let text = MetricsPage.render(self, now: Date().timeIntervalSince1970)
+                return ServerResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(text.utf8))
+            case "/healthz":
+                let problems = health()
+                return problems.isEmpty ? ServerResponse.text(200, "ok") : ServerResponse.text(503, problems.joined(separator: "\n"))
+            default:
+                return ServerResponse.text(404, "not found: /metrics and /healthz are served here")
+            }
+        }
+        try http.start()
+        metricsServer = http
+        log.info("serving metrics", ["address": "http://\(host):\(http.port)/metrics"])
+    }
+
+    public var metricsPort: UInt16 { metricsServer?.port ?? 0 }
+}

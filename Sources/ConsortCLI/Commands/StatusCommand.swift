@@ -1,0 +1,207 @@
+import Agent
+import DICOM
+import Foundation
+
+/// `consort status`: is this trust's agent well, and if not, what needs a person. The live part
+/// (up since, rules in force, watch roots, circuits) comes from the running agent on its admin
+/// socket; the spool and inventory from its database, so it still answers with the agent down.
+enum StatusCommand {
+    static let help = """
+        Usage: consort status [--config FILE] [--json] [--malformed]
+
+        The agent's health at a glance: up since; the rules in force (when loaded, whether the
+        last reload was refused); each watched folder (inotify or polling, files seen, the
+        catch-up scan, the last file taken and how far behind); the inventory (studies,
+        instances, bytes; local and received); each peer (reachable, circuit, last success,
+        last error, queue depth, MB/s over the last minute); deadlines missed in the last 24 h;
+        stuck jobs (active with no answer from the peer for 5 minutes); malformed files.
+
+        With the agent stopped it says so and shows what its database knows.
+
+        Options:
+          --config FILE   the agent's configuration (default /etc/consort/agent.conf)
+          --json          one JSON object
+          --malformed     list the files recorded as malformed (newest first, up to 1000)
+
+        Exit codes: 0 all well; 1 something needs a person (the agent down, a peer down, a
+        missed deadline, a stuck job, a refused rule set); 2 usage error.
+        """
+
+    static let stuckAfter = 300.0
+
+    static func run(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "status", flags: ["--json", "--malformed"], options: ["--config"])
+        if let stray = arguments.positional.first { throw UsageError(message: "unexpected argument \"\(stray)\"", command: "status") }
+        guard let context = OperatorContext.open(arguments, command: "status") else { return .someFailed }
+        let now = Date().timeIntervalSince1970
+        let live = context.liveStatus()
+        let state = live == nil ? context.agentState() : .running(pid: (live?["pid"] as? NSNumber)?.intValue ?? 0)
+        let store = context.store
+        let counts = try store.counts()
+        let depth = try store.depthWithWaiting(minuteOfDay: QueueCommand.minute)
+        let history = try store.peerHistory(since: now - 60)
+        let missed = try store.missedDeadlines(since: now - 86_400)
+        let stuck = try store.stuckJobs(now: now, after: stuckAfter)
+        let malformed = arguments.flag("--malformed") ? try store.problems(limit: 1000) : []
+
+        // Peers: the configuration's, with the live circuit when the agent runs.
+        let livePeers = Dictionary(uniqueKeysWithValues: (live?["peers"] as? [[String: Any]] ?? []).compactMap { peer in (peer["name"] as? String).map { ($0, peer) } })
+        let names = context.configuration.peers.map(\.name) + context.configuration.locals.map(\.name)
+        var attention: [String] = []
+        switch state {
+        case .running: break
+        case .down: attention.append("the agent is not running")
+        case .noPermission(let why): attention.append("cannot ask the agent: \(why)")
+        }
+        if let refused = (live?["rules"] as? [String: Any])?["last_reload_refused"] as? String {
+            attention.append("the last rules reload was refused (the old rules stay in force): \(refused)")
+        }
+        for problem in live?["problems"] as? [String] ?? [] { attention.append(problem) }
+        struct PeerLine {
+            var name: String
+            var reachable: Bool?
+            var circuit: String?
+            var lastSuccess: Double?
+            var lastError: String?
+            var jobs = 0, instances = 0
+            var bytes: Int64 = 0
+            var bytesPerSecond: Double = 0
+        }
+        let peerLines: [PeerLine] = names.map { name in
+            var line = PeerLine(name: name)
+            let livePeer = livePeers[name]
+            line.reachable = livePeer?["reachable"] as? Bool
+            line.circuit = livePeer?["circuit"] as? String
+            let recorded = history[name]
+            line.lastSuccess = max((livePeer?["last_success"] as? NSNumber)?.doubleValue ?? 0, recorded?.lastSuccess ?? 0)
+            if line.lastSuccess == 0 { line.lastSuccess = nil }
+            line.lastError = livePeer?["last_error"] as? String ?? recorded?.lastError
+            for (_, d) in depth[name] ?? [:] {
+                line.jobs += d.jobs
+                line.instances += d.instances
+                line.bytes += d.bytes
+            }
+            line.bytesPerSecond = Double(recorded?.recentBytes ?? 0) / 60
+            return line
+        }
+        for peer in peerLines where peer.reachable == false { attention.append("peer \(peer.name) is down: \(peer.lastError ?? peer.circuit ?? "")") }
+        if !missed.isEmpty { attention.append("\(missed.count) deadline\(missed.count == 1 ? "" : "s") missed in the last 24 h") }
+        if !stuck.isEmpty { attention.append("\(stuck.count) job\(stuck.count == 1 ? "" : "s") active with no progress for \(Int(stuckAfter / 60)) minutes") }
+
+        let rules = live?["rules"] as? [String: Any]
+        let watch = live?["watch"] as? [[String: Any]] ?? []
+        if arguments.flag("--json") {
+            func number(_ v: Double?) -> JSON { v.map(JSON.double) ?? .null }
+            func text(_ v: String?) -> JSON { v.map(JSON.string) ?? .null }
+            func jobs(_ list: [AgentStore.Job]) -> JSON {
+                .array(list.map { .object([("id", .int($0.id)), ("peer", .string($0.destination)), ("study", .string($0.study)), ("rule", .string($0.rule)),
+                    ("missed_by", number($0.deadlineMissed)), ("progress_at", number($0.progressAt))]) })
+            }
+            var fields: [(String, JSON)] = [
+                ("trust", .string(context.configuration.trust)), ("agent_running", .bool(live != nil)),
+                ("pid", live.flatMap { ($0["pid"] as? NSNumber).map { JSON.int($0.int64Value) } } ?? .null),
+                ("started", number((live?["started"] as? NSNumber)?.doubleValue)),
+                ("rules", .object([("folder", .string(context.configuration.rules)), ("count", (rules?["count"] as? NSNumber).map { JSON.int($0.int64Value) } ?? .null),
+                    ("loaded", number((rules?["loaded"] as? NSNumber)?.doubleValue)), ("last_reload_refused", text(rules?["last_reload_refused"] as? String))])),
+                ("watch", .array(context.configuration.watches.map { configured in
+                    let root = watch.first { $0["root"] as? String == configured.path }
+                    return .object([
+                        ("root", .string(configured.path)), ("mode", .string(configured.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify")),
+                        ("files_seen", (root?["files_seen"] as? NSNumber).map { JSON.int($0.int64Value) } ?? .null),
+                        ("last_file", text(root?["last_file"] as? String)), ("last_taken", number((root?["last_taken"] as? NSNumber)?.doubleValue)),
+                        ("lag_seconds", number((root?["lag_seconds"] as? NSNumber)?.doubleValue)),
+                        ("catch_up_running", (root?["catch_up_running"] as? Bool).map(JSON.bool) ?? .null),
+                    ])
+                })),
+                ("inventory", .object([("studies", .int(Int64(counts.studies))), ("instances", .int(Int64(counts.instances))),
+                    ("instances_received", .int(Int64(counts.receivedInstances))), ("bytes", .int(counts.bytes)), ("bytes_received", .int(counts.receivedBytes))])),
+                ("peers", .array(peerLines.map { peer in
+                    .object([("name", .string(peer.name)), ("reachable", peer.reachable.map(JSON.bool) ?? .null), ("circuit", text(peer.circuit)),
+                        ("last_success", number(peer.lastSuccess)), ("last_error", text(peer.lastError)), ("queue_jobs", .int(Int64(peer.jobs))),
+                        ("queue_instances", .int(Int64(peer.instances))), ("queue_bytes", .int(peer.bytes)), ("bytes_per_second", .double(peer.bytesPerSecond))])
+                })),
+                ("missed_deadlines_24h", jobs(missed)), ("stuck_jobs", jobs(stuck)), ("malformed_files", .int(Int64(counts.malformedFiles))),
+                ("needs_attention", .array(attention.map(JSON.string))),
+            ]
+            if arguments.flag("--malformed") {
+                fields.append(("malformed", .array(malformed.map { .object([("path", .string($0.path)), ("problem", .string($0.problem))]) })))
+            }
+            standardOutput.line(JSON.object(fields).serialized())
+            return attention.isEmpty ? .success : .someFailed
+        }
+
+        let bold = { (text: String) in OperatorFormat.paint(text, .bold) }
+        switch state {
+        case .running(let pid):
+            let started = (live?["started"] as? NSNumber)?.doubleValue ?? now
+            standardOutput.line(bold("Agent \(context.configuration.trust)") + ": running (pid \(pid)), up since \(OperatorFormat.time(started)) (\(OperatorFormat.duration(now - started)))")
+        case .down:
+            standardOutput.line(bold("Agent \(context.configuration.trust)") + ": " + OperatorFormat.paint("NOT RUNNING", .red) + " (what follows is from \(context.configuration.databasePath))")
+        case .noPermission(let why):
+            standardOutput.line(bold("Agent \(context.configuration.trust)") + ": state unknown: \(why)")
+        }
+        if let rules {
+            let count = (rules["count"] as? NSNumber)?.intValue ?? 0
+            let loaded = (rules["loaded"] as? NSNumber)?.doubleValue ?? now
+            var line = "\(count) rules from \(context.configuration.rules), loaded \(OperatorFormat.time(loaded))"
+            if let refused = rules["last_reload_refused"] as? String { line += "; " + OperatorFormat.paint("last reload REFUSED: \(refused)", .red) }
+            standardOutput.line(bold("Rules") + ":     " + line)
+        } else {
+            standardOutput.line(bold("Rules") + ":     \(context.configuration.rules) (in force: unknown while the agent is down)")
+        }
+        standardOutput.line(bold("Watching") + ":")
+        for configured in context.configuration.watches {
+            let mode = configured.pollSeconds.map { "polling every \(Int($0)) s" } ?? "inotify"
+            guard let root = watch.first(where: { $0["root"] as? String == configured.path }) else {
+                standardOutput.line("  \(configured.path) (\(mode))")
+                continue
+            }
+            var line = "  \(configured.path) (\(mode)): \(OperatorFormat.count((root["files_seen"] as? NSNumber)?.intValue ?? 0)) files seen"
+            if root["catch_up_running"] as? Bool == true {
+                line += "; catch-up scan running (\(OperatorFormat.count((root["catch_up_files"] as? NSNumber)?.intValue ?? 0)) files so far)"
+            } else if let started = (root["catch_up_started"] as? NSNumber)?.doubleValue, let finished = (root["catch_up_finished"] as? NSNumber)?.doubleValue {
+                line += "; catch-up done in \(OperatorFormat.duration(finished - started))"
+            }
+            standardOutput.line(line)
+            if let last = root["last_file"] as? String, let taken = (root["last_taken"] as? NSNumber)?.doubleValue {
+                standardOutput.line("    last file \(OperatorFormat.duration(now - taken)) ago, \(String(format: "%.1f", (root["lag_seconds"] as? NSNumber)?.doubleValue ?? 0)) s behind: \(last)")
+            }
+        }
+        standardOutput.line(bold("Inventory") + ": \(OperatorFormat.count(counts.studies)) studies, \(OperatorFormat.count(counts.instances)) instances (\(OperatorFormat.count(counts.instances - counts.receivedInstances)) local, \(OperatorFormat.count(counts.receivedInstances)) received), \(OperatorFormat.bytes(counts.bytes))")
+        standardOutput.line(bold("Peers") + ":")
+        for peer in peerLines {
+            let health: String
+            switch peer.reachable {
+            case true?: health = OperatorFormat.paint("reachable".padding(to: 10), .green)
+            case false?: health = OperatorFormat.paint("DOWN".padding(to: 10), .red)
+            case nil: health = "?".padding(to: 10)
+            }
+            var line = "  " + peer.name.padding(to: 8) + health
+            line += "queue \(peer.jobs) job\(peer.jobs == 1 ? "" : "s") (\(OperatorFormat.count(peer.instances)) inst, \(OperatorFormat.bytes(peer.bytes)))"
+            line += ", \(String(format: "%.1f", peer.bytesPerSecond / 1e6)) MB/s"
+            standardOutput.line(line)
+            var detail: [String] = []
+            if let circuit = peer.circuit { detail.append("circuit \(circuit)") }
+            detail.append(peer.lastSuccess.map { "last success \(OperatorFormat.duration(now - $0)) ago" } ?? "no success yet")
+            if let error = peer.lastError, peer.reachable != true || peer.lastSuccess == nil { detail.append("last error: \(error.prefix(70))") }
+            standardOutput.line("          " + detail.joined(separator: "; "))
+        }
+        standardOutput.line(bold("Deadlines missed in the last 24 h") + ": \(missed.count)")
+        for job in missed.prefix(20) {
+            standardOutput.line("  job \(job.id) \(job.rule) → \(job.destination), study \(job.study): missed by \(OperatorFormat.duration(job.deadlineMissed ?? 0))")
+        }
+        standardOutput.line(bold("Stuck jobs") + " (active, no answer for \(Int(stuckAfter / 60)) min): \(stuck.count)")
+        for job in stuck.prefix(20) {
+            standardOutput.line("  job \(job.id) → \(job.destination), study \(job.study): last progress \(OperatorFormat.duration(now - (job.progressAt ?? job.created))) ago")
+        }
+        standardOutput.line(bold("Malformed files recorded") + ": \(counts.malformedFiles)" + (counts.malformedFiles > 0 && !arguments.flag("--malformed") ? " (--malformed lists them)" : ""))
+        for item in malformed { standardOutput.line("  \(item.path): \(item.problem)") }
+        if attention.isEmpty {
+            standardOutput.line(OperatorFormat.paint("All well.", .green))
+            return .success
+        }
+        standardOutput.line(OperatorFormat.paint("Needs a person:", .red))
+        for item in attention { standardOutput.line("  - " + item) }
+        return .someFailed
+    }
+}
