@@ -161,7 +161,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConsortCLITests",
-            dependencies: ["ConsortCLI", "DICOM", "TestSupport"],
+            dependencies: ["ConsortCLI", "DICOM", "Platform", "TestSupport"],
             exclude: ["Conformance", "Interop"]
         ),
     ]

@@ -24,7 +24,7 @@ while [ $# -gt 0 ]; do
     *) echo "bench-agent-scale: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
-swift build -c release --product consort >/dev/null
+if ! built=$(swift build -c release --product consort 2>&1); then echo "$built" >&2; exit 1; fi
 consort=$(swift build -c release --show-bin-path)/consort
 rm -rf "$work"; mkdir -p "$work"/{state,watch,inbound,rules,pki}
 cd "$work"

@@ -127,6 +127,26 @@ extension AgentDaemon {
         return problems
     }
 
+    /// One line for systemd's STATUS=: what waits, what moves, which peers are down.
+    public func summary() -> String {
+        var states: [String: Int] = [:]
+        for (_, byState) in (try? store.depth()) ?? [:] {
+            for (state, depth) in byState { states[state, default: 0] += depth.jobs }
+        }
+        let down = delivery.status.filter { !$0.reachable }.map(\.name)
+        var text = "\(states["queued", default: 0]) queued, \(states["active", default: 0]) active, \(states["deferred", default: 0]) deferred"
+        if let held = states["held"], held > 0 { text += ", \(held) held" }
+        if let failed = states["failed"], failed > 0 { text += ", \(failed) failed" }
+        text += down.isEmpty ? "; all peers reachable" : "; peers down: \(down.joined(separator: ", "))"
+        return text
+    }
+
+    /// The agent's loops (dispatch, stability, watch) that have not run for `seconds`: the
+    /// watchdog is not pinged while any is stuck.
+    public func hungLoops(longerThan seconds: Double) -> [String] {
+        telemetry.silentLoops(longerThan: seconds).map(\.0)
+    }
+
     // MARK: - Metrics
 
     func startMetrics() throws {

@@ -138,12 +138,19 @@ final class Delivery: @unchecked Sendable {
     }
 
     var status: [PeerStatus] {
-        lock.withLock {
+        let now = Date().timeIntervalSince1970
+        return lock.withLock {
             destinations.values.sorted { $0.target.name < $1.target.name }.map {
                 var closed = false
-                if case .closed = $0.circuit.state { closed = true }
+                var circuit = $0.circuit.description
+                switch $0.circuit.state {
+                case .closed: closed = true
+                case .open(let until) where until.isFinite:
+                    circuit = "open after \($0.circuit.consecutiveFailures) failures; next probe in \(max(0, Int((until - now).rounded(.up)))) s"
+                default: break
+                }
                 return PeerStatus(
-                    name: $0.target.name, url: $0.target.url, isLocal: $0.target.isLocal, circuit: $0.circuit.description, circuitClosed: closed,
+                    name: $0.target.name, url: $0.target.url, isLocal: $0.target.isLocal, circuit: circuit, circuitClosed: closed,
                     busy: $0.busy + ($0.urgentBusy ? 1 : 0), lastSuccess: $0.lastSuccess, lastError: $0.lastError, configurationFault: $0.configurationFault)
             }
         }
@@ -175,7 +182,15 @@ final class Delivery: @unchecked Sendable {
     // MARK: - Dispatching
 
     private func dispatch() {
+        // A test-only fault: the dispatcher hangs after this many seconds, as a deadlock would
+        // (the watchdog test shows that a stuck loop stops the systemd watchdog pings).
+        let hangAfter = ProcessInfo.processInfo.environment["CONSORT_TEST_HANG_DISPATCH_AFTER"].flatMap(Double.init)
+        let startedAt = MonotonicClock.now
         while true {
+            if let hangAfter, MonotonicClock.now - startedAt > hangAfter {
+                log.warning("CONSORT_TEST_HANG_DISPATCH_AFTER is set: the dispatcher hangs now (a test's fault)")
+                while true { Thread.sleep(forTimeInterval: 3600) }
+            }
             lock.lock()
             if !nudged && !stopping { _ = lock.wait(until: Date().addingTimeInterval(0.25)) }
             nudged = false

@@ -17,6 +17,11 @@ enum AgentCommand {
         transfers in flight finish their batch (up to 10 s), exits 0. SIGHUP: reloads the rules
         (a set with errors is refused and the old one kept) and re-reads the peers.
 
+        Under systemd (Type=notify) it speaks the notify protocol on $NOTIFY_SOCKET: READY=1
+        once listening and watching, STATUS= a summary kept current, RELOADING=1 and READY=1
+        around a reload, STOPPING=1, and WATCHDOG=1 at half of $WATCHDOG_USEC only while its
+        loops run (a stuck agent gets restarted).
+
         Options:
           --config FILE   the agent's configuration (default /etc/consort/agent.conf)
         """
@@ -43,10 +48,49 @@ enum AgentCommand {
         }
         standardOutput.line("consort agent: \(configuration.trust) ready, listening on \(configuration.listenHost):\(daemon.port)")
         standardOutput.flush()
-        let stop = signals.waitForStop(onReload: {
-            log.info("SIGHUP: reloading the rules and re-reading the peers")
-            daemon.reload()
-        })
+        // Under systemd (Type=notify): ready now, a status line kept current, the watchdog
+        // pinged from this loop only while the agent's own loops are alive.
+        let notifier = ServiceNotifier(environment: ProcessInfo.processInfo.environment)
+        notifier.send("READY=1", "STATUS=" + daemon.summary())
+        let period = notifier.watchdogPeriod ?? 5
+        var lastPing = -Double.infinity, lastStatus = MonotonicClock.now
+        var withheld = false
+        var stop: Int32 = SIGTERM
+        running: while true {
+            let now = MonotonicClock.now
+            if notifier.watchdogPeriod != nil, now - lastPing >= period {
+                // A hung loop withholds the ping: systemd then restarts the agent (nothing is
+                // lost: the spool is durable and interrupted jobs resume).
+                let hung = daemon.hungLoops(longerThan: max(10, period * 3))
+                if hung.isEmpty {
+                    notifier.send("WATCHDOG=1")
+                    if withheld { log.info("the agent's loops run again; watchdog pings resume") }
+                    withheld = false
+                } else if !withheld {
+                    log.error("NOT pinging the systemd watchdog: a loop of the agent is stuck; systemd will restart it", ["loops": hung.joined(separator: ",")])
+                    withheld = true
+                }
+                lastPing = now
+            }
+            if now - lastStatus >= 5 {
+                notifier.status(daemon.summary())
+                lastStatus = now
+            }
+            let wait = notifier.watchdogPeriod.map { max(0.05, min(5, $0 - (MonotonicClock.now - lastPing))) } ?? 5
+            switch signals.next(timeout: wait) {
+            case .stop(let signal)?:
+                stop = signal
+                break running
+            case .reload?:
+                notifier.send("RELOADING=1", "STATUS=reloading the rules and the peers")
+                log.info("SIGHUP: reloading the rules and re-reading the peers")
+                daemon.reload()
+                notifier.send("READY=1", "STATUS=" + daemon.summary())
+            case nil:
+                continue
+            }
+        }
+        notifier.send("STOPPING=1", "STATUS=stopping: transfers in flight finish their batch (up to 10 s)")
         log.info("\(stop == SIGINT ? "SIGINT" : "SIGTERM"): stopping")
         daemon.stop(deadline: 10)
         return .success

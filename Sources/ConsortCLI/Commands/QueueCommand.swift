@@ -194,13 +194,13 @@ enum QueueCommand {
             return .success
         }
         let header = "Peer".padding(to: 9) + "State".padding(to: 9) + ageBuckets.map { OperatorFormat.right($0.label, 6) }.joined()
-            + OperatorFormat.right("Jobs", 6) + OperatorFormat.right("Urg", 5) + OperatorFormat.right("Instances", 10) + OperatorFormat.right("Size", 9)
+            + OperatorFormat.right("Jobs", 6) + OperatorFormat.right("Urg", 5) + OperatorFormat.right("Instances", 10) + OperatorFormat.right("Size", 10)
         standardOutput.line(OperatorFormat.paint(header, .bold))
         func render(_ row: ShapeRow, peer: String, state: String) -> String {
             let urgent = row.urgent > 0 ? OperatorFormat.paint(OperatorFormat.right(String(row.urgent), 5), .red) : OperatorFormat.right("0", 5)
             return String(peer.prefix(8)).padding(to: 9) + OperatorFormat.state(state, width: 9) + row.ages.map { OperatorFormat.right(String($0), 6) }.joined()
                 + OperatorFormat.right(String(row.jobs), 6) + urgent + OperatorFormat.right(OperatorFormat.count(row.instances), 10)
-                + OperatorFormat.right(OperatorFormat.bytes(row.bytes), 9)
+                + OperatorFormat.right(OperatorFormat.bytes(row.bytes), 10)
         }
         var lastPeer = ""
         for row in ordered {
@@ -260,7 +260,9 @@ enum QueueCommand {
         if line.shownState == "waiting", let window = job.window { progress += "; window \(window)" }
         if let deadline = deadlineText(job, now: now) { progress += "; " + (job.deadlineMissed != nil ? OperatorFormat.paint(deadline, .red) : deadline) }
         out += "       " + progress + "\n"
-        if let error = job.lastError, job.state != "done" {
+        if var error = job.lastError, job.state != "done" {
+            // The peer's URL is in the configuration: the words after it say what went wrong.
+            if error.hasPrefix("http"), let colon = error.range(of: ": ") { error = String(error[colon.upperBound...]) }
             out += "       " + OperatorFormat.paint("last error: " + String(error.prefix(60)), .dim) + "\n"
         }
         return out

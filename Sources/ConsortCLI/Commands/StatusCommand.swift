@@ -172,6 +172,7 @@ enum StatusCommand {
         for peer in peerLines {
             let health: String
             switch peer.reachable {
+            case true? where peer.lastSuccess == nil && peer.lastError == nil: health = "no contact".padding(to: 10)
             case true?: health = OperatorFormat.paint("reachable".padding(to: 10), .green)
             case false?: health = OperatorFormat.paint("DOWN".padding(to: 10), .red)
             case nil: health = "?".padding(to: 10)
