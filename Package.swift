@@ -101,12 +101,23 @@ let package = Package(
         // (SQLite), the scheduler and senders, the receiver. The CLI only starts it.
         .target(
             name: "Agent",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem"]
+            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit"]
+        ),
+        // The append-only, hash-chained audit log the agents and the coordinator keep.
+        .target(
+            name: "Audit",
+            dependencies: ["DICOM", "DICOMweb"]
+        ),
+        // The coordinator: the registry of who holds which patient's studies (SQLite), its
+        // HTTPS API, NHS number resolution and identity conflicts.
+        .target(
+            name: "Coordinator",
+            dependencies: ["Agent", "Audit", "DICOM", "DICOMweb", "HTTP", "Platform", "Routing", "SQLite", "Transport"]
         ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "Exchange", "Agent"]
+            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator"]
         ),
         .executableTarget(
             name: "consort",

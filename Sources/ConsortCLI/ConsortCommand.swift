@@ -44,6 +44,15 @@ public enum ConsortCommand {
             name: "status", summary: "the agent's health: rules, watched folders, inventory, peers, what needs a person",
             run: StatusCommand.run, help: StatusCommand.help),
         Subcommand(
+            name: "coordinator", summary: "run the consortium's coordinator (who holds which patient's studies); list its identity conflicts",
+            run: CoordinatorCommand.run, help: CoordinatorCommand.help),
+        Subcommand(
+            name: "locate", summary: "where a patient's imaging is held, by NHS number (asks the coordinator)",
+            run: LocateCommand.run, help: LocateCommand.help),
+        Subcommand(
+            name: "audit", summary: "verify an audit log's hash chain; show every record about a patient",
+            run: AuditCommand.run, help: AuditCommand.help),
+        Subcommand(
             name: "rules", summary: "check, explain and replay the routing rules",
             run: RulesCommand.run, help: RulesCommand.help),
         Subcommand(
@@ -69,7 +78,7 @@ public enum ConsortCommand {
 
             """
         for command in subcommands {
-            text += "  " + command.name.padding(to: 8) + command.summary + "\n"
+            text += "  " + command.name.padding(to: 12) + command.summary + "\n"
         }
         text += """
 

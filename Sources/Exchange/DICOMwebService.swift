@@ -31,6 +31,11 @@ public struct DICOMwebService: Sendable {
     /// The SOP Instance UIDs held of a study, for QIDO-RS at instance level (default: the files
     /// in the store; the agent answers from its inventory, which knows its archive too).
     public var instancesOf: (@Sendable (String) -> [String])?
+    /// The files of a study WADO-RS serves (default: the store's folder of it; the agent
+    /// answers from its inventory: its archive and what it received).
+    public var filesOf: (@Sendable (String) -> [String]?)?
+    /// Decides a WADO-RS retrieve (and audits it): nil to serve, an error to refuse.
+    public var authorizeRetrieve: (@Sendable (ServerRequest, String, Int) -> HTTPError?)?
 
     public init(store: String, baseURL: String, log: @escaping @Sendable (String) -> Void) {
         self.store = store
@@ -75,7 +80,8 @@ public struct DICOMwebService: Sendable {
             if let accept = request.head.value("Accept"), !accept.contains("multipart/related"), !accept.contains("*/*"), !accept.contains("application/dicom") {
                 throw HTTPError(406, "This server answers multipart/related; type=\"application/dicom\"")
             }
-            guard let files = folder.instances(of: uid) else { return .text(404, "No study \(uid) here") }
+            guard let files = filesOf.map({ $0(uid) }) ?? folder.instances(of: uid), !files.isEmpty else { return .text(404, "No study \(uid) here") }
+            if let refusal = authorizeRetrieve?(request, uid, files.count) { throw refusal }
             let body = try MultipartFileBody(paths: files)
             log("request \(request.id) from \(who): WADO-RS study \(uid): \(files.count) instances, \(body.contentLength) bytes")
             return ServerResponse(status: 200, headers: [("Content-Type", body.encoder.contentType())], length: body.contentLength) { buffer in

@@ -16,12 +16,13 @@ public enum ConfigurationParser {
         public func report() -> String { diagnostics.map { $0.rendered(source: source) }.joined(separator: "\n") }
     }
 
-    struct Token {
-        let text: String
-        let quoted: Bool
-        let location: SourceLocation
-        var isOpen: Bool { !quoted && text == "{" }
-        var isClose: Bool { !quoted && text == "}" }
+    /// A word of a configuration line (shared with the coordinator's configuration).
+    public struct Token: Sendable {
+        public let text: String
+        public let quoted: Bool
+        public let location: SourceLocation
+        public var isOpen: Bool { !quoted && text == "{" }
+        public var isClose: Bool { !quoted && text == "}" }
     }
 
     static let settings = [
@@ -100,11 +101,10 @@ public enum ConfigurationParser {
                 configuration.trust = value.text
             case "state", "inbound", "certificate", "key", "ca", "crl", "rules", "lists":
                 guard noOptions(), let value = one("a path") else { continue }
-                guard value.text.hasPrefix("/") else {
+                guard let path = absolutePath(value.text) else {
                     error(value.location, "\"\(key)\" needs an absolute path", hint: "a service does not know which folder it was started from")
                     continue
                 }
-                let path = value.text.count > 1 && value.text.hasSuffix("/") ? String(value.text.dropLast()) : value.text
                 switch key {
                 case "state": configuration.state = path
                 case "inbound": configuration.inbound = path
@@ -138,16 +138,14 @@ public enum ConfigurationParser {
                 // metrics is plain HTTP: keep it on loopback (as the examples do) or a monitoring
                 // network; it carries counts, never patient data.
                 guard noOptions(), let value = one("ADDRESS:PORT") else { continue }
-                guard let colon = value.text.lastIndex(of: ":"), let port = UInt16(value.text[value.text.index(after: colon)...]) else {
+                guard let address = address(value.text) else {
                     error(value.location, "\"\(key)\" takes ADDRESS:PORT, e.g. \(key == "listen" ? "0.0.0.0:8443" : "127.0.0.1:9464")")
                     continue
                 }
                 if key == "listen" {
-                    configuration.listenHost = String(value.text[..<colon])
-                    configuration.listenPort = port
+                    (configuration.listenHost, configuration.listenPort) = address
                 } else {
-                    configuration.metricsHost = String(value.text[..<colon])
-                    configuration.metricsPort = port
+                    (configuration.metricsHost, configuration.metricsPort) = address
                 }
             case "peer":
                 guard plain.count == 2 else {
@@ -258,9 +256,25 @@ public enum ConfigurationParser {
         return Outcome(configuration: diagnostics.contains { $0.severity == .error } ? nil : configuration, diagnostics: diagnostics, source: text)
     }
 
+    /// `HOST:PORT` (the host may be empty for "every address"), or nil.
+    public static func address(_ text: String) -> (host: String, port: UInt16)? {
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else { return nil }
+        return (String(text[..<colon]), port)
+    }
+
+    /// An absolute path without a trailing slash, or nil (a service does not know which folder
+    /// it was started from, so a relative path means nothing to it).
+    public static func absolutePath(_ text: String) -> String? {
+        guard text.hasPrefix("/") else { return nil }
+        return text.count > 1 && text.hasSuffix("/") ? String(text.dropLast()) : text
+    }
+
     static func trimmedURL(_ url: String) -> String { url.hasSuffix("/") ? String(url.dropLast()) : url }
 
-    static func closest(_ word: String) -> String? {
+    static func closest(_ word: String) -> String? { closest(word, among: settings) }
+
+    /// The known word nearest to a misspelt one, if any is near enough to suggest.
+    public static func closest(_ word: String, among settings: [String]) -> String? {
         let lowered = word.lowercased()
         var best: (String, Int)?
         for candidate in settings {
@@ -284,7 +298,7 @@ public enum ConfigurationParser {
 
     /// The file's tokens, line by line (blank and comment-only lines left out). A quoted string
     /// may hold spaces and `#`; `\"` and `\\` are its escapes.
-    static func lines(_ text: String, file: String) -> [[Token]] {
+    public static func lines(_ text: String, file: String) -> [[Token]] {
         var out: [[Token]] = []
         for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let chars = Array(line)

@@ -1,3 +1,4 @@
+import Audit
 import DICOM
 import Foundation
 import Platform
@@ -28,6 +29,14 @@ extension AgentDaemon {
         func changed(_ list: [Int64], _ extra: [(String, JSON)] = []) -> JSON {
             .object([("ok", .bool(true)), ("matched", .int(Int64(ids.count))), ("changed", .array(list.map { .int($0) }))] + extra)
         }
+        if ["hold", "release", "retry", "drop"].contains(request.action) {
+            // Operator actions are audited before they are made (an action not audited is not made).
+            do {
+                try audit.record(AuditEntry(who: who, action: request.action, why: "consort queue \(request.action)", detail: "jobs \(ids.map(String.init).joined(separator: ","))" + (peers.isEmpty ? "" : "; peers \(peers.joined(separator: ","))")))
+            } catch {
+                return failure("cannot write the audit log, so nothing was changed: \(error)")
+            }
+        }
         do {
             switch request.action {
             case "ping":
@@ -52,6 +61,12 @@ extension AgentDaemon {
                 delivery.nudge()
                 adminLog.info("retry now, asked by an operator", ["user": who, "jobs": list.map(String.init).joined(separator: ","), "peers": peers.joined(separator: ",")])
                 return changed(list, [("peers", .array(peers.map { .string($0) }))])
+            case "resync":
+                guard let announcer else { return failure("this agent has no coordinator line in its configuration: nothing to resync") }
+                let count = try announcer.resync()
+                try audit.record(AuditEntry(who: who, action: "resync", detail: "\(count) studies to announce again"))
+                adminLog.info("resync asked by an operator: every study is announced to the coordinator again", ["user": who, "studies": count])
+                return .object([("ok", .bool(true)), ("studies", .int(Int64(count)))])
             case "drop":
                 let reason = "dropped by \(who) at \(Self.isoTime(now))"
                 let list = try store.drop(ids, reason: reason, now: now)
@@ -59,7 +74,7 @@ extension AgentDaemon {
                 adminLog.warning("JOBS DROPPED by an operator: they will not be sent", ["user": who, "uid": request.uid, "jobs": list.map(String.init).joined(separator: ",")])
                 return changed(list)
             default:
-                return failure("unknown action \"\(request.action)\" (ping, status, hold, release, retry, drop)")
+                return failure("unknown action \"\(request.action)\" (ping, status, hold, release, retry, drop, resync)")
             }
         } catch {
             adminLog.error("admin action failed", ["action": request.action, "user": who, "error": error])

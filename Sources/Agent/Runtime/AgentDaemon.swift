@@ -1,4 +1,5 @@
 import ArchiveWatch
+import Audit
 import DICOM
 import DICOMweb
 import Exchange
@@ -23,6 +24,13 @@ public final class AgentDaemon: @unchecked Sendable {
     let ingest: Ingest
     let delivery: Delivery
     public let telemetry: Telemetry
+    /// The agent's hash-chained audit log (STATE/audit.log): sends, receives, fetches,
+    /// retrieves served, lookups, operator actions.
+    let audit: AuditLog
+    let coordinator: CoordinatorClient?
+    var announcer: Announcer?
+    var fetching: Fetching?
+    var listWatcher: ListWatcher?
     private var server: HTTPServer?
     var admin: AdminServer?
     var metricsServer: HTTPServer?
@@ -54,9 +62,18 @@ public final class AgentDaemon: @unchecked Sendable {
         rules = try RuleBook(path: configuration.rules)
         ingest = Ingest(store: store, rules: rules, trust: configuration.trust, log: log.named("watcher"))
         telemetry = Telemetry(roots: configuration.watches.map { ($0.path, $0.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify") })
+        audit = try AuditLog(path: configuration.state + "/audit.log")
         delivery = Delivery(
             store: store, targets: Self.targets(configuration), policy: Self.policy(configuration), circuitThreshold: configuration.circuitAfter,
             telemetry: telemetry, log: log.named("spool"))
+        delivery.audit = audit
+        delivery.trust = configuration.trust
+        if let url = configuration.coordinator {
+            let tls = TLSConfiguration(certificateChain: configuration.certificate, privateKey: configuration.key, trustedCA: configuration.ca, revocationList: configuration.crl)
+            coordinator = try CoordinatorClient(base: url, tls: url.hasPrefix("https://") ? tls : nil)
+        } else {
+            coordinator = nil
+        }
         quietPeriods = Self.quietPeriods(rules.current)
     }
 
@@ -97,6 +114,7 @@ public final class AgentDaemon: @unchecked Sendable {
         try startMetrics()
         try startWatchers()
         delivery.start()
+        startFetching()
         let ticker = Thread { [self] in tick() }
         ticker.name = "consort-stability"
         ticker.start()
@@ -111,6 +129,9 @@ public final class AgentDaemon: @unchecked Sendable {
         log.info("stopping: no new work; transfers in flight finish their batch", ["deadline": "\(Int(deadline)) s"])
         server?.stop(deadline: deadline / 2)
         delivery.stop(deadline: deadline / 2)
+        fetching?.stop(deadline: 2)
+        announcer?.stop()
+        listWatcher?.stop()
         admin?.stop()
         metricsServer?.stop(deadline: 1)
         withExtendedLifetime(claim) {}
@@ -143,6 +164,30 @@ public final class AgentDaemon: @unchecked Sendable {
         }
     }
 
+    // MARK: - The coordinator: announcing, prefetch, gather
+
+    private func startFetching() {
+        if let coordinator {
+            let announcer = Announcer(store: store, client: coordinator, trust: configuration.trust, log: log.named("coordinator"))
+            announcer.start()
+            self.announcer = announcer
+        }
+        let configuration = self.configuration
+        let delivery = self.delivery
+        let fetching = Fetching(Fetching.Context(
+            store: store, coordinator: coordinator, trust: configuration.trust, inbound: configuration.inbound, policy: Self.policy(configuration),
+            audit: audit, log: log.named("fetch"), peers: { delivery.targetsByName },
+            record: { [self] placed, origin in try recordPlaced(placed, origin: origin) },
+            announced: { [self] in announcer?.nudge() }))
+        fetching.start()
+        self.fetching = fetching
+        if let lists = configuration.lists {
+            let watcher = ListWatcher(folder: lists, store: store, rules: rules, trust: configuration.trust, log: log.named("lists")) { fetching.nudge() }
+            watcher.start()
+            listWatcher = watcher
+        }
+    }
+
     // MARK: - Receiving
 
     private func startReceiver() throws {
@@ -156,6 +201,7 @@ public final class AgentDaemon: @unchecked Sendable {
         let receiverLog = log.named("receiver")
         var service = DICOMwebService(store: c.inbound, baseURL: "https://\(c.listenHost):\(c.listenPort)", log: { receiverLog.info($0) })
         let rules = self.rules, state = c.state, inbound = c.inbound, threshold = freeSpaceThreshold
+        let store = self.store
         service.admit = { request in
             let minimum = threshold.value
             // Only members the rules know may send or ask.
@@ -173,9 +219,30 @@ public final class AgentDaemon: @unchecked Sendable {
             return nil
         }
         service.stored = { [self] received, ingest in try self.recordReceived(received, ingest) }
-        let store = self.store
         service.heldElsewhere = { sop in try? store.path(ofInstance: sop) }
         service.instancesOf = { study in (try? store.instances(ofStudy: study).map(\.sop)) ?? [] }
+        // WADO-RS serves what the inventory holds (the archive and what was received), to a
+        // member whose purpose an agreement allows; each retrieve audited.
+        service.filesOf = { study in (try? store.paths(ofStudy: study)).flatMap { $0.isEmpty ? nil : $0 } }
+        let trust = c.trust, audit = self.audit
+        service.authorizeRetrieve = { request, study, count in
+            let peer = request.peer?.commonName ?? "?"
+            let purpose = request.head.value("X-Consort-Purpose") ?? "direct-care"
+            guard rules.current.permits(from: trust, to: peer, purpose: purpose) else {
+                try? audit.record(AuditEntry(who: peer, action: "refused", study: study, why: purpose, detail: "retrieve: no agreement allows \(trust) → \(peer) for \(purpose)"))
+                receiverLog.warning("retrieve refused: no agreement allows it", ["peer": peer, "study": study, "purpose": purpose])
+                return HTTPError(403, "No agreement allows \(trust) to give \(peer) imaging for \(purpose)")
+            }
+            let facts = try? store.study(study)
+            var nhs: String?
+            if let facts, case .valid(let number) = Announcer.nhs(facts.facts) { nhs = number.digits }
+            do {
+                try audit.record(AuditEntry(who: peer, action: "retrieve", nhs: nhs, patient: facts?.facts.patientID, study: study, why: purpose, detail: "\(count) instances served"))
+            } catch {
+                return HTTPError(503, "The retrieve cannot be audited now; try again later")
+            }
+            return nil
+        }
         let ready = service
         let http = HTTPServer(server, log: { receiverLog.info($0) }) { request, body in try ready.handle(request, body) }
         try http.start()
@@ -185,22 +252,40 @@ public final class AgentDaemon: @unchecked Sendable {
     /// Received instances go into the inventory with their origin (the sender's trust, from its
     /// certificate) and through the rules, in one transaction, before the answer acknowledges them.
     private func recordReceived(_ received: DICOMwebService.Received, _ stow: StowIngest) throws {
+        let recorded = try recordPlaced(stow.placed, origin: received.peer)
+        telemetry.received(received.peer, instances: recorded.count, bytes: recorded.bytes)
+        for (study, count) in recorded.studies {
+            try audit.record(AuditEntry(
+                who: received.peer, action: "receive", nhs: count.nhs, patient: count.patient, study: study, detail: "\(count.instances) instances (request \(received.requestID))"))
+        }
+    }
+
+    /// Instances placed in `inbound` (received, or fetched) recorded in the inventory with their
+    /// origin and run through the rules as received; what was new, by study.
+    @discardableResult
+    func recordPlaced(_ placed: [StowIngest.PlacedInstance], origin: String) throws -> (count: Int, bytes: Int64, studies: [String: (instances: Int, nhs: String?, patient: String?)]) {
         let now = Date().timeIntervalSince1970
         var batch: [AgentStore.Taken] = []
-        let known = try store.origins(of: stow.placed.map(\.sopInstanceUID))
-        for placed in stow.placed {
-            if known[placed.sopInstanceUID] != nil { continue }
-            let header = placed.header
+        let known = try store.origins(of: placed.map(\.sopInstanceUID))
+        var studies: [String: (instances: Int, nhs: String?, patient: String?)] = [:]
+        for instance in placed {
+            if known[instance.sopInstanceUID] != nil { continue }
+            let header = instance.header
+            let facts = Ingest.facts(of: header, study: instance.studyInstanceUID)
             var item = AgentStore.Taken(
-                sop: placed.sopInstanceUID, study: Ingest.facts(of: header, study: placed.studyInstanceUID), series: header.string(Tag(0x0020, 0x000E)),
-                path: placed.path, size: placed.size, mtime: Self.mtime(placed.path), origin: received.peer, jobs: [])
-            item.jobs = ingest.plan(.instanceArrived, header: header, origin: .received(from: received.peer), now: now)
+                sop: instance.sopInstanceUID, study: facts, series: header.string(Tag(0x0020, 0x000E)),
+                path: instance.path, size: instance.size, mtime: Self.mtime(instance.path), origin: origin, jobs: [])
+            item.jobs = ingest.plan(.instanceArrived, header: header, origin: .received(from: origin), now: now)
             batch.append(item)
+            var nhs: String?
+            if case .valid(let number) = Announcer.nhs(facts) { nhs = number.digits }
+            studies[instance.studyInstanceUID, default: (0, nhs, facts.patientID)].instances += 1
         }
-        guard !batch.isEmpty else { return }
+        guard !batch.isEmpty else { return (0, 0, [:]) }
         try store.record(taken: batch, problems: [], now: now)
-        telemetry.received(received.peer, instances: batch.count, bytes: Int64(batch.reduce(0) { $0 + $1.size }))
         if batch.contains(where: { !$0.jobs.isEmpty }) { delivery.nudge() }
+        announcer?.nudge()
+        return (batch.count, Int64(batch.reduce(0) { $0 + $1.size }), studies)
     }
 
     static func mtime(_ path: String) -> Double {

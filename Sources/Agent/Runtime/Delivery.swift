@@ -1,3 +1,4 @@
+import Audit
 import DICOM
 import DICOMweb
 import Exchange
@@ -54,6 +55,9 @@ final class Delivery: @unchecked Sendable {
     let log: Logger
     let policy: RetryPolicy
     let telemetry: Telemetry
+    /// Each finished job is audited (set once, before start).
+    var audit: AuditLog?
+    var trust = ""
     private let lock = NSCondition()
     private var destinations: [String: Destination] = [:]
     private var running = false
@@ -154,6 +158,11 @@ final class Delivery: @unchecked Sendable {
                     busy: $0.busy + ($0.urgentBusy ? 1 : 0), lastSuccess: $0.lastSuccess, lastError: $0.lastError, configurationFault: $0.configurationFault)
             }
         }
+    }
+
+    /// The destinations' addresses and TLS settings, by name (fetch jobs retrieve from peers).
+    var targetsByName: [String: Target] {
+        lock.withLock { destinations.mapValues(\.target) }
     }
 
     // MARK: - Operator actions
@@ -448,6 +457,14 @@ final class Delivery: @unchecked Sendable {
                 do {
                     guard let state = try store.finish(job: job.id, now: now, deliveredLate: late) else { continue }
                     let finished = try store.job(job.id)
+                    if let audit, let finished {
+                        let facts = try? store.study(job.study)
+                        var nhs: String?
+                        if let facts, case .valid(let number) = Announcer.nhs(facts.facts) { nhs = number.digits }
+                        try? audit.record(AuditEntry(
+                            who: trust, action: job.kind == "deliver" ? "deliver" : "send", nhs: nhs, patient: facts?.facts.patientID, study: job.study,
+                            why: "rule \(job.rule)", detail: "\(finished.acknowledged) of \(finished.total) instances to \(target.name); \(state)"))
+                    }
                     if state == "done" {
                         log.info("job done", ["job": job.id, "study": job.study, "destination": target.name, "instances": finished?.total ?? 0, "late": late.map { String(format: "%.1f s", $0) } ?? "no"])
                     } else {

@@ -121,7 +121,8 @@ final class Ingest: @unchecked Sendable {
         return Self.jobs(for: actions, now: now, log: log)
     }
 
-    static func jobs(for actions: [PlannedAction], now: Double, log: Logger) -> [AgentStore.NewJob] {
+    /// `nhs`: the patient of a list entry (a gather's), kept with its query.
+    static func jobs(for actions: [PlannedAction], now: Double, log: Logger, nhs: String? = nil) -> [AgentStore.NewJob] {
         var jobs: [AgentStore.NewJob] = []
         for action in actions {
             switch action.kind {
@@ -134,7 +135,22 @@ final class Ingest: @unchecked Sendable {
                             deadline: action.scheduling.deadlineSeconds.map { now + Double($0) }))
                 }
             case .prefetchPriors, .gather:
-                log.debug("rule planned a \(action.kind.rawValue), which needs the coordinator; not queued", ["rule": action.rule])
+                // Planned by `Fetching` once the coordinator says where the patient's studies
+                // are: the query and the trusts it may fetch from go with the job.
+                let query = action.query
+                var detail: [(String, JSON)] = [
+                    ("sources", .array(action.sources.map(JSON.string))), ("sameModality", .bool(query?.sameModality ?? false)),
+                    ("sameBodyPart", .bool(query?.sameBodyPart ?? false)),
+                ]
+                if let days = query?.withinDays { detail.append(("withinDays", .int(Int64(days)))) }
+                if let most = query?.atMost { detail.append(("atMost", .int(Int64(most)))) }
+                if let nhs { detail.append(("nhs", .string(nhs))) }
+                jobs.append(
+                    AgentStore.NewJob(
+                        kind: action.kind == .gather ? "gather" : "prefetch", destination: action.destinations.first ?? "", rule: action.rule, purpose: action.purpose,
+                        priority: priorityNumber(action.scheduling.priority), window: action.scheduling.window?.description,
+                        deadline: action.scheduling.deadlineSeconds.map { now + Double($0) }, detail: JSON.object(detail).serialized(),
+                        notBefore: action.notBefore.map(Double.init)))
             }
         }
         return jobs
@@ -157,6 +173,12 @@ final class Ingest: @unchecked Sendable {
         facts.description = data.string(Tag(0x0008, 0x1030))
         facts.accession = data.string(Tag(0x0008, 0x0050))
         facts.bodyPart = data.string(Tag(0x0018, 0x0015))
+        facts.sex = data.string(Tag(0x0010, 0x0040))
+        facts.birthDate = data.string(Tag(0x0010, 0x0030))
+        // OtherPatientIDsSequence: where some trusts keep the NHS number.
+        if case .sequence(let items)? = data[Tag(0x0010, 0x1002)]?.value {
+            facts.otherIDs = items.compactMap { item in item.string(.patientID).map { ($0, item.string(Tag(0x0010, 0x0021))) } }
+        }
         return facts
     }
 

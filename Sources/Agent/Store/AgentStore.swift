@@ -1,3 +1,4 @@
+import DICOM
 import Foundation
 import SQLite
 
@@ -39,7 +40,8 @@ public final class AgentStore: @unchecked Sendable {
             uid TEXT PRIMARY KEY, patient_id TEXT, patient_issuer TEXT, study_date TEXT, modality TEXT,
             description TEXT, accession TEXT, body_part TEXT, origin TEXT NOT NULL,
             first_seen REAL NOT NULL, last_instance REAL NOT NULL, stable_fired INTEGER NOT NULL DEFAULT 0,
-            sample_path TEXT NOT NULL, expected INTEGER);
+            sample_path TEXT NOT NULL, expected INTEGER, other_ids TEXT, sex TEXT, birth_date TEXT,
+            instances INTEGER NOT NULL DEFAULT 0, bytes INTEGER NOT NULL DEFAULT 0, announced INTEGER NOT NULL DEFAULT -1);
         CREATE INDEX IF NOT EXISTS studies_unstable ON studies(last_instance) WHERE stable_fired >= 0;
         CREATE TABLE IF NOT EXISTS instances (
             sop TEXT PRIMARY KEY, study TEXT NOT NULL, series TEXT, path TEXT NOT NULL, size INTEGER NOT NULL,
@@ -52,7 +54,7 @@ public final class AgentStore: @unchecked Sendable {
             next_attempt REAL NOT NULL, last_error TEXT, deadline_missed REAL, finished REAL,
             instances_total INTEGER NOT NULL DEFAULT 0, instances_acked INTEGER NOT NULL DEFAULT 0,
             instances_refused INTEGER NOT NULL DEFAULT 0, bytes_total INTEGER NOT NULL DEFAULT 0,
-            bytes_sent INTEGER NOT NULL DEFAULT 0, bytes_refused INTEGER NOT NULL DEFAULT 0, progress_at REAL,
+            bytes_sent INTEGER NOT NULL DEFAULT 0, bytes_refused INTEGER NOT NULL DEFAULT 0, progress_at REAL, detail TEXT,
             UNIQUE (rule, destination, study));
         CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, destination);
         CREATE TABLE IF NOT EXISTS job_instances (
@@ -70,7 +72,10 @@ public final class AgentStore: @unchecked Sendable {
     /// The schema's version (`PRAGMA user_version`). 2: a job carries its own instance and byte
     /// counts, and the inventory its totals, so that `consort queue` and `consort status` read a
     /// few rows rather than counting a million (they must answer in well under 100 ms).
-    static let schemaVersion = 2
+    /// 3: a study carries its instance count and bytes, the patient's other identifiers, sex
+    /// and birth date, and how much of it was announced to the coordinator; a job its details
+    /// (a prefetch's query).
+    static let schemaVersion = 3
 
     /// Brings a database written by an earlier version up to this one, in one transaction.
     private func migrate() throws {
@@ -81,10 +86,21 @@ public final class AgentStore: @unchecked Sendable {
             for (column, type) in [
                 ("instances_total", "INTEGER NOT NULL DEFAULT 0"), ("instances_acked", "INTEGER NOT NULL DEFAULT 0"),
                 ("instances_refused", "INTEGER NOT NULL DEFAULT 0"), ("bytes_total", "INTEGER NOT NULL DEFAULT 0"),
-                ("bytes_sent", "INTEGER NOT NULL DEFAULT 0"), ("bytes_refused", "INTEGER NOT NULL DEFAULT 0"), ("progress_at", "REAL"),
+                ("bytes_sent", "INTEGER NOT NULL DEFAULT 0"), ("bytes_refused", "INTEGER NOT NULL DEFAULT 0"), ("progress_at", "REAL"), ("detail", "TEXT"),
             ] where !columns.contains(column) {
                 try db.execute("ALTER TABLE jobs ADD COLUMN \(column) \(type)")
             }
+            let studyColumns = Set(try db.prepare("PRAGMA table_info(studies)").rows { $0.text(1) ?? "" })
+            for (column, type) in [
+                ("other_ids", "TEXT"), ("sex", "TEXT"), ("birth_date", "TEXT"), ("instances", "INTEGER NOT NULL DEFAULT 0"),
+                ("bytes", "INTEGER NOT NULL DEFAULT 0"), ("announced", "INTEGER NOT NULL DEFAULT -1"),
+            ] where !studyColumns.contains(column) {
+                try db.execute("ALTER TABLE studies ADD COLUMN \(column) \(type)")
+            }
+            try db.execute("""
+                UPDATE studies SET instances = (SELECT count(*) FROM instances i WHERE i.study = studies.uid),
+                  bytes = (SELECT coalesce(sum(size), 0) FROM instances i WHERE i.study = studies.uid)
+                """)
             try db.execute("""
                 UPDATE jobs SET
                   instances_total = (SELECT count(*) FROM job_instances i WHERE i.job = jobs.id),
@@ -162,6 +178,10 @@ public final class AgentStore: @unchecked Sendable {
         public var description: String?
         public var accession: String?
         public var bodyPart: String?
+        /// OtherPatientIDsSequence's identifiers, as (id, issuer).
+        public var otherIDs: [(id: String, issuer: String?)] = []
+        public var sex: String?
+        public var birthDate: String?
         public init(uid: String) { self.uid = uid }
     }
 
@@ -188,6 +208,10 @@ public final class AgentStore: @unchecked Sendable {
         public var window: String?
         /// Seconds since 1970 by which it must be delivered.
         public var deadline: Double?
+        /// A prefetch's or gather's query (JSON), for the worker that plans its fetches.
+        public var detail: String? = nil
+        /// Not to start before this time (a gather's lead time before the meeting).
+        public var notBefore: Double? = nil
     }
 
     /// Records a batch of taken files and the jobs they caused, in one transaction: a crash at any
@@ -224,15 +248,20 @@ public final class AgentStore: @unchecked Sendable {
         let s = item.study
         func text(_ v: String?) -> SQLValue { v.map(SQLValue.text) ?? .null }
         if study {
+            let others = s.otherIDs.isEmpty ? nil : JSON.array(s.otherIDs.map { .object([("id", .string($0.id)), ("issuer", $0.issuer.map(JSON.string) ?? .null)]) }).serialized()
             try db.prepare("""
-            INSERT INTO studies (uid, patient_id, patient_issuer, study_date, modality, description, accession, body_part, origin, first_seen, last_instance, sample_path)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11)
+            INSERT INTO studies (uid, patient_id, patient_issuer, study_date, modality, description, accession, body_part, origin, first_seen, last_instance, sample_path,
+              other_ids, sex, birth_date)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14)
             ON CONFLICT(uid) DO UPDATE SET last_instance = ?10, stable_fired = 0
-            """).run([.text(s.uid), text(s.patientID), text(s.patientIssuer), text(s.date), text(s.modality), text(s.description), text(s.accession), text(s.bodyPart), .text(item.origin), .real(now), .text(item.path)])
+            """).run([.text(s.uid), text(s.patientID), text(s.patientIssuer), text(s.date), text(s.modality), text(s.description), text(s.accession), text(s.bodyPart), .text(item.origin), .real(now), .text(item.path),
+                text(others), text(s.sex), text(s.birthDate)])
         }
         try db.prepare("INSERT INTO instances (sop, study, series, path, size, origin, arrived) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(sop) DO NOTHING")
             .run([.text(item.sop), .text(s.uid), text(item.series), .text(item.path), .integer(Int64(item.size)), .text(item.origin), .real(now)])
-        return db.changes > 0
+        guard db.changes > 0 else { return false }
+        try db.prepare("UPDATE studies SET instances = instances + 1, bytes = bytes + ?2 WHERE uid = ?1").run([.text(s.uid), .integer(Int64(item.size))])
+        return true
     }
 
     /// Creates or joins jobs for a study's instances. A job already done is reopened when it
@@ -253,10 +282,11 @@ public final class AgentStore: @unchecked Sendable {
                 id = cached
             } else {
                 try db.prepare("""
-                    INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt)
-                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', ?9) ON CONFLICT(rule, destination, study) DO NOTHING
+                    INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt, detail)
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', max(?9, coalesce(?11, ?9)), ?10) ON CONFLICT(rule, destination, study) DO NOTHING
                     """).run([.text(job.kind), .text(job.destination), .text(study), .text(job.rule), .text(job.purpose), .integer(Int64(job.priority)),
-                        job.window.map(SQLValue.text) ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now)])
+                        job.window.map(SQLValue.text) ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now), job.detail.map(SQLValue.text) ?? .null,
+                        job.notBefore.map(SQLValue.real) ?? .null])
                 guard let found = try db.prepare("SELECT id FROM jobs WHERE rule = ?1 AND destination = ?2 AND study = ?3").first([.text(job.rule), .text(job.destination), .text(study)], { $0.int(0) }) else { continue }
                 id = found
                 known[key] = found
@@ -264,7 +294,9 @@ public final class AgentStore: @unchecked Sendable {
             var added = 0
             var addedBytes: Int64 = 0
             let insert = try db.prepare("INSERT INTO job_instances (job, sop, path, size) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")
-            for instance in instances {
+            // A prefetch or gather plans fetches of other studies: it sends none of these.
+            let planning = job.kind == "prefetch" || job.kind == "gather"
+            for instance in instances where !planning {
                 try insert.run([.integer(id), .text(instance.sop), .text(instance.path), .integer(Int64(instance.size))])
                 if db.changes > 0 {
                     added += 1
@@ -391,8 +423,10 @@ public final class AgentStore: @unchecked Sendable {
     /// (without instance counts).
     public func runnableJobs(now: Double) throws -> [Job] {
         try read {
-            try db.prepare("SELECT \(Self.headColumns) FROM jobs j WHERE j.state = 'queued' OR (j.state = 'deferred' AND j.next_attempt <= ?1) ORDER BY j.priority, j.created")
-                .rows([.real(now)], Self.job)
+            try db.prepare("""
+                SELECT \(Self.headColumns) FROM jobs j WHERE j.kind IN ('push', 'deliver') AND (j.state = 'queued' OR (j.state = 'deferred' AND j.next_attempt <= ?1))
+                ORDER BY j.priority, j.created
+                """).rows([.real(now)], Self.job)
         }
     }
 
@@ -407,7 +441,7 @@ public final class AgentStore: @unchecked Sendable {
 
     /// Jobs in the active state.
     public func activeJobIDs() throws -> [Int64] {
-        try read { try db.prepare("SELECT id FROM jobs WHERE state = 'active'").rows { $0.int(0) } }
+        try read { try db.prepare("SELECT id FROM jobs WHERE state = 'active' AND kind IN ('push', 'deliver')").rows { $0.int(0) } }
     }
 
     /// An active job back to queued (its worker is gone).

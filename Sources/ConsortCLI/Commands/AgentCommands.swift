@@ -8,6 +8,7 @@ import Routing
 enum AgentCommand {
     static let help = """
         Usage: consort agent --config FILE
+               consort agent resync --config FILE
 
         Runs this trust's agent in the foreground: watches the archive folders, keeps the
         inventory, routes by the rules, delivers through the spool, and serves DICOMweb to the
@@ -22,11 +23,34 @@ enum AgentCommand {
         around a reload, STOPPING=1, and WATCHDOG=1 at half of $WATCHDOG_USEC only while its
         loops run (a stuck agent gets restarted).
 
+        resync: the running agent announces every study it holds to the coordinator again (a
+        coordinator whose registry was lost is rebuilt; the agent also does it by itself when
+        the coordinator knows fewer of its studies than it announced).
+
         Options:
           --config FILE   the agent's configuration (default /etc/consort/agent.conf)
         """
 
+    static func resync(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "agent resync", flags: [], options: ["--config"])
+        guard let context = OperatorContext.open(arguments, command: "agent resync") else { return .someFailed }
+        let answer: [String: Any]
+        do {
+            answer = try AdminClient.ask(context.socket, .object([("action", .string("resync"))]), timeout: 30)
+        } catch {
+            standardError.line("consort agent resync: \(error); nothing changed")
+            return .someFailed
+        }
+        guard answer["ok"] as? Bool == true else {
+            standardError.line("consort agent resync: \(answer["error"] as? String ?? "refused")")
+            return .someFailed
+        }
+        standardOutput.line("consort agent resync: \((answer["studies"] as? NSNumber)?.intValue ?? 0) studies will be announced to the coordinator again")
+        return .success
+    }
+
     static func run(_ args: [String]) throws -> ExitCode {
+        if args.first == "resync" { return try resync(Array(args.dropFirst())) }
         // Before anything else: a stop that arrives while starting waits here.
         let signals = try SignalWatcher.arm()
         let arguments = try Arguments(args, command: "agent", flags: [], options: ["--config"])
@@ -48,49 +72,12 @@ enum AgentCommand {
         }
         standardOutput.line("consort agent: \(configuration.trust) ready, listening on \(configuration.listenHost):\(daemon.port)")
         standardOutput.flush()
-        // Under systemd (Type=notify): ready now, a status line kept current, the watchdog
-        // pinged from this loop only while the agent's own loops are alive.
-        let notifier = ServiceNotifier(environment: ProcessInfo.processInfo.environment)
-        notifier.send("READY=1", "STATUS=" + daemon.summary())
-        let period = notifier.watchdogPeriod ?? 5
-        var lastPing = -Double.infinity, lastStatus = MonotonicClock.now
-        var withheld = false
-        var stop: Int32 = SIGTERM
-        running: while true {
-            let now = MonotonicClock.now
-            if notifier.watchdogPeriod != nil, now - lastPing >= period {
-                // A hung loop withholds the ping: systemd then restarts the agent (nothing is
-                // lost: the spool is durable and interrupted jobs resume).
-                let hung = daemon.hungLoops(longerThan: max(10, period * 3))
-                if hung.isEmpty {
-                    notifier.send("WATCHDOG=1")
-                    if withheld { log.info("the agent's loops run again; watchdog pings resume") }
-                    withheld = false
-                } else if !withheld {
-                    log.error("NOT pinging the systemd watchdog: a loop of the agent is stuck; systemd will restart it", ["loops": hung.joined(separator: ",")])
-                    withheld = true
-                }
-                lastPing = now
-            }
-            if now - lastStatus >= 5 {
-                notifier.status(daemon.summary())
-                lastStatus = now
-            }
-            let wait = notifier.watchdogPeriod.map { max(0.05, min(5, $0 - (MonotonicClock.now - lastPing))) } ?? 5
-            switch signals.next(timeout: wait) {
-            case .stop(let signal)?:
-                stop = signal
-                break running
-            case .reload?:
-                notifier.send("RELOADING=1", "STATUS=reloading the rules and the peers")
+        let stop = ServiceLoop.run(
+            signals: signals, log: log, summary: { daemon.summary() }, hungLoops: { daemon.hungLoops(longerThan: $0) },
+            reload: {
                 log.info("SIGHUP: reloading the rules and re-reading the peers")
                 daemon.reload()
-                notifier.send("READY=1", "STATUS=" + daemon.summary())
-            case nil:
-                continue
-            }
-        }
-        notifier.send("STOPPING=1", "STATUS=stopping: transfers in flight finish their batch (up to 10 s)")
+            })
         log.info("\(stop == SIGINT ? "SIGINT" : "SIGTERM"): stopping")
         daemon.stop(deadline: 10)
         return .success

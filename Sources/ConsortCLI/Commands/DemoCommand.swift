@@ -45,10 +45,8 @@ enum DemoCommand {
             paths.count, Double(body.contentLength) / 1e6, elapsed * 1000, sent.status, response.stored.count, response.failed.count))
         let found = StudyFolder(root: store).studies(matching: StudyQuery(patientID: "RSCH0000001"))
         standardOutput.line("  QIDO-RS: PatientID=RSCH0000001 finds \(found.count) study: \(found.first.map { "\($0.studyDescription ?? "") (\($0.instanceCount) instances)" } ?? "none")")
-        let fetched = try FetchCommand.WadoReceiver(out: out + "/fetched", study: studyUID, base: base)
-        _ = try client.send(method: "GET", url: "\(base)/studies/\(studyUID)", head: fetched.begin, sink: fetched.consume)
-        let back = try fetched.ingest?.finish()
-        standardOutput.line("  WADO-RS: fetched \(back?.stored.count ?? 0) instances back into \(out)/fetched")
+        let back = try WadoRetrieval(out: out + "/fetched", study: studyUID, base: base).run(with: client)
+        standardOutput.line("  WADO-RS: fetched \(back.response?.stored.count ?? 0) instances back into \(out)/fetched")
     }
 
     static func run(_ args: [String]) throws -> ExitCode {

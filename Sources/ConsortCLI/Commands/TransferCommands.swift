@@ -294,90 +294,42 @@ enum FetchCommand {
         let study = arguments.positional[1]
         guard UID.isValid(study) else { throw UsageError(message: "\"\(study)\" is not a UID", command: "fetch") }
         let client = try HTTPClient(.init(tls: try TLSOptions.configuration(arguments)))
-        let receiver = try WadoReceiver(out: out, study: study, base: base, interactive: standardError.isTerminal)
-        let response: ClientResponse
+        let retrieval = try WadoRetrieval(out: out, study: study, base: base)
+        // On a terminal, the MB received so far, a few times a second.
+        let started = monotonicSeconds()
+        var shown = 0.0
+        if standardError.isTerminal {
+            retrieval.progress = { received in
+                let now = monotonicSeconds()
+                guard now - shown >= 0.25 else { return }
+                shown = now
+                let megabytes = Double(received) / 1e6
+                standardError.write(String(format: "\r\u{1B}[Kconsort fetch: %.0f MB received (%.0f MB/s)", megabytes, megabytes / max(now - started, 0.001)))
+                standardError.flush()
+            }
+        }
+        let outcome: WadoRetrieval.Outcome
         do {
-            response = try client.send(
-                method: "GET", url: "\(base)/studies/\(study)", headers: [("Accept", "multipart/related; type=\"application/dicom\"")],
-                head: receiver.begin, sink: receiver.consume)
+            outcome = try retrieval.run(with: client)
+        } catch let error as HTTPError {
+            if shown > 0 { standardError.write("\r\u{1B}[K") }
+            standardError.line("consort fetch: the answer broke off: \(error.message); nothing partial was kept")
+            return .someFailed
         } catch {
-            receiver.finishProgress()
+            if shown > 0 { standardError.write("\r\u{1B}[K") }
             standardError.line("consort fetch: \(error)")
             return .someFailed
         }
-        receiver.finishProgress()
-        guard response.status == 200, let ingest = receiver.ingest else {
-            standardError.line("consort fetch: \(base)/studies/\(study): HTTP \(response.status) \(String(decoding: receiver.errorBody.prefix(300), as: UTF8.self))")
+        if shown > 0 { standardError.write("\r\u{1B}[K") }
+        guard outcome.status == 200, let result = outcome.response, let ingest = outcome.ingest else {
+            standardError.line("consort fetch: \(base)/studies/\(study): HTTP \(outcome.status) \(outcome.errorText)")
             return .someFailed
         }
-        do {
-            let result = try ingest.finish()
-            for line in ingest.log where line.hasPrefix("refused") { standardError.line("consort fetch: \(line)") }
-            let held = result.stored.filter(\.alreadyHeld).count
-            standardOutput.line(
-                "consort fetch: \(result.stored.count - held) instances stored in \(out)/\(study), \(held) already present, \(result.failed.count) refused")
-            return result.failed.isEmpty && !result.stored.isEmpty ? .success : .someFailed
-        } catch {
-            standardError.line("consort fetch: the answer broke off: \(error.message); nothing partial was kept")
-            return .someFailed
-        }
-    }
-
-    /// Streams a WADO-RS answer into a StowIngest once its boundary is known from the head.
-    /// Parts are staged in a folder of its own in DIR/.staging, removed when it goes: DIR may be
-    /// a store a receiver serves, and a receiver starting clears only abandoned folders. Folders
-    /// of earlier fetches that were killed are swept here too.
-    final class WadoReceiver {
-        let out: String, study: String, base: String
-        let staging: PrivateStaging
-        var ingest: StowIngest?
-        var errorBody: [UInt8] = []
-        /// Progress on a terminal: bytes received, shown a few times a second.
-        let interactive: Bool
-        private var received = 0
-        private var shown = 0.0
-        private let started = monotonicSeconds()
-        init(out: String, study: String, base: String, interactive: Bool = false) throws {
-            self.out = out
-            self.study = study
-            self.base = base
-            self.interactive = interactive
-            PrivateStaging.clearAbandoned(in: out + "/.staging")
-            staging = try PrivateStaging(in: out + "/.staging")
-        }
-        deinit { staging.remove() }
-
-        private func showProgress() {
-            let now = monotonicSeconds()
-            guard now - shown >= 0.25 else { return }
-            shown = now
-            let megabytes = Double(received) / 1e6
-            standardError.write(String(format: "\r\u{1B}[Kconsort fetch: %.0f MB received (%.0f MB/s)", megabytes, megabytes / max(now - started, 0.001)))
-            standardError.flush()
-        }
-
-        /// Clears the progress line before the results are printed.
-        func finishProgress() {
-            if interactive && shown > 0 { standardError.write("\r\u{1B}[K") }
-        }
-        func begin(_ head: ClientResponse) throws {
-            guard head.status == 200 else { return }
-            guard let type = head.value("Content-Type").flatMap(MediaType.init), type.type == "multipart/related",
-                let boundary = type.parameters["boundary"]
-            else { throw HTTPError(502, "The answer is not multipart/related with a boundary") }
-            let ingest = try StowIngest(inbound: out, staging: staging.folder, boundary: boundary, baseURL: base)
-            ingest.expectedStudy = study
-            self.ingest = ingest
-        }
-        func consume(_ bytes: UnsafeRawBufferPointer) throws {
-            if let ingest {
-                try ingest.consume(bytes)
-                received += bytes.count
-                if interactive { showProgress() }
-            } else if errorBody.count < 4096 {
-                errorBody += bytes
-            }
-        }
+        for line in ingest.log where line.hasPrefix("refused") { standardError.line("consort fetch: \(line)") }
+        let held = result.stored.filter(\.alreadyHeld).count
+        standardOutput.line(
+            "consort fetch: \(result.stored.count - held) instances stored in \(out)/\(study), \(held) already present, \(result.failed.count) refused")
+        return result.failed.isEmpty && !result.stored.isEmpty ? .success : .someFailed
     }
 }
 

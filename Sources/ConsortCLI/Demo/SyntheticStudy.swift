@@ -7,7 +7,11 @@ import Routing
 /// UIDs come from a UUID-derived root.
 struct SyntheticStudy {
     var patientName = "DEMO^ALEX"
-    var nhsNumber = NHSNumber.testNumber(seed: 1)
+    /// The NHS number written (OtherPatientIDsSequence, issuer NHS); a string so that a test can
+    /// write an invalid one on purpose.
+    var nhsNumber = NHSNumber.testNumber(seed: 1).digits
+    var sex = "O"
+    var birthDate = "19700101"
     var hospitalNumber = "RSCH0000001"
     var trust = "RSCH"
     var modality = "CT"
@@ -74,10 +78,10 @@ struct SyntheticStudy {
         text("PatientName", .PN, patientName)
         text("PatientID", .LO, hospitalNumber)
         text("IssuerOfPatientID", .LO, trust)
-        text("PatientBirthDate", .DA, "19700101")
-        text("PatientSex", .CS, "O")
+        text("PatientBirthDate", .DA, birthDate)
+        text("PatientSex", .CS, sex)
         var nhs = DataSet()
-        nhs.set(DICOMWriter.textElement(.patientID, .LO, nhsNumber.digits))
+        nhs.set(DICOMWriter.textElement(.patientID, .LO, nhsNumber))
         nhs.set(DICOMWriter.textElement(DataDictionary.tag(forKeyword: "IssuerOfPatientID")!, .LO, "NHS"))
         ds.set(DataElement(tag: DataDictionary.tag(forKeyword: "OtherPatientIDsSequence")!, vr: .SQ, length: nil, value: .sequence([nhs])))
         text("BodyPartExamined", .CS, bodyPart)

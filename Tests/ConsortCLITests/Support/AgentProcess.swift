@@ -77,22 +77,15 @@ final class AgentSite {
     /// Starts the agent and waits for it to say it is ready.
     @discardableResult
     func start() throws -> RunningProgram {
-        let program = try RunningProgram([Run.consort, "agent", "--config", config])
+        let program = try Daemon.start([Run.consort, "agent", "--config", config])
         self.program = program
-        _ = try program.waitForOutput(matching: "ready, listening on", within: 60)
         return program
     }
 
     /// SIGTERM and a clean exit within 30 s.
     func stop() {
-        guard let program else { return }
-        do {
-            let (status, signalled) = try program.stop(within: 30)
-            #expect(status == 0 && !signalled, "\(code)'s agent ended with \(status)\n\(program.log)")
-        } catch {
-            Issue.record("\(code)'s agent did not stop: \(error)")
-        }
-        self.program = nil
+        Daemon.stop(program, name: "\(code)'s agent")
+        program = nil
     }
 
     func kill() {
@@ -122,5 +115,26 @@ final class AgentSite {
         let logText: String = logs.map { site in "--- \(site.code) ---\n\(site.log)" }.joined(separator: "\n")
         Issue.record("not within \(Int(timeout)) s: \(what)\n\(logText)")
         return false
+    }
+}
+
+/// Starting and stopping a daemon (`consort agent`, `consort coordinator`) in a test.
+enum Daemon {
+    /// Starts it and waits (60 s at most) for its ready line.
+    static func start(_ command: [String]) throws -> RunningProgram {
+        let program = try RunningProgram(command)
+        _ = try program.waitForOutput(matching: "ready, listening on", within: 60)
+        return program
+    }
+
+    /// SIGTERM, and a clean exit within 30 s.
+    static func stop(_ program: RunningProgram?, name: String) {
+        guard let program else { return }
+        do {
+            let (status, signalled) = try program.stop(within: 30)
+            #expect(status == 0 && !signalled, "\(name) ended with \(status)\n\(program.log)")
+        } catch {
+            Issue.record("\(name) did not stop: \(error)")
+        }
     }
 }

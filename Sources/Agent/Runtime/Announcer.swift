@@ -1,0 +1,121 @@
+import DICOM
+import Exchange
+import Foundation
+import Platform
+import Routing
+
+/// Tells the coordinator what this trust holds: every study the inventory has (from the archive,
+/// received, or fetched) whose holding the coordinator has not heard as it is now, in batches,
+/// once the instances are durable here (they are recorded only after they are). The registry is
+/// soft state: when the coordinator answers that it knows fewer of our studies than we have
+/// announced (it lost its registry), everything is announced again. The coordinator being down
+/// delays announcements (retried with backoff), and stops nothing else.
+final class Announcer: @unchecked Sendable {
+    let store: AgentStore
+    let client: CoordinatorClient
+    let trust: String
+    let log: Logger
+    static let batch = 500
+    private let lock = NSCondition()
+    private var nudged = false
+    private var stopping = false
+    private(set) var lastSuccess: Double?
+    private(set) var lastError: String?
+
+    init(store: AgentStore, client: CoordinatorClient, trust: String, log: Logger) {
+        self.store = store
+        self.client = client
+        self.trust = trust
+        self.log = log
+    }
+
+    func start() {
+        let thread = Thread { [self] in loop() }
+        thread.name = "consort-announce"
+        thread.start()
+    }
+
+    func stop() { lock.withLock { stopping = true; lock.broadcast() } }
+
+    /// New holdings: announce soon rather than at the next tick.
+    func nudge() { lock.withLock { nudged = true; lock.broadcast() } }
+
+    /// Everything again (`consort agent resync`).
+    func resync() throws -> Int {
+        let count = try store.forgetAnnouncements()
+        nudge()
+        return count
+    }
+
+    private func loop() {
+        var failures = 0
+        while true {
+            lock.lock()
+            if !nudged && !stopping { _ = lock.wait(until: Date().addingTimeInterval(failures == 0 ? 2 : min(60, pow(2, Double(failures))))) }
+            nudged = false
+            let done = stopping
+            lock.unlock()
+            if done { return }
+            do {
+                while try announceOnce() > 0 {}
+                if failures > 0 { log.info("the coordinator answers again; holdings announced") }
+                failures = 0
+            } catch {
+                if failures == 0 { log.warning("cannot announce holdings to the coordinator; retrying with backoff (pushes go on)", ["coordinator": client.base, "error": error]) }
+                lock.withLock { lastError = "\(error)" }
+                failures += 1
+            }
+        }
+    }
+
+    /// One batch; how many studies it announced.
+    func announceOnce() throws -> Int {
+        let studies = try store.unannounced(limit: Self.batch)
+        guard !studies.isEmpty else { return 0 }
+        let items: [JSON] = studies.map(Self.item)
+        let answer = try client.call("POST", "/v1/holdings", body: .object([("trust", .string(trust)), ("studies", .array(items))]))
+        try store.markAnnounced(studies.map { ($0.facts.uid, $0.instances) })
+        lock.withLock {
+            lastSuccess = Date().timeIntervalSince1970
+            lastError = nil
+        }
+        for conflict in answer["conflicts"] as? [String] ?? [] {
+            log.error("the coordinator holds an IDENTITY CONFLICT for a person", ["conflict": conflict])
+        }
+        // A coordinator that knows fewer of our studies than we have announced lost them.
+        let known = (answer["trust_studies"] as? NSNumber)?.intValue ?? Int.max
+        let announced = try store.announcedStudyCount()
+        if known < announced {
+            let count = try store.forgetAnnouncements()
+            log.warning("the coordinator knows fewer of this trust's studies than were announced (its registry was lost?): announcing everything again", ["known": known, "announced": announced, "studies": count])
+        }
+        return studies.count
+    }
+
+    static func item(_ study: AgentStore.Announcement) -> JSON {
+        let facts = study.facts
+        func text(_ v: String?) -> JSON { v.map(JSON.string) ?? .null }
+        var patient: [(String, JSON)] = [("id", text(facts.patientID)), ("issuer", text(facts.patientIssuer))]
+        if let sex = facts.sex { patient.append(("sex", .string(sex))) }
+        if let birth = facts.birthDate { patient.append(("birthDate", .string(birth))) }
+        var fields: [(String, JSON)] = [("study", .string(facts.uid)), ("patient", .object(patient))]
+        if !facts.otherIDs.isEmpty {
+            fields.append(("otherPatientIDs", .array(facts.otherIDs.map { .object([("id", .string($0.id)), ("issuer", text($0.issuer))]) })))
+        }
+        if case .valid(let number) = Self.nhs(facts) { fields.append(("nhs", .string(number.digits))) }
+        fields += [
+            ("date", text(facts.date)), ("modalities", .array(facts.modality.map { [.string($0)] } ?? [])), ("bodyPart", text(facts.bodyPart)),
+            ("description", text(facts.description)), ("accession", text(facts.accession)), ("instances", .int(Int64(study.instances))),
+            ("bytes", .int(study.bytes)), ("complete", .bool(true)),
+        ]
+        return .object(fields)
+    }
+
+    /// The NHS number where the default places it (the coordinator decides, with its per-trust
+    /// exceptions; this one is for the agent's own audit records and the announcement's `nhs`).
+    static func nhs(_ facts: AgentStore.StudyFacts) -> NHSIdentity.Resolution {
+        NHSIdentity.resolve(
+            patient: facts.patientID.map { NHSIdentity.Identifier(id: $0, issuer: facts.patientIssuer) },
+            others: facts.otherIDs.map { NHSIdentity.Identifier(id: $0.id, issuer: $0.issuer) }, source: nil)
+    }
+}

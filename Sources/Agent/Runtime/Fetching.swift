@@ -1,0 +1,374 @@
+import Audit
+import DICOM
+import DICOMweb
+import Exchange
+import Foundation
+import Platform
+import Routing
+import Spool
+import Transport
+
+/// Prefetch and gather, end to end, in the spool like pushes (the same durability, retries,
+/// windows and operator commands):
+///
+/// - a `prefetch` job (a `prefetch priors` rule fired here) asks the coordinator who this study's
+///   patient is and where the patient's studies are, picks the priors the rule asks for (same
+///   modality / body part, within the period, at most K, newest first), skips what this site
+///   holds or has queued, and queues one `fetch` job per prior, from a trust holding it;
+/// - a `gather` job (an MDT list's patient) does the same for every study of the patient within
+///   the period: the host fetches (see README: one place sees the whole list's progress);
+/// - a `fetch` job retrieves a study by WADO-RS from the trust holding it, each instance checked
+///   whole and stored in `inbound` as `<Study>/<SOP>.dcm`, recorded in the inventory with its
+///   origin, audited; the announcer then tells the coordinator this site holds it too.
+///
+/// The coordinator being down defers prefetches and gathers (retried with backoff) and never
+/// stops pushes; an identity conflict at the coordinator holds the job for a person.
+final class Fetching: @unchecked Sendable {
+    struct Context {
+        let store: AgentStore
+        let coordinator: CoordinatorClient?
+        let trust: String
+        let inbound: String
+        let policy: RetryPolicy
+        let audit: AuditLog
+        let log: Logger
+        /// Peers by name: their DICOMweb base URL and TLS settings.
+        let peers: @Sendable () -> [String: Delivery.Target]
+        /// Records instances placed in `inbound` in the inventory, with their origin.
+        let record: @Sendable ([StowIngest.PlacedInstance], String) throws -> Void
+        let announced: @Sendable () -> Void
+    }
+
+    let context: Context
+    static let concurrency = 3
+    private let lock = NSCondition()
+    private var running = Set<Int64>()
+    private var stopping = false
+    private var nudged = false
+    private var generator = SystemRandomNumberGenerator()
+
+    init(_ context: Context) { self.context = context }
+
+    func start() {
+        let thread = Thread { [self] in loop() }
+        thread.name = "consort-fetch"
+        thread.start()
+    }
+
+    func nudge() { lock.withLock { nudged = true; lock.broadcast() } }
+
+    /// Stops taking jobs and waits (bounded) for those running; they resume at the next start.
+    func stop(deadline: Double) {
+        lock.withLock { stopping = true; lock.broadcast() }
+        let end = MonotonicClock.now + deadline
+        lock.lock()
+        while !running.isEmpty && MonotonicClock.now < end { _ = lock.wait(until: Date().addingTimeInterval(0.05)) }
+        lock.unlock()
+    }
+
+    private func loop() {
+        while true {
+            lock.lock()
+            if !nudged && !stopping { _ = lock.wait(until: Date().addingTimeInterval(1)) }
+            nudged = false
+            let done = stopping
+            lock.unlock()
+            if done { return }
+            let now = Date().timeIntervalSince1970
+            let minute = Delivery.minuteOfDay(now)
+            guard let jobs = try? context.store.runnableFetchJobs(now: now) else { continue }
+            for job in jobs {
+                // A window closed now: the job waits for it.
+                if let text = job.window, let window = Spool.TimeWindow(text), !window.contains(minuteOfDay: minute) { continue }
+                let start: Bool = lock.withLock {
+                    guard !stopping, running.count < Self.concurrency, !running.contains(job.id) else { return false }
+                    running.insert(job.id)
+                    return true
+                }
+                guard start else { continue }
+                let thread = Thread { [self] in
+                    run(job)
+                    lock.withLock {
+                        running.remove(job.id)
+                        nudged = true
+                        lock.broadcast()
+                    }
+                }
+                thread.name = "consort-\(job.kind)"
+                thread.start()
+            }
+        }
+    }
+
+    /// A failure worth retrying: deferred with backoff (the job's tries count it).
+    private func postpone(_ job: AgentStore.Job, _ reason: String, long: Bool = false) {
+        let delay = long ? context.policy.maximumDelay : context.policy.delay(afterFailures: max(1, job.attempts + 1), using: &generator)
+        try? context.store.postpone(job: job.id, until: Date().timeIntervalSince1970 + delay, reason: reason)
+        context.log.warning("\(job.kind) deferred", ["job": job.id, "study": job.study, "retry_in": String(format: "%.0f s", delay), "reason": reason])
+    }
+
+    private func run(_ job: AgentStore.Job) {
+        let now = Date().timeIntervalSince1970
+        do {
+            try context.store.start(job: job.id, now: now)
+        } catch {
+            context.log.error("cannot mark a job active", ["job": job.id, "error": error])
+            return
+        }
+        switch job.kind {
+        case "fetch": fetch(job)
+        default: plan(job)
+        }
+    }
+
+    struct Query {
+        var sources: Set<String>
+        var sameModality = false, sameBodyPart = false
+        var withinDays: Int?
+        var atMost: Int?
+        var nhs: String?
+
+        init(_ detail: String?) {
+            let object = detail.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] } ?? [:]
+            sources = Set(object["sources"] as? [String] ?? [])
+            sameModality = object["sameModality"] as? Bool ?? false
+            sameBodyPart = object["sameBodyPart"] as? Bool ?? false
+            withinDays = (object["withinDays"] as? NSNumber)?.intValue
+            atMost = (object["atMost"] as? NSNumber)?.intValue
+            nhs = object["nhs"] as? String
+        }
+    }
+
+    // MARK: - Planning (prefetch, gather)
+
+    private func plan(_ job: AgentStore.Job) {
+        guard let coordinator = context.coordinator else {
+            postpone(job, "no coordinator in the configuration (add: coordinator https://HOST:8444): \(job.kind) cannot find the patient's studies", long: true)
+            return
+        }
+        let query = Query(try? context.store.detail(ofJob: job.id))
+        var nhs = query.nhs
+        var trigger: AgentStore.Announcement?
+        do {
+            if job.kind == "prefetch" {
+                // Who the patient is: the coordinator's word (it applies each trust's rule for
+                // where the NHS number is, and validates it).
+                trigger = try context.store.study(job.study)
+                let study = try coordinator.call("GET", "/v1/studies/\(job.study)")
+                if study["conflict"] as? Bool == true {
+                    return held(job, "an IDENTITY CONFLICT about this study is held at the coordinator for a person")
+                }
+                nhs = study["nhs"] as? String
+                guard nhs != nil else {
+                    try context.store.finishPlanning(job: job.id, note: "no valid NHS number for the study's patient at the coordinator: nothing prefetched", now: Date().timeIntervalSince1970)
+                    context.log.warning("prefetch: the study's patient has no valid NHS number at the coordinator; nothing to prefetch", ["job": job.id, "study": job.study])
+                    return
+                }
+            }
+            guard let nhs else {
+                try context.store.finishPlanning(job: job.id, note: "no NHS number to gather for", now: Date().timeIntervalSince1970)
+                return
+            }
+            try context.audit.record(AuditEntry(who: context.trust, action: "lookup", nhs: nhs, study: job.kind == "prefetch" ? job.study : nil, why: "rule \(job.rule)"))
+            let answer = try coordinator.call("GET", "/v1/patients/\(nhs)/studies")
+            let studies = answer["studies"] as? [[String: Any]] ?? []
+            let chosen = choose(studies, query: query, trigger: trigger, excluding: job.kind == "prefetch" ? job.study : nil)
+            var queued: [String] = []
+            var here = 0
+            for (study, source) in chosen {
+                if try context.store.study(study) != nil || context.store.fetchPending(study: study) {
+                    here += 1
+                    continue
+                }
+                let fetch = AgentStore.NewJob(kind: "fetch", destination: source, rule: job.rule, purpose: job.purpose, priority: job.priority, window: job.window, deadline: job.deadline)
+                try context.store.queue([fetch], study: study, now: Date().timeIntervalSince1970)
+                queued.append("\(study) from \(source)")
+            }
+            let note = "\(queued.count) stud\(queued.count == 1 ? "y" : "ies") queued to fetch (\(here) already here or queued) of \(studies.count) known for the patient"
+            try context.store.finishPlanning(job: job.id, note: note, now: Date().timeIntervalSince1970)
+            context.log.info("\(job.kind) planned", ["job": job.id, "rule": job.rule, "fetches": queued.joined(separator: "; "), "already": here])
+            nudge()
+        } catch let failure as CoordinatorClient.Failure {
+            switch failure.status {
+            case 404?: postpone(job, "the coordinator does not know the study yet (its announcement is on its way)")
+            case 409?: held(job, "an IDENTITY CONFLICT about this patient is held at the coordinator for a person: \(failure.message)")
+            case 403?: postpone(job, "the coordinator refused: \(failure.message) (a configuration fault)", long: true)
+            default: postpone(job, "\(failure)")
+            }
+        } catch {
+            postpone(job, "\(error)")
+        }
+    }
+
+    private func held(_ job: AgentStore.Job, _ reason: String) {
+        try? context.store.holdForAPerson(job: job.id, reason: reason)
+        context.log.error("\(job.kind) HELD for a person: identity conflict", ["job": job.id, "study": job.study, "reason": reason])
+    }
+
+    /// The studies a query picks, newest first, each with the trust to fetch it from.
+    func choose(_ studies: [[String: Any]], query: Query, trigger: AgentStore.Announcement?, excluding: String?) -> [(String, String)] {
+        let modality = trigger?.facts.modality?.uppercased()
+        let bodyPart = trigger?.facts.bodyPart?.uppercased()
+        var oldest: String?
+        if let days = query.withinDays {
+            let reference = trigger?.facts.date.flatMap(Self.date) ?? Date()
+            oldest = Self.dateString(reference.addingTimeInterval(-Double(days) * 86_400))
+        }
+        var out: [(String, String)] = []
+        let sorted = studies.sorted { ($0["date"] as? String ?? "") > ($1["date"] as? String ?? "") }
+        for study in sorted {
+            guard let uid = study["study"] as? String, uid != excluding else { continue }
+            if query.sameModality, let modality, !(study["modalities"] as? [String] ?? []).contains(where: { $0.uppercased() == modality }) { continue }
+            if query.sameBodyPart, let bodyPart, (study["bodyPart"] as? String)?.uppercased() != bodyPart { continue }
+            if let oldest, (study["date"] as? String ?? "") < oldest { continue }
+            let locations = (study["locations"] as? [[String: Any]] ?? []).filter { location in
+                guard let trust = location["trust"] as? String, trust != context.trust else { return false }
+                return query.sources.isEmpty || query.sources.contains(trust)
+            }
+            guard !locations.isEmpty else { continue }
+            let source = (locations.first { $0["complete"] as? Bool == true } ?? locations[0])["trust"] as? String ?? ""
+            out.append((uid, source))
+            if let most = query.atMost, out.count >= most { break }
+        }
+        return out
+    }
+
+    static func date(_ text: String) -> Date? {
+        guard text.count == 8, let y = Int(text.prefix(4)), let m = Int(text.dropFirst(4).prefix(2)), let d = Int(text.suffix(2)) else { return nil }
+        var parts = DateComponents()
+        (parts.year, parts.month, parts.day) = (y, m, d)
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        return calendar.date(from: parts)
+    }
+
+    static func dateString(_ date: Date) -> String {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts = calendar.dateComponents([.year, .month, .day], from: date)
+        return String(format: "%04d%02d%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0)
+    }
+
+    // MARK: - Fetching a study
+
+    private func fetch(_ job: AgentStore.Job) {
+        guard let peer = context.peers()[job.destination] else {
+            postpone(job, "no address for \(job.destination): add a peer line to the configuration (a configuration fault)", long: true)
+            return
+        }
+        do {
+            let client = try HTTPClient(.init(tls: peer.tls))
+            let retrieval = try WadoRetrieval(out: context.inbound, study: job.study, base: peer.url)
+            let store = context.store
+            retrieval.heldElsewhere = { sop in try? store.path(ofInstance: sop) }
+            retrieval.headers = [("X-Consort-Purpose", job.purpose)]
+            let outcome = try retrieval.run(with: client)
+            switch outcome.status {
+            case 200:
+                guard let ingest = outcome.ingest, let response = outcome.response else { return postpone(job, "an empty answer") }
+                if !response.failed.isEmpty && ingest.placed.isEmpty {
+                    try context.store.fail(job: job.id, reason: "every instance from \(job.destination) was refused: \(ingest.log.first ?? "")", now: Date().timeIntervalSince1970)
+                    return
+                }
+                try context.record(ingest.placed, job.destination)
+                try context.store.finishFetch(job: job.id, instances: ingest.placed.map { ($0.sopInstanceUID, $0.path, $0.size) }, now: Date().timeIntervalSince1970)
+                let facts = ingest.placed.first.map { Ingest.facts(of: $0.header, study: job.study) }
+                var nhs: String?
+                if let facts, case .valid(let number) = Announcer.nhs(facts) { nhs = number.digits }
+                try context.audit.record(AuditEntry(
+                    who: context.trust, action: "fetch", nhs: nhs, patient: facts?.patientID, study: job.study, why: "rule \(job.rule)",
+                    detail: "\(ingest.placed.count) instances from \(job.destination); \(response.failed.count) refused"))
+                context.log.info("fetched", ["job": job.id, "study": job.study, "from": job.destination, "instances": ingest.placed.count, "refused": response.failed.count])
+                context.announced()
+            case 404:
+                try context.store.fail(job: job.id, reason: "\(job.destination) does not hold the study (any more)", now: Date().timeIntervalSince1970)
+                context.log.error("fetch failed: the source does not hold the study", ["job": job.id, "study": job.study, "from": job.destination])
+            case 403:
+                postpone(job, "\(job.destination) refused the retrieve: \(outcome.errorText) (an agreement or membership fault)", long: true)
+            default:
+                postpone(job, "\(job.destination) answered \(outcome.status): \(outcome.errorText)")
+            }
+        } catch {
+            postpone(job, "\(error)")
+        }
+    }
+}
+
+/// MDT lists (`lists` folder, CSV: nhs_number,meeting_date,host): each new or changed file is
+/// read once it has not changed for a poll, its entries run through the list rules, and the
+/// gather jobs they plan are queued, to start their lead time before the meeting.
+final class ListWatcher: @unchecked Sendable {
+    let folder: String
+    let store: AgentStore
+    let rules: RuleBook
+    let trust: String
+    let log: Logger
+    let queued: @Sendable () -> Void
+    private var seen: [String: (size: Int, mtime: Double)] = [:]
+    private let stopping = LockedFlag()
+
+    init(folder: String, store: AgentStore, rules: RuleBook, trust: String, log: Logger, queued: @escaping @Sendable () -> Void) {
+        self.folder = folder
+        self.store = store
+        self.rules = rules
+        self.trust = trust
+        self.log = log
+        self.queued = queued
+    }
+
+    func start() {
+        let thread = Thread { [self] in
+            while !stopping.isSet {
+                scan()
+                Thread.sleep(forTimeInterval: 1)
+            }
+        }
+        thread.name = "consort-lists"
+        thread.start()
+    }
+
+    func stop() { stopping.set() }
+
+    func scan() {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.lowercased().hasSuffix(".csv") && !$0.hasPrefix(".") }
+        var candidates: [(path: String, size: Int, mtime: Double)] = []
+        for name in names {
+            let path = folder + "/" + name
+            var info = stat()
+            guard stat(path, &info) == 0 else { continue }
+            let now = (size: Int(info.st_size), mtime: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9)
+            // Taken once unchanged since the last look (a list still being written waits).
+            if let before = seen[path], before == now { candidates.append((path, now.size, now.mtime)) }
+            seen[path] = now
+        }
+        guard !candidates.isEmpty, let done = try? store.unchanged(candidates) else { return }
+        for candidate in candidates where !done.contains(candidate.path) { take(candidate) }
+    }
+
+    private func take(_ file: (path: String, size: Int, mtime: Double)) {
+        let now = Date().timeIntervalSince1970
+        guard let data = FileManager.default.contents(atPath: file.path), let text = String(data: data, encoding: .utf8) else {
+            try? store.recordFile(path: file.path, size: file.size, mtime: file.mtime, problem: "cannot read the MDT list as UTF-8 text", now: now)
+            return
+        }
+        let set = rules.current
+        let (entries, problems) = MDTList.parse(text, members: Set(set.members.map(\.code)))
+        for problem in problems { log.error("MDT list line refused", ["list": file.path, "problem": problem.description]) }
+        var jobs = 0
+        for entry in entries where entry.host == trust {
+            let actions = rules.engine.evaluate(RoutingEvent(kind: .listArrived(entry), header: nil, origin: .local, site: trust, now: Int64(now)))
+            let planned = Ingest.jobs(for: actions, now: now, log: log, nhs: entry.nhsNumber)
+            guard !planned.isEmpty else { continue }
+            do {
+                try store.queue(planned, study: "mdt:\(entry.nhsNumber):\(entry.meetingDate)", now: now)
+                jobs += planned.count
+            } catch {
+                log.error("cannot queue the list's gather jobs", ["list": file.path, "error": error])
+                return
+            }
+        }
+        try? store.recordFile(path: file.path, size: file.size, mtime: file.mtime, problem: nil, now: now)
+        log.info("MDT list taken", ["list": file.path, "patients": entries.count, "gather_jobs": jobs, "refused_lines": problems.count])
+        if jobs > 0 { queued() }
+    }
+}

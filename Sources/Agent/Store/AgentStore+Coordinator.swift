@@ -1,0 +1,145 @@
+import DICOM
+import Foundation
+import SQLite
+
+/// What the agent tells the coordinator (its holdings) and what fetching needs of the spool:
+/// the prefetch, gather and fetch jobs, run by `Fetching` rather than the push queue manager.
+extension AgentStore {
+    /// A study as announced to the coordinator (`POST /v1/holdings`).
+    public struct Announcement: Sendable {
+        public var facts: StudyFacts
+        public var instances: Int
+        public var bytes: Int64
+        public var origin: String
+    }
+
+    static let announcementColumns = """
+        uid, patient_id, patient_issuer, study_date, modality, description, accession, body_part, other_ids, sex, birth_date, instances, bytes, origin
+        """
+
+    static func announcement(_ row: Row) -> Announcement {
+        var facts = StudyFacts(uid: row.text(0) ?? "")
+        facts.patientID = row.text(1)
+        facts.patientIssuer = row.text(2)
+        facts.date = row.text(3)
+        facts.modality = row.text(4)
+        facts.description = row.text(5)
+        facts.accession = row.text(6)
+        facts.bodyPart = row.text(7)
+        if let text = row.text(8), let items = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]] {
+            facts.otherIDs = items.compactMap { item in (item["id"] as? String).map { ($0, item["issuer"] as? String) } }
+        }
+        facts.sex = row.text(9)
+        facts.birthDate = row.text(10)
+        return Announcement(facts: facts, instances: Int(row.int(11)), bytes: row.int(12), origin: row.text(13) ?? "local")
+    }
+
+    /// Studies whose holding the coordinator has not heard as it is now (new, or grown since).
+    public func unannounced(limit: Int) throws -> [Announcement] {
+        try read {
+            try db.prepare("SELECT \(Self.announcementColumns) FROM studies WHERE announced != instances AND instances > 0 LIMIT ?1")
+                .rows([.integer(Int64(limit))], Self.announcement)
+        }
+    }
+
+    /// The coordinator acknowledged these studies at these instance counts.
+    public func markAnnounced(_ studies: [(uid: String, instances: Int)]) throws {
+        try write {
+            let statement = try db.prepare("UPDATE studies SET announced = ?2 WHERE uid = ?1")
+            for study in studies { try statement.run([.text(study.uid), .integer(Int64(study.instances))]) }
+        }
+    }
+
+    /// Everything is announced again (`consort agent resync`, or a coordinator that lost it).
+    @discardableResult
+    public func forgetAnnouncements() throws -> Int {
+        try write {
+            try db.prepare("UPDATE studies SET announced = -1 WHERE announced != -1").run()
+            return db.changes
+        }
+    }
+
+    public func announcedStudyCount() throws -> Int {
+        try read { Int(try db.prepare("SELECT count(*) FROM studies WHERE announced > 0").first { $0.int(0) } ?? 0) }
+    }
+
+    /// A study's facts, if the inventory holds it.
+    public func study(_ uid: String) throws -> Announcement? {
+        try read { try db.prepare("SELECT \(Self.announcementColumns) FROM studies WHERE uid = ?1").first([.text(uid)], Self.announcement) }
+    }
+
+    /// A fetch of this study is queued or running (any rule): not queued twice.
+    public func fetchPending(study uid: String) throws -> Bool {
+        try read {
+            try db.prepare("SELECT 1 FROM jobs WHERE kind = 'fetch' AND study = ?1 AND state NOT IN ('done', 'failed', 'dropped') LIMIT 1").first([.text(uid)]) { _ in true } ?? false
+        }
+    }
+
+    /// Prefetch, gather and fetch jobs due now.
+    public func runnableFetchJobs(now: Double) throws -> [Job] {
+        try read {
+            try db.prepare("""
+                SELECT \(Self.jobColumns) FROM jobs j WHERE j.kind IN ('prefetch', 'gather', 'fetch')
+                AND j.state IN ('queued', 'deferred') AND j.next_attempt <= ?1 ORDER BY j.priority, j.created
+                """).rows([.real(now)], Self.job)
+        }
+    }
+
+    public func detail(ofJob id: Int64) throws -> String? {
+        try read { try db.prepare("SELECT detail FROM jobs WHERE id = ?1").first([.integer(id)]) { $0.text(0) } ?? nil }
+    }
+
+    /// Queues jobs about a study that has no instances here yet (a fetch of a prior).
+    @discardableResult
+    public func queue(_ jobs: [NewJob], study: String, now: Double) throws -> Int {
+        try write { try addJobs(jobs, study: study, instances: [], now: now) }
+    }
+
+    /// A planning job (prefetch, gather) that did its work: done, with what it decided.
+    public func finishPlanning(job id: Int64, note: String, now: Double) throws {
+        try write {
+            try db.prepare("UPDATE jobs SET state = 'done', finished = ?2, last_error = ?3, progress_at = ?2 WHERE id = ?1 AND state IN ('active', 'queued', 'deferred')")
+                .run([.integer(id), .real(now), .text(note)])
+        }
+    }
+
+    /// A fetch that stored its study: its instances recorded as acknowledged, the job done.
+    public func finishFetch(job id: Int64, instances: [(sop: String, path: String, size: Int)], now: Double) throws {
+        try write {
+            let insert = try db.prepare("INSERT INTO job_instances (job, sop, path, size, state) VALUES (?1, ?2, ?3, ?4, 'acknowledged') ON CONFLICT DO NOTHING")
+            var count = 0
+            var bytes: Int64 = 0
+            for instance in instances {
+                try insert.run([.integer(id), .text(instance.sop), .text(instance.path), .integer(Int64(instance.size))])
+                if db.changes > 0 {
+                    count += 1
+                    bytes += Int64(instance.size)
+                }
+            }
+            try db.prepare("""
+                UPDATE jobs SET instances_total = instances_total + ?2, instances_acked = instances_acked + ?2, bytes_total = bytes_total + ?3,
+                  bytes_sent = bytes_sent + ?3, state = 'done', finished = ?4, progress_at = ?4 WHERE id = ?1
+                """).run([.integer(id), .integer(Int64(count)), .integer(bytes), .real(now)])
+        }
+    }
+
+    /// A job held for a person (an identity conflict at the coordinator), with the reason.
+    public func holdForAPerson(job id: Int64, reason: String) throws {
+        try write {
+            try db.prepare("UPDATE jobs SET state = 'held', last_error = ?2 WHERE id = ?1").run([.integer(id), .text(reason)])
+        }
+    }
+
+    /// The paths of a study's instances, any origin (what WADO-RS serves of it).
+    public func paths(ofStudy uid: String) throws -> [String] {
+        try read { try db.prepare("SELECT path FROM instances WHERE study = ?1 ORDER BY sop").rows([.text(uid)]) { $0.text(0) ?? "" } }
+    }
+
+    /// A file taken that is not an instance (an MDT list): not taken again unless it changes.
+    public func recordFile(path: String, size: Int, mtime: Double, problem: String?, now: Double) throws {
+        try write {
+            try db.prepare("INSERT INTO files (path, size, mtime, sop, problem, taken) VALUES (?1, ?2, ?3, NULL, ?4, ?5) ON CONFLICT(path) DO UPDATE SET size = ?2, mtime = ?3, problem = ?4, taken = ?5")
+                .run([.text(path), .integer(Int64(size)), .real(mtime), problem.map(SQLValue.text) ?? .null, .real(now)])
+        }
+    }
+}

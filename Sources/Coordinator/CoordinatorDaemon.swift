@@ -1,0 +1,82 @@
+import Audit
+import Foundation
+import Platform
+import Routing
+import Transport
+
+/// `consort coordinator`: the registry behind the API, over mutual TLS, and (optionally) the
+/// metrics on a plain-HTTP address. Started and stopped by the CLI, which also speaks systemd's
+/// notify protocol for it.
+public final class CoordinatorDaemon: @unchecked Sendable {
+    public let configuration: CoordinatorConfiguration
+    public let service: CoordinatorService
+    let log: Logger
+    private var server: HTTPServer?
+    private var metricsServer: HTTPServer?
+
+    public init(configuration: CoordinatorConfiguration, log: Logger) throws {
+        self.configuration = configuration
+        self.log = log
+        let registry: Registry
+        switch configuration.registry {
+        case .sqlite(let path): registry = try SQLiteRegistry(path: path)
+        case .postgresql:
+            throw RegistryError("registry postgresql: this build has the SQLite registry only; PostgreSQL is not built yet (see the coordinator issue's notes)")
+        }
+        let rules = try RuleBook(path: configuration.rules)
+        service = CoordinatorService(registry: registry, rules: rules, configuration: configuration, audit: try AuditLog(path: configuration.auditPath), log: log)
+    }
+
+    public var port: UInt16 { server?.port ?? 0 }
+    public var metricsPort: UInt16 { metricsServer?.port ?? 0 }
+
+    public func start() throws {
+        var settings = ServerConfiguration()
+        settings.host = configuration.listenHost
+        settings.port = configuration.listenPort
+        settings.tls = try TLSContext(
+            TLSConfiguration(certificateChain: configuration.certificate, privateKey: configuration.key, trustedCA: configuration.ca, revocationList: configuration.crl), role: .server)
+        settings.limits.bodyBytes = CoordinatorService.maximumBody
+        let service = self.service, apiLog = log.named("api")
+        let http = HTTPServer(settings, log: { apiLog.debug($0) }) { request, body in try service.handle(request, body) }
+        try http.start()
+        server = http
+        if let host = configuration.metricsHost {
+            var plain = ServerConfiguration()
+            plain.host = host
+            plain.port = configuration.metricsPort
+            plain.maximumConnections = 8
+            plain.limits.bodyBytes = 0
+            let metrics = HTTPServer(plain) { request, _ in
+                switch request.head.target {
+                case "/metrics": return service.metrics()
+                case "/healthz": return service.health()
+                default: return .text(404, "not found: /metrics and /healthz are served here")
+                }
+            }
+            try metrics.start()
+            metricsServer = metrics
+        }
+        log.info("ready", ["listening": "\(configuration.listenHost):\(port)", "registry": "\(configuration.registry)", "audit": configuration.auditPath])
+    }
+
+    /// One line for systemd's STATUS=.
+    public func summary() -> String {
+        guard let totals = try? service.registry.totals() else { return "the registry cannot be read" }
+        let conflicts = (try? service.registry.conflicts().count) ?? 0
+        return "\(totals.patients) patients, \(totals.studies) studies, \(totals.locations) holdings; \(conflicts) identity conflicts held"
+    }
+
+    public func reload() {
+        switch service.rules.reload() {
+        case .reloaded: log.info("rules reloaded: the members", ["members": service.rules.current.members.map(\.code).joined(separator: ",")])
+        case .refused(let outcome): log.error("rules NOT reloaded: the new set has errors; the members in force stay", ["first": outcome.errors.first?.description ?? ""])
+        }
+    }
+
+    public func stop() {
+        server?.stop(deadline: 5)
+        metricsServer?.stop(deadline: 1)
+        log.info("stopped")
+    }
+}

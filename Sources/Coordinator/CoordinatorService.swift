@@ -1,0 +1,239 @@
+import Audit
+import DICOM
+import DICOMweb
+import Foundation
+import HTTP
+import Platform
+import Routing
+import Transport
+
+/// The coordinator's API (HTTPS, mutual TLS, JSON; versioned paths are a contract):
+///
+///     POST /v1/holdings            a batch of studies the calling trust now holds (idempotent)
+///     POST /v1/holdings/withdraw   studies it no longer holds
+///     GET  /v1/patients/{nhs}/studies   the patient's studies, newest first, with where each is held
+///     GET  /v1/studies/{uid}       one study and its locations
+///     GET  /healthz, GET /metrics
+///
+/// The caller's trust comes from its certificate only; only consortium members (the rules'
+/// members) may use it; a trust may announce or withdraw only its own holdings (otherwise 403,
+/// audited). Every lookup of a patient is audited. A patient involved in an identity conflict
+/// is answered 409 with the conflict: held for a person, never used for prefetch.
+public final class CoordinatorService: @unchecked Sendable {
+    let registry: Registry
+    let rules: RuleBook
+    let configuration: CoordinatorConfiguration
+    let audit: AuditLog
+    let log: Logger
+    public static let maximumBody = 64 << 20
+    private let lock = NSLock()
+    private var counters: [String: Int] = [:]
+    let started = Date()
+
+    public init(registry: Registry, rules: RuleBook, configuration: CoordinatorConfiguration, audit: AuditLog, log: Logger) {
+        self.registry = registry
+        self.rules = rules
+        self.configuration = configuration
+        self.audit = audit
+        self.log = log
+    }
+
+    func count(_ name: String, _ n: Int = 1) { lock.withLock { counters[name, default: 0] += n } }
+    var counts: [String: Int] { lock.withLock { counters } }
+
+    static func json(_ status: Int, _ value: JSON) -> ServerResponse {
+        ServerResponse(status: status, headers: [("Content-Type", "application/json")], body: value.bytes() + [UInt8(ascii: "\n")])
+    }
+
+    static func failure(_ status: Int, _ message: String) -> ServerResponse {
+        json(status, .object([("error", .string(message))]))
+    }
+
+    public func handle(_ request: ServerRequest, _ body: RequestBody) throws -> ServerResponse {
+        let path = request.head.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+        let method = request.head.method
+        if method == "GET" && path == "/healthz" { return health() }
+        if method == "GET" && path == "/metrics" { return metrics() }
+        // Everything else: consortium members only, named by their certificates.
+        guard let caller = request.peer?.commonName, rules.current.member(caller) != nil else {
+            let who = request.peer?.commonName ?? "a client without a certificate"
+            count("refused")
+            try? audit.record(AuditEntry(who: who, action: "refused", why: "\(method) \(path)", detail: "not a consortium member"))
+            log.warning("refused: not a consortium member", ["who": who, "request": "\(method) \(path)"])
+            return Self.failure(403, "Only consortium members (named by their certificates) may use the coordinator")
+        }
+        let parts = path.split(separator: "/").map(String.init)
+        switch (method, parts.count) {
+        case ("POST", 2) where parts == ["v1", "holdings"]:
+            return try announce(caller: caller, body: body)
+        case ("POST", 3) where parts == ["v1", "holdings", "withdraw"]:
+            return try withdraw(caller: caller, body: body)
+        case ("GET", 4) where parts[0] == "v1" && parts[1] == "patients" && parts[3] == "studies":
+            return try patientStudies(caller: caller, nhs: parts[2].removingPercentEncoding ?? parts[2])
+        case ("GET", 3) where parts[0] == "v1" && parts[1] == "studies":
+            return try study(caller: caller, uid: parts[2])
+        default:
+            return Self.failure(404, "No such resource: \(method) \(path) (see the coordinator's API in README.md)")
+        }
+    }
+
+    private func object(_ body: RequestBody) throws -> [String: Any] {
+        let bytes: [UInt8]
+        do { bytes = try body.collect(limit: Self.maximumBody) } catch { throw HTTPError(413, "The body is larger than \(Self.maximumBody) bytes: send smaller batches") }
+        guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { throw HTTPError(400, "The body is not a JSON object") }
+        return object
+    }
+
+    /// A trust may speak only for itself: refused (403) and audited otherwise.
+    private func ownTrust(_ object: [String: Any], caller: String, action: String) -> ServerResponse? {
+        let claimed = object["trust"] as? String
+        guard claimed == caller else {
+            count("refused")
+            try? audit.record(AuditEntry(who: caller, action: "refused", why: action, detail: "announced for trust \(claimed ?? "(none)"), not its own"))
+            log.error("REFUSED: a trust announced holdings for another trust", ["caller": caller, "claimed": claimed ?? "(none)", "action": action])
+            return Self.failure(403, "\(caller) may \(action) only its own holdings, not \(claimed ?? "(no trust named)")'s")
+        }
+        return nil
+    }
+
+    static func identifier(_ value: Any?) -> NHSIdentity.Identifier? {
+        guard let object = value as? [String: Any], let id = object["id"] as? String else { return nil }
+        return NHSIdentity.Identifier(id: id, issuer: object["issuer"] as? String)
+    }
+
+    static func holding(_ item: [String: Any]) -> Holding? {
+        guard let uid = item["study"] as? String, UID.isValid(uid) else { return nil }
+        var holding = Holding(study: uid)
+        let patient = item["patient"] as? [String: Any]
+        holding.patient = identifier(patient)
+        holding.otherIDs = (item["otherPatientIDs"] as? [Any] ?? patient?["otherIDs"] as? [Any] ?? []).compactMap(identifier)
+        holding.nhs = item["nhs"] as? String
+        holding.sex = patient?["sex"] as? String ?? item["sex"] as? String
+        holding.birthDate = patient?["birthDate"] as? String ?? item["birthDate"] as? String
+        holding.date = item["date"] as? String
+        holding.modalities = item["modalities"] as? [String] ?? []
+        holding.bodyPart = item["bodyPart"] as? String
+        holding.description = item["description"] as? String
+        holding.accession = item["accession"] as? String
+        holding.instances = (item["instances"] as? NSNumber)?.intValue ?? 0
+        holding.bytes = (item["bytes"] as? NSNumber)?.int64Value ?? 0
+        holding.complete = item["complete"] as? Bool ?? true
+        return holding
+    }
+
+    /// The NHS number of a holding: from the identifiers, where this trust puts it; else the
+    /// number the agent read, validated here too.
+    func resolve(_ holding: Holding, trust: String) -> NHSIdentity.Resolution {
+        let resolved = NHSIdentity.resolve(patient: holding.patient, others: holding.otherIDs, source: configuration.nhsNumberSources[trust])
+        if case .absent = resolved, let sent = holding.nhs?.trimmingCharacters(in: .whitespaces), !sent.isEmpty {
+            return NHSNumber(sent).map { .valid($0) } ?? .invalid(sent)
+        }
+        return resolved
+    }
+
+    private func announce(caller: String, body: RequestBody) throws -> ServerResponse {
+        let object = try object(body)
+        if let refusal = ownTrust(object, caller: caller, action: "announce") { return refusal }
+        let items = object["studies"] as? [[String: Any]] ?? []
+        var holdings: [(Holding, NHSIdentity.Resolution)] = []
+        for item in items {
+            guard let holding = Self.holding(item) else { return Self.failure(400, "A study without a valid \"study\" UID: \(item["study"] ?? "(none)")") }
+            holdings.append((holding, resolve(holding, trust: caller)))
+        }
+        let outcome = try registry.announce(trust: caller, holdings: holdings, now: Date().timeIntervalSince1970)
+        count("announced", holdings.count)
+        try audit.record(AuditEntry(who: caller, action: "announce", detail: "\(holdings.count) studies; \(outcome.conflicts.count) conflicts; \(outcome.invalid.count) invalid NHS numbers"))
+        for conflict in outcome.conflicts {
+            log.error("IDENTITY CONFLICT held for a person (not merged, not used for prefetch)", ["trust": caller, "conflict": conflict])
+            try audit.record(AuditEntry(who: caller, action: "conflict", detail: conflict))
+        }
+        for study in outcome.invalid {
+            log.error("invalid NHS number recorded, not used", ["trust": caller, "study": study])
+        }
+        return Self.json(200, .object([
+            ("recorded", .int(Int64(outcome.recorded))), ("conflicts", .array(outcome.conflicts.map(JSON.string))),
+            ("invalid", .array(outcome.invalid.map(JSON.string))), ("trust_studies", .int(Int64(outcome.trustStudies))),
+        ]))
+    }
+
+    private func withdraw(caller: String, body: RequestBody) throws -> ServerResponse {
+        let object = try object(body)
+        if let refusal = ownTrust(object, caller: caller, action: "withdraw") { return refusal }
+        let studies = (object["studies"] as? [Any] ?? []).compactMap { ($0 as? String) ?? (($0 as? [String: Any])?["study"] as? String) }
+        let removed = try registry.withdraw(trust: caller, studies: studies)
+        try audit.record(AuditEntry(who: caller, action: "withdraw", detail: "\(removed) of \(studies.count) studies"))
+        return Self.json(200, .object([("withdrawn", .int(Int64(removed))), ("trust_studies", .int(Int64(try registry.studyCount(trust: caller))))]))
+    }
+
+    public static func studyJSON(_ study: StudyRecord) -> JSON {
+        func text(_ v: String?) -> JSON { v.map(JSON.string) ?? .null }
+        return .object([
+            ("study", .string(study.uid)), ("nhs", text(study.nhs)), ("date", text(study.date)), ("modalities", .array(study.modalities.map(JSON.string))),
+            ("bodyPart", text(study.bodyPart)), ("description", text(study.description)), ("accession", text(study.accession)),
+            ("instances", .int(Int64(study.instances))), ("bytes", .int(study.bytes)), ("conflict", .bool(study.conflicted)),
+            ("locations", .array(study.locations.map { .object([("trust", .string($0.trust)), ("complete", .bool($0.complete)), ("instances", .int(Int64($0.instances))), ("since", .double($0.since))]) })),
+        ])
+    }
+
+    public static func conflictJSON(_ conflict: IdentityConflict) -> JSON {
+        .object([
+            ("id", .int(conflict.id)), ("kind", .string(conflict.kind)), ("key", .string(conflict.key)), ("first", .string(conflict.first)),
+            ("first_from", .string(conflict.firstFrom)), ("second", .string(conflict.second)), ("second_from", .string(conflict.secondFrom)),
+            ("created", .double(conflict.created)),
+        ])
+    }
+
+    private func patientStudies(caller: String, nhs text: String) throws -> ServerResponse {
+        guard let nhs = NHSNumber(text) else {
+            return Self.failure(400, "\"\(text)\" is not a valid NHS number (10 digits with a Modulus 11 check digit)")
+        }
+        count("lookups")
+        try audit.record(AuditEntry(who: caller, action: "lookup", nhs: nhs.digits, why: "GET /v1/patients/{nhs}/studies"))
+        let (studies, conflicts) = try registry.patientStudies(nhs: nhs.digits)
+        if !conflicts.isEmpty {
+            return Self.json(409, .object([
+                ("nhs", .string(nhs.digits)), ("error", .string("an identity conflict about this patient is held for a person: not used until resolved")),
+                ("conflicts", .array(conflicts.map(Self.conflictJSON))),
+            ]))
+        }
+        return Self.json(200, .object([("nhs", .string(nhs.digits)), ("studies", .array(studies.map(Self.studyJSON)))]))
+    }
+
+    private func study(caller: String, uid: String) throws -> ServerResponse {
+        guard UID.isValid(uid) else { return Self.failure(400, "\"\(uid)\" is not a UID") }
+        count("lookups")
+        guard let study = try registry.study(uid: uid) else {
+            try audit.record(AuditEntry(who: caller, action: "lookup", study: uid, detail: "unknown"))
+            return Self.failure(404, "No trust has announced study \(uid)")
+        }
+        try audit.record(AuditEntry(who: caller, action: "lookup", nhs: study.nhs, study: uid))
+        return Self.json(200, Self.studyJSON(study))
+    }
+
+    func health() -> ServerResponse {
+        do {
+            _ = try registry.totals()
+            return .text(200, "ok")
+        } catch {
+            return .text(503, "cannot read the registry: \(error)")
+        }
+    }
+
+    func metrics() -> ServerResponse {
+        var text = ""
+        func family(_ name: String, _ type: String, _ help: String, _ value: Double, labels: String = "") {
+            text += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name)\(labels) \(value == value.rounded() ? String(Int64(value)) : String(value))\n"
+        }
+        let totals = (try? registry.totals()) ?? (patients: 0, studies: 0, locations: 0)
+        let counts = self.counts
+        family("consort_coordinator_patients", "gauge", "Patients (NHS numbers) in the registry.", Double(totals.patients))
+        family("consort_coordinator_studies", "gauge", "Studies in the registry.", Double(totals.studies))
+        family("consort_coordinator_locations", "gauge", "Study holdings (a study at a trust).", Double(totals.locations))
+        family("consort_coordinator_conflicts", "gauge", "Identity conflicts held for a person.", Double((try? registry.conflicts().count) ?? 0))
+        family("consort_coordinator_announced_studies_total", "counter", "Studies announced by the trusts.", Double(counts["announced", default: 0]))
+        family("consort_coordinator_lookups_total", "counter", "Lookups of patients and studies.", Double(counts["lookups", default: 0]))
+        family("consort_coordinator_refused_total", "counter", "Requests refused (not a member, or for another trust).", Double(counts["refused", default: 0]))
+        family("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.", started.timeIntervalSince1970)
+        return ServerResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(text.utf8))
+    }
+}

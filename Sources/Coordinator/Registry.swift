@@ -1,0 +1,100 @@
+import Foundation
+import Routing
+
+/// What a trust announces it holds of one study (a `POST /v1/holdings` item).
+public struct Holding: Sendable {
+    public var study: String
+    public var patient: NHSIdentity.Identifier?
+    public var otherIDs: [NHSIdentity.Identifier] = []
+    /// The NHS number as the agent read it (used when the identifiers above do not give one).
+    public var nhs: String?
+    public var sex: String?
+    public var birthDate: String?
+    public var date: String?
+    public var modalities: [String] = []
+    public var bodyPart: String?
+    public var description: String?
+    public var accession: String?
+    public var instances = 0
+    public var bytes: Int64 = 0
+    public var complete = true
+
+    public init(study: String) { self.study = study }
+}
+
+/// Where a study is held.
+public struct Location: Sendable {
+    public var trust: String
+    public var complete: Bool
+    public var instances: Int
+    public var since: Double
+}
+
+/// A study as the registry knows it, with every trust holding it.
+public struct StudyRecord: Sendable {
+    public var uid: String
+    public var nhs: String?
+    public var date: String?
+    public var modalities: [String]
+    public var bodyPart: String?
+    public var description: String?
+    public var accession: String?
+    public var instances: Int
+    public var bytes: Int64
+    public var locations: [Location]
+    /// An identity conflict involves it: held for a person, never used for prefetch.
+    public var conflicted: Bool
+}
+
+/// An identity conflict, held for a person (`consort coordinator conflicts`).
+public struct IdentityConflict: Sendable {
+    public var id: Int64
+    /// local-id (one local identifier, two NHS numbers), study (one study, two patients),
+    /// demographics (one NHS number, different sex or birth date at two trusts).
+    public var kind: String
+    /// What the two sides share: the local identifier, the study, or the NHS number.
+    public var key: String
+    public var first: String
+    public var second: String
+    public var firstFrom: String
+    public var secondFrom: String
+    public var created: Double
+}
+
+/// An identifier that should have been an NHS number and is not a valid one.
+public struct IdentityError: Sendable {
+    public var trust: String
+    public var study: String
+    public var value: String
+    public var created: Double
+}
+
+public struct AnnounceOutcome: Sendable {
+    public var recorded = 0
+    public var conflicts: [String] = []
+    public var invalid: [String] = []
+    /// How many studies the registry holds for the trust after this batch: an agent that has
+    /// announced more knows the registry lost them, and announces everything again.
+    public var trustStudies = 0
+}
+
+/// The registry behind the coordinator: one narrow interface, implemented on SQLite (embedded)
+/// and PostgreSQL (a coordinator that must survive the loss of its machine). Every method is
+/// one transaction; announcing the same batch twice changes nothing.
+public protocol Registry: AnyObject, Sendable {
+    func announce(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) throws -> AnnounceOutcome
+    func withdraw(trust: String, studies: [String]) throws -> Int
+    /// A patient's studies, newest first, each with its locations; and the open conflicts about
+    /// the patient (when there are any, the studies must not be used for prefetch).
+    func patientStudies(nhs: String) throws -> (studies: [StudyRecord], conflicts: [IdentityConflict])
+    func study(uid: String) throws -> StudyRecord?
+    func conflicts() throws -> [IdentityConflict]
+    func identityErrors() throws -> [IdentityError]
+    func studyCount(trust: String) throws -> Int
+    func totals() throws -> (patients: Int, studies: Int, locations: Int)
+}
+
+public struct RegistryError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

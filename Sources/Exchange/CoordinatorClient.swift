@@ -1,0 +1,53 @@
+import DICOM
+import Foundation
+import Transport
+
+/// An agent's (and `consort locate`'s) side of the coordinator's API: HTTPS with the site's
+/// own certificate, JSON in and out, every call bounded by the client's timeouts.
+public final class CoordinatorClient: @unchecked Sendable {
+    public let base: String
+    private let client: HTTPClient
+    private let lock = NSLock()
+
+    public struct Failure: Error, CustomStringConvertible {
+        /// The HTTP status, or nil when the coordinator could not be reached.
+        public let status: Int?
+        public let message: String
+        public let answer: [String: Any]
+        public var description: String { status.map { "the coordinator answered \($0): \(message)" } ?? "cannot reach the coordinator: \(message)" }
+    }
+
+    public init(base: String, tls: TLSConfiguration?) throws {
+        self.base = base.hasSuffix("/") ? String(base.dropLast()) : base
+        var options = HTTPClient.Options(tls: tls)
+        options.totalTimeout = 30
+        client = try HTTPClient(options)
+    }
+
+    /// One request; the answer's JSON object when the status is 2xx, else a `Failure`.
+    public func call(_ method: String, _ path: String, body: JSON? = nil) throws -> [String: Any] {
+        let collector = ByteCollector(limit: 256 << 20)
+        let bytes = body.map { $0.bytes() } ?? []
+        var offset = 0
+        let response: ClientResponse
+        do {
+            response = try lock.withLock {
+                try client.send(
+                    method: method, url: base + path, headers: [("Content-Type", "application/json"), ("Accept", "application/json")],
+                    body: body == nil ? nil : { buffer in
+                        let n = min(buffer.count, bytes.count - offset)
+                        buffer.copyBytes(from: bytes[offset..<(offset + n)])
+                        offset += n
+                        return n
+                    }, bodyLength: body == nil ? nil : bytes.count, sink: collector.append)
+            }
+        } catch {
+            throw Failure(status: nil, message: "\(error)", answer: [:])
+        }
+        let object = (try? JSONSerialization.jsonObject(with: Data(collector.bytes)) as? [String: Any]) ?? [:]
+        guard (200..<300).contains(response.status) else {
+            throw Failure(status: response.status, message: object["error"] as? String ?? String(decoding: collector.bytes.prefix(300), as: UTF8.self), answer: object)
+        }
+        return object
+    }
+}

@@ -1,0 +1,63 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// The coordinator of a test consortium: its configuration (a throwaway certificate from the
+/// consortium's CA, a SQLite registry in the scratch folder) and, once started, its process.
+final class CoordinatorSite {
+    let base: String
+    let config: String
+    let registry: String
+    let audit: String
+    let port: Int
+    private(set) var program: RunningProgram?
+
+    init(_ consortium: TestConsortium, extra: String = "") throws {
+        base = consortium.root.path + "/coordinator"
+        try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
+        port = try OrthancInteropTests.freePort()
+        registry = base + "/registry.sqlite"
+        audit = base + "/coordinator-audit.log"
+        config = base + "/coordinator.conf"
+        let cert = try consortium.pki.site("COORDINATOR")
+        try """
+            listen 127.0.0.1:\(port)
+            certificate \(cert.certificate)
+            key \(cert.key)
+            ca \(consortium.pki.ca)
+            registry \(registry)
+            rules \(consortium.rules)
+            \(extra)
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+    }
+
+    var url: String { "https://localhost:\(port)" }
+    /// The line an agent's configuration needs to find it.
+    var agentLine: String { "coordinator \(url)\n" }
+
+    @discardableResult
+    func start() throws -> RunningProgram {
+        let program = try Daemon.start([Run.consort, "coordinator", "--config", config])
+        self.program = program
+        return program
+    }
+
+    func stop() {
+        Daemon.stop(program, name: "the coordinator")
+        program = nil
+    }
+
+    var log: String { program?.standardError ?? "" }
+}
+
+extension AgentSite {
+    /// What the coordinator says of a patient (`consort locate --json`), with this site's certificate.
+    func locate(_ nhs: String) throws -> (status: Int32, answer: [String: Any], stdout: String) {
+        let outcome = try Run.consort("locate", "--nhs", nhs, "--config", config, "--json")
+        let answer = (try? JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any]) ?? [:]
+        return (outcome.status, answer, outcome.stdout + outcome.stderr)
+    }
+
+    /// The studies under the inbound folder (their UIDs).
+    var receivedStudies: Set<String> { Set(received.map { String($0.split(separator: "/")[0]) }) }
+}
