@@ -155,6 +155,10 @@ let package = Package(
             dependencies: ["ArchiveWatch", "TestSupport"]
         ),
         .testTarget(
+            name: "AuditTests",
+            dependencies: ["Audit"]
+        ),
+        .testTarget(
             name: "AgentTests",
             dependencies: ["Agent", "SQLite", "Routing", "DICOM", "TestSupport"]
         ),

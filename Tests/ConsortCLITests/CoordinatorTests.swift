@@ -112,3 +112,163 @@ struct CoordinatorTests {
         #expect(located.status == 0 && located.stdout.contains("7 studies") && located.stdout.contains("UHSX"), "\(located.stdout)\(located.stderr)")
     }
 }
+
+extension CoordinatorTests {
+    static let gatherRules = """
+        rule "Gather for the MDT" {
+          purpose direct-care
+          at RSCH
+          on list-arrival in "lists" lead-time 48 h
+          gather imaging from any member within 2 years to host priority normal
+        }
+        """
+
+    /// An MDT list dropped at the host gathers each listed patient's imaging from three trusts
+    /// (within the rule's two years; an older study and an unlisted patient's are left).
+    @Test func anMDTListGathersEachPatientsImagingFromThreeTrusts() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "ASPH", "UHSX", "ESHT"], rules: Self.gatherRules)
+        let coordinator = try CoordinatorSite(consortium)
+        let holders = try ["ASPH", "UHSX", "ESHT"].map { try consortium.site($0, extra: coordinator.agentLine) }
+        let lists = consortium.root.path + "/rsch-lists"
+        try FileManager.default.createDirectory(atPath: lists, withIntermediateDirectories: true)
+        let rsch = try consortium.site("RSCH", peers: Dictionary(uniqueKeysWithValues: holders.map { ($0.code, $0.port) }), extra: coordinator.agentLine + "lists \(lists)\n")
+        let second = "9990000026"
+        var wanted: [String] = []
+        for (index, holder) in holders.enumerated() {
+            wanted.append(try Self.study(holder.watch, seed: 60 + index, date: Self.daysAgo(100 + index), trust: holder.code))
+            wanted.append(try Self.study(holder.watch, seed: 70 + index, nhs: second, date: Self.daysAgo(200 + index), trust: holder.code, extra: ["--patient-id", "\(holder.code)0000002"]))
+        }
+        let tooOld = try Self.study(holders[0].watch, seed: 80, date: Self.daysAgo(1000), trust: "ASPH")
+        let unlisted = try Self.study(holders[1].watch, seed: 81, nhs: "9990000034", date: Self.daysAgo(10), trust: "UHSX", extra: ["--patient-id", "UHSX0000003"])
+        try coordinator.start()
+        for site in holders + [rsch] { try site.start() }
+        defer {
+            for site in [rsch] + holders { site.stop() }
+            coordinator.stop()
+        }
+        #expect(AgentSite.eventually(within: 60, "every study announced", logs: holders) {
+            let first = (try? rsch.locate(Self.patient).answer["studies"] as? [[String: Any]])?.count ?? 0
+            let other = (try? rsch.locate(second).answer["studies"] as? [[String: Any]])?.count ?? 0
+            return first == 4 && other == 3
+        })
+        // The meeting is tomorrow: 48 h ahead of it is now.
+        let tomorrow = Self.daysAgo(-1)
+        try "nhs_number,meeting_date,host\n\(Self.patient),\(tomorrow),RSCH\n\(second),\(tomorrow),RSCH\n".write(toFile: lists + "/mdt.csv.tmp", atomically: true, encoding: .utf8)
+        try FileManager.default.moveItem(atPath: lists + "/mdt.csv.tmp", toPath: lists + "/mdt.csv")
+        #expect(AgentSite.eventually(within: 60, "both patients' imaging from three trusts at RSCH", logs: [rsch] + holders) {
+            Set(wanted).isSubset(of: rsch.receivedStudies)
+        })
+        #expect(!rsch.receivedStudies.contains(tooOld) && !rsch.receivedStudies.contains(unlisted), "\(rsch.receivedStudies)")
+        // The work is visible at the host, as jobs: two gathers, six fetches from three trusts.
+        let jobs = try rsch.queue()
+        #expect(jobs.filter { $0["kind"] as? String == "gather" }.count == 2)
+        let fetches = jobs.filter { $0["kind"] as? String == "fetch" }
+        #expect(fetches.count == 6 && Set(fetches.compactMap { $0["peer"] as? String }) == ["ASPH", "UHSX", "ESHT"], "\(fetches)")
+    }
+
+    /// Patient safety at the coordinator: a trust announcing another's study is refused and
+    /// audited; a local identifier announced with two NHS numbers is held as a conflict (409, not
+    /// prefetched, listed by consort coordinator conflicts); an invalid NHS number is recorded,
+    /// not used.
+    @Test func forgeriesConflictsAndInvalidNumbersAreRefusedHeldAndRecorded() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX", "ASPH"], rules: Self.prefetchRules)
+        let coordinator = try CoordinatorSite(consortium)
+        try coordinator.start()
+        defer { coordinator.stop() }
+        let uhsx = try consortium.pki.site("UHSX")
+        func post(_ path: String, _ body: String, as cert: (certificate: String, key: String) = uhsx) throws -> (status: Int, body: String) {
+            let outcome = try Run.program("/usr/bin/curl", [
+                "-s", "--max-time", "20", "--cert", cert.certificate, "--key", cert.key, "--cacert", consortium.pki.ca, "-H", "Content-Type: application/json",
+                "-d", body, "-w", "\n%{http_code}", coordinator.url + path,
+            ])
+            let lines = outcome.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+            return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
+        }
+        // UHSX claims to be RSCH: refused, audited, nothing recorded.
+        let forged = try post("/v1/holdings", #"{"trust": "RSCH", "studies": [{"study": "1.2.3.4", "nhs": "9990000018", "instances": 1, "bytes": 1}]}"#)
+        #expect(forged.status == 403, "\(forged)")
+        let audit = try String(contentsOfFile: coordinator.audit, encoding: .utf8)
+        #expect(audit.contains("\"action\":\"refused\"") && audit.contains("UHSX") && audit.contains("RSCH"), "\(audit)")
+        #expect(coordinator.log.contains("REFUSED"), "\(coordinator.log)")
+        // A study nobody holds is unknown.
+        let cert = uhsx
+        let unknown = try Run.program("/usr/bin/curl", ["-s", "--max-time", "20", "--cert", cert.certificate, "--key", cert.key, "--cacert", consortium.pki.ca, "-o", "/dev/null", "-w", "%{http_code}", coordinator.url + "/v1/studies/1.2.3.4"])
+        #expect(unknown.stdout == "404")
+        // One local identifier, two NHS numbers: a conflict held for a person.
+        let first = try post("/v1/holdings", #"{"trust": "UHSX", "studies": [{"study": "1.2.3.5", "patient": {"id": "U1", "issuer": "UHSX"}, "nhs": "9990000018", "instances": 2, "bytes": 20}]}"#)
+        #expect(first.status == 200, "\(first)")
+        let again = try post("/v1/holdings", #"{"trust": "UHSX", "studies": [{"study": "1.2.3.5", "patient": {"id": "U1", "issuer": "UHSX"}, "nhs": "9990000018", "instances": 2, "bytes": 20}]}"#)
+        #expect(again.body == first.body, "the same batch twice changes nothing")
+        let clash = try post("/v1/holdings", #"{"trust": "UHSX", "studies": [{"study": "1.2.3.6", "patient": {"id": "U1", "issuer": "UHSX"}, "nhs": "9990000026", "instances": 1, "bytes": 10}]}"#)
+        #expect(clash.status == 200 && clash.body.contains("local-id"), "\(clash)")
+        let held = try Run.program("/usr/bin/curl", ["-s", "--max-time", "20", "--cert", cert.certificate, "--key", cert.key, "--cacert", consortium.pki.ca, "-w", "\n%{http_code}", coordinator.url + "/v1/patients/9990000018/studies"])
+        #expect(held.stdout.hasSuffix("409") && held.stdout.contains("identity conflict"), "\(held.stdout)")
+        // An invalid NHS number: recorded, not used (no patient is made of it).
+        let invalid = try post("/v1/holdings", #"{"trust": "UHSX", "studies": [{"study": "1.2.3.7", "patient": {"id": "U9", "issuer": "UHSX"}, "nhs": "1234567890", "instances": 1, "bytes": 10}]}"#)
+        #expect(invalid.status == 200 && invalid.body.contains("1.2.3.7"), "\(invalid)")
+        let listed = try Run.consort("coordinator", "conflicts", "--config", coordinator.config)
+        #expect(listed.status == 1, "\(listed.stdout)\(listed.stderr)")
+        #expect(listed.stdout.contains("local-id UHSX U1") && listed.stdout.contains("9990000018") && listed.stdout.contains("9990000026"), "\(listed.stdout)")
+        #expect(listed.stdout.contains("\"1234567890\""), "\(listed.stdout)")
+        // A prefetch for the conflicted patient is held at the agent for a person, nothing fetched.
+        let asph = try consortium.site("ASPH", peers: [:], extra: coordinator.agentLine)
+        try asph.start()
+        defer { asph.stop() }
+        try Self.study(asph.watch, seed: 90, date: Self.daysAgo(0), description: "ONC CT", trust: "ASPH")
+        #expect(try AgentSite.eventually(within: 60, "the prefetch held for a person", logs: [asph]) {
+            try asph.queue().contains { $0["kind"] as? String == "prefetch" && $0["state"] as? String == "held" && ($0["last_error"] as? String ?? "").contains("IDENTITY CONFLICT") }
+        })
+        #expect(asph.receivedStudies.isEmpty)
+        #expect(AuditVerifies.intact(coordinator.audit))
+    }
+
+    /// The registry is soft state: wiped, it is rebuilt from the agents (one told by
+    /// `consort agent resync`, the other noticing by itself at its next announcement) and
+    /// answers as before.
+    @Test func aWipedRegistryIsRebuiltFromTheAgents() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX", "ASPH"], rules: Self.prefetchRules)
+        let coordinator = try CoordinatorSite(consortium)
+        let rsch = try consortium.site("RSCH", extra: coordinator.agentLine)
+        let uhsx = try consortium.site("UHSX", extra: coordinator.agentLine)
+        try Self.study(rsch.watch, seed: 91, date: Self.daysAgo(10), trust: "RSCH")
+        try Self.study(uhsx.watch, seed: 92, date: Self.daysAgo(20), trust: "UHSX")
+        try coordinator.start()
+        try rsch.start()
+        try uhsx.start()
+        defer {
+            uhsx.stop()
+            rsch.stop()
+            coordinator.stop()
+        }
+        var before = ""
+        #expect(AgentSite.eventually(within: 60, "both studies known", logs: [rsch, uhsx]) {
+            guard let answer = try? rsch.locate(Self.patient), (answer.answer["studies"] as? [[String: Any]])?.count == 2 else { return false }
+            before = answer.stdout
+            return true
+        })
+        coordinator.stop()
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: coordinator.registry + suffix) }
+        try coordinator.start()
+        let emptied = (try rsch.locate(Self.patient).answer["studies"] as? [[String: Any]])?.count ?? 0
+        #expect(emptied == 0, "the wiped registry knows nothing")
+        let resync = try Run.consort("agent", "resync", "--config", rsch.config)
+        #expect(resync.status == 0 && resync.stdout.contains("1 studies"), "\(resync.stdout)\(resync.stderr)")
+        // UHSX notices by itself when it next announces (a new study here).
+        try Self.study(uhsx.watch, seed: 93, nhs: "9990000026", date: Self.daysAgo(5), trust: "UHSX", extra: ["--patient-id", "UHSX0000002"])
+        var after = ""
+        #expect(AgentSite.eventually(within: 60, "the same answers after the rebuild", logs: [rsch, uhsx]) {
+            guard let answer = try? rsch.locate(Self.patient) else { return false }
+            after = answer.stdout
+            return (answer.answer["studies"] as? [[String: Any]])?.count == 2
+        })
+        func withoutTimes(_ text: String) -> String { text.replacingOccurrences(of: #""since":[0-9.e+]+"#, with: "", options: .regularExpression) }
+        #expect(withoutTimes(before) == withoutTimes(after), "before:\n\(before)\nafter:\n\(after)")
+        #expect(uhsx.log.contains("announcing everything again"), "\(uhsx.log)")
+    }
+}
+
+enum AuditVerifies {
+    static func intact(_ path: String) -> Bool {
+        (try? Run.consort("audit", "verify", path).status) == 0
+    }
+}
