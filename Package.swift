@@ -103,6 +103,12 @@ let package = Package(
             name: "Agent",
             dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit"]
         ),
+        // The consortium's certificate authority (consort pki): keys, certificates and CRLs made
+        // with OpenSSL's library.
+        .target(
+            name: "PKI",
+            dependencies: ["COpenSSL"]
+        ),
         // The append-only, hash-chained audit log the agents and the coordinator keep.
         .target(
             name: "Audit",
@@ -117,7 +123,7 @@ let package = Package(
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator"]
+            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI"]
         ),
         .executableTarget(
             name: "consort",

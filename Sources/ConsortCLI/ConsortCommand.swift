@@ -53,6 +53,9 @@ public enum ConsortCommand {
             name: "audit", summary: "verify an audit log's hash chain; show every record about a patient",
             run: AuditCommand.run, help: AuditCommand.help),
         Subcommand(
+            name: "pki", summary: "the consortium's CA: init-ca, issue a site's certificate, revoke, write the CRL",
+            run: PKICommand.run, help: PKICommand.help),
+        Subcommand(
             name: "rules", summary: "check, explain and replay the routing rules",
             run: RulesCommand.run, help: RulesCommand.help),
         Subcommand(

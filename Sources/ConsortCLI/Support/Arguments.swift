@@ -64,6 +64,8 @@ struct Arguments {
 
     func flag(_ name: String) -> Bool { flags.contains(name) }
     func option(_ name: String) -> String? { options[name]?.last }
+    /// Every value of an option given more than once (`--host a --host b`).
+    func values(_ name: String) -> [String] { options[name] ?? [] }
 
     func integer(_ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
         guard let text = option(name) else { return value }
