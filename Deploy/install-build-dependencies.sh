@@ -4,7 +4,7 @@
 #
 #   Deploy/install-build-dependencies.sh [extra-package ...]
 set -euo pipefail
-packages=(libssl-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev pkg-config openssl "$@")
+packages=(libssl-dev zlib1g-dev libcurl4-openssl-dev libsqlite3-dev libpq-dev pkg-config openssl "$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,11 +7,13 @@
 # (the tests start their own instance on loopback; gcc builds its bind shim), Prometheus
 # (promtool checks the agent's /metrics page; a real server scrapes a running agent),
 # systemd-analyze (checks the units in Deploy/), and setpriv (a client as another user is
-# refused by the admin socket).
+# refused by the admin socket). PostgreSQL 15 is there for the coordinator's registry tests:
+# Tests/Support/throwaway-postgres.sh starts a throwaway server from its binaries (psql comes
+# with it), and libpq-dev is the client library the coordinator links.
 # Installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-Deploy/install-build-dependencies.sh dcmtk dicom3tools python3 curl orthanc orthanc-dicomweb gcc libc6-dev time strace prometheus procps util-linux systemd
+Deploy/install-build-dependencies.sh dcmtk dicom3tools python3 curl orthanc orthanc-dicomweb gcc libc6-dev time strace prometheus procps util-linux systemd postgresql-15 libpq-dev
 pydicom_version=3.0.2  # the version the conformance figures in README.md were taken with
 if ! python3 -c "import pydicom, sys; sys.exit(pydicom.__version__ != '$pydicom_version')" 2>/dev/null; then
   echo "Installing pydicom $pydicom_version from PyPI" >&2

@@ -76,7 +76,7 @@ make_study() {  # N → folder
   local dir="$work/study-$1"
   if [ ! -f "$dir.complete" ]; then
     rm -rf "$dir"
-    "$consort" demo --out "$dir" --instances "$1" --size 512x512 >/dev/null
+    "$consort" demo study --out "$dir" --instances "$1" --size 512x512 >/dev/null
     python3 - "$dir" "$dir.body" <<'PY'
 import os, sys
 root, out = sys.argv[1], sys.argv[2]

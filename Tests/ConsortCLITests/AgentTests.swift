@@ -28,7 +28,7 @@ struct AgentTests {
             rsch.stop()
             uhsx.stop()
         }
-        #expect(try Run.consort("demo", "--out", rsch.watch, "--instances", "12").status == 0)
+        #expect(try Run.consort("demo", "study", "--out", rsch.watch, "--instances", "12").status == 0)
         let study = try #require(try FileManager.default.contentsOfDirectory(atPath: rsch.watch).first)
         let sent = try FileManager.default.contentsOfDirectory(atPath: rsch.watch + "/" + study)
         let arrived = AgentSite.eventually(within: 60, "12 instances in UHSX's inbound", logs: [rsch, uhsx]) { uhsx.received.count == 12 }

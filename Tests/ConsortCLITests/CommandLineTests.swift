@@ -67,7 +67,7 @@ struct CommandLineTests {
 
     @Test func theDemoWritesReadsSendsFindsAndFetches() throws {
         let folder = try ScratchFolder()
-        let outcome = try Run.consort("demo", "--out", folder.path + "/demo", "--instances", "3")
+        let outcome = try Run.consort("demo", "study", "--out", folder.path + "/demo", "--instances", "3")
         #expect(outcome.status == 0, "\(outcome.stderr)")
         #expect(outcome.stdout.contains("NHS number            999 000 0018 (check digit valid)"))
         #expect(outcome.stdout.contains("STOW-RS: sent 3 instances"))

@@ -33,7 +33,7 @@ struct IntegrityTests {
 
     /// A small synthetic CT study: its instance files, sorted.
     static func study(in folder: String, instances: Int = 3) throws -> [String] {
-        #expect(try Run.consort("demo", "--out", folder, "--instances", String(instances)).status == 0)
+        #expect(try Run.consort("demo", "study", "--out", folder, "--instances", String(instances)).status == 0)
         let study = try #require(try FileManager.default.contentsOfDirectory(atPath: folder).first)
         return try FileManager.default.contentsOfDirectory(atPath: folder + "/" + study).sorted().map { "\(folder)/\(study)/\($0)" }
     }
@@ -140,7 +140,7 @@ struct IntegrityTests {
     @Test func eachInstanceIsMadeDurableBeforeItIsNamed() throws {
         let strace = try Run.require("strace", package: "strace")
         let folder = try ScratchFolder()
-        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "6").status == 0)
+        #expect(try Run.consort("demo", "study", "--out", folder.path + "/study", "--instances", "6").status == 0)
         let trace = folder.path + "/trace"
         let receiver = try ReceiverProcess(
             store: folder.path + "/inbox", launcher: [strace, "-f", "-qq", "-e", "trace=openat,syncfs,link,fsync", "-o", trace])

@@ -114,7 +114,7 @@ struct OrthancInteropTests {
 
     @Test func studiesGoBothWaysBetweenOrthancAndConsort() throws {
         let folder = try ScratchFolder()
-        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "20").status == 0)
+        #expect(try Run.consort("demo", "study", "--out", folder.path + "/study", "--instances", "20").status == 0)
         let uid = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study").first)
         let sentFolder = folder.path + "/study/" + uid
 
@@ -152,7 +152,7 @@ struct OrthancInteropTests {
     @Test func theSameOverMutualTLS() throws {
         let pki = try TestPKI()
         let folder = try ScratchFolder()
-        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "20").status == 0)
+        #expect(try Run.consort("demo", "study", "--out", folder.path + "/study", "--instances", "20").status == 0)
         let uid = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study").first)
         let sentFolder = folder.path + "/study/" + uid
         let receiver = try ReceiverProcess(store: folder.path + "/inbox", pki: pki)

@@ -33,7 +33,7 @@ struct RulesCommandTests {
 
     @Test func explainSaysWhichRulesFireAndWhy() throws {
         let folder = try ScratchFolder()
-        #expect(try Run.consort("demo", "--out", folder.path, "--instances", "3").status == 0)
+        #expect(try Run.consort("demo", "study", "--out", folder.path, "--instances", "3").status == 0)
         let atRSCH = try Run.consort("rules", "explain", folder.path, "--rules", Self.rules)
         #expect(atRSCH.status == 0, "\(atRSCH.stderr)")
         #expect(atRSCH.stdout.contains("(3 files) at RSCH, local"))
@@ -50,7 +50,7 @@ struct RulesCommandTests {
 
     @Test func replayShowsWhatAChangeWouldDo() throws {
         let folder = try ScratchFolder()
-        #expect(try Run.consort("demo", "--out", folder.path + "/archive", "--instances", "2").status == 0)
+        #expect(try Run.consort("demo", "study", "--out", folder.path + "/archive", "--instances", "2").status == 0)
         let candidate = folder.path + "/candidate"
         try FileManager.default.copyItem(atPath: Self.rules, toPath: candidate)
         try """

@@ -54,7 +54,7 @@ struct SignalTests {
 
     @Test func aSigtermDuringARequestLetsItFinishThenStops() throws {
         let folder = try ScratchFolder()
-        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "6").status == 0)
+        #expect(try Run.consort("demo", "study", "--out", folder.path + "/study", "--instances", "6").status == 0)
         for round in 0..<8 {
             let store = folder.path + "/store-\(round)"
             let program = try Self.receiver(store)
@@ -78,7 +78,7 @@ struct SignalTests {
     /// for it (up to 10 s), stores it whole, answers, and exits 0.
     @Test func aSigtermWhileAnInstanceTricklesInStoresItThenExits() throws {
         let folder = try ScratchFolder()
-        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "1", "--size", "512x512").status == 0)
+        #expect(try Run.consort("demo", "study", "--out", folder.path + "/study", "--instances", "1", "--size", "512x512").status == 0)
         let study = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study").first)
         let instance = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study/" + study).first)
         var body = Data("--b1\r\nContent-Type: application/dicom\r\n\r\n".utf8)

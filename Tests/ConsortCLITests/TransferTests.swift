@@ -119,7 +119,7 @@ struct TransferTests {
         try Skip.unless(Self.canMountPrivately, "needs unshare --user --mount (user namespaces), which this machine refuses")
         let folder = try ScratchFolder()
         // 12 CT-sized instances of 525 KB.
-        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "12", "--size", "512x512").status == 0)
+        #expect(try Run.consort("demo", "study", "--out", folder.path + "/study", "--instances", "12", "--size", "512x512").status == 0)
         let store = folder.path + "/inbox"
         try FileManager.default.createDirectory(atPath: store, withIntermediateDirectories: true)
         // The shell mounts the small disk over the store, runs the receiver, passes on SIGTERM,
@@ -227,7 +227,7 @@ struct TransferTests {
 
     @Test func progressIsShownOnATerminalAndNowhereElse() throws {
         let folder = try ScratchFolder()
-        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "4").status == 0)
+        #expect(try Run.consort("demo", "study", "--out", folder.path + "/study", "--instances", "4").status == 0)
         let uid = try #require(try FileManager.default.contentsOfDirectory(atPath: folder.path + "/study").first)
         let receiver = try ReceiverProcess(store: folder.path + "/inbox")
         defer { _ = receiver.stop() }
@@ -247,7 +247,7 @@ struct TransferTests {
     @Test func studiesCanBeFoundAndFetchedBack() throws {
         let pki = try TestPKI()
         let folder = try ScratchFolder()
-        #expect(try Run.consort("demo", "--out", folder.path + "/study", "--instances", "12").status == 0)
+        #expect(try Run.consort("demo", "study", "--out", folder.path + "/study", "--instances", "12").status == 0)
         let receiver = try ReceiverProcess(store: folder.path + "/inbox", pki: pki)
         defer { _ = receiver.stop() }
         let tls = ["--cert", pki.clientCertificate, "--key", pki.clientKey, "--ca", pki.ca]

@@ -1,24 +1,83 @@
 import DICOM
+import Platform
 import DICOMweb
 import Exchange
 import Foundation
 import Routing
 import Transport
 
-/// `consort demo`: shows what is there so far, on this machine, in seconds: makes a synthetic
-/// study with our writer, reads it back with our reader, prints what a PACS manager would look at.
-/// (It will grow into the whole consortium on loopback as the agent and coordinator arrive.)
+/// `consort demo`: the consortium at work on this machine (`ConsortiumDemo`); `consort demo
+/// study`: one synthetic study written, read back and sent over DICOMweb (what the tests and
+/// benchmarks use to make a study).
 enum DemoCommand {
     static let help = """
-        Usage: consort demo [--out DIR] [--instances N] [--size ROWSxCOLUMNS]
+        Usage: consort demo [--rules DIR] [--dir DIR] [--keep]
+               consort demo study [--out DIR] [--instances N] [--size ROWSxCOLUMNS]
 
-        Writes a synthetic CT study (N instances, default 50, 64x64 pixels; a test-range NHS
-        number, no real patient) into DIR (default: a new folder under /tmp), reads every file
-        back, and prints the study as the agent will see it, one file's header, and how fast the
-        headers were read. Then sends it over DICOMweb to a receiver on loopback (STOW-RS),
-        finds it there (QIDO-RS) and fetches it back (WADO-RS). --size makes larger images (e.g. 512x512, CT-sized) for benchmarks.
+        consort demo: a coordinator, the five trusts' agents (RSCH, ASPH, ESHT, QVH, UHSX) and an
+        AI triage service as real processes on loopback ports, with a throwaway CA and the rules
+        of --rules (default ./routing-rules; quiet periods shortened to seconds, overnight windows
+        lifted, so that it runs in about a minute), playing four stories: an ED head CT at ESHT
+        streamed to UHSX under its deadline; an oncology CT at ASPH that brings the patient's
+        priors from RSCH and UHSX; an MDT list at RSCH that gathers its patients' imaging from
+        three trusts; a chest X-ray at ESHT that reaches the AI service and nothing else. Each is
+        checked from the receivers' files. Then consort queue, status and locate on the live
+        processes. Exit 0 only if every story ended as it should. --keep leaves everything running
+        and prints the commands to explore it (Ctrl-C stops it all); --dir keeps the folder
+        (default: a new folder under /tmp, removed at the end unless something failed).
 
+        consort demo study: writes a synthetic CT study (N instances, default 50, 64x64 pixels; a
+        test-range NHS number, no real patient) into DIR, reads every file back, prints it as the
+        agent sees it, then sends it over DICOMweb to a receiver on loopback (STOW-RS), finds it
+        (QIDO-RS) and fetches it back (WADO-RS).
         """
+
+    static func run(_ args: [String]) throws -> ExitCode {
+        if args.first == "study" { return try study(Array(args.dropFirst())) }
+        // Ctrl-C (or SIGTERM) stops every process the demo started.
+        let signals = try SignalWatcher.arm()
+        let arguments = try Arguments(args, command: "demo", flags: ["--keep"], options: ["--rules", "--dir"])
+        if let stray = arguments.positional.first { throw UsageError(message: "unexpected argument \(stray) (consort demo study is the one-study demo)", command: "demo") }
+        let rules = arguments.option("--rules") ?? "routing-rules"
+        guard FileManager.default.fileExists(atPath: rules + "/consortium.rules") else {
+            throw UsageError(message: "no consortium rules at \(rules) (give --rules DIR; the repository's routing-rules/)", command: "demo")
+        }
+        let folder = arguments.option("--dir") ?? NSTemporaryDirectory() + "consort-demo-\(getpid())"
+        let demo = ConsortiumDemo(folder: folder, rules: rules, keep: arguments.flag("--keep"))
+        let finished = LockedResult()
+        let thread = Thread {
+            let ok = (try? demo.run()) ?? false
+            finished.set(ok)
+        }
+        thread.start()
+        // Wait for the stories, or a stop.
+        while finished.value == nil {
+            if case .stop? = signals.next(timeout: 0.2) {
+                standardOutput.line("Stopped: stopping every process the demo started.")
+                demo.stopAll()
+                return .someFailed
+            }
+        }
+        let ok = finished.value ?? false
+        if arguments.flag("--keep") {
+            standardOutput.line("")
+            standardOutput.line("Everything is still running. Explore, for example:")
+            standardOutput.line("  consort queue --config \(folder)/rsch/agent.conf")
+            standardOutput.line("  consort status --config \(folder)/esht/agent.conf")
+            standardOutput.line("  consort queue list --all --config \(folder)/asph/agent.conf")
+            standardOutput.line("  consort locate --nhs \"\(NHSNumber.testNumber(seed: 101).description)\" --config \(folder)/asph/agent.conf")
+            standardOutput.line("  consort audit show \(folder)/uhsx/state/audit.log --nhs \(NHSNumber.testNumber(seed: 101).digits)")
+            standardOutput.line("  logs: \(folder)/logs")
+            standardOutput.line("Ctrl-C stops every process.")
+            standardOutput.flush()
+            while true {
+                if case .stop? = signals.next() { break }
+            }
+        }
+        demo.stopAll()
+        if ok && arguments.option("--dir") == nil && !arguments.flag("--keep") { try? FileManager.default.removeItem(atPath: folder) }
+        return ok ? .success : .someFailed
+    }
 
     /// The network half: a DICOMweb receiver on loopback, the study sent to it (STOW-RS), then
     /// found (QIDO-RS) and fetched back (WADO-RS), as two trusts would do it (there over mutual TLS).
@@ -49,10 +108,10 @@ enum DemoCommand {
         standardOutput.line("  WADO-RS: fetched \(back.response?.stored.count ?? 0) instances back into \(out)/fetched")
     }
 
-    static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "demo", flags: [], options: ["--out", "--instances", "--size"])
+    static func study(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "demo study", flags: [], options: ["--out", "--instances", "--size"])
         if !arguments.positional.isEmpty {
-            throw UsageError(message: "unexpected argument \(arguments.positional[0])", command: "demo")
+            throw UsageError(message: "unexpected argument \(arguments.positional[0])", command: "demo study")
         }
         let count = try arguments.integer("--instances", default: 50, range: 1...10_000)
         let out = arguments.option("--out") ?? (NSTemporaryDirectory() + "consort-demo-\(getpid())")
@@ -95,4 +154,12 @@ enum DemoCommand {
         standardOutput.line("Next: consort dump --json \(folder) | head -1    (the canonical form, comparable with pydicom)")
         return .success
     }
+}
+
+/// A result one thread sets and another reads.
+final class LockedResult: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: Bool?
+    func set(_ value: Bool) { lock.withLock { stored = value } }
+    var value: Bool? { lock.withLock { stored } }
 }

@@ -18,6 +18,10 @@ struct SyntheticStudy {
     var description = "CT HEAD WITHOUT CONTRAST"
     var bodyPart = "HEAD"
     var studyDate = "20261128"
+    /// InstitutionalDepartmentName and RequestedProcedureDescription, when set (rules look at them).
+    var department: String?
+    var requestedProcedure: String?
+    var institution = "Royal Surrey County Hospital"
     var instances = 20
     var rows = 64
     var columns = 64
@@ -54,6 +58,16 @@ struct SyntheticStudy {
     }
 
     var studyInstanceUID: String { Self.uid(seed, 1, 0) }
+
+    /// The storage SOP class of the modality (CT, MR, DX, CR; CT for anything else).
+    var sopClassUID: String {
+        switch modality.uppercased() {
+        case "MR": return "1.2.840.10008.5.1.4.1.1.4"
+        case "DX": return "1.2.840.10008.5.1.4.1.1.1.1"
+        case "CR": return "1.2.840.10008.5.1.4.1.1.1"
+        default: return "1.2.840.10008.5.1.4.1.1.2"
+        }
+    }
     var seriesInstanceUID: String { Self.uid(seed, 2, 0) }
 
     func file(instance: Int) -> DICOMFile {
@@ -67,13 +81,20 @@ struct SyntheticStudy {
         let sop = Self.uid(seed, 3, UInt64(instance))
         text("SpecificCharacterSet", .CS, "ISO_IR 192")
         text("ImageType", .CS, "ORIGINAL\\PRIMARY\\AXIAL")
-        text("SOPClassUID", .UI, "1.2.840.10008.5.1.4.1.1.2")
+        text("SOPClassUID", .UI, sopClassUID)
         text("SOPInstanceUID", .UI, sop)
         text("StudyDate", .DA, studyDate)
         text("StudyTime", .TM, "101500")
         text("AccessionNumber", .SH, "\(trust)\(seed)")
         text("Modality", .CS, modality)
-        text("InstitutionName", .LO, "Royal Surrey County Hospital")
+        text("InstitutionName", .LO, institution)
+        if let department { text("InstitutionalDepartmentName", .LO, department) }
+        if let requestedProcedure {
+            var item = DataSet()
+            item.set(DICOMWriter.textElement(DataDictionary.tag(forKeyword: "RequestedProcedureDescription")!, .LO, requestedProcedure))
+            ds.set(DataElement(tag: DataDictionary.tag(forKeyword: "RequestAttributesSequence")!, vr: .SQ, length: nil, value: .sequence([item])))
+            text("RequestedProcedureDescription", .LO, requestedProcedure)
+        }
         text("StudyDescription", .LO, description)
         text("PatientName", .PN, patientName)
         text("PatientID", .LO, hospitalNumber)
@@ -114,7 +135,7 @@ struct SyntheticStudy {
         }
         ds.set(DataElement(tag: .pixelData, vr: .OW, length: UInt32(pixels.count), value: .bytes(pixels[...])))
         var meta = DataSet()
-        meta.set(DICOMWriter.textElement(.mediaStorageSOPClassUID, .UI, "1.2.840.10008.5.1.4.1.1.2"))
+        meta.set(DICOMWriter.textElement(.mediaStorageSOPClassUID, .UI, sopClassUID))
         meta.set(DICOMWriter.textElement(.mediaStorageSOPInstanceUID, .UI, sop))
         return DICOMFile(meta: meta, dataSet: ds, transferSyntaxUID: TransferSyntax.explicitVRLittleEndian, encoding: .explicitVRLittleEndian)
     }
