@@ -103,6 +103,12 @@ let package = Package(
             name: "Agent",
             dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit"]
         ),
+        // libpq (PostgreSQL's client library): the coordinator's registry on PostgreSQL.
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
         // The consortium's certificate authority (consort pki): keys, certificates and CRLs made
         // with OpenSSL's library.
         .target(
@@ -118,7 +124,7 @@ let package = Package(
         // HTTPS API, NHS number resolution and identity conflicts.
         .target(
             name: "Coordinator",
-            dependencies: ["Agent", "Audit", "DICOM", "DICOMweb", "HTTP", "Platform", "Routing", "SQLite", "Transport"]
+            dependencies: ["Agent", "Audit", "DICOM", "DICOMweb", "HTTP", "Platform", "Routing", "SQLite", "Transport", "CLibPQ"]
         ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
@@ -159,6 +165,10 @@ let package = Package(
         .testTarget(
             name: "ArchiveWatchTests",
             dependencies: ["ArchiveWatch", "TestSupport"]
+        ),
+        .testTarget(
+            name: "RegistryTests",
+            dependencies: ["Coordinator", "Routing", "TestSupport"]
         ),
         .testTarget(
             name: "AuditTests",

@@ -19,9 +19,8 @@ public final class CoordinatorDaemon: @unchecked Sendable {
         self.log = log
         let registry: Registry
         switch configuration.registry {
-        case .sqlite(let path): registry = try SQLiteRegistry(path: path)
-        case .postgresql:
-            throw RegistryError("registry postgresql: this build has the SQLite registry only; PostgreSQL is not built yet (see the coordinator issue's notes)")
+        case .sqlite(let path): registry = try SQLRegistry.sqlite(path: path)
+        case .postgresql(let conninfo): registry = try SQLRegistry.postgresql(conninfo)
         }
         let rules = try RuleBook(path: configuration.rules)
         service = CoordinatorService(registry: registry, rules: rules, configuration: configuration, audit: try AuditLog(path: configuration.auditPath), log: log)

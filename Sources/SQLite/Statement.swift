@@ -88,6 +88,9 @@ public final class Statement {
 public struct Row {
     let raw: OpaquePointer
 
+    /// How many columns the row has.
+    public var count: Int32 { sqlite3_column_count(raw) }
+
     public func isNull(_ column: Int32) -> Bool { sqlite3_column_type(raw, column) == SQLITE_NULL }
     public func int(_ column: Int32) -> Int64 { sqlite3_column_int64(raw, column) }
     public func double(_ column: Int32) -> Double { sqlite3_column_double(raw, column) }

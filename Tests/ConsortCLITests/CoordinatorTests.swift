@@ -272,3 +272,39 @@ enum AuditVerifies {
         (try? Run.consort("audit", "verify", path).status) == 0
     }
 }
+
+extension CoordinatorTests {
+    /// Two coordinator processes on one PostgreSQL (a coordinator that must survive the loss of
+    /// its machine): what an agent announces to one, the other answers.
+    @Test func twoCoordinatorsOnOnePostgreSQLAnswerAlike() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX", "ASPH"], rules: Self.prefetchRules)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Support/throwaway-postgres.sh").path
+        let database = consortium.root.path + "-postgres"
+        let started = try Run.program("/bin/bash", [script, "start", database], timeout: 60)
+        try Skip.unless(started.status != 77, "PostgreSQL 15 is not installed (Debian package postgresql-15)")
+        try #require(started.status == 0, "\(started.stderr)")
+        defer { _ = try? Run.program("/bin/bash", [script, "stop", database], timeout: 60) }
+        let line = "registry postgresql \"\(started.stdout.trimmingCharacters(in: .whitespacesAndNewlines))\""
+        let first = try CoordinatorSite(consortium, name: "coordinator-a", registryLine: line)
+        let second = try CoordinatorSite(consortium, name: "coordinator-b", registryLine: line)
+        try first.start()
+        try second.start()
+        let rsch = try consortium.site("RSCH", extra: first.agentLine)
+        let uhsx = try consortium.site("UHSX", extra: second.agentLine)
+        let study = try Self.study(rsch.watch, seed: 95, date: Self.daysAgo(3), trust: "RSCH")
+        try rsch.start()
+        try uhsx.start()
+        defer {
+            uhsx.stop()
+            rsch.stop()
+            second.stop()
+            first.stop()
+        }
+        // UHSX asks the second coordinator about what RSCH announced to the first.
+        #expect(AgentSite.eventually(within: 60, "the study known through the other coordinator", logs: [rsch, uhsx]) {
+            ((try? uhsx.locate(Self.patient).answer["studies"] as? [[String: Any]]) ?? []).compactMap { $0["study"] as? String } == [study]
+        })
+        let conflicts = try Run.consort("coordinator", "conflicts", "--config", second.config)
+        #expect(conflicts.status == 0 && conflicts.stdout.contains("0 identity conflicts"), "\(conflicts.stdout)\(conflicts.stderr)")
+    }
+}

@@ -122,6 +122,13 @@ EOF
   # in the connection string we print, with the same deadline. -l: the server's output goes to
   # the log, never to our stdout (a caller reading our stdout to the end would otherwise wait for
   # the server to exit). pg_ctl puts the server in its own session, so it outlives this script.
+  # The server outlives this script: it must not inherit any descriptor of our caller's beyond
+  # 0-2 (which go to files here). A caller's pipe left open in the server would make a caller
+  # that reads to the end of its output wait for ever (it did: a Swift test hung on it).
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
   if ! timeout $((ready_deadline + 5)) "${as_owner[@]}" "$bindir/pg_ctl" start -w \
        -t "$ready_deadline" -D "$data" -l "$log" </dev/null >"$dir/pg_ctl.log" 2>&1; then
     cat -- "$dir/pg_ctl.log" >&2

@@ -66,15 +66,17 @@ enum CoordinatorCommand {
             standardError.line(parsed.report())
             return .someFailed
         }
-        guard case .sqlite(let path) = configuration.registry else {
-            standardError.line("consort coordinator conflicts: only a SQLite registry can be read by this build")
-            return .someFailed
+        let registry: SQLRegistry
+        switch configuration.registry {
+        case .sqlite(let path):
+            guard FileManager.default.fileExists(atPath: path) else {
+                standardError.line("consort coordinator conflicts: no registry at \(path): the coordinator has never run with \(file)")
+                return .someFailed
+            }
+            registry = try SQLRegistry.sqlite(readingOnly: path)
+        case .postgresql(let conninfo):
+            registry = try SQLRegistry.postgresql(conninfo)
         }
-        guard FileManager.default.fileExists(atPath: path) else {
-            standardError.line("consort coordinator conflicts: no registry at \(path): the coordinator has never run with \(file)")
-            return .someFailed
-        }
-        let registry = try SQLiteRegistry(readingOnly: path)
         let conflicts = try registry.conflicts()
         let errors = try registry.identityErrors()
         if arguments.flag("--json") {

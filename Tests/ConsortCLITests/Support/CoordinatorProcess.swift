@@ -12,8 +12,9 @@ final class CoordinatorSite {
     let port: Int
     private(set) var program: RunningProgram?
 
-    init(_ consortium: TestConsortium, extra: String = "") throws {
-        base = consortium.root.path + "/coordinator"
+    /// `registryLine`: the registry setting (default: a SQLite file in its folder).
+    init(_ consortium: TestConsortium, name: String = "coordinator", registryLine: String? = nil, extra: String = "") throws {
+        base = consortium.root.path + "/" + name
         try FileManager.default.createDirectory(atPath: base, withIntermediateDirectories: true)
         port = try OrthancInteropTests.freePort()
         registry = base + "/registry.sqlite"
@@ -25,7 +26,7 @@ final class CoordinatorSite {
             certificate \(cert.certificate)
             key \(cert.key)
             ca \(consortium.pki.ca)
-            registry \(registry)
+            \(registryLine ?? "registry \(registry)")
             rules \(consortium.rules)
             \(extra)
             """.write(toFile: config, atomically: true, encoding: .utf8)

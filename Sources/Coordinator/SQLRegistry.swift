@@ -2,44 +2,35 @@ import Foundation
 import Routing
 import SQLite
 
-/// The registry on SQLite: embedded, nothing to set up. One connection under a lock (the
-/// coordinator's requests are short transactions); WAL, synchronous=FULL (the wrapper's).
-public final class SQLiteRegistry: Registry, @unchecked Sendable {
-    let db: Database
+/// The registry's SQL, written once for both its stores (SQLite embedded, PostgreSQL for a
+/// coordinator that must survive its machine): statements use `?N` parameters and portable SQL
+/// (`ON CONFLICT`, `CASE`, `coalesce`); each connection runs them its own way. One connection
+/// under a lock: the coordinator's requests are short transactions.
+public final class SQLRegistry: Registry, @unchecked Sendable {
+    let db: RegistryConnection
     private let lock = NSLock()
 
-    static let schema = """
-        CREATE TABLE IF NOT EXISTS patients (
-            nhs TEXT PRIMARY KEY, sex TEXT, birth_date TEXT, demographics_from TEXT, first_seen REAL NOT NULL) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS local_ids (
-            trust TEXT NOT NULL, patient_id TEXT NOT NULL, issuer TEXT NOT NULL, nhs TEXT NOT NULL, first_seen REAL NOT NULL,
-            PRIMARY KEY (trust, patient_id, issuer)) WITHOUT ROWID;
-        CREATE TABLE IF NOT EXISTS studies (
-            uid TEXT PRIMARY KEY, nhs TEXT, announced_by TEXT NOT NULL, study_date TEXT, modalities TEXT, body_part TEXT, description TEXT,
-            accession TEXT, instances INTEGER NOT NULL, bytes INTEGER NOT NULL, updated REAL NOT NULL);
-        CREATE INDEX IF NOT EXISTS studies_by_patient ON studies(nhs, study_date);
-        CREATE TABLE IF NOT EXISTS locations (
-            study TEXT NOT NULL, trust TEXT NOT NULL, complete INTEGER NOT NULL, instances INTEGER NOT NULL, since REAL NOT NULL,
-            PRIMARY KEY (study, trust)) WITHOUT ROWID;
-        CREATE INDEX IF NOT EXISTS locations_by_trust ON locations(trust);
-        CREATE TABLE IF NOT EXISTS conflicts (
-            id INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, first TEXT NOT NULL, second TEXT NOT NULL,
-            first_from TEXT NOT NULL, second_from TEXT NOT NULL, created REAL NOT NULL, UNIQUE (kind, key, first, second));
-        CREATE INDEX IF NOT EXISTS conflicts_first ON conflicts(first);
-        CREATE INDEX IF NOT EXISTS conflicts_second ON conflicts(second);
-        CREATE TABLE IF NOT EXISTS identity_errors (
-            trust TEXT NOT NULL, study TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (trust, study, value)) WITHOUT ROWID;
-        """
-
-    public init(path: String) throws {
+    /// The registry in a SQLite file (created with its schema if new).
+    public static func sqlite(path: String) throws -> SQLRegistry {
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        db = try Database(path: path)
-        try db.execute(Self.schema)
+        let connection = SQLiteConnection(try Database(path: path))
+        try connection.execute(Schema.sqlite)
+        return SQLRegistry(connection)
     }
 
-    public init(readingOnly path: String) throws {
-        db = try Database(path: path, readOnly: true)
+    /// An existing SQLite registry, for reading (`consort coordinator conflicts`).
+    public static func sqlite(readingOnly path: String) throws -> SQLRegistry {
+        SQLRegistry(SQLiteConnection(try Database(path: path, readOnly: true)))
     }
+
+    /// The registry in a PostgreSQL database (its tables created if missing).
+    public static func postgresql(_ conninfo: String) throws -> SQLRegistry {
+        let connection = try PostgreSQLConnection(conninfo)
+        try connection.execute(Schema.postgresql)
+        return SQLRegistry(connection)
+    }
+
+    init(_ connection: RegistryConnection) { db = connection }
 
     private func locked<T>(_ body: () throws -> T) throws -> T { try lock.withLock { try body() } }
 
@@ -116,7 +107,10 @@ public final class SQLiteRegistry: Registry, @unchecked Sendable {
                 try db.prepare("UPDATE studies SET nhs = ?2 WHERE uid = ?1").run([.text(holding.study), .text(nhs)])
             }
             // The largest instance count seen: a partial holder does not shrink the study.
-            try db.prepare("UPDATE studies SET instances = max(instances, ?2), bytes = max(bytes, ?3), updated = ?4 WHERE uid = ?1")
+            try db.prepare("""
+                UPDATE studies SET instances = CASE WHEN instances > ?2 THEN instances ELSE ?2 END,
+                  bytes = CASE WHEN bytes > ?3 THEN bytes ELSE ?3 END, updated = ?4 WHERE uid = ?1
+                """)
                 .run([.text(holding.study), .integer(Int64(holding.instances)), .integer(holding.bytes), .real(now)])
         } else {
             try db.prepare("""
@@ -146,7 +140,7 @@ public final class SQLiteRegistry: Registry, @unchecked Sendable {
 
     static let studyColumns = "s.uid, s.nhs, s.study_date, s.modalities, s.body_part, s.description, s.accession, s.instances, s.bytes"
 
-    private func record(_ row: Row) -> StudyRecord {
+    private func record(_ row: RegistryRow) -> StudyRecord {
         StudyRecord(
             uid: row.text(0) ?? "", nhs: row.text(1), date: row.text(2), modalities: (row.text(3) ?? "").split(separator: "\\").map(String.init),
             bodyPart: row.text(4), description: row.text(5), accession: row.text(6), instances: Int(row.int(7)), bytes: row.int(8), locations: [], conflicted: false)
@@ -181,7 +175,7 @@ public final class SQLiteRegistry: Registry, @unchecked Sendable {
     }
 
     static let conflictColumns = "id, kind, key, first, second, first_from, second_from, created"
-    static func conflict(_ row: Row) -> IdentityConflict {
+    static func conflict(_ row: RegistryRow) -> IdentityConflict {
         IdentityConflict(
             id: row.int(0), kind: row.text(1) ?? "", key: row.text(2) ?? "", first: row.text(3) ?? "", second: row.text(4) ?? "",
             firstFrom: row.text(5) ?? "", secondFrom: row.text(6) ?? "", created: row.double(7))
@@ -205,17 +199,8 @@ public final class SQLiteRegistry: Registry, @unchecked Sendable {
 
     public func totals() throws -> (patients: Int, studies: Int, locations: Int) {
         try locked {
-            func count(_ table: String) throws -> Int { Int(try db.prepare("SELECT count(*) FROM \(table)").first { $0.int(0) } ?? 0) }
+            func count(_ table: String) throws -> Int { Int(try db.prepare("SELECT count(*) FROM \(table)").first([]) { $0.int(0) } ?? 0) }
             return (try count("patients"), try count("studies"), try count("locations"))
         }
-    }
-}
-
-extension Database {
-    /// Several reads that see one snapshot.
-    func readTransaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN")
-        defer { try? execute("COMMIT") }
-        return try body()
     }
 }

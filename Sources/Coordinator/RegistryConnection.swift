@@ -1,0 +1,218 @@
+import CLibPQ
+import Foundation
+import SQLite
+
+/// What the registry's SQL runs on: SQLite or PostgreSQL, behind the shape of the SQLite
+/// wrapper (prepare, run, first, rows; `?N` parameters). Rows come back as text, which is how
+/// PostgreSQL's protocol gives them anyway; `RegistryRow` reads numbers from it.
+protocol RegistryConnection: AnyObject {
+    func prepare(_ sql: String) throws -> RegistryStatement
+    /// Rows changed by the last statement run.
+    var changes: Int { get }
+    func execute(_ script: String) throws
+    func transaction<T>(_ body: () throws -> T) throws -> T
+    /// Several reads that see one snapshot.
+    func readTransaction<T>(_ body: () throws -> T) throws -> T
+}
+
+/// One row, column by column from 0.
+struct RegistryRow {
+    let cells: [String?]
+    func text(_ column: Int32) -> String? { cells[Int(column)] }
+    func int(_ column: Int32) -> Int64 { cells[Int(column)].flatMap { Int64($0) ?? Double($0).map { Int64($0) } } ?? 0 }
+    func double(_ column: Int32) -> Double { cells[Int(column)].flatMap(Double.init) ?? 0 }
+    func isNull(_ column: Int32) -> Bool { cells[Int(column)] == nil }
+}
+
+/// A statement of either store: runs with its parameters and returns its rows.
+struct RegistryStatement {
+    let execute: ([SQLValue]) throws -> [RegistryRow]
+
+    func run(_ values: [SQLValue] = []) throws { _ = try execute(values) }
+    func rows<T>(_ values: [SQLValue] = [], _ row: (RegistryRow) throws -> T) throws -> [T] { try execute(values).map(row) }
+    func first<T>(_ values: [SQLValue] = [], _ row: (RegistryRow) throws -> T) throws -> T? { try execute(values).first.map(row) }
+}
+
+final class SQLiteConnection: RegistryConnection {
+    let db: Database
+    init(_ db: Database) { self.db = db }
+
+    func prepare(_ sql: String) throws -> RegistryStatement {
+        let statement = try db.prepare(sql)
+        return RegistryStatement { values in
+            try statement.rows(values) { row in RegistryRow(cells: (0..<row.count).map { row.isNull($0) ? nil : row.text($0) }) }
+        }
+    }
+
+    var changes: Int { db.changes }
+    func execute(_ script: String) throws { try db.execute(script) }
+    func transaction<T>(_ body: () throws -> T) throws -> T { try db.transaction(body) }
+
+    func readTransaction<T>(_ body: () throws -> T) throws -> T {
+        try db.execute("BEGIN")
+        defer { try? db.execute("COMMIT") }
+        return try body()
+    }
+}
+
+/// PostgreSQL through libpq: one connection, statements sent with PQexecParams (parameters
+/// as text, never spliced into the SQL), `?N` rewritten to `$N`. A broken connection is reset
+/// once and the statement retried (outside a transaction only).
+final class PostgreSQLConnection: RegistryConnection {
+    private var connection: OpaquePointer?
+    private var inTransaction = false
+    private(set) var changes = 0
+    let conninfo: String
+
+    init(_ conninfo: String) throws {
+        self.conninfo = conninfo
+        connection = PQconnectdb(conninfo)
+        guard PQstatus(connection) == CONNECTION_OK else {
+            let message = connection.map { String(cString: PQerrorMessage($0)) } ?? "no memory"
+            PQfinish(connection)
+            throw RegistryError("cannot connect to PostgreSQL (\(Self.redacted(conninfo))): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
+    deinit { PQfinish(connection) }
+
+    /// The connection string without its password, for messages.
+    static func redacted(_ conninfo: String) -> String {
+        conninfo.replacingOccurrences(of: #"password=\S+"#, with: "password=…", options: .regularExpression)
+    }
+
+    /// `?12` → `$12`.
+    static func dollarParameters(_ sql: String) -> String {
+        sql.replacingOccurrences(of: #"\?([0-9]+)"#, with: "\\$$1", options: .regularExpression)
+    }
+
+    func prepare(_ sql: String) throws -> RegistryStatement {
+        let text = Self.dollarParameters(sql)
+        return RegistryStatement { [self] values in try run(text, values) }
+    }
+
+    private func run(_ sql: String, _ values: [SQLValue]) throws -> [RegistryRow] {
+        let texts: [String?] = values.map { value in
+            switch value {
+            case .null: return nil
+            case .integer(let i): return String(i)
+            case .real(let d): return String(d)
+            case .text(let s): return s
+            case .blob(let b): return String(decoding: b, as: UTF8.self)
+            }
+        }
+        var attempt = 0
+        while true {
+            let result = Self.withCStrings(texts) { pointers in
+                PQexecParams(connection, sql, Int32(pointers.count), nil, pointers, nil, nil, 0)
+            }
+            defer { PQclear(result) }
+            let status = PQresultStatus(result)
+            if status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK {
+                changes = Int(String(cString: PQcmdTuples(result))) ?? 0
+                var rows: [RegistryRow] = []
+                let count = PQntuples(result), columns = PQnfields(result)
+                rows.reserveCapacity(Int(count))
+                for r in 0..<count {
+                    rows.append(RegistryRow(cells: (0..<columns).map { c in PQgetisnull(result, r, c) == 1 ? nil : String(cString: PQgetvalue(result, r, c)) }))
+                }
+                return rows
+            }
+            let message = String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines)
+            if PQstatus(connection) != CONNECTION_OK, !inTransaction, attempt == 0 {
+                attempt += 1
+                PQreset(connection)
+                continue
+            }
+            throw RegistryError("PostgreSQL: \(message) (in \(sql.prefix(100)))")
+        }
+    }
+
+    static func withCStrings<T>(_ values: [String?], _ body: ([UnsafePointer<CChar>?]) -> T) -> T {
+        let copies = values.map { $0.map { strdup($0) } ?? nil }
+        defer { for copy in copies { free(copy) } }
+        return body(copies.map { $0.map { UnsafePointer($0) } })
+    }
+
+    func execute(_ script: String) throws {
+        let result = PQexec(connection, script)
+        defer { PQclear(result) }
+        let status = PQresultStatus(result)
+        guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK else {
+            throw RegistryError("PostgreSQL: \(String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+
+    func transaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN")
+        inTransaction = true
+        defer { inTransaction = false }
+        do {
+            let value = try body()
+            try execute("COMMIT")
+            return value
+        } catch {
+            try? execute("ROLLBACK")
+            throw error
+        }
+    }
+
+    func readTransaction<T>(_ body: () throws -> T) throws -> T {
+        try execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        inTransaction = true
+        defer {
+            inTransaction = false
+            try? execute("COMMIT")
+        }
+        return try body()
+    }
+}
+
+/// The registry's tables, for each store (the types differ: PostgreSQL's REAL is 4 bytes).
+enum Schema {
+    static let sqlite = """
+        CREATE TABLE IF NOT EXISTS patients (
+            nhs TEXT PRIMARY KEY, sex TEXT, birth_date TEXT, demographics_from TEXT, first_seen REAL NOT NULL) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS local_ids (
+            trust TEXT NOT NULL, patient_id TEXT NOT NULL, issuer TEXT NOT NULL, nhs TEXT NOT NULL, first_seen REAL NOT NULL,
+            PRIMARY KEY (trust, patient_id, issuer)) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS studies (
+            uid TEXT PRIMARY KEY, nhs TEXT, announced_by TEXT NOT NULL, study_date TEXT, modalities TEXT, body_part TEXT, description TEXT,
+            accession TEXT, instances INTEGER NOT NULL, bytes INTEGER NOT NULL, updated REAL NOT NULL);
+        CREATE INDEX IF NOT EXISTS studies_by_patient ON studies(nhs, study_date);
+        CREATE TABLE IF NOT EXISTS locations (
+            study TEXT NOT NULL, trust TEXT NOT NULL, complete INTEGER NOT NULL, instances INTEGER NOT NULL, since REAL NOT NULL,
+            PRIMARY KEY (study, trust)) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS locations_by_trust ON locations(trust);
+        CREATE TABLE IF NOT EXISTS conflicts (
+            id INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, first TEXT NOT NULL, second TEXT NOT NULL,
+            first_from TEXT NOT NULL, second_from TEXT NOT NULL, created REAL NOT NULL, UNIQUE (kind, key, first, second));
+        CREATE INDEX IF NOT EXISTS conflicts_first ON conflicts(first);
+        CREATE INDEX IF NOT EXISTS conflicts_second ON conflicts(second);
+        CREATE TABLE IF NOT EXISTS identity_errors (
+            trust TEXT NOT NULL, study TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (trust, study, value)) WITHOUT ROWID;
+        """
+
+    static let postgresql = """
+        CREATE TABLE IF NOT EXISTS patients (
+            nhs TEXT PRIMARY KEY, sex TEXT, birth_date TEXT, demographics_from TEXT, first_seen DOUBLE PRECISION NOT NULL);
+        CREATE TABLE IF NOT EXISTS local_ids (
+            trust TEXT NOT NULL, patient_id TEXT NOT NULL, issuer TEXT NOT NULL, nhs TEXT NOT NULL, first_seen DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (trust, patient_id, issuer));
+        CREATE TABLE IF NOT EXISTS studies (
+            uid TEXT PRIMARY KEY, nhs TEXT, announced_by TEXT NOT NULL, study_date TEXT, modalities TEXT, body_part TEXT, description TEXT,
+            accession TEXT, instances BIGINT NOT NULL, bytes BIGINT NOT NULL, updated DOUBLE PRECISION NOT NULL);
+        CREATE INDEX IF NOT EXISTS studies_by_patient ON studies(nhs, study_date);
+        CREATE TABLE IF NOT EXISTS locations (
+            study TEXT NOT NULL, trust TEXT NOT NULL, complete INTEGER NOT NULL, instances BIGINT NOT NULL, since DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (study, trust));
+        CREATE INDEX IF NOT EXISTS locations_by_trust ON locations(trust);
+        CREATE TABLE IF NOT EXISTS conflicts (
+            id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, first TEXT NOT NULL, second TEXT NOT NULL,
+            first_from TEXT NOT NULL, second_from TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, UNIQUE (kind, key, first, second));
+        CREATE INDEX IF NOT EXISTS conflicts_first ON conflicts(first);
+        CREATE INDEX IF NOT EXISTS conflicts_second ON conflicts(second);
+        CREATE TABLE IF NOT EXISTS identity_errors (
+            trust TEXT NOT NULL, study TEXT NOT NULL, value TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, PRIMARY KEY (trust, study, value));
+        """
+}

@@ -1,0 +1,102 @@
+import Coordinator
+import Foundation
+import Routing
+import TestSupport
+import Testing
+
+/// The registry's behaviour, the same tests on both its stores: SQLite (embedded) and
+/// PostgreSQL 15 (a throwaway server started from the Debian packages; the suite says so when it
+/// skips, and refuses to skip in CI).
+@Suite("Registry", .serialized, .timeLimit(.minutes(3)))
+struct RegistryTests {
+    enum Store: String, CaseIterable, CustomStringConvertible {
+        case sqlite, postgresql
+        var description: String { rawValue }
+    }
+
+    /// A fresh registry of the kind asked for, and what to do when the test is done.
+    static func registry(_ store: Store) throws -> (Registry, () -> Void) {
+        let folder = NSTemporaryDirectory() + "consort-registry-\(UUID().uuidString)"
+        switch store {
+        case .sqlite:
+            return (try SQLRegistry.sqlite(path: folder + "/registry.sqlite"), { try? FileManager.default.removeItem(atPath: folder) })
+        case .postgresql:
+            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Support/throwaway-postgres.sh").path
+            let started = try runProgram("/bin/bash", [script, "start", folder], timeout: 60)
+            try Skip.unless(started.status != 77, "PostgreSQL 15 is not installed (Debian package postgresql-15; Tests/install-test-dependencies.sh installs it)")
+            try #require(started.status == 0, "throwaway PostgreSQL did not start: \(started.stderr)")
+            let conninfo = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            return (try SQLRegistry.postgresql(conninfo), { _ = try? runProgram("/bin/bash", [script, "stop", folder], timeout: 60) })
+        }
+    }
+
+    static let first = "9990000018", second = "9990000026"
+
+    static func holding(_ study: String, patient: String = "P1", issuer: String = "RSCH", nhs: String? = first, date: String = "20260101",
+                        sex: String? = "F", birth: String? = "19700101", instances: Int = 3) -> (Holding, NHSIdentity.Resolution) {
+        var holding = Holding(study: study)
+        holding.patient = NHSIdentity.Identifier(id: patient, issuer: issuer)
+        holding.nhs = nhs
+        holding.date = date
+        holding.sex = sex
+        holding.birthDate = birth
+        holding.modalities = ["CT"]
+        holding.instances = instances
+        holding.bytes = Int64(instances * 1000)
+        let resolution: NHSIdentity.Resolution = nhs.map { NHSNumber($0).map { .valid($0) } ?? .invalid($0) } ?? .absent
+        return (holding, resolution)
+    }
+
+    @Test(arguments: Store.allCases) func announcementsAreIdempotentAndAnswerNewestFirst(store: Store) throws {
+        let (registry, done) = try Self.registry(store)
+        defer { done() }
+        let batch = [Self.holding("1.1", date: "20240101"), Self.holding("1.2", date: "20260101"), Self.holding("1.3", date: "20250101")]
+        let first = try registry.announce(trust: "RSCH", holdings: batch, now: 1)
+        let again = try registry.announce(trust: "RSCH", holdings: batch, now: 2)
+        #expect(first.recorded == 3 && first.conflicts.isEmpty && first.trustStudies == 3)
+        #expect(again.conflicts.isEmpty && again.trustStudies == 3, "the same batch twice changes nothing")
+        _ = try registry.announce(trust: "UHSX", holdings: [Self.holding("1.2", patient: "U7", issuer: "UHSX")], now: 3)
+        let (studies, conflicts) = try registry.patientStudies(nhs: Self.first)
+        #expect(conflicts.isEmpty)
+        #expect(studies.map(\.uid) == ["1.2", "1.3", "1.1"], "newest first")
+        #expect(studies[0].locations.map(\.trust) == ["RSCH", "UHSX"] && studies[0].locations[0].since == 1)
+        #expect(try registry.totals() == (patients: 1, studies: 3, locations: 4))
+        #expect(try registry.withdraw(trust: "UHSX", studies: ["1.2", "9.9"]) == 1)
+        #expect(try registry.study(uid: "1.2")?.locations.map(\.trust) == ["RSCH"])
+        #expect(try registry.study(uid: "7.7") == nil)
+    }
+
+    @Test(arguments: Store.allCases) func identityConflictsAreHeldNotMerged(store: Store) throws {
+        let (registry, done) = try Self.registry(store)
+        defer { done() }
+        _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("2.1")], now: 1)
+        // The same local identifier with another NHS number.
+        let localID = try registry.announce(trust: "RSCH", holdings: [Self.holding("2.2", nhs: Self.second)], now: 2)
+        #expect(localID.conflicts.count == 1 && localID.conflicts[0].hasPrefix("local-id RSCH P1"), "\(localID.conflicts)")
+        // The same study for another patient, from another trust.
+        let study = try registry.announce(trust: "UHSX", holdings: [Self.holding("2.1", patient: "U1", issuer: "UHSX", nhs: Self.second)], now: 3)
+        #expect(study.conflicts.count == 1 && study.conflicts[0].hasPrefix("study 2.1"), "\(study.conflicts)")
+        #expect(try registry.study(uid: "2.1")?.nhs == Self.first, "never merged: the study keeps its first patient")
+        #expect(try registry.study(uid: "2.1")?.conflicted == true)
+        // One NHS number, another birth date at another trust.
+        let demographics = try registry.announce(trust: "ESHT", holdings: [Self.holding("2.3", patient: "E1", issuer: "ESHT", birth: "19710101")], now: 4)
+        #expect(demographics.conflicts.count == 1 && demographics.conflicts[0].hasPrefix("demographics \(Self.first)"), "\(demographics.conflicts)")
+        // Every conflict listed once, with both sides; the patient answered with them.
+        let all = try registry.conflicts()
+        #expect(all.map(\.kind) == ["local-id", "study", "demographics"])
+        #expect(all[0].first == Self.first && all[0].second == Self.second && all[0].secondFrom.contains("study 2.2"))
+        #expect(try registry.patientStudies(nhs: Self.first).conflicts.count == 3)
+        _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("2.2", nhs: Self.second)], now: 5)
+        #expect(try registry.conflicts().count == 3, "a conflict announced again is not listed twice")
+    }
+
+    @Test(arguments: Store.allCases) func anInvalidNHSNumberIsRecordedNotUsed(store: Store) throws {
+        let (registry, done) = try Self.registry(store)
+        defer { done() }
+        let outcome = try registry.announce(trust: "QVH", holdings: [Self.holding("3.1", patient: "Q1", issuer: "QVH", nhs: "1234567890")], now: 1)
+        #expect(outcome.invalid == ["3.1"])
+        #expect(try registry.identityErrors().map(\.value) == ["1234567890"])
+        #expect(try registry.totals().patients == 0, "no patient made of it")
+        #expect(try registry.study(uid: "3.1")?.nhs == nil)
+    }
+}
