@@ -41,9 +41,13 @@ public struct AuditEntry: Sendable {
 public final class AuditLog: @unchecked Sendable {
     public let path: String
     private let fd: Int32
-    private let lock = NSLock()
+    /// Guards the chain (sequence, previous) and the group commit (synced, syncing).
+    private let lock = NSCondition()
     private var sequence: Int64
     private var previous: String
+    /// Records up to this number are durable; one writer at a time makes them so.
+    private var synced: Int64 = 0
+    private var syncing = false
     static let zero = String(repeating: "0", count: 64)
 
     public init(path: String) throws {
@@ -74,8 +78,32 @@ public final class AuditLog: @unchecked Sendable {
     deinit { close(fd) }
 
     /// Appends a record and makes it durable. Throws when it cannot: the caller must not go on
-    /// as if the event were audited.
+    /// as if the event were audited. Group commit: records written while another writer's
+    /// fdatasync runs are made durable by the next one, together (one sync for many lookups).
     public func record(_ entry: AuditEntry, now: Double = Date().timeIntervalSince1970) throws {
+        let mine = try append(entry, now: now)
+        lock.lock()
+        defer { lock.unlock() }
+        while synced < mine {
+            if syncing {
+                lock.wait()
+                continue
+            }
+            syncing = true
+            let covering = sequence
+            lock.unlock()
+            let ok = fdatasync(fd) == 0
+            let reason = errno
+            lock.lock()
+            syncing = false
+            lock.broadcast()
+            guard ok else { throw AuditError("cannot make the audit log \(path) durable: \(String(cString: strerror(reason)))") }
+            synced = max(synced, covering)
+        }
+    }
+
+    /// Writes the record (one write(2) on the O_APPEND file) and returns its number.
+    private func append(_ entry: AuditEntry, now: Double) throws -> Int64 {
         try lock.withLock {
             let seq = sequence + 1
             var fields: [(String, JSON)] = [("seq", .int(seq)), ("time", .string(Self.isoTime(now))), ("who", .string(entry.who)), ("action", .string(entry.action))]
@@ -90,7 +118,7 @@ public final class AuditLog: @unchecked Sendable {
             let line = String(content.dropLast()) + ",\"hash\":\"\(hash)\"}\n"
             let bytes = Array(line.utf8)
             let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-            guard written == bytes.count, fdatasync(fd) == 0 else {
+            guard written == bytes.count else {
                 throw AuditError("cannot write the audit log \(path): \(String(cString: strerror(errno)))")
             }
             sequence = seq
@@ -99,6 +127,7 @@ public final class AuditLog: @unchecked Sendable {
             let head = path + ".head"
             let temporary = head + ".tmp"
             if (try? "\(seq) \(hash)\n".write(toFile: temporary, atomically: false, encoding: .utf8)) != nil { rename(temporary, head) }
+            return seq
         }
     }
 

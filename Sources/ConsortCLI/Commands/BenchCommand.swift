@@ -17,6 +17,7 @@ enum BenchCommand {
                consort bench push [--instances N] [--size RxC] [--study DIR] [--store DIR]
                                   [--work DIR] [--connections C] [--batch N] [--json]
                consort bench route [--urgent N] [--bulk-instances N] [--work DIR] [--json]
+               consort bench registry [--studies N] [--lookups L] [--postgresql CONNINFO] [--work DIR] [--json]
 
         parse   Reads the header of every file under DIR (up to Pixel Data, as the agent does)
                 and reports files/s and MB/s, MB counted as the files' size on disk. One untimed
@@ -37,20 +38,23 @@ enum BenchCommand {
 
         \(pushHelp)
 
+        \(registryHelp)
+
         \(routeHelp)
 
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
         guard let what = args.first else {
-            throw UsageError(message: "say what to measure: parse, rules, push or route", command: "bench")
+            throw UsageError(message: "say what to measure: parse, rules, push, route or registry", command: "bench")
         }
         switch what {
         case "parse": return try parse(Array(args.dropFirst()))
         case "rules": return try rules(Array(args.dropFirst()))
         case "push": return try push(Array(args.dropFirst()))
         case "route": return try route(Array(args.dropFirst()))
-        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse, rules, push, route)", command: "bench")
+        case "registry": return try registry(Array(args.dropFirst()))
+        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse, rules, push, route, registry)", command: "bench")
         }
     }
 
