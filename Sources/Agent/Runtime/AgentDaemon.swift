@@ -178,7 +178,8 @@ public final class AgentDaemon: @unchecked Sendable {
             store: store, coordinator: coordinator, trust: configuration.trust, inbound: configuration.inbound, policy: Self.policy(configuration),
             audit: audit, log: log.named("fetch"), peers: { delivery.targetsByName },
             record: { [self] placed, origin in try recordPlaced(placed, origin: origin) },
-            announced: { [self] in announcer?.nudge() }))
+            announced: { [self] in announcer?.nudge() },
+            announceNow: { [self] in _ = try? announcer?.announceOnce() }))
         fetching.start()
         self.fetching = fetching
         if let lists = configuration.lists {

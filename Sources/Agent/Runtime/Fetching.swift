@@ -37,6 +37,8 @@ final class Fetching: @unchecked Sendable {
         /// Records instances placed in `inbound` in the inventory, with their origin.
         let record: @Sendable ([StowIngest.PlacedInstance], String) throws -> Void
         let announced: @Sendable () -> Void
+        /// Announces what is not announced yet, now, before a prefetch asks about its study.
+        let announceNow: @Sendable () -> Void
     }
 
     let context: Context
@@ -100,9 +102,10 @@ final class Fetching: @unchecked Sendable {
         }
     }
 
-    /// A failure worth retrying: deferred with backoff (the job's tries count it).
-    private func postpone(_ job: AgentStore.Job, _ reason: String, long: Bool = false) {
-        let delay = long ? context.policy.maximumDelay : context.policy.delay(afterFailures: max(1, job.attempts + 1), using: &generator)
+    /// A failure worth retrying: deferred with backoff (the job's tries count it); `soon`: a
+    /// second, for a state that passes by itself (an announcement on its way).
+    private func postpone(_ job: AgentStore.Job, _ reason: String, long: Bool = false, soon: Bool = false) {
+        let delay = soon ? 1 : long ? context.policy.maximumDelay : context.policy.delay(afterFailures: max(1, job.attempts + 1), using: &generator)
         try? context.store.postpone(job: job.id, until: Date().timeIntervalSince1970 + delay, reason: reason)
         context.log.warning("\(job.kind) deferred", ["job": job.id, "study": job.study, "retry_in": String(format: "%.0f s", delay), "reason": reason])
     }
@@ -154,6 +157,9 @@ final class Fetching: @unchecked Sendable {
                 // Who the patient is: the coordinator's word (it applies each trust's rule for
                 // where the NHS number is, and validates it).
                 trigger = try context.store.study(job.study)
+                // The trigger may not be announced yet (the rule fired on its first instance):
+                // announce it first, rather than ask, hear "unknown" and wait a retry.
+                context.announceNow()
                 let study = try coordinator.call("GET", "/v1/studies/\(job.study)")
                 if study["conflict"] as? Bool == true {
                     return held(job, "an IDENTITY CONFLICT about this study is held at the coordinator for a person")
@@ -190,7 +196,7 @@ final class Fetching: @unchecked Sendable {
             nudge()
         } catch let failure as CoordinatorClient.Failure {
             switch failure.status {
-            case 404?: postpone(job, "the coordinator does not know the study yet (its announcement is on its way)")
+            case 404?: postpone(job, "the coordinator does not know the study yet (its announcement is on its way)", soon: job.attempts < 30)
             case 409?: held(job, "an IDENTITY CONFLICT about this patient is held at the coordinator for a person: \(failure.message)")
             case 403?: postpone(job, "the coordinator refused: \(failure.message) (a configuration fault)", long: true)
             default: postpone(job, "\(failure)")
