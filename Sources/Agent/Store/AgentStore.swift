@@ -24,6 +24,9 @@ public final class AgentStore: @unchecked Sendable {
         db = try Database(path: path)
         try db.execute(Self.schema)
         try migrate()
+        // What the announcer looks for every few seconds: only the studies it has still to
+        // announce, not a scan of the whole inventory.
+        try db.execute("CREATE INDEX IF NOT EXISTS studies_unannounced ON studies(uid) WHERE announced != instances")
     }
 
     /// Opens an existing database for reading only (the operator commands while the agent is down).
