@@ -48,6 +48,8 @@ public final class AuditLog: @unchecked Sendable {
     /// Records up to this number are durable; one writer at a time makes them so.
     private var synced: Int64 = 0
     private var syncing = false
+    private var closed = false
+    private let headFD: Int32
     static let zero = String(repeating: "0", count: 64)
 
     public init(path: String) throws {
@@ -73,33 +75,81 @@ public final class AuditLog: @unchecked Sendable {
             sequence = 0
             previous = Self.zero
         }
+        synced = sequence
+        headFD = open(path + ".head", O_RDWR | O_CREAT | O_CLOEXEC, 0o640)
+        // The flusher holds the log only while it flushes: a log no one uses any more goes away.
+        let thread = Thread { [weak self] in
+            while true {
+                Thread.sleep(forTimeInterval: Self.flushInterval)
+                guard let log = self, log.flushOnce() else { return }
+            }
+        }
+        thread.name = "consort-audit-flush"
+        thread.start()
     }
 
-    deinit { close(fd) }
+    deinit {
+        Glibc.close(fd)
+        Glibc.close(headFD)
+    }
+
+    /// Stops the background flusher after a last sync (the log stays readable).
+    public func finish() {
+        try? sync(upTo: lock.withLock { sequence })
+        lock.withLock { closed = true }
+    }
 
     /// Appends a record and makes it durable. Throws when it cannot: the caller must not go on
     /// as if the event were audited. Group commit: records written while another writer's
     /// fdatasync runs are made durable by the next one, together (one sync for many lookups).
-    public func record(_ entry: AuditEntry, now: Double = Date().timeIntervalSince1970) throws {
+    ///
+    /// `durable: false` (lookups, which change nothing): written at once, made durable by the
+    /// background flusher within `flushInterval` — a read is not held up by a disk sync, and a
+    /// crash can lose at most that much of the lookup records. Every movement and change waits.
+    public func record(_ entry: AuditEntry, now: Double = Date().timeIntervalSince1970, durable: Bool = true) throws {
         let mine = try append(entry, now: now)
+        if durable { try sync(upTo: mine) }
+    }
+
+    public static let flushInterval = 0.05
+
+    /// Makes every record up to `target` durable: one writer syncs for all who wait.
+    private func sync(upTo target: Int64) throws {
         lock.lock()
         defer { lock.unlock() }
-        while synced < mine {
+        while synced < target {
             if syncing {
                 lock.wait()
                 continue
             }
             syncing = true
-            let covering = sequence
+            let covering = sequence, hash = previous
             lock.unlock()
             let ok = fdatasync(fd) == 0
             let reason = errno
+            if ok { writeHead(covering, hash) }
             lock.lock()
             syncing = false
             lock.broadcast()
             guard ok else { throw AuditError("cannot make the audit log \(path) durable: \(String(cString: strerror(reason)))") }
             synced = max(synced, covering)
         }
+    }
+
+    /// The head: where the log ends (so that records cut from its end are noticed), rewritten in
+    /// place after each sync: fixed width, one pwrite. It may lag the log after a crash, never
+    /// run ahead of it.
+    private func writeHead(_ sequence: Int64, _ hash: String) {
+        let line = Array(String(format: "%020lld %@\n", sequence, hash).utf8)
+        _ = line.withUnsafeBytes { pwrite(headFD, $0.baseAddress, $0.count, 0) }
+    }
+
+    /// Syncs what lookups wrote since the last sync; false once the log is finished.
+    private func flushOnce() -> Bool {
+        let behind: Int64? = lock.withLock { closed ? nil : (synced < sequence && !syncing ? sequence : 0) }
+        guard let behind else { return false }
+        if behind > 0 { try? sync(upTo: behind) }
+        return true
     }
 
     /// Writes the record (one write(2) on the O_APPEND file) and returns its number.
@@ -123,10 +173,6 @@ public final class AuditLog: @unchecked Sendable {
             }
             sequence = seq
             previous = hash
-            // The head: where the log ends, so that records cut from its end are noticed.
-            let head = path + ".head"
-            let temporary = head + ".tmp"
-            if (try? "\(seq) \(hash)\n".write(toFile: temporary, atomically: false, encoding: .utf8)) != nil { rename(temporary, head) }
             return seq
         }
     }

@@ -188,7 +188,7 @@ public final class CoordinatorService: @unchecked Sendable {
             return Self.failure(400, "\"\(text)\" is not a valid NHS number (10 digits with a Modulus 11 check digit)")
         }
         count("lookups")
-        try audit.record(AuditEntry(who: caller, action: "lookup", nhs: nhs.digits, why: "GET /v1/patients/{nhs}/studies"))
+        try audit.record(AuditEntry(who: caller, action: "lookup", nhs: nhs.digits, why: "GET /v1/patients/{nhs}/studies"), durable: false)
         let (studies, conflicts) = try registry.patientStudies(nhs: nhs.digits)
         if !conflicts.isEmpty {
             return Self.json(409, .object([
@@ -203,10 +203,10 @@ public final class CoordinatorService: @unchecked Sendable {
         guard UID.isValid(uid) else { return Self.failure(400, "\"\(uid)\" is not a UID") }
         count("lookups")
         guard let study = try registry.study(uid: uid) else {
-            try audit.record(AuditEntry(who: caller, action: "lookup", study: uid, detail: "unknown"))
+            try audit.record(AuditEntry(who: caller, action: "lookup", study: uid, detail: "unknown"), durable: false)
             return Self.failure(404, "No trust has announced study \(uid)")
         }
-        try audit.record(AuditEntry(who: caller, action: "lookup", nhs: study.nhs, study: uid))
+        try audit.record(AuditEntry(who: caller, action: "lookup", nhs: study.nhs, study: uid), durable: false)
         return Self.json(200, Self.studyJSON(study))
     }
 

@@ -93,4 +93,24 @@ struct AuditLogTests {
         let result = AuditLog.verify(path: path)
         #expect(result.isIntact && result.records == 11, "\(String(describing: result.firstBad))")
     }
+
+    /// A lookup's record is written at once and made durable by the flusher, soon after: the
+    /// head file (rewritten after each sync) catches up without another record forcing it.
+    @Test func aLookupRecordBecomesDurableWithoutWaitingForIt() throws {
+        let path = Self.scratch()
+        let log = try AuditLog(path: path)
+        try log.record(AuditEntry(who: "UHSX", action: "send"))
+        try log.record(AuditEntry(who: "ASPH", action: "lookup", nhs: "9990000018"), durable: false)
+        #expect(AuditLog.records(path: path).count == 2, "written at once")
+        let deadline = Date().addingTimeInterval(10)
+        var head = ""
+        while Date() < deadline {
+            head = (try? String(contentsOfFile: path + ".head", encoding: .utf8)) ?? ""
+            if head.hasPrefix("00000000000000000002 ") { break }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        #expect(head.hasPrefix("00000000000000000002 "), "the flusher synced it: \(head)")
+        #expect(AuditLog.verify(path: path).isIntact)
+        log.finish()
+    }
 }

@@ -175,7 +175,7 @@ final class Fetching: @unchecked Sendable {
                 try context.store.finishPlanning(job: job.id, note: "no NHS number to gather for", now: Date().timeIntervalSince1970)
                 return
             }
-            try context.audit.record(AuditEntry(who: context.trust, action: "lookup", nhs: nhs, study: job.kind == "prefetch" ? job.study : nil, why: "rule \(job.rule)"))
+            try context.audit.record(AuditEntry(who: context.trust, action: "lookup", nhs: nhs, study: job.kind == "prefetch" ? job.study : nil, why: "rule \(job.rule)"), durable: false)
             let answer = try coordinator.call("GET", "/v1/patients/\(nhs)/studies")
             let studies = answer["studies"] as? [[String: Any]] ?? []
             let chosen = choose(studies, query: query, trigger: trigger, excluding: job.kind == "prefetch" ? job.study : nil)
