@@ -14,6 +14,11 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     public static func sqlite(path: String) throws -> SQLRegistry {
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
         let connection = SQLiteConnection(try Database(path: path))
+        // A page cache of 128 MB (SQLite's default is 2 MB): at millions of studies the
+        // indexes by patient and by local identifier take random inserts, and a small cache
+        // sends each to the disk (announcing 10 million studies slowed from 28,000 to under
+        // 10,000 a second). The coordinator's RSS target is 300 MB.
+        try connection.execute("PRAGMA cache_size = -131072")
         try connection.execute(Schema.sqlite)
         return SQLRegistry(connection)
     }
