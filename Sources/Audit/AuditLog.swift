@@ -50,6 +50,9 @@ public final class AuditLog: @unchecked Sendable {
     private var syncing = false
     private var closed = false
     private let headFD: Int32
+    /// A sync failed: records may not be durable. Every later record is refused (a person
+    /// must look at the disk), rather than a later sync passing for the lost ones.
+    private var poisoned: AuditError?
     static let zero = String(repeating: "0", count: 64)
 
     public init(path: String) throws {
@@ -118,6 +121,7 @@ public final class AuditLog: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         while synced < target {
+            if let poisoned { throw poisoned }
             if syncing {
                 lock.wait()
                 continue
@@ -131,7 +135,11 @@ public final class AuditLog: @unchecked Sendable {
             lock.lock()
             syncing = false
             lock.broadcast()
-            guard ok else { throw AuditError("cannot make the audit log \(path) durable: \(String(cString: strerror(reason)))") }
+            guard ok else {
+                let error = AuditError("cannot make the audit log \(path) durable: \(String(cString: strerror(reason))); no record is accepted until the agent restarts")
+                poisoned = error
+                throw error
+            }
             synced = max(synced, covering)
         }
     }
@@ -166,10 +174,15 @@ public final class AuditLog: @unchecked Sendable {
             let content = JSON.object(fields).serialized()
             let hash = Self.sha256(content)
             let line = String(content.dropLast()) + ",\"hash\":\"\(hash)\"}\n"
+            if let poisoned { throw poisoned }
             let bytes = Array(line.utf8)
+            let end = lseek(fd, 0, SEEK_END)
             let written = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             guard written == bytes.count else {
-                throw AuditError("cannot write the audit log \(path): \(String(cString: strerror(errno)))")
+                let reason = String(cString: strerror(errno))
+                // A part of a line (a full disk) would break the chain for good: cut it off.
+                if end >= 0 { _ = ftruncate(fd, end) }
+                throw AuditError("cannot write the audit log \(path): \(reason)")
             }
             sequence = seq
             previous = hash

@@ -25,7 +25,9 @@ public final class CoordinatorService: @unchecked Sendable {
     let configuration: CoordinatorConfiguration
     let audit: AuditLog
     let log: Logger
-    public static let maximumBody = 64 << 20
+    /// An agent sends 500 studies (~250 KB) a batch: 8 MB and 5,000 studies are generous bounds.
+    public static let maximumBody = 8 << 20
+    public static let maximumBatch = 5_000
     private let lock = NSLock()
     private var counters: [String: Int] = [:]
     let started = Date()
@@ -124,8 +126,15 @@ public final class CoordinatorService: @unchecked Sendable {
     /// The NHS number of a holding: from the identifiers, where this trust puts it; else the
     /// number the agent read, validated here too.
     func resolve(_ holding: Holding, trust: String) -> NHSIdentity.Resolution {
-        let resolved = NHSIdentity.resolve(patient: holding.patient, others: holding.otherIDs, source: configuration.nhsNumberSources[trust])
-        if case .absent = resolved, let sent = holding.nhs?.trimmingCharacters(in: .whitespaces), !sent.isEmpty {
+        Self.resolve(holding, exception: configuration.nhsNumberSources[trust])
+    }
+
+    /// A holding's NHS number, for a trust with or without an exception to the default place.
+    public static func resolve(_ holding: Holding, exception: NHSIdentity.Source?) -> NHSIdentity.Resolution {
+        let resolved = NHSIdentity.resolve(patient: holding.patient, others: holding.otherIDs, source: exception)
+        // The agent's own reading follows the default place: never used for a trust whose
+        // NHS number is configured elsewhere (it could take a local number for an NHS one).
+        if case .absent = resolved, exception == nil, let sent = holding.nhs?.trimmingCharacters(in: .whitespaces), !sent.isEmpty {
             return NHSNumber(sent).map { .valid($0) } ?? .invalid(sent)
         }
         return resolved
@@ -135,6 +144,7 @@ public final class CoordinatorService: @unchecked Sendable {
         let object = try object(body)
         if let refusal = ownTrust(object, caller: caller, action: "announce") { return refusal }
         let items = object["studies"] as? [[String: Any]] ?? []
+        guard items.count <= Self.maximumBatch else { return Self.failure(413, "At most \(Self.maximumBatch) studies a batch, not \(items.count)") }
         var holdings: [(Holding, NHSIdentity.Resolution)] = []
         for item in items {
             guard let holding = Self.holding(item) else { return Self.failure(400, "A study without a valid \"study\" UID: \(item["study"] ?? "(none)")") }

@@ -151,4 +151,27 @@ struct SpoolCountsTests {
         let again = try AgentStore(path: path)
         #expect(try again.job(1)?.bytesLeft == 200)
     }
+
+    /// A fetch is queued once however many plans ask for it at once, never for a study held
+    /// here; a job an operator held or dropped is neither started nor failed over.
+    @Test func fetchesAreQueuedOnceAndOperatorStatesStick() throws {
+        let path = Self.scratch()
+        defer { Self.remove(path) }
+        let store = try AgentStore(path: path)
+        let fetch = AgentStore.NewJob(kind: "fetch", destination: "UHSX", rule: "r", purpose: "direct-care", priority: 1, window: nil, deadline: nil)
+        var other = fetch
+        other.rule = "another rule"
+        #expect(try store.queueFetch(fetch, study: "6.1", now: 1))
+        #expect(try !store.queueFetch(other, study: "6.1", now: 2), "a fetch of it is pending")
+        try store.record(taken: [Self.taken("6.2.1", study: "6.2", size: 5)], problems: [], now: 3)
+        #expect(try !store.queueFetch(fetch, study: "6.2", now: 4), "held here")
+        let id = try #require(try store.runnableFetchJobs(now: 5).first?.id)
+        #expect(try store.hold([id]) == [id])
+        #expect(try !store.start(job: id, now: 6), "a held job is not started")
+        try store.fail(job: id, reason: "404", now: 7)
+        #expect(try store.job(id)?.state == "held", "a hold is not failed over")
+        #expect(try store.drop([id], reason: "dropped by alice", now: 8) == [id])
+        try store.finishFetch(job: id, instances: [], now: 9)
+        #expect(try store.job(id)?.state == "dropped", "a drop is not finished over")
+    }
 }

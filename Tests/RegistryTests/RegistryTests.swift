@@ -99,4 +99,20 @@ struct RegistryTests {
         #expect(try registry.totals().patients == 0, "no patient made of it")
         #expect(try registry.study(uid: "3.1")?.nhs == nil)
     }
+
+    /// The number the agent read (by the default place) is a fallback only for trusts with no
+    /// exception: where a trust keeps its NHS numbers elsewhere, a local PatientID that passes
+    /// Modulus 11 must not become one.
+    @Test func theAgentsReadingIsNotUsedWhereATrustKeepsItsNumberElsewhere() {
+        var holding = Holding(study: "4.1")
+        holding.patient = NHSIdentity.Identifier(id: "9990000018", issuer: "NHS")
+        holding.nhs = "9990000018"
+        #expect(CoordinatorService.resolve(holding, exception: nil) == .valid(NHSNumber("9990000018")!))
+        #expect(CoordinatorService.resolve(holding, exception: .otherPatientIDs) == .absent)
+        holding.otherIDs = [NHSIdentity.Identifier(id: "9990000026", issuer: "NHS")]
+        #expect(CoordinatorService.resolve(holding, exception: .otherPatientIDs) == .valid(NHSNumber("9990000026")!))
+        var unlabelled = Holding(study: "4.2")
+        unlabelled.nhs = "1234567890"
+        #expect(CoordinatorService.resolve(unlabelled, exception: nil) == .invalid("1234567890"))
+    }
 }

@@ -17,6 +17,9 @@ final class Announcer: @unchecked Sendable {
     let log: Logger
     static let batch = 500
     private let lock = NSCondition()
+    /// One announcement at a time (the announcer's loop and a prefetch's `announceNow`): two
+    /// interleaved could each read the other's count as a registry that lost studies.
+    private let once = NSLock()
     private var nudged = false
     private var stopping = false
     private(set) var lastSuccess: Double?
@@ -70,6 +73,10 @@ final class Announcer: @unchecked Sendable {
 
     /// One batch; how many studies it announced.
     func announceOnce() throws -> Int {
+        try once.withLock { try announceBatch() }
+    }
+
+    private func announceBatch() throws -> Int {
         let studies = try store.unannounced(limit: Self.batch)
         guard !studies.isEmpty else { return 0 }
         let items: [JSON] = studies.map(Self.item)

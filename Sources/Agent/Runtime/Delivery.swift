@@ -282,7 +282,15 @@ final class Delivery: @unchecked Sendable {
             lock.unlock()
             for (job, reserved) in starts {
                 do {
-                    try store.start(job: job.id, now: now)
+                    // An operator may have held or dropped it since it was read: not started.
+                    guard try store.start(job: job.id, now: now) else {
+                        lock.withLock {
+                            sending[job.id] = nil
+                            destination.circuit.probeAbandoned()
+                        }
+                        release(destination, reserved: reserved)
+                        continue
+                    }
                 } catch {
                     log.error("cannot mark a job active", ["job": job.id, "error": error])
                     lock.withLock { sending[job.id] = nil }

@@ -113,7 +113,8 @@ final class Fetching: @unchecked Sendable {
     private func run(_ job: AgentStore.Job) {
         let now = Date().timeIntervalSince1970
         do {
-            try context.store.start(job: job.id, now: now)
+            // Held or dropped since it was picked: not started.
+            guard try context.store.start(job: job.id, now: now) else { return }
         } catch {
             context.log.error("cannot mark a job active", ["job": job.id, "error": error])
             return
@@ -182,13 +183,12 @@ final class Fetching: @unchecked Sendable {
             var queued: [String] = []
             var here = 0
             for (study, source) in chosen {
-                if try context.store.study(study) != nil || context.store.fetchPending(study: study) {
-                    here += 1
-                    continue
-                }
                 let fetch = AgentStore.NewJob(kind: "fetch", destination: source, rule: job.rule, purpose: job.purpose, priority: job.priority, window: job.window, deadline: job.deadline)
-                try context.store.queue([fetch], study: study, now: Date().timeIntervalSince1970)
-                queued.append("\(study) from \(source)")
+                if try context.store.queueFetch(fetch, study: study, now: Date().timeIntervalSince1970) {
+                    queued.append("\(study) from \(source)")
+                } else {
+                    here += 1
+                }
             }
             let note = "\(queued.count) stud\(queued.count == 1 ? "y" : "ies") queued to fetch (\(here) already here or queued) of \(studies.count) known for the patient"
             try context.store.finishPlanning(job: job.id, note: note, now: Date().timeIntervalSince1970)

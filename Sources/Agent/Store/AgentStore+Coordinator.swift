@@ -89,10 +89,23 @@ extension AgentStore {
         try read { try db.prepare("SELECT detail FROM jobs WHERE id = ?1").first([.integer(id)]) { $0.text(0) } ?? nil }
     }
 
-    /// Queues jobs about a study that has no instances here yet (a fetch of a prior).
+    /// Queues jobs about a study that has no instances here yet (a gather's plan).
     @discardableResult
     public func queue(_ jobs: [NewJob], study: String, now: Double) throws -> Int {
         try write { try addJobs(jobs, study: study, instances: [], now: now) }
+    }
+
+    /// Queues a fetch of a study unless it is held here or a fetch of it is pending — checked
+    /// and queued in one transaction, so two plans running at once never queue it twice.
+    public func queueFetch(_ job: NewJob, study: String, now: Double) throws -> Bool {
+        try write {
+            let held = try db.prepare("SELECT 1 FROM studies WHERE uid = ?1").first([.text(study)]) { _ in true } ?? false
+            let pending = try db.prepare("SELECT 1 FROM jobs WHERE kind = 'fetch' AND study = ?1 AND state NOT IN ('done', 'failed', 'dropped') LIMIT 1")
+                .first([.text(study)]) { _ in true } ?? false
+            guard !held, !pending else { return false }
+            _ = try addJobs([job], study: study, instances: [], now: now)
+            return true
+        }
     }
 
     /// A planning job (prefetch, gather) that did its work: done, with what it decided.
@@ -118,8 +131,10 @@ extension AgentStore {
             }
             try db.prepare("""
                 UPDATE jobs SET instances_total = instances_total + ?2, instances_acked = instances_acked + ?2, bytes_total = bytes_total + ?3,
-                  bytes_sent = bytes_sent + ?3, state = 'done', finished = ?4, progress_at = ?4 WHERE id = ?1
+                  bytes_sent = bytes_sent + ?3, progress_at = ?4 WHERE id = ?1
                 """).run([.integer(id), .integer(Int64(count)), .integer(bytes), .real(now)])
+            // Done, unless an operator held or dropped it meanwhile (its files are kept either way).
+            try db.prepare("UPDATE jobs SET state = 'done', finished = ?2 WHERE id = ?1 AND state = 'active'").run([.integer(id), .real(now)])
         }
     }
 

@@ -455,10 +455,14 @@ public final class AgentStore: @unchecked Sendable {
         }
     }
 
-    /// Marks a job active (durable before anything is sent).
-    public func start(job id: Int64, now: Double) throws {
+    /// Marks a job active (durable before anything is sent). False when it is no longer queued
+    /// or deferred (an operator held or dropped it since it was picked): then it is not started.
+    @discardableResult
+    public func start(job id: Int64, now: Double) throws -> Bool {
         try write {
-            try db.prepare("UPDATE jobs SET state = 'active', attempts = attempts + 1, progress_at = ?2 WHERE id = ?1").run([.integer(id), .real(now)])
+            try db.prepare("UPDATE jobs SET state = 'active', attempts = attempts + 1, progress_at = ?2 WHERE id = ?1 AND state IN ('queued', 'deferred')")
+                .run([.integer(id), .real(now)])
+            return db.changes > 0
         }
     }
 
@@ -532,7 +536,9 @@ public final class AgentStore: @unchecked Sendable {
     /// A job past its maximum age, or dropped by an operator: failed with the reason, never lost.
     public func fail(job id: Int64, reason: String, now: Double) throws {
         try write {
-            try db.prepare("UPDATE jobs SET state = 'failed', finished = ?3, last_error = ?2 WHERE id = ?1").run([.integer(id), .text(reason), .real(now)])
+            // Never over an operator's hold or drop, nor a job already done.
+            try db.prepare("UPDATE jobs SET state = 'failed', finished = ?3, last_error = ?2 WHERE id = ?1 AND state NOT IN ('held', 'dropped', 'done')")
+                .run([.integer(id), .text(reason), .real(now)])
         }
     }
 
