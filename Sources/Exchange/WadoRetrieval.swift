@@ -19,6 +19,8 @@ public final class WadoRetrieval {
     public var heldElsewhere: (@Sendable (String) -> String?)?
     /// Called with the bytes received so far, as they come.
     public var progress: ((Int) -> Void)?
+    /// A last check of each instance before it is placed (`StowIngest.admitInstance`).
+    public var admitInstance: (@Sendable (DataSet) -> String?)?
     /// Request fields beside Accept (an agent says why it fetches: X-Consort-Purpose).
     public var headers: [(String, String)] = []
 
@@ -62,6 +64,7 @@ public final class WadoRetrieval {
         let ingest = try StowIngest(inbound: out, staging: staging.folder, boundary: boundary, baseURL: base)
         ingest.expectedStudy = study
         ingest.heldElsewhere = heldElsewhere
+        ingest.admitInstance = admitInstance
         self.ingest = ingest
     }
 

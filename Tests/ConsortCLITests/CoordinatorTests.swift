@@ -308,3 +308,38 @@ extension CoordinatorTests {
         #expect(conflicts.status == 0 && conflicts.stdout.contains("0 identity conflicts"), "\(conflicts.stdout)\(conflicts.stderr)")
     }
 }
+
+extension CoordinatorTests {
+    /// Patient safety at the fetching end: the registry says a study at UHSX is this patient's,
+    /// but the copy UHSX serves names another patient. ASPH's prefetch refuses every instance
+    /// before placing it, holds the fetch for a person and audits the refusal; nothing arrives.
+    @Test func aFetchedStudyNamingAnotherPatientIsRefusedAndHeld() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX", "ASPH"], rules: Self.prefetchRules)
+        let coordinator = try CoordinatorSite(consortium)
+        try coordinator.start()
+        defer { coordinator.stop() }
+        let uhsx = try consortium.site("UHSX")  // not announcing: the registry is told by hand below
+        let asph = try consortium.site("ASPH", peers: ["UHSX": uhsx.port], extra: coordinator.agentLine)
+        let other = "9990000026"
+        let prior = try Self.study(uhsx.watch, seed: 96, nhs: other, date: Self.daysAgo(100), trust: "UHSX", extra: ["--patient-id", "UHSX0000002"])
+        try uhsx.start()
+        defer { uhsx.stop() }
+        // A wrong announcement: UHSX's study under this test's patient.
+        let cert = try consortium.pki.site("UHSX")
+        let body = #"{"trust": "UHSX", "studies": [{"study": "\#(prior)", "patient": {"id": "UHSX0000002", "issuer": "UHSX"}, "nhs": "\#(Self.patient)", "date": "\#(Self.daysAgo(100))", "modalities": ["CT"], "instances": 3, "bytes": 1}]}"#
+        let announced = try Run.program("/usr/bin/curl", [
+            "-s", "--max-time", "20", "--cert", cert.certificate, "--key", cert.key, "--cacert", consortium.pki.ca, "-H", "Content-Type: application/json",
+            "-d", body, "-o", "/dev/null", "-w", "%{http_code}", coordinator.url + "/v1/holdings",
+        ])
+        #expect(announced.stdout == "200", "\(announced.stdout)\(announced.stderr)")
+        try asph.start()
+        defer { asph.stop() }
+        try Self.study(asph.watch, seed: 97, date: Self.daysAgo(0), description: "ONC CT", trust: "ASPH")
+        #expect(try AgentSite.eventually(within: 60, "the fetch held for a person: patient mismatch", logs: [asph, uhsx]) {
+            try asph.queue().contains { $0["kind"] as? String == "fetch" && $0["state"] as? String == "held" && ($0["last_error"] as? String ?? "").contains("PATIENT MISMATCH") }
+        })
+        #expect(asph.receivedStudies.isEmpty, "nothing of the other patient placed: \(asph.receivedStudies)")
+        let audit = try String(contentsOfFile: asph.state + "/audit.log", encoding: .utf8)
+        #expect(audit.contains("\"action\":\"refused\"") && audit.contains("PATIENT MISMATCH"), "\(audit)")
+    }
+}

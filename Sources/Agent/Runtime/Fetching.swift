@@ -183,7 +183,10 @@ final class Fetching: @unchecked Sendable {
             var queued: [String] = []
             var here = 0
             for (study, source) in chosen {
-                let fetch = AgentStore.NewJob(kind: "fetch", destination: source, rule: job.rule, purpose: job.purpose, priority: job.priority, window: job.window, deadline: job.deadline)
+                // The fetch carries the patient it is for: what arrives is checked against it.
+                let fetch = AgentStore.NewJob(
+                    kind: "fetch", destination: source, rule: job.rule, purpose: job.purpose, priority: job.priority, window: job.window, deadline: job.deadline,
+                    detail: JSON.object([("nhs", .string(nhs))]).serialized())
                 if try context.store.queueFetch(fetch, study: study, now: Date().timeIntervalSince1970) {
                     queued.append("\(study) from \(source)")
                 } else {
@@ -268,7 +271,23 @@ final class Fetching: @unchecked Sendable {
             let store = context.store
             retrieval.heldElsewhere = { sop in try? store.path(ofInstance: sop) }
             retrieval.headers = [("X-Consort-Purpose", job.purpose)]
+            // Patient safety: an instance that names another patient (by a valid NHS number
+            // where the default places it) than the one the study was fetched for is refused
+            // before it is placed, and the job is held for a person.
+            let expected = Query(try? context.store.detail(ofJob: job.id)).nhs
+            if let expected {
+                retrieval.admitInstance = { header in
+                    guard case .valid(let number) = Announcer.nhs(Ingest.facts(of: header, study: job.study)), number.digits != expected else { return nil }
+                    return "PATIENT MISMATCH: names NHS number \(number.digits), not \(expected), the patient it was fetched for"
+                }
+            }
             let outcome = try retrieval.run(with: client)
+            if let ingest = outcome.ingest, let mismatch = ingest.log.first(where: { $0.contains("PATIENT MISMATCH") }) {
+                if !ingest.placed.isEmpty { try context.record(ingest.placed, job.destination) }
+                held(job, "the study from \(job.destination) is not all the patient's: \(mismatch)")
+                try? context.audit.record(AuditEntry(who: context.trust, action: "refused", nhs: expected, study: job.study, why: "rule \(job.rule)", detail: mismatch))
+                return
+            }
             switch outcome.status {
             case 200:
                 guard let ingest = outcome.ingest, let response = outcome.response else { return postpone(job, "an empty answer") }

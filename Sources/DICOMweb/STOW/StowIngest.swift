@@ -38,6 +38,9 @@ public final class StowIngest {
     public let baseURL: String
     /// When retrieving one study (WADO-RS): parts of any other study are refused.
     public var expectedStudy: String?
+    /// A last check of each instance's header before it is placed (a fetch checks that it names
+    /// the patient it was fetched for): a reason to refuse it, or nil.
+    public var admitInstance: (@Sendable (DataSet) -> String?)?
     /// Where this site already holds an instance outside the store (an agent's inventory: its
     /// archive, say), by SOP Instance UID. Such an instance is not stored again: the same bytes
     /// are acknowledged as already held, other bytes are a conflict like one in the store.
@@ -290,6 +293,7 @@ public final class StowIngest {
             return refuse(0xC000, "belongs to study \(studyUID), not the study asked for (\(expectedStudy))")
         }
         guard UID.isValid(classUID) else { return refuse(0xC000, "SOP Class UID \"\(classUID)\" is not a valid UID") }
+        if let reason = admitInstance?(file.dataSet) { return refuse(0xC000, reason) }
         ready.append(Ready(staged: part.path, classUID: classUID, instanceUID: instanceUID, studyUID: studyUID, size: part.size, digest: digest, header: file.dataSet))
     }
 
