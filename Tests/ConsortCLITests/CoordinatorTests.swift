@@ -105,6 +105,10 @@ struct CoordinatorTests {
             let verify = try Run.consort("audit", "verify", log)
             #expect(verify.status == 0 && verify.stdout.contains("intact"), "\(verify.stdout)\(verify.stderr)")
         }
+        for config in [asph.config, coordinator.config] {
+            let byConfig = try Run.consort("audit", "verify", "--config", config)
+            #expect(byConfig.status == 0 && byConfig.stdout.contains("intact"), "\(byConfig.stdout)\(byConfig.stderr)")
+        }
         let shown = try Run.consort("audit", "show", asph.state + "/audit.log", "--nhs", "999 000 0018")
         #expect(shown.status == 0 && shown.stdout.contains("fetch"), "\(shown.stdout)")
         // consort locate, as a person would read it.

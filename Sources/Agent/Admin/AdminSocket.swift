@@ -262,9 +262,4 @@ public enum AdminClient {
         }
         return object
     }
-
-    /// Whether an agent answers on the socket.
-    public static func isRunning(_ path: String) -> Bool {
-        (try? ask(path, .object([("action", .string("ping"))]), timeout: 2)) != nil
-    }
 }

@@ -69,8 +69,6 @@ final class Delivery: @unchecked Sendable {
     let urgentBatch = 4
     let normalBatch = 50
     let batchBytes = 16 << 20
-    /// Counted for status and the deadline alarm.
-    private(set) var missedDeadlines = 0
     private var lastWatch = 0.0
     private var lastSweep = 0.0
     /// Jobs being sent, by id: the job as it was started, its workers, the instances they have in
@@ -342,7 +340,6 @@ final class Delivery: @unchecked Sendable {
         for job in try store.unfinishedJobHeads() {
             if let deadline = job.deadline, now > deadline, job.deadlineMissed == nil {
                 if try store.markDeadlineMissed(job: job.id, by: now - deadline) {
-                    lock.withLock { missedDeadlines += 1 }
                     telemetry.deadlineMissed(job.destination)
                     let job = try store.job(job.id) ?? job
                     log.error(

@@ -220,8 +220,8 @@ final class Fetching: @unchecked Sendable {
         let bodyPart = trigger?.facts.bodyPart?.uppercased()
         var oldest: String?
         if let days = query.withinDays {
-            let reference = trigger?.facts.date.flatMap(Self.date) ?? Date()
-            oldest = Self.dateString(reference.addingTimeInterval(-Double(days) * 86_400))
+            let reference = trigger?.facts.date.flatMap(CalendarDay.date) ?? Date()
+            oldest = CalendarDay.text(reference.addingTimeInterval(-Double(days) * 86_400))
         }
         var out: [(String, String)] = []
         let sorted = studies.sorted { ($0["date"] as? String ?? "") > ($1["date"] as? String ?? "") }
@@ -240,22 +240,6 @@ final class Fetching: @unchecked Sendable {
             if let most = query.atMost, out.count >= most { break }
         }
         return out
-    }
-
-    static func date(_ text: String) -> Date? {
-        guard text.count == 8, let y = Int(text.prefix(4)), let m = Int(text.dropFirst(4).prefix(2)), let d = Int(text.suffix(2)) else { return nil }
-        var parts = DateComponents()
-        (parts.year, parts.month, parts.day) = (y, m, d)
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        return calendar.date(from: parts)
-    }
-
-    static func dateString(_ date: Date) -> String {
-        var calendar = Calendar(identifier: .gregorian)
-        calendar.timeZone = TimeZone(identifier: "UTC")!
-        let parts = calendar.dateComponents([.year, .month, .day], from: date)
-        return String(format: "%04d%02d%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0)
     }
 
     // MARK: - Fetching a study

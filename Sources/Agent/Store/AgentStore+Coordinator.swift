@@ -68,13 +68,6 @@ extension AgentStore {
         try read { try db.prepare("SELECT \(Self.announcementColumns) FROM studies WHERE uid = ?1").first([.text(uid)], Self.announcement) }
     }
 
-    /// A fetch of this study is queued or running (any rule): not queued twice.
-    public func fetchPending(study uid: String) throws -> Bool {
-        try read {
-            try db.prepare("SELECT 1 FROM jobs WHERE kind = 'fetch' AND study = ?1 AND state NOT IN ('done', 'failed', 'dropped') LIMIT 1").first([.text(uid)]) { _ in true } ?? false
-        }
-    }
-
     /// Prefetch, gather and fetch jobs due now.
     public func runnableFetchJobs(now: Double) throws -> [Job] {
         try read {

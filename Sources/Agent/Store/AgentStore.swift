@@ -550,25 +550,6 @@ public final class AgentStore: @unchecked Sendable {
         }
     }
 
-    /// Operator actions: hold, release, retry now.
-    public func setHeld(job id: Int64, held: Bool, now: Double) throws -> Bool {
-        try write {
-            if held {
-                try db.prepare("UPDATE jobs SET state = 'held' WHERE id = ?1 AND state IN ('queued', 'deferred', 'active')").run([.integer(id)])
-            } else {
-                try db.prepare("UPDATE jobs SET state = 'queued', next_attempt = ?2 WHERE id = ?1 AND state = 'held'").run([.integer(id), .real(now)])
-            }
-            return db.changes > 0
-        }
-    }
-
-    public func retryNow(job id: Int64, now: Double) throws -> Bool {
-        try write {
-            try db.prepare("UPDATE jobs SET state = 'queued', next_attempt = ?2 WHERE id = ?1 AND state IN ('deferred', 'queued')").run([.integer(id), .real(now)])
-            return db.changes > 0
-        }
-    }
-
     // MARK: - Status
 
     public struct Counts: Sendable {

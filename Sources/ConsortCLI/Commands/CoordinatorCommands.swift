@@ -101,8 +101,11 @@ enum CoordinatorCommand {
 /// `consort audit verify|show`: the hash-chained audit logs of the agents and the coordinator.
 enum AuditCommand {
     static let help = """
-        Usage: consort audit verify FILE
-               consort audit show FILE [--nhs NUMBER] [--study UID] [--json]
+        Usage: consort audit verify [FILE] [--config FILE]
+               consort audit show [FILE] [--config FILE] [--nhs NUMBER] [--study UID] [--json]
+
+        Without FILE, the log of the configuration given by --config (default
+        /etc/consort/agent.conf): an agent's STATE/audit.log, or a coordinator's audit file.
 
         verify   Checks every record of an audit log (an agent's STATE/audit.log, the
                  coordinator's coordinator-audit.log): its own hash, the chain to the record
@@ -113,11 +116,25 @@ enum AuditCommand {
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "audit", flags: ["--json"], options: ["--nhs", "--study"])
-        guard arguments.positional.count == 2, ["verify", "show"].contains(arguments.positional[0]) else {
-            throw UsageError(message: "say: consort audit verify FILE, or consort audit show FILE --nhs NUMBER", command: "audit")
+        let arguments = try Arguments(args, command: "audit", flags: ["--json"], options: ["--nhs", "--study", "--config"])
+        guard (1...2).contains(arguments.positional.count), ["verify", "show"].contains(arguments.positional[0]) else {
+            throw UsageError(message: "say: consort audit verify [FILE], or consort audit show [FILE] --nhs NUMBER", command: "audit")
         }
-        let file = arguments.positional[1]
+        let file: String
+        if arguments.positional.count == 2 {
+            file = arguments.positional[1]
+        } else {
+            // The log of an agent's configuration, or of a coordinator's.
+            let config = arguments.option("--config") ?? OperatorContext.defaultConfig
+            if let agent = ConfigurationParser.parse(file: config).configuration {
+                file = agent.state + "/audit.log"
+            } else if let coordinator = CoordinatorConfigurationParser.parse(file: config).configuration {
+                file = coordinator.auditPath
+            } else {
+                standardError.line("consort audit: \(config) is neither an agent's nor a coordinator's configuration (give the log's path, or --config FILE)")
+                return .someFailed
+            }
+        }
         guard FileManager.default.fileExists(atPath: file) else {
             standardError.line("consort audit: no audit log at \(file)")
             return .someFailed

@@ -160,7 +160,7 @@ final class ConsortiumDemo: @unchecked Sendable {
         study.department = department
         study.requestedProcedure = requested
         study.institution = trust
-        study.studyDate = yyyymmdd(Date().addingTimeInterval(-Double(daysAgo) * 86_400))
+        study.studyDate = CalendarDay.text(Date().addingTimeInterval(-Double(daysAgo) * 86_400))
         _ = try study.write(into: site(trust) + "/export/" + study.studyInstanceUID)
         return study
     }
@@ -252,7 +252,7 @@ final class ConsortiumDemo: @unchecked Sendable {
         // Story 3: an MDT list at RSCH gathers its patients' imaging from three trusts.
         say("3. An MDT list for tomorrow's meeting at RSCH: two patients, imaging at ASPH, ESHT and QVH")
         let storyThree = MonotonicClock.now
-        let tomorrow = yyyymmdd(Date().addingTimeInterval(86_400))
+        let tomorrow = CalendarDay.text(Date().addingTimeInterval(86_400))
         let list = "nhs_number,meeting_date,host\n\(Self.patient(mdtFirst)),\(tomorrow),RSCH\n\(Self.patient(mdtSecond)),\(tomorrow),RSCH\n"
         try list.write(toFile: site("RSCH") + "/lists/.mdt.csv.tmp", atomically: true, encoding: .utf8)
         try FileManager.default.moveItem(atPath: site("RSCH") + "/lists/.mdt.csv.tmp", toPath: site("RSCH") + "/lists/mdt-\(tomorrow).csv")
@@ -311,12 +311,4 @@ final class ConsortiumDemo: @unchecked Sendable {
             _ = child.wait()
         }
     }
-}
-
-/// YYYYMMDD of a date, in UTC.
-func yyyymmdd(_ date: Date) -> String {
-    var calendar = Calendar(identifier: .gregorian)
-    calendar.timeZone = TimeZone(identifier: "UTC")!
-    let parts = calendar.dateComponents([.year, .month, .day], from: date)
-    return String(format: "%04d%02d%02d", parts.year ?? 0, parts.month ?? 0, parts.day ?? 0)
 }
