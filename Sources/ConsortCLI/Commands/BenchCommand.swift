@@ -106,7 +106,7 @@ enum BenchCommand {
                     ("bytes", .int(Int64(totalBytes))), ("failed", .int(Int64(failures))),
                     ("threads", .int(Int64(threads))), ("in_memory", .bool(contents != nil)), ("verify", .bool(verify)), ("seconds", .double(best)),
                     ("files_per_second", .double(filesPerSecond.rounded())),
-                    ("mb_per_second", .double((megabytesPerSecond * 10).rounded() / 10)),
+                    ("mb_per_second", .double(significantFigures(megabytesPerSecond))),
                 ]).serialized())
         } else {
             if contents != nil { standardOutput.line("parse (in memory: parsing only, no file I/O timed)") }
@@ -169,6 +169,14 @@ enum BenchCommand {
         let ms = (s * 1000).rounded() / 1000
         return "\(ms)"
     }
+}
+
+/// A measured rate kept to three significant figures for the JSON reports: rounding to a fixed
+/// 0.1 turned a small, slow run (7 tiny instances on a loaded CI machine, 0.04 MB/s) into 0.
+func significantFigures(_ value: Double, _ digits: Int = 3) -> Double {
+    guard value.isFinite, value != 0 else { return value }
+    let scale = pow(10, Double(digits) - (log10(abs(value))).rounded(.up))
+    return (value * scale).rounded() / scale
 }
 
 /// The CLI's name for Platform's monotonic clock (one clock for the project).

@@ -125,7 +125,7 @@ extension BenchCommand {
                 JSON.object([
                     ("benchmark", .string("push")), ("instances", .int(Int64(files.count))), ("bytes", .int(Int64(bytes))),
                     ("connections", .int(Int64(connections))), ("batch", .int(Int64(batch))), ("seconds", .double(seconds)),
-                    ("mb_per_second", .double((megabytesPerSecond * 10).rounded() / 10)),
+                    ("mb_per_second", .double(significantFigures(megabytesPerSecond))),
                     ("sender_peak_rss_kib", .int(Int64(sent.peakKiB))), ("receiver_peak_rss_kib", .int(Int64(receiverPeakKiB))),
                 ]).serialized())
         } else {
