@@ -13,7 +13,7 @@ Tests/install-test-dependencies.sh
 Tests/Fuzz/run-fuzzer.sh --target dicom --seconds "${CONSORT_FUZZ_SECONDS:-60}"
 Tests/Fuzz/run-fuzzer.sh --target rules --seconds "${CONSORT_FUZZ_SECONDS:-60}"
 swift build --build-tests
-log=$(mktemp /tmp/consort-test-log.XXXXXX)
+log=$(mktemp "${TMPDIR:-/tmp}/consort-test-log.XXXXXX")
 trap 'rm -f "$log"' EXIT
 limit=${CONSORT_TEST_TIMEOUT:-1500}
 status=0

@@ -72,6 +72,14 @@ final class PostgreSQLConnection: RegistryConnection {
             PQfinish(connection)
             throw RegistryError("cannot connect to PostgreSQL (\(Self.redacted(conninfo))): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
+        quietNotices()
+    }
+
+    /// The server's NOTICEs ("index … does not exist, skipping" from the schema's IF EXISTS)
+    /// would go to stderr through libpq's default processor, as noise in the service's log;
+    /// warnings and errors still come.
+    private func quietNotices() {
+        PQclear(PQexec(connection, "SET client_min_messages = warning"))
     }
 
     deinit { PQfinish(connection) }
@@ -122,6 +130,7 @@ final class PostgreSQLConnection: RegistryConnection {
             if PQstatus(connection) != CONNECTION_OK, !inTransaction, attempt == 0 {
                 attempt += 1
                 PQreset(connection)
+                quietNotices()
                 continue
             }
             throw RegistryError("PostgreSQL: \(message) (in \(sql.prefix(100)))")
@@ -169,6 +178,11 @@ final class PostgreSQLConnection: RegistryConnection {
 }
 
 /// The registry's tables, for each store (the types differ: PostgreSQL's REAL is 4 bytes).
+/// `registry_counts` keeps the totals (patients, studies, locations, each trust's locations) in
+/// step with the rows, in the same transactions: counting rows took time that grew with the
+/// registry (each announcement answers with the trust's count; at 5 million studies a count of
+/// one trust's locations cost more than the batch it followed), and the index by trust that
+/// served it is gone with it.
 enum Schema {
     static let sqlite = """
         CREATE TABLE IF NOT EXISTS patients (
@@ -183,7 +197,8 @@ enum Schema {
         CREATE TABLE IF NOT EXISTS locations (
             study TEXT NOT NULL, trust TEXT NOT NULL, complete INTEGER NOT NULL, instances INTEGER NOT NULL, since REAL NOT NULL,
             PRIMARY KEY (study, trust)) WITHOUT ROWID;
-        CREATE INDEX IF NOT EXISTS locations_by_trust ON locations(trust);
+        DROP INDEX IF EXISTS locations_by_trust;
+        CREATE TABLE IF NOT EXISTS registry_counts (name TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS conflicts (
             id INTEGER PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, first TEXT NOT NULL, second TEXT NOT NULL,
             first_from TEXT NOT NULL, second_from TEXT NOT NULL, created REAL NOT NULL, UNIQUE (kind, key, first, second));
@@ -206,7 +221,8 @@ enum Schema {
         CREATE TABLE IF NOT EXISTS locations (
             study TEXT NOT NULL, trust TEXT NOT NULL, complete INTEGER NOT NULL, instances BIGINT NOT NULL, since DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (study, trust));
-        CREATE INDEX IF NOT EXISTS locations_by_trust ON locations(trust);
+        DROP INDEX IF EXISTS locations_by_trust;
+        CREATE TABLE IF NOT EXISTS registry_counts (name TEXT PRIMARY KEY, n BIGINT NOT NULL);
         CREATE TABLE IF NOT EXISTS conflicts (
             id BIGSERIAL PRIMARY KEY, kind TEXT NOT NULL, key TEXT NOT NULL, first TEXT NOT NULL, second TEXT NOT NULL,
             first_from TEXT NOT NULL, second_from TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, UNIQUE (kind, key, first, second));

@@ -20,7 +20,9 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         // 10,000 a second). The coordinator's RSS target is 300 MB.
         try connection.execute("PRAGMA cache_size = -131072")
         try connection.execute(Schema.sqlite)
-        return SQLRegistry(connection)
+        let registry = SQLRegistry(connection)
+        try registry.countIfUncounted()
+        return registry
     }
 
     /// An existing SQLite registry, for reading (`consort coordinator conflicts`).
@@ -32,17 +34,54 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     public static func postgresql(_ conninfo: String) throws -> SQLRegistry {
         let connection = try PostgreSQLConnection(conninfo)
         try connection.execute(Schema.postgresql)
-        return SQLRegistry(connection)
+        let registry = SQLRegistry(connection)
+        try registry.countIfUncounted()
+        return registry
     }
 
     init(_ connection: RegistryConnection) { db = connection }
 
     private func locked<T>(_ body: () throws -> T) throws -> T { try lock.withLock { try body() } }
 
+    /// Changes to the totals made by one transaction, written at its end (one row update each,
+    /// so two coordinators on one PostgreSQL hold a count's row lock only briefly).
+    private struct CountChanges {
+        var patients = 0, studies = 0, locations = 0
+        var trusts: [String: Int] = [:]
+    }
+
+    private func apply(_ changes: CountChanges) throws {
+        var named = [("patients", changes.patients), ("studies", changes.studies), ("locations", changes.locations)]
+        named += changes.trusts.sorted { $0.key < $1.key }.map { ("trust \($0.key)", $0.value) }
+        let statement = try db.prepare("INSERT INTO registry_counts (name, n) VALUES (?1, ?2) ON CONFLICT (name) DO UPDATE SET n = registry_counts.n + excluded.n")
+        for (name, delta) in named where delta != 0 { try statement.run([.text(name), .integer(Int64(delta))]) }
+    }
+
+    private func count(_ name: String) throws -> Int {
+        Int(try db.prepare("SELECT n FROM registry_counts WHERE name = ?1").first([.text(name)]) { $0.int(0) } ?? 0)
+    }
+
+    /// A registry made before the totals were kept is counted once, when it is opened.
+    func countIfUncounted() throws {
+        try locked {
+            try db.transaction {
+                let kept = try db.prepare("SELECT count(*) FROM registry_counts").first([]) { $0.int(0) } ?? 0
+                guard kept == 0 else { return }
+                // A marker row, so an empty registry is not counted again at each start.
+                try db.prepare("INSERT INTO registry_counts (name, n) VALUES ('counted', 1) ON CONFLICT (name) DO NOTHING").run()
+                for table in ["patients", "studies", "locations"] {
+                    try db.prepare("INSERT INTO registry_counts (name, n) SELECT '\(table)', count(*) FROM \(table) WHERE true ON CONFLICT (name) DO NOTHING").run()
+                }
+                try db.prepare("INSERT INTO registry_counts (name, n) SELECT 'trust ' || trust, count(*) FROM locations WHERE true GROUP BY trust ON CONFLICT (name) DO NOTHING").run()
+            }
+        }
+    }
+
     public func announce(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) throws -> AnnounceOutcome {
         try locked {
             try db.transaction {
                 var outcome = AnnounceOutcome()
+                var counted = CountChanges()
                 for (holding, resolution) in holdings {
                     var nhs: String?
                     switch resolution {
@@ -53,11 +92,12 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
                         if db.changes > 0 { outcome.invalid.append(holding.study) }
                     case .absent: break
                     }
-                    if let nhs { try recordPatient(nhs: nhs, trust: trust, holding: holding, now: now, outcome: &outcome) }
-                    try recordStudy(nhs: nhs, trust: trust, holding: holding, now: now, outcome: &outcome)
+                    if let nhs { try recordPatient(nhs: nhs, trust: trust, holding: holding, now: now, outcome: &outcome, counted: &counted) }
+                    try recordStudy(nhs: nhs, trust: trust, holding: holding, now: now, outcome: &outcome, counted: &counted)
                     outcome.recorded += 1
                 }
-                outcome.trustStudies = Int(try db.prepare("SELECT count(*) FROM locations WHERE trust = ?1").first([.text(trust)]) { $0.int(0) } ?? 0)
+                try apply(counted)
+                outcome.trustStudies = try count("trust \(trust)")
                 return outcome
             }
         }
@@ -70,7 +110,7 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     }
 
     /// The local identifier cross-referenced to the NHS number, and the demographics compared.
-    private func recordPatient(nhs: String, trust: String, holding: Holding, now: Double, outcome: inout AnnounceOutcome) throws {
+    private func recordPatient(nhs: String, trust: String, holding: Holding, now: Double, outcome: inout AnnounceOutcome, counted: inout CountChanges) throws {
         if let patient = holding.patient, !patient.id.isEmpty {
             let issuer = patient.issuer ?? ""
             let existing = try db.prepare("SELECT nhs FROM local_ids WHERE trust = ?1 AND patient_id = ?2 AND issuer = ?3")
@@ -85,8 +125,10 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         }
         let known = try db.prepare("SELECT sex, birth_date, demographics_from FROM patients WHERE nhs = ?1").first([.text(nhs)]) { ($0.text(0), $0.text(1), $0.text(2) ?? "") }
         guard let known else {
-            try db.prepare("INSERT INTO patients (nhs, sex, birth_date, demographics_from, first_seen) VALUES (?1, ?2, ?3, ?4, ?5)")
+            // DO NOTHING: another coordinator on the same PostgreSQL may have just added it.
+            try db.prepare("INSERT INTO patients (nhs, sex, birth_date, demographics_from, first_seen) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING")
                 .run([.text(nhs), holding.sex.map(SQLValue.text) ?? .null, holding.birthDate.map(SQLValue.text) ?? .null, .text(trust), .real(now)])
+            counted.patients += db.changes
             return
         }
         func differs(_ a: String?, _ b: String?) -> Bool {
@@ -102,7 +144,7 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         }
     }
 
-    private func recordStudy(nhs: String?, trust: String, holding: Holding, now: Double, outcome: inout AnnounceOutcome) throws {
+    private func recordStudy(nhs: String?, trust: String, holding: Holding, now: Double, outcome: inout AnnounceOutcome, counted: inout CountChanges) throws {
         func text(_ v: String?) -> SQLValue { v.map(SQLValue.text) ?? .null }
         let existing = try db.prepare("SELECT nhs, announced_by FROM studies WHERE uid = ?1").first([.text(holding.study)]) { ($0.text(0), $0.text(1) ?? "") }
         if let existing {
@@ -120,14 +162,20 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         } else {
             try db.prepare("""
                 INSERT INTO studies (uid, nhs, announced_by, study_date, modalities, body_part, description, accession, instances, bytes, updated)
-                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING
                 """).run([.text(holding.study), text(nhs), .text(trust), text(holding.date), .text(holding.modalities.joined(separator: "\\")), text(holding.bodyPart),
                     text(holding.description), text(holding.accession), .integer(Int64(holding.instances)), .integer(holding.bytes), .real(now)])
+            counted.studies += db.changes
         }
-        try db.prepare("""
-            INSERT INTO locations (study, trust, complete, instances, since) VALUES (?1, ?2, ?3, ?4, ?5)
-            ON CONFLICT (study, trust) DO UPDATE SET complete = ?3, instances = ?4
-            """).run([.text(holding.study), .text(trust), .integer(holding.complete ? 1 : 0), .integer(Int64(holding.instances)), .real(now)])
+        // Inserted or updated: which one decides whether the counts change.
+        let location: [SQLValue] = [.text(holding.study), .text(trust), .integer(holding.complete ? 1 : 0), .integer(Int64(holding.instances)), .real(now)]
+        try db.prepare("INSERT INTO locations (study, trust, complete, instances, since) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (study, trust) DO NOTHING").run(location)
+        if db.changes > 0 {
+            counted.locations += 1
+            counted.trusts[trust, default: 0] += 1
+        } else {
+            try db.prepare("UPDATE locations SET complete = ?3, instances = ?4 WHERE study = ?1 AND trust = ?2").run(Array(location.prefix(4)))
+        }
     }
 
     public func withdraw(trust: String, studies: [String]) throws -> Int {
@@ -138,6 +186,7 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
                     try db.prepare("DELETE FROM locations WHERE study = ?1 AND trust = ?2").run([.text(study), .text(trust)])
                     removed += db.changes
                 }
+                try apply(CountChanges(locations: -removed, trusts: [trust: -removed]))
                 return removed
             }
         }
@@ -199,13 +248,12 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     }
 
     public func studyCount(trust: String) throws -> Int {
-        try locked { Int(try db.prepare("SELECT count(*) FROM locations WHERE trust = ?1").first([.text(trust)]) { $0.int(0) } ?? 0) }
+        try locked { try count("trust \(trust)") }
     }
 
     public func totals() throws -> (patients: Int, studies: Int, locations: Int) {
         try locked {
-            func count(_ table: String) throws -> Int { Int(try db.prepare("SELECT count(*) FROM \(table)").first([]) { $0.int(0) } ?? 0) }
-            return (try count("patients"), try count("studies"), try count("locations"))
+            try db.readTransaction { (try count("patients"), try count("studies"), try count("locations")) }
         }
     }
 }

@@ -14,7 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 instances=1000000
 jobs=10000
-work=/tmp/consort-bench-agent-scale
+work=${TMPDIR:-/tmp}/consort-bench-agent-scale
 while [ $# -gt 0 ]; do
   case "$1" in
     --instances) instances=$2; shift 2 ;;

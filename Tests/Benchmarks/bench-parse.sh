@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 small=20000
 realistic=1500
-work=/tmp/consort-bench
+work=${TMPDIR:-/tmp}/consort-bench
 while [ $# -gt 0 ]; do
   case "$1" in
     --small) small=$2; shift 2 ;;

@@ -53,7 +53,7 @@ consort=$(realpath "$consort")
 
 keep_work=1
 if [ -z "$work" ]; then
-  work=$(mktemp -d /tmp/consort-bench-prefetch.XXXXXX)
+  work=$(mktemp -d "${TMPDIR:-/tmp}/consort-bench-prefetch.XXXXXX")
   keep_work=0
 else
   mkdir -p "$work"

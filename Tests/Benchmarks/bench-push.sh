@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 instances=600
-work=/tmp/consort-bench-push
+work=${TMPDIR:-/tmp}/consort-bench-push
 while [ $# -gt 0 ]; do
   case "$1" in
     --instances) instances=$2; shift 2 ;;

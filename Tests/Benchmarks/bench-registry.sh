@@ -20,7 +20,7 @@ while [ $# -gt 0 ]; do
 done
 if ! built=$(swift build -c release --product consort 2>&1); then echo "$built" >&2; exit 1; fi
 consort=$(swift build -c release --show-bin-path)/consort
-work=$(mktemp -d /tmp/consort-bench-registry.XXXXXX)
+work=$(mktemp -d "${TMPDIR:-/tmp}/consort-bench-registry.XXXXXX")
 chmod 0711 "$work"  # the throwaway PostgreSQL runs as another user and must reach its folder
 trap 'Tests/Support/throwaway-postgres.sh stop "$work/pg" >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 sqlite=$("$consort" bench registry --studies "$studies" --lookups "$lookups" --json)

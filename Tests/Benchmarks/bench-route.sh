@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 urgent=100
 bulk=1200
-work=/tmp/consort-bench-route
+work=${TMPDIR:-/tmp}/consort-bench-route
 while [ $# -gt 0 ]; do
   case "$1" in
     --urgent) urgent=$2; shift 2 ;;

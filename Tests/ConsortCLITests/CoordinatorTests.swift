@@ -347,3 +347,44 @@ extension CoordinatorTests {
         #expect(audit.contains("\"action\":\"refused\"") && audit.contains("PATIENT MISMATCH"), "\(audit)")
     }
 }
+
+extension CoordinatorTests {
+    /// A fetch goes through the same circuit as pushes to its peer: UHSX is down, ASPH's fetch
+    /// from it fails `circuit-after` times and the circuit opens (said in the log and shown by
+    /// `consort status`); once UHSX is back the probe succeeds, the circuit closes and the prior
+    /// arrives whole.
+    @Test func aFetchFromAPeerThatIsDownOpensItsCircuitAndCompletesWhenItIsBack() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX", "ASPH"], rules: Self.prefetchRules)
+        let coordinator = try CoordinatorSite(consortium)
+        try coordinator.start()
+        defer { coordinator.stop() }
+        let uhsx = try consortium.site("UHSX", extra: coordinator.agentLine)
+        let asph = try consortium.site("ASPH", peers: ["UHSX": uhsx.port], extra: coordinator.agentLine + "\ncircuit-after 2\n")
+        let prior = try Self.study(uhsx.watch, seed: 81, date: Self.daysAgo(200), trust: "UHSX")
+        // UHSX announces its study, then goes down.
+        try uhsx.start()
+        #expect(AgentSite.eventually(within: 30, "the coordinator knows UHSX's study", logs: [uhsx]) {
+            ((try? asph.locate(Self.patient).answer["studies"] as? [[String: Any]]) ?? []).contains { $0["study"] as? String == prior }
+        })
+        uhsx.stop()
+        try asph.start()
+        defer { asph.stop() }
+        try Self.study(asph.watch, seed: 82, date: Self.daysAgo(0), description: "ONC CT", trust: "ASPH")
+        #expect(AgentSite.eventually(within: 60, "the fetch failed twice and opened UHSX's circuit", logs: [asph]) {
+            asph.log.contains("destination circuit opened") && asph.log.contains("by a fetch from it")
+        })
+        #expect(try AgentSite.eventually(within: 30, "consort status shows UHSX's circuit open", logs: [asph]) {
+            let status = try Run.consort("status", "--json", "--config", asph.config)
+            let object = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
+            let peers = object?["peers"] as? [[String: Any]] ?? []
+            return peers.contains { $0["name"] as? String == "UHSX" && ($0["circuit"] as? String ?? "").hasPrefix("open") }
+        })
+        #expect(asph.receivedStudies.isEmpty)
+        try uhsx.start()
+        defer { uhsx.stop() }
+        #expect(AgentSite.eventually(within: 60, "the prior fetched once UHSX is back", logs: [asph, uhsx]) { asph.receivedStudies == [prior] })
+        #expect(AgentSite.eventually(within: 10, "the circuit closed by the fetch", logs: [asph]) { asph.log.contains("destination circuit closed") })
+        let fetches = try asph.queue().filter { $0["kind"] as? String == "fetch" }
+        #expect(fetches.count == 1 && fetches[0]["state"] as? String == "done" && fetches[0]["instances_sent"] as? Int == 3, "\(fetches)")
+    }
+}

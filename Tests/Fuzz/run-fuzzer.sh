@@ -33,7 +33,7 @@ product=fuzz-$target
 swift build -c release --product "$product" --scratch-path .build-fuzz \
   --sanitize=fuzzer --sanitize=address \
   -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp >/dev/null
-scratch=$(mktemp -d /tmp/consort-fuzz.XXXXXX)
+scratch=$(mktemp -d "${TMPDIR:-/tmp}/consort-fuzz.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
 [ -n "$corpus" ] || corpus="$scratch/corpus"
 mkdir -p "$corpus"

@@ -1,4 +1,4 @@
-import Coordinator
+@testable import Coordinator
 import Foundation
 import Routing
 import TestSupport
@@ -98,6 +98,33 @@ struct RegistryTests {
         #expect(try registry.identityErrors().map(\.value) == ["1234567890"])
         #expect(try registry.totals().patients == 0, "no patient made of it")
         #expect(try registry.study(uid: "3.1")?.nhs == nil)
+    }
+
+    /// The totals (and each trust's count, which every announcement answers with) are kept in
+    /// step with the rows rather than counted: re-announcing changes nothing, withdrawing
+    /// subtracts, and a registry from before the totals were kept is counted when opened.
+    @Test(arguments: Store.allCases) func theTotalsAreKeptInStepAndCountedOnceForAnOlderRegistry(store: Store) throws {
+        let (registry, done) = try Self.registry(store)
+        defer { done() }
+        let batch = [Self.holding("5.1"), Self.holding("5.2"), Self.holding("5.3", patient: "P2", nhs: Self.second, birth: "19800101")]
+        _ = try registry.announce(trust: "RSCH", holdings: batch, now: 1)
+        _ = try registry.announce(trust: "RSCH", holdings: batch, now: 2)
+        let uhsx = try registry.announce(trust: "UHSX", holdings: [Self.holding("5.1", patient: "U1", issuer: "UHSX")], now: 3)
+        #expect(uhsx.trustStudies == 1)
+        #expect(try registry.withdraw(trust: "RSCH", studies: ["5.2", "5.2", "6.6"]) == 1)
+        #expect(try registry.studyCount(trust: "RSCH") == 2 && registry.studyCount(trust: "UHSX") == 1 && registry.studyCount(trust: "QVH") == 0)
+        #expect(try registry.totals() == (patients: 2, studies: 3, locations: 3))
+        // As if made before the totals were kept.
+        let sql = try #require(registry as? SQLRegistry)
+        try sql.db.execute("DELETE FROM registry_counts")
+        #expect(try registry.totals() == (patients: 0, studies: 0, locations: 0))
+        try sql.countIfUncounted()
+        #expect(try registry.totals() == (patients: 2, studies: 3, locations: 3))
+        #expect(try registry.studyCount(trust: "RSCH") == 2 && registry.studyCount(trust: "UHSX") == 1)
+        // Counted once: a second open counts nothing again, and announcing goes on from there.
+        try sql.countIfUncounted()
+        #expect(try registry.announce(trust: "RSCH", holdings: [Self.holding("5.4")], now: 4).trustStudies == 3)
+        #expect(try registry.totals() == (patients: 2, studies: 4, locations: 4))
     }
 
     /// The number the agent read (by the default place) is a fallback only for trusts with no

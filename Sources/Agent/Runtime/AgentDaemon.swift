@@ -177,6 +177,8 @@ public final class AgentDaemon: @unchecked Sendable {
         let fetching = Fetching(Fetching.Context(
             store: store, coordinator: coordinator, trust: configuration.trust, inbound: configuration.inbound, policy: Self.policy(configuration),
             audit: audit, log: log.named("fetch"), peers: { delivery.targetsByName },
+            mayFetch: { peer, now in delivery.mayFetch(from: peer, now: now) },
+            fetchEnded: { peer, evidence, now in delivery.fetchEnded(from: peer, evidence, now: now) },
             record: { [self] placed, origin in try recordPlaced(placed, origin: origin) },
             announced: { [self] in announcer?.nudge() },
             announceNow: { [self] in _ = try? announcer?.announceOnce() }))

@@ -186,6 +186,48 @@ final class Delivery: @unchecked Sendable {
         return known
     }
 
+    // MARK: - Fetches from a peer share its circuit
+
+    /// What a fetch learnt about the peer it fetched from.
+    enum FetchEvidence {
+        /// The peer answered (any HTTP status below 500): it is up.
+        case answered
+        /// No answer, a broken one, or a 5xx: the peer or the path is unwell.
+        case unwell(String)
+        /// The fetch never reached the peer (held since it was picked, no address, a local fault).
+        case noContact
+    }
+
+    /// Whether a fetch from `peer` may start now. A peer is one circuit for both directions: a
+    /// peer that is down for pushes is down for fetches, and a prefetch does not hammer a peer
+    /// the pushes have given up on. Half-open: this fetch is the probe, and must end with
+    /// `fetchEnded`. An unknown peer: yes (the fetch reports the missing address itself).
+    func mayFetch(from peer: String, now: Double) -> Bool {
+        lock.withLock { destinations[peer].map { $0.circuit.mayStart(now: now) } ?? true }
+    }
+
+    func fetchEnded(from peer: String, _ evidence: FetchEvidence, now: Double) {
+        var change: CircuitChange?
+        lock.withLock {
+            guard let destination = destinations[peer] else { return }
+            switch evidence {
+            case .answered:
+                change = destination.circuit.recordSuccess()
+                destination.lastSuccess = now
+            case .unwell(let reason):
+                destination.lastError = reason
+                change = destination.circuit.recordFailure(now: now, policy: policy, using: &generator)
+            case .noContact:
+                destination.circuit.probeAbandoned()
+            }
+        }
+        if let change {
+            log.warning("destination circuit \(change) (by a fetch from it)", ["destination": peer])
+            // Closed again: the pushes that waited for this peer may go now.
+            if case .closed = change { nudge() }
+        }
+    }
+
     // MARK: - Dispatching
 
     private func dispatch() {

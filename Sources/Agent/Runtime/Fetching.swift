@@ -34,6 +34,10 @@ final class Fetching: @unchecked Sendable {
         let log: Logger
         /// Peers by name: their DICOMweb base URL and TLS settings.
         let peers: @Sendable () -> [String: Delivery.Target]
+        /// The peer's circuit (shared with pushes to it): may a fetch from it start now, and
+        /// what the fetch learnt.
+        let mayFetch: @Sendable (String, Double) -> Bool
+        let fetchEnded: @Sendable (String, Delivery.FetchEvidence, Double) -> Void
         /// Records instances placed in `inbound` in the inventory, with their origin.
         let record: @Sendable ([StowIngest.PlacedInstance], String) throws -> Void
         let announced: @Sendable () -> Void
@@ -84,6 +88,9 @@ final class Fetching: @unchecked Sendable {
                 if let text = job.window, let window = Spool.TimeWindow(text), !window.contains(minuteOfDay: minute) { continue }
                 let start: Bool = lock.withLock {
                     guard !stopping, running.count < Self.concurrency, !running.contains(job.id) else { return false }
+                    // A fetch waits while its source's circuit is open (asked last: a yes may
+                    // make this fetch the probe, which must then run).
+                    if job.kind == "fetch", !context.mayFetch(job.destination, Date().timeIntervalSince1970) { return false }
                     running.insert(job.id)
                     return true
                 }
@@ -114,9 +121,13 @@ final class Fetching: @unchecked Sendable {
         let now = Date().timeIntervalSince1970
         do {
             // Held or dropped since it was picked: not started.
-            guard try context.store.start(job: job.id, now: now) else { return }
+            guard try context.store.start(job: job.id, now: now) else {
+                if job.kind == "fetch" { context.fetchEnded(job.destination, .noContact, Date().timeIntervalSince1970) }
+                return
+            }
         } catch {
             context.log.error("cannot mark a job active", ["job": job.id, "error": error])
+            if job.kind == "fetch" { context.fetchEnded(job.destination, .noContact, Date().timeIntervalSince1970) }
             return
         }
         switch job.kind {
@@ -244,11 +255,19 @@ final class Fetching: @unchecked Sendable {
 
     // MARK: - Fetching a study
 
+    /// Fetches the study, then tells the source's circuit what the fetch learnt of the peer.
     private func fetch(_ job: AgentStore.Job) {
+        let evidence = retrieve(job)
+        context.fetchEnded(job.destination, evidence, Date().timeIntervalSince1970)
+    }
+
+    private func retrieve(_ job: AgentStore.Job) -> Delivery.FetchEvidence {
         guard let peer = context.peers()[job.destination] else {
             postpone(job, "no address for \(job.destination): add a peer line to the configuration (a configuration fault)", long: true)
-            return
+            return .noContact
         }
+        let outcome: WadoRetrieval.Outcome
+        let expected = Query(try? context.store.detail(ofJob: job.id)).nhs
         do {
             let client = try HTTPClient(.init(tls: peer.tls))
             let retrieval = try WadoRetrieval(out: context.inbound, study: job.study, base: peer.url)
@@ -258,26 +277,40 @@ final class Fetching: @unchecked Sendable {
             // Patient safety: an instance that names another patient (by a valid NHS number
             // where the default places it) than the one the study was fetched for is refused
             // before it is placed, and the job is held for a person.
-            let expected = Query(try? context.store.detail(ofJob: job.id)).nhs
             if let expected {
                 retrieval.admitInstance = { header in
                     guard case .valid(let number) = Announcer.nhs(Ingest.facts(of: header, study: job.study)), number.digits != expected else { return nil }
                     return "PATIENT MISMATCH: names NHS number \(number.digits), not \(expected), the patient it was fetched for"
                 }
             }
-            let outcome = try retrieval.run(with: client)
+            outcome = try retrieval.run(with: client)
+        } catch let failure as HTTPClientError where failure.callbackError == nil {
+            postpone(job, "\(failure)")
+            // Refused, reset, timed out: the peer or the path. A certificate fault is not the
+            // peer being down (the push side keeps the same distinction).
+            return DeliveryFailure.classify(curlCode: failure.code, message: failure.message) == .transient ? .unwell("\(failure)") : .noContact
+        } catch {
+            // A local fault (the inbound folder full or unwritable, a broken answer's part):
+            // not evidence that the peer is down.
+            postpone(job, "\(error)")
+            return .noContact
+        }
+        do {
             if let ingest = outcome.ingest, let mismatch = ingest.log.first(where: { $0.contains("PATIENT MISMATCH") }) {
                 if !ingest.placed.isEmpty { try context.record(ingest.placed, job.destination) }
                 held(job, "the study from \(job.destination) is not all the patient's: \(mismatch)")
                 try? context.audit.record(AuditEntry(who: context.trust, action: "refused", nhs: expected, study: job.study, why: "rule \(job.rule)", detail: mismatch))
-                return
+                return .answered
             }
             switch outcome.status {
             case 200:
-                guard let ingest = outcome.ingest, let response = outcome.response else { return postpone(job, "an empty answer") }
+                guard let ingest = outcome.ingest, let response = outcome.response else {
+                    postpone(job, "an empty answer")
+                    return .answered
+                }
                 if !response.failed.isEmpty && ingest.placed.isEmpty {
                     try context.store.fail(job: job.id, reason: "every instance from \(job.destination) was refused: \(ingest.log.first ?? "")", now: Date().timeIntervalSince1970)
-                    return
+                    return .answered
                 }
                 try context.record(ingest.placed, job.destination)
                 try context.store.finishFetch(job: job.id, instances: ingest.placed.map { ($0.sopInstanceUID, $0.path, $0.size) }, now: Date().timeIntervalSince1970)
@@ -294,12 +327,16 @@ final class Fetching: @unchecked Sendable {
                 context.log.error("fetch failed: the source does not hold the study", ["job": job.id, "study": job.study, "from": job.destination])
             case 403:
                 postpone(job, "\(job.destination) refused the retrieve: \(outcome.errorText) (an agreement or membership fault)", long: true)
+            case 500...:
+                postpone(job, "\(job.destination) answered \(outcome.status): \(outcome.errorText)")
+                return .unwell("answered \(outcome.status) to a retrieve")
             default:
                 postpone(job, "\(job.destination) answered \(outcome.status): \(outcome.errorText)")
             }
         } catch {
             postpone(job, "\(error)")
         }
+        return .answered
     }
 }
 
