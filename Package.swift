@@ -176,7 +176,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentTests",
-            dependencies: ["Agent", "SQLite", "Routing", "DICOM", "TestSupport"]
+            dependencies: ["Agent", "Exchange", "SQLite", "Routing", "DICOM", "TestSupport"]
         ),
         .testTarget(
             name: "HTTPTests",

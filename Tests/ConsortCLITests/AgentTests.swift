@@ -417,3 +417,77 @@ extension AgentTests {
         #expect(!log.contains("already held"), "\(log)")
     }
 }
+
+extension AgentTests {
+    static let forwardWhole = """
+        rule "Whole studies to UHSX" {
+          purpose direct-care
+          at RSCH
+          on study-stable after 1 s
+          when origin is local
+          push to UHSX priority normal
+        }
+        rule "UHSX passes RSCH's studies on to ASPH once they are whole" {
+          purpose direct-care
+          at UHSX
+          on study-stable after 1 h
+          when origin is received from RSCH
+          push to ASPH priority normal
+        }
+        """
+
+    /// Completeness without guessing: RSCH's study-stable push first sends UHSX the study's
+    /// manifest. UHSX's own study-stable rule (quiet for an hour) fires the moment the last
+    /// listed instance is here, not an hour later; while RSCH is killed halfway, UHSX shows the
+    /// study as missing instances and fires nothing; once RSCH is back the rest arrives and the
+    /// rule fires. A plain DICOMweb peer answers 404 to the manifest and just gets STOW-RS.
+    @Test func aManifestTellsTheReceiverWhenAStudyIsWhole() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX", "ASPH"], rules: Self.forwardWhole)
+        let asph = try consortium.site("ASPH")
+        let uhsx = try consortium.site("UHSX", peers: ["ASPH": asph.port])
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        // Slow enough to be cut halfway: 30 instances of about 130 kB at 400 kB/s, one a request.
+        try String(contentsOfFile: rsch.config, encoding: .utf8)
+            .replacingOccurrences(of: "peer UHSX https://localhost:\(uhsx.port)", with: "peer UHSX https://localhost:\(uhsx.port) { connections 1  bandwidth 400 kB/s  batch 1 }")
+            .write(toFile: rsch.config, atomically: true, encoding: .utf8)
+        try asph.start()
+        try uhsx.start()
+        defer {
+            asph.stop()
+            uhsx.stop()
+        }
+        let source = consortium.root.path + "/source"
+        let study = try Self.synth(into: source, seed: 91, instances: 30, size: "256x256")
+        try rsch.start()
+        try FileManager.default.moveItem(atPath: source + "/" + study, toPath: rsch.watch + "/" + study)
+        func incomplete() throws -> [[String: Any]] {
+            let status = try Run.consort("status", "--json", "--config", uhsx.config)
+            let object = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
+            return (object?["incomplete_studies"] as? [String: Any])?["studies"] as? [[String: Any]] ?? []
+        }
+        // The manifest is at UHSX and part of the study: RSCH is killed mid-transfer.
+        #expect(try AgentSite.eventually(within: 60, "UHSX holds part of a study it has the manifest of", logs: [rsch, uhsx]) {
+            try incomplete().contains { $0["study"] as? String == study && $0["listed"] as? Int == 30 && ($0["held"] as? Int ?? 0) >= 3 }
+        })
+        rsch.kill()
+        let cut = try incomplete().first { $0["study"] as? String == study }
+        let heldAtCut = cut?["held"] as? Int ?? 0
+        #expect(heldAtCut < 30 && uhsx.received.count < 30, "cut halfway: \(String(describing: cut))")
+        let text = try Run.consort("status", "--config", uhsx.config)
+        #expect(text.stdout.contains("Received studies incomplete") && text.stdout.contains("of 30 instances here"), "\(text.stdout)")
+        // Incomplete: UHSX's rule waits (it would wait an hour without a manifest anyway, so
+        // the proof that it waits for the manifest is below: it fires at once when whole).
+        #expect(asph.received.isEmpty)
+        try rsch.start()
+        defer { rsch.stop() }
+        #expect(AgentSite.eventually(within: 90, "all 30 at UHSX and passed on to ASPH within the test, not after the rule's hour", logs: [rsch, uhsx, asph]) {
+            asph.received.count == 30
+        })
+        #expect(uhsx.log.contains("study stable: jobs queued") && uhsx.log.contains("manifest is satisfied"), "\(uhsx.log)")
+        #expect(try incomplete().isEmpty)
+        // Byte for byte at UHSX, as listed.
+        let originals = Set(try FileManager.default.contentsOfDirectory(atPath: rsch.watch + "/" + study).map { try Data(contentsOf: URL(fileURLWithPath: rsch.watch + "/\(study)/\($0)")) })
+        let copies = Set(try uhsx.received.map { try Data(contentsOf: URL(fileURLWithPath: uhsx.inbound + "/" + $0)) })
+        #expect(originals == copies && copies.count == 30)
+    }
+}

@@ -47,6 +47,9 @@ public final class AgentDaemon: @unchecked Sendable {
     var rulesLoaded = Date()
     var lastReloadRefused: String?
     let stateLock = NSLock()
+    /// The stability loop's wake-up (`nudgeStability`).
+    private let stabilityWake = NSCondition()
+    private var stabilityNudged = false
     private let rescans = NSLock()
     private var rescansRunning = Set<String>(), rescansAgain = Set<String>()
 
@@ -68,6 +71,11 @@ public final class AgentDaemon: @unchecked Sendable {
             telemetry: telemetry, log: log.named("spool"))
         delivery.audit = audit
         delivery.trust = configuration.trust
+        let book = rules
+        delivery.sendsFinalManifest = { name in
+            guard let rule = book.current.rules.first(where: { $0.name == name }), case .studyStable = rule.trigger else { return false }
+            return true
+        }
         if let url = configuration.coordinator {
             let tls = TLSConfiguration(certificateChain: configuration.certificate, privateKey: configuration.key, trustedCA: configuration.ca, revocationList: configuration.crl)
             coordinator = try CoordinatorClient(base: url, tls: url.hasPrefix("https://") ? tls : nil)
@@ -247,9 +255,48 @@ public final class AgentDaemon: @unchecked Sendable {
             return nil
         }
         let ready = service
-        let http = HTTPServer(server, log: { receiverLog.info($0) }) { request, body in try ready.handle(request, body) }
+        let http = HTTPServer(server, log: { receiverLog.info($0) }) { [self] request, body in
+            if let study = Self.manifestStudy(request) { return try receiveManifest(request, body, study: study) }
+            return try ready.handle(request, body)
+        }
         try http.start()
         self.server = http
+    }
+
+    /// `PUT …/consort/v1/studies/{study}/manifest`: the study a manifest is for.
+    static func manifestStudy(_ request: ServerRequest) -> String? {
+        guard request.head.method == "PUT" else { return nil }
+        let path = request.head.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+        let parts = path.split(separator: "/").map(String.init)
+        guard parts.count >= 5, Array(parts.suffix(5).prefix(3)) == ["consort", "v1", "studies"], parts.last == "manifest" else { return nil }
+        return parts[parts.count - 2]
+    }
+
+    /// A sending agent's manifest of a study (see `StudyManifest`): kept, and answered with how
+    /// much of it is here already. From members only, like everything this server takes.
+    private func receiveManifest(_ request: ServerRequest, _ body: RequestBody, study: String) throws -> ServerResponse {
+        func answer(_ status: Int, _ value: JSON) -> ServerResponse {
+            ServerResponse(status: status, headers: [("Content-Type", "application/json")], body: value.bytes() + [UInt8(ascii: "\n")])
+        }
+        guard let sender = request.peer?.commonName, rules.current.member(sender) != nil else {
+            return answer(403, .object([("error", .string("Only consortium members named in the routing rules may use this agent"))]))
+        }
+        guard UID.isValid(study) else { return answer(400, .object([("error", .string("not a valid Study Instance UID: \(study.prefix(80))"))])) }
+        let bytes: [UInt8]
+        do { bytes = try body.collect(limit: StudyManifest.maximumBody) } catch {
+            return answer(413, .object([("error", .string("a manifest is at most \(StudyManifest.maximumBody >> 20) MB"))]))
+        }
+        switch StudyManifest.parse(bytes, study: study) {
+        case .failure(let problem):
+            log.named("receiver").warning("manifest refused", ["peer": sender, "study": study, "problem": problem.description])
+            return answer(400, .object([("error", .string("not a study manifest: \(problem)"))]))
+        case .success(let manifest):
+            let held = try store.recordManifest(
+                study: study, sender: sender, final: manifest.final, instances: manifest.instances.map { ($0.sop, $0.size, $0.sha256) }, now: Date().timeIntervalSince1970)
+            log.named("receiver").info("manifest", ["peer": sender, "study": study, "instances": manifest.instances.count, "held": held, "final": manifest.final])
+            nudgeStability()
+            return answer(200, .object([("study", .string(study)), ("listed", .int(Int64(manifest.instances.count))), ("held", .int(Int64(held)))]))
+        }
     }
 
     /// Received instances go into the inventory with their origin (the sender's trust, from its
@@ -279,6 +326,7 @@ public final class AgentDaemon: @unchecked Sendable {
                 sop: instance.sopInstanceUID, study: facts, series: header.string(Tag(0x0020, 0x000E)),
                 path: instance.path, size: instance.size, mtime: Self.mtime(instance.path), origin: origin, jobs: [])
             item.jobs = ingest.plan(.instanceArrived, header: header, origin: .received(from: origin), now: now)
+            item.sha256 = instance.sha256
             batch.append(item)
             var nhs: String?
             if case .valid(let number) = Announcer.nhs(facts) { nhs = number.digits }
@@ -288,6 +336,7 @@ public final class AgentDaemon: @unchecked Sendable {
         try store.record(taken: batch, problems: [], now: now)
         if batch.contains(where: { !$0.jobs.isEmpty }) { delivery.nudge() }
         announcer?.nudge()
+        nudgeStability()
         return (batch.count, Int64(batch.reduce(0) { $0 + $1.size }), studies)
     }
 
@@ -411,50 +460,67 @@ public final class AgentDaemon: @unchecked Sendable {
 
     // MARK: - Study stability
 
-    /// Once a second: studies quiet long enough fire their study-stable rules (each quiet period
-    /// once, until a new instance arrives).
+    /// Wakes the stability loop now (an instance or a manifest arrived: a study may be whole).
+    func nudgeStability() { stabilityWake.withLock { stabilityNudged = true; stabilityWake.signal() } }
+
+    /// Once a second, or when nudged: studies whose senders' manifests are now all here fire
+    /// their study-stable rules at once; studies quiet long enough (and not known to be missing
+    /// instances) fire theirs, each quiet period once, until a new instance arrives.
     private func tick() {
         while !stopping.isSet {
-            Thread.sleep(forTimeInterval: 1)
+            stabilityWake.lock()
+            if !stabilityNudged { _ = stabilityWake.wait(until: Date().addingTimeInterval(1)) }
+            stabilityNudged = false
+            stabilityWake.unlock()
             telemetry.beat("stability")
             let periods = stateLock.withLock { quietPeriods }
-            guard let shortest = periods.first, let longest = periods.last else { continue }
             let now = Date().timeIntervalSince1970
             do {
+                for study in try store.completedManifests(now: now) {
+                    let due = periods.filter { $0 > study.stableFired }
+                    try fireStable(study, due: due, reached: periods.last ?? 0, now: now, why: "its sender's manifest is satisfied: every instance is here")
+                }
+                guard let shortest = periods.first, let longest = periods.last else { continue }
                 for study in try store.quietStudies(now: now, minimum: Double(shortest), maximumFired: longest) {
                     let due = periods.filter { $0 > study.stableFired && Double($0) <= study.quietFor }
                     guard let reached = due.last else { continue }
-                    // The study's header from its first instance, or another if that one is gone.
-                    var header: DataSet?
-                    var failure: DICOMError?
-                    let candidates = [study.samplePath] + ((try? store.instances(ofStudy: study.uid).prefix(5).map(\.path)) ?? [])
-                    for path in candidates where header == nil {
-                        do { header = try DICOMFile.read(path: path).dataSet } catch { failure = error }
-                    }
-                    guard let header else {
-                        log.warning("cannot read a study's header for its stable rules", ["study": study.uid, "file": study.samplePath, "error": failure?.description ?? ""])
-                        // An I/O error may pass: tried again at the next tick. Otherwise the
-                        // study's files are not readable DICOM any more: nothing to route.
-                        if failure?.code != .io { try store.recordStable(study: study.uid, quiet: reached, jobs: [], now: now) }
-                        continue
-                    }
-                    let origin: Origin = study.origin == "local" ? .local : .received(from: study.origin)
-                    let set = rules.current
-                    let actions = rules.engine.evaluate(RoutingEvent(kind: .studyStable, header: header, origin: origin, site: configuration.trust, now: Int64(now)))
-                        .filter { action in
-                            guard let rule = set.rules.first(where: { $0.name == action.rule }), case .studyStable(let q) = rule.trigger else { return false }
-                            return due.contains(q)
-                        }
-                    let jobs = Ingest.jobs(for: actions, now: now, log: log)
-                    try store.recordStable(study: study.uid, quiet: reached, jobs: jobs, now: now)
-                    if !jobs.isEmpty {
-                        log.named("rules").info("study stable: jobs queued", ["study": study.uid, "jobs": jobs.map { "\($0.rule)→\($0.destination)" }.joined(separator: ",")])
-                        delivery.nudge()
-                    }
+                    try fireStable(study, due: due, reached: reached, now: now, why: "quiet for \(Int(study.quietFor)) s")
                 }
             } catch {
                 log.error("cannot check study stability", ["error": error])
             }
+        }
+    }
+
+    /// The study-stable rules of the `due` quiet periods fire for a study; recorded as fired up
+    /// to `reached`, with the jobs they planned, in one transaction.
+    private func fireStable(_ study: AgentStore.QuietStudy, due: [Int], reached: Int, now: Double, why: String) throws {
+        // The study's header from its first instance, or another if that one is gone.
+        var header: DataSet?
+        var failure: DICOMError?
+        let candidates = [study.samplePath] + ((try? store.instances(ofStudy: study.uid).prefix(5).map(\.path)) ?? [])
+        for path in candidates where header == nil {
+            do { header = try DICOMFile.read(path: path).dataSet } catch { failure = error }
+        }
+        guard let header else {
+            log.warning("cannot read a study's header for its stable rules", ["study": study.uid, "file": study.samplePath, "error": failure?.description ?? ""])
+            // An I/O error may pass: tried again at the next tick. Otherwise the study's files
+            // are not readable DICOM any more: nothing to route.
+            if failure?.code != .io { try store.recordStable(study: study.uid, quiet: reached, jobs: [], now: now) }
+            return
+        }
+        let origin: Origin = study.origin == "local" ? .local : .received(from: study.origin)
+        let set = rules.current
+        let actions = due.isEmpty ? [] : rules.engine.evaluate(RoutingEvent(kind: .studyStable, header: header, origin: origin, site: configuration.trust, now: Int64(now)))
+            .filter { action in
+                guard let rule = set.rules.first(where: { $0.name == action.rule }), case .studyStable(let q) = rule.trigger else { return false }
+                return due.contains(q)
+            }
+        let jobs = Ingest.jobs(for: actions, now: now, log: log)
+        try store.recordStable(study: study.uid, quiet: reached, jobs: jobs, now: now)
+        if !jobs.isEmpty {
+            log.named("rules").info("study stable: jobs queued", ["study": study.uid, "why": why, "jobs": jobs.map { "\($0.rule)→\($0.destination)" }.joined(separator: ",")])
+            delivery.nudge()
         }
     }
 }

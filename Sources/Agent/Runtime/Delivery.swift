@@ -44,6 +44,9 @@ final class Delivery: @unchecked Sendable {
         /// The reserved urgent connection keeps its own.
         var idleClients: [HTTPClient] = []
         var urgentClient: HTTPClient?
+        /// Whether the peer takes study manifests: nil until it has been asked; false for a
+        /// plain DICOMweb peer (it answered 404), which then just gets STOW-RS.
+        var takesManifests: Bool?
         init(_ target: Target, threshold: Int) {
             self.target = target
             circuit = PeerCircuit(threshold: threshold)
@@ -75,6 +78,11 @@ final class Delivery: @unchecked Sendable {
     /// flight (so that two workers of one job never send the same instance), and whether its
     /// workers should stop after their batch (a failure deferred it).
     private var sending: [Int64: (job: AgentStore.Job, workers: Int, claimed: Set<String>, halted: Bool)] = [:]
+    /// Jobs whose manifest the peer took, with how many instances it listed.
+    private var manifestListed: [Int64: Int] = [:]
+    /// Whether a rule's jobs send a final manifest: rules fired by `on study-stable` (the study
+    /// is whole here). Set by the daemon from the current rules.
+    var sendsFinalManifest: @Sendable (String) -> Bool = { _ in false }
 
     init(store: AgentStore, targets: [Target], policy: RetryPolicy, circuitThreshold: Int, telemetry: Telemetry, log: Logger) {
         self.store = store
@@ -184,6 +192,37 @@ final class Delivery: @unchecked Sendable {
         }
         nudge()
         return known
+    }
+
+    // MARK: - Study manifests
+
+    /// Sends the job's manifest (every instance of the study it delivers, with its size and
+    /// SHA-256) when the job comes from a study-stable rule and the peer is an agent that takes
+    /// manifests. Never stops the push: without a manifest the receiver keeps its quiet timer.
+    private func sendManifest(_ job: AgentStore.Job, to destination: Destination, with client: HTTPClient) {
+        let target = destination.target
+        guard job.kind == "push", !target.isLocal, sendsFinalManifest(job.rule), lock.withLock({ destination.takesManifests }) != false else { return }
+        let manifest: StudyManifest
+        do {
+            let files = try store.instances(ofJob: job.id, limit: StudyManifest.maximumInstances).map { ($0.sop, $0.path, Int($0.size)) }
+            manifest = try StudyManifest.make(study: job.study, final: true, files: files)
+        } catch {
+            log.warning("no manifest for the job: sending without one", ["job": job.id, "study": job.study, "destination": target.name, "error": error])
+            return
+        }
+        switch manifest.send(to: target.url, with: client) {
+        case .taken(let held):
+            lock.withLock {
+                destination.takesManifests = true
+                manifestListed[job.id] = manifest.instances.count
+            }
+            log.info("manifest sent", ["job": job.id, "study": job.study, "destination": target.name, "instances": manifest.instances.count, "held_there": held])
+        case .notSpoken:
+            lock.withLock { destination.takesManifests = false }
+            log.info("the destination does not take study manifests (a plain DICOMweb peer): STOW-RS only", ["destination": target.name])
+        case .failed(let reason):
+            log.warning("manifest not taken: sending without one", ["job": job.id, "study": job.study, "destination": target.name, "reason": reason])
+        }
     }
 
     // MARK: - Fetches from a peer share its circuit
@@ -455,6 +494,9 @@ final class Delivery: @unchecked Sendable {
                 log.info("resuming: the peer already holds part of the study", ["job": job.id, "study": job.study, "destination": target.name, "held": already.count, "left": pendingNow.count - already.count])
             }
         }
+        // A Consort peer first hears the whole of what a study-stable job delivers (see
+        // StudyManifest): it then knows when the study is complete.
+        if firstWorker { sendManifest(job, to: destination, with: client) }
         let batchSize = target.batch ?? (job.priority == 0 ? urgentBatch : normalBatch)
         var attempts = job.attempts + 1
         while true {
@@ -500,9 +542,14 @@ final class Delivery: @unchecked Sendable {
                     left = true
                     return
                 }
+                // Instances joined the job after its manifest went: the peer hears the whole again.
+                if let listed = lock.withLock({ manifestListed[job.id] }), let total = try? store.job(job.id)?.total, total != listed {
+                    sendManifest(job, to: destination, with: client)
+                }
                 let late = Deadline.missedBy(deadline: job.deadline, deliveredAt: now, now: now)
                 do {
                     guard let state = try store.finish(job: job.id, now: now, deliveredLate: late) else { continue }
+                    lock.withLock { manifestListed[job.id] = nil }
                     let finished = try store.job(job.id)
                     if let audit, let finished {
                         let facts = try? store.study(job.study)

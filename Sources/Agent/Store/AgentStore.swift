@@ -48,8 +48,14 @@ public final class AgentStore: @unchecked Sendable {
         CREATE INDEX IF NOT EXISTS studies_unstable ON studies(last_instance) WHERE stable_fired >= 0;
         CREATE TABLE IF NOT EXISTS instances (
             sop TEXT PRIMARY KEY, study TEXT NOT NULL, series TEXT, path TEXT NOT NULL, size INTEGER NOT NULL,
-            origin TEXT NOT NULL, rule TEXT, arrived REAL NOT NULL);
+            origin TEXT NOT NULL, rule TEXT, arrived REAL NOT NULL, sha256 TEXT);
         CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study);
+        CREATE TABLE IF NOT EXISTS manifests (
+            study TEXT NOT NULL, sender TEXT NOT NULL, final INTEGER NOT NULL, instances INTEGER NOT NULL, bytes INTEGER NOT NULL,
+            received REAL NOT NULL, checked INTEGER NOT NULL DEFAULT -1, held INTEGER NOT NULL DEFAULT 0, completed REAL, PRIMARY KEY (study, sender)) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS manifest_instances (
+            study TEXT NOT NULL, sender TEXT NOT NULL, sop TEXT NOT NULL, size INTEGER NOT NULL, sha256 TEXT NOT NULL,
+            PRIMARY KEY (study, sender, sop)) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS jobs (
             id INTEGER PRIMARY KEY, kind TEXT NOT NULL, destination TEXT NOT NULL, study TEXT NOT NULL,
             rule TEXT NOT NULL, purpose TEXT NOT NULL, priority INTEGER NOT NULL, window TEXT,
@@ -78,13 +84,25 @@ public final class AgentStore: @unchecked Sendable {
     /// 3: a study carries its instance count and bytes, the patient's other identifiers, sex
     /// and birth date, and how much of it was announced to the coordinator; a job its details
     /// (a prefetch's query).
-    static let schemaVersion = 3
+    /// 4: a received instance keeps the SHA-256 of its bytes (checked against the sender's
+    /// manifest), and the manifests themselves.
+    static let schemaVersion = 4
 
     /// Brings a database written by an earlier version up to this one, in one transaction.
     private func migrate() throws {
         let version = try db.prepare("PRAGMA user_version").first { $0.int(0) } ?? 0
         guard version < Self.schemaVersion else { return }
         try db.transaction {
+            let instanceColumns = Set(try db.prepare("PRAGMA table_info(instances)").rows { $0.text(1) ?? "" })
+            if !instanceColumns.contains("sha256") { try db.execute("ALTER TABLE instances ADD COLUMN sha256 TEXT") }
+            if version < 3 { try migrateToCounts() }
+            try db.execute("PRAGMA user_version = \(Self.schemaVersion)")
+        }
+    }
+
+    /// Version 2 and 3: the counts and the study's details (see `schemaVersion`).
+    private func migrateToCounts() throws {
+        do {
             let columns = Set(try db.prepare("PRAGMA table_info(jobs)").rows { $0.text(1) ?? "" })
             for (column, type) in [
                 ("instances_total", "INTEGER NOT NULL DEFAULT 0"), ("instances_acked", "INTEGER NOT NULL DEFAULT 0"),
@@ -115,7 +133,6 @@ public final class AgentStore: @unchecked Sendable {
                 DELETE FROM totals;
                 INSERT INTO totals (name, value) SELECT 'instances_' || CASE WHEN origin = 'local' THEN 'local' ELSE 'received' END, count(*) FROM instances GROUP BY 1;
                 INSERT INTO totals (name, value) SELECT 'bytes_' || CASE WHEN origin = 'local' THEN 'local' ELSE 'received' END, sum(size) FROM instances GROUP BY 1;
-                PRAGMA user_version = \(Self.schemaVersion);
                 """)
         }
     }
@@ -198,6 +215,9 @@ public final class AgentStore: @unchecked Sendable {
         public var mtime: Double
         public var origin: String
         public var jobs: [NewJob]
+        /// The bytes' SHA-256 when it is known without reading the file again (a received
+        /// instance, hashed as it was written).
+        public var sha256: String? = nil
     }
 
     /// A job a rule planned: created if new, joined by the instance if the same (rule,
@@ -260,8 +280,8 @@ public final class AgentStore: @unchecked Sendable {
             """).run([.text(s.uid), text(s.patientID), text(s.patientIssuer), text(s.date), text(s.modality), text(s.description), text(s.accession), text(s.bodyPart), .text(item.origin), .real(now), .text(item.path),
                 text(others), text(s.sex), text(s.birthDate)])
         }
-        try db.prepare("INSERT INTO instances (sop, study, series, path, size, origin, arrived) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(sop) DO NOTHING")
-            .run([.text(item.sop), .text(s.uid), text(item.series), .text(item.path), .integer(Int64(item.size)), .text(item.origin), .real(now)])
+        try db.prepare("INSERT INTO instances (sop, study, series, path, size, origin, arrived, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(sop) DO NOTHING")
+            .run([.text(item.sop), .text(s.uid), text(item.series), .text(item.path), .integer(Int64(item.size)), .text(item.origin), .real(now), text(item.sha256)])
         guard db.changes > 0 else { return false }
         try db.prepare("UPDATE studies SET instances = instances + 1, bytes = bytes + ?2 WHERE uid = ?1").run([.text(s.uid), .integer(Int64(item.size))])
         return true
@@ -335,7 +355,12 @@ public final class AgentStore: @unchecked Sendable {
     /// Studies quiet for at least `minimum` seconds whose stable rules have not all fired.
     public func quietStudies(now: Double, minimum: Double, maximumFired: Int) throws -> [QuietStudy] {
         try read {
-            try db.prepare("SELECT uid, sample_path, origin, last_instance, stable_fired FROM studies WHERE last_instance <= ?1 AND stable_fired < ?2 LIMIT 500")
+            // A study whose sender's manifest says it is not all here yet waits for the rest,
+            // not for a timer (`completedManifests` fires it when it is whole).
+            try db.prepare("""
+                SELECT uid, sample_path, origin, last_instance, stable_fired FROM studies WHERE last_instance <= ?1 AND stable_fired < ?2
+                  AND NOT EXISTS (SELECT 1 FROM manifests m WHERE m.study = studies.uid AND m.final = 1 AND m.completed IS NULL) LIMIT 500
+                """)
                 .rows([.real(now - minimum), .integer(Int64(maximumFired))]) { row in
                     QuietStudy(uid: row.text(0) ?? "", samplePath: row.text(1) ?? "", origin: row.text(2) ?? "local", quietFor: now - row.double(3), stableFired: Int(row.int(4)))
                 }
@@ -349,6 +374,9 @@ public final class AgentStore: @unchecked Sendable {
             let instances = try db.prepare("SELECT sop, path, size FROM instances WHERE study = ?1").rows([.text(study)]) { ($0.text(0) ?? "", $0.text(1) ?? "", Int($0.int(2))) }
             _ = try addJobs(jobs, study: study, instances: instances, now: now)
             try db.prepare("UPDATE studies SET stable_fired = ?2 WHERE uid = ?1").run([.text(study), .integer(Int64(quiet))])
+            // Fired because its manifests are satisfied (or, without one, by the timer): done
+            // in the same transaction, so a crash between the two neither loses nor repeats it.
+            try db.prepare("UPDATE manifests SET completed = ?2 WHERE study = ?1 AND final = 1 AND completed IS NULL").run([.text(study), .real(now)])
         }
     }
 

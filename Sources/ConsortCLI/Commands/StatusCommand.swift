@@ -14,7 +14,8 @@ enum StatusCommand {
         catch-up scan, the last file taken and how far behind); the inventory (studies,
         instances, bytes; local and received); each peer (reachable, circuit, last success,
         last error, queue depth, MB/s over the last minute); deadlines missed in the last 24 h;
-        stuck jobs (active with no answer from the peer for 5 minutes); malformed files.
+        stuck jobs (active with no answer from the peer for 5 minutes); received studies that
+        their senders' manifests say are missing instances; malformed files.
 
         With the agent stopped it says so and shows what its database knows.
 
@@ -24,7 +25,8 @@ enum StatusCommand {
           --malformed     list the files recorded as malformed (newest first, up to 1000)
 
         Exit codes: 0 all well; 1 something needs a person (the agent down, a peer down, a
-        missed deadline, a stuck job, a refused rule set); 2 usage error.
+        missed deadline, a stuck job, a received study missing instances with nothing arriving
+        for 5 minutes, a refused rule set); 2 usage error.
         """
 
     static let stuckAfter = 300.0
@@ -43,6 +45,10 @@ enum StatusCommand {
         let missed = try store.missedDeadlines(since: now - 86_400)
         let stuck = try store.stuckJobs(now: now, after: stuckAfter)
         let malformed = arguments.flag("--malformed") ? try store.problems(limit: 1000) : []
+        // Received studies their senders' manifests say are not all here (a database from an
+        // older agent, not yet upgraded, has none).
+        let incomplete = (try? store.incompleteManifests(limit: 20)) ?? (count: 0, manifests: [])
+        let incompleteStalled = incomplete.manifests.filter { now - max($0.received, $0.lastInstance ?? 0) > stuckAfter }
 
         // Peers: the configuration's, with the live circuit when the agent runs.
         let livePeers = Dictionary(uniqueKeysWithValues: (live?["peers"] as? [[String: Any]] ?? []).compactMap { peer in (peer["name"] as? String).map { ($0, peer) } })
@@ -87,6 +93,9 @@ enum StatusCommand {
         for peer in peerLines where peer.reachable == false { attention.append("peer \(peer.name) is down: \(peer.lastError ?? peer.circuit ?? "")") }
         if !missed.isEmpty { attention.append("\(missed.count) deadline\(missed.count == 1 ? "" : "s") missed in the last 24 h") }
         if !stuck.isEmpty { attention.append("\(stuck.count) job\(stuck.count == 1 ? "" : "s") active with no progress for \(Int(stuckAfter / 60)) minutes") }
+        if !incompleteStalled.isEmpty {
+            attention.append("\(incompleteStalled.count) received stud\(incompleteStalled.count == 1 ? "y is" : "ies are") missing instances \(incompleteStalled.count == 1 ? "its sender" : "their senders") listed, nothing arriving for \(Int(stuckAfter / 60)) minutes")
+        }
 
         let rules = live?["rules"] as? [String: Any]
         let watch = live?["watch"] as? [[String: Any]] ?? []
@@ -121,6 +130,10 @@ enum StatusCommand {
                         ("queue_instances", .int(Int64(peer.instances))), ("queue_bytes", .int(peer.bytes)), ("bytes_per_second", .double(peer.bytesPerSecond))])
                 })),
                 ("missed_deadlines_24h", jobs(missed)), ("stuck_jobs", jobs(stuck)), ("malformed_files", .int(Int64(counts.malformedFiles))),
+                ("incomplete_studies", .object([("count", .int(Int64(incomplete.count))), ("studies", .array(incomplete.manifests.map { manifest in
+                    .object([("study", .string(manifest.study)), ("sender", .string(manifest.sender)), ("listed", .int(Int64(manifest.listed))),
+                        ("held", .int(Int64(manifest.held))), ("manifest_received", .double(manifest.received)), ("last_instance", number(manifest.lastInstance))])
+                }))])),
                 ("needs_attention", .array(attention.map(JSON.string))),
             ]
             if arguments.flag("--malformed") {
@@ -194,6 +207,11 @@ enum StatusCommand {
         standardOutput.line(bold("Stuck jobs") + " (active, no answer for \(Int(stuckAfter / 60)) min): \(stuck.count)")
         for job in stuck.prefix(20) {
             standardOutput.line("  job \(job.id) → \(job.destination), study \(job.study): last progress \(OperatorFormat.duration(now - (job.progressAt ?? job.created))) ago")
+        }
+        standardOutput.line(bold("Received studies incomplete") + " (by their senders' manifests): \(incomplete.count)")
+        for manifest in incomplete.manifests {
+            let last = manifest.lastInstance.map { "last instance \(OperatorFormat.duration(now - $0)) ago" } ?? "none arrived yet"
+            standardOutput.line("  study \(manifest.study) from \(manifest.sender): \(manifest.held) of \(manifest.listed) instances here; manifest \(OperatorFormat.duration(now - manifest.received)) ago, \(last)")
         }
         standardOutput.line(bold("Malformed files recorded") + ": \(counts.malformedFiles)" + (counts.malformedFiles > 0 && !arguments.flag("--malformed") ? " (--malformed lists them)" : ""))
         for item in malformed { standardOutput.line("  \(item.path): \(item.problem)") }

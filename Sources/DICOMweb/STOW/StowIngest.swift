@@ -406,15 +406,7 @@ public final class StowIngest {
         ready.removeAll()
     }
 
-    static func digest(of path: String) -> String? {
-        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
-        defer { try? handle.close() }
-        let hasher = SHA256Hasher()
-        while let data = try? handle.read(upToCount: 1 << 20), !data.isEmpty {
-            data.withUnsafeBytes { hasher.update($0) }
-        }
-        return hasher.finalize()
-    }
+    static func digest(of path: String) -> String? { SHA256Hasher.hex(ofFile: path) }
 }
 
 

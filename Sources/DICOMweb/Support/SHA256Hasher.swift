@@ -1,4 +1,5 @@
 internal import COpenSSL
+import Foundation
 
 /// SHA-256, fed piece by piece (OpenSSL EVP): received instances are hashed as they are written,
 /// not read back. Owns its EVP_MD_CTX; freed in deinit.
@@ -29,6 +30,21 @@ public final class SHA256Hasher {
         EVP_DigestFinal_ex(context, &digest, &length)
         let hex = Array("0123456789abcdef".utf8)
         return String(decoding: digest.flatMap { [hex[Int($0 >> 4)], hex[Int($0 & 0xF)]] }, as: UTF8.self)
+    }
+
+    /// The digest of a file's bytes, read a megabyte at a time; nil when it cannot be read.
+    public static func hex(ofFile path: String) -> String? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        let hasher = SHA256Hasher()
+        while true {
+            // nil or empty at the end; a throw is a read error.
+            let chunk: Data?
+            do { chunk = try handle.read(upToCount: 1 << 20) } catch { return nil }
+            guard let data = chunk, !data.isEmpty else { break }
+            data.withUnsafeBytes { hasher.update($0) }
+        }
+        return hasher.finalize()
     }
 
     /// The digest of some bytes.

@@ -1,0 +1,82 @@
+import Exchange
+import Foundation
+import Testing
+
+@testable import Agent
+
+/// Study manifests at the receiving end: a study is whole when every instance its sender
+/// listed is here with the listed size and SHA-256 — not sooner, whatever arrives instead.
+@Suite("Study manifests")
+struct ManifestTests {
+    static func received(_ sop: String, study: String, size: Int, sha256: String?, sender: String = "RSCH") -> AgentStore.Taken {
+        var taken = AgentStore.Taken(
+            sop: sop, study: AgentStore.StudyFacts(uid: study), series: "1.2.3", path: "/inbound/\(study)/\(sop).dcm", size: size, mtime: 1, origin: sender, jobs: [])
+        taken.sha256 = sha256
+        return taken
+    }
+
+    static let a = String(repeating: "a", count: 64), b = String(repeating: "b", count: 64), c = String(repeating: "c", count: 64)
+
+    @Test func aStudyIsWholeOnlyWhenEveryListedInstanceIsHereAsListed() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        let listed = [("1.1", 100, Self.a), ("1.2", 200, Self.b), ("1.3", 300, Self.c)]
+        // One instance is here before the manifest (a resumed transfer).
+        try store.record(taken: [Self.received("1.1", study: "9.1", size: 100, sha256: Self.a)], problems: [], now: 10)
+        #expect(try store.recordManifest(study: "9.1", sender: "RSCH", final: true, instances: listed, now: 11) == 1)
+        #expect(try store.completedManifests(now: 12).isEmpty)
+        // The quiet timer leaves a study known to be missing instances alone.
+        #expect(try store.quietStudies(now: 10_000, minimum: 1, maximumFired: 60).isEmpty)
+        // The second arrives with other bytes than listed: not held.
+        try store.record(taken: [Self.received("1.2", study: "9.1", size: 200, sha256: Self.c)], problems: [], now: 13)
+        #expect(try store.completedManifests(now: 14).isEmpty)
+        #expect(try store.incompleteManifests().manifests.map { ($0.study, $0.listed, $0.held) }.elementsEqual([("9.1", 3, 1)], by: ==))
+        // The sender sends the right copy under the listed bytes in a new manifest; the third arrives.
+        try store.recordManifest(study: "9.1", sender: "RSCH", final: true, instances: [("1.1", 100, Self.a), ("1.2", 200, Self.c), ("1.3", 300, Self.c)], now: 15)
+        try store.record(taken: [Self.received("1.3", study: "9.1", size: 300, sha256: Self.c)], problems: [], now: 16)
+        let whole = try store.completedManifests(now: 17)
+        #expect(whole.map(\.uid) == ["9.1"])
+        // Fired (recorded stable): complete, not offered again, not shown as incomplete.
+        try store.recordStable(study: "9.1", quiet: 60, jobs: [], now: 17)
+        #expect(try store.completedManifests(now: 18).isEmpty)
+        #expect(try store.incompleteManifests().count == 0)
+        #expect(try store.manifests(ofStudy: "9.1").first?.completed == 17)
+    }
+
+    @Test func aManifestThatIsNotFinalLeavesTheQuietTimerInCharge() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        try store.record(taken: [Self.received("2.1", study: "9.2", size: 10, sha256: Self.a)], problems: [], now: 10)
+        try store.recordManifest(study: "9.2", sender: "RSCH", final: false, instances: [("2.1", 10, Self.a), ("2.2", 10, Self.b)], now: 11)
+        #expect(try store.completedManifests(now: 12).isEmpty)
+        #expect(try store.quietStudies(now: 100, minimum: 30, maximumFired: 60).map(\.uid) == ["9.2"])
+    }
+
+    @Test func aManifestIsCheckedBeforeItIsKept() {
+        func parse(_ text: String, study: String = "1.2.3") -> String {
+            switch StudyManifest.parse(Array(text.utf8), study: study) {
+            case .success(let manifest): return "ok \(manifest.instances.count) final=\(manifest.final)"
+            case .failure(let problem): return problem.description
+            }
+        }
+        let good = #"{"study": "1.2.3", "final": true, "instances": [{"sop": "1.2.3.4", "size": 10, "sha256": "\#(Self.a)"}]}"#
+        #expect(parse(good) == "ok 1 final=true")
+        #expect(parse(good, study: "1.2.4") == "the manifest's study is not the one in the path")
+        #expect(parse("[1]") == "the body is not a JSON object")
+        #expect(parse(#"{"study": "1.2.3"}"#) == #"no "instances" array"#)
+        #expect(parse(good.replacingOccurrences(of: Self.a, with: "XYZ")).hasPrefix("instance 1: needs"))
+        #expect(parse(good.replacingOccurrences(of: "1.2.3.4", with: "1.2.3.04")).hasPrefix("instance 1: needs"))
+        #expect(parse(good.replacingOccurrences(of: "\"size\": 10", with: "\"size\": -1")).hasPrefix("instance 1: needs"))
+        let many = (0...StudyManifest.maximumInstances).map { #"{"sop": "1.\#($0)", "size": 1, "sha256": "\#(Self.a)"}"# }.joined(separator: ",")
+        #expect(parse(#"{"study": "1.2.3", "instances": [\#(many)]}"#) == "more than \(StudyManifest.maximumInstances) instances")
+        // Made from files: each file's SHA-256 as it is on disk.
+        let file = NSTemporaryDirectory() + "consort-manifest-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        FileManager.default.createFile(atPath: file, contents: Data("abc".utf8))
+        let made = try? StudyManifest.make(study: "1.2.3", final: true, files: [("1.2.3.4", file, 3)])
+        #expect(made?.instances.first?.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(throws: (any Error).self) { try StudyManifest.make(study: "1.2.3", final: true, files: [("1.2.3.5", file + ".gone", 3)]) }
+    }
+}
