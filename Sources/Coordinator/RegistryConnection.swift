@@ -204,6 +204,7 @@ enum Schema {
             first_from TEXT NOT NULL, second_from TEXT NOT NULL, created REAL NOT NULL, UNIQUE (kind, key, first, second));
         CREATE INDEX IF NOT EXISTS conflicts_first ON conflicts(first);
         CREATE INDEX IF NOT EXISTS conflicts_second ON conflicts(second);
+        CREATE INDEX IF NOT EXISTS conflicts_key ON conflicts(key);
         CREATE TABLE IF NOT EXISTS identity_errors (
             trust TEXT NOT NULL, study TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (trust, study, value)) WITHOUT ROWID;
         """
@@ -228,6 +229,7 @@ enum Schema {
             first_from TEXT NOT NULL, second_from TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, UNIQUE (kind, key, first, second));
         CREATE INDEX IF NOT EXISTS conflicts_first ON conflicts(first);
         CREATE INDEX IF NOT EXISTS conflicts_second ON conflicts(second);
+        CREATE INDEX IF NOT EXISTS conflicts_key ON conflicts(key);
         CREATE TABLE IF NOT EXISTS identity_errors (
             trust TEXT NOT NULL, study TEXT NOT NULL, value TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, PRIMARY KEY (trust, study, value));
         """

@@ -100,6 +100,33 @@ struct RegistryTests {
         #expect(try registry.study(uid: "3.1")?.nhs == nil)
     }
 
+    /// A batch is decided as if its holdings came one by one, though it is read and written in
+    /// a few statements: a conflict inside one batch is found, a study named twice is one study
+    /// with the larger count, a patient new in the batch is made once; and batches larger than
+    /// one statement's rows (600 here) come out whole.
+    @Test(arguments: Store.allCases) func aBatchIsDecidedAsIfItsHoldingsCameOneByOne(store: Store) throws {
+        let (registry, done) = try Self.registry(store)
+        defer { done() }
+        let outcome = try registry.announce(trust: "RSCH", holdings: [
+            Self.holding("6.1", instances: 3),
+            Self.holding("6.1", instances: 7),
+            Self.holding("6.2", nhs: Self.second, sex: nil, birth: nil),  // P1 again, with another NHS number
+            Self.holding("6.3", patient: "P3", nhs: Self.second, sex: "M", birth: nil),
+            Self.holding("6.4", patient: "P3", nhs: Self.second, sex: "M", birth: "19900101"),  // fills in the birth date
+            Self.holding("6.5", patient: "P3", nhs: Self.second, sex: "F", birth: "19900101"),  // then disagrees
+        ], now: 1)
+        #expect(outcome.recorded == 6 && outcome.trustStudies == 5)
+        #expect(outcome.conflicts.count == 2 && outcome.conflicts[0].hasPrefix("local-id RSCH P1") && outcome.conflicts[1].hasPrefix("demographics \(Self.second)"), "\(outcome.conflicts)")
+        #expect(try registry.study(uid: "6.1")?.instances == 7 && registry.study(uid: "6.1")?.locations.count == 1)
+        #expect(try registry.totals() == (patients: 2, studies: 5, locations: 5))
+        let many = (0..<600).map { Self.holding("7.\($0)", patient: "M\($0 % 40)", nhs: $0 % 2 == 0 ? Self.first : Self.second, sex: nil, birth: nil) }
+        let big = try registry.announce(trust: "UHSX", holdings: many, now: 2)
+        #expect(big.recorded == 600 && big.trustStudies == 600 && big.conflicts.isEmpty, "\(big.conflicts.prefix(3))")
+        #expect(try registry.patientStudies(nhs: Self.first).studies.count == 300 + 1)
+        #expect(try registry.announce(trust: "UHSX", holdings: many, now: 3).trustStudies == 600)
+        #expect(try registry.totals() == (patients: 2, studies: 605, locations: 605))
+    }
+
     /// The totals (and each trust's count, which every announcement answers with) are kept in
     /// step with the rows rather than counted: re-announcing changes nothing, withdrawing
     /// subtracts, and a registry from before the totals were kept is counted when opened.
