@@ -26,12 +26,22 @@ public final class CoordinatorClient: @unchecked Sendable {
 
     /// One request; the answer's JSON object when the status is 2xx, else a `Failure`.
     public func call(_ method: String, _ path: String, body: JSON? = nil) throws -> [String: Any] {
+        let (status, answer) = try exchange(method, path, body: body)
+        let object = (try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any]) ?? [:]
+        guard (200..<300).contains(status) else {
+            throw Failure(status: status, message: object["error"] as? String ?? String(decoding: answer.prefix(300), as: UTF8.self), answer: object)
+        }
+        return object
+    }
+
+    /// One request; the status and the answer's bytes, not parsed (`consort bench registry`
+    /// times the coordinator's answer, not the client's JSON parser sharing its CPUs).
+    public func exchange(_ method: String, _ path: String, body: JSON? = nil) throws -> (status: Int, answer: [UInt8]) {
         let collector = ByteCollector(limit: 256 << 20)
         let bytes = body.map { $0.bytes() } ?? []
         var offset = 0
-        let response: ClientResponse
         do {
-            response = try lock.withLock {
+            let response = try lock.withLock {
                 try client.send(
                     method: method, url: base + path, headers: [("Content-Type", "application/json"), ("Accept", "application/json")],
                     body: body == nil ? nil : { buffer in
@@ -41,13 +51,9 @@ public final class CoordinatorClient: @unchecked Sendable {
                         return n
                     }, bodyLength: body == nil ? nil : bytes.count, sink: collector.append)
             }
+            return (response.status, collector.bytes)
         } catch {
             throw Failure(status: nil, message: "\(error)", answer: [:])
         }
-        let object = (try? JSONSerialization.jsonObject(with: Data(collector.bytes)) as? [String: Any]) ?? [:]
-        guard (200..<300).contains(response.status) else {
-            throw Failure(status: response.status, message: object["error"] as? String ?? String(decoding: collector.bytes.prefix(300), as: UTF8.self), answer: object)
-        }
-        return object
     }
 }
