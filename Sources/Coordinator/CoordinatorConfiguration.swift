@@ -126,11 +126,11 @@ public enum CoordinatorConfigurationParser {
                 }
             case "nhs-number":
                 guard values.count == 3, values[1].text == "from" else {
-                    error(values.first?.location ?? word.location, "\"nhs-number\" takes TRUST from PatientID|OtherPatientIDsSequence")
+                    error(values.first?.location ?? word.location, "\"nhs-number\" takes TRUST from PatientID|OtherPatientIDsSequence|OtherPatientIDs")
                     continue
                 }
                 guard let source = NHSIdentity.Source(rawValue: values[2].text) else {
-                    error(values[2].location, "the NHS number comes from PatientID or OtherPatientIDsSequence, not \"\(values[2].text)\"")
+                    error(values[2].location, "the NHS number comes from PatientID, OtherPatientIDsSequence or OtherPatientIDs, not \"\(values[2].text)\"")
                     continue
                 }
                 configuration.nhsNumberSources[values[0].text] = source

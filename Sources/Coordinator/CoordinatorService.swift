@@ -109,6 +109,7 @@ public final class CoordinatorService: @unchecked Sendable {
         let patient = item["patient"] as? [String: Any]
         holding.patient = identifier(patient)
         holding.otherIDs = (item["otherPatientIDs"] as? [Any] ?? patient?["otherIDs"] as? [Any] ?? []).compactMap(identifier)
+        holding.otherPatientIDValues = item["otherPatientIDValues"] as? [String] ?? []
         holding.nhs = item["nhs"] as? String
         holding.sex = patient?["sex"] as? String ?? item["sex"] as? String
         holding.birthDate = patient?["birthDate"] as? String ?? item["birthDate"] as? String
@@ -131,7 +132,7 @@ public final class CoordinatorService: @unchecked Sendable {
 
     /// A holding's NHS number, for a trust with or without an exception to the default place.
     public static func resolve(_ holding: Holding, exception: NHSIdentity.Source?) -> NHSIdentity.Resolution {
-        let resolved = NHSIdentity.resolve(patient: holding.patient, others: holding.otherIDs, source: exception)
+        let resolved = NHSIdentity.resolve(patient: holding.patient, others: holding.otherIDs, otherPatientIDs: holding.otherPatientIDValues, source: exception)
         // The agent's own reading follows the default place: never used for a trust whose
         // NHS number is configured elsewhere (it could take a local number for an NHS one).
         if case .absent = resolved, exception == nil, let sent = holding.nhs?.trimmingCharacters(in: .whitespaces), !sent.isEmpty {

@@ -6,6 +6,8 @@ public struct Holding: Sendable {
     public var study: String
     public var patient: NHSIdentity.Identifier?
     public var otherIDs: [NHSIdentity.Identifier] = []
+    /// OtherPatientIDs (0010,1000), its values in order (`otherPatientIDValues` on the wire).
+    public var otherPatientIDValues: [String] = []
     /// The NHS number as the agent read it (used when the identifiers above do not give one).
     public var nhs: String?
     public var sex: String?

@@ -1,5 +1,7 @@
+import DICOM
 import Exchange
 import Foundation
+import Routing
 import Testing
 
 @testable import Agent
@@ -78,5 +80,33 @@ struct ManifestTests {
         let made = try? StudyManifest.make(study: "1.2.3", final: true, files: [("1.2.3.4", file, 3)])
         #expect(made?.instances.first?.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
         #expect(throws: (any Error).self) { try StudyManifest.make(study: "1.2.3", final: true, files: [("1.2.3.5", file + ".gone", 3)]) }
+    }
+}
+
+/// Where a trust keeps the NHS number in OtherPatientIDs (0010,1000), without an issuer: the
+/// agent reads the attribute's values, keeps them through its inventory apart from the
+/// sequence's items, and announces them as `otherPatientIDValues` for the coordinator to use
+/// where that trust's exception names the attribute (and nowhere else).
+@Suite("OtherPatientIDs")
+struct OtherPatientIDsTests {
+    @Test func theValuesGoFromTheHeaderThroughTheInventoryToTheAnnouncement() throws {
+        var header = DataSet()
+        header.set(DICOMWriter.textElement(.patientID, .LO, "QVH00042"))
+        header.set(DICOMWriter.textElement(Tag(0x0010, 0x1000), .LO, "9990000026\\OLD123 "))
+        let facts = Ingest.facts(of: header, study: "1.2.3")
+        #expect(facts.otherPatientIDValues == ["9990000026", "OLD123"] && facts.otherIDs.isEmpty)
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        var taken = AgentStore.Taken(sop: "1.2.3.4", study: facts, series: "1.2.3.5", path: "/archive/x.dcm", size: 10, mtime: 1, origin: "local", jobs: [])
+        taken.study.otherIDs = [("9990000018", "NHS")]
+        try store.record(taken: [taken], problems: [], now: 1)
+        let announcement = try #require(try store.unannounced(limit: 10).first)
+        #expect(announcement.facts.otherPatientIDValues == ["9990000026", "OLD123"])
+        #expect(announcement.facts.otherIDs.map(\.id) == ["9990000018"])
+        let item = Announcer.item(announcement).serialized()
+        #expect(item.contains(#""otherPatientIDValues":["9990000026","OLD123"]"#), "\(item)")
+        // The agent's own reading (the default place) does not look there.
+        #expect(Announcer.nhs(announcement.facts) == .valid(NHSNumber("9990000018")!))
     }
 }

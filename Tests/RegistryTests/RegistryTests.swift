@@ -127,6 +127,17 @@ struct RegistryTests {
         #expect(try registry.totals() == (patients: 2, studies: 605, locations: 605))
     }
 
+    /// The coordinator's file names each trust's exception to where the NHS number is; a place
+    /// it does not know is an error at its line and column, not a silent default.
+    @Test func nhsNumberExceptionsAreReadAndCheckedFromTheConfiguration() {
+        let base = "listen 0.0.0.0:8444\ncertificate /c.pem\nkey /c.key\nca /ca.pem\nregistry /r.sqlite\nrules /rules\n"
+        let good = CoordinatorConfigurationParser.parse(base + "nhs-number ESHT from OtherPatientIDsSequence\nnhs-number QVH from OtherPatientIDs\n", file: "c.conf")
+        #expect(good.errors.isEmpty, "\(good.report())")
+        #expect(good.configuration?.nhsNumberSources == ["ESHT": .otherPatientIDs, "QVH": .otherPatientIDValues])
+        let bad = CoordinatorConfigurationParser.parse(base + "nhs-number QVH from PatientName\n", file: "c.conf")
+        #expect(bad.report().contains("c.conf:7:21") && bad.report().contains("not \"PatientName\""), "\(bad.report())")
+    }
+
     /// The totals (and each trust's count, which every announcement answers with) are kept in
     /// step with the rows rather than counted: re-announcing changes nothing, withdrawing
     /// subtracts, and a registry from before the totals were kept is counted when opened.
@@ -165,6 +176,14 @@ struct RegistryTests {
         #expect(CoordinatorService.resolve(holding, exception: .otherPatientIDs) == .absent)
         holding.otherIDs = [NHSIdentity.Identifier(id: "9990000026", issuer: "NHS")]
         #expect(CoordinatorService.resolve(holding, exception: .otherPatientIDs) == .valid(NHSNumber("9990000026")!))
+        // OtherPatientIDs (0010,1000), only where a trust's exception names it.
+        var attribute = Holding(study: "4.3")
+        attribute.patient = NHSIdentity.Identifier(id: "QVH00042", issuer: "QVH")
+        attribute.otherPatientIDValues = ["9990000026", "OLD123"]
+        #expect(CoordinatorService.resolve(attribute, exception: .otherPatientIDValues) == .valid(NHSNumber("9990000026")!))
+        #expect(CoordinatorService.resolve(attribute, exception: nil) == .absent)
+        attribute.otherPatientIDValues = ["OLD123", "9990000026"]
+        #expect(CoordinatorService.resolve(attribute, exception: .otherPatientIDValues) == .invalid("OLD123"), "the first value, never a guess among them")
         var unlabelled = Holding(study: "4.2")
         unlabelled.nhs = "1234567890"
         #expect(CoordinatorService.resolve(unlabelled, exception: nil) == .invalid("1234567890"))

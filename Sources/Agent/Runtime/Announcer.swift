@@ -109,6 +109,7 @@ final class Announcer: @unchecked Sendable {
         if !facts.otherIDs.isEmpty {
             fields.append(("otherPatientIDs", .array(facts.otherIDs.map { .object([("id", .string($0.id)), ("issuer", text($0.issuer))]) })))
         }
+        if !facts.otherPatientIDValues.isEmpty { fields.append(("otherPatientIDValues", .array(facts.otherPatientIDValues.map(JSON.string)))) }
         if case .valid(let number) = Self.nhs(facts) { fields.append(("nhs", .string(number.digits))) }
         fields += [
             ("date", text(facts.date)), ("modalities", .array(facts.modality.map { [.string($0)] } ?? [])), ("bodyPart", text(facts.bodyPart)),

@@ -179,6 +179,8 @@ final class Ingest: @unchecked Sendable {
         if case .sequence(let items)? = data[Tag(0x0010, 0x1002)]?.value {
             facts.otherIDs = items.compactMap { item in item.string(.patientID).map { ($0, item.string(Tag(0x0010, 0x0021))) } }
         }
+        // OtherPatientIDs (0010,1000): where other trusts keep it, without an issuer.
+        facts.otherPatientIDValues = data.strings(Tag(0x0010, 0x1000)).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         return facts
     }
 

@@ -27,7 +27,8 @@ extension AgentStore {
         facts.accession = row.text(6)
         facts.bodyPart = row.text(7)
         if let text = row.text(8), let items = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]] {
-            facts.otherIDs = items.compactMap { item in (item["id"] as? String).map { ($0, item["issuer"] as? String) } }
+            facts.otherIDs = items.filter { $0["attribute"] == nil }.compactMap { item in (item["id"] as? String).map { ($0, item["issuer"] as? String) } }
+            facts.otherPatientIDValues = items.filter { $0["attribute"] as? String == "OtherPatientIDs" }.compactMap { $0["id"] as? String }
         }
         facts.sex = row.text(9)
         facts.birthDate = row.text(10)

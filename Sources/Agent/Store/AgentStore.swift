@@ -200,6 +200,9 @@ public final class AgentStore: @unchecked Sendable {
         public var bodyPart: String?
         /// OtherPatientIDsSequence's identifiers, as (id, issuer).
         public var otherIDs: [(id: String, issuer: String?)] = []
+        /// OtherPatientIDs (0010,1000), its values in order: a trust's exception at the
+        /// coordinator may name it as where its NHS numbers are.
+        public var otherPatientIDValues: [String] = []
         public var sex: String?
         public var birthDate: String?
         public init(uid: String) { self.uid = uid }
@@ -271,7 +274,10 @@ public final class AgentStore: @unchecked Sendable {
         let s = item.study
         func text(_ v: String?) -> SQLValue { v.map(SQLValue.text) ?? .null }
         if study {
-            let others = s.otherIDs.isEmpty ? nil : JSON.array(s.otherIDs.map { .object([("id", .string($0.id)), ("issuer", $0.issuer.map(JSON.string) ?? .null)]) }).serialized()
+            // The sequence's items, then OtherPatientIDs' values marked with the attribute.
+            let items: [JSON] = s.otherIDs.map { .object([("id", .string($0.id)), ("issuer", $0.issuer.map(JSON.string) ?? .null)]) }
+                + s.otherPatientIDValues.map { .object([("id", .string($0)), ("attribute", .string("OtherPatientIDs"))]) }
+            let others = items.isEmpty ? nil : JSON.array(items).serialized()
             try db.prepare("""
             INSERT INTO studies (uid, patient_id, patient_issuer, study_date, modality, description, accession, body_part, origin, first_seen, last_instance, sample_path,
               other_ids, sex, birth_date)

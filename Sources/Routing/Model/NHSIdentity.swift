@@ -12,6 +12,10 @@ public enum NHSIdentity {
         case patientID = "PatientID"
         /// An OtherPatientIDsSequence item whose issuer is the NHS.
         case otherPatientIDs = "OtherPatientIDsSequence"
+        /// The first value of OtherPatientIDs (0010,1000): the attribute (retired by the
+        /// standard, still written by many PACS) where some trusts keep the NHS number, with no
+        /// issuer to say so — so only where a trust's exception names it.
+        case otherPatientIDValues = "OtherPatientIDs"
     }
 
     public struct Identifier: Sendable, Equatable {
@@ -33,7 +37,7 @@ public enum NHSIdentity {
 
     /// The default: PatientID when IssuerOfPatientID is the NHS, else an OtherPatientIDsSequence
     /// item with the NHS issuer. With an exception, only the place it names.
-    public static func resolve(patient: Identifier?, others: [Identifier], source: Source?) -> Resolution {
+    public static func resolve(patient: Identifier?, others: [Identifier], otherPatientIDs: [String] = [], source: Source?) -> Resolution {
         func isNHS(_ issuer: String?) -> Bool { issuer.map { issuers.contains($0.trimmingCharacters(in: .whitespaces)) } ?? false }
         var candidate: String?
         switch source {
@@ -41,6 +45,8 @@ public enum NHSIdentity {
             candidate = patient?.id
         case .otherPatientIDs?:
             candidate = others.first { isNHS($0.issuer) }?.id
+        case .otherPatientIDValues?:
+            candidate = otherPatientIDs.first
         case nil:
             if let patient, isNHS(patient.issuer) { candidate = patient.id } else { candidate = others.first { isNHS($0.issuer) }?.id }
         }
