@@ -491,3 +491,66 @@ extension AgentTests {
         #expect(originals == copies && copies.count == 30)
     }
 }
+
+extension AgentTests {
+    /// A disk that really fills: UHSX's inbound is a 1 MB tmpfs in its own mount namespace (its
+    /// free-space guard set to 0 %, so the writes themselves meet ENOSPC). A 20-instance study
+    /// (2.6 MB) from RSCH: what fits is stored whole, nothing half-written is ever visible, UHSX
+    /// keeps running, RSCH defers the rest; the disk grows (remounted larger) and the rest
+    /// arrives, byte for byte, each instance once.
+    @Test func aDiskThatFillsLosesNothingAndTheRestArrivesWhenThereIsRoom() throws {
+        let unshare = try Run.require("unshare", package: "util-linux"), nsenter = try Run.require("nsenter", package: "util-linux")
+        let probe = try Run.program(unshare, ["-m", "--", "true"])
+        try Skip.unless(probe.status == 0, "mount namespaces are not allowed here (unshare -m: \(probe.stderr.trimmingCharacters(in: .whitespacesAndNewlines)))")
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushAll)
+        let uhsx = try consortium.site("UHSX", extra: "free-space 0 %\n")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        try uhsx.start(through: [unshare, "-m", "--", "/bin/sh", "-c", #"mount -t tmpfs -o size=1m consort-test "$1" && exec "$2" agent --config "$3""#,
+            "sh", uhsx.inbound, Run.consort, uhsx.config])
+        let pid = try #require(uhsx.program?.pid)
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        // The inbound as UHSX sees it: every file under it, with its size (staging included).
+        func inside() throws -> [String: Int] {
+            let listing = try Run.program(nsenter, ["-t", String(pid), "-m", "--", "find", uhsx.inbound, "-type", "f", "-printf", "%P %s\n"])
+            return Dictionary(uniqueKeysWithValues: listing.stdout.split(separator: "\n").map { line in
+                let parts = line.split(separator: " ")
+                return (String(parts[0]), Int(parts[1]) ?? -1)
+            })
+        }
+        let source = consortium.root.path + "/source"
+        let study = try Self.synth(into: source, seed: 31, instances: 20, size: "256x256")
+        try FileManager.default.moveItem(atPath: source + "/" + study, toPath: rsch.watch + "/" + study)
+        #expect(try AgentSite.eventually(within: 60, "RSCH's job deferred: UHSX's disk is full", logs: [rsch, uhsx]) {
+            try rsch.queue().contains { $0["state"] as? String == "deferred" && $0["instances_sent"] as? Int ?? 0 < 20 }
+        })
+        let whileFull = try inside()
+        let placed = whileFull.filter { !$0.key.hasPrefix(".") }
+        #expect(placed.count < 20, "the disk could not hold the study: \(placed.count)")
+        // Nothing half-written where a reader can see it: each placed instance has its full size.
+        let sizes = Dictionary(uniqueKeysWithValues: try FileManager.default.contentsOfDirectory(atPath: rsch.watch + "/" + study).map { name in
+            (name, try FileManager.default.attributesOfItem(atPath: rsch.watch + "/\(study)/\(name)")[.size] as? Int ?? 0)
+        })
+        for (path, size) in placed {
+            #expect(path.hasPrefix(study + "/") && size > 0 && sizes.values.contains(size), "\(path) \(size)")
+        }
+        #expect(kill(pid, 0) == 0 && (uhsx.log.contains("No space left on device") || uhsx.log.contains("nearly full")), "\(uhsx.log)")
+        // Room again: the tmpfs grows, and the rest arrives.
+        let grown = try Run.program(nsenter, ["-t", String(pid), "-m", "--", "mount", "-o", "remount,size=16m", uhsx.inbound])
+        #expect(grown.status == 0, "\(grown.stderr)")
+        #expect(try AgentSite.eventually(within: 60, "RSCH's job done once UHSX has room", logs: [rsch, uhsx]) {
+            try rsch.queue().contains { $0["state"] as? String == "done" && $0["instances_sent"] as? Int == 20 }
+        })
+        let after = try inside().filter { !$0.key.hasPrefix(".") }
+        #expect(after.count == 20, "\(after.keys.sorted())")
+        // Byte for byte: UHSX's copies hashed inside its namespace against the originals.
+        let sums = try Run.program(nsenter, ["-t", String(pid), "-m", "--", "sh", "-c", #"cd "$1" && sha256sum */*.dcm"#, "sh", uhsx.inbound])
+        let theirs = Set(sums.stdout.split(separator: "\n").map { String($0.prefix(64)) })
+        let originals = try Run.program("/bin/sh", ["-c", #"cd "$1" && sha256sum */*.dcm"#, "sh", rsch.watch])
+        let ours = Set(originals.stdout.split(separator: "\n").map { String($0.prefix(64)) })
+        #expect(theirs == ours && theirs.count == 20)
+    }
+}

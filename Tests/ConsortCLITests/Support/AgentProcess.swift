@@ -82,6 +82,12 @@ final class AgentSite {
         return program
     }
 
+    /// Starts the agent by another command that ends by exec'ing it (inside a mount
+    /// namespace, for one), and waits for it to say it is ready.
+    func start(through command: [String]) throws {
+        program = try Daemon.start(command)
+    }
+
     /// SIGTERM and a clean exit within 30 s.
     func stop() {
         Daemon.stop(program, name: "\(code)'s agent")
