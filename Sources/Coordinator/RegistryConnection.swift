@@ -144,6 +144,12 @@ final class PostgreSQLConnection: RegistryConnection {
     }
 
     func execute(_ script: String) throws {
+        // A connection the server dropped (a restart) is reset before a new transaction or
+        // script, as a statement outside a transaction is: otherwise every BEGIN fails for ever.
+        if !inTransaction, PQstatus(connection) != CONNECTION_OK {
+            PQreset(connection)
+            quietNotices()
+        }
         let result = PQexec(connection, script)
         defer { PQclear(result) }
         let status = PQresultStatus(result)

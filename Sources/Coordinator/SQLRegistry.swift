@@ -142,6 +142,7 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
                 // The rows to write, decided holding by holding.
                 var newLocals: [[SQLValue]] = []
                 var newPatients: [[SQLValue]] = []
+                var newPatient: [String: Int] = [:]  // NHS number → its row in newPatients
                 var studyRows: [String: [SQLValue]] = [:]
                 var studyOrder: [String] = []
                 var locationRows: [String: [SQLValue]] = [:]
@@ -175,12 +176,20 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
                                 try conflict("demographics", key: nhs, "sex \(known.sex ?? "?") born \(known.birth ?? "?")", "sex \(holding.sex ?? "?") born \(holding.birthDate ?? "?")",
                                     from: (known.from, "\(trust), study \(holding.study)"), now: now, outcome: &outcome)
                             } else if (known.sex ?? "").isEmpty || (known.birth ?? "").isEmpty {
-                                try db.prepare("UPDATE patients SET sex = coalesce(nullif(sex, ''), ?2), birth_date = coalesce(nullif(birth_date, ''), ?3) WHERE nhs = ?1")
-                                    .run([.text(nhs), text(holding.sex), text(holding.birthDate)])
-                                patients[nhs] = ((known.sex ?? "").isEmpty ? holding.sex : known.sex, (known.birth ?? "").isEmpty ? holding.birthDate : known.birth, known.from)
+                                let filled = ((known.sex ?? "").isEmpty ? holding.sex : known.sex, (known.birth ?? "").isEmpty ? holding.birthDate : known.birth, known.from)
+                                patients[nhs] = filled
+                                if let pending = newPatient[nhs] {
+                                    // New in this batch, not written yet: its row is filled in.
+                                    newPatients[pending][1] = text(filled.0)
+                                    newPatients[pending][2] = text(filled.1)
+                                } else {
+                                    try db.prepare("UPDATE patients SET sex = coalesce(nullif(sex, ''), ?2), birth_date = coalesce(nullif(birth_date, ''), ?3) WHERE nhs = ?1")
+                                        .run([.text(nhs), text(holding.sex), text(holding.birthDate)])
+                                }
                             }
                         } else {
                             patients[nhs] = (holding.sex, holding.birthDate, trust)
+                            newPatient[nhs] = newPatients.count
                             newPatients.append([.text(nhs), text(holding.sex), text(holding.birthDate), .text(trust), .real(now)])
                         }
                     }

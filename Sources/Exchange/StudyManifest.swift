@@ -69,6 +69,7 @@ public struct StudyManifest: Sendable, Equatable {
         guard let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any] else { return .failure(ParseError("the body is not a JSON object")) }
         guard (object["study"] as? String) == study else { return .failure(ParseError("the manifest's study is not the one in the path")) }
         guard let items = object["instances"] as? [[String: Any]] else { return .failure(ParseError("no \"instances\" array")) }
+        guard !items.isEmpty else { return .failure(ParseError("a manifest lists at least one instance")) }
         guard items.count <= maximumInstances else { return .failure(ParseError("more than \(maximumInstances) instances")) }
         var instances: [Instance] = []
         instances.reserveCapacity(items.count)
@@ -78,6 +79,7 @@ public struct StudyManifest: Sendable, Equatable {
             else { return .failure(ParseError("instance \(index + 1): needs a valid \"sop\", a \"size\" and a 64-hex-digit \"sha256\"")) }
             instances.append(Instance(sop: sop, size: size, sha256: digest))
         }
+        guard Set(instances.map(\.sop)).count == instances.count else { return .failure(ParseError("an instance is listed twice")) }
         return .success(StudyManifest(study: study, final: object["final"] as? Bool ?? false, instances: instances))
     }
 

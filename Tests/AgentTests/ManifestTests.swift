@@ -30,6 +30,10 @@ struct ManifestTests {
         #expect(try store.completedManifests(now: 12).isEmpty)
         // The quiet timer leaves a study known to be missing instances alone.
         #expect(try store.quietStudies(now: 10_000, minimum: 1, maximumFired: 60).isEmpty)
+        // Rules fired for the study in the meantime (the timer, just before the manifest came)
+        // do not mark an unsatisfied manifest complete.
+        try store.recordStable(study: "9.1", quiet: 0, jobs: [], now: 12)
+        #expect(try store.incompleteManifests().count == 1)
         // The second arrives with other bytes than listed: not held.
         try store.record(taken: [Self.received("1.2", study: "9.1", size: 200, sha256: Self.c)], problems: [], now: 13)
         #expect(try store.completedManifests(now: 14).isEmpty)
@@ -68,6 +72,9 @@ struct ManifestTests {
         #expect(parse(good, study: "1.2.4") == "the manifest's study is not the one in the path")
         #expect(parse("[1]") == "the body is not a JSON object")
         #expect(parse(#"{"study": "1.2.3"}"#) == #"no "instances" array"#)
+        #expect(parse(#"{"study": "1.2.3", "instances": []}"#) == "a manifest lists at least one instance")
+        let twice = #"{"sop": "1.2.3.4", "size": 10, "sha256": "\#(Self.a)"}"#
+        #expect(parse(#"{"study": "1.2.3", "instances": [\#(twice), \#(twice)]}"#) == "an instance is listed twice")
         #expect(parse(good.replacingOccurrences(of: Self.a, with: "XYZ")).hasPrefix("instance 1: needs"))
         #expect(parse(good.replacingOccurrences(of: "1.2.3.4", with: "1.2.3.04")).hasPrefix("instance 1: needs"))
         #expect(parse(good.replacingOccurrences(of: "\"size\": 10", with: "\"size\": -1")).hasPrefix("instance 1: needs"))
@@ -108,5 +115,9 @@ struct OtherPatientIDsTests {
         #expect(item.contains(#""otherPatientIDValues":["9990000026","OLD123"]"#), "\(item)")
         // The agent's own reading (the default place) does not look there.
         #expect(Announcer.nhs(announcement.facts) == .valid(NHSNumber("9990000018")!))
+        // An empty first value stays first: the first value is the one a trust's exception reads.
+        var emptyFirst = DataSet()
+        emptyFirst.set(DICOMWriter.textElement(Tag(0x0010, 0x1000), .LO, "\\9990000026"))
+        #expect(Ingest.facts(of: emptyFirst, study: "1.2.3").otherPatientIDValues == ["", "9990000026"])
     }
 }

@@ -475,9 +475,9 @@ extension AgentTests {
         #expect(heldAtCut < 30 && uhsx.received.count < 30, "cut halfway: \(String(describing: cut))")
         let text = try Run.consort("status", "--config", uhsx.config)
         #expect(text.stdout.contains("Received studies incomplete") && text.stdout.contains("of 30 instances here"), "\(text.stdout)")
-        // Incomplete: UHSX's rule waits (it would wait an hour without a manifest anyway, so
-        // the proof that it waits for the manifest is below: it fires at once when whole).
-        #expect(asph.received.isEmpty)
+        // (That UHSX's rule waits while the study is incomplete is shown by the store's tests;
+        // here it would wait an hour anyway. What only a manifest can do is below: it fires at
+        // once when the study is whole.)
         try rsch.start()
         defer { rsch.stop() }
         #expect(AgentSite.eventually(within: 90, "all 30 at UHSX and passed on to ASPH within the test, not after the rule's hour", logs: [rsch, uhsx, asph]) {
@@ -495,7 +495,8 @@ extension AgentTests {
 extension AgentTests {
     /// A disk that really fills: UHSX's inbound is a 1 MB tmpfs in its own mount namespace (its
     /// free-space guard set to 0 %, so the writes themselves meet ENOSPC). A 20-instance study
-    /// (2.6 MB) from RSCH: what fits is stored whole, nothing half-written is ever visible, UHSX
+    /// (2.6 MB) from RSCH, two instances a request: the requests that fit are stored whole, the
+    /// one that meets the full disk is refused (503) with nothing of it left, UHSX
     /// keeps running, RSCH defers the rest; the disk grows (remounted larger) and the rest
     /// arrives, byte for byte, each instance once.
     @Test func aDiskThatFillsLosesNothingAndTheRestArrivesWhenThereIsRoom() throws {
@@ -505,6 +506,10 @@ extension AgentTests {
         let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushAll)
         let uhsx = try consortium.site("UHSX", extra: "free-space 0 %\n")
         let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        // Two instances a request: the first requests fit, a later one meets the full disk.
+        try String(contentsOfFile: rsch.config, encoding: .utf8)
+            .replacingOccurrences(of: "peer UHSX https://localhost:\(uhsx.port)", with: "peer UHSX https://localhost:\(uhsx.port) { batch 2 }")
+            .write(toFile: rsch.config, atomically: true, encoding: .utf8)
         try uhsx.start(through: [unshare, "-m", "--", "/bin/sh", "-c", #"mount -t tmpfs -o size=1m consort-test "$1" && exec "$2" agent --config "$3""#,
             "sh", uhsx.inbound, Run.consort, uhsx.config])
         let pid = try #require(uhsx.program?.pid)
@@ -530,6 +535,7 @@ extension AgentTests {
         let whileFull = try inside()
         let placed = whileFull.filter { !$0.key.hasPrefix(".") }
         #expect(placed.count < 20, "the disk could not hold the study: \(placed.count)")
+        #expect(!placed.isEmpty, "what fits is stored")
         // Nothing half-written where a reader can see it: each placed instance has its full size.
         let sizes = Dictionary(uniqueKeysWithValues: try FileManager.default.contentsOfDirectory(atPath: rsch.watch + "/" + study).map { name in
             (name, try FileManager.default.attributesOfItem(atPath: rsch.watch + "/\(study)/\(name)")[.size] as? Int ?? 0)

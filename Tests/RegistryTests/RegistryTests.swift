@@ -118,13 +118,17 @@ struct RegistryTests {
         #expect(outcome.recorded == 6 && outcome.trustStudies == 5)
         #expect(outcome.conflicts.count == 2 && outcome.conflicts[0].hasPrefix("local-id RSCH P1") && outcome.conflicts[1].hasPrefix("demographics \(Self.second)"), "\(outcome.conflicts)")
         #expect(try registry.study(uid: "6.1")?.instances == 7 && registry.study(uid: "6.1")?.locations.count == 1)
-        #expect(try registry.totals() == (patients: 2, studies: 5, locations: 5))
+        // The patient new in the batch was written with what the batch filled in: another
+        // birth date now is a conflict, not a fill.
+        let later = try registry.announce(trust: "ESHT", holdings: [Self.holding("6.9", patient: "E9", issuer: "ESHT", nhs: Self.second, sex: "M", birth: "19900102")], now: 1.5)
+        #expect(later.conflicts.count == 1 && later.conflicts[0].contains("born 19900101") && later.conflicts[0].contains("born 19900102"), "\(later.conflicts)")
+        #expect(try registry.totals() == (patients: 2, studies: 6, locations: 6))
         let many = (0..<600).map { Self.holding("7.\($0)", patient: "M\($0 % 40)", nhs: $0 % 2 == 0 ? Self.first : Self.second, sex: nil, birth: nil) }
         let big = try registry.announce(trust: "UHSX", holdings: many, now: 2)
         #expect(big.recorded == 600 && big.trustStudies == 600 && big.conflicts.isEmpty, "\(big.conflicts.prefix(3))")
         #expect(try registry.patientStudies(nhs: Self.first).studies.count == 300 + 1)
         #expect(try registry.announce(trust: "UHSX", holdings: many, now: 3).trustStudies == 600)
-        #expect(try registry.totals() == (patients: 2, studies: 605, locations: 605))
+        #expect(try registry.totals() == (patients: 2, studies: 606, locations: 606))
     }
 
     /// The coordinator's file names each trust's exception to where the NHS number is; a place

@@ -204,7 +204,9 @@ final class Delivery: @unchecked Sendable {
         guard job.kind == "push", !target.isLocal, sendsFinalManifest(job.rule), lock.withLock({ destination.takesManifests }) != false else { return }
         let manifest: StudyManifest
         do {
-            let files = try store.instances(ofJob: job.id, limit: StudyManifest.maximumInstances).map { ($0.sop, $0.path, Int($0.size)) }
+            // What the job delivers: an instance refused (by the peer, or cut here) will not
+            // come, and listing it would leave the study open at the peer for ever.
+            let files = try store.instances(ofJob: job.id, limit: StudyManifest.maximumInstances).filter { $0.state != "refused" }.map { ($0.sop, $0.path, Int($0.size)) }
             manifest = try StudyManifest.make(study: job.study, final: true, files: files)
         } catch {
             log.warning("no manifest for the job: sending without one", ["job": job.id, "study": job.study, "destination": target.name, "error": error])
@@ -376,7 +378,7 @@ final class Delivery: @unchecked Sendable {
                     release(destination, reserved: reserved)
                     continue
                 }
-                let thread = Thread { [self] in work(job, at: destination, reserved: reserved) }
+                let thread = Thread { [self] in work(job, at: destination, reserved: reserved, first: true) }
                 thread.name = "consort-send-\(name)"
                 thread.start()
             }
@@ -407,7 +409,7 @@ final class Delivery: @unchecked Sendable {
                 return true
             }
             guard started else { continue }
-            let thread = Thread { [self] in work(job, at: destination, reserved: false) }
+            let thread = Thread { [self] in work(job, at: destination, reserved: false, first: false) }
             thread.name = "consort-send-\(job.destination)"
             thread.start()
         }
@@ -447,7 +449,10 @@ final class Delivery: @unchecked Sendable {
 
     // MARK: - Sending
 
-    private func work(_ job: AgentStore.Job, at destination: Destination, reserved: Bool) {
+    /// `first`: the worker the dispatcher started (not one added by `reinforce`): it alone asks
+    /// what the peer holds and sends the manifest. (Counting workers here raced with
+    /// `reinforce`, which may add a second before this one looks.)
+    private func work(_ job: AgentStore.Job, at destination: Destination, reserved: Bool, first firstWorker: Bool) {
         var pooled: HTTPClient?
         var left = false  // left the job to its other workers (counted out already)
         var triedPeer = false  // a request reached the circuit's accounting
@@ -484,7 +489,6 @@ final class Delivery: @unchecked Sendable {
         // A job tried before (a retry, or a restart after a crash) asks the peer what it already
         // holds of the study and sends only the rest. (A peer that cannot say gets everything
         // not acknowledged; its receiver keeps one copy of each.)
-        let firstWorker = lock.withLock { (sending[job.id]?.workers ?? 1) == 1 }
         if job.attempts > 0, firstWorker, let held = HeldInstances.ask(target.url, study: job.study, with: client), !held.isEmpty {
             let pendingNow = (try? store.pending(job: job.id, limit: 1_000_000)) ?? []
             let already = pendingNow.map(\.sop).filter { held.contains($0) }
@@ -542,8 +546,9 @@ final class Delivery: @unchecked Sendable {
                     left = true
                     return
                 }
-                // Instances joined the job after its manifest went: the peer hears the whole again.
-                if let listed = lock.withLock({ manifestListed[job.id] }), let total = try? store.job(job.id)?.total, total != listed {
+                // Instances joined the job, or were refused, after its manifest went: the peer
+                // hears what it will hold.
+                if let listed = lock.withLock({ manifestListed[job.id] }), let counts = try? store.job(job.id), counts.total - counts.refused != listed {
                     sendManifest(job, to: destination, with: client)
                 }
                 let late = Deadline.missedBy(deadline: job.deadline, deliveredAt: now, now: now)

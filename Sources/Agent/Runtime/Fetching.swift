@@ -279,8 +279,14 @@ final class Fetching: @unchecked Sendable {
             // before it is placed, and the job is held for a person.
             if let expected {
                 retrieval.admitInstance = { header in
-                    guard case .valid(let number) = Announcer.nhs(Ingest.facts(of: header, study: job.study)), number.digits != expected else { return nil }
-                    return "PATIENT MISMATCH: names NHS number \(number.digits), not \(expected), the patient it was fetched for"
+                    // Every place a trust may keep it (the holder's own exception is the
+                    // coordinator's to know): any valid NHS number that is not the patient's.
+                    let facts = Ingest.facts(of: header, study: job.study)
+                    var named: [NHSNumber] = []
+                    if case .valid(let number) = Announcer.nhs(facts) { named.append(number) }
+                    if let first = facts.otherPatientIDValues.first, let number = NHSNumber(first) { named.append(number) }
+                    guard let other = named.first(where: { $0.digits != expected }) else { return nil }
+                    return "PATIENT MISMATCH: names NHS number \(other.digits), not \(expected), the patient it was fetched for"
                 }
             }
             outcome = try retrieval.run(with: client)

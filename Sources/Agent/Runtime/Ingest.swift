@@ -179,8 +179,10 @@ final class Ingest: @unchecked Sendable {
         if case .sequence(let items)? = data[Tag(0x0010, 0x1002)]?.value {
             facts.otherIDs = items.compactMap { item in item.string(.patientID).map { ($0, item.string(Tag(0x0010, 0x0021))) } }
         }
-        // OtherPatientIDs (0010,1000): where other trusts keep it, without an issuer.
-        facts.otherPatientIDValues = data.strings(Tag(0x0010, 0x1000)).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        // OtherPatientIDs (0010,1000): where other trusts keep it, without an issuer. Every value
+        // in its place (an empty first value stays first: the first value is the one read).
+        let values = data.strings(Tag(0x0010, 0x1000)).map { $0.trimmingCharacters(in: .whitespaces) }
+        facts.otherPatientIDValues = values.contains { !$0.isEmpty } ? values : []
         return facts
     }
 

@@ -55,10 +55,22 @@ extension AgentStore {
     /// recounted every second.
     public func completedManifests(now: Double) throws -> [QuietStudy] {
         try write {
-            let open = try db.prepare("""
+            // The studies worth a look: an open manifest whose study changed since it was counted,
+            // or one already satisfied; then every open manifest of those studies (a study with
+            // several senders is never decided on some of them). Studies stuck for want of an
+            // instance are not looked at again until one arrives.
+            let candidates = try db.prepare("""
+                SELECT DISTINCT m.study FROM manifests m LEFT JOIN studies s ON s.uid = m.study
+                WHERE m.final = 1 AND m.completed IS NULL AND (m.checked != coalesce(s.instances, -1) OR m.held >= m.instances) LIMIT 500
+                """).rows { $0.text(0) ?? "" }
+            var open: [(String, String, Int, Int, Int64, Int64)] = []
+            let ofStudy = try db.prepare("""
                 SELECT m.study, m.sender, m.instances, m.held, m.checked, coalesce(s.instances, -1) FROM manifests m LEFT JOIN studies s ON s.uid = m.study
-                WHERE m.final = 1 AND m.completed IS NULL LIMIT 1000
-                """).rows { ($0.text(0) ?? "", $0.text(1) ?? "", Int($0.int(2)), Int($0.int(3)), $0.int(4), $0.int(5)) }
+                WHERE m.study = ?1 AND m.final = 1 AND m.completed IS NULL
+                """)
+            for study in candidates {
+                open += try ofStudy.rows([.text(study)]) { ($0.text(0) ?? "", $0.text(1) ?? "", Int($0.int(2)), Int($0.int(3)), $0.int(4), $0.int(5)) }
+            }
             var whole: [String: Bool] = [:]
             let update = try db.prepare("UPDATE manifests SET held = ?3, checked = ?4 WHERE study = ?1 AND sender = ?2")
             for (study, sender, listed, counted, checked, instances) in open {
@@ -80,18 +92,22 @@ extension AgentStore {
         }
     }
 
+    static let manifestColumns = "m.study, m.sender, m.final, m.instances, m.bytes, m.held, m.received, m.completed, s.last_instance"
+
+    static func manifestState(_ row: Row) -> ManifestState {
+        ManifestState(
+            study: row.text(0) ?? "", sender: row.text(1) ?? "", final: row.int(2) != 0, listed: Int(row.int(3)), bytes: row.int(4), held: Int(row.int(5)),
+            received: row.double(6), completed: row.isNull(7) ? nil : row.double(7), lastInstance: row.isNull(8) ? nil : row.double(8))
+    }
+
     /// Final manifests not yet satisfied (oldest first): studies known to be missing instances.
     public func incompleteManifests(limit: Int = 100) throws -> (count: Int, manifests: [ManifestState]) {
         try read {
             let count = Int(try db.prepare("SELECT count(*) FROM manifests WHERE final = 1 AND completed IS NULL").first { $0.int(0) } ?? 0)
             let rows = try db.prepare("""
-                SELECT m.study, m.sender, m.final, m.instances, m.bytes, m.held, m.received, m.completed, s.last_instance
+                SELECT \(Self.manifestColumns)
                 FROM manifests m LEFT JOIN studies s ON s.uid = m.study WHERE m.final = 1 AND m.completed IS NULL ORDER BY m.received LIMIT ?1
-                """).rows([.integer(Int64(limit))]) { row in
-                ManifestState(
-                    study: row.text(0) ?? "", sender: row.text(1) ?? "", final: row.int(2) != 0, listed: Int(row.int(3)), bytes: row.int(4), held: Int(row.int(5)),
-                    received: row.double(6), completed: row.isNull(7) ? nil : row.double(7), lastInstance: row.isNull(8) ? nil : row.double(8))
-            }
+                """).rows([.integer(Int64(limit))], Self.manifestState)
             return (count, rows)
         }
     }
@@ -100,13 +116,9 @@ extension AgentStore {
     public func manifests(ofStudy study: String) throws -> [ManifestState] {
         try read {
             try db.prepare("""
-                SELECT m.study, m.sender, m.final, m.instances, m.bytes, m.held, m.received, m.completed, s.last_instance
+                SELECT \(Self.manifestColumns)
                 FROM manifests m LEFT JOIN studies s ON s.uid = m.study WHERE m.study = ?1 ORDER BY m.sender
-                """).rows([.text(study)]) { row in
-                ManifestState(
-                    study: row.text(0) ?? "", sender: row.text(1) ?? "", final: row.int(2) != 0, listed: Int(row.int(3)), bytes: row.int(4), held: Int(row.int(5)),
-                    received: row.double(6), completed: row.isNull(7) ? nil : row.double(7), lastInstance: row.isNull(8) ? nil : row.double(8))
-            }
+                """).rows([.text(study)], Self.manifestState)
         }
     }
 }

@@ -382,7 +382,9 @@ public final class AgentStore: @unchecked Sendable {
             try db.prepare("UPDATE studies SET stable_fired = ?2 WHERE uid = ?1").run([.text(study), .integer(Int64(quiet))])
             // Fired because its manifests are satisfied (or, without one, by the timer): done
             // in the same transaction, so a crash between the two neither loses nor repeats it.
-            try db.prepare("UPDATE manifests SET completed = ?2 WHERE study = ?1 AND final = 1 AND completed IS NULL").run([.text(study), .real(now)])
+            // Only manifests satisfied as last counted: one that arrived since (a first, or a
+            // larger one sent again) stays open.
+            try db.prepare("UPDATE manifests SET completed = ?2 WHERE study = ?1 AND final = 1 AND completed IS NULL AND held >= instances").run([.text(study), .real(now)])
         }
     }
 
