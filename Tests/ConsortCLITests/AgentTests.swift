@@ -560,3 +560,24 @@ extension AgentTests {
         #expect(theirs == ours && theirs.count == 20)
     }
 }
+
+extension AgentTests {
+    /// A socket address holds 107 bytes of path: an agent whose state folder is deeper than
+    /// that (found when the demo ran under a user's scratch folder) still binds its admin socket,
+    /// and the operator commands still reach it.
+    @Test func anAdminSocketDeeperThanASocketAddressHoldsStillWorks() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushAll)
+        let rsch = try consortium.site("RSCH")
+        let deep = rsch.base + "/" + String(repeating: "deep-", count: 12) + "/state"
+        try FileManager.default.createDirectory(atPath: deep, withIntermediateDirectories: true)
+        #expect((deep + "/admin.sock").utf8.count > 107)
+        try String(contentsOfFile: rsch.config, encoding: .utf8).replacingOccurrences(of: "state \(rsch.state)\n", with: "state \(deep)\n")
+            .write(toFile: rsch.config, atomically: true, encoding: .utf8)
+        try rsch.start()
+        defer { rsch.stop() }
+        #expect(FileManager.default.fileExists(atPath: deep + "/admin.sock"))
+        let status = try Run.consort("status", "--json", "--config", rsch.config)
+        let object = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
+        #expect(object?["agent_running"] as? Bool == true, "\(status.stdout)\(status.stderr)")
+    }
+}

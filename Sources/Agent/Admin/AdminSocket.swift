@@ -192,12 +192,24 @@ public final class AdminServer: @unchecked Sendable {
         return String(cString: name)
     }
 
-    /// Calls `body` with `path` as a sockaddr_un; -1 with ENAMETOOLONG if it does not fit.
+    /// Calls `body` with `path` as a sockaddr_un. A socket address holds 107 bytes of path; a
+    /// longer one (a state folder deep in a home or a scratch folder: the demo under a test's
+    /// folder met it) is reached through its folder opened, as
+    /// `/proc/self/fd/N/admin.sock`, which bind and connect resolve like any path. (Opened for
+    /// reading: Glibc's Swift module has no O_PATH; whoever may use the socket may list its folder.)
     static func withAddress(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> Int32) -> Int32 {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
+        var bytes = Array(path.utf8)
         let capacity = MemoryLayout.size(ofValue: address.sun_path)
+        var folder: Int32 = -1
+        defer { if folder >= 0 { close(folder) } }
+        if bytes.count >= capacity {
+            let name = (path as NSString).lastPathComponent, parent = (path as NSString).deletingLastPathComponent
+            folder = open(parent.isEmpty ? "." : parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard folder >= 0 else { return -1 }
+            bytes = Array("/proc/self/fd/\(folder)/\(name)".utf8)
+        }
         guard bytes.count < capacity else {
             errno = ENAMETOOLONG
             return -1

@@ -28,6 +28,7 @@ final class CoordinatorSite {
             ca \(consortium.pki.ca)
             \(registryLine ?? "registry \(registry)")
             rules \(consortium.rules)
+            audit \(audit)
             \(extra)
             """.write(toFile: config, atomically: true, encoding: .utf8)
     }
