@@ -1,4 +1,5 @@
 import Foundation
+import Platform
 import TestSupport
 import Testing
 
@@ -96,17 +97,9 @@ struct OrthancInteropTests {
         }
     }
 
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A free loopback port for a child to listen on (see `LoopbackPort`: below the ephemeral
+    /// range, so no connection made meanwhile takes it).
+    static func freePort() throws -> Int { LoopbackPort.free() }
 
     static func curl(_ arguments: [String]) throws -> ProgramOutcome {
         try runProgram("/usr/bin/curl", ["--max-time", "120"] + arguments, timeout: 150)
@@ -189,5 +182,18 @@ struct OrthancInteropTests {
         let left = try contents(a), right = try contents(b)
         #expect(left.count == 20)
         #expect(left == right)
+    }
+}
+
+/// Ports for children to listen on come from below the kernel's ephemeral range (where no
+/// outgoing connection can take them before the child binds), free, and never twice.
+@Suite("Loopback ports")
+struct LoopbackPortTests {
+    @Test func portsForChildrenAreBelowTheEphemeralRangeFreeAndDistinct() throws {
+        let range = try String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)
+        let low = Int(range.split(whereSeparator: \.isWhitespace)[0])!
+        let ports = (0..<200).map { _ in LoopbackPort.free() }
+        #expect(Set(ports).count == 200)
+        #expect(ports.allSatisfy { $0 >= 10_000 && $0 < low }, "\(ports.filter { $0 >= low })")
     }
 }

@@ -37,18 +37,8 @@ final class ConsortiumDemo: @unchecked Sendable {
 
     // MARK: - Setting up
 
-    /// A free loopback port (bound, read, released).
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        _ = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Int(UInt16(bigEndian: address.sin_port))
-    }
+    /// A free loopback port for a child to listen on (see `LoopbackPort`).
+    static func freePort() -> Int { LoopbackPort.free() }
 
     /// The consortium's rules, made quick for a demo: quiet periods of seconds rather than
     /// minutes, overnight windows lifted. Everything else as written.
