@@ -224,10 +224,18 @@ struct OperatorTests {
         // still 0660 root's: the kernel refuses the connection.
         try Skip.unless(getuid() == 0, "needs root to run a client as another user")
         try Skip.unless(Run.find("setpriv") != nil, "needs setpriv (util-linux)")
+        // Only the test's own folders are opened (search permission added, nothing taken
+        // away): walking up to / once set /tmp to 0755, taking its sticky, world-writable
+        // mode away from every other user of the machine.
         var folder = rsch.state
-        while folder.count > 1 {
-            chmod(folder, 0o755)
+        while folder.hasPrefix(consortium.root.path) {
+            var info = stat()
+            if stat(folder, &info) == 0 { chmod(folder, (info.st_mode & 0o7777) | 0o111) }
             folder = (folder as NSString).deletingLastPathComponent
+        }
+        for above in [(consortium.root.path as NSString).deletingLastPathComponent, "/"] {
+            var info = stat()
+            try Skip.unless(stat(above, &info) == 0 && info.st_mode & 0o001 != 0, "\(above) is not searchable by other users")
         }
         let stranger = try Run.program(
             Run.find("setpriv")!, ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c",
