@@ -75,11 +75,13 @@ final class PostgreSQLConnection: RegistryConnection {
         quietNotices()
     }
 
-    /// The server's NOTICEs ("index … does not exist, skipping" from the schema's IF EXISTS)
-    /// would go to stderr through libpq's default processor, as noise in the service's log;
-    /// warnings and errors still come.
+    /// The session's settings, at connect and after a reset. The server's NOTICEs ("index …
+    /// does not exist, skipping" from the schema's IF EXISTS) would go to stderr through
+    /// libpq's default processor, as noise in the service's log; warnings and errors still
+    /// come. And no statement runs longer than 30 s: a server that hangs fails the request
+    /// (the agent retries) rather than holding the registry's connection for ever.
     private func quietNotices() {
-        PQclear(PQexec(connection, "SET client_min_messages = warning"))
+        PQclear(PQexec(connection, "SET client_min_messages = warning; SET statement_timeout = '30s'"))
     }
 
     deinit { PQfinish(connection) }

@@ -44,12 +44,13 @@ public struct StudyManifest: Sendable, Equatable {
 
     public static func path(study: String) -> String { "/consort/v1/studies/\(study)/manifest" }
 
-    /// Made from the files about to be sent, each hashed as it is on disk now.
-    public static func make(study: String, final: Bool, files: [(sop: String, path: String, size: Int)]) throws -> StudyManifest {
+    /// Made from the files about to be sent: each hashed as it is on disk now, unless `known`
+    /// gives its SHA-256 already (keyed by SOP Instance UID).
+    public static func make(study: String, final: Bool, files: [(sop: String, path: String, size: Int)], known: [String: String] = [:]) throws -> StudyManifest {
         var instances: [Instance] = []
         instances.reserveCapacity(files.count)
         for file in files {
-            guard let digest = SHA256Hasher.hex(ofFile: file.path) else {
+            guard let digest = known[file.sop] ?? SHA256Hasher.hex(ofFile: file.path) else {
                 throw PlatformError("cannot read \(file.path) to hash it for the study's manifest", errno: errno == 0 ? EIO : errno)
             }
             instances.append(Instance(sop: file.sop, size: file.size, sha256: digest))

@@ -50,6 +50,25 @@ struct ManifestTests {
         #expect(try store.manifests(ofStudy: "9.1").first?.completed == 17)
     }
 
+    /// A sender hashes an instance once: the hash is kept in the inventory for the job's next
+    /// manifest (a retry, another peer), a received instance brings its own, and a file of the
+    /// archive taken again (rewritten) loses it.
+    @Test func hashesForManifestsAreKeptAndForgottenWhenTheFileIsTakenAgain() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        let local = SpoolCountsTests.taken("1.2.826.0.1.1", study: "9.3", size: 10)
+        var received = SpoolCountsTests.taken("1.2.826.0.1.2", study: "9.3", size: 20, origin: "UHSX")
+        received.sha256 = Self.b
+        try store.record(taken: [local, received], problems: [], now: 1)
+        let job = try #require(try store.jobs().first?.id)
+        #expect(try store.hashes(ofJob: job) == ["1.2.826.0.1.2": Self.b])
+        try store.recordHashes([("1.2.826.0.1.1", Self.a)])
+        #expect(try store.hashes(ofJob: job) == ["1.2.826.0.1.1": Self.a, "1.2.826.0.1.2": Self.b])
+        try store.record(taken: [local], problems: [], now: 2)
+        #expect(try store.hashes(ofJob: job) == ["1.2.826.0.1.2": Self.b])
+    }
+
     @Test func aManifestThatIsNotFinalLeavesTheQuietTimerInCharge() throws {
         let path = SpoolCountsTests.scratch()
         defer { SpoolCountsTests.remove(path) }
@@ -86,6 +105,9 @@ struct ManifestTests {
         FileManager.default.createFile(atPath: file, contents: Data("abc".utf8))
         let made = try? StudyManifest.make(study: "1.2.3", final: true, files: [("1.2.3.4", file, 3)])
         #expect(made?.instances.first?.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        // A hash known already is taken as it is: the file is not read (here it is gone).
+        let knownHash = try? StudyManifest.make(study: "1.2.3", final: true, files: [("1.2.3.6", file + ".gone", 3)], known: ["1.2.3.6": Self.c])
+        #expect(knownHash?.instances.first?.sha256 == Self.c)
         #expect(throws: (any Error).self) { try StudyManifest.make(study: "1.2.3", final: true, files: [("1.2.3.5", file + ".gone", 3)]) }
     }
 }

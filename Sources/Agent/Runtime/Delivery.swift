@@ -207,7 +207,11 @@ final class Delivery: @unchecked Sendable {
             // What the job delivers: an instance refused (by the peer, or cut here) will not
             // come, and listing it would leave the study open at the peer for ever.
             let files = try store.instances(ofJob: job.id, limit: StudyManifest.maximumInstances).filter { $0.state != "refused" }.map { ($0.sop, $0.path, Int($0.size)) }
-            manifest = try StudyManifest.make(study: job.study, final: true, files: files)
+            // Hashed once per instance, kept in the inventory (a received one was hashed as it
+            // arrived): a retry, or the same study to another peer, reads no file again.
+            let known = try store.hashes(ofJob: job.id)
+            manifest = try StudyManifest.make(study: job.study, final: true, files: files, known: known)
+            try store.recordHashes(manifest.instances.filter { known[$0.sop] == nil }.map { ($0.sop, $0.sha256) })
         } catch {
             log.warning("no manifest for the job: sending without one", ["job": job.id, "study": job.study, "destination": target.name, "error": error])
             return

@@ -19,6 +19,27 @@ extension AgentStore {
         public var lastInstance: Double?
     }
 
+    /// The SHA-256 the inventory holds for a job's instances (the same file: path and size).
+    public func hashes(ofJob id: Int64) throws -> [String: String] {
+        try read {
+            let rows = try db.prepare("""
+                SELECT j.sop, i.sha256 FROM job_instances j JOIN instances i ON i.sop = j.sop AND i.path = j.path AND i.size = j.size
+                WHERE j.job = ?1 AND i.sha256 IS NOT NULL
+                """).rows([.integer(id)]) { ($0.text(0) ?? "", $0.text(1) ?? "") }
+            return Dictionary(rows, uniquingKeysWith: { first, _ in first })
+        }
+    }
+
+    /// Keeps hashes made for a manifest. (A file taken again, rewritten, loses its hash: see
+    /// `recordInstance`.)
+    public func recordHashes(_ hashes: [(sop: String, sha256: String)]) throws {
+        guard !hashes.isEmpty else { return }
+        try write {
+            let update = try db.prepare("UPDATE instances SET sha256 = ?2 WHERE sop = ?1 AND sha256 IS NULL")
+            for hash in hashes { try update.run([.text(hash.sop), .text(hash.sha256)]) }
+        }
+    }
+
     /// Stores a sender's manifest of a study, replacing the one it sent before; how many of its
     /// instances are held already.
     @discardableResult

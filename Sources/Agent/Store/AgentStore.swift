@@ -288,7 +288,12 @@ public final class AgentStore: @unchecked Sendable {
         }
         try db.prepare("INSERT INTO instances (sop, study, series, path, size, origin, arrived, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(sop) DO NOTHING")
             .run([.text(item.sop), .text(s.uid), text(item.series), .text(item.path), .integer(Int64(item.size)), .text(item.origin), .real(now), text(item.sha256)])
-        guard db.changes > 0 else { return false }
+        guard db.changes > 0 else {
+            // Known already: a file of the archive taken again (rewritten, re-exported) may hold
+            // other bytes now, so a hash kept for a manifest is forgotten.
+            if item.origin == "local" { try db.prepare("UPDATE instances SET sha256 = NULL WHERE sop = ?1 AND origin = 'local'").run([.text(item.sop)]) }
+            return false
+        }
         try db.prepare("UPDATE studies SET instances = instances + 1, bytes = bytes + ?2 WHERE uid = ?1").run([.text(s.uid), .integer(Int64(item.size))])
         return true
     }
