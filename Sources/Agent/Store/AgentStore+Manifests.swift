@@ -133,7 +133,8 @@ extension AgentStore {
         }
     }
 
-    /// The manifests of one study (`consort queue show` at the receiving end, tests).
+    /// The manifests of one study, completed ones too (read by the tests; no command shows
+    /// them yet beyond the incomplete ones in `consort status`).
     public func manifests(ofStudy study: String) throws -> [ManifestState] {
         try read {
             try db.prepare("""

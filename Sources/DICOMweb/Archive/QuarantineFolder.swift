@@ -39,7 +39,7 @@ public struct QuarantineFolder: Sendable {
                 out.append(
                     Entry(
                         studyUID: study, sopInstanceUID: uid, receivedDigest: digest,
-                        heldDigest: hashingHeldCopies ? StowIngest.digest(of: held) : nil, path: path, heldPath: held,
+                        heldDigest: hashingHeldCopies ? SHA256Hasher.hex(ofFile: held) : nil, path: path, heldPath: held,
                         size: (attributes?[.size] as? Int) ?? 0, received: (attributes?[.modificationDate] as? Date) ?? .distantPast))
             }
         }

@@ -326,7 +326,7 @@ public final class StowIngest {
         }
         // Held elsewhere at this site (the agent's archive): one copy per site, never two.
         if let other = heldElsewhere?(item.instanceUID), other != destination, FileManager.default.fileExists(atPath: other) {
-            let otherDigest = Self.digest(of: other)
+            let otherDigest = SHA256Hasher.hex(ofFile: other)
             if otherDigest == item.digest {
                 unlink(item.staged)
                 accept("already held \(item.instanceUID) at \(other) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true)
@@ -343,7 +343,7 @@ public final class StowIngest {
             return folder
         }
         let code = errno
-        let heldDigest = code == EEXIST ? Self.digest(of: destination) : nil
+        let heldDigest = code == EEXIST ? SHA256Hasher.hex(ofFile: destination) : nil
         if code == EEXIST, heldDigest == item.digest {
             unlink(item.staged)
             accept("already held \(item.instanceUID) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true)
@@ -406,7 +406,6 @@ public final class StowIngest {
         ready.removeAll()
     }
 
-    static func digest(of path: String) -> String? { SHA256Hasher.hex(ofFile: path) }
 }
 
 
