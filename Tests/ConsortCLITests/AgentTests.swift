@@ -581,3 +581,45 @@ extension AgentTests {
         #expect(object?["agent_running"] as? Bool == true, "\(status.stdout)\(status.stderr)")
     }
 }
+
+extension AgentTests {
+    /// An archive already in the watched folder when the agent starts is indexed by the catch-up
+    /// scan, which reads one batch while it records the one before: every instance counted once,
+    /// one job per study holding all its instances, the bad files recorded. The agent is killed
+    /// part-way through the scan (after a batch was recorded, before the scan ended) and started
+    /// again: the second scan skips what the first recorded and the end state is the same.
+    @Test func anArchiveThereAtStartIsIndexedOnceThoughTheAgentIsKilledMidScan() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushAll)
+        // UHSX never runs: the jobs wait, so the queue shows exactly what the scan planned. The
+        // scan is held to 1,500 files a second (batches of 500, a third of a second apart) so
+        // that there is a moment between two batches to kill it in.
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": try OrthancInteropTests.freePort()], extra: "scan-rate 1500\n")
+        var studies: [String] = []
+        for seed in 0..<3 { studies.append(try Self.synth(into: rsch.watch, seed: 91 + seed, instances: 450)) }
+        try "not an image at all".write(toFile: rsch.watch + "/notes.txt", atomically: false, encoding: .utf8)
+        let whole = try Data(contentsOf: URL(fileURLWithPath: rsch.watch + "/\(studies[0])/" + (try FileManager.default.contentsOfDirectory(atPath: rsch.watch + "/" + studies[0]).sorted()[0])))
+        try whole.prefix(whole.count - 500).write(to: URL(fileURLWithPath: rsch.watch + "/cut.dcm"))
+
+        try rsch.start()
+        let recordedSome = AgentSite.eventually(within: 30, "a first batch recorded", logs: [rsch]) { rsch.log.contains("instances queued") }
+        #expect(recordedSome)
+        let scanUnfinished = !rsch.log.contains("catch-up scan done")
+        rsch.kill()
+        #expect(scanUnfinished, "the scan ended before the kill: the test proved nothing")
+
+        try rsch.start()
+        defer { rsch.stop() }
+        let scanned = AgentSite.eventually(within: 60, "the second catch-up scan done", logs: [rsch]) { rsch.log.contains("catch-up scan done") }
+        #expect(scanned)
+        let line = rsch.log.split(separator: "\n").first { $0.contains("catch-up scan done") } ?? ""
+        #expect(line.contains("files=1352") && line.contains("seconds="), "\(line)")
+        let status = try #require(try JSONSerialization.jsonObject(with: Data(Run.consort("status", "--json", "--config", rsch.config).stdout.utf8)) as? [String: Any])
+        let inventory = status["inventory"] as? [String: Any]
+        #expect(inventory?["studies"] as? Int == 3 && inventory?["instances"] as? Int == 1350, "\(inventory ?? [:])")
+        #expect(status["malformed_files"] as? Int == 2, "\(status["malformed_files"] ?? "none")")
+        let jobs = try rsch.queue()
+        #expect(jobs.count == 3, "\(jobs)")
+        #expect(Set(jobs.compactMap { $0["study"] as? String }) == Set(studies), "\(jobs)")
+        for job in jobs { #expect(job["instances_total"] as? Int == 450, "\(job)") }
+    }
+}

@@ -64,6 +64,42 @@ struct ValueTests {
         #expect(ui.strings() == ["1.2"])
     }
 
+    /// `strings` and `DataSet.string` read one printable-ASCII value without decoding or
+    /// splitting; whatever that shortcut answers must be what the full path (decoded with the
+    /// character set, split, trimmed, joined) gives, for every text VR and character set, and it must leave everything else to that path.
+    @Test func theASCIIShortcutAnswersExactlyWhatTheFullDecodingDoes() {
+        let vrs: [VR] = [.AE, .AS, .CS, .DA, .DS, .DT, .IS, .LO, .LT, .PN, .SH, .ST, .TM, .UC, .UI, .UR, .UT]
+        let sets = [SpecificCharacterSet.defaultRepertoire, SpecificCharacterSet(terms: ["ISO_IR 100"]), SpecificCharacterSet(terms: ["ISO_IR 192"]),
+            SpecificCharacterSet(terms: ["ISO_IR 13"]), SpecificCharacterSet(terms: ["", "ISO 2022 IR 87"]), SpecificCharacterSet(terms: ["GB18030"]),
+            SpecificCharacterSet(terms: ["ISO_IR 144"])]
+        var values: [[UInt8]] = ["1.2.840.10008.5.1.4.1.1.2\0", "  PACS  ", "CT", "Doe^John", "Doe^John==", " 12.5 ", "20261201", "", "  ", "\0\0",
+            "A\\B", "ORIGINAL\\PRIMARY ", "Yamada^Tarou=山田^太郎", "Müller", "tab\there", "~^_`{|}"].map { Array($0.utf8) }
+        // And bytes no text would hold: control characters, Latin-1, ESC sequences, random.
+        values += [[0x41, 0x1B, 0x24, 0x42, 0x42], [0xC4, 0x20], [0x41, 0x0D, 0x0A, 0x42], [0x7F], [0x41, 0x00, 0x42]]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<300 { values.append((0..<Int.random(in: 0...12, using: &generator)).map { _ in UInt8.random(in: 0...0x80, using: &generator) }) }
+        var shortcuts = 0
+        for vr in vrs {
+            for bytes in values {
+                let element = DataElement(tag: Tag(0x0011, 0x0001), vr: vr, length: UInt32(bytes.count), value: .bytes(bytes[...]))
+                guard let fast = element.singlePrintableASCIIValue(bytes[...]) else { continue }
+                shortcuts += 1
+                for set in sets {
+                    #expect(fast == element.decodedStrings(bytes[...], characterSet: set).joined(separator: "\\"), "\(vr) \(bytes) in \(set.terms)")
+                }
+            }
+        }
+        #expect(shortcuts > 200)
+        // What it must leave to the full path.
+        for (vr, text) in [(VR.CS, "A\\B"), (.PN, "Doe^John=Doe"), (.LO, "Müller"), (.LT, "a\rb")] {
+            let bytes = Array(text.utf8)
+            #expect(DataElement(tag: Tag(0x0011, 0x0001), vr: vr, length: UInt32(bytes.count), value: .bytes(bytes[...])).singlePrintableASCIIValue(bytes[...]) == nil, "\(text)")
+        }
+        // And DataSet.string takes it: a UI with its NUL pad reads trimmed.
+        let data = DataSet(elements: [DataElement(tag: Tag(0x0008, 0x0018), vr: .UI, length: 4, value: .bytes([0x31, 0x2E, 0x32, 0x00]))])
+        #expect(data.string(Tag(0x0008, 0x0018)) == "1.2")
+    }
+
     @Test func datesAndNamesParse() {
         #expect(DICOMDate("20240131")?.description == "20240131")
         #expect(DICOMDate("2024.01.31") == DICOMDate(year: 2024, month: 1, day: 31))

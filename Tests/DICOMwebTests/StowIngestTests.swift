@@ -9,6 +9,17 @@ import Testing
 /// bytes kept in memory, linked into place whole.
 @Suite("STOW-RS ingest to disk", .timeLimit(.minutes(5)))
 struct StowIngestTests {
+    /// UIDs name files (`<Study>/<SOP>.dcm`): only PS3.5 §9.1's form passes — digits in
+    /// dot-separated components, none empty, no leading zero, at most 64 characters.
+    @Test func uidsAreCheckedByTheirForm() {
+        for valid in ["1", "0", "1.2", "1.0.3", "2.25.101", "1.2.840.10008.5.1.4.1.1.2", String(repeating: "1", count: 64), "10.20"] {
+            #expect(UID.isValid(valid), "\(valid)")
+        }
+        for invalid in ["", ".", "1.", ".1", "1..2", "01", "1.02", "1.2.00", "1.2a", "1 .2", "1.2 ", "1/2", "../1", "１.2", String(repeating: "1", count: 65), "1.2\u{0}"] {
+            #expect(!UID.isValid(invalid), "\(invalid)")
+        }
+    }
+
     /// A small explicit VR little endian Part 10 instance: `headerPadding` bytes of a private OB
     /// value before Pixel Data (to make a header longer than any prefix), then `pixels` bytes.
     static func instance(_ uid: String, study: String, headerPadding: Int = 0, pixels: Int) -> [UInt8] {

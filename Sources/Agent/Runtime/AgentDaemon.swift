@@ -416,19 +416,34 @@ public final class AgentDaemon: @unchecked Sendable {
     }
 
     private func catchUp(roots: [String], log watchLog: Logger) {
-        let scanner = CatchUpScanner(roots: roots, excluding: excluded, filesPerSecond: configuration.scanFilesPerSecond, batchSize: 200)
+        let scanner = CatchUpScanner(roots: roots, excluding: excluded, filesPerSecond: configuration.scanFilesPerSecond, batchSize: 500)
         for root in roots { telemetry.catchUp(root, running: true, files: 0, now: Date().timeIntervalSince1970) }
         defer { for root in roots { telemetry.catchUp(root, running: false, files: scanner.progress.filesSeen, now: Date().timeIntervalSince1970) } }
+        // Two stages on the two cores: this thread walks and reads files (`examine`) while a
+        // recorder commits the batch before (`record`, SQLite). At most two batches wait for it,
+        // so memory stays at a few batches of headers however large the archive.
+        let recorder = DispatchQueue(label: "consort-catch-up-record")
+        let waiting = DispatchSemaphore(value: 2)
         while !stopping.isSet, let batch = scanner.nextBatch() {
             for problem in scanner.takeProblems() { watchLog.warning(problem) }
-            ingest.take(batch.map { Ingest.Candidate(path: $0.path, size: Int($0.size), mtime: $0.mtimeSeconds) })
-            let now = Date().timeIntervalSince1970
-            telemetry.taken(batch.map { ($0.path, $0.mtimeSeconds) }, now: now, live: false)
-            for root in roots { telemetry.catchUp(root, running: true, files: scanner.progress.filesSeen, now: now) }
-            delivery.nudge()
+            guard let examined = ingest.examine(batch.map { Ingest.Candidate(path: $0.path, size: Int($0.size), mtime: $0.mtimeSeconds) }) else { continue }
+            let seen = scanner.progress.filesSeen
+            waiting.wait()
+            recorder.async { [self] in
+                defer { waiting.signal() }
+                ingest.record(examined)
+                let now = Date().timeIntervalSince1970
+                telemetry.taken(batch.map { ($0.path, $0.mtimeSeconds) }, now: now, live: false)
+                for root in roots { telemetry.catchUp(root, running: true, files: seen, now: now) }
+                delivery.nudge()
+            }
         }
+        // Done means recorded: the batches still with the recorder first (on SIGTERM too, so
+        // that what was read is not read again at the next start).
+        recorder.sync {}
         for problem in scanner.takeProblems() { watchLog.warning(problem) }
-        watchLog.info("catch-up scan done", ["roots": roots.joined(separator: ","), "files": scanner.progress.filesSeen])
+        let seconds = scanner.progress.startedAt.map { MonotonicClock.now - $0 } ?? 0
+        watchLog.info("catch-up scan done", ["roots": roots.joined(separator: ","), "files": scanner.progress.filesSeen, "seconds": String(format: "%.3f", seconds)])
     }
 
     /// One rescan of a root at a time: a rescan asked for while one runs is run once more after

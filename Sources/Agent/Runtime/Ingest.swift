@@ -38,16 +38,33 @@ final class Ingest: @unchecked Sendable {
 
     /// Takes a batch of files from the archive (origin local).
     func take(_ files: [Candidate], now: Double = Date().timeIntervalSince1970) {
-        var batch: [AgentStore.Taken] = []
-        var troubles: [(path: String, size: Int, mtime: Double, problem: String)] = []
-        var seenInBatch = Set<String>()
+        guard let examined = examine(files, now: now) else { return }
+        record(examined, now: now)
+    }
+
+    /// A batch read and checked, not yet recorded: the files' headers, and the files that are not
+    /// DICOM or are malformed, with their problem.
+    struct Examined {
+        fileprivate var headers: [(file: Candidate, sop: String, facts: AgentStore.StudyFacts, series: String?, jobs: [AgentStore.NewJob])] = []
+        fileprivate var troubles: [(path: String, size: Int, mtime: Double, problem: String)] = []
+        fileprivate var files = 0
+    }
+
+    /// The first half of `take`: skips what the inventory holds unchanged, checks each other file
+    /// whole, reads the facts the inventory keeps from its header and asks the rules what the
+    /// instance's arrival would cause. It reads files and touches no row, so that a catch-up scan
+    /// can examine one batch while the batch before is being recorded (`record`), the two halves
+    /// on the two cores. nil when the inventory cannot be asked (logged; the files are taken
+    /// again by the next event or scan).
+    func examine(_ files: [Candidate], now: Double = Date().timeIntervalSince1970) -> Examined? {
+        var examined = Examined()
+        examined.files = files.count
         // What the inventory already knows, asked for the whole batch at once.
         let unchanged: Set<String>
         do { unchanged = try store.unchanged(files.map { ($0.path, $0.size, $0.mtime) }) } catch {
             log.error("cannot ask the inventory about files; they will be taken again", ["files": files.count, "error": error])
-            return
+            return nil
         }
-        var headers: [(Candidate, DataSet, String, String)] = []
         for file in files {
             if unchanged.contains(file.path) {
                 lock.withLock { skipped += 1 }
@@ -57,7 +74,7 @@ final class Ingest: @unchecked Sendable {
             do {
                 header = try DICOMFile.verify(path: file.path)
             } catch where error.code == .notDICOM {
-                troubles.append((file.path, file.size, file.mtime, "not DICOM"))
+                examined.troubles.append((file.path, file.size, file.mtime, "not DICOM"))
                 continue
             } catch where error.code == .io {
                 // Not the file's fault (too many open files, NFS gone stale, permissions): not
@@ -66,27 +83,37 @@ final class Ingest: @unchecked Sendable {
                 continue
             } catch {
                 log.warning("malformed DICOM file recorded, not taken", ["file": file.path, "error": error.description])
-                troubles.append((file.path, file.size, file.mtime, "malformed: \(error)"))
+                examined.troubles.append((file.path, file.size, file.mtime, "malformed: \(error)"))
                 continue
             }
             let data = header.dataSet
             guard let sop = data.string(.sopInstanceUID), UID.isValid(sop), let study = data.string(.studyInstanceUID), UID.isValid(study) else {
-                troubles.append((file.path, file.size, file.mtime, "malformed: no valid SOP Instance UID or Study Instance UID"))
+                examined.troubles.append((file.path, file.size, file.mtime, "malformed: no valid SOP Instance UID or Study Instance UID"))
                 continue
             }
-            headers.append((file, data, sop, study))
+            // Planned here, on the reading side: the rules are pure, and `record` drops the plan
+            // of an instance the inventory turns out to know.
+            let jobs = plan(.instanceArrived, header: data, origin: .local, now: now)
+            examined.headers.append((file, sop, Self.facts(of: data, study: study), data.string(Tag(0x0020, 0x000E)), jobs))
         }
+        return examined
+    }
+
+    /// The second half of `take`: keeps the planned jobs of each instance new to the inventory
+    /// and records the files, instances and jobs in one transaction.
+    func record(_ examined: Examined, now: Double = Date().timeIntervalSince1970) {
+        let (headers, troubles) = (examined.headers, examined.troubles)
+        var batch: [AgentStore.Taken] = []
+        var seenInBatch = Set<String>()
         let known: [String: String]
-        do { known = try store.origins(of: headers.map(\.2)) } catch {
+        do { known = try store.origins(of: headers.map(\.sop)) } catch {
             log.error("cannot ask the inventory about instances; they will be taken again", ["files": headers.count, "error": error])
             return
         }
-        for (file, data, sop, study) in headers {
-            var item = AgentStore.Taken(
-                sop: sop, study: Self.facts(of: data, study: study), series: data.string(Tag(0x0020, 0x000E)), path: file.path, size: file.size,
-                mtime: file.mtime, origin: "local", jobs: [])
+        for (file, sop, facts, series, jobs) in headers {
+            var item = AgentStore.Taken(sop: sop, study: facts, series: series, path: file.path, size: file.size, mtime: file.mtime, origin: "local", jobs: [])
             if known[sop] == nil && !seenInBatch.contains(sop) {
-                item.jobs = plan(.instanceArrived, header: data, origin: .local, now: now)
+                item.jobs = jobs
                 seenInBatch.insert(sop)
             }
             batch.append(item)
@@ -110,7 +137,7 @@ final class Ingest: @unchecked Sendable {
             }
         } catch {
             // Nothing of the batch was recorded: the files will be taken again (next event or scan).
-            log.error("cannot record taken files; they will be taken again", ["files": files.count, "error": error])
+            log.error("cannot record taken files; they will be taken again", ["files": examined.files, "error": error])
         }
     }
 

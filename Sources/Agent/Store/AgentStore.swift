@@ -18,10 +18,16 @@ public final class AgentStore: @unchecked Sendable {
     let db: Database
     private let lock = NSLock()
     public let path: String
+    /// A second connection, read only, for one question: which of these files were taken
+    /// unchanged (`unchanged`). WAL lets it read while the writer commits, so a catch-up scan
+    /// reading the next batch does not wait for the transaction of the batch before.
+    private let lookup: Database?
+    private let lookupLock = NSLock()
 
     public init(path: String) throws {
         self.path = path
         db = try Database(path: path)
+        lookup = try Database(path: path, readOnly: true)
         try db.execute(Self.schema)
         try migrate()
         // What the announcer looks for every few seconds: only the studies it has still to
@@ -33,6 +39,7 @@ public final class AgentStore: @unchecked Sendable {
     public init(readingOnly path: String) throws {
         self.path = path
         db = try Database(path: path, readOnly: true)
+        lookup = nil
     }
 
     static let schema = """
@@ -159,15 +166,22 @@ public final class AgentStore: @unchecked Sendable {
     }
 
     /// Of these files, those taken before with the same size and mtime (to skip).
+    /// Asked on the lookup connection: it sees what was committed when it starts, so a file whose
+    /// batch is still being recorded reads as not taken. Taking it again is harmless (its
+    /// instance is then known, and causes nothing); skipping a file never taken would not be.
     public func unchanged(_ files: [(path: String, size: Int, mtime: Double)]) throws -> Set<String> {
-        try readBatch {
-            let query = try db.prepare("SELECT 1 FROM files WHERE path = ?1 AND size = ?2 AND mtime = ?3")
+        func ask(_ connection: Database) throws -> Set<String> {
+            try connection.execute("BEGIN")
+            defer { try? connection.execute("COMMIT") }
+            let query = try connection.prepare("SELECT 1 FROM files WHERE path = ?1 AND size = ?2 AND mtime = ?3")
             var out = Set<String>()
             for file in files where try query.first([.text(file.path), .integer(Int64(file.size)), .real(file.mtime)], { _ in true }) == true {
                 out.insert(file.path)
             }
             return out
         }
+        if let lookup { return try lookupLock.withLock { try ask(lookup) } }
+        return try lock.withLock { try ask(db) }
     }
 
     /// The origins of the instances already held among these SOP Instance UIDs.
@@ -253,6 +267,11 @@ public final class AgentStore: @unchecked Sendable {
             var jobIDs: [String: Int64] = [:]
             var studiesSeen = Set<String>()
             var tally: [String: Int64] = [:]
+            // Counted through the batch and written once a study and once a job: a catch-up's
+            // batch is mostly one study, and a row updated per file was a third of its time.
+            var studyTally: [String: (instances: Int64, bytes: Int64)] = [:]
+            var jobInstances: [String: (job: NewJob, study: String, instances: [(sop: String, path: String, size: Int)])] = [:]
+            var jobOrder: [String] = []
             for item in taken {
                 try file.run([.text(item.path), .integer(Int64(item.size)), .real(item.mtime), .text(item.sop), .null, .real(now)])
                 // A study's row once a batch: its instances share the batch's time.
@@ -260,8 +279,23 @@ public final class AgentStore: @unchecked Sendable {
                     let side = item.origin == "local" ? "local" : "received"
                     tally["instances_" + side, default: 0] += 1
                     tally["bytes_" + side, default: 0] += Int64(item.size)
+                    studyTally[item.study.uid, default: (0, 0)].instances += 1
+                    studyTally[item.study.uid, default: (0, 0)].bytes += Int64(item.size)
                 }
-                touched += try addJobs(item.jobs, study: item.study.uid, instances: [(item.sop, item.path, item.size)], now: now, known: &jobIDs)
+                for job in item.jobs {
+                    let key = job.rule + "\u{1}" + job.destination + "\u{1}" + item.study.uid
+                    if jobInstances[key] == nil {
+                        jobInstances[key] = (job, item.study.uid, [])
+                        jobOrder.append(key)
+                    }
+                    jobInstances[key]!.instances.append((item.sop, item.path, item.size))
+                }
+            }
+            let grow = try db.prepare("UPDATE studies SET instances = instances + ?2, bytes = bytes + ?3 WHERE uid = ?1")
+            for (uid, count) in studyTally { try grow.run([.text(uid), .integer(count.instances), .integer(count.bytes)]) }
+            for key in jobOrder {
+                let entry = jobInstances[key]!
+                touched += try addJobs([entry.job], study: entry.study, instances: entry.instances, now: now, known: &jobIDs)
             }
             let add = try db.prepare("INSERT INTO totals (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2")
             for (name, value) in tally { try add.run([.text(name), .integer(value)]) }
@@ -269,7 +303,7 @@ public final class AgentStore: @unchecked Sendable {
         }
     }
 
-    /// True when the instance is new to the inventory.
+    /// True when the instance is new to the inventory (the caller adds it to its study's counts).
     private func recordInstance(_ item: Taken, now: Double, study: Bool = true) throws -> Bool {
         let s = item.study
         func text(_ v: String?) -> SQLValue { v.map(SQLValue.text) ?? .null }
@@ -294,7 +328,6 @@ public final class AgentStore: @unchecked Sendable {
             if item.origin == "local" { try db.prepare("UPDATE instances SET sha256 = NULL WHERE sop = ?1 AND origin = 'local'").run([.text(item.sop)]) }
             return false
         }
-        try db.prepare("UPDATE studies SET instances = instances + 1, bytes = bytes + ?2 WHERE uid = ?1").run([.text(s.uid), .integer(Int64(item.size))])
         return true
     }
 

@@ -9,7 +9,7 @@ import Foundation
 /// instances are written one at a time, and each is timed from the moment its file appears
 /// (renamed into the folder, closed) to the moment it is durably in UHSX's inbound. Then the
 /// bulk study's speed against `consort send` → `consort receive` on the same study, and the
-/// catch-up scan's speed (an agent started on a folder already holding the study) against
+/// catch-up scan's speed (an agent started on a folder already holding the study and an archive) against
 /// `consort bench parse` on it.
 extension BenchCommand {
     static let routeHelp = """
@@ -19,14 +19,17 @@ extension BenchCommand {
                 512x512, ~630 MB) is in flight to the same peer; prints each urgent instance's
                 latency distribution (file closed at RSCH → durable in UHSX's inbound), the bulk
                 study's MB/s against consort send → receive on it in the same run, the catch-up
-                scan's files/s against consort bench parse on the same files, and both agents'
-                peak RSS. Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
+                scan's files/s (an agent started on the bulk study and an archive of
+                --archive-instances N more, default 20000 of 64x64 in studies of 500) against
+                consort bench parse on the same files, and both agents' peak RSS.
+                Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
         """
 
     static func route(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "bench route", flags: ["--json"], options: ["--urgent", "--bulk-instances", "--work"])
+        let arguments = try Arguments(args, command: "bench route", flags: ["--json"], options: ["--urgent", "--bulk-instances", "--archive-instances", "--work"])
         let urgentCount = try arguments.integer("--urgent", default: 100, range: 1...10_000)
         let bulkCount = try arguments.integer("--bulk-instances", default: 1200, range: 1...100_000)
+        let archiveCount = try arguments.integer("--archive-instances", default: 20_000, range: 0...1_000_000)
         guard let openssl = ChildProcess.find("openssl") else {
             standardError.line("consort bench route: needs the openssl command for its throwaway certificates")
             return .someFailed
@@ -56,6 +59,21 @@ extension BenchCommand {
             return total + (stat(path, &info) == 0 ? Int(info.st_size) : 0)
         }
         let urgentFiles = FileWalker.expand([urgentSource]).files.map(\.path).sorted()
+        // An archive for the catch-up scan to index besides the bulk study: an agent's first start
+        // on a trust's export finds many studies already there. Small instances, so that the scan
+        // is timed on its per-file work (a header read and a row), as bench parse is.
+        let archiveSource = work + "/archive-\(archiveCount)"
+        if archiveCount > 0 && !FileManager.default.fileExists(atPath: archiveSource + ".complete") {
+            try? FileManager.default.removeItem(atPath: archiveSource)
+            var made = 0
+            while made < archiveCount {
+                var study = SyntheticStudy()
+                (study.instances, study.seed, study.description) = (min(500, archiveCount - made), 8001 + UInt64(made / 500), "BULK ARCHIVE CT")
+                _ = try study.write(into: archiveSource + "/" + study.studyInstanceUID)
+                made += study.instances
+            }
+            try Data().write(to: URL(fileURLWithPath: archiveSource + ".complete"))
+        }
 
         // A fresh run folder: rules, two sites.
         let run = work + "/run-\(getpid())-\(Int(monotonicSeconds() * 1000))"
@@ -198,20 +216,36 @@ extension BenchCommand {
         let pushMBs = push.wait().succeeded
             ? ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/push.json")))) as? [String: Any])?["mb_per_second"] as? Double ?? 0 : 0
 
-        // The catch-up scan: an agent started on a folder already holding the bulk study.
+        // The catch-up scan: an agent started on a folder already holding the bulk study and the
+        // archive. Timed by the agent (its scan's first batch to its last row committed) and
+        // from the process's start (which adds opening the database, TLS and the watches).
         let catchUp = try site("RSCH", peer: nil, scanRate: 1_000_000, folder: "catch-up")
-        try? FileManager.default.removeItem(atPath: catchUp.watch)
-        try FileManager.default.moveItem(atPath: bulkSource, toPath: catchUp.watch)
-        defer { try? FileManager.default.moveItem(atPath: catchUp.watch, toPath: bulkSource) }
+        try FileManager.default.moveItem(atPath: bulkSource, toPath: catchUp.watch + "/bulk")
+        defer { try? FileManager.default.moveItem(atPath: catchUp.watch + "/bulk", toPath: bulkSource) }
+        if archiveCount > 0 { try FileManager.default.moveItem(atPath: archiveSource, toPath: catchUp.watch + "/archive") }
+        defer { if archiveCount > 0 { try? FileManager.default.moveItem(atPath: catchUp.watch + "/archive", toPath: archiveSource) } }
+        let catchUpFiles = bulkFiles.count + archiveCount
         let scanStart = monotonicSeconds()
         let qvh = try ChildProcess(consort, ["agent", "--config", catchUp.config], stdout: run + "/catch-up.out", stderr: run + "/catch-up.log")
         let scanDeadline = monotonicSeconds() + 600
-        while monotonicSeconds() < scanDeadline, qvh.isRunning, !(((try? String(contentsOfFile: run + "/catch-up.log", encoding: .utf8)) ?? "").contains("catch-up scan done")) {
+        var doneLine: Substring?
+        while monotonicSeconds() < scanDeadline, qvh.isRunning {
+            let log = (try? String(contentsOfFile: run + "/catch-up.log", encoding: .utf8)) ?? ""
+            if let line = log.split(separator: "\n").first(where: { $0.contains("catch-up scan done") }) {
+                doneLine = line
+                break
+            }
             usleep(5_000)
         }
-        let scanSeconds = monotonicSeconds() - scanStart
+        let scanWallSeconds = monotonicSeconds() - scanStart
         qvh.signal(SIGTERM)
         _ = qvh.wait()
+        guard let doneLine, let field = doneLine.split(separator: " ").first(where: { $0.hasPrefix("seconds=") }),
+            let scanSeconds = Double(field.dropFirst("seconds=".count)), scanSeconds > 0
+        else {
+            standardError.line("consort bench route: the catch-up scan did not finish within 600 s; see \(run)/catch-up.log")
+            return .someFailed
+        }
         let parse = try ChildProcess(consort, ["bench", "parse", catchUp.watch, "--json", "--repeat", "1"], stdout: run + "/parse.json", stderr: run + "/parse.err")
         let parseRate = parse.wait().succeeded
             ? ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/parse.json")))) as? [String: Any])?["files_per_second"] as? Double ?? 0 : 0
@@ -224,7 +258,8 @@ extension BenchCommand {
             return list[min(list.count - 1, max(0, Int((p * Double(list.count)).rounded(.up)) - 1))] * 1000
         }
         let bulkMBs = Double(bulkBytes) / 1e6 / bulkSeconds
-        let scanRate = Double(bulkFiles.count) / scanSeconds
+        let scanRate = Double(catchUpFiles) / scanSeconds
+        let scanRateFromStart = Double(catchUpFiles) / scanWallSeconds
         if arguments.flag("--json") {
             standardOutput.line(
                 JSON.object([
@@ -233,7 +268,8 @@ extension BenchCommand {
                     ("max_ms", .double(latencies.last! * 1000)), ("during_bulk_p50_ms", .double(percentile(0.5, of: duringBulk))),
                     ("during_bulk_p99_ms", .double(percentile(0.99, of: duringBulk))), ("bulk_instances", .int(Int64(bulkFiles.count))), ("bulk_bytes", .int(Int64(bulkBytes))),
                     ("bulk_mb_per_second", .double(bulkMBs)), ("send_receive_mb_per_second", .double(pushMBs)),
-                    ("catch_up_files_per_second", .double(scanRate)), ("parse_files_per_second", .double(parseRate)),
+                    ("catch_up_files", .int(Int64(catchUpFiles))), ("catch_up_files_per_second", .double(scanRate)),
+                    ("catch_up_files_per_second_from_process_start", .double(scanRateFromStart)), ("parse_files_per_second", .double(parseRate)),
                     ("sender_peak_rss_kib", .int(Int64(rschPeak))), ("receiver_peak_rss_kib", .int(Int64(uhsxPeak))),
                 ]).serialized())
         } else {
@@ -244,7 +280,8 @@ extension BenchCommand {
                 percentile(0.5, of: duringBulk), percentile(0.9, of: duringBulk), percentile(0.99, of: duringBulk), (duringBulk.last ?? .nan) * 1000))
             standardOutput.line(String(format: "  bulk: %d instances, %.0f MB in %.2f s: %.0f MB/s; consort send → receive on the same study: %.0f MB/s (ratio %.2f)",
                 bulkFiles.count, Double(bulkBytes) / 1e6, bulkSeconds, bulkMBs, pushMBs, pushMBs > 0 ? bulkMBs / pushMBs : 0))
-            standardOutput.line(String(format: "  catch-up scan: %.0f files/s; consort bench parse on the same files: %.0f files/s (ratio %.2f)", scanRate, parseRate, parseRate > 0 ? scanRate / parseRate : 0))
+            standardOutput.line(String(format: "  catch-up scan: %d files in %.2f s: %.0f files/s (%.0f files/s from the process's start); consort bench parse on the same files: %.0f files/s (ratio %.2f)",
+                catchUpFiles, scanSeconds, scanRate, scanRateFromStart, parseRate, parseRate > 0 ? scanRate / parseRate : 0))
             standardOutput.line("  peak RSS: sender \(rschPeak / 1024) MB, receiver \(uhsxPeak / 1024) MB")
         }
         return .success

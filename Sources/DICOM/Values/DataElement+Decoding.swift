@@ -7,6 +7,12 @@ extension DataElement {
     /// AE, DS, IS). Person names come whole ("Family^Given=Ideographic=Phonetic").
     public func strings(characterSet: SpecificCharacterSet = .defaultRepertoire) -> [String] {
         guard case .bytes(let bytes) = value, !bytes.isEmpty else { return [] }
+        if let plain = singlePrintableASCIIValue(bytes) { return [plain] }
+        return decodedStrings(bytes, characterSet: characterSet)
+    }
+
+    /// `strings` the whole way: decoded, split, trimmed (what the ASCII shortcut must equal).
+    func decodedStrings(_ bytes: ArraySlice<UInt8>, characterSet: SpecificCharacterSet) -> [String] {
         if vr == .PN { return personNameStrings(bytes, characterSet: characterSet) }
         let text =
             vr.usesSpecificCharacterSet
@@ -23,6 +29,23 @@ extension DataElement {
             }
             return String(s)
         }
+    }
+
+    /// The value trimmed as `strings` trims it, when the bytes are one value of printable ASCII
+    /// (0x20–0x7E, padded with spaces or NULs): no "\\" (a value or, in LT/ST/UT, a character
+    /// `strings` keeps whole: left to it), and in a person name no "=" (component groups). nil
+    /// for anything else. Without an escape sequence ASCII reads as ASCII in every character set
+    /// DICOM names, so the set needs no look; the catch-up scan reads ten of these a file.
+    func singlePrintableASCIIValue(_ bytes: ArraySlice<UInt8>) -> String? {
+        var end = bytes.endIndex
+        while end > bytes.startIndex, bytes[end - 1] == 0x20 || bytes[end - 1] == 0 { end -= 1 }
+        var start = bytes.startIndex
+        if vr == .AE || vr == .DS || vr == .IS {
+            while start < end, bytes[start] == 0x20 { start += 1 }
+        }
+        let isName = vr == .PN
+        for byte in bytes[start..<end] where byte < 0x20 || byte > 0x7E || byte == 0x5C || (isName && byte == 0x3D) { return nil }
+        return String(decoding: bytes[start..<end], as: UTF8.self)
     }
 
     /// Person names: split into values on "\", each into component groups on "=", every group

@@ -11,6 +11,9 @@ extension DataSet {
     public func string(_ tag: Tag, trimming: Bool = true) -> String? {
         guard let element = self[tag], case .bytes(let bytes) = element.value else { return nil }
         if trimming {
+            // Most header values (UIDs, codes, dates, plain names): one value of printable ASCII,
+            // read without splitting or decoding; the same string `strings` would give.
+            if let plain = element.singlePrintableASCIIValue(bytes) { return plain }
             let values = element.strings(characterSet: characterSet)
             return values.isEmpty ? nil : values.joined(separator: "\\")
         }
