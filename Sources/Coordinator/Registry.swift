@@ -78,6 +78,8 @@ public struct AnnounceOutcome: Sendable {
     /// How many studies the registry holds for the trust after this batch: an agent that has
     /// announced more knows the registry lost them, and announces everything again.
     public var trustStudies = 0
+    /// Studies the registry did not hold before this batch.
+    public var newStudies = 0
 }
 
 /// The registry behind the coordinator: one narrow interface, implemented on SQLite (embedded)

@@ -26,7 +26,8 @@ trap 'Tests/Support/throwaway-postgres.sh stop "$work/pg" >/dev/null 2>&1 || tru
 sqlite=$("$consort" bench registry --studies "$studies" --lookups "$lookups" --json)
 echo "$sqlite"
 postgres=""
-if conninfo=$(Tests/Support/throwaway-postgres.sh start "$work/pg"); then
+# shared_buffers as a server holding millions of rows would have (the test servers keep 16 MB).
+if conninfo=$(CONSORT_PG_SHARED_BUFFERS=${CONSORT_PG_SHARED_BUFFERS:-1GB} Tests/Support/throwaway-postgres.sh start "$work/pg"); then
   postgres=$("$consort" bench registry --studies "$studies" --lookups "$lookups" --postgresql "$conninfo" --json)
   echo "$postgres"
 else

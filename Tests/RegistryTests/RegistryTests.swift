@@ -173,6 +173,30 @@ struct RegistryTests {
         #expect(try registry.totals() == (patients: 2, studies: 4, locations: 4))
     }
 
+    /// PostgreSQL plans from statistics, and a registry that grew from nothing has none until
+    /// autovacuum's next visit: a lookup then scanned every location (45 ms at 100,000 studies).
+    /// The coordinator analyses as the studies double, so a lookup right after a first load of
+    /// 1,200 studies already goes through the locations' index.
+    @Test func postgreSQLPlansLookupsFromStatisticsKeptUpAsTheRegistryGrows() throws {
+        let (registry, done) = try Self.registry(.postgresql)
+        defer { done() }
+        for batch in 0..<3 {
+            let holdings = (0..<400).map { index -> (Holding, NHSIdentity.Resolution) in
+                let number = batch * 400 + index
+                let nhs = NHSNumber.testNumber(seed: UInt64(number / 2)).digits
+                return Self.holding("7.\(number)", patient: "P\(number / 2)", nhs: nhs)
+            }
+            _ = try registry.announce(trust: "RSCH", holdings: holdings, now: Double(batch))
+        }
+        let sql = try #require(registry as? SQLRegistry)
+        let analysed = try sql.db.prepare("SELECT count(*) FROM pg_stat_user_tables WHERE relname IN ('studies', 'locations') AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)").first([]) { $0.int(0) }
+        #expect(analysed == 2)
+        let nhs = NHSNumber.testNumber(seed: 7).digits
+        let plan = try sql.db.prepare("EXPLAIN SELECT l.trust FROM studies s JOIN locations l ON l.study = s.uid WHERE s.nhs = ?1").rows([.text(nhs)]) { $0.text(0) ?? "" }.joined(separator: "\n")
+        #expect(!plan.contains("Seq Scan on locations"), "\(plan)")
+        #expect(try registry.patientStudies(nhs: nhs).studies.count == 2)
+    }
+
     /// The number the agent read (by the default place) is a fallback only for trusts with no
     /// exception: where a trust keeps its NHS numbers elsewhere, a local PatientID that passes
     /// Modulus 11 must not become one.

@@ -19,6 +19,9 @@
 # parent is not — pass the mkdtemp folder itself as DIR). Root clients connect regardless, since
 # root is not held back by file permissions. As any other user, it all runs as that user.
 #
+# CONSORT_PG_SHARED_BUFFERS (e.g. 1GB) sets shared_buffers, 16MB otherwise (benchmarks at
+# millions of rows ask for more, as a production server would have).
+#
 # Exit status: 0 done; 77 PostgreSQL 15 is not installed (the test should skip, with the reason
 # printed); anything else a failure, with the reason on stderr. Every wait has a deadline: nothing
 # here can hang a test run.
@@ -43,6 +46,10 @@ esac
 [ $# -eq 2 ] || { usage; exit 2; }
 command=$1
 dir=$(realpath -m -- "$2")  # absolute and normalised: it goes into the config and the conninfo
+if [ -n "${CONSORT_PG_SHARED_BUFFERS:-}" ] && ! [[ $CONSORT_PG_SHARED_BUFFERS =~ ^[0-9]+(kB|MB|GB)$ ]]; then
+  echo "throwaway-postgres: CONSORT_PG_SHARED_BUFFERS must be a size such as 512MB or 1GB, not '$CONSORT_PG_SHARED_BUFFERS'" >&2
+  exit 2
+fi
 
 # Our own PG* environment must not steer the tools below at some other server.
 unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGSERVICEFILE PGOPTIONS PGPASSWORD \
@@ -112,8 +119,8 @@ port = $port
 fsync = off
 synchronous_commit = off
 full_page_writes = off
-# Small, so that several can run at once on a test machine.
-shared_buffers = 16MB
+# Small, so that several can run at once on a test machine (see CONSORT_PG_SHARED_BUFFERS).
+shared_buffers = ${CONSORT_PG_SHARED_BUFFERS:-16MB}
 max_connections = 50
 EOF
 
