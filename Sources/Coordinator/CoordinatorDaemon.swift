@@ -20,7 +20,7 @@ public final class CoordinatorDaemon: @unchecked Sendable {
         let registry: Registry
         switch configuration.registry {
         case .sqlite(let path): registry = try SQLRegistry.sqlite(path: path)
-        case .postgresql(let conninfo): registry = try SQLRegistry.postgresql(conninfo)
+        case .postgresql(let conninfo): registry = try SQLRegistry.postgresql(conninfo, log: log.named("registry"))
         }
         let rules = try RuleBook(path: configuration.rules)
         service = CoordinatorService(registry: registry, rules: rules, configuration: configuration, audit: try AuditLog(path: configuration.auditPath), log: log)

@@ -1,4 +1,5 @@
 import Foundation
+import Platform
 import Routing
 import SQLite
 
@@ -34,14 +35,20 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     }
 
     /// The registry in a PostgreSQL database (its tables created if missing).
-    public static func postgresql(_ conninfo: String) throws -> SQLRegistry {
+    public static func postgresql(_ conninfo: String, log: Logger = Logger("registry")) throws -> SQLRegistry {
         let connection = try PostgreSQLConnection(conninfo)
         try connection.execute(Schema.postgresql)
         let registry = SQLRegistry(connection, readers: try (0..<2).map { _ in try PostgreSQLConnection(conninfo) })
         try registry.countIfUncounted()
-        // Statistics from the start, then whenever the studies have doubled (`keepStatistics`).
-        registry.statistics = (refresh: true, studiesAtLast: try registry.totals().studies)
-        try connection.execute("ANALYZE patients, local_ids, studies, locations")
+        // Statistics from the start (if the tables never had any), then whenever the studies
+        // have doubled (`keepStatistics`).
+        let analysed = try connection.prepare("""
+            SELECT count(*) FROM pg_stat_user_tables
+            WHERE relname IN ('studies', 'locations') AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)
+            """).first([]) { $0.int(0) } ?? 0
+        registry.log = log
+        registry.statistics = (refresh: true, studiesAtLast: analysed == 2 ? try registry.totals().studies : 0)
+        if analysed < 2 { registry.analyse() }
         return registry
     }
 
@@ -55,14 +62,35 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     private var statistics: (refresh: Bool, studiesAtLast: Int) = (false, 0)
     private var studiesSinceStatistics = 0
 
-    /// Called with the writer's lock held, after a transaction that added `studies`.
-    private func keepStatistics(added studies: Int) throws {
+    /// Called with the writer's lock held, after a transaction that added `studies` (committed:
+    /// nothing here may fail the announcement).
+    private func keepStatistics(added studies: Int) {
         guard statistics.refresh, studies > 0 else { return }
         studiesSinceStatistics += studies
         guard studiesSinceStatistics >= max(1_000, statistics.studiesAtLast) else { return }
-        try db.execute("ANALYZE patients, local_ids, studies, locations")
+        // Tried once per doubling, whether or not it succeeds: a failure is not retried at every
+        // batch.
         statistics.studiesAtLast += studiesSinceStatistics
         studiesSinceStatistics = 0
+        analyse()
+    }
+
+    /// ANALYZE, best effort and bounded: a vacuum holding the tables (an anti-wraparound one is
+    /// not cancelled for us) or a slow disk makes it give up after a few seconds rather than
+    /// hold every announcement behind it; autovacuum's own analysis remains.
+    private(set) var lastStatisticsProblem: String?
+    private var log = Logger("registry")
+    func analyse() {
+        do {
+            try db.transaction {
+                try db.execute("SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '10s'")
+                try db.execute("ANALYZE patients, local_ids, studies, locations")
+            }
+            lastStatisticsProblem = nil
+        } catch {
+            lastStatisticsProblem = "\(error)"
+            log.warning("the tables' statistics were not refreshed; autovacuum's analysis remains", ["error": error])
+        }
     }
 
     /// Connections that answer lookups beside the one that writes (PostgreSQL: each statement
@@ -126,7 +154,7 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     public func announce(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) throws -> AnnounceOutcome {
         try locked {
             let outcome = try announceInTransaction(trust: trust, holdings: holdings, now: now)
-            try keepStatistics(added: outcome.newStudies)
+            keepStatistics(added: outcome.newStudies)
             return outcome
         }
     }
@@ -372,9 +400,14 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
                     if studies.last?.uid != study.uid { studies.append(study) }
                     studies[studies.count - 1].locations.append(location)
                 }
+                // A branch per index (an OR across columns and a subquery can make PostgreSQL
+                // scan the whole table); UNION drops a row two branches found.
                 let named = try c.prepare("""
-                    SELECT \(Self.conflictColumns) FROM conflicts
-                    WHERE first = ?1 OR second = ?1 OR key = ?1 OR (kind = 'study' AND key IN (SELECT uid FROM studies WHERE nhs = ?1)) ORDER BY id
+                    SELECT \(Self.conflictColumns) FROM conflicts WHERE first = ?1
+                    UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE second = ?1
+                    UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE key = ?1
+                    UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE kind = 'study' AND key IN (SELECT uid FROM studies WHERE nhs = ?1)
+                    ORDER BY id
                     """).rows([.text(nhs)], Self.conflict)
                 let conflictedStudies = Set(named.filter { $0.kind == "study" }.map(\.key))
                 for index in studies.indices { studies[index].conflicted = conflictedStudies.contains(studies[index].uid) }

@@ -438,8 +438,9 @@ public final class AgentDaemon: @unchecked Sendable {
                 delivery.nudge()
             }
         }
-        // Done means recorded: the batches still with the recorder first (on SIGTERM too, so
-        // that what was read is not read again at the next start).
+        // Done means recorded: the batches still with the recorder first. (A stop does not wait
+        // for this thread: a batch cut off by the exit is not recorded, and is read again at the
+        // next start.)
         recorder.sync {}
         for problem in scanner.takeProblems() { watchLog.warning(problem) }
         let seconds = scanner.progress.startedAt.map { MonotonicClock.now - $0 } ?? 0

@@ -34,9 +34,11 @@ extension DataElement {
     /// The value trimmed as `strings` trims it, when the bytes are one value of printable ASCII
     /// (0x20–0x7E, padded with spaces or NULs): no "\\" (a value or, in LT/ST/UT, a character
     /// `strings` keeps whole: left to it), and in a person name no "=" (component groups). nil
-    /// for anything else. Without an escape sequence ASCII reads as ASCII in every character set
+    /// for anything else, an empty value included. Without an escape sequence ASCII reads as ASCII in every character set
     /// DICOM names, so the set needs no look; the catch-up scan reads ten of these a file.
     func singlePrintableASCIIValue(_ bytes: ArraySlice<UInt8>) -> String? {
+        // An empty value has no value at all (nil from DataSet.string, [] from strings), not "".
+        guard !bytes.isEmpty else { return nil }
         var end = bytes.endIndex
         while end > bytes.startIndex, bytes[end - 1] == 0x20 || bytes[end - 1] == 0 { end -= 1 }
         var start = bytes.startIndex
