@@ -158,11 +158,13 @@ public final class AgentStore: @unchecked Sendable {
     /// Runs `body` under the lock in one read transaction: many lookups for the price of one
     /// lock of the database (a statement outside a transaction takes and drops it each time).
     func readBatch<T>(_ body: () throws -> T) throws -> T {
-        try lock.withLock {
-            try db.execute("BEGIN")
-            defer { try? db.execute("COMMIT") }
-            return try body()
-        }
+        try lock.withLock { try Self.inReadTransaction(db, body) }
+    }
+
+    private static func inReadTransaction<T>(_ connection: Database, _ body: () throws -> T) throws -> T {
+        try connection.execute("BEGIN")
+        defer { try? connection.execute("COMMIT") }
+        return try body()
     }
 
     /// Of these files, those taken before with the same size and mtime (to skip).
@@ -171,14 +173,14 @@ public final class AgentStore: @unchecked Sendable {
     /// instance is then known, and causes nothing); skipping a file never taken would not be.
     public func unchanged(_ files: [(path: String, size: Int, mtime: Double)]) throws -> Set<String> {
         func ask(_ connection: Database) throws -> Set<String> {
-            try connection.execute("BEGIN")
-            defer { try? connection.execute("COMMIT") }
-            let query = try connection.prepare("SELECT 1 FROM files WHERE path = ?1 AND size = ?2 AND mtime = ?3")
-            var out = Set<String>()
-            for file in files where try query.first([.text(file.path), .integer(Int64(file.size)), .real(file.mtime)], { _ in true }) == true {
-                out.insert(file.path)
+            try Self.inReadTransaction(connection) {
+                let query = try connection.prepare("SELECT 1 FROM files WHERE path = ?1 AND size = ?2 AND mtime = ?3")
+                var out = Set<String>()
+                for file in files where try query.first([.text(file.path), .integer(Int64(file.size)), .real(file.mtime)], { _ in true }) == true {
+                    out.insert(file.path)
+                }
+                return out
             }
-            return out
         }
         if let lookup { return try lookupLock.withLock { try ask(lookup) } }
         return try lock.withLock { try ask(db) }
