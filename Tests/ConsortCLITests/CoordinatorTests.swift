@@ -41,8 +41,8 @@ struct CoordinatorTests {
 
     /// An oncology CT at ASPH brings exactly the priors the rule asks for from RSCH and UHSX,
     /// byte for byte: the three newest CTs within three years, not an MR, not one older than
-    /// the period, not a fourth. The coordinator is down at first: the prefetch waits, then
-    /// completes once it is back.
+    /// the period, not a fourth. The coordinator is down when the study arrives: the prefetch
+    /// waits, then completes once it is back.
     @Test func anOncologyStudyBringsExactlyThePriorsTheRuleAsksFor() throws {
         let consortium = try TestConsortium(members: ["RSCH", "UHSX", "ASPH"], rules: Self.prefetchRules)
         let coordinator = try CoordinatorSite(consortium)
@@ -61,6 +61,7 @@ struct CoordinatorTests {
             try Self.study(rsch.watch, seed: 56, date: Self.daysAgo(1500), trust: "RSCH"),  // outside the period
             try Self.study(rsch.watch, seed: 57, nhs: "9990000026", date: Self.daysAgo(30), trust: "RSCH", extra: ["--patient-id", "RSCH0000002"]),  // another patient
         ]
+        try coordinator.start()
         try rsch.start()
         try uhsx.start()
         try asph.start()
@@ -70,13 +71,20 @@ struct CoordinatorTests {
             rsch.stop()
             coordinator.stop()
         }
+        // The coordinator learns the history, then goes down (its registry kept, as in a
+        // restart). The history must be known first: a plan made while RSCH's announcement is
+        // still in its backoff would rightly take UHSX's older CT instead of RSCH's.
+        #expect(AgentSite.eventually(within: 60, "the patient's six studies known", logs: [rsch, uhsx]) {
+            ((try? asph.locate(Self.patient).answer["studies"] as? [[String: Any]]) ?? []).count == 6
+        })
+        coordinator.stop()
         // The coordinator down: the trigger arrives, the prefetch is deferred with the reason.
         let trigger = try Self.study(asph.watch, seed: 58, date: Self.daysAgo(0), description: "ONC CT CHEST RESTAGING", trust: "ASPH")
         #expect(try AgentSite.eventually(within: 30, "the prefetch deferred: the coordinator is down", logs: [asph]) {
             try asph.queue().contains { $0["kind"] as? String == "prefetch" && $0["state"] as? String == "deferred" && ($0["last_error"] as? String ?? "").contains("coordinator") }
         })
         try coordinator.start()
-        // Then: every history study announced, the priors fetched.
+        // Then: the coordinator back, the priors fetched.
         #expect(AgentSite.eventually(within: 60, "the three priors in ASPH's inbound", logs: [asph, rsch, uhsx]) {
             Set(wanted).isSubset(of: asph.receivedStudies)
         })
