@@ -103,6 +103,16 @@ public final class CoordinatorService: @unchecked Sendable {
         return NHSIdentity.Identifier(id: id, issuer: object["issuer"] as? String)
     }
 
+    /// A descriptive value as the registry keeps it: at most `limit` characters (64: DICOM's
+    /// longest for these, a LO). Headers break that rule in the wild; the registry keeps what a
+    /// lookup shows, not pages of it, and the study date is a key of its index by patient,
+    /// whose entries PostgreSQL refuses beyond a few kilobytes: an overlong date failed its
+    /// whole batch there ("index row requires 10608 bytes").
+    static func clipped(_ value: Any?, to limit: Int = 64) -> String? {
+        guard let text = value as? String else { return nil }
+        return text.count > limit ? String(text.prefix(limit)) : text
+    }
+
     static func holding(_ item: [String: Any]) -> Holding? {
         guard let uid = item["study"] as? String, UID.isValid(uid) else { return nil }
         var holding = Holding(study: uid)
@@ -111,13 +121,13 @@ public final class CoordinatorService: @unchecked Sendable {
         holding.otherIDs = (item["otherPatientIDs"] as? [Any] ?? patient?["otherIDs"] as? [Any] ?? []).compactMap(identifier)
         holding.otherPatientIDValues = item["otherPatientIDValues"] as? [String] ?? []
         holding.nhs = item["nhs"] as? String
-        holding.sex = patient?["sex"] as? String ?? item["sex"] as? String
-        holding.birthDate = patient?["birthDate"] as? String ?? item["birthDate"] as? String
-        holding.date = item["date"] as? String
-        holding.modalities = item["modalities"] as? [String] ?? []
-        holding.bodyPart = item["bodyPart"] as? String
-        holding.description = item["description"] as? String
-        holding.accession = item["accession"] as? String
+        holding.sex = clipped(patient?["sex"] ?? item["sex"])
+        holding.birthDate = clipped(patient?["birthDate"] ?? item["birthDate"])
+        holding.date = clipped(item["date"])
+        holding.modalities = (item["modalities"] as? [Any] ?? []).prefix(16).compactMap { clipped($0, to: 16) }
+        holding.bodyPart = clipped(item["bodyPart"])
+        holding.description = clipped(item["description"])
+        holding.accession = clipped(item["accession"])
         holding.instances = (item["instances"] as? NSNumber)?.intValue ?? 0
         holding.bytes = (item["bytes"] as? NSNumber)?.int64Value ?? 0
         holding.complete = item["complete"] as? Bool ?? true

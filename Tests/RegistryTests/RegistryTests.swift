@@ -222,4 +222,38 @@ struct RegistryTests {
         unlabelled.nhs = "1234567890"
         #expect(CoordinatorService.resolve(unlabelled, exception: nil) == .invalid("1234567890"))
     }
+
+    /// A study first announced without an NHS number, then given one by another trust, is
+    /// found under the patient with both its locations; announced again without the number, it
+    /// stays there.
+    @Test(arguments: Store.allCases) func aStudyGivenItsNHSNumberLaterIsFoundWithEveryLocation(store: Store) throws {
+        let (registry, done) = try Self.registry(store)
+        defer { done() }
+        _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("8.1", nhs: nil), Self.holding("8.2")], now: 1)
+        #expect(try registry.patientStudies(nhs: Self.first).studies.map(\.uid) == ["8.2"])
+        _ = try registry.announce(trust: "UHSX", holdings: [Self.holding("8.1", patient: "U1", issuer: "UHSX")], now: 2)
+        let found = try registry.patientStudies(nhs: Self.first).studies
+        #expect(found.map(\.uid) == ["8.1", "8.2"] && found[0].locations.map(\.trust) == ["RSCH", "UHSX"], "\(found)")
+        _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("8.1", nhs: nil, instances: 5)], now: 3)
+        let again = try registry.patientStudies(nhs: Self.first).studies
+        #expect(again.first?.locations.map(\.trust) == ["RSCH", "UHSX"] && again.first?.instances == 5, "\(again)")
+    }
+
+    /// Header values longer than DICOM allows are clipped to 64 characters as they arrive, so an
+    /// overlong study date cannot fail a batch at PostgreSQL's limit on an index entry (the
+    /// index by patient holds it).
+    @Test(arguments: Store.allCases) func overlongHeaderValuesAreClippedNotRefused(store: Store) throws {
+        let (registry, done) = try Self.registry(store)
+        defer { done() }
+        // Random, so PostgreSQL cannot compress it under its limit (a repeated letter it can).
+        let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789éüøß^&*")
+        let long = String((0..<10_000).map { _ in alphabet.randomElement()! })
+        let holding = try #require(CoordinatorService.holding(["study": "1.2.3", "nhs": Self.first, "description": long, "bodyPart": long, "accession": long, "date": long,
+                                                                "modalities": Array(repeating: long, count: 40), "instances": 1, "bytes": 1]))
+        #expect(holding.description?.count == 64 && holding.accession?.count == 64 && holding.modalities.count == 16 && holding.modalities.allSatisfy { $0.count == 16 })
+        let outcome = try registry.announce(trust: "RSCH", holdings: [(holding, .valid(NHSNumber(Self.first)!))], now: 1)
+        #expect(outcome.recorded == 1 && outcome.invalid.isEmpty)
+        let stored = try registry.patientStudies(nhs: Self.first).studies.first
+        #expect(stored?.description == String(long.prefix(64)) && stored?.date == String(long.prefix(64)), "\(String(describing: stored))")
+    }
 }
