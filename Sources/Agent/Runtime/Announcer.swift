@@ -54,7 +54,7 @@ final class Announcer: @unchecked Sendable {
         var failures = 0
         while true {
             lock.lock()
-            if !nudged && !stopping { _ = lock.wait(until: Date().addingTimeInterval(failures == 0 ? 2 : min(60, pow(2, Double(failures))))) }
+            if !nudged && !stopping { _ = lock.wait(until: Date().addingTimeInterval(Self.pause(afterFailures: failures))) }
             nudged = false
             let done = stopping
             lock.unlock()
@@ -69,6 +69,15 @@ final class Announcer: @unchecked Sendable {
                 failures += 1
             }
         }
+    }
+
+    /// Seconds until the next announcement: 2 while the coordinator answers; after failures
+    /// 2, 4, 8, then 15 at most. Not longer: while one trust's announcements wait, a prefetch
+    /// at another trust plans from a registry that lacks them (a CI run saw a 900-day prior
+    /// fetched instead of a 730-day one announced late, with the cap at 60 s), and five agents
+    /// asking every 15 s are nothing to a coordinator.
+    static func pause(afterFailures failures: Int) -> Double {
+        failures == 0 ? 2 : min(15, pow(2, Double(min(failures, 16))))
     }
 
     /// One batch; how many studies it announced.
