@@ -121,8 +121,8 @@ public final class CoordinatorService: @unchecked Sendable {
         holding.otherIDs = (item["otherPatientIDs"] as? [Any] ?? patient?["otherIDs"] as? [Any] ?? []).compactMap(identifier)
         holding.otherPatientIDValues = item["otherPatientIDValues"] as? [String] ?? []
         holding.nhs = item["nhs"] as? String
-        holding.sex = clipped(patient?["sex"] ?? item["sex"])
-        holding.birthDate = clipped(patient?["birthDate"] ?? item["birthDate"])
+        holding.sex = clipped(patient?["sex"] as? String ?? item["sex"] as? String)
+        holding.birthDate = clipped(patient?["birthDate"] as? String ?? item["birthDate"] as? String)
         holding.date = clipped(item["date"])
         holding.modalities = (item["modalities"] as? [Any] ?? []).prefix(16).compactMap { clipped($0, to: 16) }
         holding.bodyPart = clipped(item["bodyPart"])
