@@ -66,7 +66,8 @@ struct ValueTests {
 
     /// `strings` and `DataSet.string` read one printable-ASCII value without decoding or
     /// splitting; whatever that shortcut answers must be what the full path (decoded with the
-    /// character set, split, trimmed, joined) gives, for every text VR and character set, and it must leave everything else to that path.
+    /// character set, split, trimmed, joined) gives, for every text VR and character set, and it
+    /// must leave everything else to that path.
     @Test func theASCIIShortcutAnswersExactlyWhatTheFullDecodingDoes() {
         let vrs: [VR] = [.AE, .AS, .CS, .DA, .DS, .DT, .IS, .LO, .LT, .PN, .SH, .ST, .TM, .UC, .UI, .UR, .UT]
         let sets = [SpecificCharacterSet.defaultRepertoire, SpecificCharacterSet(terms: ["ISO_IR 100"]), SpecificCharacterSet(terms: ["ISO_IR 192"]),

@@ -11,7 +11,8 @@ extension DataElement {
         return decodedStrings(bytes, characterSet: characterSet)
     }
 
-    /// `strings` the whole way: decoded, split, trimmed (what the ASCII shortcut must equal).
+    /// `strings` the whole way, for a non-empty value: decoded, split, trimmed (what the ASCII
+    /// shortcut must equal).
     func decodedStrings(_ bytes: ArraySlice<UInt8>, characterSet: SpecificCharacterSet) -> [String] {
         if vr == .PN { return personNameStrings(bytes, characterSet: characterSet) }
         let text =
@@ -34,8 +35,9 @@ extension DataElement {
     /// The value trimmed as `strings` trims it, when the bytes are one value of printable ASCII
     /// (0x20–0x7E, padded with spaces or NULs): no "\\" (a value or, in LT/ST/UT, a character
     /// `strings` keeps whole: left to it), and in a person name no "=" (component groups). nil
-    /// for anything else, an empty value included. Without an escape sequence ASCII reads as ASCII in every character set
-    /// DICOM names, so the set needs no look; the catch-up scan reads ten of these a file.
+    /// for anything else, an empty value included. Without an escape sequence ASCII reads as
+    /// ASCII in every character set DICOM names, so the set needs no look; the catch-up scan
+    /// reads ten of these a file.
     func singlePrintableASCIIValue(_ bytes: ArraySlice<UInt8>) -> String? {
         // An empty value has no value at all (nil from DataSet.string, [] from strings), not "".
         guard !bytes.isEmpty else { return nil }

@@ -14,7 +14,9 @@ extension DataSet {
             // Most header values (UIDs, codes, dates, plain names): one value of printable ASCII,
             // read without splitting or decoding; the same string `strings` would give.
             if let plain = element.singlePrintableASCIIValue(bytes) { return plain }
-            let values = element.strings(characterSet: characterSet)
+            // Not that: the rest of `strings` (which would try the shortcut again).
+            guard !bytes.isEmpty else { return nil }
+            let values = element.decodedStrings(bytes, characterSet: characterSet)
             return values.isEmpty ? nil : values.joined(separator: "\\")
         }
         return element.vr.usesSpecificCharacterSet ? characterSet.decode(bytes) : decodeLatin1(bytes)
