@@ -31,6 +31,8 @@ public final class CoordinatorService: @unchecked Sendable {
     private let lock = NSLock()
     private var counters: [String: Int] = [:]
     let started = Date()
+    /// How far each member's announcements have come (see `AnnouncementProgress`).
+    private var progress = AnnouncementProgress(started: MonotonicClock.now)
 
     public init(registry: Registry, rules: RuleBook, configuration: CoordinatorConfiguration, audit: AuditLog, log: Logger) {
         self.registry = registry
@@ -41,6 +43,13 @@ public final class CoordinatorService: @unchecked Sendable {
     }
 
     func count(_ name: String, _ n: Int = 1) { lock.withLock { counters[name, default: 0] += n } }
+
+    /// The members whose studies may not all be in the registry yet (the caller left out: a
+    /// trust does not fetch from itself).
+    func lagging(besides caller: String?) -> [AnnouncementProgress.Lagging] {
+        let members = rules.current.members.filter(\.isTrust).map(\.code).filter { $0 != caller }
+        return lock.withLock { progress.lagging(members, at: MonotonicClock.now) }
+    }
     var counts: [String: Int] { lock.withLock { counters } }
 
     static func json(_ status: Int, _ value: JSON) -> ServerResponse {
@@ -162,8 +171,16 @@ public final class CoordinatorService: @unchecked Sendable {
             holdings.append((holding, resolve(holding, trust: caller)))
         }
         let outcome = try registry.announce(trust: caller, holdings: holdings, now: Date().timeIntervalSince1970)
+        // What the agent has left to announce after this batch (0 from an agent that does not
+        // say: it is heard, and nothing is known to be missing).
+        let pending = (object["pending"] as? NSNumber)?.intValue ?? 0
+        lock.withLock { progress.heard(from: caller, pending: pending, at: MonotonicClock.now) }
         count("announced", holdings.count)
-        try audit.record(AuditEntry(who: caller, action: "announce", detail: "\(holdings.count) studies; \(outcome.conflicts.count) conflicts; \(outcome.invalid.count) invalid NHS numbers"))
+        // An empty batch is an idle agent's heartbeat: it names no patient, and is not audited
+        // (every 15 s from every trust would bury the records that matter).
+        if !holdings.isEmpty {
+            try audit.record(AuditEntry(who: caller, action: "announce", detail: "\(holdings.count) studies; \(outcome.conflicts.count) conflicts; \(outcome.invalid.count) invalid NHS numbers"))
+        }
         for conflict in outcome.conflicts {
             log.error("IDENTITY CONFLICT held for a person (not merged, not used for prefetch)", ["trust": caller, "conflict": conflict])
             try audit.record(AuditEntry(who: caller, action: "conflict", detail: conflict))
@@ -217,7 +234,12 @@ public final class CoordinatorService: @unchecked Sendable {
                 ("conflicts", .array(conflicts.map(Self.conflictJSON))),
             ]))
         }
-        return Self.json(200, .object([("nhs", .string(nhs.digits)), ("studies", .array(studies.map(Self.studyJSON)))]))
+        // The members still announcing: their studies of this patient may be missing yet (a
+        // prefetch waits a while for them; `consort locate` says so).
+        let announcing = lagging(besides: caller).map { lag in
+            JSON.object([("trust", .string(lag.trust)), ("pending", lag.pending.map { .int(Int64($0)) } ?? .null), ("reason", .string(lag.reason))])
+        }
+        return Self.json(200, .object([("nhs", .string(nhs.digits)), ("studies", .array(studies.map(Self.studyJSON))), ("announcing", .array(announcing))]))
     }
 
     private func study(caller: String, uid: String) throws -> ServerResponse {
@@ -254,6 +276,12 @@ public final class CoordinatorService: @unchecked Sendable {
         family("consort_coordinator_announced_studies_total", "counter", "Studies announced by the trusts.", Double(counts["announced", default: 0]))
         family("consort_coordinator_lookups_total", "counter", "Lookups of patients and studies.", Double(counts["lookups", default: 0]))
         family("consort_coordinator_refused_total", "counter", "Requests refused (not a member, or for another trust).", Double(counts["refused", default: 0]))
+        let pending = lock.withLock { progress.pending(at: MonotonicClock.now) }
+        if !pending.isEmpty {
+            text += "# HELP consort_coordinator_member_pending_studies Studies a member said it still had to announce (heard in the last 90 s).\n"
+            text += "# TYPE consort_coordinator_member_pending_studies gauge\n"
+            for (trust, n) in pending.sorted(by: { $0.key < $1.key }) { text += "consort_coordinator_member_pending_studies{trust=\"\(trust)\"} \(n)\n" }
+        }
         family("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.", started.timeIntervalSince1970)
         return ServerResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(text.utf8))
     }

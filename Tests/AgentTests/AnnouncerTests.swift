@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 
 @testable import Agent
 
@@ -11,5 +12,25 @@ struct AnnouncerTests {
         #expect(Announcer.pause(afterFailures: 0) == 2)
         #expect((1...6).map { Announcer.pause(afterFailures: $0) } == [2, 4, 8, 15, 15, 15])
         #expect(Announcer.pause(afterFailures: 10_000) == 15, "a coordinator down for days")
+    }
+}
+
+/// What a prefetch waits for: the trusts the coordinator says are still announcing, among those
+/// it could fetch from (never itself; only the rule's sources when it names them).
+@Suite("Planning waits")
+struct PlanningWaitTests {
+    let announcing: [[String: Any]] = [
+        ["trust": "RSCH", "pending": 12, "reason": "RSCH has 12 studies still to announce"],
+        ["trust": "ASPH", "pending": 3, "reason": "ASPH has 3 studies still to announce"],
+        ["trust": "UHSX", "pending": NSNull(), "reason": "UHSX has not announced since the coordinator started 4 s ago"],
+    ]
+
+    @Test func aPlanWaitsForTheOtherTrustsItCouldFetchFrom() {
+        #expect(Fetching.lagging(announcing, sources: [], own: "ASPH") == [
+            "RSCH has 12 studies still to announce", "UHSX has not announced since the coordinator started 4 s ago",
+        ])
+        #expect(Fetching.lagging(announcing, sources: ["UHSX"], own: "ASPH") == ["UHSX has not announced since the coordinator started 4 s ago"])
+        #expect(Fetching.lagging(nil, sources: [], own: "ASPH").isEmpty, "a coordinator that does not say: nothing to wait for")
+        #expect(Fetching.lagging([["trust": "QVH"]], sources: [], own: "ASPH") == ["QVH is still announcing"])
     }
 }

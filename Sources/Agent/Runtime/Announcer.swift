@@ -24,6 +24,12 @@ final class Announcer: @unchecked Sendable {
     private var stopping = false
     private(set) var lastSuccess: Double?
     private(set) var lastError: String?
+    /// When the coordinator last answered us (monotonic), for the heartbeat.
+    private var lastAnswered = -Double.infinity
+    /// An idle agent announces an empty batch this often: the coordinator then knows it has
+    /// nothing pending (a prefetch elsewhere need not wait for it), and the answer's count
+    /// shows a lost registry without waiting for a new study here.
+    static let heartbeat = 15.0
 
     init(store: AgentStore, client: CoordinatorClient, trust: String, log: Logger) {
         self.store = store
@@ -87,12 +93,18 @@ final class Announcer: @unchecked Sendable {
 
     private func announceBatch() throws -> Int {
         let studies = try store.unannounced(limit: Self.batch)
-        guard !studies.isEmpty else { return 0 }
+        if studies.isEmpty && MonotonicClock.now - lock.withLock({ lastAnswered }) < Self.heartbeat { return 0 }
+        // What is left after this batch, for the coordinator's lookups to say (a full batch may
+        // have more behind it; a short one is the last).
+        let pending = studies.count == Self.batch ? max(0, try store.unannouncedCount() - studies.count) : 0
         let items: [JSON] = studies.map(Self.item)
-        let answer = try client.call("POST", "/v1/holdings", body: .object([("trust", .string(trust)), ("studies", .array(items))]))
-        try store.markAnnounced(studies.map { ($0.facts.uid, $0.instances) })
+        let answer = try client.call("POST", "/v1/holdings", body: .object([
+            ("trust", .string(trust)), ("studies", .array(items)), ("pending", .int(Int64(pending))),
+        ]))
+        if !studies.isEmpty { try store.markAnnounced(studies.map { ($0.facts.uid, $0.instances) }) }
         lock.withLock {
             lastSuccess = Date().timeIntervalSince1970
+            lastAnswered = MonotonicClock.now
             lastError = nil
         }
         for conflict in answer["conflicts"] as? [String] ?? [] {

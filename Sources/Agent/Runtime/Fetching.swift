@@ -111,8 +111,8 @@ final class Fetching: @unchecked Sendable {
 
     /// A failure worth retrying: deferred with backoff (the job's tries count it); `soon`: a
     /// second, for a state that passes by itself (an announcement on its way).
-    private func postpone(_ job: AgentStore.Job, _ reason: String, long: Bool = false, soon: Bool = false) {
-        let delay = soon ? 1 : long ? context.policy.maximumDelay : context.policy.delay(afterFailures: max(1, job.attempts + 1), using: &generator)
+    private func postpone(_ job: AgentStore.Job, _ reason: String, long: Bool = false, soon: Bool = false, after seconds: Double? = nil) {
+        let delay = seconds ?? (soon ? 1 : long ? context.policy.maximumDelay : context.policy.delay(afterFailures: max(1, job.attempts + 1), using: &generator))
         try? context.store.postpone(job: job.id, until: Date().timeIntervalSince1970 + delay, reason: reason)
         context.log.warning("\(job.kind) deferred", ["job": job.id, "study": job.study, "retry_in": String(format: "%.0f s", delay), "reason": reason])
     }
@@ -189,6 +189,15 @@ final class Fetching: @unchecked Sendable {
             }
             try context.audit.record(AuditEntry(who: context.trust, action: "lookup", nhs: nhs, study: job.kind == "prefetch" ? job.study : nil, why: "rule \(job.rule)"), durable: false)
             let answer = try coordinator.call("GET", "/v1/patients/\(nhs)/studies")
+            // A trust still announcing may hold priors the answer lacks: wait for it a while
+            // rather than choose from part of the history (and fetch an older study instead of
+            // the one the rule wants); then plan with what is known, and say so.
+            let lagging = Self.lagging(answer["announcing"], sources: query.sources, own: context.trust)
+            let waited = Date().timeIntervalSince1970 - job.created
+            if !lagging.isEmpty && waited < Self.patience {
+                postpone(job, "waiting for announcements before choosing: \(lagging.joined(separator: "; ")) (plans with what is known in \(Int(Self.patience - waited)) s at the latest)", after: Self.recheck)
+                return
+            }
             let studies = answer["studies"] as? [[String: Any]] ?? []
             let chosen = choose(studies, query: query, trigger: trigger, excluding: job.kind == "prefetch" ? job.study : nil)
             var queued: [String] = []
@@ -204,7 +213,11 @@ final class Fetching: @unchecked Sendable {
                     here += 1
                 }
             }
-            let note = "\(queued.count) stud\(queued.count == 1 ? "y" : "ies") queued to fetch (\(here) already here or queued) of \(studies.count) known for the patient"
+            var note = "\(queued.count) stud\(queued.count == 1 ? "y" : "ies") queued to fetch (\(here) already here or queued) of \(studies.count) known for the patient"
+            if !lagging.isEmpty {
+                note += "; planned while announcements were still coming (\(lagging.joined(separator: "; "))): studies held there may be missing"
+                context.log.warning("\(job.kind) planned without waiting longer for every trust's announcements: priors may be missing", ["job": job.id, "lagging": lagging.joined(separator: "; ")])
+            }
             try context.store.finishPlanning(job: job.id, note: note, now: Date().timeIntervalSince1970)
             context.log.info("\(job.kind) planned", ["job": job.id, "rule": job.rule, "fetches": queued.joined(separator: "; "), "already": here])
             nudge()
@@ -217,6 +230,20 @@ final class Fetching: @unchecked Sendable {
             }
         } catch {
             postpone(job, "\(error)")
+        }
+    }
+
+    /// How long a prefetch or gather waits for trusts still announcing, from its creation;
+    /// and how often it asks again meanwhile (each ask is a lookup, audited at both ends).
+    static let patience = 300.0
+    static let recheck = 5.0
+
+    /// The coordinator's `announcing` list, as reasons: the trusts this job could fetch from
+    /// (its rule's sources, never this trust) whose studies may be missing from the answer.
+    static func lagging(_ value: Any?, sources: Set<String>, own: String) -> [String] {
+        (value as? [[String: Any]] ?? []).compactMap { item in
+            guard let trust = item["trust"] as? String, trust != own, sources.isEmpty || sources.contains(trust) else { return nil }
+            return item["reason"] as? String ?? "\(trust) is still announcing"
         }
     }
 

@@ -60,6 +60,11 @@ extension AgentStore {
         }
     }
 
+    /// Studies the coordinator has not heard of as they are now.
+    public func unannouncedCount() throws -> Int {
+        try read { Int(try db.prepare("SELECT count(*) FROM studies WHERE announced != instances AND instances > 0").first { $0.int(0) } ?? 0) }
+    }
+
     public func announcedStudyCount() throws -> Int {
         try read { Int(try db.prepare("SELECT count(*) FROM studies WHERE announced > 0").first { $0.int(0) } ?? 0) }
     }

@@ -181,7 +181,8 @@ enum LocateCommand {
         agent's certificate) for the patient's studies: newest first, each with its date,
         modality, description and the trusts that hold it. The NHS number may have spaces; its
         check digit is verified before anything is asked. The lookup is audited at the
-        coordinator. Exit 1 when the coordinator cannot answer, or holds an identity conflict
+        coordinator. Trusts still announcing what they hold (after the coordinator was down or
+        lost its registry) are named below the list: their studies may be missing from it. Exit 1 when the coordinator cannot answer, or holds an identity conflict
         about the patient for a person (shown).
 
         Options:
@@ -233,6 +234,10 @@ enum LocateCommand {
             let held = (study["locations"] as? [[String: Any]] ?? []).map { ($0["trust"] as? String ?? "") + (($0["complete"] as? Bool) == false ? " (partial)" : "") }
             standardOutput.line((study["date"] as? String ?? "").padding(to: 10) + ((study["modalities"] as? [String])?.joined(separator: ",") ?? "").padding(to: 6)
                 + String((study["description"] as? String ?? "").prefix(30)).padding(to: 31) + held.joined(separator: ", ").padding(to: 17) + (study["study"] as? String ?? ""))
+        }
+        let announcing = (answer["announcing"] as? [[String: Any]] ?? []).compactMap { $0["reason"] as? String }
+        if !announcing.isEmpty {
+            standardOutput.line("Not complete yet: \(announcing.joined(separator: "; ")); studies held there may be missing above")
         }
         return .success
     }
