@@ -87,6 +87,24 @@ struct CommandLineTests {
         #expect((object?["files_per_second"] as? Double ?? 0) > 0)
     }
 
+    /// The disk probe the benchmarks print beside their figures: real reads and durable writes
+    /// in the folder given, timed, the scratch file gone after; a folder it cannot write says so.
+    @Test func benchDiskMeasuresReadsAndDurableWritesAndCleansUp() throws {
+        let folder = try ScratchFolder()
+        let outcome = try Run.consort("bench", "disk", "--work", folder.path, "--json")
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any]
+        #expect((object?["reads"] as? Int ?? 0) > 0 && (object?["syncs"] as? Int ?? 0) > 0, "\(outcome.stdout)")
+        for key in ["read_p50_ms", "read_p99_ms", "sync_p50_ms", "sync_p99_ms"] {
+            let value = (object?[key] as? NSNumber)?.doubleValue ?? -1
+            #expect(value > 0 && value < 60_000, "\(key) in \(outcome.stdout)")
+        }
+        #expect((object?["read_p99_ms"] as? Double ?? 0) >= (object?["read_p50_ms"] as? Double ?? 1))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty, "the scratch file removed")
+        let nowhere = try Run.consort("bench", "disk", "--work", folder.path + "/missing")
+        #expect(nowhere.status == 1 && nowhere.stderr.contains("cannot write and read a scratch file") && nowhere.stderr.contains("No such file"), "\(nowhere.stderr)")
+    }
+
     /// Stream, don't buffer: sender and receiver peak memory stays under 64 MB and does not
     /// grow with the study — 20 MB and 125 MB studies of CT-sized instances, sent over mutual
     /// TLS, peak within 8 MB of each other.
