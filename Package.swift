@@ -95,7 +95,7 @@ let package = Package(
         // sender (per-instance outcomes) and the DICOMweb service over a store.
         .target(
             name: "Exchange",
-            dependencies: ["DICOM", "DICOMweb", "HTTP", "Transport"]
+            dependencies: ["DICOM", "DICOMweb", "HTTP", "Transport", "Platform"]
         ),
         // The agent daemon: its configuration, the archive watcher, the inventory and spool
         // (SQLite), the scheduler and senders, the receiver. The CLI only starts it.
@@ -176,7 +176,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentTests",
-            dependencies: ["Agent", "Exchange", "SQLite", "Routing", "DICOM", "TestSupport"]
+            dependencies: ["Agent", "Exchange", "SQLite", "Routing", "DICOM", "Platform", "TestSupport"]
         ),
         .testTarget(
             name: "HTTPTests",

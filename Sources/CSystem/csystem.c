@@ -63,3 +63,35 @@ int consort_peer_credentials(int fd, unsigned int *uid, int *pid) {
     *pid = credentials.pid;
     return 0;
 }
+
+#include <sys/resource.h>
+#include <sys/syscall.h>
+
+enum { consort_ioprio_who_process = 1 };  // linux/ioprio.h, which not every libc's headers carry
+
+int consort_thread_nicer(int by) {
+    // Relative to the process (its main thread), not to this thread: a connection's thread
+    // asked again for each request stays where the first request put it.
+    errno = 0;
+    int process = getpriority(PRIO_PROCESS, (id_t)getpid());
+    if (process == -1 && errno != 0) return -1;
+    id_t tid = (id_t)syscall(SYS_gettid);
+    errno = 0;
+    int now = getpriority(PRIO_PROCESS, tid);
+    if (now == -1 && errno != 0) return -1;
+    int wanted = process + by > 19 ? 19 : process + by;
+    return now >= wanted ? 0 : setpriority(PRIO_PROCESS, tid, wanted);
+}
+
+int consort_thread_niceness(void) {
+    errno = 0;
+    return getpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid));
+}
+
+int consort_thread_io_priority(void) {
+    return (int)syscall(SYS_ioprio_get, consort_ioprio_who_process, (pid_t)syscall(SYS_gettid));
+}
+
+int consort_thread_set_io_priority(int value) {
+    return (int)syscall(SYS_ioprio_set, consort_ioprio_who_process, (pid_t)syscall(SYS_gettid), value);
+}

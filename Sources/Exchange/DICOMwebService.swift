@@ -1,6 +1,7 @@
 import DICOM
 import DICOMweb
 import Foundation
+import Platform
 import HTTP
 import Transport
 
@@ -102,8 +103,18 @@ public struct DICOMwebService: Sendable {
         // StowIngest throws HTTPError: the status it throws is the one answered.
         let ingest = try StowIngest(inbound: store, staging: store + "/.staging", boundary: boundary, baseURL: baseURL)
         ingest.heldElsewhere = heldElsewhere
-        while let piece = try body.next() { try ingest.consume(piece) }
-        let response = try ingest.finish()
+        // The sending agent's word for the work (X-Consort-Priority): a bulk or normal transfer
+        // leaves the CPU to urgent ones first on this connection's thread (for good: a sender
+        // keeps its urgent connection apart), and a bulk transfer's data goes to the disk in the
+        // idle I/O class. The records made after it (`stored`) are not idle: other work waits
+        // for their locks.
+        let priority = request.head.value("X-Consort-Priority")
+        if priority == "bulk" || priority == "normal" { ThreadPriority.yieldCPU(bulk: priority == "bulk") }
+        func receive() throws -> StowResponse {
+            while let piece = try body.next() { try ingest.consume(piece) }
+            return try ingest.finish()
+        }
+        let response = try priority == "bulk" ? ThreadPriority.idleIO(receive) : receive()
         for line in ingest.log {
             // A conflict needs a person: it is an error, not routine.
             log((line.hasPrefix("refused CONFLICT") ? "error: " : "") + "request \(request.id) from \(who): \(line)")

@@ -55,8 +55,10 @@ public enum StowSender {
     /// One STOW-RS request for a batch; what became of each instance, and why if not stored.
     /// `pace`, when given, is told of every block read from disk before it is sent (a bandwidth
     /// cap sleeps there).
+    /// `headers`: fields beside the request's own (an agent says the job's priority, for the
+    /// receiver to give a bulk request the CPU and disk only urgent work does not need).
     public static func deliver(
-        _ batch: [OutgoingInstance], to base: String, with client: HTTPClient, pace: ((Int) -> Void)? = nil
+        _ batch: [OutgoingInstance], to base: String, with client: HTTPClient, headers extra: [(String, String)] = [], pace: ((Int) -> Void)? = nil
     ) -> [InstanceOutcome] {
         var outcomes: [String: DeliveryClass] = [:]
         var reasons: [String: String] = [:]
@@ -69,7 +71,7 @@ public enum StowSender {
             let result = Result { () throws(HTTPClientError) -> ClientResponse in
                 try client.send(
                     method: "POST", url: base + "/studies",
-                    headers: [("Content-Type", body.encoder.contentType()), ("Accept", "application/dicom+json")],
+                    headers: [("Content-Type", body.encoder.contentType()), ("Accept", "application/dicom+json")] + extra,
                     body: { buffer in
                         let n = try body.read(into: buffer)
                         pace?(n)

@@ -474,6 +474,11 @@ final class Delivery: @unchecked Sendable {
             release(destination, reserved: reserved)
         }
         let target = destination.target
+        // A normal or bulk job's worker leaves the CPU to urgent work first (this thread does
+        // only this job, and ends with it), and reads a bulk study's files in the idle I/O
+        // class (below); the receiver is told the priority and does the same.
+        let priority = JobPriority(rawValue: job.priority) ?? .normal
+        if priority != .urgent { ThreadPriority.yieldCPU(bulk: priority == .bulk) }
         let client: HTTPClient
         do {
             let kept: HTTPClient? = lock.withLock {
@@ -616,7 +621,10 @@ final class Delivery: @unchecked Sendable {
             if pending.isEmpty { continue }
             let started = Date().timeIntervalSince1970
             let batch = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
-            let outcomes = StowSender.deliver(batch, to: target.url, with: client, pace: destination.pacer.map { pacer in { pacer.consume($0) } })
+            let send = {
+                StowSender.deliver(batch, to: target.url, with: client, headers: [("X-Consort-Priority", priority.description)], pace: destination.pacer.map { pacer in { pacer.consume($0) } })
+            }
+            let outcomes = priority == .bulk ? ThreadPriority.idleIO(send) : send()
             let ended = Date().timeIntervalSince1970
             let acknowledged = outcomes.filter { $0.delivery == .delivered }.map(\.instance.uid)
             let refused = outcomes.filter { $0.delivery == .permanent && $0.transportCode == nil }.map { ($0.instance.uid, $0.reason ?? "refused") }

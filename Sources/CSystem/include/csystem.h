@@ -26,4 +26,23 @@ int consort_signals_arm(const int *signals, int count);
 // the admin socket names the user who asked for an action. 0, or -1 with errno set.
 int consort_peer_credentials(int fd, unsigned int *uid, int *pid);
 
+// The calling thread's share of the CPU lowered for background work (a bulk transfer), so that
+// urgent work in the same processes runs first: its niceness made at least the process's plus
+// `by` (at most 19), for this thread alone (setpriority on its thread id); asking again changes
+// nothing. It cannot be taken back without privilege:
+// use it on threads that do only that work from then on. 0, or -1 with errno set.
+int consort_thread_nicer(int by);
+
+// The calling thread's niceness (getpriority on its thread id).
+int consort_thread_niceness(void);
+
+// The calling thread's I/O priority (ioprio_get / ioprio_set, the kernel's encoding: class << 13
+// | level), to set the idle class around bulk work and put back what was there. Classes: 0 none
+// set (best effort by the thread's niceness), 1 real time, 2 best effort, 3 idle (served when no
+// other class waits; mq-deadline and BFQ age it, so it is not starved for long). Unlike
+// niceness, any class but real time can be set back and forth. -1 with errno set on error.
+int consort_thread_io_priority(void);
+int consort_thread_set_io_priority(int value);
+#define CONSORT_IO_PRIORITY_IDLE (3 << 13)
+
 #endif
