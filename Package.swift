@@ -129,7 +129,7 @@ let package = Package(
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI"]
+            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "CSystem"]
         ),
         .executableTarget(
             name: "consort",

@@ -101,8 +101,18 @@ struct CommandLineTests {
         }
         #expect((object?["read_p99_ms"] as? Double ?? 0) >= (object?["read_p50_ms"] as? Double ?? 1))
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path).isEmpty, "the scratch file removed")
+        #expect(object?["read_of"] as? String == "a file just written")
+        // Reads of a file that matters (a registry), around the page cache.
+        let existing = folder.path + "/registry.sqlite"
+        try Data((0..<(1 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }).write(to: URL(fileURLWithPath: existing))
+        let ofFile = try Run.consort("bench", "disk", "--work", folder.path, "--file", existing, "--json")
+        let read = try JSONSerialization.jsonObject(with: Data(ofFile.stdout.utf8)) as? [String: Any]
+        #expect(ofFile.status == 0 && read?["read_of"] as? String == existing && (read?["reads"] as? Int ?? 0) > 0, "\(ofFile.stdout)\(ofFile.stderr)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder.path) == ["registry.sqlite"], "the scratch file removed, the file read left")
         let nowhere = try Run.consort("bench", "disk", "--work", folder.path + "/missing")
         #expect(nowhere.status == 1 && nowhere.stderr.contains("cannot write and read a scratch file") && nowhere.stderr.contains("No such file"), "\(nowhere.stderr)")
+        let noFile = try Run.consort("bench", "disk", "--work", folder.path, "--file", folder.path + "/none")
+        #expect(noFile.status == 1 && noFile.stderr.contains("cannot read \(folder.path)/none around the page cache"), "\(noFile.stderr)")
     }
 
     /// Stream, don't buffer: sender and receiver peak memory stays under 64 MB and does not

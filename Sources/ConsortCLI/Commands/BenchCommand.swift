@@ -18,7 +18,7 @@ enum BenchCommand {
                                   [--work DIR] [--connections C] [--batch N] [--json]
                consort bench route [--urgent N] [--bulk-instances N] [--work DIR] [--json]
                consort bench registry [--studies N] [--lookups L] [--postgresql CONNINFO] [--work DIR] [--json]
-               consort bench disk [--work DIR] [--json]
+               consort bench disk [--work DIR] [--file FILE] [--json]
 
         parse   Reads the header of every file under DIR (up to Pixel Data, as the agent does)
                 and reports files/s and MB/s, MB counted as the files' size on disk. One untimed
@@ -43,11 +43,13 @@ enum BenchCommand {
 
         \(routeHelp)
 
-        disk      4 KB reads that miss the page cache and 4 KB writes made durable (fdatasync),
-                  about a second each, in a 32 MB scratch file in --work (default: the temporary
-                  folder): p50 and p99. route and registry print the same probe beside their
-                  figures, which depend on it: a rate-limited virtual disk after heavy I/O answers
-                  a hundred times slower than when fresh.
+        disk      4 KB writes made durable (fdatasync) in a 32 MB scratch file in --work
+                  (default: the temporary folder), and 4 KB reads around the page cache of
+                  --file (O_DIRECT: an existing file, say a registry), else of that scratch file
+                  just written; about a second each, p50 and p99. route and registry print the
+                  same probe beside their figures, which depend on it: on a virtual machine a
+                  read the guest does not cache may still be in the host's cache, or not, and
+                  the two differ a hundredfold.
 
         """
 

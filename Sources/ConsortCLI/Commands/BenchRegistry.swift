@@ -103,8 +103,10 @@ extension BenchCommand {
         }
         group.wait()
         let announceSeconds = MonotonicClock.now - announceStart
-        // The disk's state as the lookups start: at millions of studies they read it.
-        let disk = DiskProbe.measure(in: work)
+        // The disk as the lookups start, its reads those of the registry itself (around the page
+        // cache): at millions of studies a lookup reads it.
+        let registryFile = arguments.option("--postgresql") == nil ? work + "/registry.sqlite" : nil
+        let disk = DiskProbe.measure(in: work, reading: registryFile)
         // Locate: 8 clients, random patients.
         let latencies = LockedSamples()
         let locateGroup = DispatchGroup()
@@ -127,6 +129,7 @@ extension BenchCommand {
             }.start()
         }
         locateGroup.wait()
+        let diskAfter = DiskProbe.measure(in: work, reading: registryFile)
         let sorted = latencies.values.sorted()
         func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
         let rss = Double(coordinator.peakKiBSoFar) / 1024
@@ -137,13 +140,14 @@ extension BenchCommand {
                 ("registry", .string(kind)), ("studies", .int(Int64(count))), ("patients", .int(Int64(patients))), ("announce_per_s", .double(announcePerSecond.rounded())),
                 ("locate_p50_ms", .double((percentile(0.5) * 100).rounded() / 100)), ("locate_p99_ms", .double((percentile(0.99) * 100).rounded() / 100)),
                 ("rss_mb", .double(rss.rounded())), ("lookups", .int(Int64(sorted.count))), ("failures", .int(Int64(failures.value))),
-                ("disk", disk?.json ?? .null),
+                ("disk", disk?.json ?? .null), ("disk_after", diskAfter?.json ?? .null),
             ]).serialized())
         } else {
             standardOutput.line(String(format: "registry %@: %d studies of %d patients announced in %.1f s (%.0f studies/s, 8 clients, batches of 500)", kind, count, patients, announceSeconds, announcePerSecond))
             standardOutput.line(String(format: "locate: %d lookups, p50 %.2f ms, p99 %.2f ms (8 clients, over mutual TLS, kept-alive connections)", sorted.count, percentile(0.5), percentile(0.99)))
             standardOutput.line(String(format: "coordinator peak RSS: %.0f MB; failures: %d", rss, failures.value))
             standardOutput.line("disk as the lookups started: \(disk?.line ?? "not measured")")
+            standardOutput.line("disk as they ended: \(diskAfter?.line ?? "not measured")")
         }
         if failures.value == 0 && arguments.option("--work") == nil { try? FileManager.default.removeItem(atPath: work) }
         return failures.value == 0 ? .success : .someFailed

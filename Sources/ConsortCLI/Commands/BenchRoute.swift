@@ -23,7 +23,7 @@ extension BenchCommand {
                 scan's files/s (an agent started on the bulk study and an archive of
                 --archive-instances N more, default 20000 of 64x64 in studies of 500) against
                 consort bench parse on the same files, both agents' peak RSS, and the disk's
-                state before and after (bench disk). Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
+                durable writes before and after (bench disk). Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
         """
 
     /// Reads every file once, so that a timed run reads from the page cache as the run it is
