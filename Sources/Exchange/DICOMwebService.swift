@@ -110,11 +110,10 @@ public struct DICOMwebService: Sendable {
         // for their locks.
         let priority = request.head.value("X-Consort-Priority")
         if priority == "bulk" || priority == "normal" { ThreadPriority.yieldCPU(bulk: priority == "bulk") }
-        func receive() throws -> StowResponse {
-            while let piece = try body.next() { try ingest.consume(piece) }
-            return try ingest.finish()
-        }
-        let response = try priority == "bulk" ? ThreadPriority.idleIO(receive) : receive()
+        // Only the data: `finish` places the instances, and asks the inventory under its lock.
+        func receive() throws { while let piece = try body.next() { try ingest.consume(piece) } }
+        try priority == "bulk" ? ThreadPriority.idleIO(receive) : receive()
+        let response = try ingest.finish()
         for line in ingest.log {
             // A conflict needs a person: it is an error, not routine.
             log((line.hasPrefix("refused CONFLICT") ? "error: " : "") + "request \(request.id) from \(who): \(line)")

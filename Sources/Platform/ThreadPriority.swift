@@ -19,7 +19,7 @@ public enum ThreadPriority {
     public static func idleIO<T>(_ body: () throws -> T) rethrows -> T {
         let before = consort_thread_io_priority()
         _ = consort_thread_set_io_priority(CONSORT_IO_PRIORITY_IDLE)
-        defer { if before >= 0 { _ = consort_thread_set_io_priority(before) } }
+        defer { _ = consort_thread_set_io_priority(max(0, before)) }  // none set, if it could not be read
         return try body()
     }
 

@@ -27,9 +27,12 @@ struct ThreadPriorityTests {
             ThreadPriority.yieldCPU(bulk: true)  // a connection's next request: no further
             ThreadPriority.yieldCPU(bulk: false)  // nor back
             let during = ThreadPriority.idleIO { ThreadPriority.ioClass }
-            return ["\(ThreadPriority.niceness - nice)", "\(yielded)", before, during, ThreadPriority.ioClass]
+            return ["\(ThreadPriority.niceness - nice)", "\(min(19, nice + 10) - nice)", "\(yielded)", before, during, ThreadPriority.ioClass]
         }
-        #expect(seen == ["10", "true", "default", "idle", "default"], "\(seen)")
+        // +10, or up to 19 for a test run already niced; idle while moving data; then the class
+        // it had (none set, or best effort where a kernel reports that for none).
+        #expect(seen.count == 6 && seen[0] == seen[1] && seen[2] == "true" && seen[4] == "idle" && seen[5] == seen[3], "\(seen)")
+        #expect(["default", "best-effort"].contains(seen[3]), "\(seen)")
         // The caller's thread is not touched by another's.
         #expect(ThreadPriority.ioClass == "default")
     }
@@ -38,8 +41,8 @@ struct ThreadPriorityTests {
         let seen = onAThread {
             let nice = ThreadPriority.niceness
             ThreadPriority.yieldCPU(bulk: false)
-            return ["\(ThreadPriority.niceness - nice)"]
+            return ["\(ThreadPriority.niceness - nice)", "\(min(19, nice + 5) - nice)"]
         }
-        #expect(seen == ["5"])
+        #expect(seen.count == 2 && seen[0] == seen[1], "\(seen)")
     }
 }

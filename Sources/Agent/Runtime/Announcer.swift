@@ -30,6 +30,9 @@ final class Announcer: @unchecked Sendable {
     /// nothing pending (a prefetch elsewhere need not wait for it), and the answer's count
     /// shows a lost registry without waiting for a new study here.
     static let heartbeat = 15.0
+    /// What the last full batch left to announce (nil when unknown); only `announceBatch`,
+    /// under `once`, reads or writes it.
+    private var pendingAfterLastBatch: Int?
 
     init(store: AgentStore, client: CoordinatorClient, trust: String, log: Logger) {
         self.store = store
@@ -96,12 +99,23 @@ final class Announcer: @unchecked Sendable {
         if studies.isEmpty && MonotonicClock.now - lock.withLock({ lastAnswered }) < Self.heartbeat { return 0 }
         // What is left after this batch, for the coordinator's lookups to say (a full batch may
         // have more behind it; a short one is the last).
-        let pending = studies.count == Self.batch ? max(0, try store.unannouncedCount() - studies.count) : 0
+        // Counted once at the start of a run of full batches, then counted down (a count at
+        // every batch of a million-study resync would scan the inventory thousands of times).
+        let pending: Int
+        if studies.count < Self.batch {
+            pending = 0
+            pendingAfterLastBatch = nil
+        } else if let left = pendingAfterLastBatch, left >= studies.count {
+            pending = left - studies.count
+        } else {
+            pending = max(0, try store.unannouncedCount() - studies.count)
+        }
         let items: [JSON] = studies.map(Self.item)
         let answer = try client.call("POST", "/v1/holdings", body: .object([
             ("trust", .string(trust)), ("studies", .array(items)), ("pending", .int(Int64(pending))),
         ]))
         if !studies.isEmpty { try store.markAnnounced(studies.map { ($0.facts.uid, $0.instances) }) }
+        if studies.count == Self.batch { pendingAfterLastBatch = pending }
         lock.withLock {
             lastSuccess = Date().timeIntervalSince1970
             lastAnswered = MonotonicClock.now
@@ -115,7 +129,11 @@ final class Announcer: @unchecked Sendable {
         let announced = try store.announcedStudyCount()
         if known < announced {
             let count = try store.forgetAnnouncements()
+            pendingAfterLastBatch = nil
             log.warning("the coordinator knows fewer of this trust's studies than were announced (its registry was lost?): announcing everything again", ["known": known, "announced": announced, "studies": count])
+            // At once, not at the next tick: until the first batch says how many are pending,
+            // the coordinator takes this trust (just heard, nothing pending) as complete.
+            return max(studies.count, count > 0 ? 1 : 0)
         }
         return studies.count
     }

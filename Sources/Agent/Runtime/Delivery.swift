@@ -41,8 +41,10 @@ final class Delivery: @unchecked Sendable {
         let pacer: Pacer?
         /// Clients (curl handles with their kept-alive TLS connections) not in use: a worker takes
         /// one and gives it back, so a job that starts does not pay for a new TLS handshake.
-        /// The reserved urgent connection keeps its own.
-        var idleClients: [HTTPClient] = []
+        /// Kept by the priority of the work they carried: the receiving agent's thread for a
+        /// connection yields the CPU for good once it carries normal or bulk work, so urgent
+        /// work never reuses such a connection. The reserved urgent connection keeps its own.
+        var idleClients: [JobPriority: [HTTPClient]] = [:]
         var urgentClient: HTTPClient?
         /// Whether the peer takes study manifests: nil until it has been asked; false for a
         /// plain DICOMweb peer (it answered 404), which then just gets STOW-RS.
@@ -457,13 +459,14 @@ final class Delivery: @unchecked Sendable {
     /// what the peer holds and sends the manifest. (Counting workers here raced with
     /// `reinforce`, which may add a second before this one looks.)
     private func work(_ job: AgentStore.Job, at destination: Destination, reserved: Bool, first firstWorker: Bool) {
+        let priority = JobPriority(rawValue: job.priority) ?? .normal
         var pooled: HTTPClient?
         var left = false  // left the job to its other workers (counted out already)
         var triedPeer = false  // a request reached the circuit's accounting
         defer {
             lock.withLock {
                 if let pooled {
-                    if reserved { destination.urgentClient = pooled } else { destination.idleClients.append(pooled) }
+                    if reserved { destination.urgentClient = pooled } else { destination.idleClients[priority, default: []].append(pooled) }
                 }
                 if !left, var entry = sending[job.id] {
                     entry.workers -= 1
@@ -477,7 +480,6 @@ final class Delivery: @unchecked Sendable {
         // A normal or bulk job's worker leaves the CPU to urgent work first (this thread does
         // only this job, and ends with it), and reads a bulk study's files in the idle I/O
         // class (below); the receiver is told the priority and does the same.
-        let priority = JobPriority(rawValue: job.priority) ?? .normal
         if priority != .urgent { ThreadPriority.yieldCPU(bulk: priority == .bulk) }
         let client: HTTPClient
         do {
@@ -486,7 +488,7 @@ final class Delivery: @unchecked Sendable {
                     defer { destination.urgentClient = nil }
                     return destination.urgentClient
                 }
-                return destination.idleClients.popLast()
+                return destination.idleClients[priority]?.popLast()
             }
             client = try kept ?? HTTPClient(.init(tls: target.tls))
         } catch {

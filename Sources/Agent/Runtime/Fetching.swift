@@ -49,6 +49,8 @@ final class Fetching: @unchecked Sendable {
     static let concurrency = 3
     private let lock = NSCondition()
     private var running = Set<Int64>()
+    /// When each plan first found a trust still announcing (see `plan`).
+    private var waitingSince: [Int64: Double] = [:]
     private var stopping = false
     private var nudged = false
     private var generator = SystemRandomNumberGenerator()
@@ -111,9 +113,9 @@ final class Fetching: @unchecked Sendable {
 
     /// A failure worth retrying: deferred with backoff (the job's tries count it); `soon`: a
     /// second, for a state that passes by itself (an announcement on its way).
-    private func postpone(_ job: AgentStore.Job, _ reason: String, long: Bool = false, soon: Bool = false, after seconds: Double? = nil) {
+    private func postpone(_ job: AgentStore.Job, _ reason: String, long: Bool = false, soon: Bool = false, after seconds: Double? = nil, notATry: Bool = false) {
         let delay = seconds ?? (soon ? 1 : long ? context.policy.maximumDelay : context.policy.delay(afterFailures: max(1, job.attempts + 1), using: &generator))
-        try? context.store.postpone(job: job.id, until: Date().timeIntervalSince1970 + delay, reason: reason)
+        try? context.store.postpone(job: job.id, until: Date().timeIntervalSince1970 + delay, reason: reason, notATry: notATry)
         context.log.warning("\(job.kind) deferred", ["job": job.id, "study": job.study, "retry_in": String(format: "%.0f s", delay), "reason": reason])
     }
 
@@ -193,11 +195,19 @@ final class Fetching: @unchecked Sendable {
             // rather than choose from part of the history (and fetch an older study instead of
             // the one the rule wants); then plan with what is known, and say so.
             let lagging = Self.lagging(answer["announcing"], sources: query.sources, own: context.trust)
-            let waited = Date().timeIntervalSince1970 - job.created
+            // Counted from the first answer that named a trust still announcing, not from the
+            // job's creation: a job that waited for its window, or for the coordinator to come
+            // back, must still wait for the trusts catching up after it. (In memory: after a
+            // restart the wait starts again, still bounded.)
+            let now = Date().timeIntervalSince1970
+            let since = lagging.isEmpty ? now : lock.withLock { waitingSince[job.id, default: now] }
+            let waited = now - since
             if !lagging.isEmpty && waited < Self.patience {
-                postpone(job, "waiting for announcements before choosing: \(lagging.joined(separator: "; ")) (plans with what is known in \(Int(Self.patience - waited)) s at the latest)", after: Self.recheck)
+                lock.withLock { waitingSince[job.id] = since }
+                postpone(job, "waiting for announcements before choosing: \(lagging.joined(separator: "; ")) (plans with what is known in \(Int(Self.patience - waited)) s at the latest)", after: Self.recheck, notATry: true)
                 return
             }
+            lock.withLock { waitingSince[job.id] = nil }
             let studies = answer["studies"] as? [[String: Any]] ?? []
             let chosen = choose(studies, query: query, trigger: trigger, excluding: job.kind == "prefetch" ? job.study : nil)
             var queued: [String] = []

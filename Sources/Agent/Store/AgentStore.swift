@@ -602,10 +602,14 @@ public final class AgentStore: @unchecked Sendable {
     }
 
     /// A job that could not go on now: deferred until `until`, with the reason.
-    public func postpone(job id: Int64, until: Double, reason: String) throws {
+    /// `notATry`: the job only waited (a plan waiting for announcements), and the start that
+    /// counted a try is taken back, so its later backoff is not that of a job failed sixty times.
+    public func postpone(job id: Int64, until: Double, reason: String, notATry: Bool = false) throws {
         try write {
-            try db.prepare("UPDATE jobs SET state = 'deferred', next_attempt = ?2, last_error = ?3 WHERE id = ?1 AND state IN ('active', 'queued', 'deferred')")
-                .run([.integer(id), .real(until), .text(reason)])
+            try db.prepare(
+                "UPDATE jobs SET state = 'deferred', next_attempt = ?2, last_error = ?3, attempts = CASE WHEN ?4 AND attempts > 0 THEN attempts - 1 ELSE attempts END"
+                    + " WHERE id = ?1 AND state IN ('active', 'queued', 'deferred')"
+            ).run([.integer(id), .real(until), .text(reason), .integer(notATry ? 1 : 0)])
         }
     }
 
