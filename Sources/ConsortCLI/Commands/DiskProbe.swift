@@ -23,9 +23,9 @@ struct DiskProbe {
     /// What was read: "a file just written" or the file's path.
     var readOf = "a file just written"
 
-    /// Measures in `folder` (a 32 MB scratch file, removed after): up to 3,000 reads — of
-    /// `existing` when given (O_DIRECT, random 4 KB blocks), else of the scratch file — then up
-    /// to 300 durable writes, for at most `seconds` each; nil if it cannot write there.
+    /// Measures in `folder` (a 32 MB scratch file, removed after): up to 3,000 reads of random
+    /// 4 KB blocks around the page cache — of `existing` when given, else of the scratch file —
+    /// then up to 300 durable writes, for at most `seconds` each; nil if it cannot.
     static func measure(in folder: String, reading existing: String? = nil, seconds: Double = 1) -> DiskProbe? {
         let path = folder + "/.disk-probe-\(getpid())"
         let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
@@ -42,29 +42,13 @@ struct DiskProbe {
             guard block.withUnsafeBytes({ pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }) == block.count else { return nil }
         }
         guard fsync(fd) == 0 else { return nil }
-        // Out of the page cache, and no readahead: each read below is one 4 KB read of the disk.
-        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
-        _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_RANDOM))
-        var buffer = [UInt8](repeating: 0, count: page)
+        // Both kinds of read go around the page cache the same way (O_DIRECT).
+        guard let readTimes = Self.directReads(of: existing ?? path, seconds: seconds) else { return nil }
+        var result = DiskProbe()
+        if let existing { result.readOf = existing }
+        let buffer = [UInt8](repeating: 0, count: page)
         var syncTimes: [Double] = []
         let pages = size / page
-        var result = DiskProbe()
-        let readTimes: [Double]
-        if let existing {
-            guard let times = Self.directReads(of: existing, seconds: seconds) else { return nil }
-            readTimes = times
-            result.readOf = existing
-        } else {
-            var times: [Double] = []
-            let deadline = MonotonicClock.now + seconds
-            while MonotonicClock.now < deadline && times.count < 3_000 {
-                let offset = off_t(Int.random(in: 0..<pages, using: &generator) * page)
-                let start = MonotonicClock.now
-                guard buffer.withUnsafeMutableBytes({ pread(fd, $0.baseAddress, page, offset) }) == page else { return nil }
-                times.append(MonotonicClock.now - start)
-            }
-            readTimes = times
-        }
         let deadline = MonotonicClock.now + seconds
         while MonotonicClock.now < deadline && syncTimes.count < 300 {
             let offset = off_t(Int.random(in: 0..<pages, using: &generator) * page)
