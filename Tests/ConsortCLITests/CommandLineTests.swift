@@ -142,6 +142,60 @@ struct CommandLineTests {
         #expect(abs(peaks[1].receiver - peaks[0].receiver) < 4096, "receiver peaks \(peaks)")
     }
 
+    /// The routing benchmark, small: two real agents, a few urgent instances during a small bulk
+    /// study, the send → receive comparator run three times, the catch-up scan and the disk
+    /// watched meanwhile. Its figures are there and sensible, the urgent instances over 150 ms
+    /// each carry the disk's figure beside them, and it leaves only its inputs behind.
+    @Test(.timeLimit(.minutes(3)))
+    func benchRouteRunsTwoAgentsAndReportsEveryFigure() throws {
+        _ = try Run.require("openssl", package: "openssl")
+        let folder = try ScratchFolder()
+        let outcome = try Run.program(Run.consort, [
+            "bench", "route", "--urgent", "3", "--bulk-instances", "20", "--archive-instances", "0", "--work", folder.path, "--json",
+        ], timeout: 150)
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any]
+        #expect(object?["benchmark"] as? String == "route" && object?["urgent"] as? Int == 3, "\(outcome.stdout)")
+        #expect(object?["bulk_instances"] as? Int == 20 && object?["catch_up_files"] as? Int == 20, "\(outcome.stdout)")
+        let number = { (key: String) in (object?[key] as? NSNumber)?.doubleValue ?? -1 }
+        #expect(number("p50_ms") > 0 && number("p99_ms") >= number("p50_ms") && number("max_ms") >= number("p99_ms"), "\(outcome.stdout)")
+        #expect(number("bulk_mb_per_second") > 0 && number("send_receive_mb_per_second") > 0 && number("parse_files_per_second") > 0, "\(outcome.stdout)")
+        #expect((object?["send_receive_runs_mb_per_second"] as? [Double])?.count == 3, "\(outcome.stdout)")
+        #expect((object?["disk_before"] as? [String: Any])?["syncs"] as? Int ?? 0 > 0, "\(outcome.stdout)")
+        // The disk watched while urgent instances were timed: at least its first write.
+        #expect((object?["disk_during_syncs"] as? Int ?? 0) >= 1 && number("disk_during_sync_max_ms") > 0, "\(outcome.stdout)")
+        let slow = object?["urgent_over_150_ms"] as? [[String: Any]]
+        #expect(slow != nil, "\(outcome.stdout)")
+        for entry in slow ?? [] {
+            #expect((entry["ms"] as? Double ?? 0) > 150 && (entry["disk_sync_ms"] as? Double ?? -1) >= 0, "\(entry)")
+        }
+        // Only the inputs kept for the next run: no run folder, no probe or watch file.
+        let left = try FileManager.default.contentsOfDirectory(atPath: folder.path)
+        #expect(!left.contains { $0.hasPrefix("run-") || $0.hasPrefix(".disk-") }, "\(left)")
+        #expect(left.contains("bulk-20.complete") && left.contains("urgent-3.complete"), "\(left)")
+    }
+
+    /// The registry benchmark, small: a real coordinator on SQLite, announced to and looked up
+    /// by eight clients. The names the issue fixed (`announce_per_s`, `locate_p50_ms`,
+    /// `locate_p99_ms`, `rss_mb`) are there, every lookup answered, every study in the registry.
+    @Test(.timeLimit(.minutes(3)))
+    func benchRegistryAnnouncesLooksUpAndNamesItsFigures() throws {
+        let folder = try ScratchFolder()
+        let work = folder.path + "/work"
+        let outcome = try Run.program(Run.consort, ["bench", "registry", "--studies", "1000", "--lookups", "80", "--work", work, "--json"], timeout: 150)
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any]
+        let number = { (key: String) in (object?[key] as? NSNumber)?.doubleValue ?? -1 }
+        #expect(object?["registry"] as? String == "sqlite" && object?["studies"] as? Int == 1000 && object?["failures"] as? Int == 0, "\(outcome.stdout)")
+        #expect(number("announce_per_s") > 0 && number("locate_p50_ms") > 0 && number("locate_p99_ms") >= number("locate_p50_ms"), "\(outcome.stdout)")
+        #expect(number("rss_mb") > 1 && number("rss_mb") < 300, "\(outcome.stdout)")
+        #expect(object?["lookups"] as? Int == 80, "\(outcome.stdout)")
+        #expect((object?["disk"] as? [String: Any])?["read_of"] as? String == work + "/registry.sqlite", "\(outcome.stdout)")
+        let python = try Run.require("python3", package: "python3")
+        let counted = try Run.program(python, ["-c", "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM studies').fetchone()[0])", work + "/registry.sqlite"])
+        #expect(counted.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1000", "\(counted.stdout)\(counted.stderr)")
+    }
+
     @Test func benchPushSendsToItsOwnReceiverOverMutualTLSAndCleansUp() throws {
         _ = try Run.require("openssl", package: "openssl")
         let folder = try ScratchFolder()

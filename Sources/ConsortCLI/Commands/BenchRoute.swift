@@ -23,7 +23,9 @@ extension BenchCommand {
                 scan's files/s (an agent started on the bulk study and an archive of
                 --archive-instances N more, default 20000 of 64x64 in studies of 500) against
                 consort bench parse on the same files, both agents' peak RSS, and the disk's
-                durable writes before and after (bench disk). Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
+                durable writes before and after (bench disk) and while the urgent instances
+                are timed, each urgent instance over 150 ms beside the slowest of those.
+                Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
         """
 
     /// Reads every file once, so that a timed run reads from the page cache as the run it is
@@ -223,7 +225,11 @@ extension BenchCommand {
         try FileManager.default.createDirectory(atPath: run + "/incoming", withIntermediateDirectories: true)
         var latencies: [Double] = []
         var duringBulk: [Double] = []
+        /// When each urgent instance timed during the bulk transfer started and ended, to set
+        /// its latency beside the disk's at the same moment (`DiskWatch`).
+        var duringBulkSpans: [(start: Double, end: Double)] = []
         var bulkInFlight = 0
+        let diskWatch = DiskWatch(in: work)
         for (index, file) in urgentFiles.enumerated() {
             let staged = run + "/incoming/\(index).dcm"
             try FileManager.default.copyItem(atPath: file, toPath: staged)
@@ -243,10 +249,19 @@ extension BenchCommand {
             guard stat(target, &info) == 0 else {
                 throw UsageError(message: "urgent instance \(index + 1) did not arrive within 30 s; see \(run)/rsch.log", command: "bench route")
             }
-            latencies.append(monotonicSeconds() - t0)
-            if inFlight && bulkDone.lock.withLock({ bulkDone.at }) == nil { duringBulk.append(monotonicSeconds() - t0) }
+            let t1 = monotonicSeconds()
+            latencies.append(t1 - t0)
+            if inFlight && bulkDone.lock.withLock({ bulkDone.at }) == nil {
+                duringBulk.append(t1 - t0)
+                duringBulkSpans.append((t0, t1))
+            }
             usleep(10_000)
         }
+        let diskSamples = diskWatch?.stop() ?? []
+        // The urgent instances over the target's 150 ms, each beside the slowest durable 4 KB
+        // write the watch made while it was on its way.
+        let slowUrgent = duringBulkSpans.filter { $0.end - $0.start > 0.150 }
+            .map { (ms: ($0.end - $0.start) * 1000, diskMs: DiskWatch.slowest(in: diskSamples, from: $0.start, to: $0.end) * 1000) }
         // The bulk study to its end.
         let bulkDeadline = monotonicSeconds() + 600
         while bulkDone.lock.withLock({ bulkDone.at }) == nil && monotonicSeconds() < bulkDeadline { usleep(5_000) }
@@ -302,6 +317,7 @@ extension BenchCommand {
 
         latencies.sort()
         duringBulk.sort()
+        let diskTimes = diskSamples.map(\.seconds).sorted()
         func percentile(_ p: Double, of values: [Double]? = nil) -> Double {
             let list = values ?? latencies
             guard !list.isEmpty else { return .nan }
@@ -324,6 +340,9 @@ extension BenchCommand {
                     ("catch_up_files_per_second_from_process_start", .double(scanRateFromStart)), ("parse_files_per_second", .double(parseRate)),
                     ("sender_peak_rss_kib", .int(Int64(rschPeak))), ("receiver_peak_rss_kib", .int(Int64(uhsxPeak))),
                     ("disk_before", diskBefore?.json ?? .null), ("disk_after", diskAfter?.json ?? .null),
+                    ("disk_during_syncs", .int(Int64(diskTimes.count))), ("disk_during_sync_p50_ms", .double(percentile(0.5, of: diskTimes))),
+                    ("disk_during_sync_p99_ms", .double(percentile(0.99, of: diskTimes))), ("disk_during_sync_max_ms", .double((diskTimes.last ?? .nan) * 1000)),
+                    ("urgent_over_150_ms", .array(slowUrgent.map { .object([("ms", .double($0.ms.rounded())), ("disk_sync_ms", .double($0.diskMs.rounded()))]) })),
                 ]).serialized())
         } else {
             standardOutput.line("route: RSCH → UHSX agents, mutual TLS on loopback")
@@ -337,6 +356,14 @@ extension BenchCommand {
                 catchUpFiles, scanSeconds, scanRate, scanRateFromStart, parseRate, parseRate > 0 ? scanRate / parseRate : 0))
             standardOutput.line("  peak RSS: sender \(rschPeak / 1024) MB, receiver \(uhsxPeak / 1024) MB")
             standardOutput.line("  disk before: \(diskBefore?.line ?? "not measured")")
+            if !diskTimes.isEmpty {
+                standardOutput.line(String(format: "  disk while urgent instances were timed: 4 KB writes + fdatasync every 100 ms, p50 %.1f ms, p99 %.1f ms, max %.1f ms (%d writes)",
+                    percentile(0.5, of: diskTimes), percentile(0.99, of: diskTimes), diskTimes.last! * 1000, diskTimes.count))
+            }
+            if !slowUrgent.isEmpty {
+                standardOutput.line("  urgent instances over 150 ms during bulk, each with the slowest durable disk write beside it: "
+                    + slowUrgent.map { String(format: "%.0f ms (disk %.0f ms)", $0.ms, $0.diskMs) }.joined(separator: ", "))
+            }
             standardOutput.line("  disk after:  \(diskAfter?.line ?? "not measured")")
         }
         return .success
