@@ -164,6 +164,7 @@ struct CommandLineTests {
         #expect((object?["disk_before"] as? [String: Any])?["syncs"] as? Int ?? 0 > 0, "\(outcome.stdout)")
         // The disk watched while urgent instances were timed: at least its first write.
         #expect((object?["disk_during_syncs"] as? Int ?? 0) >= 1 && number("disk_during_sync_max_ms") > 0, "\(outcome.stdout)")
+        #expect(number("catch_up_disk_sync_max_ms") > 0, "the disk watched during the catch-up scan too: \(outcome.stdout)")
         let slow = object?["urgent_over_150_ms"] as? [[String: Any]]
         #expect(slow != nil, "\(outcome.stdout)")
         for entry in slow ?? [] {
