@@ -69,18 +69,47 @@ int consort_peer_credentials(int fd, unsigned int *uid, int *pid) {
 
 enum { consort_ioprio_who_process = 1 };  // linux/ioprio.h, which not every libc's headers carry
 
+// Whether consort_thread_nicer has lowered this thread (its niceness is then above its
+// process's): consort_thread_unlower does nothing for any other thread, without a system call.
+static __thread int consort_thread_lowered;
+
+// The process's niceness (its main thread's) and the calling thread's, with the thread's id.
+// 0, or -1 with errno set (getpriority may rightly answer -1, so errno tells).
+static int consort_niceness_pair(int *process, int *thread, id_t *tid) {
+    errno = 0;
+    *process = getpriority(PRIO_PROCESS, (id_t)getpid());
+    if (*process == -1 && errno != 0) return -1;
+    *tid = (id_t)syscall(SYS_gettid);
+    errno = 0;
+    *thread = getpriority(PRIO_PROCESS, *tid);
+    return *thread == -1 && errno != 0 ? -1 : 0;
+}
+
 int consort_thread_nicer(int by) {
     // Relative to the process (its main thread), not to this thread: a connection's thread
     // asked again for each request stays where the first request put it.
-    errno = 0;
-    int process = getpriority(PRIO_PROCESS, (id_t)getpid());
-    if (process == -1 && errno != 0) return -1;
-    id_t tid = (id_t)syscall(SYS_gettid);
-    errno = 0;
-    int now = getpriority(PRIO_PROCESS, tid);
-    if (now == -1 && errno != 0) return -1;
+    int process, now;
+    id_t tid;
+    if (consort_niceness_pair(&process, &now, &tid) != 0) return -1;
     int wanted = process + by > 19 ? 19 : process + by;
-    return now >= wanted ? 0 : setpriority(PRIO_PROCESS, tid, wanted);
+    if (now < wanted && setpriority(PRIO_PROCESS, tid, wanted) != 0) return -1;
+    consort_thread_lowered = 1;
+    return 0;
+}
+
+int consort_thread_unlower(int *previous) {
+    if (!consort_thread_lowered) return 0;
+    int process, now;
+    id_t tid;
+    if (consort_niceness_pair(&process, &now, &tid) != 0) return -1;
+    if (now <= process) return 0;
+    if (setpriority(PRIO_PROCESS, tid, process) != 0) return -1;
+    *previous = now;
+    return 1;
+}
+
+int consort_thread_set_niceness(int value) {
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), value);
 }
 
 int consort_thread_niceness(void) {

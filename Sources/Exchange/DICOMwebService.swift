@@ -107,7 +107,8 @@ public struct DICOMwebService: Sendable {
         // leaves the CPU to urgent ones first on this connection's thread (for good: a sender
         // keeps its urgent connection apart), and a bulk transfer's data goes to the disk in the
         // idle I/O class. The records made after it (`stored`) are not idle: other work waits
-        // for their locks.
+        // for their locks (and the agent's inventory brings the thread back to full CPU
+        // priority while it holds its lock: `ThreadPriority.atFullPriority`).
         let priority = request.head.value("X-Consort-Priority")
         if priority == "bulk" || priority == "normal" { ThreadPriority.yieldCPU(bulk: priority == "bulk") }
         // Only the data: `finish` places the instances, and asks the inventory under its lock.

@@ -2,6 +2,8 @@ import Foundation
 import Platform
 import Testing
 
+@testable import Agent
+
 /// Bulk work gives way to urgent work: a bulk worker's thread takes a smaller share of the CPU
 /// for good, and its data goes to the disk in the idle I/O class only while it moves data, the
 /// class it had put back after (its database commits must not wait at idle).
@@ -35,6 +37,58 @@ struct ThreadPriorityTests {
         #expect(["default", "best-effort"].contains(seen[3]), "\(seen)")
         // The caller's thread is not touched by another's.
         #expect(ThreadPriority.ioClass == "default")
+    }
+
+    /// A lowered thread about to hold the lock urgent work also takes comes back to the
+    /// process's priority for that long, then goes back down; a thread never lowered is left
+    /// alone. Coming back needs RLIMIT_NICE headroom or CAP_SYS_NICE (this suite's CI runs as
+    /// root; elsewhere the thread stays lowered, as the agent then says at start).
+    @Test func aLoweredThreadHoldsALockAtFullPriorityThenGoesBack() {
+        let can = ThreadPriority.abilities()
+        // Outside a sandbox this machine lets a thread lower its CPU and I/O priority.
+        #expect(can.lower && can.idleIO, "\(can)")
+        let seen = onAThread {
+            let nice = ThreadPriority.niceness
+            let untouched = ThreadPriority.atFullPriority { ThreadPriority.niceness }
+            ThreadPriority.yieldCPU(bulk: true)
+            let lowered = ThreadPriority.niceness
+            let inside = ThreadPriority.atFullPriority { ThreadPriority.niceness }
+            let nested = ThreadPriority.atFullPriority { ThreadPriority.atFullPriority { ThreadPriority.niceness } }
+            return ["\(nice)", "\(untouched)", "\(lowered)", "\(inside)", "\(nested)", "\(ThreadPriority.niceness)"]
+        }
+        #expect(seen.count == 6, "\(seen)")
+        guard seen.count == 6 else { return }
+        #expect(seen[1] == seen[0], "a thread never lowered is left alone: \(seen)")
+        #expect(seen[2] != seen[0] || seen[0] == "19", "lowered: \(seen)")
+        #expect(seen[3] == (can.comeBack ? seen[0] : seen[2]), "inside: \(seen), can come back: \(can.comeBack)")
+        #expect(seen[4] == seen[3], "nested: \(seen)")
+        #expect(seen[5] == seen[2], "lowered again after: \(seen)")
+    }
+
+    /// The agent's inventory does it for every transaction: a bulk worker's commit (and a bulk
+    /// request's record of what it stored) runs at the process's priority.
+    @Test func theInventoryLockIsHeldAtFullPriority() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        let can = ThreadPriority.abilities()
+        final class Box: @unchecked Sendable { var seen: [Int] = []; var error: (any Error)? }
+        let box = Box(), done = DispatchSemaphore(value: 0)
+        Thread {
+            let nice = ThreadPriority.niceness
+            ThreadPriority.yieldCPU(bulk: true)
+            do {
+                let writing = try store.write { ThreadPriority.niceness }
+                let reading = try store.read { ThreadPriority.niceness }
+                box.seen = [nice, ThreadPriority.niceness, writing, reading]
+            } catch { box.error = error }
+            done.signal()
+        }.start()
+        done.wait()
+        #expect(box.error == nil && box.seen.count == 4, "\(box.seen) \(String(describing: box.error))")
+        guard box.seen.count == 4 else { return }
+        let expected = can.comeBack ? box.seen[0] : box.seen[1]
+        #expect(box.seen[2] == expected && box.seen[3] == expected, "\(box.seen), can come back: \(can.comeBack)")
     }
 
     @Test func aNormalThreadYieldsLess() {

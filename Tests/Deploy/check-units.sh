@@ -5,7 +5,8 @@
 #      edited is kept and the new version put beside it as .new;
 #   2. the sysusers.d file creates the consort user (systemd-sysusers --dry-run on the stage);
 #   3. systemd-analyze verify accepts both units;
-#   4. systemd-analyze security --offline=true rates each at exposure 2.0 or lower.
+#   4. systemd-analyze security --offline=true rates each at exposure 2.0 or lower;
+#   5. the agent's system call filter allows the calls it ranks its threads with.
 # Prints one line per unit, e.g. "consort-agent.service: verify ok, exposure 1.2".
 #
 # Usage: Tests/Deploy/check-units.sh CONSORT_BINARY
@@ -175,6 +176,50 @@ for unit in "${units[@]}"; do
     echo "$unit: verify FAILED, exposure $exposure"
   fi
 done
+
+# --- 5. The agent's system call filter lets it do what it must, and not more -------------------
+# Its SystemCallFilter= lines applied as systemd applies them (the first, an allow list, sets
+# the start; a later "~" line takes calls out, a later plain one puts them back), each @group
+# expanded by systemd-analyze itself. The agent ranks its threads with setpriority and
+# ioprio_set: denied (systemd's @resources), urgent instances would share the CPU and the disk
+# with bulk transfers as equals, which no test on this machine (no systemd as PID 1) would see.
+# expand WORD...: the system calls the words name, one per line.
+expand() {
+  local word
+  for word in "$@"; do
+    if [[ $word == @* ]]; then
+      systemd-analyze syscall-filter "$word" 2>/dev/null | sed -n 's/^    \([a-z0-9_]*\)$/\1/p'
+      # a group inside a group: "    @name"
+      systemd-analyze syscall-filter "$word" 2>/dev/null | sed -n 's/^    \(@[a-z-]*\)$/\1/p' | while read -r inner; do expand "$inner"; done
+    else
+      echo "$word"
+    fi
+  done
+}
+agent_unit="$root/usr/local/lib/systemd/system/consort-agent.service"
+if [ -f "$agent_unit" ]; then
+  : >"$tmp/allowed"
+  while IFS= read -r line; do
+    value=${line#SystemCallFilter=}
+    if [[ $value == "~"* ]]; then
+      # shellcheck disable=SC2086
+      expand ${value#"~"} | sort -u >"$tmp/denied"
+      sort -u "$tmp/allowed" | comm -23 - "$tmp/denied" >"$tmp/allowed.next" && mv "$tmp/allowed.next" "$tmp/allowed"
+    else
+      # shellcheck disable=SC2086
+      expand $value >>"$tmp/allowed"
+    fi
+  done < <(grep '^SystemCallFilter=' "$agent_unit")
+  before=$failures
+  for call in setpriority ioprio_set getpriority ioprio_get fdatasync syncfs inotify_add_watch; do
+    grep -qx "$call" "$tmp/allowed" || failed "consort-agent.service: its SystemCallFilter= denies $call, which the agent calls"
+  done
+  for call in setuid mount setrlimit sched_setscheduler reboot; do
+    grep -qx "$call" "$tmp/allowed" && failed "consort-agent.service: its SystemCallFilter= allows $call, which the agent never needs"
+  done
+  grep -q '^LimitNICE=+0$' "$agent_unit" || failed "consort-agent.service: no LimitNICE=+0 (a thread lowered for bulk work could not come back up to hold the database lock)"
+  [ "$failures" -eq "$before" ] && echo "consort-agent.service: system call filter allows $(sort -u "$tmp/allowed" | wc -l) calls, setpriority and ioprio_set among them"
+fi
 
 if [ "$failures" -gt 0 ]; then
   echo "check-units: $failures check(s) failed" >&2

@@ -126,6 +126,7 @@ public final class AgentDaemon: @unchecked Sendable {
         let ticker = Thread { [self] in tick() }
         ticker.name = "consort-stability"
         ticker.start()
+        reportPriorities()
         log.info("ready", ["trust": configuration.trust, "listening": "\(configuration.listenHost):\(server?.port ?? 0)", "watching": configuration.watches.map(\.path).joined(separator: ","), "inbound": configuration.inbound])
     }
 
@@ -472,6 +473,20 @@ public final class AgentDaemon: @unchecked Sendable {
         }
         thread.name = "consort-rescan"
         thread.start()
+    }
+
+    /// Urgent before bulk rests on thread priorities (`ThreadPriority`); a sandbox may forbid
+    /// them. Said once at start, so that an operator whose urgent instances wait behind bulk
+    /// transfers learns why from the log rather than from a radiologist.
+    private func reportPriorities() {
+        let can = ThreadPriority.abilities()
+        if !can.lower || !can.idleIO {
+            log.warning(
+                "cannot put bulk work below urgent work: urgent instances will share the CPU and the disk with bulk transfers; the service's system call filter must allow setpriority and ioprio_set (Deploy/systemd/consort-agent.service does)",
+                ["lower_cpu": can.lower ? "yes" : "refused", "idle_io": can.idleIO ? "yes" : "refused", "error": can.refusal ?? ""])
+        } else if !can.comeBack {
+            log.info("bulk work holds the database lock at its lowered CPU priority: without RLIMIT_NICE headroom a lowered thread cannot come back up (LimitNICE=+0 in the unit gives it)", ["error": can.refusal ?? ""])
+        }
     }
 
     // MARK: - Study stability

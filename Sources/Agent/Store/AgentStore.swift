@@ -1,5 +1,6 @@
 import DICOM
 import Foundation
+import Platform
 import SQLite
 
 /// The agent's inventory and spool, in one SQLite database under `state` (WAL, synchronous=FULL).
@@ -145,12 +146,16 @@ public final class AgentStore: @unchecked Sendable {
     }
 
     /// Runs `body` under the lock, in one transaction.
+    ///
+    /// At the process's own CPU priority (`ThreadPriority.atFullPriority`), from the wait for
+    /// the lock to its release: the lock is shared with urgent work, and a bulk worker or a
+    /// bulk request's thread (lowered) holding it while pre-empted would make that work wait.
     func write<T>(_ body: () throws -> T) throws -> T {
-        try lock.withLock { try db.transaction(body) }
+        try ThreadPriority.atFullPriority { try lock.withLock { try db.transaction(body) } }
     }
 
     func read<T>(_ body: () throws -> T) throws -> T {
-        try lock.withLock { try body() }
+        try ThreadPriority.atFullPriority { try lock.withLock { try body() } }
     }
 
     // MARK: - Files and instances
@@ -158,7 +163,7 @@ public final class AgentStore: @unchecked Sendable {
     /// Runs `body` under the lock in one read transaction: many lookups for the price of one
     /// lock of the database (a statement outside a transaction takes and drops it each time).
     func readBatch<T>(_ body: () throws -> T) throws -> T {
-        try lock.withLock { try Self.inReadTransaction(db, body) }
+        try ThreadPriority.atFullPriority { try lock.withLock { try Self.inReadTransaction(db, body) } }
     }
 
     private static func inReadTransaction<T>(_ connection: Database, _ body: () throws -> T) throws -> T {

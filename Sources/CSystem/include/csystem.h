@@ -29,9 +29,17 @@ int consort_peer_credentials(int fd, unsigned int *uid, int *pid);
 // The calling thread's share of the CPU lowered for background work (a bulk transfer), so that
 // urgent work in the same processes runs first: its niceness made at least the process's plus
 // `by` (at most 19), for this thread alone (setpriority on its thread id); asking again changes
-// nothing. It cannot be taken back without privilege:
-// use it on threads that do only that work from then on. 0, or -1 with errno set.
+// nothing. Use it on threads that do only that work from then on. 0, or -1 with errno set.
 int consort_thread_nicer(int by);
+
+// For a thread consort_thread_nicer lowered, about to hold a lock urgent work may wait for: back
+// to its process's niceness, the niceness it had stored in *previous (to put back with
+// consort_thread_set_niceness). 1 done; 0 nothing to do (a thread never lowered: no system
+// call); -1 with errno set when not allowed. Lowering a niceness needs CAP_SYS_NICE or
+// RLIMIT_NICE headroom (a ceiling of 20 - rlim_cur: systemd's LimitNICE=+0 lets a service come
+// back to nice 0, where it started, and no further).
+int consort_thread_unlower(int *previous);
+int consort_thread_set_niceness(int value);
 
 // The calling thread's niceness (getpriority on its thread id).
 int consort_thread_niceness(void);
