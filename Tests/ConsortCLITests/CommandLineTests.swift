@@ -160,6 +160,7 @@ struct CommandLineTests {
         let number = { (key: String) in (object?[key] as? NSNumber)?.doubleValue ?? -1 }
         #expect(number("p50_ms") > 0 && number("p99_ms") >= number("p50_ms") && number("max_ms") >= number("p99_ms"), "\(outcome.stdout)")
         #expect(number("bulk_mb_per_second") > 0 && number("send_receive_mb_per_second") > 0 && number("parse_files_per_second") > 0, "\(outcome.stdout)")
+        #expect(number("bulk_alone_mb_per_second") > 0, "the bulk study sent alone too: \(outcome.stdout)")
         #expect((object?["send_receive_runs_mb_per_second"] as? [Double])?.count == 3, "\(outcome.stdout)")
         #expect((object?["disk_before"] as? [String: Any])?["syncs"] as? Int ?? 0 > 0, "\(outcome.stdout)")
         // The disk watched while urgent instances were timed: at least its first write.

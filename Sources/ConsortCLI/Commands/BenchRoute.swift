@@ -18,8 +18,9 @@ extension BenchCommand {
                 folder one at a time while a bulk study (--bulk-instances N, default 1200 of
                 512x512, ~630 MB) is in flight to the same peer; prints each urgent instance's
                 latency distribution (file closed at RSCH → durable in UHSX's inbound), the bulk
-                study's MB/s against consort send → receive on it in the same run (the median
-                of three: one before the agents, two after), the catch-up
+                study's MB/s, sent alone by a pair of agents of its own and again while the
+                urgent instances go too, against consort send → receive on it in the same run
+                (the median of three: one before the agents, two after), the catch-up
                 scan's files/s (an agent started on the bulk study and an archive of
                 --archive-instances N more, default 20000 of 64x64 in studies of 500) against
                 consort bench parse on the same files, both agents' peak RSS, and the disk's
@@ -164,6 +165,51 @@ extension BenchCommand {
         var pushRuns: [Double] = []
         if let rate = try pushOnce(1) { pushRuns.append(rate) }
 
+        // Entries counted with readdir, no names made: the bench shares the agents' two CPUs,
+        // and listing the bulk folder's 1,200 names with Foundation every 2 ms took CPU time
+        // from the agents it measures.
+        @Sendable func held(_ folder: String) -> Int {
+            guard let dir = opendir(folder) else { return 0 }
+            defer { closedir(dir) }
+            var count = 0
+            while let entry = readdir(dir) {
+                let (a, b, c) = (entry.pointee.d_name.0, entry.pointee.d_name.1, entry.pointee.d_name.2)
+                let dots = a == 0x2E && (b == 0 || (b == 0x2E && c == 0))  // "." and ".."
+                if !dots { count += 1 }
+            }
+            return count
+        }
+        let bulkStudy = bulk.studyInstanceUID, urgentStudy = urgent.studyInstanceUID
+        // The bulk study alone first, as the issue's target has it (a study dropped into A's
+        // watched folder, until all of it is in B's inbound, against consort send → receive on
+        // the same study): a pair of agents of its own, stopped after. The run below sends it
+        // again while urgent instances go to the same peer, the bulk giving way to them.
+        let bulkAloneSeconds: Double = try {
+            let receiver = try site("UHSX", peer: nil, folder: "alone-uhsx")
+            let (uhsx, port) = try start(receiver.config, "alone-uhsx")
+            defer {
+                uhsx.signal(SIGTERM)
+                _ = uhsx.wait()
+            }
+            let sender = try site("RSCH", peer: ("UHSX", port), folder: "alone-rsch")
+            let (rsch, _) = try start(sender.config, "alone-rsch")
+            defer {
+                rsch.signal(SIGTERM)
+                _ = rsch.wait()
+            }
+            warm(bulkFiles)
+            let start = monotonicSeconds()
+            try FileManager.default.moveItem(atPath: bulkSource + "/" + bulkStudy, toPath: sender.watch + "/" + bulkStudy)
+            defer { try? FileManager.default.moveItem(atPath: sender.watch + "/" + bulkStudy, toPath: bulkSource + "/" + bulkStudy) }
+            let inbound = receiver.inbound + "/" + bulkStudy, deadline = start + 600
+            while held(inbound) < bulkFiles.count && monotonicSeconds() < deadline && rsch.isRunning && uhsx.isRunning { usleep(5_000) }
+            let seconds = monotonicSeconds() - start
+            guard held(inbound) == bulkFiles.count else {
+                throw UsageError(message: "the bulk study sent alone did not all arrive (\(held(inbound)) of \(bulkFiles.count)); see \(run)/alone-rsch.log", command: "bench route")
+            }
+            return seconds
+        }()
+
         let receiver = try site("UHSX", peer: nil)
         let (uhsx, uhsxPort) = try start(receiver.config, "uhsx")
         let sender = try site("RSCH", peer: ("UHSX", uhsxPort))
@@ -180,24 +226,9 @@ extension BenchCommand {
         // The bulk study in flight: moved into the watched folder at once (one rename), read
         // from the page cache as consort send reads it afterwards (see `warm`).
         warm(bulkFiles + urgentFiles)
-        let bulkStudy = bulk.studyInstanceUID, urgentStudy = urgent.studyInstanceUID
         let bulkStart = monotonicSeconds()
         try FileManager.default.moveItem(atPath: bulkSource + "/" + bulkStudy, toPath: sender.watch + "/" + bulkStudy)
         defer { try? FileManager.default.moveItem(atPath: sender.watch + "/" + bulkStudy, toPath: bulkSource + "/" + bulkStudy) }
-        // Entries counted with readdir, no names made: the bench shares the agents' two CPUs,
-        // and listing the bulk folder's 1,200 names with Foundation every 2 ms took CPU time
-        // from the agents it measures.
-        @Sendable func held(_ folder: String) -> Int {
-            guard let dir = opendir(folder) else { return 0 }
-            defer { closedir(dir) }
-            var count = 0
-            while let entry = readdir(dir) {
-                let (a, b, c) = (entry.pointee.d_name.0, entry.pointee.d_name.1, entry.pointee.d_name.2)
-                let dots = a == 0x2E && (b == 0 || (b == 0x2E && c == 0))  // "." and ".."
-                if !dots { count += 1 }
-            }
-            return count
-        }
         // The moment the bulk study is complete at UHSX, watched on a thread of its own (the
         // urgent instances are timed meanwhile).
         final class Completion: @unchecked Sendable {
@@ -331,6 +362,7 @@ extension BenchCommand {
         }
         let diskAfter = DiskProbe.measure(in: work)
         let bulkMBs = Double(bulkBytes) / 1e6 / bulkSeconds
+        let bulkAloneMBs = Double(bulkBytes) / 1e6 / bulkAloneSeconds
         let scanRate = Double(catchUpFiles) / scanSeconds
         let scanRateFromStart = Double(catchUpFiles) / scanWallSeconds
         if arguments.flag("--json") {
@@ -340,7 +372,7 @@ extension BenchCommand {
                     ("p50_ms", .double(percentile(0.5))), ("p90_ms", .double(percentile(0.9))), ("p99_ms", .double(percentile(0.99))),
                     ("max_ms", .double(latencies.last! * 1000)), ("during_bulk_p50_ms", .double(percentile(0.5, of: duringBulk))),
                     ("during_bulk_p99_ms", .double(percentile(0.99, of: duringBulk))), ("bulk_instances", .int(Int64(bulkFiles.count))), ("bulk_bytes", .int(Int64(bulkBytes))),
-                    ("bulk_mb_per_second", .double(bulkMBs)), ("send_receive_mb_per_second", .double(pushMBs)),
+                    ("bulk_alone_mb_per_second", .double(bulkAloneMBs)), ("bulk_mb_per_second", .double(bulkMBs)), ("send_receive_mb_per_second", .double(pushMBs)),
                     ("send_receive_runs_mb_per_second", .array(pushRuns.map { .double($0) })),
                     ("catch_up_files", .int(Int64(catchUpFiles))), ("catch_up_files_per_second", .double(scanRate)),
                     ("catch_up_files_per_second_from_process_start", .double(scanRateFromStart)), ("parse_files_per_second", .double(parseRate)),
@@ -357,8 +389,10 @@ extension BenchCommand {
             standardOutput.line(String(format: "    all:               p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", percentile(0.5), percentile(0.9), percentile(0.99), latencies.last! * 1000))
             standardOutput.line(String(format: "    during bulk (%3d): p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", duringBulk.count,
                 percentile(0.5, of: duringBulk), percentile(0.9, of: duringBulk), percentile(0.99, of: duringBulk), (duringBulk.last ?? .nan) * 1000))
-            standardOutput.line(String(format: "  bulk: %d instances, %.0f MB in %.2f s: %.0f MB/s; consort send → receive on the same study: %.0f MB/s, the median of %@ (ratio %.2f)",
-                bulkFiles.count, Double(bulkBytes) / 1e6, bulkSeconds, bulkMBs, pushMBs, pushRuns.map { String(format: "%.0f", $0) }.joined(separator: ", "), pushMBs > 0 ? bulkMBs / pushMBs : 0))
+            standardOutput.line(String(format: "  bulk: %d instances, %.0f MB; consort send → receive on the same study: %.0f MB/s, the median of %@",
+                bulkFiles.count, Double(bulkBytes) / 1e6, pushMBs, pushRuns.map { String(format: "%.0f", $0) }.joined(separator: ", ")))
+            standardOutput.line(String(format: "    alone:                            %.2f s, %.0f MB/s (ratio %.2f)", bulkAloneSeconds, bulkAloneMBs, pushMBs > 0 ? bulkAloneMBs / pushMBs : 0))
+            standardOutput.line(String(format: "    while urgent instances go too:    %.2f s, %.0f MB/s (ratio %.2f)", bulkSeconds, bulkMBs, pushMBs > 0 ? bulkMBs / pushMBs : 0))
             standardOutput.line(String(format: "  catch-up scan: %d files in %.2f s: %.0f files/s (%.0f files/s from the process's start); consort bench parse on the same files: %.0f files/s (ratio %.2f); the slowest durable 4 KB write meanwhile %.1f ms",
                 catchUpFiles, scanSeconds, scanRate, scanRateFromStart, parseRate, parseRate > 0 ? scanRate / parseRate : 0, scanDiskMaxMs))
             standardOutput.line("  peak RSS: sender \(rschPeak / 1024) MB, receiver \(uhsxPeak / 1024) MB")
