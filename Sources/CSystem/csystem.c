@@ -69,9 +69,12 @@ int consort_peer_credentials(int fd, unsigned int *uid, int *pid) {
 
 enum { consort_ioprio_who_process = 1 };  // linux/ioprio.h, which not every libc's headers carry
 
-// Whether consort_thread_nicer has lowered this thread (its niceness is then above its
-// process's): consort_thread_unlower does nothing for any other thread, without a system call.
-static __thread int consort_thread_lowered;
+// This thread's standing, for consort_thread_unlower: unknown until first asked (a thread
+// started by a lowered thread inherits its niceness, so "never lowered here" is not enough),
+// lowered, level with its process, or refused (no headroom to come back up: not tried again).
+// Only the first question of a thread that is level costs system calls.
+enum { STANDING_UNKNOWN = 0, STANDING_LOWERED, STANDING_LEVEL, STANDING_REFUSED };
+static __thread int consort_thread_standing;
 
 // The process's niceness (its main thread's) and the calling thread's, with the thread's id.
 // 0, or -1 with errno set (getpriority may rightly answer -1, so errno tells).
@@ -93,17 +96,28 @@ int consort_thread_nicer(int by) {
     if (consort_niceness_pair(&process, &now, &tid) != 0) return -1;
     int wanted = process + by > 19 ? 19 : process + by;
     if (now < wanted && setpriority(PRIO_PROCESS, tid, wanted) != 0) return -1;
-    consort_thread_lowered = 1;
+    consort_thread_standing = STANDING_LOWERED;
     return 0;
 }
 
 int consort_thread_unlower(int *previous) {
-    if (!consort_thread_lowered) return 0;
+    if (consort_thread_standing == STANDING_LEVEL) return 0;
+    if (consort_thread_standing == STANDING_REFUSED) {
+        errno = EACCES;
+        return -1;
+    }
     int process, now;
     id_t tid;
     if (consort_niceness_pair(&process, &now, &tid) != 0) return -1;
-    if (now <= process) return 0;
-    if (setpriority(PRIO_PROCESS, tid, process) != 0) return -1;
+    if (now <= process) {
+        if (consort_thread_standing == STANDING_UNKNOWN) consort_thread_standing = STANDING_LEVEL;
+        return 0;
+    }
+    if (setpriority(PRIO_PROCESS, tid, process) != 0) {
+        consort_thread_standing = STANDING_REFUSED;
+        return -1;
+    }
+    consort_thread_standing = STANDING_LOWERED;
     *previous = now;
     return 1;
 }

@@ -18,8 +18,8 @@ public enum ThreadPriority {
     /// database). Otherwise, on a busy server, a bulk worker pre-empted by everything at
     /// normal priority would hold that lock while an urgent instance waits for it: a priority
     /// inversion. Coming back up needs RLIMIT_NICE headroom (the unit's `LimitNICE=+0`) or
-    /// CAP_SYS_NICE; without either, `body` runs lowered, as it would have. A thread never
-    /// lowered pays no system call.
+    /// CAP_SYS_NICE; without either, `body` runs lowered, as it would have. A thread level
+    /// with its process pays no system call after its first time here.
     public static func atFullPriority<T>(_ body: () throws -> T) rethrows -> T {
         var previous: Int32 = 0
         let raised = consort_thread_unlower(&previous) == 1
@@ -48,7 +48,8 @@ public enum ThreadPriority {
             abilities.lower = yieldCPU(bulk: true)
             if !abilities.lower { abilities.refusal = String(cString: strerror(errno)) }
             var previous: Int32 = 0
-            abilities.comeBack = abilities.lower && consort_thread_unlower(&previous) == 1
+            // 0 (nothing to do) when the process already runs at nice 19: nothing refused.
+            abilities.comeBack = abilities.lower && consort_thread_unlower(&previous) != -1
             if abilities.lower && !abilities.comeBack && abilities.refusal == nil { abilities.refusal = String(cString: strerror(errno)) }
             abilities.idleIO = consort_thread_set_io_priority(CONSORT_IO_PRIORITY_IDLE) == 0
             if !abilities.idleIO && abilities.refusal == nil { abilities.refusal = String(cString: strerror(errno)) }

@@ -43,10 +43,24 @@ struct ThreadPriorityTests {
     /// process's priority for that long, then goes back down; a thread never lowered is left
     /// alone. Coming back needs RLIMIT_NICE headroom or CAP_SYS_NICE (this suite's CI runs as
     /// root; elsewhere the thread stays lowered, as the agent then says at start).
+    /// Whether this process may bring a lowered thread back to its own niceness, worked out
+    /// apart from the code under test: root, or RLIMIT_NICE headroom down to the process's
+    /// niceness (a ceiling of 20 - rlim_cur).
+    static var mayComeBack: Bool {
+        if geteuid() == 0 { return true }
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(__RLIMIT_NICE.rawValue), &limit) == 0 else { return false }
+        errno = 0
+        let process = getpriority(__priority_which_t(PRIO_PROCESS.rawValue), id_t(getpid()))
+        return limit.rlim_cur == rlim_t.max || 20 - Int(limit.rlim_cur) <= Int(process)
+    }
+
     @Test func aLoweredThreadHoldsALockAtFullPriorityThenGoesBack() {
         let can = ThreadPriority.abilities()
-        // Outside a sandbox this machine lets a thread lower its CPU and I/O priority.
+        // Outside a sandbox this machine lets a thread lower its CPU and I/O priority, and the
+        // probe agrees with the process's limits on coming back.
         #expect(can.lower && can.idleIO, "\(can)")
+        #expect(can.comeBack == Self.mayComeBack, "\(can)")
         let seen = onAThread {
             let nice = ThreadPriority.niceness
             let untouched = ThreadPriority.atFullPriority { ThreadPriority.niceness }
@@ -60,9 +74,30 @@ struct ThreadPriorityTests {
         guard seen.count == 6 else { return }
         #expect(seen[1] == seen[0], "a thread never lowered is left alone: \(seen)")
         #expect(seen[2] != seen[0] || seen[0] == "19", "lowered: \(seen)")
-        #expect(seen[3] == (can.comeBack ? seen[0] : seen[2]), "inside: \(seen), can come back: \(can.comeBack)")
+        #expect(seen[3] == (Self.mayComeBack ? seen[0] : seen[2]), "inside: \(seen), may come back: \(Self.mayComeBack)")
         #expect(seen[4] == seen[3], "nested: \(seen)")
         #expect(seen[5] == seen[2], "lowered again after: \(seen)")
+    }
+
+    /// A thread started by a lowered thread inherits its niceness without having lowered
+    /// itself; it comes back up for a lock all the same.
+    @Test func aThreadBornLoweredComesBackForALockToo() {
+        let seen = onAThread {
+            let nice = ThreadPriority.niceness
+            ThreadPriority.yieldCPU(bulk: false)
+            final class Child: @unchecked Sendable { var seen: [Int] = [] }
+            let child = Child(), done = DispatchSemaphore(value: 0)
+            Thread {
+                child.seen = [ThreadPriority.niceness, ThreadPriority.atFullPriority { ThreadPriority.niceness }, ThreadPriority.niceness]
+                done.signal()
+            }.start()
+            done.wait()
+            return ["\(nice)"] + child.seen.map { "\($0)" }
+        }
+        #expect(seen.count == 4, "\(seen)")
+        guard seen.count == 4 else { return }
+        #expect(seen[1] != seen[0] || seen[0] == "19", "born lowered: \(seen)")
+        #expect(seen[2] == (Self.mayComeBack ? seen[0] : seen[1]) && seen[3] == seen[1], "\(seen), may come back: \(Self.mayComeBack)")
     }
 
     /// The agent's inventory does it for every transaction: a bulk worker's commit (and a bulk
@@ -71,7 +106,6 @@ struct ThreadPriorityTests {
         let path = SpoolCountsTests.scratch()
         defer { SpoolCountsTests.remove(path) }
         let store = try AgentStore(path: path)
-        let can = ThreadPriority.abilities()
         final class Box: @unchecked Sendable { var seen: [Int] = []; var error: (any Error)? }
         let box = Box(), done = DispatchSemaphore(value: 0)
         Thread {
@@ -87,8 +121,8 @@ struct ThreadPriorityTests {
         done.wait()
         #expect(box.error == nil && box.seen.count == 4, "\(box.seen) \(String(describing: box.error))")
         guard box.seen.count == 4 else { return }
-        let expected = can.comeBack ? box.seen[0] : box.seen[1]
-        #expect(box.seen[2] == expected && box.seen[3] == expected, "\(box.seen), can come back: \(can.comeBack)")
+        let expected = Self.mayComeBack ? box.seen[0] : box.seen[1]
+        #expect(box.seen[2] == expected && box.seen[3] == expected, "\(box.seen), may come back: \(Self.mayComeBack)")
     }
 
     @Test func aNormalThreadYieldsLess() {

@@ -199,6 +199,11 @@ expand() {
 agent_unit="$root/usr/local/lib/systemd/system/consort-agent.service"
 if [ -f "$agent_unit" ]; then
   : >"$tmp/allowed"
+  # Read as an allow list first (a first line with "~" would make the later lines mean the
+  # opposite), which is how the unit is written; anything else is a change to look at.
+  first_filter=$(grep -m1 '^SystemCallFilter=' "$agent_unit" || true)
+  [[ $first_filter == SystemCallFilter=@* || $first_filter == SystemCallFilter=[a-z]* ]] \
+    || failed "consort-agent.service: its first SystemCallFilter= line is not an allow list: $first_filter"
   while IFS= read -r line; do
     value=${line#SystemCallFilter=}
     if [[ $value == "~"* ]]; then

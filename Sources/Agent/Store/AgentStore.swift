@@ -188,7 +188,7 @@ public final class AgentStore: @unchecked Sendable {
             }
         }
         if let lookup { return try lookupLock.withLock { try ask(lookup) } }
-        return try lock.withLock { try ask(db) }
+        return try ThreadPriority.atFullPriority { try lock.withLock { try ask(db) } }
     }
 
     /// The origins of the instances already held among these SOP Instance UIDs.

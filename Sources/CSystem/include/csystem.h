@@ -34,8 +34,9 @@ int consort_thread_nicer(int by);
 
 // For a thread consort_thread_nicer lowered, about to hold a lock urgent work may wait for: back
 // to its process's niceness, the niceness it had stored in *previous (to put back with
-// consort_thread_set_niceness). 1 done; 0 nothing to do (a thread never lowered: no system
-// call); -1 with errno set when not allowed. Lowering a niceness needs CAP_SYS_NICE or
+// consort_thread_set_niceness). 1 done; 0 nothing to do (a thread level with its process:
+// after its first question, no system call); -1 with errno set when not allowed (then not
+// tried again on this thread). Lowering a niceness needs CAP_SYS_NICE or
 // RLIMIT_NICE headroom (a ceiling of 20 - rlim_cur: systemd's LimitNICE=+0 lets a service come
 // back to nice 0, where it started, and no further).
 int consort_thread_unlower(int *previous);

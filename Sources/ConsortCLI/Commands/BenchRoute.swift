@@ -99,7 +99,16 @@ extension BenchCommand {
 
         // A fresh run folder: rules, two sites.
         let run = work + "/run-\(getpid())-\(Int(monotonicSeconds() * 1000))"
-        defer { try? FileManager.default.removeItem(atPath: run) }
+        // Removed when the benchmark succeeds; kept when it fails, for the agents' logs its
+        // messages point to.
+        var finished = false
+        defer {
+            if finished {
+                try? FileManager.default.removeItem(atPath: run)
+            } else {
+                standardError.line("consort bench route: kept \(run) for its logs")
+            }
+        }
         let rules = run + "/rules"
         try FileManager.default.createDirectory(atPath: rules, withIntermediateDirectories: true)
         try """
@@ -186,21 +195,27 @@ extension BenchCommand {
         // again while urgent instances go to the same peer, the bulk giving way to them.
         let bulkAloneSeconds: Double = try {
             let receiver = try site("UHSX", peer: nil, folder: "alone-uhsx")
-            let (uhsx, port) = try start(receiver.config, "alone-uhsx")
+            var agents: [ChildProcess] = []
+            var movedInto: String?
+            // In this order, whatever throws: the agents stopped, then the study moved back
+            // (never renamed away under a running sender).
             defer {
-                uhsx.signal(SIGTERM)
-                _ = uhsx.wait()
+                for child in agents { child.signal(SIGTERM) }
+                for child in agents { _ = child.wait() }
+                if let movedInto { try? FileManager.default.moveItem(atPath: movedInto, toPath: bulkSource + "/" + bulkStudy) }
             }
+            // Its 630 MB stay until the end: removing 1,200 files frees their blocks and inodes
+            // at once, and on this machine that stalls durable writes (discard) and slows the
+            // next files' creation (ext4 skips recently freed inodes) in the run measured next.
+            let (uhsx, port) = try start(receiver.config, "alone-uhsx")
+            agents.append(uhsx)
             let sender = try site("RSCH", peer: ("UHSX", port), folder: "alone-rsch")
             let (rsch, _) = try start(sender.config, "alone-rsch")
-            defer {
-                rsch.signal(SIGTERM)
-                _ = rsch.wait()
-            }
+            agents.append(rsch)
             warm(bulkFiles)
             let start = monotonicSeconds()
             try FileManager.default.moveItem(atPath: bulkSource + "/" + bulkStudy, toPath: sender.watch + "/" + bulkStudy)
-            defer { try? FileManager.default.moveItem(atPath: sender.watch + "/" + bulkStudy, toPath: bulkSource + "/" + bulkStudy) }
+            movedInto = sender.watch + "/" + bulkStudy
             let inbound = receiver.inbound + "/" + bulkStudy, deadline = start + 600
             while held(inbound) < bulkFiles.count && monotonicSeconds() < deadline && rsch.isRunning && uhsx.isRunning { usleep(5_000) }
             let seconds = monotonicSeconds() - start
@@ -261,7 +276,8 @@ extension BenchCommand {
         /// its latency beside the disk's at the same moment (`DiskWatch`).
         var duringBulkSpans: [(start: Double, end: Double)] = []
         var bulkInFlight = 0
-        let diskWatch = DiskWatch(in: work)
+        let diskWatch = DiskWatch(in: run)
+        defer { _ = diskWatch?.stop() }  // the loop below may throw
         for (index, file) in urgentFiles.enumerated() {
             let staged = run + "/incoming/\(index).dcm"
             try FileManager.default.copyItem(atPath: file, toPath: staged)
@@ -324,7 +340,8 @@ extension BenchCommand {
         warm(FileWalker.expand([catchUp.watch]).files.map(\.path))  // bench parse warms its own first pass
         // Watched too: the scan lasts about half a second, so one stalled flush of its commits
         // moves its figure by half.
-        let scanDiskWatch = DiskWatch(in: work)
+        let scanDiskWatch = DiskWatch(in: run)
+        defer { _ = scanDiskWatch?.stop() }
         let scanStart = monotonicSeconds()
         let qvh = try ChildProcess(consort, ["agent", "--config", catchUp.config], stdout: run + "/catch-up.out", stderr: run + "/catch-up.log")
         let scanDeadline = monotonicSeconds() + 600
@@ -407,6 +424,7 @@ extension BenchCommand {
             }
             standardOutput.line("  disk after:  \(diskAfter?.line ?? "not measured")")
         }
+        finished = true
         return .success
     }
 }

@@ -155,12 +155,18 @@ final class DiskWatch: @unchecked Sendable {
         thread.start()
     }
 
-    /// Stops the thread, removes the file and returns every sample, in order.
+    /// Stops the thread, removes the file and returns every sample, in order. Again after that
+    /// (a `defer` for the paths that throw): the same samples, nothing else done.
     func stop() -> [Sample] {
-        lock.withLock { stopping = true }
-        finished.wait()
-        close(fd)
-        unlink(path)
+        let first: Bool = lock.withLock {
+            defer { stopping = true }
+            return !stopping
+        }
+        if first {
+            finished.wait()
+            close(fd)
+            unlink(path)
+        }
         return lock.withLock { samples }
     }
 
