@@ -131,6 +131,11 @@ struct OperatorTests {
         let peers = statusJSON["peers"] as? [[String: Any]] ?? []
         #expect(peers.first { $0["name"] as? String == "ASPH" }?["reachable"] as? Bool == false)
         #expect(((statusJSON["inventory"] as? [String: Any])?["instances"] as? Int) == 9)
+        // Outside a sandbox the agent may rank its threads: said, and not a matter for attention.
+        let priorities = statusJSON["priorities"] as? [String: Any]
+        #expect(priorities?["lower_cpu"] as? Bool == true && priorities?["idle_io"] as? Bool == true, "\(statusJSON)")
+        #expect(status.stdout.contains("Priorities: urgent before normal before bulk"), "\(status.stdout)")
+        #expect(!(statusJSON["needs_attention"] as? [String] ?? []).contains { $0.contains("not ranked") }, "\(statusJSON)")
 
         // ASPH comes up; a retry of the peer sends the deferred job now; the held one stays.
         try asph.start()

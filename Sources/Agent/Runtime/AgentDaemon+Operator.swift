@@ -122,6 +122,10 @@ extension AgentDaemon {
             ("rules", .object([("folder", .string(configuration.rules)), ("count", .int(Int64(ruleCount))), ("loaded", .double(loaded)), ("last_reload_refused", text(refused))])),
             ("watch", .array(watch)), ("peers", .array(peers)),
             ("healthy", .bool(health.isEmpty)), ("problems", .array(health.map { .string($0) })),
+            ("priorities", .object([
+                ("lower_cpu", .bool(priorities.lower)), ("idle_io", .bool(priorities.idleIO)), ("full_priority_for_locks", .bool(priorities.comeBack)),
+                ("refusal", text(priorities.refusal)),
+            ])),
         ])
     }
 

@@ -44,6 +44,10 @@ public final class AgentDaemon: @unchecked Sendable {
     /// Studies whose stable rules are checked: the distinct quiet periods of the rule set.
     private var quietPeriods: [Int] = []
     public let started = Date()
+    /// What this process may do with its threads' priorities, found once at start (a service
+    /// sandbox may forbid it): `consort status` shows it, and flags it when urgent work cannot
+    /// be ranked above bulk work.
+    let priorities = ThreadPriority.abilities()
     var rulesLoaded = Date()
     var lastReloadRefused: String?
     let stateLock = NSLock()
@@ -479,7 +483,7 @@ public final class AgentDaemon: @unchecked Sendable {
     /// them. Said once at start, so that an operator whose urgent instances wait behind bulk
     /// transfers learns why from the log rather than from a radiologist.
     private func reportPriorities() {
-        let can = ThreadPriority.abilities()
+        let can = priorities
         if !can.lower || !can.idleIO {
             log.warning(
                 "cannot put bulk work below urgent work: urgent instances will share the CPU and the disk with bulk transfers; the service's system call filter must allow setpriority and ioprio_set (Deploy/systemd/consort-agent.service does)",

@@ -63,6 +63,11 @@ enum StatusCommand {
             attention.append("the last rules reload was refused (the old rules stay in force): \(refused)")
         }
         for problem in live?["problems"] as? [String] ?? [] { attention.append(problem) }
+        // Urgent before bulk rests on thread priorities, which a service sandbox may forbid.
+        let priorities = live?["priorities"] as? [String: Any]
+        if let priorities, priorities["lower_cpu"] as? Bool == false || priorities["idle_io"] as? Bool == false {
+            attention.append("urgent work is not ranked above bulk work: the agent cannot lower a bulk transfer's CPU or disk priority (\(priorities["refusal"] as? String ?? "refused")); the service's system call filter must allow setpriority and ioprio_set")
+        }
         struct PeerLine {
             var name: String
             var reachable: Bool?
@@ -134,6 +139,10 @@ enum StatusCommand {
                     .object([("study", .string(manifest.study)), ("sender", .string(manifest.sender)), ("listed", .int(Int64(manifest.listed))),
                         ("held", .int(Int64(manifest.held))), ("manifest_received", .double(manifest.received)), ("last_instance", number(manifest.lastInstance))])
                 }))])),
+                ("priorities", priorities.map { p in
+                    .object([("lower_cpu", (p["lower_cpu"] as? Bool).map(JSON.bool) ?? .null), ("idle_io", (p["idle_io"] as? Bool).map(JSON.bool) ?? .null),
+                        ("full_priority_for_locks", (p["full_priority_for_locks"] as? Bool).map(JSON.bool) ?? .null), ("refusal", text(p["refusal"] as? String))])
+                } ?? .null),
                 ("needs_attention", .array(attention.map(JSON.string))),
             ]
             if arguments.flag("--malformed") {
@@ -161,6 +170,12 @@ enum StatusCommand {
             standardOutput.line(bold("Rules") + ":     " + line)
         } else {
             standardOutput.line(bold("Rules") + ":     \(context.configuration.rules) (in force: unknown while the agent is down)")
+        }
+        if let priorities {
+            let ranked = priorities["lower_cpu"] as? Bool == true && priorities["idle_io"] as? Bool == true
+            var line = ranked ? "urgent before normal before bulk, on the CPU and the disk" : OperatorFormat.paint("NOT ranked: \(priorities["refusal"] as? String ?? "refused")", .red)
+            if ranked && priorities["full_priority_for_locks"] as? Bool == false { line += " (bulk threads keep their lower priority while they hold the database lock: no LimitNICE=+0)" }
+            standardOutput.line(bold("Priorities") + ": " + line)
         }
         standardOutput.line(bold("Watching") + ":")
         for configured in context.configuration.watches {
