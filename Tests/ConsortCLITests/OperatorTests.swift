@@ -277,6 +277,9 @@ struct OperatorTests {
             "consort_inventory_instances{origin=\"local\"} 3", "consort_queue_instances{peer=\"UHSX\"} 3", "consort_peer_up{peer=\"UHSX\"}",
             "# TYPE consort_sent_bytes_total counter", "consort_rule_reloads_total{result=\"refused\"} 0", "process_start_time_seconds ",
             "consort_watch_lag_seconds{root=", "consort_agent_info{trust=\"RSCH\"",
+            // Outside a sandbox the agent may rank its threads.
+            "consort_agent_priority_ability{ability=\"lower_cpu\"} 1", "consort_agent_priority_ability{ability=\"idle_io\"} 1",
+            "consort_agent_priority_ability{ability=\"full_priority_for_locks\"} ",
         ] {
             #expect(page.contains(expected), "\(expected) in\n\(page)")
         }

@@ -71,6 +71,12 @@ enum MetricsPage {
         }
         page.family("consort_rule_reloads_total", "counter", "Rule reloads (SIGHUP) by result: ok, or refused (the set had errors; the old one stays).")
         for (result, count) in agent.telemetry.ruleReloads.sorted(by: { $0.key < $1.key }) { page.sample("consort_rule_reloads_total", ["result": result], Double(count)) }
+        // What urgent-before-bulk rests on, which a service sandbox may forbid: alert on 0.
+        page.family("consort_agent_priority_ability", "gauge",
+            "1 when the agent may do it: lower_cpu (a bulk transfer's threads nicer), idle_io (bulk data in the idle I/O class), full_priority_for_locks (a lowered thread back up while it holds the inventory lock).")
+        for (ability, can) in [("lower_cpu", agent.priorities.lower), ("idle_io", agent.priorities.idleIO), ("full_priority_for_locks", agent.priorities.comeBack)] {
+            page.sample("consort_agent_priority_ability", ["ability": ability], can ? 1 : 0)
+        }
         page.family("consort_healthy", "gauge", "1 when /healthz answers 200.")
         page.sample("consort_healthy", [:], agent.health().isEmpty ? 1 : 0)
         return page.text
