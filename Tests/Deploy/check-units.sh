@@ -185,12 +185,13 @@ done
 # with bulk transfers as equals, which no test on this machine (no systemd as PID 1) would see.
 # expand WORD...: the system calls the words name, one per line.
 expand() {
-  local word
+  local word entry
   for word in "$@"; do
     if [[ $word == @* ]]; then
-      systemd-analyze syscall-filter "$word" 2>/dev/null | sed -n 's/^    \([a-z0-9_]*\)$/\1/p'
-      # a group inside a group: "    @name"
-      systemd-analyze syscall-filter "$word" 2>/dev/null | sed -n 's/^    \(@[a-z-]*\)$/\1/p' | while read -r inner; do expand "$inner"; done
+      # One listing per group: its calls, and groups inside it ("    @name") expanded in turn.
+      while read -r entry; do
+        if [[ $entry == @* ]]; then expand "$entry"; else echo "$entry"; fi
+      done < <(systemd-analyze syscall-filter "$word" 2>/dev/null | sed -n 's/^    \(@\{0,1\}[a-z0-9_-]*\)$/\1/p')
     else
       echo "$word"
     fi

@@ -107,8 +107,7 @@ extension BenchCommand {
         let sent = sender.wait()
         let seconds = monotonicSeconds() - start
         let receiverPeakKiB = receiver.peakKiBSoFar
-        receiver.signal(SIGTERM)
-        _ = receiver.wait()
+        _ = receiver.stop(within: 30)
         receiverStopped = true
 
         let summary = ((try? String(contentsOfFile: work + "/send.out", encoding: .utf8)) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)

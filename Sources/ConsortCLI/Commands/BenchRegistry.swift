@@ -45,8 +45,7 @@ extension BenchCommand {
             """.write(toFile: work + "/coordinator.conf", atomically: true, encoding: .utf8)
         let coordinator = try ChildProcess(ChildProcess.ownExecutable, ["coordinator", "--config", work + "/coordinator.conf"], stdout: work + "/coordinator.out", stderr: work + "/coordinator.log")
         defer {
-            coordinator.signal(SIGTERM)
-            _ = coordinator.wait()
+            _ = coordinator.stop(within: 30)
         }
         let deadline = MonotonicClock.now + 60
         while !(((try? String(contentsOfFile: work + "/coordinator.out", encoding: .utf8)) ?? "").contains("listening")) {

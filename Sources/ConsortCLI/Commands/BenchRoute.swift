@@ -30,6 +30,10 @@ extension BenchCommand {
                 Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
         """
 
+    /// How long an agent has to stop after SIGTERM before it is killed: its own drain is
+    /// bounded at 10 s (the unit gives it 30).
+    static let agentStopSeconds = 30.0
+
     /// Reads every file once, so that a timed run reads from the page cache as the run it is
     /// compared with does (`consort bench push` and `bench parse` warm their inputs first). A
     /// kernel may evict files left idle for minutes (this project's test machine runs DAMON's
@@ -168,7 +172,7 @@ extension BenchCommand {
         func pushOnce(_ attempt: Int) throws -> Double? {
             let output = run + "/push-\(attempt).json"
             let push = try ChildProcess(consort, ["bench", "push", "--study", bulkSource, "--work", work + "/push", "--json"], stdout: output, stderr: run + "/push.err")
-            guard push.wait().succeeded else { return nil }
+            guard push.wait(within: 600).succeeded else { return nil }
             return ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: output)))) as? [String: Any])?["mb_per_second"] as? Double
         }
         var pushRuns: [Double] = []
@@ -201,7 +205,7 @@ extension BenchCommand {
             // (never renamed away under a running sender).
             defer {
                 for child in agents { child.signal(SIGTERM) }
-                for child in agents { _ = child.wait() }
+                for child in agents { _ = child.wait(within: Self.agentStopSeconds) }
                 if let movedInto { try? FileManager.default.moveItem(atPath: movedInto, toPath: bulkSource + "/" + bulkStudy) }
             }
             // Its 630 MB stay until the end: removing 1,200 files frees their blocks and inodes
@@ -234,7 +238,7 @@ extension BenchCommand {
             guard !stopped else { return }
             stopped = true
             for child in [rsch, uhsx] { child.signal(SIGTERM) }
-            for child in [rsch, uhsx] { _ = child.wait() }
+            for child in [rsch, uhsx] { _ = child.wait(within: Self.agentStopSeconds) }
         }
         defer { stopAgents() }
 
@@ -271,9 +275,8 @@ extension BenchCommand {
         try FileManager.default.createDirectory(atPath: sender.watch + "/" + urgentStudy, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: run + "/incoming", withIntermediateDirectories: true)
         var latencies: [Double] = []
-        var duringBulk: [Double] = []
-        /// When each urgent instance timed during the bulk transfer started and ended, to set
-        /// its latency beside the disk's at the same moment (`DiskWatch`).
+        /// When each urgent instance timed during the bulk transfer started and ended: its
+        /// latency, and the moments to set beside the disk's (`DiskWatch`).
         var duringBulkSpans: [(start: Double, end: Double)] = []
         var bulkInFlight = 0
         let diskWatch = DiskWatch(in: run)
@@ -299,10 +302,7 @@ extension BenchCommand {
             }
             let t1 = monotonicSeconds()
             latencies.append(t1 - t0)
-            if inFlight && bulkDone.lock.withLock({ bulkDone.at }) == nil {
-                duringBulk.append(t1 - t0)
-                duringBulkSpans.append((t0, t1))
-            }
+            if inFlight && bulkDone.lock.withLock({ bulkDone.at }) == nil { duringBulkSpans.append((t0, t1)) }
             usleep(10_000)
         }
         let diskSamples = diskWatch?.stop() ?? []
@@ -357,8 +357,7 @@ extension BenchCommand {
         let scanWallSeconds = monotonicSeconds() - scanStart
         let scanDiskSamples = scanDiskWatch?.stop() ?? []
         let scanDiskMaxMs = (scanDiskSamples.map(\.seconds).max() ?? .nan) * 1000
-        qvh.signal(SIGTERM)
-        _ = qvh.wait()
+        _ = qvh.stop(within: Self.agentStopSeconds)
         guard let doneLine, let field = doneLine.split(separator: " ").first(where: { $0.hasPrefix("seconds=") }),
             let scanSeconds = Double(field.dropFirst("seconds=".count)), scanSeconds > 0
         else {
@@ -366,11 +365,11 @@ extension BenchCommand {
             return .someFailed
         }
         let parse = try ChildProcess(consort, ["bench", "parse", catchUp.watch, "--json", "--repeat", "1"], stdout: run + "/parse.json", stderr: run + "/parse.err")
-        let parseRate = parse.wait().succeeded
+        let parseRate = parse.wait(within: 600).succeeded
             ? ((try? JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: run + "/parse.json")))) as? [String: Any])?["files_per_second"] as? Double ?? 0 : 0
 
         latencies.sort()
-        duringBulk.sort()
+        let duringBulk = duringBulkSpans.map { $0.end - $0.start }.sorted()
         let diskTimes = diskSamples.map(\.seconds).sorted()
         func percentile(_ p: Double, of values: [Double]? = nil) -> Double {
             let list = values ?? latencies

@@ -15,7 +15,9 @@ final class ChildProcess {
         var status: Int32
         /// Peak resident set size, KiB (ru_maxrss).
         var peakKiB: Int
-        var succeeded: Bool { status == 0 }
+        /// It did not end within the time given (`wait(within:)`) and was killed.
+        var timedOut = false
+        var succeeded: Bool { status == 0 && !timedOut }
     }
 
     struct Failure: Error, CustomStringConvertible {
@@ -34,8 +36,21 @@ final class ChildProcess {
         posix_spawn_file_actions_addopen(&actions, 2, stderr, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
+        // A clean start for signals: no signal blocked, the usual ones at their defaults. A
+        // child inherits its parent's mask, and a parent that waits for signals with sigwait
+        // (the agent, a test runner) has them blocked: its child would then ignore SIGTERM.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t(), defaults = sigset_t()
+        sigemptyset(&none)
+        sigemptyset(&defaults)
+        for number in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT, SIGUSR1, SIGUSR2] { sigaddset(&defaults, number) }
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var child: pid_t = 0
-        let code = posix_spawn(&child, path, &actions, nil, argv, environ)
+        let code = posix_spawn(&child, path, &actions, &attributes, argv, environ)
         guard code == 0 else { throw Failure(description: "Cannot start \(path): \(String(cString: strerror(code)))") }
         pid = child
     }
@@ -48,6 +63,25 @@ final class ChildProcess {
         // WIFEXITED / WEXITSTATUS, spelled out (the macros do not come through to Swift).
         let exited = status & 0x7F == 0
         return Exit(status: exited ? (status >> 8) & 0xFF : 128 + (status & 0x7F), peakKiB: usage.ru_maxrss)
+    }
+
+    /// Waits for the child to end, at most `seconds`; a child still running then is killed
+    /// (SIGKILL) and reaped, and its exit says so. One child that hangs fails a benchmark
+    /// rather than hanging it (and the test suite that runs it).
+    func wait(within seconds: Double) -> Exit {
+        let deadline = monotonicSeconds() + seconds
+        while isRunning && monotonicSeconds() < deadline { usleep(10_000) }
+        let timedOut = isRunning
+        if timedOut { signal(SIGKILL) }
+        var exit = wait()
+        exit.timedOut = timedOut
+        return exit
+    }
+
+    /// SIGTERM, then `wait(within:)`: an agent that does not stop in time is killed.
+    func stop(within seconds: Double) -> Exit {
+        signal(SIGTERM)
+        return wait(within: seconds)
     }
 
     /// Peak resident set size so far (VmHWM), KiB, while the child runs.
