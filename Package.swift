@@ -168,7 +168,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RegistryTests",
-            dependencies: ["Coordinator", "Routing", "TestSupport"]
+            dependencies: ["Coordinator", "Routing", "SQLite", "TestSupport"]
         ),
         .testTarget(
             name: "AuditTests",

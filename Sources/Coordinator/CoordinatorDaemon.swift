@@ -19,7 +19,7 @@ public final class CoordinatorDaemon: @unchecked Sendable {
         self.log = log
         let registry: Registry
         switch configuration.registry {
-        case .sqlite(let path): registry = try SQLRegistry.sqlite(path: path)
+        case .sqlite(let path): registry = try SQLRegistry.sqlite(path: path, log: log.named("registry"))
         case .postgresql(let conninfo): registry = try SQLRegistry.postgresql(conninfo, log: log.named("registry"))
         }
         let rules = try RuleBook(path: configuration.rules)

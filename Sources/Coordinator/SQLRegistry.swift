@@ -12,9 +12,14 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     private let lock = NSLock()
 
     /// The registry in a SQLite file (created with its schema if new).
-    public static func sqlite(path: String) throws -> SQLRegistry {
+    public static func sqlite(path: String, log: Logger = Logger("registry")) throws -> SQLRegistry {
         try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        let connection = SQLiteConnection(try Database(path: path))
+        // Pages of 16 KB for a new registry (SQLite's default is 4 KB): at 10 million studies
+        // an announcement dirties about one page of the tree by patient for every two studies,
+        // and every dirtied page is a write to the log and another at its checkpoint; larger
+        // pages hold more of the batch's patients, so fewer writes carry the same rows, and a
+        // patient's studies still sit in one page.
+        let connection = SQLiteConnection(try Database(path: path, pageSize: 16_384))
         // A page cache of 128 MB (SQLite's default is 2 MB): at millions of studies the
         // indexes by patient and by local identifier take random inserts, and a small cache
         // sends each to the disk (announcing 10 million studies slowed from 28,000 to under
@@ -25,6 +30,7 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         // reader connections (tried: two, with their own caches) made locate slower on two
         // cores (p50 0.8 → 1.4 ms, p99 2.2 → 3.3 ms at a million studies) and RSS larger.
         let registry = SQLRegistry(connection)
+        try registry.moveToPatientRows(log: log)
         try registry.countIfUncounted()
         return registry
     }
@@ -39,12 +45,13 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         let connection = try PostgreSQLConnection(conninfo)
         try connection.execute(Schema.postgresql)
         let registry = SQLRegistry(connection, readers: try (0..<2).map { _ in try PostgreSQLConnection(conninfo) })
+        try registry.moveToPatientRows(log: log)
         try registry.countIfUncounted()
         // Statistics from the start (if the tables never had any), then whenever the studies
         // have doubled (`keepStatistics`).
         let analysed = try connection.prepare("""
             SELECT count(*) FROM pg_stat_user_tables
-            WHERE relname IN ('studies', 'locations') AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)
+            WHERE relname IN ('patient_studies', 'study_keys') AND (last_analyze IS NOT NULL OR last_autoanalyze IS NOT NULL)
             """).first([]) { $0.int(0) } ?? 0
         registry.log = log
         registry.statistics = (refresh: true, studiesAtLast: analysed == 2 ? try registry.totals().studies : 0)
@@ -84,7 +91,7 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         do {
             try db.transaction {
                 try db.execute("SET LOCAL lock_timeout = '1s'; SET LOCAL statement_timeout = '10s'")
-                try db.execute("ANALYZE patients, local_ids, studies, locations")
+                try db.execute("ANALYZE patients, local_ids, patient_studies, study_keys")
             }
             lastStatisticsProblem = nil
         } catch {
@@ -135,12 +142,75 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
                 let kept = try db.prepare("SELECT count(*) FROM registry_counts").first([]) { $0.int(0) } ?? 0
                 guard kept == 0 else { return }
                 // A marker row, so an empty registry is not counted again at each start.
-                try db.prepare("INSERT INTO registry_counts (name, n) VALUES ('counted', 1) ON CONFLICT (name) DO NOTHING").run()
-                for table in ["patients", "studies", "locations"] {
-                    try db.prepare("INSERT INTO registry_counts (name, n) SELECT '\(table)', count(*) FROM \(table) WHERE true ON CONFLICT (name) DO NOTHING").run()
+                var counts: [(String, Int)] = [("counted", 1)]
+                counts.append(("patients", Int(try db.prepare("SELECT count(*) FROM patients").first([]) { $0.int(0) } ?? 0)))
+                counts.append(("studies", Int(try db.prepare("SELECT count(*) FROM patient_studies").first([]) { $0.int(0) } ?? 0)))
+                // The holdings are in their studies' rows, read a page of rows at a time.
+                var trusts: [String: Int] = [:]
+                try pages(of: "held") { row in
+                    for location in RegistryHoldings.decode(row.text(2)) { trusts[location.trust, default: 0] += 1 }
                 }
-                try db.prepare("INSERT INTO registry_counts (name, n) SELECT 'trust ' || trust, count(*) FROM locations WHERE true GROUP BY trust ON CONFLICT (name) DO NOTHING").run()
+                counts.append(("locations", trusts.values.reduce(0, +)))
+                counts += trusts.sorted { $0.key < $1.key }.map { ("trust \($0.key)", $0.value) }
+                let insert = try db.prepare("INSERT INTO registry_counts (name, n) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")
+                for (name, n) in counts { try insert.run([.text(name), .integer(Int64(n))]) }
             }
+        }
+    }
+
+    /// Every study row in key order, `columns` after its key (nhs 0, uid 1), 10,000 rows a
+    /// statement: a registry of millions is never held in memory at once.
+    private func pages(of columns: String, _ body: (RegistryRow) throws -> Void) throws {
+        var after = ("", "")  // before every key: no study has an empty UID
+        while true {
+            let rows = try db.prepare("SELECT nhs, uid, \(columns) FROM patient_studies WHERE (nhs, uid) > (?1, ?2) ORDER BY nhs, uid LIMIT 10000")
+                .rows([.text(after.0), .text(after.1)], { $0 })
+            for row in rows { try body(row) }
+            guard rows.count == 10_000, let last = rows.last else { return }
+            after = (last.text(0) ?? "", last.text(1) ?? "")
+        }
+    }
+
+    /// A registry made before a study's holdings were kept in its row (2026-12-02): `studies`
+    /// with a row id, its index by patient, and `locations` by study. Its rows move to
+    /// `patient_studies` and `study_keys` in one transaction — a coordinator stopped half-way
+    /// finds the old tables whole — and the old tables go. The totals stay as they were: the
+    /// same studies and holdings. With two coordinators on one PostgreSQL, the one that gets
+    /// the writers' lock first moves them; the other finds nothing left to move.
+    func moveToPatientRows(log: Logger) throws {
+        guard try db.hasTable("locations") else { return }
+        let start = MonotonicClock.now
+        let moved: Int = try locked {
+            try db.transaction {
+                guard try db.hasTable("locations") else { return 0 }
+                var moved = 0
+                var after = ""
+                while true {
+                    let rows = try db.prepare("""
+                        SELECT uid, nhs, announced_by, study_date, modalities, body_part, description, accession, instances, bytes, updated
+                        FROM studies WHERE uid > ?1 ORDER BY uid LIMIT 5000
+                        """).rows([.text(after)], { $0 })
+                    guard let last = rows.last?.text(0) else { break }
+                    var held: [String: [Location]] = [:]
+                    for (uid, location) in try db.prepare("SELECT study, trust, complete, instances, since FROM locations WHERE study > ?1 AND study <= ?2").rows([.text(after), .text(last)], {
+                        ($0.text(0) ?? "", Location(trust: $0.text(1) ?? "", complete: $0.int(2) != 0, instances: Int($0.int(3)), since: $0.double(4)))
+                    }) { held[uid, default: []].append(location) }
+                    func value(_ cell: String?) -> SQLValue { cell.map(SQLValue.text) ?? .null }
+                    try Self.insertRows(rows.map { row in
+                        [.text(row.text(1) ?? ""), value(row.text(0))] + (2...7).map { value(row.text(Int32($0))) }
+                            + [.integer(row.int(8)), .integer(row.int(9)), .real(row.double(10)), .text(RegistryHoldings.encode(held[row.text(0) ?? ""] ?? []))]
+                    }, on: db, into: "patient_studies (\(Self.rowColumns))", then: "ON CONFLICT DO NOTHING")
+                    try Self.insertRows(rows.map { [value($0.text(0)), .text($0.text(1) ?? "")] }, on: db, into: "study_keys (uid, nhs)", then: "ON CONFLICT DO NOTHING")
+                    moved += rows.count
+                    after = last
+                }
+                try db.execute("DROP TABLE locations")
+                try db.execute("DROP TABLE studies")
+                return moved
+            }
+        }
+        if moved > 0 {
+            log.info("registry: each study's holdings now kept in its row, by patient", ["studies": moved, "seconds": String(format: "%.1f", MonotonicClock.now - start)])
         }
     }
 
@@ -151,160 +221,232 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     /// statements. One statement a row made PostgreSQL pay a network round trip for each of
     /// about eight statements a study (727 studies a second); rare paths (conflicts, invalid
     /// numbers, filling in a patient's sex or birth date) keep a statement each.
+    ///
+    /// Announcements that arrive while one is being written wait together, and the next
+    /// transaction writes them all (group commit), each decided in turn as if alone: one commit
+    /// and one sync instead of one each, and the pages of the patients they share written once.
+    /// At 10 million studies a batch dirties a page of the tree by patient for most of its
+    /// studies, and each commit copies every dirtied page to the log (32 GB written for the
+    /// first gigabyte of registry, one batch a transaction). A transaction takes at most
+    /// `groupLimit` studies, so a lookup on SQLite (the writer's connection) waits for one such
+    /// transaction at most. If a group fails, each of its announcements is tried alone, so one
+    /// that cannot be written fails only itself.
     public func announce(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) throws -> AnnounceOutcome {
-        try locked {
-            let outcome = try announceInTransaction(trust: trust, holdings: holdings, now: now)
-            keepStatistics(added: outcome.newStudies)
-            return outcome
+        let mine = WaitingAnnouncement(trust: trust, holdings: holdings, now: now)
+        waitingLock.withLock { waiting.append(mine) }
+        return try locked {
+            if mine.result == nil { write(nextGroup()) }
+            guard let result = mine.result else { throw RegistryError("the announcement was not written (a fault of the registry's group commit)") }
+            return try result.get()
         }
     }
 
-    private func announceInTransaction(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) throws -> AnnounceOutcome {
+    static let groupLimit = 4_000
+
+    private final class WaitingAnnouncement: @unchecked Sendable {
+        let trust: String
+        let holdings: [(Holding, NHSIdentity.Resolution)]
+        let now: Double
+        /// Set under the writer's lock, read under it.
+        var result: Result<AnnounceOutcome, Error>?
+        init(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) { (self.trust, self.holdings, self.now) = (trust, holdings, now) }
+    }
+
+    private let waitingLock = NSLock()
+    private var waiting: [WaitingAnnouncement] = []
+    /// How many announcements wait for the writer (for tests).
+    var waitingCount: Int { waitingLock.withLock { waiting.count } }
+
+    /// The oldest waiting announcements, up to `groupLimit` studies (at least one).
+    private func nextGroup() -> [WaitingAnnouncement] {
+        waitingLock.withLock {
+            var taken = 0, studies = 0
+            while taken < waiting.count, taken == 0 || studies + waiting[taken].holdings.count <= Self.groupLimit {
+                studies += waiting[taken].holdings.count
+                taken += 1
+            }
+            defer { waiting.removeFirst(taken) }
+            return Array(waiting.prefix(taken))
+        }
+    }
+
+    /// Called with the writer's lock held.
+    private func write(_ group: [WaitingAnnouncement]) {
         do {
-            return try db.transaction {
-                var outcome = AnnounceOutcome()
-                var counted = CountChanges()
-                func text(_ v: String?) -> SQLValue { v.map(SQLValue.text) ?? .null }
-                func nhsOf(_ resolution: NHSIdentity.Resolution) -> String? {
-                    if case .valid(let number) = resolution { return number.digits }
-                    return nil
+            let outcomes = try db.transaction { try group.map { try decide(trust: $0.trust, holdings: $0.holdings, now: $0.now) } }
+            for (announcement, outcome) in zip(group, outcomes) { announcement.result = .success(outcome) }
+        } catch {
+            if group.count == 1 {
+                group[0].result = .failure(error)
+            } else {
+                for announcement in group {
+                    announcement.result = Result { try db.transaction { try decide(trust: announcement.trust, holdings: announcement.holdings, now: announcement.now) } }
                 }
-                let uids = Array(Set(holdings.map(\.0.study)))
-                let numbers = Array(Set(holdings.compactMap { nhsOf($0.1) }))
-                let localIDs = Array(Set(holdings.compactMap { holding, resolution in
-                    nhsOf(resolution) != nil && !(holding.patient?.id ?? "").isEmpty ? holding.patient?.id : nil
-                }))
-                // The view: what the registry holds of what the batch names.
-                var locals: [String: String] = [:]  // patient id \u{1} issuer → NHS number
-                try Self.inLists(localIDs, from: 2) { list, values in
-                    for (id, issuer, nhs) in try db.prepare("SELECT patient_id, issuer, nhs FROM local_ids WHERE trust = ?1 AND patient_id IN (\(list))")
-                        .rows([.text(trust)] + values, { ($0.text(0) ?? "", $0.text(1) ?? "", $0.text(2) ?? "") }) { locals[id + "\u{1}" + issuer] = nhs }
-                }
-                var patients: [String: (sex: String?, birth: String?, from: String)] = [:]
-                try Self.inLists(numbers) { list, values in
-                    for (nhs, known) in try db.prepare("SELECT nhs, sex, birth_date, demographics_from FROM patients WHERE nhs IN (\(list))")
-                        .rows(values, { ($0.text(0) ?? "", (sex: $0.text(1), birth: $0.text(2), from: $0.text(3) ?? "")) }) { patients[nhs] = known }
-                }
-                var studies: [String: (nhs: String?, by: String)] = [:]
-                var located = Set<String>()
-                try Self.inLists(uids) { list, values in
-                    for (uid, known) in try db.prepare("SELECT uid, nhs, announced_by FROM studies WHERE uid IN (\(list))")
-                        .rows(values, { ($0.text(0) ?? "", (nhs: $0.text(1), by: $0.text(2) ?? "")) }) { studies[uid] = known }
-                }
-                try Self.inLists(uids, from: 2) { list, values in
-                    located.formUnion(try db.prepare("SELECT study FROM locations WHERE trust = ?1 AND study IN (\(list))").rows([.text(trust)] + values) { $0.text(0) ?? "" })
-                }
-                // What was there before the batch decides what the counts gain. (Two coordinators
-                // on one PostgreSQL announcing one new study at the same instant would both count
-                // it: the totals may drift up by such a race, never lose a study.)
-                let existed = Set(studies.keys)
-                // The rows to write, decided holding by holding.
-                var newLocals: [[SQLValue]] = []
-                var newPatients: [[SQLValue]] = []
-                var newPatient: [String: Int] = [:]  // NHS number → its row in newPatients
-                var studyRows: [String: [SQLValue]] = [:]
-                var studyOrder: [String] = []
-                var locationRows: [String: [SQLValue]] = [:]
-                func differs(_ a: String?, _ b: String?) -> Bool {
-                    guard let a = a?.trimmingCharacters(in: .whitespaces), let b = b?.trimmingCharacters(in: .whitespaces), !a.isEmpty, !b.isEmpty else { return false }
-                    return a.uppercased() != b.uppercased()
-                }
-                for (holding, resolution) in holdings {
-                    if case .invalid(let value) = resolution {
-                        try db.prepare("INSERT INTO identity_errors (trust, study, value, created) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")
-                            .run([.text(trust), .text(holding.study), .text(value), .real(now)])
-                        if db.changes > 0 { outcome.invalid.append(holding.study) }
-                    }
-                    let nhs = nhsOf(resolution)
-                    if let nhs {
-                        // The local identifier cross-referenced to the NHS number.
-                        if let patient = holding.patient, !patient.id.isEmpty {
-                            let issuer = patient.issuer ?? ""
-                            let key = patient.id + "\u{1}" + issuer
-                            if let existing = locals[key], existing != nhs {
-                                try conflict("local-id", key: "\(trust) \(patient.id)\(issuer.isEmpty ? "" : " (\(issuer))")", existing, nhs,
-                                    from: (trust, "\(trust), study \(holding.study)"), now: now, outcome: &outcome)
-                            } else if locals[key] == nil {
-                                locals[key] = nhs
-                                newLocals.append([.text(trust), .text(patient.id), .text(issuer), .text(nhs), .real(now)])
-                            }
-                        }
-                        // The demographics compared; never a match made of them.
-                        if let known = patients[nhs] {
-                            if differs(known.sex, holding.sex) || differs(known.birth, holding.birthDate) {
-                                try conflict("demographics", key: nhs, "sex \(known.sex ?? "?") born \(known.birth ?? "?")", "sex \(holding.sex ?? "?") born \(holding.birthDate ?? "?")",
-                                    from: (known.from, "\(trust), study \(holding.study)"), now: now, outcome: &outcome)
-                            } else if (known.sex ?? "").isEmpty || (known.birth ?? "").isEmpty {
-                                let filled = ((known.sex ?? "").isEmpty ? holding.sex : known.sex, (known.birth ?? "").isEmpty ? holding.birthDate : known.birth, known.from)
-                                patients[nhs] = filled
-                                if let pending = newPatient[nhs] {
-                                    // New in this batch, not written yet: its row is filled in.
-                                    newPatients[pending][1] = text(filled.0)
-                                    newPatients[pending][2] = text(filled.1)
-                                } else {
-                                    try db.prepare("UPDATE patients SET sex = coalesce(nullif(sex, ''), ?2), birth_date = coalesce(nullif(birth_date, ''), ?3) WHERE nhs = ?1")
-                                        .run([.text(nhs), text(holding.sex), text(holding.birthDate)])
-                                }
-                            }
-                        } else {
-                            patients[nhs] = (holding.sex, holding.birthDate, trust)
-                            newPatient[nhs] = newPatients.count
-                            newPatients.append([.text(nhs), text(holding.sex), text(holding.birthDate), .text(trust), .real(now)])
-                        }
-                    }
-                    // The study: one patient only; the largest instance count seen (a partial
-                    // holder does not shrink it).
-                    if let known = studies[holding.study] {
-                        if let was = known.nhs, let nhs, was != nhs {
-                            try conflict("study", key: holding.study, was, nhs, from: (known.by, trust), now: now, outcome: &outcome)
-                        } else if known.nhs == nil, let nhs {
-                            studies[holding.study]?.nhs = nhs
-                        }
-                    } else {
-                        studies[holding.study] = (nhs, trust)
-                    }
-                    let row: [SQLValue] = [
-                        .text(holding.study), text(studies[holding.study]?.nhs), .text(studies[holding.study]?.by ?? trust), text(holding.date),
-                        .text(holding.modalities.joined(separator: "\\")), text(holding.bodyPart), text(holding.description), text(holding.accession),
-                        .integer(Int64(holding.instances)), .integer(holding.bytes), .real(now),
-                    ]
-                    if let earlier = studyRows[holding.study] {
-                        // Named twice in the batch: one row (a statement may not touch a row twice).
-                        var merged = earlier
-                        merged[1] = row[1]
-                        if case .integer(let a) = earlier[8], case .integer(let b) = row[8] { merged[8] = .integer(max(a, b)) }
-                        if case .integer(let a) = earlier[9], case .integer(let b) = row[9] { merged[9] = .integer(max(a, b)) }
-                        studyRows[holding.study] = merged
-                    } else {
-                        studyRows[holding.study] = row
-                        studyOrder.append(holding.study)
-                    }
-                    locationRows[holding.study] = [.text(holding.study), .text(trust), .integer(holding.complete ? 1 : 0), .integer(Int64(holding.instances)), .real(now)]
-                    outcome.recorded += 1
-                }
-                // The writes. DO NOTHING where another coordinator on the same PostgreSQL may
-                // have just added the row.
-                try Self.insertRows(newLocals, on: db, into: "local_ids (trust, patient_id, issuer, nhs, first_seen)", then: "ON CONFLICT DO NOTHING")
-                counted.patients += try Self.insertRows(newPatients, on: db, into: "patients (nhs, sex, birth_date, demographics_from, first_seen)", then: "ON CONFLICT DO NOTHING")
-                try Self.insertRows(studyOrder.compactMap { studyRows[$0] }, on: db,
-                    into: "studies (uid, nhs, announced_by, study_date, modalities, body_part, description, accession, instances, bytes, updated)",
-                    then: """
-                    ON CONFLICT (uid) DO UPDATE SET nhs = coalesce(studies.nhs, excluded.nhs),
-                      instances = CASE WHEN studies.instances > excluded.instances THEN studies.instances ELSE excluded.instances END,
-                      bytes = CASE WHEN studies.bytes > excluded.bytes THEN studies.bytes ELSE excluded.bytes END, updated = excluded.updated
-                    """)
-                try Self.insertRows(studyOrder.compactMap { locationRows[$0] }, on: db, into: "locations (study, trust, complete, instances, since)",
-                    then: "ON CONFLICT (study, trust) DO UPDATE SET complete = excluded.complete, instances = excluded.instances")
-                let newLocations = studyOrder.filter { !located.contains($0) }.count
-                counted.studies += studyOrder.filter { !existed.contains($0) }.count
-                counted.locations += newLocations
-                counted.trusts[trust, default: 0] += newLocations
-                try apply(counted)
-                outcome.trustStudies = try Self.count("trust \(trust)", on: db)
-                outcome.newStudies = counted.studies
-                return outcome
             }
         }
+        keepStatistics(added: group.reduce(0) { $0 + ((try? $1.result?.get())?.newStudies ?? 0) })
+    }
+
+    /// One announcement's decisions and writes, inside the caller's transaction.
+    private func decide(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) throws -> AnnounceOutcome {
+        var outcome = AnnounceOutcome()
+        var counted = CountChanges()
+        func text(_ v: String?) -> SQLValue { v.map(SQLValue.text) ?? .null }
+        func nhsOf(_ resolution: NHSIdentity.Resolution) -> String? {
+            if case .valid(let number) = resolution { return number.digits }
+            return nil
+        }
+        let uids = Array(Set(holdings.map(\.0.study)))
+        let numbers = Array(Set(holdings.compactMap { nhsOf($0.1) }))
+        let localIDs = Array(Set(holdings.compactMap { holding, resolution in
+            nhsOf(resolution) != nil && !(holding.patient?.id ?? "").isEmpty ? holding.patient?.id : nil
+        }))
+        // The view: what the registry holds of what the batch names.
+        var locals: [String: String] = [:]  // patient id \u{1} issuer → NHS number
+        try Self.inLists(localIDs, from: 2) { list, values in
+            for (id, issuer, nhs) in try db.prepare("SELECT patient_id, issuer, nhs FROM local_ids WHERE trust = ?1 AND patient_id IN (\(list))")
+                .rows([.text(trust)] + values, { ($0.text(0) ?? "", $0.text(1) ?? "", $0.text(2) ?? "") }) { locals[id + "\u{1}" + issuer] = nhs }
+        }
+        var patients: [String: (sex: String?, birth: String?, from: String)] = [:]
+        try Self.inLists(numbers) { list, values in
+            for (nhs, known) in try db.prepare("SELECT nhs, sex, birth_date, demographics_from FROM patients WHERE nhs IN (\(list))")
+                .rows(values, { ($0.text(0) ?? "", (sex: $0.text(1), birth: $0.text(2), from: $0.text(3) ?? "")) }) { patients[nhs] = known }
+        }
+        var studies: [String: (nhs: String?, by: String)] = [:]
+        var stored: [String: (key: String, held: [Location])] = [:]  // each known study's row: its key's NHS number ('' for none)
+        try Self.inLists(uids) { list, values in
+            for row in try db.prepare("""
+                SELECT k.uid, s.nhs, s.announced_by, s.held FROM study_keys k JOIN patient_studies s ON s.nhs = k.nhs AND s.uid = k.uid
+                WHERE k.uid IN (\(list))
+                """).rows(values, { $0 }) {
+                let uid = row.text(0) ?? "", key = row.text(1) ?? ""
+                studies[uid] = (nhs: key.isEmpty ? nil : key, by: row.text(2) ?? "")
+                stored[uid] = (key, RegistryHoldings.decode(row.text(3)))
+            }
+        }
+        let located = Set(stored.filter { $0.value.held.contains { $0.trust == trust } }.keys)
+        var held = stored.mapValues(\.held)
+        // What was there before the batch decides what the counts gain. (Two coordinators
+        // on one PostgreSQL announcing one new study at the same instant would both count
+        // it: the totals may drift up by such a race, never lose a study.)
+        let existed = Set(studies.keys)
+        // The rows to write, decided holding by holding.
+        var newLocals: [[SQLValue]] = []
+        var newPatients: [[SQLValue]] = []
+        var newPatient: [String: Int] = [:]  // NHS number → its row in newPatients
+        // A study's columns as its first holding in the batch gives them (a known study
+        // keeps its own: only its counts and holdings change), and the batch's largest counts.
+        var studyColumns: [String: (columns: [SQLValue], instances: Int64, bytes: Int64)] = [:]
+        var studyOrder: [String] = []
+        func differs(_ a: String?, _ b: String?) -> Bool {
+            guard let a = a?.trimmingCharacters(in: .whitespaces), let b = b?.trimmingCharacters(in: .whitespaces), !a.isEmpty, !b.isEmpty else { return false }
+            return a.uppercased() != b.uppercased()
+        }
+        for (holding, resolution) in holdings {
+            if case .invalid(let value) = resolution {
+                try db.prepare("INSERT INTO identity_errors (trust, study, value, created) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")
+                    .run([.text(trust), .text(holding.study), .text(value), .real(now)])
+                if db.changes > 0 { outcome.invalid.append(holding.study) }
+            }
+            let nhs = nhsOf(resolution)
+            if let nhs {
+                // The local identifier cross-referenced to the NHS number.
+                if let patient = holding.patient, !patient.id.isEmpty {
+                    let issuer = patient.issuer ?? ""
+                    let key = patient.id + "\u{1}" + issuer
+                    if let existing = locals[key], existing != nhs {
+                        try conflict("local-id", key: "\(trust) \(patient.id)\(issuer.isEmpty ? "" : " (\(issuer))")", existing, nhs,
+                            from: (trust, "\(trust), study \(holding.study)"), now: now, outcome: &outcome)
+                    } else if locals[key] == nil {
+                        locals[key] = nhs
+                        newLocals.append([.text(trust), .text(patient.id), .text(issuer), .text(nhs), .real(now)])
+                    }
+                }
+                // The demographics compared; never a match made of them.
+                if let known = patients[nhs] {
+                    if differs(known.sex, holding.sex) || differs(known.birth, holding.birthDate) {
+                        try conflict("demographics", key: nhs, "sex \(known.sex ?? "?") born \(known.birth ?? "?")", "sex \(holding.sex ?? "?") born \(holding.birthDate ?? "?")",
+                            from: (known.from, "\(trust), study \(holding.study)"), now: now, outcome: &outcome)
+                    } else if (known.sex ?? "").isEmpty || (known.birth ?? "").isEmpty {
+                        let filled = ((known.sex ?? "").isEmpty ? holding.sex : known.sex, (known.birth ?? "").isEmpty ? holding.birthDate : known.birth, known.from)
+                        patients[nhs] = filled
+                        if let pending = newPatient[nhs] {
+                            // New in this batch, not written yet: its row is filled in.
+                            newPatients[pending][1] = text(filled.0)
+                            newPatients[pending][2] = text(filled.1)
+                        } else {
+                            try db.prepare("UPDATE patients SET sex = coalesce(nullif(sex, ''), ?2), birth_date = coalesce(nullif(birth_date, ''), ?3) WHERE nhs = ?1")
+                                .run([.text(nhs), text(holding.sex), text(holding.birthDate)])
+                        }
+                    }
+                } else {
+                    patients[nhs] = (holding.sex, holding.birthDate, trust)
+                    newPatient[nhs] = newPatients.count
+                    newPatients.append([.text(nhs), text(holding.sex), text(holding.birthDate), .text(trust), .real(now)])
+                }
+            }
+            // The study: one patient only; the largest instance count seen (a partial
+            // holder does not shrink it).
+            if let known = studies[holding.study] {
+                if let was = known.nhs, let nhs, was != nhs {
+                    try conflict("study", key: holding.study, was, nhs, from: (known.by, trust), now: now, outcome: &outcome)
+                } else if known.nhs == nil, let nhs {
+                    studies[holding.study]?.nhs = nhs
+                }
+            } else {
+                studies[holding.study] = (nhs, trust)
+            }
+            if let earlier = studyColumns[holding.study] {
+                // Named twice in the batch: one row (a statement may not touch a row twice).
+                studyColumns[holding.study] = (earlier.columns, max(earlier.instances, Int64(holding.instances)), max(earlier.bytes, holding.bytes))
+            } else {
+                studyColumns[holding.study] = ([
+                    .text(studies[holding.study]?.by ?? trust), text(holding.date), .text(holding.modalities.joined(separator: "\\")),
+                    text(holding.bodyPart), text(holding.description), text(holding.accession),
+                ], Int64(holding.instances), holding.bytes)
+                studyOrder.append(holding.study)
+            }
+            RegistryHoldings.hold(&held[holding.study, default: []], trust: trust, complete: holding.complete, instances: holding.instances, now: now)
+            outcome.recorded += 1
+        }
+        // The writes. DO NOTHING where another coordinator on the same PostgreSQL may
+        // have just added the row.
+        try Self.insertRows(newLocals, on: db, into: "local_ids (trust, patient_id, issuer, nhs, first_seen)", then: "ON CONFLICT DO NOTHING")
+        counted.patients += try Self.insertRows(newPatients, on: db, into: "patients (nhs, sex, birth_date, demographics_from, first_seen)", then: "ON CONFLICT DO NOTHING")
+        // A known study whose patient became known moves under its NHS number, keeping its
+        // own columns (rare: one trust announced it without a number, another with one).
+        for uid in studyOrder {
+            guard let was = stored[uid]?.key, let nhs = studies[uid]?.nhs, was != nhs else { continue }
+            try db.prepare("""
+                INSERT INTO patient_studies (\(Self.rowColumns))
+                SELECT ?1, uid, announced_by, study_date, modalities, body_part, description, accession, instances, bytes, updated, held
+                FROM patient_studies WHERE nhs = ?2 AND uid = ?3
+                """).run([.text(nhs), .text(was), .text(uid)])
+            try db.prepare("DELETE FROM patient_studies WHERE nhs = ?1 AND uid = ?2").run([.text(was), .text(uid)])
+            try db.prepare("UPDATE study_keys SET nhs = ?1 WHERE uid = ?2").run([.text(nhs), .text(uid)])
+        }
+        try Self.insertRows(studyOrder.filter { stored[$0] == nil }.map { [.text($0), .text(studies[$0]?.nhs ?? "")] }, on: db,
+            into: "study_keys (uid, nhs)", then: "ON CONFLICT DO NOTHING")
+        // In key order, so a batch's rows go into the tree page by page.
+        let keyed = studyOrder.map { (key: studies[$0]?.nhs ?? "", uid: $0) }.sorted { ($0.key, $0.uid) < ($1.key, $1.uid) }
+        try Self.insertRows(keyed.compactMap { study -> [SQLValue]? in
+            guard let columns = studyColumns[study.uid] else { return nil }
+            return [.text(study.key), .text(study.uid)] + columns.columns
+                + [.integer(columns.instances), .integer(columns.bytes), .real(now), .text(RegistryHoldings.encode(held[study.uid] ?? []))]
+        }, on: db, into: "patient_studies (\(Self.rowColumns))", then: """
+            ON CONFLICT (nhs, uid) DO UPDATE SET
+              instances = CASE WHEN patient_studies.instances > excluded.instances THEN patient_studies.instances ELSE excluded.instances END,
+              bytes = CASE WHEN patient_studies.bytes > excluded.bytes THEN patient_studies.bytes ELSE excluded.bytes END,
+              updated = excluded.updated, held = excluded.held
+            """)
+        let newLocations = studyOrder.filter { !located.contains($0) }.count
+        counted.studies += studyOrder.filter { !existed.contains($0) }.count
+        counted.locations += newLocations
+        counted.trusts[trust, default: 0] += newLocations
+        try apply(counted)
+        outcome.trustStudies = try Self.count("trust \(trust)", on: db)
+        outcome.newStudies = counted.studies
+        return outcome
     }
 
     /// `values` in `IN` lists of at most 512, each list's length a power of two (the last value
@@ -352,9 +494,17 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         try locked {
             try db.transaction {
                 var removed = 0
-                for study in studies {
-                    try db.prepare("DELETE FROM locations WHERE study = ?1 AND trust = ?2").run([.text(study), .text(trust)])
-                    removed += db.changes
+                try Self.inLists(Array(Set(studies))) { list, values in
+                    for row in try db.prepare("""
+                        SELECT k.uid, s.nhs, s.held FROM study_keys k JOIN patient_studies s ON s.nhs = k.nhs AND s.uid = k.uid WHERE k.uid IN (\(list))
+                        """).rows(values, { $0 }) {
+                        var held = RegistryHoldings.decode(row.text(2))
+                        guard let index = held.firstIndex(where: { $0.trust == trust }) else { continue }
+                        held.remove(at: index)
+                        try db.prepare("UPDATE patient_studies SET held = ?1 WHERE nhs = ?2 AND uid = ?3")
+                            .run([.text(RegistryHoldings.encode(held)), .text(row.text(1) ?? ""), .text(row.text(0) ?? "")])
+                        removed += 1
+                    }
                 }
                 try apply(CountChanges(locations: -removed, trusts: [trust: -removed]))
                 return removed
@@ -362,51 +512,35 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         }
     }
 
-    static let studyColumns = "s.uid, s.nhs, s.study_date, s.modalities, s.body_part, s.description, s.accession, s.instances, s.bytes"
+    /// The columns of a `patient_studies` row, in the order rows are written.
+    static let rowColumns = "nhs, uid, announced_by, study_date, modalities, body_part, description, accession, instances, bytes, updated, held"
+
+    /// What lookups answer of a study, and where it is held (column 9).
+    static let studyColumns = "s.uid, s.nhs, s.study_date, s.modalities, s.body_part, s.description, s.accession, s.instances, s.bytes, s.held"
 
     static func record(_ row: RegistryRow) -> StudyRecord {
-        StudyRecord(
-            uid: row.text(0) ?? "", nhs: row.text(1), date: row.text(2), modalities: (row.text(3) ?? "").split(separator: "\\").map(String.init),
-            bodyPart: row.text(4), description: row.text(5), accession: row.text(6), instances: Int(row.int(7)), bytes: row.int(8), locations: [], conflicted: false)
-    }
-
-    /// Where the studies are held, and which are in conflict: two statements for all of them
-    /// (`studies` selects the UIDs with `?1`), not two a study.
-    static func addLocations(_ studies: inout [StudyRecord], on c: RegistryConnection, studies select: String, _ value: SQLValue) throws {
-        guard !studies.isEmpty else { return }
-        var held: [String: [Location]] = [:]
-        for (uid, location) in try c.prepare("SELECT study, trust, complete, instances, since FROM locations WHERE study IN (\(select)) ORDER BY since, trust").rows([value], {
-            ($0.text(0) ?? "", Location(trust: $0.text(1) ?? "", complete: $0.int(2) != 0, instances: Int($0.int(3)), since: $0.double(4)))
-        }) { held[uid, default: []].append(location) }
-        let conflicted = Set(try c.prepare("SELECT key FROM conflicts WHERE kind = 'study' AND key IN (\(select))").rows([value]) { $0.text(0) ?? "" })
-        for index in studies.indices {
-            studies[index].locations = held[studies[index].uid] ?? []
-            studies[index].conflicted = conflicted.contains(studies[index].uid)
-        }
+        let nhs = row.text(1) ?? ""
+        return StudyRecord(
+            uid: row.text(0) ?? "", nhs: nhs.isEmpty ? nil : nhs, date: row.text(2), modalities: (row.text(3) ?? "").split(separator: "\\").map(String.init),
+            bodyPart: row.text(4), description: row.text(5), accession: row.text(6), instances: Int(row.int(7)), bytes: row.int(8),
+            locations: RegistryHoldings.decode(row.text(9)), conflicted: false)
     }
 
     public func patientStudies(nhs: String) throws -> (studies: [StudyRecord], conflicts: [IdentityConflict]) {
         try reading { c in
             try c.readTransaction {
-                // Two statements (a round trip each on PostgreSQL, where four made a lookup wait
-                // behind others for a reader): the studies with their locations, joined — so
-                // studies nobody holds any more are not shown — and every conflict that names
-                // the patient or one of its studies.
-                var studies: [StudyRecord] = []
-                for (study, location) in try c.prepare("""
-                    SELECT \(Self.studyColumns), l.trust, l.complete, l.instances, l.since FROM studies s JOIN locations l ON l.study = s.uid
-                    WHERE s.nhs = ?1 ORDER BY s.study_date DESC, s.uid, l.since, l.trust
-                    """).rows([.text(nhs)], { (Self.record($0), Location(trust: $0.text(9) ?? "", complete: $0.int(10) != 0, instances: Int($0.int(11)), since: $0.double(12))) }) {
-                    if studies.last?.uid != study.uid { studies.append(study) }
-                    studies[studies.count - 1].locations.append(location)
-                }
+                // Two statements (a round trip each on PostgreSQL): the patient's studies, one
+                // range of one tree with where each is held (those nobody holds any more are
+                // not shown), and every conflict that names the patient or one of its studies.
+                var studies = try c.prepare("SELECT \(Self.studyColumns) FROM patient_studies s WHERE s.nhs = ?1 ORDER BY s.study_date DESC, s.uid")
+                    .rows([.text(nhs)], Self.record).filter { !$0.locations.isEmpty }
                 // A branch per index (an OR across columns and a subquery can make PostgreSQL
                 // scan the whole table); UNION drops a row two branches found.
                 let named = try c.prepare("""
                     SELECT \(Self.conflictColumns) FROM conflicts WHERE first = ?1
                     UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE second = ?1
                     UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE key = ?1
-                    UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE kind = 'study' AND key IN (SELECT uid FROM studies WHERE nhs = ?1)
+                    UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE kind = 'study' AND key IN (SELECT uid FROM patient_studies WHERE nhs = ?1)
                     ORDER BY id
                     """).rows([.text(nhs)], Self.conflict)
                 let conflictedStudies = Set(named.filter { $0.kind == "study" }.map(\.key))
@@ -419,10 +553,11 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     public func study(uid: String) throws -> StudyRecord? {
         try reading { c in
             try c.readTransaction {
-                guard let study = try c.prepare("SELECT \(Self.studyColumns) FROM studies s WHERE s.uid = ?1").first([.text(uid)], Self.record) else { return nil }
-                var one = [study]
-                try Self.addLocations(&one, on: c, studies: "SELECT uid FROM studies WHERE uid = ?1", .text(uid))
-                return one[0]
+                guard var study = try c.prepare("""
+                    SELECT \(Self.studyColumns) FROM study_keys k JOIN patient_studies s ON s.nhs = k.nhs AND s.uid = k.uid WHERE k.uid = ?1
+                    """).first([.text(uid)], Self.record) else { return nil }
+                study.conflicted = try c.prepare("SELECT 1 FROM conflicts WHERE kind = 'study' AND key = ?1").first([.text(uid)]) { _ in true } ?? false
+                return study
             }
         }
     }

@@ -12,8 +12,9 @@ public final class Database: @unchecked Sendable {
     private var cache: [String: Statement] = [:]
 
     /// Opens (creating if asked) the database at `path`. `readOnly` for inspection tools that
-    /// must change nothing (`consort queue` while the agent is down).
-    public init(path: String, readOnly: Bool = false, busyTimeoutMilliseconds: Int32 = 5000) throws(SQLiteError) {
+    /// must change nothing (`consort queue` while the agent is down). `pageSize` applies to a
+    /// file created now (SQLite fixes it once the file is in WAL mode); an existing file keeps its own.
+    public init(path: String, readOnly: Bool = false, busyTimeoutMilliseconds: Int32 = 5000, pageSize: Int? = nil) throws(SQLiteError) {
         self.path = path
         var db: OpaquePointer?
         let flags = readOnly ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)
@@ -27,6 +28,7 @@ public final class Database: @unchecked Sendable {
         sqlite3_busy_timeout(db, busyTimeoutMilliseconds)
         sqlite3_extended_result_codes(db, 1)
         if !readOnly {
+            if let pageSize { try execute("PRAGMA page_size=\(pageSize)") }
             try execute("PRAGMA journal_mode=WAL")
             try execute("PRAGMA synchronous=FULL")
         }

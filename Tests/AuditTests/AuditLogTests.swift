@@ -113,4 +113,14 @@ struct AuditLogTests {
         #expect(AuditLog.verify(path: path).isIntact)
         log.finish()
     }
+
+    /// Record times are UTC to the millisecond (truncated), as ISO 8601 writes them, across a
+    /// leap day, a year's last millisecond and the next century.
+    @Test func recordTimesAreISO8601InUTC() {
+        let expected: [(Double, String)] = [
+            (0, "1970-01-01T00:00:00.000Z"), (0.999, "1970-01-01T00:00:00.999Z"), (951_782_400.5, "2000-02-29T00:00:00.500Z"),
+            (1_798_761_599.9994, "2026-12-31T23:59:59.999Z"), (4_102_444_800.25, "2100-01-01T00:00:00.250Z"), (1_733_130_024.5, "2024-12-02T09:00:24.500Z"),
+        ]
+        for (time, text) in expected { #expect(AuditLog.isoTime(time) == text, "\(time)") }
+    }
 }

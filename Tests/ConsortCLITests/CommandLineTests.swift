@@ -195,7 +195,7 @@ struct CommandLineTests {
         #expect(object?["lookups"] as? Int == 80, "\(outcome.stdout)")
         #expect((object?["disk"] as? [String: Any])?["read_of"] as? String == work + "/registry.sqlite", "\(outcome.stdout)")
         let python = try Run.require("python3", package: "python3")
-        let counted = try Run.program(python, ["-c", "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM studies').fetchone()[0])", work + "/registry.sqlite"])
+        let counted = try Run.program(python, ["-c", "import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute('SELECT count(*) FROM patient_studies').fetchone()[0])", work + "/registry.sqlite"])
         #expect(counted.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1000", "\(counted.stdout)\(counted.stderr)")
     }
 

@@ -1,6 +1,7 @@
 @testable import Coordinator
 import Foundation
 import Routing
+import SQLite
 import TestSupport
 import Testing
 
@@ -21,13 +22,18 @@ struct RegistryTests {
         case .sqlite:
             return (try SQLRegistry.sqlite(path: folder + "/registry.sqlite"), { try? FileManager.default.removeItem(atPath: folder) })
         case .postgresql:
-            let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Support/throwaway-postgres.sh").path
-            let started = try runProgram("/bin/bash", [script, "start", folder], timeout: 60)
-            try Skip.unless(started.status != 77, "PostgreSQL 15 is not installed (Debian package postgresql-15; Tests/install-test-dependencies.sh installs it)")
-            try #require(started.status == 0, "throwaway PostgreSQL did not start: \(started.stderr)")
-            let conninfo = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-            return (try SQLRegistry.postgresql(conninfo), { _ = try? runProgram("/bin/bash", [script, "stop", folder], timeout: 60) })
+            let server = try throwawayPostgreSQL(in: folder)
+            return (try SQLRegistry.postgresql(server.conninfo), server.stop)
         }
+    }
+
+    /// A throwaway PostgreSQL server in `folder` (skipped, saying why, where it is not installed).
+    static func throwawayPostgreSQL(in folder: String) throws -> (conninfo: String, stop: () -> Void) {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Support/throwaway-postgres.sh").path
+        let started = try runProgram("/bin/bash", [script, "start", folder], timeout: 60)
+        try Skip.unless(started.status != 77, "PostgreSQL 15 is not installed (Debian package postgresql-15; Tests/install-test-dependencies.sh installs it)")
+        try #require(started.status == 0, "throwaway PostgreSQL did not start: \(started.stderr)")
+        return (started.stdout.trimmingCharacters(in: .whitespacesAndNewlines), { _ = try? runProgram("/bin/bash", [script, "stop", folder], timeout: 60) })
     }
 
     static let first = "9990000018", second = "9990000026"
@@ -160,6 +166,9 @@ struct RegistryTests {
         if store == .postgresql {
             // Every statement bounded: a server that hangs fails the request, not the coordinator.
             #expect(try sql.db.prepare("SHOW statement_timeout").first([]) { $0.text(0) } == "30s")
+        } else {
+            // A new SQLite registry's pages are 16 KB (fewer writes for the same rows at scale).
+            #expect(try sql.db.prepare("PRAGMA page_size").first([]) { $0.int(0) } == 16_384)
         }
         // As if made before the totals were kept.
         try sql.db.execute("DELETE FROM registry_counts")
@@ -176,7 +185,7 @@ struct RegistryTests {
     /// PostgreSQL plans from statistics, and a registry that grew from nothing has none until
     /// autovacuum's next visit: a lookup then scanned every location (45 ms at 100,000 studies).
     /// The coordinator analyses as the studies double, so a lookup right after a first load of
-    /// 1,200 studies already goes through the locations' index.
+    /// 1,200 studies already goes through the index by patient.
     @Test func postgreSQLPlansLookupsFromStatisticsKeptUpAsTheRegistryGrows() throws {
         let (registry, done) = try Self.registry(.postgresql)
         defer { done() }
@@ -190,12 +199,12 @@ struct RegistryTests {
         }
         let sql = try #require(registry as? SQLRegistry)
         // The statistics describe the tables as they are now, not as they were when empty.
-        let rows = try sql.db.prepare("SELECT relname, reltuples FROM pg_class WHERE relname IN ('studies', 'locations') ORDER BY relname").rows([]) { ($0.text(0) ?? "", $0.double(1)) }
+        let rows = try sql.db.prepare("SELECT relname, reltuples FROM pg_class WHERE relname IN ('patient_studies', 'study_keys') ORDER BY relname").rows([]) { ($0.text(0) ?? "", $0.double(1)) }
         #expect(rows.count == 2 && rows.allSatisfy { $0.1 >= 1_000 }, "\(rows)")
         #expect(sql.lastStatisticsProblem == nil)
         let nhs = NHSNumber.testNumber(seed: 7).digits
-        let plan = try sql.db.prepare("EXPLAIN SELECT l.trust FROM studies s JOIN locations l ON l.study = s.uid WHERE s.nhs = ?1").rows([.text(nhs)]) { $0.text(0) ?? "" }.joined(separator: "\n")
-        #expect(!plan.contains("Seq Scan on locations"), "\(plan)")
+        let plan = try sql.db.prepare("EXPLAIN SELECT \(SQLRegistry.studyColumns) FROM patient_studies s WHERE s.nhs = ?1").rows([.text(nhs)]) { $0.text(0) ?? "" }.joined(separator: "\n")
+        #expect(!plan.contains("Seq Scan"), "\(plan)")
         #expect(try registry.patientStudies(nhs: nhs).studies.count == 2)
     }
 
@@ -256,4 +265,191 @@ struct RegistryTests {
         let stored = try registry.patientStudies(nhs: Self.first).studies.first
         #expect(stored?.description == String(long.prefix(64)) && stored?.date == String(long.prefix(64)), "\(String(describing: stored))")
     }
+    /// A registry made before a study's holdings were kept in its row by patient (a `studies`
+    /// table with a row id, `locations` by study, and no totals kept yet) is moved to the new
+    /// layout when the coordinator opens it: the same answers after, a study without a patient
+    /// still found by UID and moved under its patient when one is announced, and a second
+    /// open changes nothing.
+    @Test(arguments: Store.allCases) func aRegistryInTheEarlierLayoutIsMovedWithTheSameAnswers(store: Store) throws {
+        let folder = NSTemporaryDirectory() + "consort-registry-\(UUID().uuidString)"
+        let open: () throws -> SQLRegistry
+        let older: RegistryConnection
+        var done: () -> Void = { try? FileManager.default.removeItem(atPath: folder) }
+        switch store {
+        case .sqlite:
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            older = SQLiteConnection(try Database(path: folder + "/registry.sqlite"))
+            open = { try SQLRegistry.sqlite(path: folder + "/registry.sqlite") }
+        case .postgresql:
+            let server = try Self.throwawayPostgreSQL(in: folder)
+            done = server.stop
+            older = try PostgreSQLConnection(server.conninfo)
+            open = { try SQLRegistry.postgresql(server.conninfo) }
+        }
+        defer { done() }
+        // The earlier layout, as its coordinator wrote it (these type names mean the same to both stores).
+        try older.execute("""
+            CREATE TABLE patients (nhs TEXT PRIMARY KEY, sex TEXT, birth_date TEXT, demographics_from TEXT, first_seen DOUBLE PRECISION NOT NULL);
+            CREATE TABLE studies (uid TEXT PRIMARY KEY, nhs TEXT, announced_by TEXT NOT NULL, study_date TEXT, modalities TEXT, body_part TEXT,
+                description TEXT, accession TEXT, instances BIGINT NOT NULL, bytes BIGINT NOT NULL, updated DOUBLE PRECISION NOT NULL);
+            CREATE INDEX studies_by_patient ON studies(nhs, study_date);
+            CREATE TABLE locations (study TEXT NOT NULL, trust TEXT NOT NULL, complete INTEGER NOT NULL, instances BIGINT NOT NULL,
+                since DOUBLE PRECISION NOT NULL, PRIMARY KEY (study, trust));
+            INSERT INTO patients VALUES ('\(Self.first)', 'F', '19700101', 'RSCH', 1);
+            INSERT INTO studies VALUES ('1.1', '\(Self.first)', 'RSCH', '20250101', 'CT', 'CHEST', 'CT chest', 'A1', 100, 5000, 1),
+                ('1.2', '\(Self.first)', 'UHSX', '20260101', 'MR', NULL, NULL, NULL, 20, 900, 2),
+                ('1.3', NULL, 'RSCH', '20240101', 'CR', NULL, NULL, NULL, 5, 50, 1.5),
+                ('1.4', '\(Self.first)', 'RSCH', '20230101', 'CT', NULL, NULL, NULL, 7, 70, 1);
+            INSERT INTO locations VALUES ('1.1', 'RSCH', 1, 100, 1), ('1.1', 'UHSX', 0, 40, 3.25), ('1.2', 'UHSX', 1, 20, 2), ('1.3', 'RSCH', 1, 5, 1.5);
+            """)
+        let registry = try open()
+        #expect(try !registry.db.hasTable("locations") && !registry.db.hasTable("studies"))
+        let studies = try registry.patientStudies(nhs: Self.first).studies
+        #expect(studies.map(\.uid) == ["1.2", "1.1"], "the study nobody holds is not shown, the one without a patient not under one")
+        let chest = try #require(studies.last)
+        #expect(chest.description == "CT chest" && chest.bodyPart == "CHEST" && chest.accession == "A1" && chest.modalities == ["CT"] && chest.instances == 100 && chest.bytes == 5000)
+        #expect(chest.locations.map { "\($0.trust) \($0.complete) \($0.instances) \($0.since)" } == ["RSCH true 100 1.0", "UHSX false 40 3.25"])
+        let unknown = try #require(try registry.study(uid: "1.3"))
+        #expect(unknown.nhs == nil && unknown.locations.map(\.trust) == ["RSCH"])
+        // The totals were never kept: counted from the moved rows.
+        #expect(try registry.totals() == (patients: 1, studies: 4, locations: 4))
+        #expect(try registry.studyCount(trust: "RSCH") == 2 && registry.studyCount(trust: "UHSX") == 2)
+        // The study without a patient, announced with one: found under it with both holdings.
+        _ = try registry.announce(trust: "UHSX", holdings: [Self.holding("1.3", patient: "U1", issuer: "UHSX")], now: 4)
+        let after = try registry.patientStudies(nhs: Self.first).studies
+        #expect(after.map(\.uid) == ["1.2", "1.1", "1.3"] && after[2].locations.map(\.trust) == ["RSCH", "UHSX"] && after[2].modalities == ["CR"], "\(after)")
+        // Opened again: nothing moved twice, nothing counted twice.
+        let again = try open()
+        #expect(try again.patientStudies(nhs: Self.first).studies.map(\.uid) == ["1.2", "1.1", "1.3"])
+        #expect(try again.totals() == (patients: 1, studies: 4, locations: 5))
+    }
+
+    /// A study's holdings as its row keeps them: in the order lookups answer, each field back as
+    /// it was, whatever a trust's name holds; a holding announced again keeps its `since`.
+    @Test func holdingsKeptInTheStudysRowReadBackAsWritten() {
+        var held: [Location] = []
+        #expect(RegistryHoldings.hold(&held, trust: "UHSX", complete: true, instances: 3, now: 1_733_000_000.123456))
+        #expect(RegistryHoldings.hold(&held, trust: "Royal\tSurrey 2", complete: false, instances: 1, now: 5))
+        #expect(!RegistryHoldings.hold(&held, trust: "UHSX", complete: false, instances: 4, now: 9))
+        let read = RegistryHoldings.decode(RegistryHoldings.encode(held))
+        #expect(read.map(\.trust) == ["Royal\tSurrey 2", "UHSX"])
+        #expect(read.map(\.since) == [5, 1_733_000_000.123456] && read.map(\.complete) == [false, false] && read.map(\.instances) == [1, 4])
+        #expect(RegistryHoldings.decode("").isEmpty && RegistryHoldings.decode(nil).isEmpty && RegistryHoldings.encode([]) == "")
+    }
+}
+
+/// The registry's store with a gate and a fault, for the group commit: counts transactions,
+/// can hold the next one open until released, and refuses any statement naming study 9.9.9.
+final class GatedConnection: RegistryConnection, @unchecked Sendable {
+    let inner: RegistryConnection
+    private let lock = NSLock()
+    private var counted = 0, holdNext = false, holding = false
+    private let gate = DispatchSemaphore(value: 0)
+    init(_ inner: RegistryConnection) { self.inner = inner }
+
+    var transactions: Int { lock.withLock { counted } }
+    var isHolding: Bool { lock.withLock { holding } }
+    func holdTheNextTransaction() { lock.withLock { holdNext = true } }
+    func release() { gate.signal() }
+
+    func prepare(_ sql: String) throws -> RegistryStatement {
+        let statement = try inner.prepare(sql)
+        return RegistryStatement { values in
+            if values.contains(.text("9.9.9")) { throw RegistryError("refused by the test: study 9.9.9") }
+            return try statement.execute(values)
+        }
+    }
+    var changes: Int { inner.changes }
+    func execute(_ script: String) throws { try inner.execute(script) }
+    func readTransaction<T>(_ body: () throws -> T) throws -> T { try inner.readTransaction(body) }
+    func hasTable(_ name: String) throws -> Bool { try inner.hasTable(name) }
+    func transaction<T>(_ body: () throws -> T) throws -> T {
+        let hold = lock.withLock { () -> Bool in
+            counted += 1
+            defer { holdNext = false }
+            holding = holdNext
+            return holdNext
+        }
+        return try inner.transaction {
+            if hold {
+                gate.wait()
+                lock.withLock { holding = false }
+            }
+            return try body()
+        }
+    }
+}
+
+extension RegistryTests {
+    /// Announcements that arrive while one is being written are written together in the next
+    /// transaction (group commit), each decided as if it came alone and in order; if one of them
+    /// cannot be written, it alone fails and the others are written.
+    @Test func announcementsArrivingTogetherAreWrittenInOneTransactionEachAsIfAlone() throws {
+        let folder = NSTemporaryDirectory() + "consort-registry-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let inner = SQLiteConnection(try Database(path: folder + "/registry.sqlite"))
+        try inner.execute(Schema.sqlite)
+        let store = GatedConnection(inner)
+        let registry = SQLRegistry(store)
+
+        /// Announces each batch on its own thread while a first announcement holds the writer,
+        /// and waits until all are queued behind it before letting it go.
+        func together(_ first: (String, [(Holding, NHSIdentity.Resolution)]), then batches: [(String, [(Holding, NHSIdentity.Resolution)])]) throws -> [Result<AnnounceOutcome, Error>] {
+            let results = ResultBox(count: batches.count + 1)
+            let group = DispatchGroup()
+            store.holdTheNextTransaction()
+            for (index, batch) in ([first] + batches).enumerated() {
+                group.enter()
+                Thread {
+                    results.set(index, Result { try registry.announce(trust: batch.0, holdings: batch.1, now: Double(10 + index)) })
+                    group.leave()
+                }.start()
+                if index == 0 {
+                    let deadline = Date().addingTimeInterval(20)
+                    while !store.isHolding, Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
+                    try #require(store.isHolding, "the first announcement is being written")
+                }
+            }
+            let deadline = Date().addingTimeInterval(20)
+            while registry.waitingCount < batches.count, Date() < deadline { Thread.sleep(forTimeInterval: 0.005) }
+            try #require(registry.waitingCount == batches.count, "every other announcement waits")
+            store.release()
+            #expect(group.wait(timeout: .now() + 30) == .success)
+            return results.values
+        }
+
+        let before = store.transactions
+        let outcomes = try together(("RSCH", [Self.holding("1.1")]), then: [
+            ("UHSX", [Self.holding("1.1", patient: "U1", issuer: "UHSX"), Self.holding("2.1", patient: "U2", issuer: "UHSX", nhs: Self.second, birth: "19800101")]),
+            ("RSCH", [Self.holding("1.2"), Self.holding("1.1")]),
+            ("UHSX", [Self.holding("2.1", patient: "U2", issuer: "UHSX", nhs: Self.second, birth: "19800101")]),
+        ]).map { try $0.get() }
+        #expect(store.transactions - before == 2, "the first alone, the three waiting in one")
+        // Each decided in turn: the counts each caller heard are those of its own moment.
+        #expect(outcomes.map(\.trustStudies) == [1, 2, 2, 2] && outcomes.map(\.newStudies) == [1, 1, 1, 0], "\(outcomes)")
+        #expect(try registry.totals() == (patients: 2, studies: 3, locations: 4))
+        #expect(try registry.patientStudies(nhs: Self.first).studies.map { $0.locations.map(\.trust) } == [["RSCH", "UHSX"], ["RSCH"]])
+
+        // One that cannot be written fails alone; the others of its group are written.
+        let second = store.transactions
+        let mixed = try together(("ASPH", [Self.holding("3.1", patient: "A1", issuer: "ASPH")]), then: [
+            ("QVH", [Self.holding("4.1", patient: "Q1", issuer: "QVH")]),
+            ("QVH", [Self.holding("9.9.9", patient: "Q1", issuer: "QVH")]),
+            ("ESHT", [Self.holding("5.1", patient: "E1", issuer: "ESHT")]),
+        ])
+        #expect(store.transactions - second == 1 + 1 + 3, "the group failed, then each was tried alone")
+        #expect((try? mixed[0].get()) != nil && (try? mixed[1].get()) != nil && (try? mixed[3].get()) != nil)
+        #expect((try? mixed[2].get()) == nil, "the announcement naming the refused study fails")
+        #expect(try registry.studyCount(trust: "QVH") == 1 && registry.studyCount(trust: "ESHT") == 1 && registry.studyCount(trust: "ASPH") == 1)
+        #expect(try registry.patientStudies(nhs: Self.first).studies.map(\.uid) == ["1.1", "1.2", "3.1", "4.1", "5.1"])
+    }
+}
+
+final class ResultBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stored: [Result<AnnounceOutcome, Error>?]
+    init(count: Int) { stored = Array(repeating: nil, count: count) }
+    func set(_ index: Int, _ value: Result<AnnounceOutcome, Error>) { lock.withLock { stored[index] = value } }
+    var values: [Result<AnnounceOutcome, Error>] { lock.withLock { stored.map { $0 ?? .failure(RegistryError("no answer")) } } }
 }
