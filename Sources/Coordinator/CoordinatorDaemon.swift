@@ -14,13 +14,14 @@ public final class CoordinatorDaemon: @unchecked Sendable {
     private var server: HTTPServer?
     private var metricsServer: HTTPServer?
 
-    public init(configuration: CoordinatorConfiguration, log: Logger) throws {
+    /// `opening`: what a long start is doing, every few seconds (see `SQLRegistry.sqlite`).
+    public init(configuration: CoordinatorConfiguration, log: Logger, opening: @escaping (String) -> Void = { _ in }) throws {
         self.configuration = configuration
         self.log = log
         let registry: Registry
         switch configuration.registry {
-        case .sqlite(let path): registry = try SQLRegistry.sqlite(path: path, log: log.named("registry"))
-        case .postgresql(let conninfo): registry = try SQLRegistry.postgresql(conninfo, log: log.named("registry"))
+        case .sqlite(let path): registry = try SQLRegistry.sqlite(path: path, log: log.named("registry"), opening: opening)
+        case .postgresql(let conninfo): registry = try SQLRegistry.postgresql(conninfo, log: log.named("registry"), opening: opening)
         }
         let rules = try RuleBook(path: configuration.rules)
         service = CoordinatorService(registry: registry, rules: rules, configuration: configuration, audit: try AuditLog(path: configuration.auditPath), log: log)

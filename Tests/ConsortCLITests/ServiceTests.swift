@@ -136,3 +136,51 @@ struct ServiceTests {
         #expect(outcome.stdout.contains("consort-agent.service: system call filter allows"), "\(outcome.stdout)")
     }
 }
+
+extension ServiceTests {
+    /// A coordinator that must first move an earlier registry to the current layout (minutes
+    /// at millions of studies) asks systemd for time as it goes — EXTEND_TIMEOUT_USEC, with a
+    /// STATUS line saying what it does — and says READY=1 only when done: otherwise
+    /// TimeoutStartSec would kill it half-way, and each restart begin the move again.
+    @Test func theCoordinatorAsksSystemdForTimeWhileItMovesAnEarlierRegistry() throws {
+        let python = try Run.require("python3", package: "python3")
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: AgentTests.pushAll)
+        let coordinator = try CoordinatorSite(consortium)
+        // The earlier layout, as its coordinator made it.
+        let made = try Run.program(python, ["-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            db.executescript('''
+                CREATE TABLE studies (uid TEXT PRIMARY KEY, nhs TEXT, announced_by TEXT NOT NULL, study_date TEXT, modalities TEXT, body_part TEXT,
+                    description TEXT, accession TEXT, instances INTEGER NOT NULL, bytes INTEGER NOT NULL, updated REAL NOT NULL);
+                CREATE INDEX studies_by_patient ON studies(nhs, study_date);
+                CREATE TABLE locations (study TEXT NOT NULL, trust TEXT NOT NULL, complete INTEGER NOT NULL, instances INTEGER NOT NULL,
+                    since REAL NOT NULL, PRIMARY KEY (study, trust)) WITHOUT ROWID;
+            ''')
+            db.executemany('INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                [('2.25.%d' % i, '9990000018', 'RSCH', '20250101', 'CT', None, None, None, 3, 300, 1.0) for i in range(12000)])
+            db.executemany('INSERT INTO locations VALUES (?, ?, ?, ?, ?)', [('2.25.%d' % i, 'RSCH', 1, 3, 1.0) for i in range(12000)])
+            db.commit()
+            """, coordinator.registry])
+        try #require(made.status == 0, "\(made.stderr)")
+        let systemd = try NotifyListener(folder: consortium.root.path)
+        let program = try RunningProgram([Run.consort, "coordinator", "--config", coordinator.config], environment: ["NOTIFY_SOCKET": systemd.path])
+        defer { program.kill() }
+        systemd.wait(within: 120, "READY=1") { $0.contains { $0.contains("READY=1") } }
+        let ready = systemd.messages.firstIndex { $0.contains("READY=1") } ?? 0
+        #expect(systemd.messages[..<ready].contains {
+            $0.contains("EXTEND_TIMEOUT_USEC=60000000") && $0.contains("STATUS=moving the registry to its layout by patient: 0 of 12000 studies")
+        }, "\(systemd.messages)")
+        // Moved: every study in the new table, the earlier tables gone.
+        let counted = try Run.program(python, ["-c", """
+            import sqlite3, sys
+            db = sqlite3.connect(sys.argv[1])
+            print(db.execute('SELECT count(*) FROM patient_studies').fetchone()[0], db.execute("SELECT count(*) FROM sqlite_master WHERE name IN ('studies', 'locations')").fetchone()[0])
+            """, coordinator.registry])
+        #expect(counted.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "12000 0", "\(counted.stdout)\(counted.stderr)")
+        #expect(program.standardError.contains("moving each study's holdings into its row"), "\(program.standardError)")
+        program.signal(SIGTERM)
+        let (status, signalled) = try program.waitForExit(within: 30)
+        #expect(status == 0 && !signalled, "\(program.standardError)")
+    }
+}

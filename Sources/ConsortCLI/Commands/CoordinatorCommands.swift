@@ -44,7 +44,13 @@ enum CoordinatorCommand {
         let log = Logger("coordinator")
         let daemon: CoordinatorDaemon
         do {
-            daemon = try CoordinatorDaemon(configuration: configuration, log: log)
+            // A start that is working for long (an earlier registry moved to the current
+            // layout: minutes at millions of studies) asks systemd for more time as it goes;
+            // TimeoutStartSec would otherwise kill it, and the next start begin again.
+            let notifier = ServiceNotifier(environment: ProcessInfo.processInfo.environment)
+            daemon = try CoordinatorDaemon(configuration: configuration, log: log) { doing in
+                notifier.send("EXTEND_TIMEOUT_USEC=60000000", "STATUS=" + doing)
+            }
             try daemon.start()
         } catch {
             log.error("cannot start", ["config": file, "error": "\(error)"])
