@@ -174,10 +174,17 @@ final class PostgreSQLConnection: RegistryConnection {
     static let writersLock: Int64 = 0x436F_6E73_6F72_74  // "Consort"
 
     func transaction<T>(_ body: () throws -> T) throws -> T {
-        try execute("BEGIN; SELECT pg_advisory_xact_lock(\(Self.writersLock))")
+        // READ COMMITTED whatever the server's default: each statement then sees what the
+        // writer before us committed while we waited for the lock (a snapshot taken before the
+        // wait would fail to serialise instead).
+        try execute("BEGIN ISOLATION LEVEL READ COMMITTED")
         inTransaction = true
         defer { inTransaction = false }
         do {
+            // Inside the block that rolls back: a lock wait cut by statement_timeout (another
+            // coordinator holding it for long) must not leave the connection in an aborted
+            // transaction, where every later BEGIN would fail.
+            try execute("SELECT pg_advisory_xact_lock(\(Self.writersLock))")
             let value = try body()
             try execute("COMMIT")
             return value

@@ -179,7 +179,10 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     /// `patient_studies` and `study_keys` in one transaction — a coordinator stopped half-way
     /// finds the old tables whole — and the old tables go. The totals stay as they were: the
     /// same studies and holdings. With two coordinators on one PostgreSQL, the one that gets
-    /// the writers' lock first moves them; the other finds nothing left to move.
+    /// the writers' lock first moves them; the other waits for the lock, and finds nothing
+    /// left to move — or, if the move outlasts its 30 s statement timeout, fails to start and
+    /// is started again by systemd until the move is done (the README says to upgrade with
+    /// every coordinator stopped, and start one first).
     func moveToPatientRows(log: Logger, progress: (String) -> Void = { _ in }) throws {
         guard try db.hasTable("locations") else { return }
         let start = MonotonicClock.now
@@ -215,6 +218,7 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
                         progress("moving the registry to its layout by patient: \(moved) of \(total) studies")
                     }
                 }
+                progress("moving the registry to its layout by patient: \(moved) of \(total) studies moved; removing the earlier tables")
                 try db.execute("DROP TABLE locations")
                 try db.execute("DROP TABLE studies")
                 return moved
@@ -239,14 +243,16 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     /// At 10 million studies a batch dirties a page of the tree by patient for most of its
     /// studies, and each commit copies every dirtied page to the log (32 GB written for the
     /// first gigabyte of registry, one batch a transaction). A transaction takes at most
-    /// `groupLimit` studies, so a lookup on SQLite (the writer's connection) waits for one such
-    /// transaction at most. If a group fails, each of its announcements is tried alone, so one
+    /// `groupLimit` studies (or one announcement of more, alone), so a lookup on SQLite (the
+    /// writer's connection) waits for one such transaction at most. If a group fails, each of its announcements is tried alone, so one
     /// that cannot be written fails only itself.
     public func announce(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) throws -> AnnounceOutcome {
         let mine = WaitingAnnouncement(trust: trust, holdings: holdings, now: now)
         waitingLock.withLock { waiting.append(mine) }
         return try locked {
-            if mine.result == nil { write(nextGroup()) }
+            // The oldest waiting announcements go first, up to the limit; ours may be among the
+            // later ones (any waiting thread may get the lock first), so write until it is done.
+            while mine.result == nil { write(nextGroup()) }
             guard let result = mine.result else { throw RegistryError("the announcement was not written (a fault of the registry's group commit)") }
             return try result.get()
         }
@@ -337,9 +343,8 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         }
         let located = Set(stored.filter { $0.value.held.contains { $0.trust == trust } }.keys)
         var held = stored.mapValues(\.held)
-        // What was there before the batch decides what the counts gain. (Two coordinators
-        // on one PostgreSQL announcing one new study at the same instant would both count
-        // it: the totals may drift up by such a race, never lose a study.)
+        // What was there before the batch decides what the counts gain (writers are one at a
+        // time, also across coordinators on one PostgreSQL: its writers' lock).
         let existed = Set(studies.keys)
         // The rows to write, decided holding by holding.
         var newLocals: [[SQLValue]] = []
@@ -420,8 +425,7 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
             RegistryHoldings.hold(&held[holding.study, default: []], trust: trust, complete: holding.complete, instances: holding.instances, now: now)
             outcome.recorded += 1
         }
-        // The writes. DO NOTHING where another coordinator on the same PostgreSQL may
-        // have just added the row.
+        // The writes (DO NOTHING: rows the view already found are not written again).
         try Self.insertRows(newLocals, on: db, into: "local_ids (trust, patient_id, issuer, nhs, first_seen)", then: "ON CONFLICT DO NOTHING")
         counted.patients += try Self.insertRows(newPatients, on: db, into: "patients (nhs, sex, birth_date, demographics_from, first_seen)", then: "ON CONFLICT DO NOTHING")
         // A known study whose patient became known moves under its NHS number, keeping its
