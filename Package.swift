@@ -168,7 +168,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RegistryTests",
-            dependencies: ["Coordinator", "Routing", "SQLite", "TestSupport"]
+            dependencies: ["Coordinator", "Platform", "Routing", "SQLite", "TestSupport"]
         ),
         .testTarget(
             name: "AuditTests",

@@ -1,5 +1,6 @@
 @testable import Coordinator
 import Foundation
+import Platform
 import Routing
 import SQLite
 import TestSupport
@@ -324,6 +325,39 @@ struct RegistryTests {
         #expect(try again.totals() == (patients: 1, studies: 4, locations: 5))
     }
 
+    /// A move that fails half-way (a statement refused, as a killed process or a full disk
+    /// would end it) leaves the earlier tables whole and the new ones empty; the next open moves
+    /// everything.
+    @Test func aMoveThatFailsHalfWayLeavesTheEarlierTablesWhole() throws {
+        let folder = NSTemporaryDirectory() + "consort-registry-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let path = folder + "/registry.sqlite"
+        let inner = SQLiteConnection(try Database(path: path))
+        // 12,000 studies, the study the test store refuses among the last: the move fails after
+        // two of its pages of 5,000 have been written into the new tables.
+        let values = (0..<12_000).map { "('2.25.\(100_000 + $0)', '\(Self.first)', 'RSCH', '20250101', 'CT', NULL, NULL, NULL, 3, 300, 1)" }.joined(separator: ", ")
+        try inner.execute("""
+            CREATE TABLE studies (uid TEXT PRIMARY KEY, nhs TEXT, announced_by TEXT NOT NULL, study_date TEXT, modalities TEXT, body_part TEXT,
+                description TEXT, accession TEXT, instances BIGINT NOT NULL, bytes BIGINT NOT NULL, updated DOUBLE PRECISION NOT NULL);
+            CREATE TABLE locations (study TEXT NOT NULL, trust TEXT NOT NULL, complete INTEGER NOT NULL, instances BIGINT NOT NULL,
+                since DOUBLE PRECISION NOT NULL, PRIMARY KEY (study, trust));
+            INSERT INTO studies VALUES \(values), ('9.9.9', '\(Self.first)', 'RSCH', '20250101', 'CT', NULL, NULL, NULL, 3, 300, 1);
+            INSERT INTO locations SELECT uid, 'RSCH', 1, 3, 1 FROM studies;
+            """)
+        try inner.execute(Schema.sqlite)
+        let failing = SQLRegistry(GatedConnection(inner))
+        #expect(throws: RegistryError.self) { try failing.moveToPatientRows(log: Logger("test")) }
+        #expect(try inner.hasTable("locations") && inner.hasTable("studies"))
+        #expect(try inner.prepare("SELECT count(*) FROM locations").first([]) { $0.int(0) } == 12_001)
+        #expect(try inner.prepare("SELECT count(*) FROM patient_studies").first([]) { $0.int(0) } == 0)
+        // Opened as the coordinator opens it: everything moved.
+        let registry = try SQLRegistry.sqlite(path: path)
+        #expect(try !registry.db.hasTable("locations"))
+        #expect(try registry.totals() == (patients: 0, studies: 12_001, locations: 12_001))
+        #expect(try registry.study(uid: "9.9.9")?.locations.map(\.trust) == ["RSCH"])
+    }
+
     /// A study's holdings as its row keeps them: in the order lookups answer, each field back as
     /// it was, whatever a trust's name holds; a holding announced again keeps its `since`.
     @Test func holdingsKeptInTheStudysRowReadBackAsWritten() {
@@ -399,6 +433,10 @@ extension RegistryTests {
             let results = ResultBox(count: batches.count + 1)
             let group = DispatchGroup()
             store.holdTheNextTransaction()
+            // Released whatever happens: a check that fails below must not leave the first
+            // announcement's thread waiting at the gate for ever, holding the writer.
+            var released = false
+            defer { if !released { store.release() } }
             for (index, batch) in ([first] + batches).enumerated() {
                 group.enter()
                 Thread {
@@ -416,6 +454,7 @@ extension RegistryTests {
                 }
             }
             store.release()
+            released = true
             #expect(group.wait(timeout: .now() + 30) == .success)
             return results.values
         }
