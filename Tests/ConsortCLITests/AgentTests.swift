@@ -354,7 +354,7 @@ extension AgentTests {
         // Written in three pieces over 1.5 s: never taken before it is closed.
         let slow = rsch.watch + "/slow.dcm"
         let bytes = try Data(contentsOf: URL(fileURLWithPath: files[0]))
-        let handle = try #require(FileHandle(forWritingAtPath: { FileManager.default.createFile(atPath: slow, contents: nil); return slow }()))
+        let handle = try #require(FileHandle(forWritingAtPath: { _ = FileManager.default.createFile(atPath: slow, contents: nil); return slow }()))
         for piece in 0..<3 {
             let range = (bytes.count * piece / 3)..<(bytes.count * (piece + 1) / 3)
             try handle.write(contentsOf: bytes[range])

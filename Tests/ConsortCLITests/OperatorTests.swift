@@ -256,6 +256,42 @@ struct OperatorTests {
         return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n").trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
+    /// A service that may lower its threads but not raise them again (no CAP_SYS_NICE, no
+    /// LimitNICE: what a hardened unit gives when its operator drops the LimitNICE line) still
+    /// routes, and `consort status` and `/metrics` say that bulk threads keep their lower
+    /// priority while they hold the database lock, rather than report everything ranked.
+    @Test func anAgentThatCannotComeBackToFullPrioritySaysSoAndStillRoutes() throws {
+        let prlimit = try #require(Run.find("prlimit"), "prlimit (util-linux) is part of every Debian system")
+        var wrapper = [prlimit, "--nice=0", "--"]
+        if getuid() == 0 {
+            // Root may always raise a thread's priority: its capability is taken away first.
+            let setpriv = try #require(Run.find("setpriv"), "setpriv (util-linux) is part of every Debian system")
+            wrapper = [setpriv, "--inh-caps=-sys_nice", "--bounding-set=-sys_nice", "--"] + wrapper
+        }
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: AgentTests.pushAll)
+        let metricsPort = try OrthancInteropTests.freePort()
+        let uhsx = try consortium.site("UHSX")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port], extra: "metrics 127.0.0.1:\(metricsPort)\n")
+        try uhsx.start()
+        try rsch.start(through: wrapper + [Run.consort, "agent", "--config", rsch.config])
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        _ = try AgentTests.synth(into: rsch.watch, seed: 43, instances: 6)
+        #expect(AgentSite.eventually(within: 60, "6 instances in UHSX's inbound", logs: [rsch, uhsx]) { uhsx.received.count == 6 })
+
+        let statusJSON = Self.json(try Run.consort("status", "--config", rsch.config, "--json").stdout)
+        let priorities = statusJSON["priorities"] as? [String: Any]
+        #expect(priorities?["lower_cpu"] as? Bool == true && priorities?["idle_io"] as? Bool == true, "\(statusJSON)")
+        #expect(priorities?["full_priority_for_locks"] as? Bool == false, "\(statusJSON)")
+        #expect((priorities?["refusal"] as? String ?? "").contains("not permitted") || (priorities?["refusal"] as? String ?? "").contains("denied"), "\(statusJSON)")
+        let status = try Run.consort("status", "--config", rsch.config)
+        #expect(status.stdout.contains("Priorities: urgent before normal before bulk") && status.stdout.contains("keep their lower priority while they hold the database lock"), "\(status.stdout)")
+        let page = try Self.get("http://127.0.0.1:\(metricsPort)/metrics").body
+        #expect(page.contains("consort_agent_priority_ability{ability=\"full_priority_for_locks\"} 0"), "\(page)")
+    }
+
     /// `/metrics` passes Prometheus's own checker and counts what happened (a deferred job, its
     /// transfer errors, the inventory); a real Prometheus server scrapes it; `/healthz` answers
     /// 200, then 503 with the reason once the disk threshold is not met.

@@ -55,6 +55,9 @@ public final class AgentDaemon: @unchecked Sendable {
     private let stabilityWake = NSCondition()
     private var stabilityNudged = false
     private let rescans = NSLock()
+    /// Examined catch-up batches (of 500 files) that may wait for the recorder: 8 is 4,000 files'
+    /// facts, a few MB, and covers a stalled flush of up to ~0.8 s at the scan's pace here.
+    static let recordQueueBatches = 8
     private var rescansRunning = Set<String>(), rescansAgain = Set<String>()
 
     public init(configuration: AgentConfiguration, log: Logger) throws {
@@ -425,28 +428,36 @@ public final class AgentDaemon: @unchecked Sendable {
         for root in roots { telemetry.catchUp(root, running: true, files: 0, now: Date().timeIntervalSince1970) }
         defer { for root in roots { telemetry.catchUp(root, running: false, files: scanner.progress.filesSeen, now: Date().timeIntervalSince1970) } }
         // Two stages on the two cores: this thread walks and reads files (`examine`) while a
-        // recorder commits the batch before (`record`, SQLite). At most two batches wait for it,
-        // so memory stays at a few batches of headers however large the archive.
-        let recorder = DispatchQueue(label: "consort-catch-up-record")
-        let waiting = DispatchSemaphore(value: 2)
+        // recorder commits what was examined before (`record`, SQLite). The recorder takes every
+        // batch waiting at once, in one transaction: a commit whose flush stalls (on the test
+        // machine, now and then for hundreds of milliseconds) lets batches pile up, and the next
+        // commit clears them all for one flush, while this thread reads on. At most
+        // `recordQueueBatches` wait, so memory stays at a few thousand files' facts however
+        // large the archive.
+        let handOff = BatchHandOff<(examined: Ingest.Examined, files: [(String, Double)], seen: Int)>(limit: Self.recordQueueBatches)
+        let recorded = DispatchSemaphore(value: 0)
+        let recorder = Thread { [self] in
+            defer { recorded.signal() }
+            while let waiting = handOff.takeAll() {
+                ingest.record(Ingest.Examined.merged(waiting.map(\.examined)))
+                let now = Date().timeIntervalSince1970
+                telemetry.taken(waiting.flatMap(\.files), now: now, live: false)
+                for root in roots { telemetry.catchUp(root, running: true, files: waiting.last!.seen, now: now) }
+                delivery.nudge()
+            }
+        }
+        recorder.name = "consort-catch-up-record"
+        recorder.start()
         while !stopping.isSet, let batch = scanner.nextBatch() {
             for problem in scanner.takeProblems() { watchLog.warning(problem) }
             guard let examined = ingest.examine(batch.map { Ingest.Candidate(path: $0.path, size: Int($0.size), mtime: $0.mtimeSeconds) }) else { continue }
-            let seen = scanner.progress.filesSeen
-            waiting.wait()
-            recorder.async { [self] in
-                defer { waiting.signal() }
-                ingest.record(examined)
-                let now = Date().timeIntervalSince1970
-                telemetry.taken(batch.map { ($0.path, $0.mtimeSeconds) }, now: now, live: false)
-                for root in roots { telemetry.catchUp(root, running: true, files: seen, now: now) }
-                delivery.nudge()
-            }
+            handOff.put((examined, batch.map { ($0.path, $0.mtimeSeconds) }, scanner.progress.filesSeen))
         }
         // Done means recorded: the batches still with the recorder first. (A stop does not wait
         // for this thread: a batch cut off by the exit is not recorded, and is read again at the
         // next start.)
-        recorder.sync {}
+        handOff.close()
+        recorded.wait()
         for problem in scanner.takeProblems() { watchLog.warning(problem) }
         let seconds = scanner.progress.startedAt.map { MonotonicClock.now - $0 } ?? 0
         watchLog.info("catch-up scan done", ["roots": roots.joined(separator: ","), "files": scanner.progress.filesSeen, "seconds": String(format: "%.3f", seconds)])

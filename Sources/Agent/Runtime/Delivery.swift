@@ -269,7 +269,7 @@ final class Delivery: @unchecked Sendable {
             }
         }
         if let change {
-            log.warning("destination circuit \(change) (by a fetch from it)", ["destination": peer])
+            logCircuit(change, destination: peer, now: now, cause: "a fetch from it")
             // Closed again: the pushes that waited for this peer may go now.
             if case .closed = change { nudge() }
         }
@@ -680,8 +680,24 @@ final class Delivery: @unchecked Sendable {
             } else {
                 log.warning("deferred: the destination is not taking instances now", ["job": job.id, "study": job.study, "destination": target.name, "retry_in": String(format: "%.0f s", delay), "reason": reason])
             }
-            if let change { log.warning("destination circuit \(change)", ["destination": target.name]) }
+            if let change { logCircuit(change, destination: target.name, now: ended, cause: "a push to it") }
             return
+        }
+    }
+
+    /// One line for a change of a destination's circuit, in an operator's words: what happens to
+    /// its jobs and when the next try is (the raw enum, "opened(until: 1796208292.40)", said
+    /// neither).
+    private func logCircuit(_ change: CircuitChange, destination: String, now: Double, cause: String) {
+        switch change {
+        case .opened(let until):
+            log.warning("destination circuit opened: too many failures in a row; its jobs wait, and one probe will test it",
+                ["destination": destination, "by": cause, "probe_in": "\(max(0, Int((until - now).rounded(.up)))) s"])
+        case .reopened(let until):
+            log.warning("destination circuit opened again: the probe failed; its jobs keep waiting for the next one",
+                ["destination": destination, "by": cause, "probe_in": "\(max(0, Int((until - now).rounded(.up)))) s"])
+        case .closed:
+            log.info("destination circuit closed: the destination answers again; its jobs go on", ["destination": destination, "by": cause])
         }
     }
 

@@ -203,7 +203,10 @@ final class Fetching: @unchecked Sendable {
             let since = lagging.isEmpty ? now : lock.withLock { waitingSince[job.id, default: now] }
             let waited = now - since
             if !lagging.isEmpty && waited < Self.patience {
-                lock.withLock { waitingSince[job.id] = since }
+                lock.withLock {
+                    waitingSince[job.id] = since
+                    waitingSince = Self.pruned(waitingSince, now: now)
+                }
                 postpone(job, "waiting for announcements before choosing: \(lagging.joined(separator: "; ")) (plans with what is known in \(Int(Self.patience - waited)) s at the latest)", after: Self.recheck, notATry: true)
                 return
             }
@@ -247,6 +250,14 @@ final class Fetching: @unchecked Sendable {
     /// and how often it asks again meanwhile (each ask is a lookup, audited at both ends).
     static let patience = 300.0
     static let recheck = 5.0
+
+    /// The waits worth remembering. A job dropped, held or failed while it waited for
+    /// announcements never plans again to clear its entry; one older than twice the patience says
+    /// nothing the job would not find anyway (it has waited long enough, or, back after a hold,
+    /// waits once more, still bounded), so it goes: the map holds only jobs waiting now.
+    static func pruned(_ waiting: [Int64: Double], now: Double) -> [Int64: Double] {
+        waiting.filter { now - $0.value < 2 * patience }
+    }
 
     /// The coordinator's `announcing` list, as reasons: the trusts this job could fetch from
     /// (its rule's sources, never this trust) whose studies may be missing from the answer.

@@ -48,6 +48,18 @@ final class Ingest: @unchecked Sendable {
         fileprivate var headers: [(file: Candidate, sop: String, facts: AgentStore.StudyFacts, series: String?, jobs: [AgentStore.NewJob])] = []
         fileprivate var troubles: [(path: String, size: Int, mtime: Double, problem: String)] = []
         fileprivate var files = 0
+
+        /// Batches examined one after another, as one: recorded in one transaction.
+        static func merged(_ batches: [Examined]) -> Examined {
+            guard batches.count > 1 else { return batches.first ?? Examined() }
+            var all = Examined()
+            for batch in batches {
+                all.headers += batch.headers
+                all.troubles += batch.troubles
+                all.files += batch.files
+            }
+            return all
+        }
     }
 
     /// The first half of `take`: skips what the inventory holds unchanged, checks each other file

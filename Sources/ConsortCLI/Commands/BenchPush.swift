@@ -104,8 +104,26 @@ extension BenchCommand {
         let sender = try ChildProcess(
             consort, ["send", url, study, "--connections", String(connections), "--batch", String(batch)] + clientTLS,
             stdout: work + "/send.out", stderr: work + "/send.err")
+        // A send that hangs fails the benchmark rather than hanging it (and the suite that runs
+        // it). A watchdog, not `wait(within:)`: its polling would add up to 10 ms to the time
+        // measured, and CPU beside the transfer.
+        final class Flag: @unchecked Sendable {
+            let lock = NSLock()
+            var raised = false
+        }
+        let hung = Flag()
+        let watchdog = DispatchWorkItem {
+            hung.lock.withLock { hung.raised = true }
+            sender.signal(SIGKILL)
+        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + Self.sendDeadlineSeconds, execute: watchdog)
         let sent = sender.wait()
+        watchdog.cancel()
         let seconds = monotonicSeconds() - start
+        if hung.lock.withLock({ hung.raised }) {
+            standardError.line("consort bench push: consort send did not finish within \(Int(Self.sendDeadlineSeconds)) s and was killed; see \(work)/send.err")
+            return .someFailed
+        }
         let receiverPeakKiB = receiver.peakKiBSoFar
         _ = receiver.stop(within: 30)
         receiverStopped = true
@@ -163,6 +181,10 @@ extension BenchCommand {
     }
 
     /// The receiver prints "listening on https://HOST:PORT, ..." once it accepts connections.
+    /// How long one send may take: a 300 MB study takes about a second here, a large --instances
+    /// run on a slow disk minutes.
+    static let sendDeadlineSeconds = 1800.0
+
     static func waitForListening(_ path: String, timeout: Double) -> String? {
         let deadline = monotonicSeconds() + timeout
         while monotonicSeconds() < deadline {

@@ -130,7 +130,7 @@ extension BenchCommand {
         locateGroup.wait()
         let diskAfter = DiskProbe.measure(in: work, reading: registryFile)
         let sorted = latencies.values.sorted()
-        func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+        func percentile(_ p: Double) -> Double { sorted.isEmpty ? 0 : nearestRank(p, ofSorted: sorted) }
         let rss = Double(coordinator.peakKiBSoFar) / 1024
         let announcePerSecond = Double(count) / announceSeconds
         let kind = arguments.option("--postgresql") == nil ? "sqlite" : "postgresql"

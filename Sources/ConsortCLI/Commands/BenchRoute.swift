@@ -372,9 +372,7 @@ extension BenchCommand {
         let duringBulk = duringBulkSpans.map { $0.end - $0.start }.sorted()
         let diskTimes = diskSamples.map(\.seconds).sorted()
         func percentile(_ p: Double, of values: [Double]? = nil) -> Double {
-            let list = values ?? latencies
-            guard !list.isEmpty else { return .nan }
-            return list[min(list.count - 1, max(0, Int((p * Double(list.count)).rounded(.up)) - 1))] * 1000
+            nearestRank(p, ofSorted: values ?? latencies) * 1000
         }
         let diskAfter = DiskProbe.measure(in: work)
         let bulkMBs = Double(bulkBytes) / 1e6 / bulkSeconds

@@ -56,10 +56,7 @@ struct DiskProbe {
             guard buffer.withUnsafeBytes({ pwrite(fd, $0.baseAddress, page, offset) }) == page, fdatasync(fd) == 0 else { return nil }
             syncTimes.append(MonotonicClock.now - start)
         }
-        func percentile(_ values: [Double], _ p: Double) -> Double {
-            let sorted = values.sorted()
-            return sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] * 1000
-        }
+        func percentile(_ values: [Double], _ p: Double) -> Double { nearestRank(p, ofSorted: values.sorted()) * 1000 }
         (result.readP50, result.readP99, result.reads) = (percentile(readTimes, 0.5), percentile(readTimes, 0.99), readTimes.count)
         (result.syncP50, result.syncP99, result.syncs) = (percentile(syncTimes, 0.5), percentile(syncTimes, 0.99), syncTimes.count)
         return result
