@@ -133,19 +133,25 @@ struct IntegrityTests {
         #expect(log.contains("2 stored, 0 refused") && !log.contains("refused 2."), "the cut file reached the receiver: \(log)")
     }
 
-    /// Durable before visible: strace shows every instance's staged file made durable (syncfs on
-    /// its filesystem) after it was created and before it is linked to its name, and the study
-    /// folder fsynced after the links. A receiver that skipped the barrier would acknowledge
-    /// instances a power cut could lose; no other test could see that.
+    /// Durable before visible: strace shows every instance's staged file made durable after it
+    /// was created and before it is linked to its name — by its own fsync in a request of a few
+    /// instances, by a syncfs of its filesystem in a larger batch — and the study folder fsynced
+    /// after the links. A receiver that skipped the barrier would acknowledge instances a power
+    /// cut could lose; no other test could see that.
     @Test func eachInstanceIsMadeDurableBeforeItIsNamed() throws {
         let strace = try Run.require("strace", package: "strace")
         let folder = try ScratchFolder()
-        #expect(try Run.consort("demo", "study", "--out", folder.path + "/study", "--instances", "6").status == 0)
+        // Requests of 2 (under the receiver's own-fsync limit, `StowIngest.ownFsyncAtMost`, 4)
+        // and of 6 (over it).
+        #expect(try Run.consort("synth", "--out", folder.path + "/few", "--instances", "6", "--seed", "11").status == 0)
+        #expect(try Run.consort("synth", "--out", folder.path + "/batch", "--instances", "6", "--seed", "12").status == 0)
         let trace = folder.path + "/trace"
         let receiver = try ReceiverProcess(
             store: folder.path + "/inbox", launcher: [strace, "-f", "-qq", "-e", "trace=openat,syncfs,link,fsync", "-o", trace])
-        let sent = try Run.program(Run.consort, ["send", receiver.url, folder.path + "/study", "--batch", "3", "--connections", "1"])
-        #expect(sent.status == 0, "\(sent.stderr)")
+        for (study, batch) in [("few", "2"), ("batch", "6")] {
+            let sent = try Run.program(Run.consort, ["send", receiver.url, folder.path + "/" + study, "--batch", batch, "--connections", "1"])
+            #expect(sent.status == 0, "\(sent.stderr)")
+        }
         // SIGTERM to the receiver itself (strace's child): strace then exits with its status.
         let children = try String(contentsOfFile: "/proc/\(receiver.program.pid)/task/\(receiver.program.pid)/children", encoding: .utf8)
         let receiverPID = try #require(children.split(separator: " ").first.flatMap { Int32($0) }, "strace has no child")
@@ -153,24 +159,36 @@ struct IntegrityTests {
         let (status, _) = try receiver.program.waitForExit(within: 30)
         #expect(status == 0, "\(receiver.program.log)")
         let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n").map(String.init)
-        var created: [String: Int] = [:], lastSyncfs = -1, links = 0, lastLink = -1, dirSyncAfterLinks = false
+        // Per thread (strace -f prefixes its id): which staged file each descriptor opened.
+        var created: [String: Int] = [:], durableAt: [String: Int] = [:], open: [String: String] = [:]
+        var lastSyncfs = -1, links = 0, lastLink = -1, dirSyncAfterLinks = false, ownFsyncs = 0, syncfsLinks = 0
         for (index, line) in lines.enumerated() {
-            if line.contains("openat("), line.contains("/.staging/part-"), line.contains("O_CREAT"),
-                let path = line.split(separator: "\"").dropFirst().first
-            {
-                created[String(path)] = index
+            let thread = String(line.prefix { $0 != " " })
+            if line.contains("openat("), let path = line.split(separator: "\"").dropFirst().first {
+                // Every open counts: a descriptor number is reused by the next open after a close.
+                if let fd = line.split(separator: "=").last?.trimmingCharacters(in: .whitespaces) { open[thread + " " + fd] = String(path) }
+                if path.contains("/.staging/part-") && line.contains("O_CREAT") { created[String(path)] = index }
             } else if line.contains("syncfs(") && line.hasSuffix("= 0") {
                 lastSyncfs = index
+            } else if line.contains("fsync("), line.hasSuffix("= 0"), let fd = line.split(separator: "(").dropFirst().first?.prefix(while: \.isNumber),
+                let path = open[thread + " " + fd], path.contains("/.staging/part-")
+            {
+                durableAt[path] = index
+                ownFsyncs += 1
             } else if line.contains(" link(\""), let staged = line.split(separator: "\"").dropFirst().first {
                 links += 1
                 lastLink = index
                 let made = try #require(created[String(staged)], "link of a file not seen created: \(line)")
-                #expect(lastSyncfs > made, "linked before it was made durable: \(line)")
+                let own = durableAt[String(staged)].map { $0 > made } ?? false
+                if !own { syncfsLinks += 1 }
+                #expect(own || lastSyncfs > made, "linked before it was made durable: \(line)")
             } else if line.contains("fsync(") && lastLink >= 0 {
                 dirSyncAfterLinks = true
             }
         }
-        #expect(links == 6, "\(links) links in the trace")
+        #expect(links == 12, "\(links) links in the trace")
+        // The three requests of two by their files' own fsyncs; the request of six by a syncfs.
+        #expect(ownFsyncs == 6 && syncfsLinks == 6, "own fsyncs \(ownFsyncs), linked after a syncfs \(syncfsLinks)")
         #expect(dirSyncAfterLinks, "the study folder was not fsynced after its new names")
     }
 }

@@ -46,6 +46,8 @@ MUTATIONS = [
      "return PeerIdentity(commonName: dns.first ?? cn, dnsNames: dns, expires: nil)", "HTTPServerTests|TransferTests"),
     ("no durability barrier before naming instances", "Sources/DICOMweb/STOW/StowIngest.swift",
      "let durable = fd >= 0 && consort_syncfs(fd) == 0", "let durable = fd >= 0", "IntegrityTests"),
+    ("no fsync of a few instances before naming them", "Sources/DICOMweb/STOW/StowIngest.swift",
+     "let synced = fd >= 0 && fsync(fd) == 0", "let synced = fd >= 0", "IntegrityTests"),
     ("study folder not fsynced after its new names", "Sources/DICOMweb/STOW/StowIngest.swift",
      "                fsync(directory)  // the new names survive a crash\n", "", "IntegrityTests"),
     ("placing an instance overwrites what is held", "Sources/DICOMweb/STOW/StowIngest.swift",

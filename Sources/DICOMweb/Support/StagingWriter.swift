@@ -11,7 +11,7 @@ internal import CSystem
 /// every 4 KiB page costs the kernel an allocation, a copy and, later, a writeback; on the
 /// benchmark machine that was the largest share of the receiver's CPU (`dd` of 315 MB buffered:
 /// 0.8 s of kernel time; the same in direct 1 MiB blocks: 0.03 s). Durability is unchanged: the
-/// caller's syncfs still commits the metadata and flushes the device before anything is
+/// caller's fsync or syncfs still commits the metadata and flushes the device before anything is
 /// acknowledged.
 ///
 /// A filesystem that refuses O_DIRECT (tmpfs on older kernels, some network filesystems), or a
