@@ -145,9 +145,13 @@ struct IntegrityTests {
         // and of 6 (over it).
         #expect(try Run.consort("synth", "--out", folder.path + "/few", "--instances", "6", "--seed", "11").status == 0)
         #expect(try Run.consort("synth", "--out", folder.path + "/batch", "--instances", "6", "--seed", "12").status == 0)
-        let trace = folder.path + "/trace"
+        // One trace file a thread (-ff): a request is received, made durable and linked by one
+        // thread, and its lines are never split by another's ("<unfinished ...>").
+        let traces = folder.path + "/traces"
+        try FileManager.default.createDirectory(atPath: traces, withIntermediateDirectories: true)
+        let store = folder.path + "/inbox"
         let receiver = try ReceiverProcess(
-            store: folder.path + "/inbox", launcher: [strace, "-f", "-qq", "-e", "trace=openat,syncfs,link,fsync", "-o", trace])
+            store: store, launcher: [strace, "-f", "-ff", "-qq", "-e", "trace=openat,syncfs,link,fsync", "-o", traces + "/trace"])
         for (study, batch) in [("few", "2"), ("batch", "6")] {
             let sent = try Run.program(Run.consort, ["send", receiver.url, folder.path + "/" + study, "--batch", batch, "--connections", "1"])
             #expect(sent.status == 0, "\(sent.stderr)")
@@ -158,37 +162,41 @@ struct IntegrityTests {
         kill(receiverPID, SIGTERM)
         let (status, _) = try receiver.program.waitForExit(within: 30)
         #expect(status == 0, "\(receiver.program.log)")
-        let lines = try String(contentsOfFile: trace, encoding: .utf8).split(separator: "\n").map(String.init)
-        // Per thread (strace -f prefixes its id): which staged file each descriptor opened.
-        var created: [String: Int] = [:], durableAt: [String: Int] = [:], open: [String: String] = [:]
-        var lastSyncfs = -1, links = 0, lastLink = -1, dirSyncAfterLinks = false, ownFsyncs = 0, syncfsLinks = 0
-        for (index, line) in lines.enumerated() {
-            let thread = String(line.prefix { $0 != " " })
-            if line.contains("openat("), let path = line.split(separator: "\"").dropFirst().first {
-                // Every open counts: a descriptor number is reused by the next open after a close.
-                if let fd = line.split(separator: "=").last?.trimmingCharacters(in: .whitespaces) { open[thread + " " + fd] = String(path) }
-                if path.contains("/.staging/part-") && line.contains("O_CREAT") { created[String(path)] = index }
-            } else if line.contains("syncfs(") && line.hasSuffix("= 0") {
-                lastSyncfs = index
-            } else if line.contains("fsync("), line.hasSuffix("= 0"), let fd = line.split(separator: "(").dropFirst().first?.prefix(while: \.isNumber),
-                let path = open[thread + " " + fd], path.contains("/.staging/part-")
-            {
-                durableAt[path] = index
-                ownFsyncs += 1
-            } else if line.contains(" link(\""), let staged = line.split(separator: "\"").dropFirst().first {
-                links += 1
-                lastLink = index
-                let made = try #require(created[String(staged)], "link of a file not seen created: \(line)")
-                let own = durableAt[String(staged)].map { $0 > made } ?? false
-                if !own { syncfsLinks += 1 }
-                #expect(own || lastSyncfs > made, "linked before it was made durable: \(line)")
-            } else if line.contains("fsync(") && lastLink >= 0 {
-                dirSyncAfterLinks = true
+        var links = 0, ownFsyncs = 0, syncfsLinks = 0, folderSyncsAfterLinks = 0
+        for name in try FileManager.default.contentsOfDirectory(atPath: traces) {
+            let lines = try String(contentsOfFile: traces + "/" + name, encoding: .utf8).split(separator: "\n").map(String.init)
+            // Which path each descriptor was opened on: every open counts, as the next open after
+            // a close reuses the number.
+            var created: [String: Int] = [:], durableAt: [String: Int] = [:], open: [String: String] = [:]
+            var lastSyncfs = -1, linkedSinceFolderSync = false
+            for (index, line) in lines.enumerated() {
+                if line.hasPrefix("openat("), let path = line.split(separator: "\"").dropFirst().first {
+                    if let fd = line.split(separator: "=").last?.trimmingCharacters(in: .whitespaces) { open[fd] = String(path) }
+                    if path.contains("/.staging/part-") && line.contains("O_CREAT") { created[String(path)] = index }
+                } else if line.hasPrefix("syncfs(") && line.hasSuffix("= 0") {
+                    lastSyncfs = index
+                } else if line.hasPrefix("fsync("), line.hasSuffix("= 0"), let path = open[String(line.dropFirst("fsync(".count).prefix(while: \.isNumber))] {
+                    if path.contains("/.staging/part-") {
+                        durableAt[path] = index
+                        ownFsyncs += 1
+                    } else if path.hasPrefix(store + "/") && linkedSinceFolderSync {
+                        folderSyncsAfterLinks += 1
+                        linkedSinceFolderSync = false
+                    }
+                } else if line.hasPrefix("link(\""), line.hasSuffix("= 0"), let staged = line.split(separator: "\"").dropFirst().first {
+                    links += 1
+                    linkedSinceFolderSync = true
+                    let made = try #require(created[String(staged)], "link of a file not seen created: \(line)")
+                    let own = durableAt[String(staged)].map { $0 > made } ?? false
+                    if !own { syncfsLinks += 1 }
+                    #expect(own || lastSyncfs > made, "linked before it was made durable: \(line)")
+                }
             }
         }
-        #expect(links == 12, "\(links) links in the trace")
+        #expect(links == 12, "\(links) links in the traces")
         // The three requests of two by their files' own fsyncs; the request of six by a syncfs.
         #expect(ownFsyncs == 6 && syncfsLinks == 6, "own fsyncs \(ownFsyncs), linked after a syncfs \(syncfsLinks)")
-        #expect(dirSyncAfterLinks, "the study folder was not fsynced after its new names")
+        // Each of the four requests' study folder fsynced after its new names.
+        #expect(folderSyncsAfterLinks == 4, "\(folderSyncsAfterLinks) study folders fsynced after their links")
     }
 }

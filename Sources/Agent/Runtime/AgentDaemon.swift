@@ -55,9 +55,11 @@ public final class AgentDaemon: @unchecked Sendable {
     private let stabilityWake = NSCondition()
     private var stabilityNudged = false
     private let rescans = NSLock()
-    /// Examined catch-up batches (of 500 files) that may wait for the recorder: 8 is 4,000 files'
-    /// facts, a few MB, and covers a stalled flush of up to ~0.8 s at the scan's pace here.
-    static let recordQueueBatches = 8
+    /// Examined catch-up batches (of 500 files) that may wait for the recorder, and so the most
+    /// one of its transactions holds: 4 is 2,000 files, recorded in about 30 ms of CPU here, the
+    /// longest the writer's lock is then held from live work (an urgent instance received). With
+    /// as many being recorded, a few MB of facts.
+    static let recordQueueBatches = 4
     private var rescansRunning = Set<String>(), rescansAgain = Set<String>()
 
     public init(configuration: AgentConfiguration, log: Logger) throws {
@@ -432,14 +434,19 @@ public final class AgentDaemon: @unchecked Sendable {
         // batch waiting at once, in one transaction: a commit whose flush stalls (on the test
         // machine, now and then for hundreds of milliseconds) lets batches pile up, and the next
         // commit clears them all for one flush, while this thread reads on. At most
-        // `recordQueueBatches` wait, so memory stays at a few thousand files' facts however
-        // large the archive.
+        // `recordQueueBatches` wait and as many are being recorded, so memory stays at a few
+        // thousand files' facts however large the archive.
         let handOff = BatchHandOff<(examined: Ingest.Examined, files: [(String, Double)], seen: Int)>(limit: Self.recordQueueBatches)
         let recorded = DispatchSemaphore(value: 0)
         let recorder = Thread { [self] in
             defer { recorded.signal() }
             while let waiting = handOff.takeAll() {
-                ingest.record(Ingest.Examined.merged(waiting.map(\.examined)))
+                // Batches that fail together are tried one by one: one bad batch (a row the
+                // database refuses) then leaves out its own files only, until the next event or
+                // scan, not the up to 2,000 files waiting with it.
+                if !ingest.record(Ingest.Examined.merged(waiting.map(\.examined))) && waiting.count > 1 {
+                    for batch in waiting { ingest.record(batch.examined) }
+                }
                 let now = Date().timeIntervalSince1970
                 telemetry.taken(waiting.flatMap(\.files), now: now, live: false)
                 for root in roots { telemetry.catchUp(root, running: true, files: waiting.last!.seen, now: now) }

@@ -71,7 +71,9 @@ final class Delivery: @unchecked Sendable {
     private var activeWorkers = 0
     private var generator = SystemRandomNumberGenerator()
     /// Instances per request: small for urgent jobs (latency), larger otherwise (throughput).
-    let urgentBatch = 4
+    /// An urgent request is no larger than what a Consort receiver makes durable by each file's
+    /// own fsync, so that it never waits for a syncfs of the receiver's filesystem.
+    let urgentBatch = StowIngest.ownFsyncAtMost
     let normalBatch = 50
     let batchBytes = 16 << 20
     private var lastWatch = 0.0
@@ -647,10 +649,14 @@ final class Delivery: @unchecked Sendable {
             }
             triedPeer = true
             if retry.isEmpty {
-                lock.withLock {
-                    _ = destination.circuit.recordSuccess()
+                let change = lock.withLock {
                     destination.lastSuccess = ended
                     destination.configurationFault = false
+                    return destination.circuit.recordSuccess()
+                }
+                if let change {
+                    logCircuit(change, destination: target.name, now: ended, cause: "a push to it")
+                    nudge()  // the jobs that waited for this destination may go now
                 }
                 attempts = 0
                 continue

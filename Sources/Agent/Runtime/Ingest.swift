@@ -112,15 +112,17 @@ final class Ingest: @unchecked Sendable {
     }
 
     /// The second half of `take`: keeps the planned jobs of each instance new to the inventory
-    /// and records the files, instances and jobs in one transaction.
-    func record(_ examined: Examined, now: Double = Date().timeIntervalSince1970) {
+    /// and records the files, instances and jobs in one transaction. False when nothing could be
+    /// recorded (logged; the files are taken again by the next event or scan).
+    @discardableResult
+    func record(_ examined: Examined, now: Double = Date().timeIntervalSince1970) -> Bool {
         let (headers, troubles) = (examined.headers, examined.troubles)
         var batch: [AgentStore.Taken] = []
         var seenInBatch = Set<String>()
         let known: [String: String]
         do { known = try store.origins(of: headers.map(\.sop)) } catch {
             log.error("cannot ask the inventory about instances; they will be taken again", ["files": headers.count, "error": error])
-            return
+            return false
         }
         for (file, sop, facts, series, jobs) in headers {
             var item = AgentStore.Taken(sop: sop, study: facts, series: series, path: file.path, size: file.size, mtime: file.mtime, origin: "local", jobs: [])
@@ -130,7 +132,7 @@ final class Ingest: @unchecked Sendable {
             }
             batch.append(item)
         }
-        guard !batch.isEmpty || !troubles.isEmpty else { return }
+        guard !batch.isEmpty || !troubles.isEmpty else { return true }
         do {
             try store.record(taken: batch, problems: troubles, now: now)
             lock.withLock {
@@ -147,9 +149,11 @@ final class Ingest: @unchecked Sendable {
             for (study, entry) in queued.sorted(by: { $0.key < $1.key }) {
                 log.info("instances queued", ["study": study, "instances": entry.count, "first": entry.first, "jobs": entry.jobs])
             }
+            return true
         } catch {
             // Nothing of the batch was recorded: the files will be taken again (next event or scan).
             log.error("cannot record taken files; they will be taken again", ["files": examined.files, "error": error])
+            return false
         }
     }
 

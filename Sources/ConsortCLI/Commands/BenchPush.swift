@@ -118,6 +118,8 @@ extension BenchCommand {
         }
         DispatchQueue.global().asyncAfter(deadline: .now() + Self.sendDeadlineSeconds, execute: watchdog)
         let sent = sender.wait()
+        // (Cancelled microseconds after the reaping: a kill in that gap could only reach a pid
+        // the kernel handed out again within them.)
         watchdog.cancel()
         let seconds = monotonicSeconds() - start
         if hung.lock.withLock({ hung.raised }) {
@@ -180,11 +182,11 @@ extension BenchCommand {
         try Data().write(to: URL(fileURLWithPath: folder + "/complete"))
     }
 
-    /// The receiver prints "listening on https://HOST:PORT, ..." once it accepts connections.
     /// How long one send may take: a 300 MB study takes about a second here, a large --instances
     /// run on a slow disk minutes.
     static let sendDeadlineSeconds = 1800.0
 
+    /// The receiver prints "listening on https://HOST:PORT, ..." once it accepts connections.
     static func waitForListening(_ path: String, timeout: Double) -> String? {
         let deadline = monotonicSeconds() + timeout
         while monotonicSeconds() < deadline {
