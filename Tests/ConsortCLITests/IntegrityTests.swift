@@ -162,7 +162,7 @@ struct IntegrityTests {
         kill(receiverPID, SIGTERM)
         let (status, _) = try receiver.program.waitForExit(within: 30)
         #expect(status == 0, "\(receiver.program.log)")
-        var links = 0, ownFsyncs = 0, syncfsLinks = 0, folderSyncsAfterLinks = 0
+        var links = 0, ownFsyncs = 0, syncfsLinks = 0, folderSyncsAfterLinks = 0, inboundSyncs = 0
         for name in try FileManager.default.contentsOfDirectory(atPath: traces) {
             let lines = try String(contentsOfFile: traces + "/" + name, encoding: .utf8).split(separator: "\n").map(String.init)
             // Which path each descriptor was opened on: every open counts, as the next open after
@@ -182,6 +182,8 @@ struct IntegrityTests {
                     } else if path.hasPrefix(store + "/") && linkedSinceFolderSync {
                         folderSyncsAfterLinks += 1
                         linkedSinceFolderSync = false
+                    } else if path == store {
+                        inboundSyncs += 1
                     }
                 } else if line.hasPrefix("link(\""), line.hasSuffix("= 0"), let staged = line.split(separator: "\"").dropFirst().first {
                     links += 1
@@ -198,5 +200,8 @@ struct IntegrityTests {
         #expect(ownFsyncs == 6 && syncfsLinks == 6, "own fsyncs \(ownFsyncs), linked after a syncfs \(syncfsLinks)")
         // Each of the four requests' study folder fsynced after its new names.
         #expect(folderSyncsAfterLinks == 4, "\(folderSyncsAfterLinks) study folders fsynced after their links")
+        // Each new study folder's own name in the inbound folder: once a study, by the request
+        // that made it.
+        #expect(inboundSyncs == 2, "the inbound folder fsynced \(inboundSyncs) times for two new study folders")
     }
 }

@@ -53,6 +53,8 @@ public final class StowIngest {
     private var partCount = 0
     /// Checked parts waiting for the request's durability barrier, then their place.
     private var ready: [Ready] = []
+    /// Study folders this request created: their names in `inbound` must be made durable too.
+    private var createdFolders = false
 
     struct Ready {
         let staged: String
@@ -195,13 +197,17 @@ public final class StowIngest {
             if let folder = link(item) { folders.insert(folder) }
         }
         ready.removeAll()
-        for folder in folders {
+        // The new names survive a crash: each study folder's entries, then, for a study folder
+        // made by this request, its own entry in inbound (a filesystem without a journal that
+        // orders them would otherwise lose the folder with every instance acknowledged in it).
+        for folder in folders.sorted() + (createdFolders ? [inbound] : []) {
             let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
             if directory >= 0 {
                 fsync(directory)  // the new names survive a crash
                 close(directory)
             }
         }
+        createdFolders = false
     }
 
     /// Every staged instance of the request on stable storage (see `ownFsyncAtMost`); the reason
@@ -348,7 +354,10 @@ public final class StowIngest {
                     size: item.size, sha256: item.digest, alreadyHeld: alreadyHeld, header: item.header))
         }
         do {
-            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            if access(folder, F_OK) != 0 {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+                createdFolders = true
+            }
         } catch {
             refuse(0xA700, "cannot create \(folder): \(error.localizedDescription)")
             return nil
