@@ -52,6 +52,8 @@ MUTATIONS = [
      "                fsync(directory)  // the new names survive a crash\n", "", "IntegrityTests"),
     ("a new study folder's name in inbound not fsynced", "Sources/DICOMweb/STOW/StowIngest.swift",
      "for folder in folders.sorted() + (createdFolders ? [inbound] : []) {", "for folder in folders.sorted() {", "IntegrityTests"),
+    ("PostgreSQL writers take no lock (two coordinators drop each other's trusts)", "Sources/Coordinator/RegistryConnection.swift",
+     'try execute("SELECT pg_advisory_xact_lock(\\(Self.writersLock))")', "_ = Self.writersLock", "RegistryTests"),
     ("placing an instance overwrites what is held", "Sources/DICOMweb/STOW/StowIngest.swift",
      "if Glibc.link(item.staged, destination) == 0 {", "if Glibc.rename(item.staged, destination) == 0 {",
      "IntegrityTests|TransferTests"),

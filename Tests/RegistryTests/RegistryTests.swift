@@ -325,6 +325,55 @@ struct RegistryTests {
         #expect(try again.totals() == (patients: 1, studies: 4, locations: 5))
     }
 
+    /// Two coordinators on one PostgreSQL (what the README offers for a standby, or a second
+    /// coordinator during an upgrade) announcing the same studies at the same moment from two
+    /// trusts. An announcement reads a study's row, decides, and writes back every trust holding
+    /// it; without the writers' lock each could read the row before the other wrote, and write
+    /// back its own trust only, so that a trust holding a study would silently vanish from it —
+    /// a prior never fetched. Every study must end held by both.
+    @Test func twoCoordinatorsOnOnePostgreSQLAnnouncingTheSameStudiesKeepEveryTrust() throws {
+        let folder = NSTemporaryDirectory() + "consort-registry-\(UUID().uuidString)"
+        let server = try Self.throwawayPostgreSQL(in: folder)
+        defer { server.stop() }
+        let one = try SQLRegistry.postgresql(server.conninfo), other = try SQLRegistry.postgresql(server.conninfo)
+        let studies = (1...300).map { "8.\($0)" }
+        final class Failures: @unchecked Sendable {
+            let lock = NSLock()
+            var list: [String] = []
+            func add(_ text: String) { lock.withLock { list.append(text) } }
+        }
+        let failures = Failures()
+        let ready = DispatchGroup(), go = DispatchSemaphore(value: 0), finished = DispatchGroup()
+        for (registry, trust) in [(one, "RSCH"), (other, "UHSX")] {
+            ready.enter()
+            finished.enter()
+            Thread {
+                defer { finished.leave() }
+                ready.leave()
+                go.wait()
+                // One study a transaction: as many chances as there are studies for the two to
+                // interleave between a read and its write.
+                for study in studies {
+                    do {
+                        _ = try registry.announce(trust: trust, holdings: [Self.holding(study, patient: "\(trust)-\(study)", issuer: trust)], now: 1)
+                    } catch {
+                        failures.add("\(trust) \(study): \(error)")
+                    }
+                }
+            }.start()
+        }
+        ready.wait()
+        go.signal()
+        go.signal()
+        #expect(finished.wait(timeout: .now() + 120) == .success, "the two announcers did not finish within 120 s")
+        #expect(failures.list.isEmpty, "\(failures.list.prefix(3))")
+        var lost: [String] = []
+        for study in studies where try one.study(uid: study)?.locations.map(\.trust).sorted() != ["RSCH", "UHSX"] { lost.append(study) }
+        let example = try lost.first.map { try one.study(uid: $0)?.locations.map(\.trust) ?? [] } ?? []
+        #expect(lost.isEmpty, "\(lost.count) of \(studies.count) studies lost a trust, e.g. \(lost.prefix(3)), the first held by \(example)")
+        #expect(try other.totals() == (patients: 1, studies: 300, locations: 600))
+    }
+
     /// A move that fails half-way (a statement refused, as a killed process or a full disk
     /// would end it) leaves the earlier tables whole and the new ones empty; the next open moves
     /// everything.
