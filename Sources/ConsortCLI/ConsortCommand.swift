@@ -1,4 +1,5 @@
 import Platform
+import Transport
 
 #if canImport(Glibc)
     import Glibc
@@ -92,6 +93,9 @@ public enum ConsortCommand {
 
     /// Runs the command line and exits the process with its code.
     public static func main() -> Never {
+        // Before anything touches OpenSSL (curl included): no teardown at exit under threads
+        // still using it.
+        OpenSSLLifetime.keepUntilProcessExit()
         // A reader that goes away (`consort dump ... | head`) must not kill us with SIGPIPE.
         signal(SIGPIPE, SIG_IGN)
         let code = run(Array(CommandLine.arguments.dropFirst()))
