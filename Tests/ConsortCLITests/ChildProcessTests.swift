@@ -30,4 +30,16 @@ struct ChildProcessTests {
         let ended = stopped.stop(within: 30)
         #expect(!ended.timedOut && ended.status == 128 + SIGTERM, "\(ended)")
     }
+
+    /// The watchdog's wait (no polling): a child still running at the bound is killed and said
+    /// to have timed out; one that ends first is not.
+    @Test func theWatchdogKillsAChildPastItsBoundAndOnlyThen() throws {
+        let folder = try ScratchFolder()
+        let slow = try ChildProcess("/bin/sleep", ["60"], stdout: folder.path + "/out", stderr: folder.path + "/err")
+        let killed = slow.wait(killingAfter: 0.5)
+        #expect(killed.timedOut && killed.status == 128 + SIGKILL, "\(killed)")
+        let quick = try ChildProcess("/bin/sh", ["-c", "exit 3"], stdout: folder.path + "/out", stderr: folder.path + "/err")
+        let ended = quick.wait(killingAfter: 30)
+        #expect(!ended.timedOut && ended.status == 3, "\(ended)")
+    }
 }

@@ -105,24 +105,10 @@ extension BenchCommand {
             consort, ["send", url, study, "--connections", String(connections), "--batch", String(batch)] + clientTLS,
             stdout: work + "/send.out", stderr: work + "/send.err")
         // A send that hangs fails the benchmark rather than hanging it (and the suite that runs
-        // it). A watchdog, not `wait(within:)`: its polling would add up to 10 ms to the time
-        // measured, and CPU beside the transfer.
-        final class Flag: @unchecked Sendable {
-            let lock = NSLock()
-            var raised = false
-        }
-        let hung = Flag()
-        let watchdog = DispatchWorkItem {
-            hung.lock.withLock { hung.raised = true }
-            sender.signal(SIGKILL)
-        }
-        DispatchQueue.global().asyncAfter(deadline: .now() + Self.sendDeadlineSeconds, execute: watchdog)
-        let sent = sender.wait()
-        // (Cancelled microseconds after the reaping: a kill in that gap could only reach a pid
-        // the kernel handed out again within them.)
-        watchdog.cancel()
+        // it), without polling beside the transfer timed.
+        let sent = sender.wait(killingAfter: Self.sendDeadlineSeconds)
         let seconds = monotonicSeconds() - start
-        if hung.lock.withLock({ hung.raised }) {
+        if sent.timedOut {
             standardError.line("consort bench push: consort send did not finish within \(Int(Self.sendDeadlineSeconds)) s and was killed; see \(work)/send.err")
             return .someFailed
         }

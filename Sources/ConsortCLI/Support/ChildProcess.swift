@@ -78,6 +78,28 @@ final class ChildProcess {
         return exit
     }
 
+    /// The same bound without polling, for a child whose run is being timed: a watchdog kills it
+    /// (SIGKILL) if it has not ended after `seconds`, and the wait returns the moment it ends
+    /// (`wait(within:)` looks every 10 ms, which would add up to that to the time measured).
+    func wait(killingAfter seconds: Double) -> Exit {
+        final class Fired: @unchecked Sendable {
+            let lock = NSLock()
+            var fired = false
+        }
+        let fired = Fired(), pid = pid
+        let watchdog = DispatchWorkItem {
+            fired.lock.withLock { fired.fired = true }
+            kill(pid, SIGKILL)
+        }
+        DispatchQueue.global().asyncAfter(deadline: .now() + seconds, execute: watchdog)
+        var exit = wait()
+        // Cancelled microseconds after the reaping: a kill in that gap could only reach a pid the
+        // kernel handed out again within them.
+        watchdog.cancel()
+        exit.timedOut = fired.lock.withLock { fired.fired }
+        return exit
+    }
+
     /// SIGTERM, then `wait(within:)`: an agent that does not stop in time is killed.
     func stop(within seconds: Double) -> Exit {
         signal(SIGTERM)
