@@ -124,7 +124,7 @@ let package = Package(
         // HTTPS API, NHS number resolution and identity conflicts.
         .target(
             name: "Coordinator",
-            dependencies: ["Agent", "Audit", "DICOM", "DICOMweb", "HTTP", "Platform", "Routing", "SQLite", "Transport", "CLibPQ"]
+            dependencies: ["Agent", "Audit", "DICOM", "DICOMweb", "Exchange", "HTTP", "Platform", "Routing", "SQLite", "Transport", "CLibPQ"]
         ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(

@@ -87,7 +87,7 @@ if [ -z "$prefix" ] && [ "$(id -u)" -ne 0 ]; then
   fail "installing into / needs root: run it with sudo, or give --prefix DIR for a staged install"
 fi
 
-for f in systemd/consort-agent.service systemd/consort-coordinator.service systemd/consort.sysusers coordinator.conf; do
+for f in systemd/consort-agent.service systemd/consort-coordinator.service systemd/consort-crl.service systemd/consort-crl.timer systemd/consort.sysusers coordinator.conf; do
   [ -f "$deploy/$f" ] || fail "missing $deploy/$f (run this script from a Consort source tree)"
 done
 [ -d "$source_dir/routing-rules" ] || fail "missing $source_dir/routing-rules"
@@ -141,6 +141,9 @@ put_config() {
 put 0755 "$binary" "$prefix/usr/local/bin/consort"
 put 0644 "$deploy/systemd/consort-agent.service" "$prefix/usr/local/lib/systemd/system/consort-agent.service"
 put 0644 "$deploy/systemd/consort-coordinator.service" "$prefix/usr/local/lib/systemd/system/consort-coordinator.service"
+# Republishing the CA's CRL daily: installed everywhere, enabled only on the CA's machine.
+put 0644 "$deploy/systemd/consort-crl.service" "$prefix/usr/local/lib/systemd/system/consort-crl.service"
+put 0644 "$deploy/systemd/consort-crl.timer" "$prefix/usr/local/lib/systemd/system/consort-crl.timer"
 put 0644 "$deploy/systemd/consort.sysusers" "$prefix/usr/local/lib/sysusers.d/consort.conf"
 put 0644 "$source_dir/README.md" "$prefix/usr/local/share/doc/consort/README.md"
 

@@ -13,6 +13,12 @@ public final class CoordinatorDaemon: @unchecked Sendable {
     let log: Logger
     private var server: HTTPServer?
     private var metricsServer: HTTPServer?
+    /// The listener's certificate, key, CA and CRL in force (SIGHUP reloads them).
+    let tls: TLSMaterial
+    /// When the expiry was last warned of (read by the service loop's thread, written by it
+    /// and by a reload on the same thread).
+    private let warnedLock = NSLock()
+    private var warnedAt = 0.0
 
     /// `opening`: what a long start is doing, every few seconds (see `SQLRegistry.sqlite`).
     public init(configuration: CoordinatorConfiguration, log: Logger, opening: @escaping (String) -> Void = { _ in }) throws {
@@ -24,7 +30,13 @@ public final class CoordinatorDaemon: @unchecked Sendable {
         case .postgresql(let conninfo): registry = try SQLRegistry.postgresql(conninfo, log: log.named("registry"), opening: opening)
         }
         let rules = try RuleBook(path: configuration.rules)
+        tls = try TLSMaterial(Self.tlsPaths(configuration), now: Date().timeIntervalSince1970)
         service = CoordinatorService(registry: registry, rules: rules, configuration: configuration, audit: try AuditLog(path: configuration.auditPath), log: log)
+        service.tls = tls
+    }
+
+    static func tlsPaths(_ c: CoordinatorConfiguration) -> TLSConfiguration {
+        TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl)
     }
 
     public var port: UInt16 { server?.port ?? 0 }
@@ -34,8 +46,7 @@ public final class CoordinatorDaemon: @unchecked Sendable {
         var settings = ServerConfiguration()
         settings.host = configuration.listenHost
         settings.port = configuration.listenPort
-        settings.tls = try TLSContext(
-            TLSConfiguration(certificateChain: configuration.certificate, privateKey: configuration.key, trustedCA: configuration.ca, revocationList: configuration.crl), role: .server)
+        settings.tls = tls.serverContext
         settings.limits.bodyBytes = CoordinatorService.maximumBody
         let service = self.service, apiLog = log.named("api")
         let http = HTTPServer(settings, log: { apiLog.debug($0) }) { request, body in try service.handle(request, body) }
@@ -57,11 +68,13 @@ public final class CoordinatorDaemon: @unchecked Sendable {
             try metrics.start()
             metricsServer = metrics
         }
+        warnOfExpiry()
         log.info("ready", ["listening": "\(configuration.listenHost):\(port)", "registry": "\(configuration.registry)", "audit": configuration.auditPath])
     }
 
     /// One line for systemd's STATUS=.
     public func summary() -> String {
+        if Date().timeIntervalSince1970 - warnedLock.withLock({ warnedAt }) >= 86_400 { warnOfExpiry() }
         guard let totals = try? service.registry.totals() else { return "the registry cannot be read" }
         let conflicts = (try? service.registry.conflicts().count) ?? 0
         return "\(totals.patients) patients, \(totals.studies) studies, \(totals.locations) holdings; \(conflicts) identity conflicts held"
@@ -71,6 +84,28 @@ public final class CoordinatorDaemon: @unchecked Sendable {
         switch service.rules.reload() {
         case .reloaded: log.info("rules reloaded: the members", ["members": service.rules.current.members.map(\.code).joined(separator: ",")])
         case .refused(let outcome): log.error("rules NOT reloaded: the new set has errors; the members in force stay", ["first": outcome.errors.first?.description ?? ""])
+        }
+        // The TLS files again (a revoked trust's CRL, a rotated certificate), at the paths the
+        // configuration names now, or those in force when it has errors.
+        do {
+            let paths = CoordinatorConfigurationParser.parse(file: configuration.file).configuration.map(Self.tlsPaths)
+            let material = try tls.reload(paths, now: Date().timeIntervalSince1970)
+            server?.replaceTLS(tls.serverContext)
+            log.info("TLS material reloaded: new connections use it; requests in flight finish", ["certificate": material.certificateChain, "crl": material.revocationList ?? "(none)"])
+        } catch {
+            log.error("TLS material NOT reloaded: the files do not load; the material in force stays", ["error": "\(error)"])
+        }
+        warnOfExpiry()
+    }
+
+    /// A warning in the log while the certificate, the CA or the CRL is within 14 days of
+    /// expiring or past it (at start, after a reload, and daily from the service loop).
+    public func warnOfExpiry() {
+        let now = Date().timeIntervalSince1970
+        warnedLock.withLock { warnedAt = now }
+        for item in tls.expires.needingAttention(at: now) {
+            let days = (item.expires - now) / 86_400
+            log.error(days < 0 ? "TLS \(item.name) EXPIRED: renew it and send SIGHUP; handshakes fail" : "TLS \(item.name) expires soon: renew it and send SIGHUP", ["item": item.name, "days_left": String(format: "%.1f", days)])
         }
     }
 

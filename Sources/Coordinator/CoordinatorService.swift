@@ -1,6 +1,7 @@
 import Audit
 import DICOM
 import DICOMweb
+import Exchange
 import Foundation
 import HTTP
 import Platform
@@ -15,9 +16,11 @@ import Transport
 ///     GET  /v1/studies/{uid}       one study and its locations
 ///     GET  /healthz, GET /metrics
 ///
-/// The caller's trust comes from its certificate only; only consortium members (the rules'
-/// members) may use it; a trust may announce or withdraw only its own holdings (otherwise 403,
-/// audited). Every lookup of a patient is audited. A patient involved in an identity conflict
+/// The caller's trust comes from its certificate only; only consortium trusts (the rules'
+/// `member`s, never a `peer`) may use it; a lookup names its purpose (`X-Consort-Purpose`), one
+/// an agreement gives the caller imaging for (`PartyAccess`); a trust may announce or withdraw
+/// only its own holdings. Every refusal is a 403 with its reason, counted and audited; every
+/// lookup of a patient is audited with its purpose. A patient involved in an identity conflict
 /// is answered 409 with the conflict: held for a person, never used for prefetch.
 public final class CoordinatorService: @unchecked Sendable {
     let registry: Registry
@@ -30,6 +33,10 @@ public final class CoordinatorService: @unchecked Sendable {
     public static let maximumBatch = 5_000
     private let lock = NSLock()
     private var counters: [String: Int] = [:]
+    /// Refusals by `PartyAccess.Refusal.label` (and "not_own_holdings").
+    private var refusals: [String: Int] = [:]
+    /// The TLS material of the listener, for its expiry in /metrics (set by the daemon).
+    public var tls: TLSMaterial?
     let started = Date()
     /// How far each member's announcements have come (see `AnnouncementProgress`).
     private var progress = AnnouncementProgress(started: MonotonicClock.now)
@@ -43,6 +50,14 @@ public final class CoordinatorService: @unchecked Sendable {
     }
 
     func count(_ name: String, _ n: Int = 1) { lock.withLock { counters[name, default: 0] += n } }
+
+    /// A refusal counted: in the total, and by its reason.
+    func refused(_ reason: String) {
+        lock.withLock {
+            counters["refused", default: 0] += 1
+            refusals[reason, default: 0] += 1
+        }
+    }
 
     /// The members whose studies may not all be in the registry yet (the caller left out: a
     /// trust does not fetch from itself).
@@ -65,14 +80,18 @@ public final class CoordinatorService: @unchecked Sendable {
         let method = request.head.method
         if method == "GET" && path == "/healthz" { return health() }
         if method == "GET" && path == "/metrics" { return metrics() }
-        // Everything else: consortium members only, named by their certificates.
-        guard let caller = request.peer?.commonName, rules.current.member(caller) != nil else {
+        // Everything else: consortium trusts only, named by their certificates; a lookup for a
+        // purpose an agreement gives the caller imaging for.
+        let purpose = request.head.value(ConsortField.purpose)
+        let act: PartyAccess.Act = method == "POST" ? .announce : .lookup
+        if let refusal = PartyAccess.decide(act, caller: request.peer?.commonName, purpose: purpose, site: nil, rules: rules.current) {
             let who = request.peer?.commonName ?? "a client without a certificate"
-            count("refused")
-            try? audit.record(AuditEntry(who: who, action: "refused", why: "\(method) \(path)", detail: "not a consortium member"))
-            log.warning("refused: not a consortium member", ["who": who, "request": "\(method) \(path)"])
-            return Self.failure(403, "Only consortium members (named by their certificates) may use the coordinator")
+            refused(refusal.label)
+            try? audit.record(AuditEntry(who: who, action: "refused", why: purpose, detail: "\(method) \(path.prefix(200)): \(refusal)"))
+            log.warning("refused", ["who": who, "request": "\(method) \(path.prefix(200))", "reason": refusal.label, "purpose": purpose ?? "(none)"])
+            return Self.failure(403, "Refused: \(refusal)")
         }
+        let caller = request.peer?.commonName ?? ""
         let parts = path.split(separator: "/").map(String.init)
         switch (method, parts.count) {
         case ("POST", 2) where parts == ["v1", "holdings"]:
@@ -82,9 +101,9 @@ public final class CoordinatorService: @unchecked Sendable {
         case ("GET", 4) where parts[0] == "v1" && parts[1] == "patients" && parts[3] == "studies":
             // Foundation's percent decoding only where there is something to decode: it cost a
             // fortieth of a lookup's time.
-            return try patientStudies(caller: caller, nhs: parts[2].contains("%") ? parts[2].removingPercentEncoding ?? parts[2] : parts[2])
+            return try patientStudies(caller: caller, nhs: parts[2].contains("%") ? parts[2].removingPercentEncoding ?? parts[2] : parts[2], purpose: purpose ?? "")
         case ("GET", 3) where parts[0] == "v1" && parts[1] == "studies":
-            return try study(caller: caller, uid: parts[2])
+            return try study(caller: caller, uid: parts[2], purpose: purpose ?? "")
         default:
             return Self.failure(404, "No such resource: \(method) \(path) (see the coordinator's API in README.md)")
         }
@@ -101,7 +120,7 @@ public final class CoordinatorService: @unchecked Sendable {
     private func ownTrust(_ object: [String: Any], caller: String, action: String) -> ServerResponse? {
         let claimed = object["trust"] as? String
         guard claimed == caller else {
-            count("refused")
+            refused("not_own_holdings")
             try? audit.record(AuditEntry(who: caller, action: "refused", why: action, detail: "announced for trust \(claimed ?? "(none)"), not its own"))
             log.error("REFUSED: a trust announced holdings for another trust", ["caller": caller, "claimed": claimed ?? "(none)", "action": action])
             return Self.failure(403, "\(caller) may \(action) only its own holdings, not \(claimed ?? "(no trust named)")'s")
@@ -223,12 +242,12 @@ public final class CoordinatorService: @unchecked Sendable {
         ])
     }
 
-    private func patientStudies(caller: String, nhs text: String) throws -> ServerResponse {
+    private func patientStudies(caller: String, nhs text: String, purpose: String) throws -> ServerResponse {
         guard let nhs = NHSNumber(text) else {
             return Self.failure(400, "\"\(text)\" is not a valid NHS number (10 digits with a Modulus 11 check digit)")
         }
         count("lookups")
-        try audit.record(AuditEntry(who: caller, action: "lookup", nhs: nhs.digits, why: "GET /v1/patients/{nhs}/studies"), durable: false)
+        try audit.record(AuditEntry(who: caller, action: "lookup", nhs: nhs.digits, why: purpose, detail: "GET /v1/patients/{nhs}/studies"), durable: false)
         let (studies, conflicts) = try registry.patientStudies(nhs: nhs.digits)
         if !conflicts.isEmpty {
             return Self.json(409, .object([
@@ -244,14 +263,14 @@ public final class CoordinatorService: @unchecked Sendable {
         return Self.json(200, .object([("nhs", .string(nhs.digits)), ("studies", .array(studies.map(Self.studyJSON))), ("announcing", .array(announcing))]))
     }
 
-    private func study(caller: String, uid: String) throws -> ServerResponse {
+    private func study(caller: String, uid: String, purpose: String) throws -> ServerResponse {
         guard UID.isValid(uid) else { return Self.failure(400, "\"\(uid)\" is not a UID") }
         count("lookups")
         guard let study = try registry.study(uid: uid) else {
-            try audit.record(AuditEntry(who: caller, action: "lookup", study: uid, detail: "unknown"), durable: false)
+            try audit.record(AuditEntry(who: caller, action: "lookup", study: uid, why: purpose, detail: "unknown"), durable: false)
             return Self.failure(404, "No trust has announced study \(uid)")
         }
-        try audit.record(AuditEntry(who: caller, action: "lookup", nhs: study.nhs, study: uid), durable: false)
+        try audit.record(AuditEntry(who: caller, action: "lookup", nhs: study.nhs, study: uid, why: purpose), durable: false)
         return Self.json(200, Self.studyJSON(study))
     }
 
@@ -278,6 +297,17 @@ public final class CoordinatorService: @unchecked Sendable {
         family("consort_coordinator_announced_studies_total", "counter", "Studies announced by the trusts.", Double(counts["announced", default: 0]))
         family("consort_coordinator_lookups_total", "counter", "Lookups of patients and studies.", Double(counts["lookups", default: 0]))
         family("consort_coordinator_refused_total", "counter", "Requests refused (not a member, or for another trust).", Double(counts["refused", default: 0]))
+        let reasons = lock.withLock { refusals }
+        text += "# HELP consort_coordinator_refused_requests_total Requests refused (403), by reason: not_a_member, peer_not_member, no_purpose, no_agreement, not_own_holdings.\n"
+        text += "# TYPE consort_coordinator_refused_requests_total counter\n"
+        for reason in ["not_a_member", "peer_not_member", "no_purpose", "no_agreement", "not_own_holdings"] {
+            text += "consort_coordinator_refused_requests_total{reason=\"\(reason)\"} \(reasons[reason, default: 0])\n"
+        }
+        if let expiry = tls?.expires {
+            text += "# HELP consort_tls_expiry_timestamp_seconds When the TLS material in force expires (the CRL: its next update), in seconds since the epoch.\n"
+            text += "# TYPE consort_tls_expiry_timestamp_seconds gauge\n"
+            for item in expiry.items { text += "consort_tls_expiry_timestamp_seconds{item=\"\(item.name)\"} \(Int64(item.expires))\n" }
+        }
         let pending = lock.withLock { progress.pending(at: MonotonicClock.now) }
         if !pending.isEmpty {
             text += "# HELP consort_coordinator_member_pending_studies Studies a member said it still had to announce (heard in the last 90 s).\n"

@@ -6,7 +6,8 @@ import Transport
 /// own certificate, JSON in and out, every call bounded by the client's timeouts.
 public final class CoordinatorClient: @unchecked Sendable {
     public let base: String
-    private let client: HTTPClient
+    /// Replaced whole when the TLS material is (`replaceTLS`); used under `lock`.
+    private var client: HTTPClient
     private let lock = NSLock()
 
     public struct Failure: Error, CustomStringConvertible {
@@ -24,9 +25,18 @@ public final class CoordinatorClient: @unchecked Sendable {
         client = try HTTPClient(options)
     }
 
+    /// New certificate, key, CA or CRL (SIGHUP): the next request connects afresh with them.
+    public func replaceTLS(_ tls: TLSConfiguration) throws {
+        var options = lock.withLock { client.options }
+        options.tls = tls
+        let fresh = try HTTPClient(options)
+        lock.withLock { client = fresh }
+    }
+
     /// One request; the answer's JSON object when the status is 2xx, else a `Failure`.
-    public func call(_ method: String, _ path: String, body: JSON? = nil) throws -> [String: Any] {
-        let (status, answer) = try exchange(method, path, body: body)
+    /// `purpose`: why patient data is asked for (a lookup must say).
+    public func call(_ method: String, _ path: String, body: JSON? = nil, purpose: String? = nil) throws -> [String: Any] {
+        let (status, answer) = try exchange(method, path, body: body, purpose: purpose)
         let object = (try? JSONSerialization.jsonObject(with: Data(answer)) as? [String: Any]) ?? [:]
         guard (200..<300).contains(status) else {
             throw Failure(status: status, message: object["error"] as? String ?? String(decoding: answer.prefix(300), as: UTF8.self), answer: object)
@@ -36,14 +46,15 @@ public final class CoordinatorClient: @unchecked Sendable {
 
     /// One request; the status and the answer's bytes, not parsed (`consort bench registry`
     /// times the coordinator's answer, not the client's JSON parser sharing its CPUs).
-    public func exchange(_ method: String, _ path: String, body: JSON? = nil) throws -> (status: Int, answer: [UInt8]) {
+    public func exchange(_ method: String, _ path: String, body: JSON? = nil, purpose: String? = nil) throws -> (status: Int, answer: [UInt8]) {
         let collector = ByteCollector(limit: 256 << 20)
         let bytes = body.map { $0.bytes() } ?? []
         var offset = 0
         do {
             let response = try lock.withLock {
                 try client.send(
-                    method: method, url: base + path, headers: [("Content-Type", "application/json"), ("Accept", "application/json")],
+                    method: method, url: base + path,
+                    headers: [("Content-Type", "application/json"), ("Accept", "application/json")] + (purpose.map { [(ConsortField.purpose, $0)] } ?? []),
                     body: body == nil ? nil : { buffer in
                         let n = min(buffer.count, bytes.count - offset)
                         buffer.copyBytes(from: bytes[offset..<(offset + n)])

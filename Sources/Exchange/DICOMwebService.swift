@@ -20,6 +20,8 @@ public struct DICOMwebService: Sendable {
         /// Who sent it: the certificate's CN, or the address on plain-HTTP loopback.
         public var peer: String
         public var requestID: String
+        /// Why the sender sent it (`ConsortField.purpose`), for the audit log.
+        public var purpose: String?
     }
 
     public let store: String
@@ -109,7 +111,7 @@ public struct DICOMwebService: Sendable {
         // idle I/O class. The records made after it (`stored`) are not idle: other work waits
         // for their locks (and the agent's inventory brings the thread back to full CPU
         // priority while it holds its lock: `ThreadPriority.atFullPriority`).
-        let priority = request.head.value("X-Consort-Priority")
+        let priority = request.head.value(ConsortField.priority)
         if priority == "bulk" || priority == "normal" { ThreadPriority.yieldCPU(bulk: priority == "bulk") }
         // Only the data: `finish` places the instances, and asks the inventory under its lock.
         func receive() throws { while let piece = try body.next() { try ingest.consume(piece) } }
@@ -122,7 +124,7 @@ public struct DICOMwebService: Sendable {
         for line in ingest.warnings { log("warning: request \(request.id) from \(who): accepted \(line)") }
         if let stored, !response.stored.isEmpty {
             do {
-                try stored(Received(response: response, peer: who, requestID: request.id), ingest)
+                try stored(Received(response: response, peer: who, requestID: request.id, purpose: request.head.value(ConsortField.purpose)), ingest)
             } catch {
                 log("error: request \(request.id) from \(who): \(response.stored.count) instances stored but not recorded: \(error); answered 503, the peer will send them again")
                 throw HTTPError(503, "The instances could not be recorded; send them again")

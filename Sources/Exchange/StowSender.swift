@@ -135,9 +135,10 @@ public enum HeldInstances {
     /// The SOP Instance UIDs `base` says it holds of `study`; nil when it cannot tell (the peer
     /// does not answer this query, or is down: the caller sends everything, which the receiver
     /// deduplicates anyway).
-    public static func ask(_ base: String, study: String, with client: HTTPClient) -> Set<String>? {
+    /// `headers`: the sender's own fields (its purpose).
+    public static func ask(_ base: String, study: String, with client: HTTPClient, headers: [(String, String)] = []) -> Set<String>? {
         let answer = ByteCollector(limit: 64 << 20)
-        guard let response = try? client.send(method: "GET", url: "\(base)/studies/\(study)/instances", headers: [("Accept", "application/dicom+json")], sink: answer.append),
+        guard let response = try? client.send(method: "GET", url: "\(base)/studies/\(study)/instances", headers: [("Accept", "application/dicom+json")] + headers, sink: answer.append),
             response.status == 200 || response.status == 204
         else { return nil }
         if response.status == 204 || answer.bytes.isEmpty { return [] }

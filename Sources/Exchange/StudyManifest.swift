@@ -101,13 +101,14 @@ public struct StudyManifest: Sendable, Equatable {
 
     /// Puts the manifest at the peer. Never throws: a manifest is an improvement on the quiet
     /// timer, not a condition of delivery.
-    public func send(to base: String, with client: HTTPClient) -> Answer {
+    /// `headers`: the sender's own fields (its purpose).
+    public func send(to base: String, with client: HTTPClient, headers: [(String, String)] = []) -> Answer {
         let body = json.bytes()
         var offset = 0
         let answer = ByteCollector(limit: 1 << 16)
         do {
             let response = try client.send(
-                method: "PUT", url: base + Self.path(study: study), headers: [("Content-Type", "application/json")],
+                method: "PUT", url: base + Self.path(study: study), headers: [("Content-Type", "application/json")] + headers,
                 body: { buffer in
                     let n = min(buffer.count, body.count - offset)
                     body.withUnsafeBytes { source in buffer.baseAddress!.copyMemory(from: source.baseAddress! + offset, byteCount: n) }

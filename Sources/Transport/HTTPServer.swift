@@ -116,12 +116,34 @@ public final class HTTPServer: @unchecked Sendable {
     /// in flight on them), so a graceful stop does not wait out idle keep-alive connections.
     private var idle = Set<Int32>()
     private var requestCounter = 0
+    /// The TLS context new handshakes use, and how many times it was replaced (SIGHUP): a
+    /// connection made under an earlier one finishes the request it is serving and is then
+    /// closed, so that a certificate revoked or rotated since is checked again at once, by a
+    /// new handshake, not whenever the client stops reusing its connection.
+    private var tlsContext: TLSContext?
+    private var tlsGeneration = 0
 
     public init(_ configuration: ServerConfiguration, log: @escaping @Sendable (String) -> Void = { _ in }, handler: @escaping RequestHandler) {
         self.configuration = configuration
         self.handler = handler
         self.log = log
+        tlsContext = configuration.tls
     }
+
+    /// New certificates, key, CA or CRL for the handshakes from now on (a reload): requests in
+    /// flight finish under the context they began with, and their connections then close;
+    /// connections idle between requests close now (a client reconnects, and shows its
+    /// certificate to the new context).
+    public func replaceTLS(_ context: TLSContext) {
+        lock.withLock {
+            tlsContext = context
+            tlsGeneration += 1
+            for fd in idle { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        }
+    }
+
+    /// The context handshakes use now, and its generation.
+    private var currentTLS: (context: TLSContext?, generation: Int) { lock.withLock { (tlsContext, tlsGeneration) } }
 
     /// Binds and starts accepting; returns once the port is listening.
     public func start() throws {
@@ -217,7 +239,7 @@ public final class HTTPServer: @unchecked Sendable {
     private func refuseOverload(_ connection: Connection) {
         connection.setReadTimeout(2)
         connection.setWriteTimeout(2)
-        if let tls = configuration.tls {
+        if let tls = currentTLS.context {
             do { try connection.acceptTLS(tls) } catch { return }
         }
         log("\(connection.remote): refused, \(configuration.maximumConnections) connections already open")
@@ -236,7 +258,8 @@ public final class HTTPServer: @unchecked Sendable {
     /// One connection, request after request, until it closes, errs or idles out.
     private func serve(_ connection: Connection) {
         connection.setWriteTimeout(configuration.writeTimeout)
-        if let tls = configuration.tls {
+        let (tls, generation) = currentTLS
+        if let tls {
             connection.setReadTimeout(configuration.handshakeTimeout)
             do {
                 try connection.acceptTLS(tls)
@@ -311,7 +334,8 @@ public final class HTTPServer: @unchecked Sendable {
                 guard let piece = try? body.next() else { break }
                 drained += piece.count
             }
-            let keepAlive = head.keepAlive && !reader.failed && body.finished
+            // A connection whose handshake was under material since replaced serves no more.
+            let keepAlive = head.keepAlive && !reader.failed && body.finished && (tls == nil || currentTLS.generation == generation)
             do {
                 try connection.write(Self.head(response, keepAlive: keepAlive) + response.body)
                 if let stream = response.stream {

@@ -7,11 +7,15 @@ internal import CShims
 
 /// Where a site's TLS material lives: its certificate chain and key (issued by the consortium CA),
 /// the CA certificate it trusts peers by, and optionally a CRL.
-public struct TLSConfiguration: Sendable {
+public struct TLSConfiguration: Sendable, Equatable {
     public var certificateChain: String
     public var privateKey: String
     public var trustedCA: String
     public var revocationList: String?
+    /// Which reading of these files this is (`TLSMaterial.reload` counts up): the same paths
+    /// with new contents are new material, and clients made with the earlier reading are
+    /// dropped rather than reused.
+    public var generation = 0
 
     public init(certificateChain: String, privateKey: String, trustedCA: String, revocationList: String? = nil) {
         self.certificateChain = certificateChain

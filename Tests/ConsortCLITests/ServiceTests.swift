@@ -129,9 +129,10 @@ struct ServiceTests {
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Deploy/check-units.sh").path
         let outcome = try Run.program("/bin/bash", [script, Run.consort], timeout: 120)
         #expect(outcome.status == 0, "\(outcome.stdout)\(outcome.stderr)")
-        for unit in ["consort-agent.service", "consort-coordinator.service"] {
+        for unit in ["consort-agent.service", "consort-coordinator.service", "consort-crl.service"] {
             #expect(outcome.stdout.contains("\(unit): verify ok, exposure"), "\(outcome.stdout)")
         }
+        #expect(outcome.stdout.contains("consort-crl.timer: verify ok"), "\(outcome.stdout)")
         // The agent's sandbox lets it rank its threads (setpriority, ioprio_set, LimitNICE=+0).
         #expect(outcome.stdout.contains("consort-agent.service: system call filter allows"), "\(outcome.stdout)")
     }

@@ -45,7 +45,7 @@ fi
 
 source_dir=$(cd "$(dirname "$0")/../.." && pwd)
 max_exposure=2.0
-units=(consort-agent.service consort-coordinator.service)
+units=(consort-agent.service consort-coordinator.service consort-crl.service)
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/consort-check-units.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -76,6 +76,8 @@ expect() {
 expect 755 usr/local/bin/consort
 expect 644 usr/local/lib/systemd/system/consort-agent.service
 expect 644 usr/local/lib/systemd/system/consort-coordinator.service
+expect 644 usr/local/lib/systemd/system/consort-crl.service
+expect 644 usr/local/lib/systemd/system/consort-crl.timer
 expect 644 usr/local/lib/sysusers.d/consort.conf
 expect 644 usr/local/share/doc/consort/README.md
 for trust in rsch asph esht qvh uhsx; do
@@ -176,6 +178,19 @@ for unit in "${units[@]}"; do
     echo "$unit: verify FAILED, exposure $exposure"
   fi
 done
+
+# The CRL timer: verify accepts it (its service is verified above), and it fires daily.
+timer="$root/usr/local/lib/systemd/system/consort-crl.timer"
+if [ -f "$timer" ]; then
+  cp "$timer" "$tmp/verify/consort-crl.timer"
+  if ! (cd "$tmp/verify" && systemd-analyze verify "$tmp/verify/consort-crl.timer") >"$tmp/verify.out" 2>&1 || grep -q 'consort-' "$tmp/verify.out"; then
+    failed "systemd-analyze verify consort-crl.timer:"
+    sed 's/^/    /' "$tmp/verify.out" >&2
+  else
+    grep -q '^OnCalendar=daily$' "$timer" || failed "consort-crl.timer does not republish the CRL daily"
+    echo "consort-crl.timer: verify ok"
+  fi
+fi
 
 # --- 5. The agent's system call filter lets it do what it must, and not more -------------------
 # Its SystemCallFilter= lines applied as systemd applies them (the first, an allow list, sets

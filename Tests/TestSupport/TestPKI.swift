@@ -65,15 +65,28 @@ public final class TestPKI {
 
     /// A CRL from our CA revoking `certificate`; returns its path.
     public func revoke(_ certificate: String) throws -> String {
+        let path = folder + "/revoked-\(UUID().uuidString).pem"
+        try writeCRL(to: path, revoking: [certificate])
+        return path
+    }
+
+    /// A CRL from our CA revoking `certificates` (none: an empty list, as a consortium publishes
+    /// every day), written to `path` whole (a temporary name, then a rename, as an operator's
+    /// copy should be); its next update in 30 days, or at `nextUpdate` (YYYYMMDDHHMMSSZ, which
+    /// may be in the past: an expired CRL), with `lastUpdate` before it.
+    public func writeCRL(to path: String, revoking certificates: [String] = [], lastUpdate: String? = nil, nextUpdate: String? = nil) throws {
         let crl = folder + "/crl-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: crl, withIntermediateDirectories: true)
         try "".write(toFile: crl + "/index.txt", atomically: true, encoding: .utf8)
         try "1000\n".write(toFile: crl + "/crlnumber", atomically: true, encoding: .utf8)
-        try "[ca]\ndefault_ca=d\n[d]\ndatabase=\(crl)/index.txt\ncrlnumber=\(crl)/crlnumber\ndefault_md=sha256\ndefault_crl_days=1\nprivate_key=\(folder)/ca.key\ncertificate=\(folder)/ca.pem\n"
+        try "[ca]\ndefault_ca=d\n[d]\ndatabase=\(crl)/index.txt\ncrlnumber=\(crl)/crlnumber\ndefault_md=sha256\ndefault_crl_days=30\nprivate_key=\(folder)/ca.key\ncertificate=\(folder)/ca.pem\n"
             .write(toFile: crl + "/ca.cnf", atomically: true, encoding: .utf8)
-        try openssl(["ca", "-config", crl + "/ca.cnf", "-revoke", certificate])
-        try openssl(["ca", "-config", crl + "/ca.cnf", "-gencrl", "-out", crl + "/crl.pem"])
-        return crl + "/crl.pem"
+        for certificate in certificates { try openssl(["ca", "-config", crl + "/ca.cnf", "-revoke", certificate]) }
+        var dates: [String] = []
+        if let lastUpdate { dates += ["-crl_lastupdate", lastUpdate] }
+        if let nextUpdate { dates += ["-crl_nextupdate", nextUpdate] }
+        try openssl(["ca", "-config", crl + "/ca.cnf", "-gencrl", "-out", crl + "/crl.pem"] + dates)
+        guard rename(crl + "/crl.pem", path) == 0 else { throw CocoaError(.fileWriteUnknown, userInfo: [NSLocalizedDescriptionKey: "cannot move the CRL to \(path)"]) }
     }
 
     /// A certificate from our CA with the validity given (`openssl x509` on OpenSSL 3.0 cannot
@@ -101,11 +114,12 @@ public final class TestPKI {
 
     private func makeCA(_ name: String, subject: String) throws {
         try openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(folder)/\(name).key",
-            "-out", "\(folder)/\(name).pem", "-days", "2", "-subj", subject, "-addext", "basicConstraints=critical,CA:TRUE",
+            "-out", "\(folder)/\(name).pem", "-days", "3650", "-subj", subject, "-addext", "basicConstraints=critical,CA:TRUE",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
     }
 
-    private func issue(_ name: String, cn: String, by ca: String, san: String, days: Int = 1) throws {
+    /// Valid a year by default: `consort status` flags material within 14 days of expiring.
+    private func issue(_ name: String, cn: String, by ca: String, san: String, days: Int = 365) throws {
         try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(folder)/\(name).key",
             "-out", "\(folder)/\(name).csr", "-subj", "/CN=\(cn)"])
         let extensions = "\(folder)/\(name).ext"

@@ -77,6 +77,16 @@ enum MetricsPage {
         for (ability, can) in [("lower_cpu", agent.priorities.lower), ("idle_io", agent.priorities.idleIO), ("full_priority_for_locks", agent.priorities.comeBack)] {
             page.sample("consort_agent_priority_ability", ["ability": ability], can ? 1 : 0)
         }
+        page.family("consort_tls_reloads_total", "counter", "Reloads of the TLS material (SIGHUP) by result: ok, or refused (the files did not load; the material in force stays).")
+        for (result, count) in agent.telemetry.tlsMaterialReloads.sorted(by: { $0.key < $1.key }) { page.sample("consort_tls_reloads_total", ["result": result], Double(count)) }
+        // Seconds since the epoch, the Prometheus way: alert on `… - time() < 14 * 86400`.
+        page.family("consort_tls_expiry_timestamp_seconds", "gauge",
+            "When the TLS material in force expires, in seconds since the epoch: certificate (this trust's), ca (the soonest in the CA file), crl (its next update; past it every handshake fails).")
+        for item in agent.tls.expires.items { page.sample("consort_tls_expiry_timestamp_seconds", ["item": item.name], item.expires) }
+        page.family("consort_refused_requests_total", "counter",
+            "Requests the receiver refused (403), by reason: not_a_member, peer_not_member (a peer may not retrieve, search or store), no_purpose, no_agreement.")
+        let refusals = agent.telemetry.refusedRequests
+        for reason in ["not_a_member", "peer_not_member", "no_purpose", "no_agreement"] { page.sample("consort_refused_requests_total", ["reason": reason], Double(refusals[reason] ?? 0)) }
         page.family("consort_healthy", "gauge", "1 when /healthz answers 200.")
         page.sample("consort_healthy", [:], agent.health().isEmpty ? 1 : 0)
         return page.text

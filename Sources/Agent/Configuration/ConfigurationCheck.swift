@@ -48,14 +48,37 @@ public enum ConfigurationCheck {
                 error("certificate", "\(failure)")
             }
         }
+        // The CA and the CRL run out too, and with them every handshake (an expired CRL is
+        // refused by OpenSSL like an expired certificate): warned weeks ahead, an error past it.
+        let tls = TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl)
+        if [c.certificate, c.ca].allSatisfy(files.isReadableFile), c.crl.map(files.isReadableFile) ?? true {
+            do {
+                let expiry = try TLSExpiry.read(tls)
+                let now = Date().timeIntervalSince1970
+                for item in expiry.needingAttention(at: now) where item.name != "certificate" {
+                    let days = Int(((item.expires - now) / 86_400).rounded(.down))
+                    let what = item.name == "ca" ? "the consortium CA certificate" : "the CRL's next update"
+                    if item.expires < now {
+                        error(item.name, "\(what) passed \(-days) days ago: every handshake fails", hint: item.name == "crl" ? "publish a new CRL (consort pki crl) and send SIGHUP" : nil)
+                    } else {
+                        found.append(Diagnostic(.warning, at(item.name), "\(what) is in \(days) days: past it every handshake fails",
+                            hint: item.name == "crl" ? "publish a new CRL before then (consort pki crl; Deploy/consort-crl.timer does it daily)" : nil))
+                    }
+                }
+            } catch let failure {
+                error(c.crl != nil ? "crl" : "ca", "\(failure)")
+            }
+        }
         let outcome = RuleSetLoader.load(c.rules)
         guard let set = outcome.ruleSet else {
             error("rules", "the rules at \(c.rules) do not load (\(outcome.errors.count) error\(outcome.errors.count == 1 ? "" : "s"))")
             found += outcome.errors
             return found
         }
-        if set.member(c.trust) == nil {
-            error("trust", "\(c.trust) is not a member in the routing rules", hint: "members: \(set.members.map(\.code).joined(separator: ", "))")
+        if let member = set.member(c.trust), !member.isTrust {
+            error("trust", "\(c.trust) is declared a peer in the routing rules, not a member: an agent runs at a trust", hint: "declare it with `member`")
+        } else if set.member(c.trust) == nil {
+            error("trust", "\(c.trust) is not a member in the routing rules", hint: "members: \(set.members.filter(\.isTrust).map(\.code).joined(separator: ", "))")
         }
         // Every destination the rules may send to from here needs an address.
         for rule in set.rules where rule.at.map({ $0.flatMap { set.expand($0) ?? [] }.contains(c.trust) }) ?? true {

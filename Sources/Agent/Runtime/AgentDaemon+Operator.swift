@@ -117,10 +117,21 @@ extension AgentDaemon {
                 ("received_instances", .int(Int64(c.receivedInstances))), ("received_bytes", .int(c.receivedBytes)),
             ])
         }
+        let expiry = tls.expires
+        let material = tls.configuration
+        let tlsJSON: JSON = .object([
+            ("certificate", .object([("path", .string(material.certificateChain)), ("expires", .double(expiry.certificate))])),
+            ("ca", .object([("path", .string(material.trustedCA)), ("expires", .double(expiry.ca))])),
+            ("crl", material.revocationList.map { path in .object([("path", .string(path)), ("next_update", number(expiry.crl))]) } ?? .null),
+            ("loaded", .double(tls.loadedAt)),
+            ("needing_attention", .array(expiry.needingAttention(at: now).map { JSON.string($0.name) })),
+            ("reloads", .object(telemetry.tlsMaterialReloads.sorted { $0.key < $1.key }.map { ($0.key, JSON.int(Int64($0.value))) })),
+        ])
         return .object([
             ("ok", .bool(true)), ("trust", .string(configuration.trust)), ("pid", .int(Int64(getpid()))), ("started", .double(started.timeIntervalSince1970)),
             ("rules", .object([("folder", .string(configuration.rules)), ("count", .int(Int64(ruleCount))), ("loaded", .double(loaded)), ("last_reload_refused", text(refused))])),
-            ("watch", .array(watch)), ("peers", .array(peers)),
+            ("watch", .array(watch)), ("peers", .array(peers)), ("tls", tlsJSON),
+            ("refused_requests", .object(telemetry.refusedRequests.sorted { $0.key < $1.key }.map { ($0.key, JSON.int(Int64($0.value))) })),
             ("healthy", .bool(health.isEmpty)), ("problems", .array(health.map { .string($0) })),
             ("priorities", .object([
                 ("lower_cpu", .bool(priorities.lower)), ("idle_io", .bool(priorities.idleIO)), ("full_priority_for_locks", .bool(priorities.comeBack)),

@@ -14,8 +14,10 @@ import Transport
 /// the watchers and the catch-up scan, the queue manager — and stopped in reverse on SIGTERM:
 /// no new work taken, transfers in flight finish their batch (bounded), interrupted jobs are
 /// queued again for the next start. SIGHUP reloads the rules (a set with errors is refused and
-/// the old one kept) and re-reads the peers, local targets and free-space threshold from the
-/// configuration file (the folders, listener and certificates need a restart).
+/// the old one kept), re-reads the peers, local targets and free-space threshold from the
+/// configuration file, and the TLS material — certificate, key, CA and CRL — for the receiver
+/// and every client (files that do not load are refused and the material in force stays).
+/// The folders and the listening address need a restart.
 public final class AgentDaemon: @unchecked Sendable {
     public let configuration: AgentConfiguration
     let log: Logger
@@ -28,6 +30,10 @@ public final class AgentDaemon: @unchecked Sendable {
     /// retrieves served, lookups, operator actions.
     let audit: AuditLog
     let coordinator: CoordinatorClient?
+    /// The certificate, key, CA and CRL in force, for the receiver and every client.
+    let tls: TLSMaterial
+    /// When the expiry of the TLS material was last warned of in the log (daily).
+    private var expiryWarned = 0.0
     var announcer: Announcer?
     var fetching: Fetching?
     var listWatcher: ListWatcher?
@@ -75,8 +81,9 @@ public final class AgentDaemon: @unchecked Sendable {
         ingest = Ingest(store: store, rules: rules, trust: configuration.trust, log: log.named("watcher"))
         telemetry = Telemetry(roots: configuration.watches.map { ($0.path, $0.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify") })
         audit = try AuditLog(path: configuration.state + "/audit.log")
+        tls = try TLSMaterial(Self.tlsPaths(configuration), now: Date().timeIntervalSince1970)
         delivery = Delivery(
-            store: store, targets: Self.targets(configuration), policy: Self.policy(configuration), circuitThreshold: configuration.circuitAfter,
+            store: store, targets: Self.targets(configuration, tls: tls.configuration), policy: Self.policy(configuration), circuitThreshold: configuration.circuitAfter,
             telemetry: telemetry, log: log.named("spool"))
         delivery.audit = audit
         delivery.trust = configuration.trust
@@ -86,8 +93,7 @@ public final class AgentDaemon: @unchecked Sendable {
             return true
         }
         if let url = configuration.coordinator {
-            let tls = TLSConfiguration(certificateChain: configuration.certificate, privateKey: configuration.key, trustedCA: configuration.ca, revocationList: configuration.crl)
-            coordinator = try CoordinatorClient(base: url, tls: url.hasPrefix("https://") ? tls : nil)
+            coordinator = try CoordinatorClient(base: url, tls: url.hasPrefix("https://") ? tls.configuration : nil)
         } else {
             coordinator = nil
         }
@@ -110,8 +116,11 @@ public final class AgentDaemon: @unchecked Sendable {
         RetryPolicy(minimumDelay: c.retryMinimumSeconds, maximumDelay: max(c.retryMinimumSeconds, c.retryMaximumSeconds), maximumAge: c.maximumAgeSeconds)
     }
 
-    static func targets(_ c: AgentConfiguration) -> [Delivery.Target] {
-        let tls = TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl)
+    static func tlsPaths(_ c: AgentConfiguration) -> TLSConfiguration {
+        TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl)
+    }
+
+    static func targets(_ c: AgentConfiguration, tls: TLSConfiguration) -> [Delivery.Target] {
         return c.peers.map { Delivery.Target(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: $0.connections, bandwidth: $0.bandwidth, batch: $0.batch, isLocal: false) }
             + c.locals.map { Delivery.Target(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: 1, bandwidth: nil, batch: nil, isLocal: true) }
     }
@@ -136,6 +145,7 @@ public final class AgentDaemon: @unchecked Sendable {
         ticker.name = "consort-stability"
         ticker.start()
         reportPriorities()
+        warnOfExpiry(now: Date().timeIntervalSince1970)
         log.info("ready", ["trust": configuration.trust, "listening": "\(configuration.listenHost):\(server?.port ?? 0)", "watching": configuration.watches.map(\.path).joined(separator: ","), "inbound": configuration.inbound])
     }
 
@@ -173,13 +183,53 @@ public final class AgentDaemon: @unchecked Sendable {
             log.error("rules NOT reloaded: the new set has errors; the rules in force stay", ["errors": outcome.errors.count, "first": outcome.errors.first?.description ?? ""])
         }
         let parsed = ConfigurationParser.parse(file: configuration.file)
+        // The TLS files again (a revoked trust's CRL, a rotated certificate): from the paths the
+        // file names now, or the ones in force when it has errors.
+        let now = Date().timeIntervalSince1970
+        do {
+            let material = try tls.reload(parsed.configuration.map(Self.tlsPaths), now: now)
+            server?.replaceTLS(tls.serverContext)
+            if let coordinator, coordinator.base.hasPrefix("https://") { try coordinator.replaceTLS(material) }
+            telemetry.tlsReloaded(ok: true)
+            log.info("TLS material reloaded: new connections use it; requests in flight finish", [
+                "certificate": material.certificateChain, "crl": material.revocationList ?? "(none)", "generation": material.generation,
+            ])
+            warnOfExpiry(now: now)
+        } catch {
+            telemetry.tlsReloaded(ok: false)
+            log.error("TLS material NOT reloaded: the files do not load; the material in force stays", ["error": "\(error)"])
+        }
         if let fresh = parsed.configuration {
-            delivery.update(targets: Self.targets(fresh), circuitThreshold: fresh.circuitAfter)
+            delivery.update(targets: Self.targets(fresh, tls: tls.configuration), circuitThreshold: fresh.circuitAfter)
             freeSpaceThreshold.value = fresh.freeSpacePercent
             log.info("peers re-read", ["peers": fresh.peers.map(\.name).joined(separator: ","), "local": fresh.locals.map(\.name).joined(separator: ",")])
         } else {
+            delivery.replaceTLS(tls.configuration)
             log.error("configuration NOT re-read: it has errors; the peers in force stay", ["first": parsed.errors.first?.description ?? ""])
         }
+    }
+
+    /// A warning in the log, at start, after a reload and then daily, while the certificate, the
+    /// CA or the CRL is within 14 days of expiring or past it: the consortium stops that day.
+    func warnOfExpiry(now: Double) {
+        let soon = tls.expires.needingAttention(at: now)
+        guard !soon.isEmpty else { return }
+        stateLock.withLock { expiryWarned = now }
+        for item in soon {
+            let days = (item.expires - now) / 86_400
+            let when = days < 0 ? "EXPIRED \(Int(-days.rounded(.down))) days ago" : String(format: "expires in %.1f days", days)
+            let what = item.name == "crl" ? "the CRL (its next update)" : item.name == "ca" ? "the consortium CA certificate" : "this trust's certificate"
+            log.error("\(what) \(when): renew it and send SIGHUP; past it, handshakes with every peer fail", ["item": item.name, "expires": Self.isoDate(item.expires)])
+        }
+    }
+
+    static func isoDate(_ epoch: Double) -> String {
+        var seconds = time_t(epoch)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        var buffer = [CChar](repeating: 0, count: 32)
+        strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
+        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     // MARK: - The coordinator: announcing, prefetch, gather
@@ -218,17 +268,15 @@ public final class AgentDaemon: @unchecked Sendable {
         var server = ServerConfiguration()
         server.host = c.listenHost
         server.port = c.listenPort
-        server.tls = try TLSContext(TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl), role: .server)
+        server.tls = tls.serverContext
         let receiverLog = log.named("receiver")
         var service = DICOMwebService(store: c.inbound, baseURL: "https://\(c.listenHost):\(c.listenPort)", log: { receiverLog.info($0) })
         let rules = self.rules, state = c.state, inbound = c.inbound, threshold = freeSpaceThreshold
         let store = self.store
-        service.admit = { request in
+        service.admit = { [self] request in
             let minimum = threshold.value
-            // Only members the rules know may send or ask.
-            guard let peer = request.peer?.commonName, rules.current.member(peer) != nil else {
-                return HTTPError(403, "Only consortium members named in the routing rules may use this agent")
-            }
+            // Only trusts the rules know, for a purpose an agreement allows (`PartyAccess`).
+            if let refusal = refusal(of: request) { return refusal }
             if request.head.method == "POST" {
                 for folder in [inbound, state] {
                     if let free = Self.freePercent(folder), free < minimum {
@@ -246,14 +294,10 @@ public final class AgentDaemon: @unchecked Sendable {
         // member whose purpose an agreement allows; each retrieve audited.
         service.filesOf = { study in (try? store.paths(ofStudy: study)).flatMap { $0.isEmpty ? nil : $0 } }
         let trust = c.trust, audit = self.audit
+        // (The caller and its purpose were checked by `admit`.)
         service.authorizeRetrieve = { request, study, count in
             let peer = request.peer?.commonName ?? "?"
-            let purpose = request.head.value("X-Consort-Purpose") ?? "direct-care"
-            guard rules.current.permits(from: trust, to: peer, purpose: purpose) else {
-                try? audit.record(AuditEntry(who: peer, action: "refused", study: study, why: purpose, detail: "retrieve: no agreement allows \(trust) → \(peer) for \(purpose)"))
-                receiverLog.warning("retrieve refused: no agreement allows it", ["peer": peer, "study": study, "purpose": purpose])
-                return HTTPError(403, "No agreement allows \(trust) to give \(peer) imaging for \(purpose)")
-            }
+            let purpose = request.head.value(ConsortField.purpose) ?? ""
             let facts = try? store.study(study)
             var nhs: String?
             if let facts, case .valid(let number) = Announcer.nhs(facts.facts) { nhs = number.digits }
@@ -288,9 +332,9 @@ public final class AgentDaemon: @unchecked Sendable {
         func answer(_ status: Int, _ value: JSON) -> ServerResponse {
             ServerResponse(status: status, headers: [("Content-Type", "application/json")], body: value.bytes() + [UInt8(ascii: "\n")])
         }
-        guard let sender = request.peer?.commonName, rules.current.member(sender) != nil else {
-            return answer(403, .object([("error", .string("Only consortium members named in the routing rules may use this agent"))]))
-        }
+        if let refusal = refusal(of: request) { return answer(refusal.status, .object([("error", .string(refusal.message))])) }
+        let sender = request.peer?.commonName ?? "?"
+
         guard UID.isValid(study) else { return answer(400, .object([("error", .string("not a valid Study Instance UID: \(study.prefix(80))"))])) }
         let bytes: [UInt8]
         do { bytes = try body.collect(limit: StudyManifest.maximumBody) } catch {
@@ -309,6 +353,26 @@ public final class AgentDaemon: @unchecked Sendable {
         }
     }
 
+    /// Why a request to the receiver is refused (403: counted, audited with the caller's
+    /// certificate name, logged), or nil to go on. STOW-RS and manifests store; QIDO-RS searches;
+    /// WADO-RS retrieves.
+    func refusal(of request: ServerRequest) -> HTTPError? {
+        let path = request.head.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
+        let act: PartyAccess.Act
+        switch request.head.method {
+        case "POST", "PUT": act = .store
+        default: act = path.hasSuffix("/studies") || path.hasSuffix("/instances") ? .search : .retrieve
+        }
+        let caller = request.peer?.commonName
+        let purpose = request.head.value(ConsortField.purpose)
+        guard let refusal = PartyAccess.decide(act, caller: caller, purpose: purpose, site: configuration.trust, rules: rules.current) else { return nil }
+        telemetry.refused(refusal.label)
+        let who = caller ?? "(no certificate) \(request.remoteAddress)"
+        try? audit.record(AuditEntry(who: who, action: "refused", why: purpose, detail: "\(act.rawValue) \(request.head.method) \(path.prefix(200)): \(refusal)"))
+        log.named("receiver").warning("request refused", ["who": who, "act": act.rawValue, "reason": refusal.label, "purpose": purpose ?? "(none)", "request": request.id])
+        return HTTPError(403, "Refused: \(refusal)")
+    }
+
     /// Received instances go into the inventory with their origin (the sender's trust, from its
     /// certificate) and through the rules, in one transaction, before the answer acknowledges them.
     private func recordReceived(_ received: DICOMwebService.Received, _ stow: StowIngest) throws {
@@ -316,7 +380,7 @@ public final class AgentDaemon: @unchecked Sendable {
         telemetry.received(received.peer, instances: recorded.count, bytes: recorded.bytes)
         for (study, count) in recorded.studies {
             try audit.record(AuditEntry(
-                who: received.peer, action: "receive", nhs: count.nhs, patient: count.patient, study: study, detail: "\(count.instances) instances (request \(received.requestID))"))
+                who: received.peer, action: "receive", nhs: count.nhs, patient: count.patient, study: study, why: received.purpose, detail: "\(count.instances) instances (request \(received.requestID))"))
         }
     }
 
@@ -526,6 +590,8 @@ public final class AgentDaemon: @unchecked Sendable {
             stabilityNudged = false
             stabilityWake.unlock()
             telemetry.beat("stability")
+            let day = Date().timeIntervalSince1970
+            if day - stateLock.withLock({ expiryWarned }) >= 86_400 { warnOfExpiry(now: day) }
             let periods = stateLock.withLock { quietPeriods }
             let now = Date().timeIntervalSince1970
             do {

@@ -20,7 +20,7 @@ final class Delivery: @unchecked Sendable {
     struct Target: Sendable {
         let name: String
         let url: String
-        let tls: TLSConfiguration?
+        var tls: TLSConfiguration?
         let connections: Int
         let bandwidth: Int?
         /// Instances a request, when the configuration sets it.
@@ -31,7 +31,8 @@ final class Delivery: @unchecked Sendable {
 
     /// One destination's workers and state.
     final class Destination: @unchecked Sendable {
-        let target: Target
+        /// Changed only under the queue manager's lock, by a reload of the TLS material.
+        var target: Target
         var circuit: PeerCircuit
         var busy = 0
         var urgentBusy = false
@@ -104,6 +105,7 @@ final class Delivery: @unchecked Sendable {
                 if let existing = destinations[target.name], existing.target.url == target.url, existing.target.connections == target.connections,
                     existing.target.bandwidth == target.bandwidth, existing.target.batch == target.batch
                 {
+                    if existing.target.tls != target.tls { Self.replace(target.tls, in: existing) }
                     next[target.name] = existing
                 } else {
                     next[target.name] = Destination(target, threshold: circuitThreshold)
@@ -111,6 +113,22 @@ final class Delivery: @unchecked Sendable {
             }
             destinations = next
         }
+    }
+
+    /// New TLS material (SIGHUP) for every destination reached over HTTPS; circuits kept.
+    func replaceTLS(_ tls: TLSConfiguration) {
+        lock.withLock {
+            for destination in destinations.values where destination.target.tls != nil { Self.replace(tls, in: destination) }
+        }
+    }
+
+    /// A destination's clients made with earlier material are dropped, not reused: their kept
+    /// connections were verified against the CA and CRL of then. Workers sending now finish
+    /// their request with theirs, and do not give it back (see `work`). Under the lock.
+    private static func replace(_ tls: TLSConfiguration?, in destination: Destination) {
+        destination.target.tls = tls
+        destination.idleClients = [:]
+        destination.urgentClient = nil
     }
 
     func start() {
@@ -204,7 +222,7 @@ final class Delivery: @unchecked Sendable {
     /// SHA-256) when the job comes from a study-stable rule and the peer is an agent that takes
     /// manifests. Never stops the push: without a manifest the receiver keeps its quiet timer.
     private func sendManifest(_ job: AgentStore.Job, to destination: Destination, with client: HTTPClient) {
-        let target = destination.target
+        let target = lock.withLock { destination.target }
         guard job.kind == "push", !target.isLocal, sendsFinalManifest(job.rule), lock.withLock({ destination.takesManifests }) != false else { return }
         let manifest: StudyManifest
         do {
@@ -220,7 +238,7 @@ final class Delivery: @unchecked Sendable {
             log.warning("no manifest for the job: sending without one", ["job": job.id, "study": job.study, "destination": target.name, "error": error])
             return
         }
-        switch manifest.send(to: target.url, with: client) {
+        switch manifest.send(to: target.url, with: client, headers: [(ConsortField.purpose, job.purpose)]) {
         case .taken(let held):
             lock.withLock {
                 destination.takesManifests = true
@@ -467,7 +485,7 @@ final class Delivery: @unchecked Sendable {
         var triedPeer = false  // a request reached the circuit's accounting
         defer {
             lock.withLock {
-                if let pooled {
+                if let pooled, pooled.options.tls == destination.target.tls {
                     if reserved { destination.urgentClient = pooled } else { destination.idleClients[priority, default: []].append(pooled) }
                 }
                 if !left, var entry = sending[job.id] {
@@ -478,7 +496,7 @@ final class Delivery: @unchecked Sendable {
             }
             release(destination, reserved: reserved)
         }
-        let target = destination.target
+        let target = lock.withLock { destination.target }
         // A normal or bulk job's worker leaves the CPU to urgent work first (this thread does
         // only this job, and ends with it), and reads a bulk study's files in the idle I/O
         // class (below); the receiver is told the priority and does the same.
@@ -502,7 +520,7 @@ final class Delivery: @unchecked Sendable {
         // A job tried before (a retry, or a restart after a crash) asks the peer what it already
         // holds of the study and sends only the rest. (A peer that cannot say gets everything
         // not acknowledged; its receiver keeps one copy of each.)
-        if job.attempts > 0, firstWorker, let held = HeldInstances.ask(target.url, study: job.study, with: client), !held.isEmpty {
+        if job.attempts > 0, firstWorker, let held = HeldInstances.ask(target.url, study: job.study, with: client, headers: [(ConsortField.purpose, job.purpose)]), !held.isEmpty {
             let pendingNow = (try? store.pending(job: job.id, limit: 1_000_000)) ?? []
             let already = pendingNow.map(\.sop).filter { held.contains($0) }
             if !already.isEmpty {
@@ -575,7 +593,7 @@ final class Delivery: @unchecked Sendable {
                         if let facts, case .valid(let number) = Announcer.nhs(facts.facts) { nhs = number.digits }
                         try? audit.record(AuditEntry(
                             who: trust, action: job.kind == "deliver" ? "deliver" : "send", nhs: nhs, patient: facts?.facts.patientID, study: job.study,
-                            why: "rule \(job.rule)", detail: "\(finished.acknowledged) of \(finished.total) instances to \(target.name); \(state)"))
+                            why: "\(job.purpose) (rule \(job.rule))", detail: "\(finished.acknowledged) of \(finished.total) instances to \(target.name); \(state)"))
                     }
                     if state == "done" {
                         log.info("job done", ["job": job.id, "study": job.study, "destination": target.name, "instances": finished?.total ?? 0, "late": late.map { String(format: "%.1f s", $0) } ?? "no"])
@@ -626,7 +644,7 @@ final class Delivery: @unchecked Sendable {
             let started = Date().timeIntervalSince1970
             let batch = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
             let send = {
-                StowSender.deliver(batch, to: target.url, with: client, headers: [("X-Consort-Priority", priority.description)], pace: destination.pacer.map { pacer in { pacer.consume($0) } })
+                StowSender.deliver(batch, to: target.url, with: client, headers: [(ConsortField.priority, priority.description), (ConsortField.purpose, job.purpose)], pace: destination.pacer.map { pacer in { pacer.consume($0) } })
             }
             let outcomes = priority == .bulk ? ThreadPriority.idleIO(send) : send()
             let ended = Date().timeIntervalSince1970

@@ -174,7 +174,7 @@ final class Fetching: @unchecked Sendable {
                 // The trigger may not be announced yet (the rule fired on its first instance):
                 // announce it first, rather than ask, hear "unknown" and wait a retry.
                 context.announceNow()
-                let study = try coordinator.call("GET", "/v1/studies/\(job.study)")
+                let study = try coordinator.call("GET", "/v1/studies/\(job.study)", purpose: job.purpose)
                 if study["conflict"] as? Bool == true {
                     return held(job, "an IDENTITY CONFLICT about this study is held at the coordinator for a person")
                 }
@@ -189,8 +189,8 @@ final class Fetching: @unchecked Sendable {
                 try context.store.finishPlanning(job: job.id, note: "no NHS number to gather for", now: Date().timeIntervalSince1970)
                 return
             }
-            try context.audit.record(AuditEntry(who: context.trust, action: "lookup", nhs: nhs, study: job.kind == "prefetch" ? job.study : nil, why: "rule \(job.rule)"), durable: false)
-            let answer = try coordinator.call("GET", "/v1/patients/\(nhs)/studies")
+            try context.audit.record(AuditEntry(who: context.trust, action: "lookup", nhs: nhs, study: job.kind == "prefetch" ? job.study : nil, why: "\(job.purpose) (rule \(job.rule))"), durable: false)
+            let answer = try coordinator.call("GET", "/v1/patients/\(nhs)/studies", purpose: job.purpose)
             // A trust still announcing may hold priors the answer lacks: wait for it a while
             // rather than choose from part of the history (and fetch an older study instead of
             // the one the rule wants); then plan with what is known, and say so.
@@ -321,7 +321,7 @@ final class Fetching: @unchecked Sendable {
             let retrieval = try WadoRetrieval(out: context.inbound, study: job.study, base: peer.url)
             let store = context.store
             retrieval.heldElsewhere = { sop in try? store.path(ofInstance: sop) }
-            retrieval.headers = [("X-Consort-Purpose", job.purpose)]
+            retrieval.headers = [(ConsortField.purpose, job.purpose)]
             // Patient safety: an instance that names another patient (by a valid NHS number
             // where the default places it) than the one the study was fetched for is refused
             // before it is placed, and the job is held for a person.
@@ -353,7 +353,7 @@ final class Fetching: @unchecked Sendable {
             if let ingest = outcome.ingest, let mismatch = ingest.log.first(where: { $0.contains("PATIENT MISMATCH") }) {
                 if !ingest.placed.isEmpty { try context.record(ingest.placed, job.destination) }
                 held(job, "the study from \(job.destination) is not all the patient's: \(mismatch)")
-                try? context.audit.record(AuditEntry(who: context.trust, action: "refused", nhs: expected, study: job.study, why: "rule \(job.rule)", detail: mismatch))
+                try? context.audit.record(AuditEntry(who: context.trust, action: "refused", nhs: expected, study: job.study, why: "\(job.purpose) (rule \(job.rule))", detail: mismatch))
                 return .answered
             }
             switch outcome.status {
@@ -372,7 +372,7 @@ final class Fetching: @unchecked Sendable {
                 var nhs: String?
                 if let facts, case .valid(let number) = Announcer.nhs(facts) { nhs = number.digits }
                 try context.audit.record(AuditEntry(
-                    who: context.trust, action: "fetch", nhs: nhs, patient: facts?.patientID, study: job.study, why: "rule \(job.rule)",
+                    who: context.trust, action: "fetch", nhs: nhs, patient: facts?.patientID, study: job.study, why: "\(job.purpose) (rule \(job.rule))",
                     detail: "\(ingest.placed.count) instances from \(job.destination); \(response.failed.count) refused"))
                 context.log.info("fetched", ["job": job.id, "study": job.study, "from": job.destination, "instances": ingest.placed.count, "refused": response.failed.count])
                 context.announced()

@@ -36,6 +36,9 @@ public final class Telemetry: @unchecked Sendable {
     private var peers: [String: PeerCounters] = [:]
     private var roots: [WatchRoot] = []
     private var reloads: [String: Int] = ["ok": 0, "refused": 0]
+    private var tlsReloads: [String: Int] = ["ok": 0, "refused": 0]
+    /// Requests the receiver refused (403), by `PartyAccess.Refusal.label`.
+    private var refusals: [String: Int] = [:]
     private var beats: [String: Double] = [:]
 
     public init(roots: [(path: String, mode: String)]) {
@@ -66,6 +69,14 @@ public final class Telemetry: @unchecked Sendable {
 
     func reloaded(ok: Bool) {
         lock.withLock { reloads[ok ? "ok" : "refused", default: 0] += 1 }
+    }
+
+    func tlsReloaded(ok: Bool) {
+        lock.withLock { tlsReloads[ok ? "ok" : "refused", default: 0] += 1 }
+    }
+
+    func refused(_ reason: String) {
+        lock.withLock { refusals[reason, default: 0] += 1 }
     }
 
     /// Files taken from the archive under whichever root holds them. `live`: from the watcher
@@ -106,6 +117,8 @@ public final class Telemetry: @unchecked Sendable {
     public var peerCounters: [String: PeerCounters] { lock.withLock { peers } }
     public var watchRoots: [WatchRoot] { lock.withLock { roots } }
     public var ruleReloads: [String: Int] { lock.withLock { reloads } }
+    public var tlsMaterialReloads: [String: Int] { lock.withLock { tlsReloads } }
+    public var refusedRequests: [String: Int] { lock.withLock { refusals } }
 
     /// Loops that have not beaten for `seconds` (monotonic), by name and how long.
     public func silentLoops(longerThan seconds: Double, now: Double = MonotonicClock.now) -> [(String, Double)] {

@@ -92,8 +92,10 @@ enum ConfigCommand {
         Validates an agent's configuration: its syntax (file:line:column errors, an unknown word
         is an error), the folders (watched folders readable; state and inbound writable), the
         certificate (readable, its Common Name equal to `trust`, not expired), the key and CA,
-        the routing rules (they load), and that every peer or local target the rules send to
-        has an address. Exit 0 when it is good, 1 with every problem otherwise.
+        the CRL (the CA or the CRL's next update past: an error; within 14 days: a warning),
+        the routing rules (they load; `trust` a member, not a peer), and that every peer or
+        local target the rules send to has an address. Exit 0 when it is good (warnings on
+        standard error), 1 with every problem otherwise.
         """
 
     static func run(_ args: [String]) throws -> ExitCode {

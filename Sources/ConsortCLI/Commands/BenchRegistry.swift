@@ -29,7 +29,10 @@ extension BenchCommand {
         let trusts = ["RSCH", "ASPH", "ESHT", "QVH", "UHSX"]
         let ca = try CertificateAuthority.create(in: work + "/ca", name: "bench CA", days: 2)
         for name in trusts + ["COORDINATOR"] { _ = try ca.issue(name, hosts: ["localhost", "127.0.0.1"], into: work + "/pki") }
-        try ("member " + trusts.map { "\($0) \"\($0)\"" }.joined(separator: "\nmember ") + "\n").write(toFile: work + "/consortium.rules", atomically: true, encoding: .utf8)
+        // The lookups name direct care, which an agreement between the trusts must allow.
+        let members = "member " + trusts.map { "\($0) \"\($0)\"" }.joined(separator: "\nmember ") + "\n"
+        try (members + "group trusts = \(trusts.joined(separator: ", "))\nagreement \"bench\" {\n  purposes direct-care\n  between trusts\n}\n")
+            .write(toFile: work + "/consortium.rules", atomically: true, encoding: .utf8)
         try FileManager.default.createDirectory(atPath: work + "/rules", withIntermediateDirectories: true)
         try FileManager.default.moveItem(atPath: work + "/consortium.rules", toPath: work + "/rules/consortium.rules")
         let port = ConsortiumDemo.freePort()
@@ -121,7 +124,7 @@ extension BenchCommand {
                     // Timed to the whole answer, not through the client's JSON parsing: the
                     // clients share the coordinator's CPUs here, on a network they would not.
                     let start = MonotonicClock.now
-                    let answer = try? client.exchange("GET", "/v1/patients/\(number)/studies")
+                    let answer = try? client.exchange("GET", "/v1/patients/\(number)/studies", purpose: "direct-care")
                     latencies.add((MonotonicClock.now - start) * 1000)
                     if answer?.status != 200 || answer?.answer.starts(with: Array(#"{"nhs":"#.utf8)) != true { failures.add() }
                 }

@@ -181,7 +181,7 @@ enum AuditCommand {
 /// `consort locate --nhs N`: where a patient's imaging is, from the coordinator.
 enum LocateCommand {
     static let help = """
-        Usage: consort locate --nhs "943 476 5919" [--config FILE] [--json]
+        Usage: consort locate --nhs "943 476 5919" [--config FILE] [--purpose P] [--json]
 
         Asks the coordinator (the `coordinator` line of the agent's configuration, with the
         agent's certificate) for the patient's studies: newest first, each with its date,
@@ -194,10 +194,12 @@ enum LocateCommand {
         Options:
           --config FILE   the agent's configuration (default /etc/consort/agent.conf)
           --json          the coordinator's answer, one JSON object
+        \(PurposeOption.help)
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "locate", flags: ["--json"], options: ["--nhs", "--config"])
+        let arguments = try Arguments(args, command: "locate", flags: ["--json"], options: ["--nhs", "--config", PurposeOption.name])
+        let purpose = try PurposeOption.headers(arguments)[0].1
         guard let text = arguments.option("--nhs") else { throw UsageError(message: "give --nhs NUMBER", command: "locate") }
         guard let nhs = NHSNumber(text) else {
             throw UsageError(message: "\"\(text)\" is not a valid NHS number (10 digits; the last is a Modulus 11 check digit)", command: "locate")
@@ -216,7 +218,7 @@ enum LocateCommand {
         let client = try CoordinatorClient(base: coordinator, tls: coordinator.hasPrefix("https://") ? tls : nil)
         let answer: [String: Any]
         do {
-            answer = try client.call("GET", "/v1/patients/\(nhs.digits)/studies")
+            answer = try client.call("GET", "/v1/patients/\(nhs.digits)/studies", purpose: purpose)
         } catch let error as CoordinatorClient.Failure {
             if error.status == 409 {
                 standardOutput.line("NHS number \(nhs): an IDENTITY CONFLICT is held for a person; nothing is shown or fetched until it is resolved:")

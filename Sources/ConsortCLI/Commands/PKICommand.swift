@@ -18,8 +18,12 @@ enum PKICommand {
                   an IP address); NAME.pem and NAME.key (0600, lower-case name) in --out
                   (default: the CA's folder). Default 825 days. EC P-256 keys.
         revoke    Revokes every certificate issued to NAME and writes crl.pem again: give it to
-                  each agent (crl FILE in its configuration) and reload them (SIGHUP).
-        crl       Writes crl.pem again (it is valid for 30 days: publish it before then).
+                  each agent and the coordinator (crl FILE in their configurations) and reload
+                  them (systemctl reload, or SIGHUP): from then on every new handshake refuses
+                  the revoked certificate, and connections kept alive are closed; no restart.
+        crl       Writes crl.pem again. It is valid for 30 days, and past its next update every
+                  handshake is refused: publish it daily (Deploy/systemd/consort-crl.timer).
+                  `consort status` exits 1 from 14 days before it runs out.
 
         Made with OpenSSL's library; every file written under a temporary name and renamed.
         """

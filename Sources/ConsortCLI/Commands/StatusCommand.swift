@@ -1,6 +1,7 @@
 import Agent
 import DICOM
 import Foundation
+import Transport
 
 /// `consort status`: is this trust's agent well, and if not, what needs a person. The live part
 /// (up since, rules in force, watch roots, circuits) comes from the running agent on its admin
@@ -14,8 +15,10 @@ enum StatusCommand {
         catch-up scan, the last file taken and how far behind); the inventory (studies,
         instances, bytes; local and received); each peer (reachable, circuit, last success,
         last error, queue depth, MB/s over the last minute); deadlines missed in the last 24 h;
-        stuck jobs (active with no answer from the peer for 5 minutes); received studies that
-        their senders' manifests say are missing instances; malformed files.
+        stuck jobs (active with no answer from the peer for 5 minutes); failed jobs; received
+        studies that their senders' manifests say are missing instances; malformed files; when
+        this trust's certificate, the consortium CA and the CRL expire (the CRL: its next
+        update), as the running agent has them in force, or as the files say when it is down.
 
         With the agent stopped it says so and shows what its database knows.
 
@@ -25,8 +28,9 @@ enum StatusCommand {
           --malformed     list the files recorded as malformed (newest first, up to 1000)
 
         Exit codes: 0 all well; 1 something needs a person (the agent down, a peer down, a
-        missed deadline, a stuck job, a received study missing instances with nothing arriving
-        for 5 minutes, a refused rule set); 2 usage error.
+        missed deadline, a stuck job, a failed job, a received study missing instances with
+        nothing arriving for 5 minutes, a refused rule set, the certificate, CA or CRL expired
+        or within 14 days of it); 2 usage error.
         """
 
     static let stuckAfter = 300.0
@@ -96,6 +100,12 @@ enum StatusCommand {
             return line
         }
         for peer in peerLines where peer.reachable == false { attention.append("peer \(peer.name) is down: \(peer.lastError ?? peer.circuit ?? "")") }
+        // Failed jobs wait for a person (`consort queue retry` or `drop`), however old.
+        let failed = depth.values.reduce(0) { $0 + ($1["failed"]?.jobs ?? 0) }
+        if failed > 0 { attention.append("\(failed) failed job\(failed == 1 ? "" : "s") (past max-age, or refused for good): `consort queue list --state failed`, then retry or drop") }
+        // The TLS material: what the agent has in force, or what it would load.
+        let tls = TLSStatus(live: live?["tls"] as? [String: Any], configuration: context.configuration, now: now)
+        attention += tls.attention
         if !missed.isEmpty { attention.append("\(missed.count) deadline\(missed.count == 1 ? "" : "s") missed in the last 24 h") }
         if !stuck.isEmpty { attention.append("\(stuck.count) job\(stuck.count == 1 ? "" : "s") active with no progress for \(Int(stuckAfter / 60)) minutes") }
         if !incompleteStalled.isEmpty {
@@ -143,6 +153,7 @@ enum StatusCommand {
                     .object([("lower_cpu", (p["lower_cpu"] as? Bool).map(JSON.bool) ?? .null), ("idle_io", (p["idle_io"] as? Bool).map(JSON.bool) ?? .null),
                         ("full_priority_for_locks", (p["full_priority_for_locks"] as? Bool).map(JSON.bool) ?? .null), ("refusal", text(p["refusal"] as? String))])
                 } ?? .null),
+                ("failed_jobs", .int(Int64(failed))), ("tls", tls.json),
                 ("needs_attention", .array(attention.map(JSON.string))),
             ]
             if arguments.flag("--malformed") {
@@ -228,6 +239,9 @@ enum StatusCommand {
             let last = manifest.lastInstance.map { "last instance \(OperatorFormat.duration(now - $0)) ago" } ?? "none arrived yet"
             standardOutput.line("  study \(manifest.study) from \(manifest.sender): \(manifest.held) of \(manifest.listed) instances here; manifest \(OperatorFormat.duration(now - manifest.received)) ago, \(last)")
         }
+        standardOutput.line(bold("Failed jobs") + ": \(failed)" + (failed > 0 ? " (`consort queue list --state failed`)" : ""))
+        standardOutput.line(bold("TLS") + " (\(tls.source)):")
+        for line in tls.lines { standardOutput.line("  " + line) }
         standardOutput.line(bold("Malformed files recorded") + ": \(counts.malformedFiles)" + (counts.malformedFiles > 0 && !arguments.flag("--malformed") ? " (--malformed lists them)" : ""))
         for item in malformed { standardOutput.line("  \(item.path): \(item.problem)") }
         if attention.isEmpty {

@@ -28,6 +28,26 @@ enum TLSOptions {
     }
 }
 
+/// `--purpose P`, which the transfer commands send as the request's purpose: a Consort agent
+/// refuses a request that names none (and records it in its audit log, as the asking trust's
+/// own audit does).
+enum PurposeOption {
+    static let name = "--purpose"
+    static let help = """
+          --purpose P     why (an agreement's purpose: direct-care, emergency, mdt …), sent as
+                          X-Consort-Purpose; a Consort agent refuses a request that names none.
+                          Default direct-care: a person at the trust asking for a patient's care
+        """
+
+    static func headers(_ arguments: Arguments) throws -> [(String, String)] {
+        let purpose = arguments.option(name) ?? "direct-care"
+        guard !purpose.isEmpty, purpose.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }) else {
+            throw UsageError(message: "--purpose takes a word such as direct-care, emergency or mdt, not \"\(purpose)\"", command: arguments.command)
+        }
+        return [(ConsortField.purpose, purpose)]
+    }
+}
+
 /// `consort receive`: a standalone DICOMweb receiver over a folder, like DCMTK's storescp.
 enum ReceiveCommand {
     static let help = """
@@ -130,7 +150,7 @@ enum ReceiveCommand {
 enum SendCommand {
     static let help = """
         Usage: consort send BASE-URL FILE|DIR... [--cert FILE --key FILE --ca FILE] [--batch N]
-                            [--connections C] [--verbose]
+                            [--connections C] [--purpose P] [--verbose]
 
         Sends DICOM files to BASE-URL/studies (STOW-RS), N instances a request (default 50),
         each checked whole first (a file cut short is reported unreadable, with where it ends,
@@ -143,11 +163,13 @@ enum SendCommand {
         such as Orthanc, list it as stored), to retry, refused, unreadable. On a terminal, how
         many have been sent so far. Exit 0 only if every instance is at the peer.
         \(TLSOptions.help)
+        \(PurposeOption.help)
         """
 
 
     static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "send", flags: ["--verbose"], options: TLSOptions.names.union(["--batch", "--connections"]))
+        let arguments = try Arguments(args, command: "send", flags: ["--verbose"], options: TLSOptions.names.union(["--batch", "--connections", PurposeOption.name]))
+        let purpose = try PurposeOption.headers(arguments)
         guard arguments.positional.count >= 2 else { throw UsageError(message: "give the base URL and files or folders", command: "send") }
         let base = arguments.positional[0].hasSuffix("/") ? String(arguments.positional[0].dropLast()) : arguments.positional[0]
         guard base.hasPrefix("https://") || base.hasPrefix("http://") else {
@@ -172,7 +194,7 @@ enum SendCommand {
                 while let files = tally.nextBatch() {
                     let (batch, unreadable) = identify(files)
                     tally.recordUnreadable(unreadable)
-                    if !batch.isEmpty { tally.record(StowSender.deliver(batch, to: base, with: client.client)) }
+                    if !batch.isEmpty { tally.record(StowSender.deliver(batch, to: base, with: client.client, headers: purpose)) }
                 }
                 done.signal()
             }.start()
@@ -275,6 +297,7 @@ enum SendCommand {
 enum FetchCommand {
     static let help = """
         Usage: consort fetch BASE-URL STUDY-UID --out DIR [--cert FILE --key FILE --ca FILE]
+                             [--purpose P]
 
         Retrieves a study (WADO-RS) into DIR/<StudyUID>/<SOPInstanceUID>.dcm, streamed: each
         part is written to a folder of its own in DIR/.staging as it arrives, checked (readable
@@ -283,10 +306,11 @@ enum FetchCommand {
         were stored, already present (the same bytes were there) and refused (with reasons).
         Exit 0 when every part was stored or already present.
         \(TLSOptions.help)
+        \(PurposeOption.help)
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "fetch", flags: [], options: TLSOptions.names.union(["--out"]))
+        let arguments = try Arguments(args, command: "fetch", flags: [], options: TLSOptions.names.union(["--out", PurposeOption.name]))
         guard arguments.positional.count == 2, let out = arguments.option("--out") else {
             throw UsageError(message: "give the base URL, the Study Instance UID and --out DIR", command: "fetch")
         }
@@ -295,6 +319,7 @@ enum FetchCommand {
         guard UID.isValid(study) else { throw UsageError(message: "\"\(study)\" is not a UID", command: "fetch") }
         let client = try HTTPClient(.init(tls: try TLSOptions.configuration(arguments)))
         let retrieval = try WadoRetrieval(out: out, study: study, base: base)
+        retrieval.headers = try PurposeOption.headers(arguments)
         // On a terminal, the MB received so far, a few times a second.
         let started = monotonicSeconds()
         var shown = 0.0
@@ -338,14 +363,17 @@ enum FindCommand {
     static let help = """
         Usage: consort find BASE-URL [--patient-id ID] [--study-uid UID] [--date FROM-TO]
                             [--modality M] [--json] [--cert FILE --key FILE --ca FILE]
+                            [--purpose P]
 
         Asks a DICOMweb server which studies it holds (QIDO-RS) and prints a table, or with
         --json one JSON line per study. --date takes YYYYMMDD or FROM-TO (either side may be empty).
         \(TLSOptions.help)
+        \(PurposeOption.help)
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "find", flags: ["--json"], options: TLSOptions.names.union(["--patient-id", "--study-uid", "--date", "--modality"]))
+        let arguments = try Arguments(args, command: "find", flags: ["--json"], options: TLSOptions.names.union(["--patient-id", "--study-uid", "--date", "--modality", PurposeOption.name]))
+        let purpose = try PurposeOption.headers(arguments)
         guard arguments.positional.count == 1 else { throw UsageError(message: "give the base URL", command: "find") }
         let base = arguments.positional[0].hasSuffix("/") ? String(arguments.positional[0].dropLast()) : arguments.positional[0]
         var query = StudyQuery(patientID: arguments.option("--patient-id"), studyInstanceUIDs: arguments.option("--study-uid").map { [$0] }, modality: arguments.option("--modality"))
@@ -362,7 +390,7 @@ enum FindCommand {
         let url = "\(base)/studies" + (query.queryString.isEmpty ? "" : "?" + query.queryString)
         let response: ClientResponse
         do {
-            response = try client.send(method: "GET", url: url, headers: [("Accept", "application/dicom+json")], sink: answer.append)
+            response = try client.send(method: "GET", url: url, headers: [("Accept", "application/dicom+json")] + purpose, sink: answer.append)
         } catch {
             standardError.line("consort find: \(error)")
             return .someFailed

@@ -201,7 +201,7 @@ final class ConsortiumDemo: @unchecked Sendable {
             base: "https://localhost:\(ports["COORDINATOR"]!)",
             tls: TLSConfiguration(certificateChain: folder + "/pki/rsch.pem", privateKey: folder + "/pki/rsch.key", trustedCA: ca.certificatePath))
         let announced = eventually(30) {
-            [oncology, mdtFirst, mdtSecond].map { ((try? client.call("GET", "/v1/patients/\(Self.patient($0))/studies"))?["studies"] as? [Any])?.count ?? 0 } == [4, 2, 2]
+            [oncology, mdtFirst, mdtSecond].map { ((try? client.call("GET", "/v1/patients/\(Self.patient($0))/studies", purpose: "direct-care"))?["studies"] as? [Any])?.count ?? 0 } == [4, 2, 2]
         }
         say("Each agent took its archive and announced it to the coordinator: \(announced ? "8 studies known" : "NOT all known") after \(elapsed(since: clock))")
         say("")

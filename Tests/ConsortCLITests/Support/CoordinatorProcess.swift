@@ -52,9 +52,10 @@ final class CoordinatorSite {
     var log: String { program?.standardError ?? "" }
 
     /// A request to the API as `cert`'s trust (curl, mutual TLS): its status and body. A JSON
-    /// `body` makes it a POST.
-    func call(_ path: String, as cert: (certificate: String, key: String), ca: String, body: String? = nil) throws -> (status: Int, body: String) {
+    /// `body` makes it a POST. `purpose`: sent as X-Consort-Purpose (nil: none).
+    func call(_ path: String, as cert: (certificate: String, key: String), ca: String, body: String? = nil, purpose: String? = "direct-care") throws -> (status: Int, body: String) {
         var arguments = ["-s", "--max-time", "20", "--cert", cert.certificate, "--key", cert.key, "--cacert", ca, "-w", "\n%{http_code}"]
+        if let purpose { arguments += ["-H", "X-Consort-Purpose: \(purpose)"] }
         if let body { arguments += ["-H", "Content-Type: application/json", "-d", body] }
         let outcome = try Run.program("/usr/bin/curl", arguments + [url + path])
         let lines = outcome.stdout.split(separator: "\n", omittingEmptySubsequences: false)

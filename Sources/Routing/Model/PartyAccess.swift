@@ -1,0 +1,93 @@
+import Foundation
+
+/// Who may ask a site for what, decided from the rules alone: the one place the "members only"
+/// gates of the agent's receiver and of the coordinator are written, so that a peer (an AI
+/// service, a vendor) cannot pass for a trust at any of them.
+///
+/// Members (trusts) hold patients' imaging and share it under the agreements: they store,
+/// retrieve, search and announce. Peers only receive what rules push to them; they never look a
+/// patient up, never retrieve or search, never store into a trust (results coming back are a
+/// later agreement clause, and will be decided here). Every request that discloses patient data
+/// names its purpose (the `X-Consort-Purpose` field: `ConsortField.purpose`); one that names none is refused, never taken as
+/// direct care.
+public enum PartyAccess {
+    /// What a caller asks to do.
+    public enum Act: String, Sendable, CaseIterable {
+        /// STOW-RS into the site (and the study manifest that precedes a push).
+        case store
+        /// WADO-RS of a study the site holds.
+        case retrieve
+        /// QIDO-RS: which studies or instances the site holds.
+        case search
+        /// The coordinator: where a patient's imaging is held.
+        case lookup
+        /// The coordinator: a trust announcing or withdrawing its own holdings (the registry's
+        /// upkeep: it discloses nothing to the caller, and names no purpose).
+        case announce
+    }
+
+    /// Why a request is refused: `label` is the metric label and the audit log's words.
+    public enum Refusal: Sendable, Equatable, CustomStringConvertible {
+        /// No certificate, or a certificate name the rules do not declare.
+        case notAMember(String?)
+        /// Declared with `peer`: receives what rules push to it, and nothing else.
+        case peer(String)
+        /// The request names no purpose.
+        case noPurpose
+        /// No agreement allows this flow for the purpose named.
+        case noAgreement(purpose: String, from: String, to: String)
+
+        public var label: String {
+            switch self {
+            case .notAMember: return "not_a_member"
+            case .peer: return "peer_not_member"
+            case .noPurpose: return "no_purpose"
+            case .noAgreement: return "no_agreement"
+            }
+        }
+
+        public var description: String {
+            switch self {
+            case .notAMember(let caller):
+                return "\(caller.map { "'\($0)'" } ?? "a client without a certificate") is not a consortium member named in the routing rules"
+            case .peer(let caller):
+                return "\(caller) is a peer, not a member: it receives what rules push to it and may not retrieve, search, store or look up"
+            case .noPurpose:
+                return "the request names no purpose (X-Consort-Purpose): every request for patient data must say why"
+            case .noAgreement(let purpose, let from, let to):
+                return "no agreement allows imaging from \(from) to \(to) for \(purpose)"
+            }
+        }
+    }
+
+    /// nil if `caller` (from its certificate) may do `act` at `site` for `purpose`; else why not.
+    /// `site` is the trust answering (nil at the coordinator, which holds nothing itself).
+    public static func decide(_ act: Act, caller: String?, purpose: String?, site: String?, rules: RuleSet) -> Refusal? {
+        guard let caller, let member = rules.member(caller) else { return .notAMember(caller) }
+        guard member.isTrust else { return .peer(caller) }
+        if act == .announce { return nil }
+        guard let purpose = purpose?.trimmingCharacters(in: .whitespaces), !purpose.isEmpty else { return .noPurpose }
+        switch act {
+        case .store:
+            guard let site else { return nil }
+            return rules.permits(from: caller, to: site, purpose: purpose) ? nil : .noAgreement(purpose: purpose, from: caller, to: site)
+        case .retrieve:
+            guard let site else { return nil }
+            return rules.permits(from: site, to: caller, purpose: purpose) ? nil : .noAgreement(purpose: purpose, from: site, to: caller)
+        case .search:
+            // A sender asks what a study's receiver holds already (to resume), a requester what it
+            // could fetch: either direction agreed for the purpose will do.
+            guard let site else { return nil }
+            if rules.permits(from: site, to: caller, purpose: purpose) || rules.permits(from: caller, to: site, purpose: purpose) { return nil }
+            return .noAgreement(purpose: purpose, from: site, to: caller)
+        case .lookup:
+            // The coordinator answers where a patient's imaging is: worth asking only if some
+            // trust may give the caller imaging for that purpose.
+            let trusts = rules.members.filter(\.isTrust).map(\.code)
+            if trusts.contains(where: { rules.permits(from: $0, to: caller, purpose: purpose) }) { return nil }
+            return .noAgreement(purpose: purpose, from: "any trust", to: caller)
+        case .announce:
+            return nil
+        }
+    }
+}
