@@ -53,6 +53,14 @@ public final class TestPKI {
         return (folder + "/\(name).pem", folder + "/\(name).key")
     }
 
+    /// A server certificate for UHSX (localhost, 127.0.0.1) from our CA with an RSA key (the
+    /// others are ECDSA): only an RSA key can serve the ciphers of RSA key exchange, which a
+    /// server must refuse to be seen refusing them.
+    public func rsaServer() throws -> (certificate: String, key: String) {
+        try issue("rsa-server", cn: "UHSX", by: "ca", san: "DNS:localhost,IP:127.0.0.1", key: ["rsa:2048"])
+        return (folder + "/rsa-server.pem", folder + "/rsa-server.key")
+    }
+
     /// A site's certificate (CN = its trust code) that serves as well as connects: the agents'
     /// own (localhost, 127.0.0.1), made once per code.
     public func site(_ code: String) throws -> (certificate: String, key: String) {
@@ -119,8 +127,8 @@ public final class TestPKI {
     }
 
     /// Valid a year by default: `consort status` flags material within 14 days of expiring.
-    private func issue(_ name: String, cn: String, by ca: String, san: String, days: Int = 365) throws {
-        try openssl(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "\(folder)/\(name).key",
+    private func issue(_ name: String, cn: String, by ca: String, san: String, days: Int = 365, key: [String] = ["ec", "-pkeyopt", "ec_paramgen_curve:P-256"]) throws {
+        try openssl(["req", "-newkey"] + key + ["-nodes", "-keyout", "\(folder)/\(name).key",
             "-out", "\(folder)/\(name).csr", "-subj", "/CN=\(cn)"])
         let extensions = "\(folder)/\(name).ext"
         try "subjectAltName=\(san)\nextendedKeyUsage=serverAuth,clientAuth\n".write(toFile: extensions, atomically: true, encoding: .utf8)

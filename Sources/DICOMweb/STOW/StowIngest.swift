@@ -14,7 +14,9 @@ internal import CSystem
 /// is complete, the staged instances are made durable (a few, each by its fsync; a batch, together
 /// by one syncfs: one journal commit rather than one fsync per instance) and only then linked into place as
 /// `inbound/<StudyInstanceUID>/<SOPInstanceUID>.dcm` (the folders fsynced), before the answer
-/// acknowledges them. Names come from the validated UIDs, never from the request.
+/// acknowledges them. An instance that cannot be made durable — its file, or its name, when its
+/// folder's fsync fails — is refused with 0xA700 (out of resources: the sender retries) and not
+/// kept. Names come from the validated UIDs, never from the request.
 ///
 /// Nothing partial is ever visible in the inbound folder: a part that ends early, fails its
 /// checks, or belongs to a body that breaks off is removed from staging. An instance already held
@@ -54,7 +56,7 @@ public final class StowIngest {
     /// Checked parts waiting for the request's durability barrier, then their place.
     private var ready: [Ready] = []
     /// Study folders this request created: their names in `inbound` must be made durable too.
-    private var createdFolders = false
+    private var createdFolders: Set<String> = []
 
     struct Ready {
         let staged: String
@@ -182,11 +184,12 @@ public final class StowIngest {
     /// folder's p50 0.7 ms (2026-12-02, this project's test machine).
     public static let ownFsyncAtMost = 4
 
-    /// The durability barrier, then every checked instance into its place.
+    /// The durability barrier, then every checked instance into its place, then the new names
+    /// made durable; only then is an instance in the store acknowledged.
     private func place() {
         guard !ready.isEmpty else { return }
         let (durable, reason) = makeReadyDurable()
-        var folders = Set<String>()
+        var named: [Named] = []
         for item in ready {
             guard durable else {
                 unlink(item.staged)
@@ -194,21 +197,64 @@ public final class StowIngest {
                 log.append("refused \(item.instanceUID): cannot make it durable: \(reason)")
                 continue
             }
-            if let folder = link(item) { folders.insert(folder) }
+            if let name = link(item) { named.append(name) }
         }
         ready.removeAll()
-        // The new names survive a crash: each study folder's entries, then, for a study folder
-        // made by this request, its own entry in inbound (a filesystem without a journal that
-        // orders them would otherwise lose the folder with every instance acknowledged in it).
-        for folder in folders.sorted() + (createdFolders ? [inbound] : []) {
-            let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            if directory >= 0 {
-                fsync(directory)  // the new names survive a crash
-                close(directory)
-            }
+        // The names survive a crash: each study folder's entries, then, for a study folder made
+        // by this request, its own entry in inbound (a filesystem without a journal that orders
+        // them would otherwise lose the folder with every instance acknowledged in it).
+        var lost: [String: String] = [:]  // study folder → why its names may not survive a crash
+        for folder in Set(named.map(\.folder)).sorted() {
+            lost[folder] = Self.syncFolder(folder)
         }
-        createdFolders = false
+        if !createdFolders.isEmpty, let failure = Self.syncFolder(inbound) {
+            for folder in createdFolders where lost[folder] == nil { lost[folder] = failure }
+        }
+        for name in named {
+            guard let failure = lost[name.folder] else {
+                accept(name.item, at: name.destination, name.note, alreadyHeld: name.alreadyHeld)
+                continue
+            }
+            // Refused like an instance whose own fsync failed: 0xA700 (out of resources, the
+            // sender retries), and nothing of it left under its name. A name kept would be found
+            // by the retry as "already held" and acknowledged — never having been made durable.
+            // A name held before this request is not ours to remove: only refused.
+            if !name.alreadyHeld { unlink(name.destination) }
+            failed.append(
+                StowResponse.Failed(
+                    sopClassUID: name.item.classUID, sopInstanceUID: name.item.instanceUID, reason: 0xA700,
+                    reasonText: "its name in the store could not be made durable; send it again"))
+            log.append("refused \(name.item.instanceUID): its name \(name.destination) could not be made durable: \(failure)")
+        }
+        // A study folder made by this request whose name may not survive goes too (empty now,
+        // unless another request has just placed an instance in it: then rmdir fails and it
+        // stays): the next request to need it makes it again and fsyncs inbound for it, where
+        // one that found it would not.
+        for folder in createdFolders where lost[folder] != nil { rmdir(folder) }
+        createdFolders.removeAll()
     }
+
+    /// An instance named in the store by this request, or found there already with the same
+    /// bytes: acknowledged once its folder's entries are durable.
+    struct Named {
+        let item: Ready
+        let folder: String
+        let destination: String
+        let note: String
+        let alreadyHeld: Bool
+    }
+
+    /// Makes a folder's entries durable (its fsync); nil when done, else what failed, naming the
+    /// folder and the errno, for the log.
+    private static func syncFolder(_ folder: String) -> String? {
+        let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard directory >= 0 else { return "cannot open the folder \(folder): \(Self.describe(errno))" }
+        defer { close(directory) }
+        guard fsync(directory) == 0 else { return "fsync of the folder \(folder) failed: \(Self.describe(errno))" }
+        return nil
+    }
+
+    private static func describe(_ code: Int32) -> String { "\(String(cString: strerror(code))) (errno \(code))" }
 
     /// Every staged instance of the request on stable storage (see `ownFsyncAtMost`); the reason
     /// when that failed.
@@ -332,8 +378,10 @@ public final class StowIngest {
         ready.append(Ready(staged: part.path, classUID: classUID, instanceUID: instanceUID, studyUID: studyUID, size: part.size, digest: digest, header: file.dataSet))
     }
 
-    /// Links a durable staged instance into its place; returns the folder it went into.
-    private func link(_ item: Ready) -> String? {
+    /// Links a durable staged instance into its place. Returns its name in the store, to be
+    /// acknowledged once its folder is durable (`place`); nil when it was settled here (refused,
+    /// quarantined, or held elsewhere at this site).
+    private func link(_ item: Ready) -> Named? {
         let folder = "\(inbound)/\(item.studyUID)"
         let destination = "\(folder)/\(item.instanceUID).dcm"
         func refuse(_ reason: UInt16, _ why: String) {
@@ -341,22 +389,10 @@ public final class StowIngest {
             failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: reason, reasonText: why))
             log.append("refused \(item.instanceUID): \(why)")
         }
-        func accept(_ note: String, alreadyHeld: Bool = false) {
-            stored.append(
-                StowResponse.Stored(
-                    sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, retrieveURL: retrieveURL(item.studyUID, item.instanceUID),
-                    alreadyHeld: alreadyHeld))
-            studies.insert(item.studyUID)
-            log.append(note)
-            placed.append(
-                PlacedInstance(
-                    sopInstanceUID: item.instanceUID, studyInstanceUID: item.studyUID, sopClassUID: item.classUID, path: destination,
-                    size: item.size, sha256: item.digest, alreadyHeld: alreadyHeld, header: item.header))
-        }
         do {
             if access(folder, F_OK) != 0 {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-                createdFolders = true
+                createdFolders.insert(folder)
             }
         } catch {
             refuse(0xA700, "cannot create \(folder): \(error.localizedDescription)")
@@ -367,7 +403,7 @@ public final class StowIngest {
             let otherDigest = SHA256Hasher.hex(ofFile: other)
             if otherDigest == item.digest {
                 unlink(item.staged)
-                accept("already held \(item.instanceUID) at \(other) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true)
+                accept(item, at: destination, "already held \(item.instanceUID) at \(other) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true)
             } else {
                 quarantine(item, heldDigest: otherDigest ?? "unreadable")
             }
@@ -377,22 +413,42 @@ public final class StowIngest {
         // request with the same instance), so nothing is ever overwritten.
         if Glibc.link(item.staged, destination) == 0 {
             unlink(item.staged)
-            accept("stored \(item.instanceUID) (\(item.size) bytes, sha256 \(item.digest.prefix(16))…)")
-            return folder
+            return Named(
+                item: item, folder: folder, destination: destination, note: "stored \(item.instanceUID) (\(item.size) bytes, sha256 \(item.digest.prefix(16))…)",
+                alreadyHeld: false)
         }
         let code = errno
         let heldDigest = code == EEXIST ? SHA256Hasher.hex(ofFile: destination) : nil
         if code == EEXIST, heldDigest == item.digest {
             unlink(item.staged)
-            accept("already held \(item.instanceUID) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true)
-            return nil
+            // Waits for its folder's fsync too: the name may be one another request (or this
+            // one, for an instance sent twice) has just linked and not yet made durable.
+            return Named(
+                item: item, folder: folder, destination: destination, note: "already held \(item.instanceUID) (same bytes, sha256 \(item.digest.prefix(16))…)",
+                alreadyHeld: true)
         }
         if code == EEXIST {
             quarantine(item, heldDigest: heldDigest ?? "unreadable")
         } else {
-            refuse(code == ENOSPC ? 0xA700 : 0xC000, "cannot place \(destination): \(String(cString: strerror(code)))")
+            // ENOENT: the study folder went between its check and the link (another request
+            // removed it, having failed to make its name durable): worth sending again.
+            refuse(code == ENOSPC || code == ENOENT ? 0xA700 : 0xC000, "cannot place \(destination): \(String(cString: strerror(code)))")
         }
         return nil
+    }
+
+    /// Acknowledges an instance as held at `destination`, for the answer, the log and the caller.
+    private func accept(_ item: Ready, at destination: String, _ note: String, alreadyHeld: Bool) {
+        stored.append(
+            StowResponse.Stored(
+                sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, retrieveURL: retrieveURL(item.studyUID, item.instanceUID),
+                alreadyHeld: alreadyHeld))
+        studies.insert(item.studyUID)
+        log.append(note)
+        placed.append(
+            PlacedInstance(
+                sopInstanceUID: item.instanceUID, studyInstanceUID: item.studyUID, sopClassUID: item.classUID, path: destination,
+                size: item.size, sha256: item.digest, alreadyHeld: alreadyHeld, header: item.header))
     }
 
     /// Where instances that conflict with one already held are kept aside, beside the store:

@@ -11,12 +11,16 @@ final class ReceiverProcess {
     let tls: Bool
 
     /// `launcher`: a command the receiver runs under (its arguments follow), with `environment`
-    /// added to the inherited one; e.g. a shell that mounts a small filesystem first.
-    init(store: String, pki: TestPKI? = nil, launcher: [String] = [], environment: [String: String] = [:]) throws {
+    /// added to the inherited one; e.g. a shell that mounts a small filesystem first. `identity`:
+    /// a certificate and key of the PKI's to serve with, instead of its server certificate.
+    init(
+        store: String, pki: TestPKI? = nil, identity: (certificate: String, key: String)? = nil, launcher: [String] = [],
+        environment: [String: String] = [:]
+    ) throws {
         self.store = store
         tls = pki != nil
         let command = [Run.consort, "receive", "--listen", "127.0.0.1:0", "--store", store]
-            + (pki.map { ["--cert", $0.serverCertificate, "--key", $0.serverKey, "--ca", $0.ca] } ?? [])
+            + (pki.map { ["--cert", identity?.certificate ?? $0.serverCertificate, "--key", identity?.key ?? $0.serverKey, "--ca", $0.ca] } ?? [])
         program = try RunningProgram(launcher + command, environment: environment)
         // The first line says where it listens (port 0: the kernel chose).
         let listening = try program.waitForOutput(matching: #"listening on https?://127\.0\.0\.1:\d+"#, within: 60)
