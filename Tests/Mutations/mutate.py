@@ -92,6 +92,19 @@ MUTATIONS = [
      "            if let why {", "            if let why, false {", "StructureCheckTests"),
     ("signals handled as before issue 9 (ignored, then a Dispatch source)", "Sources/ConsortCLI/Commands/TransferCommands.swift",
      "        let signals = try SignalWatcher.arm()\n", "", "SignalTests"),
+    # The trust boundary (issue 23).
+    ("a peer passes for a member", "Sources/Routing/Model/PartyAccess.swift",
+     "guard member.isTrust else { return .peer(caller) }", "_ = member", "TrustBoundaryTests"),
+    ("a request that names no purpose is taken as direct care", "Sources/Routing/Model/PartyAccess.swift",
+     'guard let purpose = purpose?.trimmingCharacters(in: .whitespaces), !purpose.isEmpty else { return .noPurpose }',
+     'let purpose = purpose ?? "direct-care"', "TrustBoundaryTests"),
+    ("SIGHUP leaves the receiver's TLS material in force", "Sources/Agent/Runtime/AgentDaemon.swift",
+     "server?.replaceTLS(tls.serverContext)", "_ = tls.serverContext", "TrustBoundaryTests"),
+    ("connections kept alive survive a TLS reload", "Sources/Transport/HTTPServer.swift",
+     "            for fd in idle { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }\n        }\n    }\n\n    /// The context",
+     "        }\n    }\n\n    /// The context", "TrustBoundaryTests"),
+    ("status says nothing of a CRL that runs out in days", "Sources/Transport/TLSMaterial.swift",
+     "items.filter { $0.expires - now < Self.warningSeconds }", "items.filter { $0.expires < now }", "TrustBoundaryTests"),
 ]
 # Breakages that need more than one change in their file: the further changes, by name.
 ALSO = {
