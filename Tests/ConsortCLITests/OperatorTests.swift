@@ -131,6 +131,10 @@ struct OperatorTests {
         let peers = statusJSON["peers"] as? [[String: Any]] ?? []
         #expect(peers.first { $0["name"] as? String == "ASPH" }?["reachable"] as? Bool == false)
         #expect(((statusJSON["inventory"] as? [String: Any])?["instances"] as? Int) == 9)
+        // The failed job needs a person too, however old it is.
+        #expect(statusJSON["failed_jobs"] as? Int == 1, "\(statusJSON)")
+        #expect((statusJSON["needs_attention"] as? [String] ?? []).contains { $0.hasPrefix("1 failed job") }, "\(statusJSON)")
+        #expect(status.stdout.contains("Failed jobs: 1"), "\(status.stdout)")
         // Outside a sandbox the agent may rank its threads: said, and not a matter for attention.
         let priorities = statusJSON["priorities"] as? [String: Any]
         #expect(priorities?["lower_cpu"] as? Bool == true && priorities?["idle_io"] as? Bool == true, "\(statusJSON)")

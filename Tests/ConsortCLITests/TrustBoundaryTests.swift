@@ -175,6 +175,29 @@ struct TrustBoundaryTests {
         #expect(tls?["crl"] != nil, "\(status.stdout)")
     }
 
+    /// The coordinator's listener reloads its CRL on SIGHUP too: a revoked trust is refused at
+    /// the handshake from then on, without a restart; a CRL that does not load changes nothing.
+    @Test func theCoordinatorRefusesARevokedTrustAfterSIGHUP() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.rules)
+        let crl = consortium.root.path + "/crl.pem"
+        try consortium.pki.writeCRL(to: crl)
+        let coordinator = try CoordinatorSite(consortium, extra: "crl \(crl)")
+        try coordinator.start()
+        defer { coordinator.stop() }
+        let rsch = try consortium.pki.site("RSCH"), uhsx = try consortium.pki.site("UHSX")
+        let unknown = "/v1/studies/1.2.826.0.1.3680043.2.1125.1"
+        #expect(try coordinator.call(unknown, as: rsch, ca: consortium.pki.ca).status == 404)
+        try "garbage\n".write(toFile: crl, atomically: true, encoding: .utf8)
+        coordinator.program?.signal(SIGHUP)
+        #expect(AgentSite.eventually(within: 20, "the broken CRL refused") { coordinator.log.contains("TLS material NOT reloaded") })
+        #expect(try coordinator.call(unknown, as: rsch, ca: consortium.pki.ca).status == 404)
+        try consortium.pki.writeCRL(to: crl, revoking: [rsch.certificate])
+        coordinator.program?.signal(SIGHUP)
+        #expect(AgentSite.eventually(within: 20, "the new CRL loaded") { coordinator.log.contains("TLS material reloaded") })
+        #expect(try coordinator.call(unknown, as: rsch, ca: consortium.pki.ca).status == 0, "a revoked trust got an answer")
+        #expect(try coordinator.call(unknown, as: uhsx, ca: consortium.pki.ca).status == 404)
+    }
+
     /// A trust's own certificate rotated: the new one written over the old, SIGHUP, and the
     /// agent presents it from the next handshake on while transfers go on; a key that does not
     /// match its certificate is refused and the pair in force stays.
