@@ -420,7 +420,8 @@ extension AgentTests {
 }
 
 extension AgentTests {
-    static let forwardWhole = """
+    /// RSCH pushes each local study to UHSX once it has been quiet for 1 s.
+    static let wholeStudiesToUHSX = """
         rule "Whole studies to UHSX" {
           purpose direct-care
           at RSCH
@@ -428,6 +429,9 @@ extension AgentTests {
           when origin is local
           push to UHSX priority normal
         }
+        """
+
+    static let forwardWhole = wholeStudiesToUHSX + "\n" + """
         rule "UHSX passes RSCH's studies on to ASPH once they are whole" {
           purpose direct-care
           at UHSX

@@ -108,6 +108,22 @@ struct FirstStartTests {
         #expect(try AgentSite.eventually(within: 30, "a job for the live study", logs: [rsch]) { try Self.pushJobs(rsch).map { $0["study"] as? String } == [live] })
     }
 
+    /// History never fires study-stable rules from the stability tick: a study written later,
+    /// under the same 1 s rule, gets its job — and by then the history, quiet for longer, would
+    /// have had its own, had it been going to.
+    @Test func historyNeverFiresStudyStableRulesLater() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: AgentTests.wholeStudiesToUHSX)
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": try OrthancInteropTests.freePort()])
+        let history = try AgentTests.synth(into: rsch.watch, seed: 351, instances: 3)
+        try rsch.start()
+        defer { rsch.stop() }
+        #expect(Self.caughtUp(rsch))
+        let live = try AgentTests.synth(into: rsch.watch, seed: 352, instances: 2, description: "CT LIVE")
+        #expect(try AgentSite.eventually(within: 30, "the live study's stable job", logs: [rsch]) { try Self.pushJobs(rsch).contains { $0["study"] as? String == live } })
+        let studies = try Self.pushJobs(rsch).compactMap { $0["study"] as? String }
+        #expect(studies == [live] && !studies.contains(history), "\(studies)")
+    }
+
     /// A study written the moment the agent first starts, while its catch-up runs, is live.
     @Test func aStudyArrivingDuringTheFirstCatchUpIsPushed() throws {
         let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: AgentTests.pushAll)
