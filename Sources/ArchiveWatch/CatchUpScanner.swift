@@ -57,6 +57,8 @@ public final class CatchUpScanner: @unchecked Sendable {
     private let sleep: @Sendable (Double) -> Void
     private var stack: [(path: String, isRoot: Bool)]
     private var current: FolderStream?
+    /// Whether `current` is a root (its ctime says nothing about its files: see `ScannedFile`).
+    private var currentIsRoot = false
     private var allowedAt = 0.0
     private var problems: [String] = []
     private var finished = false
@@ -141,8 +143,9 @@ public final class CatchUpScanner: @unchecked Sendable {
                 switch entry.kind {
                 case .folder: stack.append((path, false))
                 case .file:
-                    let seconds = Double(entry.modifiedNanoseconds / 1_000_000_000) + Double(entry.modifiedNanoseconds % 1_000_000_000) / 1e9
-                    return ScannedFile(path: path, size: entry.size, mtimeSeconds: seconds)
+                    func seconds(_ nanoseconds: Int64) -> Double { Double(nanoseconds / 1_000_000_000) + Double(nanoseconds % 1_000_000_000) / 1e9 }
+                    let changed = max(entry.changedNanoseconds, currentIsRoot ? 0 : stream.changedNanoseconds)
+                    return ScannedFile(path: path, size: entry.size, mtimeSeconds: seconds(entry.modifiedNanoseconds), changedSeconds: seconds(changed))
                 case .other: break
                 }
             } catch {
@@ -159,6 +162,7 @@ public final class CatchUpScanner: @unchecked Sendable {
                 let stream = try FolderStream(path: path, followSymlink: isRoot)
                 if filter.isExcluded(stream.identity) || (isRoot && filter.isExcluded(path)) { continue }
                 progress.foldersSeen += 1
+                currentIsRoot = isRoot
                 return stream
             } catch {
                 // A subfolder deleted or replaced by a symlink meanwhile is not a problem.

@@ -21,10 +21,16 @@ final class FolderStream {
         /// Size and modification time (nanoseconds since 1970), for files when asked for.
         let size: Int64
         let modifiedNanoseconds: Int64
+        /// The inode's last status change (ctime, nanoseconds since 1970), for files when asked
+        /// for: a rename sets it, so a file moved in now reads as changed now whatever its mtime.
+        let changedNanoseconds: Int64
     }
 
     let path: String
     let identity: FileIdentity
+    /// The folder's own last status change (ctime, nanoseconds since 1970): an entry added or
+    /// removed, or the folder itself renamed (moved in).
+    let changedNanoseconds: Int64
     private let stream: OpaquePointer
 
     /// Opens `path`. Throws the open's errno (ENOENT, EACCES, ELOOP for a symlink, ENOTDIR…).
@@ -47,6 +53,7 @@ final class FolderStream {
         }
         self.path = path
         self.identity = FileIdentity(status)
+        self.changedNanoseconds = Int64(status.st_ctim.tv_sec) * 1_000_000_000 + Int64(status.st_ctim.tv_nsec)
         self.stream = stream
     }
 
@@ -79,6 +86,7 @@ final class FolderStream {
             let unknown = Int(entry.pointee.d_type) == Int(DT_UNKNOWN)
             var size: Int64 = 0
             var modified: Int64 = 0
+            var changed: Int64 = 0
             if unknown || (statFiles && kind == .file) {
                 var status = stat()
                 // Some file systems (XFS without ftype, some NFS) leave d_type unknown.
@@ -90,8 +98,9 @@ final class FolderStream {
                 }
                 size = Int64(status.st_size)
                 modified = Int64(status.st_mtim.tv_sec) * 1_000_000_000 + Int64(status.st_mtim.tv_nsec)
+                changed = Int64(status.st_ctim.tv_sec) * 1_000_000_000 + Int64(status.st_ctim.tv_nsec)
             }
-            return Entry(name: name, nameIsValid: valid, kind: kind, size: size, modifiedNanoseconds: modified)
+            return Entry(name: name, nameIsValid: valid, kind: kind, size: size, modifiedNanoseconds: modified, changedNanoseconds: changed)
         }
     }
 }

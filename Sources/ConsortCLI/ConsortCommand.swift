@@ -42,6 +42,9 @@ public enum ConsortCommand {
             name: "queue", summary: "the agent's spool: its shape, each job, and retry, hold, release, drop",
             run: QueueCommand.run, help: QueueCommand.help),
         Subcommand(
+            name: "backfill", summary: "apply the routing rules to the archive's history (a first start does not): dry run, --yes",
+            run: BackfillCommand.run, help: BackfillCommand.help),
+        Subcommand(
             name: "status", summary: "the agent's health: rules, watched folders, inventory, peers, what needs a person",
             run: StatusCommand.run, help: StatusCommand.help),
         Subcommand(

@@ -48,8 +48,9 @@ struct AgentTests {
 
 extension AgentTests {
     /// A synthetic study written into a folder with `consort synth`; returns its UID.
-    static func synth(into folder: String, seed: Int, instances: Int, size: String = "64x64", description: String = "CT HEAD WITHOUT CONTRAST") throws -> String {
-        let outcome = try Run.program(Run.consort, ["synth", "--out", folder, "--seed", String(seed), "--instances", String(instances), "--size", size, "--description", description])
+    static func synth(into folder: String, seed: Int, instances: Int, size: String = "64x64", description: String = "CT HEAD WITHOUT CONTRAST", date: String? = nil) throws -> String {
+        let outcome = try Run.program(
+            Run.consort, ["synth", "--out", folder, "--seed", String(seed), "--instances", String(instances), "--size", size, "--description", description] + (date.map { ["--date", $0] } ?? []))
         #expect(outcome.status == 0, "\(outcome.stderr)")
         return outcome.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -419,7 +420,8 @@ extension AgentTests {
 }
 
 extension AgentTests {
-    static let forwardWhole = """
+    /// RSCH pushes each local study to UHSX once it has been quiet for 1 s.
+    static let wholeStudiesToUHSX = """
         rule "Whole studies to UHSX" {
           purpose direct-care
           at RSCH
@@ -427,6 +429,9 @@ extension AgentTests {
           when origin is local
           push to UHSX priority normal
         }
+        """
+
+    static let forwardWhole = wholeStudiesToUHSX + "\n" + """
         rule "UHSX passes RSCH's studies on to ASPH once they are whole" {
           purpose direct-care
           at UHSX
@@ -588,12 +593,18 @@ extension AgentTests {
     /// one job per study holding all its instances, the bad files recorded. The agent is killed
     /// part-way through the scan (after a batch was recorded, before the scan ended) and started
     /// again: the second scan skips what the first recorded and the end state is the same.
+    /// The agent has run once before, over an empty folder: the archive appeared while it was
+    /// stopped, so it is new and fires the rules (a first start would only index it: see
+    /// FirstStartTests).
     @Test func anArchiveThereAtStartIsIndexedOnceThoughTheAgentIsKilledMidScan() throws {
         let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushAll)
         // UHSX never runs: the jobs wait, so the queue shows exactly what the scan planned. The
         // scan is held to 1,500 files a second (batches of 500, a third of a second apart) so
         // that there is a moment between two batches to kill it in.
         let rsch = try consortium.site("RSCH", peers: ["UHSX": try OrthancInteropTests.freePort()], extra: "scan-rate 1500\n")
+        try rsch.start()
+        #expect(AgentSite.eventually(within: 30, "the first (empty) catch-up done", logs: [rsch]) { rsch.log.contains("catch-up scan done") })
+        rsch.stop()
         var studies: [String] = []
         for seed in 0..<3 { studies.append(try Self.synth(into: rsch.watch, seed: 91 + seed, instances: 450)) }
         try "not an image at all".write(toFile: rsch.watch + "/notes.txt", atomically: false, encoding: .utf8)

@@ -73,8 +73,10 @@ extension AgentDaemon {
                 delivery.halt(list)
                 adminLog.warning("JOBS DROPPED by an operator: they will not be sent", ["user": who, "uid": request.uid, "jobs": list.map(String.init).joined(separator: ",")])
                 return changed(list)
+            case "backfill":
+                return backfill(request.fields, who: who, log: adminLog)
             default:
-                return failure("unknown action \"\(request.action)\" (ping, status, hold, release, retry, drop, resync)")
+                return failure("unknown action \"\(request.action)\" (ping, status, hold, release, retry, drop, resync, backfill)")
             }
         } catch {
             adminLog.error("admin action failed", ["action": request.action, "user": who, "error": error])

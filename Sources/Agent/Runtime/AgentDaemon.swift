@@ -462,7 +462,8 @@ public final class AgentDaemon: @unchecked Sendable {
             thread.start()
         }
         // The catch-up scan: what changed while the agent was down, at a bounded rate.
-        let scan = Thread { [self] in catchUp(roots: configuration.watches.map(\.path), log: watchLog) }
+        let first = beginFirstStart(log: watchLog)
+        let scan = Thread { [self] in catchUp(roots: configuration.watches.map(\.path), log: watchLog, first: first) }
         scan.name = "consort-catch-up"
         scan.start()
     }
@@ -489,7 +490,9 @@ public final class AgentDaemon: @unchecked Sendable {
         }
     }
 
-    private func catchUp(roots: [String], log watchLog: Logger) {
+    /// `first`: the agent's first catch-up (`beginFirstStart`): finished whole, it is recorded
+    /// as such and what it found stays history.
+    private func catchUp(roots: [String], log watchLog: Logger, first: Bool = false) {
         let scanner = CatchUpScanner(roots: roots, excluding: excluded, filesPerSecond: configuration.scanFilesPerSecond, batchSize: 500)
         for root in roots { telemetry.catchUp(root, running: true, files: 0, now: Date().timeIntervalSince1970) }
         defer { for root in roots { telemetry.catchUp(root, running: false, files: scanner.progress.filesSeen, now: Date().timeIntervalSince1970) } }
@@ -502,14 +505,19 @@ public final class AgentDaemon: @unchecked Sendable {
         // thousand files' facts however large the archive.
         let handOff = BatchHandOff<(examined: Ingest.Examined, files: [(String, Double)], seen: Int)>(limit: Self.recordQueueBatches)
         let recorded = DispatchSemaphore(value: 0)
+        // Files left for a later event or scan: a first catch-up that left any is not finished.
+        let incomplete = LockedFlag()
         let recorder = Thread { [self] in
             defer { recorded.signal() }
             while let waiting = handOff.takeAll() {
                 // Batches that fail together are tried one by one: one bad batch (a row the
                 // database refuses) then leaves out its own files only, until the next event or
                 // scan, not the up to 2,000 files waiting with it.
-                if !ingest.record(Ingest.Examined.merged(waiting.map(\.examined))) && waiting.count > 1 {
-                    for batch in waiting { ingest.record(batch.examined) }
+                let whole = ingest.record(Ingest.Examined.merged(waiting.map(\.examined)))
+                if !whole && waiting.count > 1 {
+                    for batch in waiting where !ingest.record(batch.examined) { incomplete.set() }
+                } else if !whole {
+                    incomplete.set()
                 }
                 let now = Date().timeIntervalSince1970
                 telemetry.taken(waiting.flatMap(\.files), now: now, live: false)
@@ -519,9 +527,15 @@ public final class AgentDaemon: @unchecked Sendable {
         }
         recorder.name = "consort-catch-up-record"
         recorder.start()
+        var historyFiles = 0
         while !stopping.isSet, let batch = scanner.nextBatch() {
             for problem in scanner.takeProblems() { watchLog.warning(problem) }
-            guard let examined = ingest.examine(batch.map { Ingest.Candidate(path: $0.path, size: Int($0.size), mtime: $0.mtimeSeconds) }) else { continue }
+            let candidates = batch.map { Ingest.Candidate(path: $0.path, size: Int($0.size), mtime: $0.mtimeSeconds, changed: $0.changedSeconds) }
+            guard let examined = ingest.examine(candidates, historyBefore: ingest.historyBefore.value) else {
+                incomplete.set()
+                continue
+            }
+            historyFiles += examined.history
             handOff.put((examined, batch.map { ($0.path, $0.mtimeSeconds) }, scanner.progress.filesSeen))
         }
         // Done means recorded: the batches still with the recorder first. (A stop does not wait
@@ -531,6 +545,8 @@ public final class AgentDaemon: @unchecked Sendable {
         recorded.wait()
         for problem in scanner.takeProblems() { watchLog.warning(problem) }
         let seconds = scanner.progress.startedAt.map { MonotonicClock.now - $0 } ?? 0
+        // Recorded before "done" is said: once it is, a restart is not a first start.
+        if first { finishFirstStart(history: historyFiles, complete: !stopping.isSet && !incomplete.isSet, log: watchLog) }
         watchLog.info("catch-up scan done", ["roots": roots.joined(separator: ","), "files": scanner.progress.filesSeen, "seconds": String(format: "%.3f", seconds)])
     }
 

@@ -22,6 +22,8 @@ final class Ingest: @unchecked Sendable {
     private(set) var taken = 0, skipped = 0, problems = 0
     private(set) var lastTaken: String?
     private let lock = NSLock()
+    /// While the agent's first catch-up runs, when it began (`isHistory`); nil otherwise.
+    let historyBefore = LockedValue<Double?>(nil)
 
     init(store: AgentStore, rules: RuleBook, trust: String, log: Logger) {
         self.store = store
@@ -34,6 +36,17 @@ final class Ingest: @unchecked Sendable {
         let path: String
         let size: Int
         let mtime: Double
+        /// When it last arrived or changed (`ScannedFile.changedSeconds`); its mtime when unknown.
+        var changed: Double? = nil
+    }
+
+    /// Whether a file found by a catch-up scan is history (indexed, announced, no rule fired):
+    /// only during the agent's first catch-up (`historyBefore` is when it began, else nil), and
+    /// only a file that had not changed since (`Candidate.changed`): one written, renamed or
+    /// moved in since is new, whether the scan or the watcher reaches it first.
+    static func isHistory(changed: Double, historyBefore: Double?) -> Bool {
+        guard let historyBefore else { return false }
+        return changed < historyBefore
     }
 
     /// Takes a batch of files from the archive (origin local).
@@ -45,7 +58,9 @@ final class Ingest: @unchecked Sendable {
     /// A batch read and checked, not yet recorded: the files' headers, and the files that are not
     /// DICOM or are malformed, with their problem.
     struct Examined {
-        fileprivate var headers: [(file: Candidate, sop: String, facts: AgentStore.StudyFacts, series: String?, jobs: [AgentStore.NewJob])] = []
+        fileprivate var headers: [(file: Candidate, sop: String, facts: AgentStore.StudyFacts, series: String?, jobs: [AgentStore.NewJob], history: Bool)] = []
+        /// Files taken as history (`isHistory`).
+        fileprivate(set) var history = 0
         fileprivate var troubles: [(path: String, size: Int, mtime: Double, problem: String)] = []
         fileprivate var files = 0
 
@@ -57,6 +72,7 @@ final class Ingest: @unchecked Sendable {
                 all.headers += batch.headers
                 all.troubles += batch.troubles
                 all.files += batch.files
+                all.history += batch.history
             }
             return all
         }
@@ -68,7 +84,9 @@ final class Ingest: @unchecked Sendable {
     /// can examine one batch while the batch before is being recorded (`record`), the two halves
     /// on the two cores. nil when the inventory cannot be asked (logged; the files are taken
     /// again by the next event or scan).
-    func examine(_ files: [Candidate], now: Double = Date().timeIntervalSince1970) -> Examined? {
+    /// `historyBefore`: the first catch-up's start (`isHistory`); nil for live events and
+    /// every later scan.
+    func examine(_ files: [Candidate], now: Double = Date().timeIntervalSince1970, historyBefore: Double? = nil) -> Examined? {
         var examined = Examined()
         examined.files = files.count
         // What the inventory already knows, asked for the whole batch at once.
@@ -105,8 +123,10 @@ final class Ingest: @unchecked Sendable {
             }
             // Planned here, on the reading side: the rules are pure, and `record` drops the plan
             // of an instance the inventory turns out to know.
-            let jobs = plan(.instanceArrived, header: data, origin: .local, now: now)
-            examined.headers.append((file, sop, Self.facts(of: data, study: study), data.string(Tag(0x0020, 0x000E)), jobs))
+            let history = Self.isHistory(changed: file.changed ?? file.mtime, historyBefore: historyBefore)
+            let jobs = history ? [] : plan(.instanceArrived, header: data, origin: .local, now: now)
+            if history { examined.history += 1 }
+            examined.headers.append((file, sop, Self.facts(of: data, study: study), data.string(Tag(0x0020, 0x000E)), jobs, history))
         }
         return examined
     }
@@ -124,8 +144,9 @@ final class Ingest: @unchecked Sendable {
             log.error("cannot ask the inventory about instances; they will be taken again", ["files": headers.count, "error": error])
             return false
         }
-        for (file, sop, facts, series, jobs) in headers {
+        for (file, sop, facts, series, jobs, history) in headers {
             var item = AgentStore.Taken(sop: sop, study: facts, series: series, path: file.path, size: file.size, mtime: file.mtime, origin: "local", jobs: [])
+            item.history = history
             if known[sop] == nil && !seenInBatch.contains(sop) {
                 item.jobs = jobs
                 seenInBatch.insert(sop)

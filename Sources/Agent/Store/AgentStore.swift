@@ -29,7 +29,7 @@ public final class AgentStore: @unchecked Sendable {
         self.path = path
         db = try Database(path: path)
         lookup = try Database(path: path, readOnly: true)
-        try db.execute(Self.schema)
+        try db.execute(Self.schema + Self.milestonesSchema)
         try migrate()
         // What the announcer looks for every few seconds: only the studies it has still to
         // announce, not a scan of the whole inventory.
@@ -94,13 +94,15 @@ public final class AgentStore: @unchecked Sendable {
     /// (a prefetch's query).
     /// 4: a received instance keeps the SHA-256 of its bytes (checked against the sender's
     /// manifest), and the manifests themselves.
-    static let schemaVersion = 4
+    /// 5: milestones, the first start's among them (`AgentStore+FirstStart.swift`).
+    static let schemaVersion = 5
 
     /// Brings a database written by an earlier version up to this one, in one transaction.
     private func migrate() throws {
         let version = try db.prepare("PRAGMA user_version").first { $0.int(0) } ?? 0
         guard version < Self.schemaVersion else { return }
         try db.transaction {
+            if version < 5 { try migrateToFirstStart() }
             let instanceColumns = Set(try db.prepare("PRAGMA table_info(instances)").rows { $0.text(1) ?? "" })
             if !instanceColumns.contains("sha256") { try db.execute("ALTER TABLE instances ADD COLUMN sha256 TEXT") }
             if version < 3 { try migrateToCounts() }
@@ -242,6 +244,9 @@ public final class AgentStore: @unchecked Sendable {
         /// The bytes' SHA-256 when it is known without reading the file again (a received
         /// instance, hashed as it was written).
         public var sha256: String? = nil
+        /// Archive history indexed by the first start: its study is marked as if its stable
+        /// rules had all fired (`historyStable`), so the timer never fires them.
+        public var history = false
     }
 
     /// A job a rule planned: created if new, joined by the instance if the same (rule,
@@ -321,11 +326,11 @@ public final class AgentStore: @unchecked Sendable {
             let others = items.isEmpty ? nil : JSON.array(items).serialized()
             try db.prepare("""
             INSERT INTO studies (uid, patient_id, patient_issuer, study_date, modality, description, accession, body_part, origin, first_seen, last_instance, sample_path,
-              other_ids, sex, birth_date)
-            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14)
-            ON CONFLICT(uid) DO UPDATE SET last_instance = ?10, stable_fired = 0
+              other_ids, sex, birth_date, stable_fired)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13, ?14, ?15)
+            ON CONFLICT(uid) DO UPDATE SET last_instance = ?10, stable_fired = CASE WHEN ?16 THEN stable_fired ELSE 0 END
             """).run([.text(s.uid), text(s.patientID), text(s.patientIssuer), text(s.date), text(s.modality), text(s.description), text(s.accession), text(s.bodyPart), .text(item.origin), .real(now), .text(item.path),
-                text(others), text(s.sex), text(s.birthDate)])
+                text(others), text(s.sex), text(s.birthDate), .integer(item.history ? Int64(Self.historyStable) : 0), .integer(item.history ? 1 : 0)])
         }
         try db.prepare("INSERT INTO instances (sop, study, series, path, size, origin, arrived, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(sop) DO NOTHING")
             .run([.text(item.sop), .text(s.uid), text(item.series), .text(item.path), .integer(Int64(item.size)), .text(item.origin), .real(now), text(item.sha256)])

@@ -65,9 +65,7 @@ struct OperatorContext {
     func act(_ action: String, jobs: [Int64], peers: [String] = [], verb: String) -> ExitCode {
         var request: [(String, JSON)] = [("action", .string(action)), ("jobs", .array(jobs.map { .int($0) }))]
         if !peers.isEmpty { request.append(("peers", .array(peers.map { .string($0) }))) }
-        // The name the person logged in with (sudo keeps it), beside the kernel's uid the agent sees.
-        let environment = ProcessInfo.processInfo.environment
-        if let user = environment["SUDO_USER"] ?? environment["USER"] ?? environment["LOGNAME"] { request.append(("user", .string(user))) }
+        if let user = Self.claimedUser { request.append(("user", .string(user))) }
         let answer: [String: Any]
         do {
             answer = try AdminClient.ask(socket, .object(request), timeout: 30)
@@ -87,6 +85,13 @@ struct OperatorContext {
             standardOutput.line("not changed (their state does not allow it now): \(Self.list(unchanged))")
         }
         return .success
+    }
+
+    /// The name the person logged in with (sudo keeps it), sent beside the kernel's uid the
+    /// agent sees on its socket.
+    static var claimedUser: String? {
+        let environment = ProcessInfo.processInfo.environment
+        return environment["SUDO_USER"] ?? environment["USER"] ?? environment["LOGNAME"]
     }
 
     static func list(_ ids: [Int64]) -> String {

@@ -203,7 +203,9 @@ final class ConsortiumDemo: @unchecked Sendable {
         let announced = eventually(30) {
             [oncology, mdtFirst, mdtSecond].map { ((try? client.call("GET", "/v1/patients/\(Self.patient($0))/studies", purpose: "direct-care"))?["studies"] as? [Any])?.count ?? 0 } == [4, 2, 2]
         }
-        say("Each agent took its archive and announced it to the coordinator: \(announced ? "8 studies known" : "NOT all known") after \(elapsed(since: clock))")
+        // A first start: each archive is history, indexed and announced, no rule fired for it
+        // (nothing is copied between trusts at start); the stories below are new studies.
+        say("Each agent indexed its archive (a first start fires no rules for history) and announced it to the coordinator: \(announced ? "8 studies known" : "NOT all known") after \(elapsed(since: clock))")
         say("")
 
         // Story 1: an ED head CT at ESHT streams to UHSX neurosurgery, under its deadline.
