@@ -91,8 +91,10 @@ public final class CoordinatorDaemon: @unchecked Sendable {
             let paths = CoordinatorConfigurationParser.parse(file: configuration.file).configuration.map(Self.tlsPaths)
             let material = try tls.reload(paths, now: Date().timeIntervalSince1970)
             server?.replaceTLS(tls.serverContext)
+            service.tlsReloaded(ok: true)
             log.info("TLS material reloaded: new connections use it; requests in flight finish", ["certificate": material.certificateChain, "crl": material.revocationList ?? "(none)"])
         } catch {
+            service.tlsReloaded(ok: false)
             log.error("TLS material NOT reloaded: the files do not load; the material in force stays", ["error": "\(error)"])
         }
         warnOfExpiry()

@@ -51,6 +51,8 @@ public final class CoordinatorService: @unchecked Sendable {
 
     func count(_ name: String, _ n: Int = 1) { lock.withLock { counters[name, default: 0] += n } }
 
+    func tlsReloaded(ok: Bool) { count(ok ? "tls_reload_ok" : "tls_reload_refused") }
+
     /// A refusal counted: in the total, and by its reason.
     func refused(_ reason: String) {
         lock.withLock {
@@ -242,13 +244,28 @@ public final class CoordinatorService: @unchecked Sendable {
         ])
     }
 
+    /// What a lookup shows the caller: each study's holdings at the caller itself and at the
+    /// trusts an agreement lets give it imaging for the purpose; a study held nowhere else is
+    /// left out. (The caller could fetch from no other holder, and need not learn of it.)
+    func visible(_ studies: [StudyRecord], to caller: String, purpose: String) -> [StudyRecord] {
+        let set = rules.current
+        let holders = Set(studies.flatMap { $0.locations.map(\.trust) })
+        let allowed = Set(holders.filter { $0 == caller || set.permits(from: $0, to: caller, purpose: purpose) })
+        return studies.compactMap { study in
+            var study = study
+            study.locations = study.locations.filter { allowed.contains($0.trust) }
+            return study.locations.isEmpty ? nil : study
+        }
+    }
+
     private func patientStudies(caller: String, nhs text: String, purpose: String) throws -> ServerResponse {
         guard let nhs = NHSNumber(text) else {
             return Self.failure(400, "\"\(text)\" is not a valid NHS number (10 digits with a Modulus 11 check digit)")
         }
         count("lookups")
         try audit.record(AuditEntry(who: caller, action: "lookup", nhs: nhs.digits, why: purpose, detail: "GET /v1/patients/{nhs}/studies"), durable: false)
-        let (studies, conflicts) = try registry.patientStudies(nhs: nhs.digits)
+        let (held, conflicts) = try registry.patientStudies(nhs: nhs.digits)
+        let studies = visible(held, to: caller, purpose: purpose)
         if !conflicts.isEmpty {
             return Self.json(409, .object([
                 ("nhs", .string(nhs.digits)), ("error", .string("an identity conflict about this patient is held for a person: not used until resolved")),
@@ -266,9 +283,9 @@ public final class CoordinatorService: @unchecked Sendable {
     private func study(caller: String, uid: String, purpose: String) throws -> ServerResponse {
         guard UID.isValid(uid) else { return Self.failure(400, "\"\(uid)\" is not a UID") }
         count("lookups")
-        guard let study = try registry.study(uid: uid) else {
+        guard let study = try registry.study(uid: uid).flatMap({ visible([$0], to: caller, purpose: purpose).first }) else {
             try audit.record(AuditEntry(who: caller, action: "lookup", study: uid, why: purpose, detail: "unknown"), durable: false)
-            return Self.failure(404, "No trust has announced study \(uid)")
+            return Self.failure(404, "No trust that may give \(caller) imaging for \(purpose) has announced study \(uid)")
         }
         try audit.record(AuditEntry(who: caller, action: "lookup", nhs: study.nhs, study: uid, why: purpose), durable: false)
         return Self.json(200, Self.studyJSON(study))
@@ -303,6 +320,10 @@ public final class CoordinatorService: @unchecked Sendable {
         for reason in ["not_a_member", "peer_not_member", "no_purpose", "no_agreement", "not_own_holdings"] {
             text += "consort_coordinator_refused_requests_total{reason=\"\(reason)\"} \(reasons[reason, default: 0])\n"
         }
+        text += "# HELP consort_tls_reloads_total Reloads of the TLS material (SIGHUP) by result: ok, or refused (the files did not load; the material in force stays).\n"
+        text += "# TYPE consort_tls_reloads_total counter\n"
+        text += "consort_tls_reloads_total{result=\"ok\"} \(counts["tls_reload_ok", default: 0])\n"
+        text += "consort_tls_reloads_total{result=\"refused\"} \(counts["tls_reload_refused", default: 0])\n"
         if let expiry = tls?.expires {
             text += "# HELP consort_tls_expiry_timestamp_seconds When the TLS material in force expires (the CRL: its next update), in seconds since the epoch.\n"
             text += "# TYPE consort_tls_expiry_timestamp_seconds gauge\n"

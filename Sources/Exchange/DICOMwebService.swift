@@ -46,26 +46,51 @@ public struct DICOMwebService: Sendable {
         self.log = log
     }
 
+    /// What a request asks of the service, from its method and path alone: `handle` serves by
+    /// it, and the agent's gate decides by it, so the two never read a path differently.
+    public enum Operation: Equatable, Sendable {
+        /// STOW-RS (POST …/studies or …/studies/{uid}).
+        case store
+        /// QIDO-RS: which studies are held (GET …/studies?…).
+        case searchStudies
+        /// QIDO-RS at instance level: which instances of a study are held.
+        case listInstances(study: String)
+        /// WADO-RS: a whole study.
+        case retrieve(study: String)
+        case notServed
+    }
+
+    public static func operation(method: String, path: String) -> Operation {
+        if method == "GET" || method == "HEAD" {
+            let segments = path.split(separator: "/").map(String.init)
+            guard let index = segments.lastIndex(of: "studies") else { return .notServed }
+            if index == segments.count - 1 { return .searchStudies }
+            if index == segments.count - 3, segments[index + 2] == "instances" { return .listInstances(study: segments[index + 1]) }
+            if index == segments.count - 2 { return .retrieve(study: segments[index + 1]) }
+            return .notServed
+        }
+        if method == "POST", path.hasSuffix("/studies") || path.contains("/studies/") { return .store }
+        return .notServed
+    }
+
     public func handle(_ request: ServerRequest, _ body: RequestBody) throws -> ServerResponse {
         let target = request.head.target.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         let path = target.first.map(String.init) ?? ""
         let who = request.peer?.commonName ?? request.remoteAddress
         if let refusal = admit?(request) { throw refusal }
         let folder = StudyFolder(root: store)
+        let operation = Self.operation(method: request.head.method, path: path)
         if request.head.method == "GET" || request.head.method == "HEAD" {
-            let segments = path.split(separator: "/").map(String.init)
-            guard let index = segments.lastIndex(of: "studies") else { return .text(404, "Not found: \(path)") }
-            if index == segments.count - 1 {
+            switch operation {
+            case .searchStudies:
                 // QIDO-RS: GET .../studies?PatientID=...
                 let query = try StudyQuery(queryString: target.count > 1 ? String(target[1]) : "")
                 let studies = folder.studies(matching: query)
                 log("request \(request.id) from \(who): QIDO-RS \(target.count > 1 ? String(target[1]) : "(all)") → \(studies.count) studies")
                 return ServerResponse(status: 200, headers: [("Content-Type", "application/dicom+json")], body: StudySummary.json(studies))
-            }
-            if index == segments.count - 3, segments[index + 2] == "instances" {
+            case .listInstances(let uid):
                 // QIDO-RS at instance level (PS3.18 §10.6): which instances of a study are held.
                 // A sender resuming a study asks this and sends only the rest.
-                let uid = segments[index + 1]
                 guard UID.isValid(uid) else { return .text(404, "No study \(uid) here") }
                 let sops = instancesOf?(uid) ?? (folder.instances(of: uid) ?? []).map { (($0 as NSString).lastPathComponent as NSString).deletingPathExtension }
                 log("request \(request.id) from \(who): QIDO-RS instances of \(uid) → \(sops.count)")
@@ -76,22 +101,23 @@ public struct DICOMwebService: Sendable {
                     ])
                 }
                 return ServerResponse(status: 200, headers: [("Content-Type", "application/dicom+json")], body: JSON.array(items).bytes())
-            }
-            guard index == segments.count - 2 else { return .text(404, "Only whole studies are served: \(path)") }
-            // WADO-RS: GET .../studies/{uid}, the instances as multipart/related, from disk.
-            let uid = segments[index + 1]
-            if let accept = request.head.value("Accept"), !accept.contains("multipart/related"), !accept.contains("*/*"), !accept.contains("application/dicom") {
-                throw HTTPError(406, "This server answers multipart/related; type=\"application/dicom\"")
-            }
-            guard let files = filesOf.map({ $0(uid) }) ?? folder.instances(of: uid), !files.isEmpty else { return .text(404, "No study \(uid) here") }
-            if let refusal = authorizeRetrieve?(request, uid, files.count) { throw refusal }
-            let body = try MultipartFileBody(paths: files)
-            log("request \(request.id) from \(who): WADO-RS study \(uid): \(files.count) instances, \(body.contentLength) bytes")
-            return ServerResponse(status: 200, headers: [("Content-Type", body.encoder.contentType())], length: body.contentLength) { buffer in
-                try body.read(into: buffer)
+            case .store, .notServed:
+                return .text(404, path.split(separator: "/").contains("studies") ? "Only whole studies are served: \(path)" : "Not found: \(path)")
+            case .retrieve(let uid):
+                // WADO-RS: GET .../studies/{uid}, the instances as multipart/related, from disk.
+                if let accept = request.head.value("Accept"), !accept.contains("multipart/related"), !accept.contains("*/*"), !accept.contains("application/dicom") {
+                    throw HTTPError(406, "This server answers multipart/related; type=\"application/dicom\"")
+                }
+                guard let files = filesOf.map({ $0(uid) }) ?? folder.instances(of: uid), !files.isEmpty else { return .text(404, "No study \(uid) here") }
+                if let refusal = authorizeRetrieve?(request, uid, files.count) { throw refusal }
+                let body = try MultipartFileBody(paths: files)
+                log("request \(request.id) from \(who): WADO-RS study \(uid): \(files.count) instances, \(body.contentLength) bytes")
+                return ServerResponse(status: 200, headers: [("Content-Type", body.encoder.contentType())], length: body.contentLength) { buffer in
+                    try body.read(into: buffer)
+                }
             }
         }
-        guard request.head.method == "POST", path.hasSuffix("/studies") || path.contains("/studies/") else {
+        guard operation == .store else {
             return .text(404, "Not found: \(request.head.method) \(path)")
         }
         guard let type = request.head.value("Content-Type").flatMap(MediaType.init), type.type == "multipart/related",

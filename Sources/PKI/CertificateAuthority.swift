@@ -224,6 +224,13 @@ enum Files {
         unlink(temporary)
         let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw PKIError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
+        // The mode asked for, whatever the umask (a service's UMask=0077 would otherwise make a
+        // published crl.pem readable by root alone, and the agents' reloads would refuse it).
+        guard fchmod(fd, mode) == 0 else {
+            close(fd)
+            unlink(temporary)
+            throw PKIError("cannot set the mode of \(temporary): \(String(cString: strerror(errno)))")
+        }
         guard let bio = BIO_new_fd(fd, 0) else {
             close(fd)
             throw PKIError.openSSL("cannot write \(path)")

@@ -275,11 +275,15 @@ public final class HTTPServer: @unchecked Sendable {
             do {
                 let waiting = reader.isIdle
                 if waiting {
-                    let stopped: Bool = lock.withLock {
-                        if !stopping { idle.insert(connection.descriptor) }
-                        return stopping
+                    // A connection whose handshake was under material since replaced waits for
+                    // no further request (the reload may have come while it was answering, when
+                    // it was not idle to be closed).
+                    let ended: Bool = lock.withLock {
+                        let stale = tls != nil && tlsGeneration != generation
+                        if !stopping && !stale { idle.insert(connection.descriptor) }
+                        return stopping || stale
                     }
-                    if stopped { break }
+                    if ended { break }
                 }
                 defer { if waiting { _ = lock.withLock { idle.remove(connection.descriptor) } } }
                 guard let event = try reader.next(timeout: configuration.idleTimeout, waitingForHead: true) else { break }
@@ -294,6 +298,12 @@ public final class HTTPServer: @unchecked Sendable {
                 break
             }
             guard let head else { break }
+            // A request whose head came in on a stale connection as the material was replaced
+            // (the narrowest race): not served under the old handshake; the client reconnects.
+            if tls != nil && currentTLS.generation != generation {
+                answerError(HTTPError(503, "This server's TLS material was just replaced: connect again"), on: connection)
+                break
+            }
             let request = ServerRequest(head: head, peer: connection.peer, remoteAddress: connection.remote, id: nextRequestID())
             if head.expectsContinue {
                 do { try connection.write(Array("HTTP/1.1 100 Continue\r\n\r\n".utf8)) } catch { break }

@@ -80,10 +80,15 @@ public final class TLSMaterial: @unchecked Sendable {
     private var expiry: TLSExpiry
     private var loaded: Double
 
+    /// The Common Name the certificate must carry (an agent's trust), or nil for any.
+    public let expectedName: String?
+
     /// Loads the files once; throws what is wrong with them.
-    public init(_ configuration: TLSConfiguration, now: Double) throws(TLSError) {
+    public init(_ configuration: TLSConfiguration, expectedName: String? = nil, now: Double) throws(TLSError) {
         var configuration = configuration
         configuration.generation = 0
+        self.expectedName = expectedName
+        try Self.checkName(configuration, expectedName)
         context = try TLSContext(configuration, role: .server)
         // The client side reads the same files through curl; building its context here finds a
         // problem at start, not at the first transfer.
@@ -109,6 +114,7 @@ public final class TLSMaterial: @unchecked Sendable {
         let previous = configuration
         var next = paths ?? previous
         next.generation = previous.generation + 1
+        try Self.checkName(next, expectedName)
         let server = try TLSContext(next, role: .server)
         _ = try TLSContext(next, role: .client)
         let dates = try TLSExpiry.read(next)
@@ -119,5 +125,15 @@ public final class TLSMaterial: @unchecked Sendable {
             loaded = now
         }
         return next
+    }
+
+    /// A site's identity is its certificate's Common Name: another site's certificate copied in
+    /// by mistake (a rotation gone wrong) would have this one speak as that one.
+    private static func checkName(_ configuration: TLSConfiguration, _ expected: String?) throws(TLSError) {
+        guard let expected else { return }
+        let name = try CertificateFile.summary(of: configuration.certificateChain).commonName
+        guard name == expected else {
+            throw TLSError("the certificate \(configuration.certificateChain) is for \(name), not for this trust (\(expected)): a site's identity is its certificate's Common Name")
+        }
     }
 }

@@ -30,6 +30,11 @@ struct PKITests {
                 && text.stdout.contains("TLS Web Client Authentication") && text.stdout.contains("CA:FALSE"), "\(text.stdout)")
         }
         #expect(try Run.consort("pki", "issue", "bad name", "--ca", ca).status == 2)
+        // Published by a service with UMask=0077 (Deploy/systemd/consort-crl.service), the CRL
+        // is still readable by the agents it is copied to.
+        let republished = try Run.program("/bin/sh", ["-c", "umask 077 && exec \"$0\" pki crl --ca \"$1\"", Run.consort, ca])
+        #expect(republished.status == 0, "\(republished.stderr)")
+        #expect(Self.mode(ca + "/crl.pem") == 0o644, "crl.pem is \(String(Self.mode(ca + "/crl.pem"), radix: 8))")
         #expect(try Run.consort("pki", "issue", "QVH", "--ca", scratch.path + "/no-such-ca").status == 1)
 
         // Real mutual TLS with them: UHSX sends a study to a receiver that is RSCH.

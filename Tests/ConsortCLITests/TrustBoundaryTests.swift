@@ -10,6 +10,13 @@ import Testing
 struct TrustBoundaryTests {
     static let rules = """
         peer AI-CXR "Chest X-ray AI test service" roles ai
+        member QVH "A trust that may send to UHSX, and receive nothing from it"
+
+        agreement "QVH sends" {
+          purposes direct-care
+          from QVH
+          to UHSX
+        }
 
         agreement "AI triage" {
           purposes ai-triage
@@ -117,6 +124,17 @@ struct TrustBoundaryTests {
         #expect(Self.sample(page, #"consort_refused_requests_total{reason="peer_not_member"}"#) == 3, "\(page)")
         #expect(Self.sample(page, #"consort_refused_requests_total{reason="no_purpose"}"#) == 1, "\(page)")
         #expect(Self.sample(page, #"consort_refused_requests_total{reason="no_agreement"}"#) == 1, "\(page)")
+        // A trust whose agreement lets it only send to UHSX: it may ask which instances of a
+        // study it names are there (to resume a push), never search what UHSX holds.
+        let qvh = try consortium.pki.site("QVH")
+        let trawl = try Self.request("\(uhsx.url)/studies?PatientID=RSCH0000001", as: qvh, ca: ca)
+        #expect(trawl.status == 403 && trawl.body.contains("no agreement allows imaging from UHSX to QVH"), "\(trawl)")
+        #expect(try Self.request("\(uhsx.url)/studies", as: qvh, ca: ca).status == 403)
+        #expect(try Self.request("\(uhsx.url)/studies/\(study)", as: qvh, ca: ca).status == 403)
+        #expect(try Self.request("\(uhsx.url)/studies/\(study)/instances", as: qvh, ca: ca).status == 200)
+        // The coordinator shows QVH no holder it could not receive from.
+        let hidden = try coordinator.call("/v1/studies/\(study)", as: qvh, ca: ca)
+        #expect(hidden.status == 403 || hidden.status == 404, "\(hidden)")
         let uhsxAudit = Self.audit(uhsx.state + "/audit.log")
         #expect(uhsxAudit.filter { $0["who"] as? String == "AI-CXR" && $0["action"] as? String == "refused" }.count == 3, "\(uhsxAudit)")
         // The purpose at both ends of the push.
@@ -173,6 +191,82 @@ struct TrustBoundaryTests {
         let status = try Run.consort("status", "--config", uhsx.config, "--json")
         let tls = (try? JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any])?["tls"] as? [String: Any]
         #expect(tls?["crl"] != nil, "\(status.stdout)")
+    }
+
+    /// A reload while a retrieve is streaming: the retrieve finishes under the handshake it began
+    /// with, and the connection it came on serves nothing more — the client's next request on
+    /// it (curl reuses the connection) must make a new handshake, which the revoked trust fails.
+    @Test func aConnectionOpenAcrossAReloadServesNoFurtherRequest() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.rules)
+        let crl = consortium.root.path + "/crl.pem"
+        try consortium.pki.writeCRL(to: crl)
+        let uhsx = try consortium.site("UHSX", extra: "crl \(crl)\n")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        try uhsx.start()
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        // 32 MB: larger than what the kernel's socket buffers take on loopback, so that the
+        // server is still writing the answer when the reload comes (not idle, to be closed then).
+        let study = try AgentTests.synth(into: rsch.watch, seed: 71, instances: 16, size: "1024x1024")
+        #expect(AgentSite.eventually(within: 60, "the study at UHSX", logs: [rsch, uhsx]) { uhsx.received.count == 16 })
+        let cert = try consortium.pki.site("RSCH")
+        let folder = try ScratchFolder()
+        // Two requests on one connection: a retrieve read at 4 MB/s (about 8 s), then a search.
+        let curl = try RunningProgram(["/usr/bin/curl", "-s", "--limit-rate", "4M", "--cert", cert.certificate, "--key", cert.key, "--cacert", consortium.pki.ca,
+            "-H", "X-Consort-Purpose: direct-care", "-w", "%{http_code} %{num_connects}\n",
+            "-o", folder.path + "/study", "\(uhsx.url)/studies/\(study)", "-o", folder.path + "/search", "\(uhsx.url)/studies?PatientID=RSCH0000001"])
+        try curl.waitFor("the retrieve under way", within: 30) { (try? FileManager.default.attributesOfItem(atPath: folder.path + "/study")[.size] as? Int ?? 0) ?? 0 > 1_000_000 }
+        try consortium.pki.writeCRL(to: crl, revoking: [cert.certificate])
+        uhsx.program?.signal(SIGHUP)
+        #expect(AgentSite.eventually(within: 20, "UHSX reloads", logs: [uhsx]) { uhsx.log.contains("TLS material reloaded") })
+        _ = try curl.waitForExit(within: 60)
+        let lines = curl.standardOutput.split(separator: "\n").map(String.init)
+        #expect(uhsx.log.contains("WADO-RS study") && !uhsx.log.contains("answer not delivered"), "\(uhsx.log)")
+        #expect(try FileManager.default.attributesOfItem(atPath: folder.path + "/study")[.size] as? Int ?? 0 > 16 * 2_000_000, "the whole study arrived")
+        #expect(lines.first == "200 1", "the retrieve in flight finishes: \(curl.log)")
+        #expect(lines.count == 2 && lines[1].hasPrefix("000"), "the next request on a connection made before the reload was served: \(curl.log)")
+    }
+
+    /// A trust's own client certificate rotated: after SIGHUP its pushes go with the new one.
+    /// Shown by revoking the old one at the receiver: the pushes still arrive.
+    @Test func aRotatedClientCertificateIsUsedForPushesAfterSIGHUP() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.rules)
+        let crl = consortium.root.path + "/crl.pem"
+        try consortium.pki.writeCRL(to: crl)
+        let uhsx = try consortium.site("UHSX", extra: "crl \(crl)\n")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        try uhsx.start()
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        _ = try AgentTests.synth(into: rsch.watch, seed: 81, instances: 2)
+        #expect(AgentSite.eventually(within: 60, "a study before the rotation", logs: [rsch, uhsx]) { uhsx.received.count == 2 })
+        let site = try consortium.pki.site("RSCH")
+        let old = consortium.root.path + "/rsch-old.pem"
+        try FileManager.default.copyItem(atPath: site.certificate, toPath: old)
+        let rotated = try consortium.pki.anotherClient("rsch-rotated", cn: "RSCH")
+        try Data(contentsOf: URL(fileURLWithPath: rotated.certificate)).write(to: URL(fileURLWithPath: site.certificate), options: .atomic)
+        try Data(contentsOf: URL(fileURLWithPath: rotated.key)).write(to: URL(fileURLWithPath: site.key), options: .atomic)
+        rsch.program?.signal(SIGHUP)
+        #expect(AgentSite.eventually(within: 20, "RSCH loads its new pair", logs: [rsch]) { rsch.log.contains("TLS material reloaded") })
+        try consortium.pki.writeCRL(to: crl, revoking: [old])
+        uhsx.program?.signal(SIGHUP)
+        #expect(AgentSite.eventually(within: 20, "UHSX loads the CRL", logs: [uhsx]) { uhsx.log.contains("TLS material reloaded") })
+        _ = try AgentTests.synth(into: rsch.watch, seed: 82, instances: 2)
+        #expect(AgentSite.eventually(within: 60, "a study after the rotation, with the new certificate", logs: [rsch, uhsx]) { uhsx.received.count == 4 })
+        // Another trust's certificate put in place by mistake is refused: RSCH stays RSCH.
+        let wrong = try consortium.pki.site("UHSX")
+        try Data(contentsOf: URL(fileURLWithPath: wrong.certificate)).write(to: URL(fileURLWithPath: site.certificate), options: .atomic)
+        try Data(contentsOf: URL(fileURLWithPath: wrong.key)).write(to: URL(fileURLWithPath: site.key), options: .atomic)
+        rsch.program?.signal(SIGHUP)
+        #expect(AgentSite.eventually(within: 20, "another trust's certificate refused", logs: [rsch]) { rsch.log.contains("is for UHSX, not for this trust (RSCH)") })
+        let status = try Run.consort("status", "--config", rsch.config)
+        #expect(status.status == 1 && status.stdout.contains("the last reload of the TLS material was REFUSED"), "\(status.stdout)")
     }
 
     /// The coordinator's listener reloads its CRL on SIGHUP too: a revoked trust is refused at

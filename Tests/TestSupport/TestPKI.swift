@@ -61,6 +61,13 @@ public final class TestPKI {
         return (folder + "/rsa-server.pem", folder + "/rsa-server.key")
     }
 
+    /// Another certificate for a site (CN `cn`, localhost and 127.0.0.1) from our CA: a
+    /// rotation's new pair.
+    public func anotherClient(_ name: String, cn: String) throws -> (certificate: String, key: String) {
+        try issue(name, cn: cn, by: "ca", san: "DNS:localhost,IP:127.0.0.1")
+        return (folder + "/\(name).pem", folder + "/\(name).key")
+    }
+
     /// A site's certificate (CN = its trust code) that serves as well as connects: the agents'
     /// own (localhost, 127.0.0.1), made once per code.
     public func site(_ code: String) throws -> (certificate: String, key: String) {

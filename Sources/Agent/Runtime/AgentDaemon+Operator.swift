@@ -126,6 +126,7 @@ extension AgentDaemon {
             ("ca", .object([("path", .string(material.trustedCA)), ("expires", .double(expiry.ca))])),
             ("crl", material.revocationList.map { path in .object([("path", .string(path)), ("next_update", number(expiry.crl))]) } ?? .null),
             ("loaded", .double(tls.loadedAt)),
+            ("last_reload_refused", text(stateLock.withLock { lastTLSReloadRefused })),
             ("needing_attention", .array(expiry.needingAttention(at: now).map { JSON.string($0.name) })),
             ("reloads", .object(telemetry.tlsMaterialReloads.sorted { $0.key < $1.key }.map { ($0.key, JSON.int(Int64($0.value))) })),
         ])

@@ -56,6 +56,9 @@ public final class AgentDaemon: @unchecked Sendable {
     let priorities = ThreadPriority.abilities()
     var rulesLoaded = Date()
     var lastReloadRefused: String?
+    /// Why the last reload of the TLS material was refused (nil once one succeeds): a CRL that
+    /// did not load leaves a revoked trust trusted, so `consort status` names it.
+    var lastTLSReloadRefused: String?
     let stateLock = NSLock()
     /// The stability loop's wake-up (`nudgeStability`).
     private let stabilityWake = NSCondition()
@@ -81,7 +84,7 @@ public final class AgentDaemon: @unchecked Sendable {
         ingest = Ingest(store: store, rules: rules, trust: configuration.trust, log: log.named("watcher"))
         telemetry = Telemetry(roots: configuration.watches.map { ($0.path, $0.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify") })
         audit = try AuditLog(path: configuration.state + "/audit.log")
-        tls = try TLSMaterial(Self.tlsPaths(configuration), now: Date().timeIntervalSince1970)
+        tls = try TLSMaterial(Self.tlsPaths(configuration), expectedName: configuration.trust, now: Date().timeIntervalSince1970)
         delivery = Delivery(
             store: store, targets: Self.targets(configuration, tls: tls.configuration), policy: Self.policy(configuration), circuitThreshold: configuration.circuitAfter,
             telemetry: telemetry, log: log.named("spool"))
@@ -166,7 +169,8 @@ public final class AgentDaemon: @unchecked Sendable {
         log.info("stopped")
     }
 
-    /// SIGHUP: the rules again (refused if they have errors: the old set stays), the peers again.
+    /// SIGHUP: the rules again (refused if they have errors: the old set stays), the TLS material
+    /// again (likewise), the peers again.
     public func reload() {
         switch rules.reload() {
         case .reloaded(let warnings):
@@ -189,14 +193,21 @@ public final class AgentDaemon: @unchecked Sendable {
         do {
             let material = try tls.reload(parsed.configuration.map(Self.tlsPaths), now: now)
             server?.replaceTLS(tls.serverContext)
-            if let coordinator, coordinator.base.hasPrefix("https://") { try coordinator.replaceTLS(material) }
             telemetry.tlsReloaded(ok: true)
+            stateLock.withLock { lastTLSReloadRefused = nil }
             log.info("TLS material reloaded: new connections use it; requests in flight finish", [
                 "certificate": material.certificateChain, "crl": material.revocationList ?? "(none)", "generation": material.generation,
             ])
+            if let coordinator, coordinator.base.hasPrefix("https://") {
+                do { try coordinator.replaceTLS(material) } catch {
+                    // Only a client that cannot be made (curl itself failing): the files loaded.
+                    log.error("the coordinator client keeps its earlier TLS material: a new one could not be made", ["error": "\(error)"])
+                }
+            }
             warnOfExpiry(now: now)
         } catch {
             telemetry.tlsReloaded(ok: false)
+            stateLock.withLock { lastTLSReloadRefused = "\(error)" }
             log.error("TLS material NOT reloaded: the files do not load; the material in force stays", ["error": "\(error)"])
         }
         if let fresh = parsed.configuration {
@@ -359,9 +370,14 @@ public final class AgentDaemon: @unchecked Sendable {
     func refusal(of request: ServerRequest) -> HTTPError? {
         let path = request.head.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
         let act: PartyAccess.Act
-        switch request.head.method {
-        case "POST", "PUT": act = .store
-        default: act = path.hasSuffix("/studies") || path.hasSuffix("/instances") ? .search : .retrieve
+        switch DICOMwebService.operation(method: request.head.method, path: path) {
+        case .searchStudies: act = .search
+        case .listInstances: act = .listInstances
+        case .store: act = .store
+        case .retrieve: act = .retrieve
+        // The study manifest (a PUT) comes before a push; anything else is refused below as a
+        // retrieve would be: only a member with imaging due to it gets as far as a 404.
+        case .notServed: act = request.head.method == "PUT" ? .store : .retrieve
         }
         let caller = request.peer?.commonName
         let purpose = request.head.value(ConsortField.purpose)

@@ -424,7 +424,7 @@ final class Delivery: @unchecked Sendable {
         }
         for (destination, job, claimed) in candidates {
             let unclaimed = try store.pendingCount(job: job.id) - claimed
-            let batch = destination.target.batch ?? (job.priority == 0 ? urgentBatch : normalBatch)
+            let batch = lock.withLock { destination.target.batch } ?? (job.priority == 0 ? urgentBatch : normalBatch)
             guard unclaimed > batch else { continue }
             let started: Bool = lock.withLock {
                 guard !stopping, destination.busy < destination.target.connections, var entry = sending[job.id], !entry.halted else { return false }
@@ -496,12 +496,12 @@ final class Delivery: @unchecked Sendable {
             }
             release(destination, reserved: reserved)
         }
-        let target = lock.withLock { destination.target }
+        var target = lock.withLock { destination.target }
         // A normal or bulk job's worker leaves the CPU to urgent work first (this thread does
         // only this job, and ends with it), and reads a bulk study's files in the idle I/O
         // class (below); the receiver is told the priority and does the same.
         if priority != .urgent { ThreadPriority.yieldCPU(bulk: priority == .bulk) }
-        let client: HTTPClient
+        var client: HTTPClient
         do {
             let kept: HTTPClient? = lock.withLock {
                 if reserved {
@@ -535,6 +535,20 @@ final class Delivery: @unchecked Sendable {
         let batchSize = target.batch ?? (job.priority == 0 ? urgentBatch : normalBatch)
         var attempts = job.attempts + 1
         while true {
+            // New TLS material (SIGHUP) since this worker began: its next batch goes over a new
+            // connection with it, not over the one verified under the old CA and CRL.
+            let current = lock.withLock { destination.target }
+            if current.tls != client.options.tls {
+                do {
+                    client = try HTTPClient(.init(tls: current.tls))
+                } catch {
+                    try? store.postpone(job: job.id, until: Date().timeIntervalSince1970 + policy.maximumDelay, reason: "cannot set up TLS: \(error)")
+                    log.error("cannot set up a client with the reloaded TLS material (a configuration fault)", ["job": job.id, "destination": current.name, "error": error])
+                    return
+                }
+                pooled = client
+                target = current
+            }
             if lock.withLock({ stopping }) {
                 try? store.postpone(job: job.id, until: Date().timeIntervalSince1970, reason: "the agent stopped; resumes at the next start")
                 return

@@ -16,7 +16,10 @@ enum AgentCommand {
         consort config check to validate one). Logs one line per event on standard error
         (level component: message key=value ...). SIGTERM or SIGINT: stops taking work, lets
         transfers in flight finish their batch (up to 10 s), exits 0. SIGHUP: reloads the rules
-        (a set with errors is refused and the old one kept) and re-reads the peers.
+        (a set with errors is refused and the old one kept), re-reads the peers, and reloads
+        the certificate, key, CA and CRL for the receiver and every client (files that do not
+        load are refused and the material in force stays; connections made under the old
+        material close once their request is done).
 
         Under systemd (Type=notify) it speaks the notify protocol on $NOTIFY_SOCKET: READY=1
         once listening and watching, STATUS= a summary kept current, RELOADING=1 and READY=1
@@ -75,7 +78,7 @@ enum AgentCommand {
         let stop = ServiceLoop.run(
             signals: signals, log: log, summary: { daemon.summary() }, hungLoops: { daemon.hungLoops(longerThan: $0) },
             reload: {
-                log.info("SIGHUP: reloading the rules and re-reading the peers")
+                log.info("SIGHUP: reloading the rules, the peers and the TLS material")
                 daemon.reload()
             })
         log.info("\(stop == SIGINT ? "SIGINT" : "SIGTERM"): stopping")

@@ -17,7 +17,9 @@ enum CoordinatorCommand {
         Runs the consortium's coordinator in the foreground: the registry of which trust holds
         which patient's studies (keyed by NHS number, each trust's local patient identifiers
         cross-referenced), served over HTTPS with mutual TLS to the members the routing rules
-        name. See Deploy/coordinator.conf. SIGHUP reloads the rules (the members); SIGTERM stops.
+        name. See Deploy/coordinator.conf. SIGHUP reloads the rules (the members) and the
+        certificate, key, CA and CRL of its listener (files that do not load are refused and the
+        material in force stays); SIGTERM stops.
 
         conflicts   The identity conflicts held for a person — one local identifier announced
                     with two NHS numbers, one study for two patients, an NHS number whose sex or

@@ -24,6 +24,9 @@ struct TLSStatus {
         self.now = now
         if let live {
             source = "in force at the agent"
+            if let refused = live["last_reload_refused"] as? String {
+                attention.append("the last reload of the TLS material was REFUSED, and the earlier material stays in force (a new CRL not loaded leaves a revoked trust trusted): \(refused)")
+            }
             for name in ["certificate", "ca", "crl"] {
                 guard let entry = live[name] as? [String: Any], let path = entry["path"] as? String else { continue }
                 items.append(Item(name: name, path: path, expires: ((entry[name == "crl" ? "next_update" : "expires"]) as? NSNumber)?.doubleValue))

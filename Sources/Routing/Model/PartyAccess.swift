@@ -17,8 +17,11 @@ public enum PartyAccess {
         case store
         /// WADO-RS of a study the site holds.
         case retrieve
-        /// QIDO-RS: which studies or instances the site holds.
+        /// QIDO-RS: which studies the site holds (a patient's, a date's …).
         case search
+        /// QIDO-RS at instance level: which instances of one named study the site holds (a
+        /// sender resuming a push asks it).
+        case listInstances
         /// The coordinator: where a patient's imaging is held.
         case lookup
         /// The coordinator: a trust announcing or withdrawing its own holdings (the registry's
@@ -68,18 +71,24 @@ public enum PartyAccess {
         if act == .announce { return nil }
         guard let purpose = purpose?.trimmingCharacters(in: .whitespaces), !purpose.isEmpty else { return .noPurpose }
         switch act {
-        case .store:
-            guard let site else { return nil }
-            return rules.permits(from: caller, to: site, purpose: purpose) ? nil : .noAgreement(purpose: purpose, from: caller, to: site)
-        case .retrieve:
-            guard let site else { return nil }
-            return rules.permits(from: site, to: caller, purpose: purpose) ? nil : .noAgreement(purpose: purpose, from: site, to: caller)
-        case .search:
-            // A sender asks what a study's receiver holds already (to resume), a requester what it
-            // could fetch: either direction agreed for the purpose will do.
-            guard let site else { return nil }
-            if rules.permits(from: site, to: caller, purpose: purpose) || rules.permits(from: caller, to: site, purpose: purpose) { return nil }
-            return .noAgreement(purpose: purpose, from: site, to: caller)
+        case .store, .retrieve, .search, .listInstances:
+            // Acts at a site: without one named there is nothing an agreement could allow.
+            guard let site else { return .noAgreement(purpose: purpose, from: caller, to: "(no site)") }
+            let toCaller = rules.permits(from: site, to: caller, purpose: purpose)
+            switch act {
+            case .store:
+                return rules.permits(from: caller, to: site, purpose: purpose) ? nil : .noAgreement(purpose: purpose, from: caller, to: site)
+            case .listInstances:
+                // A sender resuming a push asks which instances of the study it names are here
+                // already; a requester, what it could fetch: either direction will do, as the
+                // answer names only instances of a study the caller already knows.
+                if toCaller || rules.permits(from: caller, to: site, purpose: purpose) { return nil }
+                return .noAgreement(purpose: purpose, from: site, to: caller)
+            default:
+                // Retrieving, and searching which studies are held (patients' names and numbers,
+                // other trusts' studies among them), only where imaging may flow to the caller.
+                return toCaller ? nil : .noAgreement(purpose: purpose, from: site, to: caller)
+            }
         case .lookup:
             // The coordinator answers where a patient's imaging is: worth asking only if some
             // trust may give the caller imaging for that purpose.
