@@ -55,6 +55,11 @@ struct ConfigurationParserTests {
         ("peer UHSX https://x { speed 3 }", "1:23", "unknown option \"speed\"", "the options are connections N, bandwidth RATE and batch N"),
         ("watch /srv { poll 10 }", "1:19", "a duration", nil),
         ("free-space 5", "1:12", "a percentage", nil),
+        // Out of range: an error at the value saying the range, never a quiet change.
+        ("max-age 5 s", "1:9", "\"max-age\" is 5 s; it must be from 1 min to 365 days", nil),
+        ("retry-min 0.5 s", "1:11", "\"retry-min\" is 0.5 s; it must be from 1 s to 6 h", nil),
+        ("retry-max 2 d", "1:11", "\"retry-max\" is 2 days; it must be from 1 s to 1 day", nil),
+        ("stable-after 0 s", "1:14", "\"stable-after\" is 0 s; it must be from 1 s to 1 day", nil),
         ("trust RSCH\ntrust UHSX", "2:1", "set twice (first at line 1)", nil),
         ("peer UHSX https://x { connections 2", "1:21", "is not closed on the same line", nil),
         ("state \"/var/lib/with space\" extra", "1:29", "takes one value", nil),

@@ -113,6 +113,16 @@ MUTATIONS = [
      "if failed > 0 { attention.append(", "if failed < 0 { attention.append(", "OperatorTests"),
     ("status says nothing of a CRL that runs out in days", "Sources/Transport/TLSMaterial.swift",
      "items.filter { $0.expires - now < Self.warningSeconds }", "items.filter { $0.expires < now }", "TrustBoundaryTests"),
+    # The engine (issue 24).
+    ("urgent bytes wait behind bulk's debt (one bucket for all)", "Sources/Spool/PacingBook.swift",
+     "for level in JobPriority.allCases where level >= priority { enter(cost, at: now, in: level) }",
+     "for level in JobPriority.allCases { enter(cost, at: now, in: level) }", "PacingBookTests"),
+    ("bulk bytes sent never count against urgent work (the cap overrun)", "Sources/Spool/PacingBook.swift",
+     "for level in JobPriority.allCases where level < entry.priority { enter(entry.cost, at: entry.at, in: level) }",
+     "_ = entry", "PacingBookTests"),
+    ("a setting out of range is quietly taken", "Sources/Agent/Configuration/ConfigurationParser.swift",
+     "if let range = Self.durationRanges[key], !range.contains(seconds) {", "if let range = Self.durationRanges[key], false, !range.contains(seconds) {",
+     "ConfigurationParserTests"),
 ]
 # Breakages that need more than one change in their file: the further changes, by name.
 ALSO = {

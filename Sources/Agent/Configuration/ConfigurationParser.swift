@@ -227,10 +227,16 @@ public enum ConfigurationParser {
                 configuration.freeSpacePercent = percent
             case "retry-min", "retry-max", "max-age", "stable-after":
                 guard noOptions(), let seconds = quantity(plain, .duration, at: word.location) else { continue }
+                // Out of range is an error at its line, saying the range: never quietly changed
+                // (`max-age 5 s` was once taken as 60 s without a word).
+                if let range = Self.durationRanges[key], !range.contains(seconds) {
+                    error(plain[0].location, "\"\(key)\" is \(Self.formatSeconds(seconds)); it must be from \(Self.formatSeconds(range.lowerBound)) to \(Self.formatSeconds(range.upperBound))")
+                    continue
+                }
                 switch key {
-                case "retry-min": configuration.retryMinimumSeconds = max(1, seconds)
-                case "retry-max": configuration.retryMaximumSeconds = max(1, seconds)
-                case "max-age": configuration.maximumAgeSeconds = max(60, seconds)
+                case "retry-min": configuration.retryMinimumSeconds = seconds
+                case "retry-max": configuration.retryMaximumSeconds = seconds
+                case "max-age": configuration.maximumAgeSeconds = seconds
                 default: configuration.stableAfterSeconds = seconds
                 }
             case "circuit-after", "scan-rate":
@@ -254,6 +260,22 @@ public enum ConfigurationParser {
             error(at, "a trust is not its own peer")
         }
         return Outcome(configuration: diagnostics.contains { $0.severity == .error } ? nil : configuration, diagnostics: diagnostics, source: text)
+    }
+
+    /// The durations a setting may take, in seconds. A retry sooner than a second would hammer a
+    /// peer that is down; a job's life shorter than a minute would fail it before its first
+    /// retries; longer than a year, a job would wait past any clinical use.
+    static let durationRanges: [String: ClosedRange<Double>] = [
+        "retry-min": 1...(6 * 3600), "retry-max": 1...86_400, "max-age": 60...(365 * 86_400), "stable-after": 1...86_400,
+    ]
+
+    /// A duration as the configuration writes it: `90 days`, `6 h`, `1 min`, `5 s`, `0.5 s`.
+    static func formatSeconds(_ seconds: Double) -> String {
+        for (unit, size) in [("days", 86_400.0), ("h", 3600), ("min", 60)] where seconds >= size && seconds.truncatingRemainder(dividingBy: size) == 0 {
+            let n = Int(seconds / size)
+            return "\(n) \(unit == "days" && n == 1 ? "day" : unit)"
+        }
+        return seconds == seconds.rounded() ? "\(Int(seconds)) s" : "\(seconds) s"
     }
 
     /// `HOST:PORT` (the host may be empty for "every address"), or nil.

@@ -658,7 +658,7 @@ final class Delivery: @unchecked Sendable {
             let started = Date().timeIntervalSince1970
             let batch = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
             let send = {
-                StowSender.deliver(batch, to: target.url, with: client, headers: [(ConsortField.priority, priority.description), (ConsortField.purpose, job.purpose)], pace: destination.pacer.map { pacer in { pacer.consume($0) } })
+                StowSender.deliver(batch, to: target.url, with: client, headers: [(ConsortField.priority, priority.description), (ConsortField.purpose, job.purpose)], pace: destination.pacer.map { pacer in { pacer.consume($0, priority: priority) } })
             }
             let outcomes = priority == .bulk ? ThreadPriority.idleIO(send) : send()
             let ended = Date().timeIntervalSince1970

@@ -1,29 +1,23 @@
 import Foundation
 import Platform
+import Spool
 
-/// A bandwidth cap shared by the connections to one destination: a token bucket refilled at
-/// `bytesPerSecond`, holding at most a quarter second's worth, so a burst cannot exceed the cap
-/// by much. A sender calls `consume` with each block it reads and sleeps when it is ahead.
+/// A destination's `bandwidth` cap, shared by every connection to it: the `PacingBook` under a
+/// lock, on the monotonic clock. A sender calls `consume` with each block it reads, at its job's
+/// priority, and sleeps when that priority is ahead of the cap (urgent work never waits for
+/// bulk work's bytes; bulk waits for everyone's).
 final class Pacer: @unchecked Sendable {
-    let bytesPerSecond: Double
-    private var allowance: Double
-    private var last: Double
+    private var book: PacingBook
     private let lock = NSLock()
 
     init(bytesPerSecond: Int) {
-        self.bytesPerSecond = Double(bytesPerSecond)
-        allowance = Double(bytesPerSecond) / 4
-        last = MonotonicClock.now
+        book = PacingBook(bytesPerSecond: bytesPerSecond)
     }
 
-    func consume(_ bytes: Int) {
-        let wait: Double = lock.withLock {
-            let now = MonotonicClock.now
-            allowance = min(bytesPerSecond / 4, allowance + (now - last) * bytesPerSecond)
-            last = now
-            allowance -= Double(bytes)
-            return allowance < 0 ? -allowance / bytesPerSecond : 0
-        }
+    var bytesPerSecond: Double { book.bytesPerSecond }
+
+    func consume(_ bytes: Int, priority: JobPriority) {
+        let wait = lock.withLock { book.charge(bytes, priority: priority, now: MonotonicClock.now) }
         if wait > 0 { Thread.sleep(forTimeInterval: wait) }
     }
 }
