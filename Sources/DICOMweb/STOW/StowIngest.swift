@@ -16,7 +16,9 @@ internal import CSystem
 /// `inbound/<StudyInstanceUID>/<SOPInstanceUID>.dcm` (the folders fsynced), before the answer
 /// acknowledges them. An instance that cannot be made durable — its file, or its name, when its
 /// folder's fsync fails — is refused with 0xA700 (out of resources: the sender retries) and not
-/// kept. Names come from the validated UIDs, never from the request.
+/// kept. Names come from the validated UIDs, never from the request. Requests of one process
+/// into one inbound folder run at once: what one has linked and not yet made durable, the others
+/// neither acknowledge nor trust until it is settled (`InboundRegistry`).
 ///
 /// Nothing partial is ever visible in the inbound folder: a part that ends early, fails its
 /// checks, or belongs to a body that breaks off is removed from staging. An instance already held
@@ -57,6 +59,8 @@ public final class StowIngest {
     private var ready: [Ready] = []
     /// Study folders this request created: their names in `inbound` must be made durable too.
     private var createdFolders: Set<String> = []
+    /// What this process's requests into `inbound` know of each other's names and folders.
+    let registry: InboundRegistry
 
     struct Ready {
         let staged: String
@@ -135,6 +139,7 @@ public final class StowIngest {
             throw HTTPError(500, "The staging folder \(staging) is not on the same filesystem as \(inbound)")
         }
         directIO = StagingWriter.directIOSuits(staging)
+        registry = InboundRegistry.of(inbound)
     }
 
     deinit { abandonCurrent() }
@@ -189,37 +194,93 @@ public final class StowIngest {
     private func place() {
         guard !ready.isEmpty else { return }
         let (durable, reason) = makeReadyDurable()
-        var named: [Named] = []
-        for item in ready {
-            guard durable else {
+        guard durable else {
+            for item in ready {
                 unlink(item.staged)
                 failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: 0xA700))
                 log.append("refused \(item.instanceUID): cannot make it durable: \(reason)")
-                continue
             }
-            if let name = link(item) { named.append(name) }
+            ready.removeAll()
+            return
         }
+        // An instance whose name another request of this process has linked and not yet settled
+        // waits for that: tried again once it is settled (kept, or removed because it could not
+        // be made durable), after this request has settled its own names — so two requests
+        // never wait for each other.
+        let deadline = Date().addingTimeInterval(inFlightWait)
+        var todo = ready
         ready.removeAll()
-        // The names survive a crash: each study folder's entries, then, for a study folder made
-        // by this request, its own entry in inbound (a filesystem without a journal that orders
-        // them would otherwise lose the folder with every instance acknowledged in it).
-        var lost: [String: String] = [:]  // study folder → why its names may not survive a crash
-        for folder in Set(named.map(\.folder)).sorted() {
-            lost[folder] = Self.syncFolder(folder)
+        while !todo.isEmpty {
+            var named: [Named] = []
+            var deferred: [Ready] = []
+            for item in todo {
+                switch link(item) {
+                case .named(let name): named.append(name)
+                case .claimedElsewhere: deferred.append(item)
+                case .settled: break
+                }
+            }
+            settle(named)
+            todo = []
+            for item in deferred {
+                if registry.waitUntilSettled(Self.key(item), before: deadline) {
+                    todo.append(item)
+                } else {
+                    unlink(item.staged)
+                    failed.append(
+                        StowResponse.Failed(
+                            sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: 0xA700,
+                            reasonText: "another request is still storing it; send it again"))
+                    log.append("refused \(item.instanceUID): another request was still storing it after \(Int(inFlightWait)) s")
+                }
+            }
         }
-        if !createdFolders.isEmpty, let failure = Self.syncFolder(inbound) {
-            for folder in createdFolders where lost[folder] == nil { lost[folder] = failure }
+    }
+
+    /// How long an instance another request is storing waits for that request's outcome before
+    /// it is refused with 0xA700 (the sender retries): that request has only its folders' fsyncs
+    /// left to do, milliseconds unless the disk is failing.
+    var inFlightWait: TimeInterval = 10
+
+    /// Makes the names durable — each study folder's entries, and the folder's own entry in
+    /// inbound unless known durable — then acknowledges them, or refuses them and removes the
+    /// ones this request linked.
+    private func settle(_ named: [Named]) {
+        // The names survive a crash: each study folder's entries, then each study folder's own
+        // entry in inbound, when this request made it or when it is not known durable (another
+        // request may have made it and not yet, or not successfully, fsynced inbound for it): a
+        // filesystem without a journal that orders them would otherwise lose the folder with
+        // every instance acknowledged in it. A folder known durable costs nothing more.
+        var lost: [String: String] = [:]  // study folder → why its names may not survive a crash
+        let folders = Set(named.map(\.folder))
+        for folder in folders.sorted() {
+            lost[folder] = syncFolder(folder)
+        }
+        let unsure = folders.filter { createdFolders.contains($0) || !registry.isDurable(folder: Self.name(ofFolder: $0)) }
+        if !unsure.isEmpty, let failure = syncFolder(inbound) {
+            // Unless another request's fsync of inbound has made the folder's entry durable
+            // meanwhile: then its names need only their own folder's fsync.
+            for folder in unsure where lost[folder] == nil && !registry.isDurable(folder: Self.name(ofFolder: folder)) {
+                lost[folder] = failure
+            }
+        } else if !unsure.isEmpty {
+            registry.markDurable(folders: unsure.map(Self.name(ofFolder:)))
         }
         for name in named {
             guard let failure = lost[name.folder] else {
+                // Settled before it is acknowledged: from now on another request may acknowledge
+                // it too, and nobody removes it.
+                if !name.alreadyHeld { registry.settle(Self.key(name.item), by: owner) }
                 accept(name.item, at: name.destination, name.note, alreadyHeld: name.alreadyHeld)
                 continue
             }
             // Refused like an instance whose own fsync failed: 0xA700 (out of resources, the
             // sender retries), and nothing of it left under its name. A name kept would be found
             // by the retry as "already held" and acknowledged — never having been made durable.
-            // A name held before this request is not ours to remove: only refused.
-            if !name.alreadyHeld { unlink(name.destination) }
+            // Removed under the registry's lock while still claimed by this request, so no other
+            // request can have acknowledged it. A name held before this request is not ours to
+            // remove: only refused.
+            if !name.alreadyHeld { registry.settle(Self.key(name.item), by: owner, removing: name.destination) }
             failed.append(
                 StowResponse.Failed(
                     sopClassUID: name.item.classUID, sopInstanceUID: name.item.instanceUID, reason: 0xA700,
@@ -228,9 +289,10 @@ public final class StowIngest {
         }
         // A study folder made by this request whose name may not survive goes too (empty now,
         // unless another request has just placed an instance in it: then rmdir fails and it
-        // stays): the next request to need it makes it again and fsyncs inbound for it, where
-        // one that found it would not.
-        for folder in createdFolders where lost[folder] != nil { rmdir(folder) }
+        // stays): the next request to need it makes it again and fsyncs inbound for it.
+        for folder in createdFolders where lost[folder] != nil {
+            registry.removeIfNotDurable(folder: Self.name(ofFolder: folder), at: folder)
+        }
         createdFolders.removeAll()
     }
 
@@ -244,15 +306,29 @@ public final class StowIngest {
         let alreadyHeld: Bool
     }
 
+    /// This request, as the claimant of the names it links (`InboundRegistry`).
+    private var owner: InboundRegistry.Owner { ObjectIdentifier(self) }
+
+    /// An instance's name in the registry: relative to inbound, so requests that spell the
+    /// inbound folder differently share it.
+    private static func key(_ item: Ready) -> String { "\(item.studyUID)/\(item.instanceUID).dcm" }
+    private static func name(ofFolder path: String) -> String { (path as NSString).lastPathComponent }
+
     /// Makes a folder's entries durable (its fsync); nil when done, else what failed, naming the
     /// folder and the errno, for the log.
-    private static func syncFolder(_ folder: String) -> String? {
+    private func syncFolder(_ folder: String) -> String? {
         let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard directory >= 0 else { return "cannot open the folder \(folder): \(Self.describe(errno))" }
         defer { close(directory) }
-        guard fsync(directory) == 0 else { return "fsync of the folder \(folder) failed: \(Self.describe(errno))" }
+        let code = fsyncFolder(folder, directory)
+        guard code == 0 else { return "fsync of the folder \(folder) failed: \(Self.describe(code))" }
         return nil
     }
+
+    /// A folder's fsync: 0, or the errno. A seam for tests, which fail one request's fsync of a
+    /// folder at a moment they choose, to interleave it with another request's; in production
+    /// it is always this, the real call.
+    var fsyncFolder: (_ path: String, _ descriptor: Int32) -> Int32 = { _, descriptor in fsync(descriptor) == 0 ? 0 : errno }
 
     private static func describe(_ code: Int32) -> String { "\(String(cString: strerror(code))) (errno \(code))" }
 
@@ -378,10 +454,20 @@ public final class StowIngest {
         ready.append(Ready(staged: part.path, classUID: classUID, instanceUID: instanceUID, studyUID: studyUID, size: part.size, digest: digest, header: file.dataSet))
     }
 
-    /// Links a durable staged instance into its place. Returns its name in the store, to be
-    /// acknowledged once its folder is durable (`place`); nil when it was settled here (refused,
-    /// quarantined, or held elsewhere at this site).
-    private func link(_ item: Ready) -> Named? {
+    /// What became of a durable staged instance's placing (`link`).
+    enum Placing {
+        /// Named in the store (by this request, or held before): to be acknowledged once its
+        /// folder is durable (`settle`).
+        case named(Named)
+        /// Its name is claimed by another request of this process, which may yet remove it:
+        /// neither linked nor compared; tried again once that claim is settled.
+        case claimedElsewhere
+        /// Settled here: refused, quarantined, or held elsewhere at this site.
+        case settled
+    }
+
+    /// Links a durable staged instance into its place.
+    private func link(_ item: Ready) -> Placing {
         let folder = "\(inbound)/\(item.studyUID)"
         let destination = "\(folder)/\(item.instanceUID).dcm"
         func refuse(_ reason: UInt16, _ why: String) {
@@ -391,12 +477,13 @@ public final class StowIngest {
         }
         do {
             if access(folder, F_OK) != 0 {
+                registry.forget(folder: item.studyUID)
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
                 createdFolders.insert(folder)
             }
         } catch {
             refuse(0xA700, "cannot create \(folder): \(error.localizedDescription)")
-            return nil
+            return .settled
         }
         // Held elsewhere at this site (the agent's archive): one copy per site, never two.
         if let other = heldElsewhere?(item.instanceUID), other != destination, FileManager.default.fileExists(atPath: other) {
@@ -407,25 +494,38 @@ public final class StowIngest {
             } else {
                 quarantine(item, heldDigest: otherDigest ?? "unreadable")
             }
-            return nil
+            return .settled
         }
+        // Claimed before it is linked: a name another request has linked is not ours to judge
+        // until that request has made it durable, or removed it.
+        let key = Self.key(item)
+        let claim = registry.claim(key, by: owner)
+        if claim == .elsewhere { return .claimedElsewhere }
         // link(2) rather than rename(2): it fails if the name exists (an earlier copy, or another
         // request with the same instance), so nothing is ever overwritten.
         if Glibc.link(item.staged, destination) == 0 {
             unlink(item.staged)
-            return Named(
-                item: item, folder: folder, destination: destination, note: "stored \(item.instanceUID) (\(item.size) bytes, sha256 \(item.digest.prefix(16))…)",
-                alreadyHeld: false)
+            return .named(
+                Named(
+                    item: item, folder: folder, destination: destination,
+                    note: "stored \(item.instanceUID) (\(item.size) bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: false))
         }
         let code = errno
+        // Not linked by this request: the claim goes (a name found here, unclaimed, is one a
+        // request has settled as durable, or one left from before this process).
+        // Unless this request linked it already (an instance sent twice in one request): that
+        // claim stays until the first copy is settled.
+        if claim == .claimed { registry.settle(key, by: owner) }
         let heldDigest = code == EEXIST ? SHA256Hasher.hex(ofFile: destination) : nil
         if code == EEXIST, heldDigest == item.digest {
             unlink(item.staged)
-            // Waits for its folder's fsync too: the name may be one another request (or this
-            // one, for an instance sent twice) has just linked and not yet made durable.
-            return Named(
-                item: item, folder: folder, destination: destination, note: "already held \(item.instanceUID) (same bytes, sha256 \(item.digest.prefix(16))…)",
-                alreadyHeld: true)
+            // Waits for its folder's fsync too: the name may be one this request has just linked
+            // (an instance sent twice in one request) or one left by a receiver killed before it
+            // fsynced the folder.
+            return .named(
+                Named(
+                    item: item, folder: folder, destination: destination,
+                    note: "already held \(item.instanceUID) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true))
         }
         if code == EEXIST {
             quarantine(item, heldDigest: heldDigest ?? "unreadable")
@@ -434,7 +534,7 @@ public final class StowIngest {
             // removed it, having failed to make its name durable): worth sending again.
             refuse(code == ENOSPC || code == ENOENT ? 0xA700 : 0xC000, "cannot place \(destination): \(String(cString: strerror(code)))")
         }
-        return nil
+        return .settled
     }
 
     /// Acknowledges an instance as held at `destination`, for the answer, the log and the caller.
