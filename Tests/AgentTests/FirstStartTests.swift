@@ -138,6 +138,20 @@ struct FirstStartTests {
         #expect(again.fresh.isEmpty && again.standing.map(\.state) == ["queued"])
     }
 
+    /// The dry run's counts by rule, action and peer: what is read before a list that may be cut.
+    @Test func aBackfillIsSummarisedByRuleActionAndPeer() {
+        func planned(_ study: String, _ rule: String, _ destination: String, _ instances: Int, extending: Int64? = nil) -> Backfill.Planned {
+            Backfill.Planned(
+                key: Backfill.Key(study: study, rule: rule, destination: destination),
+                job: AgentStore.NewJob(kind: "push", destination: destination, rule: rule, purpose: "direct-care", priority: 2),
+                instances: (0..<instances).map { ("\(study).\($0)", "/a/\(study)/\($0)", 1) }, extending: extending)
+        }
+        let summary = AgentDaemon.backfillSummary([planned("1.1", "a", "UHSX", 3), planned("1.2", "b", "UHSX", 1), planned("1.3", "a", "UHSX", 2, extending: 7)])
+        #expect(summary.map { $0.serialized() } == [
+            #"{"rule":"a","kind":"push","peer":"UHSX","jobs":2,"adding":1,"instances":5}"#, #"{"rule":"b","kind":"push","peer":"UHSX","jobs":1,"adding":0,"instances":1}"#,
+        ])
+    }
+
     @Test func closeRuleNamesAreFoundDespiteCaseAndTypos() {
         let names = ["Everything to UHSX", "Oncology priors", "nightly to UHSX"]
         #expect(Backfill.closeNames("everything to uhsx", among: names) == ["Everything to UHSX"])
