@@ -79,33 +79,43 @@ struct FirstStartTests {
         rsch.stop()
     }
 
-    /// An agent killed during its first catch-up is still at its first start when it comes back:
-    /// the rest of history is indexed without firing either. Then a live study fires.
-    @Test func anAgentKilledDuringItsFirstCatchUpIsStillAtItsFirstStart() throws {
-        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: AgentTests.pushAll)
-        // UHSX never runs: the queue shows what was planned. The scan is held to 1,500 files a
-        // second so that there is a moment between two batches to kill it in.
-        let rsch = try consortium.site("RSCH", peers: ["UHSX": try OrthancInteropTests.freePort()], extra: "scan-rate 1500\n")
-        for seed in 0..<3 { _ = try AgentTests.synth(into: rsch.watch, seed: 311 + seed, instances: 450) }
-        try rsch.start()
-        func indexed() throws -> Int {
-            let status = try JSONSerialization.jsonObject(with: Data(Run.consort("status", "--json", "--config", rsch.config).stdout.utf8)) as? [String: Any]
-            return (status?["inventory"] as? [String: Any])?["instances"] as? Int ?? 0
-        }
-        #expect(try AgentSite.eventually(within: 30, "a first batch recorded", logs: [rsch]) { try indexed() > 0 })
-        let scanUnfinished = !rsch.log.contains("catch-up scan done")
-        rsch.kill()
-        #expect(scanUnfinished, "the scan ended before the kill: the test proved nothing")
+    /// The inventory's instance count, from `consort status --json` (the agent running or not).
+    static func indexed(_ site: AgentSite) throws -> Int {
+        let status = try JSONSerialization.jsonObject(with: Data(Run.consort("status", "--json", "--config", site.config).stdout.utf8)) as? [String: Any]
+        return (status?["inventory"] as? [String: Any])?["instances"] as? Int ?? 0
+    }
 
+    /// An agent killed during its first catch-up resumes it when it comes back, with the line
+    /// drawn when it first began: the rest of history is indexed without firing, and a study
+    /// written while it was down — after that line — is new, and pushed.
+    @Test func anAgentKilledDuringItsFirstCatchUpResumesItAndWhatCameWhileItWasDownIsNew() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: AgentTests.pushAll)
+        // UHSX never runs: the queue shows what was planned. The scan is held to 100 files a
+        // second: 1,200 files take 12 s, its first batch of 500 is recorded at about 5 s, so
+        // the kill lands in the middle (checked below from the inventory, not assumed).
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": try OrthancInteropTests.freePort()], extra: "scan-rate 100\n")
+        for seed in 0..<3 { _ = try AgentTests.synth(into: rsch.watch, seed: 311 + seed, instances: 400) }
+        try rsch.start()
+        #expect(try AgentSite.eventually(within: 60, "a first batch recorded", logs: [rsch]) { try Self.indexed(rsch) > 0 })
+        rsch.kill()
+        let atKill = try Self.indexed(rsch)
+        #expect(atKill > 0 && atKill < 1200, "the scan had indexed \(atKill) of 1,200 files at the kill: it must be cut off for the test to prove anything")
+
+        let whileDown = try AgentTests.synth(into: rsch.watch, seed: 321, instances: 2, description: "CT WHILE DOWN")
         try rsch.start()
         defer { rsch.stop() }
         #expect(Self.caughtUp(rsch))
-        #expect(rsch.log.contains("first start: indexing"), "\(rsch.log)")
-        #expect(try indexed() == 1350)
-        let queue = try rsch.queue()
-        #expect(!queue.contains { $0["kind"] as? String == "push" }, "\(queue)")
+        #expect(rsch.log.contains("first start: resuming the first catch-up"), "\(rsch.log)")
+        #expect(rsch.log.contains("first start: indexed"), "\(rsch.log)")
+        #expect(try Self.indexed(rsch) == 1202)
+        #expect(try AgentSite.eventually(within: 30, "a job for the study written while RSCH was down", logs: [rsch]) {
+            try Self.pushJobs(rsch).compactMap { $0["study"] as? String } == [whileDown]
+        })
         let live = try AgentTests.synth(into: rsch.watch, seed: 320, instances: 2, description: "CT LIVE")
-        #expect(try AgentSite.eventually(within: 30, "a job for the live study", logs: [rsch]) { try Self.pushJobs(rsch).map { $0["study"] as? String } == [live] })
+        #expect(try AgentSite.eventually(within: 30, "a job for the live study", logs: [rsch]) { try Set(Self.pushJobs(rsch).compactMap { $0["study"] as? String }) == [whileDown, live] })
+        // And the history never: two jobs, two studies, four instances.
+        let jobs = try Self.pushJobs(rsch)
+        #expect(jobs.count == 2, "\(jobs)")
     }
 
     /// History never fires study-stable rules from the stability tick: a study written later,
@@ -128,14 +138,18 @@ struct FirstStartTests {
     @Test func aStudyArrivingDuringTheFirstCatchUpIsPushed() throws {
         let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: AgentTests.pushAll)
         let uhsx = try consortium.site("UHSX")
-        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port], extra: "scan-rate 500\n")
-        for seed in 0..<2 { _ = try AgentTests.synth(into: rsch.watch, seed: 331 + seed, instances: 450) }
+        // 600 files at 100 a second: 6 s of catch-up for the live study to land in.
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port], extra: "scan-rate 100\n")
+        for seed in 0..<2 { _ = try AgentTests.synth(into: rsch.watch, seed: 331 + seed, instances: 300) }
         try uhsx.start()
         defer { uhsx.stop() }
         try rsch.start()
         defer { rsch.stop() }
         let live = try AgentTests.synth(into: rsch.watch, seed: 340, instances: 3, description: "CT LIVE")
-        #expect(!rsch.log.contains("catch-up scan done"), "the catch-up ended before the live study: the test proved nothing")
+        // Read after the live study was written: history not all indexed yet means the scan was
+        // still running when it came.
+        let history = try Self.indexed(rsch)
+        #expect(history < 600, "the catch-up had indexed \(history) files (the live study's included): it may have ended before the live study, and the test proved nothing")
         #expect(Self.caughtUp(rsch))
         #expect(AgentSite.eventually(within: 60, "the live study at UHSX", logs: [rsch, uhsx]) { uhsx.received.count == 3 })
         #expect(Self.studies(uhsx) == [live])

@@ -7,12 +7,24 @@ import Routing
 /// The running agent's side of `consort backfill` (see `Backfill`): asked on the admin socket,
 /// planned from the inventory and the rules in force, audited, and — with `apply` — queued.
 extension AgentDaemon {
-    /// One backfill request: `since` (YYYYMMDD), `rule` (optional), `apply` (false: a dry run).
+    /// Jobs listed one by one in an answer unless `all` is asked: a ten-year archive plans
+    /// millions, and the answer is one JSON object built and sent whole.
+    static let backfillListed = 50
+
+    /// One backfill request: `since` (YYYYMMDD), `rule` (optional), `apply` (false: a dry run),
+    /// `all` (list every job, not the first `backfillListed`). The answer counts the jobs by
+    /// rule, action and peer (`summary`) and lists them (`jobs`, `already`), each list capped.
+    ///
+    /// Planning reads a header of every instance it takes, on this admin request's thread, with
+    /// no deadline of the admin socket's (its 5 s bound only the reading of the request and each
+    /// write of the answer): a large archive takes minutes, and the request goes on to the end —
+    /// audited, and with `apply` queued — even when the client has stopped waiting.
     func backfill(_ fields: [String: Any], who: String, log adminLog: Logger) -> JSON {
         func failure(_ message: String, _ extra: [(String, JSON)] = []) -> JSON { .object([("ok", .bool(false)), ("error", .string(message))] + extra) }
         guard let since = fields["since"] as? String, Backfill.isDate(since) else { return failure("since must be a date as YYYYMMDD", [("usage", .bool(true))]) }
         let only = fields["rule"] as? String
         let apply = fields["apply"] as? Bool ?? false
+        let listAll = fields["all"] as? Bool ?? false
         let set = rules.current
         if let only, !set.rules.contains(where: { $0.name == only }) {
             let close = Backfill.closeNames(only, among: set.rules.map(\.name))
@@ -45,7 +57,9 @@ extension AgentDaemon {
             adminLog.info("backfill: jobs queued at bulk priority by an operator", ["user": who, "scope": scope, "jobs": ids.count])
         }
         func text(_ value: String?) -> JSON { value.map(JSON.string) ?? .null }
-        let jobs: [JSON] = planned.jobs.filter { !apply || ids[$0.key] != nil }.map { item in
+        let taken = planned.jobs.filter { !apply || ids[$0.key] != nil }
+        let limit = listAll ? Int.max : Self.backfillListed
+        let jobs: [JSON] = taken.prefix(limit).map { item in
             let study = planned.studies[item.key.study]
             var fields: [(String, JSON)] = [
                 ("study", .string(item.key.study)), ("date", text(study?.date)), ("modality", text(study?.modality)), ("description", text(study?.description)),
@@ -53,15 +67,41 @@ extension AgentDaemon {
                 ("instances", .int(Int64(item.instances.count))),
             ]
             if let id = ids[item.key] { fields.append(("id", .int(id))) }
+            if let job = item.extending { fields.append(("adds_to", .int(job))) }
             return .object(fields)
         }
-        let standing: [JSON] = planned.standing.map {
+        let standing: [JSON] = planned.standing.prefix(limit).map {
             .object([("study", .string($0.key.study)), ("rule", .string($0.key.rule)), ("peer", .string($0.key.destination)), ("state", .string($0.state))])
         }
         return .object([
             ("ok", .bool(true)), ("applied", .bool(apply)), ("since", .string(since)), ("rule", text(only)), ("studies", .int(Int64(planned.studies.count))),
-            ("jobs", .array(jobs)), ("already", .array(standing)), ("unreadable", .int(Int64(planned.unreadable))),
+            ("summary", .array(Self.backfillSummary(taken))), ("job_count", .int(Int64(taken.count))), ("jobs", .array(jobs)),
+            ("already_count", .int(Int64(planned.standing.count))), ("already", .array(standing)), ("unreadable", .int(Int64(planned.unreadable))),
         ])
+    }
+
+    /// The jobs counted by rule, action and peer, in the order first met: what an operator reads
+    /// before the list (which may be cut at `backfillListed`).
+    static func backfillSummary(_ jobs: [Backfill.Planned]) -> [JSON] {
+        var order: [String] = []
+        var groups: [String: (rule: String, kind: String, peer: String, jobs: Int, adding: Int, instances: Int)] = [:]
+        for item in jobs {
+            let key = [item.key.rule, item.job.kind, item.key.destination].joined(separator: "\u{1}")
+            if groups[key] == nil {
+                groups[key] = (item.key.rule, item.job.kind, item.key.destination, 0, 0, 0)
+                order.append(key)
+            }
+            groups[key]!.jobs += 1
+            groups[key]!.instances += item.instances.count
+            if item.extending != nil { groups[key]!.adding += 1 }
+        }
+        return order.map { key in
+            let group = groups[key]!
+            return .object([
+                ("rule", .string(group.rule)), ("kind", .string(group.kind)), ("peer", .string(group.peer)), ("jobs", .int(Int64(group.jobs))),
+                ("adding", .int(Int64(group.adding))), ("instances", .int(Int64(group.instances))),
+            ])
+        }
     }
 
     /// What the rules in force would queue for the archive's studies dated on or after `since`.

@@ -506,8 +506,9 @@ public final class AgentDaemon: @unchecked Sendable {
         }
     }
 
-    /// `first`: the agent's first catch-up (`beginFirstStart`): finished whole, it is recorded
-    /// as such and what it found stays history.
+    /// `first`: the agent's first catch-up (`beginFirstStart`): once it has walked everything it
+    /// could, it is recorded as finished (`finishCatchUp`). Every catch-up takes files unchanged
+    /// since the first began as history (`Ingest.historyBefore`).
     private func catchUp(roots: [String], log watchLog: Logger, first: Bool = false) {
         let scanner = CatchUpScanner(roots: roots, excluding: excluded, filesPerSecond: configuration.scanFilesPerSecond, batchSize: 500)
         for root in roots { telemetry.catchUp(root, running: true, files: 0, now: Date().timeIntervalSince1970) }
@@ -521,8 +522,9 @@ public final class AgentDaemon: @unchecked Sendable {
         // thousand files' facts however large the archive.
         let handOff = BatchHandOff<(examined: Ingest.Examined, files: [(String, Double)], seen: Int)>(limit: Self.recordQueueBatches)
         let recorded = DispatchSemaphore(value: 0)
-        // Files left for a later event or scan: a first catch-up that left any is not finished.
-        let incomplete = LockedFlag()
+        // Files left for a later event or scan (counted for the log: they are taken again, as
+        // history still if unchanged since the line, so leaving some is safe).
+        let left = LockedValue(0)
         let recorder = Thread { [self] in
             defer { recorded.signal() }
             while let waiting = handOff.takeAll() {
@@ -531,9 +533,9 @@ public final class AgentDaemon: @unchecked Sendable {
                 // scan, not the up to 2,000 files waiting with it.
                 let whole = ingest.record(Ingest.Examined.merged(waiting.map(\.examined)))
                 if !whole && waiting.count > 1 {
-                    for batch in waiting where !ingest.record(batch.examined) { incomplete.set() }
+                    for batch in waiting where !ingest.record(batch.examined) { left.value += batch.examined.files }
                 } else if !whole {
-                    incomplete.set()
+                    left.value += waiting[0].examined.files
                 }
                 let now = Date().timeIntervalSince1970
                 telemetry.taken(waiting.flatMap(\.files), now: now, live: false)
@@ -543,15 +545,16 @@ public final class AgentDaemon: @unchecked Sendable {
         }
         recorder.name = "consort-catch-up-record"
         recorder.start()
-        var historyFiles = 0
+        var outcome = CatchUpOutcome()
         while !stopping.isSet, let batch = scanner.nextBatch() {
             for problem in scanner.takeProblems() { watchLog.warning(problem) }
             let candidates = batch.map { Ingest.Candidate(path: $0.path, size: Int($0.size), mtime: $0.mtimeSeconds, changed: $0.changedSeconds) }
             guard let examined = ingest.examine(candidates, historyBefore: ingest.historyBefore.value) else {
-                incomplete.set()
+                outcome.left += candidates.count
                 continue
             }
-            historyFiles += examined.history
+            outcome.history += examined.history
+            outcome.nearBegin += examined.nearBegin
             handOff.put((examined, batch.map { ($0.path, $0.mtimeSeconds) }, scanner.progress.filesSeen))
         }
         // Done means recorded: the batches still with the recorder first. (A stop does not wait
@@ -561,8 +564,11 @@ public final class AgentDaemon: @unchecked Sendable {
         recorded.wait()
         for problem in scanner.takeProblems() { watchLog.warning(problem) }
         let seconds = scanner.progress.startedAt.map { MonotonicClock.now - $0 } ?? 0
+        outcome.left += left.value
+        outcome.unreadable = scanner.progress.problems
+        outcome.stopped = stopping.isSet
         // Recorded before "done" is said: once it is, a restart is not a first start.
-        if first { finishFirstStart(history: historyFiles, complete: !stopping.isSet && !incomplete.isSet, log: watchLog) }
+        finishCatchUp(outcome, first: first, log: watchLog)
         watchLog.info("catch-up scan done", ["roots": roots.joined(separator: ","), "files": scanner.progress.filesSeen, "seconds": String(format: "%.3f", seconds)])
     }
 

@@ -9,8 +9,12 @@ import Foundation
 /// instance's header) and had it just become stable (study-stable rules, asked once, for every
 /// instance). Every job at bulk priority whatever its rule says, without its deadline (a
 /// deadline measures a new study's journey, not history's), in its rule's time window.
-/// A study, rule and destination that already has a job, in any state — queued, sent, failed,
-/// held or dropped by an operator — gets none: what was done or decided for it stands.
+/// A study, rule and destination that already has a job gets no second one (the spool keeps one
+/// per key). A job that is done but lacks some of the instances the backfill would send — a
+/// history study that later got a live instance under an instance-arrival rule: its job holds
+/// that instance only — is given the rest and queued again, at bulk priority (`extendable`);
+/// one in any other state — queued or running (live work, at its rule's priority), failed
+/// (a person must look), held or dropped by an operator — stands as it is.
 public enum Backfill {
     /// A job's identity: one job per study, rule and destination (the spool's own key).
     public struct Key: Hashable, Sendable, Comparable {
@@ -25,7 +29,25 @@ public enum Backfill {
         public var key: Key
         public var job: AgentStore.NewJob
         public var instances: [(sop: String, path: String, size: Int)]
+        /// The done job it adds `instances` to, rather than a new one.
+        public var extending: Int64? = nil
     }
+
+    /// A job already there for a key: its id, state and the instances it holds.
+    public struct Existing: Sendable {
+        public var id: Int64
+        public var state: String
+        public var sops: Set<String>
+        public init(id: Int64, state: String, sops: Set<String>) {
+            self.id = id
+            self.state = state
+            self.sops = sops
+        }
+    }
+
+    /// The states of a job a backfill adds missing instances to. Only done: its live part is
+    /// sent, so what it adds, at bulk priority, delays nothing live.
+    public static let extendable: Set<String> = ["done"]
 
     /// `YYYYMMDD`, a real date: what `--since` takes.
     public static func isDate(_ text: String) -> Bool {
@@ -58,13 +80,26 @@ public enum Backfill {
         return job
     }
 
-    /// Of the planned jobs, those without a job already (`existing`, by key, any state);
-    /// the others, with the state of the job that stands in their place.
-    public static func split(_ planned: [Planned], existing: [Key: String]) -> (fresh: [Planned], standing: [(key: Key, state: String)]) {
+    /// Of the planned jobs, those without a job already (`existing`, by key), and those that
+    /// add what a done job lacks (`extending` set, only the missing instances); the others,
+    /// with the state of the job that stands in their place.
+    public static func split(_ planned: [Planned], existing: [Key: Existing]) -> (fresh: [Planned], standing: [(key: Key, state: String)]) {
         var fresh: [Planned] = []
         var standing: [(Key, String)] = []
         for item in planned {
-            if let state = existing[item.key] { standing.append((item.key, state)) } else { fresh.append(item) }
+            guard let job = existing[item.key] else {
+                fresh.append(item)
+                continue
+            }
+            let missing = item.instances.filter { !job.sops.contains($0.sop) }
+            if extendable.contains(job.state), !missing.isEmpty, item.job.kind == "push" || item.job.kind == "deliver" {
+                var extra = item
+                extra.instances = missing
+                extra.extending = job.id
+                fresh.append(extra)
+            } else {
+                standing.append((item.key, job.state))
+            }
         }
         return (fresh, standing)
     }

@@ -22,8 +22,13 @@ final class Ingest: @unchecked Sendable {
     private(set) var taken = 0, skipped = 0, problems = 0
     private(set) var lastTaken: String?
     private let lock = NSLock()
-    /// While the agent's first catch-up runs, when it began (`isHistory`); nil otherwise.
+    /// When the agent's first catch-up began (`isHistory`), for every catch-up scan from the
+    /// first on; nil for a database made by an earlier version, which had run (nothing is history).
     let historyBefore = LockedValue<Double?>(nil)
+    /// How close before the line a history file's change time is counted as near it (logged: a
+    /// file server whose clock runs behind this host's stamps new files as if older). Five
+    /// minutes: well past NTP's usual error, inside a clock nobody keeps.
+    static let nearBeginSeconds = 300.0
 
     init(store: AgentStore, rules: RuleBook, trust: String, log: Logger) {
         self.store = store
@@ -40,10 +45,11 @@ final class Ingest: @unchecked Sendable {
         var changed: Double? = nil
     }
 
-    /// Whether a file found by a catch-up scan is history (indexed, announced, no rule fired):
-    /// only during the agent's first catch-up (`historyBefore` is when it began, else nil), and
-    /// only a file that had not changed since (`Candidate.changed`): one written, renamed or
-    /// moved in since is new, whether the scan or the watcher reaches it first.
+    /// Whether a file a catch-up scan finds, and the inventory does not hold, is history
+    /// (indexed, announced, no rule fired): one that has not changed (`Candidate.changed`)
+    /// since the agent's first catch-up began (`historyBefore`; nil: nothing is). One written,
+    /// renamed or moved in since is new, whether the scan or the watcher reaches it first, and
+    /// whether the agent was running or down when it came.
     static func isHistory(changed: Double, historyBefore: Double?) -> Bool {
         guard let historyBefore else { return false }
         return changed < historyBefore
@@ -61,8 +67,11 @@ final class Ingest: @unchecked Sendable {
         fileprivate var headers: [(file: Candidate, sop: String, facts: AgentStore.StudyFacts, series: String?, jobs: [AgentStore.NewJob], history: Bool)] = []
         /// Files taken as history (`isHistory`).
         fileprivate(set) var history = 0
+        /// Of those, changed within `nearBeginSeconds` before the line.
+        fileprivate(set) var nearBegin = 0
         fileprivate var troubles: [(path: String, size: Int, mtime: Double, problem: String)] = []
-        fileprivate var files = 0
+        /// Files in the batch, taken or skipped.
+        fileprivate(set) var files = 0
 
         /// Batches examined one after another, as one: recorded in one transaction.
         static func merged(_ batches: [Examined]) -> Examined {
@@ -73,6 +82,7 @@ final class Ingest: @unchecked Sendable {
                 all.troubles += batch.troubles
                 all.files += batch.files
                 all.history += batch.history
+                all.nearBegin += batch.nearBegin
             }
             return all
         }
@@ -84,8 +94,8 @@ final class Ingest: @unchecked Sendable {
     /// can examine one batch while the batch before is being recorded (`record`), the two halves
     /// on the two cores. nil when the inventory cannot be asked (logged; the files are taken
     /// again by the next event or scan).
-    /// `historyBefore`: the first catch-up's start (`isHistory`); nil for live events and
-    /// every later scan.
+    /// `historyBefore`: the first catch-up's start (`isHistory`), for catch-up scans; nil for
+    /// live events.
     func examine(_ files: [Candidate], now: Double = Date().timeIntervalSince1970, historyBefore: Double? = nil) -> Examined? {
         var examined = Examined()
         examined.files = files.count
@@ -125,7 +135,10 @@ final class Ingest: @unchecked Sendable {
             // of an instance the inventory turns out to know.
             let history = Self.isHistory(changed: file.changed ?? file.mtime, historyBefore: historyBefore)
             let jobs = history ? [] : plan(.instanceArrived, header: data, origin: .local, now: now)
-            if history { examined.history += 1 }
+            if history {
+                examined.history += 1
+                if let historyBefore, historyBefore - (file.changed ?? file.mtime) <= Self.nearBeginSeconds { examined.nearBegin += 1 }
+            }
             examined.headers.append((file, sop, Self.facts(of: data, study: study), data.string(Tag(0x0020, 0x000E)), jobs, history))
         }
         return examined

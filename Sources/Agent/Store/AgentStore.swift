@@ -102,7 +102,7 @@ public final class AgentStore: @unchecked Sendable {
         let version = try db.prepare("PRAGMA user_version").first { $0.int(0) } ?? 0
         guard version < Self.schemaVersion else { return }
         try db.transaction {
-            if version < 5 { try migrateToFirstStart() }
+            if version < 5 { try migrateToFirstStart(from: version) }
             let instanceColumns = Set(try db.prepare("PRAGMA table_info(instances)").rows { $0.text(1) ?? "" })
             if !instanceColumns.contains("sha256") { try db.execute("ALTER TABLE instances ADD COLUMN sha256 TEXT") }
             if version < 3 { try migrateToCounts() }
