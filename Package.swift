@@ -95,7 +95,7 @@ let package = Package(
         // sender (per-instance outcomes) and the DICOMweb service over a store.
         .target(
             name: "Exchange",
-            dependencies: ["DICOM", "DICOMweb", "HTTP", "Transport", "Platform"]
+            dependencies: ["DICOM", "DICOMweb", "HTTP", "Transport", "Platform", "Spool"]
         ),
         // The agent daemon: its configuration, the archive watcher, the inventory and spool
         // (SQLite), the scheduler and senders, the receiver. The CLI only starts it.
@@ -161,6 +161,10 @@ let package = Package(
         .testTarget(
             name: "SpoolTests",
             dependencies: ["Spool"]
+        ),
+        .testTarget(
+            name: "ExchangeTests",
+            dependencies: ["Exchange", "DICOMweb", "Spool", "Transport"]
         ),
         .testTarget(
             name: "ArchiveWatchTests",

@@ -23,8 +23,7 @@ public struct InstanceOutcome: Sendable {
     /// Why it was not stored, as the server or the transport put it.
     public var reason: String?
     /// When the exchange itself failed: curl's code (35 TLS handshake, 60 the peer's certificate,
-    /// 7 connect, 28 timeout ...), for the caller to tell a peer that is down from a
-    /// configuration fault.
+    /// 7 connect, 28 timeout ...), for the log; its class is already in `delivery`.
     public var transportCode: Int?
     /// The HTTP status of the answer, when there was one.
     public var status: Int?
@@ -33,7 +32,7 @@ public struct InstanceOutcome: Sendable {
 /// STOW-RS from files (PS3.18 §10.5): the one sender `consort send` and the agent share.
 /// Each instance is checked whole before it is sent (`DICOMFile.verify`), streamed from disk
 /// (memory stays at one read buffer), and answered for one by one, classified by what the caller
-/// does next (`DeliveryClassifier`).
+/// does next (`FailureClassifier`).
 public enum StowSender {
     /// Each file's SOP Instance UID, from its header; files that are not whole, readable DICOM
     /// are returned apart with the reason.
@@ -82,37 +81,38 @@ public enum StowSender {
             case .success(let response):
                 status = response.status
                 let parsed = (try? StowResponse.parse(answer.bytes)) ?? StowResponse()
-                outcomes = DeliveryClassifier.outcomes(status: response.status, response: parsed, sent: batch.map(\.uid))
+                outcomes = FailureClassifier.outcomes(status: response.status, response: parsed, sent: batch.map(\.uid))
                 // A partial answer (202) we cannot read says nothing about which instances were
                 // stored: none is counted as delivered on its word.
                 if response.status == 202, (try? StowResponse.parse(answer.bytes)) == nil {
-                    for file in batch { outcomes[file.uid] = .transient }
+                    for file in batch { outcomes[file.uid] = .failed(.transient) }
                 }
                 for failure in parsed.failed {
                     reasons[failure.sopInstanceUID] = String(format: "failure reason 0x%04X", failure.reason) + (failure.reasonText.map { ": " + $0 } ?? "")
                 }
                 held = Set(parsed.stored.filter(\.alreadyHeld).map(\.sopInstanceUID))
-                    .union(parsed.failed.filter { $0.reason == DeliveryClassifier.duplicateInstance }.map(\.sopInstanceUID))
+                    .union(parsed.failed.filter { $0.reason == FailureClassifier.duplicateInstance }.map(\.sopInstanceUID))
                 if !(200..<300).contains(response.status) {
                     let text = String(decoding: answer.bytes.prefix(300), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
                     for file in batch where reasons[file.uid] == nil { reasons[file.uid] = "HTTP \(response.status) \(text)" }
                 }
             case .failure(let error):
                 transportCode = error.code
+                let failure = FailureClassifier.failure(error)
                 for file in batch {
-                    outcomes[file.uid] = error.isTransient ? .transient : .permanent
-                    reasons[file.uid] = error.description
+                    outcomes[file.uid] = .failed(failure)
+                    reasons[file.uid] = error.callbackError.map { "\($0)" } ?? FailureClassifier.summary(curlCode: error.code).map { "\($0): \(error)" } ?? "\(error)"
                 }
             }
         } catch {
             // A file vanished or became unreadable after its header was read: nothing of this batch went out.
             for file in batch {
-                outcomes[file.uid] = .permanent
+                outcomes[file.uid] = .failed(.local)
                 reasons[file.uid] = "\(error)"
             }
         }
         return batch.map { file in
-            let delivery = outcomes[file.uid] ?? .permanent
+            let delivery = outcomes[file.uid] ?? .failed(.refused)
             return InstanceOutcome(
                 instance: file, delivery: delivery, alreadyPresent: delivery == .delivered && held.contains(file.uid),
                 reason: delivery == .delivered ? nil : reasons[file.uid], transportCode: transportCode, status: status)

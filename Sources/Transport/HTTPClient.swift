@@ -2,8 +2,8 @@ internal import CCurl
 internal import CShims
 import Foundation
 
-/// A failed exchange with a peer: curl's code and words, and the URL. `isTransient` says whether
-/// waiting and retrying may help (refused, reset, timeout) or not (bad certificate, bad URL).
+/// A failed exchange with a peer: curl's code and words, and the URL. What the caller does next
+/// is `FailureClassifier`'s to say (Exchange), for every caller alike.
 public struct HTTPClientError: Error, CustomStringConvertible {
     public var code: Int
     public var message: String
@@ -11,16 +11,14 @@ public struct HTTPClientError: Error, CustomStringConvertible {
     /// The body source or sink threw: this is its error, and curl stopped.
     public var callbackError: (any Error)?
 
-    public var description: String { "\(url): \(message) (curl \(code))" }
-
-    public var isTransient: Bool {
-        switch Int32(code) {
-        // Could not resolve/connect, the answer broke off (18), timed out, sent/received nothing,
-        // reset: the peer may be back.
-        case 6, 7, 18, 28, 52, 55, 56: return callbackError == nil
-        default: return false
-        }
+    public init(code: Int, message: String, url: String, callbackError: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.url = url
+        self.callbackError = callbackError
     }
+
+    public var description: String { "\(url): \(message) (curl \(code))" }
 }
 
 /// A response: the status and the header fields; the body went to the sink.

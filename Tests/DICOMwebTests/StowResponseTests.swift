@@ -73,33 +73,4 @@ struct StowResponseTests {
         #expect(try StowResponse.parse(Array("  \n".utf8)) == StowResponse())
         #expect(throws: StowResponseError.self) { try StowResponse.parse(Array("<html>502 Bad Gateway</html>".utf8)) }
     }
-
-    @Test("HTTP statuses classify by what the sender does next", arguments: [
-        (200, DeliveryClass.delivered), (202, .delivered), (400, .permanent), (403, .permanent), (409, .permanent),
-        (413, .permanent), (415, .permanent), (408, .transient), (429, .transient), (500, .transient), (502, .transient),
-        (503, .transient), (504, .transient), (501, .permanent),
-    ])
-    func statuses(_ status: Int, _ expected: DeliveryClass) {
-        #expect(DeliveryClassifier.classify(httpStatus: status) == expected)
-    }
-
-    @Test("failure reasons classify too", arguments: [
-        (UInt16(0x0111), DeliveryClass.delivered), (0x0110, .transient), (0xA700, .transient), (0xA7FF, .transient),
-        (0xA900, .permanent), (0xC000, .permanent), (0x0122, .permanent), (0x0124, .permanent), (0x1234, .permanent),
-    ])
-    func reasons(_ reason: UInt16, _ expected: DeliveryClass) {
-        #expect(DeliveryClassifier.classify(failureReason: reason) == expected)
-    }
-
-    @Test func eachInstanceGetsItsOwnFate() {
-        let sent = ["1.2.3.1", "1.2.3.2", "1.2.3.3"]
-        let outcomes = DeliveryClassifier.outcomes(status: 202, response: Self.mixed, sent: sent)
-        #expect(outcomes["1.2.3.1"] == .delivered)
-        #expect(outcomes["1.2.3.2"] == .transient)  // out of resources: retry later
-        #expect(outcomes["1.2.3.3"] == .transient)  // not mentioned in a 2xx: not stored, retry
-        let down = DeliveryClassifier.outcomes(status: 503, response: StowResponse(), sent: sent)
-        #expect(Set(down.values) == [.transient])
-        let silentOK = DeliveryClassifier.outcomes(status: 200, response: StowResponse(), sent: sent)
-        #expect(Set(silentOK.values) == [.delivered])
-    }
 }

@@ -662,9 +662,12 @@ final class Delivery: @unchecked Sendable {
             }
             let outcomes = priority == .bulk ? ThreadPriority.idleIO(send) : send()
             let ended = Date().timeIntervalSince1970
+            // What each instance became (`FailureClassifier`): delivered; refused by the peer for
+            // good (recorded, the job goes on without it); or a failure of the exchange, which
+            // defers the job by its class.
             let acknowledged = outcomes.filter { $0.delivery == .delivered }.map(\.instance.uid)
-            let refused = outcomes.filter { $0.delivery == .permanent && $0.transportCode == nil }.map { ($0.instance.uid, $0.reason ?? "refused") }
-            let retry = outcomes.filter { $0.delivery == .transient || ($0.delivery == .permanent && $0.transportCode != nil) }
+            let refused = outcomes.filter { $0.delivery == .failed(.refused) && $0.transportCode == nil }.map { ($0.instance.uid, $0.reason ?? "refused") }
+            let retry = outcomes.filter { $0.delivery != .delivered && !($0.delivery == .failed(.refused) && $0.transportCode == nil) }
             let bytes = pending.filter { acknowledged.contains($0.sop) }.reduce(0) { $0 + $1.size }
             let outcome = retry.isEmpty ? "\(acknowledged.count) stored, \(refused.count) refused" : "failed: \(retry.first?.reason ?? "")"
             do {
@@ -695,7 +698,7 @@ final class Delivery: @unchecked Sendable {
             }
             // Why it failed decides what happens next.
             let first = retry[0]
-            let failure: FailureClass = first.transportCode.map { DeliveryFailure.classify(curlCode: $0, message: first.reason ?? "") } ?? .transient
+            let failure = first.delivery.failure ?? .transient
             let reason = first.reason ?? "not reported"
             telemetry.error(target.name, class: failure.rawValue)
             var delay = policy.delay(afterFailures: max(1, attempts), using: &generator)
@@ -704,16 +707,17 @@ final class Delivery: @unchecked Sendable {
             lock.withLock {
                 sending[job.id]?.halted = true
                 destination.lastError = reason
-                change = destination.circuit.recordFailure(now: ended, policy: policy, using: &generator)
+                // Our own side failing (a file gone, a disk) says nothing of the peer.
+                if failure != .local { change = destination.circuit.recordFailure(now: ended, policy: policy, using: &generator) }
                 if failure == .configuration {
                     destination.configurationFault = true
                     delay = policy.maximumDelay
                 }
             }
-            try? store.postpone(job: job.id, until: ended + delay, reason: (failure == .configuration ? "configuration fault: " : "") + reason)
+            try? store.postpone(job: job.id, until: ended + delay, reason: (failure == .configuration ? "configuration fault: " : failure == .local ? "local fault: " : "") + reason)
             if failure == .configuration {
                 log.error(
-                    "CONFIGURATION FAULT with the destination (certificates): not retried before \(Int(delay)) s",
+                    "CONFIGURATION FAULT with the destination (certificates, membership or agreement): not retried before \(Int(delay)) s",
                     ["job": job.id, "study": job.study, "destination": target.name, "reason": reason])
             } else {
                 log.warning("deferred: the destination is not taking instances now", ["job": job.id, "study": job.study, "destination": target.name, "retry_in": String(format: "%.0f s", delay), "reason": reason])

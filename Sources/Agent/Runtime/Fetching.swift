@@ -235,11 +235,17 @@ final class Fetching: @unchecked Sendable {
             context.log.info("\(job.kind) planned", ["job": job.id, "rule": job.rule, "fetches": queued.joined(separator: "; "), "already": here])
             nudge()
         } catch let failure as CoordinatorClient.Failure {
-            switch failure.status {
-            case 404?: postpone(job, "the coordinator does not know the study yet (its announcement is on its way)", soon: job.attempts < 30)
-            case 409?: held(job, "an IDENTITY CONFLICT about this patient is held at the coordinator for a person: \(failure.message)")
-            case 403?: postpone(job, "the coordinator refused: \(failure.message) (a configuration fault)", long: true)
-            default: postpone(job, "\(failure)")
+            // A conflict is a patient held for a person, not a failure; the rest by its class.
+            if failure.status == 409 {
+                held(job, "an IDENTITY CONFLICT about this patient is held at the coordinator for a person: \(failure.message)")
+            } else if failure.status == 404 {
+                postpone(job, "the coordinator does not know the study yet (its announcement is on its way)", soon: job.attempts < 30)
+            } else {
+                switch FailureClassifier.failure(coordinatorStatus: failure.status) {
+                case .configuration: postpone(job, "the coordinator refused: \(failure.message) (a configuration fault)", long: true)
+                case .transient, .local: postpone(job, "\(failure)")
+                case .refused: postpone(job, "\(failure) (the coordinator will not answer this; a person should look)", long: true)
+                }
             }
         } catch {
             postpone(job, "\(error)")
@@ -342,7 +348,7 @@ final class Fetching: @unchecked Sendable {
             postpone(job, "\(failure)")
             // Refused, reset, timed out: the peer or the path. A certificate fault is not the
             // peer being down (the push side keeps the same distinction).
-            return DeliveryFailure.classify(curlCode: failure.code, message: failure.message) == .transient ? .unwell("\(failure)") : .noContact
+            return FailureClassifier.failure(failure) == .transient ? .unwell("\(failure)") : .noContact
         } catch {
             // A local fault (the inbound folder full or unwritable, a broken answer's part):
             // not evidence that the peer is down.
@@ -350,7 +356,11 @@ final class Fetching: @unchecked Sendable {
             return .noContact
         }
         do {
-            if let ingest = outcome.ingest, let mismatch = ingest.log.first(where: { $0.contains("PATIENT MISMATCH") }) {
+            // An instance the patient check did not admit (`admitInstance` above): typed, never
+            // found by reading the ingest's log.
+            if let ingest = outcome.ingest, let mismatch = ingest.results.lazy.compactMap({ result -> String? in
+                if case .notAdmitted(_, let why) = result { return why } else { return nil }
+            }).first {
                 if !ingest.placed.isEmpty { try context.record(ingest.placed, job.destination) }
                 held(job, "the study from \(job.destination) is not all the patient's: \(mismatch)")
                 try? context.audit.record(AuditEntry(who: context.trust, action: "refused", nhs: expected, study: job.study, why: "\(job.purpose) (rule \(job.rule))", detail: mismatch))
@@ -379,13 +389,17 @@ final class Fetching: @unchecked Sendable {
             case 404:
                 try context.store.fail(job: job.id, reason: "\(job.destination) does not hold the study (any more)", now: Date().timeIntervalSince1970)
                 context.log.error("fetch failed: the source does not hold the study", ["job": job.id, "study": job.study, "from": job.destination])
-            case 403:
-                postpone(job, "\(job.destination) refused the retrieve: \(outcome.errorText) (an agreement or membership fault)", long: true)
-            case 500...:
-                postpone(job, "\(job.destination) answered \(outcome.status): \(outcome.errorText)")
-                return .unwell("answered \(outcome.status) to a retrieve")
             default:
-                postpone(job, "\(job.destination) answered \(outcome.status): \(outcome.errorText)")
+                switch FailureClassifier.failure(wadoStatus: outcome.status) {
+                case .configuration:
+                    postpone(job, "\(job.destination) refused the retrieve: \(outcome.errorText) (an agreement, membership or certificate fault)", long: true)
+                case .transient:
+                    postpone(job, "\(job.destination) answered \(outcome.status): \(outcome.errorText)")
+                    return .unwell("answered \(outcome.status) to a retrieve")
+                case .refused, .local:
+                    try context.store.fail(job: job.id, reason: "\(job.destination) answered \(outcome.status): \(outcome.errorText)", now: Date().timeIntervalSince1970)
+                    context.log.error("fetch failed: the source refused the retrieve", ["job": job.id, "study": job.study, "from": job.destination, "status": outcome.status])
+                }
             }
         } catch {
             postpone(job, "\(error)")

@@ -260,10 +260,17 @@ enum SendCommand {
                     case .delivered:
                         counted.stored += 1
                         if verbose { standardError.line("consort send: \(file.path) (\(file.uid)): stored") }
-                    case .transient:
+                    // As the agent classifies the same answer (`FailureClassifier`).
+                    case .failed(.transient):
                         counted.transient += 1
                         standardError.line("consort send: \(file.path) (\(file.uid)): not stored, worth retrying: \(outcome.reason ?? "not reported")")
-                    case .permanent:
+                    case .failed(.configuration):
+                        counted.transient += 1
+                        standardError.line("consort send: \(file.path) (\(file.uid)): not stored, a configuration fault (a certificate, membership or agreement; retry once it is fixed): \(outcome.reason ?? "not reported")")
+                    case .failed(.local):
+                        counted.unreadable += 1
+                        standardError.line("consort send: \(file.path) (\(file.uid)): not sent: \(outcome.reason ?? "not reported")")
+                    case .failed(.refused):
                         counted.permanent += 1
                         standardError.line("consort send: \(file.path) (\(file.uid)): refused: \(outcome.reason ?? "not reported")")
                     }
@@ -350,7 +357,12 @@ enum FetchCommand {
             standardError.line("consort fetch: \(base)/studies/\(study): HTTP \(outcome.status) \(outcome.errorText)")
             return .someFailed
         }
-        for line in ingest.log where line.hasPrefix("refused") { standardError.line("consort fetch: \(line)") }
+        for result in ingest.results {
+            switch result {
+            case .refused(let sop, _, let why), .conflict(let sop, let why), .notAdmitted(let sop, let why): standardError.line("consort fetch: refused \(sop): \(why)")
+            case .stored, .alreadyHeld: break
+            }
+        }
         let held = result.stored.filter(\.alreadyHeld).count
         standardOutput.line(
             "consort fetch: \(result.stored.count - held) instances stored in \(out)/\(study), \(held) already present, \(result.failed.count) refused")

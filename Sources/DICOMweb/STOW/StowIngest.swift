@@ -73,8 +73,32 @@ public final class StowIngest {
         let header: DataSet
     }
 
-    /// The outcome per instance, for the caller's log and audit trail.
+    /// The outcome per instance, in words, for the caller's log and audit trail.
     public private(set) var log: [String] = []
+    /// The outcome per instance, typed, for callers that act on it (a fetch holds a study with
+    /// an instance its check did not admit; `consort fetch` reports each refusal): never found
+    /// by reading `log`.
+    public private(set) var results: [InstanceResult] = []
+
+    public enum InstanceResult: Sendable, Equatable {
+        case stored(sop: String)
+        /// Held before with the same bytes: acknowledged, not stored twice.
+        case alreadyHeld(sop: String)
+        /// Refused with a STOW-RS failure reason: 0xA700 (out of resources: send it again) or
+        /// 0xC000 (cannot understand: not whole, not valid, not of the study asked for).
+        case refused(sop: String, reason: UInt16, why: String)
+        /// Held with other bytes: the held file unchanged, the newcomer kept aside for a person.
+        case conflict(sop: String, why: String)
+        /// Refused by the caller's `admitInstance` check (a fetch: it does not name the patient
+        /// it was fetched for).
+        case notAdmitted(sop: String, why: String)
+
+        public var sopInstanceUID: String {
+            switch self {
+            case .stored(let sop), .alreadyHeld(let sop), .refused(let sop, _, _), .conflict(let sop, _), .notAdmitted(let sop, _): return sop
+            }
+        }
+    }
     /// Oddities in instances that were accepted (bytes after the data set), for the log.
     public private(set) var warnings: [String] = []
     /// Every instance now held because of this request (stored now, or held before with the
@@ -199,6 +223,7 @@ public final class StowIngest {
                 unlink(item.staged)
                 failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: 0xA700))
                 log.append("refused \(item.instanceUID): cannot make it durable: \(reason)")
+                results.append(.refused(sop: item.instanceUID, reason: 0xA700, why: "cannot make it durable: \(reason)"))
             }
             ready.removeAll()
             return
@@ -232,6 +257,7 @@ public final class StowIngest {
                             sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: 0xA700,
                             reasonText: "another request is still storing it; send it again"))
                     log.append("refused \(item.instanceUID): another request was still storing it after \(Int(inFlightWait)) s")
+                    results.append(.refused(sop: item.instanceUID, reason: 0xA700, why: "another request was still storing it"))
                 }
             }
         }
@@ -286,6 +312,7 @@ public final class StowIngest {
                     sopClassUID: name.item.classUID, sopInstanceUID: name.item.instanceUID, reason: 0xA700,
                     reasonText: "its name in the store could not be made durable; send it again"))
             log.append("refused \(name.item.instanceUID): its name \(name.destination) could not be made durable: \(failure)")
+            results.append(.refused(sop: name.item.instanceUID, reason: 0xA700, why: "its name could not be made durable: \(failure)"))
         }
         // A study folder made by this request whose name may not survive goes too (empty now,
         // unless another request has just placed an instance in it: then rmdir fails and it
@@ -421,11 +448,13 @@ public final class StowIngest {
         close(part.descriptor)
         let digest = part.hasher.finalize()
         var classUID = "", instanceUID = ""
-        func refuse(_ reason: UInt16, _ why: String) {
+        func refuse(_ reason: UInt16, _ why: String, admitted: Bool = true) {
             unlink(part.path)
             failed.append(
                 StowResponse.Failed(sopClassUID: classUID, sopInstanceUID: instanceUID.isEmpty ? "unknown" : instanceUID, reason: reason, reasonText: why))
             log.append("refused \(instanceUID.isEmpty ? "a part" : instanceUID): \(why)")
+            let sop = instanceUID.isEmpty ? "unknown" : instanceUID
+            results.append(admitted ? .refused(sop: sop, reason: reason, why: why) : .notAdmitted(sop: sop, why: why))
         }
         guard part.contentTypeOK else { return refuse(0xC000, "the part is not application/dicom") }
         // The whole file's structure, not only its header: an instance cut short (inside its
@@ -450,7 +479,7 @@ public final class StowIngest {
             return refuse(0xC000, "belongs to study \(studyUID), not the study asked for (\(expectedStudy))")
         }
         guard UID.isValid(classUID) else { return refuse(0xC000, "SOP Class UID \"\(classUID)\" is not a valid UID") }
-        if let reason = admitInstance?(file.dataSet) { return refuse(0xC000, reason) }
+        if let reason = admitInstance?(file.dataSet) { return refuse(0xC000, reason, admitted: false) }
         ready.append(Ready(staged: part.path, classUID: classUID, instanceUID: instanceUID, studyUID: studyUID, size: part.size, digest: digest, header: file.dataSet))
     }
 
@@ -474,6 +503,7 @@ public final class StowIngest {
             unlink(item.staged)
             failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: reason, reasonText: why))
             log.append("refused \(item.instanceUID): \(why)")
+            results.append(.refused(sop: item.instanceUID, reason: reason, why: why))
         }
         do {
             if access(folder, F_OK) != 0 {
@@ -545,6 +575,7 @@ public final class StowIngest {
                 alreadyHeld: alreadyHeld))
         studies.insert(item.studyUID)
         log.append(note)
+        results.append(alreadyHeld ? .alreadyHeld(sop: item.instanceUID) : .stored(sop: item.instanceUID))
         placed.append(
             PlacedInstance(
                 sopInstanceUID: item.instanceUID, studyInstanceUID: item.studyUID, sopClassUID: item.classUID, path: destination,
@@ -582,6 +613,7 @@ public final class StowIngest {
         let why = "CONFLICT: \(item.instanceUID) is already held with different content (held sha256 \(heldDigest), received sha256 \(item.digest)); the held file is unchanged"
         failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: 0xC000, reasonText: why + "; a person must decide which is right"))
         log.append("refused \(why); \(placed); a person must decide which is right")
+        results.append(.conflict(sop: item.instanceUID, why: why))
         conflicts += 1
     }
 
