@@ -10,6 +10,7 @@
 #   /usr/local/lib/systemd/system/consort-*.service     the units (always replaced)
 #   /usr/local/lib/sysusers.d/consort.conf              the consort user and group
 #   /usr/local/share/doc/consort/README.md              the README
+#   /usr/local/share/doc/consort/deploy.md              Deploy/README.md: settings, operations, runbook
 #   /etc/consort/agent-<trust>.conf.example             examples (always replaced)
 #   /etc/consort/coordinator.conf.example
 #   /etc/consort/routing-rules/                         the consortium's rules (never overwritten)
@@ -87,7 +88,7 @@ if [ -z "$prefix" ] && [ "$(id -u)" -ne 0 ]; then
   fail "installing into / needs root: run it with sudo, or give --prefix DIR for a staged install"
 fi
 
-for f in systemd/consort-agent.service systemd/consort-coordinator.service systemd/consort-crl.service systemd/consort-crl.timer systemd/consort.sysusers coordinator.conf; do
+for f in README.md systemd/consort-agent.service systemd/consort-coordinator.service systemd/consort-crl.service systemd/consort-crl.timer systemd/consort.sysusers coordinator.conf; do
   [ -f "$deploy/$f" ] || fail "missing $deploy/$f (run this script from a Consort source tree)"
 done
 [ -d "$source_dir/routing-rules" ] || fail "missing $source_dir/routing-rules"
@@ -146,6 +147,7 @@ put 0644 "$deploy/systemd/consort-crl.service" "$prefix/usr/local/lib/systemd/sy
 put 0644 "$deploy/systemd/consort-crl.timer" "$prefix/usr/local/lib/systemd/system/consort-crl.timer"
 put 0644 "$deploy/systemd/consort.sysusers" "$prefix/usr/local/lib/sysusers.d/consort.conf"
 put 0644 "$source_dir/README.md" "$prefix/usr/local/share/doc/consort/README.md"
+put 0644 "$deploy/README.md" "$prefix/usr/local/share/doc/consort/deploy.md"
 
 # /etc/consort: root's, readable by all (the keys in it protect themselves with mode 0600).
 mkdir -p -- "$prefix/etc/consort"

@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Deploy/install-build-dependencies.sh dcmtk dicom3tools python3 curl orthanc orthanc-dicomweb gcc libc6-dev time strace prometheus procps util-linux systemd postgresql-15 libpq-dev
-pydicom_version=3.0.2  # the version the conformance figures in README.md were taken with
+pydicom_version=3.0.2  # the version the conformance figures in Tests/README.md were taken with
 if ! python3 -c "import pydicom, sys; sys.exit(pydicom.__version__ != '$pydicom_version')" 2>/dev/null; then
   echo "Installing pydicom $pydicom_version from PyPI" >&2
   # A Debian-managed Python refuses pip (PEP 668) unless told; a pyenv or venv Python does not.

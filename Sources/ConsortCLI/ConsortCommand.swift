@@ -63,13 +63,13 @@ public enum ConsortCommand {
             name: "rules", summary: "check, explain and replay the routing rules",
             run: RulesCommand.run, help: RulesCommand.help),
         Subcommand(
-            name: "demo", summary: "write a synthetic study, read it back, send it over DICOMweb and fetch it again",
+            name: "demo", summary: "the five trusts on this machine (coordinator, agents, an AI service): four stories, each checked; demo study: one study",
             run: DemoCommand.run, help: DemoCommand.help),
         Subcommand(
             name: "synth", summary: "write a synthetic study with chosen attributes (to test routing rules)",
             run: SynthCommand.run, help: SynthCommand.help),
         Subcommand(
-            name: "bench", summary: "measure: parsing (bench parse), rules (bench rules), transfers (bench push), routing (bench route)",
+            name: "bench", summary: "measure: parse (headers), rules, push (transfers), route (agent to agent), registry (coordinator), disk",
             run: BenchCommand.run, help: BenchCommand.help),
     ]
 

@@ -80,6 +80,7 @@ expect 644 usr/local/lib/systemd/system/consort-crl.service
 expect 644 usr/local/lib/systemd/system/consort-crl.timer
 expect 644 usr/local/lib/sysusers.d/consort.conf
 expect 644 usr/local/share/doc/consort/README.md
+expect 644 usr/local/share/doc/consort/deploy.md
 for trust in rsch asph esht qvh uhsx; do
   expect 644 "etc/consort/agent-$trust.conf.example"
 done
