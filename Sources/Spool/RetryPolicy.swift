@@ -68,3 +68,35 @@ public struct RetryPolicy: Sendable, Hashable {
         now - created > maximumAge
     }
 }
+
+/// What happens to a job after a failed attempt: when it is tried again, and whether the failure
+/// counts against the peer's circuit. The one rule for pushes and fetches alike, by the failure's
+/// class (`FailureClassifier` in Exchange decides the class).
+public struct RetryDecision: Sendable, Hashable {
+    /// Seconds until the next attempt.
+    public var delay: Double
+    /// Evidence that the peer or the path is unwell: its circuit counts it.
+    public var countsAgainstPeer: Bool
+    /// Nothing will change until a person does something (a certificate, the rules, an address):
+    /// logged at error level, and the job waits the longest delay rather than backing off.
+    public var needsPerson: Bool
+}
+
+extension RetryPolicy {
+    /// After the `failures`-th failure in a row, of class `failure`:
+    /// - transient: exponential backoff with jitter, capped at `maximumDelay`; counted against
+    ///   the peer;
+    /// - configuration: `maximumDelay` at once (a certificate or an agreement does not fix itself;
+    ///   never a tight loop); counted, so the peer's other jobs wait too;
+    /// - refused (a failure of the exchange that retrying will not fix, e.g. an unknown transport
+    ///   error): `maximumDelay`, for a person; not evidence against the peer;
+    /// - local (our own file or disk): backoff as transient, but not counted against the peer.
+    public func afterFailure(_ failure: FailureClass, failures: Int, using rng: inout some RandomNumberGenerator) -> RetryDecision {
+        switch failure {
+        case .transient: return RetryDecision(delay: delay(afterFailures: failures, using: &rng), countsAgainstPeer: true, needsPerson: false)
+        case .configuration: return RetryDecision(delay: maximumDelay, countsAgainstPeer: true, needsPerson: true)
+        case .refused: return RetryDecision(delay: maximumDelay, countsAgainstPeer: false, needsPerson: true)
+        case .local: return RetryDecision(delay: delay(afterFailures: failures, using: &rng), countsAgainstPeer: false, needsPerson: false)
+        }
+    }
+}

@@ -136,6 +136,14 @@ MUTATIONS = [
     ("a setting out of range is quietly taken", "Sources/Agent/Configuration/ConfigurationParser.swift",
      "if let range = Self.durationRanges[key], !range.contains(seconds) {", "if let range = Self.durationRanges[key], false, !range.contains(seconds) {",
      "ConfigurationParserTests"),
+    ("a certificate fault retried as fast as a peer that is down", "Sources/Spool/RetryPolicy.swift",
+     "case .configuration: return RetryDecision(delay: maximumDelay, countsAgainstPeer: true, needsPerson: true)",
+     "case .configuration: return RetryDecision(delay: delay(afterFailures: failures, using: &rng), countsAgainstPeer: true, needsPerson: true)",
+     "RetryPolicyTests"),
+    ("our own failing file opens the peer's circuit", "Sources/Spool/RetryPolicy.swift",
+     "case .local: return RetryDecision(delay: delay(afterFailures: failures, using: &rng), countsAgainstPeer: false, needsPerson: false)",
+     "case .local: return RetryDecision(delay: delay(afterFailures: failures, using: &rng), countsAgainstPeer: true, needsPerson: false)",
+     "RetryPolicyTests"),
 ]
 # Breakages that need more than one change in their file: the further changes, by name.
 ALSO = {

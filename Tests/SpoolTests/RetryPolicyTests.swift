@@ -83,4 +83,28 @@ struct RetryPolicyTests {
         let policy = RetryPolicy(maximumAge: .infinity)
         #expect(!policy.isTooOld(created: 0, now: 1e15))
     }
+
+    /// What a failed attempt leads to, by its class: the rule pushes and fetches share.
+    @Test func eachFailureClassHasItsRetry() {
+        let policy = RetryPolicy()
+        var rng = SplitMix64(seed: 7)
+        var transient: [RetryDecision] = [], local: [RetryDecision] = []
+        for failures in 1...10 {
+            transient.append(policy.afterFailure(.transient, failures: failures, using: &rng))
+            local.append(policy.afterFailure(.local, failures: failures, using: &rng))
+        }
+        let configuration = policy.afterFailure(.configuration, failures: 1, using: &rng)
+        let refused = policy.afterFailure(.refused, failures: 1, using: &rng)
+        // Transient: backoff within its ceiling, capped, against the peer.
+        for (index, decision) in transient.enumerated() {
+            #expect(decision.delay <= policy.backoffCeiling(afterFailures: index + 1) && decision.delay >= policy.backoffCeiling(afterFailures: index + 1) / 2)
+            #expect(decision.countsAgainstPeer && !decision.needsPerson)
+        }
+        #expect(transient.last!.delay <= policy.maximumDelay)
+        // Our own side: the same backoff, never against the peer.
+        #expect(local.allSatisfy { !$0.countsAgainstPeer && !$0.needsPerson && $0.delay <= policy.maximumDelay })
+        // A certificate or agreement fault: the longest wait at once (no tight loop), a person.
+        #expect(configuration == RetryDecision(delay: policy.maximumDelay, countsAgainstPeer: true, needsPerson: true))
+        #expect(refused == RetryDecision(delay: policy.maximumDelay, countsAgainstPeer: false, needsPerson: true))
+    }
 }

@@ -701,18 +701,16 @@ final class Delivery: @unchecked Sendable {
             let failure = first.delivery.failure ?? .transient
             let reason = first.reason ?? "not reported"
             telemetry.error(target.name, class: failure.rawValue)
-            var delay = policy.delay(afterFailures: max(1, attempts), using: &generator)
+            let decision = policy.afterFailure(failure, failures: max(1, attempts), using: &generator)
+            let delay = decision.delay
             attempts += 1
             var change: CircuitChange?
             lock.withLock {
                 sending[job.id]?.halted = true
                 destination.lastError = reason
                 // Our own side failing (a file gone, a disk) says nothing of the peer.
-                if failure != .local { change = destination.circuit.recordFailure(now: ended, policy: policy, using: &generator) }
-                if failure == .configuration {
-                    destination.configurationFault = true
-                    delay = policy.maximumDelay
-                }
+                if decision.countsAgainstPeer { change = destination.circuit.recordFailure(now: ended, policy: policy, using: &generator) }
+                if failure == .configuration { destination.configurationFault = true }
             }
             try? store.postpone(job: job.id, until: ended + delay, reason: (failure == .configuration ? "configuration fault: " : failure == .local ? "local fault: " : "") + reason)
             if failure == .configuration {

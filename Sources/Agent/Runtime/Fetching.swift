@@ -345,10 +345,11 @@ final class Fetching: @unchecked Sendable {
             }
             outcome = try retrieval.run(with: client)
         } catch let failure as HTTPClientError where failure.callbackError == nil {
-            postpone(job, "\(failure)")
-            // Refused, reset, timed out: the peer or the path. A certificate fault is not the
-            // peer being down (the push side keeps the same distinction).
-            return FailureClassifier.failure(failure) == .transient ? .unwell("\(failure)") : .noContact
+            // By the class of the failure, as a push decides (`RetryPolicy.afterFailure`):
+            // refused, reset, timed out count against the peer; our own side failing does not.
+            let decision = context.policy.afterFailure(FailureClassifier.failure(failure), failures: max(1, job.attempts + 1), using: &generator)
+            postpone(job, "\(failure)", after: decision.delay)
+            return decision.countsAgainstPeer ? .unwell("\(failure)") : .noContact
         } catch {
             // A local fault (the inbound folder full or unwritable, a broken answer's part):
             // not evidence that the peer is down.
