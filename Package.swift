@@ -67,6 +67,13 @@ let package = Package(
             name: "Routing",
             dependencies: ["DICOM"]
         ),
+        // The lexer of the configuration files (the agent's and the coordinator's): lines, tokens,
+        // quoting, addresses, absolute paths, "did you mean" — reported as the rules are (Routing's
+        // Diagnostic), so that the coordinator reads its file without depending on the agent.
+        .target(
+            name: "ConfigurationText",
+            dependencies: ["Routing"]
+        ),
         // HTTP/1.1 message parsing (RFC 9112) as pure state machines: the server's parser, with
         // every limit explicit. Sockets and TLS live in the transport module.
         .target(name: "HTTP"),
@@ -101,7 +108,7 @@ let package = Package(
         // (SQLite), the scheduler and senders, the receiver. The CLI only starts it.
         .target(
             name: "Agent",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit"]
+            dependencies: ["DICOM", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit"]
         ),
         // libpq (PostgreSQL's client library): the coordinator's registry on PostgreSQL.
         .systemLibrary(
@@ -124,7 +131,7 @@ let package = Package(
         // HTTPS API, NHS number resolution and identity conflicts.
         .target(
             name: "Coordinator",
-            dependencies: ["Agent", "Audit", "DICOM", "DICOMweb", "Exchange", "HTTP", "Platform", "Routing", "SQLite", "Transport", "CLibPQ"]
+            dependencies: ["ConfigurationText", "Audit", "DICOM", "DICOMweb", "Exchange", "HTTP", "Platform", "Routing", "SQLite", "Transport", "CLibPQ"]
         ),
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
