@@ -29,6 +29,12 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        // SHA-256 (OpenSSL's EVP digest, the one place it is called for hashing): of received
+        // instances as they are written, manifests, the audit chain, canonical dumps.
+        .target(
+            name: "Digest",
+            dependencies: ["COpenSSL"]
+        ),
         // The OpenSSL macros Swift cannot import, as functions (Sources/CShims/include/cshims.h).
         .target(
             name: "CShims",
@@ -81,7 +87,7 @@ let package = Package(
         // WADO-RS and QIDO-RS to come on the transport.
         .target(
             name: "DICOMweb",
-            dependencies: ["DICOM", "HTTP", "COpenSSL", "CSystem"]
+            dependencies: ["DICOM", "HTTP", "Digest", "CSystem"]
         ),
         // Sockets and TLS: the HTTPS server (a thread per connection, mutual TLS, every limit
         // explicit) and, later, the libcurl client. The only module that touches sockets.
@@ -102,7 +108,7 @@ let package = Package(
         // sender (per-instance outcomes) and the DICOMweb service over a store.
         .target(
             name: "Exchange",
-            dependencies: ["DICOM", "DICOMweb", "HTTP", "Transport", "Platform"]
+            dependencies: ["DICOM", "DICOMweb", "Digest", "HTTP", "Transport", "Platform"]
         ),
         // The agent daemon: its configuration, the archive watcher, the inventory and spool
         // (SQLite), the scheduler and senders, the receiver. The CLI only starts it.
@@ -125,7 +131,7 @@ let package = Package(
         // The append-only, hash-chained audit log the agents and the coordinator keep.
         .target(
             name: "Audit",
-            dependencies: ["DICOM", "DICOMweb"]
+            dependencies: ["DICOM", "Digest"]
         ),
         // The coordinator: the registry of who holds which patient's studies (SQLite), its
         // HTTPS API, NHS number resolution and identity conflicts.
@@ -136,7 +142,7 @@ let package = Package(
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "CSystem"]
+            dependencies: ["DICOM", "Digest", "Routing", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "CSystem"]
         ),
         .executableTarget(
             name: "consort",
