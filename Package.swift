@@ -142,7 +142,7 @@ let package = Package(
         // The `consort` command line: argument parsing, subcommands, output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "Digest", "Routing", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "CSystem"]
+            dependencies: ["DICOM", "Digest", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "CSystem"]
         ),
         .executableTarget(
             name: "consort",
