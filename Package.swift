@@ -17,7 +17,7 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
-        // OpenSSL 3: SHA-256 of values in canonical dumps (and TLS, later).
+        // OpenSSL 3: TLS (Transport), the consortium's CA (PKI) and SHA-256 (Digest).
         .systemLibrary(
             name: "COpenSSL",
             pkgConfig: "openssl",
@@ -40,9 +40,11 @@ let package = Package(
             name: "CShims",
             dependencies: ["COpenSSL", "CCurl"]
         ),
-        // GNU libc calls Swift's Glibc module leaves out (syncfs).
+        // GNU libc calls Swift's Glibc module leaves out, as C functions: syncfs, O_DIRECT,
+        // the filesystem type, arming signals, a Unix socket peer's credentials, thread priorities.
         .target(name: "CSystem"),
-        // SQLite 3: the agent's inventory and spool, in one database (WAL mode).
+        // SQLite 3: the agent's inventory and spool, in one database (WAL mode), and the
+        // coordinator's registry when it is not on PostgreSQL.
         .systemLibrary(
             name: "CSQLite",
             pkgConfig: "sqlite3",
@@ -54,8 +56,10 @@ let package = Package(
             name: "SQLite",
             dependencies: ["CSQLite"]
         ),
-        // What a daemon needs of the operating system, in Swift over Glibc: the signal watcher
-        // (armed before anything serves), a monotonic clock. No Foundation.
+        // What a daemon needs of the operating system, in Swift over Glibc (Foundation where a
+        // file needs it): the signal watcher (armed before anything serves), systemd's notify
+        // protocol and the service loop around it, a monotonic clock, the logger, thread
+        // priorities, the calendar day, the version.
         .target(
             name: "Platform",
             dependencies: ["CSystem"]
@@ -67,8 +71,9 @@ let package = Package(
             dependencies: ["CZlib"],
             exclude: ["Dictionary/generate_dictionary.py"]
         ),
-        // Routing rules: the language, its checker, the engine and the explainer. Pure Swift on
-        // Foundation (regular expressions); no I/O but reading rule files.
+        // Routing rules: the language, its checker, the engine and the explainer, and NHS
+        // identity (numbers, where each trust's headers carry them). Pure Swift on Foundation
+        // (regular expressions); no I/O but reading rule files.
         .target(
             name: "Routing",
             dependencies: ["DICOM"]
@@ -83,14 +88,15 @@ let package = Package(
         // HTTP/1.1 message parsing (RFC 9112) as pure state machines: the server's parser, with
         // every limit explicit. Sockets and TLS live in the transport module.
         .target(name: "HTTP"),
-        // DICOMweb (PS3.18): multipart/related bodies streamed to and from files; STOW-RS,
-        // WADO-RS and QIDO-RS to come on the transport.
+        // DICOMweb (PS3.18) over files: multipart/related bodies streamed to and from files, STOW-RS
+        // ingest (staged, checked, made durable, quarantined on conflict), WADO-RS and QIDO-RS over
+        // a study folder. No sockets: the transport carries the requests.
         .target(
             name: "DICOMweb",
             dependencies: ["DICOM", "HTTP", "Digest", "CSystem"]
         ),
-        // Sockets and TLS: the HTTPS server (a thread per connection, mutual TLS, every limit
-        // explicit) and, later, the libcurl client. The only module that touches sockets.
+        // Network sockets and TLS: the HTTPS server (a thread per connection, mutual TLS, every
+        // limit explicit) and the HTTPS client on libcurl (client certificates, pooled handles).
         .target(
             name: "Transport",
             dependencies: ["HTTP", "COpenSSL", "CCurl", "CShims"]
@@ -104,14 +110,16 @@ let package = Package(
             name: "ArchiveWatch",
             dependencies: ["Platform"]
         ),
-        // The DICOMweb exchange both `consort send`/`receive` and the agent use: the STOW-RS
-        // sender (per-instance outcomes) and the DICOMweb service over a store.
+        // The DICOMweb exchange both the commands (`send`, `receive`, `fetch`) and the daemons use:
+        // the STOW-RS sender (per-instance outcomes), the DICOMweb service over a store, WADO-RS
+        // retrieval, study manifests and the coordinator's client.
         .target(
             name: "Exchange",
             dependencies: ["DICOM", "DICOMweb", "Digest", "HTTP", "Transport", "Platform"]
         ),
-        // The agent daemon: its configuration, the archive watcher, the inventory and spool
-        // (SQLite), the scheduler and senders, the receiver. The CLI only starts it.
+        // The agent daemon: its configuration, ingest and routing of what the archive watcher
+        // sees, the inventory and spool (SQLite), delivery and prefetch, the receiver, the admin
+        // socket and metrics. The CLI only starts it (and reads its store for `queue`/`status`).
         .target(
             name: "Agent",
             dependencies: ["DICOM", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit"]
@@ -133,8 +141,8 @@ let package = Package(
             name: "Audit",
             dependencies: ["DICOM", "Digest"]
         ),
-        // The coordinator: the registry of who holds which patient's studies (SQLite), its
-        // HTTPS API, NHS number resolution and identity conflicts.
+        // The coordinator: the registry of who holds which patient's studies (SQLite or
+        // PostgreSQL), its HTTPS API, NHS number resolution and identity conflicts.
         .target(
             name: "Coordinator",
             dependencies: ["ConfigurationText", "Audit", "DICOM", "DICOMweb", "Exchange", "HTTP", "Platform", "Routing", "SQLite", "Transport", "CLibPQ"]
