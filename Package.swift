@@ -147,10 +147,24 @@ let package = Package(
             name: "Coordinator",
             dependencies: ["ConfigurationText", "Audit", "DICOM", "DICOMweb", "Exchange", "HTTP", "Platform", "Routing", "SQLite", "Transport", "CLibPQ"]
         ),
-        // The `consort` command line: argument parsing, subcommands, output formats.
+        // What every `consort` subcommand needs, whichever module implements it: strict argument
+        // reading, exit codes and usage errors, buffered stdout and stderr, walking file arguments.
+        .target(
+            name: "CommandSupport",
+            dependencies: ["Platform"]
+        ),
+        // Benchmarks (`consort bench`), the demos (`consort demo`, `consort synth`) and what they
+        // alone use: synthetic studies, child processes, loopback ports, the disk probe. Kept out
+        // of the daemons' modules; the CLI holds only their entries in its command table.
+        .target(
+            name: "Workbench",
+            dependencies: ["CommandSupport", "DICOM", "DICOMweb", "Exchange", "PKI", "Platform", "Routing", "Transport", "CSystem"]
+        ),
+        // The `consort` command line: the subcommands (starting the daemons, operating them,
+        // transfers, rules, PKI, audit) and their output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "Digest", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "CSystem"]
+            dependencies: ["CommandSupport", "DICOM", "Digest", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "Workbench"]
         ),
         .executableTarget(
             name: "consort",
@@ -213,7 +227,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConsortCLITests",
-            dependencies: ["ConsortCLI", "DICOM", "Platform", "TestSupport"],
+            dependencies: ["ConsortCLI", "Workbench", "DICOM", "Platform", "TestSupport"],
             exclude: ["Conformance", "Interop"]
         ),
     ]
