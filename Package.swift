@@ -17,7 +17,7 @@ let package = Package(
             pkgConfig: "zlib",
             providers: [.apt(["zlib1g-dev"])]
         ),
-        // OpenSSL 3: SHA-256 of values in canonical dumps (and TLS, later).
+        // OpenSSL 3: TLS (Transport), the consortium's CA (PKI) and SHA-256 (Digest).
         .systemLibrary(
             name: "COpenSSL",
             pkgConfig: "openssl",
@@ -29,14 +29,22 @@ let package = Package(
             pkgConfig: "libcurl",
             providers: [.apt(["libcurl4-openssl-dev"])]
         ),
+        // SHA-256 (OpenSSL's EVP digest, the one place it is called for hashing): of received
+        // instances as they are written, manifests, the audit chain, canonical dumps.
+        .target(
+            name: "Digest",
+            dependencies: ["COpenSSL"]
+        ),
         // The OpenSSL macros Swift cannot import, as functions (Sources/CShims/include/cshims.h).
         .target(
             name: "CShims",
             dependencies: ["COpenSSL", "CCurl"]
         ),
-        // GNU libc calls Swift's Glibc module leaves out (syncfs).
+        // GNU libc calls Swift's Glibc module leaves out, as C functions: syncfs, O_DIRECT,
+        // the filesystem type, arming signals, a Unix socket peer's credentials, thread priorities.
         .target(name: "CSystem"),
-        // SQLite 3: the agent's inventory and spool, in one database (WAL mode).
+        // SQLite 3: the agent's inventory and spool, in one database (WAL mode), and the
+        // coordinator's registry when it is not on PostgreSQL.
         .systemLibrary(
             name: "CSQLite",
             pkgConfig: "sqlite3",
@@ -48,8 +56,10 @@ let package = Package(
             name: "SQLite",
             dependencies: ["CSQLite"]
         ),
-        // What a daemon needs of the operating system, in Swift over Glibc: the signal watcher
-        // (armed before anything serves), a monotonic clock. No Foundation.
+        // What a daemon needs of the operating system, in Swift over Glibc (Foundation where a
+        // file needs it): the signal watcher (armed before anything serves), systemd's notify
+        // protocol and the service loop around it, a monotonic clock, the logger, thread
+        // priorities, the calendar day, the version.
         .target(
             name: "Platform",
             dependencies: ["CSystem"]
@@ -61,23 +71,32 @@ let package = Package(
             dependencies: ["CZlib"],
             exclude: ["Dictionary/generate_dictionary.py"]
         ),
-        // Routing rules: the language, its checker, the engine and the explainer. Pure Swift on
-        // Foundation (regular expressions); no I/O but reading rule files.
+        // Routing rules: the language, its checker, the engine and the explainer, and NHS
+        // identity (numbers, where each trust's headers carry them). Pure Swift on Foundation
+        // (regular expressions); no I/O but reading rule files.
         .target(
             name: "Routing",
             dependencies: ["DICOM"]
         ),
+        // The lexer of the configuration files (the agent's and the coordinator's): lines, tokens,
+        // quoting, addresses, absolute paths, "did you mean" — reported as the rules are (Routing's
+        // Diagnostic), so that the coordinator reads its file without depending on the agent.
+        .target(
+            name: "ConfigurationText",
+            dependencies: ["Routing"]
+        ),
         // HTTP/1.1 message parsing (RFC 9112) as pure state machines: the server's parser, with
         // every limit explicit. Sockets and TLS live in the transport module.
         .target(name: "HTTP"),
-        // DICOMweb (PS3.18): multipart/related bodies streamed to and from files; STOW-RS,
-        // WADO-RS and QIDO-RS to come on the transport.
+        // DICOMweb (PS3.18) over files: multipart/related bodies streamed to and from files, STOW-RS
+        // ingest (staged, checked, made durable, quarantined on conflict), WADO-RS and QIDO-RS over
+        // a study folder. No sockets: the transport carries the requests.
         .target(
             name: "DICOMweb",
-            dependencies: ["DICOM", "HTTP", "COpenSSL", "CSystem"]
+            dependencies: ["DICOM", "HTTP", "Digest", "CSystem"]
         ),
-        // Sockets and TLS: the HTTPS server (a thread per connection, mutual TLS, every limit
-        // explicit) and, later, the libcurl client. The only module that touches sockets.
+        // Network sockets and TLS: the HTTPS server (a thread per connection, mutual TLS, every
+        // limit explicit) and the HTTPS client on libcurl (client certificates, pooled handles).
         .target(
             name: "Transport",
             dependencies: ["HTTP", "COpenSSL", "CCurl", "CShims"]
@@ -91,17 +110,19 @@ let package = Package(
             name: "ArchiveWatch",
             dependencies: ["Platform"]
         ),
-        // The DICOMweb exchange both `consort send`/`receive` and the agent use: the STOW-RS
-        // sender (per-instance outcomes) and the DICOMweb service over a store.
+        // The DICOMweb exchange both the commands (`send`, `receive`, `fetch`) and the daemons use:
+        // the STOW-RS sender (per-instance outcomes), the DICOMweb service over a store, WADO-RS
+        // retrieval, study manifests and the coordinator's client.
         .target(
             name: "Exchange",
-            dependencies: ["DICOM", "DICOMweb", "HTTP", "Transport", "Platform", "Spool"]
+            dependencies: ["DICOM", "DICOMweb", "Digest", "HTTP", "Transport", "Platform", "Spool"]
         ),
-        // The agent daemon: its configuration, the archive watcher, the inventory and spool
-        // (SQLite), the scheduler and senders, the receiver. The CLI only starts it.
+        // The agent daemon: its configuration, ingest and routing of what the archive watcher
+        // sees, the inventory and spool (SQLite), delivery and prefetch, the receiver, the admin
+        // socket and metrics. The CLI only starts it (and reads its store for `queue`/`status`).
         .target(
             name: "Agent",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit"]
+            dependencies: ["DICOM", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit"]
         ),
         // libpq (PostgreSQL's client library): the coordinator's registry on PostgreSQL.
         .systemLibrary(
@@ -118,18 +139,32 @@ let package = Package(
         // The append-only, hash-chained audit log the agents and the coordinator keep.
         .target(
             name: "Audit",
-            dependencies: ["DICOM", "DICOMweb"]
+            dependencies: ["DICOM", "Digest"]
         ),
-        // The coordinator: the registry of who holds which patient's studies (SQLite), its
-        // HTTPS API, NHS number resolution and identity conflicts.
+        // The coordinator: the registry of who holds which patient's studies (SQLite or
+        // PostgreSQL), its HTTPS API, NHS number resolution and identity conflicts.
         .target(
             name: "Coordinator",
-            dependencies: ["Agent", "Audit", "DICOM", "DICOMweb", "Exchange", "HTTP", "Platform", "Routing", "SQLite", "Transport", "CLibPQ"]
+            dependencies: ["ConfigurationText", "Audit", "DICOM", "DICOMweb", "Exchange", "HTTP", "Platform", "Routing", "SQLite", "Transport", "CLibPQ"]
         ),
-        // The `consort` command line: argument parsing, subcommands, output formats.
+        // What every `consort` subcommand needs, whichever module implements it: strict argument
+        // reading, exit codes and usage errors, buffered stdout and stderr, walking file arguments.
+        .target(
+            name: "CommandSupport",
+            dependencies: ["Platform"]
+        ),
+        // Benchmarks (`consort bench`), the demos (`consort demo`, `consort synth`) and what they
+        // alone use: synthetic studies, child processes, loopback ports, the disk probe. Kept out
+        // of the daemons' modules; the CLI holds only their entries in its command table.
+        .target(
+            name: "Workbench",
+            dependencies: ["CommandSupport", "DICOM", "DICOMweb", "Exchange", "PKI", "Platform", "Routing", "Transport", "CSystem"]
+        ),
+        // The `consort` command line: the subcommands (starting the daemons, operating them,
+        // transfers, rules, PKI, audit) and their output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["DICOM", "Routing", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "CSystem"]
+            dependencies: ["CommandSupport", "DICOM", "Digest", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "Workbench"]
         ),
         .executableTarget(
             name: "consort",
@@ -196,7 +231,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConsortCLITests",
-            dependencies: ["ConsortCLI", "DICOM", "Platform", "TestSupport"],
+            dependencies: ["ConsortCLI", "Workbench", "DICOM", "Platform", "TestSupport"],
             exclude: ["Conformance", "Interop"]
         ),
     ]

@@ -1,5 +1,5 @@
 import DICOM
-import DICOMweb
+import Digest
 import Foundation
 
 #if canImport(Glibc)

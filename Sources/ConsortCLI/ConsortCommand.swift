@@ -1,5 +1,7 @@
+import CommandSupport
 import Platform
 import Transport
+import Workbench
 
 #if canImport(Glibc)
     import Glibc
@@ -64,13 +66,14 @@ public enum ConsortCommand {
             run: RulesCommand.run, help: RulesCommand.help),
         Subcommand(
             name: "demo", summary: "the five trusts on this machine (coordinator, agents, an AI service): four stories, each checked; demo study: one study",
-            run: DemoCommand.run, help: DemoCommand.help),
+            run: { try DemoCommand.run($0, dump: { HumanDump.write($0, name: $1, width: 64, warnings: true) }) }, help: DemoCommand.help),
         Subcommand(
             name: "synth", summary: "write a synthetic study with chosen attributes (to test routing rules)",
             run: SynthCommand.run, help: SynthCommand.help),
         Subcommand(
             name: "bench", summary: "measure: parse (headers), rules, push (transfers), route (agent to agent), registry (coordinator), disk",
-            run: BenchCommand.run, help: BenchCommand.help),
+            run: { try BenchCommand.run($0, loadRules: { RulesCommand.load($0 ?? RulesCommand.defaultRulesFolder(), quietWarnings: true) }) },
+            help: BenchCommand.help),
     ]
 
     static var help: String {
@@ -146,11 +149,5 @@ public enum ConsortCommand {
             standardError.line("consort \(first): \(error)")
             return .someFailed
         }
-    }
-}
-
-extension String {
-    func padding(to width: Int) -> String {
-        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
     }
 }

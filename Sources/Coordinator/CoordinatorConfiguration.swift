@@ -1,4 +1,4 @@
-import Agent
+import ConfigurationText
 import Foundation
 import Routing
 
@@ -46,21 +46,14 @@ public struct CoordinatorConfiguration: Sendable {
 }
 
 public enum CoordinatorConfigurationParser {
-    public struct Outcome: Sendable {
-        public var configuration: CoordinatorConfiguration?
-        public var diagnostics: [Diagnostic]
-        public var source: String
-        public var errors: [Diagnostic] { diagnostics.filter { $0.severity == .error } }
-        public func report() -> String { diagnostics.map { $0.rendered(source: source) }.joined(separator: "\n") }
-    }
+    /// nil configuration when there were errors.
+    public typealias Outcome = ConfigurationOutcome<CoordinatorConfiguration>
 
     static let settings = ["listen", "certificate", "key", "ca", "crl", "registry", "rules", "nhs-number", "audit", "metrics"]
     static let required = ["listen", "certificate", "key", "ca", "registry", "rules"]
 
     public static func parse(file: String) -> Outcome {
-        guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
-            return Outcome(configuration: nil, diagnostics: [Diagnostic(.error, SourceLocation(file: file, line: 1, column: 1), "cannot read the configuration file")], source: "")
-        }
+        guard let text = ConfigurationLexer.read(file: file) else { return .unreadable(file: file) }
         return parse(text, file: file)
     }
 
@@ -69,12 +62,12 @@ public enum CoordinatorConfigurationParser {
         var diagnostics: [Diagnostic] = []
         func error(_ location: SourceLocation, _ message: String, hint: String? = nil) { diagnostics.append(Diagnostic(.error, location, message, hint: hint)) }
         var seen: [String: SourceLocation] = [:]
-        for line in ConfigurationParser.lines(text, file: file) {
+        for line in ConfigurationLexer.lines(text, file: file) {
             guard let word = line.first else { continue }
             let key = word.text
             let values = Array(line.dropFirst())
             guard !word.quoted, settings.contains(key) else {
-                error(word.location, "unknown setting \"\(key)\"", hint: ConfigurationParser.closest(key, among: settings).map { "did you mean \"\($0)\"?" })
+                error(word.location, "unknown setting \"\(key)\"", hint: ConfigurationLexer.closest(key, among: settings).map { "did you mean \"\($0)\"?" })
                 continue
             }
             if key != "nhs-number", let first = seen[key] {
@@ -92,7 +85,7 @@ public enum CoordinatorConfigurationParser {
             switch key {
             case "listen", "metrics":
                 guard let value = one("ADDRESS:PORT") else { continue }
-                guard let address = ConfigurationParser.address(value) else {
+                guard let address = ConfigurationLexer.address(value) else {
                     error(values[0].location, "\"\(key)\" takes ADDRESS:PORT, e.g. \(key == "listen" ? "0.0.0.0:8444" : "127.0.0.1:9465")")
                     continue
                 }
@@ -103,7 +96,7 @@ public enum CoordinatorConfigurationParser {
                 }
             case "certificate", "key", "ca", "crl", "rules", "audit":
                 guard let text = one("a path") else { continue }
-                guard let value = ConfigurationParser.absolutePath(text) else {
+                guard let value = ConfigurationLexer.absolutePath(text) else {
                     error(values[0].location, "\"\(key)\" needs an absolute path", hint: "a service does not know which folder it was started from")
                     continue
                 }

@@ -1,5 +1,6 @@
 import DICOM
 import DICOMweb
+import Digest
 import Foundation
 import Platform
 import Transport

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-@testable import ConsortCLI
+@testable import Workbench
 
 /// The benchmarks' children are waited for with a deadline: one that hangs is killed and
 /// reported, so a lost exit fails a benchmark rather than hanging it and the suite.

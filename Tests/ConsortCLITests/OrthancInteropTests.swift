@@ -1,6 +1,7 @@
 import Foundation
 import Platform
 import TestSupport
+import Workbench
 import Testing
 
 /// Against a real Orthanc with its DICOMweb plugin (Debian's orthanc, orthanc-dicomweb), started

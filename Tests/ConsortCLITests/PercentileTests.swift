@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-@testable import ConsortCLI
+@testable import Workbench
 
 /// Every benchmark prints percentiles by one definition (nearest rank), so that a p99 in one
 /// table means what it means in the next.

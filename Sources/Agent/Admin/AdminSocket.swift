@@ -1,4 +1,4 @@
-import CSystem
+internal import CSystem
 import DICOM
 import Foundation
 import Platform

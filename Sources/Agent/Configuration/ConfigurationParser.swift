@@ -1,3 +1,4 @@
+import ConfigurationText
 import Foundation
 import Routing
 
@@ -6,24 +7,10 @@ import Routing
 /// problem is a `Diagnostic` with file:line:column; an unknown word is an error (with the closest
 /// known word as a hint), never ignored.
 public enum ConfigurationParser {
-    public struct Outcome: Sendable {
-        /// nil when there were errors.
-        public var configuration: AgentConfiguration?
-        public var diagnostics: [Diagnostic]
-        public var source: String
-
-        public var errors: [Diagnostic] { diagnostics.filter { $0.severity == .error } }
-        public func report() -> String { diagnostics.map { $0.rendered(source: source) }.joined(separator: "\n") }
-    }
-
-    /// A word of a configuration line (shared with the coordinator's configuration).
-    public struct Token: Sendable {
-        public let text: String
-        public let quoted: Bool
-        public let location: SourceLocation
-        public var isOpen: Bool { !quoted && text == "{" }
-        public var isClose: Bool { !quoted && text == "}" }
-    }
+    /// nil configuration when there were errors.
+    public typealias Outcome = ConfigurationOutcome<AgentConfiguration>
+    /// A word of a configuration line (the lexer is shared with the coordinator's configuration).
+    public typealias Token = ConfigurationLexer.Token
 
     static let settings = [
         "trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "crl", "rules", "peer", "local",
@@ -33,10 +20,7 @@ public enum ConfigurationParser {
     static let required = ["trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "rules"]
 
     public static func parse(file: String) -> Outcome {
-        guard let data = FileManager.default.contents(atPath: file), let text = String(data: data, encoding: .utf8) else {
-            let location = SourceLocation(file: file, line: 1, column: 1)
-            return Outcome(configuration: nil, diagnostics: [Diagnostic(.error, location, "cannot read the configuration file")], source: "")
-        }
+        guard let text = ConfigurationLexer.read(file: file) else { return .unreadable(file: file) }
         return parse(text, file: file)
     }
 
@@ -47,7 +31,7 @@ public enum ConfigurationParser {
             diagnostics.append(Diagnostic(.error, location, message, hint: hint))
         }
         var seen: [String: SourceLocation] = [:]
-        for line in lines(text, file: file) {
+        for line in ConfigurationLexer.lines(text, file: file) {
             guard let word = line.first else { continue }
             let arguments = Array(line.dropFirst())
             let key = word.text
@@ -101,7 +85,7 @@ public enum ConfigurationParser {
                 configuration.trust = value.text
             case "state", "inbound", "certificate", "key", "ca", "crl", "rules", "lists":
                 guard noOptions(), let value = one("a path") else { continue }
-                guard let path = absolutePath(value.text) else {
+                guard let path = ConfigurationLexer.absolutePath(value.text) else {
                     error(value.location, "\"\(key)\" needs an absolute path", hint: "a service does not know which folder it was started from")
                     continue
                 }
@@ -138,7 +122,7 @@ public enum ConfigurationParser {
                 // metrics is plain HTTP: keep it on loopback (as the examples do) or a monitoring
                 // network; it carries counts, never patient data.
                 guard noOptions(), let value = one("ADDRESS:PORT") else { continue }
-                guard let address = address(value.text) else {
+                guard let address = ConfigurationLexer.address(value.text) else {
                     error(value.location, "\"\(key)\" takes ADDRESS:PORT, e.g. \(key == "listen" ? "0.0.0.0:8443" : "127.0.0.1:9464")")
                     continue
                 }
@@ -278,85 +262,9 @@ public enum ConfigurationParser {
         return seconds == seconds.rounded() ? "\(Int(seconds)) s" : "\(seconds) s"
     }
 
-    /// `HOST:PORT` (the host may be empty for "every address"), or nil.
-    public static func address(_ text: String) -> (host: String, port: UInt16)? {
-        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else { return nil }
-        return (String(text[..<colon]), port)
-    }
-
-    /// An absolute path without a trailing slash, or nil (a service does not know which folder
-    /// it was started from, so a relative path means nothing to it).
-    public static func absolutePath(_ text: String) -> String? {
-        guard text.hasPrefix("/") else { return nil }
-        return text.count > 1 && text.hasSuffix("/") ? String(text.dropLast()) : text
-    }
-
     static func trimmedURL(_ url: String) -> String { url.hasSuffix("/") ? String(url.dropLast()) : url }
 
-    static func closest(_ word: String) -> String? { closest(word, among: settings) }
-
-    /// The known word nearest to a misspelt one, if any is near enough to suggest.
-    public static func closest(_ word: String, among settings: [String]) -> String? {
-        let lowered = word.lowercased()
-        var best: (String, Int)?
-        for candidate in settings {
-            let distance = editDistance(Array(lowered), Array(candidate))
-            if distance <= max(2, candidate.count / 3), distance < (best?.1 ?? .max) { best = (candidate, distance) }
-        }
-        return best?.0
-    }
-
-    static func editDistance(_ a: [Character], _ b: [Character]) -> Int {
-        var previous = Array(0...b.count)
-        for (i, x) in a.enumerated() {
-            var current = [i + 1]
-            for (j, y) in b.enumerated() {
-                current.append(min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1)))
-            }
-            previous = current
-        }
-        return previous[b.count]
-    }
-
-    /// The file's tokens, line by line (blank and comment-only lines left out). A quoted string
-    /// may hold spaces and `#`; `\"` and `\\` are its escapes.
-    public static func lines(_ text: String, file: String) -> [[Token]] {
-        var out: [[Token]] = []
-        for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let chars = Array(line)
-            var tokens: [Token] = []
-            var i = 0
-            while i < chars.count {
-                let c = chars[i]
-                if c == " " || c == "\t" || c == "\r" { i += 1; continue }
-                if c == "#" { break }
-                let location = SourceLocation(file: file, line: number + 1, column: i + 1)
-                if c == "\"" {
-                    var value = ""
-                    var j = i + 1
-                    while j < chars.count, chars[j] != "\"" {
-                        if chars[j] == "\\", j + 1 < chars.count { j += 1 }
-                        value.append(chars[j])
-                        j += 1
-                    }
-                    tokens.append(Token(text: value, quoted: true, location: SourceLocation(file: file, line: number + 1, column: i + 1, length: j - i + 1)))
-                    i = j + 1
-                    continue
-                }
-                if c == "{" || c == "}" {
-                    tokens.append(Token(text: String(c), quoted: false, location: location))
-                    i += 1
-                    continue
-                }
-                var j = i
-                while j < chars.count, !" \t\r{}\"#".contains(chars[j]) { j += 1 }
-                tokens.append(Token(text: String(chars[i..<j]), quoted: false, location: SourceLocation(file: file, line: number + 1, column: i + 1, length: j - i)))
-                i = j
-            }
-            if !tokens.isEmpty { out.append(tokens) }
-        }
-        return out
-    }
+    static func closest(_ word: String) -> String? { ConfigurationLexer.closest(word, among: settings) }
 }
 
 /// Numbers with units, as the configuration writes them: `10 s`, `2 min`, `3 d`, `200 MB/s`,

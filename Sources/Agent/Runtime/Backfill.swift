@@ -1,3 +1,4 @@
+import ConfigurationText
 import Foundation
 
 /// `consort backfill`: the rules applied to the archive's history on purpose (a first start
@@ -111,7 +112,7 @@ public enum Backfill {
         return names.filter { candidate in
             let lowered = candidate.lowercased()
             if lowered.contains(wanted) || wanted.contains(lowered) { return true }
-            let distance = ConfigurationParser.editDistance(Array(wanted), Array(lowered))
+            let distance = ConfigurationLexer.editDistance(Array(wanted), Array(lowered))
             return distance <= max(2, lowered.count / 4)
         }
     }

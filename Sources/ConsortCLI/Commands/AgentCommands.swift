@@ -1,3 +1,4 @@
+import CommandSupport
 import Agent
 import DICOM
 import Foundation
@@ -58,32 +59,20 @@ enum AgentCommand {
         let signals = try SignalWatcher.arm()
         let arguments = try Arguments(args, command: "agent", flags: [], options: ["--config"])
         let file = arguments.option("--config") ?? "/etc/consort/agent.conf"
-        let parsed = ConfigurationParser.parse(file: file)
-        guard let configuration = parsed.configuration else {
-            standardError.line(parsed.report())
-            standardError.line("consort agent: \(file) has errors; not started")
-            return .someFailed
-        }
-        let log = Logger("agent")
-        let daemon: AgentDaemon
-        do {
-            daemon = try AgentDaemon(configuration: configuration, log: log)
+        return DaemonCommand.run(
+            "agent", file: file, signals: signals, parsed: ConfigurationParser.parse(file: file), listenHost: \.listenHost,
+            ready: { "consort agent: \($0.trust) ready" }
+        ) { configuration, log in
+            let daemon = try AgentDaemon(configuration: configuration, log: log)
             try daemon.start()
-        } catch {
-            log.error("cannot start", ["config": file, "error": "\(error)"])
-            return .someFailed
+            return DaemonCommand.Running(
+                port: daemon.port, summary: { daemon.summary() }, hungLoops: { daemon.hungLoops(longerThan: $0) },
+                reload: {
+                    log.info("SIGHUP: reloading the rules, the peers and the TLS material")
+                    daemon.reload()
+                },
+                stop: { daemon.stop(deadline: 10) })
         }
-        standardOutput.line("consort agent: \(configuration.trust) ready, listening on \(configuration.listenHost):\(daemon.port)")
-        standardOutput.flush()
-        let stop = ServiceLoop.run(
-            signals: signals, log: log, summary: { daemon.summary() }, hungLoops: { daemon.hungLoops(longerThan: $0) },
-            reload: {
-                log.info("SIGHUP: reloading the rules, the peers and the TLS material")
-                daemon.reload()
-            })
-        log.info("\(stop == SIGINT ? "SIGINT" : "SIGTERM"): stopping")
-        daemon.stop(deadline: 10)
-        return .success
     }
 }
 

@@ -1,3 +1,4 @@
+import CommandSupport
 import Agent
 import Audit
 import Coordinator
@@ -37,33 +38,20 @@ enum CoordinatorCommand {
         let arguments = try Arguments(args, command: "coordinator", flags: [], options: ["--config"])
         if let stray = arguments.positional.first { throw UsageError(message: "unknown coordinator command \"\(stray)\" (conflicts)", command: "coordinator") }
         let file = arguments.option("--config") ?? "/etc/consort/coordinator.conf"
-        let parsed = CoordinatorConfigurationParser.parse(file: file)
-        guard let configuration = parsed.configuration else {
-            standardError.line(parsed.report())
-            standardError.line("consort coordinator: \(file) has errors; not started")
-            return .someFailed
-        }
-        let log = Logger("coordinator")
-        let daemon: CoordinatorDaemon
-        do {
+        return DaemonCommand.run(
+            "coordinator", file: file, signals: signals, parsed: CoordinatorConfigurationParser.parse(file: file), listenHost: \.listenHost,
+            ready: { _ in "consort coordinator: ready" }
+        ) { configuration, log in
             // A start that is working for long (an earlier registry moved to the current
             // layout: minutes at millions of studies) asks systemd for more time as it goes;
             // TimeoutStartSec would otherwise kill it, and the next start begin again.
             let notifier = ServiceNotifier(environment: ProcessInfo.processInfo.environment)
-            daemon = try CoordinatorDaemon(configuration: configuration, log: log) { doing in
+            let daemon = try CoordinatorDaemon(configuration: configuration, log: log) { doing in
                 notifier.send("EXTEND_TIMEOUT_USEC=60000000", "STATUS=" + doing)
             }
             try daemon.start()
-        } catch {
-            log.error("cannot start", ["config": file, "error": "\(error)"])
-            return .someFailed
+            return DaemonCommand.Running(port: daemon.port, summary: { daemon.summary() }, reload: { daemon.reload() }, stop: { daemon.stop() })
         }
-        standardOutput.line("consort coordinator: ready, listening on \(configuration.listenHost):\(daemon.port)")
-        standardOutput.flush()
-        let stop = ServiceLoop.run(signals: signals, log: log, summary: { daemon.summary() }, reload: { daemon.reload() })
-        log.info("\(stop == SIGINT ? "SIGINT" : "SIGTERM"): stopping")
-        daemon.stop()
-        return .success
     }
 
     static func conflicts(_ args: [String]) throws -> ExitCode {

@@ -1,3 +1,4 @@
+import CommandSupport
 import DICOM
 
 /// `consort dump FILE|DIR...`: headers in the spirit of DCMTK's dcmdump, or canonical JSON lines.

@@ -1,3 +1,4 @@
+import CommandSupport
 import Agent
 import DICOM
 import Foundation

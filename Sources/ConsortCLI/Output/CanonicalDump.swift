@@ -1,5 +1,5 @@
 import DICOM
-import DICOMweb
+import Digest
 import Foundation
 
 /// The canonical JSON-lines form of a file's header (version 1), shared with the pydicom-based

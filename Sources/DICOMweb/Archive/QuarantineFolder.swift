@@ -1,4 +1,5 @@
 import DICOM
+import Digest
 import Foundation
 
 /// The instances a receiver kept aside because one with the same SOP Instance UID and other bytes

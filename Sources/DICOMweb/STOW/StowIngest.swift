@@ -1,4 +1,5 @@
 import DICOM
+import Digest
 import HTTP
 import Foundation
 internal import CSystem

@@ -1,4 +1,5 @@
 internal import CSystem
+import CommandSupport
 import DICOM
 import Foundation
 import Platform

@@ -1,12 +1,11 @@
 import Foundation
-import Platform
 
 /// The main loop of a daemon (`consort agent`, `consort coordinator`) under systemd
 /// (Type=notify): READY=1 with a status line, the status kept current, WATCHDOG=1 at half of
 /// $WATCHDOG_USEC only while the daemon's own loops run, RELOADING=1 / READY=1 around SIGHUP,
 /// STOPPING=1 when a stop is asked for. Returns the signal that asked.
-enum ServiceLoop {
-    static func run(
+public enum ServiceLoop {
+    public static func run(
         signals: SignalWatcher, log: Logger, summary: () -> String, hungLoops: (Double) -> [String] = { _ in [] }, reload: () -> Void
     ) -> Int32 {
         let notifier = ServiceNotifier(environment: ProcessInfo.processInfo.environment)

@@ -1,11 +1,12 @@
+import CommandSupport
 import DICOM
 import Foundation
 import Routing
 
 /// `consort synth`: writes a synthetic study with the attributes routing rules look at, for
 /// testing a rule set by dropping it into a watched folder (and for the tests and benchmarks).
-enum SynthCommand {
-    static let help = """
+public enum SynthCommand {
+    public static let help = """
         Usage: consort synth --out DIR [--instances N] [--size ROWSxCOLUMNS] [--seed N]
                              [--modality M] [--description TEXT] [--body-part B] [--trust CODE]
                              [--nhs NUMBER] [--patient-id ID] [--date YYYYMMDD] [--sex M|F|O]
@@ -20,7 +21,7 @@ enum SynthCommand {
         tests can write an invalid one (it says so). Prints the Study Instance UID.
         """
 
-    static func run(_ args: [String]) throws -> ExitCode {
+    public static func run(_ args: [String]) throws -> ExitCode {
         let arguments = try Arguments(
             args, command: "synth", flags: [], options: ["--out", "--instances", "--size", "--seed", "--modality", "--description", "--body-part", "--trust", "--nhs", "--patient-id", "--date", "--sex", "--birth-date"])
         guard let out = arguments.option("--out") else { throw UsageError(message: "give --out DIR", command: "synth") }

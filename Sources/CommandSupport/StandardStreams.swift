@@ -4,30 +4,30 @@
 
 /// Buffered writing to stdout and stderr without Foundation's overhead: dump output can be
 /// hundreds of MB, written in large blocks. Thread-safe (a mutex around the buffer).
-final class ConsoleOutput: @unchecked Sendable {
+public final class ConsoleOutput: @unchecked Sendable {
     private let lock = PthreadMutex()
     private let descriptor: Int32
     private var buffer: [UInt8] = []
-    private(set) var failed = false
+    public private(set) var failed = false
 
-    static let standardOutput = ConsoleOutput(descriptor: 1)
-    static let standardError = ConsoleOutput(descriptor: 2)
+    public static let standardOutput = ConsoleOutput(descriptor: 1)
+    public static let standardError = ConsoleOutput(descriptor: 2)
 
     init(descriptor: Int32) {
         self.descriptor = descriptor
         buffer.reserveCapacity(1 << 16)
     }
 
-    func write(_ text: String) {
+    public func write(_ text: String) {
         lock.locked {
             buffer.append(contentsOf: text.utf8)
             if buffer.count >= 1 << 16 { flushLocked() }
         }
     }
 
-    func line(_ text: String) { write(text + "\n") }
+    public func line(_ text: String) { write(text + "\n") }
 
-    func flush() { lock.locked { flushLocked() } }
+    public func flush() { lock.locked { flushLocked() } }
 
     private func flushLocked() {
         buffer.withUnsafeBytes { raw in
@@ -45,8 +45,15 @@ final class ConsoleOutput: @unchecked Sendable {
         buffer.removeAll(keepingCapacity: true)
     }
 
-    var isTerminal: Bool { isatty(descriptor) == 1 }
+    public var isTerminal: Bool { isatty(descriptor) == 1 }
 }
 
-let standardOutput = ConsoleOutput.standardOutput
-let standardError = ConsoleOutput.standardError
+public let standardOutput = ConsoleOutput.standardOutput
+public let standardError = ConsoleOutput.standardError
+
+extension String {
+    /// Left-aligned in a column of `width` characters (at least one space after it).
+    public func padding(to width: Int) -> String {
+        count >= width ? self + " " : self + String(repeating: " ", count: width - count)
+    }
+}

@@ -1,3 +1,4 @@
+import CommandSupport
 import Exchange
 import Foundation
 import PKI

@@ -1,3 +1,4 @@
+import CommandSupport
 import DICOM
 import Foundation
 import Routing

@@ -3,6 +3,11 @@ public struct UsageError: Error, CustomStringConvertible {
     public let message: String
     public let command: String
     public var description: String { message }
+
+    public init(message: String, command: String) {
+        self.message = message
+        self.command = command
+    }
 }
 
 /// Exit codes every subcommand uses (documented in `consort --help`).
@@ -15,13 +20,13 @@ public enum ExitCode: Int32 {
 
 /// A small, strict argument reader: declared flags and options only; anything else is a usage
 /// error naming it. Supports `--name value`, `--name=value`, and `--` to end options.
-struct Arguments {
-    private(set) var positional: [String] = []
+public struct Arguments {
+    public private(set) var positional: [String] = []
     private var flags: Set<String> = []
     private var options: [String: [String]] = [:]
-    let command: String
+    public let command: String
 
-    init(_ args: [String], command: String, flags knownFlags: Set<String>, options knownOptions: Set<String>) throws {
+    public init(_ args: [String], command: String, flags knownFlags: Set<String>, options knownOptions: Set<String>) throws {
         self.command = command
         var index = 0
         var onlyPositional = false
@@ -62,12 +67,12 @@ struct Arguments {
         }
     }
 
-    func flag(_ name: String) -> Bool { flags.contains(name) }
-    func option(_ name: String) -> String? { options[name]?.last }
+    public func flag(_ name: String) -> Bool { flags.contains(name) }
+    public func option(_ name: String) -> String? { options[name]?.last }
     /// Every value of an option given more than once (`--host a --host b`).
-    func values(_ name: String) -> [String] { options[name] ?? [] }
+    public func values(_ name: String) -> [String] { options[name] ?? [] }
 
-    func integer(_ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
+    public func integer(_ name: String, default value: Int, range: ClosedRange<Int>) throws -> Int {
         guard let text = option(name) else { return value }
         guard let n = Int(text), range.contains(n) else {
             throw UsageError(message: "\(name) must be a whole number from \(range.lowerBound) to \(range.upperBound), not \"\(text)\"", command: command)

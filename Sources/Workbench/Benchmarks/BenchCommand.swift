@@ -1,3 +1,4 @@
+import CommandSupport
 import DICOM
 import Dispatch
 import Foundation
@@ -10,8 +11,8 @@ import Routing
 
 /// `consort bench ...`: measurements an operator or developer can repeat. Each benchmark prints
 /// what it measured, how, and the figures; `--json` gives one JSON line for scripts.
-enum BenchCommand {
-    static let help = """
+public enum BenchCommand {
+    public static let help = """
         Usage: consort bench parse DIR... [--threads N] [--repeat N] [--in-memory] [--verify] [--json]
                consort bench rules [--rules DIR] [--headers N] [--seconds S] [--json]
                consort bench push [--instances N] [--size RxC] [--study DIR] [--store DIR]
@@ -53,13 +54,16 @@ enum BenchCommand {
 
         """
 
-    static func run(_ args: [String]) throws -> ExitCode {
+    /// `loadRules` gives the rule set at a path (nil: the default folder), its diagnostics
+    /// printed as `consort rules` prints them: the CLI's loader, so `bench rules` reads rules as
+    /// every other command does.
+    public static func run(_ args: [String], loadRules: (String?) -> RuleSet?) throws -> ExitCode {
         guard let what = args.first else {
             throw UsageError(message: "say what to measure: parse, rules, push, route, registry or disk", command: "bench")
         }
         switch what {
         case "parse": return try parse(Array(args.dropFirst()))
-        case "rules": return try rules(Array(args.dropFirst()))
+        case "rules": return try rules(Array(args.dropFirst()), loadRules: loadRules)
         case "push": return try push(Array(args.dropFirst()))
         case "route": return try route(Array(args.dropFirst()))
         case "registry": return try registry(Array(args.dropFirst()))
@@ -189,33 +193,18 @@ func significantFigures(_ value: Double, _ digits: Int = 3) -> Double {
     return (value * scale).rounded() / scale
 }
 
-/// The CLI's name for Platform's monotonic clock (one clock for the project).
-func monotonicSeconds() -> Double { MonotonicClock.now }
-
-/// A pthread mutex, for the little shared state the CLI has.
-final class PthreadMutex: @unchecked Sendable {
-    private var mutex = pthread_mutex_t()
-    init() { pthread_mutex_init(&mutex, nil) }
-    deinit { pthread_mutex_destroy(&mutex) }
-    func locked<T>(_ body: () throws -> T) rethrows -> T {
-        pthread_mutex_lock(&mutex)
-        defer { pthread_mutex_unlock(&mutex) }
-        return try body()
-    }
-}
-
 extension BenchCommand {
-    static func rules(_ args: [String]) throws -> ExitCode {
+    static func rules(_ args: [String], loadRules: (String?) -> RuleSet?) throws -> ExitCode {
         let arguments = try Arguments(args, command: "bench rules", flags: ["--json"], options: ["--rules", "--headers", "--seconds"])
         let count = try arguments.integer("--headers", default: 1000, range: 1...1_000_000)
         let seconds = try arguments.integer("--seconds", default: 2, range: 1...600)
-        guard let set = RulesCommand.load(arguments.option("--rules") ?? RulesCommand.defaultRulesFolder(), quietWarnings: true) else {
+        guard let set = loadRules(arguments.option("--rules")) else {
             return .someFailed
         }
         let engine = RuleEngine(set)
         let headers = (0..<count).map(syntheticHeader)
         let sites = set.members.filter(\.isTrust).map(\.code)
-        let now = RulesCommand.now()
+        let now = Int64(Date().timeIntervalSince1970)
         let events: [RoutingEvent] = headers.enumerated().flatMap { index, header in
             [RoutingEvent.Kind.instanceArrived, .studyStable].map {
                 RoutingEvent(kind: $0, header: header, origin: index % 7 == 0 ? .received(from: "UHSX") : .local, site: sites[index % sites.count], now: now)

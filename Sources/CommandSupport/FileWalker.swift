@@ -4,16 +4,16 @@
 
 /// One input file: where it is, and the name it goes by in output (relative to the directory
 /// argument it was found under, "/"-separated; a file argument's name is the argument as given).
-struct InputFile {
-    let path: String
-    let name: String
+public struct InputFile: Sendable {
+    public let path: String
+    public let name: String
 }
 
 /// Expands file and directory arguments into the regular files under them, sorted by name,
 /// recursing into directories (symbolic links to files are followed, links to directories are not,
 /// so a loop cannot trap the walk). Problems (no such file, unreadable folder) are collected.
-enum FileWalker {
-    static func expand(_ arguments: [String]) -> (files: [InputFile], problems: [String]) {
+public enum FileWalker {
+    public static func expand(_ arguments: [String]) -> (files: [InputFile], problems: [String]) {
         var files: [InputFile] = []
         var problems: [String] = []
         for argument in arguments {

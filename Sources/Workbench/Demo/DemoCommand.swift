@@ -1,3 +1,4 @@
+import CommandSupport
 import DICOM
 import Platform
 import DICOMweb
@@ -9,8 +10,8 @@ import Transport
 /// `consort demo`: the consortium at work on this machine (`ConsortiumDemo`); `consort demo
 /// study`: one synthetic study written, read back and sent over DICOMweb (what the tests and
 /// benchmarks use to make a study).
-enum DemoCommand {
-    static let help = """
+public enum DemoCommand {
+    public static let help = """
         Usage: consort demo [--rules DIR] [--dir DIR] [--keep]
                consort demo study [--out DIR] [--instances N] [--size ROWSxCOLUMNS]
 
@@ -32,8 +33,9 @@ enum DemoCommand {
         (QIDO-RS) and fetches it back (WADO-RS).
         """
 
-    static func run(_ args: [String]) throws -> ExitCode {
-        if args.first == "study" { return try study(Array(args.dropFirst())) }
+    /// `dump` prints a file's header as `consort dump` does (the one-study demo shows one).
+    public static func run(_ args: [String], dump: (DICOMFile, _ name: String) -> Void) throws -> ExitCode {
+        if args.first == "study" { return try study(Array(args.dropFirst()), dump: dump) }
         // Ctrl-C (or SIGTERM) stops every process the demo started.
         let signals = try SignalWatcher.arm()
         let arguments = try Arguments(args, command: "demo", flags: ["--keep"], options: ["--rules", "--dir"])
@@ -108,7 +110,7 @@ enum DemoCommand {
         standardOutput.line("  WADO-RS: fetched \(back.response?.stored.count ?? 0) instances back into \(out)/fetched")
     }
 
-    static func study(_ args: [String]) throws -> ExitCode {
+    static func study(_ args: [String], dump: (DICOMFile, _ name: String) -> Void) throws -> ExitCode {
         let arguments = try Arguments(args, command: "demo study", flags: [], options: ["--out", "--instances", "--size"])
         if !arguments.positional.isEmpty {
             throw UsageError(message: "unexpected argument \(arguments.positional[0])", command: "demo study")
@@ -146,7 +148,7 @@ enum DemoCommand {
         for (label, value) in rows { standardOutput.line("  " + label.padding(to: 22) + value) }
         standardOutput.line("")
         standardOutput.line("Header of the first instance (consort dump \(paths[0])):")
-        HumanDump.write(files[0], name: paths[0], width: 64, warnings: true)
+        dump(files[0], paths[0])
         standardOutput.line(String(format: "Read %d headers in %.1f ms (%.0f files/s, one thread).", files.count, seconds * 1000, Double(files.count) / seconds))
         standardOutput.line("")
         // Beside the study's folder, not in it: DIR keeps holding just the study.
