@@ -28,6 +28,9 @@ extension BenchCommand {
                 durable writes before and after (bench disk) and while the urgent instances
                 are timed (each urgent instance over 150 ms beside the slowest of those) and
                 during the catch-up scan.
+                --bandwidth MB caps RSCH's peer line at MB MB/s (bandwidth MB MB/s), where urgent
+                bytes must not wait behind bulk's; --agent-binary PATH runs the agents from
+                another build (an earlier commit's) so old and new are timed in one run.
                 Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
         """
 
@@ -50,7 +53,17 @@ extension BenchCommand {
     }
 
     static func route(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "bench route", flags: ["--json"], options: ["--urgent", "--bulk-instances", "--archive-instances", "--work"])
+        let arguments = try Arguments(
+            args, command: "bench route", flags: ["--json"], options: ["--urgent", "--bulk-instances", "--archive-instances", "--work", "--bandwidth", "--agent-binary"])
+        // A capped peer (`bandwidth N MB/s` on RSCH's peer line): the case where the cap exists
+        // because the link is scarce, and urgent bytes must not wait for bulk's.
+        let bandwidth = arguments.option("--bandwidth") == nil ? nil : try arguments.integer("--bandwidth", default: 60, range: 1...100_000)
+        // The agents from another build (an earlier commit's, say), timed by this one in the
+        // same run: old and new side by side on the same machine, the same hour.
+        let agentBinary = arguments.option("--agent-binary")
+        if let agentBinary, !FileManager.default.isExecutableFile(atPath: agentBinary) {
+            throw UsageError(message: "--agent-binary \(agentBinary) is not an executable file", command: "bench route")
+        }
         let urgentCount = try arguments.integer("--urgent", default: 100, range: 1...10_000)
         let bulkCount = try arguments.integer("--bulk-instances", default: 1200, range: 1...100_000)
         let archiveCount = try arguments.integer("--archive-instances", default: 20_000, range: 0...1_000_000)
@@ -146,13 +159,14 @@ extension BenchCommand {
             var text = "trust \(code)\nstate \(state)\nwatch \(watch)\ninbound \(inbound)\nlisten 127.0.0.1:0\n"
             text += "certificate \(pki)/\(code).pem\nkey \(pki)/\(code).key\nca \(pki)/ca.pem\nrules \(rules)\nretry-min 1 s\nretry-max 2 s\nscan-rate \(scanRate)\n"
             // Four connections, as consort send uses by default: the comparison is like for like.
-            if let (name, port) = peer { text += "peer \(name) https://127.0.0.1:\(port) { connections 4 }\n" }
+            if let (name, port) = peer { text += "peer \(name) https://127.0.0.1:\(port) { connections 4\(bandwidth.map { "  bandwidth \($0) MB/s" } ?? "") }\n" }
             try text.write(toFile: base + "/agent.conf", atomically: true, encoding: .utf8)
             return (base + "/agent.conf", watch, inbound)
         }
         let consort = ChildProcess.ownExecutable
+        let agentExecutable = agentBinary ?? consort
         func start(_ config: String, _ name: String) throws -> (ChildProcess, Int) {
-            let child = try ChildProcess(consort, ["agent", "--config", config], stdout: run + "/\(name).out", stderr: run + "/\(name).log")
+            let child = try ChildProcess(agentExecutable, ["agent", "--config", config], stdout: run + "/\(name).out", stderr: run + "/\(name).log")
             let deadline = monotonicSeconds() + 30
             while monotonicSeconds() < deadline && child.isRunning {
                 if let text = try? String(contentsOfFile: run + "/\(name).out", encoding: .utf8), let range = text.range(of: "listening on 127.0.0.1:") {
@@ -383,7 +397,8 @@ extension BenchCommand {
         if arguments.flag("--json") {
             standardOutput.line(
                 JSON.object([
-                    ("benchmark", .string("route")), ("urgent", .int(Int64(latencies.count))), ("urgent_during_bulk", .int(Int64(bulkInFlight))),
+                    ("benchmark", .string("route")), ("bandwidth_mb_per_second", bandwidth.map { .int(Int64($0)) } ?? .null),
+                    ("agent_binary", .string(agentExecutable)), ("urgent", .int(Int64(latencies.count))), ("urgent_during_bulk", .int(Int64(bulkInFlight))),
                     ("p50_ms", .double(percentile(0.5))), ("p90_ms", .double(percentile(0.9))), ("p99_ms", .double(percentile(0.99))),
                     ("max_ms", .double(latencies.last! * 1000)), ("during_bulk_p50_ms", .double(percentile(0.5, of: duringBulk))),
                     ("during_bulk_p99_ms", .double(percentile(0.99, of: duringBulk))), ("bulk_instances", .int(Int64(bulkFiles.count))), ("bulk_bytes", .int(Int64(bulkBytes))),
