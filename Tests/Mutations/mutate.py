@@ -111,7 +111,7 @@ MUTATIONS = [
     ("a request that names no purpose is taken as direct care", "Sources/Routing/Model/PartyAccess.swift",
      'guard let purpose = purpose?.trimmingCharacters(in: .whitespaces), !purpose.isEmpty else { return .noPurpose }',
      'let purpose = purpose ?? "direct-care"', "TrustBoundaryTests"),
-    ("SIGHUP leaves the receiver's TLS material in force", "Sources/Agent/Runtime/AgentDaemon.swift",
+    ("SIGHUP leaves the receiver's TLS material in force", "Sources/Agent/Runtime/AgentDaemon+TrustBoundary.swift",
      "server?.replaceTLS(tls.serverContext)", "_ = tls.serverContext", "TrustBoundaryTests"),
     ("connections kept alive survive a TLS reload", "Sources/Transport/HTTPServer.swift",
      "            for fd in idle { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }\n        }\n    }\n\n    /// The context",

@@ -33,11 +33,12 @@ public final class AgentDaemon: @unchecked Sendable {
     /// The certificate, key, CA and CRL in force, for the receiver and every client.
     let tls: TLSMaterial
     /// When the expiry of the TLS material was last warned of in the log (daily).
-    private var expiryWarned = 0.0
+    var expiryWarned = 0.0
     var announcer: Announcer?
     var fetching: Fetching?
     var listWatcher: ListWatcher?
-    private var server: HTTPServer?
+    /// The receiver (its TLS context is replaced on reload: `AgentDaemon+TrustBoundary`).
+    var server: HTTPServer?
     var admin: AdminServer?
     var metricsServer: HTTPServer?
     /// flock on `state/agent.lock`: one agent per state folder.
@@ -189,27 +190,7 @@ public final class AgentDaemon: @unchecked Sendable {
         let parsed = ConfigurationParser.parse(file: configuration.file)
         // The TLS files again (a revoked trust's CRL, a rotated certificate): from the paths the
         // file names now, or the ones in force when it has errors.
-        let now = Date().timeIntervalSince1970
-        do {
-            let material = try tls.reload(parsed.configuration.map(Self.tlsPaths), now: now)
-            server?.replaceTLS(tls.serverContext)
-            telemetry.tlsReloaded(ok: true)
-            stateLock.withLock { lastTLSReloadRefused = nil }
-            log.info("TLS material reloaded: new connections use it; requests in flight finish", [
-                "certificate": material.certificateChain, "crl": material.revocationList ?? "(none)", "generation": material.generation,
-            ])
-            if let coordinator, coordinator.base.hasPrefix("https://") {
-                do { try coordinator.replaceTLS(material) } catch {
-                    // Only a client that cannot be made (curl itself failing): the files loaded.
-                    log.error("the coordinator client keeps its earlier TLS material: a new one could not be made", ["error": "\(error)"])
-                }
-            }
-            warnOfExpiry(now: now)
-        } catch {
-            telemetry.tlsReloaded(ok: false)
-            stateLock.withLock { lastTLSReloadRefused = "\(error)" }
-            log.error("TLS material NOT reloaded: the files do not load; the material in force stays", ["error": "\(error)"])
-        }
+        reloadTLS(parsed.configuration.map(Self.tlsPaths))
         if let fresh = parsed.configuration {
             delivery.update(targets: Self.targets(fresh, tls: tls.configuration), circuitThreshold: fresh.circuitAfter)
             freeSpaceThreshold.value = fresh.freeSpacePercent
@@ -218,29 +199,6 @@ public final class AgentDaemon: @unchecked Sendable {
             delivery.replaceTLS(tls.configuration)
             log.error("configuration NOT re-read: it has errors; the peers in force stay", ["first": parsed.errors.first?.description ?? ""])
         }
-    }
-
-    /// A warning in the log, at start, after a reload and then daily, while the certificate, the
-    /// CA or the CRL is within 14 days of expiring or past it: the consortium stops that day.
-    func warnOfExpiry(now: Double) {
-        let soon = tls.expires.needingAttention(at: now)
-        guard !soon.isEmpty else { return }
-        stateLock.withLock { expiryWarned = now }
-        for item in soon {
-            let days = (item.expires - now) / 86_400
-            let when = days < 0 ? "EXPIRED \(Int(-days.rounded(.down))) days ago" : String(format: "expires in %.1f days", days)
-            let what = item.name == "crl" ? "the CRL (its next update)" : item.name == "ca" ? "the consortium CA certificate" : "this trust's certificate"
-            log.error("\(what) \(when): renew it and send SIGHUP; past it, handshakes with every peer fail", ["item": item.name, "expires": Self.isoDate(item.expires)])
-        }
-    }
-
-    static func isoDate(_ epoch: Double) -> String {
-        var seconds = time_t(epoch)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        var buffer = [CChar](repeating: 0, count: 32)
-        strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%SZ", &parts)
-        return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     // MARK: - The coordinator: announcing, prefetch, gather
@@ -362,31 +320,6 @@ public final class AgentDaemon: @unchecked Sendable {
             nudgeStability()
             return answer(200, .object([("study", .string(study)), ("listed", .int(Int64(manifest.instances.count))), ("held", .int(Int64(held)))]))
         }
-    }
-
-    /// Why a request to the receiver is refused (403: counted, audited with the caller's
-    /// certificate name, logged), or nil to go on. STOW-RS and manifests store; QIDO-RS searches;
-    /// WADO-RS retrieves.
-    func refusal(of request: ServerRequest) -> HTTPError? {
-        let path = request.head.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
-        let act: PartyAccess.Act
-        switch DICOMwebService.operation(method: request.head.method, path: path) {
-        case .searchStudies: act = .search
-        case .listInstances: act = .listInstances
-        case .store: act = .store
-        case .retrieve: act = .retrieve
-        // The study manifest (a PUT) comes before a push; anything else is refused below as a
-        // retrieve would be: only a member with imaging due to it gets as far as a 404.
-        case .notServed: act = request.head.method == "PUT" ? .store : .retrieve
-        }
-        let caller = request.peer?.commonName
-        let purpose = request.head.value(ConsortField.purpose)
-        guard let refusal = PartyAccess.decide(act, caller: caller, purpose: purpose, site: configuration.trust, rules: rules.current) else { return nil }
-        telemetry.refused(refusal.label)
-        let who = caller ?? "(no certificate) \(request.remoteAddress)"
-        try? audit.record(AuditEntry(who: who, action: "refused", why: purpose, detail: "\(act.rawValue) \(request.head.method) \(path.prefix(200)): \(refusal)"))
-        log.named("receiver").warning("request refused", ["who": who, "act": act.rawValue, "reason": refusal.label, "purpose": purpose ?? "(none)", "request": request.id])
-        return HTTPError(403, "Refused: \(refusal)")
     }
 
     /// Received instances go into the inventory with their origin (the sender's trust, from its
