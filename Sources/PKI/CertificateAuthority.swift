@@ -243,5 +243,12 @@ enum Files {
             unlink(temporary)
             throw PKIError.openSSL("cannot write \(path)")
         }
+        // The new name survives a crash too: a CRL published and then lost to a power cut would
+        // leave the old one in place, a revocation undone.
+        let folder = (path as NSString).deletingLastPathComponent
+        let directory = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard directory >= 0 else { throw PKIError("cannot open \(folder) to make \(path) durable: \(String(cString: strerror(errno)))") }
+        defer { close(directory) }
+        guard fsync(directory) == 0 else { throw PKIError("cannot fsync \(folder) after writing \(path): \(String(cString: strerror(errno)))") }
     }
 }
