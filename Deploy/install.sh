@@ -88,7 +88,7 @@ if [ -z "$prefix" ] && [ "$(id -u)" -ne 0 ]; then
   fail "installing into / needs root: run it with sudo, or give --prefix DIR for a staged install"
 fi
 
-for f in README.md systemd/consort-agent.service systemd/consort-coordinator.service systemd/consort-crl.service systemd/consort-crl.timer systemd/consort.sysusers coordinator.conf; do
+for f in README.md systemd/consort-agent.service systemd/consort-coordinator.service systemd/consort-crl.service systemd/consort-crl.timer systemd/consort-crl-reload.path systemd/consort-crl-reload.service systemd/consort.sysusers coordinator.conf; do
   [ -f "$deploy/$f" ] || fail "missing $deploy/$f (run this script from a Consort source tree)"
 done
 [ -d "$source_dir/routing-rules" ] || fail "missing $source_dir/routing-rules"
@@ -145,6 +145,9 @@ put 0644 "$deploy/systemd/consort-coordinator.service" "$prefix/usr/local/lib/sy
 # Republishing the CA's CRL daily: installed everywhere, enabled only on the CA's machine.
 put 0644 "$deploy/systemd/consort-crl.service" "$prefix/usr/local/lib/systemd/system/consort-crl.service"
 put 0644 "$deploy/systemd/consort-crl.timer" "$prefix/usr/local/lib/systemd/system/consort-crl.timer"
+# Reloading the daemons when a new CRL is copied in: enabled at each site.
+put 0644 "$deploy/systemd/consort-crl-reload.path" "$prefix/usr/local/lib/systemd/system/consort-crl-reload.path"
+put 0644 "$deploy/systemd/consort-crl-reload.service" "$prefix/usr/local/lib/systemd/system/consort-crl-reload.service"
 put 0644 "$deploy/systemd/consort.sysusers" "$prefix/usr/local/lib/sysusers.d/consort.conf"
 put 0644 "$source_dir/README.md" "$prefix/usr/local/share/doc/consort/README.md"
 put 0644 "$deploy/README.md" "$prefix/usr/local/share/doc/consort/deploy.md"

@@ -133,6 +133,7 @@ struct ServiceTests {
             #expect(outcome.stdout.contains("\(unit): verify ok, exposure"), "\(outcome.stdout)")
         }
         #expect(outcome.stdout.contains("consort-crl.timer: verify ok"), "\(outcome.stdout)")
+        #expect(outcome.stdout.contains("consort-crl-reload.path: verify ok"), "\(outcome.stdout)")
         // The agent's sandbox lets it rank its threads (setpriority, ioprio_set, LimitNICE=+0).
         #expect(outcome.stdout.contains("consort-agent.service: system call filter allows"), "\(outcome.stdout)")
     }

@@ -78,6 +78,8 @@ expect 644 usr/local/lib/systemd/system/consort-agent.service
 expect 644 usr/local/lib/systemd/system/consort-coordinator.service
 expect 644 usr/local/lib/systemd/system/consort-crl.service
 expect 644 usr/local/lib/systemd/system/consort-crl.timer
+expect 644 usr/local/lib/systemd/system/consort-crl-reload.path
+expect 644 usr/local/lib/systemd/system/consort-crl-reload.service
 expect 644 usr/local/lib/sysusers.d/consort.conf
 expect 644 usr/local/share/doc/consort/README.md
 expect 644 usr/local/share/doc/consort/deploy.md
@@ -190,6 +192,24 @@ if [ -f "$timer" ]; then
   else
     grep -q '^OnCalendar=daily$' "$timer" || failed "consort-crl.timer does not republish the CRL daily"
     echo "consort-crl.timer: verify ok"
+  fi
+fi
+
+# The site's CRL reload: verify accepts the path unit and its service, and the path watches the
+# file the agents' configurations name.
+for unit in consort-crl-reload.path consort-crl-reload.service; do
+  installed="$root/usr/local/lib/systemd/system/$unit"
+  [ -f "$installed" ] || continue
+  cp "$installed" "$tmp/verify/$unit"
+done
+if [ -f "$tmp/verify/consort-crl-reload.path" ]; then
+  if ! (cd "$tmp/verify" && systemd-analyze verify "$tmp/verify/consort-crl-reload.path" "$tmp/verify/consort-crl-reload.service") >"$tmp/verify.out" 2>&1 \
+    || grep -q 'consort-crl-reload' "$tmp/verify.out"; then
+    failed "systemd-analyze verify consort-crl-reload.path/.service:"
+    sed 's/^/    /' "$tmp/verify.out" >&2
+  else
+    grep -q '^PathChanged=/etc/consort/crl.pem$' "$tmp/verify/consort-crl-reload.path" || failed "consort-crl-reload.path does not watch /etc/consort/crl.pem"
+    echo "consort-crl-reload.path: verify ok"
   fi
 fi
 
