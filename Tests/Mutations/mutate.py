@@ -203,6 +203,15 @@ def main() -> int:
         if os.path.isfile(source):
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.copy2(source, target)
+    # Files an earlier copy had that the repository no longer has (a file moved or deleted since)
+    # go, or the copy would build code that is gone; the build folder stays, for its increments.
+    kept = {name for name in files if name}
+    for folder in ("Sources", "Tests"):
+        for parent, _, names in os.walk(os.path.join(copy, folder)):
+            for name in names:
+                relative = os.path.relpath(os.path.join(parent, name), copy)
+                if relative not in kept:
+                    os.remove(os.path.join(copy, relative))
     print(f"mutate: a copy of {ROOT} in {copy}; building it once", flush=True)
     status, output = run(["swift", "build", "--build-tests"], copy, 3600)
     if status != 0:
