@@ -44,6 +44,22 @@ struct TrustBoundaryTests {
         return (Int(lines.last ?? "") ?? 0, lines.dropLast().joined(separator: "\n"))
     }
 
+    /// RSCH pushing to UHSX (the rules above), both started: UHSX has a CRL (a fresh, empty one
+    /// the test rewrites), RSCH too when `crlAtRSCH`. The caller stops them.
+    static func startedPair(crlAtRSCH: Bool = false) throws -> (TestConsortium, crl: String, uhsx: AgentSite, rsch: AgentSite) {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: rules)
+        let crl = consortium.root.path + "/crl.pem"
+        try consortium.pki.writeCRL(to: crl)
+        let uhsx = try consortium.site("UHSX", extra: "crl \(crl)\n")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port], extra: crlAtRSCH ? "crl \(crl)\n" : "")
+        try uhsx.start()
+        do { try rsch.start() } catch {
+            uhsx.stop()
+            throw error
+        }
+        return (consortium, crl, uhsx, rsch)
+    }
+
     /// A Prometheus page's sample value, or nil if the series is not there.
     static func sample(_ page: String, _ series: String) -> Double? {
         for line in page.split(separator: "\n") where line.hasPrefix(series + " ") { return Double(line.dropFirst(series.count + 1)) }
@@ -153,13 +169,7 @@ struct TrustBoundaryTests {
     /// study does not cross — no restart. A CRL that does not load is refused and the one in
     /// force stays.
     @Test func aRevocationTakesEffectOnSIGHUPWithoutARestart() throws {
-        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.rules)
-        let crl = consortium.root.path + "/crl.pem"
-        try consortium.pki.writeCRL(to: crl)
-        let uhsx = try consortium.site("UHSX", extra: "crl \(crl)\n")
-        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port], extra: "crl \(crl)\n")
-        try uhsx.start()
-        try rsch.start()
+        let (consortium, crl, uhsx, rsch) = try Self.startedPair(crlAtRSCH: true)
         defer {
             rsch.stop()
             uhsx.stop()
@@ -197,13 +207,7 @@ struct TrustBoundaryTests {
     /// with, and the connection it came on serves nothing more — the client's next request on
     /// it (curl reuses the connection) must make a new handshake, which the revoked trust fails.
     @Test func aConnectionOpenAcrossAReloadServesNoFurtherRequest() throws {
-        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.rules)
-        let crl = consortium.root.path + "/crl.pem"
-        try consortium.pki.writeCRL(to: crl)
-        let uhsx = try consortium.site("UHSX", extra: "crl \(crl)\n")
-        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
-        try uhsx.start()
-        try rsch.start()
+        let (consortium, crl, uhsx, rsch) = try Self.startedPair()
         defer {
             rsch.stop()
             uhsx.stop()
@@ -233,13 +237,7 @@ struct TrustBoundaryTests {
     /// A trust's own client certificate rotated: after SIGHUP its pushes go with the new one.
     /// Shown by revoking the old one at the receiver: the pushes still arrive.
     @Test func aRotatedClientCertificateIsUsedForPushesAfterSIGHUP() throws {
-        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.rules)
-        let crl = consortium.root.path + "/crl.pem"
-        try consortium.pki.writeCRL(to: crl)
-        let uhsx = try consortium.site("UHSX", extra: "crl \(crl)\n")
-        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
-        try uhsx.start()
-        try rsch.start()
+        let (consortium, crl, uhsx, rsch) = try Self.startedPair()
         defer {
             rsch.stop()
             uhsx.stop()
