@@ -105,10 +105,7 @@ public final class CoordinatorDaemon: @unchecked Sendable {
     public func warnOfExpiry() {
         let now = Date().timeIntervalSince1970
         warnedLock.withLock { warnedAt = now }
-        for item in tls.expires.needingAttention(at: now) {
-            let days = (item.expires - now) / 86_400
-            log.error(days < 0 ? "TLS \(item.name) EXPIRED: renew it and send SIGHUP; handshakes fail" : "TLS \(item.name) expires soon: renew it and send SIGHUP", ["item": item.name, "days_left": String(format: "%.1f", days)])
-        }
+        for warning in tls.expires.warnings(at: now) { log.error(warning.message, ["item": warning.item]) }
     }
 
     public func stop() {

@@ -28,6 +28,30 @@ public struct TLSExpiry: Sendable, Equatable {
         items.filter { $0.expires - now < Self.warningSeconds }.sorted { $0.expires < $1.expires }
     }
 
+    /// An item as an operator reads it.
+    public static func words(_ name: String) -> String {
+        switch name {
+        case "certificate": return "this trust's certificate"
+        case "ca": return "the consortium CA certificate"
+        default: return "the CRL"
+        }
+    }
+
+    /// "expires in 3.0 days", or "EXPIRED 2 days ago" (whole days gone).
+    public static func when(_ expires: Double, now: Double) -> String {
+        let days = (expires - now) / 86_400
+        return days < 0 ? "EXPIRED \(Int((-days).rounded(.down))) days ago" : String(format: "expires in %.1f days", days)
+    }
+
+    /// The log lines a daemon writes (at start, after a reload, daily) for the items expired or
+    /// within `warningSeconds`: what runs out, when, and what to do.
+    public func warnings(at now: Double) -> [(item: String, message: String)] {
+        needingAttention(at: now).map { item in
+            let what = Self.words(item.name) + (item.name == "crl" ? " (its next update)" : "")
+            return (item.name, "\(what) \(Self.when(item.expires, now: now)): renew it and send SIGHUP; past it, handshakes with every peer fail")
+        }
+    }
+
     public static func read(_ configuration: TLSConfiguration) throws(TLSError) -> TLSExpiry {
         let certificate = try notAfter(of: configuration.certificateChain, soonestOfAll: false)
         let ca = try notAfter(of: configuration.trustedCA, soonestOfAll: true)

@@ -39,14 +39,13 @@ extension AgentDaemon {
     /// A warning in the log, at start, after a reload and then daily, while the certificate, the
     /// CA or the CRL is within 14 days of expiring or past it: the consortium stops that day.
     func warnOfExpiry(now: Double) {
-        let soon = tls.expires.needingAttention(at: now)
-        guard !soon.isEmpty else { return }
+        let expiry = tls.expires
+        let warnings = expiry.warnings(at: now)
+        guard !warnings.isEmpty else { return }
         stateLock.withLock { expiryWarned = now }
-        for item in soon {
-            let days = (item.expires - now) / 86_400
-            let when = days < 0 ? "EXPIRED \(Int(-days.rounded(.down))) days ago" : String(format: "expires in %.1f days", days)
-            let what = item.name == "crl" ? "the CRL (its next update)" : item.name == "ca" ? "the consortium CA certificate" : "this trust's certificate"
-            log.error("\(what) \(when): renew it and send SIGHUP; past it, handshakes with every peer fail", ["item": item.name, "expires": Self.isoDate(item.expires)])
+        for warning in warnings {
+            let expires = expiry.items.first { $0.name == warning.item }?.expires ?? now
+            log.error(warning.message, ["item": warning.item, "expires": Self.isoDate(expires)])
         }
     }
 

@@ -14,8 +14,6 @@ final class Pacer: @unchecked Sendable {
         book = PacingBook(bytesPerSecond: bytesPerSecond)
     }
 
-    var bytesPerSecond: Double { book.bytesPerSecond }
-
     func consume(_ bytes: Int, priority: JobPriority) {
         let wait = lock.withLock { book.charge(bytes, priority: priority, now: MonotonicClock.now) }
         if wait > 0 { Thread.sleep(forTimeInterval: wait) }

@@ -49,23 +49,10 @@ struct TLSStatus {
                 continue
             }
             guard let expires = item.expires, expires - now < TLSExpiry.warningSeconds else { continue }
-            attention.append("\(Self.words(item.name)) \(Self.when(expires, now: now)) (\(item.path)): " + (item.name == "crl"
+            attention.append("\(TLSExpiry.words(item.name)) \(TLSExpiry.when(expires, now: now)) (\(item.path)): " + (item.name == "crl"
                 ? "publish a new CRL (consort pki crl), give it to every site and send SIGHUP; past its next update every handshake is refused"
                 : "renew it and send SIGHUP; past it every handshake fails"))
         }
-    }
-
-    static func words(_ name: String) -> String {
-        switch name {
-        case "certificate": return "this trust's certificate"
-        case "ca": return "the consortium CA certificate"
-        default: return "the CRL"
-        }
-    }
-
-    static func when(_ expires: Double, now: Double) -> String {
-        let days = (expires - now) / 86_400
-        return days < 0 ? "EXPIRED \(String(format: "%.0f", (-days).rounded(.down))) days ago" : "expires in \(String(format: "%.1f", days)) days"
     }
 
     /// A line an item, for the human view.
@@ -73,7 +60,7 @@ struct TLSStatus {
         items.map { item in
             let name = item.name.padding(toLength: 12, withPad: " ", startingAt: 0)
             guard let expires = item.expires else { return name + (item.problem ?? "no expiry (the CRL names no next update)") + "  \(item.path)" }
-            let text = (item.name == "crl" ? "next update " : "expires ") + OperatorFormat.time(expires) + " (" + Self.when(expires, now: now) + ")"
+            let text = (item.name == "crl" ? "next update " : "expires ") + OperatorFormat.time(expires) + " (" + TLSExpiry.when(expires, now: now) + ")"
             return name + (expires - now < TLSExpiry.warningSeconds ? OperatorFormat.paint(text, .red) : text) + "  \(item.path)"
         }
     }
