@@ -76,7 +76,7 @@ let package = Package(
         // (regular expressions); no I/O but reading rule files.
         .target(
             name: "Routing",
-            dependencies: ["DICOM"]
+            dependencies: ["DICOM", "Spool"]
         ),
         // The lexer of the configuration files (the agent's and the coordinator's): lines, tokens,
         // quoting, addresses, absolute paths, "did you mean" — reported as the rules are (Routing's
@@ -164,7 +164,7 @@ let package = Package(
         // transfers, rules, PKI, audit) and their output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["CommandSupport", "DICOM", "Digest", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "Workbench"]
+            dependencies: ["CommandSupport", "DICOM", "Digest", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "Workbench", "Spool"]
         ),
         .executableTarget(
             name: "consort",
@@ -215,7 +215,7 @@ let package = Package(
         ),
         .testTarget(
             name: "AgentTests",
-            dependencies: ["Agent", "Exchange", "SQLite", "Routing", "DICOM", "Platform", "TestSupport"]
+            dependencies: ["Agent", "Exchange", "SQLite", "Routing", "DICOM", "Platform", "Spool", "TestSupport"]
         ),
         .testTarget(
             name: "HTTPTests",

@@ -26,18 +26,18 @@ struct PlanningWaitTests {
     ]
 
     @Test func aPlanWaitsForTheOtherTrustsItCouldFetchFrom() {
-        #expect(Fetching.lagging(announcing, sources: [], own: "ASPH") == [
+        #expect(PlanExecutor.lagging(announcing, sources: [], own: "ASPH") == [
             "RSCH has 12 studies still to announce", "UHSX has not announced since the coordinator started 4 s ago",
         ])
-        #expect(Fetching.lagging(announcing, sources: ["UHSX"], own: "ASPH") == ["UHSX has not announced since the coordinator started 4 s ago"])
-        #expect(Fetching.lagging(nil, sources: [], own: "ASPH").isEmpty, "a coordinator that does not say: nothing to wait for")
-        #expect(Fetching.lagging([["trust": "QVH"]], sources: [], own: "ASPH") == ["QVH is still announcing"])
+        #expect(PlanExecutor.lagging(announcing, sources: ["UHSX"], own: "ASPH") == ["UHSX has not announced since the coordinator started 4 s ago"])
+        #expect(PlanExecutor.lagging(nil, sources: [], own: "ASPH").isEmpty, "a coordinator that does not say: nothing to wait for")
+        #expect(PlanExecutor.lagging([["trust": "QVH"]], sources: [], own: "ASPH") == ["QVH is still announcing"])
     }
 
     @Test func aWaitLongPastThePatienceIsForgotten() {
         let now = 1_000_000.0
-        let waiting: [Int64: Double] = [1: now, 2: now - Fetching.patience, 3: now - 2 * Fetching.patience + 1, 4: now - 2 * Fetching.patience, 5: now - 86_400]
+        let waiting: [Int64: Double] = [1: now, 2: now - PlanExecutor.patience, 3: now - 2 * PlanExecutor.patience + 1, 4: now - 2 * PlanExecutor.patience, 5: now - 86_400]
         // Jobs 4 and 5 stopped planning (dropped, held) long ago: their entries go; the others wait.
-        #expect(Fetching.pruned(waiting, now: now) == [1: now, 2: now - Fetching.patience, 3: now - 2 * Fetching.patience + 1])
+        #expect(PlanExecutor.pruned(waiting, now: now) == [1: now, 2: now - PlanExecutor.patience, 3: now - 2 * PlanExecutor.patience + 1])
     }
 }

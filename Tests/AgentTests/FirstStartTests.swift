@@ -1,5 +1,6 @@
 import Foundation
 import SQLite
+import Spool
 import Testing
 
 @testable import Agent
@@ -36,10 +37,10 @@ struct FirstStartTests {
     }
 
     @Test func aBackfilledJobIsBulkWithoutDeadlineOrDelayAndKeepsItsWindow() {
-        let job = AgentStore.NewJob(kind: "push", destination: "UHSX", rule: "r", purpose: "direct-care", priority: 0, window: "22:00-06:00", deadline: 123, notBefore: 99)
+        let job = AgentStore.NewJob(kind: .push, destination: "UHSX", rule: "r", purpose: "direct-care", priority: .urgent, window: TimeWindow("22:00-06:00"), deadline: 123, notBefore: 99)
         let bulk = Backfill.asBulk(job)
-        #expect(bulk.priority == 2 && bulk.deadline == nil && bulk.notBefore == nil)
-        #expect(bulk.window == "22:00-06:00" && bulk.destination == "UHSX" && bulk.kind == "push")
+        #expect(bulk.priority == .bulk && bulk.deadline == nil && bulk.notBefore == nil)
+        #expect(bulk.window == TimeWindow("22:00-06:00") && bulk.destination == "UHSX" && bulk.kind == .push)
     }
 
     /// A job already there for the same study, rule and destination stands, except a done one
@@ -49,7 +50,7 @@ struct FirstStartTests {
         func planned(_ study: String, _ rule: String, _ destination: String) -> Backfill.Planned {
             Backfill.Planned(
                 key: Backfill.Key(study: study, rule: rule, destination: destination),
-                job: AgentStore.NewJob(kind: "push", destination: destination, rule: rule, purpose: "direct-care", priority: 2), instances: instances)
+                job: AgentStore.NewJob(kind: .push, destination: destination, rule: rule, purpose: "direct-care", priority: .bulk), instances: instances)
         }
         let all = [planned("1.1", "a", "UHSX"), planned("1.1", "a", "ASPH"), planned("1.2", "a", "UHSX"), planned("1.3", "b", "UHSX"), planned("1.4", "a", "UHSX"), planned("1.5", "a", "UHSX")]
         let existing: [Backfill.Key: Backfill.Existing] = [
@@ -113,7 +114,7 @@ struct FirstStartTests {
         let path = Self.scratch()
         defer { Self.remove(path) }
         let store = try AgentStore(path: path)
-        let push = AgentStore.NewJob(kind: "push", destination: "UHSX", rule: "r", purpose: "direct-care", priority: 0, window: nil, deadline: 999)
+        let push = AgentStore.NewJob(kind: .push, destination: "UHSX", rule: "r", purpose: "direct-care", priority: .urgent, window: nil, deadline: 999)
         func taken(_ sop: String, history: Bool) -> AgentStore.Taken {
             var item = AgentStore.Taken(
                 sop: sop, study: AgentStore.StudyFacts(uid: "1.9"), series: "1.9.1", path: "/archive/\(sop).dcm", size: 10, mtime: 1, origin: "local",
@@ -143,7 +144,7 @@ struct FirstStartTests {
         func planned(_ study: String, _ rule: String, _ destination: String, _ instances: Int, extending: Int64? = nil) -> Backfill.Planned {
             Backfill.Planned(
                 key: Backfill.Key(study: study, rule: rule, destination: destination),
-                job: AgentStore.NewJob(kind: "push", destination: destination, rule: rule, purpose: "direct-care", priority: 2),
+                job: AgentStore.NewJob(kind: .push, destination: destination, rule: rule, purpose: "direct-care", priority: .bulk),
                 instances: (0..<instances).map { ("\(study).\($0)", "/a/\(study)/\($0)", 1) }, extending: extending)
         }
         let summary = AgentDaemon.backfillSummary([planned("1.1", "a", "UHSX", 3), planned("1.2", "b", "UHSX", 1), planned("1.3", "a", "UHSX", 2, extending: 7)])

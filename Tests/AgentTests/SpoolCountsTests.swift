@@ -1,5 +1,6 @@
 import Foundation
 import SQLite
+import Spool
 import Testing
 
 @testable import Agent
@@ -17,7 +18,7 @@ struct SpoolCountsTests {
     static func taken(_ sop: String, study: String, size: Int, origin: String = "local", to destination: String = "UHSX") -> AgentStore.Taken {
         AgentStore.Taken(
             sop: sop, study: AgentStore.StudyFacts(uid: study), series: "1.2.3", path: "/archive/\(study)/\(sop).dcm", size: size, mtime: 1, origin: origin,
-            jobs: [AgentStore.NewJob(kind: "push", destination: destination, rule: "r", purpose: "direct-care", priority: 1, window: nil, deadline: nil)])
+            jobs: [AgentStore.NewJob(kind: .push, destination: destination, rule: "r", purpose: "direct-care", priority: .normal)])
     }
 
     /// The kept counts against a count of the rows.
@@ -60,7 +61,7 @@ struct SpoolCountsTests {
         // An operator's retry of the failed job offers the refused instance again.
         #expect(try store.retry([id], now: 16) == [id])
         job = try #require(try store.job(id))
-        #expect((job.state, job.refused, job.instancesLeft, job.created) == ("queued", 0, 1, 16))
+        #expect((job.state, job.refused, job.instancesLeft, job.created) == (.queued, 0, 1, 16))
         try Self.expectConsistent(path)
         // New instances reopen and join it.
         try store.record(taken: [Self.taken("1.2.826.0.1.7", study: "9.9", size: 7)], problems: [], now: 17)
@@ -104,7 +105,7 @@ struct SpoolCountsTests {
         defer { Self.remove(path) }
         let store = try AgentStore(path: path)
         var item = Self.taken("7.1", study: "7.7", size: 10)
-        item.jobs[0].window = "19:00-07:00"
+        item.jobs[0].window = TimeWindow("19:00-07:00")
         try store.record(taken: [item], problems: [], now: 1)
         let noon = 12 * 60, night = 23 * 60
         #expect(try store.jobLines(AgentStore.JobFilter(), now: 2, minuteOfDay: noon).first?.shownState == "waiting")
@@ -158,20 +159,20 @@ struct SpoolCountsTests {
         let path = Self.scratch()
         defer { Self.remove(path) }
         let store = try AgentStore(path: path)
-        let fetch = AgentStore.NewJob(kind: "fetch", destination: "UHSX", rule: "r", purpose: "direct-care", priority: 1, window: nil, deadline: nil)
+        let fetch = AgentStore.NewJob(kind: .fetch, destination: "UHSX", rule: "r", purpose: "direct-care", priority: .normal)
         var other = fetch
         other.rule = "another rule"
         #expect(try store.queueFetch(fetch, study: "6.1", now: 1))
         #expect(try !store.queueFetch(other, study: "6.1", now: 2), "a fetch of it is pending")
         try store.record(taken: [Self.taken("6.2.1", study: "6.2", size: 5)], problems: [], now: 3)
         #expect(try !store.queueFetch(fetch, study: "6.2", now: 4), "held here")
-        let id = try #require(try store.runnableFetchJobs(now: 5).first?.id)
+        let id = try #require(try store.runnableJobs(now: 5).first?.id)
         #expect(try store.hold([id]) == [id])
         #expect(try !store.start(job: id, now: 6), "a held job is not started")
         try store.fail(job: id, reason: "404", now: 7)
-        #expect(try store.job(id)?.state == "held", "a hold is not failed over")
+        #expect(try store.job(id)?.state == .held, "a hold is not failed over")
         #expect(try store.drop([id], reason: "dropped by alice", now: 8) == [id])
         try store.finishFetch(job: id, instances: [], now: 9)
-        #expect(try store.job(id)?.state == "dropped", "a drop is not finished over")
+        #expect(try store.job(id)?.state == .dropped, "a drop is not finished over")
     }
 }

@@ -119,7 +119,7 @@ struct ParserTests {
         #expect(query.withinDays == 730)
         #expect(query.atMost == 4)
         #expect(scheduling.priority == .bulk)
-        #expect(scheduling.window == TimeWindow(start: 19 * 60, end: 7 * 60))
+        #expect(scheduling.window == TimeWindow(startMinute: 19 * 60, endMinute: 7 * 60))
         #expect(scheduling.window?.contains(minuteOfDay: 23 * 60) == true)
         #expect(scheduling.window?.contains(minuteOfDay: 12 * 60) == false)
     }

@@ -11,7 +11,7 @@ enum MetricsPage {
 
     static func render(_ agent: AgentDaemon, now: Double) -> String {
         var page = Page()
-        let peers = agent.delivery.status
+        let peers = agent.queue.peers.status
         let names = peers.map(\.name)
         let counters = agent.telemetry.peerCounters
         let allPeers = Array(Set(names).union(counters.keys)).sorted()
@@ -21,7 +21,7 @@ enum MetricsPage {
         page.family("process_start_time_seconds", "gauge", "Start time of the process since the Unix epoch, in seconds.")
         page.sample("process_start_time_seconds", [:], agent.started.timeIntervalSince1970)
 
-        let depth = (try? agent.store.depthWithWaiting(minuteOfDay: Delivery.minuteOfDay(now))) ?? [:]
+        let depth = (try? agent.store.depthWithWaiting(minuteOfDay: agent.clock.minuteOfDay(at: now))) ?? [:]
         let queuePeers = Array(Set(allPeers).union(depth.keys)).sorted()
         page.family("consort_jobs", "gauge", "Jobs in the spool by destination and state (done and dropped jobs are not counted).")
         for peer in queuePeers {

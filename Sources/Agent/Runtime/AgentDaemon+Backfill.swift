@@ -52,8 +52,7 @@ extension AgentDaemon {
                 adminLog.error("backfill: cannot queue the jobs; none was queued", ["user": who, "error": error])
                 return failure("cannot queue the jobs (none was queued): \(error)")
             }
-            delivery.nudge()
-            fetching?.nudge()
+            queue.nudge()
             adminLog.info("backfill: jobs queued at bulk priority by an operator", ["user": who, "scope": scope, "jobs": ids.count])
         }
         func text(_ value: String?) -> JSON { value.map(JSON.string) ?? .null }
@@ -63,7 +62,7 @@ extension AgentDaemon {
             let study = planned.studies[item.key.study]
             var fields: [(String, JSON)] = [
                 ("study", .string(item.key.study)), ("date", text(study?.date)), ("modality", text(study?.modality)), ("description", text(study?.description)),
-                ("rule", .string(item.key.rule)), ("kind", .string(item.job.kind)), ("peer", .string(item.key.destination)),
+                ("rule", .string(item.key.rule)), ("kind", .string(item.job.kind.rawValue)), ("peer", .string(item.key.destination)),
                 ("instances", .int(Int64(item.instances.count))),
             ]
             if let id = ids[item.key] { fields.append(("id", .int(id))) }
@@ -86,9 +85,9 @@ extension AgentDaemon {
         var order: [String] = []
         var groups: [String: (rule: String, kind: String, peer: String, jobs: Int, adding: Int, instances: Int)] = [:]
         for item in jobs {
-            let key = [item.key.rule, item.job.kind, item.key.destination].joined(separator: "\u{1}")
+            let key = [item.key.rule, item.job.kind.rawValue, item.key.destination].joined(separator: "\u{1}")
             if groups[key] == nil {
-                groups[key] = (item.key.rule, item.job.kind, item.key.destination, 0, 0, 0)
+                groups[key] = (item.key.rule, item.job.kind.rawValue, item.key.destination, 0, 0, 0)
                 order.append(key)
             }
             groups[key]!.jobs += 1

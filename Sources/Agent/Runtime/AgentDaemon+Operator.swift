@@ -45,20 +45,20 @@ extension AgentDaemon {
                 return liveStatus(now: now)
             case "hold":
                 let list = try store.hold(ids)
-                delivery.halt(list)
+                queue.halt(list)
                 adminLog.info("jobs held by an operator", ["user": who, "jobs": list.map(String.init).joined(separator: ",")])
                 return changed(list)
             case "release":
                 let list = try store.release(ids, now: now)
-                delivery.nudge()
+                queue.nudge()
                 adminLog.info("jobs released by an operator", ["user": who, "jobs": list.map(String.init).joined(separator: ",")])
                 return changed(list)
             case "retry":
                 // The peers' circuits first: an open circuit lets one probe through now.
-                let unknown = peers.filter { !delivery.probeNow($0) }
+                let unknown = peers.filter { !queue.peers.probeNow($0) }
                 if !unknown.isEmpty { return failure("no such peer or local target in the configuration: \(unknown.joined(separator: ", "))") }
                 let list = try store.retry(ids, now: now)
-                delivery.nudge()
+                queue.nudge()
                 adminLog.info("retry now, asked by an operator", ["user": who, "jobs": list.map(String.init).joined(separator: ","), "peers": peers.joined(separator: ",")])
                 return changed(list, [("peers", .array(peers.map { .string($0) }))])
             case "resync":
@@ -70,7 +70,7 @@ extension AgentDaemon {
             case "drop":
                 let reason = "dropped by \(who) at \(Self.isoTime(now))"
                 let list = try store.drop(ids, reason: reason, now: now)
-                delivery.halt(list)
+                queue.halt(list)
                 adminLog.warning("JOBS DROPPED by an operator: they will not be sent", ["user": who, "uid": request.uid, "jobs": list.map(String.init).joined(separator: ",")])
                 return changed(list)
             case "backfill":
@@ -109,7 +109,7 @@ extension AgentDaemon {
             ])
         }
         let counters = telemetry.peerCounters
-        let peers: [JSON] = delivery.status.map { peer in
+        let peers: [JSON] = queue.peers.status.map { peer in
             let c = counters[peer.name] ?? Telemetry.PeerCounters()
             return .object([
                 ("name", .string(peer.name)), ("url", .string(peer.url)), ("local", .bool(peer.isLocal)), ("circuit", .string(peer.circuit)),
@@ -166,7 +166,7 @@ extension AgentDaemon {
         for (_, byState) in (try? store.depth()) ?? [:] {
             for (state, depth) in byState { states[state, default: 0] += depth.jobs }
         }
-        let down = delivery.status.filter { !$0.reachable }.map(\.name)
+        let down = queue.peers.status.filter { !$0.reachable }.map(\.name)
         var text = "\(states["queued", default: 0]) queued, \(states["active", default: 0]) active, \(states["deferred", default: 0]) deferred"
         if let held = states["held"], held > 0 { text += ", \(held) held" }
         if let failed = states["failed"], failed > 0 { text += ", \(failed) failed" }

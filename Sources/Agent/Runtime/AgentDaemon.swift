@@ -24,7 +24,10 @@ public final class AgentDaemon: @unchecked Sendable {
     let store: AgentStore
     let rules: RuleBook
     let ingest: Ingest
-    let delivery: Delivery
+    /// The spool's queue manager: every job's transitions, pushes, plans and fetches alike.
+    let queue: QueueManager
+    /// The agent's clock: what the spool stamps and windows are read by.
+    let clock: any Clock = SystemClock()
     public let telemetry: Telemetry
     /// The agent's hash-chained audit log (STATE/audit.log): sends, receives, fetches,
     /// retrieves served, lookups, operator actions.
@@ -35,7 +38,6 @@ public final class AgentDaemon: @unchecked Sendable {
     /// When the expiry of the TLS material was last warned of in the log (daily).
     var expiryWarned = 0.0
     var announcer: Announcer?
-    var fetching: Fetching?
     var listWatcher: ListWatcher?
     /// The receiver (its TLS context is replaced on reload: `AgentDaemon+TrustBoundary`).
     var server: HTTPServer?
@@ -86,22 +88,49 @@ public final class AgentDaemon: @unchecked Sendable {
         telemetry = Telemetry(roots: configuration.watches.map { ($0.path, $0.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify") })
         audit = try AuditLog(path: configuration.state + "/audit.log")
         tls = try TLSMaterial(Self.tlsPaths(configuration), expectedName: configuration.trust, now: Date().timeIntervalSince1970)
-        delivery = Delivery(
-            store: store, targets: Self.targets(configuration, tls: tls.configuration), policy: Self.policy(configuration), circuitThreshold: configuration.circuitAfter,
-            telemetry: telemetry, log: log.named("spool"))
-        delivery.audit = audit
-        delivery.trust = configuration.trust
-        let book = rules
-        delivery.sendsFinalManifest = { name in
-            guard let rule = book.current.rules.first(where: { $0.name == name }), case .studyStable = rule.trigger else { return false }
-            return true
-        }
         if let url = configuration.coordinator {
             coordinator = try CoordinatorClient(base: url, tls: url.hasPrefix("https://") ? tls.configuration : nil)
         } else {
             coordinator = nil
         }
         quietPeriods = Self.quietPeriods(rules.current)
+        queue = Self.queueManager(
+            configuration: configuration, store: store, rules: rules, coordinator: coordinator, tls: tls, audit: audit, telemetry: telemetry, clock: clock,
+            hooks: hooks, log: log)
+        hooks.daemon = self
+    }
+
+    /// What the executors ask of the daemon once it is running (record what a fetch placed, nudge
+    /// the announcer): reached through this, since they are made before the daemon is whole.
+    final class Hooks: @unchecked Sendable {
+        weak var daemon: AgentDaemon?
+    }
+    private let hooks = Hooks()
+
+    /// The queue manager and its three executors (push, plan, fetch), over one set of peers.
+    static func queueManager(
+        configuration: AgentConfiguration, store: AgentStore, rules: RuleBook, coordinator: CoordinatorClient?, tls: TLSMaterial, audit: AuditLog,
+        telemetry: Telemetry, clock: any Clock, hooks: Hooks, log: Logger
+    ) -> QueueManager {
+        let spoolLog = log.named("spool"), fetchLog = log.named("fetch")
+        let policy = Self.policy(configuration)
+        let peers = Peers(targets: Self.targets(configuration, tls: tls.configuration), circuitThreshold: configuration.circuitAfter, policy: policy, clock: clock, log: spoolLog)
+        let push = PushExecutor(store: store, peers: peers, clock: clock, telemetry: telemetry, log: spoolLog)
+        push.audit = audit
+        push.trust = configuration.trust
+        push.sendsFinalManifest = { name in
+            guard let rule = rules.current.rules.first(where: { $0.name == name }), case .studyStable = rule.trigger else { return false }
+            return true
+        }
+        let plan = PlanExecutor(
+            store: store, coordinator: coordinator, trust: configuration.trust, audit: audit, clock: clock, log: fetchLog,
+            announceNow: { _ = try? hooks.daemon?.announcer?.announceOnce() })
+        let fetch = FetchExecutor(
+            store: store, peers: peers, inbound: configuration.inbound, trust: configuration.trust, audit: audit, clock: clock, log: fetchLog,
+            record: { placed, origin in try hooks.daemon?.recordPlaced(placed, origin: origin) },
+            announced: { hooks.daemon?.announcer?.nudge() })
+        return QueueManager(
+            store: store, peers: peers, executors: .init(push: push, plan: plan, fetch: fetch), policy: policy, clock: clock, telemetry: telemetry, log: spoolLog)
     }
 
     /// Two agents on one state folder would both send every job: the second refuses to start.
@@ -124,9 +153,9 @@ public final class AgentDaemon: @unchecked Sendable {
         TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl)
     }
 
-    static func targets(_ c: AgentConfiguration, tls: TLSConfiguration) -> [Delivery.Target] {
-        return c.peers.map { Delivery.Target(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: $0.connections, bandwidth: $0.bandwidth, batch: $0.batch, isLocal: false) }
-            + c.locals.map { Delivery.Target(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: 1, bandwidth: nil, batch: nil, isLocal: true) }
+    static func targets(_ c: AgentConfiguration, tls: TLSConfiguration) -> [PeerTarget] {
+        return c.peers.map { PeerTarget(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: $0.connections, bandwidth: $0.bandwidth, batch: $0.batch, isLocal: false) }
+            + c.locals.map { PeerTarget(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: 1, bandwidth: nil, batch: nil, isLocal: true) }
     }
 
     static func quietPeriods(_ set: RuleSet) -> [Int] {
@@ -143,8 +172,8 @@ public final class AgentDaemon: @unchecked Sendable {
         try startAdmin()
         try startMetrics()
         try startWatchers()
-        delivery.start()
-        startFetching()
+        startCoordination()
+        queue.start()
         let ticker = Thread { [self] in tick() }
         ticker.name = "consort-stability"
         ticker.start()
@@ -160,8 +189,7 @@ public final class AgentDaemon: @unchecked Sendable {
         stopping.set()
         log.info("stopping: no new work; transfers in flight finish their batch", ["deadline": "\(Int(deadline)) s"])
         server?.stop(deadline: deadline / 2)
-        delivery.stop(deadline: deadline / 2)
-        fetching?.stop(deadline: 2)
+        queue.stop(deadline: deadline / 2)
         announcer?.stop()
         listWatcher?.stop()
         admin?.stop()
@@ -192,37 +220,27 @@ public final class AgentDaemon: @unchecked Sendable {
         // file names now, or the ones in force when it has errors.
         reloadTLS(parsed.configuration.map(Self.tlsPaths))
         if let fresh = parsed.configuration {
-            delivery.update(targets: Self.targets(fresh, tls: tls.configuration), circuitThreshold: fresh.circuitAfter)
+            queue.peers.update(targets: Self.targets(fresh, tls: tls.configuration), circuitThreshold: fresh.circuitAfter)
             freeSpaceThreshold.value = fresh.freeSpacePercent
             log.info("peers re-read", ["peers": fresh.peers.map(\.name).joined(separator: ","), "local": fresh.locals.map(\.name).joined(separator: ",")])
         } else {
-            delivery.replaceTLS(tls.configuration)
+            queue.peers.replaceTLS(tls.configuration)
             log.error("configuration NOT re-read: it has errors; the peers in force stay", ["first": parsed.errors.first?.description ?? ""])
         }
     }
 
     // MARK: - The coordinator: announcing, prefetch, gather
 
-    private func startFetching() {
+    /// The announcer (what this site holds, to the coordinator) and the MDT list watcher.
+    private func startCoordination() {
         if let coordinator {
             let announcer = Announcer(store: store, client: coordinator, trust: configuration.trust, log: log.named("coordinator"))
             announcer.start()
             self.announcer = announcer
         }
-        let configuration = self.configuration
-        let delivery = self.delivery
-        let fetching = Fetching(Fetching.Context(
-            store: store, coordinator: coordinator, trust: configuration.trust, inbound: configuration.inbound, policy: Self.policy(configuration),
-            audit: audit, log: log.named("fetch"), peers: { delivery.targetsByName },
-            mayFetch: { peer, now in delivery.mayFetch(from: peer, now: now) },
-            fetchEnded: { peer, evidence, now in delivery.fetchEnded(from: peer, evidence, now: now) },
-            record: { [self] placed, origin in try recordPlaced(placed, origin: origin) },
-            announced: { [self] in announcer?.nudge() },
-            announceNow: { [self] in _ = try? announcer?.announceOnce() }))
-        fetching.start()
-        self.fetching = fetching
         if let lists = configuration.lists {
-            let watcher = ListWatcher(folder: lists, store: store, rules: rules, trust: configuration.trust, log: log.named("lists")) { fetching.nudge() }
+            let queue = self.queue
+            let watcher = ListWatcher(folder: lists, store: store, rules: rules, trust: configuration.trust, log: log.named("lists")) { queue.nudge() }
             watcher.start()
             listWatcher = watcher
         }
@@ -357,7 +375,7 @@ public final class AgentDaemon: @unchecked Sendable {
         }
         guard !batch.isEmpty else { return (0, 0, [:]) }
         try store.record(taken: batch, problems: [], now: now)
-        if batch.contains(where: { !$0.jobs.isEmpty }) { delivery.nudge() }
+        if batch.contains(where: { !$0.jobs.isEmpty }) { queue.nudge() }
         announcer?.nudge()
         nudgeStability()
         return (batch.count, Int64(batch.reduce(0) { $0 + $1.size }), studies)
@@ -435,7 +453,7 @@ public final class AgentDaemon: @unchecked Sendable {
         if !files.isEmpty {
             ingest.take(files)
             telemetry.taken(files.map { ($0.path, $0.mtime) }, now: Date().timeIntervalSince1970, live: true)
-            delivery.nudge()
+            queue.nudge()
         }
     }
 
@@ -473,7 +491,7 @@ public final class AgentDaemon: @unchecked Sendable {
                 let now = Date().timeIntervalSince1970
                 telemetry.taken(waiting.flatMap(\.files), now: now, live: false)
                 for root in roots { telemetry.catchUp(root, running: true, files: waiting.last!.seen, now: now) }
-                delivery.nudge()
+                queue.nudge()
             }
         }
         recorder.name = "consort-catch-up-record"
@@ -610,7 +628,7 @@ public final class AgentDaemon: @unchecked Sendable {
         try store.recordStable(study: study.uid, quiet: reached, jobs: jobs, now: now)
         if !jobs.isEmpty {
             log.named("rules").info("study stable: jobs queued", ["study": study.uid, "why": why, "jobs": jobs.map { "\($0.rule)→\($0.destination)" }.joined(separator: ",")])
-            delivery.nudge()
+            queue.nudge()
         }
     }
 }

@@ -75,7 +75,7 @@ public enum Backfill {
     /// The job as a backfill queues it: bulk, no deadline, not held back.
     public static func asBulk(_ job: AgentStore.NewJob) -> AgentStore.NewJob {
         var job = job
-        job.priority = 2
+        job.priority = .bulk
         job.deadline = nil
         job.notBefore = nil
         return job
@@ -93,7 +93,7 @@ public enum Backfill {
                 continue
             }
             let missing = item.instances.filter { !job.sops.contains($0.sop) }
-            if extendable.contains(job.state), !missing.isEmpty, item.job.kind == "push" || item.job.kind == "deliver" {
+            if extendable.contains(job.state), !missing.isEmpty, item.job.kind.sendsInstances {
                 var extra = item
                 extra.instances = missing
                 extra.extending = job.id

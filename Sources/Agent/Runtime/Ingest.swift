@@ -202,43 +202,30 @@ final class Ingest: @unchecked Sendable {
     static func jobs(for actions: [PlannedAction], now: Double, log: Logger, nhs: String? = nil) -> [AgentStore.NewJob] {
         var jobs: [AgentStore.NewJob] = []
         for action in actions {
+            let scheduling = action.scheduling
+            let deadline = scheduling.deadlineSeconds.map { now + Double($0) }
             switch action.kind {
             case .push, .deliver:
                 for destination in action.destinations {
                     jobs.append(
                         AgentStore.NewJob(
-                            kind: action.kind == .push ? "push" : "deliver", destination: destination, rule: action.rule, purpose: action.purpose,
-                            priority: priorityNumber(action.scheduling.priority), window: action.scheduling.window?.description,
-                            deadline: action.scheduling.deadlineSeconds.map { now + Double($0) }))
+                            kind: action.kind == .push ? .push : .deliver, destination: destination, rule: action.rule, purpose: action.purpose,
+                            priority: scheduling.priority, window: scheduling.window, deadline: deadline))
                 }
             case .prefetchPriors, .gather:
-                // Planned by `Fetching` once the coordinator says where the patient's studies
-                // are: the query and the trusts it may fetch from go with the job.
+                // Planned by the queue manager's plan executor once the coordinator says where the
+                // patient's studies are: the query and the trusts it may fetch from go with the job.
                 let query = action.query
-                var detail: [(String, JSON)] = [
-                    ("sources", .array(action.sources.map(JSON.string))), ("sameModality", .bool(query?.sameModality ?? false)),
-                    ("sameBodyPart", .bool(query?.sameBodyPart ?? false)),
-                ]
-                if let days = query?.withinDays { detail.append(("withinDays", .int(Int64(days)))) }
-                if let most = query?.atMost { detail.append(("atMost", .int(Int64(most)))) }
-                if let nhs { detail.append(("nhs", .string(nhs))) }
+                let search = PriorSearch(
+                    sources: action.sources, sameModality: query?.sameModality ?? false, sameBodyPart: query?.sameBodyPart ?? false,
+                    withinDays: query?.withinDays, atMost: query?.atMost, nhs: nhs)
                 jobs.append(
                     AgentStore.NewJob(
-                        kind: action.kind == .gather ? "gather" : "prefetch", destination: action.destinations.first ?? "", rule: action.rule, purpose: action.purpose,
-                        priority: priorityNumber(action.scheduling.priority), window: action.scheduling.window?.description,
-                        deadline: action.scheduling.deadlineSeconds.map { now + Double($0) }, detail: JSON.object(detail).serialized(),
-                        notBefore: action.notBefore.map(Double.init)))
+                        kind: action.kind == .gather ? .gather : .prefetch, destination: action.destinations.first ?? "", rule: action.rule, purpose: action.purpose,
+                        priority: scheduling.priority, window: scheduling.window, deadline: deadline, search: search, notBefore: action.notBefore.map(Double.init)))
             }
         }
         return jobs
-    }
-
-    static func priorityNumber(_ priority: Priority) -> Int {
-        switch priority {
-        case .urgent: return 0
-        case .normal: return 1
-        case .bulk: return 2
-        }
     }
 
     static func facts(of data: DataSet, study: String) -> AgentStore.StudyFacts {

@@ -74,18 +74,9 @@ extension AgentStore {
         try read { try db.prepare("SELECT \(Self.announcementColumns) FROM studies WHERE uid = ?1").first([.text(uid)], Self.announcement) }
     }
 
-    /// Prefetch, gather and fetch jobs due now.
-    public func runnableFetchJobs(now: Double) throws -> [Job] {
-        try read {
-            try db.prepare("""
-                SELECT \(Self.jobColumns) FROM jobs j WHERE j.kind IN ('prefetch', 'gather', 'fetch')
-                AND j.state IN ('queued', 'deferred') AND j.next_attempt <= ?1 ORDER BY j.priority, j.created
-                """).rows([.real(now)], Self.job)
-        }
-    }
-
-    public func detail(ofJob id: Int64) throws -> String? {
-        try read { try db.prepare("SELECT detail FROM jobs WHERE id = ?1").first([.integer(id)]) { $0.text(0) } ?? nil }
+    /// A planning job's query, or the patient a fetch is for.
+    public func search(ofJob id: Int64) throws -> PriorSearch? {
+        try read { try db.prepare("SELECT detail FROM jobs WHERE id = ?1").first([.integer(id)]) { $0.text(0) }?.flatMap(PriorSearch.init(stored:)) }
     }
 
     /// Queues jobs about a study that has no instances here yet (a gather's plan).

@@ -39,9 +39,8 @@ extension AgentStore {
 
     /// The state an operator sees: queued or deferred with a closed window is waiting.
     public static func shownState(_ job: Job, minuteOfDay: Int) -> String {
-        guard job.state == "queued" || job.state == "deferred", let text = job.window, let window = Spool.TimeWindow(text),
-            !window.contains(minuteOfDay: minuteOfDay)
-        else { return job.state }
+        guard job.state == .queued || job.state == .deferred, let window = job.window, !window.contains(minuteOfDay: minuteOfDay)
+        else { return job.state.rawValue }
         return "waiting"
     }
 
@@ -74,7 +73,7 @@ extension AgentStore {
         return try read {
             // Built from fixed clauses: prepared afresh rather than cached once per filter shape.
             try db.prepare(sql).rows(values) { row in
-                let job = Self.job(row)
+                let job = try Self.job(row)
                 return JobLine(
                     job: job, shownState: Self.shownState(job, minuteOfDay: minuteOfDay), studyDate: row.text(23), modality: row.text(24),
                     studyDescription: row.text(25), patientID: row.text(26))

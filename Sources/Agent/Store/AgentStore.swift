@@ -2,6 +2,7 @@ import DICOM
 import Foundation
 import Platform
 import SQLite
+import Spool
 
 /// The agent's inventory and spool, in one SQLite database under `state` (WAL, synchronous=FULL).
 ///
@@ -252,18 +253,34 @@ public final class AgentStore: @unchecked Sendable {
     /// A job a rule planned: created if new, joined by the instance if the same (rule,
     /// destination, study) is already queued.
     public struct NewJob: Sendable {
-        public var kind: String
+        public var kind: JobKind
         public var destination: String
         public var rule: String
         public var purpose: String
-        public var priority: Int
-        public var window: String?
+        public var priority: JobPriority
+        public var window: TimeWindow?
         /// Seconds since 1970 by which it must be delivered.
         public var deadline: Double?
-        /// A prefetch's or gather's query (JSON), for the worker that plans its fetches.
-        public var detail: String? = nil
+        /// A prefetch's or gather's query, or the patient a fetch is for: what the job's executor
+        /// plans or checks with (kept in the `detail` column as JSON).
+        public var search: PriorSearch? = nil
         /// Not to start before this time (a gather's lead time before the meeting).
         public var notBefore: Double? = nil
+
+        public init(
+            kind: JobKind, destination: String, rule: String, purpose: String, priority: JobPriority, window: TimeWindow? = nil, deadline: Double? = nil,
+            search: PriorSearch? = nil, notBefore: Double? = nil
+        ) {
+            self.kind = kind
+            self.destination = destination
+            self.rule = rule
+            self.purpose = purpose
+            self.priority = priority
+            self.window = window
+            self.deadline = deadline
+            self.search = search
+            self.notBefore = notBefore
+        }
     }
 
     /// Records a batch of taken files and the jobs they caused, in one transaction: a crash at any
@@ -363,8 +380,9 @@ public final class AgentStore: @unchecked Sendable {
                 try db.prepare("""
                     INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt, detail)
                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', max(?9, coalesce(?11, ?9)), ?10) ON CONFLICT(rule, destination, study) DO NOTHING
-                    """).run([.text(job.kind), .text(job.destination), .text(study), .text(job.rule), .text(job.purpose), .integer(Int64(job.priority)),
-                        job.window.map(SQLValue.text) ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now), job.detail.map(SQLValue.text) ?? .null,
+                    """
+                ).run([.text(job.kind.rawValue), .text(job.destination), .text(study), .text(job.rule), .text(job.purpose), .integer(Int64(job.priority.rawValue)),
+                        job.window.map { .text($0.description) } ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now), job.search.map { .text($0.stored) } ?? .null,
                         job.notBefore.map(SQLValue.real) ?? .null])
                 guard let found = try db.prepare("SELECT id FROM jobs WHERE rule = ?1 AND destination = ?2 AND study = ?3").first([.text(job.rule), .text(job.destination), .text(study)], { $0.int(0) }) else { continue }
                 id = found
@@ -374,8 +392,7 @@ public final class AgentStore: @unchecked Sendable {
             var addedBytes: Int64 = 0
             let insert = try db.prepare("INSERT INTO job_instances (job, sop, path, size) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING")
             // A prefetch or gather plans fetches of other studies: it sends none of these.
-            let planning = job.kind == "prefetch" || job.kind == "gather"
-            for instance in instances where !planning {
+            for instance in instances where !job.kind.plans {
                 try insert.run([.integer(id), .text(instance.sop), .text(instance.path), .integer(Int64(instance.size))])
                 if db.changes > 0 {
                     added += 1
@@ -442,16 +459,16 @@ public final class AgentStore: @unchecked Sendable {
 
     public struct Job: Sendable {
         public var id: Int64
-        public var kind: String
+        public var kind: JobKind
         public var destination: String
         public var study: String
         public var rule: String
         public var purpose: String
-        public var priority: Int
-        public var window: String?
+        public var priority: JobPriority
+        public var window: TimeWindow?
         public var deadline: Double?
         public var created: Double
-        public var state: String
+        public var state: JobState
         public var attempts: Int
         public var nextAttempt: Double
         public var lastError: String?
@@ -486,12 +503,26 @@ public final class AgentStore: @unchecked Sendable {
         }
     }
 
-    static func job(_ row: Row) -> Job {
-        Job(
-            id: row.int(0), kind: row.text(1) ?? "", destination: row.text(2) ?? "", study: row.text(3) ?? "", rule: row.text(4) ?? "",
-            purpose: row.text(5) ?? "", priority: Int(row.int(6)), window: row.text(7), deadline: row.isNull(8) ? nil : row.double(8),
-            created: row.double(9), state: row.text(10) ?? "", attempts: Int(row.int(11)), nextAttempt: row.double(12), lastError: row.text(13),
-            deadlineMissed: row.isNull(14) ? nil : row.double(14), total: Int(row.int(15)), acknowledged: Int(row.int(16)),
+    /// A row of the spool this version cannot read.
+    public struct UnknownJob: Error, CustomStringConvertible {
+        public var id: Int64, kind: String, state: String
+        public var description: String {
+            "job \(id) is of kind \"\(kind)\" in state \"\(state)\", which this version of Consort does not know (a spool written by a newer version?)"
+        }
+    }
+
+    /// A job's row, typed. A kind or state this version does not know (a spool written by a
+    /// newer Consort, then downgraded) is an error that says so, not a job run as something else.
+    static func job(_ row: Row) throws -> Job {
+        let kindWord = row.text(1) ?? "", stateWord = row.text(10) ?? ""
+        guard let kind = JobKind(stored: kindWord), let state = JobState(rawValue: stateWord) else {
+            throw UnknownJob(id: row.int(0), kind: kindWord, state: stateWord)
+        }
+        return Job(
+            id: row.int(0), kind: kind, destination: row.text(2) ?? "", study: row.text(3) ?? "", rule: row.text(4) ?? "",
+            purpose: row.text(5) ?? "", priority: JobPriority(rawValue: Int(row.int(6))) ?? .normal, window: row.text(7).flatMap(TimeWindow.init),
+            deadline: row.isNull(8) ? nil : row.double(8), created: row.double(9), state: state, attempts: Int(row.int(11)), nextAttempt: row.double(12),
+            lastError: row.text(13), deadlineMissed: row.isNull(14) ? nil : row.double(14), total: Int(row.int(15)), acknowledged: Int(row.int(16)),
             refused: Int(row.int(17)), bytesLeft: row.int(18), bytesTotal: row.int(19), bytesSent: row.int(20),
             progressAt: row.isNull(21) ? nil : row.double(21), finished: row.isNull(22) ? nil : row.double(22))
     }
@@ -508,12 +539,12 @@ public final class AgentStore: @unchecked Sendable {
         try read { try db.prepare("SELECT \(Self.jobColumns) FROM jobs j WHERE j.id = ?1").first([.integer(id)], Self.job) }
     }
 
-    /// Jobs that may run (queued, or deferred and due), per destination: the scheduler's input
-    /// (without instance counts).
+    /// Jobs that may run, of every kind: queued, or deferred and due; the queue manager's input.
+    /// A queued job whose start is later (a gather's lead time) is not due yet either.
     public func runnableJobs(now: Double) throws -> [Job] {
         try read {
             try db.prepare("""
-                SELECT \(Self.headColumns) FROM jobs j WHERE j.kind IN ('push', 'deliver') AND (j.state = 'queued' OR (j.state = 'deferred' AND j.next_attempt <= ?1))
+                SELECT \(Self.headColumns) FROM jobs j WHERE j.state IN ('queued', 'deferred') AND j.next_attempt <= ?1
                 ORDER BY j.priority, j.created
                 """).rows([.real(now)], Self.job)
         }
@@ -530,7 +561,7 @@ public final class AgentStore: @unchecked Sendable {
 
     /// Jobs in the active state.
     public func activeJobIDs() throws -> [Int64] {
-        try read { try db.prepare("SELECT id FROM jobs WHERE state = 'active' AND kind IN ('push', 'deliver')").rows { $0.int(0) } }
+        try read { try db.prepare("SELECT id FROM jobs WHERE state = 'active'").rows { $0.int(0) } }
     }
 
     /// An active job back to queued (its worker is gone).

@@ -3,6 +3,7 @@ import Agent
 import DICOM
 import Foundation
 import Routing
+import Spool
 
 /// `consort queue`: the spool as the person on call sees it — its shape (peer × state × age),
 /// one line per job, one job in full — and the actions that change it in the running agent
@@ -148,7 +149,7 @@ enum QueueCommand {
             let age = now - job.created
             ages[QueueCommand.ageBuckets.firstIndex { age < $0.limit } ?? 4] += 1
             jobs += 1
-            if job.priority == 0 { urgent += 1 }
+            if job.priority == .urgent { urgent += 1 }
             instances += job.instancesLeft
             bytes += job.bytesLeft
         }
@@ -231,7 +232,7 @@ enum QueueCommand {
 
     /// Bytes a second over the last minute, for an active job.
     static func rate(_ job: AgentStore.Job, context: OperatorContext, now: Double) throws -> Double? {
-        guard job.state == "active" else { return nil }
+        guard job.state == .active else { return nil }
         let recent = try context.store.recentBytes(ofJob: job.id, since: now - 60)
         guard recent.seconds > 0.001 else { return nil }
         return Double(recent.bytes) / recent.seconds
@@ -239,14 +240,14 @@ enum QueueCommand {
 
     static func deadlineText(_ job: AgentStore.Job, now: Double) -> String? {
         if let missed = job.deadlineMissed { return "deadline MISSED by \(OperatorFormat.duration(missed))" }
-        guard let deadline = job.deadline, job.state != "done" else { return nil }
+        guard let deadline = job.deadline, job.state != .done else { return nil }
         return deadline >= now ? "deadline in \(OperatorFormat.duration(deadline - now))" : "deadline passed \(OperatorFormat.duration(now - deadline)) ago"
     }
 
     static func jobText(_ line: AgentStore.JobLine, context: OperatorContext, now: Double) throws -> String {
         let job = line.job
         var out = String(job.id).padding(to: 7) + OperatorFormat.duration(now - job.created).padding(to: 7) + OperatorFormat.state(line.shownState, width: 9)
-            + (job.priority == 0 ? OperatorFormat.paint("urgent", .red) + " " : OperatorFormat.priority(job.priority).padding(to: 7))
+            + (job.priority == .urgent ? OperatorFormat.paint("urgent", .red) + " " : OperatorFormat.priority(job.priority).padding(to: 7))
             + job.destination.padding(to: 7) + job.rule + "\n"
         let study = [line.studyDate, line.modality, line.studyDescription.map { "\"\($0)\"" }].compactMap { $0 }.joined(separator: " ")
         out += "       " + (study.isEmpty ? "" : study + " ") + job.study + "\n"
@@ -261,7 +262,7 @@ enum QueueCommand {
         if line.shownState == "waiting", let window = job.window { progress += "; window \(window)" }
         if let deadline = deadlineText(job, now: now) { progress += "; " + (job.deadlineMissed != nil ? OperatorFormat.paint(deadline, .red) : deadline) }
         out += "       " + progress + "\n"
-        if var error = job.lastError, job.state != "done" {
+        if var error = job.lastError, job.state != .done {
             // The peer's URL is in the configuration: the words after it say what went wrong.
             if error.hasPrefix("http"), let colon = error.range(of: ": ") { error = String(error[colon.upperBound...]) }
             out += "       " + OperatorFormat.paint("last error: " + String(error.prefix(60)), .dim) + "\n"
@@ -274,9 +275,9 @@ enum QueueCommand {
         func text(_ v: String?) -> JSON { v.map(JSON.string) ?? .null }
         func number(_ v: Double?) -> JSON { v.map(JSON.double) ?? .null }
         return .object([
-            ("id", .int(job.id)), ("state", .string(line.shownState)), ("stored_state", .string(job.state)), ("kind", .string(job.kind)),
+            ("id", .int(job.id)), ("state", .string(line.shownState)), ("stored_state", .string(job.state.rawValue)), ("kind", .string(job.kind.rawValue)),
             ("peer", .string(job.destination)), ("study", .string(job.study)), ("rule", .string(job.rule)), ("purpose", .string(job.purpose)),
-            ("priority", .string(OperatorFormat.priority(job.priority))), ("window", text(job.window)),
+            ("priority", .string(OperatorFormat.priority(job.priority))), ("window", text(job.window?.description)),
             ("study_date", text(line.studyDate)), ("modality", text(line.modality)), ("description", text(line.studyDescription)), ("patient_id", text(line.patientID)),
             ("instances_sent", .int(Int64(job.acknowledged))), ("instances_total", .int(Int64(job.total))), ("instances_refused", .int(Int64(job.refused))),
             ("bytes_sent", .int(job.bytesSent)), ("bytes_total", .int(job.bytesTotal)), ("bytes_left", .int(job.bytesLeft)),

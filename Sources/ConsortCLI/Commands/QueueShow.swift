@@ -3,6 +3,7 @@ import Agent
 import DICOM
 import Foundation
 import Routing
+import Spool
 
 /// `consort queue show ID`: one job in full — its instances and which the peer acknowledged, each
 /// attempt with the peer's answer, and why its rule fired, explained as `consort rules explain`
@@ -40,12 +41,12 @@ enum QueueShow {
         standardOutput.line(OperatorFormat.paint("Job \(job.id)", .bold) + ": \(job.kind) of study \(job.study) to \(job.destination)")
         let study = [line.studyDate, line.modality, line.studyDescription.map { "\"\($0)\"" }, line.patientID.map { "patient \($0)" }].compactMap { $0 }
         if !study.isEmpty { standardOutput.line("  Study:     " + study.joined(separator: ", ")) }
-        standardOutput.line("  State:     " + OperatorFormat.state(line.shownState) + (line.shownState != job.state ? " (stored as \(job.state))" : ""))
+        standardOutput.line("  State:     " + OperatorFormat.state(line.shownState) + (line.shownState != job.state.rawValue ? " (stored as \(job.state))" : ""))
         standardOutput.line("  Rule:      \(job.rule) (purpose \(job.purpose)), priority \(OperatorFormat.priority(job.priority))" + (job.window.map { ", window \($0)" } ?? ""))
         standardOutput.line("  Created:   \(OperatorFormat.time(job.created)) (\(OperatorFormat.duration(now - job.created)) ago)")
         if let deadline = job.deadline { standardOutput.line("  Deadline:  \(OperatorFormat.time(deadline)); " + (QueueCommand.deadlineText(job, now: now) ?? "")) }
         standardOutput.line("  Progress:  \(job.acknowledged) of \(job.total) instances acknowledged (\(OperatorFormat.bytes(job.bytesSent)) of \(OperatorFormat.bytes(job.bytesTotal))), \(job.refused) refused")
-        standardOutput.line("  Tries:     \(job.attempts)" + (job.nextAttempt > now && ["queued", "deferred"].contains(job.state) ? "; next in \(OperatorFormat.duration(job.nextAttempt - now))" : ""))
+        standardOutput.line("  Tries:     \(job.attempts)" + (job.nextAttempt > now && [.queued, .deferred].contains(job.state) ? "; next in \(OperatorFormat.duration(job.nextAttempt - now))" : ""))
         if let error = job.lastError { standardOutput.line("  Last error: \(error)") }
         standardOutput.line("")
         standardOutput.line(OperatorFormat.paint("Instances", .bold) + " (\(instances.count)):")

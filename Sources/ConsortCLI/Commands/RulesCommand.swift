@@ -220,7 +220,7 @@ enum RulesCommand {
             }
             let actions = plan(engine, study, site: site)
             for action in actions {
-                totals["\(site) → \(action.kind.rawValue) \(action.destinations.joined(separator: ",")) [\(action.scheduling.priority.rawValue)]", default: 0] += 1
+                totals["\(site) → \(action.kind.rawValue) \(action.destinations.joined(separator: ",")) [\(action.scheduling.priority.name)]", default: 0] += 1
             }
             guard let baseline else { continue }
             let before = Set(plan(baseline, study, site: site).map { "\($0.rule): \($0)" })

@@ -1,5 +1,6 @@
 import CommandSupport
 import Foundation
+import Spool
 
 #if canImport(Glibc)
     import Glibc
@@ -60,7 +61,7 @@ enum OperatorFormat {
         }
     }
 
-    static func priority(_ value: Int) -> String { ["urgent", "normal", "bulk"][min(2, max(0, value))] }
+    static func priority(_ value: JobPriority) -> String { value.name }
 
     /// Colour, on a terminal only.
     enum Colour: String {

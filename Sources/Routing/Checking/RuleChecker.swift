@@ -93,7 +93,7 @@ struct RuleChecker {
             let location = index < rule.actionLocations.count ? rule.actionLocations[index] : rule.location
             let scheduling = action.scheduling
             if scheduling.deadlineSeconds != nil && scheduling.priority != .urgent {
-                warning(location, "a deadline on a \(scheduling.priority.rawValue) action", hint: "deadlines are tracked for urgent actions; add priority urgent")
+                warning(location, "a deadline on a \(scheduling.priority.name) action", hint: "deadlines are tracked for urgent actions; add priority urgent")
             }
             switch action {
             case .push(let destinations, _):

@@ -89,7 +89,7 @@ public struct PlannedAction: Sendable, Hashable, CustomStringConvertible {
                 if let k = q.atMost { text += ", at most \(k), newest first" }
             }
         }
-        text += ", priority \(scheduling.priority.rawValue)"
+        text += ", priority \(scheduling.priority.name)"
         if let w = scheduling.window { text += ", window \(w)" }
         if let d = scheduling.deadlineSeconds { text += ", deadline \(formatDuration(d))" }
         return text

@@ -1,4 +1,5 @@
 import DICOM
+import Spool
 
 /// A loaded, checked rule set: the consortium's members and groups, its data-sharing agreements,
 /// and the routing rules. Immutable; a reload builds a new one (see `RuleBook`).
@@ -117,30 +118,10 @@ public enum Trigger: Sendable, Hashable, CustomStringConvertible {
     }
 }
 
-public enum Priority: String, Sendable, Hashable, Comparable, CaseIterable {
-    case urgent, normal, bulk
-    public static func < (a: Priority, b: Priority) -> Bool {
-        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
-    }
-}
-
-/// Minutes since midnight, start and end; a window may cross midnight (19:00–07:00).
-public struct TimeWindow: Sendable, Hashable, CustomStringConvertible {
-    public var start: Int
-    public var end: Int
-
-    public func contains(minuteOfDay m: Int) -> Bool {
-        start <= end ? (m >= start && m < end) : (m >= start || m < end)
-    }
-
-    public var description: String {
-        func hhmm(_ m: Int) -> String {
-            let h = m / 60, mm = m % 60
-            return (h < 10 ? "0" : "") + "\(h):" + (mm < 10 ? "0" : "") + "\(mm)"
-        }
-        return "\(hhmm(start))-\(hhmm(end))"
-    }
-}
+/// A rule's priority and window are the spool's own types (one of each in the code base): what a
+/// rule says is what the queue manager schedules by, never converted through text.
+public typealias Priority = JobPriority
+public typealias TimeWindow = Spool.TimeWindow
 
 /// How an action is scheduled: its priority, the hours it may run, and any deadline.
 public struct Scheduling: Sendable, Hashable {

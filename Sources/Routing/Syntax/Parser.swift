@@ -562,7 +562,7 @@ struct Parser {
             switch word {
             case "priority":
                 let (p, _) = try name("urgent, normal or bulk")
-                guard let priority = Priority(rawValue: p) else {
+                guard let priority = Priority(name: p) else {
                     throw fail("unknown priority \"\(p)\"", at: tokens[index - 1], hint: "priorities: urgent, normal, bulk")
                 }
                 s.priority = priority
@@ -589,6 +589,6 @@ struct Parser {
         guard let start = minutes(parts[0]), let end = minutes(parts[1]), start != end else { return nil }
         // An end of 24:00 is the end of the day (1440), not its start: "00:00-24:00" is always
         // open, "19:00-24:00" the evening (as 0 it would be an empty or a wrapping window).
-        return TimeWindow(start: start % 1440, end: end == 1440 ? 1440 : end)
+        return TimeWindow(startMinute: start % 1440, endMinute: end)
     }
 }

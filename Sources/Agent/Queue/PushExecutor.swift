@@ -1,0 +1,276 @@
+import Audit
+import DICOM
+import DICOMweb
+import Exchange
+import Foundation
+import Platform
+import Spool
+import Transport
+
+/// Sends a push's or a delivery's instances to its destination: in batches (STOW-RS,
+/// `StowSender`), each answer recorded durably as it comes, so a crash or a cut connection
+/// resumes from what was acknowledged. A job tried before first asks the peer what it already
+/// holds; a job from a study-stable rule first sends the study's manifest. Several workers may
+/// carry one large job: each claims its batch, so no instance goes twice at once.
+///
+/// What an attempt comes to is reported, never decided here: a refused instance is recorded and
+/// the job goes on without it; a failure of the exchange is `.failed` with its class
+/// (`FailureClassifier`), and the queue manager defers the job by it.
+final class PushExecutor: JobExecutor, @unchecked Sendable {
+    let store: AgentStore
+    let peers: Peers
+    let clock: any Clock
+    let telemetry: Telemetry?
+    let log: Logger
+    /// Each finished job is audited (set once, before start).
+    var audit: AuditLog?
+    var trust = ""
+    /// Whether a rule's jobs send a final manifest: rules fired by `on study-stable` (the study
+    /// is whole here). Set by the daemon from the current rules.
+    var sendsFinalManifest: @Sendable (String) -> Bool = { _ in false }
+    /// Instances per request: small for urgent jobs (latency), larger otherwise (throughput).
+    /// An urgent request is no larger than what a Consort receiver makes durable by each file's
+    /// own fsync, so that it never waits for a syncfs of the receiver's filesystem.
+    let urgentBatch = StowIngest.ownFsyncAtMost
+    let normalBatch = 50
+    let batchBytes = 16 << 20
+    private let lock = NSLock()
+    /// The instances each job's workers have in flight (two workers of one job never send the
+    /// same instance), and the jobs whose manifest the peer took, with how many instances it listed.
+    private var claimed: [Int64: Set<String>] = [:]
+    private var manifestListed: [Int64: Int] = [:]
+
+    init(store: AgentStore, peers: Peers, clock: any Clock, telemetry: Telemetry?, log: Logger) {
+        self.store = store
+        self.peers = peers
+        self.clock = clock
+        self.telemetry = telemetry
+        self.log = log
+    }
+
+    private func batchSize(_ job: AgentStore.Job, _ target: PeerTarget) -> Int {
+        target.batch ?? (job.priority == .urgent ? urgentBatch : normalBatch)
+    }
+
+    func wantsAnotherWorker(_ job: AgentStore.Job, workers: Int) -> Bool {
+        guard let target = peers.target(job.destination), let pending = try? store.pendingCount(job: job.id) else { return false }
+        let inFlight = lock.withLock { claimed[job.id]?.count ?? 0 }
+        return pending - inFlight > batchSize(job, target)
+    }
+
+    func execute(_ job: AgentStore.Job, _ worker: Worker) -> JobOutcome {
+        let priority = job.priority
+        // A normal or bulk job's worker leaves the CPU to urgent work first (this thread does
+        // only this job, and ends with it), and reads a bulk study's files in the idle I/O
+        // class; the receiver is told the priority and does the same.
+        if priority != .urgent { ThreadPriority.yieldCPU(bulk: priority == .bulk) }
+        guard var target = peers.target(job.destination) else { return .failed(.configuration, reason: "no address for \(job.destination)") }
+        var client: HTTPClient
+        do {
+            client = try peers.client(job.destination, priority: priority, reserved: worker.reserved)
+        } catch {
+            return .failed(.configuration, reason: "cannot set up TLS for \(target.name): \(error)")
+        }
+        defer { peers.giveBack(client, to: job.destination, priority: priority, reserved: worker.reserved) }
+        let headers = [(ConsortField.purpose, job.purpose)]
+        // A job tried before (a retry, or a restart after a crash) asks the peer what it already
+        // holds of the study and sends only the rest. (A peer that cannot say gets everything
+        // not acknowledged; its receiver keeps one copy of each.)
+        if job.attempts > 0, worker.first, let held = HeldInstances.ask(target.url, study: job.study, with: client, headers: headers), !held.isEmpty {
+            let pendingNow = (try? store.pending(job: job.id, limit: 1_000_000)) ?? []
+            let already = pendingNow.map(\.sop).filter { held.contains($0) }
+            if !already.isEmpty {
+                let now = clock.now
+                try? store.recordAnswers(job: job.id, acknowledged: already, refused: [], attempt: (now, now, 0, "\(already.count) already at the peer"))
+                log.info("resuming: the peer already holds part of the study", ["job": job.id, "study": job.study, "destination": target.name, "held": already.count, "left": pendingNow.count - already.count])
+            }
+        }
+        // A Consort peer first hears the whole of what a study-stable job delivers (see
+        // StudyManifest): it then knows when the study is complete.
+        if worker.first { sendManifest(job, to: target, with: client) }
+        defer { lock.withLock { if claimed[job.id]?.isEmpty ?? false { claimed[job.id] = nil } } }
+        while true {
+            // New TLS material (SIGHUP) since this worker began: its next batch goes over a new
+            // connection with it, not over the one verified under the old CA and CRL.
+            if let current = peers.target(job.destination), current.tls != client.options.tls {
+                do {
+                    client = try HTTPClient(.init(tls: current.tls))
+                } catch {
+                    return .failed(.configuration, reason: "cannot set up a client with the reloaded TLS material: \(error)")
+                }
+                target = current
+            }
+            if worker.isStopping { return .interrupted }
+            // Another worker of this job failed and deferred it, or an operator held it: stop.
+            if worker.isHalted { return .leftToOthers }
+            let size = batchSize(job, target)
+            var pending: [AgentStore.PendingInstance]
+            // Read and claim under the lock: two workers of one job never take the same instance.
+            do {
+                pending = try lock.withLock {
+                    let alreadyClaimed = claimed[job.id] ?? []
+                    var total = 0
+                    let batch = Array(try store.pending(job: job.id, limit: size + alreadyClaimed.count).filter { !alreadyClaimed.contains($0.sop) }
+                        .prefix(size)
+                        // At most ~16 MB a request (at least one instance): what a crash or a cut
+                        // connection makes us send again stays small, and the answers come often.
+                        .prefix { instance in
+                            defer { total += instance.size }
+                            return total == 0 || total + instance.size <= batchBytes
+                        })
+                    claimed[job.id, default: []].formUnion(batch.map(\.sop))
+                    return batch
+                }
+            } catch {
+                return .failed(.local, reason: "cannot read the job's instances: \(error)")
+            }
+            if pending.isEmpty {
+                // Others still sending this job's last instances: they finish it.
+                if worker.leaveToOthers() { return .leftToOthers }
+                if let finished = finish(job, target: target, client: client) { return finished }
+                continue
+            }
+            if let outcome = send(pending, of: job, to: target, with: client, worker: worker) { return outcome }
+        }
+    }
+
+    /// One batch: each file checked whole again, sent, and every answer recorded. Nil when the
+    /// job goes on; an outcome when this attempt ends.
+    private func send(_ batch: [AgentStore.PendingInstance], of job: AgentStore.Job, to target: PeerTarget, with client: HTTPClient, worker: Worker) -> JobOutcome? {
+        let claim = Set(batch.map(\.sop))
+        defer { lock.withLock { claimed[job.id]?.subtract(claim) } }
+        let now = clock.now
+        var pending = batch
+        // Each file checked whole again before it goes: it was whole when taken, but an archive
+        // file can be cut or replaced since (a disk that filled, a re-export).
+        var cut: [(String, String)] = []
+        var unreadable: String?
+        pending.removeAll { instance in
+            do {
+                _ = try DICOMFile.verify(path: instance.path)
+                return false
+            } catch let error as DICOMError where error.code == .io {
+                // Not the file's fault (too many open files, NFS gone stale): try later.
+                unreadable = "\(error)"
+                return true
+            } catch {
+                cut.append((instance.sop, "the file is no longer whole, readable DICOM: \(error)"))
+                return true
+            }
+        }
+        if !cut.isEmpty {
+            do {
+                try store.recordAnswers(job: job.id, acknowledged: [], refused: cut, attempt: (now, now, 0, "\(cut.count) not sent: no longer whole"))
+            } catch {
+                return .failed(.local, reason: "cannot record instances that cannot be sent: \(error)")
+            }
+            for item in cut { log.error("instance not sent: its file changed since it was taken", ["job": job.id, "sop": item.0, "reason": item.1]) }
+        }
+        if let unreadable {
+            log.warning("an instance's file cannot be read now; the job waits", ["job": job.id, "study": job.study, "reason": unreadable])
+            return .failed(.local, reason: "cannot read a file: \(unreadable)")
+        }
+        if pending.isEmpty { return nil }
+        let started = clock.now
+        let outgoing = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
+        let priority = job.priority
+        let pacer = peers.pacer(job.destination)
+        let deliver = {
+            StowSender.deliver(
+                outgoing, to: target.url, with: client, headers: [(ConsortField.priority, priority.description), (ConsortField.purpose, job.purpose)],
+                pace: pacer.map { pacer in { pacer.consume($0, priority: priority) } })
+        }
+        let outcomes = priority == .bulk ? ThreadPriority.idleIO(deliver) : deliver()
+        let ended = clock.now
+        // What each instance became (`FailureClassifier`): delivered; refused by the peer for
+        // good (recorded, the job goes on without it); or a failure of the exchange, which ends
+        // this attempt by its class.
+        let acknowledged = outcomes.filter { $0.delivery == .delivered }.map(\.instance.uid)
+        let refused = outcomes.filter { $0.delivery == .failed(.refused) && $0.transportCode == nil }.map { ($0.instance.uid, $0.reason ?? "refused") }
+        let retry = outcomes.filter { $0.delivery != .delivered && !($0.delivery == .failed(.refused) && $0.transportCode == nil) }
+        let bytes = pending.filter { acknowledged.contains($0.sop) }.reduce(0) { $0 + $1.size }
+        let summary = retry.isEmpty ? "\(acknowledged.count) stored, \(refused.count) refused" : "failed: \(retry.first?.reason ?? "")"
+        do {
+            try store.recordAnswers(job: job.id, acknowledged: acknowledged, refused: refused, attempt: (started, ended, bytes, summary))
+        } catch {
+            return .failed(.local, reason: "cannot record the peer's answers; they will be sent again (the peer keeps one copy): \(error)")
+        }
+        if !acknowledged.isEmpty { telemetry?.sent(target.name, instances: acknowledged.count, bytes: Int64(bytes)) }
+        if !refused.isEmpty { telemetry?.error(target.name, class: "refused", count: refused.count) }
+        for item in refused {
+            log.error("instance refused by the destination", ["job": job.id, "study": job.study, "destination": target.name, "sop": item.0, "reason": item.1])
+        }
+        guard let first = retry.first else {
+            worker.peerAnswered(by: "a push to it")
+            return nil
+        }
+        return .failed(first.delivery.failure ?? .transient, reason: first.reason ?? "not reported")
+    }
+
+    /// Nothing pending: the job is finished (done, or failed for refused instances) and audited.
+    /// Nil when instances joined it meanwhile: the worker goes on.
+    private func finish(_ job: AgentStore.Job, target: PeerTarget, client: HTTPClient) -> JobOutcome? {
+        // Instances joined the job, or were refused, after its manifest went: the peer hears what
+        // it will hold.
+        if let listed = lock.withLock({ manifestListed[job.id] }), let counts = try? store.job(job.id), counts.total - counts.refused != listed {
+            sendManifest(job, to: target, with: client)
+        }
+        let now = clock.now
+        let late = Deadline.missedBy(deadline: job.deadline, deliveredAt: now, now: now)
+        do {
+            guard let state = try store.finish(job: job.id, now: now, deliveredLate: late) else { return nil }
+            lock.withLock { manifestListed[job.id] = nil }
+            let finished = try store.job(job.id)
+            if let audit, let finished {
+                let facts = try? store.study(job.study)
+                var nhs: String?
+                if let facts, case .valid(let number) = Announcer.nhs(facts.facts) { nhs = number.digits }
+                try? audit.record(AuditEntry(
+                    who: trust, action: job.kind == .deliver ? "deliver" : "send", nhs: nhs, patient: facts?.facts.patientID, study: job.study,
+                    why: "\(job.purpose) (rule \(job.rule))", detail: "\(finished.acknowledged) of \(finished.total) instances to \(target.name); \(state)"))
+            }
+            if state == "done" {
+                log.info("job done", ["job": job.id, "study": job.study, "destination": target.name, "instances": finished?.total ?? 0, "late": late.map { String(format: "%.1f s", $0) } ?? "no"])
+            } else {
+                log.error("job failed: the destination refused instances", ["job": job.id, "study": job.study, "destination": target.name, "refused": finished?.refused ?? 0, "reason": finished?.lastError ?? ""])
+            }
+        } catch {
+            log.error("cannot finish a job", ["job": job.id, "error": error])
+        }
+        return .finished
+    }
+
+    // MARK: - Study manifests
+
+    /// Sends the job's manifest (every instance of the study it delivers, with its size and
+    /// SHA-256) when the job comes from a study-stable rule and the peer is an agent that takes
+    /// manifests. Never stops the push: without a manifest the receiver keeps its quiet timer.
+    private func sendManifest(_ job: AgentStore.Job, to target: PeerTarget, with client: HTTPClient) {
+        guard job.kind == .push, !target.isLocal, sendsFinalManifest(job.rule), peers.takesManifests(target.name) != false else { return }
+        let manifest: StudyManifest
+        do {
+            // What the job delivers: an instance refused (by the peer, or cut here) will not
+            // come, and listing it would leave the study open at the peer for ever.
+            let files = try store.instances(ofJob: job.id, limit: StudyManifest.maximumInstances).filter { $0.state != "refused" }.map { ($0.sop, $0.path, Int($0.size)) }
+            // Hashed once per instance, kept in the inventory (a received one was hashed as it
+            // arrived): a retry, or the same study to another peer, reads no file again.
+            let known = try store.hashes(ofJob: job.id)
+            manifest = try StudyManifest.make(study: job.study, final: true, files: files, known: known)
+            try store.recordHashes(manifest.instances.filter { known[$0.sop] == nil }.map { ($0.sop, $0.sha256) })
+        } catch {
+            log.warning("no manifest for the job: sending without one", ["job": job.id, "study": job.study, "destination": target.name, "error": error])
+            return
+        }
+        switch manifest.send(to: target.url, with: client, headers: [(ConsortField.purpose, job.purpose)]) {
+        case .taken(let held):
+            peers.setTakesManifests(target.name, true)
+            lock.withLock { manifestListed[job.id] = manifest.instances.count }
+            log.info("manifest sent", ["job": job.id, "study": job.study, "destination": target.name, "instances": manifest.instances.count, "held_there": held])
+        case .notSpoken:
+            peers.setTakesManifests(target.name, false)
+            log.info("the destination does not take study manifests (a plain DICOMweb peer): STOW-RS only", ["destination": target.name])
+        case .failed(let reason):
+            log.warning("manifest not taken: sending without one", ["job": job.id, "study": job.study, "destination": target.name, "reason": reason])
+        }
+    }
+}

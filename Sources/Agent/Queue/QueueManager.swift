@@ -1,0 +1,389 @@
+import Foundation
+import Platform
+import Spool
+
+/// The spool's one queue manager (after Postfix's qmgr): the owner of every job's transitions,
+/// whatever its kind. One loop reads the jobs due, ranks them per peer with `JobScheduler`
+/// (urgent before normal before bulk, deadlines first, windows respected), asks the peer's
+/// circuit (`Peers`), and starts each on a worker; the kind's executor does the work and reports
+/// a `JobOutcome`; `JobLifecycle` decides what follows, and this applies it.
+///
+/// Lanes: a job that talks to a peer (push, deliver, fetch) takes one of that peer's
+/// connections, plus one kept for urgent work, so an urgent instance never waits behind a bulk
+/// transfer; pushes and fetches to one peer share its circuit. Planning jobs (prefetch, gather)
+/// ask the coordinator, `planners` at a time.
+///
+/// Every time is the injected `Clock`'s; attempts run on the `JobRunner`'s threads. With a
+/// `ManualClock` and an `InlineRunner`, `pass()` is the whole manager in one call: the unit
+/// tests drive it so, in milliseconds.
+final class QueueManager: @unchecked Sendable {
+    struct Executors {
+        var push: any JobExecutor
+        var plan: any JobExecutor
+        var fetch: any JobExecutor
+    }
+
+    let store: AgentStore
+    let peers: Peers
+    let clock: any Clock
+    private let executors: Executors
+    private let policy: RetryPolicy
+    private let telemetry: Telemetry?
+    private let log: Logger
+    private let runner: any JobRunner
+    /// Planning jobs at once (each a few calls to the coordinator).
+    let planners: Int
+    private let lock = NSCondition()
+    private var loop: WakeableLoop?
+    private var stopping = false
+    private var activeWorkers = 0
+    private var planning = 0
+    /// Jobs being carried, by id: the job as it was started, its workers, and whether they should
+    /// stop after their request (it was deferred, held or dropped).
+    private var running: [Int64: (job: AgentStore.Job, workers: Int, halted: Bool)] = [:]
+    private var generator = SystemRandomNumberGenerator()
+    private var lastWatch = -Double.infinity
+    private var lastSweep = -Double.infinity
+
+    init(
+        store: AgentStore, peers: Peers, executors: Executors, policy: RetryPolicy, clock: any Clock, telemetry: Telemetry?, log: Logger,
+        runner: any JobRunner = ThreadRunner(), planners: Int = 3
+    ) {
+        self.store = store
+        self.peers = peers
+        self.executors = executors
+        self.policy = policy
+        self.clock = clock
+        self.telemetry = telemetry
+        self.log = log
+        self.runner = runner
+        self.planners = planners
+        peers.circuitClosed = { [weak self] in self?.nudge() }
+    }
+
+    // MARK: - Lifecycle
+
+    func start() {
+        // A test-only fault: the loop hangs after this many seconds, as a deadlock would (the
+        // watchdog test shows that a stuck loop stops the systemd watchdog pings).
+        let hangAfter = ProcessInfo.processInfo.environment["CONSORT_TEST_HANG_DISPATCH_AFTER"].flatMap(Double.init)
+        let startedAt = MonotonicClock.now
+        let loop = WakeableLoop(name: "consort-dispatch", interval: 0.25) { [self] in
+            if let hangAfter, MonotonicClock.now - startedAt > hangAfter {
+                log.warning("CONSORT_TEST_HANG_DISPATCH_AFTER is set: the dispatcher hangs now (a test's fault)")
+                while true { Thread.sleep(forTimeInterval: 3600) }
+            }
+            telemetry?.beat("dispatch")
+            pass()
+            return nil
+        }
+        lock.withLock { self.loop = loop }
+        loop.start()
+    }
+
+    /// Something changed (a job queued, a peer back): look now rather than at the next turn.
+    func nudge() { lock.withLock { loop }?.nudge() }
+
+    /// Stops taking jobs; lets workers end the request they are making, up to `deadline`
+    /// seconds; jobs left active queue again (they resume from what was acknowledged). True
+    /// when every worker and the loop ended in time.
+    @discardableResult
+    func stop(deadline: Double) -> Bool {
+        let end = MonotonicClock.now + deadline
+        let loop: WakeableLoop? = lock.withLock {
+            stopping = true
+            lock.broadcast()
+            return self.loop
+        }
+        loop?.stop()
+        lock.lock()
+        while activeWorkers > 0 && MonotonicClock.now < end { _ = lock.wait(until: Date().addingTimeInterval(0.05)) }
+        let left = activeWorkers
+        lock.unlock()
+        let joined = loop?.join(within: max(0, end - MonotonicClock.now)) ?? true
+        if left > 0 { log.warning("stopping with transfers still in flight; they resume at the next start", ["workers": left]) }
+        _ = try? store.requeueInterrupted()
+        return left == 0 && joined
+    }
+
+    var isStopping: Bool { lock.withLock { stopping } }
+
+    func isHalted(_ id: Int64) -> Bool { lock.withLock { running[id]?.halted ?? false } }
+
+    /// Workers carrying these jobs stop after their request in flight (held or dropped by an
+    /// operator).
+    func halt(_ ids: [Int64]) {
+        lock.withLock { for id in ids { running[id]?.halted = true } }
+    }
+
+    /// Counts a worker out of its job if others still carry it (see `Worker.leaveToOthers`).
+    func countOut(_ id: Int64) -> Bool {
+        lock.withLock {
+            guard var entry = running[id], entry.workers > 1 else { return false }
+            entry.workers -= 1
+            running[id] = entry
+            return true
+        }
+    }
+
+    // MARK: - One look at the spool
+
+    /// Watches deadlines and ages, queues orphans again, starts what may start, and adds workers
+    /// to large pushes. Errors reading the spool are logged; the next pass tries again.
+    func pass() {
+        let now = clock.now
+        do {
+            try watchDeadlinesAndAge(now: now)
+            sweepOrphans(now: now)
+            try dispatch(now: now)
+            try reinforce()
+        } catch {
+            log.error("cannot read the spool; trying again shortly", ["error": error])
+        }
+    }
+
+    private func dispatch(now: Double) throws {
+        let minute = clock.minuteOfDay(at: now)
+        let busy = lock.withLock { Set(running.keys) }
+        // A job some worker still carries (a deferred job whose halted workers end their
+        // request) is not started twice.
+        let jobs = try store.runnableJobs(now: now).filter { !busy.contains($0.id) }
+        guard !jobs.isEmpty else { return }
+        var lanes: [String: [AgentStore.Job]] = [:]
+        var plans: [AgentStore.Job] = []
+        for job in jobs {
+            if job.kind.usesPeer { lanes[job.destination, default: []].append(job) } else { plans.append(job) }
+        }
+        if !plans.isEmpty {
+            let free = lock.withLock { planners - planning }
+            for id in JobScheduler.next(from: plans.map(Self.queued), peer: "", now: now, minuteOfDay: minute, freeConnections: free, urgentOnly: false) {
+                if let job = plans.first(where: { $0.id == id }) { begin(job, peer: nil, reserved: false, now: now) }
+            }
+        }
+        for (name, list) in lanes.sorted(by: { $0.key < $1.key }) {
+            guard let slots = peers.freeSlots(name) else {
+                for job in list { unaddressed(job, now: now) }
+                continue
+            }
+            let queued = list.map(Self.queued)
+            var chosen = JobScheduler.next(from: queued, peer: name, now: now, minuteOfDay: minute, freeConnections: slots.connections, urgentOnly: false)
+            var urgent: Int64?
+            if slots.urgent {
+                urgent = JobScheduler.next(from: queued, peer: name, now: now, minuteOfDay: minute, freeConnections: 1, urgentOnly: true).first { !chosen.contains($0) }
+            }
+            let wanted = chosen.count + (urgent == nil ? 0 : 1)
+            let allowed = peers.allowed(name, starting: wanted, now: now)
+            guard allowed > 0 else { continue }
+            // Half-open: one start only, the probe (the urgent one, if any).
+            if allowed < wanted { chosen = urgent == nil ? Array(chosen.prefix(1)) : [] }
+            if let urgent, let job = list.first(where: { $0.id == urgent }) { begin(job, peer: name, reserved: true, now: now) }
+            for id in chosen {
+                if let job = list.first(where: { $0.id == id }) { begin(job, peer: name, reserved: false, now: now) }
+            }
+        }
+    }
+
+    private static func queued(_ job: AgentStore.Job) -> QueuedJob {
+        QueuedJob(
+            id: job.id, peer: job.kind.usesPeer ? job.destination : "", priority: job.priority, created: job.created, nextAttempt: job.nextAttempt,
+            deadline: job.deadline, window: job.window, held: job.state == .held)
+    }
+
+    /// A job for a name the configuration does not know: it waits long, loudly; it runs once the
+    /// configuration names it (SIGHUP).
+    private func unaddressed(_ job: AgentStore.Job, now: Double) {
+        let line = job.kind == .fetch ? "a peer line" : "a peer or local line"
+        try? store.postpone(job: job.id, until: now + policy.maximumDelay, reason: "no address for \(job.destination): add \(line) to the configuration (a configuration fault)")
+        log.error("job has no destination address", ["job": job.id, "kind": job.kind.rawValue, "destination": job.destination, "study": job.study])
+    }
+
+    /// Marks the job active (durable before anything is sent) and starts its first worker.
+    private func begin(_ job: AgentStore.Job, peer: String?, reserved: Bool, now: Double) {
+        let go: Bool = lock.withLock {
+            guard !stopping, running[job.id] == nil else { return false }
+            running[job.id] = (job, 1, false)
+            activeWorkers += 1
+            if peer == nil { planning += 1 }
+            return true
+        }
+        guard go else {
+            if let peer { peers.abandoned(peer) }
+            return
+        }
+        if let peer { peers.take(peer, reserved: reserved) }
+        var started = false
+        do {
+            // An operator may have held or dropped it since it was read: not started.
+            started = try store.start(job: job.id, now: now)
+        } catch {
+            log.error("cannot mark a job active", ["job": job.id, "error": error])
+        }
+        guard started else {
+            if let peer { peers.abandoned(peer) }
+            lock.withLock { running[job.id] = nil }
+            release(peer: peer, reserved: reserved)
+            return
+        }
+        runner.run("consort-\(job.kind.rawValue)-\(job.destination)") { [self] in
+            work(makeWorker(job, first: true, reserved: reserved), peer: peer)
+        }
+    }
+
+    /// A push with more to send than its workers hold gets a connection its peer has spare: a
+    /// large study uses every connection of its peer.
+    private func reinforce() throws {
+        let candidates: [(AgentStore.Job, Int)] = lock.withLock {
+            guard !stopping else { return [] }
+            return running.values.filter { $0.job.kind.sendsInstances && !$0.halted }.map { ($0.job, $0.workers) }
+        }
+        for (job, workers) in candidates {
+            guard let target = peers.target(job.destination), workers < target.connections,
+                executors.push.wantsAnotherWorker(job, workers: workers), peers.takeSpare(job.destination)
+            else { continue }
+            let added: Bool = lock.withLock {
+                guard !stopping, var entry = running[job.id], !entry.halted else { return false }
+                entry.workers += 1
+                running[job.id] = entry
+                activeWorkers += 1
+                return true
+            }
+            guard added else {
+                peers.release(job.destination, reserved: false)
+                continue
+            }
+            runner.run("consort-\(job.kind.rawValue)-\(job.destination)") { [self] in
+                work(makeWorker(job, first: false, reserved: false), peer: job.destination)
+            }
+        }
+    }
+
+    // MARK: - One attempt
+
+    private func executor(_ kind: JobKind) -> any JobExecutor {
+        switch kind {
+        case .push, .deliver: return executors.push
+        case .prefetch, .gather: return executors.plan
+        case .fetch: return executors.fetch
+        }
+    }
+
+    private func work(_ worker: Worker, peer: String?) {
+        let job = worker.job
+        let outcome = executor(job.kind).execute(job, worker)
+        let now = clock.now
+        let step = lock.withLock {
+            JobLifecycle.step(after: outcome, failures: job.attempts + 1, now: now, policy: policy, using: &generator)
+        }
+        apply(step, outcome: outcome, to: job, peer: peer, now: now)
+        if let peer, !worker.contacted, !Self.countsAgainstPeer(step) { peers.abandoned(peer) }
+        lock.withLock {
+            if !worker.left, var entry = running[job.id] {
+                entry.workers -= 1
+                running[job.id] = entry.workers > 0 ? entry : nil
+            }
+        }
+        release(peer: peer, reserved: worker.reserved)
+    }
+
+    /// What the circuit's log line says did it.
+    static func cause(_ kind: JobKind) -> String {
+        switch kind {
+        case .fetch: return "a fetch from it"
+        case .deliver: return "a delivery to it"
+        default: return "a push to it"
+        }
+    }
+
+    private static func countsAgainstPeer(_ step: JobStep) -> Bool {
+        if case .retry(_, _, _, let against, _) = step { return against }
+        return false
+    }
+
+    private func release(peer: String?, reserved: Bool) {
+        if let peer { peers.release(peer, reserved: reserved) }
+        lock.withLock {
+            if peer == nil { planning -= 1 }
+            activeWorkers -= 1
+            lock.broadcast()
+        }
+        nudge()
+    }
+
+    /// What follows an attempt, made durable and said.
+    private func apply(_ step: JobStep, outcome: JobOutcome, to job: AgentStore.Job, peer: String?, now: Double) {
+        switch step {
+        case .none:
+            return
+        case .retry(let at, let reason, let countsAsTry, let againstPeer, let needsPerson):
+            // Its other workers stop after their request: the job waits as a whole.
+            lock.withLock { running[job.id]?.halted = true }
+            do {
+                try store.postpone(job: job.id, until: at, reason: reason, notATry: !countsAsTry)
+            } catch {
+                log.error("cannot defer a job; it queues again at the next start", ["job": job.id, "error": error])
+            }
+            var failure: FailureClass?
+            if case .failed(let kind, _) = outcome { failure = kind }
+            if let peer, let failure {
+                peers.failed(peer, reason: reason, againstPeer: againstPeer, configuration: failure == .configuration, now: now, by: Self.cause(job.kind))
+                if job.kind.sendsInstances { telemetry?.error(peer, class: failure.rawValue) }
+            }
+            let wait = String(format: "%.0f s", max(0, at - now))
+            if failure == .configuration {
+                log.error("CONFIGURATION FAULT with the destination (certificates, membership or agreement): not retried before \(wait)",
+                    ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "reason": reason])
+            } else if needsPerson {
+                log.error("\(job.kind.rawValue) deferred: retrying will not change this; a person should look", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
+            } else if failure == nil {
+                log.info("\(job.kind.rawValue) waits", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
+            } else if job.kind.sendsInstances {
+                log.warning("deferred: the destination is not taking instances now", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
+            } else {
+                log.warning("\(job.kind.rawValue) deferred", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
+            }
+        case .fail(let reason):
+            try? store.fail(job: job.id, reason: reason, now: now)
+            log.error("\(job.kind.rawValue) failed", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "reason": reason])
+        case .hold(let reason):
+            lock.withLock { running[job.id]?.halted = true }
+            try? store.holdForAPerson(job: job.id, reason: reason)
+            log.error("\(job.kind.rawValue) HELD for a person", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "reason": reason])
+        }
+    }
+
+    // MARK: - Watches
+
+    /// The deadline alarm, and the maximum age: a job never silently dropped. Once a second is
+    /// often enough for an alarm counted in seconds.
+    private func watchDeadlinesAndAge(now: Double) throws {
+        guard now - lastWatch >= 1 else { return }
+        lastWatch = now
+        for job in try store.unfinishedJobHeads() {
+            if let deadline = job.deadline, now > deadline, job.deadlineMissed == nil {
+                if try store.markDeadlineMissed(job: job.id, by: now - deadline) {
+                    telemetry?.deadlineMissed(job.destination)
+                    let job = try store.job(job.id) ?? job
+                    log.error(
+                        "DEADLINE MISSED: the study is not at the destination in time",
+                        ["job": job.id, "study": job.study, "destination": job.destination, "rule": job.rule, "late": String(format: "%.1f s", now - deadline),
+                         "sent": "\(job.acknowledged)/\(job.total)"])
+                }
+            }
+            if policy.isTooOld(created: job.created, now: now), job.state != .active {
+                try store.fail(job: job.id, reason: "older than max-age (\(Int(policy.maximumAge)) s); last error: \(job.lastError ?? "none")", now: now)
+                log.error("job failed: past its maximum age", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "last_error": job.lastError ?? "none"])
+            }
+        }
+    }
+
+    /// A job left active with no worker carrying it (a bookkeeping failure, a store error at the
+    /// wrong moment) queues again rather than waiting for a restart.
+    private func sweepOrphans(now: Double) {
+        guard now - lastSweep >= 5 else { return }
+        lastSweep = now
+        let orphans = lock.withLock { ((try? store.activeJobIDs()) ?? []).filter { running[$0] == nil } }
+        for id in orphans where (try? store.requeue(job: id)) == true {
+            log.warning("an active job with no worker queued again", ["job": id])
+        }
+    }
+}
