@@ -144,6 +144,19 @@ MUTATIONS = [
      "case .local: return RetryDecision(delay: delay(afterFailures: failures, using: &rng), countsAgainstPeer: false, needsPerson: false)",
      "case .local: return RetryDecision(delay: delay(afterFailures: failures, using: &rng), countsAgainstPeer: true, needsPerson: false)",
      "RetryPolicyTests"),
+    # The queue manager's decisions (issue 24), caught by its fake-clock unit tests.
+    ("a gather's lead time is not kept (it starts at once)", "Sources/Agent/Store/AgentStore.swift",
+     "'queued', max(?9, coalesce(?11, ?9)), ?10)", "'queued', max(?9, coalesce(?11 * 0 + ?9, ?9)), ?10)", "QueueManagerTests"),
+    ("backoff without its cap", "Sources/Spool/RetryPolicy.swift",
+     "return min(grown, maximumDelay)", "return grown", "QueueManagerTests"),
+    ("a job starts outside its window", "Sources/Spool/JobScheduler.swift",
+     "&& (job.window?.contains(minuteOfDay: minuteOfDay) ?? true)", "", "QueueManagerTests"),
+    ("jobs start while their peer's circuit is open", "Sources/Agent/Queue/QueueManager.swift",
+     "let allowed = peers.allowed(name, starting: wanted, now: now)", "let allowed = wanted", "QueueManagerTests"),
+    ("no connection kept for urgent work", "Sources/Agent/Queue/QueueManager.swift",
+     "if slots.urgent {", "if false, slots.urgent {", "QueueManagerTests"),
+    ("a probe that never reached the peer leaves its circuit half-open for ever", "Sources/Agent/Queue/QueueManager.swift",
+     "if let peer, !worker.contacted, !Self.countsAgainstPeer(step) { peers.abandoned(peer) }", "", "QueueManagerTests"),
 ]
 # Breakages that need more than one change in their file: the further changes, by name.
 ALSO = {

@@ -16,7 +16,7 @@ import Spool
 /// Every time is the injected `Clock`'s; attempts run on the `JobRunner`'s threads. With a
 /// `ManualClock` and an `InlineRunner`, `pass()` is the whole manager in one call: the unit
 /// tests drive it so, in milliseconds.
-final class QueueManager: @unchecked Sendable {
+final class QueueManager: Service, @unchecked Sendable {
     struct Executors {
         var push: any JobExecutor
         var plan: any JobExecutor
@@ -62,6 +62,10 @@ final class QueueManager: @unchecked Sendable {
     }
 
     // MARK: - Lifecycle
+
+    let name = "queue manager"
+
+    func stop(within seconds: Double) -> Bool { stop(deadline: seconds) }
 
     func start() {
         // A test-only fault: the loop hangs after this many seconds, as a deadlock would (the

@@ -30,7 +30,7 @@ extension AgentDaemon {
             let close = Backfill.closeNames(only, among: set.rules.map(\.name))
             return failure("no rule named \"\(only)\" in the rules in force", [("usage", .bool(true)), ("close", .array(close.map(JSON.string)))])
         }
-        let now = Date().timeIntervalSince1970
+        let now = clock.now
         let planned: (jobs: [Backfill.Planned], standing: [(key: Backfill.Key, state: String)], studies: [String: AgentStore.LocalStudy], unreadable: Int)
         do { planned = try planBackfill(since: since, rule: only, now: now) } catch {
             adminLog.error("backfill: cannot read the inventory", ["error": error])

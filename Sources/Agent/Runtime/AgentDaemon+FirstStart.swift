@@ -97,7 +97,7 @@ extension AgentDaemon {
             return
         }
         do {
-            try store.recordFirstCatchUp(files: outcome.history, now: Date().timeIntervalSince1970)
+            try store.recordFirstCatchUp(files: outcome.history, now: clock.now)
         } catch {
             watchLog.error("first start: cannot record that the first catch-up finished; the next start scans as a first start again (with the same line)", ["error": error])
             return

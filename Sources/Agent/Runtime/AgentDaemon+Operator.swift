@@ -19,7 +19,7 @@ extension AgentDaemon {
     /// One admin request. Actions take job ids (the CLI resolved its filters against the store
     /// and said how many matched); each answer says which jobs it changed.
     func answer(_ request: AdminServer.Request, log adminLog: Logger) -> JSON {
-        let now = Date().timeIntervalSince1970
+        let now = clock.now
         let ids = (request.fields["jobs"] as? [Any] ?? []).compactMap { ($0 as? NSNumber)?.int64Value }
         let peers = (request.fields["peers"] as? [Any] ?? []).compactMap { $0 as? String }
         // Who: the kernel's word for the uid; the name the command line gives (sudo's user) beside it.
@@ -197,7 +197,7 @@ extension AgentDaemon {
             }
             switch path {
             case "/metrics":
-                let text = MetricsPage.render(self, now: Date().timeIntervalSince1970)
+                let text = MetricsPage.render(self, now: clock.now)
                 return ServerResponse(status: 200, headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")], body: Array(text.utf8))
             case "/healthz":
                 let problems = health()

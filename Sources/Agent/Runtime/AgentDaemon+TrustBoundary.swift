@@ -13,7 +13,7 @@ extension AgentDaemon {
     /// the caller) every peer's clients take the new material; files that do not load are
     /// refused and the material in force stays.
     func reloadTLS(_ paths: TLSConfiguration?) {
-        let now = Date().timeIntervalSince1970
+        let now = clock.now
         do {
             let material = try tls.reload(paths, now: now)
             server?.replaceTLS(tls.serverContext)

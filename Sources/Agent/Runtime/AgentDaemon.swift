@@ -46,12 +46,14 @@ public final class AgentDaemon: @unchecked Sendable {
     /// flock on `state/agent.lock`: one agent per state folder.
     private var stateFolderLock: Int32 = -1
     private var claim: StagingClaim?
-    private var watchers: [Thread] = []
+    /// The daemon's loops, started in order and stopped in reverse, joined within the stop's
+    /// deadline: the watchers, the stability loop, the announcer, the list watcher, the queue.
+    let services = ServiceGroup()
     let stopping = LockedFlag()
     /// The free-space threshold in force (SIGHUP re-reads it).
     let freeSpaceThreshold: LockedValue<Double>
     /// Studies whose stable rules are checked: the distinct quiet periods of the rule set.
-    private var quietPeriods: [Int] = []
+    var quietPeriods: [Int] = []
     public let started = Date()
     /// What this process may do with its threads' priorities, found once at start (a service
     /// sandbox may forbid it): `consort status` shows it, and flags it when urgent work cannot
@@ -63,16 +65,15 @@ public final class AgentDaemon: @unchecked Sendable {
     /// did not load leaves a revoked trust trusted, so `consort status` names it.
     var lastTLSReloadRefused: String?
     let stateLock = NSLock()
-    /// The stability loop's wake-up (`nudgeStability`).
-    private let stabilityWake = NSCondition()
-    private var stabilityNudged = false
-    private let rescans = NSLock()
+    /// The stability loop (`nudgeStability` wakes it).
+    let stability: WakeableLoop
+    let rescans = NSLock()
     /// Examined catch-up batches (of 500 files) that may wait for the recorder, and so the most
     /// one of its transactions holds: 4 is 2,000 files, recorded in about 30 ms of CPU here, the
     /// longest the writer's lock is then held from live work (an urgent instance received). With
     /// as many being recorded, a few MB of facts.
     static let recordQueueBatches = 4
-    private var rescansRunning = Set<String>(), rescansAgain = Set<String>()
+    var rescansRunning = Set<String>(), rescansAgain = Set<String>()
 
     public init(configuration: AgentConfiguration, log: Logger) throws {
         self.configuration = configuration
@@ -87,7 +88,7 @@ public final class AgentDaemon: @unchecked Sendable {
         ingest = Ingest(store: store, rules: rules, trust: configuration.trust, log: log.named("watcher"))
         telemetry = Telemetry(roots: configuration.watches.map { ($0.path, $0.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify") })
         audit = try AuditLog(path: configuration.state + "/audit.log")
-        tls = try TLSMaterial(Self.tlsPaths(configuration), expectedName: configuration.trust, now: Date().timeIntervalSince1970)
+        tls = try TLSMaterial(Self.tlsPaths(configuration), expectedName: configuration.trust, now: clock.now)
         if let url = configuration.coordinator {
             coordinator = try CoordinatorClient(base: url, tls: url.hasPrefix("https://") ? tls.configuration : nil)
         } else {
@@ -97,6 +98,11 @@ public final class AgentDaemon: @unchecked Sendable {
         queue = Self.queueManager(
             configuration: configuration, store: store, rules: rules, coordinator: coordinator, tls: tls, audit: audit, telemetry: telemetry, clock: clock,
             hooks: hooks, log: log)
+        let hooks = self.hooks
+        stability = WakeableLoop(name: "consort-stability", interval: 1) { [hooks] in
+            hooks.daemon?.stabilityTurn()
+            return nil
+        }
         hooks.daemon = self
     }
 
@@ -172,13 +178,11 @@ public final class AgentDaemon: @unchecked Sendable {
         try startAdmin()
         try startMetrics()
         try startWatchers()
-        startCoordination()
-        queue.start()
-        let ticker = Thread { [self] in tick() }
-        ticker.name = "consort-stability"
-        ticker.start()
+        try services.start(stability)
+        try startCoordination()
+        try services.start(queue)
         reportPriorities()
-        warnOfExpiry(now: Date().timeIntervalSince1970)
+        warnOfExpiry(now: clock.now)
         log.info("ready", ["trust": configuration.trust, "listening": "\(configuration.listenHost):\(server?.port ?? 0)", "watching": configuration.watches.map(\.path).joined(separator: ","), "inbound": configuration.inbound])
     }
 
@@ -189,9 +193,8 @@ public final class AgentDaemon: @unchecked Sendable {
         stopping.set()
         log.info("stopping: no new work; transfers in flight finish their batch", ["deadline": "\(Int(deadline)) s"])
         server?.stop(deadline: deadline / 2)
-        queue.stop(deadline: deadline / 2)
-        announcer?.stop()
-        listWatcher?.stop()
+        let late = services.stop(within: deadline / 2)
+        if !late.isEmpty { log.warning("stopping: parts still running when their time ran out", ["parts": late.joined(separator: ",")]) }
         admin?.stop()
         metricsServer?.stop(deadline: 1)
         withExtendedLifetime(claim) {}
@@ -232,16 +235,16 @@ public final class AgentDaemon: @unchecked Sendable {
     // MARK: - The coordinator: announcing, prefetch, gather
 
     /// The announcer (what this site holds, to the coordinator) and the MDT list watcher.
-    private func startCoordination() {
+    private func startCoordination() throws {
         if let coordinator {
             let announcer = Announcer(store: store, client: coordinator, trust: configuration.trust, log: log.named("coordinator"))
-            announcer.start()
+            try services.start(announcer)
             self.announcer = announcer
         }
         if let lists = configuration.lists {
             let queue = self.queue
             let watcher = ListWatcher(folder: lists, store: store, rules: rules, trust: configuration.trust, log: log.named("lists")) { queue.nudge() }
-            watcher.start()
+            try services.start(watcher)
             listWatcher = watcher
         }
     }
@@ -258,7 +261,7 @@ public final class AgentDaemon: @unchecked Sendable {
         server.tls = tls.serverContext
         let receiverLog = log.named("receiver")
         var service = DICOMwebService(store: c.inbound, baseURL: "https://\(c.listenHost):\(c.listenPort)", log: { receiverLog.info($0) })
-        let rules = self.rules, state = c.state, inbound = c.inbound, threshold = freeSpaceThreshold
+        let state = c.state, inbound = c.inbound, threshold = freeSpaceThreshold
         let store = self.store
         service.admit = { [self] request in
             let minimum = threshold.value
@@ -280,7 +283,7 @@ public final class AgentDaemon: @unchecked Sendable {
         // WADO-RS serves what the inventory holds (the archive and what was received), to a
         // member whose purpose an agreement allows; each retrieve audited.
         service.filesOf = { study in (try? store.paths(ofStudy: study)).flatMap { $0.isEmpty ? nil : $0 } }
-        let trust = c.trust, audit = self.audit
+        let audit = self.audit
         // (The caller and its purpose were checked by `admit`.)
         service.authorizeRetrieve = { request, study, count in
             let peer = request.peer?.commonName ?? "?"
@@ -333,7 +336,7 @@ public final class AgentDaemon: @unchecked Sendable {
             return answer(400, .object([("error", .string("not a study manifest: \(problem)"))]))
         case .success(let manifest):
             let held = try store.recordManifest(
-                study: study, sender: sender, final: manifest.final, instances: manifest.instances.map { ($0.sop, $0.size, $0.sha256) }, now: Date().timeIntervalSince1970)
+                study: study, sender: sender, final: manifest.final, instances: manifest.instances.map { ($0.sop, $0.size, $0.sha256) }, now: clock.now)
             log.named("receiver").info("manifest", ["peer": sender, "study": study, "instances": manifest.instances.count, "held": held, "final": manifest.final])
             nudgeStability()
             return answer(200, .object([("study", .string(study)), ("listed", .int(Int64(manifest.instances.count))), ("held", .int(Int64(held)))]))
@@ -355,7 +358,7 @@ public final class AgentDaemon: @unchecked Sendable {
     /// origin and run through the rules as received; what was new, by study.
     @discardableResult
     func recordPlaced(_ placed: [StowIngest.PlacedInstance], origin: String) throws -> (count: Int, bytes: Int64, studies: [String: (instances: Int, nhs: String?, patient: String?)]) {
-        let now = Date().timeIntervalSince1970
+        let now = clock.now
         var batch: [AgentStore.Taken] = []
         let known = try store.origins(of: placed.map(\.sopInstanceUID))
         var studies: [String: (instances: Int, nhs: String?, patient: String?)] = [:]
@@ -393,244 +396,6 @@ public final class AgentDaemon: @unchecked Sendable {
         return Double(info.f_bavail) / Double(info.f_blocks) * 100
     }
 
-    // MARK: - Watching
-
-    /// Never taken as archive files, wherever they are: the agent's own state, staging and quarantine.
-    var excluded: [String] {
-        [configuration.state, configuration.stagingFolder, configuration.inbound + "/" + StowIngest.quarantineFolderName]
-    }
-
-    private func startWatchers() throws {
-        let inotifyRoots = configuration.watches.filter { $0.pollSeconds == nil }.map(\.path)
-        let watchLog = log.named("watcher")
-        if !inotifyRoots.isEmpty {
-            let watcher = try InotifyWatcher(roots: inotifyRoots, excluding: excluded)
-            watchLog.info("watching with inotify", ["roots": inotifyRoots.joined(separator: ","), "folders": watcher.watchCount])
-            let thread = Thread { [self] in
-                while !stopping.isSet {
-                    let events = watcher.next(timeout: 0.5)
-                    handle(events, log: watchLog)
-                    telemetry.beat("watch")
-                }
-            }
-            thread.name = "consort-inotify"
-            thread.start()
-        }
-        for watch in configuration.watches where watch.pollSeconds != nil {
-            let poller = PollingWatcher(roots: [watch.path], excluding: excluded, period: watch.pollSeconds!, reportFilesPresentAtStart: false)
-            watchLog.info("watching by polling", ["root": watch.path, "period": "\(watch.pollSeconds!) s"])
-            let thread = Thread { [self] in
-                while !stopping.isSet {
-                    handle(poller.next(now: MonotonicClock.now), log: watchLog)
-                    Thread.sleep(forTimeInterval: 0.25)
-                }
-            }
-            thread.name = "consort-poll"
-            thread.start()
-        }
-        // The catch-up scan: what changed while the agent was down, at a bounded rate.
-        let first = beginFirstStart(log: watchLog)
-        let scan = Thread { [self] in catchUp(roots: configuration.watches.map(\.path), log: watchLog, first: first) }
-        scan.name = "consort-catch-up"
-        scan.start()
-    }
-
-    private func handle(_ events: [WatchEvent], log watchLog: Logger) {
-        var files: [Ingest.Candidate] = []
-        for event in events {
-            switch event {
-            case .file(let path):
-                var info = stat()
-                guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
-                files.append(Ingest.Candidate(path: path, size: Int(info.st_size), mtime: Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9))
-            case .rescan(let root, let reason):
-                watchLog.warning("events were lost; rescanning", ["root": root, "reason": reason])
-                rescan(root, log: watchLog)
-            case .problem(let message):
-                watchLog.warning(message)
-            }
-        }
-        if !files.isEmpty {
-            ingest.take(files)
-            telemetry.taken(files.map { ($0.path, $0.mtime) }, now: Date().timeIntervalSince1970, live: true)
-            queue.nudge()
-        }
-    }
-
-    /// `first`: the agent's first catch-up (`beginFirstStart`): once it has walked everything it
-    /// could, it is recorded as finished (`finishCatchUp`). Every catch-up takes files unchanged
-    /// since the first began as history (`Ingest.historyBefore`).
-    private func catchUp(roots: [String], log watchLog: Logger, first: Bool = false) {
-        let scanner = CatchUpScanner(roots: roots, excluding: excluded, filesPerSecond: configuration.scanFilesPerSecond, batchSize: 500)
-        for root in roots { telemetry.catchUp(root, running: true, files: 0, now: Date().timeIntervalSince1970) }
-        defer { for root in roots { telemetry.catchUp(root, running: false, files: scanner.progress.filesSeen, now: Date().timeIntervalSince1970) } }
-        // Two stages on the two cores: this thread walks and reads files (`examine`) while a
-        // recorder commits what was examined before (`record`, SQLite). The recorder takes every
-        // batch waiting at once, in one transaction: a commit whose flush stalls (on the test
-        // machine, now and then for hundreds of milliseconds) lets batches pile up, and the next
-        // commit clears them all for one flush, while this thread reads on. At most
-        // `recordQueueBatches` wait and as many are being recorded, so memory stays at a few
-        // thousand files' facts however large the archive.
-        let handOff = BatchHandOff<(examined: Ingest.Examined, files: [(String, Double)], seen: Int)>(limit: Self.recordQueueBatches)
-        let recorded = DispatchSemaphore(value: 0)
-        // Files left for a later event or scan (counted for the log: they are taken again, as
-        // history still if unchanged since the line, so leaving some is safe).
-        let left = LockedValue(0)
-        let recorder = Thread { [self] in
-            defer { recorded.signal() }
-            while let waiting = handOff.takeAll() {
-                // Batches that fail together are tried one by one: one bad batch (a row the
-                // database refuses) then leaves out its own files only, until the next event or
-                // scan, not the up to 2,000 files waiting with it.
-                let whole = ingest.record(Ingest.Examined.merged(waiting.map(\.examined)))
-                if !whole && waiting.count > 1 {
-                    for batch in waiting where !ingest.record(batch.examined) { left.value += batch.examined.files }
-                } else if !whole {
-                    left.value += waiting[0].examined.files
-                }
-                let now = Date().timeIntervalSince1970
-                telemetry.taken(waiting.flatMap(\.files), now: now, live: false)
-                for root in roots { telemetry.catchUp(root, running: true, files: waiting.last!.seen, now: now) }
-                queue.nudge()
-            }
-        }
-        recorder.name = "consort-catch-up-record"
-        recorder.start()
-        var outcome = CatchUpOutcome()
-        while !stopping.isSet, let batch = scanner.nextBatch() {
-            for problem in scanner.takeProblems() { watchLog.warning(problem) }
-            let candidates = batch.map { Ingest.Candidate(path: $0.path, size: Int($0.size), mtime: $0.mtimeSeconds, changed: $0.changedSeconds) }
-            guard let examined = ingest.examine(candidates, historyBefore: ingest.historyBefore.value) else {
-                outcome.left += candidates.count
-                continue
-            }
-            outcome.history += examined.history
-            outcome.nearBegin += examined.nearBegin
-            handOff.put((examined, batch.map { ($0.path, $0.mtimeSeconds) }, scanner.progress.filesSeen))
-        }
-        // Done means recorded: the batches still with the recorder first. (A stop does not wait
-        // for this thread: a batch cut off by the exit is not recorded, and is read again at the
-        // next start.)
-        handOff.close()
-        recorded.wait()
-        for problem in scanner.takeProblems() { watchLog.warning(problem) }
-        let seconds = scanner.progress.startedAt.map { MonotonicClock.now - $0 } ?? 0
-        outcome.left += left.value
-        outcome.unreadable = scanner.progress.problems
-        outcome.stopped = stopping.isSet
-        // Recorded before "done" is said: once it is, a restart is not a first start.
-        finishCatchUp(outcome, first: first, log: watchLog)
-        watchLog.info("catch-up scan done", ["roots": roots.joined(separator: ","), "files": scanner.progress.filesSeen, "seconds": String(format: "%.3f", seconds)])
-    }
-
-    /// One rescan of a root at a time: a rescan asked for while one runs is run once more after
-    /// it (not once per request: out of inotify watches asks again every minute).
-    private func rescan(_ root: String, log watchLog: Logger) {
-        let start: Bool = rescans.withLock {
-            if rescansRunning.contains(root) {
-                rescansAgain.insert(root)
-                return false
-            }
-            rescansRunning.insert(root)
-            return true
-        }
-        guard start else { return }
-        let thread = Thread { [self] in
-            while true {
-                catchUp(roots: [root], log: watchLog)
-                let again: Bool = rescans.withLock {
-                    if rescansAgain.remove(root) != nil { return true }
-                    rescansRunning.remove(root)
-                    return false
-                }
-                if !again || stopping.isSet { break }
-            }
-        }
-        thread.name = "consort-rescan"
-        thread.start()
-    }
-
-    /// Urgent before bulk rests on thread priorities (`ThreadPriority`); a sandbox may forbid
-    /// them. Said once at start, so that an operator whose urgent instances wait behind bulk
-    /// transfers learns why from the log rather than from a radiologist.
-    private func reportPriorities() {
-        let can = priorities
-        if !can.lower || !can.idleIO {
-            log.warning(
-                "cannot put bulk work below urgent work: urgent instances will share the CPU and the disk with bulk transfers; the service's system call filter must allow setpriority and ioprio_set (Deploy/systemd/consort-agent.service does)",
-                ["lower_cpu": can.lower ? "yes" : "refused", "idle_io": can.idleIO ? "yes" : "refused", "error": can.refusal ?? ""])
-        } else if !can.comeBack {
-            log.info("bulk work holds the database lock at its lowered CPU priority: without RLIMIT_NICE headroom a lowered thread cannot come back up (LimitNICE=+0 in the unit gives it)", ["error": can.refusal ?? ""])
-        }
-    }
-
-    // MARK: - Study stability
-
-    /// Wakes the stability loop now (an instance or a manifest arrived: a study may be whole).
-    func nudgeStability() { stabilityWake.withLock { stabilityNudged = true; stabilityWake.signal() } }
-
-    /// Once a second, or when nudged: studies whose senders' manifests are now all here fire
-    /// their study-stable rules at once; studies quiet long enough (and not known to be missing
-    /// instances) fire theirs, each quiet period once, until a new instance arrives.
-    private func tick() {
-        while !stopping.isSet {
-            stabilityWake.lock()
-            if !stabilityNudged { _ = stabilityWake.wait(until: Date().addingTimeInterval(1)) }
-            stabilityNudged = false
-            stabilityWake.unlock()
-            telemetry.beat("stability")
-            let day = Date().timeIntervalSince1970
-            if day - stateLock.withLock({ expiryWarned }) >= 86_400 { warnOfExpiry(now: day) }
-            let periods = stateLock.withLock { quietPeriods }
-            let now = Date().timeIntervalSince1970
-            do {
-                for study in try store.completedManifests(now: now) {
-                    let due = periods.filter { $0 > study.stableFired }
-                    try fireStable(study, due: due, reached: periods.last ?? 0, now: now, why: "its sender's manifest is satisfied: every instance is here")
-                }
-                guard let shortest = periods.first, let longest = periods.last else { continue }
-                for study in try store.quietStudies(now: now, minimum: Double(shortest), maximumFired: longest) {
-                    let due = periods.filter { $0 > study.stableFired && Double($0) <= study.quietFor }
-                    guard let reached = due.last else { continue }
-                    try fireStable(study, due: due, reached: reached, now: now, why: "quiet for \(Int(study.quietFor)) s")
-                }
-            } catch {
-                log.error("cannot check study stability", ["error": error])
-            }
-        }
-    }
-
-    /// The study-stable rules of the `due` quiet periods fire for a study; recorded as fired up
-    /// to `reached`, with the jobs they planned, in one transaction.
-    private func fireStable(_ study: AgentStore.QuietStudy, due: [Int], reached: Int, now: Double, why: String) throws {
-        // The study's header from its first instance, or another if that one is gone.
-        var header: DataSet?
-        var failure: DICOMError?
-        let candidates = [study.samplePath] + ((try? store.instances(ofStudy: study.uid).prefix(5).map(\.path)) ?? [])
-        for path in candidates where header == nil {
-            do { header = try DICOMFile.read(path: path).dataSet } catch { failure = error }
-        }
-        guard let header else {
-            log.warning("cannot read a study's header for its stable rules", ["study": study.uid, "file": study.samplePath, "error": failure?.description ?? ""])
-            // An I/O error may pass: tried again at the next tick. Otherwise the study's files
-            // are not readable DICOM any more: nothing to route.
-            if failure?.code != .io { try store.recordStable(study: study.uid, quiet: reached, jobs: [], now: now) }
-            return
-        }
-        let origin: Origin = study.origin == "local" ? .local : .received(from: study.origin)
-        let set = rules.current
-        let actions = due.isEmpty ? [] : rules.engine.evaluate(RoutingEvent(kind: .studyStable, header: header, origin: origin, site: configuration.trust, now: Int64(now)))
-            .filter { action in
-                guard let rule = set.rules.first(where: { $0.name == action.rule }), case .studyStable(let q) = rule.trigger else { return false }
-                return due.contains(q)
-            }
-        let jobs = Ingest.jobs(for: actions, now: now, log: log)
-        try store.recordStable(study: study.uid, quiet: reached, jobs: jobs, now: now)
-        if !jobs.isEmpty {
-            log.named("rules").info("study stable: jobs queued", ["study": study.uid, "why": why, "jobs": jobs.map { "\($0.rule)→\($0.destination)" }.joined(separator: ",")])
-            queue.nudge()
-        }
-    }
 }
 
 /// A value changed and read from any thread.

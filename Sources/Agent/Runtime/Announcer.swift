@@ -10,18 +10,20 @@ import Routing
 /// soft state: when the coordinator answers that it knows fewer of our studies than we have
 /// announced (it lost its registry), everything is announced again. The coordinator being down
 /// delays announcements (retried with backoff), and stops nothing else.
-final class Announcer: @unchecked Sendable {
+final class Announcer: Service, @unchecked Sendable {
     let store: AgentStore
     let client: CoordinatorClient
     let trust: String
     let log: Logger
     static let batch = 500
-    private let lock = NSCondition()
+    private let lock = NSLock()
     /// One announcement at a time (the announcer's loop and a prefetch's `announceNow`): two
     /// interleaved could each read the other's count as a registry that lost studies.
     private let once = NSLock()
-    private var nudged = false
-    private var stopping = false
+    /// Consecutive failed announcements: the loop's pause grows with them (only the loop's
+    /// thread touches it).
+    private var failures = 0
+    private var loop: WakeableLoop?
     private(set) var lastSuccess: Double?
     private(set) var lastError: String?
     /// When the coordinator last answered us (monotonic), for the heartbeat.
@@ -41,16 +43,20 @@ final class Announcer: @unchecked Sendable {
         self.log = log
     }
 
+    let name = "announcer"
+
     func start() {
-        let thread = Thread { [self] in loop() }
-        thread.name = "consort-announce"
-        thread.start()
+        let loop = WakeableLoop(name: "consort-announce", interval: Self.pause(afterFailures: 0)) { [self] in turn() }
+        lock.withLock { self.loop = loop }
+        loop.start()
     }
 
-    func stop() { lock.withLock { stopping = true; lock.broadcast() } }
+    func stop(within seconds: Double) -> Bool {
+        lock.withLock { loop }?.stop(within: seconds) ?? true
+    }
 
     /// New holdings: announce soon rather than at the next tick.
-    func nudge() { lock.withLock { nudged = true; lock.broadcast() } }
+    func nudge() { lock.withLock { loop }?.nudge() }
 
     /// Everything again (`consort agent resync`).
     func resync() throws -> Int {
@@ -59,25 +65,18 @@ final class Announcer: @unchecked Sendable {
         return count
     }
 
-    private func loop() {
-        var failures = 0
-        while true {
-            lock.lock()
-            if !nudged && !stopping { _ = lock.wait(until: Date().addingTimeInterval(Self.pause(afterFailures: failures))) }
-            nudged = false
-            let done = stopping
-            lock.unlock()
-            if done { return }
-            do {
-                while try announceOnce() > 0 {}
-                if failures > 0 { log.info("the coordinator answers again; holdings announced") }
-                failures = 0
-            } catch {
-                if failures == 0 { log.warning("cannot announce holdings to the coordinator; retrying with backoff (pushes go on)", ["coordinator": client.base, "error": error]) }
-                lock.withLock { lastError = "\(error)" }
-                failures += 1
-            }
+    /// One turn of the loop: everything not announced, batch by batch; the pause before the next.
+    private func turn() -> Double {
+        do {
+            while try announceOnce() > 0 {}
+            if failures > 0 { log.info("the coordinator answers again; holdings announced") }
+            failures = 0
+        } catch {
+            if failures == 0 { log.warning("cannot announce holdings to the coordinator; retrying with backoff (pushes go on)", ["coordinator": client.base, "error": error]) }
+            lock.withLock { lastError = "\(error)" }
+            failures += 1
         }
+        return Self.pause(afterFailures: failures)
     }
 
     /// Seconds until the next announcement: 2 while the coordinator answers; after failures

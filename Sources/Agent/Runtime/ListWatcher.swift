@@ -5,7 +5,7 @@ import Routing
 /// MDT lists (`lists` folder, CSV: nhs_number,meeting_date,host): each new or changed file is
 /// read once it has not changed for a poll, its entries run through the list rules, and the
 /// gather jobs they plan are queued, to start their lead time before the meeting.
-final class ListWatcher: @unchecked Sendable {
+final class ListWatcher: Service, @unchecked Sendable {
     let folder: String
     let store: AgentStore
     let rules: RuleBook
@@ -13,7 +13,8 @@ final class ListWatcher: @unchecked Sendable {
     let log: Logger
     let queued: @Sendable () -> Void
     private var seen: [String: (size: Int, mtime: Double)] = [:]
-    private let stopping = LockedFlag()
+    private var loop: WakeableLoop?
+    let name = "list watcher"
 
     init(folder: String, store: AgentStore, rules: RuleBook, trust: String, log: Logger, queued: @escaping @Sendable () -> Void) {
         self.folder = folder
@@ -25,17 +26,15 @@ final class ListWatcher: @unchecked Sendable {
     }
 
     func start() {
-        let thread = Thread { [self] in
-            while !stopping.isSet {
-                scan()
-                Thread.sleep(forTimeInterval: 1)
-            }
+        let loop = WakeableLoop(name: "consort-lists", interval: 1) { [self] in
+            scan()
+            return nil
         }
-        thread.name = "consort-lists"
-        thread.start()
+        self.loop = loop
+        loop.start()
     }
 
-    func stop() { stopping.set() }
+    func stop(within seconds: Double) -> Bool { loop?.stop(within: seconds) ?? true }
 
     func scan() {
         let names = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.lowercased().hasSuffix(".csv") && !$0.hasPrefix(".") }
