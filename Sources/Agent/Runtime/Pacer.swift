@@ -4,18 +4,26 @@ import Spool
 
 /// A destination's `bandwidth` cap, shared by every connection to it: the `PacingBook` under a
 /// lock, on the monotonic clock. A sender calls `consume` with each block it reads, at its job's
-/// priority, and sleeps when that priority is ahead of the cap (urgent work never waits for
-/// bulk work's bytes; bulk waits for everyone's).
+/// priority, and sleeps until the book lets the block go (urgent work never waits for bulk
+/// work's debt; bulk yields the link to urgent blocks, and waits for everyone's).
 final class Pacer: @unchecked Sendable {
     private var book: PacingBook
     private let lock = NSLock()
+    /// A yielding block looks again this often at most: a higher priority may book more while it
+    /// sleeps.
+    static let recheck = 0.002
 
     init(bytesPerSecond: Int) {
         book = PacingBook(bytesPerSecond: bytesPerSecond)
     }
 
     func consume(_ bytes: Int, priority: JobPriority) {
-        let wait = lock.withLock { book.charge(bytes, priority: priority, now: MonotonicClock.now) }
-        if wait > 0 { Thread.sleep(forTimeInterval: wait) }
+        let charge = lock.withLock { book.charge(bytes, priority: priority, now: MonotonicClock.now) }
+        while true {
+            let wait = lock.withLock { book.wait(charge, now: MonotonicClock.now) }
+            if wait <= 0 { break }
+            Thread.sleep(forTimeInterval: priority == .urgent ? wait : min(wait, Self.recheck))
+        }
+        lock.withLock { book.went(charge, now: MonotonicClock.now) }
     }
 }
