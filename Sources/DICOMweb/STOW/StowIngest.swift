@@ -3,6 +3,7 @@ import Digest
 import HTTP
 import Foundation
 internal import CSystem
+internal import Durability
 
 #if canImport(Glibc)
     import Glibc
@@ -345,20 +346,18 @@ public final class StowIngest {
     /// Makes a folder's entries durable (its fsync); nil when done, else what failed, naming the
     /// folder and the errno, for the log.
     private func syncFolder(_ folder: String) -> String? {
-        let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directory >= 0 else { return "cannot open the folder \(folder): \(Self.describe(errno))" }
-        defer { close(directory) }
-        let code = fsyncFolder(folder, directory)
-        guard code == 0 else { return "fsync of the folder \(folder) failed: \(Self.describe(code))" }
-        return nil
+        do {
+            try DurableFile.syncFolder(folder, using: fsyncFolder)
+            return nil
+        } catch {
+            return error.description
+        }
     }
 
     /// A folder's fsync: 0, or the errno. A seam for tests, which fail one request's fsync of a
     /// folder at a moment they choose, to interleave it with another request's; in production
     /// it is always this, the real call.
-    var fsyncFolder: (_ path: String, _ descriptor: Int32) -> Int32 = { _, descriptor in fsync(descriptor) == 0 ? 0 : errno }
-
-    private static func describe(_ code: Int32) -> String { "\(String(cString: strerror(code))) (errno \(code))" }
+    var fsyncFolder: (_ path: String, _ descriptor: Int32) -> Int32 = DurableFile.fsyncFolder
 
     /// Every staged instance of the request on stable storage (see `ownFsyncAtMost`); the reason
     /// when that failed.
@@ -414,15 +413,16 @@ public final class StowIngest {
     }
 
     private func openPart(contentTypeOK: Bool) throws(HTTPError) -> Part {
-        var template = Array("\(staging)/\(Self.stagedPrefix)XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        // The answer goes to the peer: the reason, not the server's folders.
-        guard fd >= 0 else { throw HTTPError(503, "Cannot create a staging file: \(String(cString: strerror(errno)))") }
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        _ = fchmod(fd, 0o640)
-        let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        writer.begin(fd, direct: directIO)
-        return Part(path: path, descriptor: fd, contentTypeOK: contentTypeOK)
+        let file: (descriptor: Int32, path: String)
+        do {
+            // 0640: the group (the local PACS's import account) may read what is stored.
+            file = try DurableFile.createTemporary(in: staging, prefix: Self.stagedPrefix, mode: 0o640)
+        } catch {
+            // The answer goes to the peer: the reason, not the server's folders.
+            throw HTTPError(503, "Cannot create a staging file: \(String(cString: strerror(error.code)))")
+        }
+        writer.begin(file.descriptor, direct: directIO)
+        return Part(path: file.path, descriptor: file.descriptor, contentTypeOK: contentTypeOK)
     }
 
     private func write(_ bytes: ArraySlice<UInt8>, to part: Part) throws(HTTPError) {
@@ -599,10 +599,12 @@ public final class StowIngest {
             // The same conflicting copy sent again is already there (same name, same bytes).
             if Glibc.link(item.staged, kept) == 0 || errno == EEXIST {
                 placed = "the received copy is kept aside as \(Self.quarantineFolderName)/\(item.studyUID)/\(item.instanceUID).\(item.digest.prefix(16))….dcm"
-                let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                if directory >= 0 {
-                    fsync(directory)
-                    close(directory)
+                // The instance is refused either way; the copy kept aside is for a person, and a
+                // failed fsync only means that it may not survive a crash: said, not fatal.
+                do {
+                    try DurableFile.syncFolder(folder)
+                } catch {
+                    placed += " (it may not survive a crash: \(error))"
                 }
             } else {
                 placed += String(cString: strerror(errno))
