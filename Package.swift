@@ -56,6 +56,11 @@ let package = Package(
             name: "SQLite",
             dependencies: ["CSQLite"]
         ),
+        // Writing a file durably: to a temporary name in its folder, fsynced, renamed over the
+        // target, the folder fsynced; every failure thrown with errno's reason and the path. On
+        // Glibc alone, below DICOM (a Foundation-free library product) and Platform (Foundation,
+        // the daemon's machinery), so that every writer of files uses this one.
+        .target(name: "Durability"),
         // What a daemon needs of the operating system, in Swift over Glibc (Foundation where a
         // file needs it): the signal watcher (armed before anything serves), systemd's notify
         // protocol and the service loop around it, a monotonic clock, the logger, thread
@@ -68,7 +73,7 @@ let package = Package(
         // inflating deflated data sets through zlib (one file: Source/InflatingByteSource.swift).
         .target(
             name: "DICOM",
-            dependencies: ["CZlib"],
+            dependencies: ["CZlib", "Durability"],
             exclude: ["Dictionary/generate_dictionary.py"]
         ),
         // Routing rules: the language, its checker, the engine and the explainer, and NHS
@@ -93,7 +98,7 @@ let package = Package(
         // a study folder. No sockets: the transport carries the requests.
         .target(
             name: "DICOMweb",
-            dependencies: ["DICOM", "HTTP", "Digest", "CSystem"]
+            dependencies: ["DICOM", "HTTP", "Digest", "CSystem", "Durability"]
         ),
         // Network sockets and TLS: the HTTPS server (a thread per connection, mutual TLS, every
         // limit explicit) and the HTTPS client on libcurl (client certificates, pooled handles).
@@ -134,7 +139,7 @@ let package = Package(
         // with OpenSSL's library.
         .target(
             name: "PKI",
-            dependencies: ["COpenSSL"]
+            dependencies: ["COpenSSL", "Durability"]
         ),
         // The append-only, hash-chained audit log the agents and the coordinator keep.
         .target(
@@ -208,6 +213,10 @@ let package = Package(
         .testTarget(
             name: "RegistryTests",
             dependencies: ["Coordinator", "Platform", "Routing", "SQLite", "TestSupport"]
+        ),
+        .testTarget(
+            name: "DurabilityTests",
+            dependencies: ["Durability", "TestSupport"]
         ),
         .testTarget(
             name: "AuditTests",

@@ -74,7 +74,7 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
 
     /// Called with the writer's lock held, after a transaction that added `studies` (committed:
     /// nothing here may fail the announcement).
-    private func keepStatistics(added studies: Int) {
+    func keepStatistics(added studies: Int) {
         guard statistics.refresh, studies > 0 else { return }
         studiesSinceStatistics += studies
         guard studiesSinceStatistics >= max(1_000, statistics.studiesAtLast) else { return }
@@ -107,12 +107,17 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     /// is a round trip, and with one connection a lookup waited behind every announcement's).
     private let readers: ReaderPool?
 
+    /// Announcements waiting for the writer, oldest first (the group commit:
+    /// SQLRegistry+GroupCommit.swift).
+    let waitingLock = NSLock()
+    var waiting: [WaitingAnnouncement] = []
+
     init(_ connection: RegistryConnection, readers: [RegistryConnection] = []) {
         db = connection
         self.readers = readers.isEmpty ? nil : ReaderPool(readers)
     }
 
-    private func locked<T>(_ body: () throws -> T) throws -> T { try lock.withLock { try body() } }
+    func locked<T>(_ body: () throws -> T) throws -> T { try lock.withLock { try body() } }
 
     /// A lookup on a reader (the writer's connection when there are none).
     private func reading<T>(_ body: (RegistryConnection) throws -> T) throws -> T {
@@ -138,174 +143,8 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         Int(try c.prepare("SELECT n FROM registry_counts WHERE name = ?1").first([.text(name)]) { $0.int(0) } ?? 0)
     }
 
-    /// A registry made before the totals were kept is counted once, when it is opened.
-    func countIfUncounted() throws {
-        try locked {
-            try db.transaction {
-                let kept = try db.prepare("SELECT count(*) FROM registry_counts").first([]) { $0.int(0) } ?? 0
-                guard kept == 0 else { return }
-                // A marker row, so an empty registry is not counted again at each start.
-                var counts: [(String, Int)] = [("counted", 1)]
-                counts.append(("patients", Int(try db.prepare("SELECT count(*) FROM patients").first([]) { $0.int(0) } ?? 0)))
-                counts.append(("studies", Int(try db.prepare("SELECT count(*) FROM patient_studies").first([]) { $0.int(0) } ?? 0)))
-                // The holdings are in their studies' rows, read a page of rows at a time.
-                var trusts: [String: Int] = [:]
-                try pages(of: "held") { row in
-                    for location in RegistryHoldings.decode(row.text(2)) { trusts[location.trust, default: 0] += 1 }
-                }
-                counts.append(("locations", trusts.values.reduce(0, +)))
-                counts += trusts.sorted { $0.key < $1.key }.map { ("trust \($0.key)", $0.value) }
-                let insert = try db.prepare("INSERT INTO registry_counts (name, n) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING")
-                for (name, n) in counts { try insert.run([.text(name), .integer(Int64(n))]) }
-            }
-        }
-    }
-
-    /// Every study row in key order, `columns` after its key (nhs 0, uid 1), 10,000 rows a
-    /// statement: a registry of millions is never held in memory at once.
-    private func pages(of columns: String, _ body: (RegistryRow) throws -> Void) throws {
-        var after = ("", "")  // before every key: no study has an empty UID
-        while true {
-            let rows = try db.prepare("SELECT nhs, uid, \(columns) FROM patient_studies WHERE (nhs, uid) > (?1, ?2) ORDER BY nhs, uid LIMIT 10000")
-                .rows([.text(after.0), .text(after.1)], { $0 })
-            for row in rows { try body(row) }
-            guard rows.count == 10_000, let last = rows.last else { return }
-            after = (last.text(0) ?? "", last.text(1) ?? "")
-        }
-    }
-
-    /// A registry made before a study's holdings were kept in its row (2026-12-02): `studies`
-    /// with a row id, its index by patient, and `locations` by study. Its rows move to
-    /// `patient_studies` and `study_keys` in one transaction — a coordinator stopped half-way
-    /// finds the old tables whole — and the old tables go. The totals stay as they were: the
-    /// same studies and holdings. With two coordinators on one PostgreSQL, the one that gets
-    /// the writers' lock first moves them; the other waits for the lock, and finds nothing
-    /// left to move — or, if the move outlasts its 30 s statement timeout, fails to start and
-    /// is started again by systemd until the move is done (the README says to upgrade with
-    /// every coordinator stopped, and start one first).
-    func moveToPatientRows(log: Logger, progress: (String) -> Void = { _ in }) throws {
-        guard try db.hasTable("locations") else { return }
-        let start = MonotonicClock.now
-        let moved: Int = try locked {
-            try db.transaction {
-                guard try db.hasTable("locations") else { return 0 }
-                let total = try db.prepare("SELECT count(*) FROM studies").first([]) { $0.int(0) } ?? 0
-                log.info("moving each study's holdings into its row, by patient (once; the old tables stay whole until it is done)", ["studies": total])
-                progress("moving the registry to its layout by patient: 0 of \(total) studies")
-                var told = MonotonicClock.now
-                var moved = 0
-                var after = ""
-                while true {
-                    let rows = try db.prepare("""
-                        SELECT uid, nhs, announced_by, study_date, modalities, body_part, description, accession, instances, bytes, updated
-                        FROM studies WHERE uid > ?1 ORDER BY uid LIMIT 5000
-                        """).rows([.text(after)], { $0 })
-                    guard let last = rows.last?.text(0) else { break }
-                    var held: [String: [Location]] = [:]
-                    for (uid, location) in try db.prepare("SELECT study, trust, complete, instances, since FROM locations WHERE study > ?1 AND study <= ?2").rows([.text(after), .text(last)], {
-                        ($0.text(0) ?? "", Location(trust: $0.text(1) ?? "", complete: $0.int(2) != 0, instances: Int($0.int(3)), since: $0.double(4)))
-                    }) { held[uid, default: []].append(location) }
-                    func value(_ cell: String?) -> SQLValue { cell.map(SQLValue.text) ?? .null }
-                    try Self.insertRows(rows.map { row in
-                        [.text(row.text(1) ?? ""), value(row.text(0))] + (2...7).map { value(row.text(Int32($0))) }
-                            + [.integer(row.int(8)), .integer(row.int(9)), .real(row.double(10)), .text(RegistryHoldings.encode(held[row.text(0) ?? ""] ?? []))]
-                    }, on: db, into: "patient_studies (\(Self.rowColumns))", then: "ON CONFLICT DO NOTHING")
-                    try Self.insertRows(rows.map { [value($0.text(0)), .text($0.text(1) ?? "")] }, on: db, into: "study_keys (uid, nhs)", then: "ON CONFLICT DO NOTHING")
-                    moved += rows.count
-                    after = last
-                    if MonotonicClock.now - told >= 5 {
-                        told = MonotonicClock.now
-                        progress("moving the registry to its layout by patient: \(moved) of \(total) studies")
-                    }
-                }
-                progress("moving the registry to its layout by patient: \(moved) of \(total) studies moved; removing the earlier tables")
-                try db.execute("DROP TABLE locations")
-                try db.execute("DROP TABLE studies")
-                return moved
-            }
-        }
-        if moved > 0 {
-            log.info("each study's holdings now kept in its row, by patient", ["studies": moved, "seconds": String(format: "%.1f", MonotonicClock.now - start)])
-        }
-    }
-
-    /// A batch in a handful of statements, whatever its size: what the batch touches is read
-    /// first (a statement for each table, UIDs in `IN` lists), each holding is decided in order
-    /// against that view — kept up to date as it goes, so a batch naming one thing twice is
-    /// decided as if its holdings came one by one — and the rows are written with multi-row
-    /// statements. One statement a row made PostgreSQL pay a network round trip for each of
-    /// about eight statements a study (727 studies a second); rare paths (conflicts, invalid
-    /// numbers, filling in a patient's sex or birth date) keep a statement each.
-    ///
-    /// Announcements that arrive while one is being written wait together, and the next
-    /// transaction writes them all (group commit), each decided in turn as if alone: one commit
-    /// and one sync instead of one each, and the pages of the patients they share written once.
-    /// At 10 million studies a batch dirties a page of the tree by patient for most of its
-    /// studies, and each commit copies every dirtied page to the log (32 GB written for the
-    /// first gigabyte of registry, one batch a transaction). A transaction takes at most
-    /// `groupLimit` studies (or one announcement of more, alone), so a lookup on SQLite (the
-    /// writer's connection) waits for one such transaction at most. If a group fails, each of its announcements is tried alone, so one
-    /// that cannot be written fails only itself.
-    public func announce(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) throws -> AnnounceOutcome {
-        let mine = WaitingAnnouncement(trust: trust, holdings: holdings, now: now)
-        waitingLock.withLock { waiting.append(mine) }
-        return try locked {
-            // The oldest waiting announcements go first, up to the limit; ours may be among the
-            // later ones (any waiting thread may get the lock first), so write until it is done.
-            while mine.result == nil { write(nextGroup()) }
-            guard let result = mine.result else { throw RegistryError("the announcement was not written (a fault of the registry's group commit)") }
-            return try result.get()
-        }
-    }
-
-    static let groupLimit = 4_000
-
-    private final class WaitingAnnouncement: @unchecked Sendable {
-        let trust: String
-        let holdings: [(Holding, NHSIdentity.Resolution)]
-        let now: Double
-        /// Set under the writer's lock, read under it.
-        var result: Result<AnnounceOutcome, Error>?
-        init(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) { (self.trust, self.holdings, self.now) = (trust, holdings, now) }
-    }
-
-    private let waitingLock = NSLock()
-    private var waiting: [WaitingAnnouncement] = []
-    /// How many announcements wait for the writer (for tests).
-    var waitingCount: Int { waitingLock.withLock { waiting.count } }
-
-    /// The oldest waiting announcements, up to `groupLimit` studies (at least one).
-    private func nextGroup() -> [WaitingAnnouncement] {
-        waitingLock.withLock {
-            var taken = 0, studies = 0
-            while taken < waiting.count, taken == 0 || studies + waiting[taken].holdings.count <= Self.groupLimit {
-                studies += waiting[taken].holdings.count
-                taken += 1
-            }
-            defer { waiting.removeFirst(taken) }
-            return Array(waiting.prefix(taken))
-        }
-    }
-
-    /// Called with the writer's lock held.
-    private func write(_ group: [WaitingAnnouncement]) {
-        do {
-            let outcomes = try db.transaction { try group.map { try decide(trust: $0.trust, holdings: $0.holdings, now: $0.now) } }
-            for (announcement, outcome) in zip(group, outcomes) { announcement.result = .success(outcome) }
-        } catch {
-            if group.count == 1 {
-                group[0].result = .failure(error)
-            } else {
-                for announcement in group {
-                    announcement.result = Result { try db.transaction { try decide(trust: announcement.trust, holdings: announcement.holdings, now: announcement.now) } }
-                }
-            }
-        }
-        keepStatistics(added: group.reduce(0) { $0 + ((try? $1.result?.get())?.newStudies ?? 0) })
-    }
-
     /// One announcement's decisions and writes, inside the caller's transaction.
-    private func decide(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) throws -> AnnounceOutcome {
+    func decide(trust: String, holdings: [(Holding, NHSIdentity.Resolution)], now: Double) throws -> AnnounceOutcome {
         var outcome = AnnounceOutcome()
         var counted = CountChanges()
         func text(_ v: String?) -> SQLValue { v.map(SQLValue.text) ?? .null }
@@ -604,35 +443,5 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         try reading { c in
             try c.readTransaction { (try Self.count("patients", on: c), try Self.count("studies", on: c), try Self.count("locations", on: c)) }
         }
-    }
-}
-
-/// Reader connections handed out first come, first served: a ticket each, a free connection to
-/// the oldest ticket (trying each connection's lock in turn lets new lookups overtake waiting
-/// ones, and the slowest lookups wait longest).
-final class ReaderPool: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var free: [RegistryConnection]
-    private var nextTicket = 0
-    private var serving = 0
-
-    init(_ connections: [RegistryConnection]) { free = connections }
-
-    func with<T>(_ body: (RegistryConnection) throws -> T) throws -> T {
-        condition.lock()
-        let ticket = nextTicket
-        nextTicket += 1
-        while free.isEmpty || ticket != serving { condition.wait() }
-        serving += 1
-        let connection = free.removeLast()
-        condition.broadcast()  // the next ticket may find another connection free
-        condition.unlock()
-        defer {
-            condition.lock()
-            free.append(connection)
-            condition.broadcast()
-            condition.unlock()
-        }
-        return try body(connection)
     }
 }

@@ -1,4 +1,5 @@
 internal import COpenSSL
+internal import Durability
 import Foundation
 
 #if canImport(Glibc)
@@ -218,37 +219,22 @@ final class Certificate {
 }
 
 enum Files {
-    /// Writes through a BIO to a temporary file created with `mode`, fsyncs, renames into place.
+    /// Writes through a BIO into a temporary file given `mode` (keys 0600: mkstemp makes the file
+    /// 0600 from its creation, so a key is never readable by others, even for an instant), then
+    /// fsyncs, renames into place and fsyncs the folder (`DurableFile`): a CRL published and then
+    /// lost to a power cut would leave the old one in place, a revocation undone.
     static func writeAtomically(to path: String, mode: mode_t, _ body: (OpaquePointer) -> Bool) throws {
-        let temporary = path + ".tmp-\(getpid())"
-        unlink(temporary)
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
-        guard fd >= 0 else { throw PKIError("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        // The mode asked for, whatever the umask (a service's UMask=0077 would otherwise make a
-        // published crl.pem readable by root alone, and the agents' reloads would refuse it).
-        guard fchmod(fd, mode) == 0 else {
-            close(fd)
-            unlink(temporary)
-            throw PKIError("cannot set the mode of \(temporary): \(String(cString: strerror(errno)))")
+        do {
+            try DurableFile.write(to: path, mode: mode) { descriptor in
+                // BIO_NOCLOSE (0): the descriptor stays DurableFile's to fsync and close.
+                guard let bio = BIO_new_fd(descriptor, 0) else { throw PKIError.openSSL("cannot write \(path)") }
+                defer { BIO_free(bio) }
+                guard body(bio), BIO_ctrl(bio, BIO_CTRL_FLUSH, 0, nil) == 1 else {  // BIO_flush is a macro
+                    throw PKIError.openSSL("cannot write \(path)")
+                }
+            }
+        } catch let error as DurableFileError {
+            throw PKIError("cannot write \(path): \(error)")
         }
-        guard let bio = BIO_new_fd(fd, 0) else {
-            close(fd)
-            throw PKIError.openSSL("cannot write \(path)")
-        }
-        let written = body(bio) && BIO_ctrl(bio, BIO_CTRL_FLUSH, 0, nil) == 1  // BIO_flush is a macro
-        BIO_free(bio)
-        let synced = fsync(fd) == 0
-        close(fd)
-        guard written, synced, rename(temporary, path) == 0 else {
-            unlink(temporary)
-            throw PKIError.openSSL("cannot write \(path)")
-        }
-        // The new name survives a crash too: a CRL published and then lost to a power cut would
-        // leave the old one in place, a revocation undone.
-        let folder = (path as NSString).deletingLastPathComponent
-        let directory = open(folder.isEmpty ? "." : folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directory >= 0 else { throw PKIError("cannot open \(folder) to make \(path) durable: \(String(cString: strerror(errno)))") }
-        defer { close(directory) }
-        guard fsync(directory) == 0 else { throw PKIError("cannot fsync \(folder) after writing \(path): \(String(cString: strerror(errno)))") }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 @testable import ArchiveWatch
+import TestSupport
 
 /// The polling watcher on real folders, driven with explicit clock values: a file is reported
 /// once it has stayed unchanged (size and modification time) across a full period.

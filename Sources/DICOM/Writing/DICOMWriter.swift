@@ -1,6 +1,4 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
+internal import Durability
 
 /// How to write: the data set encoding and how sequences are delimited.
 public struct WriteOptions: Sendable {
@@ -42,9 +40,17 @@ public enum DICOMWriter {
     }
 
     /// Writes the file at `path` so that no reader ever sees it half-written: into a new
-    /// temporary file beside it, fsynced, renamed over `path`, and the folder fsynced.
+    /// temporary file beside it, fsynced, renamed over `path`, and the folder fsynced
+    /// (`DurableFile`). Any failure is an `.io` error naming the path and errno's reason.
     public static func write(_ file: DICOMFile, toPath path: String, options: WriteOptions = WriteOptions()) throws(DICOMError) {
-        try writeAtomically(try encode(file, options: options), toPath: path)
+        let bytes = try encode(file, options: options)
+        do {
+            // Patient data stays out of reach of other users, but the group (e.g. the local
+            // PACS's import account) may read it.
+            try DurableFile.write(bytes, to: path, mode: 0o640)
+        } catch {
+            throw DICOMError(.io, "Cannot write \(path): \(error)")
+        }
     }
 
     static func write(_ file: DICOMFile, to out: inout ByteWriter, options: WriteOptions) throws(DICOMError) {
@@ -215,48 +221,5 @@ struct ByteWriter {
         } else {
             appendUInt32(length)
         }
-    }
-}
-
-/// Write-to-temporary, fsync, rename, fsync the folder: a reader sees the old file or the new
-/// one, never a part (and after a crash, never a part either).
-public func writeAtomically(_ bytes: [UInt8], toPath path: String) throws(DICOMError) {
-    let slash = path.lastIndex(of: "/")
-    let folder = slash.map { String(path[..<$0]) }.flatMap { $0.isEmpty ? "/" : $0 } ?? "."
-    let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
-    var template = Array("\(folder)/.\(name).tmp-XXXXXX".utf8CString)
-    let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-    if fd < 0 { throw DICOMError(.io, "Cannot create a temporary file in \(folder): \(errnoText())") }
-    _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-    // mkstemp makes the file 0600; patient data stays out of reach of other users, but the
-    // group (e.g. the local PACS's import account) may read it.
-    _ = fchmod(fd, 0o640)
-    let temporary = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    var failure: DICOMError?
-    bytes.withUnsafeBytes { raw in
-        var written = 0
-        while written < raw.count {
-            let n = Glibc.write(fd, raw.baseAddress! + written, raw.count - written)
-            if n < 0 {
-                if errno == EINTR { continue }
-                failure = DICOMError(.io, "Cannot write \(temporary): \(errnoText())")
-                return
-            }
-            written += n
-        }
-    }
-    if failure == nil, fsync(fd) != 0 { failure = DICOMError(.io, "Cannot fsync \(temporary): \(errnoText())") }
-    if close(fd) != 0, failure == nil { failure = DICOMError(.io, "Cannot close \(temporary): \(errnoText())") }
-    if failure == nil, rename(temporary, path) != 0 {
-        failure = DICOMError(.io, "Cannot rename \(temporary) to \(path): \(errnoText())")
-    }
-    if let failure {
-        unlink(temporary)
-        throw failure
-    }
-    let dirfd = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    if dirfd >= 0 {
-        defer { close(dirfd) }
-        if fsync(dirfd) != 0 { throw DICOMError(.io, "Cannot fsync folder \(folder): \(errnoText())") }
     }
 }

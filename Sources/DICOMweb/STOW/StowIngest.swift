@@ -2,7 +2,7 @@ import DICOM
 import Digest
 import HTTP
 import Foundation
-internal import CSystem
+internal import Durability
 
 #if canImport(Glibc)
     import Glibc
@@ -52,14 +52,16 @@ public final class StowIngest {
     public var heldElsewhere: (@Sendable (String) -> String?)?
     private var decoder: MultipartDecoder
     private var current: Part?
-    private var stored: [StowResponse.Stored] = []
-    private var failed: [StowResponse.Failed] = []
-    private var studies: Set<String> = []
+    // The outcomes, and what is waiting to be placed, are internal rather than private: the
+    // placing half of a request (StowIngest+Placing.swift) records them too.
+    var stored: [StowResponse.Stored] = []
+    var failed: [StowResponse.Failed] = []
+    var studies: Set<String> = []
     private var partCount = 0
     /// Checked parts waiting for the request's durability barrier, then their place.
-    private var ready: [Ready] = []
+    var ready: [Ready] = []
     /// Study folders this request created: their names in `inbound` must be made durable too.
-    private var createdFolders: Set<String> = []
+    var createdFolders: Set<String> = []
     /// What this process's requests into `inbound` know of each other's names and folders.
     let registry: InboundRegistry
 
@@ -75,11 +77,11 @@ public final class StowIngest {
     }
 
     /// The outcome per instance, in words, for the caller's log and audit trail.
-    public private(set) var log: [String] = []
+    public internal(set) var log: [String] = []
     /// The outcome per instance, typed, for callers that act on it (a fetch holds a study with
     /// an instance its check did not admit; `consort fetch` reports each refusal): never found
     /// by reading `log`.
-    public private(set) var results: [InstanceResult] = []
+    public internal(set) var results: [InstanceResult] = []
 
     public enum InstanceResult: Sendable, Equatable {
         case stored(sop: String)
@@ -104,7 +106,7 @@ public final class StowIngest {
     public private(set) var warnings: [String] = []
     /// Every instance now held because of this request (stored now, or held before with the
     /// same bytes): where it is, for the agent's inventory.
-    public private(set) var placed: [PlacedInstance] = []
+    public internal(set) var placed: [PlacedInstance] = []
 
     public struct PlacedInstance: Sendable {
         public var sopInstanceUID: String
@@ -118,7 +120,7 @@ public final class StowIngest {
         public var header: DataSet
     }
     /// Instances refused because one with the same UID and other bytes is held (quarantined).
-    public private(set) var conflicts = 0
+    public internal(set) var conflicts = 0
 
     /// How much of each part is kept in memory to read its header from, without reading the
     /// staged file back (it was written around the page cache). A longer header is read from
@@ -129,6 +131,16 @@ public final class StowIngest {
     private let writer = StagingWriter()
     /// Decided once per request: direct writes only where they help (`StagingWriter.directIOSuits`).
     private let directIO: Bool
+
+    /// How long an instance another request is storing waits for that request's outcome before
+    /// it is refused with 0xA700 (the sender retries): that request has only its folders' fsyncs
+    /// left to do, milliseconds unless the disk is failing.
+    var inFlightWait: TimeInterval = 10
+
+    /// A folder's fsync: 0, or the errno. A seam for tests, which fail one request's fsync of a
+    /// folder at a moment they choose, to interleave it with another request's; in production
+    /// it is always this, the real call.
+    var fsyncFolder: (_ path: String, _ descriptor: Int32) -> Int32 = DurableFile.fsyncFolder
 
     final class Part {
         let path: String
@@ -202,184 +214,6 @@ public final class StowIngest {
         return StowResponse(retrieveURL: url, stored: stored, failed: failed)
     }
 
-    /// Up to this many instances in a request are made durable each by its own fsync; more, by
-    /// one syncfs of the filesystem.
-    ///
-    /// Why two ways: syncfs makes everything written to the filesystem durable, other programs'
-    /// writes included. For a bulk batch, whose own data is most of what waits, one journal
-    /// commit for fifty files is what took the receiver from 239 to 320 MB/s. For an urgent
-    /// instance, it meant waiting for whatever else was being written there: beside another
-    /// process writing 4 GB through the page cache (a PACS import, a backup), a syncfs after a
-    /// 512 KB file took p50 9–10 ms and at worst 0.4–0.7 s, the file's own fsync and its
-    /// folder's p50 0.7 ms (2026-12-02, this project's test machine).
-    public static let ownFsyncAtMost = 4
-
-    /// The durability barrier, then every checked instance into its place, then the new names
-    /// made durable; only then is an instance in the store acknowledged.
-    private func place() {
-        guard !ready.isEmpty else { return }
-        let (durable, reason) = makeReadyDurable()
-        guard durable else {
-            for item in ready {
-                unlink(item.staged)
-                failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: 0xA700))
-                log.append("refused \(item.instanceUID): cannot make it durable: \(reason)")
-                results.append(.refused(sop: item.instanceUID, reason: 0xA700, why: "cannot make it durable: \(reason)"))
-            }
-            ready.removeAll()
-            return
-        }
-        // An instance whose name another request of this process has linked and not yet settled
-        // waits for that: tried again once it is settled (kept, or removed because it could not
-        // be made durable), after this request has settled its own names — so two requests
-        // never wait for each other.
-        let deadline = Date().addingTimeInterval(inFlightWait)
-        var todo = ready
-        ready.removeAll()
-        while !todo.isEmpty {
-            var named: [Named] = []
-            var deferred: [Ready] = []
-            for item in todo {
-                switch link(item) {
-                case .named(let name): named.append(name)
-                case .claimedElsewhere: deferred.append(item)
-                case .settled: break
-                }
-            }
-            settle(named)
-            todo = []
-            for item in deferred {
-                if registry.waitUntilSettled(Self.key(item), before: deadline) {
-                    todo.append(item)
-                } else {
-                    unlink(item.staged)
-                    failed.append(
-                        StowResponse.Failed(
-                            sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: 0xA700,
-                            reasonText: "another request is still storing it; send it again"))
-                    log.append("refused \(item.instanceUID): another request was still storing it after \(Int(inFlightWait)) s")
-                    results.append(.refused(sop: item.instanceUID, reason: 0xA700, why: "another request was still storing it"))
-                }
-            }
-        }
-    }
-
-    /// How long an instance another request is storing waits for that request's outcome before
-    /// it is refused with 0xA700 (the sender retries): that request has only its folders' fsyncs
-    /// left to do, milliseconds unless the disk is failing.
-    var inFlightWait: TimeInterval = 10
-
-    /// Makes the names durable — each study folder's entries, and the folder's own entry in
-    /// inbound unless known durable — then acknowledges them, or refuses them and removes the
-    /// ones this request linked.
-    private func settle(_ named: [Named]) {
-        // The names survive a crash: each study folder's entries, then each study folder's own
-        // entry in inbound, when this request made it or when it is not known durable (another
-        // request may have made it and not yet, or not successfully, fsynced inbound for it): a
-        // filesystem without a journal that orders them would otherwise lose the folder with
-        // every instance acknowledged in it. A folder known durable costs nothing more.
-        var lost: [String: String] = [:]  // study folder → why its names may not survive a crash
-        let folders = Set(named.map(\.folder))
-        for folder in folders.sorted() {
-            lost[folder] = syncFolder(folder)
-        }
-        let unsure = folders.filter { createdFolders.contains($0) || !registry.isDurable(folder: Self.name(ofFolder: $0)) }
-        if !unsure.isEmpty, let failure = syncFolder(inbound) {
-            // Unless another request's fsync of inbound has made the folder's entry durable
-            // meanwhile: then its names need only their own folder's fsync.
-            for folder in unsure where lost[folder] == nil && !registry.isDurable(folder: Self.name(ofFolder: folder)) {
-                lost[folder] = failure
-            }
-        } else if !unsure.isEmpty {
-            registry.markDurable(folders: unsure.map(Self.name(ofFolder:)))
-        }
-        for name in named {
-            guard let failure = lost[name.folder] else {
-                // Settled before it is acknowledged: from now on another request may acknowledge
-                // it too, and nobody removes it.
-                if !name.alreadyHeld { registry.settle(Self.key(name.item), by: owner) }
-                accept(name.item, at: name.destination, name.note, alreadyHeld: name.alreadyHeld)
-                continue
-            }
-            // Refused like an instance whose own fsync failed: 0xA700 (out of resources, the
-            // sender retries), and nothing of it left under its name. A name kept would be found
-            // by the retry as "already held" and acknowledged — never having been made durable.
-            // Removed under the registry's lock while still claimed by this request, so no other
-            // request can have acknowledged it. A name held before this request is not ours to
-            // remove: only refused.
-            if !name.alreadyHeld { registry.settle(Self.key(name.item), by: owner, removing: name.destination) }
-            failed.append(
-                StowResponse.Failed(
-                    sopClassUID: name.item.classUID, sopInstanceUID: name.item.instanceUID, reason: 0xA700,
-                    reasonText: "its name in the store could not be made durable; send it again"))
-            log.append("refused \(name.item.instanceUID): its name \(name.destination) could not be made durable: \(failure)")
-            results.append(.refused(sop: name.item.instanceUID, reason: 0xA700, why: "its name could not be made durable: \(failure)"))
-        }
-        // A study folder made by this request whose name may not survive goes too (empty now,
-        // unless another request has just placed an instance in it: then rmdir fails and it
-        // stays): the next request to need it makes it again and fsyncs inbound for it.
-        for folder in createdFolders where lost[folder] != nil {
-            registry.removeIfNotDurable(folder: Self.name(ofFolder: folder), at: folder)
-        }
-        createdFolders.removeAll()
-    }
-
-    /// An instance named in the store by this request, or found there already with the same
-    /// bytes: acknowledged once its folder's entries are durable.
-    struct Named {
-        let item: Ready
-        let folder: String
-        let destination: String
-        let note: String
-        let alreadyHeld: Bool
-    }
-
-    /// This request, as the claimant of the names it links (`InboundRegistry`).
-    private var owner: InboundRegistry.Owner { ObjectIdentifier(self) }
-
-    /// An instance's name in the registry: relative to inbound, so requests that spell the
-    /// inbound folder differently share it.
-    private static func key(_ item: Ready) -> String { "\(item.studyUID)/\(item.instanceUID).dcm" }
-    private static func name(ofFolder path: String) -> String { (path as NSString).lastPathComponent }
-
-    /// Makes a folder's entries durable (its fsync); nil when done, else what failed, naming the
-    /// folder and the errno, for the log.
-    private func syncFolder(_ folder: String) -> String? {
-        let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directory >= 0 else { return "cannot open the folder \(folder): \(Self.describe(errno))" }
-        defer { close(directory) }
-        let code = fsyncFolder(folder, directory)
-        guard code == 0 else { return "fsync of the folder \(folder) failed: \(Self.describe(code))" }
-        return nil
-    }
-
-    /// A folder's fsync: 0, or the errno. A seam for tests, which fail one request's fsync of a
-    /// folder at a moment they choose, to interleave it with another request's; in production
-    /// it is always this, the real call.
-    var fsyncFolder: (_ path: String, _ descriptor: Int32) -> Int32 = { _, descriptor in fsync(descriptor) == 0 ? 0 : errno }
-
-    private static func describe(_ code: Int32) -> String { "\(String(cString: strerror(code))) (errno \(code))" }
-
-    /// Every staged instance of the request on stable storage (see `ownFsyncAtMost`); the reason
-    /// when that failed.
-    private func makeReadyDurable() -> (Bool, String) {
-        if ready.count <= Self.ownFsyncAtMost {
-            for item in ready {
-                let fd = open(item.staged, O_RDONLY | O_CLOEXEC)
-                let synced = fd >= 0 && fsync(fd) == 0
-                let reason = String(cString: strerror(errno))
-                if fd >= 0 { close(fd) }
-                if !synced { return (false, reason) }
-            }
-            return (true, "")
-        }
-        let fd = open(staging, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        let durable = fd >= 0 && consort_syncfs(fd) == 0
-        let reason = String(cString: strerror(errno))
-        if fd >= 0 { close(fd) }
-        return (durable, reason)
-    }
-
     private func handle(_ events: [MultipartDecoder.Event]) throws(HTTPError) {
         for event in events {
             switch event {
@@ -414,15 +248,16 @@ public final class StowIngest {
     }
 
     private func openPart(contentTypeOK: Bool) throws(HTTPError) -> Part {
-        var template = Array("\(staging)/\(Self.stagedPrefix)XXXXXX".utf8CString)
-        let fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        // The answer goes to the peer: the reason, not the server's folders.
-        guard fd >= 0 else { throw HTTPError(503, "Cannot create a staging file: \(String(cString: strerror(errno)))") }
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-        _ = fchmod(fd, 0o640)
-        let path = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        writer.begin(fd, direct: directIO)
-        return Part(path: path, descriptor: fd, contentTypeOK: contentTypeOK)
+        let file: (descriptor: Int32, path: String)
+        do {
+            // 0640: the group (the local PACS's import account) may read what is stored.
+            file = try DurableFile.createTemporary(in: staging, prefix: Self.stagedPrefix, mode: 0o640)
+        } catch {
+            // The answer goes to the peer: the reason, not the server's folders.
+            throw HTTPError(503, "Cannot create a staging file: \(String(cString: strerror(error.code)))")
+        }
+        writer.begin(file.descriptor, direct: directIO)
+        return Part(path: file.path, descriptor: file.descriptor, contentTypeOK: contentTypeOK)
     }
 
     private func write(_ bytes: ArraySlice<UInt8>, to part: Part) throws(HTTPError) {
@@ -484,144 +319,6 @@ public final class StowIngest {
         ready.append(Ready(staged: part.path, classUID: classUID, instanceUID: instanceUID, studyUID: studyUID, size: part.size, digest: digest, header: file.dataSet))
     }
 
-    /// What became of a durable staged instance's placing (`link`).
-    enum Placing {
-        /// Named in the store (by this request, or held before): to be acknowledged once its
-        /// folder is durable (`settle`).
-        case named(Named)
-        /// Its name is claimed by another request of this process, which may yet remove it:
-        /// neither linked nor compared; tried again once that claim is settled.
-        case claimedElsewhere
-        /// Settled here: refused, quarantined, or held elsewhere at this site.
-        case settled
-    }
-
-    /// Links a durable staged instance into its place.
-    private func link(_ item: Ready) -> Placing {
-        let folder = "\(inbound)/\(item.studyUID)"
-        let destination = "\(folder)/\(item.instanceUID).dcm"
-        func refuse(_ reason: UInt16, _ why: String) {
-            unlink(item.staged)
-            failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: reason, reasonText: why))
-            log.append("refused \(item.instanceUID): \(why)")
-            results.append(.refused(sop: item.instanceUID, reason: reason, why: why))
-        }
-        do {
-            if access(folder, F_OK) != 0 {
-                registry.forget(folder: item.studyUID)
-                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-                createdFolders.insert(folder)
-            }
-        } catch {
-            refuse(0xA700, "cannot create \(folder): \(error.localizedDescription)")
-            return .settled
-        }
-        // Held elsewhere at this site (the agent's archive): one copy per site, never two.
-        if let other = heldElsewhere?(item.instanceUID), other != destination, FileManager.default.fileExists(atPath: other) {
-            let otherDigest = SHA256Hasher.hex(ofFile: other)
-            if otherDigest == item.digest {
-                unlink(item.staged)
-                accept(item, at: destination, "already held \(item.instanceUID) at \(other) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true)
-            } else {
-                quarantine(item, heldDigest: otherDigest ?? "unreadable")
-            }
-            return .settled
-        }
-        // Claimed before it is linked: a name another request has linked is not ours to judge
-        // until that request has made it durable, or removed it.
-        let key = Self.key(item)
-        let claim = registry.claim(key, by: owner)
-        if claim == .elsewhere { return .claimedElsewhere }
-        // link(2) rather than rename(2): it fails if the name exists (an earlier copy, or another
-        // request with the same instance), so nothing is ever overwritten.
-        if Glibc.link(item.staged, destination) == 0 {
-            unlink(item.staged)
-            return .named(
-                Named(
-                    item: item, folder: folder, destination: destination,
-                    note: "stored \(item.instanceUID) (\(item.size) bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: false))
-        }
-        let code = errno
-        // Not linked by this request: the claim goes (a name found here, unclaimed, is one a
-        // request has settled as durable, or one left from before this process).
-        // Unless this request linked it already (an instance sent twice in one request): that
-        // claim stays until the first copy is settled.
-        if claim == .claimed { registry.settle(key, by: owner) }
-        let heldDigest = code == EEXIST ? SHA256Hasher.hex(ofFile: destination) : nil
-        if code == EEXIST, heldDigest == item.digest {
-            unlink(item.staged)
-            // Waits for its folder's fsync too: the name may be one this request has just linked
-            // (an instance sent twice in one request) or one left by a receiver killed before it
-            // fsynced the folder.
-            return .named(
-                Named(
-                    item: item, folder: folder, destination: destination,
-                    note: "already held \(item.instanceUID) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true))
-        }
-        if code == EEXIST {
-            quarantine(item, heldDigest: heldDigest ?? "unreadable")
-        } else {
-            // ENOENT: the study folder went between its check and the link (another request
-            // removed it, having failed to make its name durable): worth sending again.
-            refuse(code == ENOSPC || code == ENOENT ? 0xA700 : 0xC000, "cannot place \(destination): \(String(cString: strerror(code)))")
-        }
-        return .settled
-    }
-
-    /// Acknowledges an instance as held at `destination`, for the answer, the log and the caller.
-    private func accept(_ item: Ready, at destination: String, _ note: String, alreadyHeld: Bool) {
-        stored.append(
-            StowResponse.Stored(
-                sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, retrieveURL: retrieveURL(item.studyUID, item.instanceUID),
-                alreadyHeld: alreadyHeld))
-        studies.insert(item.studyUID)
-        log.append(note)
-        results.append(alreadyHeld ? .alreadyHeld(sop: item.instanceUID) : .stored(sop: item.instanceUID))
-        placed.append(
-            PlacedInstance(
-                sopInstanceUID: item.instanceUID, studyInstanceUID: item.studyUID, sopClassUID: item.classUID, path: destination,
-                size: item.size, sha256: item.digest, alreadyHeld: alreadyHeld, header: item.header))
-    }
-
-    /// Where instances that conflict with one already held are kept aside, beside the store:
-    /// `inbound/.quarantine/<StudyUID>/<SOPUID>.<sha256>.dcm`. Never served, never routed.
-    public static let quarantineFolderName = ".quarantine"
-
-    /// Same SOP Instance UID, different bytes: the held file stays as it is (nothing is ever
-    /// overwritten silently), the newcomer is kept aside — it may be the right one — and a
-    /// person decides. The refusal names both hashes; the caller logs it at error level.
-    private func quarantine(_ item: Ready, heldDigest: String) {
-        let folder = "\(inbound)/\(Self.quarantineFolderName)/\(item.studyUID)"
-        let kept = "\(folder)/\(item.instanceUID).\(item.digest).dcm"
-        var placed = "not kept: "
-        do {
-            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            // The same conflicting copy sent again is already there (same name, same bytes).
-            if Glibc.link(item.staged, kept) == 0 || errno == EEXIST {
-                placed = "the received copy is kept aside as \(Self.quarantineFolderName)/\(item.studyUID)/\(item.instanceUID).\(item.digest.prefix(16))….dcm"
-                let directory = open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                if directory >= 0 {
-                    fsync(directory)
-                    close(directory)
-                }
-            } else {
-                placed += String(cString: strerror(errno))
-            }
-        } catch {
-            placed += error.localizedDescription
-        }
-        unlink(item.staged)
-        let why = "CONFLICT: \(item.instanceUID) is already held with different content (held sha256 \(heldDigest), received sha256 \(item.digest)); the held file is unchanged"
-        failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: 0xC000, reasonText: why + "; a person must decide which is right"))
-        log.append("refused \(why); \(placed); a person must decide which is right")
-        results.append(.conflict(sop: item.instanceUID, why: why))
-        conflicts += 1
-    }
-
-    private func retrieveURL(_ study: String, _ instance: String) -> String {
-        "\(baseURL)/studies/\(study)/instances/\(instance)"
-    }
-
     private func abandonCurrent() {
         if let part = current {
             close(part.descriptor)
@@ -631,31 +328,5 @@ public final class StowIngest {
         // Checked parts of a body that broke off are not kept either.
         for item in ready { unlink(item.staged) }
         ready.removeAll()
-    }
-
-}
-
-
-/// UID syntax (PS3.5 §9.1): digits and dots, at most 64 characters, no empty component, no
-/// leading zero in a component of more than one digit. Checked before a UID names a file.
-public enum UID {
-    public static func isValid(_ text: String) -> Bool {
-        // One pass over the bytes (it runs for every file a catch-up scan reads): digits in
-        // components separated by single dots, none empty, none with a leading zero.
-        let bytes = text.utf8
-        guard !bytes.isEmpty, bytes.count <= 64 else { return false }
-        var componentLength = 0
-        var leadingZero = false
-        for byte in bytes {
-            if byte == 0x2E {
-                guard componentLength > 0 else { return false }
-                componentLength = 0
-            } else {
-                guard byte >= 0x30 && byte <= 0x39, !(leadingZero && componentLength == 1) else { return false }
-                if componentLength == 0 { leadingZero = byte == 0x30 }
-                componentLength += 1
-            }
-        }
-        return componentLength > 0
     }
 }

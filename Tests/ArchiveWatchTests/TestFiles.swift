@@ -4,27 +4,7 @@ import Foundation
     import Glibc
 #endif
 
-/// A real folder under NSTemporaryDirectory() for one test, removed when the test lets go of it.
-final class TemporaryFolder {
-    let path: String
-
-    init() throws {
-        path = URL(fileURLWithPath: NSTemporaryDirectory())
-            .appendingPathComponent("consort-archivewatch-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-
-    /// Makes `relative` (and its parents) and returns its absolute path.
-    @discardableResult
-    func folder(_ relative: String) throws -> String {
-        let made = path + "/" + relative
-        try FileManager.default.createDirectory(atPath: made, withIntermediateDirectories: true)
-        return made
-    }
-}
-
+/// Files made as the watchers must see them, and the tests' clock.
 enum TestFiles {
     struct WriteFailed: Error, CustomStringConvertible {
         let path: String
