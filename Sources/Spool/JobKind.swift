@@ -15,7 +15,7 @@ public enum JobKind: String, Sendable, Hashable, CaseIterable, CustomStringConve
     case fetch
 
     /// The word the spool stores; nil for a word this version does not know (a spool written by
-    /// a newer version: its jobs are shown, never run).
+    /// a newer version: its jobs are left alone, never run).
     public init?(stored: String) { self.init(rawValue: stored) }
 
     /// Sends instances to its destination: paced, batched, acknowledged instance by instance.

@@ -27,7 +27,6 @@ public struct PacingBook: Sendable {
     /// A block charged: when it may go by its own book (once its bytes are paid for at the
     /// capped rate, a burst aside). Ask `wait` until it may, then `went`.
     public struct Charge: Sendable, Hashable {
-        public let id: Int
         public let priority: JobPriority
         public let at: Double
         let cost: Double
@@ -36,10 +35,9 @@ public struct PacingBook: Sendable {
     /// Per priority, the (monotonic) time by which everything entered in its book has gone at
     /// the capped rate.
     private var booked: [Double]
-    /// Per priority, when the last block charged at exactly that priority ends on the link: what
-    /// the lower priorities yield to.
+    /// Per priority, when the last block charged at that priority ends on the link (by its book,
+    /// which also holds lower-priority bytes gone before it): what the lower priorities yield to.
     private var ownEnd: [Double]
-    private var nextID = 0
 
     public init(bytesPerSecond: Int) {
         self.bytesPerSecond = Double(max(1, bytesPerSecond))
@@ -53,8 +51,7 @@ public struct PacingBook: Sendable {
         for level in JobPriority.allCases where level >= priority { enter(cost, at: now, in: level) }
         let end = booked[priority.rawValue]
         ownEnd[priority.rawValue] = max(ownEnd[priority.rawValue], end)
-        nextID += 1
-        return Charge(id: nextID, priority: priority, at: end, cost: cost)
+        return Charge(priority: priority, at: end, cost: cost)
     }
 
     /// Seconds the block still waits at `now` (0: it may go): its own book's time, and for a
@@ -66,6 +63,10 @@ public struct PacingBook: Sendable {
         }
         return max(0, until - now)
     }
+
+    /// The part of `wait` its own book sets: it cannot shrink, so a sender may sleep it whole
+    /// and ask again only about the rest (yielding, which can grow).
+    public func ownWait(_ charge: Charge, now: Double) -> Double { max(0, charge.at - now) }
 
     /// The block goes at `now`: its bytes now count in the books of the higher priorities.
     public mutating func went(_ charge: Charge, now: Double) {

@@ -1,6 +1,7 @@
 import Foundation
 import Platform
 import Spool
+import TestSupport
 import Testing
 
 @testable import Agent
@@ -146,18 +147,18 @@ struct QueueManagerTests {
         let release = DispatchSemaphore(value: 0)
         let bulk = try rig.queuePush("2.1", priority: .bulk)
         rig.push.script = { job, _ in
-            if job.priority == .bulk { release.wait() }
+            if job.priority == .bulk { _ = release.wait(timeout: .now() + 10) }
             return .finish
         }
         rig.manager.pass()
-        #expect(try Self.eventually { rig.push.started == [bulk] })
+        #expect(try Poll.until { rig.push.started == [bulk] })
         let urgent = try rig.queuePush("2.2", priority: .urgent)
         let normal = try rig.queuePush("2.3")
         rig.manager.pass()
-        #expect(try Self.eventually { try rig.job(urgent).state == .done }, "the urgent job went on the reserved connection")
+        #expect(try Poll.until { try rig.job(urgent).state == .done }, "the urgent job went on the reserved connection")
         #expect(try rig.job(normal).state == .queued, "a normal job waits for the bulk job's connection")
         release.signal()
-        #expect(try Self.eventually {
+        #expect(try Poll.until {
             rig.manager.pass()
             return try rig.job(normal).state == .done && rig.job(bulk).state == .done
         })
@@ -298,6 +299,68 @@ struct QueueManagerTests {
         #expect(rig.fetch.started == [id], "a held job is not tried again")
     }
 
+    @Test func anOperatorsHoldOfARunningJobStopsItsWorkerAndStays() throws {
+        let rig = try Rig(runner: ThreadRunner())
+        let id = try rig.queuePush("12.1", instances: 3)
+        let entered = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+        rig.push.script = { _, worker in
+            entered.signal()
+            _ = release.wait(timeout: .now() + 10)
+            // What the push executor does between two batches.
+            return worker.isHalted ? .outcome(.leftToOthers) : .finish
+        }
+        rig.manager.pass()
+        #expect(entered.wait(timeout: .now() + 10) == .success)
+        #expect(try rig.store.hold([id]) == [id])
+        rig.manager.halt([id])
+        release.signal()
+        #expect(try Poll.until { rig.peers.freeSlots("UHSX")?.connections == 1 }, "the worker ended and gave its connection back")
+        #expect(try rig.job(id).state == .held && rig.job(id).acknowledged == 0)
+        rig.manager.pass()
+        #expect(rig.push.started == [id], "a held job is not started again")
+    }
+
+    @Test func aReloadThatChangesAPeerLeavesTheRunningWorkersAccountsWithTheOldOne() throws {
+        let rig = try Rig(connections: 1, runner: ThreadRunner())
+        let old = try rig.queuePush("13.1", priority: .bulk)
+        let gates = [old: (DispatchSemaphore(value: 0), DispatchSemaphore(value: 0))]
+        let later = Locked<[Int64: (DispatchSemaphore, DispatchSemaphore)]>(gates)
+        rig.push.script = { job, _ in
+            guard let (entered, release) = later.value[job.id] else { return .finish }
+            entered.signal()
+            _ = release.wait(timeout: .now() + 10)
+            return .finish
+        }
+        rig.manager.pass()
+        #expect(gates[old]!.0.wait(timeout: .now() + 10) == .success)
+        // SIGHUP: UHSX's line now has two connections (a new peer, a new circuit).
+        rig.peers.update(
+            targets: [PeerTarget(name: "UHSX", url: "http://127.0.0.1:9", tls: nil, connections: 2, bandwidth: nil, batch: nil, isLocal: false)], circuitThreshold: 100)
+        // A job started on the new peer, still running when the old worker ends.
+        let new = try rig.queuePush("13.2", priority: .bulk)
+        let newGate = (DispatchSemaphore(value: 0), DispatchSemaphore(value: 0))
+        later.value[new] = newGate
+        rig.manager.pass()
+        #expect(newGate.0.wait(timeout: .now() + 10) == .success)
+        #expect(rig.peers.freeSlots("UHSX")?.connections == 1)
+        gates[old]!.1.signal()
+        #expect(try Poll.until { try rig.job(old).state == .done })
+        #expect(try Poll.until { rig.push.started.count == 2 && rig.peers.status.first?.busy == 1 })
+        #expect(rig.peers.freeSlots("UHSX")?.connections == 1, "the old worker's release did not free the new peer's connection in use")
+        newGate.1.signal()
+        #expect(try Poll.until { rig.manager.isIdle && rig.peers.freeSlots("UHSX")?.connections == 2 })
+    }
+
+    final class Locked<Value>: @unchecked Sendable {
+        private let lock = NSLock()
+        private var stored: Value
+        init(_ value: Value) { stored = value }
+        var value: Value {
+            get { lock.withLock { stored } }
+            set { lock.withLock { stored = newValue } }
+        }
+    }
+
     // MARK: - The circuit
 
     @Test func aPeerDownForFetchesIsDownForPushesUntilOneProbeFindsItBack() throws {
@@ -339,15 +402,5 @@ struct QueueManagerTests {
         rig.manager.pass()
         #expect(rig.push.started == [push, push])
         #expect(rig.peers.status.first?.circuit == "open (probe allowed now)")
-    }
-
-    /// Polls `condition` until it holds or `seconds` pass.
-    static func eventually(within seconds: Double = 10, _ condition: () throws -> Bool) throws -> Bool {
-        let end = Date().addingTimeInterval(seconds)
-        while Date() < end {
-            if try condition() { return true }
-            Thread.sleep(forTimeInterval: 0.01)
-        }
-        return try condition()
     }
 }

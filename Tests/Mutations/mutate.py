@@ -161,11 +161,15 @@ MUTATIONS = [
     ("a job starts outside its window", "Sources/Spool/JobScheduler.swift",
      "&& (job.window?.contains(minuteOfDay: minuteOfDay) ?? true)", "", "QueueManagerTests"),
     ("jobs start while their peer's circuit is open", "Sources/Agent/Queue/QueueManager.swift",
-     "let allowed = peers.allowed(name, starting: wanted, now: now)", "let allowed = wanted", "QueueManagerTests"),
+     "let (allowed, probe) = peers.allowed(name, starting: wanted, now: now)", "let (allowed, probe) = (wanted, false)", "QueueManagerTests"),
     ("no connection kept for urgent work", "Sources/Agent/Queue/QueueManager.swift",
      "if slots.urgent {", "if false, slots.urgent {", "QueueManagerTests"),
+    ("a worker's connection is given back to the peer line as reloaded, not the one it took", "Sources/Agent/Queue/Peers.swift",
+     "            if reserved { peer.urgentBusy = false } else { peer.busy = max(0, peer.busy - 1) }",
+     "            let peer = peers[peer.target.name] ?? peer\n            if reserved { peer.urgentBusy = false } else { peer.busy = max(0, peer.busy - 1) }",
+     "QueueManagerTests"),
     ("a probe that never reached the peer leaves its circuit half-open for ever", "Sources/Agent/Queue/QueueManager.swift",
-     "if let peer, !worker.contacted, !Self.countsAgainstPeer(step) { peers.abandoned(peer) }", "", "QueueManagerTests"),
+     "if let peer = worker.peer, worker.isProbe, !worker.contacted, !Self.countsAgainstPeer(step) { peers.abandoned(peer) }", "", "QueueManagerTests"),
 ]
 # Breakages that need more than one change in their file: the further changes, by name.
 ALSO = {

@@ -53,17 +53,16 @@ struct PacingBookTests {
 
     @Test func bulkBytesAlreadySentCountAgainstUrgentWork() {
         var book = PacingBook(bytesPerSecond: Self.megabytePerSecond)
-        // Bulk has sent at the cap for two seconds (a 100 kB block every 0.1 s, each at once).
+        // Bulk has sent as fast as the cap lets it for two seconds: the link is full, and no
+        // burst is left.
         var time = 0.0
-        while time < 2 {
-            _ = Self.send(&book, 100_000, .bulk, at: time)
-            time += 0.1
-        }
-        // The link is in use: a 400 kB urgent burst fits the quarter-second burst less what bulk
-        // just used, so it waits a little — but not for anything bulk has not sent.
+        while time < 2 { time = Self.send(&book, 100_000, .bulk, at: time) }
+        // A 400 kB urgent burst now waits its own 0.4 s on the link (the bulk bytes just sent
+        // count): had they not counted, it would go within the burst, after 0.15 s, and the
+        // destination would get bulk's rate and urgent's on top.
         let urgent = book.charge(400_000, priority: .urgent, now: time)
         let wait = book.wait(urgent, now: time)
-        #expect(wait > 0.1 && wait < 0.3, "urgent waited \(wait) s")
+        #expect(wait > 0.35 && wait < 0.5, "urgent waited \(wait) s")
     }
 
     /// Four bulk senders keep a block each booked ahead on a busy link; an urgent instance of

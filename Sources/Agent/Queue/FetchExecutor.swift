@@ -42,28 +42,42 @@ final class FetchExecutor: JobExecutor, @unchecked Sendable {
     }
 
     func execute(_ job: AgentStore.Job, _ worker: Worker) -> JobOutcome {
-        guard let peer = peers.target(job.destination) else {
-            return .failed(.configuration, reason: "no address for \(job.destination): add a peer line to the configuration")
-        }
-        let expected = (try? store.search(ofJob: job.id))?.nhs
-        let outcome: WadoRetrieval.Outcome
+        guard let taken = worker.peer else { return .failed(.local, reason: "no connection of \(job.destination) taken for the job") }
+        let peer = peers.target(of: taken)
+        // Patient safety: what arrives is checked against the patient the fetch is for; a fetch
+        // that cannot say who that is fetches nothing unchecked.
+        let expected: String
         do {
-            let client = try HTTPClient(.init(tls: peer.tls))
+            guard let nhs = try store.search(ofJob: job.id)?.nhs else {
+                return .heldForAPerson(reason: "the fetch does not name the patient it is for: nothing is fetched unchecked")
+            }
+            expected = nhs
+        } catch {
+            return .failed(.local, reason: "cannot read the fetch's patient from the spool: \(error)")
+        }
+        let outcome: WadoRetrieval.Outcome
+        let client: HTTPClient
+        do {
+            // A kept client of the peer's (its TLS connection alive), given back after.
+            client = try peers.client(taken, priority: job.priority, reserved: worker.reserved)
+        } catch {
+            return .failed(.local, reason: "cannot set up TLS for \(peer.name) (a configuration fault here): \(error)")
+        }
+        defer { peers.giveBack(client, to: taken, priority: job.priority, reserved: worker.reserved) }
+        do {
             let retrieval = try WadoRetrieval(out: inbound, study: job.study, base: peer.url)
             let store = self.store
             retrieval.heldElsewhere = { sop in try? store.path(ofInstance: sop) }
             retrieval.headers = [(ConsortField.purpose, job.purpose)]
-            if let expected {
-                retrieval.admitInstance = { header in
-                    // Every place a trust may keep it (the holder's own exception is the
-                    // coordinator's to know): any valid NHS number that is not the patient's.
-                    let facts = Ingest.facts(of: header, study: job.study)
-                    var named: [NHSNumber] = []
-                    if case .valid(let number) = Announcer.nhs(facts) { named.append(number) }
-                    if let first = facts.otherPatientIDValues.first, let number = NHSNumber(first) { named.append(number) }
-                    guard let other = named.first(where: { $0.digits != expected }) else { return nil }
-                    return "PATIENT MISMATCH: names NHS number \(other.digits), not \(expected), the patient it was fetched for"
-                }
+            retrieval.admitInstance = { header in
+                // Every place a trust may keep it (the holder's own exception is the
+                // coordinator's to know): any valid NHS number that is not the patient's.
+                let facts = Ingest.facts(of: header, study: job.study)
+                var named: [NHSNumber] = []
+                if case .valid(let number) = Announcer.nhs(facts) { named.append(number) }
+                if let first = facts.otherPatientIDValues.first, let number = NHSNumber(first) { named.append(number) }
+                guard let other = named.first(where: { $0.digits != expected }) else { return nil }
+                return "PATIENT MISMATCH: names NHS number \(other.digits), not \(expected), the patient it was fetched for"
             }
             outcome = try retrieval.run(with: client)
         } catch let failure as HTTPClientError where failure.callbackError == nil {
@@ -81,8 +95,19 @@ final class FetchExecutor: JobExecutor, @unchecked Sendable {
             if let ingest = outcome.ingest, let mismatch = ingest.results.lazy.compactMap({ result -> String? in
                 if case .notAdmitted(_, let why) = result { return why } else { return nil }
             }).first {
-                if !ingest.placed.isEmpty { try record(ingest.placed, job.destination) }
-                try? audit.record(AuditEntry(who: trust, action: "refused", nhs: expected, study: job.study, why: "\(job.purpose) (rule \(job.rule))", detail: mismatch))
+                // Held and audited whatever happens to the rest: the instances of the right
+                // patient placed before the mismatch are recorded if they can be (they are
+                // whole, and this site may need them), but a failure there never unholds it.
+                do {
+                    try audit.record(AuditEntry(who: trust, action: "refused", nhs: expected, study: job.study, why: "\(job.purpose) (rule \(job.rule))", detail: mismatch))
+                } catch {
+                    log.error("AUDIT: cannot record a refused patient mismatch", ["job": job.id, "study": job.study, "error": error])
+                }
+                if !ingest.placed.isEmpty {
+                    do { try record(ingest.placed, job.destination) } catch {
+                        log.error("cannot record the instances placed before a patient mismatch", ["job": job.id, "study": job.study, "error": error])
+                    }
+                }
                 return .heldForAPerson(reason: "identity conflict: the study from \(job.destination) is not all the patient's: \(mismatch)")
             }
             switch outcome.status {

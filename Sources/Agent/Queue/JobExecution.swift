@@ -43,15 +43,22 @@ final class Worker: @unchecked Sendable {
     let first: Bool
     /// On the peer's connection kept for urgent work.
     let reserved: Bool
+    /// The peer whose connection this worker holds (nil for a plan): released, answered and
+    /// given its client back as it was taken, whatever a reload did since.
+    let peer: Peers.Peer?
+    /// The one attempt a half-open circuit let through.
+    let isProbe: Bool
     private let lock = NSLock()
     private var contactedPeer = false
     private var leftJob = false
     fileprivate let manager: QueueManager
 
-    fileprivate init(job: AgentStore.Job, first: Bool, reserved: Bool, manager: QueueManager) {
+    fileprivate init(job: AgentStore.Job, first: Bool, reserved: Bool, peer: Peers.Peer?, probe: Bool, manager: QueueManager) {
+        isProbe = probe
         self.job = job
         self.first = first
         self.reserved = reserved
+        self.peer = peer
         self.manager = manager
     }
 
@@ -63,10 +70,10 @@ final class Worker: @unchecked Sendable {
     var isHalted: Bool { manager.isHalted(job.id) }
 
     /// The peer answered: its circuit closes (a probe succeeded), and this worker is known to
-    /// have reached it.
+    /// have reached it (a failure after that backs off as a first one: the job made progress).
     func peerAnswered(by cause: String) {
         lock.withLock { contactedPeer = true }
-        manager.peers.answered(job.destination, now: manager.clock.now, by: cause)
+        if let peer { manager.peers.answered(peer, now: manager.clock.now, by: cause) }
     }
 
     /// Leaves the job to its other workers when there are others (counted out now, under the
@@ -83,7 +90,7 @@ final class Worker: @unchecked Sendable {
 }
 
 extension QueueManager {
-    func makeWorker(_ job: AgentStore.Job, first: Bool, reserved: Bool) -> Worker {
-        Worker(job: job, first: first, reserved: reserved, manager: self)
+    func makeWorker(_ job: AgentStore.Job, first: Bool, reserved: Bool, peer: Peers.Peer?, probe: Bool) -> Worker {
+        Worker(job: job, first: first, reserved: reserved, peer: peer, probe: probe, manager: self)
     }
 }

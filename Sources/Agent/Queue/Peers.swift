@@ -101,8 +101,6 @@ final class Peers: @unchecked Sendable {
 
     func target(_ name: String) -> PeerTarget? { lock.withLock { peers[name]?.target } }
 
-    func pacer(_ name: String) -> Pacer? { lock.withLock { peers[name]?.pacer } }
-
     // MARK: - What may start
 
     /// Free connections of a peer, and whether its reserved urgent connection is free; nil for a
@@ -113,47 +111,54 @@ final class Peers: @unchecked Sendable {
 
     /// Whether `starting` attempts may start now, by the circuit: closed, all of them; an open
     /// circuit whose time has come lets one through, the probe (asked only when something would
-    /// start: asking moves such a circuit to half-open). The number allowed.
-    func allowed(_ name: String, starting: Int, now: Double) -> Int {
+    /// start: asking moves such a circuit to half-open). The number allowed, and whether the one
+    /// allowed is the probe.
+    func allowed(_ name: String, starting: Int, now: Double) -> (count: Int, probe: Bool) {
         lock.withLock {
-            guard starting > 0, let peer = peers[name] else { return 0 }
-            guard peer.circuit.mayStart(now: now) else { return 0 }
-            if case .halfOpen = peer.circuit.state { return 1 }
-            return starting
+            guard starting > 0, let peer = peers[name] else { return (0, false) }
+            guard peer.circuit.mayStart(now: now) else { return (0, false) }
+            if case .halfOpen = peer.circuit.state { return (1, true) }
+            return (starting, false)
         }
     }
 
-    /// A connection taken (`reserved`: the urgent one), or given back.
-    func take(_ name: String, reserved: Bool) {
+    /// A connection of the peer taken (`reserved`: the one kept for urgent work): the peer as it
+    /// is now, which the worker keeps to its end — a reload (SIGHUP) that changes the peer's
+    /// line makes a new one, and the worker's release, answers and client go back to the one it
+    /// took, never to the new one's counts or circuit. Nil for a name the configuration does not
+    /// know.
+    func take(_ name: String, reserved: Bool) -> Peer? {
         lock.withLock {
-            guard let peer = peers[name] else { return }
+            guard let peer = peers[name] else { return nil }
             if reserved { peer.urgentBusy = true } else { peer.busy += 1 }
+            return peer
         }
     }
 
-    func release(_ name: String, reserved: Bool) {
+    func release(_ peer: Peer, reserved: Bool) {
         lock.withLock {
-            guard let peer = peers[name] else { return }
             if reserved { peer.urgentBusy = false } else { peer.busy = max(0, peer.busy - 1) }
         }
     }
 
     /// A connection for one more worker of a job already running, if the peer has one free and
     /// its circuit is closed.
-    func takeSpare(_ name: String) -> Bool {
+    func takeSpare(_ name: String) -> Peer? {
         lock.withLock {
-            guard let peer = peers[name], case .closed = peer.circuit.state, peer.busy < peer.target.connections else { return false }
+            guard let peer = peers[name], case .closed = peer.circuit.state, peer.busy < peer.target.connections else { return nil }
             peer.busy += 1
-            return true
+            return peer
         }
     }
+
+    /// The peer's address and TLS settings as they are now (a reload may change its TLS).
+    func target(of peer: Peer) -> PeerTarget { lock.withLock { peer.target } }
 
     // MARK: - Clients
 
     /// A client for the peer: a kept one (its TLS connection alive) or a new one.
-    func client(_ name: String, priority: JobPriority, reserved: Bool) throws -> HTTPClient {
+    func client(_ peer: Peer, priority: JobPriority, reserved: Bool) throws -> HTTPClient {
         let (kept, tls): (HTTPClient?, TLSConfiguration?) = lock.withLock {
-            guard let peer = peers[name] else { return (nil, nil) }
             if reserved {
                 defer { peer.urgentClient = nil }
                 return (peer.urgentClient, peer.target.tls)
@@ -164,9 +169,9 @@ final class Peers: @unchecked Sendable {
     }
 
     /// A client back to be kept, unless it was made with TLS material since replaced.
-    func giveBack(_ client: HTTPClient, to name: String, priority: JobPriority, reserved: Bool) {
+    func giveBack(_ client: HTTPClient, to peer: Peer, priority: JobPriority, reserved: Bool) {
         lock.withLock {
-            guard let peer = peers[name], client.options.tls == peer.target.tls else { return }
+            guard client.options.tls == peer.target.tls else { return }
             if reserved { peer.urgentClient = client } else { peer.idleClients[priority, default: []].append(client) }
         }
     }
@@ -178,31 +183,29 @@ final class Peers: @unchecked Sendable {
     // MARK: - What the peer said
 
     /// The peer answered (a batch acknowledged, a retrieve answered): its circuit closes.
-    func answered(_ name: String, now: Double, by cause: String) {
-        let change: CircuitChange? = lock.withLock {
-            guard let peer = peers[name] else { return nil }
+    func answered(_ peer: Peer, now: Double, by cause: String) {
+        let (change, name): (CircuitChange?, String) = lock.withLock {
             peer.lastSuccess = now
             peer.configurationFault = false
-            return peer.circuit.recordSuccess()
+            return (peer.circuit.recordSuccess(), peer.target.name)
         }
         if let change { logCircuit(change, peer: name, now: now, cause: cause) }
     }
 
     /// An attempt failed: the reason kept for status; counted by the circuit when it is evidence
     /// against the peer; a configuration fault marked until the next success or an operator's retry.
-    func failed(_ name: String, reason: String, againstPeer: Bool, configuration: Bool, now: Double, by cause: String) {
-        let change: CircuitChange? = lock.withLock {
-            guard let peer = peers[name] else { return nil }
+    func failed(_ peer: Peer, reason: String, againstPeer: Bool, configuration: Bool, now: Double, by cause: String) {
+        let (change, name): (CircuitChange?, String) = lock.withLock {
             peer.lastError = reason
             if configuration { peer.configurationFault = true }
-            return againstPeer ? peer.circuit.recordFailure(now: now, policy: policy, using: &generator) : nil
+            return (againstPeer ? peer.circuit.recordFailure(now: now, policy: policy, using: &generator) : nil, peer.target.name)
         }
         if let change { logCircuit(change, peer: name, now: now, cause: cause) }
     }
 
     /// An attempt ended without trying the peer: if it was the probe, the next start probes.
-    func abandoned(_ name: String) {
-        lock.withLock { peers[name]?.circuit.probeAbandoned() }
+    func abandoned(_ peer: Peer) {
+        lock.withLock { peer.circuit.probeAbandoned() }
     }
 
     /// An operator's retry of a peer: an open circuit lets one probe through now. False if the

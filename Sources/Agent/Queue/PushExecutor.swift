@@ -64,14 +64,16 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         // only this job, and ends with it), and reads a bulk study's files in the idle I/O
         // class; the receiver is told the priority and does the same.
         if priority != .urgent { ThreadPriority.yieldCPU(bulk: priority == .bulk) }
-        guard var target = peers.target(job.destination) else { return .failed(.configuration, reason: "no address for \(job.destination)") }
+        guard let peer = worker.peer else { return .failed(.local, reason: "no connection of \(job.destination) taken for the job") }
+        var target = peers.target(of: peer)
         var client: HTTPClient
         do {
-            client = try peers.client(job.destination, priority: priority, reserved: worker.reserved)
+            client = try peers.client(peer, priority: priority, reserved: worker.reserved)
         } catch {
-            return .failed(.configuration, reason: "cannot set up TLS for \(target.name): \(error)")
+            // Our own TLS material: not the peer's fault.
+            return .failed(.local, reason: "cannot set up TLS for \(target.name) (a configuration fault here): \(error)")
         }
-        defer { peers.giveBack(client, to: job.destination, priority: priority, reserved: worker.reserved) }
+        defer { peers.giveBack(client, to: peer, priority: priority, reserved: worker.reserved) }
         let headers = [(ConsortField.purpose, job.purpose)]
         // A job tried before (a retry, or a restart after a crash) asks the peer what it already
         // holds of the study and sends only the rest. (A peer that cannot say gets everything
@@ -92,11 +94,12 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         while true {
             // New TLS material (SIGHUP) since this worker began: its next batch goes over a new
             // connection with it, not over the one verified under the old CA and CRL.
-            if let current = peers.target(job.destination), current.tls != client.options.tls {
+            let current = peers.target(of: peer)
+            if current.tls != client.options.tls {
                 do {
                     client = try HTTPClient(.init(tls: current.tls))
                 } catch {
-                    return .failed(.configuration, reason: "cannot set up a client with the reloaded TLS material: \(error)")
+                    return .failed(.local, reason: "cannot set up a client with the reloaded TLS material (a configuration fault here): \(error)")
                 }
                 target = current
             }
@@ -130,13 +133,15 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
                 if let finished = finish(job, target: target, client: client) { return finished }
                 continue
             }
-            if let outcome = send(pending, of: job, to: target, with: client, worker: worker) { return outcome }
+            if let outcome = send(pending, of: job, to: target, with: client, pacer: peer.pacer, worker: worker) { return outcome }
         }
     }
 
     /// One batch: each file checked whole again, sent, and every answer recorded. Nil when the
     /// job goes on; an outcome when this attempt ends.
-    private func send(_ batch: [AgentStore.PendingInstance], of job: AgentStore.Job, to target: PeerTarget, with client: HTTPClient, worker: Worker) -> JobOutcome? {
+    private func send(
+        _ batch: [AgentStore.PendingInstance], of job: AgentStore.Job, to target: PeerTarget, with client: HTTPClient, pacer: Pacer?, worker: Worker
+    ) -> JobOutcome? {
         let claim = Set(batch.map(\.sop))
         defer { lock.withLock { claimed[job.id]?.subtract(claim) } }
         let now = clock.now
@@ -174,7 +179,6 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         let started = clock.now
         let outgoing = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
         let priority = job.priority
-        let pacer = peers.pacer(job.destination)
         let deliver = {
             StowSender.deliver(
                 outgoing, to: target.url, with: client, headers: [(ConsortField.priority, priority.description), (ConsortField.purpose, job.purpose)],
@@ -219,6 +223,8 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         let late = Deadline.missedBy(deadline: job.deadline, deliveredAt: now, now: now)
         do {
             guard let state = try store.finish(job: job.id, now: now, deliveredLate: late) else { return nil }
+            // Held or dropped by an operator meanwhile: theirs to decide, nothing to say here.
+            guard state == "done" || state == "failed" else { return .leftToOthers }
             lock.withLock { manifestListed[job.id] = nil }
             let finished = try store.job(job.id)
             if let audit, let finished {

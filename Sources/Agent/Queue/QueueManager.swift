@@ -78,8 +78,8 @@ final class QueueManager: Service, @unchecked Sendable {
                 while true { Thread.sleep(forTimeInterval: 3600) }
             }
             telemetry?.beat("dispatch")
-            pass()
-            return nil
+            // A spool that cannot be read is tried again in a second, not at every nudge.
+            return pass() ? nil : 1
         }
         lock.withLock { self.loop = loop }
         loop.start()
@@ -112,6 +112,9 @@ final class QueueManager: Service, @unchecked Sendable {
 
     var isStopping: Bool { lock.withLock { stopping } }
 
+    /// No worker running.
+    var isIdle: Bool { lock.withLock { activeWorkers == 0 } }
+
     func isHalted(_ id: Int64) -> Bool { lock.withLock { running[id]?.halted ?? false } }
 
     /// Workers carrying these jobs stop after their request in flight (held or dropped by an
@@ -133,16 +136,20 @@ final class QueueManager: Service, @unchecked Sendable {
     // MARK: - One look at the spool
 
     /// Watches deadlines and ages, queues orphans again, starts what may start, and adds workers
-    /// to large pushes. Errors reading the spool are logged; the next pass tries again.
-    func pass() {
+    /// to large pushes. False when the spool could not be read (logged; the next pass tries
+    /// again).
+    @discardableResult
+    func pass() -> Bool {
         let now = clock.now
         do {
             try watchDeadlinesAndAge(now: now)
             sweepOrphans(now: now)
             try dispatch(now: now)
             try reinforce()
+            return true
         } catch {
             log.error("cannot read the spool; trying again shortly", ["error": error])
+            return false
         }
     }
 
@@ -161,7 +168,7 @@ final class QueueManager: Service, @unchecked Sendable {
         if !plans.isEmpty {
             let free = lock.withLock { planners - planning }
             for id in JobScheduler.next(from: plans.map(Self.queued), peer: "", now: now, minuteOfDay: minute, freeConnections: free, urgentOnly: false) {
-                if let job = plans.first(where: { $0.id == id }) { begin(job, peer: nil, reserved: false, now: now) }
+                if let job = plans.first(where: { $0.id == id }) { begin(job, lane: nil, reserved: false, now: now) }
             }
         }
         for (name, list) in lanes.sorted(by: { $0.key < $1.key }) {
@@ -176,13 +183,13 @@ final class QueueManager: Service, @unchecked Sendable {
                 urgent = JobScheduler.next(from: queued, peer: name, now: now, minuteOfDay: minute, freeConnections: 1, urgentOnly: true).first { !chosen.contains($0) }
             }
             let wanted = chosen.count + (urgent == nil ? 0 : 1)
-            let allowed = peers.allowed(name, starting: wanted, now: now)
+            let (allowed, probe) = peers.allowed(name, starting: wanted, now: now)
             guard allowed > 0 else { continue }
             // Half-open: one start only, the probe (the urgent one, if any).
-            if allowed < wanted { chosen = urgent == nil ? Array(chosen.prefix(1)) : [] }
-            if let urgent, let job = list.first(where: { $0.id == urgent }) { begin(job, peer: name, reserved: true, now: now) }
+            if allowed < wanted || probe { chosen = urgent == nil ? Array(chosen.prefix(1)) : [] }
+            if let urgent, let job = list.first(where: { $0.id == urgent }) { begin(job, lane: name, reserved: true, probe: probe, now: now) }
             for id in chosen {
-                if let job = list.first(where: { $0.id == id }) { begin(job, peer: name, reserved: false, now: now) }
+                if let job = list.first(where: { $0.id == id }) { begin(job, lane: name, reserved: false, probe: probe, now: now) }
             }
         }
     }
@@ -201,8 +208,17 @@ final class QueueManager: Service, @unchecked Sendable {
         log.error("job has no destination address", ["job": job.id, "kind": job.kind.rawValue, "destination": job.destination, "study": job.study])
     }
 
-    /// Marks the job active (durable before anything is sent) and starts its first worker.
-    private func begin(_ job: AgentStore.Job, peer: String?, reserved: Bool, now: Double) {
+    /// Takes a connection of the job's peer, marks the job active (durable before anything is
+    /// sent) and starts its first worker.
+    /// `probe`: the one start a half-open circuit allowed; if it ends without reaching the peer,
+    /// the next start probes (only the probe may say so: another job's worker ending without
+    /// contact says nothing about a probe in flight).
+    private func begin(_ job: AgentStore.Job, lane: String?, reserved: Bool, probe: Bool = false, now: Double) {
+        var peer: Peers.Peer?
+        if let lane {
+            guard let taken = peers.take(lane, reserved: reserved) else { return unaddressed(job, now: now) }
+            peer = taken
+        }
         let go: Bool = lock.withLock {
             guard !stopping, running[job.id] == nil else { return false }
             running[job.id] = (job, 1, false)
@@ -211,10 +227,12 @@ final class QueueManager: Service, @unchecked Sendable {
             return true
         }
         guard go else {
-            if let peer { peers.abandoned(peer) }
+            if let peer {
+                if probe { peers.abandoned(peer) }
+                peers.release(peer, reserved: reserved)
+            }
             return
         }
-        if let peer { peers.take(peer, reserved: reserved) }
         var started = false
         do {
             // An operator may have held or dropped it since it was read: not started.
@@ -223,14 +241,13 @@ final class QueueManager: Service, @unchecked Sendable {
             log.error("cannot mark a job active", ["job": job.id, "error": error])
         }
         guard started else {
-            if let peer { peers.abandoned(peer) }
+            if let peer, probe { peers.abandoned(peer) }
             lock.withLock { running[job.id] = nil }
-            release(peer: peer, reserved: reserved)
+            release(peer, reserved: reserved)
             return
         }
-        runner.run("consort-\(job.kind.rawValue)-\(job.destination)") { [self] in
-            work(makeWorker(job, first: true, reserved: reserved), peer: peer)
-        }
+        let worker = makeWorker(job, first: true, reserved: reserved, peer: peer, probe: probe)
+        runner.run("consort-\(job.kind.rawValue)-\(job.destination)") { [self] in work(worker) }
     }
 
     /// A push with more to send than its workers hold gets a connection its peer has spare: a
@@ -242,7 +259,7 @@ final class QueueManager: Service, @unchecked Sendable {
         }
         for (job, workers) in candidates {
             guard let target = peers.target(job.destination), workers < target.connections,
-                executors.push.wantsAnotherWorker(job, workers: workers), peers.takeSpare(job.destination)
+                executors.push.wantsAnotherWorker(job, workers: workers), let peer = peers.takeSpare(job.destination)
             else { continue }
             let added: Bool = lock.withLock {
                 guard !stopping, var entry = running[job.id], !entry.halted else { return false }
@@ -252,12 +269,11 @@ final class QueueManager: Service, @unchecked Sendable {
                 return true
             }
             guard added else {
-                peers.release(job.destination, reserved: false)
+                peers.release(peer, reserved: false)
                 continue
             }
-            runner.run("consort-\(job.kind.rawValue)-\(job.destination)") { [self] in
-                work(makeWorker(job, first: false, reserved: false), peer: job.destination)
-            }
+            let worker = makeWorker(job, first: false, reserved: false, peer: peer, probe: false)
+            runner.run("consort-\(job.kind.rawValue)-\(job.destination)") { [self] in work(worker) }
         }
     }
 
@@ -271,22 +287,25 @@ final class QueueManager: Service, @unchecked Sendable {
         }
     }
 
-    private func work(_ worker: Worker, peer: String?) {
+    private func work(_ worker: Worker) {
         let job = worker.job
         let outcome = executor(job.kind).execute(job, worker)
         let now = clock.now
+        // Failures in a row: a job whose peer answered in this attempt made progress, and backs
+        // off as after a first failure; otherwise every start so far counts.
+        let failures = worker.contacted ? 1 : job.attempts + 1
         let step = lock.withLock {
-            JobLifecycle.step(after: outcome, failures: job.attempts + 1, now: now, policy: policy, using: &generator)
+            JobLifecycle.step(after: outcome, failures: failures, now: now, policy: policy, using: &generator)
         }
-        apply(step, outcome: outcome, to: job, peer: peer, now: now)
-        if let peer, !worker.contacted, !Self.countsAgainstPeer(step) { peers.abandoned(peer) }
+        apply(step, outcome: outcome, to: job, peer: worker.peer, now: now)
+        if let peer = worker.peer, worker.isProbe, !worker.contacted, !Self.countsAgainstPeer(step) { peers.abandoned(peer) }
         lock.withLock {
             if !worker.left, var entry = running[job.id] {
                 entry.workers -= 1
                 running[job.id] = entry.workers > 0 ? entry : nil
             }
         }
-        release(peer: peer, reserved: worker.reserved)
+        release(worker.peer, reserved: worker.reserved)
     }
 
     /// What the circuit's log line says did it.
@@ -303,7 +322,7 @@ final class QueueManager: Service, @unchecked Sendable {
         return false
     }
 
-    private func release(peer: String?, reserved: Bool) {
+    private func release(_ peer: Peers.Peer?, reserved: Bool) {
         if let peer { peers.release(peer, reserved: reserved) }
         lock.withLock {
             if peer == nil { planning -= 1 }
@@ -314,7 +333,7 @@ final class QueueManager: Service, @unchecked Sendable {
     }
 
     /// What follows an attempt, made durable and said.
-    private func apply(_ step: JobStep, outcome: JobOutcome, to job: AgentStore.Job, peer: String?, now: Double) {
+    private func apply(_ step: JobStep, outcome: JobOutcome, to job: AgentStore.Job, peer: Peers.Peer?, now: Double) {
         switch step {
         case .none:
             return
@@ -328,30 +347,49 @@ final class QueueManager: Service, @unchecked Sendable {
             }
             var failure: FailureClass?
             if case .failed(let kind, _) = outcome { failure = kind }
-            if let peer, let failure {
+            // Our own side failing (a file, the disk, our TLS material) says nothing of the peer:
+            // neither its status nor its error counts show it.
+            if let peer, let failure, failure != .local {
                 peers.failed(peer, reason: reason, againstPeer: againstPeer, configuration: failure == .configuration, now: now, by: Self.cause(job.kind))
-                if job.kind.sendsInstances { telemetry?.error(peer, class: failure.rawValue) }
+                if job.kind.sendsInstances { telemetry?.error(job.destination, class: failure.rawValue) }
             }
             let wait = String(format: "%.0f s", max(0, at - now))
-            if failure == .configuration {
+            switch failure {
+            case .configuration? where job.kind.usesPeer:
                 log.error("CONFIGURATION FAULT with the destination (certificates, membership or agreement): not retried before \(wait)",
                     ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "reason": reason])
-            } else if needsPerson {
-                log.error("\(job.kind.rawValue) deferred: retrying will not change this; a person should look", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
-            } else if failure == nil {
-                log.info("\(job.kind.rawValue) waits", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
-            } else if job.kind.sendsInstances {
-                log.warning("deferred: the destination is not taking instances now", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
-            } else {
-                log.warning("\(job.kind.rawValue) deferred", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
+            case .configuration?:
+                log.error("\(job.kind.rawValue) deferred: CONFIGURATION FAULT; not retried before \(wait)", ["job": job.id, "study": job.study, "reason": reason])
+            case .local?:
+                log.warning("\(job.kind.rawValue) deferred: a fault on this side (a file, the disk), not the destination's",
+                    ["job": job.id, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
+            case nil:
+                log.info("\(job.kind.rawValue) waits", ["job": job.id, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
+            case _ where needsPerson:
+                log.error("\(job.kind.rawValue) deferred: retrying will not change this; a person should look",
+                    ["job": job.id, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
+            case _ where job.kind.sendsInstances:
+                log.warning("deferred: the destination is not taking instances now", ["job": job.id, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
+            default:
+                log.warning("\(job.kind.rawValue) deferred", ["job": job.id, "study": job.study, "destination": job.destination, "retry_in": wait, "reason": reason])
             }
         case .fail(let reason):
-            try? store.fail(job: job.id, reason: reason, now: now)
-            log.error("\(job.kind.rawValue) failed", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "reason": reason])
+            do {
+                try store.fail(job: job.id, reason: reason, now: now)
+                log.error("\(job.kind.rawValue) failed", ["job": job.id, "study": job.study, "destination": job.destination, "reason": reason])
+            } catch {
+                log.error("cannot record a job as failed; it is tried again", ["job": job.id, "reason": reason, "error": error])
+            }
         case .hold(let reason):
             lock.withLock { running[job.id]?.halted = true }
-            try? store.holdForAPerson(job: job.id, reason: reason)
-            log.error("\(job.kind.rawValue) HELD for a person", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "reason": reason])
+            do {
+                try store.holdForAPerson(job: job.id, reason: reason)
+                log.error("\(job.kind.rawValue) HELD for a person: identity conflict", ["job": job.id, "study": job.study, "destination": job.destination, "reason": reason])
+            } catch {
+                // Not held: the job stays as it is (active, queued again at the sweep or the next
+                // start) and its next attempt meets the same conflict and holds it then.
+                log.error("IDENTITY CONFLICT, but the job could not be held; it will be tried and held again", ["job": job.id, "reason": reason, "error": error])
+            }
         }
     }
 

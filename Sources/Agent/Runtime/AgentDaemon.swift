@@ -85,7 +85,7 @@ public final class AgentDaemon: @unchecked Sendable {
         stateFolderLock = try Self.lockStateFolder(configuration.state)
         store = try AgentStore(path: configuration.databasePath)
         rules = try RuleBook(path: configuration.rules)
-        ingest = Ingest(store: store, rules: rules, trust: configuration.trust, log: log.named("watcher"))
+        ingest = Ingest(store: store, rules: rules, trust: configuration.trust, log: log.named("watcher"), clock: clock)
         telemetry = Telemetry(roots: configuration.watches.map { ($0.path, $0.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify") })
         audit = try AuditLog(path: configuration.state + "/audit.log")
         tls = try TLSMaterial(Self.tlsPaths(configuration), expectedName: configuration.trust, now: clock.now)
@@ -237,13 +237,13 @@ public final class AgentDaemon: @unchecked Sendable {
     /// The announcer (what this site holds, to the coordinator) and the MDT list watcher.
     private func startCoordination() throws {
         if let coordinator {
-            let announcer = Announcer(store: store, client: coordinator, trust: configuration.trust, log: log.named("coordinator"))
+            let announcer = Announcer(store: store, client: coordinator, trust: configuration.trust, clock: clock, log: log.named("coordinator"))
             try services.start(announcer)
             self.announcer = announcer
         }
         if let lists = configuration.lists {
             let queue = self.queue
-            let watcher = ListWatcher(folder: lists, store: store, rules: rules, trust: configuration.trust, log: log.named("lists")) { queue.nudge() }
+            let watcher = ListWatcher(folder: lists, store: store, rules: rules, trust: configuration.trust, clock: clock, log: log.named("lists")) { queue.nudge() }
             try services.start(watcher)
             listWatcher = watcher
         }

@@ -36,7 +36,10 @@ final class Announcer: Service, @unchecked Sendable {
     /// under `once`, reads or writes it.
     private var pendingAfterLastBatch: Int?
 
-    init(store: AgentStore, client: CoordinatorClient, trust: String, log: Logger) {
+    let clock: any Clock
+
+    init(store: AgentStore, client: CoordinatorClient, trust: String, clock: any Clock = SystemClock(), log: Logger) {
+        self.clock = clock
         self.store = store
         self.client = client
         self.trust = trust
@@ -116,7 +119,7 @@ final class Announcer: Service, @unchecked Sendable {
         if !studies.isEmpty { try store.markAnnounced(studies.map { ($0.facts.uid, $0.instances) }) }
         if studies.count == Self.batch { pendingAfterLastBatch = pending }
         lock.withLock {
-            lastSuccess = Date().timeIntervalSince1970
+            lastSuccess = clock.now
             lastAnswered = MonotonicClock.now
             lastError = nil
         }

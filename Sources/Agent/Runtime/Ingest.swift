@@ -30,7 +30,11 @@ final class Ingest: @unchecked Sendable {
     /// minutes: well past NTP's usual error, inside a clock nobody keeps.
     static let nearBeginSeconds = 300.0
 
-    init(store: AgentStore, rules: RuleBook, trust: String, log: Logger) {
+    /// What the inventory's times are stamped by (the daemon's clock).
+    let clock: any Clock
+
+    init(store: AgentStore, rules: RuleBook, trust: String, log: Logger, clock: any Clock = SystemClock()) {
+        self.clock = clock
         self.store = store
         self.rules = rules
         self.trust = trust
@@ -56,7 +60,8 @@ final class Ingest: @unchecked Sendable {
     }
 
     /// Takes a batch of files from the archive (origin local).
-    func take(_ files: [Candidate], now: Double = Date().timeIntervalSince1970) {
+    func take(_ files: [Candidate], now: Double? = nil) {
+        let now = now ?? clock.now
         guard let examined = examine(files, now: now) else { return }
         record(examined, now: now)
     }
@@ -96,7 +101,8 @@ final class Ingest: @unchecked Sendable {
     /// again by the next event or scan).
     /// `historyBefore`: the first catch-up's start (`isHistory`), for catch-up scans; nil for
     /// live events.
-    func examine(_ files: [Candidate], now: Double = Date().timeIntervalSince1970, historyBefore: Double? = nil) -> Examined? {
+    func examine(_ files: [Candidate], now: Double? = nil, historyBefore: Double? = nil) -> Examined? {
+        let now = now ?? clock.now
         var examined = Examined()
         examined.files = files.count
         // What the inventory already knows, asked for the whole batch at once.
@@ -148,7 +154,8 @@ final class Ingest: @unchecked Sendable {
     /// and records the files, instances and jobs in one transaction. False when nothing could be
     /// recorded (logged; the files are taken again by the next event or scan).
     @discardableResult
-    func record(_ examined: Examined, now: Double = Date().timeIntervalSince1970) -> Bool {
+    func record(_ examined: Examined, now: Double? = nil) -> Bool {
+        let now = now ?? clock.now
         let (headers, troubles) = (examined.headers, examined.troubles)
         var batch: [AgentStore.Taken] = []
         var seenInBatch = Set<String>()

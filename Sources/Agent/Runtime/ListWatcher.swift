@@ -16,7 +16,10 @@ final class ListWatcher: Service, @unchecked Sendable {
     private var loop: WakeableLoop?
     let name = "list watcher"
 
-    init(folder: String, store: AgentStore, rules: RuleBook, trust: String, log: Logger, queued: @escaping @Sendable () -> Void) {
+    let clock: any Clock
+
+    init(folder: String, store: AgentStore, rules: RuleBook, trust: String, clock: any Clock = SystemClock(), log: Logger, queued: @escaping @Sendable () -> Void) {
+        self.clock = clock
         self.folder = folder
         self.store = store
         self.rules = rules
@@ -53,7 +56,7 @@ final class ListWatcher: Service, @unchecked Sendable {
     }
 
     private func take(_ file: (path: String, size: Int, mtime: Double)) {
-        let now = Date().timeIntervalSince1970
+        let now = clock.now
         guard let data = FileManager.default.contents(atPath: file.path), let text = String(data: data, encoding: .utf8) else {
             try? store.recordFile(path: file.path, size: file.size, mtime: file.mtime, problem: "cannot read the MDT list as UTF-8 text", now: now)
             return

@@ -20,9 +20,13 @@ final class Pacer: @unchecked Sendable {
     func consume(_ bytes: Int, priority: JobPriority) {
         let charge = lock.withLock { book.charge(bytes, priority: priority, now: MonotonicClock.now) }
         while true {
-            let wait = lock.withLock { book.wait(charge, now: MonotonicClock.now) }
+            let (wait, own) = lock.withLock {
+                let now = MonotonicClock.now
+                return (book.wait(charge, now: now), book.ownWait(charge, now: now))
+            }
             if wait <= 0 { break }
-            Thread.sleep(forTimeInterval: priority == .urgent ? wait : min(wait, Self.recheck))
+            // Its own book's wait whole; yielding to higher priorities a little at a time.
+            Thread.sleep(forTimeInterval: own > 0 ? own : min(wait, Self.recheck))
         }
         lock.withLock { book.went(charge, now: MonotonicClock.now) }
     }

@@ -2,8 +2,8 @@ import DICOM
 import Foundation
 import SQLite
 
-/// What the agent tells the coordinator (its holdings) and what fetching needs of the spool:
-/// the prefetch, gather and fetch jobs, run by `Fetching` rather than the push queue manager.
+/// What the agent tells the coordinator (its holdings) and what planning and fetching need of
+/// the spool: queueing fetches, finishing plans and fetches, holding a job for a person.
 extension AgentStore {
     /// A study as announced to the coordinator (`POST /v1/holdings`).
     public struct Announcement: Sendable {
@@ -131,7 +131,8 @@ extension AgentStore {
     /// A job held for a person (an identity conflict at the coordinator), with the reason.
     public func holdForAPerson(job id: Int64, reason: String) throws {
         try write {
-            try db.prepare("UPDATE jobs SET state = 'held', last_error = ?2 WHERE id = ?1").run([.integer(id), .text(reason)])
+            // Never over an operator's drop, nor a job finished.
+            try db.prepare("UPDATE jobs SET state = 'held', last_error = ?2 WHERE id = ?1 AND state IN ('queued', 'active', 'deferred', 'held')").run([.integer(id), .text(reason)])
         }
     }
 

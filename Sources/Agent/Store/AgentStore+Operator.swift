@@ -61,6 +61,7 @@ extension AgentStore {
         } else {
             clauses.append("j.state NOT IN ('done', 'dropped')")
         }
+        clauses.append(Self.knownKinds)
         if let peer = filter.peer { clauses.append("j.destination = \(bind(.text(peer)))") }
         if let rule = filter.rule { clauses.append("j.rule = \(bind(.text(rule)))") }
         if let study = filter.study { clauses.append("j.study = \(bind(.text(study)))") }

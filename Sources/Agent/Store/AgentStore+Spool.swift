@@ -49,9 +49,13 @@ extension AgentStore {
     /// Jobs not finished, without their counts (the deadline and age watch).
     public func unfinishedJobHeads() throws -> [Job] {
         try read {
-            try db.prepare("SELECT \(Self.headColumns) FROM jobs j WHERE j.state NOT IN ('done', 'failed')").rows([], Self.job)
+            try db.prepare("SELECT \(Self.headColumns) FROM jobs j WHERE j.state NOT IN ('done', 'failed') AND \(Self.knownKinds)").rows([], Self.job)
         }
     }
+
+    /// Only the kinds this version knows: a job of another (a spool written by a newer version,
+    /// then downgraded) is left alone — never run, not listed — rather than stopping the queue.
+    static let knownKinds = "j.kind IN (" + JobKind.allCases.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")"
 
     /// A row of the spool this version cannot read.
     public struct UnknownJob: Error, CustomStringConvertible {
@@ -81,7 +85,7 @@ extension AgentStore {
     public func jobs(includingDoneSince: Double? = nil) throws -> [Job] {
         try read {
             let since = includingDoneSince ?? Double.greatestFiniteMagnitude
-            return try db.prepare("SELECT \(Self.jobColumns) FROM jobs j WHERE j.state NOT IN ('done', 'dropped') OR j.finished >= ?1 ORDER BY j.id").rows([.real(since)], Self.job)
+            return try db.prepare("SELECT \(Self.jobColumns) FROM jobs j WHERE (j.state NOT IN ('done', 'dropped') OR j.finished >= ?1) AND \(Self.knownKinds) ORDER BY j.id").rows([.real(since)], Self.job)
         }
     }
 
@@ -94,7 +98,7 @@ extension AgentStore {
     public func runnableJobs(now: Double) throws -> [Job] {
         try read {
             try db.prepare("""
-                SELECT \(Self.headColumns) FROM jobs j WHERE j.state IN ('queued', 'deferred') AND j.next_attempt <= ?1
+                SELECT \(Self.headColumns) FROM jobs j WHERE j.state IN ('queued', 'deferred') AND j.next_attempt <= ?1 AND \(Self.knownKinds)
                 ORDER BY j.priority, j.created
                 """).rows([.real(now)], Self.job)
         }
@@ -179,9 +183,12 @@ extension AgentStore {
 
     /// A job with nothing pending: done (or failed, if any instance was refused for good). Nil,
     /// and the job stays active, when instances joined it since the caller last looked — checked
-    /// in the same transaction, so an instance arriving at that moment is never stranded.
+    /// in the same transaction, so an instance arriving at that moment is never stranded. A job an
+    /// operator held or dropped meanwhile keeps that state, which is returned.
     public func finish(job id: Int64, now: Double, deliveredLate: Double?) throws -> String? {
         try write {
+            let current = try db.prepare("SELECT state FROM jobs WHERE id = ?1").first([.integer(id)]) { $0.text(0) } ?? nil
+            if let current, current == "held" || current == "dropped" { return current }
             let pending = try db.prepare("SELECT count(*) FROM job_instances WHERE job = ?1 AND state = 'pending'").first([.integer(id)]) { $0.int(0) } ?? 0
             if pending > 0 { return nil }
             let refused = try db.prepare("SELECT count(*) FROM job_instances WHERE job = ?1 AND state = 'refused'").first([.integer(id)]) { $0.int(0) } ?? 0
