@@ -14,6 +14,7 @@ import Transport
 ///     POST /v1/holdings/withdraw   studies it no longer holds
 ///     GET  /v1/patients/{nhs}/studies   the patient's studies, newest first, with where each is held
 ///     GET  /v1/studies/{uid}       one study and its locations
+///     GET  /v1/patients/{nhs}/identity   the calling trust's own local identifiers for the patient
 ///     GET  /healthz, GET /metrics
 ///
 /// The caller's trust comes from its certificate only; only consortium trusts (the rules'
@@ -104,6 +105,8 @@ public final class CoordinatorService: @unchecked Sendable {
             // Foundation's percent decoding only where there is something to decode: it cost a
             // fortieth of a lookup's time.
             return try patientStudies(caller: caller, nhs: parts[2].contains("%") ? parts[2].removingPercentEncoding ?? parts[2] : parts[2], purpose: purpose ?? "")
+        case ("GET", 4) where parts[0] == "v1" && parts[1] == "patients" && parts[3] == "identity":
+            return try identity(caller: caller, nhs: parts[2].contains("%") ? parts[2].removingPercentEncoding ?? parts[2] : parts[2], purpose: purpose ?? "")
         case ("GET", 3) where parts[0] == "v1" && parts[1] == "studies":
             return try study(caller: caller, uid: parts[2], purpose: purpose ?? "")
         default:
@@ -278,6 +281,31 @@ public final class CoordinatorService: @unchecked Sendable {
             JSON.object([("trust", .string(lag.trust)), ("pending", lag.pending.map { .int(Int64($0)) } ?? .null), ("reason", .string(lag.reason))])
         }
         return Self.json(200, .object([("nhs", .string(nhs.digits)), ("studies", .array(studies.map(Self.studyJSON))), ("announcing", .array(announcing))]))
+    }
+
+    /// The caller's own local identifiers for a patient: what an agent delivers a study from
+    /// another trust under, so that its PACS files it with the patient it knows. Only the
+    /// caller's own (its certificate says who it is): a trust never learns another's numbers
+    /// here. A patient in an identity conflict is answered 409, as a lookup is: nothing is
+    /// delivered under an identity a person has not settled. No identifier: 200 with none (the
+    /// patient has not been seen at the caller; the agent's `unknown-patient` setting decides).
+    private func identity(caller: String, nhs text: String, purpose: String) throws -> ServerResponse {
+        guard let nhs = NHSNumber(text) else {
+            return Self.failure(400, "\"\(text)\" is not a valid NHS number (10 digits with a Modulus 11 check digit)")
+        }
+        count("identity_lookups")
+        let (identifiers, conflicts) = try registry.identity(trust: caller, nhs: nhs.digits)
+        try audit.record(
+            AuditEntry(who: caller, action: "lookup", nhs: nhs.digits, why: purpose, detail: "GET /v1/patients/{nhs}/identity: \(identifiers.count) of its own identifiers"),
+            durable: false)
+        if !conflicts.isEmpty {
+            return Self.json(409, .object([
+                ("nhs", .string(nhs.digits)), ("error", .string("an identity conflict about this patient is held for a person: no identity given until resolved")),
+                ("conflicts", .array(conflicts.map(Self.conflictJSON))),
+            ]))
+        }
+        let items: [JSON] = identifiers.map { .object([("id", .string($0.id)), ("issuer", $0.issuer.map(JSON.string) ?? .null)]) }
+        return Self.json(200, .object([("trust", .string(caller)), ("nhs", .string(nhs.digits)), ("identifiers", .array(items))]))
     }
 
     private func study(caller: String, uid: String, purpose: String) throws -> ServerResponse {

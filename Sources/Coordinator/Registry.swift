@@ -92,6 +92,10 @@ public protocol Registry: AnyObject, Sendable {
     /// the patient (when there are any, the studies must not be used for prefetch).
     func patientStudies(nhs: String) throws -> (studies: [StudyRecord], conflicts: [IdentityConflict])
     func study(uid: String) throws -> StudyRecord?
+    /// The local identifiers `trust` itself has announced for the patient (the PatientID of its
+    /// own studies, with its issuer), oldest first; and the open conflicts about the patient.
+    /// Never another trust's.
+    func identity(trust: String, nhs: String) throws -> (identifiers: [NHSIdentity.Identifier], conflicts: [IdentityConflict])
     func conflicts() throws -> [IdentityConflict]
     func identityErrors() throws -> [IdentityError]
     func studyCount(trust: String) throws -> Int

@@ -231,6 +231,7 @@ enum Schema {
         CREATE TABLE IF NOT EXISTS local_ids (
             trust TEXT NOT NULL, patient_id TEXT NOT NULL, issuer TEXT NOT NULL, nhs TEXT NOT NULL, first_seen REAL NOT NULL,
             PRIMARY KEY (trust, patient_id, issuer)) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS local_ids_nhs ON local_ids(nhs, trust);
         CREATE TABLE IF NOT EXISTS patient_studies (
             nhs TEXT NOT NULL, uid TEXT NOT NULL, announced_by TEXT NOT NULL, study_date TEXT, modalities TEXT, body_part TEXT, description TEXT,
             accession TEXT, instances INTEGER NOT NULL, bytes INTEGER NOT NULL, updated REAL NOT NULL, held TEXT NOT NULL,
@@ -253,6 +254,7 @@ enum Schema {
         CREATE TABLE IF NOT EXISTS local_ids (
             trust TEXT NOT NULL, patient_id TEXT NOT NULL, issuer TEXT NOT NULL, nhs TEXT NOT NULL, first_seen DOUBLE PRECISION NOT NULL,
             PRIMARY KEY (trust, patient_id, issuer));
+        CREATE INDEX IF NOT EXISTS local_ids_nhs ON local_ids(nhs, trust);
         CREATE TABLE IF NOT EXISTS patient_studies (
             nhs TEXT NOT NULL, uid TEXT NOT NULL, announced_by TEXT NOT NULL, study_date TEXT, modalities TEXT, body_part TEXT, description TEXT,
             accession TEXT, instances BIGINT NOT NULL, bytes BIGINT NOT NULL, updated DOUBLE PRECISION NOT NULL, held TEXT NOT NULL,

@@ -404,6 +404,25 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         }
     }
 
+    public func identity(trust: String, nhs: String) throws -> (identifiers: [NHSIdentity.Identifier], conflicts: [IdentityConflict]) {
+        try reading { c in
+            try c.readTransaction {
+                // By the index on (nhs, trust): one short range however many patients a trust has.
+                let identifiers = try c.prepare("SELECT patient_id, issuer FROM local_ids WHERE nhs = ?1 AND trust = ?2 ORDER BY first_seen, patient_id")
+                    .rows([.text(nhs), .text(trust)]) { row in
+                        NHSIdentity.Identifier(id: row.text(0) ?? "", issuer: (row.text(1) ?? "").isEmpty ? nil : row.text(1))
+                    }
+                let conflicts = try c.prepare("""
+                    SELECT \(Self.conflictColumns) FROM conflicts WHERE first = ?1
+                    UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE second = ?1
+                    UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE key = ?1
+                    ORDER BY id
+                    """).rows([.text(nhs)], Self.conflict)
+                return (identifiers, conflicts)
+            }
+        }
+    }
+
     public func study(uid: String) throws -> StudyRecord? {
         try reading { c in
             try c.readTransaction {

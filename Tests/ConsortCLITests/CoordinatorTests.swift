@@ -457,4 +457,42 @@ extension CoordinatorTests {
         let fetches = try asph.queue().filter { $0["kind"] as? String == "fetch" }
         #expect(fetches.count == 1 && fetches[0]["state"] as? String == "done" && fetches[0]["instances_sent"] as? Int == 3, "\(fetches)")
     }
+
+    /// `GET /v1/patients/{nhs}/identity`: each trust hears only its own local numbers for the
+    /// patient (what it will deliver a study from another trust under); a trust that has not
+    /// seen the patient hears none; a peer is refused; a number that fails Modulus 11 is a 400;
+    /// every answer is audited at the coordinator.
+    @Test func aTrustAsksForItsOwnIdentityOfAPatientAndHearsNoOtherTrusts() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX", "ASPH"], rules: Self.prefetchRules)
+        let coordinator = try CoordinatorSite(consortium)
+        try coordinator.start()
+        defer { coordinator.stop() }
+        let rsch = try consortium.site("RSCH", extra: coordinator.agentLine)
+        let uhsx = try consortium.site("UHSX", extra: coordinator.agentLine)
+        try Self.study(rsch.watch, seed: 91, date: Self.daysAgo(30), trust: "RSCH", extra: ["--patient-id", "R123"])
+        try Self.study(uhsx.watch, seed: 92, date: Self.daysAgo(60), trust: "UHSX", extra: ["--patient-id", "U987"])
+        try rsch.start()
+        defer { rsch.stop() }
+        try uhsx.start()
+        defer { uhsx.stop() }
+        #expect(AgentSite.eventually(within: 30, "both trusts' studies announced", logs: [rsch, uhsx]) {
+            ((try? rsch.locate(Self.patient).answer["studies"] as? [[String: Any]]) ?? []).count == 2
+        })
+        let ca = consortium.pki.ca
+        func identity(_ trust: String, _ nhs: String = Self.patient) throws -> (status: Int, object: [String: Any]) {
+            let answer = try coordinator.call("/v1/patients/\(nhs)/identity", as: consortium.pki.site(trust), ca: ca)
+            return (answer.status, (try? JSONSerialization.jsonObject(with: Data(answer.body.utf8)) as? [String: Any]) ?? [:])
+        }
+        let atRSCH = try identity("RSCH")
+        #expect(atRSCH.status == 200 && atRSCH.object["trust"] as? String == "RSCH", "\(atRSCH)")
+        let rschIDs = atRSCH.object["identifiers"] as? [[String: Any]] ?? []
+        #expect(rschIDs.count == 1 && rschIDs.first?["id"] as? String == "R123" && rschIDs.first?["issuer"] as? String == "RSCH", "\(rschIDs)")
+        let uhsxIDs = try identity("UHSX").object["identifiers"] as? [[String: Any]] ?? []
+        #expect(uhsxIDs.map { $0["id"] as? String } == ["U987"], "\(uhsxIDs)")
+        let atASPH = try identity("ASPH")
+        #expect(atASPH.status == 200 && (atASPH.object["identifiers"] as? [Any])?.isEmpty == true, "never seen at ASPH: none, and not RSCH's or UHSX's: \(atASPH)")
+        #expect(try identity("RSCH", "9990000019").status == 400, "fails Modulus 11")
+        let audit = (try? String(contentsOfFile: coordinator.audit, encoding: .utf8)) ?? ""
+        #expect(audit.contains("/identity") && audit.contains("\"who\":\"ASPH\""), "each identity lookup audited")
+    }
 }

@@ -73,6 +73,28 @@ struct RegistryTests {
         #expect(try registry.study(uid: "7.7") == nil)
     }
 
+    /// What an agent delivers a study from another trust under: its own trust's identifiers for
+    /// the patient, never another trust's; none for a patient it has not seen; and the conflicts
+    /// about the patient, so that nothing is delivered under an unsettled identity.
+    @Test(arguments: Store.allCases) func aTrustIsToldItsOwnIdentifiersForAPatientAndNoOthers(store: Store) throws {
+        let (registry, done) = try Self.registry(store)
+        defer { done() }
+        _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("8.1", patient: "R123", issuer: "RSCH"), Self.holding("8.2", patient: "R123", issuer: "RSCH")], now: 1)
+        _ = try registry.announce(trust: "UHSX", holdings: [Self.holding("8.3", patient: "U987", issuer: "UHSX")], now: 2)
+        // A second number at UHSX for the same patient (a merged record there), given later.
+        _ = try registry.announce(trust: "UHSX", holdings: [Self.holding("8.4", patient: "U555", issuer: "")], now: 3)
+        let rsch = try registry.identity(trust: "RSCH", nhs: Self.first)
+        #expect(rsch.identifiers == [NHSIdentity.Identifier(id: "R123", issuer: "RSCH")] && rsch.conflicts.isEmpty)
+        let uhsx = try registry.identity(trust: "UHSX", nhs: Self.first)
+        #expect(uhsx.identifiers == [NHSIdentity.Identifier(id: "U987", issuer: "UHSX"), NHSIdentity.Identifier(id: "U555", issuer: nil)], "oldest first; no issuer is none, not an empty one")
+        #expect(try registry.identity(trust: "ASPH", nhs: Self.first).identifiers.isEmpty, "never seen at ASPH: nothing, and never another trust's")
+        #expect(try registry.identity(trust: "RSCH", nhs: Self.second).identifiers.isEmpty)
+        // The same RSCH number announced for another patient: a conflict, answered with both.
+        _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("8.5", patient: "R123", issuer: "RSCH", nhs: Self.second)], now: 4)
+        #expect(try registry.identity(trust: "RSCH", nhs: Self.first).conflicts.count == 1)
+        #expect(try registry.identity(trust: "ASPH", nhs: Self.second).conflicts.count == 1, "whoever asks: the patient is in a conflict")
+    }
+
     @Test(arguments: Store.allCases) func identityConflictsAreHeldNotMerged(store: Store) throws {
         let (registry, done) = try Self.registry(store)
         defer { done() }
