@@ -93,6 +93,9 @@ let package = Package(
         // HTTP/1.1 message parsing (RFC 9112) as pure state machines: the server's parser, with
         // every limit explicit. Sockets and TLS live in the transport module.
         .target(name: "HTTP"),
+        // DIMSE (PS3.7, PS3.8): the upper layer's PDUs, the command sets, and associations as pure
+        // state machines, without sockets (the transport layer moves their bytes with deadlines).
+        .target(name: "DIMSE"),
         // DICOMweb (PS3.18) over files: multipart/related bodies streamed to and from files, STOW-RS
         // ingest (staged, checked, made durable, quarantined on conflict), WADO-RS and QIDO-RS over
         // a study folder. No sockets: the transport carries the requests.
@@ -104,7 +107,7 @@ let package = Package(
         // limit explicit) and the HTTPS client on libcurl (client certificates, pooled handles).
         .target(
             name: "Transport",
-            dependencies: ["HTTP", "COpenSSL", "CCurl", "CShims"]
+            dependencies: ["HTTP", "DIMSE", "COpenSSL", "CCurl", "CShims"]
         ),
         // The spool's policies as pure state machines (retries and backoff, circuit breakers,
         // priorities, time windows, deadlines): no I/O, no clock, no Foundation.
@@ -169,7 +172,7 @@ let package = Package(
         // transfers, rules, PKI, audit) and their output formats.
         .target(
             name: "ConsortCLI",
-            dependencies: ["CommandSupport", "DICOM", "Digest", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "Workbench", "Spool"]
+            dependencies: ["CommandSupport", "DICOM", "Digest", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "Exchange", "Agent", "Audit", "Coordinator", "PKI", "Workbench", "Spool", "DIMSE"]
         ),
         .executableTarget(
             name: "consort",
@@ -188,6 +191,12 @@ let package = Package(
         .executableTarget(
             name: "fuzz-rules",
             dependencies: ["Routing"]
+        ),
+        // libFuzzer entry point for the DIMSE PDU and command parsers (Tests/Fuzz/run-fuzzer.sh
+        // --target dimse).
+        .executableTarget(
+            name: "fuzz-dimse",
+            dependencies: ["DIMSE"]
         ),
         // Helpers the test targets share (running programs); not part of the product.
         .target(
@@ -225,6 +234,10 @@ let package = Package(
         .testTarget(
             name: "AgentTests",
             dependencies: ["Agent", "Exchange", "SQLite", "Routing", "DICOM", "Platform", "Spool", "TestSupport"]
+        ),
+        .testTarget(
+            name: "DIMSETests",
+            dependencies: ["DIMSE", "Transport", "TestSupport"]
         ),
         .testTarget(
             name: "HTTPTests",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a clean clone on Debian 12 with the Swift toolchain:
 #   1. installs what is missing (Debian packages, pydicom);
-#   2. bounded libFuzzer runs of the DICOM reader and of the rules parser (Tests/Fuzz/run-fuzzer.sh);
+#   2. bounded libFuzzer runs of the DICOM reader, the rules parser and the DIMSE PDU and command
+#      parsers (Tests/Fuzz/run-fuzzer.sh);
 #   3. swift test: unit tests, end-to-end tests on the built binary, conformance with pydicom,
 #      interop with DCMTK, dicom3tools and Orthanc — under an overall time limit
 #      (CONSORT_TEST_TIMEOUT seconds, default 1500): a hang ends the run and names the tests
@@ -12,6 +13,7 @@ cd "$(dirname "$0")/.."
 Tests/install-test-dependencies.sh
 Tests/Fuzz/run-fuzzer.sh --target dicom --seconds "${CONSORT_FUZZ_SECONDS:-60}"
 Tests/Fuzz/run-fuzzer.sh --target rules --seconds "${CONSORT_FUZZ_SECONDS:-60}"
+Tests/Fuzz/run-fuzzer.sh --target dimse --seconds "$(( ${CONSORT_FUZZ_SECONDS:-60} / 2 ))"
 swift build --build-tests
 log=$(mktemp "${TMPDIR:-/tmp}/consort-test-log.XXXXXX")
 trap 'rm -f "$log"' EXIT

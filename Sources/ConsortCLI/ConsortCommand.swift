@@ -32,6 +32,9 @@ public enum ConsortCommand {
             name: "find", summary: "search a DICOMweb server's studies (QIDO-RS)",
             run: FindCommand.run, help: FindCommand.help),
         Subcommand(
+            name: "echo", summary: "ask a DICOM node for a C-ECHO over DIMSE (like echoscu)",
+            run: EchoCommand.run, help: EchoCommand.help),
+        Subcommand(
             name: "receive", summary: "serve DICOMweb (STOW-RS, WADO-RS, QIDO-RS) over a folder",
             run: ReceiveCommand.run, help: ReceiveCommand.help),
         Subcommand(

@@ -1,0 +1,61 @@
+import CommandSupport
+import DIMSE
+import Foundation
+import Transport
+
+/// `consort echo AET@HOST:PORT`: is a DICOM node there and willing to talk to us (like DCMTK's
+/// `echoscu`)? An association, a C-ECHO, a release; every step under the timeout.
+enum EchoCommand {
+    static let help = """
+        Usage: consort echo AET@HOST:PORT [--calling-aet AET] [--timeout SECONDS] [--json]
+
+        Opens a DIMSE association to the node whose AE title is AET at HOST:PORT, asks a C-ECHO
+        (the Verification service, PS3.7 §9.1.5) and releases it. Prints the round trip, or why
+        the node would not answer: refused connection, a rejected association (and the reason
+        the node gave: calling or called AE title not recognised, ...), a timeout.
+          --calling-aet AET  the AE title this side calls from (default CONSORT)
+          --timeout S        seconds for each step: connect, each answer (default 10; 0.1 ... 600)
+        Exit codes: 0 the node answered success; 1 it did not (refused, rejected, timed out,
+        or a status other than success); 2 usage.
+        """
+
+    /// "AET@HOST:PORT" (HOST may be a bracketed IPv6 address).
+    static func parse(_ text: String) -> (ae: String, host: String, port: UInt16)? {
+        guard let at = text.lastIndex(of: "@") else { return nil }
+        let ae = String(text[..<at])
+        let address = text[text.index(after: at)...]
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]), port > 0 else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard AETitle.isValid(ae), !host.isEmpty else { return nil }
+        return (ae, host, port)
+    }
+
+    static func run(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "echo", flags: ["--json"], options: ["--calling-aet", "--timeout"])
+        guard arguments.positional.count == 1, let node = parse(arguments.positional[0]) else {
+            throw UsageError(message: "give the node as AET@HOST:PORT (an AE title of 1 to 16 characters, no backslash)", command: "echo")
+        }
+        let calling = arguments.option("--calling-aet") ?? "CONSORT"
+        guard AETitle.isValid(calling) else { throw UsageError(message: "--calling-aet \(calling) is not an AE title (1 to 16 characters, no backslash)", command: "echo") }
+        let timeoutText = arguments.option("--timeout") ?? "10"
+        guard let timeout = Double(timeoutText), (0.1...600).contains(timeout) else {
+            throw UsageError(message: "--timeout \(timeoutText): give seconds from 0.1 to 600", command: "echo")
+        }
+        let target = "\(node.ae)@\(node.host):\(node.port)"
+        let started = Date()
+        do {
+            let status = try DIMSEAssociation.echo(host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout)
+            let milliseconds = Date().timeIntervalSince(started) * 1000
+            if arguments.flag("--json") {
+                standardOutput.line("{\"node\":\"\(target)\",\"status\":\(status),\"milliseconds\":\(String(format: "%.1f", milliseconds))}")
+            } else {
+                standardOutput.line("C-ECHO \(target) as \(calling): " + (status == 0 ? "success" : "status 0x" + String(status, radix: 16, uppercase: true)) + String(format: " in %.1f ms", milliseconds))
+            }
+            return status == 0 ? .success : .someFailed
+        } catch {
+            standardError.line("consort echo: \(target): \(error)")
+            return .someFailed
+        }
+    }
+}
