@@ -35,6 +35,9 @@ public enum ConsortCommand {
             name: "echo", summary: "ask a DICOM node for a C-ECHO over DIMSE (like echoscu)",
             run: EchoCommand.run, help: EchoCommand.help),
         Subcommand(
+            name: "store", summary: "send DICOM files to a node by C-STORE over DIMSE (like storescu)",
+            run: StoreCommand.run, help: StoreCommand.help),
+        Subcommand(
             name: "receive", summary: "serve DICOMweb (STOW-RS, WADO-RS, QIDO-RS) over a folder",
             run: ReceiveCommand.run, help: ReceiveCommand.help),
         Subcommand(

@@ -33,6 +33,50 @@ public struct Command: Sendable, Equatable {
         return command
     }
 
+    /// C-STORE-RQ (PS3.7 §9.1.1): a data set follows.
+    public static func storeRequest(messageID: UInt16, sopClass: String, sopInstance: String, priority: UInt16 = 0) -> Command {
+        var command = Command(field: .storeRequest, affectedSOPClassUID: sopClass)
+        command.messageID = messageID
+        command.affectedSOPInstanceUID = sopInstance
+        command.priority = priority
+        command.dataSetType = 0x0000
+        return command
+    }
+
+    /// What a C-STORE status means (PS3.7 Annex C, §9.1.1.1.9; PS3.4 B.2.3): success, a warning
+    /// (stored, with a remark), or a failure — and, for a failure, whether trying again later
+    /// can help (out of resources) or not.
+    public enum Outcome: Sendable, Equatable {
+        case success, warning, failure(retryable: Bool)
+    }
+
+    public static func outcome(ofStoreStatus status: UInt16) -> Outcome {
+        switch status {
+        case 0x0000: return .success
+        case 0x0001, 0xB000, 0xB006, 0xB007: return .warning
+        case 0xA700...0xA7FF: return .failure(retryable: true)
+        default: return .failure(retryable: false)
+        }
+    }
+
+    /// A C-STORE status in an operator's words.
+    public static func words(ofStoreStatus status: UInt16) -> String {
+        let code = "0x" + String(status, radix: 16, uppercase: true)
+        switch status {
+        case 0x0000: return "success"
+        case 0xB000: return "warning \(code): coercion of data elements"
+        case 0xB007: return "warning \(code): data set does not match SOP class"
+        case 0xB006: return "warning \(code): elements discarded"
+        case 0xA700...0xA7FF: return "refused \(code): out of resources"
+        case 0xA900...0xA9FF: return "refused \(code): data set does not match SOP class"
+        case 0xC000...0xCFFF: return "refused \(code): cannot understand"
+        case 0x0122: return "refused \(code): SOP class not supported"
+        case 0x0124: return "refused \(code): not authorised"
+        case 0x0211: return "refused \(code): unrecognised operation"
+        default: return "refused \(code)"
+        }
+    }
+
     public static func echoResponse(to request: Command, status: UInt16 = 0) -> Command {
         var command = Command(field: .echoResponse, affectedSOPClassUID: request.affectedSOPClassUID)
         command.respondingTo = request.messageID

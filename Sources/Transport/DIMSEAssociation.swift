@@ -119,3 +119,135 @@ public enum DIMSEAssociation {
         throw Failure("cannot connect to \(host):\(port): \(lastError)")
     }
 }
+
+// MARK: - C-STORE as the requester
+
+extension DIMSEAssociation {
+    /// One file to store: its SOP class and instance, the transfer syntax it is stored in, and
+    /// where its data set starts (after the File Meta Information).
+    public struct StoreItem: Sendable {
+        public var path: String
+        public var sopClass: String
+        public var sopInstance: String
+        public var transferSyntax: String
+        public var dataSetOffset: Int
+        public var size: Int
+
+        public init(path: String, sopClass: String, sopInstance: String, transferSyntax: String, dataSetOffset: Int, size: Int) {
+            self.path = path
+            self.sopClass = sopClass
+            self.sopInstance = sopInstance
+            self.transferSyntax = transferSyntax
+            self.dataSetOffset = dataSetOffset
+            self.size = size
+        }
+    }
+
+    /// What became of one file.
+    public struct StoreResult: Sendable {
+        public var item: StoreItem
+        /// The node's status, or nil when the instance was not sent (its SOP class or transfer
+        /// syntax not accepted).
+        public var status: UInt16?
+        public var reason: String
+    }
+
+    /// C-STORE each item to `called`@`host`:`port` as `calling`, on one association: the
+    /// presentation contexts proposed from the items' SOP classes and stored transfer syntaxes
+    /// (sent as stored, never converted), each data set streamed from its file in fragments
+    /// the node takes (memory flat in file size), each answer read before the next.
+    /// Throws only when the association itself fails; per-file outcomes are in the results.
+    public static func store(
+        _ items: [StoreItem], host: String, port: UInt16, called: String, calling: String, timeout: Double, maximumLength: UInt32 = 65_536
+    ) throws -> [StoreResult] {
+        // One context per (SOP class, stored transfer syntax); at most 128 (odd ids 1 ... 255).
+        var keys: [String] = []
+        var contexts: [ProposedContext] = []
+        for item in items {
+            let key = item.sopClass + "\u{1}" + item.transferSyntax
+            guard !keys.contains(key) else { continue }
+            guard contexts.count < 128 else { throw Failure("more than 128 SOP class and transfer syntax pairs in one association") }
+            keys.append(key)
+            contexts.append(ProposedContext(id: UInt8(contexts.count * 2 + 1), abstractSyntax: item.sopClass, transferSyntaxes: [item.transferSyntax]))
+        }
+        let fd = try connect(host: host, port: port, timeout: timeout)
+        defer { close(fd) }
+        var reader = PDUReader(maximumLength: Int(maximumLength))
+        let request = AssociateRequest(
+            calledAE: called, callingAE: calling, contexts: contexts,
+            userInformation: UserInformation(maximumLength: maximumLength, implementationClassUID: Implementation.classUID, implementationVersionName: Implementation.versionName))
+        try send([.associateRequest(request)], on: fd, timeout: timeout)
+        let accept: AssociateAccept
+        switch try next(&reader, on: fd, timeout: timeout) {
+        case .associateAccept(let answer): accept = answer
+        case .associateReject(let reject): throw Failure("association rejected (\(reject.result == .permanent ? "permanent" : "transient")): \(reject.words)")
+        case .abort(let abort): throw Failure("the node aborted the association (source \(abort.source), reason \(abort.reason))")
+        case let other: throw Failure("the node answered the association request with \(other.kind)")
+        }
+        var results: [StoreResult] = []
+        var messageID: UInt16 = 0
+        for item in items {
+            let key = item.sopClass + "\u{1}" + item.transferSyntax
+            let proposed = contexts[keys.firstIndex(of: key)!]
+            guard let context = accept.contexts.first(where: { $0.id == proposed.id }), context.result == .acceptance else {
+                results.append(StoreResult(item: item, status: nil, reason: "the node does not accept \(item.sopClass) in \(item.transferSyntax)"))
+                continue
+            }
+            messageID &+= 1
+            let command = Command.storeRequest(messageID: messageID, sopClass: item.sopClass, sopInstance: item.sopInstance)
+            try send(dataPDUs(contextID: context.id, isCommand: true, command.encoded(), maximumLength: accept.userInformation.maximumLength), on: fd, timeout: timeout)
+            try streamDataSet(item, contextID: context.id, maximumLength: accept.userInformation.maximumLength, on: fd, timeout: timeout)
+            let response = try readCommand(&reader, contextID: context.id, on: fd, timeout: timeout)
+            guard response.field == .storeResponse, response.respondingTo == messageID else {
+                throw Failure("the node answered C-STORE with \(response.field) for message \(response.respondingTo.map(String.init) ?? "?")")
+            }
+            let status = response.status ?? 0xFFFF
+            results.append(StoreResult(item: item, status: status, reason: Command.words(ofStoreStatus: status)))
+        }
+        try send([.releaseRequest], on: fd, timeout: timeout)
+        // A node that closes without its release response has still answered every instance.
+        if case .releaseResponse? = try? next(&reader, on: fd, timeout: timeout) {}
+        return results
+    }
+
+    /// The data set, from its file, in fragments of what the node takes.
+    static func streamDataSet(_ item: StoreItem, contextID: UInt8, maximumLength: UInt32, on fd: Int32, timeout: Double) throws {
+        let file = open(item.path, O_RDONLY | O_CLOEXEC)
+        guard file >= 0 else { throw Failure("cannot open \(item.path): \(String(cString: strerror(errno)))") }
+        defer { close(file) }
+        let room = maximumLength == 0 ? 1 << 20 : max(1, min(Int(maximumLength) - 6, 1 << 20))
+        var buffer = [UInt8](repeating: 0, count: room)
+        var offset = item.dataSetOffset
+        var left = item.size - item.dataSetOffset
+        repeat {
+            let want = min(room, left)
+            var got = 0
+            while got < want {
+                let n = buffer.withUnsafeMutableBytes { pread(file, $0.baseAddress! + got, want - got, off_t(offset + got)) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { throw Failure("cannot read \(item.path) at \(offset + got): " + (n == 0 ? "it is shorter than it was" : String(cString: strerror(errno)))) }
+                got += n
+            }
+            offset += want
+            left -= want
+            try send([.data([PresentationDataValue(contextID: contextID, isCommand: false, isLast: left == 0, fragment: Array(buffer[0..<want]))])], on: fd, timeout: timeout)
+        } while left > 0
+    }
+
+    /// A whole command from the node (its fragments gathered), on the context given.
+    static func readCommand(_ reader: inout PDUReader, contextID: UInt8, on fd: Int32, timeout: Double) throws -> Command {
+        var bytes: [UInt8] = []
+        while true {
+            switch try next(&reader, on: fd, timeout: timeout) {
+            case .data(let values):
+                for value in values {
+                    guard value.isCommand else { throw Failure("the node sent a data set where a response was due") }
+                    bytes += value.fragment
+                    if value.isLast { return try Command.decode(bytes) }
+                }
+            case .abort(let abort): throw Failure("the node aborted the association (source \(abort.source), reason \(abort.reason))")
+            case let other: throw Failure("the node sent \(other.kind) where a response was due")
+            }
+        }
+    }
+}

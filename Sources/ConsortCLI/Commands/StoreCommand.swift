@@ -1,0 +1,114 @@
+import CommandSupport
+import DICOM
+import DIMSE
+import Foundation
+import Transport
+
+/// `consort store AET@HOST:PORT FILE|DIR...`: send DICOM Part 10 files to a node by C-STORE over
+/// DIMSE (like DCMTK's `storescu`), on one association, each data set as stored.
+enum StoreCommand {
+    static let help = """
+        Usage: consort store AET@HOST:PORT FILE|DIR... [--calling-aet AET] [--timeout SECONDS] [--json]
+
+        Sends the DICOM Part 10 files given (folders walked) to the node whose AE title is AET at
+        HOST:PORT by C-STORE, on one association: one presentation context per SOP class and
+        stored transfer syntax, each data set sent as it is stored (never converted), streamed
+        from its file. Prints a line per file that did not succeed (the node's status in words)
+        and a summary; with --json one line per file.
+          --calling-aet AET  the AE title this side calls from (default CONSORT)
+          --timeout S        seconds for each step: connect, each send, each answer (default 30)
+        Exit codes: 0 every file stored (a warning status counts as stored); 1 some file was
+        not (unreadable, not Part 10, refused, not accepted), or the association failed; 2 usage.
+        """
+
+    /// Why a file cannot be sent.
+    struct FileProblem: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    /// A Part 10 file's SOP class and instance, transfer syntax and where its data set starts.
+    static func item(_ path: String) throws -> DIMSEAssociation.StoreItem {
+        let file: DICOMFile
+        do { file = try DICOMFile.read(path: path) } catch { throw FileProblem("\(path): not readable DICOM: \(error)") }
+        guard file.isPart10, let syntax = file.transferSyntaxUID else {
+            throw FileProblem("\(path): not a DICOM Part 10 file (no File Meta Information to say its transfer syntax)")
+        }
+        guard let sopClass = file.meta.string(.mediaStorageSOPClassUID) ?? file.dataSet.string(.sopClassUID),
+            let sopInstance = file.meta.string(.mediaStorageSOPInstanceUID) ?? file.dataSet.string(.sopInstanceUID)
+        else { throw FileProblem("\(path): no SOP Class or SOP Instance UID") }
+        // The data set starts after the meta group, whose length (0002,0000) is its first
+        // element, at byte 132: tag, "UL", length 4, value (PS3.10 §7.1).
+        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        try handle.seek(toOffset: 132)
+        let head = [UInt8](handle.readData(ofLength: 12))
+        guard head.count == 12, head[0..<8] == [0x02, 0x00, 0x00, 0x00, 0x55, 0x4C, 0x04, 0x00] else {
+            throw FileProblem("\(path): its File Meta Information does not begin with its group length (0002,0000)")
+        }
+        let groupLength = Int(head[8]) | Int(head[9]) << 8 | Int(head[10]) << 16 | Int(head[11]) << 24
+        let size = Int((try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0)
+        guard 144 + groupLength <= size else { throw FileProblem("\(path): shorter than its File Meta Information says") }
+        return DIMSEAssociation.StoreItem(
+            path: path, sopClass: sopClass, sopInstance: sopInstance, transferSyntax: syntax, dataSetOffset: 144 + groupLength, size: size)
+    }
+
+    static func run(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "store", flags: ["--json"], options: ["--calling-aet", "--timeout"])
+        guard arguments.positional.count >= 2, let node = EchoCommand.parse(arguments.positional[0]) else {
+            throw UsageError(message: "give the node as AET@HOST:PORT, then files or folders", command: "store")
+        }
+        let calling = arguments.option("--calling-aet") ?? "CONSORT"
+        guard AETitle.isValid(calling) else { throw UsageError(message: "--calling-aet \(calling) is not an AE title (1 to 16 characters, no backslash)", command: "store") }
+        let timeoutText = arguments.option("--timeout") ?? "30"
+        guard let timeout = Double(timeoutText), (0.1...3600).contains(timeout) else {
+            throw UsageError(message: "--timeout \(timeoutText): give seconds from 0.1 to 3600", command: "store")
+        }
+        let (files, problems) = FileWalker.expand(Array(arguments.positional.dropFirst()))
+        var failed = problems.count
+        for problem in problems { standardError.line("consort store: \(problem)") }
+        var items: [DIMSEAssociation.StoreItem] = []
+        for file in files {
+            do { items.append(try item(file.path)) } catch {
+                standardError.line("consort store: \(error)")
+                failed += 1
+            }
+        }
+        guard !items.isEmpty else {
+            standardError.line("consort store: nothing to send")
+            return .someFailed
+        }
+        let target = "\(node.ae)@\(node.host):\(node.port)"
+        let started = Date()
+        let results: [DIMSEAssociation.StoreResult]
+        do {
+            results = try DIMSEAssociation.store(items, host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout)
+        } catch {
+            standardError.line("consort store: \(target): \(error)")
+            return .someFailed
+        }
+        var stored = 0
+        var bytes = 0
+        for result in results {
+            let ok = result.status.map { Command.outcome(ofStoreStatus: $0) != .failure(retryable: true) && Command.outcome(ofStoreStatus: $0) != .failure(retryable: false) } ?? false
+            if ok {
+                stored += 1
+                bytes += result.item.size
+            } else {
+                failed += 1
+            }
+            if arguments.flag("--json") {
+                let object: [String: Any] = ["file": result.item.path, "sop": result.item.sopInstance, "status": result.status.map { Int($0) } ?? NSNull(), "result": result.reason]
+                let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+                standardOutput.line(String(decoding: data, as: UTF8.self))
+            } else if !ok || result.status != 0 {
+                standardOutput.line("\(result.item.path): \(result.reason)")
+            }
+        }
+        let seconds = Date().timeIntervalSince(started)
+        if !arguments.flag("--json") {
+            standardOutput.line("\(stored) of \(stored + failed) stored at \(target) in " + String(format: "%.2f s (%.1f MB/s)", seconds, Double(bytes) / 1e6 / max(seconds, 1e-6)))
+        }
+        return failed == 0 ? .success : .someFailed
+    }
+}
