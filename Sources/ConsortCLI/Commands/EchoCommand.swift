@@ -31,17 +31,26 @@ enum EchoCommand {
         return (ae, host, port)
     }
 
-    static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "echo", flags: ["--json"], options: ["--calling-aet", "--timeout"])
-        guard arguments.positional.count == 1, let node = parse(arguments.positional[0]) else {
-            throw UsageError(message: "give the node as AET@HOST:PORT (an AE title of 1 to 16 characters, no backslash)", command: "echo")
+    /// What `echo` and `store` share: the node (the first argument), --calling-aet, --timeout.
+    static func common(_ arguments: Arguments, defaultTimeout: Double, maximumTimeout: Double) throws -> (node: (ae: String, host: String, port: UInt16), calling: String, timeout: Double) {
+        guard let first = arguments.positional.first, let node = parse(first) else {
+            throw UsageError(message: "give the node as AET@HOST:PORT (an AE title of 1 to 16 characters, no backslash)", command: arguments.command)
         }
         let calling = arguments.option("--calling-aet") ?? "CONSORT"
-        guard AETitle.isValid(calling) else { throw UsageError(message: "--calling-aet \(calling) is not an AE title (1 to 16 characters, no backslash)", command: "echo") }
-        let timeoutText = arguments.option("--timeout") ?? "10"
-        guard let timeout = Double(timeoutText), (0.1...600).contains(timeout) else {
-            throw UsageError(message: "--timeout \(timeoutText): give seconds from 0.1 to 600", command: "echo")
+        guard AETitle.isValid(calling) else {
+            throw UsageError(message: "--calling-aet \(calling) is not an AE title (1 to 16 characters, no backslash)", command: arguments.command)
         }
+        let timeoutText = arguments.option("--timeout") ?? String(Int(defaultTimeout))
+        guard let timeout = Double(timeoutText), (0.1...maximumTimeout).contains(timeout) else {
+            throw UsageError(message: "--timeout \(timeoutText): give seconds from 0.1 to \(Int(maximumTimeout))", command: arguments.command)
+        }
+        return (node, calling, timeout)
+    }
+
+    static func run(_ args: [String]) throws -> ExitCode {
+        let arguments = try Arguments(args, command: "echo", flags: ["--json"], options: ["--calling-aet", "--timeout"])
+        guard arguments.positional.count == 1 else { throw UsageError(message: "give one node, as AET@HOST:PORT", command: "echo") }
+        let (node, calling, timeout) = try common(arguments, defaultTimeout: 10, maximumTimeout: 600)
         let target = "\(node.ae)@\(node.host):\(node.port)"
         let started = Date()
         do {

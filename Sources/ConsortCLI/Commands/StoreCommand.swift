@@ -55,15 +55,8 @@ enum StoreCommand {
 
     static func run(_ args: [String]) throws -> ExitCode {
         let arguments = try Arguments(args, command: "store", flags: ["--json"], options: ["--calling-aet", "--timeout"])
-        guard arguments.positional.count >= 2, let node = EchoCommand.parse(arguments.positional[0]) else {
-            throw UsageError(message: "give the node as AET@HOST:PORT, then files or folders", command: "store")
-        }
-        let calling = arguments.option("--calling-aet") ?? "CONSORT"
-        guard AETitle.isValid(calling) else { throw UsageError(message: "--calling-aet \(calling) is not an AE title (1 to 16 characters, no backslash)", command: "store") }
-        let timeoutText = arguments.option("--timeout") ?? "30"
-        guard let timeout = Double(timeoutText), (0.1...3600).contains(timeout) else {
-            throw UsageError(message: "--timeout \(timeoutText): give seconds from 0.1 to 3600", command: "store")
-        }
+        guard arguments.positional.count >= 2 else { throw UsageError(message: "give the node as AET@HOST:PORT, then files or folders", command: "store") }
+        let (node, calling, timeout) = try EchoCommand.common(arguments, defaultTimeout: 30, maximumTimeout: 3600)
         let (files, problems) = FileWalker.expand(Array(arguments.positional.dropFirst()))
         var failed = problems.count
         for problem in problems { standardError.line("consort store: \(problem)") }
