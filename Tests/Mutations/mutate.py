@@ -170,6 +170,15 @@ MUTATIONS = [
      "QueueManagerTests"),
     ("a probe that never reached the peer leaves its circuit half-open for ever", "Sources/Agent/Queue/QueueManager.swift",
      "if let peer = worker.peer, worker.isProbe, !worker.contacted, !Self.countsAgainstPeer(step) { peers.abandoned(peer) }", "", "QueueManagerTests"),
+    # The identity rewrite (issue 25): the meta header's group length follows what is written, and
+    # the elements it does not change are the source's bytes, not a re-encoding of them.
+    ("identity rewrite: the meta group length is not recomputed", "Sources/DICOM/Writing/DICOMWriter.swift",
+     "out.appendUInt32(UInt32(metaBytes.bytes.count))", "out.appendUInt32(UInt32(original[.fileMetaInformationGroupLength]?.bytes.map { Int($0.first ?? 0) | Int($0.dropFirst().first ?? 0) << 8 } ?? metaBytes.bytes.count))",
+     "IdentityRewriteTests"),
+    ("identity rewrite: other elements re-encoded instead of copied", "Sources/DICOM/Identity/IdentityRewriter.swift",
+     "head.append((placed.tag, .copy(offset: placed.offset, count: end - placed.offset)))",
+     "if let element = dataSet[placed.tag], let bytes = try? encoded(element) { head.append((placed.tag, .bytes(bytes))) } else { head.append((placed.tag, .copy(offset: placed.offset, count: end - placed.offset))) }",
+     "IdentityRewriteTests"),
 ]
 # Breakages that need more than one change in their file: the further changes, by name.
 ALSO = {

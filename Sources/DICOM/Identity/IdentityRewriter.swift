@@ -126,6 +126,13 @@ public enum IdentityRewriter {
         }
         let previousIssuer = dataSet.string(issuerOfPatientID).flatMap { $0.isEmpty ? nil : $0 }
 
+        let encoding = file.encoding
+        func encoded(_ element: DataElement, _ itemEncoding: Encoding = encoding) throws(DICOMError) -> [UInt8] {
+            var out = ByteWriter()
+            try DataSetEncoder(encoding: itemEncoding, sequenceLengths: .defined).encode(DataSet(elements: [element]), into: &out)
+            return out.bytes
+        }
+
         // The data set's elements up to the tail, as ranges of the source.
         var head: [(tag: Tag, piece: Piece)] = []
         var tail: Piece?
@@ -138,12 +145,6 @@ public enum IdentityRewriter {
             head.append((placed.tag, .copy(offset: placed.offset, count: end - placed.offset)))
         }
 
-        let encoding = file.encoding
-        func encoded(_ element: DataElement, _ itemEncoding: Encoding = encoding) throws(DICOMError) -> [UInt8] {
-            var out = ByteWriter()
-            try DataSetEncoder(encoding: itemEncoding, sequenceLengths: .defined).encode(DataSet(elements: [element]), into: &out)
-            return out.bytes
-        }
         func put(_ tag: Tag, _ piece: Piece?) {
             let index = head.firstIndex { $0.tag >= tag } ?? head.endIndex
             let present = index < head.endIndex && head[index].tag == tag
