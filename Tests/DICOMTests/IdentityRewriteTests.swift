@@ -45,7 +45,9 @@ import Testing
 
         /// An item of Other Patient IDs Sequence as the rewrite writes it (defined length).
         func identifierItem(_ id: String, _ issuer: String) -> [UInt8] {
-            b.item(b.text(0x0010, 0x0020, "LO", id) + b.text(0x0010, 0x0021, "LO", issuer), undefined: false)
+            b.item(
+                b.text(0x0010, 0x0020, "LO", id) + b.text(0x0010, 0x0021, "LO", issuer) + b.text(0x0010, 0x0022, "CS", "TEXT"),
+                undefined: false)
         }
         var accessionIssuer: [UInt8] {
             b.sequence(0x0008, 0x0051, items: [b.text(0x0040, 0x0031, "UT", "RSCH")], undefined: false)

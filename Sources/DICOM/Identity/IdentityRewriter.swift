@@ -10,7 +10,8 @@ internal import Durability
 /// become the local identifier; Other Patient IDs Sequence (0010,1002) keeps its items and gains
 /// one for the source's Patient ID with the sender's issuer (carrying the source's Issuer of
 /// Patient ID Qualifiers Sequence (0010,0024), which described that identifier and is moved there
-/// from the top level) and one for each additional identifier, per IHE MIMA — never the
+/// from the top level) and one for each additional identifier, each item with its issuer and
+/// Type of Patient ID "TEXT", per IHE MIMA — never the
 /// issuer-less Other Patient IDs (0010,1000); an identifier already listed, or equal to the local
 /// one, is not repeated. When there is an Accession Number, Issuer of Accession Number Sequence
 /// (0008,0051) names the sending trust, unless the source already names an issuer there. A
@@ -69,6 +70,7 @@ public enum IdentityRewriter {
     }
 
     static let issuerOfPatientID = Tag(0x0010, 0x0021)
+    static let typeOfPatientID = Tag(0x0010, 0x0022)
     static let issuerOfPatientIDQualifiers = Tag(0x0010, 0x0024)
     static let otherPatientIDsSequence = Tag(0x0010, 0x1002)
     static let accessionNumber = Tag(0x0008, 0x0050)
@@ -185,9 +187,11 @@ public enum IdentityRewriter {
             let itemEncoding = raw.map { itemsEncoding(ofSequence: $0, in: encoding) } ?? encoding
             var items: [UInt8] = []
             for identifier in added {
+                // Type of Patient ID is Type 1 in these items (PS3.3 Table C.7-1); ours are text.
                 var item = DataSet(elements: [
                     DICOMWriter.textElement(.patientID, .LO, identifier.id),
                     DICOMWriter.textElement(issuerOfPatientID, .LO, identifier.issuer),
+                    DICOMWriter.textElement(typeOfPatientID, .CS, "TEXT"),
                 ])
                 if identifier == sender, let qualifiers, qualifiers.items != nil { item.set(qualifiers) }
                 var body = ByteWriter()
