@@ -175,6 +175,15 @@ MUTATIONS = [
      "guard length <= limit else {", "guard length <= limit || true else {", "PDUTests"),
     ("an acceptor takes any called AE title", "Sources/DIMSE/Exchange.swift",
      "if request.calledAE != aeTitle { return reject(.calledAENotRecognised()) }", "", "AssociationTests"),
+    # The identity rewrite (issue 25): the meta header's group length follows what is written, and
+    # the elements it does not change are the source's bytes, not a re-encoding of them.
+    ("identity rewrite: the meta group length is not recomputed", "Sources/DICOM/Writing/DICOMWriter.swift",
+     "out.appendUInt32(UInt32(metaBytes.bytes.count))", "out.appendUInt32(UInt32(original[.fileMetaInformationGroupLength]?.bytes.map { Int($0.first ?? 0) | Int($0.dropFirst().first ?? 0) << 8 } ?? metaBytes.bytes.count))",
+     "IdentityRewriteTests"),
+    ("identity rewrite: other elements re-encoded instead of copied", "Sources/DICOM/Identity/IdentityRewriter.swift",
+     "head.append((placed.tag, .copy(offset: placed.offset, count: end - placed.offset)))",
+     "if let element = dataSet[placed.tag], let bytes = try? encoded(element) { head.append((placed.tag, .bytes(bytes))) } else { head.append((placed.tag, .copy(offset: placed.offset, count: end - placed.offset))) }",
+     "IdentityRewriteTests"),
 ]
 # Breakages that need more than one change in their file: the further changes, by name.
 ALSO = {

@@ -25,6 +25,11 @@ public struct DICOMError: Error, Sendable, Equatable, CustomStringConvertible {
         case io
         /// A value cannot be encoded (writer).
         case unencodable
+        /// An attribute the operation needs is absent or empty (the identity rewrite's PatientID).
+        case missingAttribute
+        /// The file is in a transfer syntax the operation does not handle (the identity rewrite
+        /// refuses deflated and big endian data sets, whose bytes it cannot copy as they are).
+        case unsupportedTransferSyntax
     }
 
     public var code: Code

@@ -20,7 +20,8 @@ protocol ByteSource {
 /// The file's size is asked of the kernel (fstat) only when a caller needs it: a header that fits
 /// in the first read never needs it, and the saved system call is a tenth of a small file's cost.
 final class FileByteSource: ByteSource {
-    private let descriptor: Int32
+    /// Open for reading while this object lives; the identity rewrite copies ranges of it with pread.
+    let descriptor: Int32
     private var position: Int = 0
     private var knownSize: Int?
     let path: String

@@ -51,9 +51,18 @@ extension DICOMFile {
     }
 
     private static func verified(_ stream: ByteStream, fileSize: Int) throws(DICOMError) -> DICOMFile {
+        try verifiedWithLayout(stream, fileSize: fileSize, options: .wholeStructure).file
+    }
+
+    /// The check, with `options` (`.wholeStructure`, perhaps recording top-level offsets), and
+    /// where each top-level element starts when they were recorded.
+    static func verifiedWithLayout(
+        _ stream: ByteStream, fileSize: Int, options: ReadOptions
+    ) throws(DICOMError) -> (file: DICOMFile, topLevelOffsets: [(tag: Tag, offset: Int)]) {
         let file: DICOMFile
+        let offsets: [(tag: Tag, offset: Int)]
         do {
-            file = try read(stream: stream, options: .wholeStructure)
+            (file, offsets) = try readWithLayout(stream: stream, options: options)
         } catch where error.code == .truncated || error.code == .lengthOutOfBounds || error.code == .inflateFailed {
             var placed = error
             if !placed.message.contains("the file ends at \(fileSize)") { placed.message += "; the file ends at byte \(fileSize)" }
@@ -75,7 +84,7 @@ extension DICOMFile {
                     offset: fileSize)
             }
         }
-        return file
+        return (file, offsets)
     }
 
     /// Image storage SOP classes (PS3.4 Annex B.5), whose instances always carry pixel data:

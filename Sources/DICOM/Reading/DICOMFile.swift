@@ -47,6 +47,14 @@ public struct DICOMFile: Sendable {
     }
 
     static func read(stream: ByteStream, options: ReadOptions) throws(DICOMError) -> DICOMFile {
+        try readWithLayout(stream: stream, options: options).file
+    }
+
+    /// The read, and where each top-level element starts in the stream (recorded only with
+    /// `ReadOptions.recordsTopLevelOffsets`).
+    static func readWithLayout(
+        stream: ByteStream, options: ReadOptions
+    ) throws(DICOMError) -> (file: DICOMFile, topLevelOffsets: [(tag: Tag, offset: Int)]) {
         var parser = DataSetParser(stream: stream, options: options)
         var isPart10 = false
         var preamble: ArraySlice<UInt8>?
@@ -121,10 +129,11 @@ public struct DICOMFile: Sendable {
             encoding: encoding, boundary: .endOfStream, depth: 0, characterSet: .defaultRepertoire,
             pixelRepresentation: nil, topLevel: true)
 
-        return DICOMFile(
+        let file = DICOMFile(
             isPart10: isPart10, preamble: preamble, meta: meta, dataSet: dataSet, transferSyntaxUID: transferSyntax,
             encoding: encoding, isDeflated: deflated, pixelDataOffset: parser.stoppedAtPixelData,
             warnings: parser.warnings)
+        return (file, parser.topLevelOffsets)
     }
 
     /// Every field at once: the reader's constructor (one copy of each value, no later mutation).

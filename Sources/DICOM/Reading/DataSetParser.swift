@@ -16,6 +16,10 @@ struct DataSetParser {
     private var loadedBytes = 0
     /// Where the top-level pixel data starts, when the read stopped before it.
     private(set) var stoppedAtPixelData: Int?
+    /// Each top-level element read from the stream, in stream order, with the offset of its
+    /// header: kept only with `ReadOptions.recordsTopLevelOffsets` (the identity rewrite copies
+    /// elements as raw byte ranges).
+    private(set) var topLevelOffsets: [(tag: Tag, offset: Int)] = []
 
     enum Boundary {
         case endOfStream
@@ -164,6 +168,7 @@ struct DataSetParser {
             if let ambiguity { ambiguous.append((elements.count, ambiguity, implicit)) }
             if !elements.isEmpty && lastTag >= tag.rawValue { inOrder = false }
             lastTag = tag.rawValue
+            if topLevel && options.recordsTopLevelOffsets { topLevelOffsets.append((tag, headerOffset)) }
 
             // The common case, kept short: a plain value already in the buffer and inside its item.
             if let length, vr != .SQ, Int(length) <= stream.available, options.bulkDataThreshold == nil,

@@ -17,6 +17,8 @@ public struct ReadOptions: Sendable {
     /// Read the whole file's structure as `DICOMFile.verify` does: bytes after a complete top-level
     /// Pixel Data that are not elements are a warning, not an error (real archives hold such files).
     public var verifyingStructure = false
+    /// Keep each top-level element's tag and header offset (`DataSetParser.topLevelOffsets`).
+    var recordsTopLevelOffsets = false
 
     public init() {}
 

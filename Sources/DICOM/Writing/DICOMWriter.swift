@@ -65,32 +65,43 @@ public enum DICOMWriter {
         }
         encoding.byteOrder = .littleEndian
 
-        // Preamble and magic (PS3.10 §7.1).
+        try writeHeader(
+            meta: file.meta, transferSyntax: syntax, sopClassUID: file.dataSet.string(.sopClassUID),
+            sopInstanceUID: file.dataSet.string(.sopInstanceUID), sequenceLengths: options.sequenceLengths, to: &out)
+
+        let encoder = DataSetEncoder(encoding: encoding, sequenceLengths: options.sequenceLengths)
+        try encoder.encode(file.dataSet, into: &out)
+    }
+
+    /// Preamble (zeros), "DICM" and the File Meta Information (PS3.10 §7.1): `meta` with the
+    /// transfer syntax, Consort's implementation UID and name, the media storage UIDs if it has
+    /// none, and its group length (0002,0000) computed from what is written.
+    static func writeHeader(
+        meta original: DataSet, transferSyntax: String, sopClassUID: String?, sopInstanceUID: String?,
+        sequenceLengths: WriteOptions.SequenceLengths, to out: inout ByteWriter
+    ) throws(DICOMError) {
         out.append(contentsOf: [UInt8](repeating: 0, count: 128))
         out.append(contentsOf: Array("DICM".utf8))
 
         // File Meta Information: always explicit VR little endian, with a correct group length.
-        var meta = file.meta
+        var meta = original
         meta.remove(.fileMetaInformationGroupLength)
         meta.set(DataElement(tag: Tag(0x0002, 0x0001), vr: .OB, length: 2, value: .bytes(meta[Tag(0x0002, 0x0001)]?.bytes ?? [0x00, 0x01])))
-        if meta[.mediaStorageSOPClassUID] == nil, let uid = file.dataSet.string(.sopClassUID) {
+        if meta[.mediaStorageSOPClassUID] == nil, let uid = sopClassUID {
             meta.set(textElement(.mediaStorageSOPClassUID, .UI, uid))
         }
-        if meta[.mediaStorageSOPInstanceUID] == nil, let uid = file.dataSet.string(.sopInstanceUID) {
+        if meta[.mediaStorageSOPInstanceUID] == nil, let uid = sopInstanceUID {
             meta.set(textElement(.mediaStorageSOPInstanceUID, .UI, uid))
         }
-        meta.set(textElement(.transferSyntaxUID, .UI, syntax))
+        meta.set(textElement(.transferSyntaxUID, .UI, transferSyntax))
         meta.set(textElement(.implementationClassUID, .UI, implementationClassUID))
         meta.set(textElement(.implementationVersionName, .SH, implementationVersionName))
         var metaBytes = ByteWriter()
-        let metaEncoder = DataSetEncoder(encoding: .explicitVRLittleEndian, sequenceLengths: options.sequenceLengths)
+        let metaEncoder = DataSetEncoder(encoding: .explicitVRLittleEndian, sequenceLengths: sequenceLengths)
         try metaEncoder.encode(meta, into: &metaBytes)
         out.appendElementHeader(tag: .fileMetaInformationGroupLength, vr: .UL, length: 4, encoding: .explicitVRLittleEndian)
         out.appendUInt32(UInt32(metaBytes.bytes.count))
         out.append(contentsOf: metaBytes.bytes)
-
-        let encoder = DataSetEncoder(encoding: encoding, sequenceLengths: options.sequenceLengths)
-        try encoder.encode(file.dataSet, into: &out)
     }
 
     /// A text element with its value padded to even length.
