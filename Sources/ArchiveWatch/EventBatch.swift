@@ -1,14 +1,20 @@
-/// The events gathered for one `next` call: each file path at most once, each root's rescan at
-/// most once (the first reason given wins), problems as they come.
+/// The events gathered for one `next` call: each file path at most once as a file and at most
+/// once as gone, each root's rescan at most once (the first reason given wins), problems as
+/// they come.
 struct EventBatch {
     private(set) var events: [WatchEvent] = []
     private var files: Set<String> = []
+    private var gone: Set<String> = []
     private var rescans: Set<String> = []
 
     var isEmpty: Bool { events.isEmpty }
 
     mutating func file(_ path: String) {
         if files.insert(path).inserted { events.append(.file(path: path)) }
+    }
+
+    mutating func gone(_ path: String) {
+        if gone.insert(path).inserted { events.append(.gone(path: path)) }
     }
 
     mutating func rescan(root: String, reason: String) {

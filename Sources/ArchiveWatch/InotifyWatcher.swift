@@ -15,6 +15,9 @@ import Platform
 /// - Duplicates are possible and the consumer de-duplicates by (path, size, mtime): a
 ///   Foundation atomic write gives `MOVED_TO` and then `CLOSE_WRITE`; a file found by the scan of
 ///   a new folder is reported again by its own close. Within one batch a path appears once.
+/// - A file or folder leaving (`IN_DELETE`, `IN_MOVED_FROM`) is reported as `.gone`; a folder
+///   moved away stands for everything beneath it (its files have no events of their own). A
+///   folder deleted whole reports each of its files, then itself.
 /// - Files present when the watcher starts are not reported: run a `CatchUpScanner` over the
 ///   roots after creating the watcher (watch first, then scan, and nothing falls in between).
 /// - A new folder (`IN_CREATE` or `IN_MOVED_TO` of a folder) is watched and then scanned at once,
@@ -75,10 +78,11 @@ public final class InotifyWatcher: @unchecked Sendable {
     var addWatchFault: ((String) -> Int32?)?
 
     // What a folder's watch asks for. CREATE only to learn of new folders (files are reported
-    // at CLOSE_WRITE or MOVED_TO); DELETE_SELF and MOVE_SELF to notice a folder leaving.
+    // at CLOSE_WRITE or MOVED_TO); DELETE and MOVED_FROM for what leaves it (`.gone`: a PACS
+    // consuming its import folder); DELETE_SELF and MOVE_SELF to notice a folder leaving.
     private static let baseMask =
         UInt32(IN_CLOSE_WRITE) | UInt32(IN_MOVED_TO) | UInt32(IN_CREATE) | UInt32(IN_DELETE_SELF)
-        | UInt32(IN_MOVE_SELF) | UInt32(IN_ONLYDIR)
+        | UInt32(IN_MOVE_SELF) | UInt32(IN_DELETE) | UInt32(IN_MOVED_FROM) | UInt32(IN_ONLYDIR)
     // Below a root, never through a symlink that replaced a folder.
     private static let folderMask = baseMask | UInt32(IN_DONT_FOLLOW)
 
@@ -213,6 +217,11 @@ public final class InotifyWatcher: @unchecked Sendable {
             return
         }
         if PathFilter.isHidden(name) || filter.isExcluded(path) { return }
+        if mask & (UInt32(IN_DELETE) | UInt32(IN_MOVED_FROM)) != 0 {
+            // A folder's own watch goes with IN_IGNORED (deleted) or IN_MOVE_SELF (moved away).
+            pending.gone(path)
+            return
+        }
         if mask & UInt32(IN_ISDIR) != 0 {
             if mask & (UInt32(IN_CREATE) | UInt32(IN_MOVED_TO)) != 0 {
                 let outcome = watchTree(path, root: watch.root, reportFiles: true)

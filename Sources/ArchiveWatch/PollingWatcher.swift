@@ -15,6 +15,8 @@
 ///   `reportFilesPresentAtStart`, when they are reported after one period like any other.
 /// - Same exclusions as `InotifyWatcher`: excluded folders, hidden names (beginning with ".",
 ///   which covers Foundation's `.dat.nosync…` temporary files), symlinks never followed.
+/// - A file seen by one scan and not found by the next is reported `.gone` (not when its folder
+///   could not be read this time).
 /// - Memory: one small record (size, time, state) per file seen, keyed by path; the records of
 ///   files gone are dropped after each scan.
 ///
@@ -105,10 +107,13 @@ public final class PollingWatcher: @unchecked Sendable {
         // Forget files gone, but not those in a folder that could not be read this time.
         let current = scanNumber
         let failedPrefixes = failedNow.map { $0 == "/" ? "/" : $0 + "/" }
+        var gone: [String] = []
         records = records.filter { path, record in
-            record.scan == current || failedPrefixes.contains { path.hasPrefix($0) }
+            let kept = record.scan == current || failedPrefixes.contains { path.hasPrefix($0) }
+            if !kept { gone.append(path) }
+            return kept
         }
-        return events
+        return events + gone.sorted().map { .gone(path: $0) }
     }
 
     /// Updates the record of one file; true when it is to be reported now.

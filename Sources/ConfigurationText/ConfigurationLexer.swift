@@ -36,6 +36,20 @@ public enum ConfigurationLexer {
         return text.count > 1 && text.hasSuffix("/") ? String(text.dropLast()) : text
     }
 
+    /// An absolute path made lexically normal — no empty or "." components, ".." applied, no
+    /// trailing slash — or nil for a relative one. Normal as the archive watchers report paths
+    /// (`PathFilter.normalize`): the agent's folders are read with it, so that a path it writes
+    /// under `inbound` and the same path in a watcher's event are one string (`/srv//import`
+    /// once made them two, and a file deleted there was never matched to the inventory).
+    public static func normalAbsolutePath(_ text: String) -> String? {
+        guard text.hasPrefix("/") else { return nil }
+        var parts: [Substring] = []
+        for part in text.split(separator: "/") where part != "." {
+            if part == ".." { _ = parts.popLast() } else { parts.append(part) }
+        }
+        return "/" + parts.joined(separator: "/")
+    }
+
     /// The known word nearest to a misspelt one, if any is near enough to suggest.
     public static func closest(_ word: String, among settings: [String]) -> String? {
         let lowered = word.lowercased()

@@ -110,7 +110,16 @@ public struct DICOMwebService: Sendable {
                 }
                 guard let files = filesOf.map({ $0(uid) }) ?? folder.instances(of: uid), !files.isEmpty else { return .text(404, "No study \(uid) here") }
                 if let refusal = authorizeRetrieve?(request, uid, files.count) { throw refusal }
-                let body = try MultipartFileBody(paths: files)
+                let body: MultipartFileBody
+                do {
+                    body = try MultipartFileBody(paths: files)
+                } catch {
+                    // A file left between the listing and its measuring (a PACS consuming the
+                    // folder): listed once more, and a study with nothing left is not here (404,
+                    // not 500: a requester counts a 500 against this site).
+                    guard let again = filesOf.map({ $0(uid) }) ?? folder.instances(of: uid), !again.isEmpty else { return .text(404, "No study \(uid) here") }
+                    body = try MultipartFileBody(paths: again)
+                }
                 log("request \(request.id) from \(who): WADO-RS study \(uid): \(files.count) instances, \(body.contentLength) bytes")
                 return ServerResponse(status: 200, headers: [("Content-Type", body.encoder.contentType())], length: body.contentLength) { buffer in
                     try body.read(into: buffer)

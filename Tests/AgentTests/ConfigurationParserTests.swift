@@ -60,6 +60,7 @@ struct ConfigurationParserTests {
         ("retry-min 0.5 s", "1:11", "\"retry-min\" is 0.5 s; it must be from 1 s to 6 h", nil),
         ("retry-max 2 d", "1:11", "\"retry-max\" is 2 days; it must be from 1 s to 1 day", nil),
         ("stable-after 0 s", "1:14", "\"stable-after\" is 0 s; it must be from 1 s to 1 day", nil),
+        ("inbound-keep 30 s", "1:14", "\"inbound-keep\" is 30 s; it must be from 1 min to 3650 days", nil),
         ("trust RSCH\ntrust UHSX", "2:1", "set twice (first at line 1)", nil),
         ("peer UHSX https://x { connections 2", "1:21", "is not closed on the same line", nil),
         ("state \"/var/lib/with space\" extra", "1:29", "takes one value", nil),
@@ -71,6 +72,23 @@ struct ConfigurationParserTests {
         #expect(first.map { "\($0.location.line):\($0.location.column)" } == place, "\(outcome.report())")
         #expect(first?.message.contains(message) == true, "\(outcome.report())")
         if let hint { #expect(first?.hint == hint, "\(outcome.report())") }
+    }
+
+    @Test func inboundKeepIsADurationAndReceivedCopiesAreKeptWithoutIt() throws {
+        #expect(try #require(ConfigurationParser.parse(Self.example, file: "agent.conf").configuration).inboundKeepSeconds == nil)
+        let c = try #require(ConfigurationParser.parse(Self.example + "\ninbound-keep 30 d\n", file: "agent.conf").configuration)
+        #expect(c.inboundKeepSeconds == 2_592_000.0)
+    }
+
+    /// The folders the inventory's paths begin with are read as the watchers report paths, so a
+    /// file leaving `inbound` is matched to what the agent wrote there.
+    @Test func foldersAreReadLexicallyNormal() throws {
+        let text = Self.example
+            .replacingOccurrences(of: "inbound /srv/pacs/import", with: "inbound /srv//pacs/./import/")
+            .replacingOccurrences(of: "watch /srv/pacs/export ", with: "watch /srv/pacs/x/../export/ ")
+        let c = try #require(ConfigurationParser.parse(text, file: "agent.conf").configuration)
+        #expect(c.inbound == "/srv/pacs/import")
+        #expect(c.watches.first?.path == "/srv/pacs/export")
     }
 
     @Test func everyRequiredWordMissingIsNamed() {

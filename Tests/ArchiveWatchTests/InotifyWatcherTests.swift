@@ -18,12 +18,14 @@ struct InotifyWatcherTests {
         var files: [String] = []
         var rescans: [String] = []
         var problems: [String] = []
+        var gone: [String] = []
         var fileSet: Set<String> { Set(files) }
 
         mutating func add(_ events: [WatchEvent]) {
             for event in events {
                 switch event {
                 case .file(let path): files.append(path)
+                case .gone(let path): gone.append(path)
                 case .rescan(let root, _): rescans.append(root)
                 case .problem(let message): problems.append(message)
                 }
@@ -84,6 +86,31 @@ struct InotifyWatcherTests {
         #expect(rename(outside + "/moved.dcm", root + "/moved.dcm") == 0)
         let collected = Self.collect(watcher) { $0.files.contains(root + "/moved.dcm") }
         #expect(collected.fileSet == [root + "/moved.dcm"], "\(Self.missing([root + "/moved.dcm"], from: collected))")
+    }
+
+    /// A PACS consuming its import folder: files deleted, a study's folder moved away or
+    /// deleted whole — each reported gone, and a file still being written is not.
+    @Test func filesDeletedOrMovedAwayAndFoldersRemovedAreReportedGone() throws {
+        let folder = try TemporaryFolder()
+        let root = try folder.folder("root")
+        let outside = try folder.folder("outside")
+        let deleted = try folder.folder("root/deleted")
+        let moved = try folder.folder("root/moved")
+        for path in [root + "/a.dcm", root + "/b.dcm", deleted + "/1.dcm", deleted + "/2.dcm", moved + "/1.dcm"] { try TestFiles.write(path) }
+        let watcher = try InotifyWatcher(roots: [root])
+        #expect(unlink(root + "/a.dcm") == 0)
+        #expect(rename(root + "/b.dcm", outside + "/b.dcm") == 0)
+        try FileManager.default.removeItem(atPath: deleted)
+        // A folder moved away: one event for it, none for its files (the folder stands for them).
+        #expect(rename(moved, outside + "/moved") == 0)
+        let expected: Set = [root + "/a.dcm", root + "/b.dcm", deleted + "/1.dcm", deleted + "/2.dcm", deleted, moved]
+        let collected = Self.collect(watcher) { expected.isSubset(of: Set($0.gone)) }
+        #expect(Set(collected.gone) == expected, "gone: \(collected.gone); problems \(collected.problems)")
+        #expect(collected.files.isEmpty)
+        // Its watch went with the folder moved away; one written there now is not reported.
+        try TestFiles.write(outside + "/moved/later.dcm")
+        #expect(!watcher.isWatching(moved))
+        #expect(Self.collect(watcher, seconds: 0.5) { !$0.files.isEmpty }.files.isEmpty)
     }
 
     @Test func deepFolderTreeMadeAtOnceIsFoundEntirely() throws {

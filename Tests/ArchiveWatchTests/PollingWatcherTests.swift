@@ -57,7 +57,7 @@ struct PollingWatcherTests {
         #expect(reporting.next(now: 10) == [.file(path: path)])
     }
 
-    @Test func excludedAndHiddenFilesAreNeverReportedAndDeletedFilesAreForgotten() throws {
+    @Test func excludedAndHiddenFilesAreNeverReportedAndDeletedFilesAreReportedGone() throws {
         let folder = try TemporaryFolder()
         let state = try folder.folder("state")
         let staging = try folder.folder("inbound/.staging")
@@ -70,7 +70,7 @@ struct PollingWatcherTests {
         try TestFiles.write(folder.path + "/inbound/gone.dcm")
         #expect(watcher.next(now: 10).isEmpty)
         try FileManager.default.removeItem(atPath: folder.path + "/inbound/gone.dcm")
-        #expect(watcher.next(now: 20) == [.file(path: folder.path + "/inbound/new.dcm")])
+        #expect(watcher.next(now: 20) == [.file(path: folder.path + "/inbound/new.dcm"), .gone(path: folder.path + "/inbound/gone.dcm")])
         #expect(watcher.fileCount == 1)
     }
 

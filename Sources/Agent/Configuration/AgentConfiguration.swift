@@ -19,7 +19,9 @@ import Routing
 /// Also: `crl FILE`, `local NAME dicomweb URL` (a PACS on this site that imports by STOW-RS),
 /// `coordinator URL`, `lists DIR`, `free-space 5 %`, `retry-min 10 s`, `retry-max 10 min`,
 /// `metrics 127.0.0.1:9464` (Prometheus `/metrics` and `/healthz`, plain HTTP), `max-age 3 d`, `circuit-after 5`, `stable-after 2 min` (the default quiet time for study
-/// stability when a rule gives none), `scan-rate 2000` (files a second for the catch-up scan).
+/// stability when a rule gives none), `scan-rate 2000` (files a second for the catch-up scan),
+/// `inbound-keep 30 d` (received copies older than this are removed from `inbound`; default:
+/// kept).
 public struct AgentConfiguration: Sendable {
     public struct Watch: Sendable, Equatable {
         public var path: String
@@ -77,6 +79,10 @@ public struct AgentConfiguration: Sendable {
     public var circuitAfter = 5
     public var stableAfterSeconds = 120.0
     public var scanFilesPerSecond = 2000.0
+    /// `inbound-keep`: received copies recorded longer ago than this are removed from `inbound`
+    /// by the agent, forgotten and withdrawn from the registry (nil: kept until someone else,
+    /// e.g. a PACS consuming its import folder, removes them).
+    public var inboundKeepSeconds: Double?
     /// Where each setting was written, for later checks' error messages.
     public var locations: [String: SourceLocation] = [:]
 

@@ -15,7 +15,7 @@ public enum ConfigurationParser {
     static let settings = [
         "trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "crl", "rules", "peer", "local",
         "coordinator", "lists", "free-space", "retry-min", "retry-max", "max-age", "circuit-after", "stable-after", "scan-rate",
-        "metrics",
+        "metrics", "inbound-keep",
     ]
     static let required = ["trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "rules"]
 
@@ -85,7 +85,9 @@ public enum ConfigurationParser {
                 configuration.trust = value.text
             case "state", "inbound", "certificate", "key", "ca", "crl", "rules", "lists":
                 guard noOptions(), let value = one("a path") else { continue }
-                guard let path = ConfigurationLexer.absolutePath(value.text) else {
+                // The folders the inventory's paths begin with, normal as the watchers report them.
+                let normal = ["state", "inbound", "lists"].contains(key)
+                guard let path = normal ? ConfigurationLexer.normalAbsolutePath(value.text) : ConfigurationLexer.absolutePath(value.text) else {
                     error(value.location, "\"\(key)\" needs an absolute path", hint: "a service does not know which folder it was started from")
                     continue
                 }
@@ -101,11 +103,11 @@ public enum ConfigurationParser {
                 }
             case "watch":
                 guard let value = one("a folder") else { continue }
-                guard value.text.hasPrefix("/") else {
+                guard let path = ConfigurationLexer.normalAbsolutePath(value.text) else {
                     error(value.location, "\"watch\" needs an absolute path")
                     continue
                 }
-                var watch = AgentConfiguration.Watch(path: value.text.count > 1 && value.text.hasSuffix("/") ? String(value.text.dropLast()) : value.text, location: value.location)
+                var watch = AgentConfiguration.Watch(path: path, location: value.location)
                 if !options.isEmpty {
                     guard options[0].text == "poll" else {
                         error(options[0].location, "unknown option \"\(options[0].text)\" of \"watch\"", hint: "the one option is poll, e.g. { poll 10 s }")
@@ -209,7 +211,7 @@ public enum ConfigurationParser {
                     continue
                 }
                 configuration.freeSpacePercent = percent
-            case "retry-min", "retry-max", "max-age", "stable-after":
+            case "retry-min", "retry-max", "max-age", "stable-after", "inbound-keep":
                 guard noOptions(), let seconds = quantity(plain, .duration, at: word.location) else { continue }
                 // Out of range is an error at its line, saying the range: never quietly changed
                 // (`max-age 5 s` was once taken as 60 s without a word).
@@ -221,6 +223,7 @@ public enum ConfigurationParser {
                 case "retry-min": configuration.retryMinimumSeconds = seconds
                 case "retry-max": configuration.retryMaximumSeconds = seconds
                 case "max-age": configuration.maximumAgeSeconds = seconds
+                case "inbound-keep": configuration.inboundKeepSeconds = seconds
                 default: configuration.stableAfterSeconds = seconds
                 }
             case "circuit-after", "scan-rate":
@@ -248,13 +251,16 @@ public enum ConfigurationParser {
 
     /// The durations a setting may take, in seconds. A retry sooner than a second would hammer a
     /// peer that is down; a job's life shorter than a minute would fail it before its first
-    /// retries; longer than a year, a job would wait past any clinical use.
+    /// retries; longer than a year, a job would wait past any clinical use. A received copy kept
+    /// less than a minute could go before a PACS polling its import folder has seen it; longer
+    /// than ten years is keeping it.
     static let durationRanges: [String: ClosedRange<Double>] = [
         "retry-min": 1...(6 * 3600), "retry-max": 1...86_400, "max-age": 60...(365 * 86_400), "stable-after": 1...86_400,
+        "inbound-keep": 60...(3650 * 86_400),
     ]
 
     /// A duration as the configuration writes it: `90 days`, `6 h`, `1 min`, `5 s`, `0.5 s`.
-    static func formatSeconds(_ seconds: Double) -> String {
+    public static func formatSeconds(_ seconds: Double) -> String {
         for (unit, size) in [("days", 86_400.0), ("h", 3600), ("min", 60)] where seconds >= size && seconds.truncatingRemainder(dividingBy: size) == 0 {
             let n = Int(seconds / size)
             return "\(n) \(unit == "days" && n == 1 ? "day" : unit)"

@@ -41,12 +41,21 @@ extension AgentDaemon {
         let scan = Thread { [self] in catchUp(roots: configuration.watches.map(\.path), log: watchLog, first: first) }
         scan.name = "consort-catch-up"
         scan.start()
+        try startInboundWatcher()
     }
 
     func handle(_ events: [WatchEvent], log watchLog: Logger) {
         var files: [Ingest.Candidate] = []
+        // What left first: a path gone and written again in one batch is forgotten, then taken
+        // again (`forgetGone` keeps what is on disk now).
+        let gone = events.compactMap { event -> String? in
+            if case .gone(let path) = event { return path } else { return nil }
+        }
+        if !gone.isEmpty { forgetGone(gone, why: "left a watched folder", log: watchLog) }
         for event in events {
             switch event {
+            case .gone:
+                continue
             case .file(let path):
                 var info = stat()
                 guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { continue }
@@ -129,6 +138,8 @@ extension AgentDaemon {
         // Recorded before "done" is said: once it is, a restart is not a first start.
         finishCatchUp(outcome, first: first, log: watchLog)
         watchLog.info("catch-up scan done", ["roots": roots.joined(separator: ","), "files": scanner.progress.filesSeen, "seconds": String(format: "%.3f", seconds)])
+        // What left while nobody watched: the inventory's files under the roots not on disk.
+        if !stopping.isSet { for root in roots { sweep(root, log: watchLog) } }
     }
 
     /// One rescan of a root at a time: a rescan asked for while one runs is run once more after

@@ -282,7 +282,9 @@ public final class AgentDaemon: @unchecked Sendable {
         service.instancesOf = { study in (try? store.instances(ofStudy: study).map(\.sop)) ?? [] }
         // WADO-RS serves what the inventory holds (the archive and what was received), to a
         // member whose purpose an agreement allows; each retrieve audited.
-        service.filesOf = { study in (try? store.paths(ofStudy: study)).flatMap { $0.isEmpty ? nil : $0 } }
+        // A file gone from disk (a PACS consumed its import) is forgotten here, and a study with
+        // nothing left answered 404 — not 500, which the requester would count against us.
+        service.filesOf = { [self] study in servable(study) }
         let audit = self.audit
         // (The caller and its purpose were checked by `admit`.)
         service.authorizeRetrieve = { request, study, count in

@@ -8,8 +8,10 @@ import Routing
 /// received, or fetched) whose holding the coordinator has not heard as it is now, in batches,
 /// once the instances are durable here (they are recorded only after they are). The registry is
 /// soft state: when the coordinator answers that it knows fewer of our studies than we have
-/// announced (it lost its registry), everything is announced again. The coordinator being down
-/// delays announcements (retried with backoff), and stops nothing else.
+/// announced (it lost its registry), everything is announced again. Studies no longer held here
+/// (their files left the disk: `AgentStore.forget`) are withdrawn (`POST /v1/holdings/withdraw`)
+/// before anything is announced, from the store's durable queue. The coordinator being down
+/// delays announcements and withdrawals (retried with backoff), and stops nothing else.
 final class Announcer: Service, @unchecked Sendable {
     let store: AgentStore
     let client: CoordinatorClient
@@ -71,6 +73,7 @@ final class Announcer: Service, @unchecked Sendable {
     /// One turn of the loop: everything not announced, batch by batch; the pause before the next.
     private func turn() -> Double {
         do {
+            while try withdrawOnce() > 0 {}
             while try announceOnce() > 0 {}
             if failures > 0 { log.info("the coordinator answers again; holdings announced") }
             failures = 0
@@ -94,6 +97,25 @@ final class Announcer: Service, @unchecked Sendable {
     /// One batch; how many studies it announced.
     func announceOnce() throws -> Int {
         try once.withLock { try announceBatch() }
+    }
+
+    /// One batch of withdrawals; how many studies it withdrew (0: none pending).
+    func withdrawOnce() throws -> Int {
+        try once.withLock {
+            let studies = try store.pendingWithdrawals(limit: Self.batch)
+            guard !studies.isEmpty else { return 0 }
+            let answer = try client.call("POST", "/v1/holdings/withdraw", body: .object([
+                ("trust", .string(trust)), ("studies", .array(studies.map(JSON.string))),
+            ]))
+            try store.markWithdrawn(studies)
+            lock.withLock {
+                lastSuccess = clock.now
+                lastAnswered = MonotonicClock.now
+                lastError = nil
+            }
+            log.info("withdrawn from the registry: no longer held here", ["studies": studies.count, "withdrawn": (answer["withdrawn"] as? NSNumber)?.intValue ?? 0])
+            return studies.count
+        }
     }
 
     private func announceBatch() throws -> Int {

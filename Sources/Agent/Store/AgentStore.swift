@@ -30,7 +30,7 @@ public final class AgentStore: @unchecked Sendable {
         self.path = path
         db = try Database(path: path)
         lookup = try Database(path: path, readOnly: true)
-        try db.execute(Self.schema + Self.milestonesSchema)
+        try db.execute(Self.schema + Self.milestonesSchema + Self.withdrawalSchema)
         try migrate()
         // What the announcer looks for every few seconds: only the studies it has still to
         // announce, not a scan of the whole inventory.
@@ -321,7 +321,12 @@ public final class AgentStore: @unchecked Sendable {
                 }
             }
             let grow = try db.prepare("UPDATE studies SET instances = instances + ?2, bytes = bytes + ?3 WHERE uid = ?1")
-            for (uid, count) in studyTally { try grow.run([.text(uid), .integer(count.instances), .integer(count.bytes)]) }
+            // A study held again (received again, put back) is no longer to be withdrawn.
+            let unwithdraw = try db.prepare("DELETE FROM withdrawals WHERE study = ?1")
+            for (uid, count) in studyTally {
+                try grow.run([.text(uid), .integer(count.instances), .integer(count.bytes)])
+                try unwithdraw.run([.text(uid)])
+            }
             for key in jobOrder {
                 let entry = jobInstances[key]!
                 touched += try addJobs([entry.job], study: entry.study, instances: entry.instances, now: now, known: &jobIDs)

@@ -109,7 +109,8 @@ enum ConfigCommand {
             standardError.line("consort config: \(file): \(errors) error\(errors == 1 ? "" : "s")")
             return .someFailed
         }
-        standardOutput.line("consort config: \(file) is good: trust \(configuration.trust), \(configuration.watches.count) watched folder\(configuration.watches.count == 1 ? "" : "s"), \(configuration.peers.count) peer\(configuration.peers.count == 1 ? "" : "s")")
+        let keep = configuration.inboundKeepSeconds.map { "received copies removed from inbound after \(ConfigurationParser.formatSeconds($0))" } ?? "received copies kept in inbound"
+        standardOutput.line("consort config: \(file) is good: trust \(configuration.trust), \(configuration.watches.count) watched folder\(configuration.watches.count == 1 ? "" : "s"), \(configuration.peers.count) peer\(configuration.peers.count == 1 ? "" : "s"), \(keep)")
         return .success
     }
 }

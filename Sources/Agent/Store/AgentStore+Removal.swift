@@ -1,0 +1,124 @@
+import Foundation
+import SQLite
+
+/// Files that left the disk (a PACS consuming its import folder, a person deleting a study, the
+/// agent's own `inbound-keep`): the inventory forgets them, and the coordinator hears what this
+/// trust no longer holds.
+///
+/// Contract: `forget(paths:)` removes, in one transaction, each instance whose file is at one of
+/// the paths, with its study's counts and the inventory's totals; a pending push of it is
+/// refused ("the file left the disk") with the job's counts; a study left with nothing is
+/// removed and queued for withdrawal (`withdrawals`, durable: a coordinator down delays it, never
+/// loses it); a study left with part is announced again with its new count (its `announced` no
+/// longer equals its `instances`). The caller checks the disk first: this trusts the paths.
+extension AgentStore {
+    static let withdrawalSchema = """
+        CREATE TABLE IF NOT EXISTS withdrawals (study TEXT PRIMARY KEY, queued REAL NOT NULL) WITHOUT ROWID;
+        """
+
+    /// What `forget(paths:)` changed.
+    public struct Forgotten: Sendable, Equatable {
+        public var instances = 0
+        public var bytes: Int64 = 0
+        /// Studies nothing is left of here: removed, and queued for withdrawal.
+        public var withdrawn: [String] = []
+        /// Studies part of which is left: to be announced again with their new count.
+        public var shrunk: [String] = []
+        public init() {}
+    }
+
+    /// Forgets the files at `paths` and the instances held there (see the type's contract).
+    @discardableResult
+    public func forget(paths: [String], now: Double) throws -> Forgotten {
+        guard !paths.isEmpty else { return Forgotten() }
+        return try write {
+            var out = Forgotten()
+            let file = try db.prepare("SELECT sop FROM files WHERE path = ?1")
+            let dropFile = try db.prepare("DELETE FROM files WHERE path = ?1")
+            let instance = try db.prepare("SELECT study, size, origin FROM instances WHERE sop = ?1 AND path = ?2")
+            let dropInstance = try db.prepare("DELETE FROM instances WHERE sop = ?1")
+            let shrink = try db.prepare("UPDATE studies SET instances = instances - 1, bytes = bytes - ?2 WHERE uid = ?1")
+            let total = try db.prepare("UPDATE totals SET value = value - ?2 WHERE name = ?1")
+            let pending = try db.prepare("SELECT job, size FROM job_instances WHERE sop = ?1 AND path = ?2 AND state = 'pending'")
+            let refuse = try db.prepare("UPDATE job_instances SET state = 'refused', reason = ?3 WHERE job = ?1 AND sop = ?2")
+            let refuseCounts = try db.prepare("UPDATE jobs SET instances_refused = instances_refused + 1, bytes_refused = bytes_refused + ?2 WHERE id = ?1")
+            var studies = Set<String>()
+            for path in Set(paths) {
+                let sop = try file.first([.text(path)]) { $0.text(0) } ?? nil
+                try dropFile.run([.text(path)])
+                guard let sop, let held = try instance.first([.text(sop), .text(path)], { ($0.text(0) ?? "", $0.int(1), $0.text(2) ?? "local") }) else { continue }
+                try dropInstance.run([.text(sop)])
+                try shrink.run([.text(held.0), .integer(held.1)])
+                let side = held.2 == "local" ? "local" : "received"
+                try total.run([.text("instances_" + side), .integer(1)])
+                try total.run([.text("bytes_" + side), .integer(held.1)])
+                for job in try pending.rows([.text(sop), .text(path)], { ($0.int(0), $0.int(1)) }) {
+                    try refuse.run([.integer(job.0), .text(sop), .text("the file left the disk before it was sent: \(path)")])
+                    try refuseCounts.run([.integer(job.0), .integer(job.1)])
+                }
+                out.instances += 1
+                out.bytes += held.1
+                studies.insert(held.0)
+            }
+            let left = try db.prepare("SELECT instances FROM studies WHERE uid = ?1")
+            let dropStudy = try db.prepare("DELETE FROM studies WHERE uid = ?1")
+            let queue = try db.prepare("INSERT INTO withdrawals (study, queued) VALUES (?1, ?2) ON CONFLICT(study) DO NOTHING")
+            for study in studies.sorted() {
+                guard let count = try left.first([.text(study)], { $0.int(0) }) else { continue }
+                if count <= 0 {
+                    try dropStudy.run([.text(study)])
+                    try queue.run([.text(study), .real(now)])
+                    out.withdrawn.append(study)
+                } else {
+                    out.shrunk.append(study)
+                }
+            }
+            return out
+        }
+    }
+
+    /// The paths the inventory has at `path` or beneath it (a file, or a folder that left).
+    public func knownPaths(at path: String) throws -> [String] {
+        let trimmed = path.count > 1 && path.hasSuffix("/") ? String(path.dropLast()) : path
+        // Beneath: from "folder/" up to "folder0" ("0" follows "/"), on the primary key.
+        return try read {
+            try db.prepare("SELECT path FROM files WHERE path = ?1 OR (path >= ?2 AND path < ?3) ORDER BY path")
+                .rows([.text(trimmed), .text(trimmed + "/"), .text(trimmed + "0")]) { $0.text(0) ?? "" }
+        }
+    }
+
+    /// A page of the paths known under `root`, after `cursor` (nil: from the start), in order:
+    /// a sweep for files that left while nobody watched walks the inventory with it.
+    public func knownPaths(under root: String, after cursor: String?, limit: Int) throws -> [String] {
+        let prefix = root.hasSuffix("/") ? root : root + "/"
+        let end = String(prefix.dropLast()) + "0"
+        return try read {
+            try db.prepare("SELECT path FROM files WHERE path > ?1 AND path < ?2 ORDER BY path LIMIT ?3")
+                .rows([.text(max(cursor ?? prefix, prefix)), .text(end), .integer(Int64(limit))]) { $0.text(0) ?? "" }
+        }
+    }
+
+    /// Paths under `root` recorded before `cutoff` (the time they were taken): what
+    /// `inbound-keep` removes.
+    public func pathsTaken(under root: String, before cutoff: Double, limit: Int) throws -> [String] {
+        let prefix = root.hasSuffix("/") ? root : root + "/"
+        let end = String(prefix.dropLast()) + "0"
+        return try read {
+            try db.prepare("SELECT path FROM files WHERE path > ?1 AND path < ?2 AND taken < ?3 LIMIT ?4")
+                .rows([.text(prefix), .text(end), .real(cutoff), .integer(Int64(limit))]) { $0.text(0) ?? "" }
+        }
+    }
+
+    /// Studies to withdraw from the registry, oldest first.
+    public func pendingWithdrawals(limit: Int) throws -> [String] {
+        try read { try db.prepare("SELECT study FROM withdrawals ORDER BY queued, study LIMIT ?1").rows([.integer(Int64(limit))]) { $0.text(0) ?? "" } }
+    }
+
+    /// The coordinator acknowledged these withdrawals.
+    public func markWithdrawn(_ studies: [String]) throws {
+        try write {
+            let statement = try db.prepare("DELETE FROM withdrawals WHERE study = ?1")
+            for study in studies { try statement.run([.text(study)]) }
+        }
+    }
+}
