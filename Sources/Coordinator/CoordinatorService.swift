@@ -299,9 +299,12 @@ public final class CoordinatorService: @unchecked Sendable {
             AuditEntry(who: caller, action: "lookup", nhs: nhs.digits, why: purpose, detail: "GET /v1/patients/{nhs}/identity: \(identifiers.count) of its own identifiers"),
             durable: false)
         if !conflicts.isEmpty {
+            // Which conflicts and of what kind, never their sides: those name other trusts' local
+            // numbers, which this endpoint never gives (the coordinator's operator sees them all
+            // with `consort coordinator conflicts`).
             return Self.json(409, .object([
                 ("nhs", .string(nhs.digits)), ("error", .string("an identity conflict about this patient is held for a person: no identity given until resolved")),
-                ("conflicts", .array(conflicts.map(Self.conflictJSON))),
+                ("conflicts", .array(conflicts.map { .object([("id", .int($0.id)), ("kind", .string($0.kind))]) })),
             ]))
         }
         let items: [JSON] = identifiers.map { .object([("id", .string($0.id)), ("issuer", $0.issuer.map(JSON.string) ?? .null)]) }

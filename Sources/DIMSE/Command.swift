@@ -48,12 +48,18 @@ public struct Command: Sendable, Equatable {
     /// can help (out of resources) or not.
     public enum Outcome: Sendable, Equatable {
         case success, warning, failure(retryable: Bool)
+
+        /// Stored: a success, or a warning (stored, with a remark).
+        public var stored: Bool { self == .success || self == .warning }
     }
 
+    /// PS3.7 Annex C: 0x0001, 0x0107, 0x0116 and the whole of 0xBxxx are warnings; 0xA7xx is
+    /// out of resources (worth another try later); everything else, a cancel (0xFE00) included,
+    /// is a failure that trying again will not mend.
     public static func outcome(ofStoreStatus status: UInt16) -> Outcome {
         switch status {
         case 0x0000: return .success
-        case 0x0001, 0xB000, 0xB006, 0xB007: return .warning
+        case 0x0001, 0x0107, 0x0116, 0xB000...0xBFFF: return .warning
         case 0xA700...0xA7FF: return .failure(retryable: true)
         default: return .failure(retryable: false)
         }
@@ -67,6 +73,8 @@ public struct Command: Sendable, Equatable {
         case 0xB000: return "warning \(code): coercion of data elements"
         case 0xB007: return "warning \(code): data set does not match SOP class"
         case 0xB006: return "warning \(code): elements discarded"
+        case 0x0001, 0x0107, 0x0116, 0xB000...0xBFFF: return "warning \(code)"
+        case 0xFE00: return "cancelled \(code)"
         case 0xA700...0xA7FF: return "refused \(code): out of resources"
         case 0xA900...0xA9FF: return "refused \(code): data set does not match SOP class"
         case 0xC000...0xCFFF: return "refused \(code): cannot understand"

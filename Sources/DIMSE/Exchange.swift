@@ -128,6 +128,13 @@ public struct VerificationAcceptor: Sendable {
             if request.applicationContext != dicomApplicationContext { return reject(.applicationContextNotSupported()) }
             if request.calledAE != aeTitle { return reject(.calledAENotRecognised()) }
             if let callers, !callers.contains(request.callingAE) { return reject(.callingAENotRecognised()) }
+            // Presentation context ids are odd and each used once (PS3.8 §9.3.2.2): a request
+            // that breaks this is aborted as an invalid parameter value.
+            let ids = request.contexts.map(\.id)
+            if ids.contains(where: { $0 % 2 == 0 }) || Set(ids).count != ids.count {
+                closed = true
+                return [.abort(AssociateAbort(source: 2, reason: 6))]
+            }
             var results: [AcceptedContext] = []
             for context in request.contexts {
                 if context.abstractSyntax != Command.verificationSOPClass {

@@ -8,6 +8,15 @@ import DIMSE
 /// a pure exchange (`EchoRequester`) asks for, every read under the deadline (the ARTIM timer's
 /// job, PS3.8 §9.1.5: a peer that stalls mid-PDU ends the association, never the caller's
 /// thread). TLS for DIMSE comes with the C-STORE SCP (issue 26).
+/// CLOCK_MONOTONIC seconds (Transport does not depend on Platform).
+enum MonotonicSeconds {
+    static var now: Double {
+        var time = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+}
+
 public enum DIMSEAssociation {
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -47,11 +56,16 @@ public enum DIMSEAssociation {
         }
     }
 
+    /// The next whole PDU, within `timeout` seconds for all of it: a peer that trickles a byte
+    /// now and then does not keep the association for ever.
     static func next(_ reader: inout PDUReader, on fd: Int32, timeout: Double) throws -> PDU {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        let deadline = MonotonicSeconds.now + timeout
         while true {
             if let pdu = try reader.next() { return pdu }
-            try wait(fd, for: Int16(POLLIN), timeout: timeout, doing: "waiting for the peer")
+            let left = deadline - MonotonicSeconds.now
+            guard left > 0 else { throw Failure("no answer within \(timeout) s while waiting for the peer") }
+            try wait(fd, for: Int16(POLLIN), timeout: left, doing: "waiting for the peer", reported: timeout)
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n < 0 {
                 if errno == EINTR || errno == EAGAIN { continue }
@@ -67,12 +81,12 @@ public enum DIMSEAssociation {
         }
     }
 
-    static func wait(_ fd: Int32, for events: Int16, timeout: Double, doing what: String) throws {
+    static func wait(_ fd: Int32, for events: Int16, timeout: Double, doing what: String, reported: Double? = nil) throws {
         var entry = pollfd(fd: fd, events: events, revents: 0)
         while true {
             let ready = poll(&entry, 1, Int32(max(1, timeout * 1000)))
             if ready > 0 { return }
-            if ready == 0 { throw Failure("no answer within \(timeout) s while \(what)") }
+            if ready == 0 { throw Failure("no answer within \(reported ?? timeout) s while \(what)") }
             if errno != EINTR { throw Failure("poll failed: \(String(cString: strerror(errno)))") }
         }
     }
@@ -156,10 +170,12 @@ extension DIMSEAssociation {
     /// presentation contexts proposed from the items' SOP classes and stored transfer syntaxes
     /// (sent as stored, never converted), each data set streamed from its file in fragments
     /// the node takes (memory flat in file size), each answer read before the next.
-    /// Throws only when the association itself fails; per-file outcomes are in the results.
+    /// Per-file outcomes are in the results; when the association fails part way, the results
+    /// so far come with the failure (which files were stored is never lost), and an A-ABORT is
+    /// sent before the connection closes. Throws only when no association was made.
     public static func store(
         _ items: [StoreItem], host: String, port: UInt16, called: String, calling: String, timeout: Double, maximumLength: UInt32 = 65_536
-    ) throws -> [StoreResult] {
+    ) throws -> (results: [StoreResult], failure: String?) {
         // One context per (SOP class, stored transfer syntax); at most 128 (odd ids 1 ... 255).
         var keys: [String] = []
         var contexts: [ProposedContext] = []
@@ -186,28 +202,38 @@ extension DIMSEAssociation {
         }
         var results: [StoreResult] = []
         var messageID: UInt16 = 0
-        for item in items {
-            let key = item.sopClass + "\u{1}" + item.transferSyntax
-            let proposed = contexts[keys.firstIndex(of: key)!]
-            guard let context = accept.contexts.first(where: { $0.id == proposed.id }), context.result == .acceptance else {
-                results.append(StoreResult(item: item, status: nil, reason: "the node does not accept \(item.sopClass) in \(item.transferSyntax)"))
-                continue
+        do {
+            for item in items {
+                let key = item.sopClass + "\u{1}" + item.transferSyntax
+                let proposed = contexts[keys.firstIndex(of: key)!]
+                // Accepted, in the transfer syntax the data set is stored in (it is never converted).
+                guard let context = accept.contexts.first(where: { $0.id == proposed.id }), context.result == .acceptance,
+                    context.transferSyntax == item.transferSyntax
+                else {
+                    results.append(StoreResult(item: item, status: nil, reason: "the node does not accept \(item.sopClass) in \(item.transferSyntax)"))
+                    continue
+                }
+                messageID &+= 1
+                let command = Command.storeRequest(messageID: messageID, sopClass: item.sopClass, sopInstance: item.sopInstance)
+                try send(dataPDUs(contextID: context.id, isCommand: true, command.encoded(), maximumLength: accept.userInformation.maximumLength), on: fd, timeout: timeout)
+                try streamDataSet(item, contextID: context.id, maximumLength: accept.userInformation.maximumLength, on: fd, timeout: timeout)
+                let response = try readCommand(&reader, contextID: context.id, on: fd, timeout: timeout)
+                guard response.field == .storeResponse, response.respondingTo == messageID else {
+                    throw Failure("the node answered C-STORE with \(response.field) for message \(response.respondingTo.map(String.init) ?? "?")")
+                }
+                let status = response.status ?? 0xFFFF
+                results.append(StoreResult(item: item, status: status, reason: Command.words(ofStoreStatus: status)))
             }
-            messageID &+= 1
-            let command = Command.storeRequest(messageID: messageID, sopClass: item.sopClass, sopInstance: item.sopInstance)
-            try send(dataPDUs(contextID: context.id, isCommand: true, command.encoded(), maximumLength: accept.userInformation.maximumLength), on: fd, timeout: timeout)
-            try streamDataSet(item, contextID: context.id, maximumLength: accept.userInformation.maximumLength, on: fd, timeout: timeout)
-            let response = try readCommand(&reader, contextID: context.id, on: fd, timeout: timeout)
-            guard response.field == .storeResponse, response.respondingTo == messageID else {
-                throw Failure("the node answered C-STORE with \(response.field) for message \(response.respondingTo.map(String.init) ?? "?")")
-            }
-            let status = response.status ?? 0xFFFF
-            results.append(StoreResult(item: item, status: status, reason: Command.words(ofStoreStatus: status)))
+        } catch {
+            // The association is broken: say so to the node (A-ABORT, PS3.8 §9.3.8), keep what
+            // was answered.
+            try? send([.abort(AssociateAbort(source: 0, reason: 0))], on: fd, timeout: min(timeout, 1))
+            return (results, "\(error)")
         }
         try send([.releaseRequest], on: fd, timeout: timeout)
         // A node that closes without its release response has still answered every instance.
         if case .releaseResponse? = try? next(&reader, on: fd, timeout: timeout) {}
-        return results
+        return (results, nil)
     }
 
     /// The data set, from its file, in fragments of what the node takes.
@@ -241,6 +267,7 @@ extension DIMSEAssociation {
             switch try next(&reader, on: fd, timeout: timeout) {
             case .data(let values):
                 for value in values {
+                    guard value.contextID == contextID else { throw Failure("the node answered on presentation context \(value.contextID), not \(contextID)") }
                     guard value.isCommand else { throw Failure("the node sent a data set where a response was due") }
                     bytes += value.fragment
                     if value.isLast { return try Command.decode(bytes) }

@@ -492,6 +492,17 @@ extension CoordinatorTests {
         let atASPH = try identity("ASPH")
         #expect(atASPH.status == 200 && (atASPH.object["identifiers"] as? [Any])?.isEmpty == true, "never seen at ASPH: none, and not RSCH's or UHSX's: \(atASPH)")
         #expect(try identity("RSCH", "9990000019").status == 400, "fails Modulus 11")
+        // RSCH announces R123 for another patient too: a conflict. ASPH asking about that patient
+        // hears 409 and the conflict's kind, never RSCH's number.
+        let other = "9990000026"
+        try Self.study(rsch.watch, seed: 93, nhs: other, date: Self.daysAgo(10), trust: "RSCH", extra: ["--patient-id", "R123"])
+        var conflicted: (status: Int, object: [String: Any]) = (0, [:])
+        #expect(try AgentSite.eventually(within: 30, "the conflict at the coordinator", logs: [rsch]) {
+            conflicted = try identity("ASPH", other)
+            return conflicted.status == 409
+        })
+        let body = String(decoding: try JSONSerialization.data(withJSONObject: conflicted.object), as: UTF8.self)
+        #expect(!body.contains("R123") && body.contains("local-id"), "\(body)")
         let audit = (try? String(contentsOfFile: coordinator.audit, encoding: .utf8)) ?? ""
         #expect(audit.contains("/identity") && audit.contains("\"who\":\"ASPH\""), "each identity lookup audited")
     }

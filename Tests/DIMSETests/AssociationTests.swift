@@ -87,6 +87,26 @@ struct AssociationTests {
         #expect(response.field == .echoResponse && response.respondingTo == 9 && response.status == 0)
     }
 
+    @Test(arguments: [[UInt8(2)], [1, 1]])
+    func evenOrRepeatedContextIDsAreAnInvalidRequest(ids: [UInt8]) {
+        var acceptor = VerificationAcceptor(aeTitle: "A", callers: nil, maximumLength: 16_384)
+        let request = AssociateRequest(
+            calledAE: "A", callingAE: "B", contexts: ids.map { ProposedContext(id: $0, abstractSyntax: Command.verificationSOPClass, transferSyntaxes: [TransferSyntax.implicitLittle]) },
+            userInformation: UserInformation(maximumLength: 0, implementationClassUID: "1.2.3", implementationVersionName: nil))
+        #expect(acceptor.receive(.associateRequest(request)) == [.abort(AssociateAbort(source: 2, reason: 6))] && acceptor.closed)
+    }
+
+    @Test(arguments: [(0x0000, "success"), (0xB000, "warning"), (0xB00A, "warning"), (0x0107, "warning"), (0xA701, "retry"), (0xA900, "fail"), (0xC000, "fail"), (0xFE00, "fail"), (0x0122, "fail")])
+    func cStoreStatusesAreClassedAsPS3_7Says(status: Int, expected: String) {
+        let outcome = Command.outcome(ofStoreStatus: UInt16(status))
+        switch expected {
+        case "success": #expect(outcome == .success && outcome.stored)
+        case "warning": #expect(outcome == .warning && outcome.stored)
+        case "retry": #expect(outcome == .failure(retryable: true) && !outcome.stored)
+        default: #expect(outcome == .failure(retryable: false) && !outcome.stored)
+        }
+    }
+
     @Test func aPDUOutOfTurnIsAbortedNotAnswered() {
         var acceptor = VerificationAcceptor(aeTitle: "A", callers: nil, maximumLength: 16_384)
         // Data before any association.

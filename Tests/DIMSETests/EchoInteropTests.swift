@@ -58,6 +58,34 @@ struct EchoInteropTests {
         } throws: { "\($0)".contains("cannot connect") }
     }
 
+    /// A peer that sends a byte now and then, never a whole PDU: the deadline is for the PDU.
+    @Test func aPeerThatTricklesBytesEndsAtTheDeadlineForTheWholePDU() throws {
+        let (fd, port) = Self.boundSocket()
+        defer { close(fd) }
+        listen(fd, 4)
+        let trickler = Thread {
+            let peer = accept(fd, nil, nil)
+            guard peer >= 0 else { return }
+            defer { close(peer) }
+            // An A-ASSOCIATE-AC header announcing 200 bytes, then a byte every 0.2 s.
+            var header: [UInt8] = [0x02, 0x00, 0x00, 0x00, 0x00, 0xC8]
+            _ = send(peer, &header, header.count, Int32(MSG_NOSIGNAL))
+            for _ in 0..<20 {
+                Thread.sleep(forTimeInterval: 0.2)
+                var byte: UInt8 = 0
+                guard send(peer, &byte, 1, Int32(MSG_NOSIGNAL)) == 1 else { return }
+            }
+        }
+        trickler.start()
+        #expect {
+            _ = try DIMSEAssociation.echo(host: "127.0.0.1", port: port, called: "X", calling: "CONSORT", timeout: 1)
+        } throws: {
+            // Bytes came every 0.2 s: a deadline per read would never have ended it (it would
+            // have ended at the peer's close, 4 s on, "in the middle of a PDU").
+            "\($0)".contains("no answer within 1.0 s while waiting for the peer")
+        }
+    }
+
     @Test func aPeerThatNeverAnswersEndsAtTheDeadline() throws {
         // A listening socket that accepts into its backlog and never speaks.
         let (fd, port) = Self.boundSocket()

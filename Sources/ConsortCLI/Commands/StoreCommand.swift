@@ -74,16 +74,22 @@ enum StoreCommand {
         let target = "\(node.ae)@\(node.host):\(node.port)"
         let started = Date()
         let results: [DIMSEAssociation.StoreResult]
+        let broken: String?
         do {
-            results = try DIMSEAssociation.store(items, host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout)
+            (results, broken) = try DIMSEAssociation.store(items, host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout)
         } catch {
             standardError.line("consort store: \(target): \(error)")
             return .someFailed
         }
+        if let broken {
+            // What was answered before the association broke is said below; the rest was not sent.
+            standardError.line("consort store: \(target): the association failed after \(results.count) of \(items.count) files: \(broken)")
+            failed += items.count - results.count
+        }
         var stored = 0
         var bytes = 0
         for result in results {
-            let ok = result.status.map { Command.outcome(ofStoreStatus: $0) != .failure(retryable: true) && Command.outcome(ofStoreStatus: $0) != .failure(retryable: false) } ?? false
+            let ok = result.status.map { Command.outcome(ofStoreStatus: $0).stored } ?? false
             if ok {
                 stored += 1
                 bytes += result.item.size
