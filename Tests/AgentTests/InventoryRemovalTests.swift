@@ -112,4 +112,55 @@ struct InventoryRemovalTests {
         #expect(try store.pathsTaken(under: "/archive2", before: 11, limit: 10) == [items[5].path])
         #expect(try store.pathsTaken(under: "/archive2", before: 10, limit: 10).isEmpty)
     }
+
+    @Test func aReceivedCopyFiledIntoAWatchedArchiveFolderKeepsItsInstanceWhenTheInboundCopyLeaves() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        // Received from RSCH (pushed on), then filed by the PACS into a watched archive folder:
+        // the archive copy gets its `files` row, the instance stays at the inbound copy.
+        let received = (1...2).map { Self.taken("1.2.826.0.7.\($0)", study: "8.8", size: 100 * $0, origin: "RSCH", folder: "/inbound") }
+        try store.record(taken: received, problems: [], now: 10)
+        try store.markAnnounced([("8.8", 2)])
+        let filed = received.map { item in
+            var copy = item
+            copy.path = item.path.replacingOccurrences(of: "/inbound/", with: "/archive/")
+            copy.origin = "local"
+            copy.size += 1
+            copy.jobs = []
+            return copy
+        }
+        try store.record(taken: filed, problems: [], now: 11)
+        // The PACS deletes the inbound copies: the instances are held at the archive's.
+        let forgotten = try store.forget(paths: received.map(\.path), now: 12, present: { $0.hasPrefix("/archive/") })
+        #expect(forgotten.instances == 0 && forgotten.withdrawn.isEmpty && forgotten.shrunk.isEmpty && forgotten.kept == 2)
+        #expect(try store.pendingWithdrawals(limit: 10).isEmpty)
+        #expect(try store.paths(ofStudy: "8.8").sorted() == filed.map(\.path))
+        #expect(try store.origins(of: filed.map(\.sop)).values.allSatisfy { $0 == "local" })
+        let counts = try store.counts()
+        #expect((counts.studies, counts.instances, counts.receivedInstances, counts.bytes) == (1, 2, 0, 302))
+        let push = try #require(try store.jobs().first { $0.study == "8.8" })
+        #expect(push.refused == 0 && push.total == 2)
+        try SpoolCountsTests.expectConsistent(path)
+        try Self.expectTotalsConsistent(path)
+        // The archive copies leave too: now the study goes, and is withdrawn.
+        let gone = try store.forget(paths: filed.map(\.path), now: 13, present: { _ in false })
+        #expect(gone.instances == 2 && gone.withdrawn == ["8.8"])
+        try Self.expectTotalsConsistent(path)
+    }
+
+    @Test func aReceivedCopyWhoseOtherCopyIsNotOnDiskIsForgotten() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        let item = Self.taken("1.2.826.0.8.1", study: "9.9", size: 10, origin: "RSCH", folder: "/inbound")
+        var filed = item
+        filed.path = "/archive/9.9/1.2.826.0.8.1.dcm"
+        filed.origin = "local"
+        filed.jobs = []
+        try store.record(taken: [item], problems: [], now: 10)
+        try store.record(taken: [filed], problems: [], now: 11)
+        #expect(try store.forget(paths: [item.path], now: 12, present: { _ in false }).withdrawn == ["9.9"])
+        try Self.expectTotalsConsistent(path)
+    }
 }

@@ -139,8 +139,5 @@ extension AgentDaemon {
 
     /// False only when the disk says the path is not there: a file that cannot be checked (a
     /// folder unreadable for a moment) is not forgotten.
-    static func exists(_ path: String) -> Bool {
-        var info = stat()
-        return lstat(path, &info) == 0 || (errno != ENOENT && errno != ENOTDIR)
-    }
+    static func exists(_ path: String) -> Bool { AgentStore.isOnDisk(path) }
 }
