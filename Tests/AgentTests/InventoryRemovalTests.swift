@@ -163,4 +163,32 @@ struct InventoryRemovalTests {
         #expect(try store.forget(paths: [item.path], now: 12, present: { _ in false }).withdrawn == ["9.9"])
         try Self.expectTotalsConsistent(path)
     }
+
+    @Test(arguments: [
+        // (known, missing, the root lists something, refused)
+        (2, 2, false, true),  // an empty or missing root: an unmounted share
+        (2, 1, false, true),
+        (30, 0, false, false),  // nothing to forget
+        (30, 16, true, true),  // most of a root's files gone at once
+        (30, 15, true, false),
+        (20, 20, true, false),  // few files: a study deleted whole is forgotten
+        (2, 2, true, false),
+    ])
+    func aSweepForgetsNothingUnderAnEmptyRootOrWhenMostOfItsFilesAreGone(known: Int, missing: Int, rootHasEntries: Bool, refused: Bool) {
+        let refusal = AgentDaemon.sweepRefusal(root: "/mnt/pacs", known: known, missing: missing, rootHasEntries: rootHasEntries)
+        #expect((refusal != nil) == refused)
+        if let refusal { #expect(refusal.hasPrefix("not forgetting \(missing) of \(known) files under /mnt/pacs: an unmounted share?")) }
+    }
+
+    @Test func aRootListsSomethingOnlyWhenItIsThereAndNotEmpty() throws {
+        let folder = NSTemporaryDirectory() + "consort-root-\(UUID().uuidString)"
+        #expect(!AgentDaemon.hasEntries(folder))
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        #expect(!AgentDaemon.hasEntries(folder))
+        try FileManager.default.createDirectory(atPath: folder + "/.staging", withIntermediateDirectories: true)
+        #expect(!AgentDaemon.hasEntries(folder), "the agent's own staging folder is not a file of the share")
+        try Data().write(to: URL(fileURLWithPath: folder + "/a.dcm"))
+        #expect(AgentDaemon.hasEntries(folder))
+    }
 }

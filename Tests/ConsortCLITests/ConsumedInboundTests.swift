@@ -110,7 +110,8 @@ struct ConsumedInboundTests {
     }
 
     /// The inventory checked against the disk at start: a received study deleted while the agent
-    /// was down is forgotten and withdrawn when it starts again.
+    /// was down is forgotten and withdrawn when it starts again — but not while the folder is
+    /// empty (an unmounted share looks the same): then nothing is forgotten, and an error says so.
     @Test func aStudyConsumedWhileTheAgentWasDownIsWithdrawnAtStart() throws {
         let pushed = try PushedStudy(seed: 93, instances: 2)
         defer { pushed.stop() }
@@ -118,6 +119,15 @@ struct ConsumedInboundTests {
         #expect(pushed.waitUntilHeldByBoth())
         uhsx.stop()
         try FileManager.default.removeItem(atPath: uhsx.inbound + "/" + prior)
+        try uhsx.start()
+        #expect(AgentSite.eventually(within: 30, "the sweep of the emptied inbound refused", logs: [uhsx]) {
+            uhsx.log.contains("not forgetting 2 of 2 files under ") && uhsx.log.contains("an unmounted share?")
+        })
+        #expect(try Self.inventory(uhsx) == (1, 2))
+        #expect(Self.holders(of: prior, asking: asph) == ["RSCH", "UHSX"])
+        // The folder holds something again (another study the PACS has not filed yet).
+        uhsx.stop()
+        try FileManager.default.createDirectory(atPath: uhsx.inbound + "/1.2.3.4", withIntermediateDirectories: true)
         try uhsx.start()
         #expect(try AgentSite.eventually(within: 30, "UHSX's inventory drops the study at start", logs: [uhsx]) { try Self.inventory(uhsx) == (0, 0) })
         #expect(AgentSite.eventually(within: 30, "the registry no longer lists UHSX as a holder", logs: [uhsx]) {

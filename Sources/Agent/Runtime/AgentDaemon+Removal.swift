@@ -45,8 +45,25 @@ extension AgentDaemon {
 
     /// The inventory's files under `root` checked against the disk, page by page; those gone are
     /// forgotten. Run after each catch-up scan (the scan finds what arrived, this what left).
+    /// A first pass counts: a root missing or empty while the inventory holds files under it, or
+    /// a sweep that would forget most of a root's files (an NFS or SMB share not mounted, a
+    /// mount point left empty), forgets nothing and says so (`sweepRefusal`).
     func sweep(_ root: String, log removalLog: Logger) {
+        var known = 0
+        var missingCount = 0
         var cursor: String?
+        while !stopping.isSet {
+            guard let page = try? store.knownPaths(under: root, after: cursor, limit: 1000), let last = page.last else { break }
+            known += page.count
+            missingCount += page.filter { !Self.exists($0) }.count
+            cursor = last
+        }
+        guard missingCount > 0, !stopping.isSet else { return }
+        if let refusal = Self.sweepRefusal(root: root, known: known, missing: missingCount, rootHasEntries: Self.hasEntries(root)) {
+            removalLog.error(refusal, ["root": root, "files": known, "missing": missingCount])
+            return
+        }
+        cursor = nil
         var missing: [String] = []
         while !stopping.isSet {
             guard let page = try? store.knownPaths(under: root, after: cursor, limit: 1000), let last = page.last else { break }
@@ -58,6 +75,37 @@ extension AgentDaemon {
             }
         }
         if !missing.isEmpty { forgetGone(missing, why: "not found by the sweep of \(root)", log: removalLog) }
+    }
+
+    /// Why a sweep of `root` that found `missing` of the inventory's `known` files under it gone
+    /// must forget none of them, or nil when it may: the root missing or empty (nothing under it
+    /// while the inventory holds files there), or more than half of more than 20 files gone at
+    /// once. A share that is not mounted looks exactly like every file deleted; forgetting would
+    /// withdraw every study held there.
+    static func sweepRefusal(root: String, known: Int, missing: Int, rootHasEntries: Bool) -> String? {
+        guard missing > 0 else { return nil }
+        if !rootHasEntries {
+            return "not forgetting \(missing) of \(known) files under \(root): an unmounted share? The folder is missing or empty; "
+                + "nothing under it is forgotten until it holds files again (remove its files from the inventory by hand if it is gone for good)"
+        }
+        if known > 20 && missing * 2 > known {
+            return "not forgetting \(missing) of \(known) files under \(root): an unmounted share? More than half its files are gone at once; "
+                + "nothing under it is forgotten this time (the next sweep checks again)"
+        }
+        return nil
+    }
+
+    /// Whether `folder` is there and holds at least one entry not hidden (false also when it
+    /// cannot be read: its files cannot be told gone then). Hidden names are the agent's own
+    /// (`inbound/.staging`, made again at each start) or skipped by the watchers.
+    static func hasEntries(_ folder: String) -> Bool {
+        guard let dir = opendir(folder) else { return false }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if !name.hasPrefix(".") { return true }
+        }
+        return false
     }
 
     /// Whether the inbound folder is inside a watched folder (its files' leaving is then
