@@ -87,6 +87,10 @@ struct ConsumedInboundTests {
             Self.holders(of: prior, asking: asph) == ["RSCH"]
         })
         #expect(uhsx.log.contains("withdrawn from the registry"), "\(uhsx.log)")
+        // Audited: the files forgotten (which study, why) and the withdrawal sent.
+        let audit = TrustBoundaryTests.audit(uhsx.state + "/audit.log")
+        #expect(audit.contains { $0["action"] as? String == "forget" && $0["study"] as? String == prior && ($0["why"] as? String ?? "").hasPrefix("left the disk") }, "\(audit)")
+        #expect(audit.contains { $0["action"] as? String == "withdraw" && $0["study"] as? String == prior }, "\(audit)")
         // A retrieve of it from UHSX: 404, not 500 (which a requester counts against UHSX).
         let cert = try pushed.consortium.pki.site("ASPH")
         let retrieve = try Run.program("/usr/bin/curl", [
@@ -152,5 +156,9 @@ struct ConsumedInboundTests {
             Self.holders(of: prior, asking: asph) == ["RSCH"]
         })
         #expect(uhsx.log.contains("past inbound-keep"), "\(uhsx.log)")
+        let audit = TrustBoundaryTests.audit(uhsx.state + "/audit.log")
+        #expect(audit.contains { $0["action"] as? String == "delete" && $0["why"] as? String == "inbound-keep" }, "\(audit)")
+        #expect(audit.contains { $0["action"] as? String == "forget" && $0["study"] as? String == prior && $0["why"] as? String == "inbound-keep" }, "\(audit)")
+        #expect(audit.contains { $0["action"] as? String == "withdraw" && $0["study"] as? String == prior }, "\(audit)")
     }
 }

@@ -1,4 +1,5 @@
 import ArchiveWatch
+import Audit
 import Foundation
 import Platform
 
@@ -36,10 +37,28 @@ extension AgentDaemon {
                      "shrunk": forgotten.shrunk.joined(separator: ",")])
                 announcer?.nudge()
             }
+            if forgotten.instances > 0 || forgotten.kept > 0 { auditForgotten(forgotten, files: missing.count, why: why, log: removalLog) }
             return forgotten
         } catch {
             removalLog.error("cannot forget files that left the disk (the inventory still lists them; the next sweep tries again)", ["files": missing.count, "error": error])
             return AgentStore.Forgotten()
+        }
+    }
+
+    /// One audit record a batch forgotten: which studies, how much, and why ("inbound-keep", or
+    /// "left the disk" with how it was noticed).
+    func auditForgotten(_ forgotten: AgentStore.Forgotten, files: Int, why: String, log removalLog: Logger) {
+        var detail = "\(files) files, \(forgotten.instances) instances (\(forgotten.bytes) bytes) forgotten"
+        if !forgotten.withdrawn.isEmpty { detail += "; studies withdrawn: " + forgotten.withdrawn.joined(separator: ",") }
+        if !forgotten.shrunk.isEmpty { detail += "; studies left with part: " + forgotten.shrunk.joined(separator: ",") }
+        if forgotten.kept > 0 { detail += "; \(forgotten.kept) instances kept at another copy on disk" }
+        let studies = forgotten.withdrawn + forgotten.shrunk
+        do {
+            try audit.record(AuditEntry(
+                who: configuration.trust, action: "forget", study: studies.count == 1 ? studies[0] : nil,
+                why: why == "past inbound-keep" ? "inbound-keep" : "left the disk: " + why, detail: detail))
+        } catch {
+            removalLog.error("cannot audit files forgotten", ["detail": detail, "error": error])
         }
     }
 
@@ -167,7 +186,16 @@ extension AgentDaemon {
                 }
                 folders.insert((path as NSString).deletingLastPathComponent)
             }
-            if removed > 0 { removalLog.info("received copies removed from inbound: past inbound-keep", ["files": removed, "keep": ConfigurationParser.formatSeconds(keep)]) }
+            if removed > 0 {
+                removalLog.info("received copies removed from inbound: past inbound-keep", ["files": removed, "keep": ConfigurationParser.formatSeconds(keep)])
+                do {
+                    try audit.record(AuditEntry(
+                        who: configuration.trust, action: "delete", why: "inbound-keep",
+                        detail: "\(removed) received copies removed from \(configuration.inbound), kept \(ConfigurationParser.formatSeconds(keep))"))
+                } catch {
+                    removalLog.error("cannot audit received copies removed past inbound-keep", ["files": removed, "error": error])
+                }
+            }
             let forgotten = forgetGone(due, why: "past inbound-keep", log: removalLog)
             for folder in folders where folder != configuration.inbound { rmdir(folder) }  // only if empty
             if forgotten.instances == 0 && due.allSatisfy(Self.exists) { return }  // none could go: wait for the next turn
