@@ -15,6 +15,13 @@ struct InventoryRemovalTests {
         return item
     }
 
+    /// A file no job has still to send (`inbound-keep` may remove it).
+    static func unsent(_ sop: String, study: String, folder: String) -> AgentStore.Taken {
+        var item = taken(sop, study: study, size: 1, origin: "RSCH", folder: folder)
+        item.jobs = []
+        return item
+    }
+
     /// The inventory's kept totals and each study's counts against a count of the rows.
     static func expectTotalsConsistent(_ path: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let db = try Database(path: path, readOnly: true)
@@ -97,7 +104,7 @@ struct InventoryRemovalTests {
         defer { SpoolCountsTests.remove(path) }
         let store = try AgentStore(path: path)
         let items = (1...5).map { Self.taken("1.2.826.0.6.\($0)", study: "4.4", size: 1, origin: "local", folder: "/archive") }
-            + [Self.taken("1.2.826.0.6.9", study: "4.5", size: 1, origin: "local", folder: "/archive2")]
+            + [Self.unsent("1.2.826.0.6.9", study: "4.5", folder: "/archive2")]
         try store.record(taken: items, problems: [], now: 10)
         var seen: [String] = []
         var cursor: String?
@@ -162,6 +169,19 @@ struct InventoryRemovalTests {
         try store.record(taken: [filed], problems: [], now: 11)
         #expect(try store.forget(paths: [item.path], now: 12, present: { _ in false }).withdrawn == ["9.9"])
         try Self.expectTotalsConsistent(path)
+    }
+
+    @Test func inboundKeepSkipsCopiesAPendingJobHasStillToSend() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        let pushed = Self.taken("1.2.826.0.9.1", study: "3.3", size: 10, origin: "RSCH", folder: "/inbound")
+        let kept = Self.unsent("1.2.826.0.9.2", study: "3.4", folder: "/inbound")
+        try store.record(taken: [pushed, kept], problems: [], now: 10)
+        #expect(try store.pathsTaken(under: "/inbound", before: 11, limit: 10) == [kept.path])
+        let db = try Database(path: path)
+        try db.prepare("UPDATE job_instances SET state = 'acknowledged'").run([])
+        #expect(try store.pathsTaken(under: "/inbound", before: 11, limit: 10).sorted() == [pushed.path, kept.path].sorted())
     }
 
     @Test(arguments: [

@@ -139,13 +139,17 @@ extension AgentStore {
         }
     }
 
-    /// Paths under `root` recorded before `cutoff` (the time they were taken): what
-    /// `inbound-keep` removes.
+    /// Paths under `root` recorded before `cutoff` (the time they were taken), but for those a
+    /// pending job has still to send: what `inbound-keep` removes.
     public func pathsTaken(under root: String, before cutoff: Double, limit: Int) throws -> [String] {
         let prefix = root.hasSuffix("/") ? root : root + "/"
         let end = String(prefix.dropLast()) + "0"
         return try read {
-            try db.prepare("SELECT path FROM files WHERE path > ?1 AND path < ?2 AND taken < ?3 LIMIT ?4")
+            // A copy still to be sent on (a pending job instance) is kept until it is sent.
+            try db.prepare("""
+                SELECT path FROM files WHERE path > ?1 AND path < ?2 AND taken < ?3
+                AND path NOT IN (SELECT path FROM job_instances WHERE state = 'pending') LIMIT ?4
+                """)
                 .rows([.text(prefix), .text(end), .real(cutoff), .integer(Int64(limit))]) { $0.text(0) ?? "" }
         }
     }
