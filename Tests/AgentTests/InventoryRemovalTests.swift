@@ -184,6 +184,18 @@ struct InventoryRemovalTests {
         #expect(try store.pathsTaken(under: "/inbound", before: 11, limit: 10).sorted() == [pushed.path, kept.path].sorted())
     }
 
+    @Test func aPathWrittenAgainBeforeTheTransactionIsNotForgotten() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        let item = Self.taken("1.2.826.0.10.1", study: "2.2", size: 10, origin: "RSCH", folder: "/inbound")
+        try store.record(taken: [item], problems: [], now: 10)
+        // The caller found it gone; fetched again to the same path before the forgetting.
+        #expect(try store.forget(paths: [item.path], now: 11, present: { $0 == item.path }) == AgentStore.Forgotten())
+        #expect(try store.study("2.2")?.instances == 1 && store.pendingWithdrawals(limit: 10).isEmpty)
+        #expect(try store.knownPaths(at: item.path) == [item.path])
+    }
+
     @Test(arguments: [
         // (known, missing, the root lists something, refused)
         (2, 2, false, true),  // an empty or missing root: an unmounted share

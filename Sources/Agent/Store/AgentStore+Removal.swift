@@ -16,7 +16,8 @@ import SQLite
 /// loses it); a study left with part is announced again with its new count (its `announced` no
 /// longer equals its `instances`). An instance another copy of which is still on disk (a `files`
 /// row of the same SOP Instance UID at another path) is kept and held at that copy instead, as
-/// the archive's. The caller checks the disk first: this trusts the paths.
+/// the archive's. The caller checks the disk first; each path is checked again inside the
+/// transaction, and one there again is kept.
 extension AgentStore {
     static let withdrawalSchema = """
         CREATE TABLE IF NOT EXISTS withdrawals (study TEXT PRIMARY KEY, queued REAL NOT NULL) WITHOUT ROWID;
@@ -37,7 +38,8 @@ extension AgentStore {
     }
 
     /// Forgets the files at `paths` and the instances held there (see the type's contract).
-    /// `present`: whether a path is on disk now (another copy of an instance is kept only if so).
+    /// `present`: whether a path is on disk now (a path there again is not forgotten; another copy
+    /// of an instance is kept only if so).
     @discardableResult
     public func forget(paths: [String], now: Double, present: (String) -> Bool = AgentStore.isOnDisk) throws -> Forgotten {
         guard !paths.isEmpty else { return Forgotten() }
@@ -60,6 +62,9 @@ extension AgentStore {
             let leaving = Set(paths)
             var studies = Set<String>()
             for path in leaving {
+                // Checked again inside the transaction: a file written again at the path since
+                // the caller looked (a study fetched again) is kept; its own event takes it.
+                if present(path) { continue }
                 let sop = try file.first([.text(path)]) { $0.text(0) } ?? nil
                 try dropFile.run([.text(path)])
                 guard let sop, let held = try instance.first([.text(sop), .text(path)], { ($0.text(0) ?? "", $0.int(1), $0.text(2) ?? "local") }) else { continue }
