@@ -158,7 +158,8 @@ struct ConsumedInboundTests {
         #expect(uhsx.log.contains("past inbound-keep"), "\(uhsx.log)")
         let audit = TrustBoundaryTests.audit(uhsx.state + "/audit.log")
         #expect(audit.contains { $0["action"] as? String == "delete" && $0["why"] as? String == "inbound-keep" }, "\(audit)")
-        #expect(audit.contains { $0["action"] as? String == "forget" && $0["study"] as? String == prior && $0["why"] as? String == "inbound-keep" }, "\(audit)")
+        // Forgotten by inbound-keep, or by the inbound watcher seeing the removal first.
+        #expect(audit.contains { $0["action"] as? String == "forget" && $0["study"] as? String == prior }, "\(audit)")
         #expect(audit.contains { $0["action"] as? String == "withdraw" && $0["study"] as? String == prior }, "\(audit)")
     }
 }
