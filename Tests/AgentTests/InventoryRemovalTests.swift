@@ -223,4 +223,26 @@ struct InventoryRemovalTests {
         try Data().write(to: URL(fileURLWithPath: folder + "/a.dcm"))
         #expect(AgentDaemon.hasEntries(folder))
     }
+
+    @Test func inboundKeepRemovesACopyOnlyIfItStillHasTheSizeAndTimeRecorded() throws {
+        let folder = NSTemporaryDirectory() + "consort-keep-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let file = folder + "/a.dcm"
+        try Data("DICM".utf8).write(to: URL(fileURLWithPath: file))
+        let mtime = AgentDaemon.mtime(file)
+        #expect(AgentDaemon.unchanged(file, size: 4, mtime: mtime))
+        #expect(!AgentDaemon.unchanged(file, size: 5, mtime: mtime), "fetched again: another size")
+        #expect(!AgentDaemon.unchanged(file, size: 4, mtime: mtime - 10), "fetched again: another time")
+        #expect(AgentDaemon.unchanged(folder + "/gone.dcm", size: 4, mtime: mtime), "gone: nothing to keep")
+        // The store's page of due files carries what was recorded, after a cursor.
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        let items = (1...3).map { Self.unsent("1.2.826.0.11.\($0)", study: "1.1", folder: "/inbound") }
+        try store.record(taken: items, problems: [], now: 10)
+        let first = try store.filesTaken(under: "/inbound", before: 11, after: nil, limit: 2)
+        #expect(first.map(\.path) == items.prefix(2).map(\.path) && first.allSatisfy { $0.size == 1 && $0.mtime == 1 })
+        #expect(try store.filesTaken(under: "/inbound", before: 11, after: first.last?.path, limit: 2).map(\.path) == [items[2].path])
+    }
 }

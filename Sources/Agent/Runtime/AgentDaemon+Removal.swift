@@ -174,11 +174,18 @@ extension AgentDaemon {
     /// `inbound-keep`: received copies recorded more than `keep` seconds ago are removed from
     /// `inbound` (and their emptied study folders), then forgotten and withdrawn.
     func expireInbound(olderThan keep: Double, log removalLog: Logger) {
+        var cursor: String?
         while !stopping.isSet {
-            guard let due = try? store.pathsTaken(under: configuration.inbound, before: clock.now - keep, limit: 1000), !due.isEmpty else { return }
+            guard let page = try? store.filesTaken(under: configuration.inbound, before: clock.now - keep, after: cursor, limit: 1000), let last = page.last else { return }
+            cursor = last.path
+            let due = page.map(\.path)
             var folders = Set<String>()
             var removed = 0
-            for path in due {
+            for file in page {
+                let path = file.path
+                // Written again since it was recorded (fetched again to the same path): not this
+                // copy, and not due; whoever wrote it records it.
+                guard Self.unchanged(path, size: file.size, mtime: file.mtime) else { continue }
                 if unlink(path) == 0 {
                     removed += 1
                 } else if errno != ENOENT {
@@ -196,10 +203,18 @@ extension AgentDaemon {
                     removalLog.error("cannot audit received copies removed past inbound-keep", ["files": removed, "error": error])
                 }
             }
-            let forgotten = forgetGone(due, why: "past inbound-keep", log: removalLog)
+            forgetGone(due, why: "past inbound-keep", log: removalLog)
             for folder in folders where folder != configuration.inbound { rmdir(folder) }  // only if empty
-            if forgotten.instances == 0 && due.allSatisfy(Self.exists) { return }  // none could go: wait for the next turn
         }
+    }
+
+    /// Whether the file at `path` still has the size and modification time recorded (true also
+    /// when it is gone: removing it then changes nothing).
+    static func unchanged(_ path: String, size: Int64, mtime: Double) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return true }
+        let modified = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+        return Int64(info.st_size) == size && abs(modified - mtime) < 0.001
     }
 
     /// The files of a study that WADO-RS can serve: those on disk. Those missing are forgotten

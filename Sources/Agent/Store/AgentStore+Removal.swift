@@ -147,15 +147,21 @@ extension AgentStore {
     /// Paths under `root` recorded before `cutoff` (the time they were taken), but for those a
     /// pending job has still to send: what `inbound-keep` removes.
     public func pathsTaken(under root: String, before cutoff: Double, limit: Int) throws -> [String] {
+        try filesTaken(under: root, before: cutoff, after: nil, limit: limit).map(\.path)
+    }
+
+    /// `pathsTaken` with the size and modification time recorded (a file is removed only if it
+    /// still has them), a page after `cursor` (nil: from the start), in order.
+    public func filesTaken(under root: String, before cutoff: Double, after cursor: String?, limit: Int) throws -> [(path: String, size: Int64, mtime: Double)] {
         let prefix = root.hasSuffix("/") ? root : root + "/"
         let end = String(prefix.dropLast()) + "0"
         return try read {
             // A copy still to be sent on (a pending job instance) is kept until it is sent.
             try db.prepare("""
-                SELECT path FROM files WHERE path > ?1 AND path < ?2 AND taken < ?3
-                AND path NOT IN (SELECT path FROM job_instances WHERE state = 'pending') LIMIT ?4
+                SELECT path, size, mtime FROM files WHERE path > ?1 AND path < ?2 AND taken < ?3
+                AND path NOT IN (SELECT path FROM job_instances WHERE state = 'pending') ORDER BY path LIMIT ?4
                 """)
-                .rows([.text(prefix), .text(end), .real(cutoff), .integer(Int64(limit))]) { $0.text(0) ?? "" }
+                .rows([.text(max(cursor ?? prefix, prefix)), .text(end), .real(cutoff), .integer(Int64(limit))]) { ($0.text(0) ?? "", $0.int(1), $0.double(2)) }
         }
     }
 
