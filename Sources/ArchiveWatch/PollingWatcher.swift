@@ -16,7 +16,7 @@
 /// - Same exclusions as `InotifyWatcher`: excluded folders, hidden names (beginning with ".",
 ///   which covers Foundation's `.dat.nosync…` temporary files), symlinks never followed.
 /// - A file seen by one scan and not found by the next is reported `.gone` (not when its folder
-///   could not be read this time).
+///   could not be read this time, nor when its root lists nothing at all: an unmounted share).
 /// - Memory: one small record (size, time, state) per file seen, keyed by path; the records of
 ///   files gone are dropped after each scan.
 ///
@@ -79,7 +79,9 @@ public final class PollingWatcher: @unchecked Sendable {
             do {
                 let stream = try FolderStream(path: folder, followSymlink: isRoot)
                 if filter.isExcluded(stream.identity) { continue }
+                var listed = 0
                 while let entry = try stream.next(statFiles: true) {
+                    listed += 1
                     let path = PathFilter.join(folder, entry.name)
                     guard entry.nameIsValid else {
                         events.append(.problem("Skipped \(path): its name is not valid UTF-8"))
@@ -95,6 +97,7 @@ public final class PollingWatcher: @unchecked Sendable {
                     case .other: break
                     }
                 }
+                if isRoot && listed == 0 { emptyRoot(folder, failedNow: &failedNow, events: &events) }
             } catch {
                 if !isRoot && [ENOENT, ELOOP, ENOTDIR].contains(error.code) { continue }  // gone meanwhile
                 failedNow.insert(folder)
@@ -114,6 +117,20 @@ public final class PollingWatcher: @unchecked Sendable {
             return kept
         }
         return events + gone.sorted().map { .gone(path: $0) }
+    }
+
+    /// A root that lists nothing while files were remembered under it: an NFS or SMB share not
+    /// mounted (its mount point left empty) looks exactly like every file deleted. Taken as a
+    /// folder that could not be read: its files are kept, not reported gone, until it lists
+    /// something again (files deleted one by one are reported as ever).
+    private func emptyRoot(_ root: String, failedNow: inout Set<String>, events: inout [WatchEvent]) {
+        let prefix = root == "/" ? "/" : root + "/"
+        let held = records.keys.filter { $0.hasPrefix(prefix) }.count
+        guard held > 0 else { return }
+        failedNow.insert(root)
+        if !failingFolders.contains(root) {
+            events.append(.problem("\(root) is empty, but held \(held) files at the last scan: an unmounted share? Its files are not reported gone until it holds files again"))
+        }
     }
 
     /// Updates the record of one file; true when it is to be reported now.

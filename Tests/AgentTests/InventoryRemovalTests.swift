@@ -15,6 +15,13 @@ struct InventoryRemovalTests {
         return item
     }
 
+    /// A file no job has still to send (`inbound-keep` may remove it).
+    static func unsent(_ sop: String, study: String, folder: String) -> AgentStore.Taken {
+        var item = taken(sop, study: study, size: 1, origin: "RSCH", folder: folder)
+        item.jobs = []
+        return item
+    }
+
     /// The inventory's kept totals and each study's counts against a count of the rows.
     static func expectTotalsConsistent(_ path: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let db = try Database(path: path, readOnly: true)
@@ -97,7 +104,7 @@ struct InventoryRemovalTests {
         defer { SpoolCountsTests.remove(path) }
         let store = try AgentStore(path: path)
         let items = (1...5).map { Self.taken("1.2.826.0.6.\($0)", study: "4.4", size: 1, origin: "local", folder: "/archive") }
-            + [Self.taken("1.2.826.0.6.9", study: "4.5", size: 1, origin: "local", folder: "/archive2")]
+            + [Self.unsent("1.2.826.0.6.9", study: "4.5", folder: "/archive2")]
         try store.record(taken: items, problems: [], now: 10)
         var seen: [String] = []
         var cursor: String?
@@ -111,5 +118,131 @@ struct InventoryRemovalTests {
         #expect(seen == items.prefix(5).map(\.path))
         #expect(try store.pathsTaken(under: "/archive2", before: 11, limit: 10) == [items[5].path])
         #expect(try store.pathsTaken(under: "/archive2", before: 10, limit: 10).isEmpty)
+    }
+
+    @Test func aReceivedCopyFiledIntoAWatchedArchiveFolderKeepsItsInstanceWhenTheInboundCopyLeaves() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        // Received from RSCH (pushed on), then filed by the PACS into a watched archive folder:
+        // the archive copy gets its `files` row, the instance stays at the inbound copy.
+        let received = (1...2).map { Self.taken("1.2.826.0.7.\($0)", study: "8.8", size: 100 * $0, origin: "RSCH", folder: "/inbound") }
+        try store.record(taken: received, problems: [], now: 10)
+        try store.markAnnounced([("8.8", 2)])
+        let filed = received.map { item in
+            var copy = item
+            copy.path = item.path.replacingOccurrences(of: "/inbound/", with: "/archive/")
+            copy.origin = "local"
+            copy.size += 1
+            copy.jobs = []
+            return copy
+        }
+        try store.record(taken: filed, problems: [], now: 11)
+        // The PACS deletes the inbound copies: the instances are held at the archive's.
+        let forgotten = try store.forget(paths: received.map(\.path), now: 12, present: { $0.hasPrefix("/archive/") })
+        #expect(forgotten.instances == 0 && forgotten.withdrawn.isEmpty && forgotten.shrunk.isEmpty && forgotten.kept == 2)
+        #expect(try store.pendingWithdrawals(limit: 10).isEmpty)
+        #expect(try store.paths(ofStudy: "8.8").sorted() == filed.map(\.path))
+        #expect(try store.origins(of: filed.map(\.sop)).values.allSatisfy { $0 == "local" })
+        let counts = try store.counts()
+        #expect((counts.studies, counts.instances, counts.receivedInstances, counts.bytes) == (1, 2, 0, 302))
+        let push = try #require(try store.jobs().first { $0.study == "8.8" })
+        #expect(push.refused == 0 && push.total == 2)
+        try SpoolCountsTests.expectConsistent(path)
+        try Self.expectTotalsConsistent(path)
+        // The archive copies leave too: now the study goes, and is withdrawn.
+        let gone = try store.forget(paths: filed.map(\.path), now: 13, present: { _ in false })
+        #expect(gone.instances == 2 && gone.withdrawn == ["8.8"])
+        try Self.expectTotalsConsistent(path)
+    }
+
+    @Test func aReceivedCopyWhoseOtherCopyIsNotOnDiskIsForgotten() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        let item = Self.taken("1.2.826.0.8.1", study: "9.9", size: 10, origin: "RSCH", folder: "/inbound")
+        var filed = item
+        filed.path = "/archive/9.9/1.2.826.0.8.1.dcm"
+        filed.origin = "local"
+        filed.jobs = []
+        try store.record(taken: [item], problems: [], now: 10)
+        try store.record(taken: [filed], problems: [], now: 11)
+        #expect(try store.forget(paths: [item.path], now: 12, present: { _ in false }).withdrawn == ["9.9"])
+        try Self.expectTotalsConsistent(path)
+    }
+
+    @Test func inboundKeepSkipsCopiesAPendingJobHasStillToSend() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        let pushed = Self.taken("1.2.826.0.9.1", study: "3.3", size: 10, origin: "RSCH", folder: "/inbound")
+        let kept = Self.unsent("1.2.826.0.9.2", study: "3.4", folder: "/inbound")
+        try store.record(taken: [pushed, kept], problems: [], now: 10)
+        #expect(try store.pathsTaken(under: "/inbound", before: 11, limit: 10) == [kept.path])
+        let db = try Database(path: path)
+        try db.prepare("UPDATE job_instances SET state = 'acknowledged'").run([])
+        #expect(try store.pathsTaken(under: "/inbound", before: 11, limit: 10).sorted() == [pushed.path, kept.path].sorted())
+    }
+
+    @Test func aPathWrittenAgainBeforeTheTransactionIsNotForgotten() throws {
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        let item = Self.taken("1.2.826.0.10.1", study: "2.2", size: 10, origin: "RSCH", folder: "/inbound")
+        try store.record(taken: [item], problems: [], now: 10)
+        // The caller found it gone; fetched again to the same path before the forgetting.
+        #expect(try store.forget(paths: [item.path], now: 11, present: { $0 == item.path }) == AgentStore.Forgotten())
+        #expect(try store.study("2.2")?.instances == 1 && store.pendingWithdrawals(limit: 10).isEmpty)
+        #expect(try store.knownPaths(at: item.path) == [item.path])
+    }
+
+    @Test(arguments: [
+        // (known, missing, the root lists something, refused)
+        (2, 2, false, true),  // an empty or missing root: an unmounted share
+        (2, 1, false, true),
+        (30, 0, false, false),  // nothing to forget
+        (30, 16, true, true),  // most of a root's files gone at once
+        (30, 15, true, false),
+        (20, 20, true, false),  // few files: a study deleted whole is forgotten
+        (2, 2, true, false),
+    ])
+    func aSweepForgetsNothingUnderAnEmptyRootOrWhenMostOfItsFilesAreGone(known: Int, missing: Int, rootHasEntries: Bool, refused: Bool) {
+        let refusal = AgentDaemon.sweepRefusal(root: "/mnt/pacs", known: known, missing: missing, rootHasEntries: rootHasEntries)
+        #expect((refusal != nil) == refused)
+        if let refusal { #expect(refusal.hasPrefix("not forgetting \(missing) of \(known) files under /mnt/pacs: an unmounted share?")) }
+    }
+
+    @Test func aRootListsSomethingOnlyWhenItIsThereAndNotEmpty() throws {
+        let folder = NSTemporaryDirectory() + "consort-root-\(UUID().uuidString)"
+        #expect(!AgentDaemon.hasEntries(folder))
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        #expect(!AgentDaemon.hasEntries(folder))
+        try FileManager.default.createDirectory(atPath: folder + "/.staging", withIntermediateDirectories: true)
+        #expect(!AgentDaemon.hasEntries(folder), "the agent's own staging folder is not a file of the share")
+        try Data().write(to: URL(fileURLWithPath: folder + "/a.dcm"))
+        #expect(AgentDaemon.hasEntries(folder))
+    }
+
+    @Test func inboundKeepRemovesACopyOnlyIfItStillHasTheSizeAndTimeRecorded() throws {
+        let folder = NSTemporaryDirectory() + "consort-keep-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let file = folder + "/a.dcm"
+        try Data("DICM".utf8).write(to: URL(fileURLWithPath: file))
+        let mtime = AgentDaemon.mtime(file)
+        #expect(AgentDaemon.unchanged(file, size: 4, mtime: mtime))
+        #expect(!AgentDaemon.unchanged(file, size: 5, mtime: mtime), "fetched again: another size")
+        #expect(!AgentDaemon.unchanged(file, size: 4, mtime: mtime - 10), "fetched again: another time")
+        #expect(AgentDaemon.unchanged(folder + "/gone.dcm", size: 4, mtime: mtime), "gone: nothing to keep")
+        // The store's page of due files carries what was recorded, after a cursor.
+        let path = SpoolCountsTests.scratch()
+        defer { SpoolCountsTests.remove(path) }
+        let store = try AgentStore(path: path)
+        let items = (1...3).map { Self.unsent("1.2.826.0.11.\($0)", study: "1.1", folder: "/inbound") }
+        try store.record(taken: items, problems: [], now: 10)
+        let first = try store.filesTaken(under: "/inbound", before: 11, after: nil, limit: 2)
+        #expect(first.map(\.path) == items.prefix(2).map(\.path) && first.allSatisfy { $0.size == 1 && $0.mtime == 1 })
+        #expect(try store.filesTaken(under: "/inbound", before: 11, after: first.last?.path, limit: 2).map(\.path) == [items[2].path])
     }
 }

@@ -86,4 +86,24 @@ struct PollingWatcherTests {
         #expect(watcher.next(now: 1).isEmpty)  // the problem is not repeated
         #expect(watcher.next(now: 2) == [.file(path: present + "/a.dcm")])
     }
+
+    @Test func aRootEmptiedAtOnceReportsNothingGoneButFilesDeletedOneByOneAre() throws {
+        let folder = try TemporaryFolder()
+        let root = try folder.folder("share")
+        for name in ["a", "b", "c"] { try TestFiles.write(root + "/\(name).dcm") }
+        let watcher = PollingWatcher(roots: [root], period: 1)
+        #expect(watcher.next(now: 0).isEmpty)  // the baseline
+        try FileManager.default.removeItem(atPath: root + "/c.dcm")
+        #expect(watcher.next(now: 1) == [.gone(path: root + "/c.dcm")])
+        // The share is unmounted: its mount point is empty. Nothing is gone, one problem said.
+        for name in ["a", "b"] { try FileManager.default.removeItem(atPath: root + "/\(name).dcm") }
+        let empty = watcher.next(now: 2)
+        #expect(empty.count == 1)
+        if case .problem(let message) = empty.first { #expect(message.contains(root) && message.contains("unmounted")) } else { Issue.record("expected a problem, got \(empty)") }
+        #expect(watcher.next(now: 3).isEmpty)  // not repeated
+        #expect(watcher.fileCount == 2)
+        // Mounted again with one file left: the other is gone.
+        try TestFiles.write(root + "/a.dcm")
+        #expect(watcher.next(now: 4) == [.gone(path: root + "/b.dcm")])
+    }
 }

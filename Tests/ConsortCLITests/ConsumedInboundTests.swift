@@ -87,6 +87,10 @@ struct ConsumedInboundTests {
             Self.holders(of: prior, asking: asph) == ["RSCH"]
         })
         #expect(uhsx.log.contains("withdrawn from the registry"), "\(uhsx.log)")
+        // Audited: the files forgotten (which study, why) and the withdrawal sent.
+        let audit = TrustBoundaryTests.audit(uhsx.state + "/audit.log")
+        #expect(audit.contains { $0["action"] as? String == "forget" && $0["study"] as? String == prior && ($0["why"] as? String ?? "").hasPrefix("left the disk") }, "\(audit)")
+        #expect(audit.contains { $0["action"] as? String == "withdraw" && $0["study"] as? String == prior }, "\(audit)")
         // A retrieve of it from UHSX: 404, not 500 (which a requester counts against UHSX).
         let cert = try pushed.consortium.pki.site("ASPH")
         let retrieve = try Run.program("/usr/bin/curl", [
@@ -110,7 +114,8 @@ struct ConsumedInboundTests {
     }
 
     /// The inventory checked against the disk at start: a received study deleted while the agent
-    /// was down is forgotten and withdrawn when it starts again.
+    /// was down is forgotten and withdrawn when it starts again — but not while the folder is
+    /// empty (an unmounted share looks the same): then nothing is forgotten, and an error says so.
     @Test func aStudyConsumedWhileTheAgentWasDownIsWithdrawnAtStart() throws {
         let pushed = try PushedStudy(seed: 93, instances: 2)
         defer { pushed.stop() }
@@ -118,6 +123,15 @@ struct ConsumedInboundTests {
         #expect(pushed.waitUntilHeldByBoth())
         uhsx.stop()
         try FileManager.default.removeItem(atPath: uhsx.inbound + "/" + prior)
+        try uhsx.start()
+        #expect(AgentSite.eventually(within: 30, "the sweep of the emptied inbound refused", logs: [uhsx]) {
+            uhsx.log.contains("not forgetting 2 of 2 files under ") && uhsx.log.contains("an unmounted share?")
+        })
+        #expect(try Self.inventory(uhsx) == (1, 2))
+        #expect(Self.holders(of: prior, asking: asph) == ["RSCH", "UHSX"])
+        // The folder holds something again (another study the PACS has not filed yet).
+        uhsx.stop()
+        try FileManager.default.createDirectory(atPath: uhsx.inbound + "/1.2.3.4", withIntermediateDirectories: true)
         try uhsx.start()
         #expect(try AgentSite.eventually(within: 30, "UHSX's inventory drops the study at start", logs: [uhsx]) { try Self.inventory(uhsx) == (0, 0) })
         #expect(AgentSite.eventually(within: 30, "the registry no longer lists UHSX as a holder", logs: [uhsx]) {
@@ -142,5 +156,10 @@ struct ConsumedInboundTests {
             Self.holders(of: prior, asking: asph) == ["RSCH"]
         })
         #expect(uhsx.log.contains("past inbound-keep"), "\(uhsx.log)")
+        let audit = TrustBoundaryTests.audit(uhsx.state + "/audit.log")
+        #expect(audit.contains { $0["action"] as? String == "delete" && $0["why"] as? String == "inbound-keep" }, "\(audit)")
+        // Forgotten by inbound-keep, or by the inbound watcher seeing the removal first.
+        #expect(audit.contains { $0["action"] as? String == "forget" && $0["study"] as? String == prior }, "\(audit)")
+        #expect(audit.contains { $0["action"] as? String == "withdraw" && $0["study"] as? String == prior }, "\(audit)")
     }
 }

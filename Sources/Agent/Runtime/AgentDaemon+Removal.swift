@@ -1,4 +1,5 @@
 import ArchiveWatch
+import Audit
 import Foundation
 import Platform
 
@@ -36,6 +37,7 @@ extension AgentDaemon {
                      "shrunk": forgotten.shrunk.joined(separator: ",")])
                 announcer?.nudge()
             }
+            if forgotten.instances > 0 || forgotten.kept > 0 { auditForgotten(forgotten, files: missing.count, why: why, log: removalLog) }
             return forgotten
         } catch {
             removalLog.error("cannot forget files that left the disk (the inventory still lists them; the next sweep tries again)", ["files": missing.count, "error": error])
@@ -43,10 +45,44 @@ extension AgentDaemon {
         }
     }
 
+    /// One audit record a batch forgotten: which studies, how much, and why ("inbound-keep", or
+    /// "left the disk" with how it was noticed).
+    func auditForgotten(_ forgotten: AgentStore.Forgotten, files: Int, why: String, log removalLog: Logger) {
+        var detail = "\(files) files, \(forgotten.instances) instances (\(forgotten.bytes) bytes) forgotten"
+        if !forgotten.withdrawn.isEmpty { detail += "; studies withdrawn: " + forgotten.withdrawn.joined(separator: ",") }
+        if !forgotten.shrunk.isEmpty { detail += "; studies left with part: " + forgotten.shrunk.joined(separator: ",") }
+        if forgotten.kept > 0 { detail += "; \(forgotten.kept) instances kept at another copy on disk" }
+        let studies = forgotten.withdrawn + forgotten.shrunk
+        do {
+            try audit.record(AuditEntry(
+                who: configuration.trust, action: "forget", study: studies.count == 1 ? studies[0] : nil,
+                why: why == "past inbound-keep" ? "inbound-keep" : "left the disk: " + why, detail: detail))
+        } catch {
+            removalLog.error("cannot audit files forgotten", ["detail": detail, "error": error])
+        }
+    }
+
     /// The inventory's files under `root` checked against the disk, page by page; those gone are
     /// forgotten. Run after each catch-up scan (the scan finds what arrived, this what left).
+    /// A first pass counts: a root missing or empty while the inventory holds files under it, or
+    /// a sweep that would forget most of a root's files (an NFS or SMB share not mounted, a
+    /// mount point left empty), forgets nothing and says so (`sweepRefusal`).
     func sweep(_ root: String, log removalLog: Logger) {
+        var known = 0
+        var missingCount = 0
         var cursor: String?
+        while !stopping.isSet {
+            guard let page = try? store.knownPaths(under: root, after: cursor, limit: 1000), let last = page.last else { break }
+            known += page.count
+            missingCount += page.filter { !Self.exists($0) }.count
+            cursor = last
+        }
+        guard missingCount > 0, !stopping.isSet else { return }
+        if let refusal = Self.sweepRefusal(root: root, known: known, missing: missingCount, rootHasEntries: Self.hasEntries(root)) {
+            removalLog.error(refusal, ["root": root, "files": known, "missing": missingCount])
+            return
+        }
+        cursor = nil
         var missing: [String] = []
         while !stopping.isSet {
             guard let page = try? store.knownPaths(under: root, after: cursor, limit: 1000), let last = page.last else { break }
@@ -58,6 +94,37 @@ extension AgentDaemon {
             }
         }
         if !missing.isEmpty { forgetGone(missing, why: "not found by the sweep of \(root)", log: removalLog) }
+    }
+
+    /// Why a sweep of `root` that found `missing` of the inventory's `known` files under it gone
+    /// must forget none of them, or nil when it may: the root missing or empty (nothing under it
+    /// while the inventory holds files there), or more than half of more than 20 files gone at
+    /// once. A share that is not mounted looks exactly like every file deleted; forgetting would
+    /// withdraw every study held there.
+    static func sweepRefusal(root: String, known: Int, missing: Int, rootHasEntries: Bool) -> String? {
+        guard missing > 0 else { return nil }
+        if !rootHasEntries {
+            return "not forgetting \(missing) of \(known) files under \(root): an unmounted share? The folder is missing or empty; "
+                + "nothing under it is forgotten until it holds files again (remove its files from the inventory by hand if it is gone for good)"
+        }
+        if known > 20 && missing * 2 > known {
+            return "not forgetting \(missing) of \(known) files under \(root): an unmounted share? More than half its files are gone at once; "
+                + "nothing under it is forgotten this time (the next sweep checks again)"
+        }
+        return nil
+    }
+
+    /// Whether `folder` is there and holds at least one entry not hidden (false also when it
+    /// cannot be read: its files cannot be told gone then). Hidden names are the agent's own
+    /// (`inbound/.staging`, made again at each start) or skipped by the watchers.
+    static func hasEntries(_ folder: String) -> Bool {
+        guard let dir = opendir(folder) else { return false }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if !name.hasPrefix(".") { return true }
+        }
+        return false
     }
 
     /// Whether the inbound folder is inside a watched folder (its files' leaving is then
@@ -107,11 +174,18 @@ extension AgentDaemon {
     /// `inbound-keep`: received copies recorded more than `keep` seconds ago are removed from
     /// `inbound` (and their emptied study folders), then forgotten and withdrawn.
     func expireInbound(olderThan keep: Double, log removalLog: Logger) {
+        var cursor: String?
         while !stopping.isSet {
-            guard let due = try? store.pathsTaken(under: configuration.inbound, before: clock.now - keep, limit: 1000), !due.isEmpty else { return }
+            guard let page = try? store.filesTaken(under: configuration.inbound, before: clock.now - keep, after: cursor, limit: 1000), let last = page.last else { return }
+            cursor = last.path
+            let due = page.map(\.path)
             var folders = Set<String>()
             var removed = 0
-            for path in due {
+            for file in page {
+                let path = file.path
+                // Written again since it was recorded (fetched again to the same path): not this
+                // copy, and not due; whoever wrote it records it.
+                guard Self.unchanged(path, size: file.size, mtime: file.mtime) else { continue }
                 if unlink(path) == 0 {
                     removed += 1
                 } else if errno != ENOENT {
@@ -119,11 +193,28 @@ extension AgentDaemon {
                 }
                 folders.insert((path as NSString).deletingLastPathComponent)
             }
-            if removed > 0 { removalLog.info("received copies removed from inbound: past inbound-keep", ["files": removed, "keep": ConfigurationParser.formatSeconds(keep)]) }
-            let forgotten = forgetGone(due, why: "past inbound-keep", log: removalLog)
+            if removed > 0 {
+                removalLog.info("received copies removed from inbound: past inbound-keep", ["files": removed, "keep": ConfigurationParser.formatSeconds(keep)])
+                do {
+                    try audit.record(AuditEntry(
+                        who: configuration.trust, action: "delete", why: "inbound-keep",
+                        detail: "\(removed) received copies removed from \(configuration.inbound), kept \(ConfigurationParser.formatSeconds(keep))"))
+                } catch {
+                    removalLog.error("cannot audit received copies removed past inbound-keep", ["files": removed, "error": error])
+                }
+            }
+            forgetGone(due, why: "past inbound-keep", log: removalLog)
             for folder in folders where folder != configuration.inbound { rmdir(folder) }  // only if empty
-            if forgotten.instances == 0 && due.allSatisfy(Self.exists) { return }  // none could go: wait for the next turn
         }
+    }
+
+    /// Whether the file at `path` still has the size and modification time recorded (true also
+    /// when it is gone: removing it then changes nothing).
+    static func unchanged(_ path: String, size: Int64, mtime: Double) -> Bool {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return true }
+        let modified = Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) / 1e9
+        return Int64(info.st_size) == size && abs(modified - mtime) < 0.001
     }
 
     /// The files of a study that WADO-RS can serve: those on disk. Those missing are forgotten
@@ -139,8 +230,5 @@ extension AgentDaemon {
 
     /// False only when the disk says the path is not there: a file that cannot be checked (a
     /// folder unreadable for a moment) is not forgotten.
-    static func exists(_ path: String) -> Bool {
-        var info = stat()
-        return lstat(path, &info) == 0 || (errno != ENOENT && errno != ENOTDIR)
-    }
+    static func exists(_ path: String) -> Bool { AgentStore.isOnDisk(path) }
 }

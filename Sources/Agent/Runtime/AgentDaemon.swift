@@ -237,7 +237,7 @@ public final class AgentDaemon: @unchecked Sendable {
     /// The announcer (what this site holds, to the coordinator) and the MDT list watcher.
     private func startCoordination() throws {
         if let coordinator {
-            let announcer = Announcer(store: store, client: coordinator, trust: configuration.trust, clock: clock, log: log.named("coordinator"))
+            let announcer = Announcer(store: store, client: coordinator, trust: configuration.trust, audit: audit, clock: clock, log: log.named("coordinator"))
             try services.start(announcer)
             self.announcer = announcer
         }

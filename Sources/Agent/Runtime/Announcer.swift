@@ -1,3 +1,4 @@
+import Audit
 import DICOM
 import Exchange
 import Foundation
@@ -17,6 +18,8 @@ final class Announcer: Service, @unchecked Sendable {
     let client: CoordinatorClient
     let trust: String
     let log: Logger
+    /// Each withdrawal sent is audited here (nil: not audited, in tests that make no log).
+    let audit: AuditLog?
     static let batch = 500
     private let lock = NSLock()
     /// One announcement at a time (the announcer's loop and a prefetch's `announceNow`): two
@@ -40,7 +43,8 @@ final class Announcer: Service, @unchecked Sendable {
 
     let clock: any Clock
 
-    init(store: AgentStore, client: CoordinatorClient, trust: String, clock: any Clock = SystemClock(), log: Logger) {
+    init(store: AgentStore, client: CoordinatorClient, trust: String, audit: AuditLog? = nil, clock: any Clock = SystemClock(), log: Logger) {
+        self.audit = audit
         self.clock = clock
         self.store = store
         self.client = client
@@ -107,6 +111,12 @@ final class Announcer: Service, @unchecked Sendable {
             let answer = try client.call("POST", "/v1/holdings/withdraw", body: .object([
                 ("trust", .string(trust)), ("studies", .array(studies.map(JSON.string))),
             ]))
+            // Audited before the queue is cleared: an audit that fails sends them again (the
+            // coordinator takes a withdrawal twice), never leaves one sent and unaudited.
+            for study in studies {
+                try audit?.record(AuditEntry(
+                    who: trust, action: "withdraw", study: study, why: "no longer held here: its files left the disk", detail: "withdrawal sent to the coordinator"))
+            }
             try store.markWithdrawn(studies)
             lock.withLock {
                 lastSuccess = clock.now
