@@ -107,7 +107,7 @@ let package = Package(
         // limit explicit) and the HTTPS client on libcurl (client certificates, pooled handles).
         .target(
             name: "Transport",
-            dependencies: ["HTTP", "DIMSE", "COpenSSL", "CCurl", "CShims"]
+            dependencies: ["HTTP", "DIMSE", "Platform", "COpenSSL", "CCurl", "CShims"]
         ),
         // The spool's policies as pure state machines (retries and backoff, circuit breakers,
         // priorities, time windows, deadlines): no I/O, no clock, no Foundation.

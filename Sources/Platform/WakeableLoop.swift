@@ -78,7 +78,4 @@ public final class WakeableLoop: @unchecked Sendable {
             return true
         }
     }
-
-    /// Whether a stop was asked for.
-    public var isStopping: Bool { condition.withLock { stopping } }
 }

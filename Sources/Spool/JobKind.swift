@@ -47,8 +47,5 @@ public enum JobState: String, Sendable, Hashable, CaseIterable, CustomStringConv
     case failed
     case dropped
 
-    /// Finished for good: never started again.
-    public var isFinished: Bool { self == .done || self == .failed || self == .dropped }
-
     public var description: String { rawValue }
 }

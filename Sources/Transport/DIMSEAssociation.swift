@@ -1,4 +1,5 @@
 import DIMSE
+import Platform
 
 #if canImport(Glibc)
     import Glibc
@@ -8,15 +9,6 @@ import DIMSE
 /// a pure exchange (`EchoRequester`) asks for, every read under the deadline (the ARTIM timer's
 /// job, PS3.8 §9.1.5: a peer that stalls mid-PDU ends the association, never the caller's
 /// thread). TLS for DIMSE comes with the C-STORE SCP (issue 26).
-/// CLOCK_MONOTONIC seconds (Transport does not depend on Platform).
-enum MonotonicSeconds {
-    static var now: Double {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
-    }
-}
-
 public enum DIMSEAssociation {
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
@@ -60,10 +52,10 @@ public enum DIMSEAssociation {
     /// now and then does not keep the association for ever.
     static func next(_ reader: inout PDUReader, on fd: Int32, timeout: Double) throws -> PDU {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-        let deadline = MonotonicSeconds.now + timeout
+        let deadline = MonotonicClock.now + timeout
         while true {
             if let pdu = try reader.next() { return pdu }
-            let left = deadline - MonotonicSeconds.now
+            let left = deadline - MonotonicClock.now
             guard left > 0 else { throw Failure("no answer within \(timeout) s while waiting for the peer") }
             try wait(fd, for: Int16(POLLIN), timeout: left, doing: "waiting for the peer", reported: timeout)
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }

@@ -67,12 +67,12 @@ struct QueueManagerTests {
         let peers: Peers
         let manager: QueueManager
         let push: Scripted, plan: Scripted, fetch: Scripted
-        let lines = LockedLines()
+        let lines = LockedValue<[String]>([])
 
         init(connections: Int = 1, policy: RetryPolicy = RetryPolicy(), threshold: Int = 100, runner: any JobRunner = InlineRunner()) throws {
             store = try AgentStore(path: path)
             let lines = self.lines
-            let log = Logger("spool", minimum: .info) { lines.append($0) }
+            let log = Logger("spool", minimum: .info) { line in lines.update { $0.append(line) } }
             peers = Peers(
                 targets: [PeerTarget(name: "UHSX", url: "http://127.0.0.1:9", tls: nil, connections: connections, bandwidth: nil, batch: nil, isLocal: false)],
                 circuitThreshold: threshold, policy: policy, clock: clock, log: log)
@@ -119,13 +119,6 @@ struct QueueManagerTests {
                 manager.pass()
             }
         }
-    }
-
-    final class LockedLines: @unchecked Sendable {
-        private let lock = NSLock()
-        private var lines: [String] = []
-        func append(_ line: String) { lock.withLock { lines.append(line) } }
-        var all: [String] { lock.withLock { lines } }
     }
 
     // MARK: - Order
@@ -236,7 +229,7 @@ struct QueueManagerTests {
         #expect(job.nextAttempt == Self.eight + 300)
         #expect(job.lastError == "configuration fault: the peer refused our certificate")
         #expect(rig.peers.status.first?.configurationFault == true)
-        #expect(rig.lines.all.contains { $0.contains("CONFIGURATION FAULT") })
+        #expect(rig.lines.value.contains { $0.contains("CONFIGURATION FAULT") })
     }
 
     @Test func aJobPastItsMaximumAgeFailsWithItsLastError() throws {
@@ -324,7 +317,7 @@ struct QueueManagerTests {
         let rig = try Rig(connections: 1, runner: ThreadRunner())
         let old = try rig.queuePush("13.1", priority: .bulk)
         let gates = [old: (DispatchSemaphore(value: 0), DispatchSemaphore(value: 0))]
-        let later = Locked<[Int64: (DispatchSemaphore, DispatchSemaphore)]>(gates)
+        let later = LockedValue<[Int64: (DispatchSemaphore, DispatchSemaphore)]>(gates)
         rig.push.script = { job, _ in
             guard let (entered, release) = later.value[job.id] else { return .finish }
             entered.signal()
@@ -339,7 +332,7 @@ struct QueueManagerTests {
         // A job started on the new peer, still running when the old worker ends.
         let new = try rig.queuePush("13.2", priority: .bulk)
         let newGate = (DispatchSemaphore(value: 0), DispatchSemaphore(value: 0))
-        later.value[new] = newGate
+        later.update { $0[new] = newGate }
         rig.manager.pass()
         #expect(newGate.0.wait(timeout: .now() + 10) == .success)
         #expect(rig.peers.freeSlots("UHSX")?.connections == 1)
@@ -349,16 +342,6 @@ struct QueueManagerTests {
         #expect(rig.peers.freeSlots("UHSX")?.connections == 1, "the old worker's release did not free the new peer's connection in use")
         newGate.1.signal()
         #expect(try Poll.until { rig.manager.isIdle && rig.peers.freeSlots("UHSX")?.connections == 2 })
-    }
-
-    final class Locked<Value>: @unchecked Sendable {
-        private let lock = NSLock()
-        private var stored: Value
-        init(_ value: Value) { stored = value }
-        var value: Value {
-            get { lock.withLock { stored } }
-            set { lock.withLock { stored = newValue } }
-        }
     }
 
     // MARK: - The circuit

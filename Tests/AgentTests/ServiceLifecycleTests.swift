@@ -3,52 +3,40 @@ import Platform
 import TestSupport
 import Testing
 
+@testable import Agent
+
 /// The daemons' lifecycle parts: a loop that can be woken and joined, and a group that stops its
 /// services in reverse order under one deadline and names any that overran.
 @Suite("Service lifecycle")
 struct ServiceLifecycleTests {
-    final class Counter: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value = 0
-        func add() { lock.withLock { value += 1 } }
-        var count: Int { lock.withLock { value } }
-    }
-
     /// A service that records its stop in a shared list and ends in time, or never.
     final class Part: Service, @unchecked Sendable {
         let name: String
-        let stops: Stops
+        let stops: LockedValue<[String]>
         let endsInTime: Bool
-        init(_ name: String, stops: Stops, endsInTime: Bool = true) {
+        init(_ name: String, stops: LockedValue<[String]>, endsInTime: Bool = true) {
             self.name = name
             self.stops = stops
             self.endsInTime = endsInTime
         }
         func start() throws {}
         func stop(within seconds: Double) -> Bool {
-            stops.append(name)
+            stops.update { $0.append(name) }
             return endsInTime
         }
     }
 
-    final class Stops: @unchecked Sendable {
-        private let lock = NSLock()
-        private var names: [String] = []
-        func append(_ name: String) { lock.withLock { names.append(name) } }
-        var all: [String] { lock.withLock { names } }
-    }
-
     @Test func aNudgedLoopTurnsWithoutWaitingForItsIntervalAndJoinsWhenStopped() throws {
-        let turns = Counter()
+        let turns = LockedValue(0)
         // An hour between turns: only the first turn and nudges make it turn.
         let loop = WakeableLoop(name: "test-loop", interval: 3600) {
-            turns.add()
+            turns.update { $0 += 1 }
             return nil
         }
         loop.start()
-        #expect(Poll.until { turns.count == 1 }, "the first turn comes at once")
+        #expect(Poll.until { turns.value == 1 }, "the first turn comes at once")
         loop.nudge()
-        #expect(Poll.until { turns.count == 2 }, "a nudge turns it again")
+        #expect(Poll.until { turns.value == 2 }, "a nudge turns it again")
         #expect(loop.stop(within: 5), "stopped and joined: its thread has ended, and turns no more")
     }
 
@@ -68,13 +56,13 @@ struct ServiceLifecycleTests {
     }
 
     @Test func aGroupStopsInReverseOrderAndNamesWhatOverran() throws {
-        let stops = Stops()
+        let stops = LockedValue<[String]>([])
         let group = ServiceGroup()
         try group.start(Part("watchers", stops: stops))
         try group.start(Part("announcer", stops: stops, endsInTime: false))
         try group.start(Part("queue", stops: stops))
         #expect(group.stop(within: 1) == ["announcer"])
-        #expect(stops.all == ["queue", "announcer", "watchers"])
-        #expect(group.stop(within: 1).isEmpty && stops.all.count == 3, "a second stop has nothing left to stop")
+        #expect(stops.value == ["queue", "announcer", "watchers"])
+        #expect(group.stop(within: 1).isEmpty && stops.value.count == 3, "a second stop has nothing left to stop")
     }
 }

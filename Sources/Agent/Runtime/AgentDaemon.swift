@@ -409,6 +409,9 @@ final class LockedValue<T: Sendable>: @unchecked Sendable {
         get { lock.withLock { stored } }
         set { lock.withLock { stored = newValue } }
     }
+    /// A change made under one hold of the lock (a get, then a set, would let another thread's
+    /// change in between).
+    func update<R>(_ body: (inout T) -> R) -> R { lock.withLock { body(&stored) } }
 }
 
 /// A flag set once, read from any thread.
