@@ -50,6 +50,9 @@ public enum ConsortCommand {
             name: "queue", summary: "the agent's spool: its shape, each job, and retry, hold, release, drop",
             run: QueueCommand.run, help: QueueCommand.help),
         Subcommand(
+            name: "identity", summary: "studies from other trusts held for their identity (no local number, a conflict); release one",
+            run: IdentityCommand.run, help: IdentityCommand.help),
+        Subcommand(
             name: "backfill", summary: "apply the routing rules to the archive's history (a first start does not): dry run, --yes",
             run: BackfillCommand.run, help: BackfillCommand.help),
         Subcommand(

@@ -86,7 +86,10 @@ public final class CoordinatorService: @unchecked Sendable {
         // Everything else: consortium trusts only, named by their certificates; a lookup for a
         // purpose an agreement gives the caller imaging for.
         let purpose = request.head.value(ConsortField.purpose)
-        let act: PartyAccess.Act = method == "POST" ? .announce : .lookup
+        // A trust asking for its own identifiers for a patient learns only what it announced
+        // itself: a member's right, as announcing is, whatever the agreements say of imaging.
+        let ownIdentity = method == "GET" && path.hasPrefix("/v1/patients/") && path.hasSuffix("/identity")
+        let act: PartyAccess.Act = method == "POST" || ownIdentity ? .announce : .lookup
         if let refusal = PartyAccess.decide(act, caller: request.peer?.commonName, purpose: purpose, site: nil, rules: rules.current) {
             let who = request.peer?.commonName ?? "a client without a certificate"
             refused(refusal.label)

@@ -18,10 +18,12 @@ public final class CoordinatorClient: @unchecked Sendable {
         public var description: String { status.map { "the coordinator answered \($0): \(message)" } ?? "cannot reach the coordinator: \(message)" }
     }
 
-    public init(base: String, tls: TLSConfiguration?) throws {
+    /// `totalTimeout`: the most any one call takes, seconds (a caller whose own client waits on
+    /// the answer asks for less).
+    public init(base: String, tls: TLSConfiguration?, totalTimeout: Int = 30) throws {
         self.base = base.hasSuffix("/") ? String(base.dropLast()) : base
         var options = HTTPClient.Options(tls: tls)
-        options.totalTimeout = 30
+        options.totalTimeout = totalTimeout
         client = try HTTPClient(options)
     }
 

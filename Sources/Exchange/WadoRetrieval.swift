@@ -21,6 +21,8 @@ public final class WadoRetrieval {
     public var progress: ((Int) -> Void)?
     /// A last check of each instance before it is placed (`StowIngest.admitInstance`).
     public var admitInstance: (@Sendable (DataSet) -> String?)?
+    /// How each instance is placed: as sent, in this trust's identity, or held (`StowIngest.placement`).
+    public var placement: (@Sendable (DataSet) -> StowIngest.Placement)?
     /// Request fields beside Accept (an agent says why it fetches: X-Consort-Purpose).
     public var headers: [(String, String)] = []
 
@@ -65,6 +67,7 @@ public final class WadoRetrieval {
         ingest.expectedStudy = study
         ingest.heldElsewhere = heldElsewhere
         ingest.admitInstance = admitInstance
+        ingest.placement = placement
         self.ingest = ingest
     }
 

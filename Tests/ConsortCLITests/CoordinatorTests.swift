@@ -48,7 +48,9 @@ struct CoordinatorTests {
         let coordinator = try CoordinatorSite(consortium)
         let rsch = try consortium.site("RSCH", extra: coordinator.agentLine)
         let uhsx = try consortium.site("UHSX", extra: coordinator.agentLine)
-        let asph = try consortium.site("ASPH", peers: ["RSCH": rsch.port, "UHSX": uhsx.port], extra: coordinator.agentLine)
+        // `identity keep`: the priors are compared byte for byte with the originals here (their
+        // placing in ASPH's identity is IdentityOnDeliveryTests').
+        let asph = try consortium.site("ASPH", peers: ["RSCH": rsch.port, "UHSX": uhsx.port], extra: coordinator.agentLine + "identity keep\n")
         // The patient's history: what the rule wants, and what it must leave.
         let wanted = [
             try Self.study(uhsx.watch, seed: 51, date: Self.daysAgo(180), trust: "UHSX"),

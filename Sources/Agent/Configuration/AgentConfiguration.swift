@@ -21,7 +21,10 @@ import Routing
 /// `metrics 127.0.0.1:9464` (Prometheus `/metrics` and `/healthz`, plain HTTP), `max-age 3 d`, `circuit-after 5`, `stable-after 2 min` (the default quiet time for study
 /// stability when a rule gives none), `scan-rate 2000` (files a second for the catch-up scan),
 /// `inbound-keep 30 d` (received copies older than this are removed from `inbound`; default:
-/// kept).
+/// kept), `identity keep` (studies from other trusts placed as sent; default `identity
+/// reconcile`: in this trust's identity, from the coordinator), `unknown-patient nhs-number
+/// [ISSUER]` (a patient this trust has no number for is placed under the NHS number; default
+/// `unknown-patient hold`: held until the trust has one).
 public struct AgentConfiguration: Sendable {
     public struct Watch: Sendable, Equatable {
         public var path: String
@@ -83,6 +86,25 @@ public struct AgentConfiguration: Sendable {
     /// by the agent, forgotten and withdrawn from the registry (nil: kept until someone else,
     /// e.g. a PACS consuming its import folder, removes them).
     public var inboundKeepSeconds: Double?
+    /// `identity`: whether studies from other trusts are placed in this trust's identity.
+    public var identity: IdentityMode = .reconcile
+    /// `unknown-patient`: what becomes of a study for a patient this trust has no number for.
+    public var unknownPatient: UnknownPatient = .hold
+
+    public enum IdentityMode: String, Sendable, Equatable {
+        /// Patient ID and its issuer become this trust's own number for the NHS number (issue 25).
+        case reconcile
+        /// As sent: for a trust whose PACS reconciles what it imports for itself.
+        case keep
+    }
+
+    public enum UnknownPatient: Sendable, Equatable {
+        /// Held aside, listed as waiting for identity, until the trust announces the patient or a
+        /// person releases it.
+        case hold
+        /// Placed with the NHS number as Patient ID, with this issuer.
+        case nhsNumber(issuer: String)
+    }
     /// Where each setting was written, for later checks' error messages.
     public var locations: [String: SourceLocation] = [:]
 

@@ -15,7 +15,7 @@ public enum ConfigurationParser {
     static let settings = [
         "trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "crl", "rules", "peer", "local",
         "coordinator", "lists", "free-space", "retry-min", "retry-max", "max-age", "circuit-after", "stable-after", "scan-rate",
-        "metrics", "inbound-keep",
+        "metrics", "inbound-keep", "identity", "unknown-patient",
     ]
     static let required = ["trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "rules"]
 
@@ -197,6 +197,32 @@ public enum ConfigurationParser {
                     continue
                 }
                 configuration.locals.append(AgentConfiguration.LocalTarget(name: plain[0].text, url: trimmedURL(plain[2].text), location: plain[0].location))
+            case "identity":
+                guard noOptions(), let value = one("reconcile or keep") else { continue }
+                guard let mode = AgentConfiguration.IdentityMode(rawValue: value.text) else {
+                    error(value.location, "identity is reconcile (studies from other trusts placed in this trust's identity) or keep (as sent), not \"\(value.text)\"")
+                    continue
+                }
+                configuration.identity = mode
+            case "unknown-patient":
+                guard noOptions(), let first = plain.first else {
+                    error(word.location, "unknown-patient takes hold, or nhs-number and optionally the issuer to name, e.g. unknown-patient nhs-number NHS")
+                    continue
+                }
+                switch (first.text, plain.count) {
+                case ("hold", 1):
+                    configuration.unknownPatient = .hold
+                case ("nhs-number", 1), ("nhs-number", 2):
+                    let issuer = plain.count == 2 ? plain[1].text : "NHS"
+                    guard !issuer.isEmpty, issuer.count <= 64, issuer.allSatisfy({ $0.isASCII && !$0.isNewline && $0 != "\\" }) else {
+                        error(plain[1].location, "the issuer is up to 64 printable ASCII characters (Issuer of Patient ID), e.g. NHS or 2.16.840.1.113883.2.1.4.1")
+                        continue
+                    }
+                    configuration.unknownPatient = .nhsNumber(issuer: issuer)
+                default:
+                    error(first.location, "unknown-patient takes hold, or nhs-number and optionally the issuer to name, not \"\(plain.map(\.text).joined(separator: " "))\"")
+                    continue
+                }
             case "coordinator":
                 guard noOptions(), let value = one("the coordinator's https:// URL") else { continue }
                 guard value.text.hasPrefix("https://") else {

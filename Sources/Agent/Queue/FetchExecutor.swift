@@ -21,15 +21,20 @@ final class FetchExecutor: JobExecutor, @unchecked Sendable {
     let audit: AuditLog
     let clock: any Clock
     let log: Logger
-    /// Records instances placed in `inbound` in the inventory, with their origin.
-    let record: @Sendable ([StowIngest.PlacedInstance], String) throws -> Void
+    /// Records what a retrieval placed (in `inbound`, or held for its identity) with its origin
+    /// and the fetch's purpose.
+    let record: @Sendable (StowIngest, String, String) throws -> Void
+    /// How each instance is placed, given the trust it came from (`StowIngest.placement`).
+    let placement: @Sendable (String, DataSet) -> StowIngest.Placement
     /// A study arrived: the announcer should tell the coordinator.
     let announced: @Sendable () -> Void
 
     init(
         store: AgentStore, peers: Peers, inbound: String, trust: String, audit: AuditLog, clock: any Clock, log: Logger,
-        record: @escaping @Sendable ([StowIngest.PlacedInstance], String) throws -> Void, announced: @escaping @Sendable () -> Void
+        record: @escaping @Sendable (StowIngest, String, String) throws -> Void,
+        placement: @escaping @Sendable (String, DataSet) -> StowIngest.Placement = { _, _ in .asSent }, announced: @escaping @Sendable () -> Void
     ) {
+        self.placement = placement
         self.store = store
         self.peers = peers
         self.inbound = inbound
@@ -69,6 +74,8 @@ final class FetchExecutor: JobExecutor, @unchecked Sendable {
             let store = self.store
             retrieval.heldElsewhere = { sop in try? store.path(ofInstance: sop) }
             retrieval.headers = [(ConsortField.purpose, job.purpose)]
+            let placement = self.placement, holder = job.destination
+            retrieval.placement = { header in placement(holder, header) }
             retrieval.admitInstance = { header in
                 // Every place a trust may keep it (the holder's own exception is the
                 // coordinator's to know): any valid NHS number that is not the patient's.
@@ -104,7 +111,7 @@ final class FetchExecutor: JobExecutor, @unchecked Sendable {
                     log.error("AUDIT: cannot record a refused patient mismatch", ["job": job.id, "study": job.study, "error": error])
                 }
                 if !ingest.placed.isEmpty {
-                    do { try record(ingest.placed, job.destination) } catch {
+                    do { try record(ingest, job.destination, job.purpose) } catch {
                         log.error("cannot record the instances placed before a patient mismatch", ["job": job.id, "study": job.study, "error": error])
                     }
                 }
@@ -116,7 +123,7 @@ final class FetchExecutor: JobExecutor, @unchecked Sendable {
                 if !response.failed.isEmpty && ingest.placed.isEmpty {
                     return .givenUp(reason: "every instance from \(job.destination) was refused: \(ingest.log.first ?? "")")
                 }
-                try record(ingest.placed, job.destination)
+                try record(ingest, job.destination, job.purpose)
                 try store.finishFetch(job: job.id, instances: ingest.placed.map { ($0.sopInstanceUID, $0.path, $0.size) }, now: clock.now)
                 let facts = ingest.placed.first.map { Ingest.facts(of: $0.header, study: job.study) }
                 var nhs: String?

@@ -75,8 +75,10 @@ extension AgentDaemon {
                 return changed(list)
             case "backfill":
                 return backfill(request.fields, who: who, log: adminLog)
+            case "identity-release":
+                return releaseIdentity(request.fields, who: who, log: adminLog)
             default:
-                return failure("unknown action \"\(request.action)\" (ping, status, hold, release, retry, drop, resync, backfill)")
+                return failure("unknown action \"\(request.action)\" (ping, status, hold, release, retry, drop, resync, backfill, identity-release)")
             }
         } catch {
             adminLog.error("admin action failed", ["action": request.action, "user": who, "error": error])
@@ -212,4 +214,38 @@ extension AgentDaemon {
     }
 
     public var metricsPort: UInt16 { metricsServer?.port ?? 0 }
+
+    /// `consort identity release`: each study looked at again now and placed (under the NHS
+    /// number when this trust has no number: the person has decided), audited with who asked.
+    func releaseIdentity(_ fields: [String: Any], who: String, log adminLog: Logger) -> JSON {
+        let studies = (fields["studies"] as? [Any] ?? []).compactMap { $0 as? String }
+        do {
+            try audit.record(AuditEntry(who: who, action: "identity-release", why: "consort identity release", detail: "studies \(studies.joined(separator: ","))"))
+        } catch {
+            return .object([("ok", .bool(false)), ("error", .string("cannot write the audit log, so nothing was changed: \(error)"))])
+        }
+        guard identityBook != nil else {
+            return .object([("ok", .bool(false)), ("error", .string("this agent does not reconcile identity (no coordinator line, or identity keep): nothing is held"))])
+        }
+        let holds = (try? store.identityHolds()) ?? []
+        var results: [JSON] = []
+        for study in studies {
+            let outcome: HeldRelease
+            if let hold = holds.first(where: { $0.study == study }) {
+                outcome = releaseHeld(hold, force: true, who: who)
+            } else {
+                outcome = .notHeld
+            }
+            let (word, detail): (String, String)
+            switch outcome {
+            case .placed(let n, let identity): (word, detail) = ("placed", "placed: \(n) instances as \(identity)")
+            case .stillHeld(let why): (word, detail) = ("held", "still held: \(why)")
+            case .notHeld: (word, detail) = ("not-held", "not held for identity here")
+            case .failed(let why): (word, detail) = ("failed", "not placed now (tried again automatically): \(why)")
+            }
+            adminLog.info("identity release asked by an operator", ["user": who, "study": study, "outcome": detail])
+            results.append(.object([("study", .string(study)), ("outcome", .string(word)), ("detail", .string(detail))]))
+        }
+        return .object([("ok", .bool(true)), ("studies", .array(results))])
+    }
 }

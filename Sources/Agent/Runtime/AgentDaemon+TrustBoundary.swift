@@ -28,6 +28,9 @@ extension AgentDaemon {
                     log.error("the coordinator client keeps its earlier TLS material: a new one could not be made", ["error": "\(error)"])
                 }
             }
+            do { try identityBook?.replaceTLS(material) } catch {
+                log.error("the identity lookups keep their earlier TLS material: a new client could not be made", ["error": "\(error)"])
+            }
             warnOfExpiry(now: now)
         } catch {
             telemetry.tlsReloaded(ok: false)

@@ -12,7 +12,7 @@ extension AgentDaemon {
 
     /// Never taken as archive files, wherever they are: the agent's own state, staging and quarantine.
     var excluded: [String] {
-        [configuration.state, configuration.stagingFolder, configuration.inbound + "/" + StowIngest.quarantineFolderName]
+        [configuration.state, configuration.stagingFolder, configuration.inbound + "/" + StowIngest.quarantineFolderName, configuration.inbound + "/" + StowIngest.heldFolderName]
     }
 
     func startWatchers() throws {

@@ -33,6 +33,11 @@ public final class AgentDaemon: @unchecked Sendable {
     /// retrieves served, lookups, operator actions.
     let audit: AuditLog
     let coordinator: CoordinatorClient?
+    /// This trust's numbers for patients, from the coordinator (nil: no coordinator, or
+    /// `identity keep`: studies from other trusts are placed as sent).
+    let identityBook: IdentityBook?
+    /// Looks at studies held for their identity again (`AgentDaemon+Identity`).
+    let identityReleaser: WakeableLoop
     /// The certificate, key, CA and CRL in force, for the receiver and every client.
     let tls: TLSMaterial
     /// When the expiry of the TLS material was last warned of in the log (daily).
@@ -94,6 +99,13 @@ public final class AgentDaemon: @unchecked Sendable {
         } else {
             coordinator = nil
         }
+        if let url = configuration.coordinator, configuration.identity == .reconcile {
+            identityBook = try IdentityBook(
+                settings: IdentityDecision.Settings(trust: configuration.trust, unknownPatient: configuration.unknownPatient), coordinator: url,
+                tls: tls.configuration, audit: audit, clock: clock, log: log.named("identity"))
+        } else {
+            identityBook = nil
+        }
         quietPeriods = Self.quietPeriods(rules.current)
         queue = Self.queueManager(
             configuration: configuration, store: store, rules: rules, coordinator: coordinator, tls: tls, audit: audit, telemetry: telemetry, clock: clock,
@@ -103,6 +115,7 @@ public final class AgentDaemon: @unchecked Sendable {
             hooks.daemon?.stabilityTurn()
             return nil
         }
+        identityReleaser = WakeableLoop(name: "consort-identity", interval: Self.identityRecheck) { [hooks] in hooks.daemon?.identityTurn() }
         hooks.daemon = self
     }
 
@@ -133,7 +146,8 @@ public final class AgentDaemon: @unchecked Sendable {
             announceNow: { _ = try? hooks.daemon?.announcer?.announceOnce() })
         let fetch = FetchExecutor(
             store: store, peers: peers, inbound: configuration.inbound, trust: configuration.trust, audit: audit, clock: clock, log: fetchLog,
-            record: { placed, origin in try hooks.daemon?.recordPlaced(placed, origin: origin) },
+            record: { ingest, origin, why in try hooks.daemon?.recordArrived(ingest, origin: origin, why: why) },
+            placement: { origin, header in hooks.daemon?.identityBook?.placement(sender: origin, header: header) ?? .asSent },
             announced: { hooks.daemon?.announcer?.nudge() })
         return QueueManager(
             store: store, peers: peers, executors: .init(push: push, plan: plan, fetch: fetch), policy: policy, clock: clock, telemetry: telemetry, log: spoolLog)
@@ -180,6 +194,7 @@ public final class AgentDaemon: @unchecked Sendable {
         try startWatchers()
         try services.start(stability)
         try startCoordination()
+        if identityBook != nil { try services.start(identityReleaser) }
         try services.start(queue)
         reportPriorities()
         warnOfExpiry(now: clock.now)
@@ -238,6 +253,8 @@ public final class AgentDaemon: @unchecked Sendable {
     private func startCoordination() throws {
         if let coordinator {
             let announcer = Announcer(store: store, client: coordinator, trust: configuration.trust, audit: audit, clock: clock, log: log.named("coordinator"))
+            let releaser = identityReleaser
+            announcer.afterAnnouncing = { releaser.nudge() }
             try services.start(announcer)
             self.announcer = announcer
         }
@@ -279,6 +296,8 @@ public final class AgentDaemon: @unchecked Sendable {
         }
         service.stored = { [self] received, ingest in try self.recordReceived(received, ingest) }
         service.heldElsewhere = { sop in try? store.path(ofInstance: sop) }
+        // A study from another trust is placed in this trust's identity, or held (issue 25).
+        if let book = identityBook { service.placement = { sender, header in book.placement(sender: sender, header: header) } }
         service.instancesOf = { study in (try? store.instances(ofStudy: study).map(\.sop)) ?? [] }
         // WADO-RS serves what the inventory holds (the archive and what was received), to a
         // member whose purpose an agreement allows; each retrieve audited.
@@ -348,7 +367,7 @@ public final class AgentDaemon: @unchecked Sendable {
     /// Received instances go into the inventory with their origin (the sender's trust, from its
     /// certificate) and through the rules, in one transaction, before the answer acknowledges them.
     private func recordReceived(_ received: DICOMwebService.Received, _ stow: StowIngest) throws {
-        let recorded = try recordPlaced(stow.placed, origin: received.peer)
+        let recorded = try recordArrived(stow, origin: received.peer, why: received.purpose)
         telemetry.received(received.peer, instances: recorded.count, bytes: recorded.bytes)
         for (study, count) in recorded.studies {
             try audit.record(AuditEntry(

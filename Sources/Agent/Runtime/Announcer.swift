@@ -42,6 +42,9 @@ final class Announcer: Service, @unchecked Sendable {
     private var pendingAfterLastBatch: Int?
 
     let clock: any Clock
+    /// Called after a turn that announced studies (the identity releaser looks again: this trust
+    /// may now have a number for a patient whose studies wait).
+    var afterAnnouncing: (@Sendable () -> Void)?
 
     init(store: AgentStore, client: CoordinatorClient, trust: String, audit: AuditLog? = nil, clock: any Clock = SystemClock(), log: Logger) {
         self.audit = audit
@@ -78,7 +81,9 @@ final class Announcer: Service, @unchecked Sendable {
     private func turn() -> Double {
         do {
             while try withdrawOnce() > 0 {}
-            while try announceOnce() > 0 {}
+            var announced = 0
+            while case let count = try announceOnce(), count > 0 { announced += count }
+            if announced > 0 { afterAnnouncing?() }
             if failures > 0 { log.info("the coordinator answers again; holdings announced") }
             failures = 0
         } catch {

@@ -111,6 +111,21 @@ enum ConfigCommand {
         }
         let keep = configuration.inboundKeepSeconds.map { "received copies removed from inbound after \(ConfigurationParser.formatSeconds($0))" } ?? "received copies kept in inbound"
         standardOutput.line("consort config: \(file) is good: trust \(configuration.trust), \(configuration.watches.count) watched folder\(configuration.watches.count == 1 ? "" : "s"), \(configuration.peers.count) peer\(configuration.peers.count == 1 ? "" : "s"), \(keep)")
+        standardOutput.line("identity: " + identityLine(configuration))
         return .success
+    }
+
+    /// What becomes of a study from another trust's identity here, in words.
+    static func identityLine(_ c: AgentConfiguration) -> String {
+        guard c.coordinator != nil else {
+            return "no coordinator line: nothing to reconcile from, so studies from other trusts are placed as sent (their Patient ID is the sender's)"
+        }
+        if c.identity == .keep { return "identity keep: studies from other trusts are placed as sent (this trust's PACS reconciles them)" }
+        switch c.unknownPatient {
+        case .hold:
+            return "studies from other trusts are placed under \(c.trust)'s own number for the patient (from the coordinator); a patient \(c.trust) has no number for is held (unknown-patient hold)"
+        case .nhsNumber(let issuer):
+            return "studies from other trusts are placed under \(c.trust)'s own number for the patient (from the coordinator); a patient \(c.trust) has no number for is placed under the NHS number (issuer \(issuer))"
+        }
     }
 }

@@ -61,23 +61,31 @@ struct OperatorContext {
         return answer
     }
 
+    /// Sends a changing request to the running agent, with the name of the person asking; its
+    /// answer when it accepted it, else nil with the reason on stderr ("nothing changed").
+    func ask(_ request: [(String, JSON)], timeout: Double) -> [String: Any]? {
+        var request = request
+        if let user = Self.claimedUser { request.append(("user", .string(user))) }
+        let answer: [String: Any]
+        do {
+            answer = try AdminClient.ask(socket, .object(request), timeout: timeout)
+        } catch {
+            standardError.line("consort \(command): \(error); nothing changed")
+            return nil
+        }
+        guard answer["ok"] as? Bool == true else {
+            standardError.line("consort \(command): the agent refused: \(answer["error"] as? String ?? "no reason given"); nothing changed")
+            return nil
+        }
+        return answer
+    }
+
     /// Sends an action for these jobs to the running agent; prints its outcome. The changing
     /// commands change nothing when the agent is down: they say so and exit 1.
     func act(_ action: String, jobs: [Int64], peers: [String] = [], verb: String) -> ExitCode {
         var request: [(String, JSON)] = [("action", .string(action)), ("jobs", .array(jobs.map { .int($0) }))]
         if !peers.isEmpty { request.append(("peers", .array(peers.map { .string($0) }))) }
-        if let user = Self.claimedUser { request.append(("user", .string(user))) }
-        let answer: [String: Any]
-        do {
-            answer = try AdminClient.ask(socket, .object(request), timeout: 30)
-        } catch {
-            standardError.line("consort \(command): \(error); nothing changed")
-            return .someFailed
-        }
-        guard answer["ok"] as? Bool == true else {
-            standardError.line("consort \(command): the agent refused: \(answer["error"] as? String ?? "no reason given"); nothing changed")
-            return .someFailed
-        }
+        guard let answer = ask(request, timeout: 30) else { return .someFailed }
         let changed = (answer["changed"] as? [Any] ?? []).compactMap { ($0 as? NSNumber)?.int64Value }
         let unchanged = jobs.filter { !changed.contains($0) }
         if !peers.isEmpty { standardOutput.line("\(peers.joined(separator: ", ")): circuit opened for one probe now") }

@@ -22,7 +22,9 @@ enum QueueCommand {
         consort queue          The shape of the queue: jobs by peer, state (queued, active,
                                deferred, waiting for a time window, held, failed) and age
                                (< 1 min, < 10 min, < 1 h, < 1 d, older), with the instances and
-                               bytes still to send and the urgent jobs counted; totals below.
+                               bytes still to send and the urgent jobs counted; totals below;
+                               then the received studies waiting for identity (consort
+                               identity).
         list                   One job a line: id, age, state, priority, peer, rule, the study
                                (date, modality, description), progress (instances and MB sent,
                                the rate while active), tries, next try, deadline, last error.
@@ -183,14 +185,18 @@ enum QueueCommand {
         var total = ShapeRow(peer: "", state: "")
         for row in ordered { total.add(row) }
         let agent = agentLine(context)
+        // Received studies held for their identity wait too, though no job carries them.
+        let holds = (try? context.store.identityHolds()) ?? []
         if json {
             standardOutput.line(JSON.object([
                 ("trust", .string(context.configuration.trust)), ("agent_running", .bool(agent.running)),
                 ("rows", .array(ordered.map(\.json))), ("totals", total.json),
+                ("waiting_for_identity", .array(holds.map(IdentityCommand.json))),
             ]).serialized())
             return .success
         }
         standardOutput.line("Queue of \(context.configuration.trust): \(agent.text)")
+        defer { if !holds.isEmpty { IdentityCommand.print(holds, limit: 10) } }
         guard !ordered.isEmpty else {
             standardOutput.line("The queue is empty: nothing waits to be sent.")
             return .success

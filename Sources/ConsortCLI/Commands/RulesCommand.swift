@@ -2,12 +2,15 @@ import CommandSupport
 import DICOM
 import Foundation
 import Routing
+import Agent
+import Platform
+import Transport
 
 /// `consort rules check|explain|replay`: the PACS manager's tools around the routing rules.
 enum RulesCommand {
     static let help = """
         Usage: consort rules check [DIR]
-               consort rules explain FILE|STUDY-DIR|LIST.csv [--rules DIR] [--site CODE] [--origin local|CODE]
+               consort rules explain FILE|STUDY-DIR|LIST.csv [--rules DIR] [--site CODE] [--origin local|CODE] [--config FILE]
                consort rules replay ARCHIVE-DIR [--rules DIR] [--against DIR] [--site CODE]
 
         check    Parses and checks every .rules file in DIR (default: ./routing-rules, else
@@ -19,6 +22,10 @@ enum RulesCommand {
                  see the first instance; study-stable rules the study. An MDT list (.csv with
                  nhs_number,meeting_date,host) is explained line by line against the list rules;
                  lines with an invalid NHS number, date or host are reported and not routed.
+                 With --origin CODE (a study received from another trust), also the identity it
+                 would be placed under here: with --config (the agent's configuration: its
+                 trust, settings, certificate and coordinator) the coordinator is asked, as the
+                 agent asks it; without, what the agent would ask and why it would hold.
         replay   Runs the rules over every study under ARCHIVE-DIR (headers only) and reports what
                  would have been sent where. With --against DIR, also runs the rule set in DIR
                  (the one in force) and lists the studies whose actions differ: see a change
@@ -29,6 +36,8 @@ enum RulesCommand {
           --site CODE     the trust whose agent is deciding (default: the study's IssuerOfPatientID
                           when it names a member)
           --origin X      local (default), or the code of the trust the study was received from
+          --config FILE   explain: the agent's configuration, to ask its coordinator for the
+                          identity a received study would be placed under
           --against DIR   replay: the rule set to compare with
 
         """
@@ -127,7 +136,24 @@ enum RulesCommand {
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
 
     static func explain(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "rules explain", flags: [], options: ["--rules", "--site", "--origin"])
+        let arguments = try Arguments(args, command: "rules explain", flags: [], options: ["--rules", "--site", "--origin", "--config"])
+        var book: IdentityBook?
+        var configuration: AgentConfiguration?
+        if let file = arguments.option("--config") {
+            let parsed = ConfigurationParser.parse(file: file)
+            guard let c = parsed.configuration else {
+                standardError.line(parsed.report())
+                return .someFailed
+            }
+            configuration = c
+            if let url = c.coordinator, c.identity == .reconcile {
+                let tls = TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl)
+                book = try IdentityBook(
+                    settings: IdentityDecision.Settings(trust: c.trust, unknownPatient: c.unknownPatient), coordinator: url, tls: tls, audit: nil,
+                    clock: SystemClock(), log: Logger("identity", minimum: .error))
+                book?.purpose = "identity reconciliation (consort rules explain)"
+            }
+        }
         guard !arguments.positional.isEmpty else { throw UsageError(message: "give a DICOM file or a study folder", command: "rules explain") }
         guard let set = load(arguments.option("--rules") ?? defaultRulesFolder(), quietWarnings: true) else { return .someFailed }
         if let site = arguments.option("--site"), set.member(site) == nil {
@@ -167,9 +193,40 @@ enum RulesCommand {
                 }
                 standardOutput.write(pick.text)
             }
+            if case .received(let sender) = origin {
+                standardOutput.line("")
+                for line in identityLines(header, sender: sender, site: site, book: book, configuration: configuration) { standardOutput.line("  " + line) }
+            }
             standardOutput.line("")
         }
         return failures > 0 ? .someFailed : .success
+    }
+
+    /// The identity a study received from `sender` would be placed under at `site`.
+    static func identityLines(_ header: DataSet, sender: String, site: String, book: IdentityBook?, configuration: AgentConfiguration?) -> [String] {
+        let study = IdentityBook.study(of: header)
+        var lines = ["Identity on delivery at \(site): as sent, Patient ID \(study.patientID ?? "(none)") (issuer \(study.issuer ?? "none"))"]
+        if let configuration, book == nil {
+            lines.append("  → as sent: \(ConfigCommand.identityLine(configuration))")
+            return lines
+        }
+        guard let book else {
+            switch IdentityDecision.nhsNumber(of: study) {
+            case .failure(let failure): lines.append("  → HELD (\(failure.hold.kind.rawValue)): \(failure.hold.reason)")
+            case .success(let nhs):
+                lines.append("  → with a coordinator and identity reconcile (the default): placed under \(site)'s own number for NHS number \(nhs.digits), asked of the coordinator; the sender's number and the NHS number kept in Other Patient IDs Sequence (give --config to ask it)")
+            }
+            return lines
+        }
+        let (outcome, _) = book.decide(study, sender: sender, fresh: true)
+        switch outcome {
+        case .asSent(let why): lines.append("  → as sent: \(why)")
+        case .rewrite(let rewrite):
+            lines.append("  → placed as Patient ID \(rewrite.local.id) (issuer \(rewrite.local.issuer)); Other Patient IDs Sequence gains \(study.patientID ?? "?") (\(rewrite.senderIssuer))"
+                + rewrite.additionalIdentifiers.map { ", \($0)" }.joined() + "; Issuer of Accession Number: \(rewrite.accessionNumberIssuer)")
+        case .hold(let hold): lines.append("  → HELD (\(hold.kind.rawValue)): \(hold.reason)")
+        }
+        return lines
     }
 
     /// Explains the list rules for each line of an MDT list; returns how many lines were refused.

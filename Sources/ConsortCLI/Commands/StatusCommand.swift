@@ -30,7 +30,7 @@ enum StatusCommand {
 
         Exit codes: 0 all well; 1 something needs a person (the agent down, a peer down, a
         missed deadline, a stuck job, a failed job, a received study missing instances with
-        nothing arriving for 5 minutes, a refused rule set, the certificate, CA or CRL expired
+        nothing arriving for 5 minutes, a study from another trust waiting for identity, a refused rule set, the certificate, CA or CRL expired
         or within 14 days of it); 2 usage error.
         """
 
@@ -68,6 +68,12 @@ enum StatusCommand {
             attention.append("the last rules reload was refused (the old rules stay in force): \(refused)")
         }
         for problem in live?["problems"] as? [String] ?? [] { attention.append(problem) }
+        // Studies from other trusts held for their identity: not at hand for anyone until placed.
+        let identityHolds = (try? store.identityHolds()) ?? []
+        for hold in identityHolds.prefix(10) {
+            attention.append("study \(hold.study) from \(hold.sender) is waiting for identity: \(hold.reason) (consort identity)")
+        }
+        if identityHolds.count > 10 { attention.append("\(identityHolds.count - 10) more studies are waiting for identity (consort identity list)") }
         // Urgent before bulk rests on thread priorities, which a service sandbox may forbid.
         let priorities = live?["priorities"] as? [String: Any]
         if let priorities, priorities["lower_cpu"] as? Bool == false || priorities["idle_io"] as? Bool == false {
@@ -155,6 +161,7 @@ enum StatusCommand {
                         ("full_priority_for_locks", (p["full_priority_for_locks"] as? Bool).map(JSON.bool) ?? .null), ("refusal", text(p["refusal"] as? String))])
                 } ?? .null),
                 ("failed_jobs", .int(Int64(failed))), ("tls", tls.json),
+                ("waiting_for_identity", .array(identityHolds.map(IdentityCommand.json))),
                 ("needs_attention", .array(attention.map(JSON.string))),
             ]
             if arguments.flag("--malformed") {
@@ -241,6 +248,7 @@ enum StatusCommand {
             standardOutput.line("  study \(manifest.study) from \(manifest.sender): \(manifest.held) of \(manifest.listed) instances here; manifest \(OperatorFormat.duration(now - manifest.received)) ago, \(last)")
         }
         standardOutput.line(bold("Failed jobs") + ": \(failed)" + (failed > 0 ? " (`consort queue list --state failed`)" : ""))
+        standardOutput.line(bold("Waiting for identity") + ": \(identityHolds.count)" + (identityHolds.isEmpty ? "" : " (`consort identity list`)"))
         standardOutput.line(bold("TLS") + " (\(tls.source)):")
         for line in tls.lines { standardOutput.line("  " + line) }
         standardOutput.line(bold("Malformed files recorded") + ": \(counts.malformedFiles)" + (counts.malformedFiles > 0 && !arguments.flag("--malformed") ? " (--malformed lists them)" : ""))

@@ -56,6 +56,21 @@ public enum IdentityRewriter {
         return outcome
     }
 
+    /// Writes `source` rewritten by `rewrite` into an open `descriptor` (named `target` in
+    /// errors), without making it durable: for a receiver that rewrites a staged instance and
+    /// makes a whole batch durable at once. `observe` sees every byte written, in order (a
+    /// receiver hashes the new file as it is written rather than reading it back).
+    @discardableResult
+    public static func rewrite(
+        _ source: String, into descriptor: Int32, target: String, _ rewrite: IdentityRewrite,
+        observe: (UnsafeRawBufferPointer) -> Void = { _ in }
+    ) throws(DICOMError) -> IdentityRewriteOutcome {
+        let file = try FileByteSource(path: source)
+        let (pieces, outcome) = try plan(file, rewrite)
+        try write(pieces, from: file, to: descriptor, target: target, observe: observe)
+        return outcome
+    }
+
     /// A piece of the new file: bytes made here, or a range of the source copied as it is.
     enum Piece: Equatable {
         case bytes([UInt8])
@@ -347,7 +362,10 @@ public enum IdentityRewriter {
     }
 
     /// Writes the pieces in order; source ranges go through one 1 MiB buffer.
-    static func write(_ pieces: [Piece], from source: FileByteSource, to descriptor: Int32, target: String) throws(DICOMError) {
+    static func write(
+        _ pieces: [Piece], from source: FileByteSource, to descriptor: Int32, target: String,
+        observe: (UnsafeRawBufferPointer) -> Void = { _ in }
+    ) throws(DICOMError) {
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { chunk.deallocate() }
         for piece in pieces {
@@ -355,6 +373,7 @@ public enum IdentityRewriter {
             case .bytes(let bytes):
                 let failure: DICOMError? = bytes.withUnsafeBytes { raw in
                     do throws(DICOMError) { try writeAll(raw, to: descriptor, target: target) } catch { return error }
+                    observe(raw)
                     return nil
                 }
                 if let failure { throw failure }
@@ -369,6 +388,7 @@ public enum IdentityRewriter {
                             .truncated, "\(source.path) became shorter while it was being rewritten", offset: offset + done + read)
                     }
                     try writeAll(UnsafeRawBufferPointer(part), to: descriptor, target: target)
+                    observe(UnsafeRawBufferPointer(part))
                     done += step
                 }
             }

@@ -87,15 +87,19 @@ extension StowIngest {
         for folder in folders.sorted() {
             lost[folder] = syncFolder(folder)
         }
-        let unsure = folders.filter { createdFolders.contains($0) || !registry.isDurable(folder: Self.name(ofFolder: $0)) }
-        if !unsure.isEmpty, let failure = syncFolder(inbound) {
-            // Unless another request's fsync of inbound has made the folder's entry durable
-            // meanwhile: then its names need only their own folder's fsync.
-            for folder in unsure where lost[folder] == nil && !registry.isDurable(folder: Self.name(ofFolder: folder)) {
-                lost[folder] = failure
+        let unsure = folders.filter { createdFolders.contains($0) || !registry.isDurable(folder: name(ofFolder: $0)) }
+        // Each unsure folder's entry lives in its parent: inbound, or the held folder.
+        for parent in Set(unsure.map { ($0 as NSString).deletingLastPathComponent }).sorted() {
+            let under = unsure.filter { ($0 as NSString).deletingLastPathComponent == parent }
+            if let failure = syncFolder(parent) {
+                // Unless another request's fsync of the parent has made the folder's entry
+                // durable meanwhile: then its names need only their own folder's fsync.
+                for folder in under where lost[folder] == nil && !registry.isDurable(folder: name(ofFolder: folder)) {
+                    lost[folder] = failure
+                }
+            } else {
+                registry.markDurable(folders: under.map(name(ofFolder:)))
             }
-        } else if !unsure.isEmpty {
-            registry.markDurable(folders: unsure.map(Self.name(ofFolder:)))
         }
         for name in named {
             guard let failure = lost[name.folder] else {
@@ -123,7 +127,7 @@ extension StowIngest {
         // unless another request has just placed an instance in it: then rmdir fails and it
         // stays): the next request to need it makes it again and fsyncs inbound for it.
         for folder in createdFolders where lost[folder] != nil {
-            registry.removeIfNotDurable(folder: Self.name(ofFolder: folder), at: folder)
+            registry.removeIfNotDurable(folder: name(ofFolder: folder), at: folder)
         }
         createdFolders.removeAll()
     }
@@ -142,9 +146,13 @@ extension StowIngest {
     private var owner: InboundRegistry.Owner { ObjectIdentifier(self) }
 
     /// An instance's name in the registry: relative to inbound, so requests that spell the
-    /// inbound folder differently share it.
-    private static func key(_ item: Ready) -> String { "\(item.studyUID)/\(item.instanceUID).dcm" }
-    private static func name(ofFolder path: String) -> String { (path as NSString).lastPathComponent }
+    /// inbound folder differently share it (a held one's under the held folder).
+    private static func key(_ item: Ready) -> String { "\(relativeFolder(item))/\(item.instanceUID).dcm" }
+    /// A study folder relative to inbound: `<StudyUID>`, or `.held/<StudyUID>`.
+    private static func relativeFolder(_ item: Ready) -> String { item.held ? "\(heldFolderName)/\(item.studyUID)" : item.studyUID }
+    private func name(ofFolder path: String) -> String {
+        path.hasPrefix(inbound + "/") ? String(path.dropFirst(inbound.count + 1)) : (path as NSString).lastPathComponent
+    }
 
     /// Makes a folder's entries durable (its fsync); nil when done, else what failed, naming the
     /// folder and the errno, for the log.
@@ -191,7 +199,7 @@ extension StowIngest {
 
     /// Links a durable staged instance into its place.
     private func link(_ item: Ready) -> Placing {
-        let folder = "\(inbound)/\(item.studyUID)"
+        let folder = "\(inbound)/\(Self.relativeFolder(item))"
         let destination = "\(folder)/\(item.instanceUID).dcm"
         func refuse(_ reason: UInt16, _ why: String) {
             unlink(item.staged)
@@ -200,8 +208,9 @@ extension StowIngest {
             results.append(.refused(sop: item.instanceUID, reason: reason, why: why))
         }
         do {
+            if item.held { try makeHeldFolder() }
             if access(folder, F_OK) != 0 {
-                registry.forget(folder: item.studyUID)
+                registry.forget(folder: Self.relativeFolder(item))
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
                 createdFolders.insert(folder)
             }
@@ -209,8 +218,10 @@ extension StowIngest {
             refuse(0xA700, "cannot create \(folder): \(error.localizedDescription)")
             return .settled
         }
-        // Held elsewhere at this site (the agent's archive): one copy per site, never two.
-        if let other = heldElsewhere?(item.instanceUID), other != destination, FileManager.default.fileExists(atPath: other) {
+        // Held elsewhere at this site (the agent's archive): one copy per site, never two. (Not
+        // asked for an instance held for its identity: its bytes are the sender's, not this
+        // site's; it is compared when it is placed in the store.)
+        if !item.held, let other = heldElsewhere?(item.instanceUID), other != destination, FileManager.default.fileExists(atPath: other) {
             let otherDigest = SHA256Hasher.hex(ofFile: other)
             if otherDigest == item.digest {
                 unlink(item.staged)
@@ -270,10 +281,20 @@ extension StowIngest {
         studies.insert(item.studyUID)
         log.append(note)
         results.append(alreadyHeld ? .alreadyHeld(sop: item.instanceUID) : .stored(sop: item.instanceUID))
-        placed.append(
-            PlacedInstance(
-                sopInstanceUID: item.instanceUID, studyInstanceUID: item.studyUID, sopClassUID: item.classUID, path: destination,
-                size: item.size, sha256: item.digest, alreadyHeld: alreadyHeld, header: item.header))
+        var instance = PlacedInstance(
+            sopInstanceUID: item.instanceUID, studyInstanceUID: item.studyUID, sopClassUID: item.classUID, path: destination,
+            size: item.size, sha256: item.digest, alreadyHeld: alreadyHeld, header: item.header)
+        instance.held = item.held
+        instance.rewritten = item.rewritten
+        placed.append(instance)
+    }
+
+    /// The held folder, made durable in inbound the first time it is needed.
+    private func makeHeldFolder() throws {
+        let held = "\(inbound)/\(Self.heldFolderName)"
+        guard access(held, F_OK) != 0 else { return }
+        try FileManager.default.createDirectory(atPath: held, withIntermediateDirectories: true)
+        try DurableFile.syncFolder(inbound)
     }
 
     /// Where instances that conflict with one already held are kept aside, beside the store:

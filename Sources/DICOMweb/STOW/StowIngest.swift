@@ -50,6 +50,24 @@ public final class StowIngest {
     /// archive, say), by SOP Instance UID. Such an instance is not stored again: the same bytes
     /// are acknowledged as already held, other bytes are a conflict like one in the store.
     public var heldElsewhere: (@Sendable (String) -> String?)?
+    /// How each checked instance is placed (issue 25: a study from another trust is placed in
+    /// this trust's identity): as sent (the default), rewritten, or held aside for a person.
+    public var placement: (@Sendable (DataSet) -> Placement)?
+
+    /// How an instance is placed in the store.
+    public enum Placement: Sendable, Equatable {
+        /// The bytes as they were sent.
+        case asSent
+        /// Rewritten by `IdentityRewriter` as it is staged (streaming; the rewritten file is the
+        /// one made durable, compared with what is held, and acknowledged).
+        case rewrite(IdentityRewrite)
+        /// As sent, but aside: `inbound/.held/<StudyUID>/<SOPUID>.dcm`, where no PACS takes it,
+        /// until its identity is settled. Durable and acknowledged like any other.
+        case hold(reason: String)
+    }
+
+    /// Where held instances wait, beside the store (`Placement.hold`).
+    public static let heldFolderName = ".held"
     private var decoder: MultipartDecoder
     private var current: Part?
     // The outcomes, and what is waiting to be placed, are internal rather than private: the
@@ -72,8 +90,13 @@ public final class StowIngest {
         let studyUID: String
         let size: Int
         let digest: String
-        /// The header, as read when the part was checked (bulk values not loaded).
+        /// The header, as read when the part was checked (bulk values not loaded); of the
+        /// rewritten file when it was rewritten.
         let header: DataSet
+        /// Placed in the held folder rather than the store (`Placement.hold`).
+        var held = false
+        /// What the rewrite changed, when it was rewritten (for the caller's audit line).
+        var rewritten: IdentityRewriteOutcome?
     }
 
     /// The outcome per instance, in words, for the caller's log and audit trail.
@@ -116,8 +139,27 @@ public final class StowIngest {
         public var size: Int
         public var sha256: String
         public var alreadyHeld: Bool
-        /// Its header as read when it was checked (no need to read the file again).
+        /// Its header as read when it was checked (no need to read the file again); as
+        /// rewritten, when it was.
         public var header: DataSet
+        /// In the held folder, waiting for its identity (`Placement.hold`): not in the store.
+        public var held = false
+        /// What the identity rewrite changed (nil: placed as sent, or held).
+        public var rewritten: IdentityRewriteOutcome?
+
+        public init(
+            sopInstanceUID: String, studyInstanceUID: String, sopClassUID: String, path: String, size: Int, sha256: String, alreadyHeld: Bool,
+            header: DataSet
+        ) {
+            self.sopInstanceUID = sopInstanceUID
+            self.studyInstanceUID = studyInstanceUID
+            self.sopClassUID = sopClassUID
+            self.path = path
+            self.size = size
+            self.sha256 = sha256
+            self.alreadyHeld = alreadyHeld
+            self.header = header
+        }
     }
     /// Instances refused because one with the same UID and other bytes is held (quarantined).
     public internal(set) var conflicts = 0
@@ -316,7 +358,58 @@ public final class StowIngest {
         }
         guard UID.isValid(classUID) else { return refuse(0xC000, "SOP Class UID \"\(classUID)\" is not a valid UID") }
         if let reason = admitInstance?(file.dataSet) { return refuse(0xC000, reason, admitted: false) }
-        ready.append(Ready(staged: part.path, classUID: classUID, instanceUID: instanceUID, studyUID: studyUID, size: part.size, digest: digest, header: file.dataSet))
+        var item = Ready(staged: part.path, classUID: classUID, instanceUID: instanceUID, studyUID: studyUID, size: part.size, digest: digest, header: file.dataSet)
+        switch placement?(file.dataSet) ?? .asSent {
+        case .asSent:
+            break
+        case .hold(let reason):
+            item.held = true
+            holdReasons[studyUID] = reason
+        case .rewrite(let rewrite):
+            do {
+                item = try rewritten(item, rewrite)
+            } catch {
+                // Bytes that cannot be rewritten (a deflated or big-endian file, an identifier
+                // that does not fit) are whole and valid: held for a person, never refused (the
+                // sender would only send them again) nor placed under the sender's identity.
+                item.held = true
+                holdReasons[studyUID] = "it cannot be placed in this trust's identity: \(error)"
+            }
+        }
+        ready.append(item)
+    }
+
+    /// Why instances of a study were held (`Placement.hold`, or a rewrite that failed), by study.
+    public internal(set) var holdReasons: [String: String] = [:]
+
+    /// A staged instance rewritten into a new staged file (not yet durable: the request's
+    /// barrier makes it so), hashed as it is written, its header read again; the original goes.
+    private func rewritten(_ item: Ready, _ rewrite: IdentityRewrite) throws -> Ready {
+        let file = try DurableFile.createTemporary(in: staging, prefix: Self.stagedPrefix, mode: 0o640)
+        let hasher = SHA256Hasher()
+        let outcome: IdentityRewriteOutcome
+        do {
+            defer { close(file.descriptor) }
+            outcome = try IdentityRewriter.rewrite(item.staged, into: file.descriptor, target: file.path, rewrite) { hasher.update($0) }
+        } catch {
+            unlink(file.path)
+            throw error
+        }
+        let header: DataSet
+        var info = stat()
+        do {
+            header = try DICOMFile.read(path: file.path).dataSet
+            guard stat(file.path, &info) == 0 else { throw DICOMError(.io, "Cannot measure \(file.path)") }
+        } catch {
+            unlink(file.path)
+            throw error
+        }
+        unlink(item.staged)
+        var placed = Ready(
+            staged: file.path, classUID: item.classUID, instanceUID: item.instanceUID, studyUID: item.studyUID, size: Int(info.st_size),
+            digest: hasher.finalize(), header: header)
+        placed.rewritten = outcome
+        return placed
     }
 
     private func abandonCurrent() {
