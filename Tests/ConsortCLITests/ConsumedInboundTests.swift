@@ -48,9 +48,12 @@ struct ConsumedInboundTests {
         init(seed: Int, instances: Int, uhsxExtra: String = "", asphExtra: String = "") throws {
             consortium = try TestConsortium(members: ["RSCH", "UHSX", "ASPH"], rules: ConsumedInboundTests.rules)
             coordinator = try CoordinatorSite(consortium)
-            uhsx = try consortium.site("UHSX", extra: coordinator.agentLine + uhsxExtra)
+            // `identity keep` at the receivers: these tests are about received copies leaving
+            // inbound, and UHSX has never seen the patient (it would hold the study for its
+            // identity: IdentityOnDeliveryTests).
+            uhsx = try consortium.site("UHSX", extra: coordinator.agentLine + "identity keep\n" + uhsxExtra)
             rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port], extra: coordinator.agentLine)
-            asph = try consortium.site("ASPH", peers: ["RSCH": rsch.port, "UHSX": uhsx.port], extra: coordinator.agentLine + asphExtra)
+            asph = try consortium.site("ASPH", peers: ["RSCH": rsch.port, "UHSX": uhsx.port], extra: coordinator.agentLine + "identity keep\n" + asphExtra)
             self.instances = instances
             try coordinator.start()
             try uhsx.start()

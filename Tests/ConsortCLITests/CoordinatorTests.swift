@@ -145,7 +145,7 @@ extension CoordinatorTests {
         let holders = try ["ASPH", "UHSX", "ESHT"].map { try consortium.site($0, extra: coordinator.agentLine) }
         let lists = consortium.root.path + "/rsch-lists"
         try FileManager.default.createDirectory(atPath: lists, withIntermediateDirectories: true)
-        let rsch = try consortium.site("RSCH", peers: Dictionary(uniqueKeysWithValues: holders.map { ($0.code, $0.port) }), extra: coordinator.agentLine + "lists \(lists)\n")
+        let rsch = try consortium.site("RSCH", peers: Dictionary(uniqueKeysWithValues: holders.map { ($0.code, $0.port) }), extra: coordinator.agentLine + "lists \(lists)\nunknown-patient nhs-number\n")
         let second = "9990000026"
         var wanted: [String] = []
         for (index, holder) in holders.enumerated() {

@@ -87,7 +87,9 @@ struct TrustBoundaryTests {
         let coordinator = try CoordinatorSite(consortium, extra: "metrics 127.0.0.1:\(coordinatorMetrics)")
         try coordinator.start()
         defer { coordinator.stop() }
-        let uhsx = try consortium.site("UHSX", extra: coordinator.agentLine + "metrics 127.0.0.1:\(uhsxMetrics)\n")
+        // `identity keep`: UHSX has never seen the patient; what is tested here is who may send
+        // and fetch, not the identity a study is placed under (IdentityOnDeliveryTests).
+        let uhsx = try consortium.site("UHSX", extra: coordinator.agentLine + "identity keep\nmetrics 127.0.0.1:\(uhsxMetrics)\n")
         let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port], extra: coordinator.agentLine)
         try uhsx.start()
         try rsch.start()

@@ -88,9 +88,11 @@ extension StowIngest {
             lost[folder] = syncFolder(folder)
         }
         let unsure = folders.filter { createdFolders.contains($0) || !registry.isDurable(folder: name(ofFolder: $0)) }
-        // Each unsure folder's entry lives in its parent: inbound, or the held folder.
-        for parent in Set(unsure.map { ($0 as NSString).deletingLastPathComponent }).sorted() {
-            let under = unsure.filter { ($0 as NSString).deletingLastPathComponent == parent }
+        // Each unsure folder's entry lives in its parent: inbound, or the held folder (spelled
+        // as inbound is, never normalised: a log and a test name the folder as it was given).
+        func parentOf(_ folder: String) -> String { folder.hasPrefix(heldRoot + "/") ? heldRoot : inbound }
+        for parent in Set(unsure.map(parentOf)).sorted() {
+            let under = unsure.filter { parentOf($0) == parent }
             if let failure = syncFolder(parent) {
                 // Unless another request's fsync of the parent has made the folder's entry
                 // durable meanwhile: then its names need only their own folder's fsync.
@@ -289,9 +291,11 @@ extension StowIngest {
         placed.append(instance)
     }
 
+    private var heldRoot: String { "\(inbound)/\(Self.heldFolderName)" }
+
     /// The held folder, made durable in inbound the first time it is needed.
     private func makeHeldFolder() throws {
-        let held = "\(inbound)/\(Self.heldFolderName)"
+        let held = heldRoot
         guard access(held, F_OK) != 0 else { return }
         try FileManager.default.createDirectory(atPath: held, withIntermediateDirectories: true)
         try DurableFile.syncFolder(inbound)

@@ -91,6 +91,9 @@ final class ConsortiumDemo: @unchecked Sendable {
                 retry-min 1 s
                 retry-max 5 s
                 stable-after 2 s
+                # An emergency referral or an MDT gather for a patient this trust has not
+                # registered yet: placed under the NHS number rather than held for a person.
+                unknown-patient nhs-number
 
                 """
             for peer in Self.trusts + ["AI-CXR"] where peer != trust { text += "peer \(peer) https://localhost:\(ports[peer]!)\n" }
