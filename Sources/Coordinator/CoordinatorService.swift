@@ -15,6 +15,7 @@ import Transport
 ///     GET  /v1/patients/{nhs}/studies   the patient's studies, newest first, with where each is held
 ///     GET  /v1/studies/{uid}       one study and its locations
 ///     GET  /v1/patients/{nhs}/identity   the calling trust's own local identifiers for the patient
+///     GET  /v1/holdings/attention  the caller's copies whose origin has since corrected or withdrawn the study
 ///     GET  /healthz, GET /metrics
 ///
 /// The caller's trust comes from its certificate only; only consortium trusts (the rules'
@@ -89,7 +90,9 @@ public final class CoordinatorService: @unchecked Sendable {
         // A trust asking for its own identifiers for a patient learns only what it announced
         // itself: a member's right, as announcing is, whatever the agreements say of imaging.
         let ownIdentity = method == "GET" && path.hasPrefix("/v1/patients/") && path.hasSuffix("/identity")
-        let act: PartyAccess.Act = method == "POST" || ownIdentity ? .announce : .lookup
+        // So does a trust asking which of its own copies need a person.
+        let ownCopies = method == "GET" && path == "/v1/holdings/attention"
+        let act: PartyAccess.Act = method == "POST" || ownIdentity || ownCopies ? .announce : .lookup
         if let refusal = PartyAccess.decide(act, caller: request.peer?.commonName, purpose: purpose, site: nil, rules: rules.current) {
             let who = request.peer?.commonName ?? "a client without a certificate"
             refused(refusal.label)
@@ -104,6 +107,8 @@ public final class CoordinatorService: @unchecked Sendable {
             return try announce(caller: caller, body: body)
         case ("POST", 3) where parts == ["v1", "holdings", "withdraw"]:
             return try withdraw(caller: caller, body: body)
+        case ("GET", 3) where parts == ["v1", "holdings", "attention"]:
+            return try attention(caller: caller)
         case ("GET", 4) where parts[0] == "v1" && parts[1] == "patients" && parts[3] == "studies":
             // Foundation's percent decoding only where there is something to decode: it cost a
             // fortieth of a lookup's time.
@@ -169,6 +174,7 @@ public final class CoordinatorService: @unchecked Sendable {
         holding.instances = (item["instances"] as? NSNumber)?.intValue ?? 0
         holding.bytes = (item["bytes"] as? NSNumber)?.int64Value ?? 0
         holding.complete = item["complete"] as? Bool ?? true
+        holding.origin = clipped(item["origin"])
         return holding
     }
 
@@ -312,6 +318,21 @@ public final class CoordinatorService: @unchecked Sendable {
         }
         let items: [JSON] = identifiers.map { .object([("id", .string($0.id)), ("issuer", $0.issuer.map(JSON.string) ?? .null)]) }
         return Self.json(200, .object([("trust", .string(caller)), ("nhs", .string(nhs.digits)), ("identifiers", .array(items))]))
+    }
+
+    /// The caller's copies of studies their origin has since announced under another patient
+    /// or withdrawn: the copies (and what its PACS filed of them) need a person.
+    private func attention(caller: String) throws -> ServerResponse {
+        let copies = try registry.attention(trust: caller)
+        // It names studies and, for a correction, the NHS numbers involved: audited when it does
+        // (an empty answer, the minute's routine, names nobody).
+        for copy in copies {
+            try audit.record(AuditEntry(who: caller, action: "lookup", study: copy.study, why: "corrections follow", detail: "GET /v1/holdings/attention: \(copy.kind.rawValue)"), durable: false)
+        }
+        let items: [JSON] = copies.map {
+            .object([("study", .string($0.study)), ("origin", .string($0.origin)), ("kind", .string($0.kind.rawValue)), ("detail", .string($0.detail)), ("since", .double($0.since))])
+        }
+        return Self.json(200, .object([("trust", .string(caller)), ("studies", .array(items))]))
     }
 
     private func study(caller: String, uid: String, purpose: String) throws -> ServerResponse {

@@ -20,6 +20,9 @@ public struct Holding: Sendable {
     public var instances = 0
     public var bytes: Int64 = 0
     public var complete = true
+    /// The trust this holding is a copy of (`origin` on the wire), nil for the trust's own
+    /// study: a correction or withdrawal there is what the copy's holders hear of.
+    public var origin: String?
 
     public init(study: String) { self.study = study }
 }
@@ -97,6 +100,10 @@ public protocol Registry: AnyObject, Sendable {
     /// Never another trust's.
     func identity(trust: String, nhs: String) throws -> (identifiers: [NHSIdentity.Identifier], conflicts: [IdentityConflict])
     func conflicts() throws -> [IdentityConflict]
+    /// Studies `trust` holds a copy of (it is not their origin) that their origin has since put
+    /// in question: announced again under another patient (a study conflict), or withdrawn
+    /// while others still hold them. The copies need a person (issue 25: corrections follow).
+    func attention(trust: String) throws -> [CopyAttention]
     func identityErrors() throws -> [IdentityError]
     func studyCount(trust: String) throws -> Int
     func totals() throws -> (patients: Int, studies: Int, locations: Int)
@@ -105,4 +112,27 @@ public protocol Registry: AnyObject, Sendable {
 public struct RegistryError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// A copy that needs a person, because its origin corrected or withdrew the study.
+public struct CopyAttention: Sendable, Equatable {
+    public enum Kind: String, Sendable {
+        /// The origin announced the study again under another NHS number.
+        case identityChanged = "identity changed at origin"
+        /// The origin withdrew the study (deleted it) while this trust holds a copy.
+        case withdrawnAtOrigin = "withdrawn at origin"
+    }
+    public var study: String
+    public var origin: String
+    public var kind: Kind
+    public var detail: String
+    public var since: Double
+
+    public init(study: String, origin: String, kind: Kind, detail: String, since: Double) {
+        self.study = study
+        self.origin = origin
+        self.kind = kind
+        self.detail = detail
+        self.since = since
+    }
 }

@@ -246,6 +246,8 @@ enum Schema {
         CREATE INDEX IF NOT EXISTS conflicts_key ON conflicts(key);
         CREATE TABLE IF NOT EXISTS identity_errors (
             trust TEXT NOT NULL, study TEXT NOT NULL, value TEXT NOT NULL, created REAL NOT NULL, PRIMARY KEY (trust, study, value)) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS origin_withdrawals (uid TEXT PRIMARY KEY, origin TEXT NOT NULL, withdrawn REAL NOT NULL) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS study_origins (uid TEXT PRIMARY KEY, origin TEXT NOT NULL) WITHOUT ROWID;
         """
 
     static let postgresql = """
@@ -269,5 +271,7 @@ enum Schema {
         CREATE INDEX IF NOT EXISTS conflicts_key ON conflicts(key);
         CREATE TABLE IF NOT EXISTS identity_errors (
             trust TEXT NOT NULL, study TEXT NOT NULL, value TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, PRIMARY KEY (trust, study, value));
+        CREATE TABLE IF NOT EXISTS origin_withdrawals (uid TEXT PRIMARY KEY, origin TEXT NOT NULL, withdrawn DOUBLE PRECISION NOT NULL);
+        CREATE TABLE IF NOT EXISTS study_origins (uid TEXT PRIMARY KEY, origin TEXT NOT NULL);
         """
 }

@@ -281,6 +281,18 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         }
         try Self.insertRows(studyOrder.filter { stored[$0] == nil }.map { [.text($0), .text(studies[$0]?.nhs ?? "")] }, on: db,
             into: "study_keys (uid, nhs)", then: "ON CONFLICT DO NOTHING")
+        // Where copies came from (the first holder to say so names it): the origin's corrections
+        // and withdrawals are what their holders hear of (`attention`).
+        var origins: [String: String] = [:]
+        for (holding, _) in holdings {
+            if let origin = holding.origin, !origin.isEmpty, origin != trust, origins[holding.study] == nil { origins[holding.study] = origin }
+        }
+        // A study its origin announces again (restored to its archive) is no longer withdrawn.
+        try Self.inLists(uids, from: 2) { list, values in
+            try db.prepare("DELETE FROM origin_withdrawals WHERE origin = ?1 AND uid IN (\(list))").run([.text(trust)] + values)
+        }
+        try Self.insertRows(origins.sorted { $0.key < $1.key }.map { [.text($0.key), .text($0.value)] }, on: db,
+            into: "study_origins (uid, origin)", then: "ON CONFLICT DO NOTHING")
         // In key order, so a batch's rows go into the tree page by page.
         let keyed = studyOrder.map { (key: studies[$0]?.nhs ?? "", uid: $0) }.sorted { ($0.key, $0.uid) < ($1.key, $1.uid) }
         try Self.insertRows(keyed.compactMap { study -> [SQLValue]? in
@@ -350,13 +362,25 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
                 var removed = 0
                 try Self.inLists(Array(Set(studies))) { list, values in
                     for row in try db.prepare("""
-                        SELECT k.uid, s.nhs, s.held FROM study_keys k JOIN patient_studies s ON s.nhs = k.nhs AND s.uid = k.uid WHERE k.uid IN (\(list))
+                        SELECT k.uid, s.nhs, s.held, coalesce(o.origin, s.announced_by) FROM study_keys k
+                        JOIN patient_studies s ON s.nhs = k.nhs AND s.uid = k.uid LEFT JOIN study_origins o ON o.uid = k.uid WHERE k.uid IN (\(list))
                         """).rows(values, { $0 }) {
                         var held = RegistryHoldings.decode(row.text(2))
                         guard let index = held.firstIndex(where: { $0.trust == trust }) else { continue }
                         held.remove(at: index)
+                        // The origin no longer holds it, others still do: their copies are of a
+                        // study its origin has deleted, which may have been a mistake (the wrong
+                        // patient) — they hear of it (`attention`).
+                        if row.text(3) == trust && !held.isEmpty {
+                            try db.prepare("INSERT INTO origin_withdrawals (uid, origin, withdrawn) VALUES (?1, ?2, ?3) ON CONFLICT (uid) DO NOTHING")
+                                .run([.text(row.text(0) ?? ""), .text(trust), .real(Date().timeIntervalSince1970)])
+                        }
                         try db.prepare("UPDATE patient_studies SET held = ?1 WHERE nhs = ?2 AND uid = ?3")
                             .run([.text(RegistryHoldings.encode(held)), .text(row.text(1) ?? ""), .text(row.text(0) ?? "")])
+                        if held.isEmpty {
+                            // Nobody holds it any more: no copy to tell of its withdrawal.
+                            try db.prepare("DELETE FROM origin_withdrawals WHERE uid = ?1").run([.text(row.text(0) ?? "")])
+                        }
                         removed += 1
                     }
                 }
@@ -440,6 +464,36 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         IdentityConflict(
             id: row.int(0), kind: row.text(1) ?? "", key: row.text(2) ?? "", first: row.text(3) ?? "", second: row.text(4) ?? "",
             firstFrom: row.text(5) ?? "", secondFrom: row.text(6) ?? "", created: row.double(7))
+    }
+
+    public func attention(trust: String) throws -> [CopyAttention] {
+        try reading { c in
+            try c.readTransaction {
+                // Both sets are small (conflicts held for a person; studies withdrawn at their
+                // origin while copied): each candidate's holders are then read by its key.
+                var candidates: [(uid: String, kind: CopyAttention.Kind, detail: String, since: Double, by: String)] = []
+                for row in try c.prepare("SELECT key, first, second, first_from, second_from, created FROM conflicts WHERE kind = 'study' ORDER BY id").rows([], { $0 }) {
+                    let detail = "announced under NHS number \(row.text(1) ?? "?") by \(row.text(3) ?? "?"), then under \(row.text(2) ?? "?") by \(row.text(4) ?? "?")"
+                    candidates.append((row.text(0) ?? "", .identityChanged, detail, row.double(5), row.text(4) ?? ""))
+                }
+                for row in try c.prepare("SELECT uid, origin, withdrawn FROM origin_withdrawals ORDER BY withdrawn").rows([], { $0 }) {
+                    candidates.append((row.text(0) ?? "", .withdrawnAtOrigin, "withdrawn by \(row.text(1) ?? "?"), its origin", row.double(2), row.text(1) ?? ""))
+                }
+                var out: [CopyAttention] = []
+                for candidate in candidates where candidate.by != trust {
+                    guard let row = try c.prepare("""
+                        SELECT s.held, o.origin FROM study_keys k JOIN patient_studies s ON s.nhs = k.nhs AND s.uid = k.uid
+                        LEFT JOIN study_origins o ON o.uid = k.uid WHERE k.uid = ?1
+                        """).first([.text(candidate.uid)], { $0 }) else { continue }
+                    // A conflict another copy's holder made is not a correction at the origin
+                    // (it is held for a person as a conflict all the same).
+                    if let origin = row.text(1), origin != candidate.by { continue }
+                    guard RegistryHoldings.decode(row.text(0)).contains(where: { $0.trust == trust }) else { continue }
+                    out.append(CopyAttention(study: candidate.uid, origin: candidate.by, kind: candidate.kind, detail: candidate.detail, since: candidate.since))
+                }
+                return out
+            }
+        }
     }
 
     public func conflicts() throws -> [IdentityConflict] {

@@ -225,3 +225,80 @@ extension IdentityOnDeliveryTests {
         }
     }
 }
+
+extension IdentityOnDeliveryTests {
+    static let pushToUHSX = """
+        rule "CTs to UHSX" {
+          purpose direct-care
+          at RSCH
+          on instance-arrival
+          when origin is local and StudyDescription ~ "CT CHEST"
+          push to UHSX priority normal
+        }
+        """
+
+    /// Corrections follow: two studies RSCH pushed are placed at UHSX under its own number; RSCH
+    /// then announces one again under another patient and deletes the other. UHSX hears of both
+    /// from the coordinator within a minute: each copy listed as needing a person (status exit 1,
+    /// consort identity), said at error level and audited.
+    @Test func aCorrectionOrAWithdrawalAtTheOriginReachesTheCopies() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.pushToUHSX)
+        let coordinator = try CoordinatorSite(consortium)
+        let uhsx = try consortium.site("UHSX", extra: coordinator.agentLine)
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port], extra: coordinator.agentLine)
+        try CoordinatorTests.study(uhsx.watch, seed: 601, date: CoordinatorTests.daysAgo(500), trust: "UHSX", instances: 1, extra: ["--patient-id", "U987"])
+        try coordinator.start()
+        defer { coordinator.stop() }
+        // UHSX asks the coordinator about its copies every 3 s here, not every 60 s.
+        try uhsx.start(through: ["/usr/bin/env", "CONSORT_TEST_ATTENTION_EVERY=3", Run.consort, "agent", "--config", uhsx.config])
+        try rsch.start()
+        defer { for site in [rsch, uhsx] { site.stop() } }
+        #expect(try AgentSite.eventually(within: 30, "UHSX's number known", logs: [uhsx]) {
+            try coordinator.call("/v1/patients/\(CoordinatorTests.patient)/identity", as: consortium.pki.site("UHSX"), ca: consortium.pki.ca).body.contains("U987")
+        })
+        let corrected = try CoordinatorTests.study(rsch.watch, seed: 602, date: CoordinatorTests.daysAgo(20), trust: "RSCH", instances: 2, extra: ["--patient-id", "R123"])
+        let deleted = try CoordinatorTests.study(rsch.watch, seed: 603, date: CoordinatorTests.daysAgo(10), trust: "RSCH", instances: 2, extra: ["--patient-id", "R123"])
+        #expect(AgentSite.eventually(within: 60, "both placed at UHSX, and held at both trusts in the registry", logs: [rsch, uhsx]) {
+            let studies = (try? uhsx.locate(CoordinatorTests.patient).answer["studies"] as? [[String: Any]]) ?? []
+            // Announced by both (an origin that deletes a study before announcing it has told
+            // nobody of it, and has nothing to withdraw).
+            let atBoth = studies.filter { study in
+                let trusts = Set((study["locations"] as? [[String: Any]] ?? []).compactMap { $0["trust"] as? String })
+                return trusts.isSuperset(of: ["UHSX", "RSCH"])
+            }.compactMap { $0["study"] as? String }
+            return Self.files(uhsx.inbound + "/" + corrected).count == 2 && Self.files(uhsx.inbound + "/" + deleted).count == 2
+                && Set([corrected, deleted]).isSubset(of: Set(atBoth))
+        })
+        #expect(try Self.identity(of: Self.files(uhsx.inbound + "/" + corrected)[0]).patientID == "U987")
+        // RSCH's PACS corrects one (announced again under another patient, as RSCH's agent would
+        // once its files change) and deletes the other from its archive.
+        let other = "9990000026"
+        let reannounced = try coordinator.call(
+            "/v1/holdings", as: consortium.pki.site("RSCH"), ca: consortium.pki.ca,
+            body: #"{"trust": "RSCH", "studies": [{"study": "\#(corrected)", "patient": {"id": "R124", "issuer": "RSCH"}, "nhs": "\#(other)", "instances": 2, "bytes": 20}]}"#)
+        #expect(reannounced.status == 200, "\(reannounced)")
+        try FileManager.default.removeItem(atPath: rsch.watch + "/" + deleted)
+        var flags: [[String: Any]] = []
+        #expect(AgentSite.eventually(within: 60, "both copies flagged at UHSX", logs: [rsch, uhsx]) {
+            flags = ((try? Self.held(uhsx)) ?? []).filter { $0["state"] as? String == "copy needs a person" }
+            return Set(flags.compactMap { $0["study"] as? String }) == [corrected, deleted]
+        })
+        let kinds = Dictionary(uniqueKeysWithValues: flags.compactMap { flag in (flag["study"] as? String).map { ($0, flag["kind"] as? String ?? "") } })
+        #expect(kinds[corrected] == "identity changed at origin" && kinds[deleted] == "withdrawn at origin", "\(kinds)")
+        let status = try Run.consort("status", "--config", uhsx.config)
+        #expect(status.status == 1 && status.stdout.contains("needs a person") && status.stdout.contains(corrected), "\(status.stdout)")
+        #expect(uhsx.log.contains("A COPY HERE NEEDS A PERSON"))
+        let audit = try String(contentsOfFile: uhsx.state + "/audit.log", encoding: .utf8)
+        #expect(audit.contains("\"action\":\"copy-flagged\""), "flagging audited")
+        #expect(try Self.identity(of: Self.files(uhsx.inbound + "/" + corrected)[0]).patientID == "U987", "the copy itself is left for the person")
+        // A person sees to both: they stay listed, with who, and status no longer counts them.
+        let acknowledged = try Run.consort("identity", "acknowledge", corrected, deleted, "--config", uhsx.config)
+        #expect(acknowledged.status == 0 && acknowledged.stdout.contains("\(deleted): acknowledged"), "\(acknowledged)")
+        #expect(try Run.consort("identity", "acknowledge", "1.2.3.4", "--config", uhsx.config).status == 1, "not a flagged copy")
+        let after = try Run.consort("status", "--config", uhsx.config)
+        #expect(!after.stdout.contains("needs a person"), "\(after.stdout)")
+        let listed = try Run.consort("identity", "list", "--config", uhsx.config)
+        #expect(listed.stdout.contains("seen to by") && listed.stdout.contains(corrected), "\(listed.stdout)")
+        #expect(try String(contentsOfFile: uhsx.state + "/audit.log", encoding: .utf8).contains("\"action\":\"copy-acknowledge\""))
+    }
+}

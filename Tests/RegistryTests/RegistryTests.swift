@@ -40,8 +40,9 @@ struct RegistryTests {
     static let first = "9990000018", second = "9990000026"
 
     static func holding(_ study: String, patient: String = "P1", issuer: String = "RSCH", nhs: String? = first, date: String = "20260101",
-                        sex: String? = "F", birth: String? = "19700101", instances: Int = 3) -> (Holding, NHSIdentity.Resolution) {
+                        sex: String? = "F", birth: String? = "19700101", instances: Int = 3, origin: String? = nil) -> (Holding, NHSIdentity.Resolution) {
         var holding = Holding(study: study)
+        holding.origin = origin
         holding.patient = NHSIdentity.Identifier(id: patient, issuer: issuer)
         holding.nhs = nhs
         holding.date = date
@@ -76,6 +77,45 @@ struct RegistryTests {
     /// What an agent delivers a study from another trust under: its own trust's identifiers for
     /// the patient, never another trust's; none for a patient it has not seen; and the conflicts
     /// about the patient, so that nothing is delivered under an unsettled identity.
+    /// Corrections follow (issue 25): a copy's holder hears when the study's origin announces it
+    /// again under another patient, or withdraws it while copies remain; the origin hears nothing
+    /// of its own studies, and a holder of nothing affected hears nothing.
+    @Test(arguments: Store.allCases) func aCopysHolderHearsOfACorrectionOrAWithdrawalAtTheOrigin(store: Store) throws {
+        let (registry, done) = try Self.registry(store)
+        defer { done() }
+        // UHSX's copies, pushed by RSCH, are announced before RSCH announces its originals (an
+        // announcer's turn can come either way): the copies name their origin.
+        let copies = ["5.1", "5.2", "5.4"].map { Self.holding($0, patient: "U7", issuer: "UHSX", origin: "RSCH") }
+        _ = try registry.announce(trust: "UHSX", holdings: copies, now: 1)
+        _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("5.1"), Self.holding("5.2"), Self.holding("5.3"), Self.holding("5.4")], now: 2)
+        #expect(try registry.attention(trust: "UHSX").isEmpty)
+        // A conflict a copy's holder makes (UHSX announces its copy of 5.4 under another patient)
+        // is held as a conflict, and is not a correction at the origin for anyone.
+        _ = try registry.announce(trust: "UHSX", holdings: [Self.holding("5.4", patient: "U8", issuer: "UHSX", nhs: Self.second, origin: "RSCH")], now: 2.5)
+        #expect(try registry.attention(trust: "RSCH").isEmpty)
+        // The origin corrects 5.1 (another patient) and deletes 5.2; a holder's own withdrawal of
+        // a copy (5.3 is RSCH's alone) is no news to anyone.
+        _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("5.1", patient: "P2", nhs: Self.second)], now: 3)
+        #expect(try registry.withdraw(trust: "RSCH", studies: ["5.2", "5.3"]) == 2)
+        let heard = try registry.attention(trust: "UHSX").sorted { $0.study < $1.study }
+        #expect(heard.map(\.study) == ["5.1", "5.2"], "\(heard)")
+        #expect(heard.map(\.kind) == [.identityChanged, .withdrawnAtOrigin] && heard.allSatisfy { $0.origin == "RSCH" }, "\(heard)")
+        #expect(try registry.attention(trust: "RSCH").isEmpty, "the origin is not told of its own corrections")
+        #expect(try registry.attention(trust: "ASPH").isEmpty)
+        // UHSX lets its copy of 5.2 go: no longer its concern.
+        _ = try registry.withdraw(trust: "UHSX", studies: ["5.2"])
+        #expect(try registry.attention(trust: "UHSX").map(\.study) == ["5.1"])
+        // A withdrawal the origin takes back (the study restored to its archive, announced
+        // again) is no news either.
+        _ = try registry.announce(trust: "UHSX", holdings: [Self.holding("5.2", patient: "U7", issuer: "UHSX", origin: "RSCH")], now: 4)
+        _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("5.2")], now: 4)
+        #expect(try registry.attention(trust: "UHSX").map(\.study) == ["5.1"], "the withdrawal went with the last holder")
+        #expect(try registry.withdraw(trust: "RSCH", studies: ["5.2"]) == 1)
+        #expect(try registry.attention(trust: "UHSX").map(\.study) == ["5.1", "5.2"])
+        _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("5.2")], now: 6)
+        #expect(try registry.attention(trust: "UHSX").map(\.study) == ["5.1"])
+    }
+
     @Test(arguments: Store.allCases) func aTrustIsToldItsOwnIdentifiersForAPatientAndNoOthers(store: Store) throws {
         let (registry, done) = try Self.registry(store)
         defer { done() }

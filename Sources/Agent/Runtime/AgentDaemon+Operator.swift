@@ -77,8 +77,14 @@ extension AgentDaemon {
                 return backfill(request.fields, who: who, log: adminLog)
             case "identity-release":
                 return releaseIdentity(request.fields, who: who, log: adminLog)
+            case "copy-acknowledge":
+                let studies = (request.fields["studies"] as? [Any] ?? []).compactMap { $0 as? String }
+                try audit.record(AuditEntry(who: who, action: "copy-acknowledge", why: "consort identity acknowledge", detail: "studies \(studies.joined(separator: ","))"))
+                let done = try store.acknowledgeCopyFlags(studies, by: who, now: now)
+                adminLog.info("flagged copies acknowledged by an operator", ["user": who, "studies": done.joined(separator: ",")])
+                return .object([("ok", .bool(true)), ("acknowledged", .array(done.map { .string($0) }))])
             default:
-                return failure("unknown action \"\(request.action)\" (ping, status, hold, release, retry, drop, resync, backfill, identity-release)")
+                return failure("unknown action \"\(request.action)\" (ping, status, hold, release, retry, drop, resync, backfill, identity-release, copy-acknowledge)")
             }
         } catch {
             adminLog.error("admin action failed", ["action": request.action, "user": who, "error": error])

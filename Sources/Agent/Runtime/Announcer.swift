@@ -42,6 +42,12 @@ final class Announcer: Service, @unchecked Sendable {
     private var pendingAfterLastBatch: Int?
 
     let clock: any Clock
+    /// When the copies this trust holds were last checked against their origins (monotonic).
+    private var lastAttention = -Double.infinity
+    /// How often: a correction at an origin reaches the copies within this.
+    /// (A process test shortens it with CONSORT_TEST_ATTENTION_EVERY, as others shorten theirs.)
+    static let attentionEvery = ProcessInfo.processInfo.environment["CONSORT_TEST_ATTENTION_EVERY"].flatMap(Double.init) ?? 60.0
+
     /// Called after a turn that announced studies (the identity releaser looks again: this trust
     /// may now have a number for a patient whose studies wait).
     var afterAnnouncing: (@Sendable () -> Void)?
@@ -84,6 +90,10 @@ final class Announcer: Service, @unchecked Sendable {
             var announced = 0
             while case let count = try announceOnce(), count > 0 { announced += count }
             if announced > 0 { afterAnnouncing?() }
+            if MonotonicClock.now - lastAttention >= Self.attentionEvery {
+                try checkCopies()
+                lastAttention = MonotonicClock.now
+            }
             if failures > 0 { log.info("the coordinator answers again; holdings announced") }
             failures = 0
         } catch {
@@ -101,6 +111,30 @@ final class Announcer: Service, @unchecked Sendable {
     /// asking every 15 s are nothing to a coordinator.
     static func pause(afterFailures failures: Int) -> Double {
         failures == 0 ? 2 : min(15, pow(2, Double(min(failures, 16))))
+    }
+
+    /// The copies this trust holds whose origin has since announced them under another patient
+    /// or withdrawn them: recorded for `consort status` and `consort identity`, and each new one
+    /// said at error level (a person must look at the copy and what the PACS filed of it).
+    func checkCopies() throws {
+        let answer: [String: Any]
+        do {
+            answer = try client.call("GET", "/v1/holdings/attention")
+        } catch let failure as CoordinatorClient.Failure where failure.status == 404 {
+            return  // a coordinator of an earlier version: it cannot say
+        }
+        let flags = (answer["studies"] as? [[String: Any]] ?? []).compactMap { item -> AgentStore.CopyFlag? in
+            guard let study = item["study"] as? String else { return nil }
+            return AgentStore.CopyFlag(
+                study: study, origin: item["origin"] as? String ?? "?", kind: item["kind"] as? String ?? "?", detail: item["detail"] as? String ?? "",
+                since: (item["since"] as? NSNumber)?.doubleValue ?? clock.now)
+        }
+        for flag in try store.replaceCopyFlags(flags) {
+            log.error("A COPY HERE NEEDS A PERSON: its origin has \(flag.kind == "withdrawn at origin" ? "withdrawn" : "corrected") the study", [
+                "study": flag.study, "origin": flag.origin, "what": flag.kind, "detail": flag.detail,
+            ])
+            try audit?.record(AuditEntry(who: trust, action: "copy-flagged", study: flag.study, why: "corrections follow", detail: "\(flag.kind): \(flag.detail)"))
+        }
     }
 
     /// One batch; how many studies it announced.
@@ -194,6 +228,9 @@ final class Announcer: Service, @unchecked Sendable {
             ("description", text(facts.description)), ("accession", text(facts.accession)), ("instances", .int(Int64(study.instances))),
             ("bytes", .int(study.bytes)), ("complete", .bool(true)),
         ]
+        // A copy names where it came from: the coordinator tells its holders when that trust
+        // corrects or withdraws the study.
+        if study.origin != "local" { fields.append(("origin", .string(study.origin))) }
         return .object(fields)
     }
 

@@ -14,6 +14,9 @@ extension AgentStore {
         CREATE TABLE IF NOT EXISTS identity_holds (
             study TEXT PRIMARY KEY, sender TEXT NOT NULL, nhs TEXT, patient_id TEXT, kind TEXT NOT NULL,
             reason TEXT NOT NULL, instances INTEGER NOT NULL, since REAL NOT NULL, checked REAL NOT NULL) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS copy_flags (
+            study TEXT PRIMARY KEY, origin TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL, since REAL NOT NULL,
+            seen_by TEXT, seen REAL) WITHOUT ROWID;
         """
 
     public struct IdentityHold: Sendable, Equatable {
@@ -80,6 +83,74 @@ extension AgentStore {
                         study: row.text(0) ?? "", sender: row.text(1) ?? "", nhs: row.text(2), patientID: row.text(3), kind: row.text(4) ?? "",
                         reason: row.text(5) ?? "", instances: Int(row.int(6)), since: row.double(7), checked: row.double(8))
                 }
+        }
+    }
+
+    /// A copy this trust received whose origin has since announced the study under another
+    /// patient, or withdrawn it (the coordinator's `GET /v1/holdings/attention`): the copy, and
+    /// what the PACS filed of it, need a person.
+    public struct CopyFlag: Sendable, Equatable {
+        public var study: String
+        public var origin: String
+        public var kind: String
+        public var detail: String
+        public var since: Double
+        /// Who acknowledged it (`consort identity acknowledge`), and when: listed, no longer
+        /// counted as needing a person.
+        public var seenBy: String?
+        public var seen: Double?
+        public init(study: String, origin: String, kind: String, detail: String, since: Double, seenBy: String? = nil, seen: Double? = nil) {
+            self.seenBy = seenBy
+            self.seen = seen
+            self.study = study
+            self.origin = origin
+            self.kind = kind
+            self.detail = detail
+            self.since = since
+        }
+    }
+
+    /// The coordinator's whole answer replaces the flags (one it no longer gives is settled;
+    /// an acknowledgement stays with its flag while the flag is given); the flags new since the
+    /// last answer.
+    @discardableResult
+    public func replaceCopyFlags(_ flags: [CopyFlag]) throws -> [CopyFlag] {
+        try write {
+            var seen: [String: (String?, Double?)] = [:]
+            for (study, by, at) in try db.prepare("SELECT study, seen_by, seen FROM copy_flags").rows([], { ($0.text(0) ?? "", $0.text(1), $0.isNull(2) ? nil : $0.double(2)) }) {
+                seen[study] = (by, at)
+            }
+            try db.execute("DELETE FROM copy_flags")
+            let insert = try db.prepare("INSERT OR REPLACE INTO copy_flags (study, origin, kind, detail, since, seen_by, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+            for flag in flags {
+                let (by, at) = seen[flag.study] ?? (nil, nil)
+                try insert.run([.text(flag.study), .text(flag.origin), .text(flag.kind), .text(flag.detail), .real(flag.since),
+                                by.map(SQLValue.text) ?? .null, at.map(SQLValue.real) ?? .null])
+            }
+            return flags.filter { seen[$0.study] == nil }
+        }
+    }
+
+    /// A person has looked at these flagged copies (and what the PACS filed of them): which of
+    /// them were flagged.
+    public func acknowledgeCopyFlags(_ studies: [String], by who: String, now: Double) throws -> [String] {
+        try write {
+            let update = try db.prepare("UPDATE copy_flags SET seen_by = ?2, seen = ?3 WHERE study = ?1")
+            return try studies.filter { study in
+                try update.run([.text(study), .text(who), .real(now)])
+                return db.changes > 0
+            }
+        }
+    }
+
+    /// Every flagged copy, oldest first (none from a database an older agent wrote).
+    public func copyFlags() throws -> [CopyFlag] {
+        try read {
+            guard try db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'copy_flags'").first([], { _ in true }) == true else { return [] }
+            return try db.prepare("SELECT study, origin, kind, detail, since, seen_by, seen FROM copy_flags ORDER BY since, study").rows([]) { row in
+                CopyFlag(study: row.text(0) ?? "", origin: row.text(1) ?? "", kind: row.text(2) ?? "", detail: row.text(3) ?? "", since: row.double(4),
+                         seenBy: row.text(5), seen: row.isNull(6) ? nil : row.double(6))
+            }
         }
     }
 }

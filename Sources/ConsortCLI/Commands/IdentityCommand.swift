@@ -10,6 +10,7 @@ enum IdentityCommand {
     static let help = """
         Usage: consort identity [list] [--config FILE] [--json]
                consort identity release STUDY-UID... [--config FILE]
+               consort identity acknowledge STUDY-UID... [--config FILE]
 
         Studies from other trusts are placed in this trust's identity: Patient ID and its issuer
         become this trust's own number for the patient's NHS number, as the coordinator knows it
@@ -26,21 +27,31 @@ enum IdentityCommand {
           bad input                no Patient ID, or an NHS number that fails its check digit
 
         list       the held studies, oldest first (the default)
+        Also listed: copies received here whose origin has since announced the study under
+        another patient, or withdrawn it (the coordinator says so within a minute): the copy,
+        and what the PACS filed of it, need a person. Nothing is changed in the copy by itself:
+        the PACS has filed it, and only a person can say what the correction means there.
+
         release    looks at each study again now and places it: under this trust's number when
                    the registry has one; when it has none, under the NHS number as Patient ID
                    (the person releasing it has decided it should go). A conflict or bad input
                    stays held. Audited with who released it. Needs the agent running.
 
+        acknowledge  a person has seen to these flagged copies: they stay listed (with who and
+                   when) while the origin's correction stands, and no longer make consort
+                   status exit 1. Audited. Needs the agent running.
+
         Options:
           --config FILE   the agent's configuration (default /etc/consort/agent.conf)
           --json          (list) one JSON object a study
 
-        Exit codes: 0 done (list: whether or not any is held); 1 the agent is down (release), a
-        study stayed held or is not held, or a read failed; 2 usage error.
+        Exit codes: 0 done (list: whether or not any is held); 1 the agent is down (release,
+        acknowledge), a study stayed held or is not held, a copy is not flagged, or a read
+        failed; 2 usage error.
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
-        let sub = args.first.flatMap { ["list", "release"].contains($0) ? $0 : nil }
+        let sub = args.first.flatMap { ["list", "release", "acknowledge"].contains($0) ? $0 : nil }
         let rest = sub == nil ? args : Array(args.dropFirst())
         let command = "identity" + (sub.map { " " + $0 } ?? "")
         if sub == "release" {
@@ -49,15 +60,24 @@ enum IdentityCommand {
             guard let context = OperatorContext.open(arguments, command: command) else { return .someFailed }
             return release(arguments.positional, context: context)
         }
+        if sub == "acknowledge" {
+            let arguments = try Arguments(rest, command: command, flags: [], options: ["--config"])
+            guard !arguments.positional.isEmpty else { throw UsageError(message: "give the Study Instance UIDs of the flagged copies (consort identity list shows them)", command: command) }
+            guard let context = OperatorContext.open(arguments, command: command) else { return .someFailed }
+            return acknowledge(arguments.positional, context: context)
+        }
         let arguments = try Arguments(rest, command: command, flags: ["--json"], options: ["--config"])
-        if let stray = arguments.positional.first { throw UsageError(message: "unknown identity command \"\(stray)\" (list, release)", command: "identity") }
+        if let stray = arguments.positional.first { throw UsageError(message: "unknown identity command \"\(stray)\" (list, release, acknowledge)", command: "identity") }
         guard let context = OperatorContext.open(arguments, command: command) else { return .someFailed }
         let holds = try context.store.identityHolds()
+        let flags = try context.store.copyFlags()
         if arguments.flag("--json") {
             for hold in holds { standardOutput.line(json(hold).serialized()) }
+            for flag in flags { standardOutput.line(json(flag).serialized()) }
             return .success
         }
         print(holds)
+        print(flags)
         return .success
     }
 
@@ -68,6 +88,27 @@ enum IdentityCommand {
             ("kind", .string(hold.kind)), ("reason", .string(hold.reason)), ("instances", .int(Int64(hold.instances))), ("since", .double(hold.since)),
             ("state", .string("waiting for identity")),
         ])
+    }
+
+    static func json(_ flag: AgentStore.CopyFlag) -> JSON {
+        .object([
+            ("study", .string(flag.study)), ("origin", .string(flag.origin)), ("kind", .string(flag.kind)), ("reason", .string(flag.detail)),
+            ("since", .double(flag.since)), ("state", .string(flag.seen == nil ? "copy needs a person" : "copy seen to")),
+            ("seen_by", flag.seenBy.map(JSON.string) ?? .null), ("seen", flag.seen.map(JSON.double) ?? .null),
+        ])
+    }
+
+    /// The flagged copies as lines.
+    static func print(_ flags: [AgentStore.CopyFlag], limit: Int = .max) {
+        guard !flags.isEmpty else { return }
+        let open = flags.filter { $0.seen == nil }.count
+        standardOutput.line(OperatorFormat.paint("\(open) cop\(open == 1 ? "y" : "ies") received here need a person: the origin corrected or withdrew the study", open > 0 ? .red : .green)
+            + (open > 0 ? " (consort identity acknowledge UID once seen to)" : ""))
+        for flag in flags.prefix(limit) {
+            let seen = flag.seen.map { " — seen to by \(flag.seenBy ?? "?") at \(OperatorFormat.time($0))" } ?? ""
+            standardOutput.line("  \(flag.study)  from \(flag.origin): \(flag.kind) (\(flag.detail))\(seen)")
+        }
+        if flags.count > limit { standardOutput.line("  … and \(flags.count - limit) more (consort identity list)") }
     }
 
     /// The held studies as lines (also `consort queue`'s and `consort status`'s section).
@@ -98,5 +139,16 @@ enum IdentityCommand {
             standardOutput.line("\(study): \(item["detail"] as? String ?? outcome)")
         }
         return allPlaced ? .success : .someFailed
+    }
+
+    static func acknowledge(_ studies: [String], context: OperatorContext) -> ExitCode {
+        guard let answer = context.ask([("action", .string("copy-acknowledge")), ("studies", .array(studies.map { JSON.string($0) }))], timeout: 30) else {
+            return .someFailed
+        }
+        let flagged = Set(answer["acknowledged"] as? [String] ?? [])
+        for study in studies {
+            standardOutput.line(flagged.contains(study) ? "\(study): acknowledged" : "\(study): not a flagged copy here (consort identity list)")
+        }
+        return flagged.count == Set(studies).count ? .success : .someFailed
     }
 }

@@ -30,7 +30,8 @@ enum StatusCommand {
 
         Exit codes: 0 all well; 1 something needs a person (the agent down, a peer down, a
         missed deadline, a stuck job, a failed job, a received study missing instances with
-        nothing arriving for 5 minutes, a study from another trust waiting for identity, a refused rule set, the certificate, CA or CRL expired
+        nothing arriving for 5 minutes, a study from another trust waiting for identity, a copy
+        whose origin has since corrected or withdrawn the study, a refused rule set, the certificate, CA or CRL expired
         or within 14 days of it); 2 usage error.
         """
 
@@ -74,6 +75,12 @@ enum StatusCommand {
             attention.append("study \(hold.study) from \(hold.sender) is waiting for identity: \(hold.reason) (consort identity)")
         }
         if identityHolds.count > 10 { attention.append("\(identityHolds.count - 10) more studies are waiting for identity (consort identity list)") }
+        // Copies whose origin has since corrected or withdrawn the study.
+        let copyFlags = ((try? store.copyFlags()) ?? []).filter { $0.seen == nil }
+        for flag in copyFlags.prefix(10) {
+            attention.append("the copy of study \(flag.study) from \(flag.origin) needs a person: \(flag.kind) (\(flag.detail)) (consort identity acknowledge once seen to)")
+        }
+        if copyFlags.count > 10 { attention.append("\(copyFlags.count - 10) more copies need a person (consort identity list)") }
         // Urgent before bulk rests on thread priorities, which a service sandbox may forbid.
         let priorities = live?["priorities"] as? [String: Any]
         if let priorities, priorities["lower_cpu"] as? Bool == false || priorities["idle_io"] as? Bool == false {
@@ -162,6 +169,7 @@ enum StatusCommand {
                 } ?? .null),
                 ("failed_jobs", .int(Int64(failed))), ("tls", tls.json),
                 ("waiting_for_identity", .array(identityHolds.map(IdentityCommand.json))),
+                ("copies_needing_a_person", .array(copyFlags.map(IdentityCommand.json))),
                 ("needs_attention", .array(attention.map(JSON.string))),
             ]
             if arguments.flag("--malformed") {

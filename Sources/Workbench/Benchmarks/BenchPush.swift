@@ -159,7 +159,8 @@ extension BenchCommand {
         let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
         try run(["req", "-x509"] + key + ["-keyout", folder + "/ca.key", "-out", folder + "/ca.pem", "-days", "1",
             "-subj", "/CN=Consort bench CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-        for site in ["UHSX", "RSCH"] {
+        // The coordinator's too, for `bench route --identity`.
+        for site in ["UHSX", "RSCH", "COORDINATOR"] {
             try run(["req"] + key + ["-keyout", "\(folder)/\(site).key", "-out", "\(folder)/\(site).csr", "-subj", "/CN=\(site)"])
             try Data("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n".utf8)
                 .write(to: URL(fileURLWithPath: "\(folder)/\(site).ext"))

@@ -31,6 +31,10 @@ extension BenchCommand {
                 --bandwidth MB caps RSCH's peer line at MB MB/s (bandwidth MB MB/s), where urgent
                 bytes must not wait behind bulk's; --agent-binary PATH runs the agents from
                 another build (an earlier commit's) so old and new are timed in one run.
+                --identity: identity on delivery (a coordinator of the bench's own; UHSX knows
+                the patient under its own number, so each instance it receives is rewritten as
+                it is placed): the bulk study sent alone without and with the rewrite, the ratio
+                reported, and the urgent instances timed with it on.
                 Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
         """
 
@@ -54,7 +58,7 @@ extension BenchCommand {
 
     static func route(_ args: [String]) throws -> ExitCode {
         let arguments = try Arguments(
-            args, command: "bench route", flags: ["--json"], options: ["--urgent", "--bulk-instances", "--archive-instances", "--work", "--bandwidth", "--agent-binary"])
+            args, command: "bench route", flags: ["--json", "--identity"], options: ["--urgent", "--bulk-instances", "--archive-instances", "--work", "--bandwidth", "--agent-binary"])
         // A capped peer (`bandwidth N MB/s` on RSCH's peer line): the case where the cap exists
         // because the link is scarce, and urgent bytes must not wait for bulk's.
         let bandwidth = arguments.option("--bandwidth") == nil ? nil : try arguments.integer("--bandwidth", default: 60, range: 1...100_000)
@@ -77,7 +81,10 @@ extension BenchCommand {
         defer { if !keepWork { try? FileManager.default.removeItem(atPath: work) } }
         let pki = work + "/pki"
         let made = (try? FileManager.default.attributesOfItem(atPath: pki + "/complete"))?[.modificationDate] as? Date
-        if made.map({ Date().timeIntervalSince($0) > 12 * 3600 }) ?? true { try makeThrowawayPKI(in: pki, openssl: openssl) }
+        if made.map({ Date().timeIntervalSince($0) > 12 * 3600 }) ?? true || !FileManager.default.fileExists(atPath: pki + "/COORDINATOR.pem") {
+            try makeThrowawayPKI(in: pki, openssl: openssl)
+        }
+        let identity = arguments.flag("--identity")
 
         // The studies, written once and kept in the work folder.
         var bulk = SyntheticStudy()
@@ -152,7 +159,12 @@ extension BenchCommand {
               push to UHSX priority bulk
             }
             """.write(toFile: rules + "/bench.rules", atomically: true, encoding: .utf8)
-        func site(_ code: String, peer: (String, Int)?, scanRate: Int = 2000, folder: String? = nil) throws -> (config: String, watch: String, inbound: String) {
+        // With --identity: the coordinator both agents announce to, and UHSX asks for its number.
+        let coordinator = identity ? try startBenchCoordinator(run: run, pki: pki, rules: rules, consort: ChildProcess.ownExecutable) : nil
+        defer { coordinator?.stop() }
+        func site(
+            _ code: String, peer: (String, Int)?, scanRate: Int = 2000, folder: String? = nil, coordinator: BenchCoordinator? = nil
+        ) throws -> (config: String, watch: String, inbound: String) {
             let base = run + "/" + (folder ?? code.lowercased())
             let (watch, inbound, state) = (base + "/export", base + "/import", base + "/state")
             for folder in [watch, inbound, state] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
@@ -160,6 +172,7 @@ extension BenchCommand {
             text += "certificate \(pki)/\(code).pem\nkey \(pki)/\(code).key\nca \(pki)/ca.pem\nrules \(rules)\nretry-min 1 s\nretry-max 2 s\nscan-rate \(scanRate)\n"
             // Four connections, as consort send uses by default: the comparison is like for like.
             if let (name, port) = peer { text += "peer \(name) https://127.0.0.1:\(port) { connections 4\(bandwidth.map { "  bandwidth \($0) MB/s" } ?? "") }\n" }
+            text += coordinator?.agentLine ?? ""
             try text.write(toFile: base + "/agent.conf", atomically: true, encoding: .utf8)
             return (base + "/agent.conf", watch, inbound)
         }
@@ -212,8 +225,19 @@ extension BenchCommand {
         // watched folder, until all of it is in B's inbound, against consort send → receive on
         // the same study): a pair of agents of its own, stopped after. The run below sends it
         // again while urgent instances go to the same peer, the bulk giving way to them.
-        let bulkAloneSeconds: Double = try {
-            let receiver = try site("UHSX", peer: nil, folder: "alone-uhsx")
+        // UHSX's own number for the patient, when identity is on: its receiving agent is started
+        // with a study of the patient under it, and sending waits until the coordinator has it.
+        let patient = bulk.nhsNumber
+        func receiverKnowsPatient(_ receiver: (config: String, watch: String, inbound: String), with coordinator: BenchCoordinator?) throws -> String? {
+            guard let coordinator else { return nil }
+            let number = try writeReceiversOwnStudy(into: receiver.watch, patient: patient)
+            guard try waitForReceiversNumber(coordinator, patient: patient, number: number, timeout: 60) else {
+                throw UsageError(message: "the coordinator did not learn UHSX's number for the patient within 60 s; see \(run)/coordinator.log", command: "bench route")
+            }
+            return number
+        }
+        func sendAlone(_ prefix: String, coordinator: BenchCoordinator?) throws -> Double {
+            let receiver = try site("UHSX", peer: nil, folder: prefix + "-uhsx", coordinator: coordinator)
             var agents: [ChildProcess] = []
             var movedInto: String?
             // In this order, whatever throws: the agents stopped, then the study moved back
@@ -226,10 +250,11 @@ extension BenchCommand {
             // Its 630 MB stay until the end: removing 1,200 files frees their blocks and inodes
             // at once, and on this machine that stalls durable writes (discard) and slows the
             // next files' creation (ext4 skips recently freed inodes) in the run measured next.
-            let (uhsx, port) = try start(receiver.config, "alone-uhsx")
+            let (uhsx, port) = try start(receiver.config, prefix + "-uhsx")
             agents.append(uhsx)
-            let sender = try site("RSCH", peer: ("UHSX", port), folder: "alone-rsch")
-            let (rsch, _) = try start(sender.config, "alone-rsch")
+            let number = try receiverKnowsPatient(receiver, with: coordinator)
+            let sender = try site("RSCH", peer: ("UHSX", port), folder: prefix + "-rsch", coordinator: coordinator)
+            let (rsch, _) = try start(sender.config, prefix + "-rsch")
             agents.append(rsch)
             warm(bulkFiles)
             let start = monotonicSeconds()
@@ -239,14 +264,20 @@ extension BenchCommand {
             while held(inbound) < bulkFiles.count && monotonicSeconds() < deadline && rsch.isRunning && uhsx.isRunning { usleep(5_000) }
             let seconds = monotonicSeconds() - start
             guard held(inbound) == bulkFiles.count else {
-                throw UsageError(message: "the bulk study sent alone did not all arrive (\(held(inbound)) of \(bulkFiles.count)); see \(run)/alone-rsch.log", command: "bench route")
+                throw UsageError(message: "the bulk study sent alone did not all arrive (\(held(inbound)) of \(bulkFiles.count)); see \(run)/\(prefix)-rsch.log", command: "bench route")
+            }
+            if let number, !placedUnder(number, inbound: receiver.inbound, study: bulkStudy) {
+                throw UsageError(message: "the bulk study was not placed in UHSX's identity (\(number)); see \(run)/\(prefix)-uhsx.log", command: "bench route")
             }
             return seconds
-        }()
+        }
+        let bulkAloneSeconds = try sendAlone("alone", coordinator: nil)
+        let bulkAloneIdentitySeconds = try coordinator.map { try sendAlone("alone-identity", coordinator: $0) }
 
-        let receiver = try site("UHSX", peer: nil)
+        let receiver = try site("UHSX", peer: nil, coordinator: coordinator)
         let (uhsx, uhsxPort) = try start(receiver.config, "uhsx")
-        let sender = try site("RSCH", peer: ("UHSX", uhsxPort))
+        _ = try receiverKnowsPatient(receiver, with: coordinator)
+        let sender = try site("RSCH", peer: ("UHSX", uhsxPort), coordinator: coordinator)
         let (rsch, _) = try start(sender.config, "rsch")
         var stopped = false
         func stopAgents() {
@@ -392,12 +423,15 @@ extension BenchCommand {
         let diskAfter = DiskProbe.measure(in: work)
         let bulkMBs = Double(bulkBytes) / 1e6 / bulkSeconds
         let bulkAloneMBs = Double(bulkBytes) / 1e6 / bulkAloneSeconds
+        let bulkAloneIdentityMBs = bulkAloneIdentitySeconds.map { Double(bulkBytes) / 1e6 / $0 }
         let scanRate = Double(catchUpFiles) / scanSeconds
         let scanRateFromStart = Double(catchUpFiles) / scanWallSeconds
         if arguments.flag("--json") {
             standardOutput.line(
                 JSON.object([
                     ("benchmark", .string("route")), ("bandwidth_mb_per_second", bandwidth.map { .int(Int64($0)) } ?? .null),
+                    ("identity", .bool(identity)), ("bulk_alone_identity_mb_per_second", bulkAloneIdentityMBs.map { .double($0) } ?? .null),
+                    ("identity_ratio", bulkAloneIdentityMBs.map { .double($0 / bulkAloneMBs) } ?? .null),
                     ("agent_binary", .string(agentExecutable)), ("urgent", .int(Int64(latencies.count))), ("urgent_during_bulk", .int(Int64(bulkInFlight))),
                     ("p50_ms", .double(percentile(0.5))), ("p90_ms", .double(percentile(0.9))), ("p99_ms", .double(percentile(0.99))),
                     ("max_ms", .double(latencies.last! * 1000)), ("during_bulk_p50_ms", .double(percentile(0.5, of: duringBulk))),
@@ -414,7 +448,7 @@ extension BenchCommand {
                     ("urgent_over_150_ms", .array(slowUrgent.map { .object([("ms", .double($0.ms.rounded())), ("disk_sync_ms", .double($0.diskMs.rounded()))]) })),
                 ]).serialized())
         } else {
-            standardOutput.line("route: RSCH → UHSX agents, mutual TLS on loopback")
+            standardOutput.line("route: RSCH → UHSX agents, mutual TLS on loopback" + (identity ? "; identity on delivery: a coordinator, UHSX placing what it receives under its own number" : ""))
             standardOutput.line(String(format: "  urgent (file closed at RSCH → durable at UHSX), %d instances, %d while the bulk study was in flight:", latencies.count, bulkInFlight))
             standardOutput.line(String(format: "    all:               p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", percentile(0.5), percentile(0.9), percentile(0.99), latencies.last! * 1000))
             standardOutput.line(String(format: "    during bulk (%3d): p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms", duringBulk.count,
@@ -422,7 +456,12 @@ extension BenchCommand {
             standardOutput.line(String(format: "  bulk: %d instances, %.0f MB; consort send → receive on the same study: %.0f MB/s, the median of %@",
                 bulkFiles.count, Double(bulkBytes) / 1e6, pushMBs, pushRuns.map { String(format: "%.0f", $0) }.joined(separator: ", ")))
             standardOutput.line(String(format: "    alone:                            %.2f s, %.0f MB/s (ratio %.2f)", bulkAloneSeconds, bulkAloneMBs, pushMBs > 0 ? bulkAloneMBs / pushMBs : 0))
-            standardOutput.line(String(format: "    while urgent instances go too:    %.2f s, %.0f MB/s (ratio %.2f)", bulkSeconds, bulkMBs, pushMBs > 0 ? bulkMBs / pushMBs : 0))
+            if let bulkAloneIdentitySeconds, let bulkAloneIdentityMBs {
+                standardOutput.line(String(format: "    alone, placed in UHSX's identity: %.2f s, %.0f MB/s (%.2f× the same without the rewrite)",
+                    bulkAloneIdentitySeconds, bulkAloneIdentityMBs, bulkAloneIdentityMBs / bulkAloneMBs))
+            }
+            standardOutput.line(String(format: "    while urgent instances go too:    %.2f s, %.0f MB/s (ratio %.2f)%@", bulkSeconds, bulkMBs, pushMBs > 0 ? bulkMBs / pushMBs : 0,
+                identity ? ", identity on" : ""))
             standardOutput.line(String(format: "  catch-up scan: %d files in %.2f s: %.0f files/s (%.0f files/s from the process's start); consort bench parse on the same files: %.0f files/s (ratio %.2f); the slowest durable 4 KB write meanwhile %.1f ms",
                 catchUpFiles, scanSeconds, scanRate, scanRateFromStart, parseRate, parseRate > 0 ? scanRate / parseRate : 0, scanDiskMaxMs))
             standardOutput.line("  peak RSS: sender \(rschPeak / 1024) MB, receiver \(uhsxPeak / 1024) MB")
