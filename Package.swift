@@ -123,14 +123,14 @@ let package = Package(
         // retrieval, study manifests and the coordinator's client.
         .target(
             name: "Exchange",
-            dependencies: ["DICOM", "DICOMweb", "Digest", "HTTP", "Transport", "Platform", "Spool"]
+            dependencies: ["DICOM", "DICOMweb", "DIMSE", "Digest", "HTTP", "Transport", "Platform", "Spool"]
         ),
         // The agent daemon: its configuration, ingest and routing of what the archive watcher
         // sees, the inventory and spool (SQLite), delivery and prefetch, the receiver, the admin
         // socket and metrics. The CLI only starts it (and reads its store for `queue`/`status`).
         .target(
             name: "Agent",
-            dependencies: ["DICOM", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit"]
+            dependencies: ["DICOM", "Routing", "ConfigurationText", "DICOMweb", "DIMSE", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit"]
         ),
         // libpq (PostgreSQL's client library): the coordinator's registry on PostgreSQL.
         .systemLibrary(

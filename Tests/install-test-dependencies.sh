@@ -21,3 +21,11 @@ if ! python3 -c "import pydicom, sys; sys.exit(pydicom.__version__ != '$pydicom_
   python3 -m pip install -q "pydicom==$pydicom_version" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "pydicom==$pydicom_version"
 fi
+# pynetdicom: a second DIMSE implementation beside DCMTK, scriptable (a PACS that answers a
+# chosen status, refuses a SOP class); its version pinned as pydicom's is.
+pynetdicom_version=2.1.1
+if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('pynetdicom') != '$pynetdicom_version')" 2>/dev/null; then
+  echo "Installing pynetdicom $pynetdicom_version from PyPI" >&2
+  python3 -m pip install -q --no-deps "pynetdicom==$pynetdicom_version" 2>/dev/null \
+    || python3 -m pip install -q --no-deps --break-system-packages "pynetdicom==$pynetdicom_version"
+fi

@@ -12,7 +12,12 @@ import Platform
 public enum DIMSEAssociation {
     public struct Failure: Error, CustomStringConvertible {
         public let description: String
-        init(_ description: String) { self.description = description }
+        /// The node's A-ASSOCIATE-RJ, when that is what the failure was.
+        public var rejection: AssociateReject?
+        init(_ description: String, rejection: AssociateReject? = nil) {
+            self.description = description
+            self.rejection = rejection
+        }
     }
 
     /// C-ECHO `called`@`host`:`port` as `calling`; the status (0: success). Every step within
@@ -188,7 +193,8 @@ extension DIMSEAssociation {
         let accept: AssociateAccept
         switch try next(&reader, on: fd, timeout: timeout) {
         case .associateAccept(let answer): accept = answer
-        case .associateReject(let reject): throw Failure("association rejected (\(reject.result == .permanent ? "permanent" : "transient")): \(reject.words)")
+        case .associateReject(let reject):
+            throw Failure("association rejected (\(reject.result == .permanent ? "permanent" : "transient")): \(reject.words)", rejection: reject)
         case .abort(let abort): throw Failure("the node aborted the association (source \(abort.source), reason \(abort.reason))")
         case let other: throw Failure("the node answered the association request with \(other.kind)")
         }

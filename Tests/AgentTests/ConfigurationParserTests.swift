@@ -91,6 +91,30 @@ struct ConfigurationParserTests {
         #expect(c.watches.first?.path == "/srv/pacs/export")
     }
 
+    /// A PACS that takes only DIMSE: `local NAME dimse AET@HOST:PORT` with its options; every
+    /// mistake named at its place.
+    @Test func aLocalPACSThatSpeaksDIMSEIsANodeWithItsOptions() throws {
+        let base = Self.example.replacingOccurrences(of: "local PACS dicomweb http://127.0.0.1:8042/dicom-web", with: "")
+        let c = try #require(ConfigurationParser.parse(base + "\nlocal PACS dimse PACS_MAIN@10.1.2.3:104 { connections 4 calling-aet CONSORT_RSCH timeout 20 }\n", file: "agent.conf").configuration)
+        let local = try #require(c.local("PACS"))
+        #expect(local.dimse?.ae == "PACS_MAIN" && local.dimse?.host == "10.1.2.3" && local.dimse?.port == 104)
+        #expect(local.connections == 4 && local.callingAET == "CONSORT_RSCH" && local.timeout == 20 && local.url == "dicom://PACS_MAIN@10.1.2.3:104")
+        let plain = try #require(ConfigurationParser.parse(base + "\nlocal PACS dimse PACS@[::1]:11112\n", file: "agent.conf").configuration?.local("PACS"))
+        #expect(plain.dimse?.host == "::1" && plain.connections == 1 && plain.callingAET == nil)
+        for (line, words) in [
+            ("local PACS dimse PACS@10.1.2.3", "AET@HOST:PORT"),
+            ("local PACS dimse AN_AE_TITLE_TOO_LONG@10.1.2.3:104", "AET@HOST:PORT"),
+            ("local PACS dimse PACS@10.1.2.3:104 { connections 40 }", "from 1 to 16"),
+            ("local PACS dimse PACS@10.1.2.3:104 { calling-aet A\\B }", "calling-aet takes an AE title"),
+            ("local PACS dimse PACS@10.1.2.3:104 { tls on }", "unknown option \"tls\""),
+            ("local PACS dicomweb http://x { connections 2 }", "takes no options"),
+            ("local PACS dimsee PACS@10.1.2.3:104", "dicomweb or dimse"),
+        ] {
+            let outcome = ConfigurationParser.parse(base + "\n" + line + "\n", file: "agent.conf")
+            #expect(outcome.errors.contains { $0.message.contains(words) }, "\(line): \(outcome.errors.map(\.message))")
+        }
+    }
+
     @Test func everyRequiredWordMissingIsNamed() {
         let outcome = ConfigurationParser.parse("# nothing here\n", file: "empty.conf")
         let missing = outcome.errors.map(\.message)

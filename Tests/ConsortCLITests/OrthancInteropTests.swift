@@ -20,7 +20,9 @@ struct OrthancInteropTests {
 
         /// With `pki`, Orthanc serves HTTPS demanding a client certificate from our CA, and pushes
         /// to our receiver with its own certificate (CN=UHSX), trusting only our CA.
-        init(folder: String, consortReceiver: String, pki: TestPKI? = nil) throws {
+        /// With `dicomPort`, Orthanc's DIMSE server listens there too, as AE title ORTHANC, and
+        /// checks the called AE title.
+        init(folder: String, consortReceiver: String, pki: TestPKI? = nil, dicomPort: Int? = nil) throws {
             tls = pki != nil
             self.folder = folder
             try FileManager.default.createDirectory(atPath: folder + "/db", withIntermediateDirectories: true)
@@ -45,6 +47,12 @@ struct OrthancInteropTests {
                 "HttpTimeout": 120, "StableAge": 1, "Plugins": [plugin],
                 "DicomWeb": ["Enable": true, "Root": "/dicom-web/", "Servers": ["consort": [consortReceiver]]],
             ]
+            if let dicomPort {
+                config["DicomServerEnabled"] = true
+                config["DicomPort"] = dicomPort
+                config["DicomAet"] = "ORTHANC"
+                config["DicomCheckCalledAet"] = true
+            }
             if let pki {
                 // Orthanc wants certificate and key in one PEM file.
                 let combined = folder + "/orthanc-server.pem"

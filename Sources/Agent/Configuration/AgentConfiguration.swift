@@ -1,3 +1,4 @@
+import DIMSE
 import Routing
 
 /// An agent's configuration file, as parsed (`ConfigurationParser`) — a contract: operators and
@@ -17,6 +18,8 @@ import Routing
 ///     peer AI-CXR https://cxr-ai.example/dicomweb { batch 1 }
 ///
 /// Also: `crl FILE`, `local NAME dicomweb URL` (a PACS on this site that imports by STOW-RS),
+/// `local NAME dimse AET@HOST:PORT { connections N calling-aet AET timeout S }` (one that
+/// imports by DIMSE C-STORE),
 /// `coordinator URL`, `lists DIR`, `free-space 5 %`, `retry-min 10 s`, `retry-max 10 min`,
 /// `metrics 127.0.0.1:9464` (Prometheus `/metrics` and `/healthz`, plain HTTP), `max-age 3 d`, `circuit-after 5`, `stable-after 2 min` (the default quiet time for study
 /// stability when a rule gives none), `scan-rate 2000` (files a second for the catch-up scan),
@@ -46,11 +49,29 @@ public struct AgentConfiguration: Sendable {
         public var location: SourceLocation
     }
 
-    /// A DICOMweb target on this site, e.g. the trust's own PACS (`local PACS dicomweb URL`).
+    /// A target on this site, e.g. the trust's own PACS: by DICOMweb (`local PACS dicomweb URL`)
+    /// or by DIMSE C-STORE (`local PACS dimse AET@HOST:PORT { connections N calling-aet AET
+    /// timeout S }`).
     public struct LocalTarget: Sendable, Equatable {
         public var name: String
+        /// The DICOMweb base URL; for a DIMSE target, `dicom://AET@HOST:PORT` (for display).
         public var url: String
         public var location: SourceLocation
+        /// The DIMSE node, when delivery is by C-STORE.
+        public var dimse: DIMSENode?
+        /// Associations (DIMSE) or connections at once.
+        public var connections = 1
+        /// The AE title the agent calls from (DIMSE; default CONSORT_ and the trust's code).
+        public var callingAET: String?
+        /// Seconds for each DIMSE step: connect, each send, each answer.
+        public var timeout: Double = 60
+
+        public init(name: String, url: String, location: SourceLocation, dimse: DIMSENode? = nil) {
+            self.name = name
+            self.url = url
+            self.location = location
+            self.dimse = dimse
+        }
     }
 
     public var file: String

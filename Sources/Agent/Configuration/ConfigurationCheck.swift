@@ -90,7 +90,7 @@ public enum ConfigurationCheck {
                     }
                 case .deliver(let target, _):
                     if c.local(target) == nil {
-                        found.append(Diagnostic(.error, rule.location, "rule \"\(rule.name)\" delivers to local \(target), which has no local line in \(c.file)", hint: "add: local \(target) dicomweb http://…"))
+                        found.append(Diagnostic(.error, rule.location, "rule \"\(rule.name)\" delivers to local \(target), which has no local line in \(c.file)", hint: "add: local \(target) dicomweb http://… or local \(target) dimse AET@HOST:PORT"))
                     }
                 default:
                     break

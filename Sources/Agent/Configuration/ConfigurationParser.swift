@@ -1,4 +1,5 @@
 import ConfigurationText
+import DIMSE
 import Foundation
 import Routing
 
@@ -184,19 +185,62 @@ public enum ConfigurationParser {
                 }
                 if ok { configuration.peers.append(peer) }
             case "local":
-                guard noOptions(), plain.count == 3, plain[1].text == "dicomweb" else {
-                    error(plain.first?.location ?? word.location, "\"local\" takes a name, dicomweb and a URL, e.g. local PACS dicomweb http://127.0.0.1:8042/dicom-web")
-                    continue
-                }
-                guard plain[2].text.hasPrefix("http://") || plain[2].text.hasPrefix("https://") else {
-                    error(plain[2].location, "a local target's address is an http:// or https:// URL")
+                guard plain.count == 3, ["dicomweb", "dimse"].contains(plain[1].text) else {
+                    error(plain.first?.location ?? word.location, "\"local\" takes a name, dicomweb or dimse, and an address, e.g. local PACS dicomweb http://127.0.0.1:8042/dicom-web or local PACS dimse PACS@10.1.2.3:104")
                     continue
                 }
                 if configuration.local(plain[0].text) != nil {
                     error(plain[0].location, "local target \(plain[0].text) is defined twice")
                     continue
                 }
-                configuration.locals.append(AgentConfiguration.LocalTarget(name: plain[0].text, url: trimmedURL(plain[2].text), location: plain[0].location))
+                if plain[1].text == "dicomweb" {
+                    guard noOptions() else { continue }
+                    guard plain[2].text.hasPrefix("http://") || plain[2].text.hasPrefix("https://") else {
+                        error(plain[2].location, "a local target's address is an http:// or https:// URL")
+                        continue
+                    }
+                    configuration.locals.append(AgentConfiguration.LocalTarget(name: plain[0].text, url: trimmedURL(plain[2].text), location: plain[0].location))
+                    continue
+                }
+                guard let node = DIMSENode(plain[2].text) else {
+                    error(plain[2].location, "a DIMSE node is AET@HOST:PORT: the PACS's AE title (1 to 16 characters, no backslash), its host and port, e.g. PACS@10.1.2.3:104")
+                    continue
+                }
+                var target = AgentConfiguration.LocalTarget(name: plain[0].text, url: "dicom://\(node)", location: plain[0].location, dimse: node)
+                var index = 0
+                var ok = true
+                while index < options.count, ok {
+                    let option = options[index]
+                    let value = index + 1 < options.count ? options[index + 1].text : ""
+                    switch option.text {
+                    case "connections":
+                        guard let n = Int(value), (1...16).contains(n) else {
+                            error(option.location, "connections takes a number of associations at once from 1 to 16")
+                            ok = false
+                            continue
+                        }
+                        target.connections = n
+                    case "calling-aet":
+                        guard AETitle.isValid(value) else {
+                            error(option.location, "calling-aet takes an AE title (1 to 16 characters, no backslash)")
+                            ok = false
+                            continue
+                        }
+                        target.callingAET = value
+                    case "timeout":
+                        guard let seconds = Double(value), (1...3600).contains(seconds) else {
+                            error(option.location, "timeout takes seconds from 1 to 3600 (each step: connect, each send, each answer)")
+                            ok = false
+                            continue
+                        }
+                        target.timeout = seconds
+                    default:
+                        error(option.location, "unknown option \"\(option.text)\" of a DIMSE local target", hint: "the options are connections N, calling-aet AET and timeout SECONDS")
+                        ok = false
+                    }
+                    index += 2
+                }
+                if ok { configuration.locals.append(target) }
             case "identity":
                 guard noOptions(), let value = one("reconcile or keep") else { continue }
                 guard let mode = AgentConfiguration.IdentityMode(rawValue: value.text) else {

@@ -1,3 +1,4 @@
+import DIMSE
 import Foundation
 import Platform
 import Spool
@@ -14,6 +15,9 @@ struct PeerTarget: Sendable {
     /// Instances a request, when the configuration sets it.
     let batch: Int?
     let isLocal: Bool
+    /// A local target that takes C-STORE (`local NAME dimse AET@HOST:PORT`): the node, the AE
+    /// title called from, and each step's timeout. Nil for DICOMweb.
+    var dimse: (node: DIMSENode, calling: String, timeout: Double)? = nil
 }
 
 /// Every peer's state, for both directions: its circuit (a peer down for pushes is down for

@@ -65,6 +65,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         // class; the receiver is told the priority and does the same.
         if priority != .urgent { ThreadPriority.yieldCPU(bulk: priority == .bulk) }
         guard let peer = worker.peer else { return .failed(.local, reason: "no connection of \(job.destination) taken for the job") }
+        if peers.target(of: peer).dimse != nil { return executeByDIMSE(job, worker, peer: peer) }
         var target = peers.target(of: peer)
         var client: HTTPClient
         do {
@@ -90,8 +91,8 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         // A Consort peer first hears the whole of what a study-stable job delivers (see
         // StudyManifest): it then knows when the study is complete.
         if worker.first { sendManifest(job, to: target, with: client) }
-        defer { lock.withLock { if claimed[job.id]?.isEmpty ?? false { claimed[job.id] = nil } } }
-        while true {
+        let pace = peer.pacer.map { pacer in { (bytes: Int) in pacer.consume(bytes, priority: priority) } }
+        return sendBatches(job, worker) {
             // New TLS material (SIGHUP) since this worker began: its next batch goes over a new
             // connection with it, not over the one verified under the old CA and CRL.
             let current = peers.target(of: peer)
@@ -99,31 +100,54 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
                 do {
                     client = try HTTPClient(.init(tls: current.tls))
                 } catch {
-                    return .failed(.local, reason: "cannot set up a client with the reloaded TLS material (a configuration fault here): \(error)")
+                    return .stop(.failed(.local, reason: "cannot set up a client with the reloaded TLS material (a configuration fault here): \(error)"))
                 }
                 target = current
+            }
+            return .go(target, client) { [client, target] outgoing in
+                StowSender.deliver(
+                    outgoing, to: target.url, with: client, headers: [(ConsortField.priority, priority.description), (ConsortField.purpose, job.purpose)], pace: pace)
+            }
+        }
+    }
+
+    /// A delivery to a local PACS that takes C-STORE (`local NAME dimse AET@HOST:PORT`): batch
+    /// by batch, one association each (`DIMSESender`), answers recorded as for STOW-RS. No
+    /// manifest and no asking what the node holds first: DIMSE has neither, and a PACS keeps one
+    /// copy of an instance stored twice.
+    private func executeByDIMSE(_ job: AgentStore.Job, _ worker: Worker, peer: Peers.Peer) -> JobOutcome {
+        sendBatches(job, worker) {
+            let target = peers.target(of: peer)
+            guard let dimse = target.dimse else { return .stop(.failed(.configuration, reason: "\(target.name) is no longer a DIMSE target (configuration re-read)")) }
+            return .go(target, nil) { outgoing in DIMSESender.deliver(outgoing, to: dimse.node, calling: dimse.calling, timeout: dimse.timeout) }
+        }
+    }
+
+    /// How the next batch goes: to this target (with the client a finished job's manifest goes
+    /// by, if any), carried by this; or this attempt ends.
+    private enum Carrier {
+        case go(PeerTarget, HTTPClient?, ([OutgoingInstance]) -> [InstanceOutcome])
+        case stop(JobOutcome)
+    }
+
+    /// The job's batches, one after another, until it is finished or this attempt ends: claimed
+    /// (`claim`), carried (`send`), and the job finished when nothing is left.
+    private func sendBatches(_ job: AgentStore.Job, _ worker: Worker, next: () -> Carrier) -> JobOutcome {
+        defer { lock.withLock { if claimed[job.id]?.isEmpty ?? false { claimed[job.id] = nil } } }
+        while true {
+            let target: PeerTarget
+            let client: HTTPClient?
+            let transmit: ([OutgoingInstance]) -> [InstanceOutcome]
+            switch next() {
+            case .stop(let outcome): return outcome
+            case .go(let t, let c, let x): (target, client, transmit) = (t, c, x)
             }
             if worker.isStopping { return .interrupted }
             // Another worker of this job failed and deferred it, or an operator held it: stop.
             if worker.isHalted { return .leftToOthers }
-            let size = batchSize(job, target)
-            var pending: [AgentStore.PendingInstance]
-            // Read and claim under the lock: two workers of one job never take the same instance.
+            let pending: [AgentStore.PendingInstance]
             do {
-                pending = try lock.withLock {
-                    let alreadyClaimed = claimed[job.id] ?? []
-                    var total = 0
-                    let batch = Array(try store.pending(job: job.id, limit: size + alreadyClaimed.count).filter { !alreadyClaimed.contains($0.sop) }
-                        .prefix(size)
-                        // At most ~16 MB a request (at least one instance): what a crash or a cut
-                        // connection makes us send again stays small, and the answers come often.
-                        .prefix { instance in
-                            defer { total += instance.size }
-                            return total == 0 || total + instance.size <= batchBytes
-                        })
-                    claimed[job.id, default: []].formUnion(batch.map(\.sop))
-                    return batch
-                }
+                pending = try claim(job, size: batchSize(job, target))
             } catch {
                 return .failed(.local, reason: "cannot read the job's instances: \(error)")
             }
@@ -133,14 +157,34 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
                 if let finished = finish(job, target: target, client: client) { return finished }
                 continue
             }
-            if let outcome = send(pending, of: job, to: target, with: client, pacer: peer.pacer, worker: worker) { return outcome }
+            if let outcome = send(pending, of: job, to: target, worker: worker, transmit: transmit) { return outcome }
+        }
+    }
+
+    /// The job's next batch, read and claimed under the lock: two workers of one job never take
+    /// the same instance. At most ~16 MB (at least one instance): what a crash or a cut
+    /// connection makes us send again stays small, and the answers come often.
+    private func claim(_ job: AgentStore.Job, size: Int) throws -> [AgentStore.PendingInstance] {
+        try lock.withLock {
+            let alreadyClaimed = claimed[job.id] ?? []
+            var total = 0
+            let batch = Array(try store.pending(job: job.id, limit: size + alreadyClaimed.count).filter { !alreadyClaimed.contains($0.sop) }
+                .prefix(size)
+                .prefix { instance in
+                    defer { total += instance.size }
+                    return total == 0 || total + instance.size <= batchBytes
+                })
+            claimed[job.id, default: []].formUnion(batch.map(\.sop))
+            return batch
         }
     }
 
     /// One batch: each file checked whole again, sent, and every answer recorded. Nil when the
     /// job goes on; an outcome when this attempt ends.
+    /// `transmit` carries the batch (STOW-RS or C-STORE) and says what became of each instance.
     private func send(
-        _ batch: [AgentStore.PendingInstance], of job: AgentStore.Job, to target: PeerTarget, with client: HTTPClient, pacer: Pacer?, worker: Worker
+        _ batch: [AgentStore.PendingInstance], of job: AgentStore.Job, to target: PeerTarget, worker: Worker,
+        transmit: ([OutgoingInstance]) -> [InstanceOutcome]
     ) -> JobOutcome? {
         let claim = Set(batch.map(\.sop))
         defer { lock.withLock { claimed[job.id]?.subtract(claim) } }
@@ -178,13 +222,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         if pending.isEmpty { return nil }
         let started = clock.now
         let outgoing = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
-        let priority = job.priority
-        let deliver = {
-            StowSender.deliver(
-                outgoing, to: target.url, with: client, headers: [(ConsortField.priority, priority.description), (ConsortField.purpose, job.purpose)],
-                pace: pacer.map { pacer in { pacer.consume($0, priority: priority) } })
-        }
-        let outcomes = priority == .bulk ? ThreadPriority.idleIO(deliver) : deliver()
+        let outcomes = job.priority == .bulk ? ThreadPriority.idleIO { transmit(outgoing) } : transmit(outgoing)
         let ended = clock.now
         // What each instance became (`FailureClassifier`): delivered; refused by the peer for
         // good (recorded, the job goes on without it); or a failure of the exchange, which ends
@@ -213,10 +251,10 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
 
     /// Nothing pending: the job is finished (done, or failed for refused instances) and audited.
     /// Nil when instances joined it meanwhile: the worker goes on.
-    private func finish(_ job: AgentStore.Job, target: PeerTarget, client: HTTPClient) -> JobOutcome? {
+    private func finish(_ job: AgentStore.Job, target: PeerTarget, client: HTTPClient?) -> JobOutcome? {
         // Instances joined the job, or were refused, after its manifest went: the peer hears what
         // it will hold.
-        if let listed = lock.withLock({ manifestListed[job.id] }), let counts = try? store.job(job.id), counts.total - counts.refused != listed {
+        if let client, let listed = lock.withLock({ manifestListed[job.id] }), let counts = try? store.job(job.id), counts.total - counts.refused != listed {
             sendManifest(job, to: target, with: client)
         }
         let now = clock.now

@@ -19,21 +19,9 @@ enum EchoCommand {
         or a status other than success); 2 usage.
         """
 
-    /// "AET@HOST:PORT" (HOST may be a bracketed IPv6 address).
-    static func parse(_ text: String) -> (ae: String, host: String, port: UInt16)? {
-        guard let at = text.lastIndex(of: "@") else { return nil }
-        let ae = String(text[..<at])
-        let address = text[text.index(after: at)...]
-        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]), port > 0 else { return nil }
-        var host = String(address[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard AETitle.isValid(ae), !host.isEmpty else { return nil }
-        return (ae, host, port)
-    }
-
     /// What `echo` and `store` share: the node (the first argument), --calling-aet, --timeout.
-    static func common(_ arguments: Arguments, defaultTimeout: Double, maximumTimeout: Double) throws -> (node: (ae: String, host: String, port: UInt16), calling: String, timeout: Double) {
-        guard let first = arguments.positional.first, let node = parse(first) else {
+    static func common(_ arguments: Arguments, defaultTimeout: Double, maximumTimeout: Double) throws -> (node: DIMSENode, calling: String, timeout: Double) {
+        guard let first = arguments.positional.first, let node = DIMSENode(first) else {
             throw UsageError(message: "give the node as AET@HOST:PORT (an AE title of 1 to 16 characters, no backslash)", command: arguments.command)
         }
         let calling = arguments.option("--calling-aet") ?? "CONSORT"

@@ -1,6 +1,7 @@
 import CommandSupport
 import DICOM
 import DIMSE
+import Exchange
 import Foundation
 import Transport
 
@@ -21,38 +22,6 @@ enum StoreCommand {
         not (unreadable, not Part 10, refused, not accepted), or the association failed; 2 usage.
         """
 
-    /// Why a file cannot be sent.
-    struct FileProblem: Error, CustomStringConvertible {
-        let description: String
-        init(_ description: String) { self.description = description }
-    }
-
-    /// A Part 10 file's SOP class and instance, transfer syntax and where its data set starts.
-    static func item(_ path: String) throws -> DIMSEAssociation.StoreItem {
-        let file: DICOMFile
-        do { file = try DICOMFile.read(path: path) } catch { throw FileProblem("\(path): not readable DICOM: \(error)") }
-        guard file.isPart10, let syntax = file.transferSyntaxUID else {
-            throw FileProblem("\(path): not a DICOM Part 10 file (no File Meta Information to say its transfer syntax)")
-        }
-        guard let sopClass = file.meta.string(.mediaStorageSOPClassUID) ?? file.dataSet.string(.sopClassUID),
-            let sopInstance = file.meta.string(.mediaStorageSOPInstanceUID) ?? file.dataSet.string(.sopInstanceUID)
-        else { throw FileProblem("\(path): no SOP Class or SOP Instance UID") }
-        // The data set starts after the meta group, whose length (0002,0000) is its first
-        // element, at byte 132: tag, "UL", length 4, value (PS3.10 §7.1).
-        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-        defer { try? handle.close() }
-        try handle.seek(toOffset: 132)
-        let head = [UInt8](handle.readData(ofLength: 12))
-        guard head.count == 12, head[0..<8] == [0x02, 0x00, 0x00, 0x00, 0x55, 0x4C, 0x04, 0x00] else {
-            throw FileProblem("\(path): its File Meta Information does not begin with its group length (0002,0000)")
-        }
-        let groupLength = Int(head[8]) | Int(head[9]) << 8 | Int(head[10]) << 16 | Int(head[11]) << 24
-        let size = Int((try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0)
-        guard 144 + groupLength <= size else { throw FileProblem("\(path): shorter than its File Meta Information says") }
-        return DIMSEAssociation.StoreItem(
-            path: path, sopClass: sopClass, sopInstance: sopInstance, transferSyntax: syntax, dataSetOffset: 144 + groupLength, size: size)
-    }
-
     static func run(_ args: [String]) throws -> ExitCode {
         let arguments = try Arguments(args, command: "store", flags: ["--json"], options: ["--calling-aet", "--timeout"])
         guard arguments.positional.count >= 2 else { throw UsageError(message: "give the node as AET@HOST:PORT, then files or folders", command: "store") }
@@ -62,7 +31,7 @@ enum StoreCommand {
         for problem in problems { standardError.line("consort store: \(problem)") }
         var items: [DIMSEAssociation.StoreItem] = []
         for file in files {
-            do { items.append(try item(file.path)) } catch {
+            do { items.append(try DIMSESender.item(path: file.path)) } catch {
                 standardError.line("consort store: \(error)")
                 failed += 1
             }

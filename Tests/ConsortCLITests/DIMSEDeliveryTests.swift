@@ -1,0 +1,151 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// `local PACS dimse AET@HOST:PORT` (issue 26): a trust whose PACS takes only DIMSE gets the
+/// studies `deliver to local PACS` sends it, by C-STORE — against DCMTK's storescp (down at
+/// first, then up: retried as a peer is) and a pynetdicom PACS that refuses one instance for good
+/// and is out of resources for another once.
+@Suite("delivery to a PACS by DIMSE", .serialized, .timeLimit(.minutes(5)))
+struct DIMSEDeliveryTests {
+    static let rules = AgentTests.pushAll + """
+
+        rule "Received studies into our PACS" {
+          purpose direct-care
+          at UHSX
+          on instance-arrival
+          when origin is received from RSCH
+          deliver to local PACS priority normal
+        }
+        """
+
+    static func deliveries(_ site: AgentSite) throws -> [[String: Any]] {
+        try site.queue().filter { $0["kind"] as? String == "deliver" && $0["peer"] as? String == "PACS" }
+    }
+
+    static func dcmFiles(_ folder: String) -> [String] {
+        ((try? FileManager.default.subpathsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".dcm") }.map { folder + "/" + $0 }
+    }
+
+    @Test func aStudyReceivedFromAPeerReachesAPACSThatSpeaksOnlyDIMSEOnceItIsUp() throws {
+        try Skip.unless(FileManager.default.isExecutableFile(atPath: "/usr/bin/storescp"), "DCMTK's storescp is not installed (Debian package dcmtk)")
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.rules)
+        let port = try OrthancInteropTests.freePort()
+        let pacs = consortium.root.path + "/pacs"
+        try FileManager.default.createDirectory(atPath: pacs, withIntermediateDirectories: true)
+        let uhsx = try consortium.site("UHSX", extra: "local PACS dimse STORESCP@127.0.0.1:\(port) { connections 2 calling-aet CONSORT_UHSX timeout 10 }\n")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        try uhsx.start()
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        // 512x512 slices: each data set spans many PDUs under storescp's 16 kB maximum.
+        let study = try AgentTests.synth(into: rsch.watch, seed: 81, instances: 6, size: "512x512")
+        // The PACS is down: the delivery fails, is retried with backoff, and says why.
+        #expect(try AgentSite.eventually(within: 60, "the delivery tried and failed while the PACS is down", logs: [rsch, uhsx]) {
+            try Self.deliveries(uhsx).contains { ($0["last_error"] as? String ?? "").contains("connect") && $0["state"] as? String != "done" }
+        })
+        let storescp = try RunningProgram(["/usr/bin/storescp", "+B", "--aetitle", "STORESCP", "--max-pdu", "16384", "--output-directory", pacs, String(port)])
+        defer { storescp.kill() }
+        #expect(try AgentSite.eventually(within: 60, "the delivery done once the PACS is up", logs: [uhsx]) {
+            try Self.deliveries(uhsx).contains { $0["state"] as? String == "done" && $0["instances_sent"] as? Int == 6 }
+        })
+        // Every instance in the PACS, its data set byte for byte as UHSX received it.
+        let received = Self.dcmFiles(uhsx.inbound + "/" + study)
+        // storescp names its files by modality and SOP Instance UID, without .dcm.
+        let stored = try FileManager.default.contentsOfDirectory(atPath: pacs).map { pacs + "/" + $0 }
+        #expect(received.count == 6 && stored.count == 6, "\(stored)")
+        let expected = Set(try received.map(DIMSEInteropTests.dataSet))
+        for file in stored { #expect(expected.contains(try DIMSEInteropTests.dataSet(file)), "\(file) differs from what UHSX received") }
+        let audit = try String(contentsOfFile: uhsx.state + "/audit.log", encoding: .utf8)
+        #expect(audit.contains("\"action\":\"deliver\"") && audit.contains("6 of 6 instances to PACS"), "the delivery audited")
+    }
+
+    /// Orthanc as the trust's PACS, taking C-STORE on its DIMSE port: the study is listed there.
+    @Test func aStudyIsDeliveredToOrthancsDIMSEPort() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.rules)
+        let dicomPort = try OrthancInteropTests.freePort()
+        let orthanc = try OrthancInteropTests.Orthanc(folder: consortium.root.path + "/orthanc", consortReceiver: "http://127.0.0.1:1/none", dicomPort: dicomPort)
+        defer { orthanc.stop() }
+        let uhsx = try consortium.site("UHSX", extra: "local PACS dimse ORTHANC@127.0.0.1:\(dicomPort) { connections 2 }\n")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        try uhsx.start()
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        let study = try AgentTests.synth(into: rsch.watch, seed: 84, instances: 5)
+        #expect(AgentSite.eventually(within: 60, "the study in Orthanc", logs: [rsch, uhsx]) {
+            let statistics = try? OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/statistics"])
+            let found = try? OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/dicom-web/studies?StudyInstanceUID=\(study)"])
+            return statistics?.stdout.replacingOccurrences(of: " ", with: "").contains("\"CountInstances\":5") == true && found?.stdout.contains(study) == true
+        })
+        #expect(try AgentSite.eventually(within: 30, "the delivery job done", logs: [uhsx]) {
+            try Self.deliveries(uhsx).contains { $0["state"] as? String == "done" && $0["instances_sent"] as? Int == 5 }
+        })
+    }
+
+    @Test func anInstanceThePACSRefusesIsFailedWithItsStatusAndOneItHadNoRoomForIsSentAgain() throws {
+        try Skip.unless(Run.program("/usr/bin/env", ["python3", "-c", "import pynetdicom"]).status == 0, "pynetdicom is not installed (Tests/install-test-dependencies.sh installs it from PyPI)")
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.rules)
+        let port = try OrthancInteropTests.freePort()
+        let pacs = consortium.root.path + "/pacs/stored"
+        let source = consortium.root.path + "/source"
+        let study = try AgentTests.synth(into: source, seed: 82, instances: 4)
+        // The SOP Instance UIDs, as pydicom reads them.
+        let read = try Run.program("/usr/bin/env", ["python3", "-c", "import pydicom, sys\nfor p in sorted(sys.argv[1:]): print(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)"]
+            + Self.dcmFiles(source + "/" + study))
+        let sops = read.stdout.split(separator: "\n").map(String.init)
+        try #require(sops.count == 4, "\(read.stderr)")
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Interop/pynetdicom_pacs.py"
+        let scp = try RunningProgram(["/usr/bin/env", "python3", script, "--port", String(port), "--aet", "PACS", "--out", pacs, "--refuse", sops[0], "--busy-once", sops[1]])
+        defer { scp.kill() }
+        #expect(try Poll.until(within: 20, every: 0.1) { try Run.consort("echo", "PACS@127.0.0.1:\(port)", "--timeout", "2").status == 0 }, "\(scp.log)")
+        let uhsx = try consortium.site("UHSX", extra: "local PACS dimse PACS@127.0.0.1:\(port)\n")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port])
+        try uhsx.start()
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        for file in Self.dcmFiles(source + "/" + study) {
+            try FileManager.default.createDirectory(atPath: rsch.watch + "/" + study, withIntermediateDirectories: true)
+            try FileManager.default.copyItem(atPath: file, toPath: rsch.watch + "/" + study + "/" + (file as NSString).lastPathComponent)
+        }
+        var job: [String: Any] = [:]
+        #expect(try AgentSite.eventually(within: 60, "the delivery finished, one instance refused", logs: [uhsx]) {
+            job = try Self.deliveries(uhsx).first { ["done", "failed"].contains($0["state"] as? String ?? "") } ?? [:]
+            return !job.isEmpty
+        })
+        #expect(job["state"] as? String == "failed" && job["instances_sent"] as? Int == 3 && job["instances_refused"] as? Int == 1, "\(job)")
+        #expect(uhsx.log.contains("0xC000") && uhsx.log.contains("cannot understand"), "the PACS's status and reason said")
+        // The one it had no room for went again and is there; the refused one is not.
+        let stored = Set(Self.dcmFiles(pacs).map { ($0 as NSString).lastPathComponent.replacingOccurrences(of: ".dcm", with: "") })
+        #expect(stored == Set(sops.dropFirst()), "\(stored)")
+        let log = try String(contentsOfFile: consortium.root.path + "/pacs/pacs.log", encoding: .utf8)
+        #expect(log.contains("0xA700 \(sops[1])") && log.contains("0x0000 \(sops[1])"), "\(log)")
+    }
+
+    @Test func aSOPClassTheNodeDoesNotTakeIsNamedAndTheRestGo() throws {
+        try Skip.unless(Run.program("/usr/bin/env", ["python3", "-c", "import pynetdicom"]).status == 0, "pynetdicom is not installed (Tests/install-test-dependencies.sh installs it from PyPI)")
+        let root = NSTemporaryDirectory() + "consort-dimse-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let source = root + "/study"
+        let study = try AgentTests.synth(into: source, seed: 83, instances: 2)
+        let port = try OrthancInteropTests.freePort()
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Interop/pynetdicom_pacs.py"
+        // An MR-only node: the CT context is rejected; the association is still made.
+        let scp = try RunningProgram(["/usr/bin/env", "python3", script, "--port", String(port), "--aet", "MRONLY", "--out", root + "/pacs/stored", "--sop-class", "1.2.840.10008.5.1.4.1.1.4"])
+        defer { scp.kill() }
+        #expect(try Poll.until(within: 20, every: 0.1) { try Run.consort("echo", "MRONLY@127.0.0.1:\(port)", "--timeout", "2").status == 0 }, "\(scp.log)")
+        let store = try Run.consort("store", "MRONLY@127.0.0.1:\(port)", source + "/" + study)
+        #expect(store.status == 1 && store.stdout.contains("does not accept 1.2.840.10008.5.1.4.1.1.2"), "\(store.stdout)\(store.stderr)")
+        // A called AE title the node is not: rejected, with the reason.
+        let wrong = try Run.consort("store", "NOTPACS@127.0.0.1:\(port)", source + "/" + study)
+        #expect(wrong.status == 1 && wrong.stderr.contains("called AE title not recognised"), "\(wrong.stderr)")
+    }
+}
