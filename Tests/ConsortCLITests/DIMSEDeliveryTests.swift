@@ -148,4 +148,22 @@ struct DIMSEDeliveryTests {
         let wrong = try Run.consort("store", "NOTPACS@127.0.0.1:\(port)", source + "/" + study)
         #expect(wrong.status == 1 && wrong.stderr.contains("called AE title not recognised"), "\(wrong.stderr)")
     }
+
+    /// `consort store --associations 3`: the files dealt out among three associations at once
+    /// (storescp --fork takes each in a process of its own); every file stored once.
+    @Test func consortStoreSharesTheFilesAmongSeveralAssociations() throws {
+        try Skip.unless(FileManager.default.isExecutableFile(atPath: "/usr/bin/storescp"), "DCMTK's storescp is not installed (Debian package dcmtk)")
+        let root = NSTemporaryDirectory() + "consort-dimse-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let source = root + "/study", received = root + "/received"
+        try FileManager.default.createDirectory(atPath: received, withIntermediateDirectories: true)
+        let study = try AgentTests.synth(into: source, seed: 85, instances: 10)
+        let (storescp, port) = try DIMSEInteropTests.storescp(received, extra: ["--fork"])
+        defer { storescp.kill() }
+        let store = try Run.consort("store", "STORESCP@127.0.0.1:\(port)", source + "/" + study, "--associations", "3")
+        #expect(store.status == 0 && store.stdout.contains("10 of 10 stored"), "\(store.stdout)\(store.stderr)")
+        #expect(try Poll.until(within: 10, every: 0.05) { try FileManager.default.contentsOfDirectory(atPath: received).count == 10 })
+        let bad = try Run.consort("store", "STORESCP@127.0.0.1:\(port)", source, "--associations", "17")
+        #expect(bad.status == 2, "usage: 1 to 16")
+    }
 }

@@ -9,7 +9,8 @@ import Transport
 /// DIMSE (like DCMTK's `storescu`), on one association, each data set as stored.
 enum StoreCommand {
     static let help = """
-        Usage: consort store AET@HOST:PORT FILE|DIR... [--calling-aet AET] [--timeout SECONDS] [--json]
+        Usage: consort store AET@HOST:PORT FILE|DIR... [--calling-aet AET] [--timeout SECONDS]
+                             [--associations N] [--json]
 
         Sends the DICOM Part 10 files given (folders walked) to the node whose AE title is AET at
         HOST:PORT by C-STORE, on one association: one presentation context per SOP class and
@@ -18,12 +19,14 @@ enum StoreCommand {
         and a summary; with --json one line per file.
           --calling-aet AET  the AE title this side calls from (default CONSORT)
           --timeout S        seconds for each step: connect, each send, each answer (default 30)
+          --associations N   N associations at once (1 to 16, default 1), the files shared
+                             among them in turn
         Exit codes: 0 every file stored (a warning status counts as stored); 1 some file was
         not (unreadable, not Part 10, refused, not accepted), or the association failed; 2 usage.
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "store", flags: ["--json"], options: ["--calling-aet", "--timeout"])
+        let arguments = try Arguments(args, command: "store", flags: ["--json"], options: ["--calling-aet", "--timeout", "--associations"])
         guard arguments.positional.count >= 2 else { throw UsageError(message: "give the node as AET@HOST:PORT, then files or folders", command: "store") }
         let (node, calling, timeout) = try EchoCommand.common(arguments, defaultTimeout: 30, maximumTimeout: 3600)
         let (files, problems) = FileWalker.expand(Array(arguments.positional.dropFirst()))
@@ -41,19 +44,32 @@ enum StoreCommand {
             return .someFailed
         }
         let target = "\(node.ae)@\(node.host):\(node.port)"
+        let associations = try arguments.integer("--associations", default: 1, range: 1...16)
         let started = Date()
-        let results: [DIMSEAssociation.StoreResult]
-        let broken: String?
-        do {
-            (results, broken) = try DIMSEAssociation.store(items, host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout)
-        } catch {
-            standardError.line("consort store: \(target): \(error)")
-            return .someFailed
+        // The files dealt out in turn, one association each share, all at once.
+        let shares = (0..<min(associations, items.count)).map { share in stride(from: share, to: items.count, by: associations).map { items[$0] } }
+        let answers = UncheckedBox([(results: [DIMSEAssociation.StoreResult], failure: String?)?](repeating: nil, count: shares.count))
+        DispatchQueue.concurrentPerform(iterations: shares.count) { index in
+            let answer: (results: [DIMSEAssociation.StoreResult], failure: String?)
+            do {
+                answer = try DIMSEAssociation.store(shares[index], host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout)
+            } catch {
+                answer = ([], "\(error)")
+            }
+            answers.lock.withLock { answers.value[index] = answer }
         }
-        if let broken {
-            // What was answered before the association broke is said below; the rest was not sent.
-            standardError.line("consort store: \(target): the association failed after \(results.count) of \(items.count) files: \(broken)")
-            failed += items.count - results.count
+        var results: [DIMSEAssociation.StoreResult] = []
+        for (index, answer) in answers.value.enumerated() {
+            guard let answer else { continue }
+            results += answer.results
+            if let broken = answer.failure {
+                // What was answered before the association broke is said below; the rest was not sent.
+                let share = shares[index].count
+                standardError.line(answer.results.isEmpty && shares.count == 1
+                    ? "consort store: \(target): \(broken)"
+                    : "consort store: \(target): an association failed after \(answer.results.count) of its \(share) files: \(broken)")
+                failed += share - answer.results.count
+            }
         }
         var stored = 0
         var bytes = 0
@@ -79,4 +95,11 @@ enum StoreCommand {
         }
         return failed == 0 ? .success : .someFailed
     }
+}
+
+/// A value the concurrent associations each write their own slot of, under its lock.
+private final class UncheckedBox<T>: @unchecked Sendable {
+    let lock = NSLock()
+    var value: T
+    init(_ value: T) { self.value = value }
 }
