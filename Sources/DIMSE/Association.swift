@@ -17,6 +17,19 @@ public enum AETitle {
         return (1...16).contains(bytes.count) && !trimmed.isEmpty && bytes.allSatisfy { $0 >= 0x20 && $0 < 0x7F && $0 != 0x5C }
     }
 
+    /// A node as written in commands and configuration, "AET@HOST:PORT" (HOST may be a
+    /// bracketed IPv6 address); nil when it is not one.
+    public static func node(_ text: String) -> (ae: String, host: String, port: UInt16)? {
+        guard let at = text.lastIndex(of: "@") else { return nil }
+        let ae = String(text[..<at])
+        let address = text[text.index(after: at)...]
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]), port > 0 else { return nil }
+        var host = String(address[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard isValid(ae), !host.isEmpty else { return nil }
+        return (ae, host, port)
+    }
+
     /// A 16-byte field read back: its spaces (and any NULs a careless peer sends) trimmed.
     static func read(_ bytes: [UInt8]) -> String {
         String(decoding: bytes.filter { $0 != 0 }, as: UTF8.self).trimmingSpaces

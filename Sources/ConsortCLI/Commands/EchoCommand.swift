@@ -20,16 +20,7 @@ enum EchoCommand {
         """
 
     /// "AET@HOST:PORT" (HOST may be a bracketed IPv6 address).
-    static func parse(_ text: String) -> (ae: String, host: String, port: UInt16)? {
-        guard let at = text.lastIndex(of: "@") else { return nil }
-        let ae = String(text[..<at])
-        let address = text[text.index(after: at)...]
-        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]), port > 0 else { return nil }
-        var host = String(address[..<colon])
-        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard AETitle.isValid(ae), !host.isEmpty else { return nil }
-        return (ae, host, port)
-    }
+    static func parse(_ text: String) -> (ae: String, host: String, port: UInt16)? { AETitle.node(text) }
 
     /// What `echo` and `store` share: the node (the first argument), --calling-aet, --timeout.
     static func common(_ arguments: Arguments, defaultTimeout: Double, maximumTimeout: Double) throws -> (node: (ae: String, host: String, port: UInt16), calling: String, timeout: Double) {
