@@ -48,6 +48,8 @@ public final class AgentDaemon: @unchecked Sendable {
     var server: HTTPServer?
     var admin: AdminServer?
     var metricsServer: HTTPServer?
+    /// The DIMSE C-STORE SCP (`dimse` in the configuration; `AgentDaemon+DIMSE`).
+    var dimse: DIMSEServer?
     /// flock on `state/agent.lock`: one agent per state folder.
     private var stateFolderLock: Int32 = -1
     private var claim: StagingClaim?
@@ -91,7 +93,9 @@ public final class AgentDaemon: @unchecked Sendable {
         store = try AgentStore(path: configuration.databasePath)
         rules = try RuleBook(path: configuration.rules)
         ingest = Ingest(store: store, rules: rules, trust: configuration.trust, log: log.named("watcher"), clock: clock)
-        telemetry = Telemetry(roots: configuration.watches.map { ($0.path, $0.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify") })
+        telemetry = Telemetry(
+            roots: configuration.watches.map { ($0.path, $0.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify") }
+                + (configuration.dimse != nil ? [(configuration.dimseIntakeFolder, "dimse")] : []))
         audit = try AuditLog(path: configuration.state + "/audit.log")
         tls = try TLSMaterial(Self.tlsPaths(configuration), expectedName: configuration.trust, now: clock.now)
         if let url = configuration.coordinator {
@@ -192,6 +196,7 @@ public final class AgentDaemon: @unchecked Sendable {
         try startAdmin()
         try startMetrics()
         try startWatchers()
+        try startDIMSE()
         try services.start(stability)
         try startCoordination()
         if identityBook != nil { try services.start(identityReleaser) }
@@ -207,6 +212,7 @@ public final class AgentDaemon: @unchecked Sendable {
     public func stop(deadline: Double = 10) {
         stopping.set()
         log.info("stopping: no new work; transfers in flight finish their batch", ["deadline": "\(Int(deadline)) s"])
+        dimse?.stop(deadline: 2)
         server?.stop(deadline: deadline / 2)
         let late = services.stop(within: deadline / 2)
         if !late.isEmpty { log.warning("stopping: parts still running when their time ran out", ["parts": late.joined(separator: ",")]) }
