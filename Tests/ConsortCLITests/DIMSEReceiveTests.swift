@@ -21,7 +21,7 @@ struct DIMSEReceiveTests {
         let uhsx = try consortium.site("UHSX")
         let rsch = try consortium.site(
             "RSCH", peers: ["UHSX": uhsx.port],
-            extra: "dimse 127.0.0.1:\(port) { aet CONSORT_RSCH \(options) }\ndimse-peer MODALITY STORESCU@127.0.0.1:104\n")
+            extra: "dimse 127.0.0.1:\(port) { aet CONSORT_RSCH \(options) }\ndimse-peer MODALITY STORESCU@127.0.0.1:104\ndimse-peer ELSEWHERE CT_ELSEWHERE@127.0.0.2:104\n")
         return (consortium, rsch, uhsx, port)
     }
 
@@ -91,6 +91,10 @@ struct DIMSEReceiveTests {
         let stranger = try Run.program("/usr/bin/storescu", ["-aet", "STRANGER", "-aec", "CONSORT_RSCH", "+sd", "+r", "127.0.0.1", String(port), source])
         #expect(stranger.status != 0)
         #expect((stranger.stdout + stranger.stderr).contains("Calling AE Title Not Recognized"), "\(stranger.stdout)\(stranger.stderr)")
+        // A dimse-peer's title from another address than its own.
+        let elsewhere = try Run.program("/usr/bin/echoscu", ["-aet", "CT_ELSEWHERE", "-aec", "CONSORT_RSCH", "127.0.0.1", String(port)])
+        #expect(elsewhere.status != 0 && (elsewhere.stdout + elsewhere.stderr).contains("Calling AE Title Not Recognized"), "\(elsewhere.stdout)\(elsewhere.stderr)")
+        #expect(rsch.log.contains("calling AE title CT_ELSEWHERE from 127.0.0.1, not from its dimse-peer address"), "\(rsch.log)")
         let wrongCalled = try Run.consort("echo", "SOMEONE_ELSE@127.0.0.1:\(port)", "--calling-aet", "STORESCU")
         #expect(wrongCalled.status == 1 && wrongCalled.stderr.contains("called AE title not recognised"), "\(wrongCalled.stderr)")
         #expect(Self.intakeFiles(rsch).isEmpty)
@@ -179,5 +183,66 @@ struct DIMSEReceiveTests {
         // Taken after the restart like any file in a watched folder: every one kept is pushed.
         let pushed = AgentSite.eventually(within: 60, "every kept instance at UHSX", logs: [rsch, uhsx]) { uhsx.received.count == kept.count }
         #expect(pushed)
+    }
+
+    /// A copy of `file` whose File Meta Information names another SOP class of the same length
+    /// (`consort store` proposes and commands what the meta says): CT becomes MR.
+    static func claimingMR(_ file: String, to path: String) throws {
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+        let ct = Array("1.2.840.10008.5.1.4.1.1.2".utf8)
+        let at = try #require((132..<400).first { Array(bytes[$0..<($0 + ct.count)]) == ct }, "the media storage SOP class in the meta")
+        bytes[at + ct.count - 1] = UInt8(ascii: "4")
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+    }
+
+    @Test func aDataSetThatDoesNotMatchOrCannotBeReadIsRefusedWithItsStatusAndNothingIsKept() throws {
+        let (consortium, rsch, _, port) = try Self.consortium()
+        let source = consortium.root.path + "/modality", bad = consortium.root.path + "/bad"
+        for folder in [source, bad] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        _ = try AgentTests.synth(into: source, seed: 34, instances: 3)
+        let files = TransferTests.files(under: source).map { source + "/" + $0 }
+        // One whose meta says MR over a CT data set; one cut short inside its Pixel Data; one good.
+        try Self.claimingMR(files[0], to: bad + "/mismatch.dcm")
+        let whole = try Data(contentsOf: URL(fileURLWithPath: files[1]))
+        try whole.prefix(whole.count - 100).write(to: URL(fileURLWithPath: bad + "/cut.dcm"))
+        try FileManager.default.copyItem(atPath: files[2], toPath: bad + "/good.dcm")
+        try rsch.start()
+        defer { rsch.stop() }
+        let store = try Run.consort("store", "CONSORT_RSCH@127.0.0.1:\(port)", bad, "--calling-aet", "STORESCU", "--json")
+        let answers = store.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        let status = Dictionary(uniqueKeysWithValues: answers.compactMap { answer in
+            (answer["file"] as? String).map { (($0 as NSString).lastPathComponent, answer["status"] as? Int ?? -1) }
+        })
+        #expect(status == ["mismatch.dcm": 0xA900, "cut.dcm": 0xC000, "good.dcm": 0], "\(store.stdout)\(store.stderr)\n\(rsch.log)")
+        #expect(store.status == 1)
+        #expect(Self.intakeFiles(rsch).count == 1 && Self.incoming(rsch).isEmpty, "\(Self.intakeFiles(rsch)) \(Self.incoming(rsch))")
+        #expect(rsch.log.contains("C-STORE refused: refused 0xA900: data set does not match SOP class"), "\(rsch.log)")
+    }
+
+    /// A disk that really fills: the intake is a 1 MB tmpfs in the agent's own mount namespace.
+    /// The instances that fit are answered success and kept; the next meets ENOSPC and is
+    /// answered 0xA700 (out of resources), its partial file removed; the association goes on.
+    @Test func aFullDiskIsOutOfResourcesAndLeavesNothingBehind() throws {
+        let unshare = try Run.require("unshare", package: "util-linux"), nsenter = try Run.require("nsenter", package: "util-linux")
+        let probe = try Run.program(unshare, ["-m", "--", "true"])
+        try Skip.unless(probe.status == 0, "mount namespaces are not allowed here (unshare -m: \(probe.stderr.trimmingCharacters(in: .whitespacesAndNewlines)))")
+        let (consortium, rsch, _, port) = try Self.consortium()
+        let source = consortium.root.path + "/modality"
+        try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: Self.intake(rsch), withIntermediateDirectories: true)
+        // 512x512 slices, about 0.5 MB each: two fit in 1 MB, not four.
+        _ = try AgentTests.synth(into: source, seed: 35, instances: 4, size: "512x512")
+        try rsch.start(through: [unshare, "-m", "--", "/bin/sh", "-c", #"mount -t tmpfs -o size=1m consort-test "$1" && exec "$2" agent --config "$3""#,
+            "sh", Self.intake(rsch), Run.consort, rsch.config])
+        let pid = try #require(rsch.program?.pid)
+        defer { rsch.stop() }
+        let store = try Run.consort("store", "CONSORT_RSCH@127.0.0.1:\(port)", source, "--calling-aet", "STORESCU", "--json")
+        let statuses = store.stdout.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }.map { $0["status"] as? Int ?? -1 }
+        #expect(statuses.count == 4 && statuses.contains(0) && statuses.contains(0xA700) && statuses.allSatisfy { $0 == 0 || $0 == 0xA700 }, "\(store.stdout)\(store.stderr)\n\(rsch.log)")
+        // Inside the agent's namespace: the instances answered success, and nothing else.
+        let listing = try Run.program(nsenter, ["-t", String(pid), "-m", "--", "find", Self.intake(rsch), "-type", "f"])
+        let found = listing.stdout.split(separator: "\n")
+        #expect(found.count == statuses.filter { $0 == 0 }.count && !found.contains { $0.contains("/.incoming/") }, "\(listing.stdout)")
+        #expect(rsch.log.contains("No space left on device"), "\(rsch.log)")
     }
 }
