@@ -15,13 +15,13 @@ import Testing
 struct DIMSEReceiveTests {
     /// RSCH with a C-STORE SCP that STORESCU (from 127.0.0.1) may store to, pushing everything
     /// local to UHSX; `options`: more of the dimse line's options.
-    static func consortium(options: String = "") throws -> (TestConsortium, rsch: AgentSite, uhsx: AgentSite, port: Int) {
+    static func consortium(options: String = "", extra: String = "") throws -> (TestConsortium, rsch: AgentSite, uhsx: AgentSite, port: Int) {
         let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: AgentTests.pushAll)
         let port = try OrthancInteropTests.freePort()
         let uhsx = try consortium.site("UHSX")
         let rsch = try consortium.site(
             "RSCH", peers: ["UHSX": uhsx.port],
-            extra: "dimse 127.0.0.1:\(port) { aet CONSORT_RSCH \(options) }\ndimse-peer MODALITY STORESCU@127.0.0.1:104\ndimse-peer ELSEWHERE CT_ELSEWHERE@127.0.0.2:104\n")
+            extra: "dimse 127.0.0.1:\(port) { aet CONSORT_RSCH \(options) }\ndimse-peer MODALITY STORESCU@127.0.0.1:104\ndimse-peer ELSEWHERE CT_ELSEWHERE@127.0.0.2:104\n" + extra)
         return (consortium, rsch, uhsx, port)
     }
 
@@ -39,7 +39,8 @@ struct DIMSEReceiveTests {
 
     @Test func aStudyStoredByStorescuFiresTheRulesAndArrivesAtThePeerByteForByte() throws {
         try Self.requireDCMTK()
-        let (consortium, rsch, uhsx, port) = try Self.consortium()
+        let metricsPort = try OrthancInteropTests.freePort()
+        let (consortium, rsch, uhsx, port) = try Self.consortium(extra: "metrics 127.0.0.1:\(metricsPort)\n")
         let source = consortium.root.path + "/modality"
         try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
         let study = try AgentTests.synth(into: source, seed: 31, instances: 6, size: "256x256")
@@ -71,6 +72,10 @@ struct DIMSEReceiveTests {
         let audit = try String(contentsOfFile: rsch.state + "/audit.log", encoding: .utf8)
         #expect(audit.components(separatedBy: "\"dimse\"").count - 1 == 6, "\(audit)")
         #expect(audit.contains("MODALITY"))
+        let metrics = try OperatorTests.get("http://127.0.0.1:\(metricsPort)/metrics").body
+        #expect(metrics.contains("consort_dimse_stores_total{status=\"0x0000\"} 6"), "\(metrics)")
+        #expect(metrics.contains("consort_dimse_associations_total{result=\"accepted\"} 1"))
+        #expect(metrics.contains("/rsch/state/dimse-intake\"} 6"), "the intake is a watched folder on the metrics page too")
         let dump = try Run.consort("dump", Self.intake(rsch) + "/" + kept[0])
         #expect(dump.stdout.contains("STORESCU"), "the source AE title in the file meta: \(dump.stdout)")
     }
@@ -149,6 +154,33 @@ struct DIMSEReceiveTests {
         #expect(got >= 10 && answer[0] == 0x07, "an A-ABORT, then the close")
         #expect(Self.intakeFiles(rsch).isEmpty)
         #expect(Self.incoming(rsch).isEmpty, "the temporary file removed")
+    }
+
+    /// One association at most: a second is rejected (transient, local limit exceeded) while the
+    /// first is open; the first, idle past `idle`, is aborted, and then the next is accepted.
+    @Test func theAssociationLimitAndTheIdleTimeoutAreKept() throws {
+        try Self.requireDCMTK()
+        let (consortium, rsch, _, port) = try Self.consortium(options: "associations 1 idle 2 s")
+        defer { withExtendedLifetime(consortium) {} }
+        try rsch.start()
+        defer { rsch.stop() }
+        let fd = try Self.connect(port)
+        defer { close(fd) }
+        let request = AssociateRequest(
+            calledAE: "CONSORT_RSCH", callingAE: "STORESCU",
+            contexts: [ProposedContext(id: 1, abstractSyntax: Command.verificationSOPClass, transferSyntaxes: [TransferSyntax.implicitLittle])],
+            userInformation: UserInformation(maximumLength: 16_384, implementationClassUID: "1.2.3", implementationVersionName: nil))
+        Self.send(fd, PDU.associateRequest(request).encoded())
+        var answer = [UInt8](repeating: 0, count: 4096)
+        #expect(recv(fd, &answer, answer.count, 0) > 0 && answer[0] == 0x02, "an A-ASSOCIATE-AC")
+        let second = try Run.program("/usr/bin/echoscu", ["-aet", "STORESCU", "-aec", "CONSORT_RSCH", "127.0.0.1", String(port)])
+        #expect(second.status != 0 && (second.stdout + second.stderr).contains("Local Limit Exceeded"), "\(second.stdout)\(second.stderr)")
+        let idled = AgentSite.eventually(within: 10, "the idle association aborted", logs: [rsch]) { rsch.log.contains("association aborted: no PDU within 2 s idle") }
+        #expect(idled)
+        let third = try Poll.until(within: 10, every: 0.05) {
+            try Run.program("/usr/bin/echoscu", ["-aet", "STORESCU", "-aec", "CONSORT_RSCH", "127.0.0.1", String(port)]).status == 0
+        }
+        #expect(third, "\(rsch.log)")
     }
 
     /// kill -9 of the agent while `consort store` sends 30 instances: every instance answered
