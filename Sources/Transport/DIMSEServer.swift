@@ -87,13 +87,20 @@ public final class DIMSEServer: @unchecked Sendable {
     private var stopping = false
     private var open = Set<Int32>()
     private var counts = Counters()
+    /// Who may associate now (`replaceCallers`): read when an association begins.
+    private var callers: [AcceptorPolicy.Caller]?
     public private(set) var port: UInt16 = 0
 
     public init(_ configuration: Configuration, sink: any DIMSEStoreSink, log: Logger) {
         self.configuration = configuration
         self.sink = sink
         self.log = log
+        callers = configuration.policy.callers
     }
+
+    /// Who may associate from now on (the associations open keep theirs): a reload of the
+    /// `dimse-peer` lines.
+    public func replaceCallers(_ callers: [AcceptorPolicy.Caller]?) { lock.withLock { self.callers = callers } }
 
     public var counters: Counters { lock.withLock { counts } }
     public var activeAssociations: Int { lock.withLock { active } }
@@ -147,7 +154,9 @@ public final class DIMSEServer: @unchecked Sendable {
     private func serve(_ fd: Int32, remote: String, busy: Bool) {
         var one: Int32 = 1
         setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        var acceptor = Acceptor(policy: configuration.policy, peerAddress: remote, busy: busy)
+        var policy = configuration.policy
+        policy.callers = lock.withLock { callers }
+        var acceptor = Acceptor(policy: policy, peerAddress: remote, busy: busy)
         var instance: (any DIMSEIncomingInstance)?
         var failure: DIMSEStoreRefusal?
         var current: StoreRequest?

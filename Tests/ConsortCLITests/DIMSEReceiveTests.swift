@@ -104,6 +104,14 @@ struct DIMSEReceiveTests {
         #expect(wrongCalled.status == 1 && wrongCalled.stderr.contains("called AE title not recognised"), "\(wrongCalled.stderr)")
         #expect(Self.intakeFiles(rsch).isEmpty)
         #expect(rsch.log.contains("association rejected: calling AE title not recognised"), "\(rsch.log)")
+        // A dimse-peer line added, and SIGHUP: STRANGER may store now, without a restart.
+        try (String(contentsOfFile: rsch.config, encoding: .utf8) + "dimse-peer NEWCOMER STRANGER@127.0.0.1:104\n").write(toFile: rsch.config, atomically: true, encoding: .utf8)
+        rsch.program?.signal(SIGHUP)
+        let reread = AgentSite.eventually(within: 10, "the dimse peers re-read", logs: [rsch]) { rsch.log.contains("dimse peers re-read") }
+        #expect(reread)
+        let welcome = try Run.program("/usr/bin/storescu", ["-aet", "STRANGER", "-aec", "CONSORT_RSCH", "+sd", "+r", "127.0.0.1", String(port), source])
+        #expect(welcome.status == 0, "\(welcome.stdout)\(welcome.stderr)\n\(rsch.log)")
+        #expect(Self.intakeFiles(rsch).count == 2)
     }
 
     /// A connection to `port` on loopback.
@@ -217,13 +225,13 @@ struct DIMSEReceiveTests {
         #expect(pushed)
     }
 
-    /// A copy of `file` whose File Meta Information names another SOP class of the same length
-    /// (`consort store` proposes and commands what the meta says): CT becomes MR.
-    static func claimingMR(_ file: String, to path: String) throws {
+    /// A copy of `file` (a CT) whose File Meta Information names another SOP class UID of the
+    /// same length, `sopClass` (`consort store` proposes and commands what the meta says).
+    static func claiming(_ sopClass: String, _ file: String, to path: String) throws {
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
         let ct = Array("1.2.840.10008.5.1.4.1.1.2".utf8)
         let at = try #require((132..<400).first { Array(bytes[$0..<($0 + ct.count)]) == ct }, "the media storage SOP class in the meta")
-        bytes[at + ct.count - 1] = UInt8(ascii: "4")
+        bytes.replaceSubrange(at..<(at + ct.count), with: Array(sopClass.utf8))
         try Data(bytes).write(to: URL(fileURLWithPath: path))
     }
 
@@ -233,8 +241,10 @@ struct DIMSEReceiveTests {
         for folder in [source, bad] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
         _ = try AgentTests.synth(into: source, seed: 34, instances: 3)
         let files = TransferTests.files(under: source).map { source + "/" + $0 }
-        // One whose meta says MR over a CT data set; one cut short inside its Pixel Data; one good.
-        try Self.claimingMR(files[0], to: bad + "/mismatch.dcm")
+        // One whose meta says MR over a CT data set; one cut short inside its Pixel Data; one of
+        // a SOP class that is no storage class (its context is rejected, the rest go on); one good.
+        try Self.claiming("1.2.840.10008.5.1.4.1.1.4", files[0], to: bad + "/mismatch.dcm")
+        try Self.claiming("1.2.840.10008.5.1.4.1.2.2", files[0], to: bad + "/unsupported.dcm")
         let whole = try Data(contentsOf: URL(fileURLWithPath: files[1]))
         try whole.prefix(whole.count - 100).write(to: URL(fileURLWithPath: bad + "/cut.dcm"))
         try FileManager.default.copyItem(atPath: files[2], toPath: bad + "/good.dcm")
@@ -245,7 +255,9 @@ struct DIMSEReceiveTests {
         let status = Dictionary(uniqueKeysWithValues: answers.compactMap { answer in
             (answer["file"] as? String).map { (($0 as NSString).lastPathComponent, answer["status"] as? Int ?? -1) }
         })
-        #expect(status == ["mismatch.dcm": 0xA900, "cut.dcm": 0xC000, "good.dcm": 0], "\(store.stdout)\(store.stderr)\n\(rsch.log)")
+        #expect(status == ["mismatch.dcm": 0xA900, "cut.dcm": 0xC000, "unsupported.dcm": -1, "good.dcm": 0], "\(store.stdout)\(store.stderr)\n\(rsch.log)")
+        #expect(answers.contains { ($0["result"] as? String ?? "").contains("does not accept 1.2.840.10008.5.1.4.1.2.2") }, "\(store.stdout)")
+        #expect(rsch.log.contains("contexts=\"2 of 3\""), "the CT and MR contexts accepted, the third not: \(rsch.log)")
         #expect(store.status == 1)
         #expect(Self.intakeFiles(rsch).count == 1 && Self.incoming(rsch).isEmpty, "\(Self.intakeFiles(rsch)) \(Self.incoming(rsch))")
         #expect(rsch.log.contains("C-STORE refused: refused 0xA900: data set does not match SOP class"), "\(rsch.log)")

@@ -15,7 +15,7 @@ import Transport
 /// no new work taken, transfers in flight finish their batch (bounded), interrupted jobs are
 /// queued again for the next start. SIGHUP reloads the rules (a set with errors is refused and
 /// the old one kept), re-reads the peers, local targets and free-space threshold from the
-/// configuration file, and the TLS material — certificate, key, CA and CRL — for the receiver
+/// configuration file (and the dimse-peer lines), and the TLS material — certificate, key, CA and CRL — for the receiver
 /// and every client (files that do not load are refused and the material in force stays).
 /// The folders and the listening address need a restart.
 public final class AgentDaemon: @unchecked Sendable {
@@ -50,6 +50,7 @@ public final class AgentDaemon: @unchecked Sendable {
     var metricsServer: HTTPServer?
     /// The DIMSE C-STORE SCP (`dimse` in the configuration; `AgentDaemon+DIMSE`).
     var dimse: DIMSEServer?
+    var dimseIntake: DIMSEIntake?
     /// flock on `state/agent.lock`: one agent per state folder.
     private var stateFolderLock: Int32 = -1
     private var claim: StagingClaim?
@@ -246,6 +247,7 @@ public final class AgentDaemon: @unchecked Sendable {
         if let fresh = parsed.configuration {
             queue.peers.update(targets: Self.targets(fresh, tls: tls.configuration), circuitThreshold: fresh.circuitAfter)
             freeSpaceThreshold.value = fresh.freeSpacePercent
+            reloadDIMSEPeers(fresh)
             log.info("peers re-read", ["peers": fresh.peers.map(\.name).joined(separator: ","), "local": fresh.locals.map(\.name).joined(separator: ",")])
         } else {
             queue.peers.replaceTLS(tls.configuration)

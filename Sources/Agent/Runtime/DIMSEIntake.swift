@@ -24,15 +24,15 @@ final class DIMSEIntake: DIMSEStoreSink, @unchecked Sendable {
     let folder: String
     let incoming: String
     let audit: AuditLog
-    /// The dimse-peer names by calling AE title, for the audit log.
-    let names: [String: String]
+    /// The dimse-peer names by calling AE title, for the audit log (SIGHUP replaces them).
+    let names: LockedValue<[String: String]>
     let log: Logger
 
     init(folder: String, audit: AuditLog, names: [String: String], log: Logger) throws {
         self.folder = folder
         incoming = folder + "/.incoming"
         self.audit = audit
-        self.names = names
+        self.names = LockedValue(names)
         self.log = log
         try FileManager.default.createDirectory(atPath: incoming, withIntermediateDirectories: true)
         let left = (try? FileManager.default.contentsOfDirectory(atPath: incoming)) ?? []
@@ -140,7 +140,7 @@ final class DIMSEIntake: DIMSEStoreSink, @unchecked Sendable {
             let facts = Ingest.facts(of: file.dataSet, study: study)
             var nhs: String?
             if case .valid(let number) = Announcer.nhs(facts) { nhs = number.digits }
-            let who = intake.names[peer.aeTitle] ?? peer.aeTitle
+            let who = intake.names.value[peer.aeTitle] ?? peer.aeTitle
             do {
                 try intake.audit.record(AuditEntry(
                     who: who, action: "receive", nhs: nhs, patient: facts.patientID, study: study, why: "dimse",
