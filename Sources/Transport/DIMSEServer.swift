@@ -39,8 +39,8 @@ public struct DIMSEStoreRefusal: Error, CustomStringConvertible {
 /// protocol in `Acceptor` (pure), the data sets into a `DIMSEStoreSink`.
 ///
 /// Limits, each explicit: the largest PDU taken (`AcceptorPolicy.maximumLength`), associations
-/// at once (`maximumAssociations`: one more is read and rejected, transient, local limit
-/// exceeded), contexts an association (`AcceptorPolicy.maximumContexts`), a deadline on every
+/// at once (`maximumAssociations`: one more is read, under a 2 s deadline, and rejected,
+/// transient, local limit exceeded; past twice the limit a connection is closed unread), contexts an association (`AcceptorPolicy.maximumContexts`), a deadline on every
 /// PDU once its first byte came or while an association is being asked for (`timeout`: the
 /// ARTIM timer's job, PS3.8 §9.1.5 — a peer that stalls mid-PDU is aborted, its instance
 /// dropped), and `idleTimeout` between messages. A connection cut, aborted or timed out in the
@@ -130,11 +130,20 @@ public final class DIMSEServer: @unchecked Sendable {
 
     private func acceptLoop() {
         ListeningSocket.acceptLoop(listener, stopping: { lock.withLock { stopping } }, log: { log.warning($0) }) { fd, remote, _ in
-            let busy: Bool = lock.withLock {
+            // Past the limit, a connection is read only for its request, to reject it with the
+            // reason (under a short deadline); past twice the limit, closed at once: a flood of
+            // connections costs a bounded number of threads.
+            let (busy, flood): (Bool, Bool) = lock.withLock {
+                if active >= 2 * configuration.maximumAssociations + 8 { return (true, true) }
                 let over = active >= configuration.maximumAssociations
                 active += 1
                 open.insert(fd)
-                return over
+                return (over, false)
+            }
+            if flood {
+                close(fd)
+                count { $0.rejected += 1 }
+                return
             }
             let thread = Thread { [self] in
                 serve(fd, remote: remote, busy: busy)
@@ -166,6 +175,7 @@ public final class DIMSEServer: @unchecked Sendable {
         defer { instance?.discard() }
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var pduStarted = MonotonicClock.now
+        let timeout = busy ? min(configuration.timeout, 2) : configuration.timeout
         while !acceptor.closed {
             while let events = acceptor.next() {
                 for event in events {
@@ -248,7 +258,7 @@ public final class DIMSEServer: @unchecked Sendable {
             // The deadline: a PDU begun (or the association request) must be whole within
             // `timeout`; between messages, the idle timeout.
             let midPDU = acceptor.pendingBytes > 0 || !acceptor.isAssociated || acceptor.inStore
-            let limit = midPDU ? configuration.timeout : configuration.idleTimeout
+            let limit = midPDU ? timeout : configuration.idleTimeout
             let left = pduStarted + limit - MonotonicClock.now
             var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
             let ready = left > 0 ? poll(&entry, 1, Int32(max(1, min(left, 3600) * 1000))) : 0
