@@ -130,7 +130,7 @@ let package = Package(
         // socket and metrics. The CLI only starts it (and reads its store for `queue`/`status`).
         .target(
             name: "Agent",
-            dependencies: ["DICOM", "Routing", "ConfigurationText", "DICOMweb", "DIMSE", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit"]
+            dependencies: ["DICOM", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit", "DIMSE", "Durability"]
         ),
         // libpq (PostgreSQL's client library): the coordinator's registry on PostgreSQL.
         .systemLibrary(
@@ -253,7 +253,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConsortCLITests",
-            dependencies: ["ConsortCLI", "Workbench", "DICOM", "Platform", "TestSupport"],
+            dependencies: ["ConsortCLI", "Workbench", "DICOM", "DIMSE", "Platform", "TestSupport"],
             exclude: ["Conformance", "Interop"]
         ),
     ]

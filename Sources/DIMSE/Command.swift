@@ -92,6 +92,15 @@ public struct Command: Sendable, Equatable {
         return command
     }
 
+    /// C-STORE-RSP (PS3.7 §9.1.1.1.9): the request's class and instance, with the status.
+    public static func storeResponse(to request: StoreRequest, status: UInt16) -> Command {
+        var command = Command(field: .storeResponse, affectedSOPClassUID: request.sopClass)
+        command.respondingTo = request.messageID
+        command.affectedSOPInstanceUID = request.sopInstance
+        command.status = status
+        return command
+    }
+
     /// The command's bytes, elements in ascending tag order.
     public func encoded() -> [UInt8] {
         var elements: [(UInt16, [UInt8])] = []

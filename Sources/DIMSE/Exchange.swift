@@ -100,88 +100,29 @@ public struct DIMSEFailure: Error, Sendable, Equatable, CustomStringConvertible 
     public init(_ description: String) { self.description = description }
 }
 
-/// The acceptor's side of associations for Verification (C-ECHO SCP): who may associate is
-/// explicit — the called AE must be this one, and the calling AE one of `callers` (nil: any) —
-/// and anything else is rejected with the reason the standard gives. A pure state machine like
-/// the requester; a C-STORE SCP extends it (issue 26).
+/// The acceptor's side of associations for Verification (C-ECHO SCP) alone, PDUs in and PDUs
+/// out: an `Acceptor` that takes no storage SOP class and checks calling AE titles only (from
+/// any address). Who may associate is explicit — the called AE must be this one, and the
+/// calling AE one of `callers` (nil: any) — and anything else is rejected with the reason the
+/// standard gives.
 public struct VerificationAcceptor: Sendable {
-    public let aeTitle: String
-    public let callers: Set<String>?
-    public let maximumLength: UInt32
-    public private(set) var closed = false
-    private var established = false
-    private var peerMaximum: UInt32 = 0
-    private var verificationContext: UInt8?
-    private var command: [UInt8] = []
+    private var acceptor: Acceptor
 
     public init(aeTitle: String, callers: Set<String>?, maximumLength: UInt32) {
-        self.aeTitle = aeTitle
-        self.callers = callers
-        self.maximumLength = maximumLength
+        let policy = AcceptorPolicy(
+            aeTitle: aeTitle, callers: callers.map { $0.sorted().map { AcceptorPolicy.Caller(aeTitle: $0, addresses: nil) } }, maximumLength: maximumLength,
+            acceptsStorage: false)
+        acceptor = Acceptor(policy: policy, peerAddress: nil)
     }
+
+    public var closed: Bool { acceptor.closed }
 
     /// The PDUs to send in answer to `pdu`; `closed` is set when the association is over (the
     /// caller then closes the connection).
     public mutating func receive(_ pdu: PDU) -> [PDU] {
-        switch (established, pdu) {
-        case (false, .associateRequest(let request)):
-            if request.applicationContext != dicomApplicationContext { return reject(.applicationContextNotSupported()) }
-            if request.calledAE != aeTitle { return reject(.calledAENotRecognised()) }
-            if let callers, !callers.contains(request.callingAE) { return reject(.callingAENotRecognised()) }
-            // Presentation context ids are odd and each used once (PS3.8 §9.3.2.2): a request
-            // that breaks this is aborted as an invalid parameter value.
-            let ids = request.contexts.map(\.id)
-            if ids.contains(where: { $0 % 2 == 0 }) || Set(ids).count != ids.count {
-                closed = true
-                return [.abort(AssociateAbort(source: 2, reason: 6))]
-            }
-            var results: [AcceptedContext] = []
-            for context in request.contexts {
-                if context.abstractSyntax != Command.verificationSOPClass {
-                    results.append(AcceptedContext(id: context.id, result: .abstractSyntaxNotSupported, transferSyntax: TransferSyntax.implicitLittle))
-                } else if let syntax = [TransferSyntax.implicitLittle, TransferSyntax.explicitLittle].first(where: context.transferSyntaxes.contains) {
-                    results.append(AcceptedContext(id: context.id, result: .acceptance, transferSyntax: syntax))
-                    if verificationContext == nil { verificationContext = context.id }
-                } else {
-                    results.append(AcceptedContext(id: context.id, result: .transferSyntaxesNotSupported, transferSyntax: TransferSyntax.implicitLittle))
-                }
-            }
-            established = true
-            peerMaximum = request.userInformation.maximumLength
-            return [.associateAccept(AssociateAccept(
-                calledAE: request.calledAE, callingAE: request.callingAE, contexts: results,
-                userInformation: UserInformation(maximumLength: maximumLength, implementationClassUID: Implementation.classUID, implementationVersionName: Implementation.versionName)))]
-        case (true, .data(let values)):
-            var out: [PDU] = []
-            for value in values {
-                guard value.contextID == verificationContext, value.isCommand else { return abort() }
-                command += value.fragment
-                guard value.isLast else { continue }
-                defer { command = [] }
-                guard let request = try? Command.decode(command), request.field == .echoRequest, !request.hasDataSet else { return abort() }
-                out += dataPDUs(contextID: value.contextID, isCommand: true, Command.echoResponse(to: request).encoded(), maximumLength: peerMaximum)
-            }
-            return out
-        case (true, .releaseRequest):
-            closed = true
-            return [.releaseResponse]
-        case (_, .abort):
-            closed = true
+        acceptor.receive(pdu).flatMap { event -> [PDU] in
+            if case .send(let pdus) = event { return pdus }
             return []
-        default:
-            return abort()
         }
-    }
-
-    private mutating func reject(_ reason: AssociateReject) -> [PDU] {
-        closed = true
-        return [.associateReject(reason)]
-    }
-
-    /// An unexpected PDU or a message this acceptor cannot read: A-ABORT by the provider,
-    /// reason 2 (unexpected PDU), PS3.8 §9.3.8.
-    private mutating func abort() -> [PDU] {
-        closed = true
-        return [.abort(AssociateAbort(source: 2, reason: 2))]
     }
 }

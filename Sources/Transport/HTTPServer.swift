@@ -149,29 +149,8 @@ public final class HTTPServer: @unchecked Sendable {
     public func start() throws {
         // A client that closes early must not kill the process (writes get EPIPE instead).
         signal(SIGPIPE, SIG_IGN)
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw ConnectionError(kind: .io, message: "Cannot create a socket: \(String(cString: strerror(errno)))") }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = configuration.port.bigEndian
-        guard inet_pton(AF_INET, configuration.host, &address.sin_addr) == 1 else {
-            close(fd)
-            throw ConnectionError(kind: .io, message: "\(configuration.host) is not an IPv4 address")
-        }
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, listen(fd, 128) == 0 else {
-            let reason = String(cString: strerror(errno))
-            close(fd)
-            throw ConnectionError(kind: .io, message: "Cannot listen on \(configuration.host):\(configuration.port): \(reason)")
-        }
-        var actual = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &actual) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        port = UInt16(bigEndian: actual.sin_port)
+        let (fd, bound) = try ListeningSocket.open(host: configuration.host, port: configuration.port, backlog: 128)
+        port = bound
         listener = fd
         let thread = Thread { [self] in acceptLoop() }
         thread.name = "consort-accept"
@@ -194,24 +173,8 @@ public final class HTTPServer: @unchecked Sendable {
     public var activeConnections: Int { lock.withLock { active } }
 
     private func acceptLoop() {
-        while true {
-            var address = sockaddr_in()
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let fd = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(listener, $0, &length) } }
-            if fd < 0 {
-                if errno == EINTR || errno == ECONNABORTED { continue }
-                if lock.withLock({ stopping }) { break }
-                if errno == EMFILE || errno == ENFILE {
-                    log("accept: out of file descriptors; waiting 100 ms")
-                    usleep(100_000)
-                    continue
-                }
-                break
-            }
-            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-            var text = [CChar](repeating: 0, count: 64)
-            inet_ntop(AF_INET, &address.sin_addr, &text, socklen_t(text.count))
-            let remote = String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) + ":\(UInt16(bigEndian: address.sin_port))"
+        ListeningSocket.acceptLoop(listener, stopping: { lock.withLock { stopping } }, log: { log($0) }) { fd, address, peerPort in
+            let remote = address + ":\(peerPort)"
             let connection = Connection(descriptor: fd, remote: remote)
             let overloaded: Bool = lock.withLock {
                 if active >= configuration.maximumConnections { return true }
@@ -232,7 +195,6 @@ public final class HTTPServer: @unchecked Sendable {
             thread.name = "consort-connection"
             thread.start()
         }
-        close(listener)
     }
 
     /// Too many connections: a short 503 (after the handshake, so a TLS client can read it).

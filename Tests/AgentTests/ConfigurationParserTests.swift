@@ -64,6 +64,13 @@ struct ConfigurationParserTests {
         ("trust RSCH\ntrust UHSX", "2:1", "set twice (first at line 1)", nil),
         ("peer UHSX https://x { connections 2", "1:21", "is not closed on the same line", nil),
         ("state \"/var/lib/with space\" extra", "1:29", "takes one value", nil),
+        ("dimse 0.0.0.0:11112", "1:7", "needs the AE title it answers to", nil),
+        ("dimse 0.0.0.0:11112 { aet A\\B }", "1:27", "is not an AE title", nil),
+        ("dimse 0.0.0.0:11112 { aet X  associations 0 }", "1:43", "associations takes a whole number from 1 to 256", nil),
+        ("dimse 0.0.0.0:11112 { aet X  colour red }", "1:30", "unknown option \"colour\" of \"dimse\"",
+            "the options are aet AET, associations N, max-pdu BYTES, timeout S and idle S, e.g. { aet CONSORT_RSCH }"),
+        ("dimse-peer CT1 10.0.0.5:104", "1:16", "AET@HOST:PORT", nil),
+        ("dimse-peer CT1 CT1@a:104\ndimse-peer CT1 CT2@b:104", "2:12", "dimse-peer CT1 is defined twice", nil),
     ] as [(String, String, String, String?)])
     func errorsArePlaced(_ text: String, _ place: String, _ message: String, _ hint: String?) {
         let outcome = ConfigurationParser.parse(text, file: "agent.conf")
@@ -72,6 +79,23 @@ struct ConfigurationParserTests {
         #expect(first.map { "\($0.location.line):\($0.location.column)" } == place, "\(outcome.report())")
         #expect(first?.message.contains(message) == true, "\(outcome.report())")
         if let hint { #expect(first?.hint == hint, "\(outcome.report())") }
+    }
+
+    @Test func theDIMSEListenerAndItsPeersAreContractWords() throws {
+        let text = Self.example + """
+
+            dimse 0.0.0.0:11112 { aet CONSORT_RSCH }
+            dimse-peer CT1 CT_SCANNER_1@10.1.2.3:104
+            dimse-peer PACS RSCH_PACS@pacs.rsch.nhs.uk:11112
+            """
+        let c = try #require(ConfigurationParser.parse(text, file: "agent.conf").configuration)
+        let dimse = try #require(c.dimse)
+        #expect(dimse.host == "0.0.0.0" && dimse.port == 11112 && dimse.aeTitle == "CONSORT_RSCH")
+        #expect(dimse.associations == 8 && dimse.maximumPDU == 65_536 && dimse.timeoutSeconds == 30 && dimse.idleSeconds == 120)
+        #expect(c.dimsePeers.map { "\($0.name) \($0.aeTitle)@\($0.host):\($0.port)" } == ["CT1 CT_SCANNER_1@10.1.2.3:104", "PACS RSCH_PACS@pacs.rsch.nhs.uk:11112"])
+        let limits = try #require(ConfigurationParser.parse(Self.example + "\ndimse 127.0.0.1:104 { aet X associations 2 max-pdu 16384 timeout 5 s idle 1 min }", file: "agent.conf").configuration?.dimse)
+        #expect(limits.associations == 2 && limits.maximumPDU == 16_384 && limits.timeoutSeconds == 5 && limits.idleSeconds == 60)
+        #expect(try #require(ConfigurationParser.parse(Self.example, file: "agent.conf").configuration).dimse == nil)
     }
 
     @Test func inboundKeepIsADurationAndReceivedCopiesAreKeptWithoutIt() throws {

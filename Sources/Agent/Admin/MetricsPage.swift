@@ -87,6 +87,23 @@ enum MetricsPage {
             "Requests the receiver refused (403), by reason: not_a_member, peer_not_member (a peer may not retrieve, search or store), no_purpose, no_agreement.")
         let refusals = agent.telemetry.refusedRequests
         for reason in ["not_a_member", "peer_not_member", "no_purpose", "no_agreement"] { page.sample("consort_refused_requests_total", ["reason": reason], Double(refusals[reason] ?? 0)) }
+        if let dimse = agent.dimse {
+            let counts = dimse.counters
+            page.family("consort_dimse_associations_total", "counter", "DIMSE associations by result: accepted, rejected (who may associate, or too many), aborted (a deadline, a cut, a protocol error).")
+            for (result, value) in [("accepted", counts.associations), ("rejected", counts.rejected), ("aborted", counts.aborted)] {
+                page.sample("consort_dimse_associations_total", ["result": result], Double(value))
+            }
+            page.family("consort_dimse_active_associations", "gauge", "DIMSE associations open now.")
+            page.sample("consort_dimse_active_associations", [:], Double(dimse.activeAssociations))
+            page.family("consort_dimse_stores_total", "counter", "C-STORE requests answered, by status (0x0000: kept, durable, in the intake).")
+            for status in Array(Set(counts.stores.keys).union([0x0000, 0xA700, 0xA900, 0xC000])).sorted() {
+                page.sample("consort_dimse_stores_total", ["status": String(format: "0x%04X", status)], Double(counts.stores[status] ?? 0))
+            }
+            page.family("consort_dimse_received_bytes_total", "counter", "Bytes of the data sets kept from C-STORE.")
+            page.sample("consort_dimse_received_bytes_total", [:], Double(counts.storedBytes))
+            page.family("consort_dimse_echoes_total", "counter", "C-ECHO requests answered.")
+            page.sample("consort_dimse_echoes_total", [:], Double(counts.echoes))
+        }
         page.family("consort_healthy", "gauge", "1 when /healthz answers 200.")
         page.sample("consort_healthy", [:], agent.health().isEmpty ? 1 : 0)
         return page.text

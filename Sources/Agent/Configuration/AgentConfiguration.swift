@@ -27,7 +27,10 @@ import Routing
 /// kept), `identity keep` (studies from other trusts placed as sent; default `identity
 /// reconcile`: in this trust's identity, from the coordinator), `unknown-patient nhs-number
 /// [ISSUER]` (a patient this trust has no number for is placed under the NHS number; default
-/// `unknown-patient hold`: held until the trust has one).
+/// `unknown-patient hold`: held until the trust has one), `dimse 0.0.0.0:11112 { aet CONSORT_RSCH }`
+/// (a DIMSE C-STORE and C-ECHO SCP; options `associations N`, `max-pdu BYTES`, `timeout S`,
+/// `idle S`) and `dimse-peer NAME AET@HOST:PORT` (who may associate with it: that calling AE
+/// title, from that host's addresses).
 public struct AgentConfiguration: Sendable {
     public struct Watch: Sendable, Equatable {
         public var path: String
@@ -74,6 +77,32 @@ public struct AgentConfiguration: Sendable {
         }
     }
 
+    /// `dimse ADDRESS:PORT { aet AET ... }`: the C-STORE SCP, its limits explicit.
+    public struct DIMSEListener: Sendable, Equatable {
+        public var host: String
+        public var port: UInt16
+        public var aeTitle: String
+        /// Associations at once; one more is rejected (transient, local limit exceeded).
+        public var associations = 8
+        /// The largest P-DATA-TF PDU taken (announced at association).
+        public var maximumPDU = 65_536
+        /// A PDU begun, or the association request, must be whole within this (ARTIM).
+        public var timeoutSeconds = 30.0
+        /// An association with no message for this long is aborted.
+        public var idleSeconds = 120.0
+        public var location: SourceLocation
+    }
+
+    /// `dimse-peer NAME AET@HOST:PORT`: a modality or PACS that may store to the SCP.
+    public struct DIMSEPeer: Sendable, Equatable {
+        public var name: String
+        public var aeTitle: String
+        public var host: String
+        /// Its own SCP's port (for sending back to it: not used by the SCP).
+        public var port: UInt16
+        public var location: SourceLocation
+    }
+
     public var file: String
     public var trust = ""
     public var state = ""
@@ -88,6 +117,8 @@ public struct AgentConfiguration: Sendable {
     public var rules = ""
     public var peers: [Peer] = []
     public var locals: [LocalTarget] = []
+    public var dimse: DIMSEListener?
+    public var dimsePeers: [DIMSEPeer] = []
     public var coordinator: String?
     /// `metrics 127.0.0.1:9464`: Prometheus metrics and /healthz over plain HTTP (nil: off).
     public var metricsHost: String?
@@ -138,4 +169,7 @@ public struct AgentConfiguration: Sendable {
     public var databasePath: String { state + "/agent.sqlite" }
     public var stagingFolder: String { inbound + "/.staging" }
     public var adminSocketPath: String { state + "/admin.sock" }
+    /// Where the DIMSE SCP puts what it receives, `<Study>/<SOP>.dcm`, watched like an archive
+    /// folder (its `.incoming` holds instances still arriving).
+    public var dimseIntakeFolder: String { state + "/dimse-intake" }
 }

@@ -69,6 +69,17 @@ public enum ConfigurationCheck {
                 error(c.crl != nil ? "crl" : "ca", "\(failure)")
             }
         }
+        // The DIMSE SCP: who may associate, said before the first modality is refused.
+        if let dimse = c.dimse {
+            if c.dimsePeers.isEmpty {
+                found.append(Diagnostic(.warning, dimse.location, "dimse: no dimse-peer line, so every association will be rejected", hint: "add: dimse-peer NAME AET@HOST:PORT"))
+            }
+            for peer in c.dimsePeers where DIMSEServer.addresses(of: peer.host).isEmpty {
+                found.append(Diagnostic(.error, peer.location, "dimse-peer \(peer.name): \(peer.host) does not resolve to an IPv4 address, so it could never associate"))
+            }
+        } else if let first = c.dimsePeers.first {
+            found.append(Diagnostic(.warning, first.location, "dimse-peer lines without a dimse line: no C-STORE SCP is started", hint: "add: dimse 0.0.0.0:11112 { aet CONSORT_\(c.trust) }"))
+        }
         let outcome = RuleSetLoader.load(c.rules)
         guard let set = outcome.ruleSet else {
             error("rules", "the rules at \(c.rules) do not load (\(outcome.errors.count) error\(outcome.errors.count == 1 ? "" : "s"))")

@@ -16,7 +16,7 @@ public enum ConfigurationParser {
     static let settings = [
         "trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "crl", "rules", "peer", "local",
         "coordinator", "lists", "free-space", "retry-min", "retry-max", "max-age", "circuit-after", "stable-after", "scan-rate",
-        "metrics", "inbound-keep", "identity", "unknown-patient",
+        "metrics", "inbound-keep", "identity", "unknown-patient", "dimse", "dimse-peer",
     ]
     static let required = ["trust", "state", "watch", "inbound", "listen", "certificate", "key", "ca", "rules"]
 
@@ -40,7 +40,7 @@ public enum ConfigurationParser {
                 error(word.location, "unknown setting \"\(key)\"", hint: closest(key).map { "did you mean \"\($0)\"?" })
                 continue
             }
-            let repeatable = ["watch", "peer", "local"].contains(key)
+            let repeatable = ["watch", "peer", "local", "dimse-peer"].contains(key)
             if !repeatable, let first = seen[key] {
                 error(word.location, "\"\(key)\" is set twice (first at line \(first.line))")
                 continue
@@ -241,6 +241,27 @@ public enum ConfigurationParser {
                     index += 2
                 }
                 if ok { configuration.locals.append(target) }
+            case "dimse":
+                guard let value = one("ADDRESS:PORT") else { continue }
+                guard let address = ConfigurationLexer.address(value.text) else {
+                    error(value.location, "\"dimse\" takes ADDRESS:PORT, e.g. 0.0.0.0:11112")
+                    continue
+                }
+                if let listener = dimseListener(address, options, at: value.location, error: error) { configuration.dimse = listener }
+            case "dimse-peer":
+                guard noOptions(), plain.count == 2 else {
+                    error(plain.first?.location ?? word.location, "\"dimse-peer\" takes a name and AET@HOST:PORT, e.g. dimse-peer CT1 CT_SCANNER_1@10.1.2.3:104")
+                    continue
+                }
+                guard let node = DIMSENode(plain[1].text) else {
+                    error(plain[1].location, "a dimse-peer's address is AET@HOST:PORT (an AE title of 1 to 16 characters, no backslash)")
+                    continue
+                }
+                if let earlier = configuration.dimsePeers.first(where: { $0.name == plain[0].text }) {
+                    error(plain[0].location, "dimse-peer \(plain[0].text) is defined twice (first at line \(earlier.location.line))")
+                    continue
+                }
+                configuration.dimsePeers.append(AgentConfiguration.DIMSEPeer(name: plain[0].text, aeTitle: node.ae, host: node.host, port: node.port, location: plain[0].location))
             case "identity":
                 guard noOptions(), let value = one("reconcile or keep") else { continue }
                 guard let mode = AgentConfiguration.IdentityMode(rawValue: value.text) else {
@@ -317,6 +338,60 @@ public enum ConfigurationParser {
             error(at, "a trust is not its own peer")
         }
         return Outcome(configuration: diagnostics.contains { $0.severity == .error } ? nil : configuration, diagnostics: diagnostics, source: text)
+    }
+
+    /// `dimse ADDRESS:PORT { aet AET  associations N  max-pdu BYTES  timeout S  idle S }`: `aet`
+    /// is required; the rest have their defaults (`AgentConfiguration.DIMSEListener`).
+    static func dimseListener(
+        _ address: (String, UInt16), _ options: [Token], at location: SourceLocation, error: (SourceLocation, String, String?) -> Void
+    ) -> AgentConfiguration.DIMSEListener? {
+        var listener = AgentConfiguration.DIMSEListener(host: address.0, port: address.1, aeTitle: "", location: location)
+        let hint = "the options are aet AET, associations N, max-pdu BYTES, timeout S and idle S, e.g. { aet CONSORT_RSCH }"
+        var index = 0
+        while index < options.count {
+            let option = options[index]
+            guard index + 1 < options.count else {
+                error(option.location, "\(option.text) needs a value", hint)
+                return nil
+            }
+            let value = options[index + 1]
+            index += 2
+            switch option.text {
+            case "aet":
+                guard AETitle.isValid(value.text) else {
+                    error(value.location, "\"\(value.text)\" is not an AE title (1 to 16 characters, no backslash)", nil)
+                    return nil
+                }
+                listener.aeTitle = value.text
+            case "associations", "max-pdu":
+                let range = option.text == "associations" ? 1...256 : 4096...(16 << 20)
+                guard let n = Int(value.text), range.contains(n) else {
+                    error(value.location, "\(option.text) takes a whole number from \(range.lowerBound) to \(range.upperBound)", nil)
+                    return nil
+                }
+                if option.text == "associations" { listener.associations = n } else { listener.maximumPDU = n }
+            case "timeout", "idle":
+                // A unit may follow the number: `timeout 30 s`.
+                var tokens = [value]
+                if index < options.count, Double(options[index].text) == nil, !["aet", "associations", "max-pdu", "timeout", "idle"].contains(options[index].text) {
+                    tokens.append(options[index])
+                    index += 1
+                }
+                guard let seconds = Quantity.parse(tokens, .duration) ?? Double(value.text), (1...3600).contains(seconds) else {
+                    error(value.location, "\(option.text) takes a duration from 1 s to 1 h, e.g. \(option.text) 30 s", nil)
+                    return nil
+                }
+                if option.text == "timeout" { listener.timeoutSeconds = seconds } else { listener.idleSeconds = seconds }
+            default:
+                error(option.location, "unknown option \"\(option.text)\" of \"dimse\"", hint)
+                return nil
+            }
+        }
+        guard !listener.aeTitle.isEmpty else {
+            error(location, "\"dimse\" needs the AE title it answers to, e.g. dimse 0.0.0.0:11112 { aet CONSORT_RSCH }", nil)
+            return nil
+        }
+        return listener
     }
 
     /// The durations a setting may take, in seconds. A retry sooner than a second would hammer a

@@ -16,7 +16,8 @@ extension AgentDaemon {
     }
 
     func startWatchers() throws {
-        let inotifyRoots = configuration.watches.filter { $0.pollSeconds == nil }.map(\.path)
+        if configuration.dimse != nil { try FileManager.default.createDirectory(atPath: configuration.dimseIntakeFolder, withIntermediateDirectories: true) }
+        let inotifyRoots = watchRoots.filter { $0.pollSeconds == nil }.map(\.path)
         let watchLog = log.named("watcher")
         if !inotifyRoots.isEmpty {
             let watcher = try InotifyWatcher(roots: inotifyRoots, excluding: excluded)
@@ -38,7 +39,7 @@ extension AgentDaemon {
         }
         // The catch-up scan: what changed while the agent was down, at a bounded rate.
         let first = beginFirstStart(log: watchLog)
-        let scan = Thread { [self] in catchUp(roots: configuration.watches.map(\.path), log: watchLog, first: first) }
+        let scan = Thread { [self] in catchUp(roots: watchRoots.map(\.path), log: watchLog, first: first) }
         scan.name = "consort-catch-up"
         scan.start()
         try startInboundWatcher()

@@ -15,7 +15,7 @@ import Transport
 /// no new work taken, transfers in flight finish their batch (bounded), interrupted jobs are
 /// queued again for the next start. SIGHUP reloads the rules (a set with errors is refused and
 /// the old one kept), re-reads the peers, local targets and free-space threshold from the
-/// configuration file, and the TLS material — certificate, key, CA and CRL — for the receiver
+/// configuration file (and the dimse-peer lines), and the TLS material — certificate, key, CA and CRL — for the receiver
 /// and every client (files that do not load are refused and the material in force stays).
 /// The folders and the listening address need a restart.
 public final class AgentDaemon: @unchecked Sendable {
@@ -48,6 +48,9 @@ public final class AgentDaemon: @unchecked Sendable {
     var server: HTTPServer?
     var admin: AdminServer?
     var metricsServer: HTTPServer?
+    /// The DIMSE C-STORE SCP (`dimse` in the configuration; `AgentDaemon+DIMSE`).
+    var dimse: DIMSEServer?
+    var dimseIntake: DIMSEIntake?
     /// flock on `state/agent.lock`: one agent per state folder.
     private var stateFolderLock: Int32 = -1
     private var claim: StagingClaim?
@@ -91,7 +94,9 @@ public final class AgentDaemon: @unchecked Sendable {
         store = try AgentStore(path: configuration.databasePath)
         rules = try RuleBook(path: configuration.rules)
         ingest = Ingest(store: store, rules: rules, trust: configuration.trust, log: log.named("watcher"), clock: clock)
-        telemetry = Telemetry(roots: configuration.watches.map { ($0.path, $0.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify") })
+        telemetry = Telemetry(
+            roots: configuration.watches.map { ($0.path, $0.pollSeconds.map { "poll \(Int($0)) s" } ?? "inotify") }
+                + (configuration.dimse != nil ? [(configuration.dimseIntakeFolder, "dimse")] : []))
         audit = try AuditLog(path: configuration.state + "/audit.log")
         tls = try TLSMaterial(Self.tlsPaths(configuration), expectedName: configuration.trust, now: clock.now)
         if let url = configuration.coordinator {
@@ -196,6 +201,7 @@ public final class AgentDaemon: @unchecked Sendable {
         try startAdmin()
         try startMetrics()
         try startWatchers()
+        try startDIMSE()
         try services.start(stability)
         try startCoordination()
         if identityBook != nil { try services.start(identityReleaser) }
@@ -211,6 +217,7 @@ public final class AgentDaemon: @unchecked Sendable {
     public func stop(deadline: Double = 10) {
         stopping.set()
         log.info("stopping: no new work; transfers in flight finish their batch", ["deadline": "\(Int(deadline)) s"])
+        dimse?.stop(deadline: 2)
         server?.stop(deadline: deadline / 2)
         let late = services.stop(within: deadline / 2)
         if !late.isEmpty { log.warning("stopping: parts still running when their time ran out", ["parts": late.joined(separator: ",")]) }
@@ -244,6 +251,7 @@ public final class AgentDaemon: @unchecked Sendable {
         if let fresh = parsed.configuration {
             queue.peers.update(targets: Self.targets(fresh, tls: tls.configuration), circuitThreshold: fresh.circuitAfter)
             freeSpaceThreshold.value = fresh.freeSpacePercent
+            reloadDIMSEPeers(fresh)
             log.info("peers re-read", ["peers": fresh.peers.map(\.name).joined(separator: ","), "local": fresh.locals.map(\.name).joined(separator: ",")])
         } else {
             queue.peers.replaceTLS(tls.configuration)

@@ -112,6 +112,11 @@ enum ConfigCommand {
         let keep = configuration.inboundKeepSeconds.map { "received copies removed from inbound after \(ConfigurationParser.formatSeconds($0))" } ?? "received copies kept in inbound"
         standardOutput.line("consort config: \(file) is good: trust \(configuration.trust), \(configuration.watches.count) watched folder\(configuration.watches.count == 1 ? "" : "s"), \(configuration.peers.count) peer\(configuration.peers.count == 1 ? "" : "s"), \(keep)")
         standardOutput.line("identity: " + identityLine(configuration))
+        if let dimse = configuration.dimse {
+            let peers = configuration.dimsePeers.map { "\($0.name) (\($0.aeTitle)@\($0.host))" }.joined(separator: ", ")
+            standardOutput.line("dimse: a C-STORE SCP on \(dimse.host):\(dimse.port) as \(dimse.aeTitle), \(dimse.associations) associations at most, PDUs up to \(dimse.maximumPDU) bytes; "
+                + (peers.isEmpty ? "no dimse-peer may associate" : "may associate: \(peers)"))
+        }
         return .success
     }
 

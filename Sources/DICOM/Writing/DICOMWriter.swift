@@ -104,6 +104,17 @@ public enum DICOMWriter {
         out.append(contentsOf: metaBytes.bytes)
     }
 
+    /// The start of a Part 10 file whose data set is written after it as it came (a DIMSE
+    /// C-STORE's, streamed): preamble, "DICM" and the File Meta Information with `transferSyntax`,
+    /// the media storage SOP class and instance, and the AE title it came from (0002,0016).
+    public static func fileHeader(transferSyntax: String, sopClassUID: String, sopInstanceUID: String, sourceAETitle: String?) throws(DICOMError) -> [UInt8] {
+        var meta = DataSet()
+        if let sourceAETitle { meta.set(textElement(Tag(0x0002, 0x0016), .AE, sourceAETitle)) }
+        var out = ByteWriter()
+        try writeHeader(meta: meta, transferSyntax: transferSyntax, sopClassUID: sopClassUID, sopInstanceUID: sopInstanceUID, sequenceLengths: .undefined, to: &out)
+        return out.bytes
+    }
+
     /// A text element with its value padded to even length.
     public static func textElement(_ tag: Tag, _ vr: VR, _ text: String) -> DataElement {
         var bytes = Array(text.utf8)

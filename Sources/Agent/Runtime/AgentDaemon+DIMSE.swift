@@ -1,0 +1,69 @@
+import DIMSE
+import Foundation
+import Platform
+import Routing
+import Transport
+
+/// The DIMSE C-STORE and C-ECHO SCP (`dimse ADDRESS:PORT { aet AET }`): who may associate is the
+/// `dimse-peer` lines (calling AE title and the connection's address both checked; the hosts
+/// resolved at start), and what it receives goes into the intake (`DIMSEIntake`), which is
+/// watched like an archive folder.
+extension AgentDaemon {
+    func startDIMSE() throws {
+        guard let listener = configuration.dimse else { return }
+        let dimseLog = log.named("dimse")
+        let callers = Self.callers(configuration.dimsePeers, log: dimseLog)
+        let intake = try DIMSEIntake(
+            folder: configuration.dimseIntakeFolder, audit: audit, names: Self.names(configuration.dimsePeers), log: dimseLog)
+        var server = DIMSEServer.Configuration(
+            host: listener.host, port: listener.port,
+            policy: AcceptorPolicy(aeTitle: listener.aeTitle, callers: callers, maximumLength: UInt32(listener.maximumPDU), acceptsStorage: true))
+        server.maximumAssociations = listener.associations
+        server.timeout = listener.timeoutSeconds
+        server.idleTimeout = listener.idleSeconds
+        let scp = DIMSEServer(server, sink: intake, log: dimseLog)
+        try scp.start()
+        dimse = scp
+        dimseIntake = intake
+        dimseLog.info("C-STORE SCP listening", ["address": "\(listener.host):\(scp.port)", "aet": listener.aeTitle, "peers": configuration.dimsePeers.map(\.name).joined(separator: ","), "intake": configuration.dimseIntakeFolder])
+    }
+
+    /// Who may associate: each dimse-peer's AE title from the addresses its host resolves to now.
+    static func callers(_ peers: [AgentConfiguration.DIMSEPeer], log: Logger) -> [AcceptorPolicy.Caller] {
+        peers.map { peer in
+            let addresses = DIMSEServer.addresses(of: peer.host)
+            if addresses.isEmpty { log.error("a dimse-peer's host does not resolve: its associations will be rejected", ["peer": peer.name, "host": peer.host]) }
+            return AcceptorPolicy.Caller(aeTitle: peer.aeTitle, addresses: addresses)
+        }
+    }
+
+    /// SIGHUP: the dimse-peer lines again (their hosts resolved again). The listener, its AE
+    /// title and limits need a restart.
+    func reloadDIMSEPeers(_ fresh: AgentConfiguration) {
+        guard let dimse else { return }
+        let dimseLog = log.named("dimse")
+        dimse.replaceCallers(Self.callers(fresh.dimsePeers, log: dimseLog))
+        dimseIntake?.names.value = Self.names(fresh.dimsePeers)
+        dimseLog.info("dimse peers re-read", ["peers": fresh.dimsePeers.map(\.name).joined(separator: ",")])
+        if fresh.dimse.map(Self.withoutPlace) != configuration.dimse.map(Self.withoutPlace) {
+            dimseLog.warning("the dimse line changed: it takes effect at the next start")
+        }
+    }
+
+    /// The dimse-peer names by calling AE title, for the audit log.
+    static func names(_ peers: [AgentConfiguration.DIMSEPeer]) -> [String: String] {
+        Dictionary(peers.map { ($0.aeTitle, $0.name) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// A listener's settings, wherever in the file they were written.
+    static func withoutPlace(_ listener: AgentConfiguration.DIMSEListener) -> AgentConfiguration.DIMSEListener {
+        var listener = listener
+        listener.location = SourceLocation(file: "", line: 0, column: 0)
+        return listener
+    }
+
+    /// The folders watched as archive folders: the `watch` lines, and the DIMSE intake.
+    var watchRoots: [(path: String, pollSeconds: Double?)] {
+        configuration.watches.map { ($0.path, $0.pollSeconds) } + (configuration.dimse != nil ? [(configuration.dimseIntakeFolder, nil)] : [])
+    }
+}

@@ -1,0 +1,314 @@
+import DIMSE
+import Foundation
+import Platform
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Where a C-STORE's data set goes: the SCP's caller (the agent's intake) opens an instance for
+/// each request and is handed its data set's fragments as they arrive.
+public protocol DIMSEStoreSink: Sendable {
+    /// A place for the data set of `request`, from `peer` (the calling AE title and address).
+    /// A thrown `DIMSEStoreRefusal` answers the request with its status (its data set is read
+    /// and dropped); any other error, 0xA700 (out of resources).
+    func begin(_ request: StoreRequest, from peer: DIMSEServer.Peer) throws -> any DIMSEIncomingInstance
+}
+
+/// One instance being received. `write` is called with each fragment in order, then either
+/// `finish` (the data set is whole: keep it, durably, and say with which status) or `discard`
+/// (the association broke, or a write failed: nothing of it may be left).
+public protocol DIMSEIncomingInstance: AnyObject {
+    func write(_ fragment: [UInt8]) throws
+    /// The C-STORE status to answer (PS3.4 B.2.3): 0x0000 only once the instance is durable.
+    func finish() -> (status: UInt16, detail: String)
+    func discard()
+}
+
+/// A C-STORE answered with a failure status, and why (for the log; the peer gets the status).
+public struct DIMSEStoreRefusal: Error, CustomStringConvertible {
+    public let status: UInt16
+    public let description: String
+    public init(status: UInt16, _ description: String) {
+        self.status = status
+        self.description = description
+    }
+}
+
+/// A DIMSE C-ECHO and C-STORE SCP over TCP: a listener thread, a thread per association, the
+/// protocol in `Acceptor` (pure), the data sets into a `DIMSEStoreSink`.
+///
+/// Limits, each explicit: the largest PDU taken (`AcceptorPolicy.maximumLength`), associations
+/// at once (`maximumAssociations`: one more is read, under a 2 s deadline, and rejected,
+/// transient, local limit exceeded; past twice the limit a connection is closed unread), contexts an association (`AcceptorPolicy.maximumContexts`), a deadline on every
+/// PDU once its first byte came or while an association is being asked for (`timeout`: the
+/// ARTIM timer's job, PS3.8 §9.1.5 — a peer that stalls mid-PDU is aborted, its instance
+/// dropped), and `idleTimeout` between messages. A connection cut, aborted or timed out in the
+/// middle of an instance leaves nothing of it (`discard`), and no success was sent for it.
+public final class DIMSEServer: @unchecked Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: UInt16
+        public var policy: AcceptorPolicy
+        public var maximumAssociations = 8
+        public var timeout = 30.0
+        public var idleTimeout = 120.0
+
+        public init(host: String, port: UInt16, policy: AcceptorPolicy) {
+            self.host = host
+            self.port = port
+            self.policy = policy
+        }
+    }
+
+    /// Who is on the other end of an association.
+    public struct Peer: Sendable {
+        public var aeTitle: String
+        public var address: String
+    }
+
+    /// Counts since the start, for metrics.
+    public struct Counters: Sendable {
+        public var associations = 0
+        public var rejected = 0
+        public var aborted = 0
+        public var echoes = 0
+        /// C-STORE answers by status (0: success).
+        public var stores: [UInt16: Int] = [:]
+        public var storedBytes: Int64 = 0
+    }
+
+    public let configuration: Configuration
+    private let sink: any DIMSEStoreSink
+    private let log: Logger
+    private let lock = NSCondition()
+    private var listener: Int32 = -1
+    private var active = 0
+    private var stopping = false
+    private var open = Set<Int32>()
+    private var counts = Counters()
+    /// Who may associate now (`replaceCallers`): read when an association begins.
+    private var callers: [AcceptorPolicy.Caller]?
+    public private(set) var port: UInt16 = 0
+
+    public init(_ configuration: Configuration, sink: any DIMSEStoreSink, log: Logger) {
+        self.configuration = configuration
+        self.sink = sink
+        self.log = log
+        callers = configuration.policy.callers
+    }
+
+    /// Who may associate from now on (the associations open keep theirs): a reload of the
+    /// `dimse-peer` lines.
+    public func replaceCallers(_ callers: [AcceptorPolicy.Caller]?) { lock.withLock { self.callers = callers } }
+
+    public var counters: Counters { lock.withLock { counts } }
+    public var activeAssociations: Int { lock.withLock { active } }
+
+    /// Binds and starts accepting; returns once the port is listening.
+    public func start() throws {
+        signal(SIGPIPE, SIG_IGN)
+        let (fd, bound) = try ListeningSocket.open(host: configuration.host, port: configuration.port, backlog: 64)
+        port = bound
+        listener = fd
+        let thread = Thread { [self] in acceptLoop() }
+        thread.name = "consort-dimse-accept"
+        thread.start()
+    }
+
+    /// Stops accepting and ends the associations open (an instance in the middle is dropped,
+    /// never answered success), waiting up to `deadline` seconds for their threads.
+    public func stop(deadline: Double = 5) {
+        lock.withLock { stopping = true }
+        if listener >= 0 { Glibc.shutdown(listener, Int32(SHUT_RDWR)) }
+        lock.lock()
+        for fd in open { Glibc.shutdown(fd, Int32(SHUT_RDWR)) }
+        let until = Date().addingTimeInterval(deadline)
+        while active > 0 && lock.wait(until: until) {}
+        lock.unlock()
+    }
+
+    private func acceptLoop() {
+        ListeningSocket.acceptLoop(listener, stopping: { lock.withLock { stopping } }, log: { log.warning($0) }) { fd, remote, _ in
+            // Past the limit, a connection is read only for its request, to reject it with the
+            // reason (under a short deadline); past twice the limit, closed at once: a flood of
+            // connections costs a bounded number of threads.
+            let (busy, flood): (Bool, Bool) = lock.withLock {
+                if active >= 2 * configuration.maximumAssociations + 8 { return (true, true) }
+                let over = active >= configuration.maximumAssociations
+                active += 1
+                open.insert(fd)
+                return (over, false)
+            }
+            if flood {
+                close(fd)
+                count { $0.rejected += 1 }
+                return
+            }
+            let thread = Thread { [self] in
+                serve(fd, remote: remote, busy: busy)
+                lock.withLock {
+                    open.remove(fd)
+                    active -= 1
+                    lock.broadcast()
+                }
+                close(fd)
+            }
+            thread.name = "consort-dimse"
+            thread.start()
+        }
+    }
+
+    /// One association, from its request to its release, abort or deadline.
+    private func serve(_ fd: Int32, remote: String, busy: Bool) {
+        var one: Int32 = 1
+        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        var policy = configuration.policy
+        policy.callers = lock.withLock { callers }
+        var acceptor = Acceptor(policy: policy, peerAddress: remote, busy: busy)
+        var instance: (any DIMSEIncomingInstance)?
+        var failure: DIMSEStoreRefusal?
+        var current: StoreRequest?
+        var bytes = 0
+        var started = 0.0
+        // Whatever ends the association, an instance not finished leaves nothing behind.
+        defer { instance?.discard() }
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var pduStarted = MonotonicClock.now
+        let timeout = busy ? min(configuration.timeout, 2) : configuration.timeout
+        while !acceptor.closed {
+            while let events = acceptor.next() {
+                for event in events {
+                    switch event {
+                    case .send(let pdus):
+                        do { try DIMSEAssociation.send(pdus, on: fd, timeout: configuration.timeout) } catch {
+                            log.warning("association ended: cannot send", ["peer": remote, "calling": acceptor.callingAE, "error": "\(error)"])
+                            count { $0.aborted += 1 }
+                            return
+                        }
+                    case .associated(let calling, let accepted, let proposed):
+                        count { $0.associations += 1 }
+                        log.info("association accepted", ["peer": remote, "calling": calling, "contexts": "\(accepted) of \(proposed)"])
+                    case .rejected(let reject, let why):
+                        count { $0.rejected += 1 }
+                        log.warning("association rejected: \(reject.words)", ["peer": remote, "why": why])
+                    case .echoed:
+                        count { $0.echoes += 1 }
+                    case .storeBegan(let request):
+                        current = request
+                        bytes = 0
+                        started = MonotonicClock.now
+                        failure = nil
+                        do {
+                            instance = try sink.begin(request, from: Peer(aeTitle: acceptor.callingAE, address: remote))
+                        } catch let refusal as DIMSEStoreRefusal {
+                            failure = refusal
+                        } catch {
+                            failure = DIMSEStoreRefusal(status: 0xA700, "\(error)")
+                        }
+                    case .dataSetFragment(let fragment):
+                        guard failure == nil, let open = instance else { continue }
+                        bytes += fragment.count
+                        do { try open.write(fragment) } catch {
+                            // The rest of the data set is read and dropped; nothing is kept.
+                            open.discard()
+                            instance = nil
+                            failure = error as? DIMSEStoreRefusal ?? DIMSEStoreRefusal(status: 0xA700, "\(error)")
+                        }
+                    case .dataSetEnded:
+                        var status: UInt16
+                        var detail: String
+                        if let failure {
+                            (status, detail) = (failure.status, failure.description)
+                        } else if let open = instance {
+                            (status, detail) = open.finish()
+                        } else {
+                            (status, detail) = (0xA700, "no place for the instance")
+                        }
+                        instance = nil
+                        failure = nil
+                        let request = current
+                        count {
+                            $0.stores[status, default: 0] += 1
+                            if status == 0 { $0.storedBytes += Int64(bytes) }
+                        }
+                        let fields: KeyValuePairs<String, Any> = [
+                            "peer": remote, "calling": acceptor.callingAE, "sop": request?.sopInstance ?? "", "status": Self.hex(status), "bytes": bytes,
+                            "seconds": String(format: "%.3f", MonotonicClock.now - started), "detail": detail,
+                        ]
+                        if status == 0 { log.info("C-STORE stored", fields) } else { log.warning("C-STORE refused: \(Command.words(ofStoreStatus: status))", fields) }
+                        do { try DIMSEAssociation.send(acceptor.storeFinished(status: status), on: fd, timeout: configuration.timeout) } catch {
+                            log.warning("association ended: cannot send the C-STORE response", ["peer": remote, "calling": acceptor.callingAE, "error": "\(error)"])
+                            count { $0.aborted += 1 }
+                            return
+                        }
+                    case .storeRefused(let request, let status, let why):
+                        count { $0.stores[status, default: 0] += 1 }
+                        log.warning("C-STORE refused: \(Command.words(ofStoreStatus: status))", ["peer": remote, "calling": acceptor.callingAE, "sop": request.sopInstance, "why": why])
+                    case .released:
+                        log.info("association released", ["peer": remote, "calling": acceptor.callingAE])
+                    case .aborted(let why):
+                        count { $0.aborted += 1 }
+                        log.warning("association aborted" + (instance != nil || failure != nil ? "; the instance being received is dropped" : ""), ["peer": remote, "calling": acceptor.callingAE, "why": why])
+                    }
+                }
+                pduStarted = MonotonicClock.now
+            }
+            if acceptor.closed { break }
+            // The deadline: a PDU begun (or the association request) must be whole within
+            // `timeout`; between messages, the idle timeout.
+            let midPDU = acceptor.pendingBytes > 0 || !acceptor.isAssociated || acceptor.inStore
+            let limit = midPDU ? timeout : configuration.idleTimeout
+            let left = pduStarted + limit - MonotonicClock.now
+            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = left > 0 ? poll(&entry, 1, Int32(max(1, min(left, 3600) * 1000))) : 0
+            if ready < 0 && errno == EINTR { continue }
+            if ready <= 0 {
+                let what = acceptor.pendingBytes > 0 ? "in the middle of a PDU" : acceptor.isAssociated ? (acceptor.inStore ? "in the middle of a data set" : "idle") : "before the association request"
+                log.warning("association aborted: no PDU within \(Self.seconds(limit)) \(what)" + (acceptor.inStore ? "; the instance being received is dropped" : ""),
+                    ["peer": remote, "calling": acceptor.callingAE])
+                count { $0.aborted += 1 }
+                try? DIMSEAssociation.send([.abort(AssociateAbort(source: 2, reason: 0))], on: fd, timeout: 1)
+                return
+            }
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
+            if n <= 0 {
+                if acceptor.isAssociated || acceptor.pendingBytes > 0 {
+                    log.warning("connection closed without a release" + (acceptor.inStore ? "; the instance being received is dropped" : ""), ["peer": remote, "calling": acceptor.callingAE])
+                    count { $0.aborted += 1 }
+                }
+                return
+            }
+            if acceptor.pendingBytes == 0 && !acceptor.inStore { pduStarted = MonotonicClock.now }
+            acceptor.append(buffer[0..<n])
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_QUICKACK, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
+
+    /// The IPv4 addresses `host` resolves to now (a literal address is itself): who a
+    /// `dimse-peer` line lets in. Empty when it does not resolve.
+    public static func addresses(of host: String) -> Set<String> {
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var list: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(host, nil, &hints, &list) == 0 else { return [] }
+        defer { freeaddrinfo(list) }
+        var found = Set<String>()
+        var entry = list
+        while let address = entry {
+            entry = address.pointee.ai_next
+            guard let raw = address.pointee.ai_addr else { continue }
+            var text = [CChar](repeating: 0, count: 64)
+            raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { var a = $0.pointee.sin_addr; _ = inet_ntop(AF_INET, &a, &text, socklen_t(text.count)) }
+            found.insert(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
+        }
+        return found
+    }
+
+    private func count(_ change: (inout Counters) -> Void) { lock.withLock { change(&counts) } }
+
+    static func hex(_ status: UInt16) -> String { "0x" + String(format: "%04X", status) }
+    static func seconds(_ value: Double) -> String { value == value.rounded() ? "\(Int(value)) s" : "\(value) s" }
+}
