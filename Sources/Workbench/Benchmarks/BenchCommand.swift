@@ -20,6 +20,7 @@ public enum BenchCommand {
                consort bench route [--urgent N] [--bulk-instances N] [--work DIR] [--json]
                consort bench registry [--studies N] [--lookups L] [--postgresql CONNINFO] [--work DIR] [--json]
                consort bench disk [--work DIR] [--file FILE] [--json]
+               consort bench dimse [--instances N] [--size RxC] [--associations A] [--work DIR] [--json]
 
         parse   Reads the header of every file under DIR (up to Pixel Data, as the agent does)
                 and reports files/s and MB/s, MB counted as the files' size on disk. One untimed
@@ -44,6 +45,8 @@ public enum BenchCommand {
 
         \(routeHelp)
 
+        \(dimseHelp)
+
         disk      4 KB writes made durable (fdatasync) in a 32 MB scratch file in --work
                   (default: the temporary folder), and 4 KB reads around the page cache of
                   --file (O_DIRECT: an existing file, say a registry), else of that scratch file
@@ -59,7 +62,7 @@ public enum BenchCommand {
     /// every other command does.
     public static func run(_ args: [String], loadRules: (String?) -> RuleSet?) throws -> ExitCode {
         guard let what = args.first else {
-            throw UsageError(message: "say what to measure: parse, rules, push, route, registry or disk", command: "bench")
+            throw UsageError(message: "say what to measure: parse, rules, push, route, registry, disk or dimse", command: "bench")
         }
         switch what {
         case "parse": return try parse(Array(args.dropFirst()))
@@ -68,7 +71,8 @@ public enum BenchCommand {
         case "route": return try route(Array(args.dropFirst()))
         case "registry": return try registry(Array(args.dropFirst()))
         case "disk": return try disk(Array(args.dropFirst()))
-        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse, rules, push, route, registry, disk)", command: "bench")
+        case "dimse": return try dimse(Array(args.dropFirst()))
+        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse, rules, push, route, registry, disk, dimse)", command: "bench")
         }
     }
 
