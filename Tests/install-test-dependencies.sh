@@ -22,10 +22,13 @@ if ! python3 -c "import pydicom, sys; sys.exit(pydicom.__version__ != '$pydicom_
     || python3 -m pip install -q --break-system-packages "pydicom==$pydicom_version"
 fi
 # pynetdicom: a second DIMSE implementation beside DCMTK, scriptable (a PACS that answers a
-# chosen status, refuses a SOP class); its version pinned as pydicom's is.
+# chosen status, refuses a SOP class); pinned as pydicom is. Installed into a folder of its own,
+# not onto PATH: its console scripts are named storescu, storescp, echoscu ... and would shadow
+# DCMTK's. Tests/ConsortCLITests/Interop/pynetdicom_pacs.py looks for it there.
 pynetdicom_version=2.1.1
-if ! python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('pynetdicom') != '$pynetdicom_version')" 2>/dev/null; then
-  echo "Installing pynetdicom $pynetdicom_version from PyPI" >&2
-  python3 -m pip install -q --no-deps "pynetdicom==$pynetdicom_version" 2>/dev/null \
-    || python3 -m pip install -q --no-deps --break-system-packages "pynetdicom==$pynetdicom_version"
+pynetdicom_target="${XDG_CACHE_HOME:-$HOME/.cache}/consort-tests/python"
+if ! PYTHONPATH="$pynetdicom_target" python3 -c "import importlib.metadata as m, sys; sys.exit(m.version('pynetdicom') != '$pynetdicom_version')" 2>/dev/null; then
+  echo "Installing pynetdicom $pynetdicom_version from PyPI into $pynetdicom_target" >&2
+  python3 -m pip install -q --no-deps --upgrade --target "$pynetdicom_target" "pynetdicom==$pynetdicom_version" 2>/dev/null \
+    || python3 -m pip install -q --no-deps --upgrade --break-system-packages --target "$pynetdicom_target" "pynetdicom==$pynetdicom_version"
 fi

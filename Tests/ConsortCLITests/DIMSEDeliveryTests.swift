@@ -19,6 +19,9 @@ struct DIMSEDeliveryTests {
         }
         """
 
+    /// A PACS made with pynetdicom (Interop/pynetdicom_pacs.py).
+    static let pacsScript = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Interop/pynetdicom_pacs.py"
+
     static func deliveries(_ site: AgentSite) throws -> [[String: Any]] {
         try site.queue().filter { $0["kind"] as? String == "deliver" && $0["peer"] as? String == "PACS" }
     }
@@ -89,7 +92,7 @@ struct DIMSEDeliveryTests {
     }
 
     @Test func anInstanceThePACSRefusesIsFailedWithItsStatusAndOneItHadNoRoomForIsSentAgain() throws {
-        try Skip.unless(Run.program("/usr/bin/env", ["python3", "-c", "import pynetdicom"]).status == 0, "pynetdicom is not installed (Tests/install-test-dependencies.sh installs it from PyPI)")
+        try Skip.unless(Run.program("/usr/bin/env", ["python3", Self.pacsScript, "--check"]).status == 0, "pynetdicom is not installed (Tests/install-test-dependencies.sh installs it from PyPI)")
         let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.rules)
         let port = try OrthancInteropTests.freePort()
         let pacs = consortium.root.path + "/pacs/stored"
@@ -100,7 +103,7 @@ struct DIMSEDeliveryTests {
             + Self.dcmFiles(source + "/" + study))
         let sops = read.stdout.split(separator: "\n").map(String.init)
         try #require(sops.count == 4, "\(read.stderr)")
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Interop/pynetdicom_pacs.py"
+        let script = Self.pacsScript
         let scp = try RunningProgram(["/usr/bin/env", "python3", script, "--port", String(port), "--aet", "PACS", "--out", pacs, "--refuse", sops[0], "--busy-once", sops[1]])
         defer { scp.kill() }
         #expect(try Poll.until(within: 20, every: 0.1) { try Run.consort("echo", "PACS@127.0.0.1:\(port)", "--timeout", "2").status == 0 }, "\(scp.log)")
@@ -131,13 +134,13 @@ struct DIMSEDeliveryTests {
     }
 
     @Test func aSOPClassTheNodeDoesNotTakeIsNamedAndTheRestGo() throws {
-        try Skip.unless(Run.program("/usr/bin/env", ["python3", "-c", "import pynetdicom"]).status == 0, "pynetdicom is not installed (Tests/install-test-dependencies.sh installs it from PyPI)")
+        try Skip.unless(Run.program("/usr/bin/env", ["python3", Self.pacsScript, "--check"]).status == 0, "pynetdicom is not installed (Tests/install-test-dependencies.sh installs it from PyPI)")
         let root = NSTemporaryDirectory() + "consort-dimse-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }
         let source = root + "/study"
         let study = try AgentTests.synth(into: source, seed: 83, instances: 2)
         let port = try OrthancInteropTests.freePort()
-        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Interop/pynetdicom_pacs.py"
+        let script = Self.pacsScript
         // An MR-only node: the CT context is rejected; the association is still made.
         let scp = try RunningProgram(["/usr/bin/env", "python3", script, "--port", String(port), "--aet", "MRONLY", "--out", root + "/pacs/stored", "--sop-class", "1.2.840.10008.5.1.4.1.1.4"])
         defer { scp.kill() }

@@ -302,3 +302,53 @@ extension IdentityOnDeliveryTests {
         #expect(try String(contentsOfFile: uhsx.state + "/audit.log", encoding: .utf8).contains("\"action\":\"copy-acknowledge\""))
     }
 }
+
+extension IdentityOnDeliveryTests {
+    static let wholeStudiesRewritten = AgentTests.wholeStudiesToUHSX + "\n" + """
+        rule "Whole received studies into UHSX's PACS" {
+          purpose direct-care
+          at UHSX
+          on study-stable after 1 h
+          when origin is received from RSCH
+          deliver to local PACS priority normal
+        }
+        """
+
+    /// A study RSCH pushes whole (with its manifest) is placed at UHSX rewritten into UHSX's
+    /// identity: other bytes, other sizes than the manifest lists. The manifest is still
+    /// satisfied — each instance is matched by the hash of the bytes as sent — so UHSX's own
+    /// study-stable rule fires at once, not after its hour, and nothing is listed as missing.
+    /// (UHSX's PACS here takes DIMSE only: DCMTK's storescp.)
+    @Test func aRewrittenStudyStillSatisfiesItsSendersManifest() throws {
+        try Skip.unless(FileManager.default.isExecutableFile(atPath: "/usr/bin/storescp"), "DCMTK's storescp is not installed (Debian package dcmtk)")
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: Self.wholeStudiesRewritten)
+        let coordinator = try CoordinatorSite(consortium)
+        let pacs = consortium.root.path + "/pacs"
+        try FileManager.default.createDirectory(atPath: pacs, withIntermediateDirectories: true)
+        let (storescp, pacsPort) = try DIMSEInteropTests.storescp(pacs)
+        defer { storescp.kill() }
+        let uhsx = try consortium.site("UHSX", extra: coordinator.agentLine + "local PACS dimse STORESCP@127.0.0.1:\(pacsPort)\n")
+        let rsch = try consortium.site("RSCH", peers: ["UHSX": uhsx.port], extra: coordinator.agentLine)
+        try CoordinatorTests.study(uhsx.watch, seed: 611, date: CoordinatorTests.daysAgo(300), trust: "UHSX", instances: 1, extra: ["--patient-id", "U555"])
+        try coordinator.start()
+        defer { coordinator.stop() }
+        try uhsx.start()
+        defer { uhsx.stop() }
+        #expect(try AgentSite.eventually(within: 30, "UHSX's number known", logs: [uhsx]) {
+            try coordinator.call("/v1/patients/\(CoordinatorTests.patient)/identity", as: consortium.pki.site("UHSX"), ca: consortium.pki.ca).body.contains("U555")
+        })
+        try rsch.start()
+        defer { rsch.stop() }
+        let study = try CoordinatorTests.study(rsch.watch, seed: 612, date: CoordinatorTests.daysAgo(5), trust: "RSCH", instances: 4, extra: ["--patient-id", "R777"])
+        #expect(AgentSite.eventually(within: 60, "the whole study in UHSX's PACS within the test, not after the rule's hour", logs: [rsch, uhsx]) {
+            ((try? FileManager.default.contentsOfDirectory(atPath: pacs)) ?? []).count == 4
+        })
+        #expect(uhsx.log.contains("manifest is satisfied"), "\(uhsx.log)")
+        let placed = Self.files(uhsx.inbound + "/" + study)
+        let ids = try placed.map { try Self.identity(of: $0).patientID }
+        #expect(placed.count == 4 && ids.allSatisfy { $0 == "U555" }, "placed in UHSX's identity: \(ids)")
+        let status = try Run.consort("status", "--json", "--config", uhsx.config)
+        let object = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
+        #expect(((object?["incomplete_studies"] as? [String: Any])?["studies"] as? [[String: Any]] ?? []).isEmpty, "nothing listed as missing")
+    }
+}

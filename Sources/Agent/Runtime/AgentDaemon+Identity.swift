@@ -184,6 +184,8 @@ extension AgentDaemon {
                 sopClassUID: header.string(.sopClassUID) ?? "", path: destination, size: Int(info.st_size), sha256: digest, alreadyHeld: alreadyHeld,
                 header: header)
             instance.rewritten = changed
+            // The held file is as the sender sent it: its hash is what the sender's manifest lists.
+            if rewrite != nil { instance.sentSHA256 = SHA256Hasher.hex(ofFile: file) }
             placed.append(instance)
         }
         try DurableFile.syncFolder(target)

@@ -404,6 +404,7 @@ public final class AgentDaemon: @unchecked Sendable {
                 path: instance.path, size: instance.size, mtime: Self.mtime(instance.path), origin: origin, jobs: [])
             item.jobs = ingest.plan(.instanceArrived, header: header, origin: .received(from: origin), now: now)
             item.sha256 = instance.sha256
+            item.sentSHA256 = instance.sentSHA256
             batch.append(item)
             var nhs: String?
             if case .valid(let number) = Announcer.nhs(facts) { nhs = number.digits }

@@ -65,7 +65,7 @@ extension AgentStore {
     private func heldOfManifest(study: String, sender: String) throws -> Int {
         Int(try db.prepare("""
             SELECT count(*) FROM manifest_instances m JOIN instances i ON i.sop = m.sop
-            WHERE m.study = ?1 AND m.sender = ?2 AND i.size = m.size AND (i.sha256 IS NULL OR i.sha256 = m.sha256)
+            WHERE m.study = ?1 AND m.sender = ?2 AND ((i.size = m.size AND (i.sha256 IS NULL OR i.sha256 = m.sha256)) OR i.sent_sha256 = m.sha256)
             """).first([.text(study), .text(sender)]) { $0.int(0) } ?? 0)
     }
 

@@ -57,7 +57,7 @@ public final class AgentStore: @unchecked Sendable {
         CREATE INDEX IF NOT EXISTS studies_unstable ON studies(last_instance) WHERE stable_fired >= 0;
         CREATE TABLE IF NOT EXISTS instances (
             sop TEXT PRIMARY KEY, study TEXT NOT NULL, series TEXT, path TEXT NOT NULL, size INTEGER NOT NULL,
-            origin TEXT NOT NULL, rule TEXT, arrived REAL NOT NULL, sha256 TEXT);
+            origin TEXT NOT NULL, rule TEXT, arrived REAL NOT NULL, sha256 TEXT, sent_sha256 TEXT);
         CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study);
         CREATE TABLE IF NOT EXISTS manifests (
             study TEXT NOT NULL, sender TEXT NOT NULL, final INTEGER NOT NULL, instances INTEGER NOT NULL, bytes INTEGER NOT NULL,
@@ -96,7 +96,7 @@ public final class AgentStore: @unchecked Sendable {
     /// 4: a received instance keeps the SHA-256 of its bytes (checked against the sender's
     /// manifest), and the manifests themselves.
     /// 5: milestones, the first start's among them (`AgentStore+FirstStart.swift`).
-    static let schemaVersion = 5
+    static let schemaVersion = 6
 
     /// Brings a database written by an earlier version up to this one, in one transaction.
     private func migrate() throws {
@@ -106,6 +106,7 @@ public final class AgentStore: @unchecked Sendable {
             if version < 5 { try migrateToFirstStart(from: version) }
             let instanceColumns = Set(try db.prepare("PRAGMA table_info(instances)").rows { $0.text(1) ?? "" })
             if !instanceColumns.contains("sha256") { try db.execute("ALTER TABLE instances ADD COLUMN sha256 TEXT") }
+            if !instanceColumns.contains("sent_sha256") { try db.execute("ALTER TABLE instances ADD COLUMN sent_sha256 TEXT") }
             if version < 3 { try migrateToCounts() }
             try db.execute("PRAGMA user_version = \(Self.schemaVersion)")
         }
@@ -245,6 +246,9 @@ public final class AgentStore: @unchecked Sendable {
         /// The bytes' SHA-256 when it is known without reading the file again (a received
         /// instance, hashed as it was written).
         public var sha256: String? = nil
+        /// The SHA-256 of the bytes as the sender sent them, when they were placed rewritten in
+        /// this trust's identity: a manifest from the sender is matched by it.
+        public var sentSHA256: String? = nil
         /// Archive history indexed by the first start: its study is marked as if its stable
         /// rules had all fired (`historyStable`), so the timer never fires them.
         public var history = false
@@ -354,8 +358,8 @@ public final class AgentStore: @unchecked Sendable {
             """).run([.text(s.uid), text(s.patientID), text(s.patientIssuer), text(s.date), text(s.modality), text(s.description), text(s.accession), text(s.bodyPart), .text(item.origin), .real(now), .text(item.path),
                 text(others), text(s.sex), text(s.birthDate), .integer(item.history ? Int64(Self.historyStable) : 0), .integer(item.history ? 1 : 0)])
         }
-        try db.prepare("INSERT INTO instances (sop, study, series, path, size, origin, arrived, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(sop) DO NOTHING")
-            .run([.text(item.sop), .text(s.uid), text(item.series), .text(item.path), .integer(Int64(item.size)), .text(item.origin), .real(now), text(item.sha256)])
+        try db.prepare("INSERT INTO instances (sop, study, series, path, size, origin, arrived, sha256, sent_sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(sop) DO NOTHING")
+            .run([.text(item.sop), .text(s.uid), text(item.series), .text(item.path), .integer(Int64(item.size)), .text(item.origin), .real(now), text(item.sha256), text(item.sentSHA256)])
         guard db.changes > 0 else {
             // Known already: a file of the archive taken again (rewritten, re-exported) may hold
             // other bytes now, so a hash kept for a manifest is forgotten.

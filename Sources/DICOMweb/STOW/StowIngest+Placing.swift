@@ -288,6 +288,7 @@ extension StowIngest {
             size: item.size, sha256: item.digest, alreadyHeld: alreadyHeld, header: item.header)
         instance.held = item.held
         instance.rewritten = item.rewritten
+        instance.sentSHA256 = item.sentDigest
         placed.append(instance)
     }
 

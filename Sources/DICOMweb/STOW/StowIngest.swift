@@ -97,6 +97,9 @@ public final class StowIngest {
         var held = false
         /// What the rewrite changed, when it was rewritten (for the caller's audit line).
         var rewritten: IdentityRewriteOutcome?
+        /// The SHA-256 of the bytes as the sender sent them, when they were rewritten: what the
+        /// sender's study manifest lists.
+        var sentDigest: String?
     }
 
     /// The outcome per instance, in words, for the caller's log and audit trail.
@@ -146,6 +149,9 @@ public final class StowIngest {
         public var held = false
         /// What the identity rewrite changed (nil: placed as sent, or held).
         public var rewritten: IdentityRewriteOutcome?
+        /// The SHA-256 of the bytes as sent, when they were rewritten (`sha256` is of the file
+        /// placed): the sender's manifest lists this one.
+        public var sentSHA256: String?
 
         public init(
             sopInstanceUID: String, studyInstanceUID: String, sopClassUID: String, path: String, size: Int, sha256: String, alreadyHeld: Bool,
@@ -409,6 +415,7 @@ public final class StowIngest {
             staged: file.path, classUID: item.classUID, instanceUID: item.instanceUID, studyUID: item.studyUID, size: Int(info.st_size),
             digest: hasher.finalize(), header: header)
         placed.rewritten = outcome
+        placed.sentDigest = item.digest
         return placed
     }
 

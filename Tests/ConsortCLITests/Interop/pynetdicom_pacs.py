@@ -7,11 +7,21 @@ explicit and implicit VR little endian, writes each instance as it came (its dat
 untouched, behind a File Meta Information) to OUT/<SOPInstanceUID>.dcm, and answers:
   --refuse UID          0xC000 (cannot understand) for that SOP Instance UID, every time
   --busy-once UID       0xA700 (out of resources) the first time that instance comes, then stores it
-Every request is logged to OUT/../pacs.log as "STATUS SOPInstanceUID".
+Every request is logged to OUT/../pacs.log as "STATUS SOPInstanceUID". `--check` exits 0 when
+pynetdicom can be imported (Tests/install-test-dependencies.sh installs it into a folder of its
+own, off PATH, where this script looks first).
 """
 import argparse
 import os
 import sys
+
+sys.path.insert(0, os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "consort-tests", "python"))
+if sys.argv[1:] == ["--check"]:
+    try:
+        import pynetdicom  # noqa: F401
+    except ImportError:
+        sys.exit(1)
+    sys.exit(0)
 
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
