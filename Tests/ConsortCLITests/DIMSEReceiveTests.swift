@@ -80,6 +80,32 @@ struct DIMSEReceiveTests {
         #expect(dump.stdout.contains("STORESCU"), "the source AE title in the file meta: \(dump.stdout)")
     }
 
+    /// Compressed instances (JPEG lossless, RLE, made by DCMTK from a synthetic study) are
+    /// accepted in their own transfer syntax, so storescu sends them as they are, and kept so.
+    @Test func compressedInstancesAreKeptInTheirOwnTransferSyntax() throws {
+        try Self.requireDCMTK()
+        let (consortium, rsch, _, port) = try Self.consortium()
+        let plain = consortium.root.path + "/plain", source = consortium.root.path + "/modality"
+        for folder in [plain, source] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        _ = try AgentTests.synth(into: plain, seed: 36, instances: 2)
+        let files = TransferTests.files(under: plain).map { plain + "/" + $0 }
+        for (tool, file, name) in [("/usr/bin/dcmcjpeg", files[0], "jpeg.dcm"), ("/usr/bin/dcmcrle", files[1], "rle.dcm")] {
+            let made = try Run.program(tool, [file, source + "/" + name])
+            try #require(made.status == 0, "\(tool): \(made.stderr)")
+        }
+        try rsch.start()
+        defer { rsch.stop() }
+        // Each proposed in its compressed syntax first, then the uncompressed ones (-xs: JPEG
+        // lossless; -xr: RLE); the first the agent reads is accepted, so nothing is converted.
+        for (option, name) in [("-xs", "jpeg.dcm"), ("-xr", "rle.dcm")] {
+            let storescu = try Run.program("/usr/bin/storescu", [option, "-aet", "STORESCU", "-aec", "CONSORT_RSCH", "127.0.0.1", String(port), source + "/" + name])
+            #expect(storescu.status == 0, "\(storescu.stdout)\(storescu.stderr)\n\(rsch.log)")
+        }
+        let kept = Self.intakeFiles(rsch)
+        let syntaxes = try Set(kept.map { try Run.consort("dump", Self.intake(rsch) + "/" + $0).stdout.firstMatch(of: /transfer syntax ([0-9.]+)/).map { String($0.1) } ?? "?" })
+        #expect(syntaxes == ["1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.5"], "\(kept) \(syntaxes)")
+    }
+
     @Test func echoscuIsAnsweredAndWhoMayAssociateIsChecked() throws {
         try Self.requireDCMTK()
         let (consortium, rsch, _, port) = try Self.consortium()
