@@ -159,13 +159,10 @@ struct DIMSEReceiveTests {
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
-    @Test func aPeerThatStallsInTheMiddleOfAPDUIsAbortedAtTheDeadlineAndNothingIsStored() throws {
-        let (consortium, rsch, _, port) = try Self.consortium(options: "timeout 2 s")
-        try rsch.start()
-        defer { withExtendedLifetime(consortium) {} }
-        defer { rsch.stop() }
+    /// A connection that associates as STORESCU, sends a C-STORE-RQ and the first 200 bytes of
+    /// its data set, and then a P-DATA-TF that announces 1,000 bytes and stops after 10.
+    static func halfAnInstance(_ port: Int) throws -> Int32 {
         let fd = try Self.connect(port)
-        defer { close(fd) }
         let ct = "1.2.840.10008.5.1.4.1.1.2"
         let request = AssociateRequest(
             calledAE: "CONSORT_RSCH", callingAE: "STORESCU", contexts: [ProposedContext(id: 1, abstractSyntax: ct, transferSyntaxes: [TransferSyntax.explicitLittle])],
@@ -174,12 +171,21 @@ struct DIMSEReceiveTests {
         var answer = [UInt8](repeating: 0, count: 4096)
         let n = recv(fd, &answer, answer.count, 0)
         #expect(n > 0 && answer[0] == 0x02, "an A-ASSOCIATE-AC")
-        // A C-STORE and the first part of its data set, then a PDU that announces 1,000 bytes
-        // and stops after 10.
         let command = Command.storeRequest(messageID: 1, sopClass: ct, sopInstance: "1.2.826.0.1.3680043.10.1484.99.1")
         for pdu in dataPDUs(contextID: 1, isCommand: true, command.encoded(), maximumLength: 16_384) { Self.send(fd, pdu.encoded()) }
         Self.send(fd, PDU.data([PresentationDataValue(contextID: 1, isCommand: false, isLast: false, fragment: Array(repeating: 0, count: 200))]).encoded())
         Self.send(fd, [0x04, 0x00, 0x00, 0x00, 0x03, 0xE8] + [0, 0, 0x03, 0xE4, 1, 0] + Array(repeating: 0, count: 4))
+        return fd
+    }
+
+    @Test func aPeerThatStallsInTheMiddleOfAPDUIsAbortedAtTheDeadlineAndNothingIsStored() throws {
+        let (consortium, rsch, _, port) = try Self.consortium(options: "timeout 2 s")
+        try rsch.start()
+        defer { withExtendedLifetime(consortium) {} }
+        defer { rsch.stop() }
+        let fd = try Self.halfAnInstance(port)
+        defer { close(fd) }
+        var answer = [UInt8](repeating: 0, count: 4096)
         let began = Date()
         let aborted = AgentSite.eventually(within: 10, "the association aborted at the deadline", logs: [rsch]) {
             rsch.log.contains("association aborted: no PDU within 2 s in the middle of a PDU")
@@ -191,6 +197,45 @@ struct DIMSEReceiveTests {
         #expect(got >= 10 && answer[0] == 0x07, "an A-ABORT, then the close")
         #expect(Self.intakeFiles(rsch).isEmpty)
         #expect(Self.incoming(rsch).isEmpty, "the temporary file removed")
+    }
+
+    /// A connection cut in the middle of an instance: nothing is kept, the temporary file goes,
+    /// and the SCP goes on with the next association.
+    @Test func aConnectionCutInTheMiddleOfAnInstanceLeavesNothing() throws {
+        let (consortium, rsch, _, port) = try Self.consortium()
+        defer { withExtendedLifetime(consortium) {} }
+        try rsch.start()
+        defer { rsch.stop() }
+        let fd = try Self.halfAnInstance(port)
+        let begun = AgentSite.eventually(within: 10, "the instance begun", logs: [rsch]) { Self.incoming(rsch).count == 1 }
+        #expect(begun)
+        close(fd)
+        let dropped = AgentSite.eventually(within: 10, "the instance dropped", logs: [rsch]) {
+            rsch.log.contains("connection closed without a release; the instance being received is dropped") && Self.incoming(rsch).isEmpty
+        }
+        #expect(dropped)
+        #expect(Self.intakeFiles(rsch).isEmpty)
+        #expect(try Run.consort("echo", "CONSORT_RSCH@127.0.0.1:\(port)", "--calling-aet", "STORESCU").status == 0)
+    }
+
+    /// Four `consort store` runs at once, one association each: every instance kept, once.
+    @Test func fourAssociationsAtOnceKeepEveryInstance() throws {
+        let (consortium, rsch, _, port) = try Self.consortium()
+        try rsch.start()
+        defer { rsch.stop() }
+        var runs: [RunningProgram] = []
+        for seed in 0..<4 {
+            let folder = consortium.root.path + "/modality\(seed)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            _ = try AgentTests.synth(into: folder, seed: 50 + seed, instances: 10, size: "256x256")
+            runs.append(try RunningProgram([Run.consort, "store", "CONSORT_RSCH@127.0.0.1:\(port)", folder, "--calling-aet", "STORESCU"]))
+        }
+        for run in runs {
+            let (status, _) = try run.waitForExit(within: 60)
+            #expect(status == 0 && run.standardOutput.contains("10 of 10 stored"), "\(run.log)")
+        }
+        #expect(Self.intakeFiles(rsch).count == 40 && Self.incoming(rsch).isEmpty)
+        #expect(rsch.log.components(separatedBy: "association accepted").count - 1 == 4)
     }
 
     /// One association at most: a second is rejected (transient, local limit exceeded) while the
