@@ -294,6 +294,11 @@ struct DIMSEReceiveTests {
         let sent = Set(try TransferTests.files(under: source).map { try DIMSEInteropTests.dataSet(source + "/" + $0) })
         for file in Self.intakeFiles(rsch) { #expect(sent.contains(try DIMSEInteropTests.dataSet(Self.intake(rsch) + "/" + file)), "\(file)") }
         #expect(Self.incoming(rsch).isEmpty, "what was half-received is removed at start")
+        // The catch-up scan at the restart walks the intake like any watched folder.
+        let scanned = AgentSite.eventually(within: 30, "the catch-up scan of the intake", logs: [rsch]) {
+            rsch.log.split(separator: "\n").contains { $0.contains("catch-up scan done") && $0.contains("/dimse-intake") && $0.contains("files=\(kept.count)") }
+        }
+        #expect(scanned)
         // Taken after the restart like any file in a watched folder: every one kept is pushed.
         let pushed = AgentSite.eventually(within: 60, "every kept instance at UHSX", logs: [rsch, uhsx]) { uhsx.received.count == kept.count }
         #expect(pushed)
