@@ -53,6 +53,9 @@ public final class DIMSEServer: @unchecked Sendable {
         public var maximumAssociations = 8
         public var timeout = 30.0
         public var idleTimeout = 120.0
+        /// DICOM TLS (PS3.15 B.9): the server context in force (it is replaced on reload, so it
+        /// is asked for at each connection); nil: plain TCP.
+        public var tls: (@Sendable () -> TLSContext)?
 
         public init(host: String, port: UInt16, policy: AcceptorPolicy) {
             self.host = host
@@ -145,14 +148,15 @@ public final class DIMSEServer: @unchecked Sendable {
                 count { $0.rejected += 1 }
                 return
             }
+            let connection = Connection(descriptor: fd, remote: remote)
             let thread = Thread { [self] in
-                serve(fd, remote: remote, busy: busy)
+                serve(connection, busy: busy)
                 lock.withLock {
                     open.remove(fd)
                     active -= 1
                     lock.broadcast()
                 }
-                close(fd)
+                // The connection closes its socket when it goes, here.
             }
             thread.name = "consort-dimse"
             thread.start()
@@ -161,17 +165,27 @@ public final class DIMSEServer: @unchecked Sendable {
 
     /// One association, from its request to its release, abort or deadline: reads under the
     /// deadlines, the acceptor's events carried out by a `Session`.
-    private func serve(_ fd: Int32, remote: String, busy: Bool) {
-        var one: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    private func serve(_ connection: Connection, busy: Bool) {
+        let remote = connection.remote
+        let timeout = busy ? min(configuration.timeout, 2) : configuration.timeout
+        if let tls = configuration.tls {
+            // The handshake under the ARTIM deadline too.
+            connection.setReadTimeout(timeout)
+            connection.setWriteTimeout(timeout)
+            do { try connection.acceptTLS(tls()) } catch {
+                count { $0.rejected += 1 }
+                log.warning("TLS handshake refused", ["peer": remote, "error": "\(error)"])
+                return
+            }
+        }
         var policy = configuration.policy
         policy.callers = lock.withLock { callers }
-        var session = Session(server: self, fd: fd, remote: remote, acceptor: Acceptor(policy: policy, peerAddress: remote, busy: busy))
+        var session = Session(server: self, connection: connection, acceptor: Acceptor(policy: policy, peerAddress: remote, busy: busy))
         // Whatever ends the association, an instance not finished leaves nothing behind.
         defer { session.instance?.discard() }
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         var pduStarted = MonotonicClock.now
-        let timeout = busy ? min(configuration.timeout, 2) : configuration.timeout
+        var one: Int32 = 1
         while !session.acceptor.closed {
             while let events = session.acceptor.next() {
                 for event in events { guard session.handle(event) else { return } }
@@ -184,24 +198,28 @@ public final class DIMSEServer: @unchecked Sendable {
             let midPDU = acceptor.pendingBytes > 0 || !acceptor.isAssociated || acceptor.inStore
             let limit = midPDU ? timeout : configuration.idleTimeout
             let left = pduStarted + limit - MonotonicClock.now
-            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = left > 0 ? poll(&entry, 1, Int32(max(1, min(left, 3600) * 1000))) : 0
-            if ready < 0 && errno == EINTR { continue }
-            if ready <= 0 {
+            let n: Int
+            do {
+                guard left > 0 else { throw ConnectionError(kind: .timedOut, message: "") }
+                connection.setReadTimeout(min(left, 3600))
+                n = try buffer.withUnsafeMutableBytes { try connection.read(into: $0) }
+            } catch let error as ConnectionError where error.kind == .timedOut {
                 let what = acceptor.pendingBytes > 0 ? "in the middle of a PDU" : acceptor.isAssociated ? (acceptor.inStore ? "in the middle of a data set" : "idle") : "before the association request"
                 session.ended("association aborted: no PDU within \(Self.seconds(limit)) \(what)")
-                try? DIMSEAssociation.send([.abort(AssociateAbort(source: 2, reason: 0))], on: fd, timeout: 1)
+                connection.setWriteTimeout(1)
+                try? connection.write(PDU.abort(AssociateAbort(source: 2, reason: 0)).encoded())
+                return
+            } catch {
+                session.ended("association ended: \(error)")
                 return
             }
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
-            if n <= 0 {
+            if n == 0 {
                 if acceptor.isAssociated || acceptor.pendingBytes > 0 { session.ended("connection closed without a release") }
                 return
             }
             if acceptor.pendingBytes == 0 && !acceptor.inStore { pduStarted = MonotonicClock.now }
             session.acceptor.append(buffer[0..<n])
-            setsockopt(fd, Int32(IPPROTO_TCP), TCP_QUICKACK, &one, socklen_t(MemoryLayout<Int32>.size))
+            setsockopt(connection.descriptor, Int32(IPPROTO_TCP), TCP_QUICKACK, &one, socklen_t(MemoryLayout<Int32>.size))
         }
     }
 
@@ -209,8 +227,7 @@ public final class DIMSEServer: @unchecked Sendable {
     /// refused), and what carrying out each event takes — sending, the sink, the log, counts.
     private struct Session {
         let server: DIMSEServer
-        let fd: Int32
-        let remote: String
+        let connection: Connection
         var acceptor: Acceptor
         var instance: (any DIMSEIncomingInstance)?
         var failure: DIMSEStoreRefusal?
@@ -218,12 +235,13 @@ public final class DIMSEServer: @unchecked Sendable {
         var bytes = 0
         var started = 0.0
 
-        init(server: DIMSEServer, fd: Int32, remote: String, acceptor: Acceptor) {
+        init(server: DIMSEServer, connection: Connection, acceptor: Acceptor) {
             self.server = server
-            self.fd = fd
-            self.remote = remote
+            self.connection = connection
             self.acceptor = acceptor
         }
+
+        var remote: String { connection.remote }
 
         var log: Logger { server.log }
         var fields: KeyValuePairs<String, Any> { ["peer": remote, "calling": acceptor.callingAE] }
@@ -235,7 +253,10 @@ public final class DIMSEServer: @unchecked Sendable {
         }
 
         func send(_ pdus: [PDU], what: String) -> Bool {
-            do { try DIMSEAssociation.send(pdus, on: fd, timeout: server.configuration.timeout) } catch {
+            connection.setWriteTimeout(server.configuration.timeout)
+            do {
+                for pdu in pdus { try connection.write(pdu.encoded()) }
+            } catch {
                 ended("association ended: cannot send \(what): \(error)")
                 return false
             }
