@@ -238,6 +238,47 @@ struct DIMSEReceiveTests {
         #expect(rsch.log.components(separatedBy: "association accepted").count - 1 == 4)
     }
 
+    /// `dimse … { tls }`: DICOM TLS with the trust's certificate. A C-ECHO over TLS (openssl
+    /// s_client carrying the PDUs, with a certificate from the consortium CA) is answered;
+    /// plain TCP to the same port, or TLS without a client certificate, is refused.
+    @Test func overTLSAnEchoIsAnsweredAndPlainTCPIsRefused() throws {
+        let openssl = try Run.require("openssl", package: "openssl")
+        let (consortium, rsch, _, port) = try Self.consortium(options: "tls")
+        try rsch.start()
+        defer { rsch.stop() }
+        let client = try consortium.pki.site("MODALITY")
+        let request = AssociateRequest(
+            calledAE: "CONSORT_RSCH", callingAE: "STORESCU",
+            contexts: [ProposedContext(id: 1, abstractSyntax: Command.verificationSOPClass, transferSyntaxes: [TransferSyntax.implicitLittle])],
+            userInformation: UserInformation(maximumLength: 16_384, implementationClassUID: "1.2.3", implementationVersionName: nil))
+        // The whole exchange at once: the acceptor takes PDUs as they come.
+        let bytes = PDU.associateRequest(request).encoded() + dataPDUs(contextID: 1, isCommand: true, Command.echoRequest(messageID: 5).encoded(), maximumLength: 0).flatMap { $0.encoded() }
+            + PDU.releaseRequest.encoded()
+        let input = consortium.root.path + "/echo.in", output = consortium.root.path + "/echo.out"
+        try Data(bytes).write(to: URL(fileURLWithPath: input))
+        func exchange(_ credentials: [String]) throws -> [PDU] {
+            _ = try Run.program("/bin/sh", ["-c", #""$1" s_client -connect "127.0.0.1:$2" -CAfile "$3" -verify_return_error -quiet $4 < "$5" > "$6""#, "sh", openssl, String(port), consortium.pki.ca, credentials.joined(separator: " "), input, output], timeout: 30)
+            var reader = PDUReader(maximumLength: 1 << 20)
+            reader.append([UInt8](try Data(contentsOf: URL(fileURLWithPath: output))))
+            var pdus: [PDU] = []
+            while let pdu = try reader.next() { pdus.append(pdu) }
+            return pdus
+        }
+        let answered = try exchange(["-cert", client.certificate, "-key", client.key])
+        #expect(answered.map(\.kind) == [.associateAccept, .data, .releaseResponse], "\(answered)\n\(rsch.log)")
+        if case .data(let values) = answered.dropFirst().first {
+            let response = try Command.decode(values.flatMap(\.fragment))
+            #expect(response.field == .echoResponse && response.respondingTo == 5 && response.status == 0)
+        }
+        #expect(rsch.log.contains("tls=yes"))
+        // Without a client certificate: no association.
+        #expect(try exchange([]).isEmpty)
+        // Plain TCP to the TLS port: refused, the reason in the agent's log.
+        let plain = try Run.consort("echo", "CONSORT_RSCH@127.0.0.1:\(port)", "--calling-aet", "STORESCU", "--timeout", "5")
+        #expect(plain.status == 1, "\(plain.stdout)")
+        #expect(rsch.log.contains("TLS handshake refused"), "\(rsch.log)")
+    }
+
     /// One association at most: a second is rejected (transient, local limit exceeded) while the
     /// first is open; the first, idle past `idle`, is aborted, and then the next is accepted.
     @Test func theAssociationLimitAndTheIdleTimeoutAreKept() throws {
