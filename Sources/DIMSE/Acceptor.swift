@@ -65,10 +65,12 @@ public struct StoreRequest: Sendable, Equatable {
 public enum AcceptorEvent: Sendable, Equatable {
     /// Send these PDUs.
     case send([PDU])
-    /// The association is accepted: who called, and how many contexts were accepted of those proposed.
+    /// The association is accepted (the A-ASSOCIATE-AC is in the `.send` after this): who
+    /// called, and how many contexts were accepted of those proposed.
     case associated(callingAE: String, accepted: Int, proposed: Int)
-    /// The association is rejected (the A-ASSOCIATE-RJ is in a `.send` before this), and why, in
-    /// an operator's words.
+    /// The association is rejected (the A-ASSOCIATE-RJ is in the `.send` after this), and why,
+    /// in an operator's words. Said before it is sent, so that the log has it by the time the
+    /// peer knows.
     case rejected(AssociateReject, why: String)
     /// A C-ECHO was answered.
     case echoed
@@ -82,7 +84,7 @@ public enum AcceptorEvent: Sendable, Equatable {
     case storeRefused(StoreRequest, status: UInt16, why: String)
     /// Released in good order: close the connection.
     case released
-    /// The association is over by an abort (sent, in a `.send` before this, or received): close
+    /// The association is over by an abort (sent, in the `.send` after this, or received): close
     /// the connection and drop any instance begun.
     case aborted(why: String)
 }
@@ -232,7 +234,7 @@ public struct Acceptor: Sendable {
         let accept = AssociateAccept(
             calledAE: request.calledAE, callingAE: request.callingAE, contexts: results,
             userInformation: UserInformation(maximumLength: policy.maximumLength, implementationClassUID: Implementation.classUID, implementationVersionName: Implementation.versionName))
-        return [.send([.associateAccept(accept)]), .associated(callingAE: request.callingAE, accepted: contexts.count, proposed: request.contexts.count)]
+        return [.associated(callingAE: request.callingAE, accepted: contexts.count, proposed: request.contexts.count), .send([.associateAccept(accept)])]
     }
 
     /// One context's answer: Verification in implicit or explicit VR little endian; a storage
@@ -258,7 +260,7 @@ public struct Acceptor: Sendable {
     private mutating func reject(_ reason: AssociateReject, why: String) -> [AcceptorEvent] {
         closed = true
         state = .over
-        return [.send([.associateReject(reason)]), .rejected(reason, why: why)]
+        return [.rejected(reason, why: why), .send([.associateReject(reason)])]
     }
 
     /// A-ABORT by the service provider (source 2) with `reason` (PS3.8 §9.3.8: 1 unrecognised PDU,
@@ -266,7 +268,7 @@ public struct Acceptor: Sendable {
     private mutating func abort(reason: UInt8, why: String) -> [AcceptorEvent] {
         closed = true
         state = .over
-        return [.send([.abort(AssociateAbort(source: 2, reason: reason))]), .aborted(why: why)]
+        return [.aborted(why: why), .send([.abort(AssociateAbort(source: 2, reason: reason))])]
     }
 
     // MARK: - Messages

@@ -53,6 +53,9 @@ public final class DIMSEServer: @unchecked Sendable {
         public var maximumAssociations = 8
         public var timeout = 30.0
         public var idleTimeout = 120.0
+        /// DICOM TLS (PS3.15 B.9): the server context in force (it is replaced on reload, so it
+        /// is asked for at each connection); nil: plain TCP.
+        public var tls: (@Sendable () -> TLSContext)?
 
         public init(host: String, port: UInt16, policy: AcceptorPolicy) {
             self.host = host
@@ -79,8 +82,8 @@ public final class DIMSEServer: @unchecked Sendable {
     }
 
     public let configuration: Configuration
-    private let sink: any DIMSEStoreSink
-    private let log: Logger
+    fileprivate let sink: any DIMSEStoreSink
+    fileprivate let log: Logger
     private let lock = NSCondition()
     private var listener: Int32 = -1
     private var active = 0
@@ -145,144 +148,187 @@ public final class DIMSEServer: @unchecked Sendable {
                 count { $0.rejected += 1 }
                 return
             }
+            let connection = Connection(descriptor: fd, remote: remote)
             let thread = Thread { [self] in
-                serve(fd, remote: remote, busy: busy)
+                serve(connection, busy: busy)
                 lock.withLock {
                     open.remove(fd)
                     active -= 1
                     lock.broadcast()
                 }
-                close(fd)
+                // The connection closes its socket when it goes, here.
             }
             thread.name = "consort-dimse"
             thread.start()
         }
     }
 
-    /// One association, from its request to its release, abort or deadline.
-    private func serve(_ fd: Int32, remote: String, busy: Bool) {
-        var one: Int32 = 1
-        setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+    /// One association, from its request to its release, abort or deadline: reads under the
+    /// deadlines, the acceptor's events carried out by a `Session`.
+    private func serve(_ connection: Connection, busy: Bool) {
+        let remote = connection.remote
+        let timeout = busy ? min(configuration.timeout, 2) : configuration.timeout
+        if let tls = configuration.tls {
+            // The handshake under the ARTIM deadline too.
+            connection.setReadTimeout(timeout)
+            connection.setWriteTimeout(timeout)
+            do { try connection.acceptTLS(tls()) } catch {
+                count { $0.rejected += 1 }
+                log.warning("TLS handshake refused", ["peer": remote, "error": "\(error)"])
+                return
+            }
+        }
         var policy = configuration.policy
         policy.callers = lock.withLock { callers }
-        var acceptor = Acceptor(policy: policy, peerAddress: remote, busy: busy)
+        var session = Session(server: self, connection: connection, acceptor: Acceptor(policy: policy, peerAddress: remote, busy: busy))
+        // Whatever ends the association, an instance not finished leaves nothing behind.
+        defer { session.instance?.discard() }
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        var pduStarted = MonotonicClock.now
+        var one: Int32 = 1
+        while !session.acceptor.closed {
+            while let events = session.acceptor.next() {
+                for event in events { guard session.handle(event) else { return } }
+                pduStarted = MonotonicClock.now
+            }
+            let acceptor = session.acceptor
+            if acceptor.closed { break }
+            // The deadline: a PDU begun (or the association request, or the next PDU of a data
+            // set) must be whole within `timeout`; between messages, the idle timeout.
+            let midPDU = acceptor.pendingBytes > 0 || !acceptor.isAssociated || acceptor.inStore
+            let limit = midPDU ? timeout : configuration.idleTimeout
+            let left = pduStarted + limit - MonotonicClock.now
+            let n: Int
+            do {
+                guard left > 0 else { throw ConnectionError(kind: .timedOut, message: "") }
+                connection.setReadTimeout(min(left, 3600))
+                n = try buffer.withUnsafeMutableBytes { try connection.read(into: $0) }
+            } catch let error as ConnectionError where error.kind == .timedOut {
+                let what = acceptor.pendingBytes > 0 ? "in the middle of a PDU" : acceptor.isAssociated ? (acceptor.inStore ? "in the middle of a data set" : "idle") : "before the association request"
+                session.ended("association aborted: no PDU within \(Self.seconds(limit)) \(what)")
+                connection.setWriteTimeout(1)
+                try? connection.write(PDU.abort(AssociateAbort(source: 2, reason: 0)).encoded())
+                return
+            } catch {
+                session.ended("association ended: \(error)")
+                return
+            }
+            if n == 0 {
+                if acceptor.isAssociated || acceptor.pendingBytes > 0 { session.ended("connection closed without a release") }
+                return
+            }
+            if acceptor.pendingBytes == 0 && !acceptor.inStore { pduStarted = MonotonicClock.now }
+            session.acceptor.append(buffer[0..<n])
+            setsockopt(connection.descriptor, Int32(IPPROTO_TCP), TCP_QUICKACK, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+    }
+
+    /// One association's state beside its acceptor: the instance being received (or why it is
+    /// refused), and what carrying out each event takes — sending, the sink, the log, counts.
+    private struct Session {
+        let server: DIMSEServer
+        let connection: Connection
+        var acceptor: Acceptor
         var instance: (any DIMSEIncomingInstance)?
         var failure: DIMSEStoreRefusal?
         var current: StoreRequest?
         var bytes = 0
         var started = 0.0
-        // Whatever ends the association, an instance not finished leaves nothing behind.
-        defer { instance?.discard() }
-        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
-        var pduStarted = MonotonicClock.now
-        let timeout = busy ? min(configuration.timeout, 2) : configuration.timeout
-        while !acceptor.closed {
-            while let events = acceptor.next() {
-                for event in events {
-                    switch event {
-                    case .send(let pdus):
-                        do { try DIMSEAssociation.send(pdus, on: fd, timeout: configuration.timeout) } catch {
-                            log.warning("association ended: cannot send", ["peer": remote, "calling": acceptor.callingAE, "error": "\(error)"])
-                            count { $0.aborted += 1 }
-                            return
-                        }
-                    case .associated(let calling, let accepted, let proposed):
-                        count { $0.associations += 1 }
-                        log.info("association accepted", ["peer": remote, "calling": calling, "contexts": "\(accepted) of \(proposed)"])
-                    case .rejected(let reject, let why):
-                        count { $0.rejected += 1 }
-                        log.warning("association rejected: \(reject.words)", ["peer": remote, "why": why])
-                    case .echoed:
-                        count { $0.echoes += 1 }
-                    case .storeBegan(let request):
-                        current = request
-                        bytes = 0
-                        started = MonotonicClock.now
-                        failure = nil
-                        do {
-                            instance = try sink.begin(request, from: Peer(aeTitle: acceptor.callingAE, address: remote))
-                        } catch let refusal as DIMSEStoreRefusal {
-                            failure = refusal
-                        } catch {
-                            failure = DIMSEStoreRefusal(status: 0xA700, "\(error)")
-                        }
-                    case .dataSetFragment(let fragment):
-                        guard failure == nil, let open = instance else { continue }
-                        bytes += fragment.count
-                        do { try open.write(fragment) } catch {
-                            // The rest of the data set is read and dropped; nothing is kept.
-                            open.discard()
-                            instance = nil
-                            failure = error as? DIMSEStoreRefusal ?? DIMSEStoreRefusal(status: 0xA700, "\(error)")
-                        }
-                    case .dataSetEnded:
-                        var status: UInt16
-                        var detail: String
-                        if let failure {
-                            (status, detail) = (failure.status, failure.description)
-                        } else if let open = instance {
-                            (status, detail) = open.finish()
-                        } else {
-                            (status, detail) = (0xA700, "no place for the instance")
-                        }
-                        instance = nil
-                        failure = nil
-                        let request = current
-                        count {
-                            $0.stores[status, default: 0] += 1
-                            if status == 0 { $0.storedBytes += Int64(bytes) }
-                        }
-                        let fields: KeyValuePairs<String, Any> = [
-                            "peer": remote, "calling": acceptor.callingAE, "sop": request?.sopInstance ?? "", "status": Self.hex(status), "bytes": bytes,
-                            "seconds": String(format: "%.3f", MonotonicClock.now - started), "detail": detail,
-                        ]
-                        if status == 0 { log.info("C-STORE stored", fields) } else { log.warning("C-STORE refused: \(Command.words(ofStoreStatus: status))", fields) }
-                        do { try DIMSEAssociation.send(acceptor.storeFinished(status: status), on: fd, timeout: configuration.timeout) } catch {
-                            log.warning("association ended: cannot send the C-STORE response", ["peer": remote, "calling": acceptor.callingAE, "error": "\(error)"])
-                            count { $0.aborted += 1 }
-                            return
-                        }
-                    case .storeRefused(let request, let status, let why):
-                        count { $0.stores[status, default: 0] += 1 }
-                        log.warning("C-STORE refused: \(Command.words(ofStoreStatus: status))", ["peer": remote, "calling": acceptor.callingAE, "sop": request.sopInstance, "why": why])
-                    case .released:
-                        log.info("association released", ["peer": remote, "calling": acceptor.callingAE])
-                    case .aborted(let why):
-                        count { $0.aborted += 1 }
-                        log.warning("association aborted" + (instance != nil || failure != nil ? "; the instance being received is dropped" : ""), ["peer": remote, "calling": acceptor.callingAE, "why": why])
-                    }
+
+        init(server: DIMSEServer, connection: Connection, acceptor: Acceptor) {
+            self.server = server
+            self.connection = connection
+            self.acceptor = acceptor
+        }
+
+        var remote: String { connection.remote }
+
+        var log: Logger { server.log }
+        var fields: KeyValuePairs<String, Any> { ["peer": remote, "calling": acceptor.callingAE] }
+
+        /// An association ended by the connection (a deadline, a cut, a send that failed).
+        func ended(_ message: String) {
+            server.count { $0.aborted += 1 }
+            log.warning(message + (instance != nil || failure != nil || acceptor.inStore ? "; the instance being received is dropped" : ""), fields)
+        }
+
+        func send(_ pdus: [PDU], what: String) -> Bool {
+            connection.setWriteTimeout(server.configuration.timeout)
+            do {
+                for pdu in pdus { try connection.write(pdu.encoded()) }
+            } catch {
+                ended("association ended: cannot send \(what): \(error)")
+                return false
+            }
+            return true
+        }
+
+        /// Carries out one event; false when the association is over for the connection.
+        mutating func handle(_ event: AcceptorEvent) -> Bool {
+            switch event {
+            case .send(let pdus):
+                return send(pdus, what: "to the peer")
+            case .associated(let calling, let accepted, let proposed):
+                server.count { $0.associations += 1 }
+                log.info("association accepted", ["peer": remote, "calling": calling, "contexts": "\(accepted) of \(proposed)"])
+            case .rejected(let reject, let why):
+                server.count { $0.rejected += 1 }
+                log.warning("association rejected: \(reject.words)", ["peer": remote, "why": why])
+            case .echoed:
+                server.count { $0.echoes += 1 }
+            case .storeBegan(let request):
+                (current, bytes, started, failure) = (request, 0, MonotonicClock.now, nil)
+                do {
+                    instance = try server.sink.begin(request, from: Peer(aeTitle: acceptor.callingAE, address: remote))
+                } catch {
+                    failure = error as? DIMSEStoreRefusal ?? DIMSEStoreRefusal(status: 0xA700, "\(error)")
                 }
-                pduStarted = MonotonicClock.now
-            }
-            if acceptor.closed { break }
-            // The deadline: a PDU begun (or the association request) must be whole within
-            // `timeout`; between messages, the idle timeout.
-            let midPDU = acceptor.pendingBytes > 0 || !acceptor.isAssociated || acceptor.inStore
-            let limit = midPDU ? timeout : configuration.idleTimeout
-            let left = pduStarted + limit - MonotonicClock.now
-            var entry = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-            let ready = left > 0 ? poll(&entry, 1, Int32(max(1, min(left, 3600) * 1000))) : 0
-            if ready < 0 && errno == EINTR { continue }
-            if ready <= 0 {
-                let what = acceptor.pendingBytes > 0 ? "in the middle of a PDU" : acceptor.isAssociated ? (acceptor.inStore ? "in the middle of a data set" : "idle") : "before the association request"
-                log.warning("association aborted: no PDU within \(Self.seconds(limit)) \(what)" + (acceptor.inStore ? "; the instance being received is dropped" : ""),
-                    ["peer": remote, "calling": acceptor.callingAE])
-                count { $0.aborted += 1 }
-                try? DIMSEAssociation.send([.abort(AssociateAbort(source: 2, reason: 0))], on: fd, timeout: 1)
-                return
-            }
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 && (errno == EINTR || errno == EAGAIN) { continue }
-            if n <= 0 {
-                if acceptor.isAssociated || acceptor.pendingBytes > 0 {
-                    log.warning("connection closed without a release" + (acceptor.inStore ? "; the instance being received is dropped" : ""), ["peer": remote, "calling": acceptor.callingAE])
-                    count { $0.aborted += 1 }
+            case .dataSetFragment(let fragment):
+                guard failure == nil, let open = instance else { return true }
+                bytes += fragment.count
+                do { try open.write(fragment) } catch {
+                    // The rest of the data set is read and dropped; nothing is kept.
+                    open.discard()
+                    instance = nil
+                    failure = error as? DIMSEStoreRefusal ?? DIMSEStoreRefusal(status: 0xA700, "\(error)")
                 }
-                return
+            case .dataSetEnded:
+                return storeEnded()
+            case .storeRefused(let request, let status, let why):
+                server.count { $0.stores[status, default: 0] += 1 }
+                log.warning("C-STORE refused: \(Command.words(ofStoreStatus: status))", ["peer": remote, "calling": acceptor.callingAE, "sop": request.sopInstance, "why": why])
+            case .released:
+                log.info("association released", fields)
+            case .aborted(let why):
+                server.count { $0.aborted += 1 }
+                log.warning("association aborted" + (instance != nil || failure != nil ? "; the instance being received is dropped" : ""), ["peer": remote, "calling": acceptor.callingAE, "why": why])
             }
-            if acceptor.pendingBytes == 0 && !acceptor.inStore { pduStarted = MonotonicClock.now }
-            acceptor.append(buffer[0..<n])
-            setsockopt(fd, Int32(IPPROTO_TCP), TCP_QUICKACK, &one, socklen_t(MemoryLayout<Int32>.size))
+            return true
+        }
+
+        /// The data set is whole: the sink keeps it (or the refusal stands), and the status is
+        /// answered — success only once the sink says the instance is durable.
+        private mutating func storeEnded() -> Bool {
+            let (status, detail): (UInt16, String)
+            if let failure {
+                (status, detail) = (failure.status, failure.description)
+            } else if let open = instance {
+                (status, detail) = open.finish()
+            } else {
+                (status, detail) = (0xA700, "no place for the instance")
+            }
+            instance = nil
+            failure = nil
+            server.count {
+                $0.stores[status, default: 0] += 1
+                if status == 0 { $0.storedBytes += Int64(bytes) }
+            }
+            let line: KeyValuePairs<String, Any> = [
+                "peer": remote, "calling": acceptor.callingAE, "sop": current?.sopInstance ?? "", "status": DIMSEServer.hex(status), "bytes": bytes,
+                "seconds": String(format: "%.3f", MonotonicClock.now - started), "detail": detail,
+            ]
+            if status == 0 { log.info("C-STORE stored", line) } else { log.warning("C-STORE refused: \(Command.words(ofStoreStatus: status))", line) }
+            return send(acceptor.storeFinished(status: status), what: "the C-STORE response")
         }
     }
 
@@ -307,7 +353,7 @@ public final class DIMSEServer: @unchecked Sendable {
         return found
     }
 
-    private func count(_ change: (inout Counters) -> Void) { lock.withLock { change(&counts) } }
+    fileprivate func count(_ change: (inout Counters) -> Void) { lock.withLock { change(&counts) } }
 
     static func hex(_ status: UInt16) -> String { "0x" + String(format: "%04X", status) }
     static func seconds(_ value: Double) -> String { value == value.rounded() ? "\(Int(value)) s" : "\(value) s" }

@@ -80,6 +80,32 @@ struct DIMSEReceiveTests {
         #expect(dump.stdout.contains("STORESCU"), "the source AE title in the file meta: \(dump.stdout)")
     }
 
+    /// Compressed instances (JPEG lossless, RLE, made by DCMTK from a synthetic study) are
+    /// accepted in their own transfer syntax, so storescu sends them as they are, and kept so.
+    @Test func compressedInstancesAreKeptInTheirOwnTransferSyntax() throws {
+        try Self.requireDCMTK()
+        let (consortium, rsch, _, port) = try Self.consortium()
+        let plain = consortium.root.path + "/plain", source = consortium.root.path + "/modality"
+        for folder in [plain, source] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        _ = try AgentTests.synth(into: plain, seed: 36, instances: 2)
+        let files = TransferTests.files(under: plain).map { plain + "/" + $0 }
+        for (tool, file, name) in [("/usr/bin/dcmcjpeg", files[0], "jpeg.dcm"), ("/usr/bin/dcmcrle", files[1], "rle.dcm")] {
+            let made = try Run.program(tool, [file, source + "/" + name])
+            try #require(made.status == 0, "\(tool): \(made.stderr)")
+        }
+        try rsch.start()
+        defer { rsch.stop() }
+        // Each proposed in its compressed syntax first, then the uncompressed ones (-xs: JPEG
+        // lossless; -xr: RLE); the first the agent reads is accepted, so nothing is converted.
+        for (option, name) in [("-xs", "jpeg.dcm"), ("-xr", "rle.dcm")] {
+            let storescu = try Run.program("/usr/bin/storescu", [option, "-aet", "STORESCU", "-aec", "CONSORT_RSCH", "127.0.0.1", String(port), source + "/" + name])
+            #expect(storescu.status == 0, "\(storescu.stdout)\(storescu.stderr)\n\(rsch.log)")
+        }
+        let kept = Self.intakeFiles(rsch)
+        let syntaxes = try Set(kept.map { try Run.consort("dump", Self.intake(rsch) + "/" + $0).stdout.firstMatch(of: /transfer syntax ([0-9.]+)/).map { String($0.1) } ?? "?" })
+        #expect(syntaxes == ["1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.5"], "\(kept) \(syntaxes)")
+    }
+
     @Test func echoscuIsAnsweredAndWhoMayAssociateIsChecked() throws {
         try Self.requireDCMTK()
         let (consortium, rsch, _, port) = try Self.consortium()
@@ -133,13 +159,10 @@ struct DIMSEReceiveTests {
         _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
     }
 
-    @Test func aPeerThatStallsInTheMiddleOfAPDUIsAbortedAtTheDeadlineAndNothingIsStored() throws {
-        let (consortium, rsch, _, port) = try Self.consortium(options: "timeout 2 s")
-        try rsch.start()
-        defer { withExtendedLifetime(consortium) {} }
-        defer { rsch.stop() }
+    /// A connection that associates as STORESCU, sends a C-STORE-RQ and the first 200 bytes of
+    /// its data set, and then a P-DATA-TF that announces 1,000 bytes and stops after 10.
+    static func halfAnInstance(_ port: Int) throws -> Int32 {
         let fd = try Self.connect(port)
-        defer { close(fd) }
         let ct = "1.2.840.10008.5.1.4.1.1.2"
         let request = AssociateRequest(
             calledAE: "CONSORT_RSCH", callingAE: "STORESCU", contexts: [ProposedContext(id: 1, abstractSyntax: ct, transferSyntaxes: [TransferSyntax.explicitLittle])],
@@ -148,12 +171,21 @@ struct DIMSEReceiveTests {
         var answer = [UInt8](repeating: 0, count: 4096)
         let n = recv(fd, &answer, answer.count, 0)
         #expect(n > 0 && answer[0] == 0x02, "an A-ASSOCIATE-AC")
-        // A C-STORE and the first part of its data set, then a PDU that announces 1,000 bytes
-        // and stops after 10.
         let command = Command.storeRequest(messageID: 1, sopClass: ct, sopInstance: "1.2.826.0.1.3680043.10.1484.99.1")
         for pdu in dataPDUs(contextID: 1, isCommand: true, command.encoded(), maximumLength: 16_384) { Self.send(fd, pdu.encoded()) }
         Self.send(fd, PDU.data([PresentationDataValue(contextID: 1, isCommand: false, isLast: false, fragment: Array(repeating: 0, count: 200))]).encoded())
         Self.send(fd, [0x04, 0x00, 0x00, 0x00, 0x03, 0xE8] + [0, 0, 0x03, 0xE4, 1, 0] + Array(repeating: 0, count: 4))
+        return fd
+    }
+
+    @Test func aPeerThatStallsInTheMiddleOfAPDUIsAbortedAtTheDeadlineAndNothingIsStored() throws {
+        let (consortium, rsch, _, port) = try Self.consortium(options: "timeout 2 s")
+        try rsch.start()
+        defer { withExtendedLifetime(consortium) {} }
+        defer { rsch.stop() }
+        let fd = try Self.halfAnInstance(port)
+        defer { close(fd) }
+        var answer = [UInt8](repeating: 0, count: 4096)
         let began = Date()
         let aborted = AgentSite.eventually(within: 10, "the association aborted at the deadline", logs: [rsch]) {
             rsch.log.contains("association aborted: no PDU within 2 s in the middle of a PDU")
@@ -165,6 +197,86 @@ struct DIMSEReceiveTests {
         #expect(got >= 10 && answer[0] == 0x07, "an A-ABORT, then the close")
         #expect(Self.intakeFiles(rsch).isEmpty)
         #expect(Self.incoming(rsch).isEmpty, "the temporary file removed")
+    }
+
+    /// A connection cut in the middle of an instance: nothing is kept, the temporary file goes,
+    /// and the SCP goes on with the next association.
+    @Test func aConnectionCutInTheMiddleOfAnInstanceLeavesNothing() throws {
+        let (consortium, rsch, _, port) = try Self.consortium()
+        defer { withExtendedLifetime(consortium) {} }
+        try rsch.start()
+        defer { rsch.stop() }
+        let fd = try Self.halfAnInstance(port)
+        let begun = AgentSite.eventually(within: 10, "the instance begun", logs: [rsch]) { Self.incoming(rsch).count == 1 }
+        #expect(begun)
+        close(fd)
+        let dropped = AgentSite.eventually(within: 10, "the instance dropped", logs: [rsch]) {
+            rsch.log.contains("connection closed without a release; the instance being received is dropped") && Self.incoming(rsch).isEmpty
+        }
+        #expect(dropped)
+        #expect(Self.intakeFiles(rsch).isEmpty)
+        #expect(try Run.consort("echo", "CONSORT_RSCH@127.0.0.1:\(port)", "--calling-aet", "STORESCU").status == 0)
+    }
+
+    /// Four `consort store` runs at once, one association each: every instance kept, once.
+    @Test func fourAssociationsAtOnceKeepEveryInstance() throws {
+        let (consortium, rsch, _, port) = try Self.consortium()
+        try rsch.start()
+        defer { rsch.stop() }
+        var runs: [RunningProgram] = []
+        for seed in 0..<4 {
+            let folder = consortium.root.path + "/modality\(seed)"
+            try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            _ = try AgentTests.synth(into: folder, seed: 50 + seed, instances: 10, size: "256x256")
+            runs.append(try RunningProgram([Run.consort, "store", "CONSORT_RSCH@127.0.0.1:\(port)", folder, "--calling-aet", "STORESCU"]))
+        }
+        for run in runs {
+            let (status, _) = try run.waitForExit(within: 60)
+            #expect(status == 0 && run.standardOutput.contains("10 of 10 stored"), "\(run.log)")
+        }
+        #expect(Self.intakeFiles(rsch).count == 40 && Self.incoming(rsch).isEmpty)
+        #expect(rsch.log.components(separatedBy: "association accepted").count - 1 == 4)
+    }
+
+    /// `dimse … { tls }`: DICOM TLS with the trust's certificate. A C-ECHO over TLS (openssl
+    /// s_client carrying the PDUs, with a certificate from the consortium CA) is answered;
+    /// plain TCP to the same port, or TLS without a client certificate, is refused.
+    @Test func overTLSAnEchoIsAnsweredAndPlainTCPIsRefused() throws {
+        let openssl = try Run.require("openssl", package: "openssl")
+        let (consortium, rsch, _, port) = try Self.consortium(options: "tls")
+        try rsch.start()
+        defer { rsch.stop() }
+        let client = try consortium.pki.site("MODALITY")
+        let request = AssociateRequest(
+            calledAE: "CONSORT_RSCH", callingAE: "STORESCU",
+            contexts: [ProposedContext(id: 1, abstractSyntax: Command.verificationSOPClass, transferSyntaxes: [TransferSyntax.implicitLittle])],
+            userInformation: UserInformation(maximumLength: 16_384, implementationClassUID: "1.2.3", implementationVersionName: nil))
+        // The whole exchange at once: the acceptor takes PDUs as they come.
+        let bytes = PDU.associateRequest(request).encoded() + dataPDUs(contextID: 1, isCommand: true, Command.echoRequest(messageID: 5).encoded(), maximumLength: 0).flatMap { $0.encoded() }
+            + PDU.releaseRequest.encoded()
+        let input = consortium.root.path + "/echo.in", output = consortium.root.path + "/echo.out"
+        try Data(bytes).write(to: URL(fileURLWithPath: input))
+        func exchange(_ credentials: [String]) throws -> [PDU] {
+            _ = try Run.program("/bin/sh", ["-c", #""$1" s_client -connect "127.0.0.1:$2" -CAfile "$3" -verify_return_error -quiet $4 < "$5" > "$6""#, "sh", openssl, String(port), consortium.pki.ca, credentials.joined(separator: " "), input, output], timeout: 30)
+            var reader = PDUReader(maximumLength: 1 << 20)
+            reader.append([UInt8](try Data(contentsOf: URL(fileURLWithPath: output))))
+            var pdus: [PDU] = []
+            while let pdu = try reader.next() { pdus.append(pdu) }
+            return pdus
+        }
+        let answered = try exchange(["-cert", client.certificate, "-key", client.key])
+        #expect(answered.map(\.kind) == [.associateAccept, .data, .releaseResponse], "\(answered)\n\(rsch.log)")
+        if case .data(let values) = answered.dropFirst().first {
+            let response = try Command.decode(values.flatMap(\.fragment))
+            #expect(response.field == .echoResponse && response.respondingTo == 5 && response.status == 0)
+        }
+        #expect(rsch.log.contains("tls=yes"))
+        // Without a client certificate: no association.
+        #expect(try exchange([]).isEmpty)
+        // Plain TCP to the TLS port: refused, the reason in the agent's log.
+        let plain = try Run.consort("echo", "CONSORT_RSCH@127.0.0.1:\(port)", "--calling-aet", "STORESCU", "--timeout", "5")
+        #expect(plain.status == 1, "\(plain.stdout)")
+        #expect(rsch.log.contains("TLS handshake refused"), "\(rsch.log)")
     }
 
     /// One association at most: a second is rejected (transient, local limit exceeded) while the
@@ -223,6 +335,11 @@ struct DIMSEReceiveTests {
         let sent = Set(try TransferTests.files(under: source).map { try DIMSEInteropTests.dataSet(source + "/" + $0) })
         for file in Self.intakeFiles(rsch) { #expect(sent.contains(try DIMSEInteropTests.dataSet(Self.intake(rsch) + "/" + file)), "\(file)") }
         #expect(Self.incoming(rsch).isEmpty, "what was half-received is removed at start")
+        // The catch-up scan at the restart walks the intake like any watched folder.
+        let scanned = AgentSite.eventually(within: 30, "the catch-up scan of the intake", logs: [rsch]) {
+            rsch.log.split(separator: "\n").contains { $0.contains("catch-up scan done") && $0.contains("/dimse-intake") && $0.contains("files=\(kept.count)") }
+        }
+        #expect(scanned)
         // Taken after the restart like any file in a watched folder: every one kept is pushed.
         let pushed = AgentSite.eventually(within: 60, "every kept instance at UHSX", logs: [rsch, uhsx]) { uhsx.received.count == kept.count }
         #expect(pushed)

@@ -29,7 +29,7 @@ import Routing
 /// [ISSUER]` (a patient this trust has no number for is placed under the NHS number; default
 /// `unknown-patient hold`: held until the trust has one), `dimse 0.0.0.0:11112 { aet CONSORT_RSCH }`
 /// (a DIMSE C-STORE and C-ECHO SCP; options `associations N`, `max-pdu BYTES`, `timeout S`,
-/// `idle S`) and `dimse-peer NAME AET@HOST:PORT` (who may associate with it: that calling AE
+/// `idle S`, `tls`) and `dimse-peer NAME AET@HOST:PORT` (who may associate with it: that calling AE
 /// title, from that host's addresses).
 public struct AgentConfiguration: Sendable {
     public struct Watch: Sendable, Equatable {
@@ -90,6 +90,9 @@ public struct AgentConfiguration: Sendable {
         public var timeoutSeconds = 30.0
         /// An association with no message for this long is aborted.
         public var idleSeconds = 120.0
+        /// `tls`: DICOM TLS with the trust's certificate; a caller must show a certificate
+        /// from the consortium CA (as every TLS peer of the agent does).
+        public var tls = false
         public var location: SourceLocation
     }
 

@@ -340,16 +340,21 @@ public enum ConfigurationParser {
         return Outcome(configuration: diagnostics.contains { $0.severity == .error } ? nil : configuration, diagnostics: diagnostics, source: text)
     }
 
-    /// `dimse ADDRESS:PORT { aet AET  associations N  max-pdu BYTES  timeout S  idle S }`: `aet`
+    /// `dimse ADDRESS:PORT { aet AET  associations N  max-pdu BYTES  timeout S  idle S  tls }`: `aet`
     /// is required; the rest have their defaults (`AgentConfiguration.DIMSEListener`).
     static func dimseListener(
         _ address: (String, UInt16), _ options: [Token], at location: SourceLocation, error: (SourceLocation, String, String?) -> Void
     ) -> AgentConfiguration.DIMSEListener? {
         var listener = AgentConfiguration.DIMSEListener(host: address.0, port: address.1, aeTitle: "", location: location)
-        let hint = "the options are aet AET, associations N, max-pdu BYTES, timeout S and idle S, e.g. { aet CONSORT_RSCH }"
+        let hint = "the options are aet AET, associations N, max-pdu BYTES, timeout S, idle S and tls, e.g. { aet CONSORT_RSCH }"
         var index = 0
         while index < options.count {
             let option = options[index]
+            if option.text == "tls" {
+                listener.tls = true
+                index += 1
+                continue
+            }
             guard index + 1 < options.count else {
                 error(option.location, "\(option.text) needs a value", hint)
                 return nil
@@ -373,7 +378,7 @@ public enum ConfigurationParser {
             case "timeout", "idle":
                 // A unit may follow the number: `timeout 30 s`.
                 var tokens = [value]
-                if index < options.count, Double(options[index].text) == nil, !["aet", "associations", "max-pdu", "timeout", "idle"].contains(options[index].text) {
+                if index < options.count, Double(options[index].text) == nil, !["aet", "associations", "max-pdu", "timeout", "idle", "tls"].contains(options[index].text) {
                     tokens.append(options[index])
                     index += 1
                 }

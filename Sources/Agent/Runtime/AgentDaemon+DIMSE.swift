@@ -21,11 +21,16 @@ extension AgentDaemon {
         server.maximumAssociations = listener.associations
         server.timeout = listener.timeoutSeconds
         server.idleTimeout = listener.idleSeconds
+        if listener.tls {
+            // The receiver's context, reloaded with it on SIGHUP (a revoked caller's CRL too).
+            let material = tls
+            server.tls = { material.serverContext }
+        }
         let scp = DIMSEServer(server, sink: intake, log: dimseLog)
         try scp.start()
         dimse = scp
         dimseIntake = intake
-        dimseLog.info("C-STORE SCP listening", ["address": "\(listener.host):\(scp.port)", "aet": listener.aeTitle, "peers": configuration.dimsePeers.map(\.name).joined(separator: ","), "intake": configuration.dimseIntakeFolder])
+        dimseLog.info("C-STORE SCP listening", ["address": "\(listener.host):\(scp.port)", "aet": listener.aeTitle, "tls": listener.tls ? "yes" : "no", "peers": configuration.dimsePeers.map(\.name).joined(separator: ","), "intake": configuration.dimseIntakeFolder])
     }
 
     /// Who may associate: each dimse-peer's AE title from the addresses its host resolves to now.
