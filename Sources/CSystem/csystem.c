@@ -5,6 +5,10 @@
 
 int consort_syncfs(int fd) { return syncfs(fd); }
 
+int consort_start_writeback(int fd, long long offset, long long count) {
+    return sync_file_range(fd, offset, count, SYNC_FILE_RANGE_WRITE);
+}
+
 int consort_set_direct_io(int fd, int on) {
     int flags = fcntl(fd, F_GETFL);
     if (flags < 0) return -1;

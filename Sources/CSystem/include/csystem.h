@@ -6,6 +6,11 @@
 // commit. The STOW-RS receiver uses it once per request instead of an fsync per instance.
 int consort_syncfs(int fd);
 
+// sync_file_range(2) with SYNC_FILE_RANGE_WRITE: starts writing back a range of a file without
+// waiting for it, so that the fsync that follows has less left to wait for. The DIMSE intake
+// calls it as each part of an instance is written (it answers success only after its fsync).
+int consort_start_writeback(int fd, long long offset, long long count);
+
 // Turns O_DIRECT on or off for an open file (fcntl F_SETFL): the receiver writes staged instances
 // around the page cache, and falls back to buffered writes where a filesystem refuses. 0 or -1.
 int consort_set_direct_io(int fd, int on);
