@@ -28,6 +28,9 @@ final class DIMSEIntake: DIMSEStoreSink, @unchecked Sendable {
     /// The dimse-peer names by calling AE title, for the audit log (SIGHUP replaces them).
     let names: LockedValue<[String: String]>
     let log: Logger
+    /// The intake folder, open: syncfs(2) on it makes an instance, its name and its audit line
+    /// durable in one call (the audit log is on the same filesystem; otherwise -1).
+    let filesystem: Int32
 
     init(folder: String, audit: AuditLog, names: [String: String], log: Logger) throws {
         self.folder = folder
@@ -39,7 +42,12 @@ final class DIMSEIntake: DIMSEStoreSink, @unchecked Sendable {
         let left = (try? FileManager.default.contentsOfDirectory(atPath: incoming)) ?? []
         for name in left { unlink(incoming + "/" + name) }
         if !left.isEmpty { log.info("removed instances an earlier run left half-received (none was answered success)", ["files": left.count]) }
+        var a = stat(), b = stat()
+        let sameDevice = stat(folder, &a) == 0 && stat((audit.path as NSString).deletingLastPathComponent, &b) == 0 && a.st_dev == b.st_dev
+        filesystem = sameDevice ? open(folder, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1
     }
+
+    deinit { if filesystem >= 0 { close(filesystem) } }
 
     func begin(_ request: StoreRequest, from peer: DIMSEServer.Peer) throws -> any DIMSEIncomingInstance {
         let header: [UInt8]
@@ -124,8 +132,11 @@ final class DIMSEIntake: DIMSEStoreSink, @unchecked Sendable {
         private func keep() throws -> (status: UInt16, detail: String) {
             try flush()
             let fd = descriptor
+            // One syncfs makes the file, its name and its audit line durable together (three
+            // fsyncs otherwise); without it (the audit log elsewhere) each is synced on its own.
+            let together = intake.filesystem >= 0
             try DIMSEIntake.refusing { () throws(DurableFileError) in
-                guard fsync(fd) == 0 else { throw DurableFileError(.syncFile, path, errno: errno) }
+                if !together { guard fsync(fd) == 0 else { throw DurableFileError(.syncFile, path, errno: errno) } }
                 descriptor = -1
                 guard close(fd) == 0 else { throw DurableFileError(.close, path, errno: errno) }
             }
@@ -147,12 +158,12 @@ final class DIMSEIntake: DIMSEStoreSink, @unchecked Sendable {
             let target = studyFolder + "/" + request.sopInstance + ".dcm"
             try DIMSEIntake.refusing { () throws(DurableFileError) in
                 if mkdir(studyFolder, 0o750) == 0 {
-                    try DurableFile.syncFolder(intake.folder)
+                    if !together { try DurableFile.syncFolder(intake.folder) }
                 } else if errno != EEXIST {
                     throw DurableFileError(.createTemporary, studyFolder, errno: errno)
                 }
                 guard rename(path, target) == 0 else { throw DurableFileError(.rename(to: target), path, errno: errno) }
-                try DurableFile.syncFolder(studyFolder)
+                if !together { try DurableFile.syncFolder(studyFolder) }
             }
             // Audited before it is acknowledged: an instance that cannot be audited is not kept.
             let facts = Ingest.facts(of: file.dataSet, study: study)
@@ -162,11 +173,12 @@ final class DIMSEIntake: DIMSEStoreSink, @unchecked Sendable {
             do {
                 try intake.audit.record(AuditEntry(
                     who: who, action: "receive", nhs: nhs, patient: facts.patientID, study: study, why: "dimse",
-                    detail: "C-STORE \(request.sopInstance) from \(peer.aeTitle)@\(peer.address), \(size) bytes"))
+                    detail: "C-STORE \(request.sopInstance) from \(peer.aeTitle)@\(peer.address), \(size) bytes"), durable: !together)
+                if together { guard consort_syncfs(intake.filesystem) == 0 else { throw DurableFileError(.syncFile, intake.folder, errno: errno) } }
             } catch {
                 unlink(target)
                 try? DurableFile.syncFolder(studyFolder)
-                throw DIMSEStoreRefusal(status: 0xA700, "the instance cannot be audited now: \(error)")
+                throw DIMSEStoreRefusal(status: 0xA700, "the instance cannot be made durable and audited now: \(error)")
             }
             return (0, "kept as \(target)")
         }
