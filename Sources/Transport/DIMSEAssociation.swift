@@ -22,9 +22,12 @@ public enum DIMSEAssociation {
 
     /// C-ECHO `called`@`host`:`port` as `calling`; the status (0: success). Every step within
     /// `timeout` seconds.
-    public static func echo(host: String, port: UInt16, called: String, calling: String, timeout: Double, maximumLength: UInt32 = 65_536) throws -> UInt16 {
-        let fd = try connect(host: host, port: port, timeout: timeout)
-        defer { close(fd) }
+    /// With `tls`, DICOM TLS: the node's certificate must chain to the consortium CA and name `host`.
+    public static func echo(
+        host: String, port: UInt16, called: String, calling: String, timeout: Double, maximumLength: UInt32 = 65_536, tls: TLSContext? = nil
+    ) throws -> UInt16 {
+        let fd = try openLink(host: host, port: port, timeout: timeout, tls: tls)
+        defer { fd.finish() }
         var exchange = EchoRequester(calledAE: called, callingAE: calling, maximumLength: maximumLength)
         var reader = PDUReader(maximumLength: Int(maximumLength))
         try send([exchange.opening], on: fd, timeout: timeout)
@@ -37,44 +40,36 @@ public enum DIMSEAssociation {
         }
     }
 
-    static func send(_ pdus: [PDU], on fd: Int32, timeout: Double) throws {
+    static func send(_ pdus: [PDU], on fd: DIMSELink, timeout: Double) throws {
         for pdu in pdus {
-            let bytes = pdu.encoded()
-            var offset = 0
-            while offset < bytes.count {
-                try wait(fd, for: Int16(POLLOUT), timeout: timeout, doing: "sending")
-                let n = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                if n < 0 {
-                    if errno == EINTR || errno == EAGAIN { continue }
-                    throw Failure("the connection failed while sending: \(String(cString: strerror(errno)))")
-                }
-                offset += n
-            }
+            try pdu.encoded().withUnsafeBytes { try fd.send($0, timeout: timeout) }
         }
+    }
+
+    /// A connection to the node, with DICOM TLS over it when `tls` is given.
+    static func openLink(host: String, port: UInt16, timeout: Double, tls: TLSContext?) throws -> DIMSELink {
+        let link = DIMSELink(fd: try connect(host: host, port: port, timeout: timeout))
+        if let tls { try link.startTLS(tls, host: host, timeout: timeout) }
+        return link
     }
 
     /// The next whole PDU, within `timeout` seconds for all of it: a peer that trickles a byte
     /// now and then does not keep the association for ever.
-    static func next(_ reader: inout PDUReader, on fd: Int32, timeout: Double) throws -> PDU {
+    static func next(_ reader: inout PDUReader, on fd: DIMSELink, timeout: Double) throws -> PDU {
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         let deadline = MonotonicClock.now + timeout
         while true {
             if let pdu = try reader.next() { return pdu }
             let left = deadline - MonotonicClock.now
             guard left > 0 else { throw Failure("no answer within \(timeout) s while waiting for the peer") }
-            try wait(fd, for: Int16(POLLIN), timeout: left, doing: "waiting for the peer", reported: timeout)
-            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n < 0 {
-                if errno == EINTR || errno == EAGAIN { continue }
-                throw Failure("the connection failed while reading: \(String(cString: strerror(errno)))")
-            }
+            let n = try buffer.withUnsafeMutableBytes { try fd.receive(into: $0, timeout: left, reported: timeout) }
             if n == 0 { throw Failure("the peer closed the connection" + (reader.pending > 0 ? " in the middle of a PDU" : "")) }
             reader.append(buffer[0..<n])
             // Acknowledged at once, not after the delayed-ACK timer: a peer with Nagle on
             // (DCMTK writes a PDU's header and its body apart) otherwise holds the body 40 ms.
             // Linux clears the flag after use, so it is set after every read.
             var one: Int32 = 1
-            setsockopt(fd, Int32(IPPROTO_TCP), TCP_QUICKACK, &one, socklen_t(MemoryLayout<Int32>.size))
+            setsockopt(fd.fd, Int32(IPPROTO_TCP), TCP_QUICKACK, &one, socklen_t(MemoryLayout<Int32>.size))
         }
     }
 
@@ -171,7 +166,8 @@ extension DIMSEAssociation {
     /// so far come with the failure (which files were stored is never lost), and an A-ABORT is
     /// sent before the connection closes. Throws only when no association was made.
     public static func store(
-        _ items: [StoreItem], host: String, port: UInt16, called: String, calling: String, timeout: Double, maximumLength: UInt32 = 65_536
+        _ items: [StoreItem], host: String, port: UInt16, called: String, calling: String, timeout: Double, maximumLength: UInt32 = 65_536,
+        tls: TLSContext? = nil
     ) throws -> (results: [StoreResult], failure: String?) {
         // One context per (SOP class, stored transfer syntax); at most 128 (odd ids 1 ... 255).
         var keys: [String] = []
@@ -183,8 +179,8 @@ extension DIMSEAssociation {
             keys.append(key)
             contexts.append(ProposedContext(id: UInt8(contexts.count * 2 + 1), abstractSyntax: item.sopClass, transferSyntaxes: [item.transferSyntax]))
         }
-        let fd = try connect(host: host, port: port, timeout: timeout)
-        defer { close(fd) }
+        let fd = try openLink(host: host, port: port, timeout: timeout, tls: tls)
+        defer { fd.finish() }
         var reader = PDUReader(maximumLength: Int(maximumLength))
         let request = AssociateRequest(
             calledAE: called, callingAE: calling, contexts: contexts,
@@ -235,7 +231,7 @@ extension DIMSEAssociation {
     }
 
     /// The data set, from its file, in fragments of what the node takes.
-    static func streamDataSet(_ item: StoreItem, contextID: UInt8, maximumLength: UInt32, on fd: Int32, timeout: Double) throws {
+    static func streamDataSet(_ item: StoreItem, contextID: UInt8, maximumLength: UInt32, on fd: DIMSELink, timeout: Double) throws {
         let file = open(item.path, O_RDONLY | O_CLOEXEC)
         guard file >= 0 else { throw Failure("cannot open \(item.path): \(String(cString: strerror(errno)))") }
         defer { close(file) }
@@ -259,7 +255,7 @@ extension DIMSEAssociation {
     }
 
     /// A whole command from the node (its fragments gathered), on the context given.
-    static func readCommand(_ reader: inout PDUReader, contextID: UInt8, on fd: Int32, timeout: Double) throws -> Command {
+    static func readCommand(_ reader: inout PDUReader, contextID: UInt8, on fd: DIMSELink, timeout: Double) throws -> Command {
         var bytes: [UInt8] = []
         while true {
             switch try next(&reader, on: fd, timeout: timeout) {

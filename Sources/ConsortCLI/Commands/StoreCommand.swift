@@ -11,6 +11,7 @@ enum StoreCommand {
     static let help = """
         Usage: consort store AET@HOST:PORT FILE|DIR... [--calling-aet AET] [--timeout SECONDS]
                              [--associations N] [--json]
+                             [--tls --cert FILE --key FILE --ca FILE [--crl FILE]]
 
         Sends the DICOM Part 10 files given (folders walked) to the node whose AE title is AET at
         HOST:PORT by C-STORE, on one association: one presentation context per SOP class and
@@ -21,14 +22,16 @@ enum StoreCommand {
           --timeout S        seconds for each step: connect, each send, each answer (default 30)
           --associations N   N associations at once (1 to 16, default 1), the files shared
                              among them in turn
+        \(EchoCommand.tlsHelp)
         Exit codes: 0 every file stored (a warning status counts as stored); 1 some file was
         not (unreadable, not Part 10, refused, not accepted), or the association failed; 2 usage.
         """
 
     static func run(_ args: [String]) throws -> ExitCode {
-        let arguments = try Arguments(args, command: "store", flags: ["--json"], options: ["--calling-aet", "--timeout", "--associations"])
+        let arguments = try Arguments(args, command: "store", flags: ["--json", "--tls"], options: EchoCommand.options.union(["--associations"]))
         guard arguments.positional.count >= 2 else { throw UsageError(message: "give the node as AET@HOST:PORT, then files or folders", command: "store") }
         let (node, calling, timeout) = try EchoCommand.common(arguments, defaultTimeout: 30, maximumTimeout: 3600)
+        let tls = try EchoCommand.tls(arguments)
         let (files, problems) = FileWalker.expand(Array(arguments.positional.dropFirst()))
         var failed = problems.count
         for problem in problems { standardError.line("consort store: \(problem)") }
@@ -52,7 +55,7 @@ enum StoreCommand {
         DispatchQueue.concurrentPerform(iterations: shares.count) { index in
             let answer: (results: [DIMSEAssociation.StoreResult], failure: String?)
             do {
-                answer = try DIMSEAssociation.store(shares[index], host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout)
+                answer = try DIMSEAssociation.store(shares[index], host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout, tls: tls)
             } catch {
                 answer = ([], "\(error)")
             }
