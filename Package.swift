@@ -245,7 +245,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DICOMwebTests",
-            dependencies: ["DICOMweb", "TestSupport"]
+            dependencies: ["DICOMweb", "DICOM", "Digest", "TestSupport"]
         ),
         .testTarget(
             name: "RoutingTests",

@@ -2,6 +2,8 @@ import Foundation
 import TestSupport
 import Testing
 
+import DICOM
+import Digest
 @testable import DICOMweb
 
 /// The STOW-RS receiver's storage path on real files: staged instances written in aligned
@@ -22,7 +24,7 @@ struct StowIngestTests {
 
     /// A small explicit VR little endian Part 10 instance: `headerPadding` bytes of a private OB
     /// value before Pixel Data (to make a header longer than any prefix), then `pixels` bytes.
-    static func instance(_ uid: String, study: String, headerPadding: Int = 0, pixels: Int) -> [UInt8] {
+    static func instance(_ uid: String, study: String, headerPadding: Int = 0, pixels: Int, patientID: String? = nil) -> [UInt8] {
         func element(_ group: UInt16, _ number: UInt16, _ vr: String, _ value: [UInt8]) -> [UInt8] {
             var value = value
             if value.count % 2 == 1 { value.append(vr == "UI" || vr == "OB" ? 0 : 0x20) }
@@ -45,6 +47,7 @@ struct StowIngestTests {
             bytes += element(0x0009, 0x0010, "LO", Array("CONSORT TEST".utf8))
             bytes += element(0x0009, 0x1001, "OB", (0..<headerPadding).map { UInt8(truncatingIfNeeded: $0 &* 31) })
         }
+        if let patientID { bytes += element(0x0010, 0x0020, "LO", Array(patientID.utf8)) }
         bytes += element(0x0020, 0x000D, "UI", Array(study.utf8))
         bytes += element(0x7FE0, 0x0010, "OB", (0..<pixels).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) })
         return bytes
@@ -97,6 +100,36 @@ struct StowIngestTests {
             }
             #expect(try FileManager.default.contentsOfDirectory(atPath: run + "/staging").isEmpty)
         }
+    }
+
+    /// Placed rewritten (identity on delivery): the rewritten file is not hashed as it is
+    /// written, so the same instance sent again is compared by reading both files then — the
+    /// same rewrite is already held; another rewrite of it is a conflict, kept aside by its hash.
+    @Test func aRewrittenInstanceSentAgainIsAlreadyHeldAndAnotherRewriteOfItIsAConflict() throws {
+        let folder = try Self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let study = "1.2.826.0.1.3680043.10.3"
+        let original = Self.instance("1.2.3.77", study: study, pixels: 3000, patientID: "R123")
+        func ingest(_ local: String) throws -> (StowResponse, StowIngest) {
+            let ingest = try StowIngest(inbound: folder + "/inbound", staging: folder + "/staging", boundary: "b0und", baseURL: "https://test")
+            let rewrite = IdentityRewrite(
+                local: PatientIdentifier(id: local, issuer: "UHSX"), senderIssuer: "RSCH",
+                additionalIdentifiers: [PatientIdentifier(id: "9990000018", issuer: "NHS")], accessionNumberIssuer: "RSCH")
+            ingest.placement = { _ in .rewrite(rewrite) }
+            try ingest.consume(Self.body([original], boundary: "b0und")[...])
+            return (try ingest.finish(), ingest)
+        }
+        let (first, placed) = try ingest("U1")
+        #expect(first.stored.count == 1 && placed.placed.first?.rewritten != nil, "\(placed.log)")
+        #expect(placed.placed.first?.sha256 == "" && placed.placed.first?.sentSHA256 == SHA256Hasher.hex(original), "only the sender's hash is taken")
+        let stored = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(folder)/inbound/\(study)/1.2.3.77.dcm")))
+        #expect(stored != original, "rewritten")
+        let (again, _) = try ingest("U1")
+        #expect(again.stored.first?.alreadyHeld == true && again.failed.isEmpty)
+        let (other, conflicted) = try ingest("U2")
+        #expect(other.failed.count == 1 && conflicted.log.contains { $0.contains("CONFLICT") }, "\(conflicted.log)")
+        #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(folder)/inbound/\(study)/1.2.3.77.dcm"))) == stored, "the held file unchanged")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: "\(folder)/inbound/\(StowIngest.quarantineFolderName)/\(study)").count == 1)
     }
 
     @Test func aHeaderLongerThanTheKeptPrefixIsReadFromTheStagedFile() throws {

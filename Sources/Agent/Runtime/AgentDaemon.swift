@@ -403,7 +403,8 @@ public final class AgentDaemon: @unchecked Sendable {
                 sop: instance.sopInstanceUID, study: facts, series: header.string(Tag(0x0020, 0x000E)),
                 path: instance.path, size: instance.size, mtime: Self.mtime(instance.path), origin: origin, jobs: [])
             item.jobs = ingest.plan(.instanceArrived, header: header, origin: .received(from: origin), now: now)
-            item.sha256 = instance.sha256
+            // Empty for a rewritten instance: hashed when a manifest first needs it.
+            item.sha256 = instance.sha256.isEmpty ? nil : instance.sha256
             item.sentSHA256 = instance.sentSHA256
             batch.append(item)
             var nhs: String?

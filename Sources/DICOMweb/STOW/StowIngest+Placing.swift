@@ -225,9 +225,9 @@ extension StowIngest {
         // site's; it is compared when it is placed in the store.)
         if !item.held, let other = heldElsewhere?(item.instanceUID), other != destination, FileManager.default.fileExists(atPath: other) {
             let otherDigest = SHA256Hasher.hex(ofFile: other)
-            if otherDigest == item.digest {
+            if otherDigest == item.digestNow() {
                 unlink(item.staged)
-                accept(item, at: destination, "already held \(item.instanceUID) at \(other) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true)
+                accept(item, at: destination, "already held \(item.instanceUID) at \(other) (same bytes, \(item.digestNote))", alreadyHeld: true)
             } else {
                 quarantine(item, heldDigest: otherDigest ?? "unreadable")
             }
@@ -245,7 +245,7 @@ extension StowIngest {
             return .named(
                 Named(
                     item: item, folder: folder, destination: destination,
-                    note: "stored \(item.instanceUID) (\(item.size) bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: false))
+                    note: "stored \(item.instanceUID) (\(item.size) bytes, \(item.digestNote))", alreadyHeld: false))
         }
         let code = errno
         // Not linked by this request: the claim goes (a name found here, unclaimed, is one a
@@ -254,7 +254,7 @@ extension StowIngest {
         // claim stays until the first copy is settled.
         if claim == .claimed { registry.settle(key, by: owner) }
         let heldDigest = code == EEXIST ? SHA256Hasher.hex(ofFile: destination) : nil
-        if code == EEXIST, heldDigest == item.digest {
+        if code == EEXIST, heldDigest == item.digestNow() {
             unlink(item.staged)
             // Waits for its folder's fsync too: the name may be one this request has just linked
             // (an instance sent twice in one request) or one left by a receiver killed before it
@@ -262,7 +262,7 @@ extension StowIngest {
             return .named(
                 Named(
                     item: item, folder: folder, destination: destination,
-                    note: "already held \(item.instanceUID) (same bytes, sha256 \(item.digest.prefix(16))…)", alreadyHeld: true))
+                    note: "already held \(item.instanceUID) (same bytes, \(item.digestNote))", alreadyHeld: true))
         }
         if code == EEXIST {
             quarantine(item, heldDigest: heldDigest ?? "unreadable")
@@ -311,13 +311,14 @@ extension StowIngest {
     /// person decides. The refusal names both hashes; the caller logs it at error level.
     private func quarantine(_ item: Ready, heldDigest: String) {
         let folder = "\(inbound)/\(Self.quarantineFolderName)/\(item.studyUID)"
-        let kept = "\(folder)/\(item.instanceUID).\(item.digest).dcm"
+        let digest = item.digestNow()
+        let kept = "\(folder)/\(item.instanceUID).\(digest).dcm"
         var placed = "not kept: "
         do {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             // The same conflicting copy sent again is already there (same name, same bytes).
             if Glibc.link(item.staged, kept) == 0 || errno == EEXIST {
-                placed = "the received copy is kept aside as \(Self.quarantineFolderName)/\(item.studyUID)/\(item.instanceUID).\(item.digest.prefix(16))….dcm"
+                placed = "the received copy is kept aside as \(Self.quarantineFolderName)/\(item.studyUID)/\(item.instanceUID).\(digest.prefix(16))….dcm"
                 // The instance is refused either way; the copy kept aside is for a person, and a
                 // failed fsync only means that it may not survive a crash: said, not fatal.
                 do {
@@ -332,7 +333,7 @@ extension StowIngest {
             placed += error.localizedDescription
         }
         unlink(item.staged)
-        let why = "CONFLICT: \(item.instanceUID) is already held with different content (held sha256 \(heldDigest), received sha256 \(item.digest)); the held file is unchanged"
+        let why = "CONFLICT: \(item.instanceUID) is already held with different content (held sha256 \(heldDigest), received sha256 \(digest)); the held file is unchanged"
         failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: 0xC000, reasonText: why + "; a person must decide which is right"))
         log.append("refused \(why); \(placed); a person must decide which is right")
         results.append(.conflict(sop: item.instanceUID, why: why))
