@@ -5,6 +5,11 @@
 
 int consort_syncfs(int fd) { return syncfs(fd); }
 
+long long consort_copy_range(int in, long long offset, int out, long long count) {
+    off64_t from = offset;
+    return (long long)copy_file_range(in, &from, out, NULL, (size_t)count, 0);
+}
+
 int consort_start_writeback(int fd, long long offset, long long count) {
     return sync_file_range(fd, offset, count, SYNC_FILE_RANGE_WRITE);
 }

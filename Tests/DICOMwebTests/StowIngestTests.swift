@@ -124,6 +124,13 @@ struct StowIngestTests {
         #expect(placed.placed.first?.sha256 == "" && placed.placed.first?.sentSHA256 == SHA256Hasher.hex(original), "only the sender's hash is taken")
         let stored = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(folder)/inbound/\(study)/1.2.3.77.dcm")))
         #expect(stored != original, "rewritten")
+        // Byte for byte what the rewriter makes of the file on its own (there the unchanged
+        // ranges go through user memory; here inside the kernel).
+        try Data(original).write(to: URL(fileURLWithPath: folder + "/original.dcm"))
+        try IdentityRewriter.rewrite(folder + "/original.dcm", to: folder + "/expected.dcm", IdentityRewrite(
+            local: PatientIdentifier(id: "U1", issuer: "UHSX"), senderIssuer: "RSCH",
+            additionalIdentifiers: [PatientIdentifier(id: "9990000018", issuer: "NHS")], accessionNumberIssuer: "RSCH"))
+        #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: folder + "/expected.dcm"))) == stored)
         let (again, _) = try ingest("U1")
         #expect(again.stored.first?.alreadyHeld == true && again.failed.isEmpty)
         let (other, conflicted) = try ingest("U2")

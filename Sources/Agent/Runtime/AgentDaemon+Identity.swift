@@ -161,7 +161,7 @@ extension AgentDaemon {
             do {
                 defer { close(staged.descriptor) }
                 if let rewrite {
-                    changed = try IdentityRewriter.rewrite(file, into: staged.descriptor, target: staged.path, rewrite) { hasher.update($0) }
+                    changed = try IdentityRewriter.rewrite(file, into: staged.descriptor, target: staged.path, rewrite, observe: { hasher.update($0) })
                 } else {
                     try Self.copy(file, into: staged.descriptor, hasher: hasher)
                 }

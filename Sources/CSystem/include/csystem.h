@@ -11,6 +11,11 @@ int consort_syncfs(int fd);
 // calls it as each part of an instance is written (it answers success only after its fsync).
 int consort_start_writeback(int fd, long long offset, long long count);
 
+// copy_file_range(2): `count` bytes of `in` from `offset` appended at `out`'s position, copied
+// inside the kernel (no trip through user memory). The bytes copied (0 at the end of `in`), or
+// -1 with errno set (EXDEV, ENOSYS, EINVAL: the caller copies them itself).
+long long consort_copy_range(int in, long long offset, int out, long long count);
+
 // Turns O_DIRECT on or off for an open file (fcntl F_SETFL): the receiver writes staged instances
 // around the page cache, and falls back to buffered writes where a filesystem refuses. 0 or -1.
 int consort_set_direct_io(int fd, int on);

@@ -60,14 +60,17 @@ public enum IdentityRewriter {
     /// errors), without making it durable: for a receiver that rewrites a staged instance and
     /// makes a whole batch durable at once. `observe` sees every byte written, in order (a
     /// receiver hashes the new file as it is written rather than reading it back).
+    /// `copyRange`, when given and nothing is observed, copies a source range inside the kernel
+    /// (copy_file_range: the receiver passes it; this module makes no system calls of its own
+    /// kind): `(from, offset, to, count)`, the bytes copied or -1 to copy them here instead.
     @discardableResult
     public static func rewrite(
         _ source: String, into descriptor: Int32, target: String, _ rewrite: IdentityRewrite,
-        observe: (UnsafeRawBufferPointer) -> Void = { _ in }
+        observe: ((UnsafeRawBufferPointer) -> Void)? = nil, copyRange: ((Int32, Int, Int32, Int) -> Int)? = nil
     ) throws(DICOMError) -> IdentityRewriteOutcome {
         let file = try FileByteSource(path: source)
         let (pieces, outcome) = try plan(file, rewrite)
-        try write(pieces, from: file, to: descriptor, target: target, observe: observe)
+        try write(pieces, from: file, to: descriptor, target: target, observe: observe ?? { _ in }, copyRange: observe == nil ? copyRange : nil)
         return outcome
     }
 
@@ -364,7 +367,7 @@ public enum IdentityRewriter {
     /// Writes the pieces in order; source ranges go through one 1 MiB buffer.
     static func write(
         _ pieces: [Piece], from source: FileByteSource, to descriptor: Int32, target: String,
-        observe: (UnsafeRawBufferPointer) -> Void = { _ in }
+        observe: (UnsafeRawBufferPointer) -> Void = { _ in }, copyRange: ((Int32, Int, Int32, Int) -> Int)? = nil
     ) throws(DICOMError) {
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { chunk.deallocate() }
@@ -379,6 +382,12 @@ public enum IdentityRewriter {
                 if let failure { throw failure }
             case .copy(let offset, let count):
                 var done = 0
+                // Inside the kernel while it will; what it will not copy is copied below.
+                while let copyRange, done < count {
+                    let copied = copyRange(source.descriptor, offset + done, descriptor, count - done)
+                    guard copied > 0 else { break }
+                    done += copied
+                }
                 while done < count {
                     let step = min(chunk.count, count - done)
                     let part = UnsafeMutableRawBufferPointer(rebasing: chunk[0..<step])

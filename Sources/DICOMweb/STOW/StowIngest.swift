@@ -414,7 +414,10 @@ public final class StowIngest {
         let outcome: IdentityRewriteOutcome
         do {
             defer { close(file.descriptor) }
-            outcome = try IdentityRewriter.rewrite(item.staged, into: file.descriptor, target: file.path, rewrite)
+            // The unchanged ranges (the pixel data, most of the file) copied inside the kernel.
+            outcome = try IdentityRewriter.rewrite(
+                item.staged, into: file.descriptor, target: file.path, rewrite,
+                copyRange: { from, offset, to, count in Int(consort_copy_range(from, Int64(offset), to, Int64(count))) })
             // Its writeback started now, beside the next instances' arrival, rather than all at
             // the request's durability barrier (the staged part was not written direct).
             _ = consort_start_writeback(file.descriptor, 0, 0)
