@@ -33,6 +33,35 @@ struct DIMSEReceiveTests {
     /// What is half-received in the intake's `.incoming`.
     static func incoming(_ site: AgentSite) -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: intake(site) + "/.incoming")) ?? [] }
 
+    /// pynetdicom as the modality: C-ECHO and C-STORE of a study into the agent's SCP, each
+    /// answered success; the instances in the intake and then at the peer, byte for byte as the
+    /// intake holds them.
+    @Test func aStudyStoredByPynetdicomIsAnsweredAndKept() throws {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Interop/pynetdicom_send.py"
+        let pacs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Interop/pynetdicom_pacs.py"
+        try Skip.unless(try Run.program("/usr/bin/env", ["python3", pacs, "--check"]).status == 0, "pynetdicom is not installed (Tests/install-test-dependencies.sh installs it from PyPI)")
+        let (consortium, rsch, uhsx, port) = try Self.consortium(extra: "dimse-peer PYNETDICOM PYNETDICOM@127.0.0.1:104\n")
+        let source = consortium.root.path + "/modality"
+        let study = try AgentTests.synth(into: source, seed: 33, instances: 4, size: "256x256")
+        try uhsx.start()
+        try rsch.start()
+        defer {
+            rsch.stop()
+            uhsx.stop()
+        }
+        let files = try FileManager.default.contentsOfDirectory(atPath: source + "/" + study).sorted().map { source + "/\(study)/\($0)" }
+        let sent = try Run.program("/usr/bin/env", ["python3", script, "--port", String(port), "--called", "CONSORT_RSCH"] + files)
+        #expect(sent.status == 0, "\(sent.stdout)\(sent.stderr)")
+        let lines = sent.stdout.split(separator: "\n").map(String.init)
+        #expect(lines.first == "echo 0x0000" && lines.dropFirst().count == 4 && lines.dropFirst().allSatisfy { $0.hasPrefix("0x0000 ") }, "\(sent.stdout)")
+        #expect(Self.intakeFiles(rsch).count == 4, "every instance answered success is in the intake")
+        #expect(AgentSite.eventually(within: 30, "the study at UHSX", logs: [rsch, uhsx]) { uhsx.received.count == 4 })
+        for name in uhsx.received {
+            let copy = try Data(contentsOf: URL(fileURLWithPath: uhsx.inbound + "/" + name))
+            #expect(copy == (try Data(contentsOf: URL(fileURLWithPath: Self.intake(rsch) + "/" + name))), "\(name) byte for byte")
+        }
+    }
+
     static func requireDCMTK() throws {
         try Skip.unless(FileManager.default.isExecutableFile(atPath: "/usr/bin/storescu"), "DCMTK's storescu is not installed (Debian package dcmtk)")
     }
