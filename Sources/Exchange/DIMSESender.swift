@@ -50,7 +50,15 @@ public enum DIMSESender {
     ///   is not the AE title configured) → configuration (a person fixes one side);
     /// - any other failure status, or the SOP class / transfer syntax not accepted → refused,
     ///   with the node's status in words (trying again will not change it).
-    public static func deliver(_ batch: [OutgoingInstance], to node: DIMSENode, calling: String, timeout: Double) -> [InstanceOutcome] {
+    /// With `tls`, DICOM TLS with this site's certificate (a context made for the batch, so a
+    /// reloaded certificate or CRL is used by the next).
+    public static func deliver(_ batch: [OutgoingInstance], to node: DIMSENode, calling: String, timeout: Double, tls: TLSConfiguration? = nil) -> [InstanceOutcome] {
+        var context: TLSContext?
+        if let tls {
+            do { context = try TLSContext(tls, role: .client) } catch {
+                return batch.map { InstanceOutcome(instance: $0, delivery: .failed(.local), reason: "cannot set up TLS for \(node) (a configuration fault here): \(error)") }
+            }
+        }
         var outcomes: [String: InstanceOutcome] = [:]
         var items: [DIMSEAssociation.StoreItem] = []
         for instance in batch {
@@ -63,7 +71,7 @@ public enum DIMSESender {
         let byPath = Dictionary(batch.map { ($0.path, $0) }, uniquingKeysWith: { first, _ in first })
         if !items.isEmpty {
             do {
-                let (results, broken) = try DIMSEAssociation.store(items, host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout)
+                let (results, broken) = try DIMSEAssociation.store(items, host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout, tls: context)
                 for result in results {
                     guard let instance = byPath[result.item.path] else { continue }
                     outcomes[instance.uid] = outcome(instance, status: result.status, reason: result.reason)
@@ -77,7 +85,9 @@ public enum DIMSESender {
                 // PS3.8 §9.3.4: a permanent rejection by the service user for the calling or
                 // called AE title is a fault in configuration, not a node that is down.
                 let rejection = (error as? DIMSEAssociation.Failure)?.rejection
-                let ours = rejection.map { $0.result == .permanent && $0.source == 1 && ($0.reason == 3 || $0.reason == 7) } ?? false
+                // So is a TLS handshake refused for a certificate (ours or the PACS's).
+                let ours = rejection.map { $0.result == .permanent && $0.source == 1 && ($0.reason == 3 || $0.reason == 7) }
+                    ?? ((error as? DIMSEAssociation.Failure)?.inHandshake ?? false)
                 for item in items {
                     guard let instance = byPath[item.path] else { continue }
                     outcomes[instance.uid] = InstanceOutcome(instance: instance, delivery: .failed(ours ? .configuration : .transient), reason: "\(node): \(words)")

@@ -14,6 +14,9 @@ public enum DIMSEAssociation {
         public let description: String
         /// The node's A-ASSOCIATE-RJ, when that is what the failure was.
         public var rejection: AssociateReject?
+        /// The TLS handshake failed (a certificate not trusted, not naming the host, revoked):
+        /// a configuration fault, not a node that is down.
+        public var inHandshake = false
         init(_ description: String, rejection: AssociateReject? = nil) {
             self.description = description
             self.rejection = rejection

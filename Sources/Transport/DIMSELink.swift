@@ -41,7 +41,9 @@ final class DIMSELink {
             let verify = SSL_get_verify_result(ssl)
             if verify != X509_V_OK, let text = X509_verify_cert_error_string(verify) { reason += " (the node's certificate: \(String(cString: text)))" }
             if left <= 0 { reason += " (no answer within \(timeout) s)" }
-            throw DIMSEAssociation.Failure(reason)
+            var failure = DIMSEAssociation.Failure(reason)
+            failure.inHandshake = left > 0
+            throw failure
         }
     }
 

@@ -125,13 +125,15 @@ struct ConfigurationParserTests {
         #expect(local.dimse?.ae == "PACS_MAIN" && local.dimse?.host == "10.1.2.3" && local.dimse?.port == 104)
         #expect(local.connections == 4 && local.callingAET == "CONSORT_RSCH" && local.timeout == 20 && local.url == "dicom://PACS_MAIN@10.1.2.3:104")
         let plain = try #require(ConfigurationParser.parse(base + "\nlocal PACS dimse PACS@[::1]:11112\n", file: "agent.conf").configuration?.local("PACS"))
-        #expect(plain.dimse?.host == "::1" && plain.connections == 1 && plain.callingAET == nil)
+        #expect(plain.dimse?.host == "::1" && plain.connections == 1 && plain.callingAET == nil && !plain.tls)
+        let overTLS = try #require(ConfigurationParser.parse(base + "\nlocal PACS dimse PACS@pacs.rsch:2762 { tls connections 2 }\n", file: "agent.conf").configuration?.local("PACS"))
+        #expect(overTLS.tls && overTLS.connections == 2)
         for (line, words) in [
             ("local PACS dimse PACS@10.1.2.3", "AET@HOST:PORT"),
             ("local PACS dimse AN_AE_TITLE_TOO_LONG@10.1.2.3:104", "AET@HOST:PORT"),
             ("local PACS dimse PACS@10.1.2.3:104 { connections 40 }", "from 1 to 16"),
             ("local PACS dimse PACS@10.1.2.3:104 { calling-aet A\\B }", "calling-aet takes an AE title"),
-            ("local PACS dimse PACS@10.1.2.3:104 { tls on }", "unknown option \"tls\""),
+            ("local PACS dimse PACS@10.1.2.3:104 { tls on }", "unknown option \"on\""),
             ("local PACS dicomweb http://x { connections 2 }", "takes no options"),
             ("local PACS dimsee PACS@10.1.2.3:104", "dicomweb or dimse"),
         ] {

@@ -18,7 +18,7 @@ import Routing
 ///     peer AI-CXR https://cxr-ai.example/dicomweb { batch 1 }
 ///
 /// Also: `crl FILE`, `local NAME dicomweb URL` (a PACS on this site that imports by STOW-RS),
-/// `local NAME dimse AET@HOST:PORT { connections N calling-aet AET timeout S }` (one that
+/// `local NAME dimse AET@HOST:PORT { connections N calling-aet AET timeout S tls }` (one that
 /// imports by DIMSE C-STORE),
 /// `coordinator URL`, `lists DIR`, `free-space 5 %`, `retry-min 10 s`, `retry-max 10 min`,
 /// `metrics 127.0.0.1:9464` (Prometheus `/metrics` and `/healthz`, plain HTTP), `max-age 3 d`, `circuit-after 5`, `stable-after 2 min` (the default quiet time for study
@@ -68,6 +68,9 @@ public struct AgentConfiguration: Sendable {
         public var callingAET: String?
         /// Seconds for each DIMSE step: connect, each send, each answer.
         public var timeout: Double = 60
+        /// DICOM TLS to the PACS, with the trust's certificate; the PACS's must be issued by the
+        /// consortium CA and name its host.
+        public var tls = false
 
         public init(name: String, url: String, location: SourceLocation, dimse: DIMSENode? = nil) {
             self.name = name

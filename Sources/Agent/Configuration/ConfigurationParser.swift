@@ -234,8 +234,13 @@ public enum ConfigurationParser {
                             continue
                         }
                         target.timeout = seconds
+                    case "tls":
+                        // A word alone: DICOM TLS with the trust's certificate.
+                        target.tls = true
+                        index += 1
+                        continue
                     default:
-                        error(option.location, "unknown option \"\(option.text)\" of a DIMSE local target", hint: "the options are connections N, calling-aet AET and timeout SECONDS")
+                        error(option.location, "unknown option \"\(option.text)\" of a DIMSE local target", hint: "the options are connections N, calling-aet AET, timeout SECONDS and tls")
                         ok = false
                     }
                     index += 2

@@ -119,7 +119,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         sendBatches(job, worker) {
             let target = peers.target(of: peer)
             guard let dimse = target.dimse else { return .stop(.failed(.configuration, reason: "\(target.name) is no longer a DIMSE target (configuration re-read)")) }
-            return .go(target, nil) { outgoing in DIMSESender.deliver(outgoing, to: dimse.node, calling: dimse.calling, timeout: dimse.timeout) }
+            return .go(target, nil) { outgoing in DIMSESender.deliver(outgoing, to: dimse.node, calling: dimse.calling, timeout: dimse.timeout, tls: target.tls) }
         }
     }
 

@@ -182,7 +182,7 @@ public final class AgentDaemon: @unchecked Sendable {
         return c.peers.map { PeerTarget(name: $0.name, url: $0.url, tls: $0.url.hasPrefix("https://") ? tls : nil, connections: $0.connections, bandwidth: $0.bandwidth, batch: $0.batch, isLocal: false) }
             + c.locals.map { local in
                 PeerTarget(
-                    name: local.name, url: local.url, tls: local.url.hasPrefix("https://") ? tls : nil, connections: local.connections, bandwidth: nil, batch: nil,
+                    name: local.name, url: local.url, tls: local.url.hasPrefix("https://") || local.tls ? tls : nil, connections: local.connections, bandwidth: nil, batch: nil,
                     isLocal: true, dimse: local.dimse.map { ($0, local.callingAET ?? String("CONSORT_\(c.trust)".prefix(16)), local.timeout) })
             }
     }
