@@ -34,6 +34,8 @@ public final class CoordinatorService: @unchecked Sendable {
     public static let maximumBody = 8 << 20
     public static let maximumBatch = 5_000
     private let lock = NSLock()
+    /// What each trust was last told by `GET /v1/holdings/attention` (study and kind), under `lock`.
+    private var attentionTold: [String: Set<String>] = [:]
     private var counters: [String: Int] = [:]
     /// Refusals by `PartyAccess.Refusal.label` (and "not_own_holdings").
     private var refusals: [String: Int] = [:]
@@ -324,9 +326,16 @@ public final class CoordinatorService: @unchecked Sendable {
     /// or withdrawn: the copies (and what its PACS filed of them) need a person.
     private func attention(caller: String) throws -> ServerResponse {
         let copies = try registry.attention(trust: caller)
-        // It names studies and, for a correction, the NHS numbers involved: audited when it does
-        // (an empty answer, the minute's routine, names nobody).
-        for copy in copies {
+        // It names studies and, for a correction, the NHS numbers involved: each audited the
+        // first time it is told to a trust (since this coordinator started), not at every
+        // minute's asking while the copy is there.
+        let keys = Set(copies.map { $0.study + "\u{1}" + $0.kind.rawValue })
+        let told = lock.withLock { () -> Set<String> in
+            let before = attentionTold[caller] ?? []
+            attentionTold[caller] = keys
+            return before
+        }
+        for copy in copies where !told.contains(copy.study + "\u{1}" + copy.kind.rawValue) {
             try audit.record(AuditEntry(who: caller, action: "lookup", study: copy.study, why: "corrections follow", detail: "GET /v1/holdings/attention: \(copy.kind.rawValue)"), durable: false)
         }
         let items: [JSON] = copies.map {

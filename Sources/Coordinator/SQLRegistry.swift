@@ -293,6 +293,13 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
         }
         try Self.insertRows(origins.sorted { $0.key < $1.key }.map { [.text($0.key), .text($0.value)] }, on: db,
             into: "study_origins (uid, origin)", then: "ON CONFLICT DO NOTHING")
+        // A trust announcing a study as its own is its origin, whatever a copy's holder claimed
+        // first (C, given a copy by B, may announce before A, whose study it is). Only studies
+        // a copy was claimed of have a row: the update touches nothing for the rest.
+        let own = Array(Set(holdings.compactMap { $0.0.origin == nil || $0.0.origin == trust ? $0.0.study : nil }))
+        try Self.inLists(own, from: 2) { list, values in
+            try db.prepare("UPDATE study_origins SET origin = ?1 WHERE uid IN (\(list)) AND origin <> ?1").run([.text(trust)] + values)
+        }
         // In key order, so a batch's rows go into the tree page by page.
         let keyed = studyOrder.map { (key: studies[$0]?.nhs ?? "", uid: $0) }.sorted { ($0.key, $0.uid) < ($1.key, $1.uid) }
         try Self.insertRows(keyed.compactMap { study -> [SQLValue]? in

@@ -12,6 +12,9 @@ import Platform
 final class DIMSELink {
     let fd: Int32
     private var ssl: OpaquePointer?
+    /// A TLS call failed for good: no close_notify is attempted (OpenSSL would queue another
+    /// error on this thread, and the next connection's first call would read it as its own).
+    private var broken = false
 
     init(fd: Int32) { self.fd = fd }
 
@@ -29,6 +32,8 @@ final class DIMSELink {
         guard SSL_set1_host(ssl, host) == 1 else { throw DIMSEAssociation.Failure(TLSError.drain("cannot ask TLS to check the name \(host)").message) }
         let deadline = MonotonicClock.now + timeout
         while true {
+            // SSL_get_error reads the thread's error queue: it must hold this call's errors only.
+            ERR_clear_error()
             let result = SSL_connect(ssl)
             if result == 1 { return }
             let error = SSL_get_error(ssl, result)
@@ -37,12 +42,15 @@ final class DIMSELink {
                 try DIMSEAssociation.wait(fd, for: Int16(error == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT), timeout: left, doing: "the TLS handshake", reported: timeout)
                 continue
             }
+            broken = true
             var reason = TLSError.drain("the TLS handshake failed").message
             let verify = SSL_get_verify_result(ssl)
             if verify != X509_V_OK, let text = X509_verify_cert_error_string(verify) { reason += " (the node's certificate: \(String(cString: text)))" }
             if left <= 0 { reason += " (no answer within \(timeout) s)" }
             var failure = DIMSEAssociation.Failure(reason)
-            failure.inHandshake = left > 0
+            // A fault of certificates or protocol (ours or the node's) is configuration; a
+            // connection reset or cut in the handshake is a node restarting, and transient.
+            failure.inHandshake = left > 0 && (error == SSL_ERROR_SSL || verify != X509_V_OK)
             throw failure
         }
     }
@@ -53,6 +61,7 @@ final class DIMSELink {
         while offset < bytes.count {
             if let ssl {
                 var written = 0
+                ERR_clear_error()
                 if SSL_write_ex(ssl, bytes.baseAddress! + offset, bytes.count - offset, &written) == 1 {
                     offset += written
                     continue
@@ -63,6 +72,7 @@ final class DIMSELink {
                     continue
                 }
                 if error == SSL_ERROR_SYSCALL && errno == EINTR { continue }
+                broken = true
                 throw DIMSEAssociation.Failure(TLSError.drain("the connection failed while sending (TLS)").message)
             }
             try DIMSEAssociation.wait(fd, for: Int16(POLLOUT), timeout: timeout, doing: "sending")
@@ -82,9 +92,11 @@ final class DIMSELink {
         while true {
             if let ssl {
                 var got = 0
+                ERR_clear_error()
                 if SSL_read_ex(ssl, buffer.baseAddress, buffer.count, &got) == 1 { return got }
                 let error = SSL_get_error(ssl, 0)
                 if error == SSL_ERROR_ZERO_RETURN { return 0 }
+                if error != SSL_ERROR_WANT_READ && error != SSL_ERROR_WANT_WRITE && !(error == SSL_ERROR_SYSCALL && errno == EINTR) { broken = true }
                 if error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE {
                     let left = deadline - MonotonicClock.now
                     guard left > 0 else { throw DIMSEAssociation.Failure("no answer within \(reported) s while waiting for the peer") }
@@ -105,6 +117,11 @@ final class DIMSELink {
 
     /// A TLS goodbye (close_notify), when TLS; the socket closes in deinit.
     func finish() {
-        if let ssl { SSL_shutdown(ssl) }
+        if let ssl, !broken {
+            ERR_clear_error()
+            SSL_shutdown(ssl)
+        }
+        // Nothing of this connection's left for the thread's next one to read as its own.
+        ERR_clear_error()
     }
 }

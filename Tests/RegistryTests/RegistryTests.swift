@@ -114,6 +114,13 @@ struct RegistryTests {
         #expect(try registry.attention(trust: "UHSX").map(\.study) == ["5.1", "5.2"])
         _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("5.2")], now: 6)
         #expect(try registry.attention(trust: "UHSX").map(\.study) == ["5.1"])
+        // A relay: ASPH, given 6.1 by UHSX, announces it before RSCH (whose study it is) does.
+        // RSCH announcing it as its own makes RSCH the origin, and its withdrawal is heard.
+        _ = try registry.announce(trust: "ASPH", holdings: [Self.holding("6.1", patient: "A1", issuer: "ASPH", origin: "UHSX")], now: 7)
+        _ = try registry.announce(trust: "UHSX", holdings: [Self.holding("6.1", patient: "U7", issuer: "UHSX", origin: "RSCH")], now: 7)
+        _ = try registry.announce(trust: "RSCH", holdings: [Self.holding("6.1")], now: 8)
+        #expect(try registry.withdraw(trust: "RSCH", studies: ["6.1"]) == 1)
+        #expect(try registry.attention(trust: "ASPH").map(\.study) == ["6.1"] && registry.attention(trust: "UHSX").map(\.study).contains("6.1"))
     }
 
     @Test(arguments: Store.allCases) func aTrustIsToldItsOwnIdentifiersForAPatientAndNoOthers(store: Store) throws {

@@ -129,12 +129,15 @@ final class Announcer: Service, @unchecked Sendable {
                 study: study, origin: item["origin"] as? String ?? "?", kind: item["kind"] as? String ?? "?", detail: item["detail"] as? String ?? "",
                 since: (item["since"] as? NSNumber)?.doubleValue ?? clock.now)
         }
-        for flag in try store.replaceCopyFlags(flags) {
+        // Said and audited before they are recorded: a flag whose audit line failed is news
+        // again at the next turn, never recorded unsaid.
+        for flag in try store.newCopyFlags(flags) {
             log.error("A COPY HERE NEEDS A PERSON: its origin has \(flag.kind == "withdrawn at origin" ? "withdrawn" : "corrected") the study", [
                 "study": flag.study, "origin": flag.origin, "what": flag.kind, "detail": flag.detail,
             ])
             try audit?.record(AuditEntry(who: trust, action: "copy-flagged", study: flag.study, why: "corrections follow", detail: "\(flag.kind): \(flag.detail)"))
         }
+        try store.replaceCopyFlags(flags)
     }
 
     /// One batch; how many studies it announced.

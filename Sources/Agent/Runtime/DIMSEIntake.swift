@@ -156,12 +156,16 @@ final class DIMSEIntake: DIMSEStoreSink, @unchecked Sendable {
             }
             let studyFolder = intake.folder + "/" + study
             let target = studyFolder + "/" + request.sopInstance + ".dcm"
+            var existed = false
             try DIMSEIntake.refusing { () throws(DurableFileError) in
                 if mkdir(studyFolder, 0o750) == 0 {
                     if !together { try DurableFile.syncFolder(intake.folder) }
                 } else if errno != EEXIST {
                     throw DurableFileError(.createTemporary, studyFolder, errno: errno)
                 }
+                // The same instance sent again replaces the copy here (as a file written again in
+                // a watched folder is taken again); a failure below must not remove that one.
+                existed = access(target, F_OK) == 0
                 guard rename(path, target) == 0 else { throw DurableFileError(.rename(to: target), path, errno: errno) }
                 if !together { try DurableFile.syncFolder(studyFolder) }
             }
@@ -176,7 +180,9 @@ final class DIMSEIntake: DIMSEStoreSink, @unchecked Sendable {
                     detail: "C-STORE \(request.sopInstance) from \(peer.aeTitle)@\(peer.address), \(size) bytes"), durable: !together)
                 if together { guard consort_syncfs(intake.filesystem) == 0 else { throw DurableFileError(.syncFile, intake.folder, errno: errno) } }
             } catch {
-                unlink(target)
+                // Nothing answered success for these bytes: a new name goes; a name that was here
+                // (answered success before, its bytes replaced by the same instance) stays.
+                if !existed { unlink(target) }
                 try? DurableFile.syncFolder(studyFolder)
                 throw DIMSEStoreRefusal(status: 0xA700, "the instance cannot be made durable and audited now: \(error)")
             }

@@ -15,8 +15,8 @@ extension AgentStore {
             study TEXT PRIMARY KEY, sender TEXT NOT NULL, nhs TEXT, patient_id TEXT, kind TEXT NOT NULL,
             reason TEXT NOT NULL, instances INTEGER NOT NULL, since REAL NOT NULL, checked REAL NOT NULL) WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS copy_flags (
-            study TEXT PRIMARY KEY, origin TEXT NOT NULL, kind TEXT NOT NULL, detail TEXT NOT NULL, since REAL NOT NULL,
-            seen_by TEXT, seen REAL) WITHOUT ROWID;
+            study TEXT NOT NULL, kind TEXT NOT NULL, origin TEXT NOT NULL, detail TEXT NOT NULL, since REAL NOT NULL,
+            seen_by TEXT, seen REAL, PRIMARY KEY (study, kind)) WITHOUT ROWID;
         """
 
     public struct IdentityHold: Sendable, Equatable {
@@ -110,24 +110,32 @@ extension AgentStore {
         }
     }
 
-    /// The coordinator's whole answer replaces the flags (one it no longer gives is settled;
-    /// an acknowledgement stays with its flag while the flag is given); the flags new since the
-    /// last answer.
-    @discardableResult
-    public func replaceCopyFlags(_ flags: [CopyFlag]) throws -> [CopyFlag] {
+    /// The flags among `flags` not recorded yet, by study and kind (a study corrected, then
+    /// withdrawn, is news twice): the caller says and audits them before `replaceCopyFlags`.
+    public func newCopyFlags(_ flags: [CopyFlag]) throws -> [CopyFlag] {
+        try read {
+            let known = Set(try db.prepare("SELECT study, kind FROM copy_flags").rows([]) { ($0.text(0) ?? "") + "\u{1}" + ($0.text(1) ?? "") })
+            return flags.filter { !known.contains($0.study + "\u{1}" + $0.kind) }
+        }
+    }
+
+    /// The coordinator's whole answer replaces the flags (one it no longer gives is settled; an
+    /// acknowledgement stays with its flag, study and kind, while the flag is given).
+    public func replaceCopyFlags(_ flags: [CopyFlag]) throws {
         try write {
             var seen: [String: (String?, Double?)] = [:]
-            for (study, by, at) in try db.prepare("SELECT study, seen_by, seen FROM copy_flags").rows([], { ($0.text(0) ?? "", $0.text(1), $0.isNull(2) ? nil : $0.double(2)) }) {
-                seen[study] = (by, at)
+            for (key, by, at) in try db.prepare("SELECT study, kind, seen_by, seen FROM copy_flags").rows([], {
+                (($0.text(0) ?? "") + "\u{1}" + ($0.text(1) ?? ""), $0.text(2), $0.isNull(3) ? nil : $0.double(3))
+            }) {
+                seen[key] = (by, at)
             }
             try db.execute("DELETE FROM copy_flags")
-            let insert = try db.prepare("INSERT OR REPLACE INTO copy_flags (study, origin, kind, detail, since, seen_by, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+            let insert = try db.prepare("INSERT OR REPLACE INTO copy_flags (study, kind, origin, detail, since, seen_by, seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
             for flag in flags {
-                let (by, at) = seen[flag.study] ?? (nil, nil)
-                try insert.run([.text(flag.study), .text(flag.origin), .text(flag.kind), .text(flag.detail), .real(flag.since),
+                let (by, at) = seen[flag.study + "\u{1}" + flag.kind] ?? (nil, nil)
+                try insert.run([.text(flag.study), .text(flag.kind), .text(flag.origin), .text(flag.detail), .real(flag.since),
                                 by.map(SQLValue.text) ?? .null, at.map(SQLValue.real) ?? .null])
             }
-            return flags.filter { seen[$0.study] == nil }
         }
     }
 

@@ -52,15 +52,23 @@ enum StoreCommand {
         // The files dealt out in turn, one association each share, all at once.
         let shares = (0..<min(associations, items.count)).map { share in stride(from: share, to: items.count, by: associations).map { items[$0] } }
         let answers = UncheckedBox([(results: [DIMSEAssociation.StoreResult], failure: String?)?](repeating: nil, count: shares.count))
-        DispatchQueue.concurrentPerform(iterations: shares.count) { index in
-            let answer: (results: [DIMSEAssociation.StoreResult], failure: String?)
-            do {
-                answer = try DIMSEAssociation.store(shares[index], host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout, tls: tls)
-            } catch {
-                answer = ([], "\(error)")
+        // A thread each (concurrentPerform would run no more at once than there are CPUs).
+        let done = DispatchGroup()
+        for index in shares.indices {
+            done.enter()
+            let share = shares[index]
+            Thread.detachNewThread {
+                defer { done.leave() }
+                let answer: (results: [DIMSEAssociation.StoreResult], failure: String?)
+                do {
+                    answer = try DIMSEAssociation.store(share, host: node.host, port: node.port, called: node.ae, calling: calling, timeout: timeout, tls: tls)
+                } catch {
+                    answer = ([], "\(error)")
+                }
+                answers.lock.withLock { answers.value[index] = answer }
             }
-            answers.lock.withLock { answers.value[index] = answer }
         }
+        done.wait()
         var results: [DIMSEAssociation.StoreResult] = []
         for (index, answer) in answers.value.enumerated() {
             guard let answer else { continue }
