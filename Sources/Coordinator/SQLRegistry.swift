@@ -487,11 +487,12 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
                     candidates.append((row.text(0) ?? "", .withdrawnAtOrigin, "withdrawn by \(row.text(1) ?? "?"), its origin", row.double(2), row.text(1) ?? ""))
                 }
                 var out: [CopyAttention] = []
+                let holders = try c.prepare("""
+                    SELECT s.held, o.origin FROM study_keys k JOIN patient_studies s ON s.nhs = k.nhs AND s.uid = k.uid
+                    LEFT JOIN study_origins o ON o.uid = k.uid WHERE k.uid = ?1
+                    """)
                 for candidate in candidates where candidate.by != trust {
-                    guard let row = try c.prepare("""
-                        SELECT s.held, o.origin FROM study_keys k JOIN patient_studies s ON s.nhs = k.nhs AND s.uid = k.uid
-                        LEFT JOIN study_origins o ON o.uid = k.uid WHERE k.uid = ?1
-                        """).first([.text(candidate.uid)], { $0 }) else { continue }
+                    guard let row = try holders.first([.text(candidate.uid)], { $0 }) else { continue }
                     // A conflict another copy's holder made is not a correction at the origin
                     // (it is held for a person as a conflict all the same).
                     if let origin = row.text(1), origin != candidate.by { continue }

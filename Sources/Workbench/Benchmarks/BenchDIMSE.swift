@@ -145,7 +145,7 @@ extension BenchCommand {
         func syncSeconds(_ folder: String) throws -> Double {
             let started = monotonicSeconds()
             let child = try ChildProcess("/bin/sync", ["-f", folder], stdout: "/dev/null", stderr: "/dev/null")
-            _ = child.wait()
+            guard !child.wait(killingAfter: 300).timedOut else { throw UsageError(message: "sync -f \(folder) did not return within 300 s", command: "bench dimse") }
             return monotonicSeconds() - started
         }
 
@@ -218,7 +218,6 @@ extension BenchCommand {
         let storePeakTenth = try consortStore(tenth, smallPort, associations: 1, "store-tenth").1
         stopChild(small)
 
-        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         let mb = Double(bytes) / 1e6
         let rates = (
             dcmtkReceive: mb / median(dcmtkReceive), agentReceive: mb / median(agentReceive), dcmtkSend: mb / median(dcmtkSend),

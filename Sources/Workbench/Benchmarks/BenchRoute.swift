@@ -279,7 +279,6 @@ extension BenchCommand {
             aloneRuns.append(try sendAlone("alone" + suffix, coordinator: nil))
             if let coordinator { identityRuns.append(try sendAlone("alone-identity" + suffix, coordinator: coordinator)) }
         }
-        func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
         let bulkAloneSeconds = median(aloneRuns)
         let bulkAloneIdentitySeconds = identityRuns.isEmpty ? nil : median(identityRuns)
 
@@ -381,7 +380,7 @@ extension BenchCommand {
         // The same study by consort send → consort receive: twice more, after the agents (one
         // ran before them), the median of the three taken.
         for attempt in 2...3 { if let rate = try pushOnce(attempt) { pushRuns.append(rate) } }
-        let pushMBs = pushRuns.isEmpty ? 0 : pushRuns.sorted()[pushRuns.count / 2]
+        let pushMBs = pushRuns.isEmpty ? 0 : median(pushRuns)
 
         // The catch-up scan: an agent started on a folder already holding the bulk study and the
         // archive. Timed by the agent (its scan's first batch to its last row committed) and

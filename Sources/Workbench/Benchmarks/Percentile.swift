@@ -7,3 +7,7 @@ func nearestRank(_ p: Double, ofSorted values: [Double]) -> Double {
     let rank = Int((p * Double(values.count)).rounded(.up))
     return values[min(values.count - 1, max(0, rank - 1))]
 }
+
+/// The middle of runs timed in turn (the upper middle of an even count): what a benchmark that
+/// repeats a short transfer reports, one run being the machine's moment as much as the code's.
+func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
