@@ -204,6 +204,8 @@ public struct Acceptor: Sendable {
     // MARK: - Association
 
     private mutating func associate(_ request: AssociateRequest) -> [AcceptorEvent] {
+        // Who called, for the log and the operator, whether or not they are let in.
+        callingAE = request.callingAE
         if busy { return reject(.tooManyAssociations(), why: "too many associations open") }
         if request.applicationContext != dicomApplicationContext {
             return reject(.applicationContextNotSupported(), why: "application context \(request.applicationContext) is not DICOM's")
@@ -228,7 +230,6 @@ public struct Acceptor: Sendable {
             results.append(result)
             if result.result == .acceptance { contexts[context.id] = (context.abstractSyntax, result.transferSyntax) }
         }
-        callingAE = request.callingAE
         peerMaximum = request.userInformation.maximumLength
         state = .idle
         let accept = AssociateAccept(

@@ -5,9 +5,10 @@ import Transport
 
 /// C-STORE from files to a DICOM node (a PACS that speaks DIMSE only): what `consort store` and
 /// the agent's `local NAME dimse AET@HOST:PORT` deliveries share. One association a batch; each
-/// data set streamed from its file as stored (never converted, memory flat in file size); each
+/// data set streamed from its file as stored (memory flat in file size); each
 /// instance's answer classified by what the caller does next, as STOW-RS answers are
-/// (`FailureClassifier`'s classes).
+/// (`FailureClassifier`'s classes). An uncompressed little-endian instance is sent in the other
+/// of implicit and explicit VR only when the node refuses the stored one.
 public enum DIMSESender {
     /// Why a file cannot be offered.
     public struct FileProblem: Error, CustomStringConvertible {
@@ -37,8 +38,24 @@ public enum DIMSESender {
         let groupLength = Int(head[8]) | Int(head[9]) << 8 | Int(head[10]) << 16 | Int(head[11]) << 24
         let size = Int((try FileManager.default.attributesOfItem(atPath: path)[.size] as? NSNumber)?.int64Value ?? 0)
         guard 144 + groupLength <= size else { throw FileProblem("\(path): shorter than its File Meta Information says") }
+        // Uncompressed little endian: the other of implicit and explicit VR is offered beside the
+        // stored one, for a node that takes only that (converted only if it is refused as stored).
+        let alternative = [TransferSyntax.explicitVRLittleEndian, TransferSyntax.implicitVRLittleEndian].first {
+            TransferSyntaxConversion.canConvert(from: syntax, to: $0)
+        }
         return DIMSEAssociation.StoreItem(
-            path: path, sopClass: sopClass, sopInstance: sopInstance, transferSyntax: syntax, dataSetOffset: 144 + groupLength, size: size)
+            path: path, sopClass: sopClass, sopInstance: sopInstance, transferSyntax: syntax, dataSetOffset: 144 + groupLength, size: size,
+            alternative: alternative, convert: alternative == nil ? nil : { @Sendable target in try converted(path, to: target) })
+    }
+
+    /// The data set of `path` in `target` (`TransferSyntaxConversion`), as pieces to send.
+    static func converted(_ path: String, to target: String) throws -> [DIMSEAssociation.DataSetPiece] {
+        try TransferSyntaxConversion.dataSet(of: path, to: target).map { piece in
+            switch piece {
+            case .bytes(let bytes): return .bytes(bytes)
+            case .copy(let offset, let count): return .file(offset: offset, count: count)
+            }
+        }
     }
 
     /// The batch on one association to `node`, calling as `calling`; what became of each

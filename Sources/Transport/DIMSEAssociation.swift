@@ -141,15 +141,31 @@ extension DIMSEAssociation {
         public var transferSyntax: String
         public var dataSetOffset: Int
         public var size: Int
+        /// Another transfer syntax the data set can be sent in, proposed in a presentation context
+        /// of its own beside the stored one's and used only when the node refuses the stored one
+        /// (a PACS that takes explicit VR only); `convert` makes the data set in it.
+        public var alternative: String?
+        public var convert: (@Sendable (String) throws -> [DataSetPiece])?
 
-        public init(path: String, sopClass: String, sopInstance: String, transferSyntax: String, dataSetOffset: Int, size: Int) {
+        public init(
+            path: String, sopClass: String, sopInstance: String, transferSyntax: String, dataSetOffset: Int, size: Int,
+            alternative: String? = nil, convert: (@Sendable (String) throws -> [DataSetPiece])? = nil
+        ) {
             self.path = path
             self.sopClass = sopClass
             self.sopInstance = sopInstance
             self.transferSyntax = transferSyntax
             self.dataSetOffset = dataSetOffset
             self.size = size
+            self.alternative = alternative
+            self.convert = convert
         }
+    }
+
+    /// A part of a data set to send: bytes made for it, or a range of its file as it is.
+    public enum DataSetPiece: Sendable, Equatable {
+        case bytes([UInt8])
+        case file(offset: Int, count: Int)
     }
 
     /// What became of one file.
@@ -163,7 +179,8 @@ extension DIMSEAssociation {
 
     /// C-STORE each item to `called`@`host`:`port` as `calling`, on one association: the
     /// presentation contexts proposed from the items' SOP classes and stored transfer syntaxes
-    /// (sent as stored, never converted), each data set streamed from its file in fragments
+    /// (sent as stored; in an item's alternative, converted, only where the node refuses the
+    /// stored one), each data set streamed from its file in fragments
     /// the node takes (memory flat in file size), each answer read before the next.
     /// Per-file outcomes are in the results; when the association fails part way, the results
     /// so far come with the failure (which files were stored is never lost), and an A-ABORT is
@@ -172,7 +189,11 @@ extension DIMSEAssociation {
         _ items: [StoreItem], host: String, port: UInt16, called: String, calling: String, timeout: Double, maximumLength: UInt32 = 65_536,
         tls: TLSContext? = nil
     ) throws -> (results: [StoreResult], failure: String?) {
-        // One context per (SOP class, stored transfer syntax); at most 128 (odd ids 1 ... 255).
+        // One context per (SOP class, transfer syntax) — the stored one, and the alternative
+        // where there is one, in a context of its own so that the node accepts or refuses each
+        // (one context offering both would let the node pick the alternative, and every
+        // instance be converted that need not be); at most 128 (odd ids 1 ... 255), the
+        // alternatives only where there is room.
         var keys: [String] = []
         var contexts: [ProposedContext] = []
         for item in items {
@@ -181,6 +202,13 @@ extension DIMSEAssociation {
             guard contexts.count < 128 else { throw Failure("more than 128 SOP class and transfer syntax pairs in one association") }
             keys.append(key)
             contexts.append(ProposedContext(id: UInt8(contexts.count * 2 + 1), abstractSyntax: item.sopClass, transferSyntaxes: [item.transferSyntax]))
+        }
+        for item in items {
+            guard let alternative = item.alternative, item.convert != nil, contexts.count < 128 else { continue }
+            let key = item.sopClass + "\u{1}" + alternative
+            guard !keys.contains(key) else { continue }
+            keys.append(key)
+            contexts.append(ProposedContext(id: UInt8(contexts.count * 2 + 1), abstractSyntax: item.sopClass, transferSyntaxes: [alternative]))
         }
         let fd = try openLink(host: host, port: port, timeout: timeout, tls: tls)
         defer { fd.finish() }
@@ -200,20 +228,32 @@ extension DIMSEAssociation {
         var results: [StoreResult] = []
         var messageID: UInt16 = 0
         do {
+            /// The accepted context for (SOP class, syntax), if the node took it in that syntax.
+            func accepted(_ sopClass: String, _ syntax: String) -> AcceptedContext? {
+                guard let index = keys.firstIndex(of: sopClass + "\u{1}" + syntax) else { return nil }
+                return accept.contexts.first { $0.id == contexts[index].id && $0.result == .acceptance && $0.transferSyntax == syntax }
+            }
             for item in items {
-                let key = item.sopClass + "\u{1}" + item.transferSyntax
-                let proposed = contexts[keys.firstIndex(of: key)!]
-                // Accepted, in the transfer syntax the data set is stored in (it is never converted).
-                guard let context = accept.contexts.first(where: { $0.id == proposed.id }), context.result == .acceptance,
-                    context.transferSyntax == item.transferSyntax
-                else {
-                    results.append(StoreResult(item: item, status: nil, reason: "the node does not accept \(item.sopClass) in \(item.transferSyntax)"))
+                // As stored when the node takes that; else the alternative, converted.
+                let context: AcceptedContext
+                var pieces = [DataSetPiece.file(offset: item.dataSetOffset, count: item.size - item.dataSetOffset)]
+                if let stored = accepted(item.sopClass, item.transferSyntax) {
+                    context = stored
+                } else if let alternative = item.alternative, let convert = item.convert, let other = accepted(item.sopClass, alternative) {
+                    do { pieces = try convert(alternative) } catch {
+                        results.append(StoreResult(item: item, status: nil, reason: "cannot convert \(item.path) from \(item.transferSyntax) to \(alternative), the only syntax the node accepts for it: \(error)"))
+                        continue
+                    }
+                    context = other
+                } else {
+                    let also = item.alternative.map { " or \($0)" } ?? ""
+                    results.append(StoreResult(item: item, status: nil, reason: "the node does not accept \(item.sopClass) in \(item.transferSyntax)\(also)"))
                     continue
                 }
                 messageID &+= 1
                 let command = Command.storeRequest(messageID: messageID, sopClass: item.sopClass, sopInstance: item.sopInstance)
                 try send(dataPDUs(contextID: context.id, isCommand: true, command.encoded(), maximumLength: accept.userInformation.maximumLength), on: fd, timeout: timeout)
-                try streamDataSet(item, contextID: context.id, maximumLength: accept.userInformation.maximumLength, on: fd, timeout: timeout)
+                try streamDataSet(item, pieces, contextID: context.id, maximumLength: accept.userInformation.maximumLength, on: fd, timeout: timeout)
                 let response = try readCommand(&reader, contextID: context.id, on: fd, timeout: timeout)
                 guard response.field == .storeResponse, response.respondingTo == messageID else {
                     throw Failure("the node answered C-STORE with \(response.field) for message \(response.respondingTo.map(String.init) ?? "?")")
@@ -233,28 +273,52 @@ extension DIMSEAssociation {
         return (results, nil)
     }
 
-    /// The data set, from its file, in fragments of what the node takes.
-    static func streamDataSet(_ item: StoreItem, contextID: UInt8, maximumLength: UInt32, on fd: DIMSELink, timeout: Double) throws {
+    /// The data set — its pieces: ranges of its file and bytes made for it — in fragments of what
+    /// the node takes, each full but the last (memory flat in file size).
+    static func streamDataSet(_ item: StoreItem, _ pieces: [DataSetPiece], contextID: UInt8, maximumLength: UInt32, on fd: DIMSELink, timeout: Double) throws {
         let file = open(item.path, O_RDONLY | O_CLOEXEC)
         guard file >= 0 else { throw Failure("cannot open \(item.path): \(String(cString: strerror(errno)))") }
         defer { close(file) }
         let room = maximumLength == 0 ? 1 << 20 : max(1, min(Int(maximumLength) - 6, 1 << 20))
         var buffer = [UInt8](repeating: 0, count: room)
-        var offset = item.dataSetOffset
-        var left = item.size - item.dataSetOffset
-        repeat {
-            let want = min(room, left)
-            var got = 0
-            while got < want {
-                let n = buffer.withUnsafeMutableBytes { pread(file, $0.baseAddress! + got, want - got, off_t(offset + got)) }
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw Failure("cannot read \(item.path) at \(offset + got): " + (n == 0 ? "it is shorter than it was" : String(cString: strerror(errno)))) }
-                got += n
+        var filled = 0
+        var left = pieces.reduce(0) { total, piece in
+            switch piece {
+            case .bytes(let bytes): return total + bytes.count
+            case .file(_, let count): return total + count
             }
-            offset += want
-            left -= want
-            try send([.data([PresentationDataValue(contextID: contextID, isCommand: false, isLast: left == 0, fragment: Array(buffer[0..<want]))])], on: fd, timeout: timeout)
-        } while left > 0
+        }
+        func flush() throws {
+            left -= filled
+            try send([.data([PresentationDataValue(contextID: contextID, isCommand: false, isLast: left == 0, fragment: Array(buffer[0..<filled]))])], on: fd, timeout: timeout)
+            filled = 0
+        }
+        for piece in pieces {
+            switch piece {
+            case .bytes(let bytes):
+                var at = 0
+                while at < bytes.count {
+                    let take = min(room - filled, bytes.count - at)
+                    buffer.replaceSubrange(filled..<(filled + take), with: bytes[at..<(at + take)])
+                    filled += take
+                    at += take
+                    if filled == room { try flush() }
+                }
+            case .file(var offset, var count):
+                while count > 0 {
+                    let want = min(room - filled, count)
+                    let n = buffer.withUnsafeMutableBytes { pread(file, $0.baseAddress! + filled, want, off_t(offset)) }
+                    if n < 0 && errno == EINTR { continue }
+                    guard n > 0 else { throw Failure("cannot read \(item.path) at \(offset): " + (n == 0 ? "it is shorter than it was" : String(cString: strerror(errno)))) }
+                    filled += n
+                    offset += n
+                    count -= n
+                    if filled == room { try flush() }
+                }
+            }
+        }
+        // The last fragment (an empty data set still sends one, marked last).
+        if filled > 0 || left == 0 { try flush() }
     }
 
     /// A whole command from the node (its fragments gathered), on the context given.

@@ -70,7 +70,7 @@ public final class DIMSEServer: @unchecked Sendable {
         public var address: String
     }
 
-    /// Counts since the start, for metrics.
+    /// Counts since the start, for metrics, and the last of each outcome, for `consort status`.
     public struct Counters: Sendable {
         public var associations = 0
         public var rejected = 0
@@ -79,6 +79,30 @@ public final class DIMSEServer: @unchecked Sendable {
         /// C-STORE answers by status (0: success).
         public var stores: [UInt16: Int] = [:]
         public var storedBytes: Int64 = 0
+        public var lastStored: Event?
+        public var lastRefused: Event?
+        public var lastRejected: Event?
+        /// When associations were rejected, the last hour's (at most 1,000): a modality sending
+        /// under an AE title nobody listed loses its studies until a person sees it.
+        public var rejections: [Double] = []
+
+        mutating func rejected(_ event: Event) {
+            rejected += 1
+            lastRejected = event
+            rejections.removeAll { $0 < event.time - 3600 }
+            if rejections.count < 1000 { rejections.append(event.time) }
+        }
+
+        /// Rejections within the hour before `now`.
+        public func rejections(before now: Double) -> Int { rejections.filter { $0 > now - 3600 }.count }
+    }
+
+    /// One outcome, for the operator: when (wall clock), who, and what.
+    public struct Event: Sendable {
+        public var time: Double
+        public var calling: String
+        public var address: String
+        public var detail: String
     }
 
     public let configuration: Configuration
@@ -272,7 +296,7 @@ public final class DIMSEServer: @unchecked Sendable {
                 server.count { $0.associations += 1 }
                 log.info("association accepted", ["peer": remote, "calling": calling, "contexts": "\(accepted) of \(proposed)"])
             case .rejected(let reject, let why):
-                server.count { $0.rejected += 1 }
+                server.count { $0.rejected(Event(time: Date().timeIntervalSince1970, calling: acceptor.callingAE, address: remote, detail: "\(reject.words) (\(why))")) }
                 log.warning("association rejected: \(reject.words)", ["peer": remote, "why": why])
             case .echoed:
                 server.count { $0.echoes += 1 }
@@ -295,7 +319,10 @@ public final class DIMSEServer: @unchecked Sendable {
             case .dataSetEnded:
                 return storeEnded()
             case .storeRefused(let request, let status, let why):
-                server.count { $0.stores[status, default: 0] += 1 }
+                server.count {
+                    $0.stores[status, default: 0] += 1
+                    $0.lastRefused = Event(time: Date().timeIntervalSince1970, calling: acceptor.callingAE, address: remote, detail: "\(DIMSEServer.hex(status)) \(Command.words(ofStoreStatus: status)): \(why)")
+                }
                 log.warning("C-STORE refused: \(Command.words(ofStoreStatus: status))", ["peer": remote, "calling": acceptor.callingAE, "sop": request.sopInstance, "why": why])
             case .released:
                 log.info("association released", fields)
@@ -319,9 +346,17 @@ public final class DIMSEServer: @unchecked Sendable {
             }
             instance = nil
             failure = nil
+            let event = Event(time: Date().timeIntervalSince1970, calling: acceptor.callingAE, address: remote, detail: current?.sopInstance ?? "")
             server.count {
                 $0.stores[status, default: 0] += 1
-                if status == 0 { $0.storedBytes += Int64(bytes) }
+                if status == 0 {
+                    $0.storedBytes += Int64(bytes)
+                    $0.lastStored = event
+                } else {
+                    var refused = event
+                    refused.detail = "\(DIMSEServer.hex(status)) \(Command.words(ofStoreStatus: status)): \(detail)"
+                    $0.lastRefused = refused
+                }
             }
             let line: KeyValuePairs<String, Any> = [
                 "peer": remote, "calling": acceptor.callingAE, "sop": current?.sopInstance ?? "", "status": DIMSEServer.hex(status), "bytes": bytes,

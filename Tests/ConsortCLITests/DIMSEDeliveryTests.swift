@@ -1,3 +1,4 @@
+import DICOM
 import Foundation
 import TestSupport
 import Testing
@@ -169,6 +170,44 @@ struct DIMSEDeliveryTests {
         // A called AE title the node is not: rejected, with the reason.
         let wrong = try Run.consort("store", "NOTPACS@127.0.0.1:\(port)", source + "/" + study)
         #expect(wrong.status == 1 && wrong.stderr.contains("called AE title not recognised"), "\(wrong.stderr)")
+    }
+
+    /// A PACS that takes CT only in explicit VR gets instances stored in implicit VR, and one
+    /// that takes only implicit gets explicit ones: the other syntax proposed in a context of its
+    /// own, the data set converted as it is sent — pydicom finds the same elements and values
+    /// (pixel data byte for byte) in what the PACS stored, in the syntax it takes.
+    @Test func aPACSThatTakesOnlyTheOtherUncompressedSyntaxGetsTheSameDataSetConverted() throws {
+        try Skip.unless(Run.program("/usr/bin/env", ["python3", Self.pacsScript, "--check"]).status == 0, "pynetdicom is not installed (Tests/install-test-dependencies.sh installs it from PyPI)")
+        try Skip.unless(FileManager.default.isExecutableFile(atPath: "/usr/bin/dcmconv"), "DCMTK's dcmconv is not installed (Debian package dcmtk)")
+        let root = NSTemporaryDirectory() + "consort-dimse-\(UUID().uuidString)"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let explicitFolder = root + "/explicit", implicitFolder = root + "/implicit"
+        // 128x128 slices: pixel data past the converter's 16 kB, so copied from the file.
+        let study = try AgentTests.synth(into: explicitFolder, seed: 87, instances: 3, size: "128x128")
+        try FileManager.default.createDirectory(atPath: implicitFolder, withIntermediateDirectories: true)
+        for file in Self.dcmFiles(explicitFolder + "/" + study) {
+            let made = try Run.program("/usr/bin/dcmconv", ["+ti", file, implicitFolder + "/" + (file as NSString).lastPathComponent])
+            #expect(made.status == 0, "\(made.stderr)")
+        }
+        let compare = URL(fileURLWithPath: Self.pacsScript).deletingLastPathComponent().path + "/same_data_set.py"
+        let implicit = "1.2.840.10008.1.2", explicit = "1.2.840.10008.1.2.1"
+        for (folder, only) in [(implicitFolder, explicit), (explicitFolder + "/" + study, implicit)] {
+            let port = try OrthancInteropTests.freePort()
+            let stored = root + "/pacs-\(port)/stored"
+            let scp = try RunningProgram(["/usr/bin/env", "python3", Self.pacsScript, "--port", String(port), "--out", stored, "--syntax", only])
+            defer { scp.kill() }
+            #expect(try Poll.until(within: 20, every: 0.1) { try Run.consort("echo", "PACS@127.0.0.1:\(port)", "--timeout", "2").status == 0 }, "\(scp.log)")
+            let store = try Run.consort("store", "PACS@127.0.0.1:\(port)", folder)
+            #expect(store.status == 0 && store.stdout.contains("3 of 3 stored"), "\(store.stdout)\(store.stderr)")
+            let sent = Self.dcmFiles(folder)
+            #expect(sent.count == 3)
+            for file in sent {
+                let sop = try DICOMFile.read(path: file).dataSet.string(.sopInstanceUID) ?? "?"
+                let same = try Run.program("/usr/bin/env", ["python3", compare, file, stored + "/" + sop + ".dcm"])
+                #expect(same.status == 0, "\(same.stdout)\(same.stderr)")
+                #expect(same.stdout.split(separator: " ").last.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) } == only, "\(same.stdout)")
+            }
+        }
     }
 
     /// `consort store --associations 3`: the files dealt out among three associations at once

@@ -170,6 +170,20 @@ struct DIMSEReceiveTests {
         let welcome = try Run.program("/usr/bin/storescu", ["-aet", "STRANGER", "-aec", "CONSORT_RSCH", "+sd", "+r", "127.0.0.1", String(port), source])
         #expect(welcome.status == 0, "\(welcome.stdout)\(welcome.stderr)\n\(rsch.log)")
         #expect(Self.intakeFiles(rsch).count == 2)
+        // `consort status`: the SCP, what it stored and from whom, and the callers turned away in
+        // the last hour as something a person must look at (a modality's studies are not coming).
+        let status = try Run.consort("status", "--config", rsch.config, "--json")
+        #expect(status.status == 1, "\(status.stdout)")
+        let json = OperatorTests.json(status.stdout)
+        let dimse = json["dimse"] as? [String: Any] ?? [:]
+        #expect(dimse["aet"] as? String == "CONSORT_RSCH" && dimse["address"] as? String == "127.0.0.1:\(port)", "\(dimse)")
+        #expect(dimse["stored"] as? Int == 2 && dimse["rejected"] as? Int == 3 && dimse["rejected_last_hour"] as? Int == 3, "\(dimse)")
+        #expect((dimse["last_stored"] as? [String: Any])?["calling"] as? String == "STRANGER", "\(dimse)")
+        // The last turned away: STORESCU calling an AE title that is not this SCP's.
+        #expect(((dimse["last_rejected"] as? [String: Any])?["detail"] as? String ?? "").contains("called AE title not recognised"), "\(dimse)")
+        #expect((json["needs_attention"] as? [String] ?? []).contains { $0.hasPrefix("the DIMSE SCP rejected 3 associations in the last hour (last: STORESCU from 127.0.0.1") }, "\(json)")
+        let text = try Run.consort("status", "--config", rsch.config)
+        #expect(text.stdout.contains("DIMSE SCP: CONSORT_RSCH on 127.0.0.1:\(port)") && text.stdout.contains("2 instances stored") && text.stdout.contains("last stored"), "\(text.stdout)")
     }
 
     /// A connection to `port` on loopback.

@@ -138,8 +138,27 @@ extension AgentDaemon {
             ("needing_attention", .array(expiry.needingAttention(at: now).map { JSON.string($0.name) })),
             ("reloads", .object(telemetry.tlsMaterialReloads.sorted { $0.key < $1.key }.map { ($0.key, JSON.int(Int64($0.value))) })),
         ])
+        // The DIMSE SCP: where it listens, how busy, and the last of each outcome.
+        var dimseJSON: JSON = .null
+        if let dimse, let listener = configuration.dimse {
+            let c = dimse.counters
+            func event(_ e: DIMSEServer.Event?) -> JSON {
+                e.map { .object([("time", .double($0.time)), ("calling", .string($0.calling)), ("address", .string($0.address)), ("detail", .string($0.detail))]) } ?? .null
+            }
+            let refused = c.stores.filter { $0.key != 0 }.values.reduce(0, +)
+            dimseJSON = .object([
+                ("address", .string("\(listener.host):\(dimse.port)")), ("aet", .string(listener.aeTitle)), ("tls", .bool(listener.tls)),
+                ("peers", .array(configuration.dimsePeers.map { .string($0.name) })),
+                ("active_associations", .int(Int64(dimse.activeAssociations))), ("maximum_associations", .int(Int64(listener.associations))),
+                ("associations", .int(Int64(c.associations))), ("rejected", .int(Int64(c.rejected))), ("rejected_last_hour", .int(Int64(c.rejections(before: now)))),
+                ("aborted", .int(Int64(c.aborted))), ("echoes", .int(Int64(c.echoes))),
+                ("stored", .int(Int64(c.stores[0] ?? 0))), ("stored_bytes", .int(c.storedBytes)), ("refused", .int(Int64(refused))),
+                ("last_stored", event(c.lastStored)), ("last_refused", event(c.lastRefused)), ("last_rejected", event(c.lastRejected)),
+            ])
+        }
         return .object([
             ("ok", .bool(true)), ("trust", .string(configuration.trust)), ("pid", .int(Int64(getpid()))), ("started", .double(started.timeIntervalSince1970)),
+            ("dimse", dimseJSON),
             ("rules", .object([("folder", .string(configuration.rules)), ("count", .int(Int64(ruleCount))), ("loaded", .double(loaded)), ("last_reload_refused", text(refused))])),
             ("watch", .array(watch)), ("peers", .array(peers)), ("tls", tlsJSON),
             ("refused_requests", .object(telemetry.refusedRequests.sorted { $0.key < $1.key }.map { ($0.key, JSON.int(Int64($0.value))) })),

@@ -16,7 +16,9 @@ enum StatusCommand {
         catch-up scan, the last file taken and how far behind); the inventory (studies,
         instances, bytes; local and received); each peer (reachable, circuit, last success,
         last error, queue depth, MB/s over the last minute); deadlines missed in the last 24 h;
-        stuck jobs (active with no answer from the peer for 5 minutes); failed jobs; received
+        stuck jobs (active with no answer from the peer for 5 minutes); the DIMSE SCP, if there
+        is one (where it listens, associations open, instances stored and refused, the last
+        stored, refused and rejected, with who); failed jobs; received
         studies that their senders' manifests say are missing instances; malformed files; when
         this trust's certificate, the consortium CA and the CRL expire (the CRL: its next
         update), as the running agent has them in force, or as the files say when it is down.
@@ -30,7 +32,9 @@ enum StatusCommand {
 
         Exit codes: 0 all well; 1 something needs a person (the agent down, a peer down, a
         missed deadline, a stuck job, a failed job, a received study missing instances with
-        nothing arriving for 5 minutes, a study from another trust waiting for identity, a copy
+        nothing arriving for 5 minutes, an association rejected by the DIMSE SCP in the last
+        hour (a modality sending under an AE title or from an address not listed loses its
+        studies), a study from another trust waiting for identity, a copy
         whose origin has since corrected or withdrawn the study, a refused rule set, the certificate, CA or CRL expired
         or within 14 days of it); 2 usage error.
         """
@@ -81,6 +85,12 @@ enum StatusCommand {
             attention.append("the copy of study \(flag.study) from \(flag.origin) needs a person: \(flag.kind) (\(flag.detail)) (consort identity acknowledge once seen to)")
         }
         if copyFlags.count > 10 { attention.append("\(copyFlags.count - 10) more copies need a person (consort identity list)") }
+        // The DIMSE SCP: a caller turned away recently is a modality whose studies are not coming.
+        let dimse = live?["dimse"] as? [String: Any]
+        if let dimse, let recent = (dimse["rejected_last_hour"] as? NSNumber)?.intValue, recent > 0 {
+            let last = dimse["last_rejected"] as? [String: Any]
+            attention.append("the DIMSE SCP rejected \(recent) association\(recent == 1 ? "" : "s") in the last hour (last: \(last?["calling"] as? String ?? "?") from \(last?["address"] as? String ?? "?"): \(last?["detail"] as? String ?? "")); a dimse-peer line may be missing or wrong")
+        }
         // Urgent before bulk rests on thread priorities, which a service sandbox may forbid.
         let priorities = live?["priorities"] as? [String: Any]
         if let priorities, priorities["lower_cpu"] as? Bool == false || priorities["idle_io"] as? Bool == false {
@@ -167,6 +177,7 @@ enum StatusCommand {
                     .object([("lower_cpu", (p["lower_cpu"] as? Bool).map(JSON.bool) ?? .null), ("idle_io", (p["idle_io"] as? Bool).map(JSON.bool) ?? .null),
                         ("full_priority_for_locks", (p["full_priority_for_locks"] as? Bool).map(JSON.bool) ?? .null), ("refusal", text(p["refusal"] as? String))])
                 } ?? .null),
+                ("dimse", context.configuration.dimse.map { Self.dimseJSON($0, live: dimse) } ?? .null),
                 ("failed_jobs", .int(Int64(failed))), ("tls", tls.json),
                 ("waiting_for_identity", .array(identityHolds.map(IdentityCommand.json))),
                 ("copies_needing_a_person", .array(copyFlags.map(IdentityCommand.json))),
@@ -242,6 +253,9 @@ enum StatusCommand {
             if let error = peer.lastError, peer.reachable != true || peer.lastSuccess == nil { detail.append("last error: \(error.prefix(70))") }
             standardOutput.line("          " + detail.joined(separator: "; "))
         }
+        if let listener = context.configuration.dimse {
+            for line in Self.dimseLines(listener, live: dimse, now: now) { standardOutput.line(line) }
+        }
         standardOutput.line(bold("Deadlines missed in the last 24 h") + ": \(missed.count)")
         for job in missed.prefix(20) {
             standardOutput.line("  job \(job.id) \(job.rule) → \(job.destination), study \(job.study): missed by \(OperatorFormat.duration(job.deadlineMissed ?? 0))")
@@ -268,5 +282,50 @@ enum StatusCommand {
         standardOutput.line(OperatorFormat.paint("Needs a person:", .red))
         for item in attention { standardOutput.line("  - " + item) }
         return .someFailed
+    }
+
+    /// The DIMSE SCP's lines: where and as whom it listens, then (agent running) how busy and
+    /// the last of each outcome.
+    static func dimseLines(_ listener: AgentConfiguration.DIMSEListener, live: [String: Any]?, now: Double) -> [String] {
+        let bold = { (text: String) in OperatorFormat.paint(text, .bold) }
+        let address = live?["address"] as? String ?? "\(listener.host):\(listener.port)"
+        var lines = [bold("DIMSE SCP") + ": \(listener.aeTitle) on \(address)\(listener.tls ? " (DICOM TLS)" : "")"]
+        guard let live else { return lines }
+        func int(_ key: String) -> Int { (live[key] as? NSNumber)?.intValue ?? 0 }
+        let peers = (live["peers"] as? [String] ?? []).joined(separator: ", ")
+        lines.append("  \(int("active_associations")) of \(int("maximum_associations")) associations open; peers: \(peers.isEmpty ? "none listed (every caller is rejected)" : peers)")
+        lines.append("  since start: \(OperatorFormat.count(int("associations"))) associations, \(int("rejected")) rejected, \(int("aborted")) aborted; "
+            + "\(OperatorFormat.count(int("stored"))) instances stored (\(OperatorFormat.bytes(Int64(int("stored_bytes"))))), \(int("refused")) refused")
+        for (key, what) in [("last_stored", "last stored"), ("last_refused", "last refused"), ("last_rejected", "last rejected")] {
+            guard let event = live[key] as? [String: Any], let time = (event["time"] as? NSNumber)?.doubleValue else { continue }
+            let who = "\(event["calling"] as? String ?? "?") (\(event["address"] as? String ?? "?"))"
+            var line = "  \(what) \(OperatorFormat.duration(now - time)) ago from \(who)"
+            if key != "last_stored", let detail = event["detail"] as? String { line += ": " + String(detail.prefix(100)) }
+            lines.append(key == "last_rejected" && now - time < 3600 ? OperatorFormat.paint(line, .red) : line)
+        }
+        return lines
+    }
+
+    /// The same for --json: the configured listener, with what the running agent counts.
+    static func dimseJSON(_ listener: AgentConfiguration.DIMSEListener, live: [String: Any]?) -> JSON {
+        var fields: [(String, JSON)] = [
+            ("address", .string(live?["address"] as? String ?? "\(listener.host):\(listener.port)")), ("aet", .string(listener.aeTitle)), ("tls", .bool(listener.tls)),
+        ]
+        guard let live else { return .object(fields) }
+        fields.append(("peers", .array((live["peers"] as? [String] ?? []).map(JSON.string))))
+        for key in ["active_associations", "maximum_associations", "associations", "rejected", "rejected_last_hour", "aborted", "echoes", "stored", "stored_bytes", "refused"] {
+            fields.append((key, .int((live[key] as? NSNumber)?.int64Value ?? 0)))
+        }
+        for key in ["last_stored", "last_refused", "last_rejected"] {
+            guard let event = live[key] as? [String: Any] else {
+                fields.append((key, .null))
+                continue
+            }
+            fields.append((key, .object([
+                ("time", .double((event["time"] as? NSNumber)?.doubleValue ?? 0)), ("calling", .string(event["calling"] as? String ?? "")),
+                ("address", .string(event["address"] as? String ?? "")), ("detail", .string(event["detail"] as? String ?? "")),
+            ])))
+        }
+        return .object(fields)
     }
 }

@@ -15,8 +15,10 @@ enum StoreCommand {
 
         Sends the DICOM Part 10 files given (folders walked) to the node whose AE title is AET at
         HOST:PORT by C-STORE, on one association: one presentation context per SOP class and
-        stored transfer syntax, each data set sent as it is stored (never converted), streamed
-        from its file. Prints a line per file that did not succeed (the node's status in words)
+        stored transfer syntax, each data set sent as it is stored, streamed from its file. For
+        uncompressed little-endian files the other of implicit and explicit VR is proposed too,
+        in a context of its own, and used (the data set converted as it is sent, values
+        unchanged) only when the node refuses the stored one. Prints a line per file that did not succeed (the node's status in words)
         and a summary; with --json one line per file.
           --calling-aet AET  the AE title this side calls from (default CONSORT)
           --timeout S        seconds for each step: connect, each send, each answer (default 30)

@@ -127,6 +127,11 @@ public enum DICOMWriter {
 struct DataSetEncoder {
     let encoding: Encoding
     let sequenceLengths: WriteOptions.SequenceLengths
+    /// Where a value that was not loaded goes (`TransferSyntaxConversion`: copied from its place
+    /// in the source file): its header is written, the bytes so far are handed over, and then
+    /// the value's range. Without it (or in a sequence of defined length, whose length would
+    /// need the value) such a value is an error.
+    var bulk: BulkPieces? = nil
 
     func encode(_ dataSet: DataSet, into out: inout ByteWriter) throws(DICOMError) {
         for element in dataSet.elements {
@@ -138,8 +143,14 @@ struct DataSetEncoder {
         let tag = element.tag
         if tag == .fileMetaInformationGroupLength && tag.group == 0x0002 { return }
         switch element.value {
-        case .notLoaded:
-            throw DICOMError(.unencodable, "Value was not loaded (read with ReadOptions.everything to rewrite it)", tag: tag)
+        case .notLoaded(let offset, let count):
+            guard let bulk, sequenceLengths == .undefined, element.length != nil, count < 0xFFFF_FFFF else {
+                throw DICOMError(.unencodable, "Value was not loaded (read with ReadOptions.everything to rewrite it)", tag: tag)
+            }
+            // Bulk VRs have 4-byte lengths; anything else too long for a 2-byte one goes as UN.
+            let vr = encoding.isExplicitVR && !element.vr.hasLongLength && count > 0xFFFF ? VR.UN : element.vr
+            out.appendElementHeader(tag: tag, vr: vr, length: UInt32(count), encoding: encoding)
+            bulk.cut(&out, then: .copy(offset: offset, count: count))
         case .sequence(let items):
             switch sequenceLengths {
             case .undefined:

@@ -7,6 +7,7 @@ explicit and implicit VR little endian, writes each instance as it came (its dat
 untouched, behind a File Meta Information) to OUT/<SOPInstanceUID>.dcm, and answers:
   --refuse UID          0xC000 (cannot understand) for that SOP Instance UID, every time
   --busy-once UID       0xA700 (out of resources) the first time that instance comes, then stores it
+  --syntax UID          accept only these transfer syntaxes (repeatable; default both above)
 Every request is logged to OUT/../pacs.log as "STATUS SOPInstanceUID". `--check` exits 0 when
 pynetdicom can be imported (Tests/install-test-dependencies.sh installs it into a folder of its
 own, off PATH, where this script looks first).
@@ -35,6 +36,7 @@ parser.add_argument("--out", required=True)
 parser.add_argument("--sop-class", action="append", default=[])
 parser.add_argument("--refuse", action="append", default=[])
 parser.add_argument("--busy-once", action="append", default=[])
+parser.add_argument("--syntax", action="append", default=[])
 args = parser.parse_args()
 os.makedirs(args.out, exist_ok=True)
 log = open(os.path.join(os.path.dirname(os.path.abspath(args.out)), "pacs.log"), "a", buffering=1)
@@ -67,7 +69,7 @@ def on_store(event):
 
 ae = AE(ae_title=args.aet)
 ae.maximum_pdu_size = 16384
-syntaxes = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
+syntaxes = args.syntax or ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 for sop_class in args.sop_class or ["1.2.840.10008.5.1.4.1.1.2"]:
     ae.add_supported_context(sop_class, syntaxes)
 ae.add_supported_context(Verification)
