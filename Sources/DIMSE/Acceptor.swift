@@ -24,6 +24,10 @@ public struct AcceptorPolicy: Sendable, Equatable {
     public var acceptsStorage: Bool
     /// The largest command set taken (its fragments gathered): a command is a few hundred bytes.
     public var maximumCommandLength = 65_536
+    /// Whether C-FIND and C-MOVE (study root, patient root) are accepted: a query/retrieve SCP.
+    public var acceptsQuery = false
+    /// The largest C-FIND or C-MOVE identifier taken: a query is a few hundred bytes.
+    public var maximumIdentifierLength = 1 << 20
 
     public init(aeTitle: String, callers: [Caller]?, maximumLength: UInt32, maximumContexts: Int = 128, acceptsStorage: Bool) {
         self.aeTitle = aeTitle
@@ -82,6 +86,11 @@ public enum AcceptorEvent: Sendable, Equatable {
     case dataSetEnded
     /// A C-STORE refused before its data set was read (the response is in a `.send` before this).
     case storeRefused(StoreRequest, status: UInt16, why: String)
+    /// A C-FIND's or C-MOVE's identifier is whole: the caller answers it with `queryAnswer`,
+    /// pending answers first, then one final (nothing else is read meanwhile).
+    case queryArrived(QueryRequest, identifier: [UInt8])
+    /// A C-FIND or C-MOVE refused before it was asked (the response is in a `.send` before this).
+    case queryRefused(QueryRequest, status: UInt16, why: String)
     /// Released in good order: close the connection.
     case released
     /// The association is over by an abort (sent, in the `.send` after this, or received): close
@@ -121,6 +130,10 @@ public struct Acceptor: Sendable {
         /// its fragments dropped (nil: handed out).
         case dataSet(StoreRequest, refusal: (status: UInt16, why: String)?)
         case awaitingResponse(StoreRequest)
+        /// Gathering a C-FIND's or C-MOVE's identifier; `refusal` as for a data set.
+        case identifier(QueryRequest, [UInt8], refusal: (status: UInt16, why: String)?)
+        /// The caller is answering a query (pending responses, then the final one).
+        case answering(QueryRequest)
         case over
     }
 
@@ -158,6 +171,7 @@ public struct Acceptor: Sendable {
     public mutating func next() -> [AcceptorEvent]? {
         guard !closed else { return nil }
         if case .awaitingResponse = state { return nil }
+        if case .answering = state { return nil }
         do {
             guard let pdu = try reader.next() else { return nil }
             return receive(pdu)
@@ -172,7 +186,7 @@ public struct Acceptor: Sendable {
         switch (state, pdu) {
         case (.awaitingRequest, .associateRequest(let request)):
             return associate(request)
-        case (.idle, .data(let values)), (.dataSet, .data(let values)):
+        case (.idle, .data(let values)), (.dataSet, .data(let values)), (.identifier, .data(let values)):
             var events: [AcceptorEvent] = []
             for value in values {
                 let more = data(value)
@@ -191,6 +205,26 @@ public struct Acceptor: Sendable {
         default:
             return abort(reason: 2, why: "\(pdu.kind) out of turn")
         }
+    }
+
+    /// A response to the query being answered (`queryArrived`): pending (0xFF00, 0xFF01) with a
+    /// C-FIND match or a C-MOVE's counts, the query still open; any other status is the final
+    /// response, and the association is free again. `identifier`: the data set sent after the
+    /// command (a match, or a C-MOVE's Failed SOP Instance UID List), in the context's syntax.
+    public mutating func queryAnswer(status: UInt16, identifier: [UInt8]? = nil, subOperations: SubOperations? = nil, comment: String? = nil) -> [PDU] {
+        guard case .answering(let request) = state else { return [] }
+        let pending = status == 0xFF00 || status == 0xFF01
+        if !pending { state = .idle }
+        let command = Command.queryResponse(to: request, status: status, identifier: identifier != nil, subOperations: subOperations, comment: comment)
+        var pdus = dataPDUs(contextID: request.contextID, isCommand: true, command.encoded(), maximumLength: peerMaximum)
+        if let identifier { pdus += dataPDUs(contextID: request.contextID, isCommand: false, identifier, maximumLength: peerMaximum) }
+        return pdus
+    }
+
+    /// Whether a query is being answered.
+    public var isAnswering: Bool {
+        if case .answering = state { return true }
+        return false
     }
 
     /// The answer to the C-STORE whose data set ended (`dataSetEnded`), with the status the
@@ -251,6 +285,8 @@ public struct Acceptor: Sendable {
             usable = { [TransferSyntax.implicitLittle, TransferSyntax.explicitLittle].contains($0) }
         } else if policy.acceptsStorage && Storage.isStorageSOPClass(context.abstractSyntax) {
             usable = Storage.isStorable(transferSyntax:)
+        } else if policy.acceptsQuery && (QueryRetrieve.isFind(context.abstractSyntax) || QueryRetrieve.isMove(context.abstractSyntax)) {
+            usable = { [TransferSyntax.implicitLittle, TransferSyntax.explicitLittle].contains($0) }
         } else {
             return answer(.abstractSyntaxNotSupported)
         }
@@ -291,6 +327,23 @@ public struct Acceptor: Sendable {
             state = .awaitingResponse(request)
             events.append(.dataSetEnded)
             return events
+        case .identifier(let request, var bytes, let refusal):
+            guard !value.isCommand, value.contextID == request.contextID else {
+                return abort(reason: 2, why: "a command or another context's data in the middle of an identifier")
+            }
+            bytes += value.fragment
+            guard bytes.count <= policy.maximumIdentifierLength else { return abort(reason: 6, why: "an identifier over \(policy.maximumIdentifierLength) bytes") }
+            guard value.isLast else {
+                state = .identifier(request, bytes, refusal: refusal)
+                return []
+            }
+            if let refusal {
+                state = .answering(request)
+                let pdus = queryAnswer(status: refusal.status, comment: refusal.why)
+                return [.send(pdus), .queryRefused(request, status: refusal.status, why: refusal.why)]
+            }
+            state = .answering(request)
+            return [.queryArrived(request, identifier: bytes)]
         case .idle:
             guard value.isCommand else { return abort(reason: 2, why: "a data set without a command") }
             command += value.fragment
@@ -329,7 +382,28 @@ public struct Acceptor: Sendable {
                 return [.storeBegan(request)]
             }
             return []
-        case .storeResponse, .echoResponse:
+        case .findRequest, .moveRequest:
+            guard let messageID = command.messageID, command.hasDataSet else { return abort(reason: 6, why: "a \(command.field) without a message id or an identifier") }
+            let kind: QueryRequest.Kind = command.field == .findRequest ? .find : .move
+            let request = QueryRequest(
+                kind: kind, messageID: messageID, sopClass: command.affectedSOPClassUID, contextID: contextID, transferSyntax: context.transferSyntax,
+                callingAE: callingAE, moveDestination: command.moveDestination, priority: command.priority ?? 0)
+            // PS3.7 §9.1.2.1.1: the SOP class is the context's, of the right kind; a move names
+            // where it goes.
+            let fits = kind == .find ? QueryRetrieve.isFind(context.abstractSyntax) : QueryRetrieve.isMove(context.abstractSyntax)
+            var refusal: (UInt16, String)?
+            if request.sopClass != context.abstractSyntax || !fits {
+                refusal = (0x0122, "the command's SOP class \(request.sopClass) is not its context's \(context.abstractSyntax)")
+            } else if kind == .move && (command.moveDestination ?? "").isEmpty {
+                refusal = (QueryRetrieve.moveDestinationUnknown, "the C-MOVE names no move destination")
+            }
+            state = .identifier(request, [], refusal: refusal)
+            return []
+        case .cancelRequest:
+            // PS3.7 §9.3.2.3: a cancel of a query already answered is ignored (a query is
+            // answered whole before the next request is read).
+            return []
+        case .storeResponse, .echoResponse, .findResponse, .moveResponse:
             return abort(reason: 2, why: "a \(command.field) to an acceptor, which asks nothing")
         }
     }

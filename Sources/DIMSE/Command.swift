@@ -5,6 +5,9 @@ public struct Command: Sendable, Equatable {
     public enum Field: UInt16, Sendable {
         case storeRequest = 0x0001, storeResponse = 0x8001
         case echoRequest = 0x0030, echoResponse = 0x8030
+        case findRequest = 0x0020, findResponse = 0x8020
+        case moveRequest = 0x0021, moveResponse = 0x8021
+        case cancelRequest = 0x0FFF
     }
 
     public var field: Field
@@ -15,8 +18,14 @@ public struct Command: Sendable, Equatable {
     /// 0x0101: no data set follows; anything else: one does.
     public var dataSetType: UInt16 = 0x0101
     public var status: UInt16?
-    /// C-STORE: 0 medium, 1 high, 2 low.
+    /// C-STORE, C-FIND, C-MOVE: 0 medium, 1 high, 2 low.
     public var priority: UInt16?
+    /// C-MOVE-RQ: the AE title the instances go to (0000,0600).
+    public var moveDestination: String?
+    /// A failure's words (0000,0902, at most 64 characters).
+    public var errorComment: String?
+    /// C-MOVE-RSP: sub-operations remaining, completed, failed, with a warning (0000,1020-1023).
+    public var subOperations: SubOperations?
 
     public init(field: Field, affectedSOPClassUID: String) {
         self.field = field
@@ -101,17 +110,56 @@ public struct Command: Sendable, Equatable {
         return command
     }
 
+    /// C-FIND-RSP / C-MOVE-RSP (PS3.7 §9.1.2.1, §9.1.4.1): the request's class, with the status;
+    /// `identifier`: a data set follows (a C-FIND match, or a C-MOVE's failed instances).
+    public static func queryResponse(
+        to request: QueryRequest, status: UInt16, identifier: Bool, subOperations: SubOperations? = nil, comment: String? = nil
+    ) -> Command {
+        var command = Command(field: request.kind == .find ? .findResponse : .moveResponse, affectedSOPClassUID: request.sopClass)
+        command.respondingTo = request.messageID
+        command.status = status
+        command.dataSetType = identifier ? 0x0000 : 0x0101
+        command.subOperations = request.kind == .move ? subOperations : nil
+        command.errorComment = comment
+        return command
+    }
+
+    /// C-FIND-RQ (PS3.7 §9.1.2): an identifier follows.
+    public static func findRequest(messageID: UInt16, sopClass: String, priority: UInt16 = 0) -> Command {
+        var command = Command(field: .findRequest, affectedSOPClassUID: sopClass)
+        command.messageID = messageID
+        command.priority = priority
+        command.dataSetType = 0x0000
+        return command
+    }
+
+    /// C-MOVE-RQ (PS3.7 §9.1.4): an identifier follows; the instances go to `destination`.
+    public static func moveRequest(messageID: UInt16, sopClass: String, destination: String, priority: UInt16 = 0) -> Command {
+        var command = findRequest(messageID: messageID, sopClass: sopClass, priority: priority)
+        command.field = .moveRequest
+        command.moveDestination = destination
+        return command
+    }
+
     /// The command's bytes, elements in ascending tag order.
     public func encoded() -> [UInt8] {
         var elements: [(UInt16, [UInt8])] = []
-        elements.append((0x0002, Self.uid(affectedSOPClassUID)))
+        if !affectedSOPClassUID.isEmpty || field != .cancelRequest { elements.append((0x0002, Self.uid(affectedSOPClassUID))) }
         elements.append((0x0100, Self.us(field.rawValue)))
         if let messageID { elements.append((0x0110, Self.us(messageID))) }
         if let respondingTo { elements.append((0x0120, Self.us(respondingTo))) }
+        if let moveDestination { elements.append((0x0600, Self.text(moveDestination))) }
         if let priority { elements.append((0x0700, Self.us(priority))) }
         elements.append((0x0800, Self.us(dataSetType)))
         if let status { elements.append((0x0900, Self.us(status))) }
+        if let errorComment { elements.append((0x0902, Self.text(String(errorComment.prefix(64))))) }
         if let affectedSOPInstanceUID { elements.append((0x1000, Self.uid(affectedSOPInstanceUID))) }
+        if let subOperations {
+            elements.append((0x1020, Self.us(subOperations.remaining)))
+            elements.append((0x1021, Self.us(subOperations.completed)))
+            elements.append((0x1022, Self.us(subOperations.failed)))
+            elements.append((0x1023, Self.us(subOperations.warning)))
+        }
         var body: [UInt8] = []
         for (element, value) in elements { body += Self.element(element, value) }
         return Self.element(0x0000, Self.ul(UInt32(body.count))) + body
@@ -146,7 +194,28 @@ public struct Command: Sendable, Equatable {
         command.dataSetType = try us(0x0800) ?? 0x0101
         command.status = try us(0x0900)
         command.affectedSOPInstanceUID = uid(0x1000)
+        command.moveDestination = values[0x0600].map(Self.readText)
+        command.errorComment = values[0x0902].map(Self.readText)
+        if let remaining = try us(0x1020), let completed = try us(0x1021), let failed = try us(0x1022), let warning = try us(0x1023) {
+            command.subOperations = SubOperations(remaining: remaining, completed: completed, failed: failed, warning: warning)
+        } else if let completed = try us(0x1021), let failed = try us(0x1022), let warning = try us(0x1023) {
+            // A final response may leave out the remaining count (PS3.7 §9.1.4.1.10).
+            command.subOperations = SubOperations(remaining: 0, completed: completed, failed: failed, warning: warning)
+        }
         return command
+    }
+
+    /// Text padded to an even length with a space (AE, LO).
+    private static func text(_ value: String) -> [UInt8] {
+        var bytes = Array(value.utf8)
+        if bytes.count % 2 == 1 { bytes.append(0x20) }
+        return bytes
+    }
+    private static func readText(_ bytes: [UInt8]) -> String {
+        var slice = bytes[...]
+        while let first = slice.first, first == 0x20 || first == 0 { slice = slice.dropFirst() }
+        while let last = slice.last, last == 0x20 || last == 0 { slice = slice.dropLast() }
+        return String(decoding: slice, as: UTF8.self)
     }
 
     private static func element(_ element: UInt16, _ value: [UInt8]) -> [UInt8] {
@@ -159,5 +228,66 @@ public struct Command: Sendable, Equatable {
         var bytes = Array(text.utf8)
         if bytes.count % 2 == 1 { bytes.append(0) }
         return bytes
+    }
+}
+
+/// A C-MOVE's sub-operations (PS3.7 §9.1.4.1.6-9): each instance sent is one.
+public struct SubOperations: Sendable, Equatable {
+    public var remaining: UInt16
+    public var completed: UInt16
+    public var failed: UInt16
+    public var warning: UInt16
+
+    public init(remaining: UInt16 = 0, completed: UInt16 = 0, failed: UInt16 = 0, warning: UInt16 = 0) {
+        self.remaining = remaining
+        self.completed = completed
+        self.failed = failed
+        self.warning = warning
+    }
+}
+
+/// The query/retrieve SOP classes (PS3.4 Annex C): study root and patient root, FIND and MOVE.
+public enum QueryRetrieve {
+    public static let patientRootFind = "1.2.840.10008.5.1.4.1.2.1.1"
+    public static let patientRootMove = "1.2.840.10008.5.1.4.1.2.1.2"
+    public static let studyRootFind = "1.2.840.10008.5.1.4.1.2.2.1"
+    public static let studyRootMove = "1.2.840.10008.5.1.4.1.2.2.2"
+
+    public static func isFind(_ uid: String) -> Bool { uid == patientRootFind || uid == studyRootFind }
+    public static func isMove(_ uid: String) -> Bool { uid == patientRootMove || uid == studyRootMove }
+
+    /// C-FIND and C-MOVE statuses (PS3.4 C.4.1.1.4, C.4.2.1.5).
+    public static let pending: UInt16 = 0xFF00
+    public static let outOfResources: UInt16 = 0xA700
+    public static let subOperationsImpossible: UInt16 = 0xA702
+    public static let moveDestinationUnknown: UInt16 = 0xA801
+    public static let identifierDoesNotMatch: UInt16 = 0xA900
+    public static let unableToProcess: UInt16 = 0xC000
+    public static let cancelled: UInt16 = 0xFE00
+    public static let subOperationsWithFailures: UInt16 = 0xB000
+}
+
+/// A C-FIND or C-MOVE whose identifier has arrived: what the caller needs to answer it.
+public struct QueryRequest: Sendable, Equatable {
+    public enum Kind: Sendable { case find, move }
+    public var kind: Kind
+    public var messageID: UInt16
+    public var sopClass: String
+    public var contextID: UInt8
+    /// The accepted context's transfer syntax: the identifier's encoding, and the answers'.
+    public var transferSyntax: String
+    public var callingAE: String
+    public var moveDestination: String?
+    public var priority: UInt16
+
+    public init(kind: Kind, messageID: UInt16, sopClass: String, contextID: UInt8, transferSyntax: String, callingAE: String, moveDestination: String? = nil, priority: UInt16 = 0) {
+        self.kind = kind
+        self.messageID = messageID
+        self.sopClass = sopClass
+        self.contextID = contextID
+        self.transferSyntax = transferSyntax
+        self.callingAE = callingAE
+        self.moveDestination = moveDestination
+        self.priority = priority
     }
 }

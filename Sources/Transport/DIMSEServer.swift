@@ -25,6 +25,36 @@ public protocol DIMSEIncomingInstance: AnyObject {
     func discard()
 }
 
+/// What answers C-FIND and C-MOVE at the SCP (the agent's consortium-wide query and retrieve).
+/// Identifiers come and go encoded in the request's transfer syntax; the service decodes them.
+public protocol DIMSEQueryService: Sendable {
+    /// A C-FIND's matches, each an identifier, or a refusal.
+    func find(_ request: QueryRequest, identifier: [UInt8], from peer: DIMSEServer.Peer) -> DIMSEFindAnswer
+    /// Carries out a C-MOVE; `progress` sends a pending response with the counts so far and
+    /// says whether the requester is still there (false: stop, the association is gone).
+    func move(_ request: QueryRequest, identifier: [UInt8], from peer: DIMSEServer.Peer, progress: (SubOperations) -> Bool) -> DIMSEMoveOutcome
+}
+
+public enum DIMSEFindAnswer: Sendable {
+    case matches([[UInt8]])
+    case refused(status: UInt16, why: String)
+}
+
+/// A C-MOVE's final response: its status (0 all sent; 0xB000 some failed; a failure), the
+/// counts, words for the requester, and the identifier listing the instances that failed.
+public struct DIMSEMoveOutcome: Sendable {
+    public var status: UInt16
+    public var subOperations: SubOperations
+    public var comment: String?
+    public var failedIdentifier: [UInt8]?
+    public init(status: UInt16, subOperations: SubOperations, comment: String? = nil, failedIdentifier: [UInt8]? = nil) {
+        self.status = status
+        self.subOperations = subOperations
+        self.comment = comment
+        self.failedIdentifier = failedIdentifier
+    }
+}
+
 /// A C-STORE answered with a failure status, and why (for the log; the peer gets the status).
 public struct DIMSEStoreRefusal: Error, CustomStringConvertible {
     public let status: UInt16
@@ -56,6 +86,8 @@ public final class DIMSEServer: @unchecked Sendable {
         /// DICOM TLS (PS3.15 B.9): the server context in force (it is replaced on reload, so it
         /// is asked for at each connection); nil: plain TCP.
         public var tls: (@Sendable () -> TLSContext)?
+        /// C-FIND and C-MOVE (with `policy.acceptsQuery`).
+        public var query: (any DIMSEQueryService)?
 
         public init(host: String, port: UInt16, policy: AcceptorPolicy) {
             self.host = host
@@ -79,6 +111,9 @@ public final class DIMSEServer: @unchecked Sendable {
         /// C-STORE answers by status (0: success).
         public var stores: [UInt16: Int] = [:]
         public var storedBytes: Int64 = 0
+        /// C-FIND and C-MOVE requests answered, by final status.
+        public var finds: [UInt16: Int] = [:]
+        public var moves: [UInt16: Int] = [:]
         public var lastStored: Event?
         public var lastRefused: Event?
         public var lastRejected: Event?
@@ -324,12 +359,62 @@ public final class DIMSEServer: @unchecked Sendable {
                     $0.lastRefused = Event(time: Date().timeIntervalSince1970, calling: acceptor.callingAE, address: remote, detail: "\(DIMSEServer.hex(status)) \(Command.words(ofStoreStatus: status)): \(why)")
                 }
                 log.warning("C-STORE refused: \(Command.words(ofStoreStatus: status))", ["peer": remote, "calling": acceptor.callingAE, "sop": request.sopInstance, "why": why])
+            case .queryArrived(let request, let identifier):
+                return answer(request, identifier)
+            case .queryRefused(let request, let status, let why):
+                server.count { request.kind == .find ? ($0.finds[status, default: 0] += 1) : ($0.moves[status, default: 0] += 1) }
+                log.warning("\(request.kind == .find ? "C-FIND" : "C-MOVE") refused", ["peer": remote, "calling": acceptor.callingAE, "status": DIMSEServer.hex(status), "why": why])
             case .released:
                 log.info("association released", fields)
             case .aborted(let why):
                 server.count { $0.aborted += 1 }
                 log.warning("association aborted" + (instance != nil || failure != nil ? "; the instance being received is dropped" : ""), ["peer": remote, "calling": acceptor.callingAE, "why": why])
             }
+            return true
+        }
+
+        /// A C-FIND or C-MOVE: the service asked, its answers sent — pending ones as they come,
+        /// then the final one.
+        private mutating func answer(_ request: QueryRequest, _ identifier: [UInt8]) -> Bool {
+            let started = MonotonicClock.now
+            let peer = Peer(aeTitle: acceptor.callingAE, address: remote)
+            let what = request.kind == .find ? "C-FIND" : "C-MOVE"
+            guard let service = server.configuration.query else {
+                return send(acceptor.queryAnswer(status: QueryRetrieve.unableToProcess, comment: "no query service here"), what: "the \(what) response")
+            }
+            var final: UInt16
+            var detail: String
+            switch request.kind {
+            case .find:
+                switch service.find(request, identifier: identifier, from: peer) {
+                case .matches(let matches):
+                    for match in matches {
+                        guard send(acceptor.queryAnswer(status: QueryRetrieve.pending, identifier: match), what: "a C-FIND match") else { return false }
+                    }
+                    final = 0
+                    detail = "\(matches.count) matches"
+                    guard send(acceptor.queryAnswer(status: 0), what: "the C-FIND response") else { return false }
+                case .refused(let status, let why):
+                    (final, detail) = (status, why)
+                    guard send(acceptor.queryAnswer(status: status, comment: why), what: "the C-FIND response") else { return false }
+                }
+            case .move:
+                var alive = true
+                let outcome = service.move(request, identifier: identifier, from: peer) { counts in
+                    if alive { alive = send(acceptor.queryAnswer(status: QueryRetrieve.pending, subOperations: counts), what: "a C-MOVE pending response") }
+                    return alive
+                }
+                guard alive else { return false }
+                final = outcome.status
+                let c = outcome.subOperations
+                detail = "to \(request.moveDestination ?? "?"): \(c.completed) sent, \(c.failed) failed, \(c.warning) with a warning" + (outcome.comment.map { "; " + $0 } ?? "")
+                guard send(acceptor.queryAnswer(status: outcome.status, identifier: outcome.failedIdentifier, subOperations: outcome.subOperations, comment: outcome.comment), what: "the C-MOVE response") else { return false }
+            }
+            server.count { request.kind == .find ? ($0.finds[final, default: 0] += 1) : ($0.moves[final, default: 0] += 1) }
+            let line: KeyValuePairs<String, Any> = [
+                "peer": remote, "calling": acceptor.callingAE, "status": DIMSEServer.hex(final), "seconds": String(format: "%.3f", MonotonicClock.now - started), "detail": detail,
+            ]
+            if final == 0 { log.info("\(what) answered", line) } else { log.warning("\(what) answered with a failure or warning", line) }
             return true
         }
 
