@@ -187,7 +187,7 @@ extension DIMSEAssociation {
     /// sent before the connection closes. Throws only when no association was made.
     public static func store(
         _ items: [StoreItem], host: String, port: UInt16, called: String, calling: String, timeout: Double, maximumLength: UInt32 = 65_536,
-        tls: TLSContext? = nil
+        tls: TLSContext? = nil, progress: ((StoreResult) -> Void)? = nil
     ) throws -> (results: [StoreResult], failure: String?) {
         // One context per (SOP class, transfer syntax) — the stored one, and the alternative
         // where there is one, in a context of its own so that the node accepts or refuses each
@@ -233,6 +233,10 @@ extension DIMSEAssociation {
                 guard let index = keys.firstIndex(of: sopClass + "\u{1}" + syntax) else { return nil }
                 return accept.contexts.first { $0.id == contexts[index].id && $0.result == .acceptance && $0.transferSyntax == syntax }
             }
+            func record(_ result: StoreResult) {
+                results.append(result)
+                progress?(result)
+            }
             for item in items {
                 // As stored when the node takes that; else the alternative, converted.
                 let context: AcceptedContext
@@ -241,13 +245,13 @@ extension DIMSEAssociation {
                     context = stored
                 } else if let alternative = item.alternative, let convert = item.convert, let other = accepted(item.sopClass, alternative) {
                     do { pieces = try convert(alternative) } catch {
-                        results.append(StoreResult(item: item, status: nil, reason: "cannot convert \(item.path) from \(item.transferSyntax) to \(alternative), the only syntax the node accepts for it: \(error)"))
+                        record(StoreResult(item: item, status: nil, reason: "cannot convert \(item.path) from \(item.transferSyntax) to \(alternative), the only syntax the node accepts for it: \(error)"))
                         continue
                     }
                     context = other
                 } else {
                     let also = item.alternative.map { " or \($0)" } ?? ""
-                    results.append(StoreResult(item: item, status: nil, reason: "the node does not accept \(item.sopClass) in \(item.transferSyntax)\(also)"))
+                    record(StoreResult(item: item, status: nil, reason: "the node does not accept \(item.sopClass) in \(item.transferSyntax)\(also)"))
                     continue
                 }
                 messageID &+= 1
@@ -259,7 +263,7 @@ extension DIMSEAssociation {
                     throw Failure("the node answered C-STORE with \(response.field) for message \(response.respondingTo.map(String.init) ?? "?")")
                 }
                 let status = response.status ?? 0xFFFF
-                results.append(StoreResult(item: item, status: status, reason: Command.words(ofStoreStatus: status)))
+                record(StoreResult(item: item, status: status, reason: Command.words(ofStoreStatus: status)))
             }
         } catch {
             // The association is broken: say so to the node (A-ABORT, PS3.8 §9.3.8), keep what

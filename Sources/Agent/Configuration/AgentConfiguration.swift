@@ -96,6 +96,12 @@ public struct AgentConfiguration: Sendable {
         /// `tls`: DICOM TLS with the trust's certificate; a caller must show a certificate
         /// from the consortium CA (as every TLS peer of the agent does).
         public var tls = false
+        /// C-FIND and C-MOVE for the dimse-peers: the consortium's studies of a patient, in
+        /// this trust's identity (`no-query`: a C-STORE SCP only).
+        public var query = true
+        /// `move-wait`: how long a C-MOVE of a study held elsewhere waits for its fetch before
+        /// the requester is told its instances failed (the fetch goes on in the spool).
+        public var moveWaitSeconds = 120.0
         public var location: SourceLocation
     }
 

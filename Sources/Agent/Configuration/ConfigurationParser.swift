@@ -345,18 +345,19 @@ public enum ConfigurationParser {
         return Outcome(configuration: diagnostics.contains { $0.severity == .error } ? nil : configuration, diagnostics: diagnostics, source: text)
     }
 
-    /// `dimse ADDRESS:PORT { aet AET  associations N  max-pdu BYTES  timeout S  idle S  tls }`: `aet`
-    /// is required; the rest have their defaults (`AgentConfiguration.DIMSEListener`).
+    /// `dimse ADDRESS:PORT { aet AET  associations N  max-pdu BYTES  timeout S  idle S  move-wait S
+    /// no-query  tls }`: `aet` is required; the rest have their defaults
+    /// (`AgentConfiguration.DIMSEListener`).
     static func dimseListener(
         _ address: (String, UInt16), _ options: [Token], at location: SourceLocation, error: (SourceLocation, String, String?) -> Void
     ) -> AgentConfiguration.DIMSEListener? {
         var listener = AgentConfiguration.DIMSEListener(host: address.0, port: address.1, aeTitle: "", location: location)
-        let hint = "the options are aet AET, associations N, max-pdu BYTES, timeout S, idle S and tls, e.g. { aet CONSORT_RSCH }"
+        let hint = "the options are aet AET, associations N, max-pdu BYTES, timeout S, idle S, move-wait S, no-query and tls, e.g. { aet CONSORT_RSCH }"
         var index = 0
         while index < options.count {
             let option = options[index]
-            if option.text == "tls" {
-                listener.tls = true
+            if option.text == "tls" || option.text == "no-query" {
+                if option.text == "tls" { listener.tls = true } else { listener.query = false }
                 index += 1
                 continue
             }
@@ -380,10 +381,10 @@ public enum ConfigurationParser {
                     return nil
                 }
                 if option.text == "associations" { listener.associations = n } else { listener.maximumPDU = n }
-            case "timeout", "idle":
+            case "timeout", "idle", "move-wait":
                 // A unit may follow the number: `timeout 30 s`.
                 var tokens = [value]
-                if index < options.count, Double(options[index].text) == nil, !["aet", "associations", "max-pdu", "timeout", "idle", "tls"].contains(options[index].text) {
+                if index < options.count, Double(options[index].text) == nil, !["aet", "associations", "max-pdu", "timeout", "idle", "move-wait", "no-query", "tls"].contains(options[index].text) {
                     tokens.append(options[index])
                     index += 1
                 }
@@ -391,7 +392,11 @@ public enum ConfigurationParser {
                     error(value.location, "\(option.text) takes a duration from 1 s to 1 h, e.g. \(option.text) 30 s", nil)
                     return nil
                 }
-                if option.text == "timeout" { listener.timeoutSeconds = seconds } else { listener.idleSeconds = seconds }
+                switch option.text {
+                case "timeout": listener.timeoutSeconds = seconds
+                case "idle": listener.idleSeconds = seconds
+                default: listener.moveWaitSeconds = seconds
+                }
             default:
                 error(option.location, "unknown option \"\(option.text)\" of \"dimse\"", hint)
                 return nil

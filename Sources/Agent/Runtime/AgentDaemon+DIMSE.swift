@@ -13,18 +13,33 @@ extension AgentDaemon {
         guard let listener = configuration.dimse else { return }
         let dimseLog = log.named("dimse")
         let callers = Self.callers(configuration.dimsePeers, log: dimseLog)
+        dimseNames.value = Self.names(configuration.dimsePeers)
+        dimseDestinations.value = Self.destinations(configuration.dimsePeers)
         let intake = try DIMSEIntake(
-            folder: configuration.dimseIntakeFolder, audit: audit, names: Self.names(configuration.dimsePeers), log: dimseLog)
-        var server = DIMSEServer.Configuration(
-            host: listener.host, port: listener.port,
-            policy: AcceptorPolicy(aeTitle: listener.aeTitle, callers: callers, maximumLength: UInt32(listener.maximumPDU), acceptsStorage: true))
+            folder: configuration.dimseIntakeFolder, audit: audit, names: dimseNames, log: dimseLog)
+        var policy = AcceptorPolicy(aeTitle: listener.aeTitle, callers: callers, maximumLength: UInt32(listener.maximumPDU), acceptsStorage: true)
+        policy.acceptsQuery = listener.query
+        var server = DIMSEServer.Configuration(host: listener.host, port: listener.port, policy: policy)
         server.maximumAssociations = listener.associations
         server.timeout = listener.timeoutSeconds
         server.idleTimeout = listener.idleSeconds
+        let material = tls
         if listener.tls {
             // The receiver's context, reloaded with it on SIGHUP (a revoked caller's CRL too).
-            let material = tls
             server.tls = { material.serverContext }
+        }
+        if listener.query {
+            // C-FIND and C-MOVE: the consortium's studies of a patient, for the dimse-peers.
+            let query = ConsortiumQuery(
+                store: store, coordinator: coordinator, identityBook: identityBook, audit: audit, trust: configuration.trust, aeTitle: listener.aeTitle,
+                names: dimseNames, log: log.named("query"))
+            let queue = self.queue
+            let useTLS = listener.tls
+            query.mover = ConsortiumMove(
+                store: store, coordinator: coordinator, audit: audit, trust: configuration.trust, aeTitle: listener.aeTitle, destinations: dimseDestinations,
+                tls: { useTLS ? try? TLSContext(material.configuration, role: .client) : nil }, log: log.named("move"), nudge: { queue.nudge() },
+                patience: listener.moveWaitSeconds, timeout: listener.timeoutSeconds)
+            server.query = query
         }
         let scp = DIMSEServer(server, sink: intake, log: dimseLog)
         try scp.start()
@@ -48,7 +63,8 @@ extension AgentDaemon {
         guard let dimse else { return }
         let dimseLog = log.named("dimse")
         dimse.replaceCallers(Self.callers(fresh.dimsePeers, log: dimseLog))
-        dimseIntake?.names.value = Self.names(fresh.dimsePeers)
+        dimseNames.value = Self.names(fresh.dimsePeers)
+        dimseDestinations.value = Self.destinations(fresh.dimsePeers)
         dimseLog.info("dimse peers re-read", ["peers": fresh.dimsePeers.map(\.name).joined(separator: ",")])
         if fresh.dimse.map(Self.withoutPlace) != configuration.dimse.map(Self.withoutPlace) {
             dimseLog.warning("the dimse line changed: it takes effect at the next start")
@@ -58,6 +74,11 @@ extension AgentDaemon {
     /// The dimse-peer names by calling AE title, for the audit log.
     static func names(_ peers: [AgentConfiguration.DIMSEPeer]) -> [String: String] {
         Dictionary(peers.map { ($0.aeTitle, $0.name) }, uniquingKeysWith: { first, _ in first })
+    }
+
+    /// Each dimse-peer's own SCP by AE title: where a C-MOVE to it sends.
+    static func destinations(_ peers: [AgentConfiguration.DIMSEPeer]) -> [String: (name: String, host: String, port: UInt16)] {
+        Dictionary(peers.map { ($0.aeTitle, (name: $0.name, host: $0.host, port: $0.port)) }, uniquingKeysWith: { first, _ in first })
     }
 
     /// A listener's settings, wherever in the file they were written.

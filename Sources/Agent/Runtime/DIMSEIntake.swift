@@ -32,11 +32,11 @@ final class DIMSEIntake: DIMSEStoreSink, @unchecked Sendable {
     /// durable in one call (the audit log is on the same filesystem; otherwise -1).
     let filesystem: Int32
 
-    init(folder: String, audit: AuditLog, names: [String: String], log: Logger) throws {
+    init(folder: String, audit: AuditLog, names: LockedValue<[String: String]>, log: Logger) throws {
         self.folder = folder
         incoming = folder + "/.incoming"
         self.audit = audit
-        self.names = LockedValue(names)
+        self.names = names
         self.log = log
         try FileManager.default.createDirectory(atPath: incoming, withIntermediateDirectories: true)
         let left = (try? FileManager.default.contentsOfDirectory(atPath: incoming)) ?? []

@@ -59,6 +59,7 @@ public final class AgentStore: @unchecked Sendable {
             sop TEXT PRIMARY KEY, study TEXT NOT NULL, series TEXT, path TEXT NOT NULL, size INTEGER NOT NULL,
             origin TEXT NOT NULL, rule TEXT, arrived REAL NOT NULL, sha256 TEXT, sent_sha256 TEXT);
         CREATE INDEX IF NOT EXISTS instances_by_study ON instances(study);
+        CREATE INDEX IF NOT EXISTS studies_by_patient ON studies(patient_id);
         CREATE TABLE IF NOT EXISTS manifests (
             study TEXT NOT NULL, sender TEXT NOT NULL, final INTEGER NOT NULL, instances INTEGER NOT NULL, bytes INTEGER NOT NULL,
             received REAL NOT NULL, checked INTEGER NOT NULL DEFAULT -1, held INTEGER NOT NULL DEFAULT 0, completed REAL, PRIMARY KEY (study, sender)) WITHOUT ROWID;

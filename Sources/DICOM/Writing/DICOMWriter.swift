@@ -115,6 +115,14 @@ public enum DICOMWriter {
         return out.bytes
     }
 
+    /// A bare data set (no preamble, no File Meta Information) in explicit or implicit VR
+    /// little endian, sequences of undefined length: a DIMSE identifier (a C-FIND match).
+    public static func encodeDataSet(_ dataSet: DataSet, explicitVR: Bool) throws(DICOMError) -> [UInt8] {
+        var out = ByteWriter()
+        try DataSetEncoder(encoding: explicitVR ? .explicitVRLittleEndian : .implicitVRLittleEndian, sequenceLengths: .undefined).encode(dataSet, into: &out)
+        return out.bytes
+    }
+
     /// A text element with its value padded to even length.
     public static func textElement(_ tag: Tag, _ vr: VR, _ text: String) -> DataElement {
         var bytes = Array(text.utf8)
