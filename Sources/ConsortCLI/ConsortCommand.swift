@@ -53,6 +53,9 @@ public enum ConsortCommand {
             name: "identity", summary: "studies from other trusts held for their identity (no local number, a conflict); release one",
             run: IdentityCommand.run, help: IdentityCommand.help),
         Subcommand(
+            name: "pull", summary: "fetch a patient's studies from across the consortium here, by the agent's spool",
+            run: PullCommand.run, help: PullCommand.help),
+        Subcommand(
             name: "backfill", summary: "apply the routing rules to the archive's history (a first start does not): dry run, --yes",
             run: BackfillCommand.run, help: BackfillCommand.help),
         Subcommand(

@@ -68,7 +68,7 @@ struct ConfigurationParserTests {
         ("dimse 0.0.0.0:11112 { aet A\\B }", "1:27", "is not an AE title", nil),
         ("dimse 0.0.0.0:11112 { aet X  associations 0 }", "1:43", "associations takes a whole number from 1 to 256", nil),
         ("dimse 0.0.0.0:11112 { aet X  colour red }", "1:30", "unknown option \"colour\" of \"dimse\"",
-            "the options are aet AET, associations N, max-pdu BYTES, timeout S, idle S and tls, e.g. { aet CONSORT_RSCH }"),
+            "the options are aet AET, associations N, max-pdu BYTES, timeout S, idle S, move-wait S, no-query and tls, e.g. { aet CONSORT_RSCH }"),
         ("dimse-peer CT1 10.0.0.5:104", "1:16", "AET@HOST:PORT", nil),
         ("dimse-peer CT1 CT1@a:104\ndimse-peer CT1 CT2@b:104", "2:12", "dimse-peer CT1 is defined twice", nil),
     ] as [(String, String, String, String?)])
@@ -96,6 +96,10 @@ struct ConfigurationParserTests {
         let limits = try #require(ConfigurationParser.parse(Self.example + "\ndimse 127.0.0.1:104 { aet X associations 2 max-pdu 16384 timeout 5 s tls idle 1 min }", file: "agent.conf").configuration?.dimse)
         #expect(limits.associations == 2 && limits.maximumPDU == 16_384 && limits.timeoutSeconds == 5 && limits.idleSeconds == 60 && limits.tls)
         #expect(!dimse.tls)
+        // Query/retrieve by default, with a C-MOVE waiting two minutes for a fetch.
+        #expect(dimse.query && dimse.moveWaitSeconds == 120)
+        let storeOnly = try #require(ConfigurationParser.parse(Self.example + "\ndimse 127.0.0.1:104 { aet X no-query move-wait 30 s }", file: "agent.conf").configuration?.dimse)
+        #expect(!storeOnly.query && storeOnly.moveWaitSeconds == 30)
         #expect(try #require(ConfigurationParser.parse(Self.example, file: "agent.conf").configuration).dimse == nil)
     }
 

@@ -115,6 +115,20 @@ struct ConsortiumQueryTests {
         // A move to a destination nobody listed: refused.
         let nowhere = try Run.program("/usr/bin/movescu", ["-S", "-aet", "PACS", "-aec", "CONSORT_ASPH", "-aem", "ELSEWHERE", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=\(uid)", "127.0.0.1", String(scpPort)])
         #expect((nowhere.stdout + nowhere.stderr).contains("MoveDestinationUnknown"), "\(nowhere.stdout)\(nowhere.stderr)")
+
+        // consort pull: the patient's CTs since 2024 fetched here by the spool (RSCH's and
+        // ESHT's; UHSX's MR is not asked for), listed by consort queue, audited with who asked.
+        #expect(try Run.consort("pull", "--config", asph.config, "--nhs", "9990000019").status == 2, "a number that fails its check digit")
+        let pull = try Run.consort("pull", "--config", asph.config, "--nhs", CoordinatorTests.patient, "--modality", "CT", "--since", "20240101")
+        #expect(pull.status == 0 && pull.stdout.contains("queued"), "\(pull.stdout)\(pull.stderr)")
+        #expect(AgentSite.eventually(within: 60, "RSCH's and ESHT's studies fetched by the pull", logs: [asph]) {
+            let jobs = (try? asph.queue()) ?? []
+            return [studies["RSCH"]!, studies["ESHT"]!].allSatisfy { uid in jobs.contains { $0["kind"] as? String == "fetch" && $0["study"] as? String == uid && $0["state"] as? String == "done" } }
+                && jobs.contains { $0["kind"] as? String == "gather" && $0["rule"] as? String == "pull" && $0["state"] as? String == "done" }
+        })
+        #expect(!(try asph.queue()).contains { $0["kind"] as? String == "fetch" && $0["study"] as? String == studies["UHSX"] && $0["rule"] as? String == "pull" })
+        let pulled = try String(contentsOfFile: asph.state + "/audit.log", encoding: .utf8)
+        #expect(pulled.contains("\"pull\"") && pulled.contains("consort pull --modality CT --since 20240101"), "\(pulled.suffix(1500))")
     }
 
     /// DCMTK's words for status 0xC000 (or the number itself).

@@ -169,6 +169,10 @@ final class PlanExecutor: JobExecutor, @unchecked Sendable {
             if search.sameModality, let modality, !(study["modalities"] as? [String] ?? []).contains(where: { $0.uppercased() == modality }) { continue }
             if search.sameBodyPart, let bodyPart, (study["bodyPart"] as? String)?.uppercased() != bodyPart { continue }
             if let oldest, (study["date"] as? String ?? "") < oldest { continue }
+            // A pull's filters (consort pull).
+            if let wanted = search.study, uid != wanted { continue }
+            if let asked = search.modality?.uppercased(), !(study["modalities"] as? [String] ?? []).contains(where: { $0.uppercased() == asked }) { continue }
+            if let since = search.since, (study["date"] as? String ?? "") < since { continue }
             let locations = (study["locations"] as? [[String: Any]] ?? []).filter { location in
                 guard let holder = location["trust"] as? String, holder != trust else { return false }
                 return sources.isEmpty || sources.contains(holder)

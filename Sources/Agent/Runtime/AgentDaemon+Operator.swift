@@ -2,6 +2,7 @@ import Audit
 import DICOM
 import Foundation
 import Platform
+import Routing
 import Transport
 
 /// The running agent's side of the operator commands: the admin socket's requests, the live
@@ -75,6 +76,8 @@ extension AgentDaemon {
                 return changed(list)
             case "backfill":
                 return backfill(request.fields, who: who, log: adminLog)
+            case "pull":
+                return pull(request.fields, who: who, log: adminLog)
             case "identity-release":
                 return releaseIdentity(request.fields, who: who, log: adminLog)
             case "copy-acknowledge":
@@ -84,11 +87,44 @@ extension AgentDaemon {
                 adminLog.info("flagged copies acknowledged by an operator", ["user": who, "studies": done.joined(separator: ",")])
                 return .object([("ok", .bool(true)), ("acknowledged", .array(done.map { .string($0) }))])
             default:
-                return failure("unknown action \"\(request.action)\" (ping, status, hold, release, retry, drop, resync, backfill, identity-release, copy-acknowledge)")
+                return failure("unknown action \"\(request.action)\" (ping, status, hold, release, retry, drop, resync, backfill, pull, identity-release, copy-acknowledge)")
             }
         } catch {
             adminLog.error("admin action failed", ["action": request.action, "user": who, "error": error])
             return failure("\(error)")
+        }
+    }
+
+    /// `consort pull`: a patient's studies anywhere in the consortium (or some of them) fetched
+    /// here by the spool — planned like an MDT list's gather (the coordinator asked where they
+    /// are, each study fetched from a trust holding it, checked against the patient, placed in
+    /// this trust's identity), urgent, purpose direct-care, audited before it is queued.
+    func pull(_ fields: [String: Any], who: String, log adminLog: Logger) -> JSON {
+        func failure(_ message: String) -> JSON { .object([("ok", .bool(false)), ("error", .string(message))]) }
+        guard coordinator != nil else { return failure("this agent has no coordinator line in its configuration: it cannot find where the patient's studies are") }
+        guard let text = fields["nhs"] as? String, let nhs = NHSNumber(text) else {
+            return failure("\"\(fields["nhs"] as? String ?? "")\" is not a valid NHS number (10 digits with a Modulus 11 check digit)")
+        }
+        var search = PriorSearch.patient(nhs.digits)
+        search.modality = (fields["modality"] as? String)?.uppercased()
+        search.since = fields["since"] as? String
+        search.study = fields["study"] as? String
+        let now = clock.now
+        do {
+            try audit.record(AuditEntry(
+                who: who, action: "pull", nhs: nhs.digits, study: search.study, why: ConsortiumQuery.purpose,
+                detail: "consort pull" + (search.modality.map { " --modality \($0)" } ?? "") + (search.since.map { " --since \($0)" } ?? "")))
+            let job = AgentStore.NewJob(kind: .gather, destination: "", rule: "pull", purpose: ConsortiumQuery.purpose, priority: .urgent, search: search)
+            let key = "pull:\(nhs.digits):\(Int(now * 1000))"
+            try store.queue([job], study: key, now: now)
+            queue.nudge()
+            var filter = AgentStore.JobFilter()
+            filter.study = key
+            let id = try store.jobLines(filter, now: now, minuteOfDay: 0).first?.job.id
+            adminLog.info("pull queued by an operator", ["user": who, "nhs": nhs.digits, "job": id.map(String.init) ?? "?"])
+            return .object([("ok", .bool(true)), ("job", id.map { .int($0) } ?? .null)])
+        } catch {
+            return failure("nothing was queued: \(error)")
         }
     }
 

@@ -14,6 +14,11 @@ public struct PriorSearch: Sendable, Hashable, Codable {
     public var atMost: Int?
     /// The patient's NHS number (ten digits, validated before it is kept).
     public var nhs: String?
+    /// `consort pull`'s filters: studies with this modality, on or after this date
+    /// (YYYYMMDD), or this one study.
+    public var modality: String?
+    public var since: String?
+    public var study: String?
 
     public init(sources: [String] = [], sameModality: Bool = false, sameBodyPart: Bool = false, withinDays: Int? = nil, atMost: Int? = nil, nhs: String? = nil) {
         self.sources = sources
@@ -35,6 +40,9 @@ public struct PriorSearch: Sendable, Hashable, Codable {
         withinDays = try values.decodeIfPresent(Int.self, forKey: .withinDays)
         atMost = try values.decodeIfPresent(Int.self, forKey: .atMost)
         nhs = try values.decodeIfPresent(String.self, forKey: .nhs)
+        modality = try values.decodeIfPresent(String.self, forKey: .modality)
+        since = try values.decodeIfPresent(String.self, forKey: .since)
+        study = try values.decodeIfPresent(String.self, forKey: .study)
     }
 
     /// The JSON kept in the spool.
