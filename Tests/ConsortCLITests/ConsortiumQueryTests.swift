@@ -107,7 +107,7 @@ struct ConsortiumQueryTests {
         })
         let moved = try Run.program("/usr/bin/movescu", moveArguments)
         #expect(moved.status == 0, "\(moved.stdout)\(moved.stderr)\n\(asph.log)")
-        #expect(try Poll.until(within: 10, every: 0.05) { Self.received(pacsFolder).count == 4 }, "\(Self.received(pacsFolder))")
+        #expect(Poll.until(within: 10, every: 0.05) { Self.received(pacsFolder).count == 4 }, "\(Self.received(pacsFolder))")
         for file in Self.received(pacsFolder) {
             let data = try DICOMFile.read(path: file).dataSet
             #expect(data.string(.studyInstanceUID) == uid && data.string(.patientID) == "A777", "delivered in ASPH's identity: \(data.string(.patientID) ?? "")")
@@ -129,6 +129,65 @@ struct ConsortiumQueryTests {
         #expect(!(try asph.queue()).contains { $0["kind"] as? String == "fetch" && $0["study"] as? String == studies["UHSX"] && $0["rule"] as? String == "pull" })
         let pulled = try String(contentsOfFile: asph.state + "/audit.log", encoding: .utf8)
         #expect(pulled.contains("\"pull\"") && pulled.contains("consort pull --modality CT --since 20240101"), "\(pulled.suffix(1500))")
+    }
+
+    /// Orthanc as ASPH's PACS, with the agent as one of its DICOM modalities: its own REST query
+    /// (`/modalities/consort/query`) finds the patient's study at RSCH under ASPH's number, and
+    /// its retrieve (a C-MOVE to itself) brings the study into Orthanc under that number.
+    @Test func orthancQueriesTheConsortiumAndRetrievesAStudyUnderItsOwnPatient() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "ASPH"], rules: "")
+        let coordinator = try CoordinatorSite(consortium)
+        let rsch = try consortium.site("RSCH", extra: coordinator.agentLine)
+        let scpPort = try OrthancInteropTests.freePort(), orthancDICOM = try OrthancInteropTests.freePort()
+        let asph = try consortium.site("ASPH", peers: ["RSCH": rsch.port], extra: coordinator.agentLine + """
+            dimse 127.0.0.1:\(scpPort) { aet CONSORT_ASPH }
+            dimse-peer PACS ORTHANC@127.0.0.1:\(orthancDICOM)
+
+            """)
+        let remote = try CoordinatorTests.study(rsch.watch, seed: 611, date: "20250505", trust: "RSCH", instances: 3, extra: ["--patient-id", "R100"])
+        _ = try CoordinatorTests.study(asph.watch, seed: 612, date: "20261101", trust: "ASPH", instances: 1, extra: ["--patient-id", "A777"])
+        let orthanc = try OrthancInteropTests.Orthanc(
+            folder: consortium.root.path + "/orthanc", consortReceiver: "http://127.0.0.1:1/none", dicomPort: orthancDICOM,
+            modalities: ["consort": ["CONSORT_ASPH", "127.0.0.1", scpPort]])
+        defer { orthanc.stop() }
+        try coordinator.start()
+        defer { coordinator.stop() }
+        for site in [rsch, asph] { try site.start() }
+        defer { for site in [asph, rsch] { site.stop() } }
+
+        func post(_ path: String, _ body: String) throws -> [String: Any] {
+            let out = try OrthancInteropTests.curl(["-s", "--max-time", "60", "-X", "POST", "-d", body, orthanc.url + path])
+            return (try? JSONSerialization.jsonObject(with: Data(out.stdout.utf8)) as? [String: Any]) ?? ["raw": out.stdout + out.stderr]
+        }
+        func get(_ path: String) throws -> Any? {
+            try JSONSerialization.jsonObject(with: Data(OrthancInteropTests.curl(["-s", "--max-time", "10", orthanc.url + path]).stdout.utf8))
+        }
+        // Orthanc's own query, until both trusts have announced.
+        var query = ""
+        var answers: [[String: Any]] = []
+        #expect(AgentSite.eventually(within: 90, "Orthanc's query finds both studies", logs: [asph]) {
+            let made = (try? post("/modalities/consort/query", #"{"Level": "Study", "Query": {"PatientID": "A777", "StudyDate": "", "StudyDescription": ""}}"#)) ?? [:]
+            query = made["ID"] as? String ?? ""
+            answers = (try? get("/queries/\(query)/answers?expand&simplify")) as? [[String: Any]] ?? []
+            return answers.count == 2
+        }, "\(answers)")
+        #expect(answers.allSatisfy { $0["PatientID"] as? String == "A777" }, "\(answers)")
+        let index = try #require(answers.firstIndex { $0["StudyInstanceUID"] as? String == remote })
+        // Its retrieve: a C-MOVE to itself; the study arrives filed under ASPH's number.
+        let retrieved = try OrthancInteropTests.curl(["-s", "--max-time", "120", "-X", "POST", "-d", #"{"TargetAet": "ORTHANC", "Synchronous": true}"#, orthanc.url + "/queries/\(query)/answers/\(index)/retrieve"])
+        #expect(retrieved.status == 0, "\(retrieved.stdout)\(retrieved.stderr)")
+        /// Orthanc's record of the study, if it has it.
+        func stored() -> [String: Any]? {
+            let body = #"{"Level": "Study", "Query": {"StudyInstanceUID": "\#(remote)"}, "Expand": true}"#
+            guard let out = try? OrthancInteropTests.curl(["-s", "--max-time", "10", "-X", "POST", "-d", body, orthanc.url + "/tools/find"]) else { return nil }
+            return ((try? JSONSerialization.jsonObject(with: Data(out.stdout.utf8))) as? [[String: Any]])?.first
+        }
+        #expect(AgentSite.eventually(within: 60, "the study in Orthanc under A777", logs: [asph]) {
+            (stored()?["PatientMainDicomTags"] as? [String: Any])?["PatientID"] as? String == "A777"
+        })
+        let id = try #require(stored()?["ID"] as? String)
+        let statistics = try get("/studies/\(id)/statistics") as? [String: Any]
+        #expect((statistics?["CountInstances"] as? NSNumber)?.intValue == 3, "\(String(describing: statistics))")
     }
 
     /// DCMTK's words for status 0xC000 (or the number itself).

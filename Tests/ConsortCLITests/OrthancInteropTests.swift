@@ -22,7 +22,9 @@ struct OrthancInteropTests {
         /// to our receiver with its own certificate (CN=UHSX), trusting only our CA.
         /// With `dicomPort`, Orthanc's DIMSE server listens there too, as AE title ORTHANC, and
         /// checks the called AE title.
-        init(folder: String, consortReceiver: String, pki: TestPKI? = nil, dicomPort: Int? = nil) throws {
+        /// `modalities`: Orthanc's DicomModalities (name → [AET, host, port]), the DIMSE nodes it
+        /// may query and retrieve from.
+        init(folder: String, consortReceiver: String, pki: TestPKI? = nil, dicomPort: Int? = nil, modalities: [String: [Any]] = [:]) throws {
             tls = pki != nil
             self.folder = folder
             try FileManager.default.createDirectory(atPath: folder + "/db", withIntermediateDirectories: true)
@@ -53,6 +55,7 @@ struct OrthancInteropTests {
                 config["DicomAet"] = "ORTHANC"
                 config["DicomCheckCalledAet"] = true
             }
+            if !modalities.isEmpty { config["DicomModalities"] = modalities }
             if let pki {
                 // Orthanc wants certificate and key in one PEM file.
                 let combined = folder + "/orthanc-server.pem"
