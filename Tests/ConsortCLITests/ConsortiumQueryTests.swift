@@ -187,7 +187,7 @@ struct ConsortiumQueryTests {
         })
         let id = try #require(stored()?["ID"] as? String)
         let statistics = try get("/studies/\(id)/statistics") as? [String: Any]
-        #expect((statistics?["CountInstances"] as? NSNumber)?.intValue == 3, "\(String(describing: statistics))")
+        #expect((statistics?["CountInstances"] as? NSNumber)?.intValue == 3, "\(String(describing: statistics))\n\(asph.log.suffix(3000))")
     }
 
     /// DCMTK's words for status 0xC000 (or the number itself).

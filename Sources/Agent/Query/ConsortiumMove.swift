@@ -23,6 +23,9 @@ final class ConsortiumMove: @unchecked Sendable {
     let store: AgentStore
     let coordinator: CoordinatorClient?
     let audit: AuditLog
+    /// Where a fetch places what it brings (`inbound/<Study>/<SOP>.dcm`): watched while a move
+    /// waits, so that each instance goes on as it lands.
+    let inbound: String
     let trust: String
     /// This SCP's AE title: the calling AE of the sub-operations.
     let aeTitle: String
@@ -37,13 +40,14 @@ final class ConsortiumMove: @unchecked Sendable {
     let timeout: Double
 
     init(
-        store: AgentStore, coordinator: CoordinatorClient?, audit: AuditLog, trust: String, aeTitle: String,
+        store: AgentStore, coordinator: CoordinatorClient?, audit: AuditLog, inbound: String, trust: String, aeTitle: String,
         destinations: LockedValue<[String: (name: String, host: String, port: UInt16)]>, tls: @escaping @Sendable () -> TLSContext?, log: Logger,
         nudge: @escaping @Sendable () -> Void, patience: Double, timeout: Double
     ) {
         self.store = store
         self.coordinator = coordinator
         self.audit = audit
+        self.inbound = inbound
         self.trust = trust
         self.aeTitle = aeTitle
         self.destinations = destinations
@@ -76,68 +80,74 @@ final class ConsortiumMove: @unchecked Sendable {
         }
         let who = destinations.value[peer.aeTitle]?.name ?? peer.aeTitle
 
-        var counts = SubOperations()
+        let tally = Tally()
         var failedUIDs: [String] = []
         var comments: [String] = []
-        var files: [String] = []
-        // Each study here, or fetched here first.
-        for study in studies {
-            switch arrange(study, counts: &counts, progress: progress) {
-            case .here(let paths):
-                var chosen = paths
-                if !series.isEmpty { chosen = paths.filter { path in (try? DICOMFile.read(path: path).dataSet.string(.seriesInstanceUID)).map { series.contains($0 ?? "") } ?? false } }
-                files += chosen
-                counts.remaining += UInt16(clamping: chosen.count)
-            case .notHere(let expected, let why):
-                counts.failed &+= UInt16(clamping: max(expected, 0))
-                comments.append(why)
-            case .gone:
-                return DIMSEMoveOutcome(status: QueryRetrieve.cancelled, subOperations: counts, comment: "the requester went away")
-            }
-        }
-        guard progress(counts) else { return DIMSEMoveOutcome(status: QueryRetrieve.cancelled, subOperations: counts) }
-
-        // The sub-operations: one association to the destination, a pending response each.
-        if !files.isEmpty {
+        var alive = true
+        var sentPaths = Set<String>()
+        /// Sub-operations: these files to the destination on one association, a pending response
+        /// after each instance. False when the requester has gone.
+        func send(_ paths: [String]) -> Bool {
+            let fresh = paths.filter { !sentPaths.contains($0) }
+            guard !fresh.isEmpty else { return alive }
+            sentPaths.formUnion(fresh)
             var items: [DIMSEAssociation.StoreItem] = []
-            for path in files {
+            for path in fresh {
                 do { items.append(try DIMSESender.item(path: path)) } catch {
-                    counts.remaining -= 1
-                    counts.failed += 1
+                    tally.counts.remaining &-= 1
+                    tally.counts.failed += 1
                     comments.append("\(error)")
                 }
             }
-            var alive = true
+            guard !items.isEmpty else { return alive }
             do {
                 let (results, broken) = try withoutActuallyEscaping(progress) { progress in
-                  try DIMSEAssociation.store(
-                    items, host: destination.host, port: destination.port, called: destinationAE, calling: aeTitle, timeout: timeout, tls: tls()
-                  ) { result in
-                    counts.remaining &-= 1
-                    switch result.status.map(Command.outcome(ofStoreStatus:)) {
-                    case .success?: counts.completed += 1
-                    case .warning?: counts.warning += 1
-                    default:
-                        counts.failed += 1
-                        failedUIDs.append(result.item.sopInstance)
+                    try DIMSEAssociation.store(
+                        items, host: destination.host, port: destination.port, called: destinationAE, calling: aeTitle, timeout: timeout, tls: tls()
+                    ) { result in
+                        tally.counts.remaining &-= 1
+                        switch result.status.map(Command.outcome(ofStoreStatus:)) {
+                        case .success?: tally.counts.completed += 1
+                        case .warning?: tally.counts.warning += 1
+                        default:
+                            tally.counts.failed += 1
+                            failedUIDs.append(result.item.sopInstance)
+                        }
+                        if alive { alive = progress(tally.counts) }
                     }
-                    if alive { alive = progress(counts) }
-                  }
                 }
                 if let broken {
-                    for item in items.dropFirst(results.count) { failedUIDs.append(item.sopInstance) }
-                    counts.failed += counts.remaining
-                    counts.remaining = 0
+                    let unsent = items.dropFirst(results.count)
+                    failedUIDs += unsent.map(\.sopInstance)
+                    tally.counts.failed += UInt16(clamping: unsent.count)
+                    tally.counts.remaining &-= UInt16(clamping: unsent.count)
                     comments.append("the association with \(destinationAE) failed: \(broken)")
                 }
             } catch {
-                counts.failed += counts.remaining
-                counts.remaining = 0
                 failedUIDs += items.map(\.sopInstance)
+                tally.counts.failed += UInt16(clamping: items.count)
+                tally.counts.remaining &-= UInt16(clamping: items.count)
                 comments.append("cannot associate with \(destinationAE) at \(destination.host):\(destination.port): \(error)")
             }
+            return alive
         }
-        let status: UInt16 = counts.failed == 0 ? 0 : (counts.completed + counts.warning == 0 ? QueryRetrieve.subOperationsImpossible : QueryRetrieve.subOperationsWithFailures)
+        // Each study: sent from here, or sent as its fetch places it.
+        for study in studies {
+            switch arrange(study, streaming: series.isEmpty, tally: tally, progress: progress, send: send) {
+            case .here(let paths):
+                var chosen = paths.filter { !sentPaths.contains($0) }
+                if !series.isEmpty { chosen = chosen.filter { path in (try? DICOMFile.read(path: path).dataSet.string(.seriesInstanceUID)).map { series.contains($0 ?? "") } ?? false } }
+                tally.counts.remaining &+= UInt16(clamping: chosen.count)
+                guard progress(tally.counts), send(chosen) else { return DIMSEMoveOutcome(status: QueryRetrieve.cancelled, subOperations: tally.counts, comment: "the requester went away") }
+            case .notHere(let expected, let why):
+                tally.counts.failed &+= UInt16(clamping: max(expected, 0))
+                comments.append(why)
+            case .gone:
+                return DIMSEMoveOutcome(status: QueryRetrieve.cancelled, subOperations: tally.counts, comment: "the requester went away")
+            }
+        }
+        tally.counts.remaining = 0
+        let status: UInt16 = tally.counts.failed == 0 ? 0 : (tally.counts.completed + tally.counts.warning == 0 ? QueryRetrieve.subOperationsImpossible : QueryRetrieve.subOperationsWithFailures)
         var failedIdentifier: [UInt8]?
         if !failedUIDs.isEmpty {
             var list = DataSet()
@@ -148,9 +158,15 @@ final class ConsortiumMove: @unchecked Sendable {
         for study in studies {
             try? audit.record(AuditEntry(
                 who: who, action: "move", study: study, why: ConsortiumQuery.purpose,
-                detail: "C-MOVE from \(peer.aeTitle)@\(peer.address) to \(destinationAE): \(counts.completed) sent, \(counts.failed) failed, \(counts.warning) with a warning" + (comment.map { "; " + $0 } ?? "")))
+                detail: "C-MOVE from \(peer.aeTitle)@\(peer.address) to \(destinationAE): \(tally.counts.completed) sent, \(tally.counts.failed) failed, \(tally.counts.warning) with a warning" + (comment.map { "; " + $0 } ?? "")))
         }
-        return DIMSEMoveOutcome(status: status, subOperations: counts, comment: comment.map { String($0.prefix(64)) }, failedIdentifier: failedIdentifier)
+        return DIMSEMoveOutcome(status: status, subOperations: tally.counts, comment: comment.map { String($0.prefix(64)) }, failedIdentifier: failedIdentifier)
+    }
+
+    /// A move's counts, shared by the sends and the wait for a fetch (a class: both change it
+    /// while one of them is running).
+    final class Tally {
+        var counts = SubOperations()
     }
 
     enum Arrangement {
@@ -160,7 +176,10 @@ final class ConsortiumMove: @unchecked Sendable {
     }
 
     /// The study's files here, fetching it first if another trust holds it.
-    func arrange(_ study: String, counts: inout SubOperations, progress: (SubOperations) -> Bool) -> Arrangement {
+    /// The study's files here, fetching it first if another trust holds it; while the fetch
+    /// runs, each instance it places is handed to `send` as it lands (whole studies of a series
+    /// move are sent at the end instead, filtered).
+    func arrange(_ study: String, streaming: Bool, tally: Tally, progress: (SubOperations) -> Bool, send: ([String]) -> Bool) -> Arrangement {
         if let paths = try? store.paths(ofStudy: study), !paths.isEmpty, (try? store.heldStudy(study)) != nil { return .here(paths) }
         guard let coordinator else { return .notHere(expected: 0, why: "study \(study) is not here and there is no coordinator to find it") }
         let facts: [String: Any]
@@ -187,23 +206,36 @@ final class ConsortiumMove: @unchecked Sendable {
         }
         log.info("C-MOVE: fetching the study first", ["study": study, "from": holder, "job": job])
         nudge()
-        counts.remaining &+= UInt16(clamping: expected)
-        defer { counts.remaining &-= UInt16(clamping: expected) }
+        // The study's instances counted as remaining until each is sent; what lands in inbound
+        // goes on at once (a file there is whole: the fetch links it in when it is durable).
+        var streamed = 0
+        tally.counts.remaining &+= UInt16(clamping: expected)
+        defer { tally.counts.remaining &-= UInt16(clamping: max(0, expected - streamed)) }
+        let folder = inbound + "/" + study
         let until = MonotonicClock.now + patience
         var told = MonotonicClock.now
         var last: (state: String, lastError: String?)?
         while MonotonicClock.now < until {
             last = try? store.jobState(job)
+            if streaming {
+                let landed = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? []).filter { $0.hasSuffix(".dcm") }.sorted().map { folder + "/" + $0 }
+                if !landed.isEmpty {
+                    let before = tally.counts.completed + tally.counts.failed + tally.counts.warning
+                    guard send(landed) else { return .gone }
+                    streamed += Int(tally.counts.completed + tally.counts.failed + tally.counts.warning - before)
+                    told = MonotonicClock.now
+                }
+            }
             if last?.state == "done", let paths = try? store.paths(ofStudy: study), !paths.isEmpty { return .here(paths) }
             if last?.state == "failed" || last?.state == "dropped" || last?.state == "held" { break }
             // The requester hears from us every few seconds while the study comes.
             if MonotonicClock.now - told > 2 {
-                guard progress(counts) else { return .gone }
+                guard progress(tally.counts) else { return .gone }
                 told = MonotonicClock.now
             }
             usleep(50_000)
         }
         let state = last.map { "the fetch from \(holder) is \($0.state)" + ($0.lastError.map { ": \($0)" } ?? "") } ?? "no word of the fetch"
-        return .notHere(expected: expected, why: "study \(study) not here in \(Int(patience)) s (\(state); it goes on in the spool)")
+        return .notHere(expected: max(0, expected - streamed), why: "study \(study) not here in \(Int(patience)) s (\(state); it goes on in the spool)")
     }
 }

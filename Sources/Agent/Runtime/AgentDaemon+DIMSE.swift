@@ -36,7 +36,7 @@ extension AgentDaemon {
             let queue = self.queue
             let useTLS = listener.tls
             query.mover = ConsortiumMove(
-                store: store, coordinator: coordinator, audit: audit, trust: configuration.trust, aeTitle: listener.aeTitle, destinations: dimseDestinations,
+                store: store, coordinator: coordinator, audit: audit, inbound: configuration.inbound, trust: configuration.trust, aeTitle: listener.aeTitle, destinations: dimseDestinations,
                 tls: { useTLS ? try? TLSContext(material.configuration, role: .client) : nil }, log: log.named("move"), nudge: { queue.nudge() },
                 patience: listener.moveWaitSeconds, timeout: listener.timeoutSeconds)
             server.query = query

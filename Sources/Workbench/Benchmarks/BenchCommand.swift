@@ -21,6 +21,7 @@ public enum BenchCommand {
                consort bench registry [--studies N] [--lookups L] [--postgresql CONNINFO] [--work DIR] [--json]
                consort bench disk [--work DIR] [--file FILE] [--json]
                consort bench dimse [--instances N] [--size RxC] [--associations A] [--work DIR] [--json]
+               consort bench query [--studies N] [--queries Q] [--instances I] [--work DIR] [--json]
 
         parse   Reads the header of every file under DIR (up to Pixel Data, as the agent does)
                 and reports files/s and MB/s, MB counted as the files' size on disk. One untimed
@@ -47,6 +48,8 @@ public enum BenchCommand {
 
         \(dimseHelp)
 
+        \(queryHelp)
+
         disk      4 KB writes made durable (fdatasync) in a 32 MB scratch file in --work
                   (default: the temporary folder), and 4 KB reads around the page cache of
                   --file (O_DIRECT: an existing file, say a registry), else of that scratch file
@@ -62,7 +65,7 @@ public enum BenchCommand {
     /// every other command does.
     public static func run(_ args: [String], loadRules: (String?) -> RuleSet?) throws -> ExitCode {
         guard let what = args.first else {
-            throw UsageError(message: "say what to measure: parse, rules, push, route, registry, disk or dimse", command: "bench")
+            throw UsageError(message: "say what to measure: parse, rules, push, route, registry, disk, dimse or query", command: "bench")
         }
         switch what {
         case "parse": return try parse(Array(args.dropFirst()))
@@ -72,7 +75,8 @@ public enum BenchCommand {
         case "registry": return try registry(Array(args.dropFirst()))
         case "disk": return try disk(Array(args.dropFirst()))
         case "dimse": return try dimse(Array(args.dropFirst()))
-        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse, rules, push, route, registry, disk, dimse)", command: "bench")
+        case "query": return try query(Array(args.dropFirst()))
+        default: throw UsageError(message: "unknown benchmark \"\(what)\" (known: parse, rules, push, route, registry, disk, dimse, query)", command: "bench")
         }
     }
 

@@ -27,85 +27,22 @@ extension BenchCommand {
         let lookups = try arguments.integer("--lookups", default: 20_000, range: 8...10_000_000)
         let work = arguments.option("--work") ?? NSTemporaryDirectory() + "consort-bench-registry-\(getpid())"
         try? FileManager.default.removeItem(atPath: work)
-        let trusts = ["RSCH", "ASPH", "ESHT", "QVH", "UHSX"]
-        let ca = try CertificateAuthority.create(in: work + "/ca", name: "bench CA", days: 2)
-        for name in trusts + ["COORDINATOR"] { _ = try ca.issue(name, hosts: ["localhost", "127.0.0.1"], into: work + "/pki") }
-        // The lookups name direct care, which an agreement between the trusts must allow.
-        let members = "member " + trusts.map { "\($0) \"\($0)\"" }.joined(separator: "\nmember ") + "\n"
-        try (members + "group trusts = \(trusts.joined(separator: ", "))\nagreement \"bench\" {\n  purposes direct-care\n  between trusts\n}\n")
-            .write(toFile: work + "/consortium.rules", atomically: true, encoding: .utf8)
-        try FileManager.default.createDirectory(atPath: work + "/rules", withIntermediateDirectories: true)
-        try FileManager.default.moveItem(atPath: work + "/consortium.rules", toPath: work + "/rules/consortium.rules")
-        let port = ConsortiumDemo.freePort()
+        let trusts = BenchConsortium.trusts
         let registry = arguments.option("--postgresql").map { "registry postgresql \"\($0)\"" } ?? "registry \(work)/registry.sqlite"
-        try """
-            listen 127.0.0.1:\(port)
-            certificate \(work)/pki/coordinator.pem
-            key \(work)/pki/coordinator.key
-            ca \(ca.certificatePath)
-            \(registry)
-            rules \(work)/rules
-            audit \(work)/audit.log
-            """.write(toFile: work + "/coordinator.conf", atomically: true, encoding: .utf8)
-        let coordinator = try ChildProcess(ChildProcess.ownExecutable, ["coordinator", "--config", work + "/coordinator.conf"], stdout: work + "/coordinator.out", stderr: work + "/coordinator.log")
+        let bench: BenchConsortium
+        do { bench = try BenchConsortium(work: work, registryLine: registry) } catch {
+            standardError.line("consort bench registry: \(error)")
+            return .someFailed
+        }
+        let coordinator = bench.coordinator
         defer {
             _ = coordinator.stop(within: 30)
         }
-        let deadline = MonotonicClock.now + 60
-        while !(((try? String(contentsOfFile: work + "/coordinator.out", encoding: .utf8)) ?? "").contains("listening")) {
-            guard MonotonicClock.now < deadline, coordinator.isRunning else {
-                standardError.line("consort bench registry: the coordinator did not start; see \(work)/coordinator.log")
-                return .someFailed
-            }
-            Thread.sleep(forTimeInterval: 0.05)
-        }
-        let caPath = ca.certificatePath
-        let client: @Sendable (String) throws -> CoordinatorClient = { trust in
-            try CoordinatorClient(base: "https://localhost:\(port)", tls: TLSConfiguration(certificateChain: "\(work)/pki/\(trust.lowercased()).pem", privateKey: "\(work)/pki/\(trust.lowercased()).key", trustedCA: caPath))
-        }
-        let patients = max(1, min(count / 2, 900_000))
-        var generated: [String] = []
-        generated.reserveCapacity(patients)
-        var seed: UInt64 = 0
-        while generated.count < patients {
-            let number = NHSNumber.testNumber(seed: seed)
-            generated.append(number.digits)
-            seed = UInt64(number.digits.dropFirst(3).prefix(6))! + 1
-        }
-        let numbers = generated
-        // Announce: 8 clients, each a trust, batches of 500.
-        let workers = 8, batch = 500
+        let client = bench.client
         let failures = LockedCounter()
-        let announceStart = MonotonicClock.now
-        let group = DispatchGroup()
-        for worker in 0..<workers {
-            group.enter()
-            let trust = trusts[worker % trusts.count]
-            Thread {
-                defer { group.leave() }
-                guard let client = try? client(trust) else { failures.add(); return }
-                var index = worker
-                var items: [JSON] = []
-                func flush() {
-                    guard !items.isEmpty else { return }
-                    if (try? client.call("POST", "/v1/holdings", body: .object([("trust", .string(trust)), ("studies", .array(items))]))) == nil { failures.add() }
-                    items = []
-                }
-                while index < count {
-                    let patient = index % patients
-                    items.append(.object([
-                        ("study", .string("2.25.\(900_000_000 + index)")), ("patient", .object([("id", .string("\(trust)\(patient)")), ("issuer", .string(trust))])),
-                        ("nhs", .string(numbers[patient])), ("date", .string(String(20_000_101 + (index % 25) * 10_000))), ("modalities", .array([.string(["CT", "MR", "CR"][index % 3])])),
-                        ("instances", .int(Int64(100 + index % 400))), ("bytes", .int(Int64(52_000_000))), ("complete", .bool(true)),
-                    ]))
-                    if items.count == batch { flush() }
-                    index += workers
-                }
-                flush()
-            }.start()
-        }
-        group.wait()
-        let announceSeconds = MonotonicClock.now - announceStart
+        let (numbers, announceSeconds) = bench.announceGenerated(count, failures: failures)
+        let patients = numbers.count
+        let workers = 8
         // The disk as the lookups start, its reads those of the registry itself (around the page
         // cache): at millions of studies a lookup reads it.
         let registryFile = arguments.option("--postgresql") == nil ? work + "/registry.sqlite" : nil
@@ -169,4 +106,109 @@ final class LockedSamples: @unchecked Sendable {
     private var samples: [Double] = []
     func add(_ value: Double) { lock.withLock { samples.append(value) } }
     var values: [Double] { lock.withLock { samples } }
+}
+
+/// A coordinator for a benchmark, as a process: its own CA and certificates for the five trusts
+/// and itself, the consortium's members and a direct-care agreement between them, and a registry
+/// (SQLite in `work`, or the line given). `bench registry` and `bench query` share it.
+struct BenchConsortium {
+    static let trusts = ["RSCH", "ASPH", "ESHT", "QVH", "UHSX"]
+    let work: String
+    let port: Int
+    let caPath: String
+    let coordinator: ChildProcess
+    /// A coordinator client with `trust`'s certificate.
+    let client: @Sendable (String) throws -> CoordinatorClient
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    init(work: String, registryLine: String, extraMembers: [String] = []) throws {
+        self.work = work
+        let trusts = Self.trusts
+        let ca = try CertificateAuthority.create(in: work + "/ca", name: "bench CA", days: 2)
+        for name in trusts + ["COORDINATOR"] + extraMembers { _ = try ca.issue(name, hosts: ["localhost", "127.0.0.1"], into: work + "/pki") }
+        // The lookups name direct care, which an agreement between the trusts must allow.
+        let members = "member " + trusts.map { "\($0) \"\($0)\"" }.joined(separator: "\nmember ") + "\n"
+        try FileManager.default.createDirectory(atPath: work + "/rules", withIntermediateDirectories: true)
+        try (members + "group trusts = \(trusts.joined(separator: ", "))\nagreement \"bench\" {\n  purposes direct-care\n  between trusts\n}\n")
+            .write(toFile: work + "/rules/consortium.rules", atomically: true, encoding: .utf8)
+        port = ConsortiumDemo.freePort()
+        try """
+            listen 127.0.0.1:\(port)
+            certificate \(work)/pki/coordinator.pem
+            key \(work)/pki/coordinator.key
+            ca \(ca.certificatePath)
+            \(registryLine)
+            rules \(work)/rules
+            audit \(work)/audit.log
+            """.write(toFile: work + "/coordinator.conf", atomically: true, encoding: .utf8)
+        coordinator = try ChildProcess(ChildProcess.ownExecutable, ["coordinator", "--config", work + "/coordinator.conf"], stdout: work + "/coordinator.out", stderr: work + "/coordinator.log")
+        let deadline = MonotonicClock.now + 60
+        while !(((try? String(contentsOfFile: work + "/coordinator.out", encoding: .utf8)) ?? "").contains("listening")) {
+            guard MonotonicClock.now < deadline, coordinator.isRunning else {
+                _ = coordinator.stop(within: 5)
+                throw Failure(description: "the coordinator did not start; see \(work)/coordinator.log")
+            }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        let caPath = ca.certificatePath
+        self.caPath = caPath
+        let port = self.port
+        client = { trust in
+            try CoordinatorClient(base: "https://localhost:\(port)", tls: TLSConfiguration(certificateChain: "\(work)/pki/\(trust.lowercased()).pem", privateKey: "\(work)/pki/\(trust.lowercased()).key", trustedCA: caPath))
+        }
+    }
+
+    var url: String { "https://localhost:\(port)" }
+
+    /// `count` generated studies of count/2 patients (at most 900,000, from the 999 test range)
+    /// announced by 8 clients, each a trust, in batches of 500: the patients' numbers, and the
+    /// seconds it took.
+    func announceGenerated(_ count: Int, failures: LockedCounter) -> (numbers: [String], seconds: Double) {
+        let trusts = Self.trusts
+        let patients = max(1, min(count / 2, 900_000))
+        var generated: [String] = []
+        generated.reserveCapacity(patients)
+        var seed: UInt64 = 0
+        while generated.count < patients {
+            let number = NHSNumber.testNumber(seed: seed)
+            generated.append(number.digits)
+            seed = UInt64(number.digits.dropFirst(3).prefix(6))! + 1
+        }
+        let numbers = generated
+        let workers = 8, batch = 500
+        let client = self.client
+        let announceStart = MonotonicClock.now
+        let group = DispatchGroup()
+        for worker in 0..<workers {
+            group.enter()
+            let trust = trusts[worker % trusts.count]
+            Thread {
+                defer { group.leave() }
+                guard let client = try? client(trust) else { failures.add(); return }
+                var index = worker
+                var items: [JSON] = []
+                func flush() {
+                    guard !items.isEmpty else { return }
+                    if (try? client.call("POST", "/v1/holdings", body: .object([("trust", .string(trust)), ("studies", .array(items))]))) == nil { failures.add() }
+                    items = []
+                }
+                while index < count {
+                    let patient = index % patients
+                    items.append(.object([
+                        ("study", .string("2.25.\(900_000_000 + index)")), ("patient", .object([("id", .string("\(trust)\(patient)")), ("issuer", .string(trust))])),
+                        ("nhs", .string(numbers[patient])), ("date", .string(String(20_000_101 + (index % 25) * 10_000))), ("modalities", .array([.string(["CT", "MR", "CR"][index % 3])])),
+                        ("instances", .int(Int64(100 + index % 400))), ("bytes", .int(Int64(52_000_000))), ("complete", .bool(true)),
+                    ]))
+                    if items.count == batch { flush() }
+                    index += workers
+                }
+                flush()
+            }.start()
+        }
+        group.wait()
+        return (numbers, MonotonicClock.now - announceStart)
+    }
 }
