@@ -253,7 +253,7 @@ let package = Package(
         ),
         .testTarget(
             name: "ConsortCLITests",
-            dependencies: ["ConsortCLI", "Workbench", "DICOM", "DIMSE", "Platform", "TestSupport"],
+            dependencies: ["ConsortCLI", "Workbench", "DICOM", "DIMSE", "Transport", "Platform", "TestSupport"],
             exclude: ["Conformance", "Interop"]
         ),
     ]

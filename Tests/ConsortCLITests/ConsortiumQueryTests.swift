@@ -2,6 +2,8 @@ import DICOM
 import Foundation
 import TestSupport
 import Testing
+import DIMSE
+import Transport
 
 /// On demand (issue 27): a trust's PACS asks its agent, by DIMSE, for a patient's imaging
 /// anywhere in the consortium — DCMTK's findscu and movescu as the PACS, storescp as where the
@@ -112,6 +114,31 @@ struct ConsortiumQueryTests {
             let data = try DICOMFile.read(path: file).dataSet
             #expect(data.string(.studyInstanceUID) == uid && data.string(.patientID) == "A777", "delivered in ASPH's identity: \(data.string(.patientID) ?? "")")
         }
+        // A move of ESHT's study, fetched as it goes: a pending response an instance, the
+        // counts adding up; each instance at the PACS the same data set as ESHT's outside the
+        // identity attributes (pydicom's word).
+        try? FileManager.default.removeItem(atPath: pacsFolder)
+        try FileManager.default.createDirectory(atPath: pacsFolder, withIntermediateDirectories: true)
+        var keys = DataSet()
+        keys.set(DICOMWriter.textElement(Tag(0x0008, 0x0052), .CS, "STUDY"))
+        keys.set(DICOMWriter.textElement(.studyInstanceUID, .UI, studies["ESHT"]!))
+        let streamed = try DIMSEAssociation.query(
+            try DICOMWriter.encodeDataSet(keys, explicitVR: false), moveDestination: "PACS", host: "127.0.0.1", port: UInt16(scpPort), called: "CONSORT_ASPH", calling: "PACS", timeout: 60)
+        #expect(streamed.status == 0 && streamed.final == SubOperations(remaining: 0, completed: 2, failed: 0, warning: 0), "\(streamed.status) \(String(describing: streamed.final)) \(streamed.comment ?? "")")
+        let completedInOrder = streamed.pending.compactMap { $0.counts }.filter { $0.completed > 0 }
+        #expect(completedInOrder.map(\.completed) == [1, 2] && completedInOrder.allSatisfy { $0.completed + $0.remaining == 2 && $0.failed == 0 }, "\(streamed.pending.map { String(describing: $0.counts) })")
+        let compare = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Interop/same_data_set.py"
+        let originals = TransferTests.files(under: esht.watch).map { esht.watch + "/" + $0 }
+        #expect(originals.count == 2)
+        for original in originals {
+            let sop = try DICOMFile.read(path: original).dataSet.string(.sopInstanceUID) ?? "?"
+            let copy = try #require(Self.received(pacsFolder).first { (try? DICOMFile.read(path: $0).dataSet.string(.sopInstanceUID)) == sop })
+            // Patient ID, its issuer and qualifiers, Other Patient IDs Sequence, Issuer of Accession Number Sequence.
+            let same = try Run.program("/usr/bin/env", ["python3", compare, original, copy, "--except", "00100020", "00100021", "00100024", "00101002", "00080051"])
+            #expect(same.status == 0, "\(same.stdout)\(same.stderr)")
+            #expect(try DICOMFile.read(path: copy).dataSet.string(.patientID) == "A777")
+        }
+
         // A move to a destination nobody listed: refused.
         let nowhere = try Run.program("/usr/bin/movescu", ["-S", "-aet", "PACS", "-aec", "CONSORT_ASPH", "-aem", "ELSEWHERE", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyInstanceUID=\(uid)", "127.0.0.1", String(scpPort)])
         #expect((nowhere.stdout + nowhere.stderr).contains("MoveDestinationUnknown"), "\(nowhere.stdout)\(nowhere.stderr)")

@@ -137,6 +137,7 @@ final class ConsortiumMove: @unchecked Sendable {
             case .here(let paths):
                 var chosen = paths.filter { !sentPaths.contains($0) }
                 if !series.isEmpty { chosen = chosen.filter { path in (try? DICOMFile.read(path: path).dataSet.string(.seriesInstanceUID)).map { series.contains($0 ?? "") } ?? false } }
+                guard !chosen.isEmpty else { continue }
                 tally.counts.remaining &+= UInt16(clamping: chosen.count)
                 guard progress(tally.counts), send(chosen) else { return DIMSEMoveOutcome(status: QueryRetrieve.cancelled, subOperations: tally.counts, comment: "the requester went away") }
             case .notHere(let expected, let why):
