@@ -205,7 +205,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TransportTests",
-            dependencies: ["Transport", "HTTP", "TestSupport"]
+            dependencies: ["Transport", "HTTP", "DIMSE", "TestSupport"]
         ),
         .testTarget(
             name: "SpoolTests",

@@ -4,9 +4,12 @@ public struct AcceptorPolicy: Sendable, Equatable {
     public struct Caller: Sendable, Equatable {
         public var aeTitle: String
         public var addresses: Set<String>?
-        public init(aeTitle: String, addresses: Set<String>?) {
+        /// It may query and retrieve (C-FIND, C-MOVE), when the acceptor offers them.
+        public var mayQuery: Bool
+        public init(aeTitle: String, addresses: Set<String>?, mayQuery: Bool = false) {
             self.aeTitle = aeTitle
             self.addresses = addresses
+            self.mayQuery = mayQuery
         }
     }
 
@@ -24,7 +27,8 @@ public struct AcceptorPolicy: Sendable, Equatable {
     public var acceptsStorage: Bool
     /// The largest command set taken (its fragments gathered): a command is a few hundred bytes.
     public var maximumCommandLength = 65_536
-    /// Whether C-FIND and C-MOVE (study root, patient root) are accepted: a query/retrieve SCP.
+    /// Whether C-FIND and C-MOVE (study root, patient root) are accepted: a query/retrieve SCP,
+    /// for the callers that may query (any caller when `callers` is nil).
     public var acceptsQuery = false
     /// The largest C-FIND or C-MOVE identifier taken: a query is a few hundred bytes.
     public var maximumIdentifierLength = 1 << 20
@@ -285,7 +289,9 @@ public struct Acceptor: Sendable {
             usable = { [TransferSyntax.implicitLittle, TransferSyntax.explicitLittle].contains($0) }
         } else if policy.acceptsStorage && Storage.isStorageSOPClass(context.abstractSyntax) {
             usable = Storage.isStorable(transferSyntax:)
-        } else if policy.acceptsQuery && (QueryRetrieve.isFind(context.abstractSyntax) || QueryRetrieve.isMove(context.abstractSyntax)) {
+        } else if policy.acceptsQuery && (policy.callers?.contains { $0.aeTitle == callingAE && $0.mayQuery } ?? true)
+            && (QueryRetrieve.isFind(context.abstractSyntax) || QueryRetrieve.isMove(context.abstractSyntax))
+        {
             usable = { [TransferSyntax.implicitLittle, TransferSyntax.explicitLittle].contains($0) }
         } else {
             return answer(.abstractSyntaxNotSupported)

@@ -155,7 +155,8 @@ public struct Command: Sendable, Equatable {
         if let errorComment { elements.append((0x0902, Self.text(String(errorComment.prefix(64))))) }
         if let affectedSOPInstanceUID { elements.append((0x1000, Self.uid(affectedSOPInstanceUID))) }
         if let subOperations {
-            elements.append((0x1020, Self.us(subOperations.remaining)))
+            // PS3.7 §9.1.4.1.6: the remaining count in pending (and cancel) responses only.
+            if status == nil || status == 0xFF00 || status == 0xFF01 || status == 0xFE00 { elements.append((0x1020, Self.us(subOperations.remaining))) }
             elements.append((0x1021, Self.us(subOperations.completed)))
             elements.append((0x1022, Self.us(subOperations.failed)))
             elements.append((0x1023, Self.us(subOperations.warning)))

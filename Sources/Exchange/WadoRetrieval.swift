@@ -23,9 +23,6 @@ public final class WadoRetrieval {
     public var admitInstance: (@Sendable (DataSet) -> String?)?
     /// How each instance is placed: as sent, in this trust's identity, or held (`StowIngest.placement`).
     public var placement: (@Sendable (DataSet) -> StowIngest.Placement)?
-    /// Placed in pieces of this many bytes as they arrive, rather than whole at the end
-    /// (`StowIngest.placeEvery`).
-    public var placeEvery: Int?
     /// Request fields beside Accept (an agent says why it fetches: X-Consort-Purpose).
     public var headers: [(String, String)] = []
 
@@ -71,7 +68,6 @@ public final class WadoRetrieval {
         ingest.heldElsewhere = heldElsewhere
         ingest.admitInstance = admitInstance
         ingest.placement = placement
-        ingest.placeEvery = placeEvery
         self.ingest = ingest
     }
 

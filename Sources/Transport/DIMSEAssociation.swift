@@ -286,12 +286,13 @@ extension DIMSEAssociation {
         let room = maximumLength == 0 ? 1 << 20 : max(1, min(Int(maximumLength) - 6, 1 << 20))
         var buffer = [UInt8](repeating: 0, count: room)
         var filled = 0
-        var left = pieces.reduce(0) { total, piece in
+        let total = pieces.reduce(0) { total, piece in
             switch piece {
             case .bytes(let bytes): return total + bytes.count
             case .file(_, let count): return total + count
             }
         }
+        var left = total
         func flush() throws {
             left -= filled
             try send([.data([PresentationDataValue(contextID: contextID, isCommand: false, isLast: left == 0, fragment: Array(buffer[0..<filled]))])], on: fd, timeout: timeout)
@@ -321,8 +322,9 @@ extension DIMSEAssociation {
                 }
             }
         }
-        // The last fragment (an empty data set still sends one, marked last).
-        if filled > 0 || left == 0 { try flush() }
+        // The last fragment, unless a full one already went marked last (a data set a whole
+        // number of fragments long); an empty data set still sends one, marked last.
+        if filled > 0 || total == 0 { try flush() }
     }
 
     /// A whole command from the node (its fragments gathered), on the context given.

@@ -68,9 +68,11 @@ struct ConfigurationParserTests {
         ("dimse 0.0.0.0:11112 { aet A\\B }", "1:27", "is not an AE title", nil),
         ("dimse 0.0.0.0:11112 { aet X  associations 0 }", "1:43", "associations takes a whole number from 1 to 256", nil),
         ("dimse 0.0.0.0:11112 { aet X  colour red }", "1:30", "unknown option \"colour\" of \"dimse\"",
-            "the options are aet AET, associations N, max-pdu BYTES, timeout S, idle S, move-wait S, no-query and tls, e.g. { aet CONSORT_RSCH }"),
+            "the options are aet AET, associations N, max-pdu BYTES, timeout S, idle S, move-wait S and tls, e.g. { aet CONSORT_RSCH }"),
         ("dimse-peer CT1 10.0.0.5:104", "1:16", "AET@HOST:PORT", nil),
         ("dimse-peer CT1 CT1@a:104\ndimse-peer CT1 CT2@b:104", "2:12", "dimse-peer CT1 is defined twice", nil),
+        ("dimse-peer CT1 CT1@a:104 { querry }", "1:28", "unknown option \"querry\" of a dimse-peer",
+            "the options are query (it may ask the consortium: C-FIND, C-MOVE) and tls (C-MOVE sends to it over DICOM TLS)"),
     ] as [(String, String, String, String?)])
     func errorsArePlaced(_ text: String, _ place: String, _ message: String, _ hint: String?) {
         let outcome = ConfigurationParser.parse(text, file: "agent.conf")
@@ -96,10 +98,21 @@ struct ConfigurationParserTests {
         let limits = try #require(ConfigurationParser.parse(Self.example + "\ndimse 127.0.0.1:104 { aet X associations 2 max-pdu 16384 timeout 5 s tls idle 1 min }", file: "agent.conf").configuration?.dimse)
         #expect(limits.associations == 2 && limits.maximumPDU == 16_384 && limits.timeoutSeconds == 5 && limits.idleSeconds == 60 && limits.tls)
         #expect(!dimse.tls)
-        // Query/retrieve by default, with a C-MOVE waiting two minutes for a fetch.
-        #expect(dimse.query && dimse.moveWaitSeconds == 120)
-        let storeOnly = try #require(ConfigurationParser.parse(Self.example + "\ndimse 127.0.0.1:104 { aet X no-query move-wait 30 s }", file: "agent.conf").configuration?.dimse)
-        #expect(!storeOnly.query && storeOnly.moveWaitSeconds == 30)
+        // Query/retrieve only for the peers marked { query }, and only with identity reconcile
+        // and a coordinator; a C-MOVE waits two minutes for a fetch unless told otherwise.
+        #expect(dimse.moveWaitSeconds == 120 && c.dimsePeers.allSatisfy { !$0.mayQuery && !$0.tls })
+        #expect(c.queryRetrieveUnavailable == "no dimse-peer is marked { query }")
+        let asking = try #require(ConfigurationParser.parse(Self.example + """
+
+            coordinator https://coordinator.consort.nhs.uk:8444
+            dimse 127.0.0.1:104 { aet X move-wait 30 s }
+            dimse-peer PACS RSCH_PACS@10.1.2.4:11112 { query tls }
+            """, file: "agent.conf").configuration)
+        #expect(asking.dimse?.moveWaitSeconds == 30 && asking.dimsePeers[0].mayQuery && asking.dimsePeers[0].tls)
+        #expect(asking.queryRetrieveUnavailable == nil)
+        var keeping = asking
+        keeping.identity = .keep
+        #expect(keeping.queryRetrieveUnavailable?.contains("identity reconcile") == true)
         #expect(try #require(ConfigurationParser.parse(Self.example, file: "agent.conf").configuration).dimse == nil)
     }
 

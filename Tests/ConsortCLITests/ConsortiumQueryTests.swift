@@ -48,7 +48,8 @@ struct ConsortiumQueryTests {
         let scpPort = try OrthancInteropTests.freePort()
         let asph = try consortium.site("ASPH", peers: ["RSCH": rsch.port, "UHSX": uhsx.port, "ESHT": esht.port], extra: coordinator.agentLine + """
             dimse 127.0.0.1:\(scpPort) { aet CONSORT_ASPH move-wait 8 s }
-            dimse-peer PACS PACS@127.0.0.1:\(pacsPort)
+            dimse-peer PACS PACS@127.0.0.1:\(pacsPort) { query }
+            dimse-peer CT1 CT1@127.0.0.1:104
 
             """)
         let studies = [
@@ -88,6 +89,9 @@ struct ConsortiumQueryTests {
         #expect(trawl.answers.isEmpty && Self.unableToProcess(trawl.output), "\(trawl.output)")
         let wildcard = try Self.find(scpPort, ["PatientID=A*"], into: folder)
         #expect(wildcard.answers.isEmpty && Self.unableToProcess(wildcard.output), "\(wildcard.output)")
+        // A modality may store but not ask: its query context is rejected.
+        let modality = try Self.find(scpPort, ["PatientID=A777"], into: folder, calling: "CT1")
+        #expect(modality.status != 0 && modality.answers.isEmpty, "\(modality.output)")
         let stranger = try Self.find(scpPort, ["PatientID=A777"], into: folder, calling: "STRANGER")
         #expect(stranger.status != 0 && stranger.answers.isEmpty && stranger.output.contains("Calling AE Title Not Recognized"), "\(stranger.output)")
         // Audited at ASPH: who asked, for which patient.
@@ -168,7 +172,7 @@ struct ConsortiumQueryTests {
         let scpPort = try OrthancInteropTests.freePort(), orthancDICOM = try OrthancInteropTests.freePort()
         let asph = try consortium.site("ASPH", peers: ["RSCH": rsch.port], extra: coordinator.agentLine + """
             dimse 127.0.0.1:\(scpPort) { aet CONSORT_ASPH }
-            dimse-peer PACS ORTHANC@127.0.0.1:\(orthancDICOM)
+            dimse-peer PACS ORTHANC@127.0.0.1:\(orthancDICOM) { query }
 
             """)
         let remote = try CoordinatorTests.study(rsch.watch, seed: 611, date: "20250505", trust: "RSCH", instances: 3, extra: ["--patient-id", "R100"])

@@ -12,6 +12,7 @@ struct QueryAcceptorTests {
         var policy = AcceptorTests.policy
         policy.acceptsQuery = true
         policy.maximumContexts = 8
+        policy.callers = [AcceptorPolicy.Caller(aeTitle: "CT1", addresses: ["10.0.0.5"], mayQuery: true)]
         return policy
     }
 
@@ -48,6 +49,11 @@ struct QueryAcceptorTests {
         storageOnly.acceptsQuery = false
         let (_, refused) = Self.associated(storageOnly)
         #expect(refused?.contexts.allSatisfy { $0.result == .abstractSyntaxNotSupported } == true)
+        // A caller that may store but not query (a modality): its query contexts are rejected.
+        var modalityOnly = Self.policy
+        modalityOnly.callers = [AcceptorPolicy.Caller(aeTitle: "CT1", addresses: ["10.0.0.5"])]
+        let (_, modality) = Self.associated(modalityOnly)
+        #expect(modality?.contexts.allSatisfy { $0.result == .abstractSyntaxNotSupported } == true)
     }
 
     @Test func aFindIsHandedOutWholeAndAnsweredPendingThenFinal() throws {
@@ -85,8 +91,12 @@ struct QueryAcceptorTests {
         #expect(request.kind == .move && request.moveDestination == "PACS")
         let pending = try AcceptorTests.response(acceptor.queryAnswer(status: QueryRetrieve.pending, subOperations: SubOperations(remaining: 3, completed: 1)))
         #expect(pending.field == .moveResponse && pending.subOperations == SubOperations(remaining: 3, completed: 1))
-        let final = try AcceptorTests.response(acceptor.queryAnswer(status: QueryRetrieve.subOperationsWithFailures, subOperations: SubOperations(completed: 3, failed: 1), comment: "one instance refused"))
+        let finalPDUs = acceptor.queryAnswer(status: QueryRetrieve.subOperationsWithFailures, subOperations: SubOperations(completed: 3, failed: 1), comment: "one instance refused")
+        let final = try AcceptorTests.response(finalPDUs)
         #expect(final.status == 0xB000 && final.subOperations == SubOperations(completed: 3, failed: 1) && final.errorComment == "one instance refused")
+        // PS3.7 §9.1.4.1.6: no remaining count in a final response, only in pending ones.
+        let bytes = finalPDUs.flatMap { pdu -> [UInt8] in if case .data(let values) = pdu { return values.flatMap(\.fragment) } else { return [] } }
+        #expect(bytes.firstRange(of: [0x00, 0x00, 0x20, 0x10]) == nil && bytes.firstRange(of: [0x00, 0x00, 0x21, 0x10]) != nil)
     }
 
     @Test func aFindInAMoveContextAndAMoveWithoutADestinationAreRefused() throws {

@@ -96,9 +96,6 @@ public struct AgentConfiguration: Sendable {
         /// `tls`: DICOM TLS with the trust's certificate; a caller must show a certificate
         /// from the consortium CA (as every TLS peer of the agent does).
         public var tls = false
-        /// C-FIND and C-MOVE for the dimse-peers: the consortium's studies of a patient, in
-        /// this trust's identity (`no-query`: a C-STORE SCP only).
-        public var query = true
         /// `move-wait`: how long a C-MOVE of a study held elsewhere waits for its fetch before
         /// the requester is told its instances failed (the fetch goes on in the spool).
         public var moveWaitSeconds = 120.0
@@ -110,8 +107,13 @@ public struct AgentConfiguration: Sendable {
         public var name: String
         public var aeTitle: String
         public var host: String
-        /// Its own SCP's port (for sending back to it: not used by the SCP).
+        /// Its own SCP's port: where a C-MOVE to it sends.
         public var port: UInt16
+        /// `{ query }`: it may ask the consortium (C-FIND, C-MOVE): a PACS or a reporting
+        /// workstation, not a modality. Only with `identity reconcile` and a coordinator.
+        public var mayQuery = false
+        /// `{ tls }`: a C-MOVE to it goes over DICOM TLS with the trust's certificate.
+        public var tls = false
         public var location: SourceLocation
     }
 
@@ -184,4 +186,18 @@ public struct AgentConfiguration: Sendable {
     /// Where the DIMSE SCP puts what it receives, `<Study>/<SOP>.dcm`, watched like an archive
     /// folder (its `.incoming` holds instances still arriving).
     public var dimseIntakeFolder: String { state + "/dimse-intake" }
+}
+
+extension AgentConfiguration {
+    /// Why the DIMSE SCP does not offer query/retrieve (nil: it does, to the dimse-peers marked
+    /// `{ query }`). Answers are in this trust's identity and a move's fetch places the study in
+    /// it: without `identity reconcile` and a coordinator the PACS would get another trust's
+    /// patient numbers, so the SCP then only stores.
+    public var queryRetrieveUnavailable: String? {
+        guard dimse != nil else { return "there is no dimse line" }
+        if !dimsePeers.contains(where: \.mayQuery) { return "no dimse-peer is marked { query }" }
+        if coordinator == nil { return "there is no coordinator line (where a patient's studies are is its word)" }
+        if identity != .reconcile { return "identity is keep: answers and moves must be in this trust's identity (identity reconcile)" }
+        return nil
+    }
 }

@@ -254,10 +254,22 @@ public enum ConfigurationParser {
                 }
                 if let listener = dimseListener(address, options, at: value.location, error: error) { configuration.dimse = listener }
             case "dimse-peer":
-                guard noOptions(), plain.count == 2 else {
+                guard plain.count == 2 else {
                     error(plain.first?.location ?? word.location, "\"dimse-peer\" takes a name and AET@HOST:PORT, e.g. dimse-peer CT1 CT_SCANNER_1@10.1.2.3:104")
                     continue
                 }
+                // `{ query  tls }`: words alone.
+                var mayQuery = false, tls = false, ok = true
+                for option in options {
+                    switch option.text {
+                    case "query": mayQuery = true
+                    case "tls": tls = true
+                    default:
+                        error(option.location, "unknown option \"\(option.text)\" of a dimse-peer", hint: "the options are query (it may ask the consortium: C-FIND, C-MOVE) and tls (C-MOVE sends to it over DICOM TLS)")
+                        ok = false
+                    }
+                }
+                guard ok else { continue }
                 guard let node = DIMSENode(plain[1].text) else {
                     error(plain[1].location, "a dimse-peer's address is AET@HOST:PORT (an AE title of 1 to 16 characters, no backslash)")
                     continue
@@ -266,7 +278,8 @@ public enum ConfigurationParser {
                     error(plain[0].location, "dimse-peer \(plain[0].text) is defined twice (first at line \(earlier.location.line))")
                     continue
                 }
-                configuration.dimsePeers.append(AgentConfiguration.DIMSEPeer(name: plain[0].text, aeTitle: node.ae, host: node.host, port: node.port, location: plain[0].location))
+                configuration.dimsePeers.append(
+                    AgentConfiguration.DIMSEPeer(name: plain[0].text, aeTitle: node.ae, host: node.host, port: node.port, mayQuery: mayQuery, tls: tls, location: plain[0].location))
             case "identity":
                 guard noOptions(), let value = one("reconcile or keep") else { continue }
                 guard let mode = AgentConfiguration.IdentityMode(rawValue: value.text) else {
@@ -346,18 +359,17 @@ public enum ConfigurationParser {
     }
 
     /// `dimse ADDRESS:PORT { aet AET  associations N  max-pdu BYTES  timeout S  idle S  move-wait S
-    /// no-query  tls }`: `aet` is required; the rest have their defaults
-    /// (`AgentConfiguration.DIMSEListener`).
+    /// tls }`: `aet` is required; the rest have their defaults (`AgentConfiguration.DIMSEListener`).
     static func dimseListener(
         _ address: (String, UInt16), _ options: [Token], at location: SourceLocation, error: (SourceLocation, String, String?) -> Void
     ) -> AgentConfiguration.DIMSEListener? {
         var listener = AgentConfiguration.DIMSEListener(host: address.0, port: address.1, aeTitle: "", location: location)
-        let hint = "the options are aet AET, associations N, max-pdu BYTES, timeout S, idle S, move-wait S, no-query and tls, e.g. { aet CONSORT_RSCH }"
+        let hint = "the options are aet AET, associations N, max-pdu BYTES, timeout S, idle S, move-wait S and tls, e.g. { aet CONSORT_RSCH }"
         var index = 0
         while index < options.count {
             let option = options[index]
-            if option.text == "tls" || option.text == "no-query" {
-                if option.text == "tls" { listener.tls = true } else { listener.query = false }
+            if option.text == "tls" {
+                listener.tls = true
                 index += 1
                 continue
             }
@@ -384,7 +396,7 @@ public enum ConfigurationParser {
             case "timeout", "idle", "move-wait":
                 // A unit may follow the number: `timeout 30 s`.
                 var tokens = [value]
-                if index < options.count, Double(options[index].text) == nil, !["aet", "associations", "max-pdu", "timeout", "idle", "move-wait", "no-query", "tls"].contains(options[index].text) {
+                if index < options.count, Double(options[index].text) == nil, !["aet", "associations", "max-pdu", "timeout", "idle", "move-wait", "tls"].contains(options[index].text) {
                     tokens.append(options[index])
                     index += 1
                 }

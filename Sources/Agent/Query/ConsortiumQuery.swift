@@ -14,9 +14,11 @@ import Transport
 /// Who the patient is comes from this trust's own records, never from a guess: a Patient ID
 /// with the NHS as its issuer is an NHS number (validated); any other Patient ID is looked up
 /// in the inventory — the NHS number of this trust's own studies filed under it (one number:
-/// that patient; several: an identity conflict, refused loudly and held for a person; none: a
-/// Patient ID without an issuer that is a valid NHS number is taken as one, otherwise nothing
-/// matches). A query without a patient key is refused: no consortium-wide trawls. Where the
+/// that patient; several: an identity conflict, refused loudly and held for a person; none:
+/// nothing matches — a local number that happens to pass the Modulus 11 check is never taken
+/// for an NHS number). An NHS number may also come in Other Patient IDs Sequence with the NHS
+/// as issuer. A query without a patient key is refused: no consortium-wide trawls. Offered only
+/// with `identity reconcile` and a coordinator, to the dimse-peers marked `{ query }`. Where the
 /// studies are is the coordinator's word (`GET /v1/patients/{nhs}/studies`, purpose
 /// direct-care), joined with what the inventory holds that is not announced yet. Every query
 /// is audited at the agent: who asked, for which patient, how many studies were told.
@@ -114,7 +116,6 @@ final class ConsortiumQuery: DIMSEQueryService, @unchecked Sendable {
             if let digits = numbers.first, let nhs = NHSNumber(digits) {
                 return Resolved(nhs: nhs, held: held, patient: patient(id: id, issuer: query.issuer ?? held.first?.announcement.facts.patientIssuer, from: held))
             }
-            if query.issuer == nil, let nhs = NHSNumber(id) { return try byNHS(nhs) }
             // Known here without an NHS number, or not known: what is here, and nothing else.
             return held.isEmpty ? nil : Resolved(nhs: nil, held: held, patient: patient(id: id, issuer: query.issuer, from: held))
         }

@@ -76,9 +76,6 @@ final class FetchExecutor: JobExecutor, @unchecked Sendable {
             retrieval.headers = [(ConsortField.purpose, job.purpose)]
             let placement = self.placement, holder = job.destination
             retrieval.placement = { header in placement(holder, header) }
-            // Placed in pieces of 16 MB as they come: a person waiting (a C-MOVE from the PACS,
-            // a prior opened while it arrives) has the first images at once, not at the end.
-            retrieval.placeEvery = 16 << 20
             retrieval.admitInstance = { header in
                 // Every place a trust may keep it (the holder's own exception is the
                 // coordinator's to know): any valid NHS number that is not the patient's.

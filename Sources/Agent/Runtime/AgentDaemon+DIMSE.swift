@@ -18,7 +18,8 @@ extension AgentDaemon {
         let intake = try DIMSEIntake(
             folder: configuration.dimseIntakeFolder, audit: audit, names: dimseNames, log: dimseLog)
         var policy = AcceptorPolicy(aeTitle: listener.aeTitle, callers: callers, maximumLength: UInt32(listener.maximumPDU), acceptsStorage: true)
-        policy.acceptsQuery = listener.query
+        let queryOffered = Self.queryOffered(configuration)
+        policy.acceptsQuery = queryOffered == nil
         var server = DIMSEServer.Configuration(host: listener.host, port: listener.port, policy: policy)
         server.maximumAssociations = listener.associations
         server.timeout = listener.timeoutSeconds
@@ -28,16 +29,18 @@ extension AgentDaemon {
             // The receiver's context, reloaded with it on SIGHUP (a revoked caller's CRL too).
             server.tls = { material.serverContext }
         }
-        if listener.query {
-            // C-FIND and C-MOVE: the consortium's studies of a patient, for the dimse-peers.
+        if let why = queryOffered {
+            if configuration.dimsePeers.contains(where: \.mayQuery) { dimseLog.warning("query/retrieve is not offered: \(why)") }
+        } else {
+            // C-FIND and C-MOVE: the consortium's studies of a patient, for the dimse-peers
+            // marked { query }.
             let query = ConsortiumQuery(
                 store: store, coordinator: coordinator, identityBook: identityBook, audit: audit, trust: configuration.trust, aeTitle: listener.aeTitle,
                 names: dimseNames, log: log.named("query"))
             let queue = self.queue
-            let useTLS = listener.tls
             query.mover = ConsortiumMove(
-                store: store, coordinator: coordinator, audit: audit, inbound: configuration.inbound, trust: configuration.trust, aeTitle: listener.aeTitle, destinations: dimseDestinations,
-                tls: { useTLS ? try? TLSContext(material.configuration, role: .client) : nil }, log: log.named("move"), nudge: { queue.nudge() },
+                store: store, coordinator: coordinator, audit: audit, trust: configuration.trust, aeTitle: listener.aeTitle, destinations: dimseDestinations,
+                tls: { try TLSContext(material.configuration, role: .client) }, log: log.named("move"), nudge: { queue.nudge() },
                 patience: listener.moveWaitSeconds, timeout: listener.timeoutSeconds)
             server.query = query
         }
@@ -48,14 +51,17 @@ extension AgentDaemon {
         dimseLog.info("C-STORE SCP listening", ["address": "\(listener.host):\(scp.port)", "aet": listener.aeTitle, "tls": listener.tls ? "yes" : "no", "peers": configuration.dimsePeers.map(\.name).joined(separator: ","), "intake": configuration.dimseIntakeFolder])
     }
 
-    /// Who may associate: each dimse-peer's AE title from the addresses its host resolves to now.
+    /// Who may associate: each dimse-peer's AE title from the addresses its host resolves to now,
+    /// and whether it may query.
     static func callers(_ peers: [AgentConfiguration.DIMSEPeer], log: Logger) -> [AcceptorPolicy.Caller] {
         peers.map { peer in
             let addresses = DIMSEServer.addresses(of: peer.host)
             if addresses.isEmpty { log.error("a dimse-peer's host does not resolve: its associations will be rejected", ["peer": peer.name, "host": peer.host]) }
-            return AcceptorPolicy.Caller(aeTitle: peer.aeTitle, addresses: addresses)
+            return AcceptorPolicy.Caller(aeTitle: peer.aeTitle, addresses: addresses, mayQuery: peer.mayQuery)
         }
     }
+
+    static func queryOffered(_ c: AgentConfiguration) -> String? { c.queryRetrieveUnavailable }
 
     /// SIGHUP: the dimse-peer lines again (their hosts resolved again). The listener, its AE
     /// title and limits need a restart.
@@ -77,8 +83,8 @@ extension AgentDaemon {
     }
 
     /// Each dimse-peer's own SCP by AE title: where a C-MOVE to it sends.
-    static func destinations(_ peers: [AgentConfiguration.DIMSEPeer]) -> [String: (name: String, host: String, port: UInt16)] {
-        Dictionary(peers.map { ($0.aeTitle, (name: $0.name, host: $0.host, port: $0.port)) }, uniquingKeysWith: { first, _ in first })
+    static func destinations(_ peers: [AgentConfiguration.DIMSEPeer]) -> [String: ConsortiumMove.Destination] {
+        Dictionary(peers.map { ($0.aeTitle, ConsortiumMove.Destination(name: $0.name, host: $0.host, port: $0.port, tls: $0.tls)) }, uniquingKeysWith: { first, _ in first })
     }
 
     /// A listener's settings, wherever in the file they were written.

@@ -1,5 +1,6 @@
 import Audit
 import DICOM
+import DICOMweb
 import Foundation
 import Platform
 import Routing
@@ -109,6 +110,12 @@ extension AgentDaemon {
         search.modality = (fields["modality"] as? String)?.uppercased()
         search.since = fields["since"] as? String
         search.study = fields["study"] as? String
+        // Checked here too: the admin socket is not only the CLI's.
+        if let modality = search.modality, !(1...16).contains(modality.count) || !modality.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) {
+            return failure("modality \"\(modality)\" is not a modality code such as CT or MR")
+        }
+        if let since = search.since, CalendarDay.date(since) == nil { return failure("since \"\(since)\" is not a date as YYYYMMDD") }
+        if let study = search.study, !UID.isValid(study) { return failure("study \"\(study)\" is not a Study Instance UID") }
         let now = clock.now
         do {
             try audit.record(AuditEntry(
@@ -189,6 +196,8 @@ extension AgentDaemon {
                 ("associations", .int(Int64(c.associations))), ("rejected", .int(Int64(c.rejected))), ("rejected_last_hour", .int(Int64(c.rejections(before: now)))),
                 ("aborted", .int(Int64(c.aborted))), ("echoes", .int(Int64(c.echoes))),
                 ("stored", .int(Int64(c.stores[0] ?? 0))), ("stored_bytes", .int(c.storedBytes)), ("refused", .int(Int64(refused))),
+                ("finds", .int(Int64(c.finds.values.reduce(0, +)))), ("moves", .int(Int64(c.moves.values.reduce(0, +)))),
+                ("query_offered", .bool(Self.queryOffered(configuration) == nil)),
                 ("last_stored", event(c.lastStored)), ("last_refused", event(c.lastRefused)), ("last_rejected", event(c.lastRejected)),
             ])
         }

@@ -54,7 +54,7 @@ public final class AgentDaemon: @unchecked Sendable {
     /// The dimse-peers' names by calling AE title (the intake's and the query's audit lines),
     /// and their own SCPs (where a C-MOVE sends): replaced on SIGHUP.
     let dimseNames = LockedValue<[String: String]>([:])
-    let dimseDestinations = LockedValue<[String: (name: String, host: String, port: UInt16)]>([:])
+    let dimseDestinations = LockedValue<[String: ConsortiumMove.Destination]>([:])
     /// flock on `state/agent.lock`: one agent per state folder.
     private var stateFolderLock: Int32 = -1
     private var claim: StagingClaim?

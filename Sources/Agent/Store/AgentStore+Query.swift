@@ -50,8 +50,12 @@ extension AgentStore {
             {
                 return pending
             }
-            try db.prepare("UPDATE jobs SET state = 'queued', next_attempt = ?4, attempts = 0, last_error = NULL WHERE rule = ?1 AND destination = ?2 AND study = ?3 AND state IN ('failed', 'done', 'dropped')")
-                .run([.text(job.rule), .text(job.destination), .text(study), .real(now)])
+            // Queued again with this move's patient (the study's NHS number now, as the
+            // coordinator says it), not the one an earlier fetch was for.
+            try db.prepare("""
+                UPDATE jobs SET state = 'queued', next_attempt = ?4, attempts = 0, last_error = NULL, finished = NULL, detail = ?5
+                WHERE rule = ?1 AND destination = ?2 AND study = ?3 AND state IN ('failed', 'done', 'dropped')
+                """).run([.text(job.rule), .text(job.destination), .text(study), .real(now), job.search.map { .text($0.stored) } ?? .null])
             _ = try addJobs([job], study: study, instances: [], now: now)
             return try db.prepare("SELECT id FROM jobs WHERE rule = ?1 AND destination = ?2 AND study = ?3").first([.text(job.rule), .text(job.destination), .text(study)]) { $0.int(0) }
         }

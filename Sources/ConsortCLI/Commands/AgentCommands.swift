@@ -116,10 +116,12 @@ enum ConfigCommand {
             let peers = configuration.dimsePeers.map { "\($0.name) (\($0.aeTitle)@\($0.host))" }.joined(separator: ", ")
             standardOutput.line("dimse: a C-STORE SCP on \(dimse.host):\(dimse.port) as \(dimse.aeTitle), \(dimse.associations) associations at most, PDUs up to \(dimse.maximumPDU) bytes; "
                 + (peers.isEmpty ? "no dimse-peer may associate" : "may associate: \(peers)"))
-            if dimse.query {
-                standardOutput.line("query/retrieve: C-FIND answers the dimse-peers with a patient's studies across the consortium"
-                    + (configuration.coordinator == nil ? " (no coordinator line: only what is held here)" : "")
-                    + "; C-MOVE sends to a dimse-peer's own SCP, waiting up to \(ConfigurationParser.formatSeconds(dimse.moveWaitSeconds)) for a study held elsewhere to be fetched")
+            if let why = configuration.queryRetrieveUnavailable {
+                standardOutput.line("query/retrieve: not offered (\(why))")
+            } else {
+                let askers = configuration.dimsePeers.filter(\.mayQuery).map(\.name).joined(separator: ", ")
+                standardOutput.line("query/retrieve: C-FIND answers \(askers) with a patient's studies across the consortium in this trust's identity; "
+                    + "C-MOVE sends to a dimse-peer's own SCP, waiting up to \(ConfigurationParser.formatSeconds(dimse.moveWaitSeconds)) for a study held elsewhere to be fetched")
             }
         }
         return .success

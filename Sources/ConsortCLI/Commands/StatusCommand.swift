@@ -295,7 +295,8 @@ enum StatusCommand {
         let peers = (live["peers"] as? [String] ?? []).joined(separator: ", ")
         lines.append("  \(int("active_associations")) of \(int("maximum_associations")) associations open; peers: \(peers.isEmpty ? "none listed (every caller is rejected)" : peers)")
         lines.append("  since start: \(OperatorFormat.count(int("associations"))) associations, \(int("rejected")) rejected, \(int("aborted")) aborted; "
-            + "\(OperatorFormat.count(int("stored"))) instances stored (\(OperatorFormat.bytes(Int64(int("stored_bytes"))))), \(int("refused")) refused")
+            + "\(OperatorFormat.count(int("stored"))) instances stored (\(OperatorFormat.bytes(Int64(int("stored_bytes"))))), \(int("refused")) refused"
+            + (live["query_offered"] as? Bool == true ? "; \(int("finds")) C-FIND, \(int("moves")) C-MOVE answered" : ""))
         for (key, what) in [("last_stored", "last stored"), ("last_refused", "last refused"), ("last_rejected", "last rejected")] {
             guard let event = live[key] as? [String: Any], let time = (event["time"] as? NSNumber)?.doubleValue else { continue }
             let who = "\(event["calling"] as? String ?? "?") (\(event["address"] as? String ?? "?"))"
@@ -313,7 +314,7 @@ enum StatusCommand {
         ]
         guard let live else { return .object(fields) }
         fields.append(("peers", .array((live["peers"] as? [String] ?? []).map(JSON.string))))
-        for key in ["active_associations", "maximum_associations", "associations", "rejected", "rejected_last_hour", "aborted", "echoes", "stored", "stored_bytes", "refused"] {
+        for key in ["active_associations", "maximum_associations", "associations", "rejected", "rejected_last_hour", "aborted", "echoes", "stored", "stored_bytes", "refused", "finds", "moves"] {
             fields.append((key, .int((live[key] as? NSNumber)?.int64Value ?? 0)))
         }
         for key in ["last_stored", "last_refused", "last_rejected"] {

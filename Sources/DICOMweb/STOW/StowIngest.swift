@@ -79,11 +79,6 @@ public final class StowIngest {
     private var partCount = 0
     /// Checked parts waiting for the request's durability barrier, then their place.
     var ready: [Ready] = []
-    /// When set, the checked parts are made durable and placed each time this many bytes of
-    /// them wait, rather than all at the body's end: a retrieval (`WadoRetrieval`) whose study
-    /// someone is waiting for sees it land in pieces (a C-MOVE sends each piece on at once).
-    /// One barrier a piece instead of one in all. A STOW receiver leaves it nil.
-    public var placeEvery: Int?
     /// Study folders this request created: their names in `inbound` must be made durable too.
     var createdFolders: Set<String> = []
     /// What this process's requests into `inbound` know of each other's names and folders.
@@ -404,7 +399,6 @@ public final class StowIngest {
             }
         }
         ready.append(item)
-        if let every = placeEvery, ready.reduce(0, { $0 + $1.size }) >= every { place() }
     }
 
     /// Why instances of a study were held (`Placement.hold`, or a rewrite that failed), by study.

@@ -104,7 +104,7 @@ extension BenchCommand {
                 text += """
                     peer RSCH https://localhost:\(ports["RSCH"]!)
                     dimse 127.0.0.1:\(scpPort) { aet CONSORT_ASPH }
-                    dimse-peer BENCH BENCH@127.0.0.1:104
+                    dimse-peer BENCH BENCH@127.0.0.1:104 { query }
                     dimse-peer DEST DEST@127.0.0.1:\(destinationPort)
 
                     """
