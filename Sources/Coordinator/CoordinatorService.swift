@@ -158,9 +158,70 @@ public final class CoordinatorService: @unchecked Sendable {
         return text.count > limit ? String(text.prefix(limit)) : text
     }
 
-    static func holding(_ item: [String: Any]) -> Holding? {
-        guard let uid = item["study"] as? String, UID.isValid(uid) else { return nil }
+    /// An announced study's field that is not what the API says it is: the batch is refused
+    /// with the field named (a wrong count or date stored as something else would mislead every
+    /// trust that looks the patient up).
+    struct FieldRefusal: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    /// Most instances one study may have (a whole-slide image is some thousands; a long cine
+    /// series some hundreds of thousands), and most bytes (a petabyte).
+    static let maximumInstances = 10_000_000
+    static let maximumBytes: Int64 = 1_000_000_000_000_000
+
+    /// A whole number from JSON within `range`, or nil when the field is absent or null.
+    static func count<T: BinaryInteger>(_ value: Any?, _ field: String, within range: ClosedRange<T>) throws(FieldRefusal) -> T? {
+        guard let value, !(value is NSNull) else { return nil }
+        // (Foundation on Linux reads a JSON number as bridging to Bool too: not told apart here.)
+        guard let number = value as? NSNumber else { throw FieldRefusal(description: "\"\(field)\" is \("\(value)".prefix(80)), not a number") }
+        let double = number.doubleValue
+        guard double.isFinite, double == double.rounded(), double >= Double(range.lowerBound), double <= Double(range.upperBound) else {
+            throw FieldRefusal(description: "\"\(field)\" is \(number), not a whole number from \(range.lowerBound) to \(range.upperBound)")
+        }
+        return T(number.int64Value)
+    }
+
+    /// Text from JSON, at most `limit` characters, or nil when absent or null.
+    static func text(_ value: Any?, _ field: String, limit: Int = 64) throws(FieldRefusal) -> String? {
+        guard let value, !(value is NSNull) else { return nil }
+        guard let text = value as? String else { throw FieldRefusal(description: "\"\(field)\" is not text") }
+        guard text.count <= limit else { throw FieldRefusal(description: "\"\(field)\" is \(text.count) characters, more than \(limit)") }
+        return text
+    }
+
+    /// A DICOM date from JSON: a real day as YYYYMMDD (empty: none).
+    static func day(_ value: Any?, _ field: String) throws(FieldRefusal) -> String? {
+        guard let text = try text(value, field, limit: 8), !text.isEmpty else { return nil }
+        guard CalendarDay.isReal(text) else { throw FieldRefusal(description: "\"\(field)\" is \"\(text)\", not a date as YYYYMMDD") }
+        return text
+    }
+
+    /// One announced study, every field checked: the UID a valid UID of at most 64 characters,
+    /// counts whole numbers within their limits, dates real dates, identifiers and text within
+    /// their lengths, `complete` true or false. Longer free text (a description) is cut to 64
+    /// characters as before; anything of the wrong kind or out of range is refused.
+    static func holding(_ item: [String: Any]) throws(FieldRefusal) -> Holding {
+        guard let uid = item["study"] as? String, UID.isValid(uid) else {
+            throw FieldRefusal(description: "\"study\" is \(item["study"].map { "\($0)".prefix(80) } ?? "missing"), not a valid UID")
+        }
         var holding = Holding(study: uid)
+        if let patient = item["patient"], !(patient is NSNull) {
+            guard let patient = patient as? [String: Any] else { throw FieldRefusal(description: "\"patient\" is not an object") }
+            _ = try text(patient["id"], "patient.id")
+            _ = try text(patient["issuer"], "patient.issuer")
+            _ = try day(patient["birthDate"], "patient.birthDate")
+            _ = try text(patient["sex"], "patient.sex", limit: 16)
+        }
+        _ = try text(item["nhs"], "nhs", limit: 32)
+        _ = try day(item["date"], "date")
+        _ = try day(item["birthDate"], "birthDate")
+        holding.instances = try count(item["instances"], "instances", within: 0...maximumInstances) ?? 0
+        holding.bytes = try count(item["bytes"], "bytes", within: 0...maximumBytes) ?? 0
+        if let complete = item["complete"], !(complete is NSNull) {
+            guard let flag = complete as? Bool else { throw FieldRefusal(description: "\"complete\" is \("\(complete)".prefix(80)), not true or false") }
+            holding.complete = flag
+        }
         let patient = item["patient"] as? [String: Any]
         holding.patient = identifier(patient)
         holding.otherIDs = (item["otherPatientIDs"] as? [Any] ?? patient?["otherIDs"] as? [Any] ?? []).compactMap(identifier)
@@ -173,9 +234,6 @@ public final class CoordinatorService: @unchecked Sendable {
         holding.bodyPart = clipped(item["bodyPart"])
         holding.description = clipped(item["description"])
         holding.accession = clipped(item["accession"])
-        holding.instances = (item["instances"] as? NSNumber)?.intValue ?? 0
-        holding.bytes = (item["bytes"] as? NSNumber)?.int64Value ?? 0
-        holding.complete = item["complete"] as? Bool ?? true
         holding.origin = clipped(item["origin"])
         return holding
     }
@@ -203,8 +261,13 @@ public final class CoordinatorService: @unchecked Sendable {
         let items = object["studies"] as? [[String: Any]] ?? []
         guard items.count <= Self.maximumBatch else { return Self.failure(413, "At most \(Self.maximumBatch) studies a batch, not \(items.count)") }
         var holdings: [(Holding, NHSIdentity.Resolution)] = []
-        for item in items {
-            guard let holding = Self.holding(item) else { return Self.failure(400, "A study without a valid \"study\" UID: \(item["study"] ?? "(none)")") }
+        for (index, item) in items.enumerated() {
+            let holding: Holding
+            do { holding = try Self.holding(item) } catch {
+                refused("bad_field")
+                log.warning("announcement refused: a field is not what the API says", ["trust": caller, "study": index, "why": error.description])
+                return Self.failure(400, "Study \(index) of the batch\((item["study"] as? String).map { " (\($0.prefix(64)))" } ?? ""): \(error.description); nothing of the batch was recorded")
+            }
             holdings.append((holding, resolve(holding, trust: caller)))
         }
         let outcome = try registry.announce(trust: caller, holdings: holdings, now: Date().timeIntervalSince1970)
@@ -379,9 +442,9 @@ public final class CoordinatorService: @unchecked Sendable {
         family("consort_coordinator_lookups_total", "counter", "Lookups of patients and studies.", Double(counts["lookups", default: 0]))
         family("consort_coordinator_refused_total", "counter", "Requests refused (not a member, or for another trust).", Double(counts["refused", default: 0]))
         let reasons = lock.withLock { refusals }
-        text += "# HELP consort_coordinator_refused_requests_total Requests refused (403), by reason: not_a_member, peer_not_member, no_purpose, no_agreement, not_own_holdings.\n"
+        text += "# HELP consort_coordinator_refused_requests_total Requests refused, by reason: not_a_member, peer_not_member, no_purpose, no_agreement, not_own_holdings (403); bad_field (400: an announced field out of its kind or range).\n"
         text += "# TYPE consort_coordinator_refused_requests_total counter\n"
-        for reason in ["not_a_member", "peer_not_member", "no_purpose", "no_agreement", "not_own_holdings"] {
+        for reason in ["not_a_member", "peer_not_member", "no_purpose", "no_agreement", "not_own_holdings", "bad_field"] {
             text += "consort_coordinator_refused_requests_total{reason=\"\(reason)\"} \(reasons[reason, default: 0])\n"
         }
         text += "# HELP consort_tls_reloads_total Reloads of the TLS material (SIGHUP) by result: ok, or refused (the files did not load; the material in force stays).\n"

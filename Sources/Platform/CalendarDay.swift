@@ -15,6 +15,13 @@ public enum CalendarDay {
         return calendar.date(from: DateComponents(year: y, month: m, day: d))
     }
 
+    /// Whether `text` is a real day as YYYYMMDD, years 1800 to 2200 (`date` is lenient: it
+    /// takes 20241345 as a day of 2025).
+    public static func isReal(_ text: String) -> Bool {
+        guard text.count == 8, text.allSatisfy(\.isASCII), let year = Int(text.prefix(4)), (1800...2200).contains(year), let day = date(text) else { return false }
+        return Self.text(day) == text
+    }
+
     /// The YYYYMMDD day of a moment.
     public static func text(_ date: Date) -> String {
         let parts = calendar.dateComponents([.year, .month, .day], from: date)

@@ -199,6 +199,14 @@ extension CoordinatorTests {
         let audit = try String(contentsOfFile: coordinator.audit, encoding: .utf8)
         #expect(audit.contains("\"action\":\"refused\"") && audit.contains("UHSX") && audit.contains("RSCH"), "\(audit)")
         #expect(coordinator.log.contains("REFUSED"), "\(coordinator.log)")
+        // A field out of its kind or range (Foundation once stored 1e308 instances as a negative
+        // number): the batch refused with the field named, the good study beside it not recorded.
+        for (field, value) in [("instances", "1e308"), ("instances", "99999999999999999999999"), ("bytes", "-5"), ("date", #""20261345""#)] {
+            let hostile = try post("/v1/holdings", #"{"trust": "UHSX", "studies": [{"study": "1.2.3.8", "nhs": "9990000018", "instances": 1, "bytes": 1}, {"study": "1.2.3.9", "nhs": "9990000018", "\#(field)": \#(value)}]}"#)
+            let said = (try? JSONSerialization.jsonObject(with: Data(hostile.body.utf8)) as? [String: Any])?["error"] as? String ?? ""
+            #expect(hostile.status == 400 && said.hasPrefix("Study 1 of the batch (1.2.3.9): \"\(field)\" is "), "\(hostile)")
+        }
+        #expect(try coordinator.call("/v1/studies/1.2.3.8", as: uhsx, ca: consortium.pki.ca).status == 404, "nothing of a refused batch is recorded")
         // A study nobody holds is unknown.
         let unknown = try coordinator.call("/v1/studies/1.2.3.4", as: uhsx, ca: consortium.pki.ca)
         #expect(unknown.status == 404, "\(unknown)")

@@ -217,9 +217,14 @@ final class Announcer: Service, @unchecked Sendable {
     static func item(_ study: AgentStore.Announcement) -> JSON {
         let facts = study.facts
         func text(_ v: String?) -> JSON { v.map(JSON.string) ?? .null }
-        var patient: [(String, JSON)] = [("id", text(facts.patientID)), ("issuer", text(facts.patientIssuer))]
-        if let sex = facts.sex { patient.append(("sex", .string(sex))) }
-        if let birth = facts.birthDate { patient.append(("birthDate", .string(birth))) }
+        // LO holds 64 characters: a longer value is a malformed header's, left out rather than
+        // cut (a cut identifier could name someone else) or sent to be refused with the batch.
+        func identifier(_ v: String?) -> JSON { v.flatMap { $0.count <= 64 ? JSON.string($0) : nil } ?? .null }
+        var patient: [(String, JSON)] = [("id", identifier(facts.patientID)), ("issuer", identifier(facts.patientIssuer))]
+        if let sex = facts.sex, sex.count <= 16 { patient.append(("sex", .string(sex))) }
+        // A date the coordinator would refuse (a malformed header's) is left out, not sent: one
+        // bad header must not stop every announcement of the batch.
+        if let birth = facts.birthDate, CalendarDay.isReal(birth) { patient.append(("birthDate", .string(birth))) }
         var fields: [(String, JSON)] = [("study", .string(facts.uid)), ("patient", .object(patient))]
         if !facts.otherIDs.isEmpty {
             fields.append(("otherPatientIDs", .array(facts.otherIDs.map { .object([("id", .string($0.id)), ("issuer", text($0.issuer))]) })))
@@ -227,7 +232,7 @@ final class Announcer: Service, @unchecked Sendable {
         if !facts.otherPatientIDValues.isEmpty { fields.append(("otherPatientIDValues", .array(facts.otherPatientIDValues.map(JSON.string)))) }
         if case .valid(let number) = Self.nhs(facts) { fields.append(("nhs", .string(number.digits))) }
         fields += [
-            ("date", text(facts.date)), ("modalities", .array(facts.modality.map { [.string($0)] } ?? [])), ("bodyPart", text(facts.bodyPart)),
+            ("date", text(facts.date.flatMap { CalendarDay.isReal($0) ? $0 : nil })), ("modalities", .array(facts.modality.map { [.string($0)] } ?? [])), ("bodyPart", text(facts.bodyPart)),
             ("description", text(facts.description)), ("accession", text(facts.accession)), ("instances", .int(Int64(study.instances))),
             ("bytes", .int(study.bytes)), ("complete", .bool(true)),
         ]
