@@ -1,13 +1,28 @@
 import DICOM
 import Foundation
+import Platform
+import Spool
 import Transport
 
 /// An agent's (and `consort locate`'s) side of the coordinator's API: HTTPS with the site's
 /// own certificate, JSON in and out, every call bounded by the client's timeouts.
+///
+/// Several coordinators (one `coordinator URL` line each, all over one registry database) are
+/// tried in turn: a call goes to the one that answered last; one that cannot be reached, or
+/// answers 502/503/504, is passed over for the next, and its circuit (the peers' `PeerCircuit`,
+/// opened by that one failure) keeps calls off it until its probe finds it back — so one
+/// coordinator down costs a call one connection attempt, not every call.
 public final class CoordinatorClient: @unchecked Sendable {
-    public let base: String
+    /// The coordinators, in the configuration's order.
+    public let bases: [String]
     /// Replaced whole when the TLS material is (`replaceTLS`); used under `lock`.
-    private var client: HTTPClient
+    private var clients: [HTTPClient]
+    private var circuits: [PeerCircuit]
+    private var lastErrors: [String?]
+    private var lastSuccesses: [Double?]
+    /// The coordinator that answered last: asked first.
+    private var preferred = 0
+    private let policy = RetryPolicy(minimumDelay: 5, maximumDelay: 120)
     private let lock = NSLock()
 
     public struct Failure: Error, CustomStringConvertible {
@@ -18,21 +33,55 @@ public final class CoordinatorClient: @unchecked Sendable {
         public var description: String { status.map { "the coordinator answered \($0): \(message)" } ?? "cannot reach the coordinator: \(message)" }
     }
 
+    /// One coordinator as the client sees it, for `consort status`.
+    public struct Endpoint: Sendable {
+        public var url: String
+        /// Asked first now.
+        public var inUse: Bool
+        /// Passed over until its circuit's probe finds it back.
+        public var down: Bool
+        public var lastError: String?
+        public var lastSuccess: Double?
+    }
+
     /// `totalTimeout`: the most any one call takes, seconds (a caller whose own client waits on
     /// the answer asks for less).
-    public init(base: String, tls: TLSConfiguration?, totalTimeout: Int = 30) throws {
-        self.base = base.hasSuffix("/") ? String(base.dropLast()) : base
+    public convenience init(base: String, tls: TLSConfiguration?, totalTimeout: Int = 30) throws {
+        try self.init(bases: [base], tls: tls, totalTimeout: totalTimeout)
+    }
+
+    public init(bases: [String], tls: TLSConfiguration?, totalTimeout: Int = 30) throws {
+        precondition(!bases.isEmpty, "a coordinator client needs a coordinator")
+        self.bases = bases.map { $0.hasSuffix("/") ? String($0.dropLast()) : $0 }
         var options = HTTPClient.Options(tls: tls)
         options.totalTimeout = totalTimeout
-        client = try HTTPClient(options)
+        clients = try self.bases.map { _ in try HTTPClient(options) }
+        circuits = Array(repeating: PeerCircuit(threshold: 1), count: bases.count)
+        lastErrors = Array(repeating: nil, count: bases.count)
+        lastSuccesses = Array(repeating: nil, count: bases.count)
+    }
+
+    /// The coordinator asked first now.
+    public var base: String { lock.withLock { bases[preferred] } }
+
+    /// Each coordinator: in use, down, its last error and success (wall clock).
+    public var endpoints: [Endpoint] {
+        lock.withLock {
+            bases.indices.map { index in
+                var down = false
+                if case .open = circuits[index].state { down = true }
+                if case .halfOpen = circuits[index].state { down = true }
+                return Endpoint(url: bases[index], inUse: index == preferred, down: down, lastError: lastErrors[index], lastSuccess: lastSuccesses[index])
+            }
+        }
     }
 
     /// New certificate, key, CA or CRL (SIGHUP): the next request connects afresh with them.
     public func replaceTLS(_ tls: TLSConfiguration) throws {
-        var options = lock.withLock { client.options }
+        var options = lock.withLock { clients[0].options }
         options.tls = tls
-        let fresh = try HTTPClient(options)
-        lock.withLock { client = fresh }
+        let fresh = try bases.map { _ in try HTTPClient(options) }
+        lock.withLock { clients = fresh }
     }
 
     /// One request; the answer's JSON object when the status is 2xx, else a `Failure`.
@@ -47,26 +96,53 @@ public final class CoordinatorClient: @unchecked Sendable {
     }
 
     /// One request; the status and the answer's bytes, not parsed (`consort bench registry`
-    /// times the coordinator's answer, not the client's JSON parser sharing its CPUs).
+    /// times the coordinator's answer, not the client's JSON parser sharing its CPUs). Tried on
+    /// each coordinator in turn, the one that answered last first, those whose circuit is open
+    /// passed over (unless every one's is: then each is tried, the circuits only counting).
     public func exchange(_ method: String, _ path: String, body: JSON? = nil, purpose: String? = nil) throws -> (status: Int, answer: [UInt8]) {
-        let collector = ByteCollector(limit: 256 << 20)
         let bytes = body.map { $0.bytes() } ?? []
-        var offset = 0
-        do {
-            let response = try lock.withLock {
-                try client.send(
-                    method: method, url: base + path,
-                    headers: [("Content-Type", "application/json"), ("Accept", "application/json")] + (purpose.map { [(ConsortField.purpose, $0)] } ?? []),
-                    body: body == nil ? nil : { buffer in
-                        let n = min(buffer.count, bytes.count - offset)
-                        buffer.copyBytes(from: bytes[offset..<(offset + n)])
-                        offset += n
-                        return n
-                    }, bodyLength: body == nil ? nil : bytes.count, sink: collector.append)
+        return try lock.withLock {
+            let now = MonotonicClock.now
+            let order = [preferred] + bases.indices.filter { $0 != preferred }
+            var allowed = order.filter { circuits[$0].mayStart(now: now) }
+            if allowed.isEmpty { allowed = order }
+            var last: Failure?
+            for index in allowed {
+                let collector = ByteCollector(limit: 256 << 20)
+                var offset = 0
+                do {
+                    let response = try clients[index].send(
+                        method: method, url: bases[index] + path,
+                        headers: [("Content-Type", "application/json"), ("Accept", "application/json")] + (purpose.map { [(ConsortField.purpose, $0)] } ?? []),
+                        body: body == nil ? nil : { buffer in
+                            let n = min(buffer.count, bytes.count - offset)
+                            buffer.copyBytes(from: bytes[offset..<(offset + n)])
+                            offset += n
+                            return n
+                        }, bodyLength: body == nil ? nil : bytes.count, sink: collector.append)
+                    // A coordinator that answers it cannot serve now (its database gone): the next.
+                    if [502, 503, 504].contains(response.status) && bases.count > 1 {
+                        failed(index, "answered \(response.status)")
+                        last = Failure(status: response.status, message: String(decoding: collector.bytes.prefix(300), as: UTF8.self), answer: [:])
+                        continue
+                    }
+                    circuits[index].recordSuccess()
+                    lastSuccesses[index] = Date().timeIntervalSince1970
+                    preferred = index
+                    return (response.status, collector.bytes)
+                } catch {
+                    failed(index, "\(error)")
+                    last = Failure(status: nil, message: bases.count > 1 ? "\(bases[index]): \(error)" : "\(error)", answer: [:])
+                }
             }
-            return (response.status, collector.bytes)
-        } catch {
-            throw Failure(status: nil, message: "\(error)", answer: [:])
+            throw last ?? Failure(status: nil, message: "no coordinator to ask", answer: [:])
         }
+    }
+
+    /// Under `lock`.
+    private func failed(_ index: Int, _ why: String) {
+        var rng = SystemRandomNumberGenerator()
+        circuits[index].recordFailure(now: MonotonicClock.now, policy: policy, using: &rng)
+        lastErrors[index] = why
     }
 }

@@ -71,6 +71,7 @@ struct ConfigurationParserTests {
             "the options are aet AET, associations N, max-pdu BYTES, timeout S, idle S, move-wait S and tls, e.g. { aet CONSORT_RSCH }"),
         ("dimse-peer CT1 10.0.0.5:104", "1:16", "AET@HOST:PORT", nil),
         ("dimse-peer CT1 CT1@a:104\ndimse-peer CT1 CT2@b:104", "2:12", "dimse-peer CT1 is defined twice", nil),
+        ("coordinator https://a:8444\ncoordinator https://a:8444/", "2:13", "coordinator https://a:8444 is named twice", nil),
         ("dimse-peer CT1 CT1@a:104 { querry }", "1:28", "unknown option \"querry\" of a dimse-peer",
             "the options are query (it may ask the consortium: C-FIND, C-MOVE) and tls (C-MOVE sends to it over DICOM TLS)"),
     ] as [(String, String, String, String?)])
@@ -114,6 +115,11 @@ struct ConfigurationParserTests {
         keeping.identity = .keep
         #expect(keeping.queryRetrieveUnavailable?.contains("identity reconcile") == true)
         #expect(try #require(ConfigurationParser.parse(Self.example, file: "agent.conf").configuration).dimse == nil)
+    }
+
+    @Test func severalCoordinatorsAreTakenInTheirOrder() throws {
+        let c = try #require(ConfigurationParser.parse(Self.example + "\ncoordinator https://a.consort.nhs.uk:8444\ncoordinator https://b.consort.nhs.uk:8444\n", file: "agent.conf").configuration)
+        #expect(c.coordinators == ["https://a.consort.nhs.uk:8444", "https://b.consort.nhs.uk:8444"] && c.coordinator == "https://a.consort.nhs.uk:8444")
     }
 
     @Test func inboundKeepIsADurationAndReceivedCopiesAreKeptWithoutIt() throws {

@@ -238,6 +238,40 @@ extension CoordinatorTests {
         #expect(AuditVerifies.intact(coordinator.audit))
     }
 
+    /// Two coordinator lines: the first down, the agent announces to the second and says so in
+    /// `consort status` (the first DOWN, the second in use, a line for a person); the second
+    /// stopped and the first started, the agent moves back within its circuit's probe and the
+    /// first coordinator's registry (its own SQLite here, as after a database failover it would
+    /// be the same one) learns the agent's studies from it.
+    @Test func anAgentWithTwoCoordinatorsUsesTheOneThatAnswers() throws {
+        let consortium = try TestConsortium(members: ["RSCH", "UHSX"], rules: "")
+        let first = try CoordinatorSite(consortium, name: "coordinator-a")
+        let second = try CoordinatorSite(consortium, name: "coordinator-b")
+        let rsch = try consortium.site("RSCH", extra: first.agentLine + second.agentLine)
+        let uhsx = try consortium.pki.site("UHSX")
+        let study = try Self.study(rsch.watch, seed: 95, date: Self.daysAgo(3), trust: "RSCH", instances: 2)
+        try second.start()
+        defer { second.stop() }
+        try rsch.start()
+        defer { rsch.stop() }
+        func known(_ coordinator: CoordinatorSite) -> Bool {
+            (try? coordinator.call("/v1/studies/\(study)", as: uhsx, ca: consortium.pki.ca).status) == 200
+        }
+        #expect(AgentSite.eventually(within: 60, "the study announced to the second coordinator", logs: [rsch]) { known(second) })
+        let status = try Run.consort("status", "--config", rsch.config, "--json")
+        let json = OperatorTests.json(status.stdout)
+        let listed = json["coordinators"] as? [[String: Any]] ?? []
+        #expect(listed.count == 2 && listed[0]["down"] as? Bool == true && listed[1]["in_use"] as? Bool == true, "\(listed)")
+        #expect(status.status == 1 && (json["needs_attention"] as? [String] ?? []).contains { $0.hasPrefix("coordinator \(first.url) is down") }, "\(json)")
+        // The second gone, the first up: the agent is back on the first, which learns the study.
+        second.stop()
+        try first.start()
+        defer { first.stop() }
+        #expect(AgentSite.eventually(within: 90, "the study announced to the first coordinator", logs: [rsch]) { known(first) })
+        let after = OperatorTests.json(try Run.consort("status", "--config", rsch.config, "--json").stdout)["coordinators"] as? [[String: Any]] ?? []
+        #expect(after.first?["in_use"] as? Bool == true && after.first?["down"] as? Bool == false, "\(after)")
+    }
+
     /// The registry is soft state: wiped, it is rebuilt from the agents (one told by
     /// `consort agent resync`, the other, idle, noticing by itself at its next heartbeat) and
     /// answers as before.

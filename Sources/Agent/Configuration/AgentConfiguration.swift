@@ -133,7 +133,14 @@ public struct AgentConfiguration: Sendable {
     public var locals: [LocalTarget] = []
     public var dimse: DIMSEListener?
     public var dimsePeers: [DIMSEPeer] = []
-    public var coordinator: String?
+    /// `coordinator URL`, one line each: several coordinators over one registry database, tried
+    /// in turn (`CoordinatorClient`).
+    public var coordinators: [String] = []
+    /// The first coordinator (nil: none).
+    public var coordinator: String? {
+        get { coordinators.first }
+        set { coordinators = newValue.map { [$0] } ?? [] }
+    }
     /// `metrics 127.0.0.1:9464`: Prometheus metrics and /healthz over plain HTTP (nil: off).
     public var metricsHost: String?
     public var metricsPort: UInt16 = 0

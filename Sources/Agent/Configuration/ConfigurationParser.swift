@@ -40,7 +40,7 @@ public enum ConfigurationParser {
                 error(word.location, "unknown setting \"\(key)\"", hint: closest(key).map { "did you mean \"\($0)\"?" })
                 continue
             }
-            let repeatable = ["watch", "peer", "local", "dimse-peer"].contains(key)
+            let repeatable = ["watch", "peer", "local", "dimse-peer", "coordinator"].contains(key)
             if !repeatable, let first = seen[key] {
                 error(word.location, "\"\(key)\" is set twice (first at line \(first.line))")
                 continue
@@ -312,7 +312,12 @@ public enum ConfigurationParser {
                     error(value.location, "the coordinator is reached by https://")
                     continue
                 }
-                configuration.coordinator = trimmedURL(value.text)
+                let url = trimmedURL(value.text)
+                guard !configuration.coordinators.contains(url) else {
+                    error(value.location, "coordinator \(url) is named twice")
+                    continue
+                }
+                configuration.coordinators.append(url)
             case "free-space":
                 guard noOptions(), let percent = quantity(plain, .percent, at: word.location) else { continue }
                 guard percent >= 0 && percent < 100 else {

@@ -41,10 +41,10 @@ public final class IdentityBook: @unchecked Sendable {
     /// patients costs questions, never memory).
     public static let capacity = 10_000
 
-    public init(settings: IdentityDecision.Settings, coordinator: String, tls: TLSConfiguration?, audit: AuditLog?, clock: any Clock, log: Logger) throws {
+    public init(settings: IdentityDecision.Settings, coordinators: [String], tls: TLSConfiguration?, audit: AuditLog?, clock: any Clock, log: Logger) throws {
         self.settings = settings
         // Its own client, with a short limit: it is asked while a peer's request waits.
-        client = try CoordinatorClient(base: coordinator, tls: coordinator.hasPrefix("https://") ? tls : nil, totalTimeout: 5)
+        client = try CoordinatorClient(bases: coordinators, tls: coordinators.first?.hasPrefix("https://") == true ? tls : nil, totalTimeout: 5)
         self.audit = audit
         self.clock = clock
         self.log = log

@@ -201,9 +201,14 @@ extension AgentDaemon {
                 ("last_stored", event(c.lastStored)), ("last_refused", event(c.lastRefused)), ("last_rejected", event(c.lastRejected)),
             ])
         }
+        // The coordinators as the client sees them: the one in use, those passed over.
+        let coordinatorsJSON: JSON = .array((coordinator?.endpoints ?? []).map { endpoint in
+            .object([("url", .string(endpoint.url)), ("in_use", .bool(endpoint.inUse)), ("down", .bool(endpoint.down)),
+                ("last_error", text(endpoint.lastError)), ("last_success", number(endpoint.lastSuccess))])
+        })
         return .object([
             ("ok", .bool(true)), ("trust", .string(configuration.trust)), ("pid", .int(Int64(getpid()))), ("started", .double(started.timeIntervalSince1970)),
-            ("dimse", dimseJSON),
+            ("dimse", dimseJSON), ("coordinators", coordinatorsJSON),
             ("rules", .object([("folder", .string(configuration.rules)), ("count", .int(Int64(ruleCount))), ("loaded", .double(loaded)), ("last_reload_refused", text(refused))])),
             ("watch", .array(watch)), ("peers", .array(peers)), ("tls", tlsJSON),
             ("refused_requests", .object(telemetry.refusedRequests.sorted { $0.key < $1.key }.map { ($0.key, JSON.int(Int64($0.value))) })),

@@ -104,13 +104,13 @@ public final class AgentDaemon: @unchecked Sendable {
         audit = try AuditLog(path: configuration.state + "/audit.log")
         tls = try TLSMaterial(Self.tlsPaths(configuration), expectedName: configuration.trust, now: clock.now)
         if let url = configuration.coordinator {
-            coordinator = try CoordinatorClient(base: url, tls: url.hasPrefix("https://") ? tls.configuration : nil)
+            coordinator = try CoordinatorClient(bases: configuration.coordinators, tls: url.hasPrefix("https://") ? tls.configuration : nil)
         } else {
             coordinator = nil
         }
         if let url = configuration.coordinator, configuration.identity == .reconcile {
             identityBook = try IdentityBook(
-                settings: IdentityDecision.Settings(trust: configuration.trust, unknownPatient: configuration.unknownPatient), coordinator: url,
+                settings: IdentityDecision.Settings(trust: configuration.trust, unknownPatient: configuration.unknownPatient), coordinators: configuration.coordinators,
                 tls: tls.configuration, audit: audit, clock: clock, log: log.named("identity"))
         } else {
             identityBook = nil

@@ -205,7 +205,7 @@ enum LocateCommand {
             return .someFailed
         }
         let tls = TLSConfiguration(certificateChain: configuration.certificate, privateKey: configuration.key, trustedCA: configuration.ca, revocationList: configuration.crl)
-        let client = try CoordinatorClient(base: coordinator, tls: coordinator.hasPrefix("https://") ? tls : nil)
+        let client = try CoordinatorClient(bases: configuration.coordinators, tls: coordinator.hasPrefix("https://") ? tls : nil)
         let answer: [String: Any]
         do {
             answer = try client.call("GET", "/v1/patients/\(nhs.digits)/studies", purpose: purpose)

@@ -149,7 +149,7 @@ enum RulesCommand {
             if let url = c.coordinator, c.identity == .reconcile {
                 let tls = TLSConfiguration(certificateChain: c.certificate, privateKey: c.key, trustedCA: c.ca, revocationList: c.crl)
                 book = try IdentityBook(
-                    settings: IdentityDecision.Settings(trust: c.trust, unknownPatient: c.unknownPatient), coordinator: url, tls: tls, audit: nil,
+                    settings: IdentityDecision.Settings(trust: c.trust, unknownPatient: c.unknownPatient), coordinators: c.coordinators, tls: tls, audit: nil,
                     clock: SystemClock(), log: Logger("identity", minimum: .error))
                 book?.purpose = "identity reconciliation (consort rules explain)"
             }

@@ -85,6 +85,16 @@ enum StatusCommand {
             attention.append("the copy of study \(flag.study) from \(flag.origin) needs a person: \(flag.kind) (\(flag.detail)) (consort identity acknowledge once seen to)")
         }
         if copyFlags.count > 10 { attention.append("\(copyFlags.count - 10) more copies need a person (consort identity list)") }
+        // The coordinators: which is in use, which are passed over as down.
+        let coordinators = live?["coordinators"] as? [[String: Any]] ?? []
+        let downCoordinators = coordinators.filter { $0["down"] as? Bool == true }
+        if !coordinators.isEmpty && downCoordinators.count == coordinators.count {
+            attention.append("no coordinator answers (\(downCoordinators.compactMap { $0["url"] as? String }.joined(separator: ", "))): prefetch, gather and query wait; pushes go on")
+        } else {
+            for down in downCoordinators {
+                attention.append("coordinator \(down["url"] as? String ?? "?") is down (\((down["last_error"] as? String ?? "").prefix(80))); the agent uses \(coordinators.first { $0["in_use"] as? Bool == true }?["url"] as? String ?? "another")")
+            }
+        }
         // The DIMSE SCP: a caller turned away recently is a modality whose studies are not coming.
         let dimse = live?["dimse"] as? [String: Any]
         if let dimse, let recent = (dimse["rejected_last_hour"] as? NSNumber)?.intValue, recent > 0 {
@@ -178,6 +188,13 @@ enum StatusCommand {
                         ("full_priority_for_locks", (p["full_priority_for_locks"] as? Bool).map(JSON.bool) ?? .null), ("refusal", text(p["refusal"] as? String))])
                 } ?? .null),
                 ("dimse", context.configuration.dimse.map { Self.dimseJSON($0, live: dimse) } ?? .null),
+                ("coordinators", .array(context.configuration.coordinators.map { url in
+                    let seen = coordinators.first { $0["url"] as? String == url }
+                    return .object([
+                        ("url", .string(url)), ("in_use", (seen?["in_use"] as? Bool).map(JSON.bool) ?? .null), ("down", (seen?["down"] as? Bool).map(JSON.bool) ?? .null),
+                        ("last_error", text(seen?["last_error"] as? String)), ("last_success", number((seen?["last_success"] as? NSNumber)?.doubleValue)),
+                    ])
+                })),
                 ("failed_jobs", .int(Int64(failed))), ("tls", tls.json),
                 ("waiting_for_identity", .array(identityHolds.map(IdentityCommand.json))),
                 ("copies_needing_a_person", .array(copyFlags.map(IdentityCommand.json))),
@@ -252,6 +269,19 @@ enum StatusCommand {
             detail.append(peer.lastSuccess.map { "last success \(OperatorFormat.duration(now - $0)) ago" } ?? "no success yet")
             if let error = peer.lastError, peer.reachable != true || peer.lastSuccess == nil { detail.append("last error: \(error.prefix(70))") }
             standardOutput.line("          " + detail.joined(separator: "; "))
+        }
+        if !context.configuration.coordinators.isEmpty {
+            standardOutput.line(bold("Coordinators") + ":")
+            for url in context.configuration.coordinators {
+                let seen = coordinators.first { $0["url"] as? String == url }
+                var line = "  " + url
+                if seen?["down"] as? Bool == true {
+                    line += " " + OperatorFormat.paint("DOWN", .red) + ((seen?["last_error"] as? String).map { ": " + String($0.prefix(70)) } ?? "")
+                } else if seen?["in_use"] as? Bool == true {
+                    line += " (in use" + ((seen?["last_success"] as? NSNumber).map { ", last answer \(OperatorFormat.duration(now - $0.doubleValue)) ago" } ?? "") + ")"
+                }
+                standardOutput.line(line)
+            }
         }
         if let listener = context.configuration.dimse {
             for line in Self.dimseLines(listener, live: dimse, now: now) { standardOutput.line(line) }
