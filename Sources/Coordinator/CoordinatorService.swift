@@ -103,6 +103,19 @@ public final class CoordinatorService: @unchecked Sendable {
             return Self.failure(403, "Refused: \(refusal)")
         }
         let caller = request.peer?.commonName ?? ""
+        do {
+            return try route(method, path, caller: caller, purpose: purpose, body: body)
+        } catch let error as HTTPError {
+            throw error
+        } catch {
+            // The registry (or the audit log) cannot be read or written now: 503, so that an
+            // agent with another coordinator over the same database asks that one instead.
+            log.error("cannot answer: the registry or the audit log fails", ["request": "\(method) \(path.prefix(200))", "error": "\(error)"])
+            return Self.failure(503, "The coordinator cannot use its registry now: \(error)")
+        }
+    }
+
+    private func route(_ method: String, _ path: String, caller: String, purpose: String?, body: RequestBody) throws -> ServerResponse {
         let parts = path.split(separator: "/").map(String.init)
         switch (method, parts.count) {
         case ("POST", 2) where parts == ["v1", "holdings"]:

@@ -26,6 +26,10 @@ public struct Command: Sendable, Equatable {
     public var errorComment: String?
     /// C-MOVE-RSP: sub-operations remaining, completed, failed, with a warning (0000,1020-1023).
     public var subOperations: SubOperations?
+    /// C-STORE-RQ of a C-MOVE's sub-operation: who asked for the move, and its message id
+    /// (0000,1030-1031), so that the destination can tell what the instances are for.
+    public var moveOriginatorAE: String?
+    public var moveOriginatorMessageID: UInt16?
 
     public init(field: Field, affectedSOPClassUID: String) {
         self.field = field
@@ -161,6 +165,8 @@ public struct Command: Sendable, Equatable {
             elements.append((0x1022, Self.us(subOperations.failed)))
             elements.append((0x1023, Self.us(subOperations.warning)))
         }
+        if let moveOriginatorAE { elements.append((0x1030, Self.text(moveOriginatorAE))) }
+        if let moveOriginatorMessageID { elements.append((0x1031, Self.us(moveOriginatorMessageID))) }
         var body: [UInt8] = []
         for (element, value) in elements { body += Self.element(element, value) }
         return Self.element(0x0000, Self.ul(UInt32(body.count))) + body
@@ -196,6 +202,8 @@ public struct Command: Sendable, Equatable {
         command.status = try us(0x0900)
         command.affectedSOPInstanceUID = uid(0x1000)
         command.moveDestination = values[0x0600].map(Self.readText)
+        command.moveOriginatorAE = values[0x1030].map(Self.readText)
+        command.moveOriginatorMessageID = try us(0x1031)
         command.errorComment = values[0x0902].map(Self.readText)
         if let remaining = try us(0x1020), let completed = try us(0x1021), let failed = try us(0x1022), let warning = try us(0x1023) {
             command.subOperations = SubOperations(remaining: remaining, completed: completed, failed: failed, warning: warning)

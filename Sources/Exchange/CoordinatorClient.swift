@@ -23,7 +23,10 @@ public final class CoordinatorClient: @unchecked Sendable {
     /// The coordinator that answered last: asked first.
     private var preferred = 0
     private let policy = RetryPolicy(minimumDelay: 5, maximumDelay: 120)
+    /// Guards the state above, briefly: `consort status` reads it while a call is in flight.
     private let lock = NSLock()
+    /// One call at a time (an HTTP client is not shared between threads).
+    private let calling = NSLock()
 
     public struct Failure: Error, CustomStringConvertible {
         /// The HTTP status, or nil when the coordinator could not be reached.
@@ -101,17 +104,16 @@ public final class CoordinatorClient: @unchecked Sendable {
     /// passed over (unless every one's is: then each is tried, the circuits only counting).
     public func exchange(_ method: String, _ path: String, body: JSON? = nil, purpose: String? = nil) throws -> (status: Int, answer: [UInt8]) {
         let bytes = body.map { $0.bytes() } ?? []
-        return try lock.withLock {
-            let now = MonotonicClock.now
-            let order = [preferred] + bases.indices.filter { $0 != preferred }
-            var allowed = order.filter { circuits[$0].mayStart(now: now) }
-            if allowed.isEmpty { allowed = order }
+        return try calling.withLock {
+            let order = lock.withLock { [preferred] + bases.indices.filter { $0 != preferred } }
             var last: Failure?
-            for index in allowed {
+            /// One try at coordinator `index`: its answer, or nil (the failure kept in `last`).
+            func attempt(_ index: Int) -> (status: Int, answer: [UInt8])? {
                 let collector = ByteCollector(limit: 256 << 20)
                 var offset = 0
+                let client = lock.withLock { clients[index] }
                 do {
-                    let response = try clients[index].send(
+                    let response = try client.send(
                         method: method, url: bases[index] + path,
                         headers: [("Content-Type", "application/json"), ("Accept", "application/json")] + (purpose.map { [(ConsortField.purpose, $0)] } ?? []),
                         body: body == nil ? nil : { buffer in
@@ -124,25 +126,44 @@ public final class CoordinatorClient: @unchecked Sendable {
                     if [502, 503, 504].contains(response.status) && bases.count > 1 {
                         failed(index, "answered \(response.status)")
                         last = Failure(status: response.status, message: String(decoding: collector.bytes.prefix(300), as: UTF8.self), answer: [:])
-                        continue
+                        return nil
                     }
-                    circuits[index].recordSuccess()
-                    lastSuccesses[index] = Date().timeIntervalSince1970
-                    preferred = index
+                    lock.withLock {
+                        circuits[index].recordSuccess()
+                        lastSuccesses[index] = Date().timeIntervalSince1970
+                        preferred = index
+                    }
                     return (response.status, collector.bytes)
                 } catch {
                     failed(index, "\(error)")
                     last = Failure(status: nil, message: bases.count > 1 ? "\(bases[index]): \(error)" : "\(error)", answer: [:])
+                    return nil
+                }
+            }
+            // Each circuit is asked only just before its coordinator would be tried: asking moves
+            // an open circuit past its time to its probe, which must then be made (a probe
+            // granted and never made would leave it half-open, never tried again).
+            var tried = false
+            for index in order where lock.withLock({ circuits[index].mayStart(now: MonotonicClock.now) }) {
+                tried = true
+                if let answer = attempt(index) { return answer }
+            }
+            // Every circuit open: each is tried anyway (the caller has its own retries; the
+            // circuits only count), rather than refusing the call outright.
+            if !tried {
+                for index in order {
+                    if let answer = attempt(index) { return answer }
                 }
             }
             throw last ?? Failure(status: nil, message: "no coordinator to ask", answer: [:])
         }
     }
 
-    /// Under `lock`.
     private func failed(_ index: Int, _ why: String) {
         var rng = SystemRandomNumberGenerator()
-        circuits[index].recordFailure(now: MonotonicClock.now, policy: policy, using: &rng)
-        lastErrors[index] = why
+        lock.withLock {
+            circuits[index].recordFailure(now: MonotonicClock.now, policy: policy, using: &rng)
+            lastErrors[index] = why
+        }
     }
 }

@@ -187,7 +187,7 @@ extension DIMSEAssociation {
     /// sent before the connection closes. Throws only when no association was made.
     public static func store(
         _ items: [StoreItem], host: String, port: UInt16, called: String, calling: String, timeout: Double, maximumLength: UInt32 = 65_536,
-        tls: TLSContext? = nil, progress: ((StoreResult) -> Void)? = nil
+        tls: TLSContext? = nil, moveOriginator: (ae: String, messageID: UInt16)? = nil, progress: ((StoreResult) -> Void)? = nil
     ) throws -> (results: [StoreResult], failure: String?) {
         // One context per (SOP class, transfer syntax) — the stored one, and the alternative
         // where there is one, in a context of its own so that the node accepts or refuses each
@@ -255,7 +255,10 @@ extension DIMSEAssociation {
                     continue
                 }
                 messageID &+= 1
-                let command = Command.storeRequest(messageID: messageID, sopClass: item.sopClass, sopInstance: item.sopInstance)
+                var command = Command.storeRequest(messageID: messageID, sopClass: item.sopClass, sopInstance: item.sopInstance)
+                // A C-MOVE's sub-operation names who asked for the move (PS3.7 §9.1.1.1).
+                command.moveOriginatorAE = moveOriginator?.ae
+                command.moveOriginatorMessageID = moveOriginator?.messageID
                 try send(dataPDUs(contextID: context.id, isCommand: true, command.encoded(), maximumLength: accept.userInformation.maximumLength), on: fd, timeout: timeout)
                 try streamDataSet(item, pieces, contextID: context.id, maximumLength: accept.userInformation.maximumLength, on: fd, timeout: timeout)
                 let response = try readCommand(&reader, contextID: context.id, on: fd, timeout: timeout)

@@ -72,6 +72,7 @@ struct ConfigurationParserTests {
         ("dimse-peer CT1 10.0.0.5:104", "1:16", "AET@HOST:PORT", nil),
         ("dimse-peer CT1 CT1@a:104\ndimse-peer CT1 CT2@b:104", "2:12", "dimse-peer CT1 is defined twice", nil),
         ("coordinator https://a:8444\ncoordinator https://a:8444/", "2:13", "coordinator https://a:8444 is named twice", nil),
+        ("dimse-peer CT1 CT@a:104\ndimse-peer PACS CT@b:104", "2:17", "AE title CT is dimse-peer CT1's already", nil),
         ("dimse-peer CT1 CT1@a:104 { querry }", "1:28", "unknown option \"querry\" of a dimse-peer",
             "the options are query (it may ask the consortium: C-FIND, C-MOVE) and tls (C-MOVE sends to it over DICOM TLS)"),
     ] as [(String, String, String, String?)])

@@ -84,6 +84,16 @@ struct ConsortiumQueryTests {
         let byNHS = try Self.find(scpPort, ["PatientID=\(CoordinatorTests.patient)", "IssuerOfPatientID=NHS"], into: folder)
         #expect(byNHS.answers.count == 4 && byNHS.answers.allSatisfy { $0.string(.patientID) == "A777" }, "\(byNHS.output)")
 
+        // SERIES level within a study held here: its one series, with its modality and count.
+        let seriesFolder = consortium.root.path + "/series"
+        try FileManager.default.createDirectory(atPath: seriesFolder, withIntermediateDirectories: true)
+        let seriesFind = try Run.program("/usr/bin/findscu", ["-S", "-aet", "PACS", "-aec", "CONSORT_ASPH", "-X", "-od", seriesFolder,
+            "-k", "QueryRetrieveLevel=SERIES", "-k", "StudyInstanceUID=\(studies["ASPH"]!)", "-k", "SeriesInstanceUID", "-k", "Modality", "-k", "NumberOfSeriesRelatedInstances",
+            "127.0.0.1", String(scpPort)])
+        let series = try ((try? FileManager.default.contentsOfDirectory(atPath: seriesFolder)) ?? []).map { try DICOMFile.read(path: seriesFolder + "/" + $0).dataSet }
+        #expect(seriesFind.status == 0 && series.count == 1 && series.first?.string(.modality) == "CT" && series.first?.string(Tag(0x0020, 0x1209)) == "2",
+                "\(seriesFind.stdout)\(seriesFind.stderr)")
+
         // Refused: no patient key, a wildcard one (no trawls); rejected: a caller not listed.
         let trawl = try Self.find(scpPort, [], into: folder)
         #expect(trawl.answers.isEmpty && Self.unableToProcess(trawl.output), "\(trawl.output)")

@@ -116,6 +116,18 @@ struct QueryAcceptorTests {
         #expect(acceptor.isAssociated)
     }
 
+    @Test func aSubOperationsStoreNamesTheMovesOriginatorInAscendingTagOrder() throws {
+        var command = Command.storeRequest(messageID: 3, sopClass: AcceptorTests.ct, sopInstance: "1.2.3")
+        command.moveOriginatorAE = "PACS"
+        command.moveOriginatorMessageID = 9
+        let bytes = command.encoded()
+        let again = try Command.decode(bytes)
+        #expect(again.moveOriginatorAE == "PACS" && again.moveOriginatorMessageID == 9 && again.affectedSOPInstanceUID == "1.2.3")
+        // Tags ascending, as PS3.7 Annex E requires: (0000,1000) before (0000,1030), (0000,1031).
+        let at = { (element: UInt16) in bytes.firstRange(of: [0x00, 0x00, UInt8(element & 0xFF), UInt8(element >> 8)])?.lowerBound ?? -1 }
+        #expect(at(0x1000) < at(0x1030) && at(0x1030) < at(0x1031) && at(0x1000) > 0)
+    }
+
     @Test func anIdentifierOverTheLimitIsAborted() {
         var policy = Self.policy
         policy.maximumIdentifierLength = 16

@@ -278,6 +278,11 @@ public enum ConfigurationParser {
                     error(plain[0].location, "dimse-peer \(plain[0].text) is defined twice (first at line \(earlier.location.line))")
                     continue
                 }
+                // One AE title, one peer: who may query, and where a move to it goes, follow it.
+                if let earlier = configuration.dimsePeers.first(where: { $0.aeTitle == node.ae }) {
+                    error(plain[1].location, "AE title \(node.ae) is dimse-peer \(earlier.name)'s already (line \(earlier.location.line)): each peer needs its own")
+                    continue
+                }
                 configuration.dimsePeers.append(
                     AgentConfiguration.DIMSEPeer(name: plain[0].text, aeTitle: node.ae, host: node.host, port: node.port, mayQuery: mayQuery, tls: tls, location: plain[0].location))
             case "identity":

@@ -132,7 +132,10 @@ final class ConsortiumMove: @unchecked Sendable {
             guard !items.isEmpty else { return }
             do {
                 let (results, broken) = try withoutActuallyEscaping(progress) { progress in
-                    try DIMSEAssociation.store(items, host: destination.host, port: destination.port, called: destinationAE, calling: aeTitle, timeout: timeout, tls: context) { result in
+                    try DIMSEAssociation.store(
+                        items, host: destination.host, port: destination.port, called: destinationAE, calling: aeTitle, timeout: timeout, tls: context,
+                        moveOriginator: (peer.aeTitle, request.messageID)
+                    ) { result in
                         tally.remaining -= 1
                         switch result.status.map(Command.outcome(ofStoreStatus:)) {
                         case .success?: tally.completed += 1
@@ -161,9 +164,17 @@ final class ConsortiumMove: @unchecked Sendable {
 
         for study in studies {
             switch arrange(study, tally: tally, progress: progress) {
-            case .here(var paths, let nhs):
+            case .here(var paths, let nhs, let shortfall):
                 if !series.isEmpty { paths = paths.filter { path in series.contains((try? DICOMFile.read(path: path).dataSet.string(.seriesInstanceUID)) ?? nil ?? "") } }
-                guard !paths.isEmpty else { continue }
+                // Fewer here than the study has (some refused or held when fetched): not all of it.
+                if shortfall > 0 && series.isEmpty {
+                    tally.failed += shortfall
+                    tally.comments.append("\(shortfall) of study \(study)'s instances are not here")
+                }
+                guard !paths.isEmpty else {
+                    if series.isEmpty && shortfall == 0 { tally.missing += 1 }
+                    continue
+                }
                 guard audited(study, nhs: nhs, "\(paths.count) instances to send") else {
                     tally.missing += 1
                     continue
@@ -211,7 +222,9 @@ final class ConsortiumMove: @unchecked Sendable {
     }
 
     enum Arrangement {
-        case here([String], nhs: String?)
+        /// The files here, and how many instances the study has that are not (0: all here, or
+        /// not known).
+        case here([String], nhs: String?, shortfall: Int)
         case notHere(expected: Int, nhs: String?, why: String)
         case gone
     }
@@ -222,7 +235,7 @@ final class ConsortiumMove: @unchecked Sendable {
         if let held = try? store.heldStudy(study), let paths = try? store.paths(ofStudy: study), !paths.isEmpty {
             var nhs: String?
             if case .valid(let number) = Announcer.nhs(held.announcement.facts) { nhs = number.digits }
-            return .here(paths, nhs: nhs)
+            return .here(paths, nhs: nhs, shortfall: 0)
         }
         guard let coordinator else { return .notHere(expected: 0, nhs: nil, why: "study \(study) is not here and there is no coordinator to find it") }
         let facts: [String: Any]
@@ -242,7 +255,7 @@ final class ConsortiumMove: @unchecked Sendable {
         do {
             let fetch = AgentStore.NewJob(kind: .fetch, destination: holder, rule: Self.rule, purpose: ConsortiumQuery.purpose, priority: .urgent, search: .patient(nhs))
             guard let queued = try store.queueFetchForMove(fetch, study: study, now: Date().timeIntervalSince1970) else {
-                return .here((try? store.paths(ofStudy: study)) ?? [], nhs: nhs)
+                return .here((try? store.paths(ofStudy: study)) ?? [], nhs: nhs, shortfall: 0)
             }
             job = queued
         } catch {
@@ -259,7 +272,7 @@ final class ConsortiumMove: @unchecked Sendable {
         while MonotonicClock.now < until {
             last = try? store.jobState(job)
             if last?.state == "done" {
-                if let paths = try? store.paths(ofStudy: study), !paths.isEmpty { return .here(paths, nhs: nhs) }
+                if let paths = try? store.paths(ofStudy: study), !paths.isEmpty { return .here(paths, nhs: nhs, shortfall: max(0, expected - paths.count)) }
                 // Fetched, but not placed: held here for its identity, or refused whole.
                 let held = ((try? store.identityHolds()) ?? []).first { $0.study == study }
                 return .notHere(expected: expected, nhs: nhs, why: held.map { "study \(study) is waiting for identity here: \($0.reason) (consort identity)" } ?? "study \(study) was fetched but nothing of it was kept")

@@ -1,4 +1,5 @@
 import DIMSE
+import Exchange
 import Foundation
 import Platform
 import Routing
@@ -34,12 +35,16 @@ extension AgentDaemon {
         } else {
             // C-FIND and C-MOVE: the consortium's studies of a patient, for the dimse-peers
             // marked { query }.
+            let client = try configuration.coordinator.map { url in
+                try CoordinatorClient(bases: configuration.coordinators, tls: url.hasPrefix("https://") ? material.configuration : nil, totalTimeout: 10)
+            }
+            queryCoordinator = client
             let query = ConsortiumQuery(
-                store: store, coordinator: coordinator, identityBook: identityBook, audit: audit, trust: configuration.trust, aeTitle: listener.aeTitle,
+                store: store, coordinator: client, identityBook: identityBook, audit: audit, trust: configuration.trust, aeTitle: listener.aeTitle,
                 names: dimseNames, log: log.named("query"))
             let queue = self.queue
             query.mover = ConsortiumMove(
-                store: store, coordinator: coordinator, audit: audit, trust: configuration.trust, aeTitle: listener.aeTitle, destinations: dimseDestinations,
+                store: store, coordinator: client, audit: audit, trust: configuration.trust, aeTitle: listener.aeTitle, destinations: dimseDestinations,
                 tls: { try TLSContext(material.configuration, role: .client) }, log: log.named("move"), nudge: { queue.nudge() },
                 patience: listener.moveWaitSeconds, timeout: listener.timeoutSeconds)
             server.query = query

@@ -28,6 +28,11 @@ extension AgentDaemon {
                     log.error("the coordinator client keeps its earlier TLS material: a new one could not be made", ["error": "\(error)"])
                 }
             }
+            if let queryCoordinator, queryCoordinator.base.hasPrefix("https://") {
+                do { try queryCoordinator.replaceTLS(material) } catch {
+                    log.error("the query/retrieve SCP's coordinator client keeps its earlier TLS material: a new one could not be made", ["error": "\(error)"])
+                }
+            }
             do { try identityBook?.replaceTLS(material) } catch {
                 log.error("the identity lookups keep their earlier TLS material: a new client could not be made", ["error": "\(error)"])
             }

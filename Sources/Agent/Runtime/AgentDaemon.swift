@@ -51,6 +51,9 @@ public final class AgentDaemon: @unchecked Sendable {
     /// The DIMSE C-STORE SCP (`dimse` in the configuration; `AgentDaemon+DIMSE`).
     var dimse: DIMSEServer?
     var dimseIntake: DIMSEIntake?
+    /// The query/retrieve SCP's own coordinator client: a PACS's C-FIND does not wait behind
+    /// an announcement in flight on the announcer's.
+    var queryCoordinator: CoordinatorClient?
     /// The dimse-peers' names by calling AE title (the intake's and the query's audit lines),
     /// and their own SCPs (where a C-MOVE sends): replaced on SIGHUP.
     let dimseNames = LockedValue<[String: String]>([:])

@@ -187,9 +187,25 @@ final class Announcer: Service, @unchecked Sendable {
             pending = max(0, try store.unannouncedCount() - studies.count)
         }
         let items: [JSON] = studies.map(Self.item)
-        let answer = try client.call("POST", "/v1/holdings", body: .object([
-            ("trust", .string(trust)), ("studies", .array(items)), ("pending", .int(Int64(pending))),
-        ]))
+        let answer: [String: Any]
+        do {
+            answer = try client.call("POST", "/v1/holdings", body: .object([
+                ("trust", .string(trust)), ("studies", .array(items)), ("pending", .int(Int64(pending))),
+            ]))
+        } catch let failure as CoordinatorClient.Failure where failure.status == 400 {
+            // The coordinator refuses the batch for one study's field ("Study N of the batch
+            // (UID): ..."): that study is set aside, said loudly and audited, and the rest go on
+            // — one malformed header must not stop every announcement after it.
+            guard let uid = failure.message.firstMatch(of: /^Study \d+ of the batch \(([0-9.]+)\)/)?.1, let study = studies.first(where: { $0.facts.uid == uid }) else {
+                throw failure
+            }
+            try audit?.record(AuditEntry(who: trust, action: "announce-refused", study: String(uid), why: "announcement", detail: failure.message))
+            log.error("THE COORDINATOR REFUSES A STUDY'S ANNOUNCEMENT: it is set aside (not announced until it changes); a person should look at its header", [
+                "study": String(uid), "reason": failure.message,
+            ])
+            try store.recordAnnounceRefusal(uid: study.facts.uid, instances: study.instances, reason: failure.message, now: clock.now)
+            return 1
+        }
         if !studies.isEmpty { try store.markAnnounced(studies.map { ($0.facts.uid, $0.instances) }) }
         if studies.count == Self.batch { pendingAfterLastBatch = pending }
         lock.withLock {

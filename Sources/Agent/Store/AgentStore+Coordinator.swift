@@ -35,11 +35,36 @@ extension AgentStore {
         return Announcement(facts: facts, instances: Int(row.int(11)), bytes: row.int(12), origin: row.text(13) ?? "local")
     }
 
-    /// Studies whose holding the coordinator has not heard as it is now (new, or grown since).
+    /// Studies whose holding the coordinator has not heard as it is now (new, or grown since),
+    /// but those it refused as they are now (set aside until they change).
     public func unannounced(limit: Int) throws -> [Announcement] {
         try read {
-            try db.prepare("SELECT \(Self.announcementColumns) FROM studies WHERE announced != instances AND instances > 0 LIMIT ?1")
+            try db.prepare("SELECT \(Self.announcementColumns) FROM studies WHERE announced != instances AND instances > 0 AND \(Self.notRefused) LIMIT ?1")
                 .rows([.integer(Int64(limit))], Self.announcement)
+        }
+    }
+
+    /// A study the coordinator refused at its present instance count is not offered again.
+    static let notRefused = "NOT EXISTS (SELECT 1 FROM announce_refusals r WHERE r.uid = studies.uid AND r.instances = studies.instances)"
+
+    static let announceRefusalSchema = """
+        CREATE TABLE IF NOT EXISTS announce_refusals (uid TEXT PRIMARY KEY, instances INTEGER NOT NULL, reason TEXT NOT NULL, refused REAL NOT NULL) WITHOUT ROWID;
+        """
+
+    /// The coordinator refused this study's announcement (a field of its header out of kind or
+    /// range): set aside at this instance count; a study that changes is offered again.
+    public func recordAnnounceRefusal(uid: String, instances: Int, reason: String, now: Double) throws {
+        try write {
+            try db.prepare("INSERT INTO announce_refusals (uid, instances, reason, refused) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (uid) DO UPDATE SET instances = ?2, reason = ?3, refused = ?4")
+                .run([.text(uid), .integer(Int64(instances)), .text(reason), .real(now)])
+        }
+    }
+
+    /// The studies the coordinator refused as they are now, for `consort status`.
+    public func announceRefusals() throws -> [(uid: String, reason: String, refused: Double)] {
+        try read {
+            try db.prepare("SELECT r.uid, r.reason, r.refused FROM announce_refusals r JOIN studies s ON s.uid = r.uid AND s.instances = r.instances ORDER BY r.refused LIMIT 100")
+                .rows([]) { ($0.text(0) ?? "", $0.text(1) ?? "", $0.double(2)) }
         }
     }
 
@@ -62,7 +87,7 @@ extension AgentStore {
 
     /// Studies the coordinator has not heard of as they are now.
     public func unannouncedCount() throws -> Int {
-        try read { Int(try db.prepare("SELECT count(*) FROM studies WHERE announced != instances AND instances > 0").first { $0.int(0) } ?? 0) }
+        try read { Int(try db.prepare("SELECT count(*) FROM studies WHERE announced != instances AND instances > 0 AND \(Self.notRefused)").first { $0.int(0) } ?? 0) }
     }
 
     public func announcedStudyCount() throws -> Int {

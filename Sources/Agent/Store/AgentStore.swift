@@ -30,7 +30,7 @@ public final class AgentStore: @unchecked Sendable {
         self.path = path
         db = try Database(path: path)
         lookup = try Database(path: path, readOnly: true)
-        try db.execute(Self.schema + Self.milestonesSchema + Self.withdrawalSchema + Self.identityHoldSchema)
+        try db.execute(Self.schema + Self.milestonesSchema + Self.withdrawalSchema + Self.identityHoldSchema + Self.announceRefusalSchema)
         try migrate()
         // What the announcer looks for every few seconds: only the studies it has still to
         // announce, not a scan of the whole inventory.

@@ -85,6 +85,10 @@ enum StatusCommand {
             attention.append("the copy of study \(flag.study) from \(flag.origin) needs a person: \(flag.kind) (\(flag.detail)) (consort identity acknowledge once seen to)")
         }
         if copyFlags.count > 10 { attention.append("\(copyFlags.count - 10) more copies need a person (consort identity list)") }
+        // Studies the coordinator refused to record (a header field out of kind or range).
+        for refusal in ((try? store.announceRefusals()) ?? []).prefix(10) {
+            attention.append("the coordinator refuses study \(refusal.uid) (not announced, so no other trust can find it): \(refusal.reason.prefix(160))")
+        }
         // The coordinators: which is in use, which are passed over as down.
         let coordinators = live?["coordinators"] as? [[String: Any]] ?? []
         let downCoordinators = coordinators.filter { $0["down"] as? Bool == true }
