@@ -186,13 +186,20 @@ public final class CoordinatorService: @unchecked Sendable {
     /// A whole number from JSON within `range`, or nil when the field is absent or null.
     static func count<T: BinaryInteger>(_ value: Any?, _ field: String, within range: ClosedRange<T>) throws(FieldRefusal) -> T? {
         guard let value, !(value is NSNull) else { return nil }
-        // (Foundation on Linux reads a JSON number as bridging to Bool too: not told apart here.)
-        guard let number = value as? NSNumber else { throw FieldRefusal(description: "\"\(field)\" is \("\(value)".prefix(80)), not a number") }
+        guard let number = value as? NSNumber, !isBoolean(value) else { throw FieldRefusal(description: "\"\(field)\" is \("\(value)".prefix(80)), not a number") }
         let double = number.doubleValue
         guard double.isFinite, double == double.rounded(), double >= Double(range.lowerBound), double <= Double(range.upperBound) else {
             throw FieldRefusal(description: "\"\(field)\" is \(number), not a whole number from \(range.lowerBound) to \(range.upperBound)")
         }
         return T(number.int64Value)
+    }
+
+    /// Whether JSON gave `true` or `false`. Foundation on Linux bridges a JSON number to Bool
+    /// and a JSON boolean to NSNumber alike (`1 is Bool` holds), so the class tells them apart:
+    /// a boolean is Foundation's boolean subclass of NSNumber, a number NSNumber itself (or
+    /// NSDecimalNumber).
+    static func isBoolean(_ value: Any) -> Bool {
+        String(describing: type(of: value)).contains("Boolean")
     }
 
     /// Text from JSON, at most `limit` characters, or nil when absent or null.
@@ -232,7 +239,7 @@ public final class CoordinatorService: @unchecked Sendable {
         holding.instances = try count(item["instances"], "instances", within: 0...maximumInstances) ?? 0
         holding.bytes = try count(item["bytes"], "bytes", within: 0...maximumBytes) ?? 0
         if let complete = item["complete"], !(complete is NSNull) {
-            guard let flag = complete as? Bool else { throw FieldRefusal(description: "\"complete\" is \("\(complete)".prefix(80)), not true or false") }
+            guard isBoolean(complete), let flag = complete as? Bool else { throw FieldRefusal(description: "\"complete\" is \("\(complete)".prefix(80)), not true or false") }
             holding.complete = flag
         }
         let patient = item["patient"] as? [String: Any]

@@ -36,6 +36,8 @@ struct AnnouncementFieldTests {
         (#""study": "1.2.abc""#, "\"study\""),
         (#""study": "1.2.826.0.1.3680043.8.498.11111111111111111111111111111111111111111111111""#, "\"study\""),
         (#""complete": "yes""#, "\"complete\""),
+        (#""complete": 1"#, "\"complete\""),
+        (#""instances": true"#, "\"instances\""),
         (#""nhs": ["9990000018"]"#, "\"nhs\""),
         (#""patient": "R123""#, "\"patient\""),
     ])
