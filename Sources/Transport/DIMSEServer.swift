@@ -121,7 +121,7 @@ public final class DIMSEServer: @unchecked Sendable {
         /// under an AE title nobody listed loses its studies until a person sees it.
         public var rejections: [Double] = []
 
-        mutating func rejected(_ event: Event) {
+        mutating func recordRejection(_ event: Event) {
             rejected += 1
             lastRejected = event
             rejections.removeAll { $0 < event.time - 3600 }
@@ -331,7 +331,7 @@ public final class DIMSEServer: @unchecked Sendable {
                 server.count { $0.associations += 1 }
                 log.info("association accepted", ["peer": remote, "calling": calling, "contexts": "\(accepted) of \(proposed)"])
             case .rejected(let reject, let why):
-                server.count { $0.rejected(Event(time: Date().timeIntervalSince1970, calling: acceptor.callingAE, address: remote, detail: "\(reject.words) (\(why))")) }
+                server.count { $0.recordRejection(Event(time: Date().timeIntervalSince1970, calling: acceptor.callingAE, address: remote, detail: "\(reject.words) (\(why))")) }
                 log.warning("association rejected: \(reject.words)", ["peer": remote, "why": why])
             case .echoed:
                 server.count { $0.echoes += 1 }

@@ -19,8 +19,8 @@ extension AgentDaemon {
         let intake = try DIMSEIntake(
             folder: configuration.dimseIntakeFolder, audit: audit, names: dimseNames, log: dimseLog)
         var policy = AcceptorPolicy(aeTitle: listener.aeTitle, callers: callers, maximumLength: UInt32(listener.maximumPDU), acceptsStorage: true)
-        let queryOffered = Self.queryOffered(configuration)
-        policy.acceptsQuery = queryOffered == nil
+        let queryUnavailable = configuration.queryRetrieveUnavailable
+        policy.acceptsQuery = queryUnavailable == nil
         var server = DIMSEServer.Configuration(host: listener.host, port: listener.port, policy: policy)
         server.maximumAssociations = listener.associations
         server.timeout = listener.timeoutSeconds
@@ -30,7 +30,7 @@ extension AgentDaemon {
             // The receiver's context, reloaded with it on SIGHUP (a revoked caller's CRL too).
             server.tls = { material.serverContext }
         }
-        if let why = queryOffered {
+        if let why = queryUnavailable {
             if configuration.dimsePeers.contains(where: \.mayQuery) { dimseLog.warning("query/retrieve is not offered: \(why)") }
         } else {
             // C-FIND and C-MOVE: the consortium's studies of a patient, for the dimse-peers
@@ -65,8 +65,6 @@ extension AgentDaemon {
             return AcceptorPolicy.Caller(aeTitle: peer.aeTitle, addresses: addresses, mayQuery: peer.mayQuery)
         }
     }
-
-    static func queryOffered(_ c: AgentConfiguration) -> String? { c.queryRetrieveUnavailable }
 
     /// SIGHUP: the dimse-peer lines again (their hosts resolved again). The listener, its AE
     /// title and limits need a restart.

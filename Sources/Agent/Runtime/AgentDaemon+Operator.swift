@@ -114,7 +114,7 @@ extension AgentDaemon {
         if let modality = search.modality, !(1...16).contains(modality.count) || !modality.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber) }) {
             return failure("modality \"\(modality)\" is not a modality code such as CT or MR")
         }
-        if let since = search.since, CalendarDay.date(since) == nil { return failure("since \"\(since)\" is not a date as YYYYMMDD") }
+        if let since = search.since, !CalendarDay.isReal(since) { return failure("since \"\(since)\" is not a date as YYYYMMDD") }
         if let study = search.study, !UID.isValid(study) { return failure("study \"\(study)\" is not a Study Instance UID") }
         let now = clock.now
         do {
@@ -197,7 +197,7 @@ extension AgentDaemon {
                 ("aborted", .int(Int64(c.aborted))), ("echoes", .int(Int64(c.echoes))),
                 ("stored", .int(Int64(c.stores[0] ?? 0))), ("stored_bytes", .int(c.storedBytes)), ("refused", .int(Int64(refused))),
                 ("finds", .int(Int64(c.finds.values.reduce(0, +)))), ("moves", .int(Int64(c.moves.values.reduce(0, +)))),
-                ("query_offered", .bool(Self.queryOffered(configuration) == nil)),
+                ("query_offered", .bool(configuration.queryRetrieveUnavailable == nil)),
                 ("last_stored", event(c.lastStored)), ("last_refused", event(c.lastRefused)), ("last_rejected", event(c.lastRejected)),
             ])
         }

@@ -1,6 +1,7 @@
 import CommandSupport
 import Agent
 import DICOM
+import DICOMweb
 import Foundation
 import Platform
 import Routing
@@ -41,10 +42,10 @@ enum PullCommand {
         if let modality = arguments.option("--modality"), !(1...16).contains(modality.count) || !modality.allSatisfy({ $0.isLetter || $0.isNumber }) {
             throw UsageError(message: "--modality takes a modality code such as CT or MR", command: "pull")
         }
-        if let since = arguments.option("--since"), CalendarDay.date(since) == nil {
+        if let since = arguments.option("--since"), !CalendarDay.isReal(since) {
             throw UsageError(message: "--since takes a date as YYYYMMDD", command: "pull")
         }
-        if let study = arguments.option("--study"), !UIDText.isValid(study) {
+        if let study = arguments.option("--study"), !UID.isValid(study) {
             throw UsageError(message: "--study takes a Study Instance UID", command: "pull")
         }
         guard let context = OperatorContext.open(arguments, command: "pull") else { return .someFailed }
@@ -60,12 +61,5 @@ enum PullCommand {
             standardOutput.line("queued: the studies of \(nhs.digits) are being found and fetched (plan job \(job.map(String.init) ?? "?"); consort queue lists it and its fetches)")
         }
         return .success
-    }
-}
-
-/// A UID as PS3.5 §9.1 writes one: 1 to 64 characters of digits and dots.
-enum UIDText {
-    static func isValid(_ text: String) -> Bool {
-        (1...64).contains(text.utf8.count) && text.utf8.allSatisfy { ($0 >= 0x30 && $0 <= 0x39) || $0 == 0x2E } && !text.hasPrefix(".") && !text.hasSuffix(".")
     }
 }
