@@ -74,11 +74,11 @@ extension SQLRegistry {
                         ($0.text(0) ?? "", Location(trust: $0.text(1) ?? "", complete: $0.int(2) != 0, instances: Int($0.int(3)), since: $0.double(4)))
                     }) { held[uid, default: []].append(location) }
                     func value(_ cell: String?) -> SQLValue { cell.map(SQLValue.text) ?? .null }
-                    try Self.insertRows(rows.map { row in
+                    try db.insertRows(rows.map { row in
                         [.text(row.text(1) ?? ""), value(row.text(0))] + (2...7).map { value(row.text(Int32($0))) }
                             + [.integer(row.int(8)), .integer(row.int(9)), .real(row.double(10)), .text(RegistryHoldings.encode(held[row.text(0) ?? ""] ?? []))]
-                    }, on: db, into: "patient_studies (\(Self.rowColumns))", then: "ON CONFLICT DO NOTHING")
-                    try Self.insertRows(rows.map { [value($0.text(0)), .text($0.text(1) ?? "")] }, on: db, into: "study_keys (uid, nhs)", then: "ON CONFLICT DO NOTHING")
+                    }, into: "patient_studies (\(Self.rowColumns))", then: "ON CONFLICT DO NOTHING")
+                    try db.insertRows(rows.map { [value($0.text(0)), .text($0.text(1) ?? "")] }, into: "study_keys (uid, nhs)", then: "ON CONFLICT DO NOTHING")
                     moved += rows.count
                     after = last
                     if MonotonicClock.now - told >= 5 {

@@ -209,6 +209,44 @@ struct RegistryTests {
 
     /// The coordinator's file names each trust's exception to where the NHS number is; a place
     /// it does not know is an error at its line and column, not a silent default.
+    /// The writes and lists every announcement goes through, with values chosen to break an
+    /// array literal or a list (PostgreSQL sends each column as one array): quotes, backslashes,
+    /// braces, commas, the word NULL, empty text, non-ASCII, a real NULL, numbers at the ends of
+    /// their ranges. Each value comes back as it went in, and the count of rows written is right.
+    /// (SQLite gives its REAL columns back as text of 15 digits: times to 10 µs, which is fine
+    /// for when a row was written; the value here is exact in both.)
+    @Test(arguments: Store.allCases) func setBasedWritesAndListsKeepEveryValueAsItWas(store: Store) throws {
+        let (registry, done) = try Self.registry(store)
+        defer { done() }
+        let db = try #require(registry as? SQLRegistry).db
+        try db.execute("CREATE TABLE scratch (k TEXT PRIMARY KEY, t TEXT, n BIGINT NOT NULL, d DOUBLE PRECISION NOT NULL)")
+        let awkward = [#"say "hi""#, #"back\slash\"#, "{braces}", "a,b", "NULL", "", "Zoë 東京 🩻", #""},{"#, " spaced ", "'quote'"]
+        var rows: [[SQLValue]] = awkward.enumerated().map { index, text in
+            [.text("k\(index) \(text)"), .text(text), .integer(index % 2 == 0 ? Int64.max : Int64.min), .real(index % 2 == 0 ? 1_733_000_000.25 : -0.5)]
+        }
+        rows.append([.text("null row"), .null, .integer(0), .real(0)])
+        let written = try db.transaction { try db.insertRows(rows, into: "scratch (k, t, n, d)", then: "ON CONFLICT DO NOTHING") }
+        #expect(written == rows.count)
+        // Again: nothing new, nothing counted.
+        #expect(try db.transaction { try db.insertRows(rows, into: "scratch (k, t, n, d)", then: "ON CONFLICT DO NOTHING") } == 0)
+        var read: [String: (t: String?, n: Int64, d: Double)] = [:]
+        // More keys than one SQLite list holds, the awkward ones among them.
+        let keys = rows.compactMap { if case .text(let k) = $0[0] { return k } else { return nil } } + (0..<700).map { "absent \($0)" }
+        try db.inLists(keys) { list, values in
+            for row in try db.prepare("SELECT k, t, n, d FROM scratch WHERE k IN (\(list))").rows(values, { $0 }) {
+                read[row.text(0) ?? ""] = (row.text(1), row.int(2), row.double(3))
+            }
+        }
+        #expect(read.count == rows.count)
+        for (index, text) in awkward.enumerated() {
+            let got = read["k\(index) \(text)"]
+            #expect(got?.t == text, "value \(index): \(String(describing: got?.t)) for \(text)")
+            #expect(got?.n == (index % 2 == 0 ? Int64.max : Int64.min))
+            #expect(got?.d == (index % 2 == 0 ? 1_733_000_000.25 : -0.5))
+        }
+        #expect(read["null row"].map { $0.t == nil } == true)
+    }
+
     @Test func nhsNumberExceptionsAreReadAndCheckedFromTheConfiguration() {
         let base = "listen 0.0.0.0:8444\ncertificate /c.pem\nkey /c.key\nca /ca.pem\nregistry /r.sqlite\nrules /rules\n"
         let good = CoordinatorConfigurationParser.parse(base + "nhs-number ESHT from OtherPatientIDsSequence\nnhs-number QVH from OtherPatientIDs\n", file: "c.conf")
