@@ -274,10 +274,26 @@ extension CoordinatorTests {
 
     /// The registry is soft state: wiped, it is rebuilt from the agents (one told by
     /// `consort agent resync`, the other, idle, noticing by itself at its next heartbeat) and
-    /// answers as before.
-    @Test func aWipedRegistryIsRebuiltFromTheAgents() throws {
+    /// answers as before — its SQLite file deleted, or every table of its PostgreSQL database
+    /// dropped.
+    @Test(arguments: ["sqlite", "postgresql"]) func aWipedRegistryIsRebuiltFromTheAgents(store: String) throws {
         let consortium = try TestConsortium(members: ["RSCH", "UHSX", "ASPH"], rules: Self.prefetchRules)
-        let coordinator = try CoordinatorSite(consortium)
+        var registryLine: String?
+        var wipe: () throws -> Void = {}
+        if store == "postgresql" {
+            let database = consortium.root.path + "-postgres"
+            let started = try Run.program("/bin/bash", [RegistryFailoverTests.script, "start", database], timeout: 60)
+            try Skip.unless(started.status != 77, "PostgreSQL 15 is not installed (Debian package postgresql-15)")
+            try #require(started.status == 0, "\(started.stderr)")
+            let conninfo = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+            registryLine = "registry postgresql \"\(conninfo)\""
+            wipe = {
+                let dropped = try Run.program("/usr/bin/psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", conninfo, "-c", "DROP SCHEMA public CASCADE", "-c", "CREATE SCHEMA public"], timeout: 30)
+                #expect(dropped.status == 0, "\(dropped.stderr)")
+            }
+        }
+        defer { if store == "postgresql" { _ = try? Run.program("/bin/bash", [RegistryFailoverTests.script, "stop", consortium.root.path + "-postgres"], timeout: 60) } }
+        let coordinator = try CoordinatorSite(consortium, registryLine: registryLine)
         let rsch = try consortium.site("RSCH", extra: coordinator.agentLine)
         let uhsx = try consortium.site("UHSX", extra: coordinator.agentLine)
         try Self.study(rsch.watch, seed: 91, date: Self.daysAgo(10), trust: "RSCH")
@@ -298,6 +314,7 @@ extension CoordinatorTests {
         })
         coordinator.stop()
         for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: coordinator.registry + suffix) }
+        try wipe()
         try coordinator.start()
         let emptied = (try rsch.locate(Self.patient).answer["studies"] as? [[String: Any]])?.count ?? 0
         #expect(emptied == 0, "the wiped registry knows nothing")

@@ -3,6 +3,14 @@
 #
 #   Tests/Support/throwaway-postgres.sh start DIR   # prints one line: a libpq connection string
 #   Tests/Support/throwaway-postgres.sh stop DIR    # stops it and removes DIR
+#   Tests/Support/throwaway-postgres.sh standby PRIMARY DIR
+#       # a streaming standby of the server in PRIMARY, in DIR (pg_basebackup -R), made the
+#       # primary's synchronous standby: a commit the primary acknowledges is on both. Prints the
+#       # standby's connection string. (Synchronous: the primary waits for it, so stop the
+#       # standby after the primary, or promote it.)
+#   Tests/Support/throwaway-postgres.sh promote DIR  # the standby in DIR becomes a primary
+#   Tests/Support/throwaway-postgres.sh kill DIR     # SIGKILL to the server and every backend
+#                                                    # (a machine lost, not a shutdown)
 #
 # start makes a fresh cluster in DIR (which must be absent or empty), listening only on a Unix
 # socket in DIR — no TCP, so any number of servers can run at once without fighting over ports,
@@ -40,10 +48,10 @@ die() { echo "throwaway-postgres: $*" >&2; exit 1; }
 
 case "${1:-}" in
   -h|--help|help) usage; exit 0 ;;
-  start|stop) ;;
+  start|stop|promote|kill) [ $# -eq 2 ] || { usage; exit 2; } ;;
+  standby) [ $# -eq 3 ] || { usage; exit 2; }; primary=$(realpath -m -- "$2"); set -- "$1" "$3" ;;
   *) usage; exit 2 ;;
 esac
-[ $# -eq 2 ] || { usage; exit 2; }
 command=$1
 dir=$(realpath -m -- "$2")  # absolute and normalised: it goes into the config and the conninfo
 if [ -n "${CONSORT_PG_SHARED_BUFFERS:-}" ] && ! [[ $CONSORT_PG_SHARED_BUFFERS =~ ^[0-9]+(kB|MB|GB)$ ]]; then
@@ -55,7 +63,7 @@ fi
 unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGSERVICE PGSERVICEFILE PGOPTIONS PGPASSWORD \
       PGPASSFILE PGDATA PGSSLMODE PGCONNECT_TIMEOUT
 
-for tool in initdb pg_ctl postgres pg_isready psql; do
+for tool in initdb pg_ctl postgres pg_isready psql pg_basebackup; do
   if [ ! -x "$bindir/$tool" ]; then
     echo "SKIP: PostgreSQL 15 is not installed (Debian package postgresql-15)"
     exit 77
@@ -78,13 +86,14 @@ data=$dir/data
 log=$dir/postgres.log
 marker=$dir/.throwaway-postgres  # stop removes only directories start made
 
-start() {
+# DIR made ready for a server: a fresh, empty folder only its owner can reach, marked as ours.
+fresh_dir() {
   # The socket path must fit in sun_path (107 bytes plus NUL).
   local socket=$dir/.s.PGSQL.$port
   [ ${#socket} -le 107 ] || die "DIR is too long for a Unix socket path (${#socket} > 107 bytes): $dir"
   if [ -e "$dir" ]; then
     [ -d "$dir" ] || die "$dir exists and is not a directory"
-    [ -z "$(ls -A -- "$dir")" ] || die "$dir is not empty: start wants a fresh directory"
+    [ -z "$(ls -A -- "$dir")" ] || die "$dir is not empty: a server wants a fresh directory"
   else
     mkdir -- "$dir"
   fi
@@ -96,6 +105,33 @@ start() {
       || die "user $owner cannot reach $dir: some directory above it is not searchable by $owner (e.g. a 0700 mkdtemp folder; pass that folder itself as DIR)"
   fi
   touch -- "$marker"
+}
+
+# The server in $data started (pg_ctl -w: until it accepts connections or dies).
+launch() {
+  # pg_ctl -w waits until the server is up (it notices at once a server that died), for at most
+  # ready_deadline seconds; pg_isready below then checks from the client side, through the socket
+  # in the connection string we print, with the same deadline. -l: the server's output goes to
+  # the log, never to our stdout (a caller reading our stdout to the end would otherwise wait for
+  # the server to exit). pg_ctl puts the server in its own session, so it outlives this script.
+  # The server outlives this script: it must not inherit any descriptor of our caller's beyond
+  # 0-2 (which go to files here). A caller's pipe left open in the server would make a caller
+  # that reads to the end of its output wait for ever (it did: a Swift test hung on it).
+  for fd in /proc/$$/fd/*; do
+    fd=${fd##*/}
+    if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+  if ! timeout $((ready_deadline + 5)) "${as_owner[@]}" "$bindir/pg_ctl" start -w \
+       -t "$ready_deadline" -D "$data" -l "$log" </dev/null >"$dir/pg_ctl.log" 2>&1; then
+    cat -- "$dir/pg_ctl.log" >&2
+    [ -f "$log" ] && tail -n 30 -- "$log" >&2
+    stop_server || true
+    die "the server in $data did not start within ${ready_deadline}s (logs above; left in $dir)"
+  fi
+}
+
+start() {
+  fresh_dir
 
   # --no-sync: nothing here needs to survive a power cut. --locale=C: UTF8 works whatever the
   # caller's LANG is (or isn't).
@@ -124,25 +160,7 @@ shared_buffers = ${CONSORT_PG_SHARED_BUFFERS:-16MB}
 max_connections = 50
 EOF
 
-  # pg_ctl -w waits until the server is up (it notices at once a server that died), for at most
-  # ready_deadline seconds; pg_isready below then checks from the client side, through the socket
-  # in the connection string we print, with the same deadline. -l: the server's output goes to
-  # the log, never to our stdout (a caller reading our stdout to the end would otherwise wait for
-  # the server to exit). pg_ctl puts the server in its own session, so it outlives this script.
-  # The server outlives this script: it must not inherit any descriptor of our caller's beyond
-  # 0-2 (which go to files here). A caller's pipe left open in the server would make a caller
-  # that reads to the end of its output wait for ever (it did: a Swift test hung on it).
-  for fd in /proc/$$/fd/*; do
-    fd=${fd##*/}
-    if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
-  done
-  if ! timeout $((ready_deadline + 5)) "${as_owner[@]}" "$bindir/pg_ctl" start -w \
-       -t "$ready_deadline" -D "$data" -l "$log" </dev/null >"$dir/pg_ctl.log" 2>&1; then
-    cat -- "$dir/pg_ctl.log" >&2
-    [ -f "$log" ] && tail -n 30 -- "$log" >&2
-    stop_server || true
-    die "the server in $data did not start within ${ready_deadline}s (logs above; left in $dir)"
-  fi
+  launch
 
   local deadline=$((SECONDS + ready_deadline)) status
   while :; do
@@ -172,6 +190,11 @@ EOF
 # immediate, then SIGKILL — each bounded, so a wedged server cannot hang the tests.
 stop_server() {
   [ -f "$data/postmaster.pid" ] || return 0
+  # A server already dead (`kill`): its pid file is stale, and pg_ctl would wait out its
+  # deadline for a zombie it can still signal.
+  local running
+  running=$(head -n 1 -- "$data/postmaster.pid" 2>/dev/null || true)
+  if [[ $running =~ ^[0-9]+$ ]] && ! alive "$running"; then return 0; fi
   timeout $((stop_deadline + 5)) "${as_owner[@]}" "$bindir/pg_ctl" stop -D "$data" -m fast -w \
     -t "$stop_deadline" </dev/null >&2 && return 0
   echo "throwaway-postgres: fast shutdown failed; trying immediate" >&2
@@ -205,4 +228,76 @@ stop() {
   rm -rf -- "$dir"
 }
 
-"$command"
+# A standby of the server in $primary: a base backup of it, told where the primary is (-R
+# writes primary_conninfo and standby.signal), on its own socket; then the primary is told to
+# wait for it at each commit. Nothing here is home-made where PostgreSQL has the feature:
+# pg_basebackup, streaming replication and synchronous_standby_names, as Deploy/postgresql-standby.md
+# describes them.
+standby() {
+  [ -f "$primary/.throwaway-postgres" ] || die "$primary was not made by throwaway-postgres.sh start"
+  fresh_dir
+  if ! timeout 120 "${as_owner[@]}" "$bindir/pg_basebackup" -h "$primary" -p "$port" -U consort -D "$data" -R \
+       --checkpoint=fast --wal-method=stream --no-sync >"$dir/basebackup.log" 2>&1; then
+    cat -- "$dir/basebackup.log" >&2
+    die "pg_basebackup from $primary failed (log above)"
+  fi
+  # Its own socket, and the name the primary knows it by (primary_conninfo as -R wrote it has
+  # no application_name; the walreceiver then gives cluster_name).
+  local quoted=${dir//\'/\'\'}
+  cat >>"$data/postgresql.conf" <<EOF
+
+# throwaway-postgres.sh standby: its own socket; the primary's name for it.
+unix_socket_directories = '$quoted'
+cluster_name = 'standby'
+EOF
+  launch
+  # Synchronous from here: the primary's commits wait until the standby has their WAL on disk
+  # (synchronous_commit on, which the throwaway server otherwise turns off for speed). Set on
+  # the primary after the base backup, so the standby, promoted, does not wait for a standby of
+  # its own that does not exist.
+  PGCONNECT_TIMEOUT=10 timeout 30 "$bindir/psql" -X -q -v ON_ERROR_STOP=1 "host=$primary port=$port user=consort dbname=postgres" \
+    -c "ALTER SYSTEM SET synchronous_standby_names = 'standby'" -c "ALTER SYSTEM SET synchronous_commit = on" \
+    -c "SELECT pg_reload_conf()" </dev/null >/dev/null \
+    || die "could not make the standby synchronous on the primary in $primary"
+  local deadline=$((SECONDS + ready_deadline)) state=""
+  while [ "$state" != sync ]; do
+    [ $SECONDS -lt $deadline ] || die "the standby in $dir was not streaming synchronously within ${ready_deadline}s (state '$state')"
+    sleep 0.1
+    state=$(PGCONNECT_TIMEOUT=5 timeout 10 "$bindir/psql" -X -A -t "host=$primary port=$port user=consort dbname=postgres" \
+      -c "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby'" </dev/null 2>/dev/null || true)
+  done
+  echo "host=$dir port=$port user=consort dbname=consort"
+}
+
+promote() {
+  [ -f "$marker" ] || die "$dir was not made by throwaway-postgres.sh"
+  timeout $((ready_deadline + 5)) "${as_owner[@]}" "$bindir/pg_ctl" promote -w -t "$ready_deadline" -D "$data" </dev/null >&2 \
+    || die "the standby in $dir was not promoted within ${ready_deadline}s"
+}
+
+# Every process of the server at once, as the loss of its machine would take them. Each backend
+# is in a session of its own (PostgreSQL's children call setsid), so a signal to the
+# postmaster's group reaches the postmaster alone, and a postmaster killed alone leaves its
+# backends serving the connections they have (they committed on the "dead" server in a first
+# try of this). So: the postmaster stopped (it can fork no more), its children listed, then
+# SIGKILL to all of them in one call.
+kill_server() {
+  [ -f "$marker" ] || die "$dir was not made by throwaway-postgres.sh"
+  local pid children
+  pid=$(head -n 1 -- "$data/postmaster.pid" 2>/dev/null || true)
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || die "no server runs in $dir"
+  kill -STOP "$pid"
+  children=$(pgrep -P "$pid" || true)
+  # shellcheck disable=SC2086 # one word a process
+  kill -KILL "$pid" $children 2>/dev/null || true
+  local deadline=$((SECONDS + 10)) child
+  for child in $pid $children; do
+    while alive "$child" && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
+    ! alive "$child" || die "process $child of the server in $dir is still alive"
+  done
+}
+
+case "$command" in
+  kill) kill_server ;;
+  *) "$command" ;;
+esac
