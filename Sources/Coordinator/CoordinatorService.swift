@@ -166,8 +166,12 @@ public final class CoordinatorService: @unchecked Sendable {
     /// lookup shows, not pages of it, and the study date is a key of its index by patient,
     /// whose entries PostgreSQL refuses beyond a few kilobytes: an overlong date failed its
     /// whole batch there ("index row requires 10608 bytes").
+    /// Free text cut to `limit` characters, without NUL characters: PostgreSQL cannot keep one
+    /// in text, and libpq's C strings would end the whole statement's array at it (the batch
+    /// failing at every retry); SQLite would keep it, and the two stores must answer alike.
     static func clipped(_ value: Any?, to limit: Int = 64) -> String? {
-        guard let text = value as? String else { return nil }
+        guard var text = value as? String else { return nil }
+        if text.utf8.contains(0) { text.removeAll { $0 == "\u{0}" } }
         return text.count > limit ? String(text.prefix(limit)) : text
     }
 
@@ -207,6 +211,8 @@ public final class CoordinatorService: @unchecked Sendable {
         guard let value, !(value is NSNull) else { return nil }
         guard let text = value as? String else { throw FieldRefusal(description: "\"\(field)\" is not text") }
         guard text.count <= limit else { throw FieldRefusal(description: "\"\(field)\" is \(text.count) characters, more than \(limit)") }
+        // An identifier is not cut or cleaned: one with a NUL in it is a malformed header's.
+        guard !text.utf8.contains(0) else { throw FieldRefusal(description: "\"\(field)\" contains a NUL character") }
         return text
     }
 

@@ -125,30 +125,65 @@ final class PostgreSQLConnection: RegistryConnection {
     /// were most of a lookup's time in the server (the conflicts' four-branch UNION: 0.19 ms to
     /// plan, 0.009 ms to run) and the multi-row inserts of an announcement, thousands of
     /// parameters each, were parsed again at every batch. The registry's statements are a
-    /// fixed set (lists padded to powers of two), so the cache stays small; past `preparedLimit`
-    /// a statement is sent unprepared rather than growing the server's memory without bound.
-    /// A session reset forgets them all (the server has).
+    /// fixed set (lists and rows sent as arrays, one text whatever their length), so the cache
+    /// stays small; past `preparedLimit` a statement is sent unprepared rather than growing the
+    /// server's memory without bound. A session reset forgets them all (the server has). Named
+    /// statements need a session of their own: a pooler in transaction mode between the
+    /// coordinator and the server is not supported (Deploy/postgresql-standby.md).
     private var prepared: [String: String] = [:]
     static let preparedLimit = 500
 
     init(_ conninfo: String) throws {
         self.conninfo = conninfo
-        connection = PQconnectdb(conninfo)
+        connection = Self.connect(conninfo)
         guard PQstatus(connection) == CONNECTION_OK else {
             let message = connection.map { String(cString: PQerrorMessage($0)) } ?? "no memory"
             PQfinish(connection)
             throw RegistryError("cannot connect to PostgreSQL (\(Self.redacted(conninfo))): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
         }
-        quietNotices()
+        sessionSettings()
+    }
+
+    /// Limits of the registry's own where the connection string names none, so that a database
+    /// machine that goes silent (lost, not refusing) fails a statement within seconds rather
+    /// than when Linux gives up retransmitting (about 15 minutes), with the writer's lock held
+    /// all that time: TCP keepalives after 5 s idle, every 2 s, 3 unanswered; data unacknowledged
+    /// for 10 s; a connection attempt (one host of a list) given 10 s, where libpq would wait
+    /// for ever. The operator's connection string comes after them and wins
+    /// (PQconnectdbParams expands it in place of `dbname`).
+    static let connectionDefaults = [
+        ("keepalives", "1"), ("keepalives_idle", "5"), ("keepalives_interval", "2"), ("keepalives_count", "3"),
+        ("tcp_user_timeout", "10000"), ("connect_timeout", "10"),
+    ]
+
+    static func connect(_ conninfo: String) -> OpaquePointer? {
+        let pairs = connectionDefaults + [("dbname", conninfo)]
+        let keys = pairs.map { strdup($0.0) }, values = pairs.map { strdup($0.1) }
+        defer { for copy in keys + values { free(copy) } }
+        let keyPointers = keys.map { UnsafePointer($0) } + [nil], valuePointers = values.map { UnsafePointer($0) } + [nil]
+        return PQconnectdbParams(keyPointers, valuePointers, 1)
+    }
+
+    /// A connection parameter as the connection uses it (for tests and messages).
+    func setting(_ keyword: String) -> String? {
+        guard let options = PQconninfo(connection) else { return nil }
+        defer { PQconninfoFree(options) }
+        var option = options
+        while let name = option.pointee.keyword {
+            if String(cString: name) == keyword { return option.pointee.val.map { String(cString: $0) } }
+            option += 1
+        }
+        return nil
     }
 
     /// The session's settings, at connect and after a reset. The server's NOTICEs ("index …
     /// does not exist, skipping" from the schema's IF EXISTS) would go to stderr through
     /// libpq's default processor, as noise in the service's log; warnings and errors still
     /// come. And no statement runs longer than 30 s: a server that hangs fails the request
-    /// (the agent retries) rather than holding the registry's connection for ever.
-    private func quietNotices() {
-        PQclear(PQexec(connection, "SET client_min_messages = warning; SET statement_timeout = '30s'"))
+    /// (the agent retries) rather than holding the registry's connection for ever. The arrays'
+    /// unquoted NULLs are NULLs whatever the server's `array_nulls`.
+    private func sessionSettings() {
+        PQclear(PQexec(connection, "SET client_min_messages = warning; SET statement_timeout = '30s'; SET array_nulls = on"))
     }
 
     deinit { PQfinish(connection) }
@@ -158,7 +193,7 @@ final class PostgreSQLConnection: RegistryConnection {
     private func reset() {
         PQreset(connection)
         prepared = [:]
-        quietNotices()
+        sessionSettings()
     }
 
     /// The connection string without its password, for messages.

@@ -207,8 +207,6 @@ struct RegistryTests {
         #expect(try registry.totals() == (patients: 2, studies: 606, locations: 606))
     }
 
-    /// The coordinator's file names each trust's exception to where the NHS number is; a place
-    /// it does not know is an error at its line and column, not a silent default.
     /// The writes and lists every announcement goes through, with values chosen to break an
     /// array literal or a list (PostgreSQL sends each column as one array): quotes, backslashes,
     /// braces, commas, the word NULL, empty text, non-ASCII, a real NULL, numbers at the ends of
@@ -247,6 +245,34 @@ struct RegistryTests {
         #expect(read["null row"].map { $0.t == nil } == true)
     }
 
+    /// A database machine that goes silent (lost, not refusing) must fail a statement within
+    /// seconds, not when Linux gives up on the connection: the registry's connections carry
+    /// keepalive, user-timeout and connect limits where the connection string names none, and
+    /// the operator's own words win where it does.
+    @Test func theRegistrysConnectionLimitsApplyWhereTheConnectionStringNamesNone() throws {
+        let server = try Self.throwawayPostgreSQL(in: NSTemporaryDirectory() + "consort-registry-\(UUID().uuidString)")
+        defer { server.stop() }
+        let plain = try PostgreSQLConnection(server.conninfo)
+        #expect(plain.setting("keepalives_idle") == "5" && plain.setting("keepalives_count") == "3" && plain.setting("tcp_user_timeout") == "10000")
+        #expect(plain.setting("connect_timeout") == "10" && plain.setting("dbname") == "consort")
+        let own = try PostgreSQLConnection(server.conninfo + " keepalives_idle=60 connect_timeout=3")
+        #expect(own.setting("keepalives_idle") == "60" && own.setting("connect_timeout") == "3" && own.setting("keepalives_interval") == "2")
+        #expect(try own.prepare("SELECT 1").first([]) { $0.int(0) } == 1)
+    }
+
+    /// A NUL in an announced field: PostgreSQL cannot keep one in text, and it would end the C
+    /// string carrying a whole column of the batch. Free text loses it; an identifier with one
+    /// is refused, the field named.
+    @Test func aNULInAnAnnouncedFieldIsRemovedFromTextAndRefusedInAnIdentifier() throws {
+        let cleaned = try CoordinatorService.holding(["study": "1.2.3", "description": "CT\u{0} CHEST", "nhs": Self.first])
+        #expect(cleaned.description == "CT CHEST")
+        #expect(throws: CoordinatorService.FieldRefusal.self) {
+            try CoordinatorService.holding(["study": "1.2.3", "patient": ["id": "P\u{0}1"], "nhs": Self.first])
+        }
+    }
+
+    /// The coordinator's file names each trust's exception to where the NHS number is; a place
+    /// it does not know is an error at its line and column, not a silent default.
     @Test func nhsNumberExceptionsAreReadAndCheckedFromTheConfiguration() {
         let base = "listen 0.0.0.0:8444\ncertificate /c.pem\nkey /c.key\nca /ca.pem\nregistry /r.sqlite\nrules /rules\n"
         let good = CoordinatorConfigurationParser.parse(base + "nhs-number ESHT from OtherPatientIDsSequence\nnhs-number QVH from OtherPatientIDs\n", file: "c.conf")

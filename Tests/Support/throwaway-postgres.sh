@@ -258,10 +258,10 @@ EOF
   PGCONNECT_TIMEOUT=10 timeout 30 "$bindir/psql" -X -q -v ON_ERROR_STOP=1 "host=$primary port=$port user=consort dbname=postgres" \
     -c "ALTER SYSTEM SET synchronous_standby_names = 'standby'" -c "ALTER SYSTEM SET synchronous_commit = on" \
     -c "SELECT pg_reload_conf()" </dev/null >/dev/null \
-    || die "could not make the standby synchronous on the primary in $primary"
+    || { stop_server || true; die "could not make the standby synchronous on the primary in $primary (standby stopped; left in $dir)"; }
   local deadline=$((SECONDS + ready_deadline)) state=""
   while [ "$state" != sync ]; do
-    [ $SECONDS -lt $deadline ] || die "the standby in $dir was not streaming synchronously within ${ready_deadline}s (state '$state')"
+    [ $SECONDS -lt $deadline ] || { stop_server || true; die "the standby in $dir was not streaming synchronously within ${ready_deadline}s (state '$state'; standby stopped, left in $dir)"; }
     sleep 0.1
     state=$(PGCONNECT_TIMEOUT=5 timeout 10 "$bindir/psql" -X -A -t "host=$primary port=$port user=consort dbname=postgres" \
       -c "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby'" </dev/null 2>/dev/null || true)
@@ -283,11 +283,17 @@ promote() {
 # SIGKILL to all of them in one call.
 kill_server() {
   [ -f "$marker" ] || die "$dir was not made by throwaway-postgres.sh"
-  local pid children
+  local pid children="" stat rest fields
   pid=$(head -n 1 -- "$data/postmaster.pid" 2>/dev/null || true)
   [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || die "no server runs in $dir"
   kill -STOP "$pid"
-  children=$(pgrep -P "$pid" || true)
+  # Its children from /proc (no procps needed): a stat line is "PID (COMM) STATE PPID …", and
+  # COMM may hold spaces and parentheses, so the fields are read after its last ')'.
+  for stat in /proc/[0-9]*/stat; do
+    rest=$(cat -- "$stat" 2>/dev/null) || continue
+    read -r -a fields <<<"${rest##*) }"
+    [ "${fields[1]:-}" = "$pid" ] && { stat=${stat#/proc/}; children+=" ${stat%/stat}"; }
+  done
   # shellcheck disable=SC2086 # one word a process
   kill -KILL "$pid" $children 2>/dev/null || true
   local deadline=$((SECONDS + 10)) child
@@ -295,6 +301,9 @@ kill_server() {
     while alive "$child" && [ $SECONDS -lt $deadline ]; do sleep 0.05; done
     ! alive "$child" || die "process $child of the server in $dir is still alive"
   done
+  # All gone: the pid file would name a number the system may give to another process, which a
+  # later stop would then signal.
+  rm -f -- "$data/postmaster.pid"
 }
 
 case "$command" in

@@ -49,6 +49,12 @@ final class CoordinatorSite {
         program = nil
     }
 
+    /// SIGKILL: the coordinator lost, not stopped.
+    func kill() {
+        program?.kill()
+        program = nil
+    }
+
     var log: String { program?.standardError ?? "" }
 
     /// A request to the API as `cert`'s trust (curl, mutual TLS): its status and body. A JSON
