@@ -27,10 +27,18 @@ protocol RegistryConnection: AnyObject {
     /// the rows inserted or changed, as the store counts them.
     @discardableResult
     func insertRows(_ rows: [[SQLValue]], into table: String, then clause: String) throws -> Int
+    /// Reads sent together, each statement's rows in order: one round trip on PostgreSQL
+    /// (libpq's pipeline mode), one after the other on SQLite. Outside a transaction, each sees
+    /// at least what the one before it saw.
+    func together(_ statements: [(sql: String, values: [SQLValue])]) throws -> [[RegistryRow]]
 }
 
 /// Portable SQL for both (SQLite's way; PostgreSQL has its own, set-based).
 extension RegistryConnection {
+    func together(_ statements: [(sql: String, values: [SQLValue])]) throws -> [[RegistryRow]] {
+        try statements.map { try prepare($0.sql).execute($0.values) }
+    }
+
     func inLists(_ values: [String], _ body: (String, [SQLValue]) throws -> Void) throws { try inLists(values, from: 1, body) }
 
     /// Lists of at most 512, each list's length a power of two (the last value repeated to fill
@@ -207,14 +215,15 @@ final class PostgreSQLConnection: RegistryConnection {
     }
 
     func prepare(_ sql: String) throws -> RegistryStatement {
-        let text: String
-        if let known = rewritten[sql] {
-            text = known
-        } else {
-            text = Self.dollarParameters(sql)
-            if rewritten.count < Self.preparedLimit { rewritten[sql] = text }
-        }
+        let text = rewrittenText(sql)
         return RegistryStatement { [self] values in try run(text, values) }
+    }
+
+    private func rewrittenText(_ sql: String) -> String {
+        if let known = rewritten[sql] { return known }
+        let text = Self.dollarParameters(sql)
+        if rewritten.count < Self.preparedLimit { rewritten[sql] = text }
+        return text
     }
 
     /// Each statement's text with `$N` parameters, by its `?N` text (the rewrite is a regular
@@ -282,8 +291,9 @@ final class PostgreSQLConnection: RegistryConnection {
         return out + "}"
     }
 
-    private func run(_ sql: String, _ values: [SQLValue]) throws -> [RegistryRow] {
-        let texts: [String?] = values.map { value in
+    /// Parameters as libpq takes them: text, nil for NULL.
+    static func texts(_ values: [SQLValue]) -> [String?] {
+        values.map { value in
             switch value {
             case .null: return nil
             case .integer(let i): return String(i)
@@ -292,6 +302,72 @@ final class PostgreSQLConnection: RegistryConnection {
             case .blob(let b): return String(decoding: b, as: UTF8.self)
             }
         }
+    }
+
+    static func rows(of result: OpaquePointer?) -> [RegistryRow] {
+        var rows: [RegistryRow] = []
+        let count = PQntuples(result), columns = PQnfields(result)
+        rows.reserveCapacity(Int(count))
+        for r in 0..<count {
+            rows.append(RegistryRow(cells: (0..<columns).map { c in PQgetisnull(result, r, c) == 1 ? nil : String(cString: PQgetvalue(result, r, c)) }))
+        }
+        return rows
+    }
+
+    /// The statements prepared (a round trip each, the first time in a session), then sent in
+    /// one pipeline with one sync, their results read in order: a lookup's two reads in one
+    /// round trip instead of two. Statements in one pipeline run as one implicit transaction,
+    /// each with its own snapshot under READ COMMITTED, as they would one by one. Anything
+    /// unusual — a statement that cannot be prepared, a connection that is not idle or not
+    /// there, a pipeline libpq refuses — and they are run one by one instead, which resets a
+    /// broken connection and retries as every statement does.
+    func together(_ statements: [(sql: String, values: [SQLValue])]) throws -> [[RegistryRow]] {
+        let oneByOne = { try statements.map { try self.prepare($0.sql).execute($0.values) } }
+        guard statements.count > 1, !inTransaction, PQstatus(connection) == CONNECTION_OK else { return try oneByOne() }
+        var names: [String] = []
+        for statement in statements {
+            guard let name = try? preparedName(rewrittenText(statement.sql), parameters: statement.values.count) else { return try oneByOne() }
+            names.append(name)
+        }
+        guard PQenterPipelineMode(connection) == 1 else { return try oneByOne() }
+        var sent = true
+        for (name, statement) in zip(names, statements) where sent {
+            sent = Self.withCStrings(Self.texts(statement.values)) { pointers in
+                PQsendQueryPrepared(connection, name, Int32(pointers.count), pointers, nil, nil, 0)
+            } == 1
+        }
+        sent = sent && PQpipelineSync(connection) == 1
+        // Every result read, to the sync, whatever happened: the connection must leave the
+        // pipeline idle. A query's results end with a NULL; the sync's has none after it.
+        var out: [[RegistryRow]] = []
+        var failure: String?
+        var reads = 0
+        while sent, reads < 10 * statements.count + 10 {
+            reads += 1
+            guard let result = PQgetResult(connection) else { continue }
+            defer { PQclear(result) }
+            let status = PQresultStatus(result)
+            if status == PGRES_PIPELINE_SYNC { break }
+            if status == PGRES_TUPLES_OK || status == PGRES_COMMAND_OK {
+                out.append(Self.rows(of: result))
+            } else if failure == nil {
+                failure = String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            if PQstatus(connection) != CONNECTION_OK { break }
+        }
+        let left = PQexitPipelineMode(connection) == 1
+        if PQstatus(connection) != CONNECTION_OK || !sent || !left {
+            // Broken or confused: a fresh session, then the statements one by one.
+            reset()
+            return try oneByOne()
+        }
+        if let failure { throw RegistryError("PostgreSQL: \(failure) (in \(statements.map { $0.sql.prefix(60) }.joined(separator: "; ")))") }
+        guard out.count == statements.count else { return try oneByOne() }
+        return out
+    }
+
+    private func run(_ sql: String, _ values: [SQLValue]) throws -> [RegistryRow] {
+        let texts = Self.texts(values)
         var attempt = 0
         while true {
             let result: OpaquePointer?
@@ -305,13 +381,7 @@ final class PostgreSQLConnection: RegistryConnection {
             let status = PQresultStatus(result)
             if status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK {
                 changes = Int(String(cString: PQcmdTuples(result))) ?? 0
-                var rows: [RegistryRow] = []
-                let count = PQntuples(result), columns = PQnfields(result)
-                rows.reserveCapacity(Int(count))
-                for r in 0..<count {
-                    rows.append(RegistryRow(cells: (0..<columns).map { c in PQgetisnull(result, r, c) == 1 ? nil : String(cString: PQgetvalue(result, r, c)) }))
-                }
-                return rows
+                return Self.rows(of: result)
             }
             let message = String(cString: PQerrorMessage(connection)).trimmingCharacters(in: .whitespacesAndNewlines)
             if PQstatus(connection) != CONNECTION_OK, !inTransaction, attempt == 0 {

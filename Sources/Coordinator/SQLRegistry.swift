@@ -381,20 +381,24 @@ public final class SQLRegistry: Registry, @unchecked Sendable {
     public func patientStudies(nhs: String) throws -> (studies: [StudyRecord], conflicts: [IdentityConflict]) {
         try reading { c in
             try c.readTransaction {
-                // Two statements (a round trip each on PostgreSQL): the patient's studies, one
-                // range of one tree with where each is held (those nobody holds any more are
-                // not shown), and every conflict that names the patient or one of its studies.
-                var studies = try c.prepare("SELECT \(Self.studyColumns) FROM patient_studies s WHERE s.nhs = ?1 ORDER BY s.study_date DESC, s.uid")
-                    .rows([.text(nhs)], Self.record).filter { !$0.locations.isEmpty }
-                // A branch per index (an OR across columns and a subquery can make PostgreSQL
-                // scan the whole table); UNION drops a row two branches found.
-                let named = try c.prepare("""
+                // Two statements, sent together (one round trip on PostgreSQL): the patient's
+                // studies, one range of one tree with where each is held (those nobody holds
+                // any more are not shown), then every conflict that names the patient or one of
+                // its studies — read second, so none that existed when the studies were read is
+                // missed. A branch per index (an OR across columns and a subquery can make
+                // PostgreSQL scan the whole table); UNION drops a row two branches found.
+                let answers = try c.together([
+                    ("SELECT \(Self.studyColumns) FROM patient_studies s WHERE s.nhs = ?1 ORDER BY s.study_date DESC, s.uid", [.text(nhs)]),
+                    ("""
                     SELECT \(Self.conflictColumns) FROM conflicts WHERE first = ?1
                     UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE second = ?1
                     UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE key = ?1
                     UNION SELECT \(Self.conflictColumns) FROM conflicts WHERE kind = 'study' AND key IN (SELECT uid FROM patient_studies WHERE nhs = ?1)
                     ORDER BY id
-                    """).rows([.text(nhs)], Self.conflict)
+                    """, [.text(nhs)]),
+                ])
+                var studies = answers[0].map(Self.record).filter { !$0.locations.isEmpty }
+                let named = answers[1].map(Self.conflict)
                 let conflictedStudies = Set(named.filter { $0.kind == "study" }.map(\.key))
                 for index in studies.indices { studies[index].conflicted = conflictedStudies.contains(studies[index].uid) }
                 return (studies, named.filter { $0.first == nhs || $0.second == nhs || $0.key == nhs })

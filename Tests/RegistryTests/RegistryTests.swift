@@ -245,6 +245,20 @@ struct RegistryTests {
         #expect(read["null row"].map { $0.t == nil } == true)
     }
 
+    /// Statements sent together (a lookup's two reads, one round trip in PostgreSQL's pipeline
+    /// mode): each one's rows, in order; a failing one's error thrown, and the connection still
+    /// answering after it (a pipeline left half read would refuse every later statement).
+    @Test(arguments: Store.allCases) func statementsSentTogetherAnswerInOrderAndFailCleanly(store: Store) throws {
+        let (registry, done) = try Self.registry(store)
+        defer { done() }
+        let db = try #require(registry as? SQLRegistry).db
+        let answers = try db.together([("SELECT 1, 'a'", []), ("SELECT CAST(?1 AS TEXT) || 'b'", [.text("x")]), ("SELECT 3 WHERE 1 = 0", [])])
+        #expect(answers.count == 3 && answers[0].first?.text(1) == "a" && answers[1].first?.text(0) == "xb" && answers[2].isEmpty, "\(answers)")
+        #expect(throws: (any Error).self) { try db.together([("SELECT 1", []), ("SELECT * FROM no_such_table", []), ("SELECT 2", [])]) }
+        #expect(try db.together([("SELECT 5", []), ("SELECT 6", [])]).map { $0.first?.int(0) } == [5, 6])
+        #expect(try db.prepare("SELECT 7").first([]) { $0.int(0) } == 7)
+    }
+
     /// A database machine that goes silent (lost, not refusing) must fail a statement within
     /// seconds, not when Linux gives up on the connection: the registry's connections carry
     /// keepalive, user-timeout and connect limits where the connection string names none, and
