@@ -257,6 +257,14 @@ struct RegistryTests {
         #expect(throws: (any Error).self) { try db.together([("SELECT 1", []), ("SELECT * FROM no_such_table", []), ("SELECT 2", [])]) }
         #expect(try db.together([("SELECT 5", []), ("SELECT 6", [])]).map { $0.first?.int(0) } == [5, 6])
         #expect(try db.prepare("SELECT 7").first([]) { $0.int(0) } == 7)
+        // The server ends the session under it (a restart, a failover, an administrator): the
+        // next statements sent together find a new session and answer.
+        guard store == .postgresql, let pg = db as? PostgreSQLConnection else { return }
+        let pid = try #require(try pg.prepare("SELECT pg_backend_pid()").first([]) { $0.text(0) } ?? nil)
+        let other = try PostgreSQLConnection(pg.conninfo)
+        #expect(try other.prepare("SELECT pg_terminate_backend(CAST(?1 AS integer))").first([.text(pid)]) { $0.text(0) } == "t")
+        #expect(try db.together([("SELECT 8", []), ("SELECT 9", [])]).map { $0.first?.int(0) } == [8, 9])
+        #expect(try pg.prepare("SELECT pg_backend_pid()").first([]) { $0.text(0) } ?? nil != pid)
     }
 
     /// A database machine that goes silent (lost, not refusing) must fail a statement within
