@@ -69,6 +69,22 @@ enum MetricsPage {
             page.family("consort_malformed_files", "gauge", "Files in the watched folders recorded as not readable DICOM.")
             page.sample("consort_malformed_files", [:], Double(counts.malformedFiles))
         }
+        // Results back (issue 29): every peer that is not a trust, and any that sent results.
+        if let results = try? agent.store.resultCounts() {
+            let ruleSet = agent.rules.current
+            let resultPeers = Set(results.keys).union(agent.configuration.peers.map(\.name).filter { ruleSet.member($0)?.isTrust == false }).sorted()
+            page.family("consort_results_total", "counter", "Objects a peer sent back as results, by outcome: received (a result for a study this trust sent it), refused.")
+            for peer in resultPeers {
+                for outcome in ["received", "refused"] {
+                    let counts = results[peer] ?? AgentStore.ResultCounts()
+                    page.sample("consort_results_total", ["peer": peer, "outcome": outcome], Double(outcome == "received" ? counts.received : counts.refused))
+                }
+            }
+            page.family("consort_results_awaited", "gauge", "Studies pushed under a rule that expects a result, whose result has not come and is not due yet.")
+            for peer in resultPeers { page.sample("consort_results_awaited", ["peer": peer], Double(results[peer]?.awaited ?? 0)) }
+            page.family("consort_results_overdue", "gauge", "Studies whose expected result has not come in the time the rule allows (expect result within): alert on > 0.")
+            for peer in resultPeers { page.sample("consort_results_overdue", ["peer": peer], Double(results[peer]?.overdue ?? 0)) }
+        }
         page.family("consort_rule_reloads_total", "counter", "Rule reloads (SIGHUP) by result: ok, or refused (the set had errors; the old one stays).")
         for (result, count) in agent.telemetry.ruleReloads.sorted(by: { $0.key < $1.key }) { page.sample("consort_rule_reloads_total", ["result": result], Double(count)) }
         // What urgent-before-bulk rests on, which a service sandbox may forbid: alert on 0.

@@ -44,6 +44,7 @@ final class QueueManager: Service, @unchecked Sendable {
     private var generator = SystemRandomNumberGenerator()
     private var lastWatch = -Double.infinity
     private var lastSweep = -Double.infinity
+    private var lastResultWatch = -Double.infinity
 
     init(
         store: AgentStore, peers: Peers, executors: Executors, policy: RetryPolicy, clock: any Clock, telemetry: Telemetry?, log: Logger,
@@ -143,6 +144,7 @@ final class QueueManager: Service, @unchecked Sendable {
         let now = clock.now
         do {
             try watchDeadlinesAndAge(now: now)
+            try watchResults(now: now)
             sweepOrphans(now: now)
             try dispatch(now: now)
             try reinforce()
@@ -415,6 +417,18 @@ final class QueueManager: Service, @unchecked Sendable {
                 try store.fail(job: job.id, reason: "older than max-age (\(Int(policy.maximumAge)) s); last error: \(job.lastError ?? "none")", now: now)
                 log.error("job failed: past its maximum age", ["job": job.id, "kind": job.kind.rawValue, "study": job.study, "destination": job.destination, "last_error": job.lastError ?? "none"])
             }
+        }
+    }
+
+    /// Results a rule expects (`expect result within`) that have not come in time: an alarm,
+    /// once per push, in the log and the metrics (cleared when the result comes late).
+    private func watchResults(now: Double) throws {
+        guard now - lastResultWatch >= 5 else { return }
+        lastResultWatch = now
+        for overdue in try store.resultsNewlyOverdue(now: now) where try store.markResultOverdue(job: overdue.job, now: now) {
+            log.error(
+                "RESULT OVERDUE: the peer has sent no result for a study in the time its rule allows",
+                ["job": overdue.job, "study": overdue.study, "peer": overdue.peer, "rule": overdue.rule, "late": String(format: "%.0f s", now - overdue.due)])
         }
     }
 

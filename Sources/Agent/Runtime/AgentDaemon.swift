@@ -315,8 +315,13 @@ public final class AgentDaemon: @unchecked Sendable {
         }
         service.stored = { [self] received, ingest in try self.recordReceived(received, ingest) }
         service.heldElsewhere = { sop in try? store.path(ofInstance: sop) }
-        // A study from another trust is placed in this trust's identity, or held (issue 25).
-        if let book = identityBook { service.placement = { sender, header in book.placement(sender: sender, header: header) } }
+        // A study from another trust is placed in this trust's identity, or held (issue 25); an
+        // object from a peer is a result for a study this trust sent it, or refused (issue 29).
+        let book = identityBook
+        service.placement = { [self] sender, header in
+            if let member = rules.current.member(sender), !member.isTrust { return resultPlacement(sender: sender, header: header) }
+            return book?.placement(sender: sender, header: header) ?? .asSent
+        }
         service.instancesOf = { study in (try? store.instances(ofStudy: study).map(\.sop)) ?? [] }
         // WADO-RS serves what the inventory holds (the archive and what was received), to a
         // member whose purpose an agreement allows; each retrieve audited.
@@ -387,6 +392,7 @@ public final class AgentDaemon: @unchecked Sendable {
     /// certificate) and through the rules, in one transaction, before the answer acknowledges them.
     private func recordReceived(_ received: DICOMwebService.Received, _ stow: StowIngest) throws {
         let recorded = try recordArrived(stow, origin: received.peer, why: received.purpose)
+        if let member = rules.current.member(received.peer), !member.isTrust { try recordResults(stow, from: received.peer) }
         telemetry.received(received.peer, instances: recorded.count, bytes: recorded.bytes)
         for (study, count) in recorded.studies {
             try audit.record(AuditEntry(

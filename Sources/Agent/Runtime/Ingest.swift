@@ -217,7 +217,8 @@ final class Ingest: @unchecked Sendable {
                     jobs.append(
                         AgentStore.NewJob(
                             kind: action.kind == .push ? .push : .deliver, destination: destination, rule: action.rule, purpose: action.purpose,
-                            priority: scheduling.priority, window: scheduling.window, deadline: deadline))
+                            priority: scheduling.priority, window: scheduling.window, deadline: deadline,
+                            expectResult: action.kind == .push ? scheduling.expectResultSeconds.map(Double.init) : nil))
                 }
             case .prefetchPriors, .gather:
                 // Planned by the queue manager's plan executor once the coordinator says where the

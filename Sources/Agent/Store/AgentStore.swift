@@ -35,6 +35,7 @@ public final class AgentStore: @unchecked Sendable {
         // What the announcer looks for every few seconds: only the studies it has still to
         // announce, not a scan of the whole inventory.
         try db.execute("CREATE INDEX IF NOT EXISTS studies_unannounced ON studies(uid) WHERE announced != instances")
+        try db.execute(Self.resultsSchema)
     }
 
     /// Opens an existing database for reading only (the operator commands while the agent is down).
@@ -74,6 +75,7 @@ public final class AgentStore: @unchecked Sendable {
             instances_total INTEGER NOT NULL DEFAULT 0, instances_acked INTEGER NOT NULL DEFAULT 0,
             instances_refused INTEGER NOT NULL DEFAULT 0, bytes_total INTEGER NOT NULL DEFAULT 0,
             bytes_sent INTEGER NOT NULL DEFAULT 0, bytes_refused INTEGER NOT NULL DEFAULT 0, progress_at REAL, detail TEXT,
+            expect_result REAL, result_at REAL, result_alarm REAL,
             UNIQUE (rule, destination, study));
         CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, destination);
         CREATE TABLE IF NOT EXISTS job_instances (
@@ -97,7 +99,9 @@ public final class AgentStore: @unchecked Sendable {
     /// 4: a received instance keeps the SHA-256 of its bytes (checked against the sender's
     /// manifest), and the manifests themselves.
     /// 5: milestones, the first start's among them (`AgentStore+FirstStart.swift`).
-    static let schemaVersion = 6
+    /// 7: a push job's expected result (issue 29: `expect_result`, `result_at`, `result_alarm`)
+    /// and the results that came back (`AgentStore+Results.swift`).
+    static let schemaVersion = 7
 
     /// Brings a database written by an earlier version up to this one, in one transaction.
     private func migrate() throws {
@@ -109,6 +113,10 @@ public final class AgentStore: @unchecked Sendable {
             if !instanceColumns.contains("sha256") { try db.execute("ALTER TABLE instances ADD COLUMN sha256 TEXT") }
             if !instanceColumns.contains("sent_sha256") { try db.execute("ALTER TABLE instances ADD COLUMN sent_sha256 TEXT") }
             if version < 3 { try migrateToCounts() }
+            let jobColumns = Set(try db.prepare("PRAGMA table_info(jobs)").rows { $0.text(1) ?? "" })
+            for column in ["expect_result", "result_at", "result_alarm"] where !jobColumns.contains(column) {
+                try db.execute("ALTER TABLE jobs ADD COLUMN \(column) REAL")
+            }
             try db.execute("PRAGMA user_version = \(Self.schemaVersion)")
         }
     }
@@ -271,11 +279,14 @@ public final class AgentStore: @unchecked Sendable {
         public var search: PriorSearch? = nil
         /// Not to start before this time (a gather's lead time before the meeting).
         public var notBefore: Double? = nil
+        /// A push whose rule says `expect result within`: the seconds allowed after delivery.
+        public var expectResult: Double? = nil
 
         public init(
             kind: JobKind, destination: String, rule: String, purpose: String, priority: JobPriority, window: TimeWindow? = nil, deadline: Double? = nil,
-            search: PriorSearch? = nil, notBefore: Double? = nil
+            search: PriorSearch? = nil, notBefore: Double? = nil, expectResult: Double? = nil
         ) {
+            self.expectResult = expectResult
             self.kind = kind
             self.destination = destination
             self.rule = rule
@@ -388,12 +399,12 @@ public final class AgentStore: @unchecked Sendable {
                 id = cached
             } else {
                 try db.prepare("""
-                    INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt, detail)
-                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', max(?9, coalesce(?11, ?9)), ?10) ON CONFLICT(rule, destination, study) DO NOTHING
+                    INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt, detail, expect_result)
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', max(?9, coalesce(?11, ?9)), ?10, ?12) ON CONFLICT(rule, destination, study) DO NOTHING
                     """
                 ).run([.text(job.kind.rawValue), .text(job.destination), .text(study), .text(job.rule), .text(job.purpose), .integer(Int64(job.priority.rawValue)),
                         job.window.map { .text($0.description) } ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now), job.search.map { .text($0.stored) } ?? .null,
-                        job.notBefore.map(SQLValue.real) ?? .null])
+                        job.notBefore.map(SQLValue.real) ?? .null, job.expectResult.map(SQLValue.real) ?? .null])
                 guard let found = try db.prepare("SELECT id FROM jobs WHERE rule = ?1 AND destination = ?2 AND study = ?3").first([.text(job.rule), .text(job.destination), .text(study)], { $0.int(0) }) else { continue }
                 id = found
                 known[key] = found
@@ -454,8 +465,17 @@ public final class AgentStore: @unchecked Sendable {
     /// jobs they planned for every instance of the study, in one transaction.
     public func recordStable(study: String, quiet: Int, jobs: [NewJob], now: Double) throws {
         try write {
-            let instances = try db.prepare("SELECT sop, path, size FROM instances WHERE study = ?1").rows([.text(study)]) { ($0.text(0) ?? "", $0.text(1) ?? "", Int($0.int(2))) }
-            _ = try addJobs(jobs, study: study, instances: instances, now: now)
+            let instances = try db.prepare("SELECT sop, path, size, origin FROM instances WHERE study = ?1").rows([.text(study)]) {
+                (sop: $0.text(0) ?? "", path: $0.text(1) ?? "", size: Int($0.int(2)), origin: $0.text(3) ?? "")
+            }
+            // An instance is never sent back to where it came from: a result a peer sent into
+            // this trust's study (issue 29) does not go back to that peer when the study is
+            // stable again and its push rule fires.
+            var known: [String: Int64] = [:]
+            for job in jobs {
+                let mine = instances.filter { job.kind != .push || $0.origin != job.destination }.map { (sop: $0.sop, path: $0.path, size: $0.size) }
+                _ = try addJobs([job], study: study, instances: mine, now: now, known: &known)
+            }
             try db.prepare("UPDATE studies SET stable_fired = ?2 WHERE uid = ?1").run([.text(study), .integer(Int64(quiet))])
             // Fired because its manifests are satisfied (or, without one, by the timer): done
             // in the same transaction, so a crash between the two neither loses nor repeats it.

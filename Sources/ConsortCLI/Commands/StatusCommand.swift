@@ -15,7 +15,8 @@ enum StatusCommand {
         last reload was refused); each watched folder (inotify or polling, files seen, the
         catch-up scan, the last file taken and how far behind); the inventory (studies,
         instances, bytes; local and received); each peer (reachable, circuit, last success,
-        last error, queue depth, MB/s over the last minute); deadlines missed in the last 24 h;
+        last error, queue depth, MB/s over the last minute); results back from each peer that
+        sends them (received, refused, awaited, overdue); deadlines missed in the last 24 h;
         stuck jobs (active with no answer from the peer for 5 minutes); the DIMSE SCP, if there
         is one (where it listens, associations open, instances stored and refused, the last
         stored, refused and rejected, with who); failed jobs; received
@@ -34,7 +35,8 @@ enum StatusCommand {
         missed deadline, a stuck job, a failed job, a received study missing instances with
         nothing arriving for 5 minutes, an association rejected by the DIMSE SCP in the last
         hour (a modality sending under an AE title or from an address not listed loses its
-        studies), a study from another trust waiting for identity, a copy
+        studies), a result a rule expected that has not come in time, a study from another
+        trust waiting for identity, a copy
         whose origin has since corrected or withdrawn the study, a refused rule set, the certificate, CA or CRL expired
         or within 14 days of it); 2 usage error.
         """
@@ -58,6 +60,10 @@ enum StatusCommand {
         // Received studies their senders' manifests say are not all here (a database from an
         // older agent, not yet upgraded, has none).
         let incomplete = (try? store.incompleteManifests(limit: 20)) ?? (count: 0, manifests: [])
+        // Results back (issue 29): per peer, and those a rule expected that have not come.
+        // (A spool an older version wrote has no results yet: none.)
+        let results = (try? store.resultCounts()) ?? [:]
+        let overdueResults = (try? store.overdueResults(limit: 20)) ?? []
         let incompleteStalled = incomplete.manifests.filter { now - max($0.received, $0.lastInstance ?? 0) > stuckAfter }
 
         // Peers: the configuration's, with the live circuit when the agent runs.
@@ -145,6 +151,9 @@ enum StatusCommand {
         let tls = TLSStatus(live: live?["tls"] as? [String: Any], configuration: context.configuration, now: now)
         attention += tls.attention
         if !missed.isEmpty { attention.append("\(missed.count) deadline\(missed.count == 1 ? "" : "s") missed in the last 24 h") }
+        for (peer, count) in results.sorted(by: { $0.key < $1.key }) where count.overdue > 0 {
+            attention.append("\(count.overdue) result\(count.overdue == 1 ? "" : "s") overdue from \(peer): studies sent under a rule that expects a result, none back in the time it allows")
+        }
         if !stuck.isEmpty { attention.append("\(stuck.count) job\(stuck.count == 1 ? "" : "s") active with no progress for \(Int(stuckAfter / 60)) minutes") }
         if !incompleteStalled.isEmpty {
             attention.append("\(incompleteStalled.count) received stud\(incompleteStalled.count == 1 ? "y is" : "ies are") missing instances \(incompleteStalled.count == 1 ? "its sender" : "their senders") listed, nothing arriving for \(Int(stuckAfter / 60)) minutes")
@@ -181,6 +190,13 @@ enum StatusCommand {
                     .object([("name", .string(peer.name)), ("reachable", peer.reachable.map(JSON.bool) ?? .null), ("circuit", text(peer.circuit)),
                         ("last_success", number(peer.lastSuccess)), ("last_error", text(peer.lastError)), ("queue_jobs", .int(Int64(peer.jobs))),
                         ("queue_instances", .int(Int64(peer.instances))), ("queue_bytes", .int(peer.bytes)), ("bytes_per_second", .double(peer.bytesPerSecond))])
+                })),
+                ("results", .array(results.sorted(by: { $0.key < $1.key }).map { peer, count in
+                    .object([("peer", .string(peer)), ("received", .int(Int64(count.received))), ("refused", .int(Int64(count.refused))),
+                        ("awaited", .int(Int64(count.awaited))), ("overdue", .int(Int64(count.overdue)))])
+                })),
+                ("results_overdue", .array(overdueResults.map { item in
+                    .object([("job", .int(item.job)), ("peer", .string(item.peer)), ("study", .string(item.study)), ("rule", .string(item.rule)), ("due", .double(item.due))])
                 })),
                 ("missed_deadlines_24h", jobs(missed)), ("stuck_jobs", jobs(stuck)), ("malformed_files", .int(Int64(counts.malformedFiles))),
                 ("incomplete_studies", .object([("count", .int(Int64(incomplete.count))), ("studies", .array(incomplete.manifests.map { manifest in
@@ -289,6 +305,17 @@ enum StatusCommand {
         }
         if let listener = context.configuration.dimse {
             for line in Self.dimseLines(listener, live: dimse, now: now) { standardOutput.line(line) }
+        }
+        if !results.isEmpty {
+            standardOutput.line(bold("Results back") + ":")
+            for (peer, count) in results.sorted(by: { $0.key < $1.key }) {
+                var line = "  " + peer.padding(to: 8) + "\(OperatorFormat.count(count.received)) received, \(OperatorFormat.count(count.refused)) refused, \(count.awaited) awaited"
+                if count.overdue > 0 { line += ", " + OperatorFormat.paint("\(count.overdue) OVERDUE", .red) }
+                standardOutput.line(line)
+            }
+            for item in overdueResults {
+                standardOutput.line("  job \(item.job) \(item.rule) → \(item.peer), study \(item.study): result due \(OperatorFormat.duration(now - item.due)) ago")
+            }
         }
         standardOutput.line(bold("Deadlines missed in the last 24 h") + ": \(missed.count)")
         for job in missed.prefix(20) {

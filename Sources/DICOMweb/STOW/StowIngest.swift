@@ -65,6 +65,9 @@ public final class StowIngest {
         /// As sent, but aside: `inbound/.held/<StudyUID>/<SOPUID>.dcm`, where no PACS takes it,
         /// until its identity is settled. Durable and acknowledged like any other.
         case hold(reason: String)
+        /// Not placed: refused with this STOW-RS failure reason and why (a peer's object that is
+        /// not a result for a study the site sent it: 0xA900).
+        case refuse(reason: UInt16, why: String)
     }
 
     /// Where held instances wait, beside the store (`Placement.hold`).
@@ -384,6 +387,8 @@ public final class StowIngest {
         switch placement?(file.dataSet) ?? .asSent {
         case .asSent:
             break
+        case .refuse(let reason, let why):
+            return refuse(reason, why)
         case .hold(let reason):
             item.held = true
             holdReasons[studyUID] = reason

@@ -95,6 +95,11 @@ struct RuleChecker {
             if scheduling.deadlineSeconds != nil && scheduling.priority != .urgent {
                 warning(location, "a deadline on a \(scheduling.priority.name) action", hint: "deadlines are tracked for urgent actions; add priority urgent")
             }
+            var isPush = false
+            if case .push = action { isPush = true }
+            if scheduling.expectResultSeconds != nil && !isPush {
+                error(location, "expect result belongs to a push to a peer that sends results back", hint: "write it after push to …")
+            }
             switch action {
             case .push(let destinations, _):
                 if isList { error(location, "push has nothing to send in a list rule", hint: "list rules gather imaging: gather imaging to host") }
@@ -107,6 +112,16 @@ struct RuleChecker {
                     }
                 }
                 checkSendBack(rule, destinations: Set(expanded), at: location)
+                if let seconds = scheduling.expectResultSeconds {
+                    if seconds <= 0 { error(location, "expect result within 0 s can never be met", hint: "give the time a result takes, e.g. expect result within 30 min") }
+                    for site in sites {
+                        for destination in expanded where destination != site && !rules.resultsBack(to: site, from: destination, purpose: rule.purpose) {
+                            error(
+                                location, "\(destination) may not send results back to \(site) for \(rule.purpose): no agreement covering the push says results back",
+                                hint: "add results back to the agreement that lets \(site) send to \(destination), or drop expect result")
+                        }
+                    }
+                }
             case .prefetchPriors(let query, _):
                 if isList { error(location, "prefetch priors needs a study; in a list rule use gather imaging") }
                 checkSources(query, rule: rule, sites: sites, at: location)

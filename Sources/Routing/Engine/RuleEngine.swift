@@ -92,6 +92,7 @@ public struct PlannedAction: Sendable, Hashable, CustomStringConvertible {
         text += ", priority \(scheduling.priority.name)"
         if let w = scheduling.window { text += ", window \(w)" }
         if let d = scheduling.deadlineSeconds { text += ", deadline \(formatDuration(d))" }
+        if let r = scheduling.expectResultSeconds { text += ", expect result within \(formatDuration(r))" }
         return text
     }
 }

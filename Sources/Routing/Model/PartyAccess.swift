@@ -6,8 +6,9 @@ import Foundation
 ///
 /// Members (trusts) hold patients' imaging and share it under the agreements: they store,
 /// retrieve, search and announce. Peers only receive what rules push to them; they never look a
-/// patient up, never retrieve or search, never store into a trust (results coming back are a
-/// later agreement clause, and will be decided here). Every request that discloses patient data
+/// patient up, never retrieve or search, and store into a trust only where an agreement that
+/// lets the trust send to them says `results back` — and then only objects that refer to a study
+/// the trust sent them, which the trust's agent checks instance by instance (`ResultCheck`). Every request that discloses patient data
 /// names its purpose (the `X-Consort-Purpose` field: `ConsortField.purpose`); one that names none is refused, never taken as
 /// direct care.
 public enum PartyAccess {
@@ -54,7 +55,7 @@ public enum PartyAccess {
             case .notAMember(let caller):
                 return "\(caller.map { "'\($0)'" } ?? "a client without a certificate") is not a consortium member named in the routing rules"
             case .peer(let caller):
-                return "\(caller) is a peer, not a member: it receives what rules push to it and may not retrieve, search, store or look up"
+                return "\(caller) is a peer, not a member: it receives what rules push to it and may not retrieve, search, store or look up (it may store results only where an agreement says results back)"
             case .noPurpose:
                 return "the request names no purpose (X-Consort-Purpose): every request for patient data must say why"
             case .noAgreement(let purpose, let from, let to):
@@ -67,7 +68,14 @@ public enum PartyAccess {
     /// `site` is the trust answering (nil at the coordinator, which holds nothing itself).
     public static func decide(_ act: Act, caller: String?, purpose: String?, site: String?, rules: RuleSet) -> Refusal? {
         guard let caller, let member = rules.member(caller) else { return .notAMember(caller) }
-        guard member.isTrust else { return .peer(caller) }
+        guard member.isTrust else {
+            // Results back: a peer may store into a trust that an agreement lets send to it with
+            // `results back` (the purpose, when it names one, must be that agreement's).
+            if act == .store, let site, rules.resultsBack(to: site, from: caller, purpose: purpose?.trimmingCharacters(in: .whitespaces).nonEmpty) {
+                return nil
+            }
+            return .peer(caller)
+        }
         if act == .announce { return nil }
         guard let purpose = purpose?.trimmingCharacters(in: .whitespaces), !purpose.isEmpty else { return .noPurpose }
         switch act {
@@ -99,4 +107,9 @@ public enum PartyAccess {
             return nil
         }
     }
+}
+
+extension String {
+    /// nil for the empty string: an empty header field names nothing.
+    fileprivate var nonEmpty: String? { isEmpty ? nil : self }
 }

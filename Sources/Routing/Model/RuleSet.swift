@@ -56,6 +56,17 @@ public struct RuleSet: Sendable {
     public func permits(from source: String, to destination: String, purpose: String) -> Bool {
         agreements.contains { $0.permits(from: source, to: destination, purpose: purpose, in: self) }
     }
+
+    /// Whether `peer` may send results back to `site`: an agreement with `results back` lets
+    /// `site` send imaging to `peer` — for `purpose` when one is named, for any of the
+    /// agreement's purposes when not (a third-party service does not name Consort's purposes).
+    public func resultsBack(to site: String, from peer: String, purpose: String?) -> Bool {
+        agreements.contains { agreement in
+            guard agreement.resultsBack else { return false }
+            let purposes = purpose.map { [$0] } ?? agreement.purposes
+            return purposes.contains { agreement.permits(from: site, to: peer, purpose: $0, in: self) }
+        }
+    }
 }
 
 /// A consortium member: a trust, or another kind of peer (an AI node, a regional archive).
@@ -83,6 +94,10 @@ public struct Agreement: Sendable, Hashable {
     public var from: [String]
     public var to: [String]
     public var location: SourceLocation
+    /// `results back`: the receiving side (an AI service, say) may send back objects that refer
+    /// to a study it was sent under this agreement — a report, a segmentation, a presentation
+    /// state — into the sending trust. Nothing else ever comes back from a peer.
+    public var resultsBack = false
 
     func permits(from source: String, to destination: String, purpose: String, in set: RuleSet) -> Bool {
         guard purposes.contains(purpose) else { return false }
@@ -129,6 +144,9 @@ public struct Scheduling: Sendable, Hashable {
     public var window: TimeWindow?
     /// Seconds from acquisition by which the images must be at the destination (urgent rules).
     public var deadlineSeconds: Int?
+    /// `expect result within DURATION` (a push to a peer whose agreement has `results back`):
+    /// seconds from the study's delivery by which a result must have come back, or an alarm.
+    public var expectResultSeconds: Int?
 }
 
 /// One thing a rule does when it fires.

@@ -7,7 +7,7 @@ import DICOM
 ///
 ///     member CODE "Name" [roles r1, r2]          peer CODE "Name" [roles ...]
 ///     group NAME = CODE, CODE, ...
-///     agreement "Name" { purposes p1, p2   between A, B   |   from A, B  to C }
+///     agreement "Name" { purposes p1, p2   between A, B   |   from A, B  to C   [results back] }
 ///     rule "Name" {
 ///       purpose PURPOSE
 ///       [at SITE, GROUP]
@@ -28,6 +28,7 @@ import DICOM
 ///             | deliver to [local] TARGET SCHEDULING
 ///             | gather imaging [from ...] [within DURATION] [to host | to NAME] SCHEDULING
 ///     SCHEDULING := [priority urgent|normal|bulk] [window HH:MM-HH:MM] [deadline DURATION]
+///                   [expect result within DURATION]
 struct Parser {
     private var tokens: [Token]
     private var index = 0
@@ -186,7 +187,7 @@ struct Parser {
         try expectSymbol("{")
         var agreement = Agreement(name: title, purposes: [], from: [], to: [], location: location)
         while !isSymbol("}") {
-            guard let word = current.word else { throw fail("expected purposes, between, from or to, found \(describe(current))") }
+            guard let word = current.word else { throw fail("expected purposes, between, from, to or results back, found \(describe(current))") }
             _ = advance()
             switch word {
             case "purposes", "purpose": agreement.purposes += try names("a purpose").map(\.0)
@@ -196,10 +197,13 @@ struct Parser {
                 agreement.to += parties
             case "from": agreement.from += try names("a member or group").map(\.0)
             case "to": agreement.to += try names("a member or group").map(\.0)
+            case "results":
+                try expectWord("back", hint: "write: results back")
+                agreement.resultsBack = true
             default:
                 throw fail(
                     "unknown agreement clause \"\(word)\"", at: tokens[index - 1],
-                    hint: closest(to: word, among: ["purposes", "between", "from", "to"]).map { "did you mean \"\($0)\"?" })
+                    hint: closest(to: word, among: ["purposes", "between", "from", "to", "results"]).map { "did you mean \"\($0)\"?" })
             }
         }
         _ = advance()
@@ -556,8 +560,8 @@ struct Parser {
     private mutating func scheduling() throws -> Scheduling {
         var s = Scheduling()
         while true {
-            if isSymbol(","), let w = next.word, ["priority", "window", "deadline"].contains(w) { _ = advance() }
-            guard let word = current.word, ["priority", "window", "deadline"].contains(word) else { return s }
+            if isSymbol(","), let w = next.word, Self.schedulingWords.contains(w) { _ = advance() }
+            guard let word = current.word, Self.schedulingWords.contains(word) else { return s }
             _ = advance()
             switch word {
             case "priority":
@@ -572,11 +576,17 @@ struct Parser {
                     throw fail("expected a time window such as 19:00-07:00, found \"\(text)\"", at: tokens[index - 1])
                 }
                 s.window = window
+            case "expect":
+                try expectWord("result", hint: "write: expect result within 30 min")
+                try expectWord("within", hint: "write: expect result within 30 min")
+                s.expectResultSeconds = try duration()
             default:
                 s.deadlineSeconds = try duration()
             }
         }
     }
+
+    static let schedulingWords: Set<String> = ["priority", "window", "deadline", "expect"]
 
     static func window(_ text: String) -> TimeWindow? {
         let parts = text.split(separator: "-")

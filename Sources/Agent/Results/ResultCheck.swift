@@ -1,0 +1,124 @@
+import DICOM
+
+/// Results back (issue 29): whether an object a peer (an AI service) sends into this trust is a
+/// result for a study this trust sent it — decided from the object's header and what the spool
+/// remembers having sent, nothing else. A pure function: the receiver asks it for each instance
+/// a peer stores, and places what it accepts as sent (it is this trust's own study and patient)
+/// or refuses the instance with 0xA900 and the reason.
+///
+/// Accepted: a result kind (a report, a segmentation, a presentation state, a key object
+/// selection, a secondary capture, an encapsulated PDF, a parametric map, an RT structure set)
+/// in a study this trust sent to that peer, or referring to one in its evidence; naming the
+/// same patient as the study does here. A result that names another patient is refused, never
+/// moved to the study's patient: a service that mixes up patients must be seen, not corrected.
+public enum ResultCheck {
+    /// What this trust sent a peer of one study, as the spool remembers it, with the patient as
+    /// this trust holds the study.
+    public struct SentStudy: Sendable, Equatable {
+        public var study: String
+        public var patientID: String?
+        public var issuer: String?
+        /// The rule that sent it, and its purpose (for the audit line).
+        public var rule: String
+        public var purpose: String
+
+        public init(study: String, patientID: String?, issuer: String?, rule: String, purpose: String) {
+            self.study = study
+            self.patientID = patientID
+            self.issuer = issuer
+            self.rule = rule
+            self.purpose = purpose
+        }
+    }
+
+    /// How a result refers to the study it answers.
+    public enum Reference: String, Sendable, Equatable {
+        /// Its Study Instance UID is the study's (IHE AI Results: results go in the source study).
+        case sameStudy = "same study"
+        /// It names the study in its evidence (Current Requested Procedure Evidence, Pertinent
+        /// Other Evidence, Referenced Study, Studies Containing Other Referenced Instances).
+        case evidence
+    }
+
+    public enum Verdict: Sendable, Equatable {
+        case accepted(SentStudy, Reference)
+        case refused(String)
+    }
+
+    /// SOP classes a result may be (PS3.4 Annex B), by root: the UID itself or one under it.
+    static let resultClasses: [(root: String, name: String)] = [
+        ("1.2.840.10008.5.1.4.1.1.88", "structured reports and key object selections"),
+        ("1.2.840.10008.5.1.4.1.1.66.4", "segmentations"),
+        ("1.2.840.10008.5.1.4.1.1.66.5", "surface segmentations"),
+        ("1.2.840.10008.5.1.4.1.1.11", "presentation states"),
+        ("1.2.840.10008.5.1.4.1.1.7", "secondary captures"),
+        ("1.2.840.10008.5.1.4.1.1.104", "encapsulated documents (PDF)"),
+        ("1.2.840.10008.5.1.4.1.1.30", "parametric maps"),
+        ("1.2.840.10008.5.1.4.1.1.481.3", "RT structure sets"),
+    ]
+
+    static func isResultClass(_ uid: String) -> Bool {
+        resultClasses.contains { uid == $0.root || uid.hasPrefix($0.root + ".") }
+    }
+
+    /// The evidence sequences whose items name a study by (0020,000D).
+    static let evidenceSequences = [
+        Tag(0x0040, 0xA375),  // Current Requested Procedure Evidence Sequence (SR, KOS)
+        Tag(0x0040, 0xA385),  // Pertinent Other Evidence Sequence
+        Tag(0x0008, 0x1200),  // Studies Containing Other Referenced Instances Sequence
+    ]
+    /// Referenced Study Sequence: each item names a study by its Referenced SOP Instance UID.
+    static let referencedStudySequence = Tag(0x0008, 0x1110)
+    static let referencedSOPInstanceUID = Tag(0x0008, 0x1155)
+    static let issuerOfPatientID = Tag(0x0010, 0x0021)
+
+    /// The studies a result names, its own first, each once.
+    public static func referencedStudies(_ header: DataSet) -> [String] {
+        var studies: [String] = []
+        func add(_ uid: String?) {
+            if let uid, !uid.isEmpty, !studies.contains(uid) { studies.append(uid) }
+        }
+        add(header.string(.studyInstanceUID))
+        for tag in evidenceSequences {
+            if case .sequence(let items)? = header[tag]?.value { for item in items.prefix(1000) { add(item.string(.studyInstanceUID)) } }
+        }
+        if case .sequence(let items)? = header[referencedStudySequence]?.value {
+            for item in items.prefix(1000) { add(item.string(referencedSOPInstanceUID)) }
+        }
+        return studies
+    }
+
+    /// The verdict on one object `peer` sent. `sent(study)`: what this trust sent that peer of
+    /// the study, or nil.
+    public static func decide(_ header: DataSet, from peer: String, trust: String, sent: (String) -> SentStudy?) -> Verdict {
+        let classUID = header.string(.sopClassUID) ?? ""
+        guard isResultClass(classUID) else {
+            return .refused("an object of SOP class \(classUID) is not a result: \(peer) may send back \(resultClasses.map(\.name).joined(separator: ", "))")
+        }
+        let studies = referencedStudies(header)
+        let own = header.string(.studyInstanceUID) ?? ""
+        var found: (SentStudy, Reference)?
+        for study in studies.prefix(50) {
+            if let sentStudy = sent(study) {
+                found = (sentStudy, study == own ? .sameStudy : .evidence)
+                break
+            }
+        }
+        guard let (original, reference) = found else {
+            let others = studies.filter { $0 != own }
+            return .refused(
+                "it refers to no study \(trust) sent to \(peer): its study \(own)"
+                    + (others.isEmpty ? ", and no evidence names another" : "; the evidence names \(others.prefix(5).joined(separator: ", "))"))
+        }
+        // The same patient as the study here, by number (and issuer, where both name one).
+        let patient = header.string(.patientID) ?? ""
+        let issuer = header.string(issuerOfPatientID)
+        let expected = original.patientID ?? ""
+        if patient != expected || (issuer != nil && original.issuer != nil && issuer != original.issuer) {
+            let named = patient.isEmpty ? "no patient" : "patient \(patient)\(issuer.map { " (\($0))" } ?? "")"
+            return .refused(
+                "it names \(named), but study \(original.study), which \(trust) sent to \(peer), is patient \(expected.isEmpty ? "(none)" : expected)\(original.issuer.map { " (\($0))" } ?? "")")
+        }
+        return .accepted(original, reference)
+    }
+}

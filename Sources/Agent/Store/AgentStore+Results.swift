@@ -1,0 +1,138 @@
+import Foundation
+import SQLite
+
+/// Results back (issue 29), the store's side: what this trust sent to a peer (the spool's push
+/// jobs remember it), the results each peer sent back and those refused, and the results a rule
+/// expects (`expect result within`) that have not come.
+///
+/// A push job that expects a result carries the time allowed (`expect_result`, seconds after the
+/// job is done), when the first result for its study came from its destination (`result_at`),
+/// and when it was found overdue (`result_alarm`): the alarm is raised once, and cleared by a
+/// late result.
+extension AgentStore {
+    /// Created after the migration (the indexes name columns an older spool gains there).
+    static let resultsSchema = """
+        CREATE TABLE IF NOT EXISTS results (
+            sop TEXT PRIMARY KEY, study TEXT NOT NULL, peer TEXT NOT NULL, original TEXT NOT NULL, received REAL NOT NULL) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS jobs_by_study ON jobs(study);
+        CREATE INDEX IF NOT EXISTS jobs_awaiting_result ON jobs(finished) WHERE expect_result IS NOT NULL AND result_at IS NULL AND result_alarm IS NULL;
+        CREATE INDEX IF NOT EXISTS jobs_result_overdue ON jobs(destination) WHERE result_alarm IS NOT NULL AND result_at IS NULL;
+        """
+
+    /// The study this trust sent `peer` (some of it acknowledged), with the patient as this
+    /// trust holds it: what a result from that peer may refer to. nil: never sent there.
+    public func sentStudy(_ study: String, to peer: String) throws -> ResultCheck.SentStudy? {
+        try read {
+            try db.prepare("""
+                SELECT j.rule, j.purpose, s.patient_id, s.patient_issuer FROM jobs j LEFT JOIN studies s ON s.uid = j.study
+                WHERE j.study = ?1 AND j.destination = ?2 AND j.kind = 'push' AND j.instances_acked > 0 ORDER BY j.id LIMIT 1
+                """).first([.text(study), .text(peer)]) { row in
+                ResultCheck.SentStudy(study: study, patientID: row.text(2), issuer: row.text(3), rule: row.text(0) ?? "", purpose: row.text(1) ?? "")
+            }
+        }
+    }
+
+    /// A result recorded: the instance (placed and in the inventory already), the study it
+    /// answers, and the push jobs of that study to that peer marked answered. The push jobs
+    /// whose alarm this result clears (it came late) are returned, for the log.
+    @discardableResult
+    public func recordResults(_ results: [(sop: String, study: String, original: String)], from peer: String, now: Double) throws -> [Job] {
+        try write {
+            let insert = try db.prepare("INSERT INTO results (sop, study, peer, original, received) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(sop) DO NOTHING")
+            var added = 0
+            var originals: Set<String> = []
+            for result in results {
+                try insert.run([.text(result.sop), .text(result.study), .text(peer), .text(result.original), .real(now)])
+                added += db.changes
+                originals.insert(result.original)
+            }
+            if added > 0 { try bump("results_received:" + peer, by: added) }
+            var late: [Job] = []
+            for original in originals.sorted() {
+                late += try db.prepare("SELECT \(Self.jobColumns) FROM jobs j WHERE j.study = ?1 AND j.destination = ?2 AND j.kind = 'push' AND j.result_alarm IS NOT NULL AND j.result_at IS NULL")
+                    .rows([.text(original), .text(peer)], Self.job)
+                try db.prepare("UPDATE jobs SET result_at = ?3 WHERE study = ?1 AND destination = ?2 AND kind = 'push' AND result_at IS NULL")
+                    .run([.text(original), .text(peer), .real(now)])
+            }
+            return late
+        }
+    }
+
+    /// Results a peer sent that were refused (they referred to nothing this trust sent it, or
+    /// were not results): counted, for `consort status` and the metrics.
+    public func recordRefusedResults(_ count: Int, from peer: String) throws {
+        guard count > 0 else { return }
+        try write { try bump("results_refused:" + peer, by: count) }
+    }
+
+    private func bump(_ name: String, by value: Int) throws {
+        try db.prepare("INSERT INTO totals (name, value) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET value = value + ?2").run([.text(name), .integer(Int64(value))])
+    }
+
+    /// A push whose expected result has not come in time.
+    public struct OverdueResult: Sendable, Equatable {
+        public var job: Int64
+        public var study: String
+        public var peer: String
+        public var rule: String
+        /// When the result was due: the job's delivery plus the time the rule allows.
+        public var due: Double
+    }
+
+    /// Pushes done whose result is due by `now` and has not come, not yet alarmed.
+    public func resultsNewlyOverdue(now: Double) throws -> [OverdueResult] {
+        try read {
+            try db.prepare("""
+                SELECT id, study, destination, rule, finished + expect_result FROM jobs
+                WHERE expect_result IS NOT NULL AND result_at IS NULL AND result_alarm IS NULL AND finished IS NOT NULL AND state = 'done'
+                  AND finished + expect_result <= ?1 ORDER BY finished LIMIT 1000
+                """).rows([.real(now)]) { OverdueResult(job: $0.int(0), study: $0.text(1) ?? "", peer: $0.text(2) ?? "", rule: $0.text(3) ?? "", due: $0.double(4)) }
+        }
+    }
+
+    /// The alarm raised for a job, once: true when this call raised it.
+    public func markResultOverdue(job id: Int64, now: Double) throws -> Bool {
+        try write {
+            try db.prepare("UPDATE jobs SET result_alarm = ?2 WHERE id = ?1 AND result_alarm IS NULL AND result_at IS NULL").run([.integer(id), .real(now)])
+            return db.changes > 0
+        }
+    }
+
+    /// Results back, per peer: received and refused (since the spool began), awaited (a push done
+    /// and its result not due yet) and overdue (alarmed, still not come).
+    public struct ResultCounts: Sendable, Equatable {
+        public var received = 0
+        public var refused = 0
+        public var awaited = 0
+        public var overdue = 0
+    }
+
+    public func resultCounts() throws -> [String: ResultCounts] {
+        try read {
+            var counts: [String: ResultCounts] = [:]
+            for (name, value) in try db.prepare("SELECT name, value FROM totals WHERE name LIKE 'results\\_%' ESCAPE '\\'").rows([], { ($0.text(0) ?? "", Int($0.int(1))) }) {
+                let parts = name.split(separator: ":", maxSplits: 1).map(String.init)
+                guard parts.count == 2 else { continue }
+                if parts[0] == "results_received" { counts[parts[1], default: ResultCounts()].received = value }
+                if parts[0] == "results_refused" { counts[parts[1], default: ResultCounts()].refused = value }
+            }
+            for (peer, value) in try db.prepare("SELECT destination, count(*) FROM jobs WHERE result_alarm IS NOT NULL AND result_at IS NULL GROUP BY destination").rows([], { ($0.text(0) ?? "", Int($0.int(1))) }) {
+                counts[peer, default: ResultCounts()].overdue = value
+            }
+            for (peer, value) in try db.prepare("SELECT destination, count(*) FROM jobs WHERE expect_result IS NOT NULL AND result_at IS NULL AND result_alarm IS NULL GROUP BY destination").rows([], { ($0.text(0) ?? "", Int($0.int(1))) }) {
+                counts[peer, default: ResultCounts()].awaited = value
+            }
+            return counts
+        }
+    }
+
+    /// The overdue results, oldest first (for `consort status`).
+    public func overdueResults(limit: Int = 50) throws -> [OverdueResult] {
+        try read {
+            try db.prepare("""
+                SELECT id, study, destination, rule, finished + expect_result FROM jobs WHERE result_alarm IS NOT NULL AND result_at IS NULL
+                ORDER BY finished LIMIT ?1
+                """).rows([.integer(Int64(limit))]) { OverdueResult(job: $0.int(0), study: $0.text(1) ?? "", peer: $0.text(2) ?? "", rule: $0.text(3) ?? "", due: $0.double(4)) }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// Results back (issue 29), tried for real: RSCH's agent pushes studies to a test AI service
+/// (`consort receive` with AI-CXR's certificate); the service answers one with a Structured
+/// Report built by pydicom and posted by Python's own TLS client with that certificate
+/// (`Interop/ai_service.py`). The report lands in RSCH's PACS — a real Orthanc — in the same
+/// study and patient; a report on a study never sent is refused (403, 0xA900, the reason); the
+/// study never answered raises its alarm; `consort status` and `/metrics` count it all.
+@Suite("results back", .serialized, .timeLimit(.minutes(10)))
+struct ResultsBackTests {
+    static let rules = """
+        peer AI-CXR "Chest X-ray AI test service" roles ai
+
+        agreement "AI triage" {
+          purposes ai-triage
+          from RSCH
+          to AI-CXR
+          results back
+        }
+
+        rule "Studies to the AI" {
+          purpose ai-triage
+          at RSCH
+          on instance-arrival
+          when origin is local
+          push to AI-CXR priority normal expect result within 20 s
+        }
+
+        rule "AI results into our PACS" {
+          purpose ai-triage
+          at RSCH
+          on instance-arrival
+          when origin is received from AI-CXR
+          deliver to local PACS priority normal
+        }
+        """
+
+    static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Interop/ai_service.py"
+
+    /// The AI service's answer for the study in `folder`: the JSON line ai_service.py prints.
+    static func answer(_ folder: String, to rsch: AgentSite, as peer: (certificate: String, key: String), ca: String, otherStudy: Bool = false) throws -> [String: Any] {
+        let outcome = try Run.program("/usr/bin/env", ["python3", script, folder, rsch.url + "/studies", peer.certificate, peer.key, ca] + (otherStudy ? ["--other-study"] : []))
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        return try #require(try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any], "\(outcome.stdout)\(outcome.stderr)")
+    }
+
+    @Test func aReportOnAStudySentComesBackIntoThePACSAndAnythingElseIsRefused() throws {
+        let consortium = try TestConsortium(members: ["RSCH"], rules: Self.rules)
+        let peer = try consortium.pki.site("AI-CXR")
+        let ai = try ReceiverProcess(store: consortium.root.path + "/ai-store", pki: consortium.pki, identity: peer)
+        defer { _ = ai.stop() }
+        let orthanc = try OrthancInteropTests.Orthanc(folder: consortium.root.path + "/orthanc", consortReceiver: "http://127.0.0.1:1/none")
+        defer { orthanc.stop() }
+        let metricsPort = try OrthancInteropTests.freePort()
+        let rsch = try consortium.site("RSCH", peers: ["AI-CXR": ai.port], extra: "local PACS dicomweb \(orthanc.url)/dicom-web\nmetrics 127.0.0.1:\(metricsPort)\n")
+
+        // Two studies in RSCH's PACS already (they were acquired there), then exported.
+        let source = consortium.root.path + "/source"
+        let answered = try AgentTests.synth(into: source, seed: 291, instances: 3, description: "XR CHEST PA")
+        let unanswered = try AgentTests.synth(into: source, seed: 292, instances: 2, description: "XR CHEST PA")
+        for study in [answered, unanswered] {
+            for file in try FileManager.default.contentsOfDirectory(atPath: source + "/" + study).sorted() {
+                let upload = try OrthancInteropTests.curl(["-s", "--max-time", "20", "-X", "POST", "--data-binary", "@\(source)/\(study)/\(file)", "\(orthanc.url)/instances"])
+                #expect(upload.stdout.contains("\"Status\""), "\(upload.stdout)")
+            }
+        }
+        try rsch.start()
+        defer { rsch.stop() }
+        for study in [answered, unanswered] { try FileManager.default.copyItem(atPath: "\(source)/\(study)", toPath: "\(rsch.watch)/\(study)") }
+        let atAI = AgentSite.eventually(within: 60, "both studies at the AI service", logs: [rsch]) {
+            [answered: 3, unanswered: 2].allSatisfy { study, count in
+                ((try? FileManager.default.contentsOfDirectory(atPath: ai.store + "/" + study)) ?? []).filter { $0.hasSuffix(".dcm") }.count == count
+            }
+        }
+        try #require(atAI)
+
+        // The report on the first study: accepted, placed, delivered to Orthanc.
+        let report = try Self.answer(ai.store + "/" + answered, to: rsch, as: peer, ca: consortium.pki.ca)
+        #expect(report["status"] as? Int == 200, "\(report)")
+        let sop = try #require(report["sop"] as? String)
+        #expect(report["study"] as? String == answered)
+        let inPACS = AgentSite.eventually(within: 60, "the report in Orthanc, in the study", logs: [rsch]) {
+            let instances = try? OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/dicom-web/studies/\(answered)/instances"])
+            return instances?.stdout.contains(sop) == true
+        }
+        #expect(inPACS)
+        // One study in Orthanc with that UID (a report under another patient would have made a
+        // second), holding the three images and the report, under the study's own patient.
+        let found = try OrthancInteropTests.curl([
+            "-s", "--max-time", "10", "-X", "POST", "\(orthanc.url)/tools/find", "-d", #"{"Level":"Study","Query":{"StudyInstanceUID":"\#(answered)"},"Expand":true}"#,
+        ])
+        let studies = try #require(try JSONSerialization.jsonObject(with: Data(found.stdout.utf8)) as? [[String: Any]], "\(found.stdout)")
+        #expect(studies.count == 1, "\(found.stdout)")
+        let series = studies.first?["Series"] as? [String] ?? []
+        #expect(series.count == 2, "the image series and the report's: \(found.stdout)")
+        let original = try OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/dicom-web/studies?StudyInstanceUID=\(answered)&includefield=00100020"])
+        let reportTags = try OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/dicom-web/studies/\(answered)/series?Modality=SR&includefield=00100020"])
+        #expect(original.stdout.contains("RSCH") || original.stdout.contains("00100020"), "\(original.stdout)")
+        #expect(reportTags.stdout.contains("\"SR\""), "\(reportTags.stdout)")
+
+        // A report on a study never sent to AI-CXR: refused, with the reason and 0xA900.
+        let stray = try Self.answer(ai.store + "/" + answered, to: rsch, as: peer, ca: consortium.pki.ca, otherStudy: true)
+        #expect(stray["status"] as? Int == 403, "\(stray)")
+        let body = stray["body"] as? String ?? ""
+        #expect(body.contains("43264") && body.contains("refers to no study RSCH sent to AI-CXR"), "\(body)")
+        let straySOP = try #require(stray["sop"] as? String)
+        #expect(!rsch.received.contains { $0.contains(straySOP) }, "a refused report was kept")
+
+        // The study never answered: its alarm, after the 20 s its rule allows; not the other's.
+        let alarmed = AgentSite.eventually(within: 60, "the overdue result's alarm", logs: [rsch]) {
+            rsch.log.contains("RESULT OVERDUE") && rsch.log.contains(unanswered)
+        }
+        #expect(alarmed)
+        let overdueLines = rsch.log.split(separator: "\n").filter { $0.contains("RESULT OVERDUE") }
+        #expect(overdueLines.count == 1 && !overdueLines.contains { $0.contains(answered) }, "\(overdueLines)")
+
+        // Counted: in the status and the metrics, per peer.
+        let status = try Run.consort("status", "--json", "--config", rsch.config)
+        let fields = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any], "\(status.stdout)")
+        let results = (fields["results"] as? [[String: Any]])?.first { $0["peer"] as? String == "AI-CXR" }
+        #expect(results?["received"] as? Int == 1 && results?["refused"] as? Int == 1 && results?["overdue"] as? Int == 1, "\(fields["results"] ?? "none")")
+        #expect((fields["results_overdue"] as? [[String: Any]])?.map { $0["study"] as? String } == [unanswered])
+        #expect((fields["needs_attention"] as? [String])?.contains { $0.contains("1 result overdue from AI-CXR") } == true, "\(fields["needs_attention"] ?? "")")
+        let page = try TrustBoundaryTests.metrics(metricsPort)
+        #expect(TrustBoundaryTests.sample(page, #"consort_results_total{outcome="received",peer="AI-CXR"}"#) == 1, "\(page)")
+        #expect(TrustBoundaryTests.sample(page, #"consort_results_total{outcome="refused",peer="AI-CXR"}"#) == 1)
+        #expect(TrustBoundaryTests.sample(page, #"consort_results_overdue{peer="AI-CXR"}"#) == 1)
+        let text = try Run.consort("status", "--config", rsch.config)
+        #expect(text.stdout.contains("Results back") && text.stdout.contains("1 received, 1 refused") && text.stdout.contains("1 OVERDUE"), "\(text.stdout)")
+
+        // Audited: the result with the rule that sent the study, the refusal with its reason.
+        let audit = TrustBoundaryTests.audit(rsch.state + "/audit.log")
+        #expect(audit.contains { $0["who"] as? String == "AI-CXR" && $0["action"] as? String == "result" && $0["study"] as? String == answered
+            && ($0["detail"] as? String ?? "").contains("Studies to the AI") })
+        #expect(audit.contains { $0["who"] as? String == "AI-CXR" && $0["action"] as? String == "refused" && ($0["detail"] as? String ?? "").contains(straySOP) })
+
+        // The report was delivered to the PACS, and never sent back to the service.
+        let queue = try rsch.queue()
+        #expect(queue.contains { $0["kind"] as? String == "deliver" && $0["state"] as? String == "done" && $0["instances_sent"] as? Int == 1 }, "\(queue)")
+        #expect(!FileManager.default.fileExists(atPath: ai.store + "/" + answered + "/" + sop + ".dcm"), "the report went back to the AI")
+
+        // A late report clears the alarm.
+        let late = try Self.answer(ai.store + "/" + unanswered, to: rsch, as: peer, ca: consortium.pki.ca)
+        #expect(late["status"] as? Int == 200, "\(late)")
+        let cleared = AgentSite.eventually(within: 20, "the alarm cleared", logs: [rsch]) {
+            TrustBoundaryTests.sample((try? TrustBoundaryTests.metrics(metricsPort)) ?? "", #"consort_results_overdue{peer="AI-CXR"}"#) == 0
+        }
+        #expect(cleared)
+    }
+}

@@ -1,0 +1,84 @@
+import DICOM
+import Testing
+
+@testable import Routing
+
+/// Results back in the rules language (issue 29): the agreement clause `results back`, the push
+/// modifier `expect result within`, what `check` refuses, and the one gate (`PartyAccess`) that
+/// lets a peer store into a trust only where such an agreement covers it.
+@Suite("Rules language: results back")
+struct ResultsBackRulesTests {
+    @Test func theClauseAndTheModifierAreRead() throws {
+        let set = try #require(load("""
+            rule "x" {
+              purpose ai-triage
+              at RSCH
+              on study-stable
+              push to AI-CXR priority normal expect result within 30 min, window 07:00-19:00
+            }
+            """).ruleSet)
+        let agreement = try #require(set.agreements.first { $0.name == "Chest X-ray AI triage" })
+        #expect(agreement.resultsBack)
+        #expect(set.agreements.filter(\.resultsBack).count == 1, "only the AI agreement says results back")
+        guard case .push(let to, let scheduling) = try #require(set.rules.first?.actions.first) else { Issue.record("not a push"); return }
+        #expect(to == ["AI-CXR"])
+        #expect(scheduling.expectResultSeconds == 1800)
+        #expect(scheduling.window != nil, "the modifiers read in any order, commas allowed")
+        let planned = try engine("""
+            rule "x" {
+              purpose ai-triage
+              at RSCH
+              on study-stable
+              push to AI-CXR expect result within 2 h
+            }
+            """).evaluate(event(.studyStable, ["Modality": "DX"], site: "RSCH"))
+        #expect(planned.first?.scheduling.expectResultSeconds == 7200)
+        #expect(planned.first?.description.contains("expect result within 2 h") == true)
+    }
+
+    /// The agreement declarations of the consortium, with the AI agreement's results back removed.
+    static let withoutResultsBack = consortium.replacingOccurrences(of: "  results back\n", with: "")
+
+    @Test func aResultExpectedFromAPeerWhoseAgreementSendsNothingBackIsRefused() throws {
+        #expect(Self.withoutResultsBack != consortium)
+        let outcome = RuleSetLoader.load(sources: [
+            (key: "consortium.rules", value: Self.withoutResultsBack),
+            (key: "test.rules", value: "rule \"x\" {\n  purpose ai-triage\n  at RSCH\n  on study-stable\n  push to AI-CXR expect result within 30 min\n}"),
+        ])
+        #expect(outcome.ruleSet == nil)
+        let error = outcome.errors.first { $0.location.file == "test.rules" }
+        #expect(error.map { "\($0.location.line):\($0.location.column)" } == "5:3")
+        #expect(error?.message.contains("AI-CXR may not send results back to RSCH for ai-triage") == true, "\(outcome.report())")
+        #expect(error?.hint?.contains("add results back") == true)
+    }
+
+    @Test func expectResultOnADeliveryOrForNoTimeIsRefused() {
+        let onDeliver = load("rule \"x\" {\n  purpose direct-care\n  at RSCH\n  on study-stable\n  deliver to local PACS expect result within 5 min\n}")
+        #expect(onDeliver.errors.contains { $0.message.contains("expect result belongs to a push") && $0.location.line == 5 }, "\(onDeliver.report())")
+        let zero = load("rule \"x\" {\n  purpose ai-triage\n  at RSCH\n  on study-stable\n  push to AI-CXR expect result within 0 s\n}")
+        #expect(zero.errors.contains { $0.message.contains("can never be met") }, "\(zero.report())")
+        let typo = load("rule \"x\" {\n  purpose ai-triage\n  at RSCH\n  on study-stable\n  push to AI-CXR expect results within 5 min\n}")
+        #expect(typo.errors.contains { $0.message.contains("expected \"result\"") && "\($0.location.line):\($0.location.column)" == "5:25" }, "\(typo.report())")
+        let clause = RuleSetLoader.load(sources: [(key: "c.rules", value: "member A \"A\"\npeer P \"P\"\nagreement \"x\" {\n  purposes p\n  from A\n  to P\n  results backwards\n}")])
+        #expect(clause.errors.contains { $0.message.contains("expected \"back\"") && $0.location.line == 7 }, "\(clause.report())")
+    }
+
+    @Test func aPeerStoresOnlyWhereAnAgreementSaysResultsBack() throws {
+        let set = try #require(load("").ruleSet)
+        // RSCH sends AI-CXR chest X-rays, and results come back: with or without a purpose named
+        // (a third-party service does not know Consort's header), but not under another purpose.
+        #expect(PartyAccess.decide(.store, caller: "AI-CXR", purpose: nil, site: "RSCH", rules: set) == nil)
+        #expect(PartyAccess.decide(.store, caller: "AI-CXR", purpose: "ai-triage", site: "RSCH", rules: set) == nil)
+        #expect(PartyAccess.decide(.store, caller: "AI-CXR", purpose: "direct-care", site: "RSCH", rules: set) == .peer("AI-CXR"))
+        // QVH sends AI-CXR nothing: nothing may come back to it.
+        #expect(PartyAccess.decide(.store, caller: "AI-CXR", purpose: nil, site: "QVH", rules: set) == .peer("AI-CXR"))
+        // Results back opens storing only: never retrieving, searching or looking up.
+        for act in [PartyAccess.Act.retrieve, .search, .listInstances] {
+            #expect(PartyAccess.decide(act, caller: "AI-CXR", purpose: "ai-triage", site: "RSCH", rules: set) == .peer("AI-CXR"))
+        }
+        #expect(PartyAccess.decide(.lookup, caller: "AI-CXR", purpose: "ai-triage", site: nil, rules: set) == .peer("AI-CXR"))
+        // Without the clause, a peer stores nothing anywhere.
+        let closed = try #require(RuleSetLoader.load(sources: [(key: "consortium.rules", value: Self.withoutResultsBack)]).ruleSet)
+        #expect(PartyAccess.decide(.store, caller: "AI-CXR", purpose: nil, site: "RSCH", rules: closed) == .peer("AI-CXR"))
+    }
+}
