@@ -149,4 +149,70 @@ struct ResultsBackTests {
         }
         #expect(cleared)
     }
+
+    /// A study RSCH sent ASPH goes from ASPH to the AI service; the service's report comes back
+    /// to ASPH and, because a rule there says `push to origin`, on to RSCH, which holds the
+    /// original — the report alone, not the study RSCH already has.
+    @Test func aReportOnAStudyFromAnotherTrustGoesBackToThatTrustToo() throws {
+        let rules = """
+            peer AI-CXR "Chest X-ray AI test service" roles ai
+
+            agreement "AI triage" {
+              purposes ai-triage
+              from ASPH
+              to AI-CXR
+              results back
+            }
+
+            rule "Everything to ASPH" {
+              purpose direct-care
+              at RSCH
+              on instance-arrival
+              when origin is local
+              push to ASPH
+            }
+
+            rule "Studies from RSCH to the AI" {
+              purpose ai-triage
+              at ASPH
+              on instance-arrival
+              when origin is received from RSCH
+              push to AI-CXR expect result within 10 min
+            }
+
+            rule "AI reports to the trust that holds the study" {
+              purpose direct-care
+              at ASPH
+              on instance-arrival
+              when origin is received from AI-CXR
+              push to origin priority urgent
+            }
+            """
+        let consortium = try TestConsortium(members: ["RSCH", "ASPH"], rules: rules)
+        let peer = try consortium.pki.site("AI-CXR")
+        let ai = try ReceiverProcess(store: consortium.root.path + "/ai-store", pki: consortium.pki, identity: peer)
+        defer { _ = ai.stop() }
+        let rschPort = try OrthancInteropTests.freePort()
+        let asph = try consortium.site("ASPH", peers: ["AI-CXR": ai.port, "RSCH": rschPort])
+        let rsch = try consortium.site("RSCH", port: rschPort, peers: ["ASPH": asph.port])
+        try asph.start()
+        defer { asph.stop() }
+        try rsch.start()
+        defer { rsch.stop() }
+        let study = try AgentTests.synth(into: rsch.watch, seed: 293, instances: 2, description: "XR CHEST PA")
+        let atAI = AgentSite.eventually(within: 60, "the study at the AI service, by way of ASPH", logs: [rsch, asph]) {
+            ((try? FileManager.default.contentsOfDirectory(atPath: ai.store + "/" + study)) ?? []).filter { $0.hasSuffix(".dcm") }.count == 2
+        }
+        try #require(atAI)
+        let report = try Self.answer(ai.store + "/" + study, to: asph, as: peer, ca: consortium.pki.ca)
+        #expect(report["status"] as? Int == 200, "\(report)")
+        let sop = try #require(report["sop"] as? String)
+        let atRSCH = AgentSite.eventually(within: 60, "the report at RSCH", logs: [rsch, asph]) {
+            rsch.received.contains("\(study)/\(sop).dcm")
+        }
+        #expect(atRSCH, "\(rsch.received)")
+        // Only the report went back: RSCH's own images were not sent to it again.
+        let back = try asph.queue().filter { $0["peer"] as? String == "RSCH" }
+        #expect(back.count == 1 && back.first?["instances_total"] as? Int == 1, "\(back)")
+    }
 }

@@ -81,4 +81,55 @@ struct ResultsBackRulesTests {
         let closed = try #require(RuleSetLoader.load(sources: [(key: "consortium.rules", value: Self.withoutResultsBack)]).ruleSet)
         #expect(PartyAccess.decide(.store, caller: "AI-CXR", purpose: nil, site: "RSCH", rules: closed) == .peer("AI-CXR"))
     }
+
+    /// ASPH sent a study it received from RSCH to the AI service; the service's report on it
+    /// goes back to RSCH, which holds the original, when a rule says `push to origin`.
+    @Test func aResultGoesBackToTheTrustThatHoldsTheOriginalWhenARuleSaysSo() throws {
+        let rules = try engine("""
+            rule "AI reports to the trust that holds the study" {
+              purpose direct-care
+              at ASPH
+              on instance-arrival
+              when origin is received from AI-CXR
+              push to origin priority urgent
+            }
+            """)
+        func planned(_ studyOrigin: Origin?) -> [PlannedAction] {
+            rules.evaluate(RoutingEvent(
+                kind: .instanceArrived, header: header(["Modality": "SR"]), origin: .received(from: "AI-CXR"), site: "ASPH", now: testNow, studyOrigin: studyOrigin))
+        }
+        #expect(planned(.received(from: "RSCH")).map(\.destinations) == [["RSCH"]])
+        #expect(planned(.received(from: "RSCH")).first?.scheduling.priority == .urgent)
+        // ASPH's own study, or one whose origin is not a trust: nowhere to send it.
+        #expect(planned(.local).isEmpty)
+        #expect(planned(nil).isEmpty)
+        // At study-stable the event's origin is the study's: the original's trust, named on
+        // purpose, is not refused as a send-back (the store sends it only what it lacks).
+        let stable = try engine("""
+            rule "AI reports back, when the study is quiet" {
+              purpose direct-care
+              at ASPH
+              on study-stable
+              when origin is received
+              push to origin
+            }
+            """)
+        #expect(stable.evaluate(event(.studyStable, ["Modality": "DX"], site: "ASPH", origin: .received(from: "UHSX"))).map(\.destinations) == [["UHSX"]])
+        // No agreement for the purpose from ASPH to the original's trust: refused when it fires.
+        let research = try engine("""
+            rule "x" {
+              purpose ai-triage
+              at ASPH
+              on instance-arrival
+              when origin is received from AI-CXR
+              push to origin
+            }
+            """)
+        #expect(research.evaluate(RoutingEvent(
+            kind: .instanceArrived, header: header(["Modality": "SR"]), origin: .received(from: "AI-CXR"), site: "ASPH", now: testNow,
+            studyOrigin: .received(from: "RSCH"))).isEmpty)
+        // `origin` is a word of the language: no member or group may take it.
+        let declared = load("group origin = RSCH, UHSX\n")
+        #expect(declared.errors.contains { $0.message.contains("origin is a word of the rules language") }, "\(declared.report())")
+    }
 }

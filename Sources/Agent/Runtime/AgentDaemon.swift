@@ -407,6 +407,10 @@ public final class AgentDaemon: @unchecked Sendable {
         let now = clock.now
         var batch: [AgentStore.Taken] = []
         let known = try store.origins(of: placed.map(\.sopInstanceUID))
+        // Where each study came from, when it is known here already: a report from an AI
+        // service on a study received from another trust may go back to that trust (`push to
+        // origin`).
+        let studyOrigins = try store.studyOrigins(Array(Set(placed.map(\.studyInstanceUID))))
         var studies: [String: (instances: Int, nhs: String?, patient: String?)] = [:]
         for instance in placed {
             if known[instance.sopInstanceUID] != nil { continue }
@@ -415,7 +419,8 @@ public final class AgentDaemon: @unchecked Sendable {
             var item = AgentStore.Taken(
                 sop: instance.sopInstanceUID, study: facts, series: header.string(Tag(0x0020, 0x000E)),
                 path: instance.path, size: instance.size, mtime: Self.mtime(instance.path), origin: origin, jobs: [])
-            item.jobs = ingest.plan(.instanceArrived, header: header, origin: .received(from: origin), now: now)
+            let studyOrigin = studyOrigins[instance.studyInstanceUID].map { $0 == "local" ? Origin.local : .received(from: $0) }
+            item.jobs = ingest.plan(.instanceArrived, header: header, origin: .received(from: origin), now: now, studyOrigin: studyOrigin)
             // Empty for a rewritten instance: hashed when a manifest first needs it.
             item.sha256 = instance.sha256.isEmpty ? nil : instance.sha256
             item.sentSHA256 = instance.sentSHA256

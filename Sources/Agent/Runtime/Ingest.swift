@@ -200,8 +200,8 @@ final class Ingest: @unchecked Sendable {
 
     /// The jobs the rules plan for an event: pushes to peers and deliveries to local targets.
     /// (Prefetch and gather come with the coordinator.)
-    func plan(_ kind: RoutingEvent.Kind, header: DataSet, origin: Origin, now: Double) -> [AgentStore.NewJob] {
-        let actions = rules.engine.evaluate(RoutingEvent(kind: kind, header: header, origin: origin, site: trust, now: Int64(now)))
+    func plan(_ kind: RoutingEvent.Kind, header: DataSet, origin: Origin, now: Double, studyOrigin: Origin? = nil) -> [AgentStore.NewJob] {
+        let actions = rules.engine.evaluate(RoutingEvent(kind: kind, header: header, origin: origin, site: trust, now: Int64(now), studyOrigin: studyOrigin))
         return Self.jobs(for: actions, now: now, log: log)
     }
 

@@ -205,6 +205,19 @@ public final class AgentStore: @unchecked Sendable {
     }
 
     /// The origins of the instances already held among these SOP Instance UIDs.
+    /// The origin of each study the inventory knows among `uids` ("local", or the trust it was
+    /// received from first).
+    public func studyOrigins(_ uids: [String]) throws -> [String: String] {
+        try readBatch {
+            let query = try db.prepare("SELECT origin FROM studies WHERE uid = ?1")
+            var out: [String: String] = [:]
+            for uid in uids {
+                if let origin = try query.first([.text(uid)], { $0.text(0) }) ?? nil { out[uid] = origin }
+            }
+            return out
+        }
+    }
+
     public func origins(of sops: [String]) throws -> [String: String] {
         try readBatch {
             let query = try db.prepare("SELECT origin FROM instances WHERE sop = ?1")

@@ -57,6 +57,10 @@ struct RuleChecker {
 
     private mutating func checkDeclarations() {
         var seen: [String: SourceLocation] = [:]
+        for (name, location) in rules.members.map({ ($0.code, $0.location) }) + rules.groups.map({ ($0.name, $0.location) })
+        where [RuleSet.studyOriginName, "any-member", "all-members"].contains(name) {
+            error(location, "\(name) is a word of the rules language, not a name to declare", hint: "push to origin means the trust a study came from")
+        }
         for member in rules.members {
             if let first = seen[member.code] { error(member.location, "\(member.code) is declared twice", hint: "first at \(first)") }
             seen[member.code] = member.location
@@ -103,7 +107,9 @@ struct RuleChecker {
             switch action {
             case .push(let destinations, _):
                 if isList { error(location, "push has nothing to send in a list rule", hint: "list rules gather imaging: gather imaging to host") }
-                let expanded = destinations.flatMap { resolve($0, at: location, in: rule) }
+                // `origin` is the study's own source, known when the rule fires: the engine
+                // checks the agreement then.
+                let expanded = destinations.filter { $0 != RuleSet.studyOriginName }.flatMap { resolve($0, at: location, in: rule) }
                 for site in sites {
                     for destination in expanded where destination != site
                         && !rules.permits(from: site, to: destination, purpose: rule.purpose)

@@ -42,13 +42,25 @@ public struct RoutingEvent: Sendable {
     public var site: String
     /// Seconds since 1970-01-01 UTC.
     public var now: Int64
+    /// Where the instance's study came from, when that differs from where the instance did: an
+    /// AI service's report (origin: the service) on a study received from another trust. What
+    /// `push to origin` sends to.
+    public var studyOrigin: Origin?
 
-    public init(kind: Kind, header: DataSet?, origin: Origin, site: String, now: Int64) {
+    public init(kind: Kind, header: DataSet?, origin: Origin, site: String, now: Int64, studyOrigin: Origin? = nil) {
         self.kind = kind
         self.header = header
         self.origin = origin
         self.site = site
         self.now = now
+        self.studyOrigin = studyOrigin
+    }
+
+    /// The trust the study came from, if it came from another one.
+    var studySource: String? {
+        if case .received(let from)? = studyOrigin { return from }
+        if case .received(let from) = origin { return from }
+        return nil
     }
 
     var triggerKind: String {
@@ -234,9 +246,21 @@ public struct RuleEngine: Sendable {
             switch action {
             case .push(let names, let scheduling):
                 var destinations: [String] = []
-                for peer in names.flatMap({ expand($0) }) where !destinations.contains(peer) {
+                // `origin`: the trust the study came from (results going back to the trust that
+                // holds the original) — named on purpose, so not refused as a send-back; only
+                // what that trust lacks is sent (an instance never goes back where it came from).
+                var origin: String?
+                if names.contains(RuleSet.studyOriginName) {
+                    if let source = event.studySource, ruleSet.member(source)?.isTrust == true {
+                        origin = source
+                    } else {
+                        refused?("push to origin: the study is this trust's own, or did not come from a trust")
+                    }
+                }
+                let named = names.flatMap { $0 == RuleSet.studyOriginName ? (origin.map { [$0] } ?? []) : expand($0) }
+                for peer in named where !destinations.contains(peer) {
                     if peer == event.site { continue }
-                    if peer == cameFrom {
+                    if peer == cameFrom && peer != origin {
                         refused?("not sent back to \(peer), where the study came from")
                         continue
                     }

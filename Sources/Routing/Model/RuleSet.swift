@@ -15,6 +15,9 @@ public struct RuleSet: Sendable {
 
     public func member(_ code: String) -> Member? { members.first { $0.code == code } }
 
+    /// `push to origin`: the trust the study came from, decided per study when the rule fires.
+    public static let studyOriginName = "origin"
+
     /// Peer codes a name stands for: a member itself, or a group's members (recursively), each
     /// once, in the order written. A group that includes itself (directly or through another
     /// group) is expanded once and the cycle ignored here; the checker reports it as an error,

@@ -22,7 +22,7 @@ import DICOM
 ///           | ATTRIBUTE within [the] last DURATION | origin is local | origin is received [from NAMES]
 ///           | host in (NAMES)
 ///     ATTRIBUTE := Keyword | (gggg,eeee) | ATTRIBUTE / ATTRIBUTE   (into sequences)
-///     ACTION := push to NAMES SCHEDULING
+///     ACTION := push to NAMES SCHEDULING          (NAMES may say origin: the trust the study came from)
 ///             | prefetch priors [from any member | from NAMES] [same modality] [same body-part]
 ///               [within DURATION] [at most N] [newest first] SCHEDULING
 ///             | deliver to [local] TARGET SCHEDULING
