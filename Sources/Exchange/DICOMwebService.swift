@@ -31,9 +31,10 @@ public struct DICOMwebService: Sendable {
     public var stored: (@Sendable (Received, StowIngest) throws -> Void)?
     /// Where this site already holds an instance outside the store (`StowIngest.heldElsewhere`).
     public var heldElsewhere: (@Sendable (String) -> String?)?
-    /// How each received instance is placed, given who sent it (its certificate's CN): as sent,
-    /// in this trust's identity, or held (`StowIngest.placement`).
-    public var placement: (@Sendable (_ sender: String, DataSet) -> StowIngest.Placement)?
+    /// How each instance a sender (its certificate's CN) sends is placed: as sent, in this
+    /// trust's identity, held or refused (`StowIngest.placement`); nil for a sender whose
+    /// instances are all placed as sent, which lets them be written around the page cache.
+    public var placement: (@Sendable (_ sender: String) -> (@Sendable (DataSet) -> StowIngest.Placement)?)?
     /// The SOP Instance UIDs held of a study, for QIDO-RS at instance level (default: the files
     /// in the store; the agent answers from its inventory, which knows its archive too).
     public var instancesOf: (@Sendable (String) -> [String])?
@@ -143,7 +144,7 @@ public struct DICOMwebService: Sendable {
         // StowIngest throws HTTPError: the status it throws is the one answered.
         let ingest = try StowIngest(inbound: store, staging: store + "/.staging", boundary: boundary, baseURL: baseURL)
         ingest.heldElsewhere = heldElsewhere
-        if let placement { ingest.placement = { placement(who, $0) } }
+        if let decide = placement?(who) { ingest.placement = decide }
         // The sending agent's word for the work (X-Consort-Priority): a bulk or normal transfer
         // leaves the CPU to urgent ones first on this connection's thread (for good: a sender
         // keeps its urgent connection apart), and a bulk transfer's data goes to the disk in the

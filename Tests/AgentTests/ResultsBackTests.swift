@@ -39,8 +39,15 @@ struct ResultsBackTests {
         return data
     }
 
-    static func decide(_ data: DataSet) -> ResultCheck.Verdict {
-        ResultCheck.decide(data, from: "AI-CXR", trust: "RSCH") { $0 == sent.study ? sent : nil }
+    /// Held at RSCH: the study sent, and another patient's study never sent anywhere.
+    static let heldHere: Set<String> = [sent.study, "2.25.4242"]
+
+    static func decide(_ data: DataSet, sentAs purpose: String = "ai-triage") -> ResultCheck.Verdict {
+        var pushed = sent
+        pushed.purpose = purpose
+        return ResultCheck.decide(
+            data, from: "AI-CXR", trust: "RSCH", sent: { $0 == sent.study ? [pushed] : [] }, resultsBack: { $0 == "ai-triage" },
+            heldHere: { heldHere.contains($0) })
     }
 
     @Test func aReportInTheStudySentOrNamingItInItsEvidenceIsAResult() {
@@ -76,6 +83,16 @@ struct ResultsBackTests {
         #expect(otherIssuer != nil)
         let nobody = refusal(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: Self.sent.study]))
         #expect(nobody?.contains("names no patient") == true, "\(nobody ?? "accepted")")
+        // Naming the study sent in its evidence, but itself in another study held here (another
+        // patient's): it would be filed there. Refused.
+        let intoAnother = refusal(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: "2.25.4242", .patientID: "RSCH0001"], evidence: [Self.sent.study]))
+        #expect(intoAnother?.contains("its own study 2.25.4242 is another study held at RSCH") == true, "\(intoAnother ?? "accepted")")
+        // Sent to the peer for a purpose whose agreement does not say results back.
+        if case .refused(let why) = Self.decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: Self.sent.study, .patientID: "RSCH0001"]), sentAs: "research") {
+            #expect(why.contains("went to AI-CXR for research (rule \"AI\"), and no agreement for that purpose says results back"), "\(why)")
+        } else {
+            Issue.record("a result for a study sent under an agreement without results back was accepted")
+        }
     }
 
     // MARK: - The spool
@@ -106,15 +123,16 @@ struct ResultsBackTests {
         let path = Self.scratch()
         defer { Self.remove(path) }
         let store = try AgentStore(path: path)
-        #expect(try store.sentStudy("1.2.826.0.1.7", to: "AI-CXR") == nil)
+        #expect(try store.sentStudies("1.2.826.0.1.7", to: "AI-CXR").isEmpty)
         // Queued but nothing acknowledged: not sent yet, so nothing may come back for it.
         try store.record(taken: [Self.taken("1.2.826.0.1.7.1", study: "1.2.826.0.1.7")], problems: [], now: 100)
-        #expect(try store.sentStudy("1.2.826.0.1.7", to: "AI-CXR") == nil)
+        #expect(try store.sentStudies("1.2.826.0.1.7", to: "AI-CXR").isEmpty)
+        #expect(try store.holdsStudy("1.2.826.0.1.7") && !store.holdsStudy("2.25.404"))
         let job = try #require(try store.jobs().first)
         _ = try store.start(job: job.id, now: 100)
         try store.recordAnswers(job: job.id, acknowledged: ["1.2.826.0.1.7.1"], refused: [], attempt: (100, 101, 1000, "1 stored"))
-        #expect(try store.sentStudy("1.2.826.0.1.7", to: "AI-CXR") == Self.sent)
-        #expect(try store.sentStudy("1.2.826.0.1.7", to: "UHSX") == nil, "sent to AI-CXR, not to UHSX")
+        #expect(try store.sentStudies("1.2.826.0.1.7", to: "AI-CXR") == [Self.sent])
+        #expect(try store.sentStudies("1.2.826.0.1.7", to: "UHSX").isEmpty, "sent to AI-CXR, not to UHSX")
         #expect(try store.finish(job: job.id, now: 101, deliveredLate: nil) == "done")
 
         try store.recordResults([("2.25.501", "1.2.826.0.1.7", "1.2.826.0.1.7")], from: "AI-CXR", now: 200)
@@ -148,6 +166,31 @@ struct ResultsBackTests {
         #expect(try store.overdueResults().isEmpty)
     }
 
+    /// A push that failed with one instance refused for good still delivered the rest: its
+    /// result is awaited and alarmed like a done one's. A push reopened by new instances
+    /// expects a result afresh, even if one came for what it delivered before.
+    @Test func aPartlyRefusedPushIsWatchedAndAReopenedOneExpectsAResultAfresh() throws {
+        let path = Self.scratch()
+        defer { Self.remove(path) }
+        let store = try AgentStore(path: path)
+        try store.record(taken: [Self.taken("2.25.40.1", study: "2.25.40"), Self.taken("2.25.40.2", study: "2.25.40")], problems: [], now: 1000)
+        let job = try #require(try store.jobs().first)
+        _ = try store.start(job: job.id, now: 1000)
+        try store.recordAnswers(job: job.id, acknowledged: ["2.25.40.1"], refused: [("2.25.40.2", "refused")], attempt: (1000, 1000, 1000, "1 stored, 1 refused"))
+        #expect(try store.finish(job: job.id, now: 1000, deliveredLate: nil) == "failed")
+        #expect(try store.resultCounts()["AI-CXR"]?.awaited == 1)
+        #expect(try store.resultsNewlyOverdue(now: 2800).map(\.job) == [job.id])
+        // The result comes; then a third instance reopens the push, which delivers it.
+        try store.recordResults([("2.25.40.99", "2.25.40", "2.25.40")], from: "AI-CXR", now: 1500)
+        #expect(try store.resultCounts()["AI-CXR"]?.awaited == 0)
+        try store.record(taken: [Self.taken("2.25.40.3", study: "2.25.40")], problems: [], now: 2000)
+        _ = try store.start(job: job.id, now: 2000)
+        try store.recordAnswers(job: job.id, acknowledged: ["2.25.40.3"], refused: [], attempt: (2000, 2000, 1000, "1 stored"))
+        _ = try store.finish(job: job.id, now: 2000, deliveredLate: nil)
+        #expect(try store.resultCounts()["AI-CXR"]?.awaited == 1, "the reopened push awaits a result for what it delivered since")
+        #expect(try store.resultsNewlyOverdue(now: 3800).map(\.job) == [job.id])
+    }
+
     /// The study is stable again once the AI's report has joined it, and its push rule fires
     /// again: the report must not go back to the AI service it came from.
     @Test func aResultIsNotSentBackToThePeerItCameFrom() throws {
@@ -172,7 +215,9 @@ struct ResultsBackTests {
         defer { Self.remove(path) }
         do {
             let db = try Database(path: path)
-            try db.execute(AgentStore.schema.replacingOccurrences(of: "expect_result REAL, result_at REAL, result_alarm REAL,\n", with: ""))
+            let older = AgentStore.schema.replacingOccurrences(of: "expect_result REAL, result_at REAL, result_alarm REAL,\n", with: "")
+            try #require(older != AgentStore.schema, "the schema no longer has the columns this test removes")
+            try db.execute(older)
             try db.execute("INSERT INTO jobs (kind, destination, study, rule, purpose, priority, created, state, next_attempt, finished) VALUES ('push', 'AI-CXR', '2.25.1', 'AI', 'ai-triage', 1, 1, 'done', 1, 1)")
             try db.execute("PRAGMA user_version = 6")
         }

@@ -23,7 +23,7 @@ struct ResultsBackTests {
         rule "Studies to the AI" {
           purpose ai-triage
           at RSCH
-          on instance-arrival
+          on study-stable after 2 s
           when origin is local
           push to AI-CXR priority normal expect result within 20 s
         }
@@ -93,12 +93,14 @@ struct ResultsBackTests {
         ])
         let studies = try #require(try JSONSerialization.jsonObject(with: Data(found.stdout.utf8)) as? [[String: Any]], "\(found.stdout)")
         #expect(studies.count == 1, "\(found.stdout)")
+        // (Orthanc keys a study by its patient and its UID: the report filed under another
+        // patient would be a second study.)
         let series = studies.first?["Series"] as? [String] ?? []
         #expect(series.count == 2, "the image series and the report's: \(found.stdout)")
-        let original = try OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/dicom-web/studies?StudyInstanceUID=\(answered)&includefield=00100020"])
-        let reportTags = try OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/dicom-web/studies/\(answered)/series?Modality=SR&includefield=00100020"])
-        #expect(original.stdout.contains("RSCH") || original.stdout.contains("00100020"), "\(original.stdout)")
-        #expect(reportTags.stdout.contains("\"SR\""), "\(reportTags.stdout)")
+        let patient = try #require(report["patient"] as? String)
+        #expect(!patient.isEmpty && (studies.first?["PatientMainDicomTags"] as? [String: Any])?["PatientID"] as? String == patient, "\(found.stdout)")
+        let reportSeries = try OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/dicom-web/studies/\(answered)/series?Modality=SR"])
+        #expect(reportSeries.stdout.contains("\"SR\""), "\(reportSeries.stdout)")
 
         // A report on a study never sent to AI-CXR: refused, with the reason and 0xA900.
         let stray = try Self.answer(ai.store + "/" + answered, to: rsch, as: peer, ca: consortium.pki.ca, otherStudy: true)
@@ -136,6 +138,17 @@ struct ResultsBackTests {
             && ($0["detail"] as? String ?? "").contains("Studies to the AI") })
         #expect(audit.contains { $0["who"] as? String == "AI-CXR" && $0["action"] as? String == "refused" && ($0["detail"] as? String ?? "").contains(straySOP) })
 
+        // The study was stable again once the report joined it, and its push rule fired again:
+        // the report was not sent back to the service it came from.
+        let refired = AgentSite.eventually(within: 30, "the study's stable rules fired again after the report", logs: [rsch]) {
+            rsch.log.split(separator: "\n").filter { $0.contains("study stable: jobs queued") && $0.contains(answered) }.count >= 2
+        }
+        #expect(refired)
+        // A peer that sends results back stores results, nothing else: not a study manifest.
+        let manifest = try TrustBoundaryTests.request(
+            "\(rsch.url)/consort/v1/studies/\(answered)/manifest", as: peer, ca: consortium.pki.ca, purpose: "ai-triage", method: "PUT",
+            extra: ["-H", "Content-Type: application/json", "-d", #"{"final":true,"instances":[]}"#])
+        #expect(manifest.status == 403 && manifest.body.contains("is a peer"), "\(manifest)")
         // The report was delivered to the PACS, and never sent back to the service.
         let queue = try rsch.queue()
         #expect(queue.contains { $0["kind"] as? String == "deliver" && $0["state"] as? String == "done" && $0["instances_sent"] as? Int == 1 }, "\(queue)")

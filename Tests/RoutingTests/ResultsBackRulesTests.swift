@@ -59,6 +59,11 @@ struct ResultsBackRulesTests {
         #expect(zero.errors.contains { $0.message.contains("can never be met") }, "\(zero.report())")
         let typo = load("rule \"x\" {\n  purpose ai-triage\n  at RSCH\n  on study-stable\n  push to AI-CXR expect results within 5 min\n}")
         #expect(typo.errors.contains { $0.message.contains("expected \"result\"") && "\($0.location.line):\($0.location.column)" == "5:25" }, "\(typo.report())")
+        // Results come back from peers: not from a trust, nor from a study's origin.
+        for destination in ["UHSX", "origin"] {
+            let toTrust = load("rule \"x\" {\n  purpose direct-care\n  at ASPH\n  on study-stable\n  push to \(destination) expect result within 5 min\n}")
+            #expect(toTrust.errors.contains { $0.message.contains("expect result names \(destination), a trust") }, "\(toTrust.report())")
+        }
         let clause = RuleSetLoader.load(sources: [(key: "c.rules", value: "member A \"A\"\npeer P \"P\"\nagreement \"x\" {\n  purposes p\n  from A\n  to P\n  results backwards\n}")])
         #expect(clause.errors.contains { $0.message.contains("expected \"back\"") && $0.location.line == 7 }, "\(clause.report())")
     }

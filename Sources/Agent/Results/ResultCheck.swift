@@ -89,8 +89,13 @@ public enum ResultCheck {
     }
 
     /// The verdict on one object `peer` sent. `sent(study)`: what this trust sent that peer of
-    /// the study, or nil.
-    public static func decide(_ header: DataSet, from peer: String, trust: String, sent: (String) -> SentStudy?) -> Verdict {
+    /// the study (every push, some of it acknowledged, of a study still held here);
+    /// `resultsBack(purpose)`: whether an agreement with `results back` covers pushes to that
+    /// peer for the purpose; `heldHere(study)`: whether this trust holds a study by that UID.
+    public static func decide(
+        _ header: DataSet, from peer: String, trust: String, sent: (String) throws -> [SentStudy], resultsBack: (String) -> Bool,
+        heldHere: (String) throws -> Bool
+    ) rethrows -> Verdict {
         let classUID = header.string(.sopClassUID) ?? ""
         guard isResultClass(classUID) else {
             return .refused("an object of SOP class \(classUID) is not a result: \(peer) may send back \(resultClasses.map(\.name).joined(separator: ", "))")
@@ -98,17 +103,29 @@ public enum ResultCheck {
         let studies = referencedStudies(header)
         let own = header.string(.studyInstanceUID) ?? ""
         var found: (SentStudy, Reference)?
+        var notCovered: SentStudy?
         for study in studies.prefix(50) {
-            if let sentStudy = sent(study) {
-                found = (sentStudy, study == own ? .sameStudy : .evidence)
+            let pushes = try sent(study)
+            if let covered = pushes.first(where: { resultsBack($0.purpose) }) {
+                found = (covered, study == own ? .sameStudy : .evidence)
                 break
             }
+            notCovered = notCovered ?? pushes.first
         }
         guard let (original, reference) = found else {
+            if let notCovered {
+                return .refused(
+                    "study \(notCovered.study) went to \(peer) for \(notCovered.purpose) (rule \"\(notCovered.rule)\"), and no agreement for that purpose says results back")
+            }
             let others = studies.filter { $0 != own }
             return .refused(
                 "it refers to no study \(trust) sent to \(peer): its study \(own)"
                     + (others.isEmpty ? ", and no evidence names another" : "; the evidence names \(others.prefix(5).joined(separator: ", "))"))
+        }
+        // A result naming the study it answers in its evidence goes in that study or in a new
+        // one — never into another study held here (another patient's, perhaps).
+        if reference == .evidence, try heldHere(own) {
+            return .refused("its own study \(own) is another study held at \(trust), not the one it answers (\(original.study))")
         }
         // The same patient as the study here, by number (and issuer, where both name one).
         let patient = header.string(.patientID) ?? ""

@@ -33,15 +33,10 @@ extension AgentDaemon {
     }
 
     func checkResult(_ header: DataSet, from sender: String) throws -> ResultCheck.Verdict {
-        var failure: (any Error)?
-        let verdict = ResultCheck.decide(header, from: sender, trust: configuration.trust) { study in
-            do { return try store.sentStudy(study, to: sender) } catch {
-                failure = error
-                return nil
-            }
-        }
-        if let failure { throw failure }
-        return verdict
+        let trust = configuration.trust, ruleSet = rules.current
+        return try ResultCheck.decide(
+            header, from: sender, trust: trust, sent: { try store.sentStudies($0, to: sender) },
+            resultsBack: { ruleSet.resultsBack(to: trust, from: sender, purpose: $0) }, heldHere: { try store.holdsStudy($0) })
     }
 
     /// The results a peer's request placed: recorded (the push jobs they answer marked

@@ -72,7 +72,8 @@ extension AgentDaemon {
     func refusal(of request: ServerRequest) -> HTTPError? {
         let path = request.head.target.split(separator: "?", maxSplits: 1).first.map(String.init) ?? ""
         let act: PartyAccess.Act
-        switch DICOMwebService.operation(method: request.head.method, path: path) {
+        let operation = DICOMwebService.operation(method: request.head.method, path: path)
+        switch operation {
         case .searchStudies: act = .search
         case .listInstances: act = .listInstances
         case .store: act = .store
@@ -83,7 +84,13 @@ extension AgentDaemon {
         }
         let caller = request.peer?.commonName
         let purpose = request.head.value(ConsortField.purpose)
-        guard let refusal = PartyAccess.decide(act, caller: caller, purpose: purpose, site: configuration.trust, rules: rules.current) else { return nil }
+        let ruleSet = rules.current
+        var refusal = PartyAccess.decide(act, caller: caller, purpose: purpose, site: configuration.trust, rules: ruleSet)
+        // A peer that may send results back stores results (STOW-RS) and nothing else: a study
+        // manifest (what a sending trust says it will deliver) would hold or fire this trust's
+        // stable rules, and its answer says which instances are here.
+        if refusal == nil, operation != .store, let caller, ruleSet.member(caller)?.isTrust == false { refusal = .peer(caller) }
+        guard let refusal else { return nil }
         telemetry.refused(refusal.label)
         let who = caller ?? "(no certificate) \(request.remoteAddress)"
         try? audit.record(AuditEntry(who: who, action: "refused", why: purpose, detail: "\(act.rawValue) \(request.head.method) \(path.prefix(200)): \(refusal)"))

@@ -317,10 +317,13 @@ public final class AgentDaemon: @unchecked Sendable {
         service.heldElsewhere = { sop in try? store.path(ofInstance: sop) }
         // A study from another trust is placed in this trust's identity, or held (issue 25); an
         // object from a peer is a result for a study this trust sent it, or refused (issue 29).
+        // A trust's instances, without identity on delivery, are placed as sent: no hook, so
+        // they are written around the page cache (`StowIngest`).
         let book = identityBook
-        service.placement = { [self] sender, header in
-            if let member = rules.current.member(sender), !member.isTrust { return resultPlacement(sender: sender, header: header) }
-            return book?.placement(sender: sender, header: header) ?? .asSent
+        service.placement = { [self] sender in
+            if let member = rules.current.member(sender), !member.isTrust { return { header in self.resultPlacement(sender: sender, header: header) } }
+            guard let book else { return nil }
+            return { header in book.placement(sender: sender, header: header) }
         }
         service.instancesOf = { study in (try? store.instances(ofStudy: study).map(\.sop)) ?? [] }
         // WADO-RS serves what the inventory holds (the archive and what was received), to a

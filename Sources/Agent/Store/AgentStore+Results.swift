@@ -19,17 +19,24 @@ extension AgentStore {
         CREATE INDEX IF NOT EXISTS jobs_result_overdue ON jobs(destination) WHERE result_alarm IS NOT NULL AND result_at IS NULL;
         """
 
-    /// The study this trust sent `peer` (some of it acknowledged), with the patient as this
-    /// trust holds it: what a result from that peer may refer to. nil: never sent there.
-    public func sentStudy(_ study: String, to peer: String) throws -> ResultCheck.SentStudy? {
+    /// What this trust sent `peer` of a study (each push with some of it acknowledged, oldest
+    /// first), with the patient as this trust holds the study: what a result from that peer may
+    /// refer to. Empty: never sent there, or the study is no longer held here (its row gone
+    /// with its files: there is no study to put a result in, nor a patient to check it by).
+    public func sentStudies(_ study: String, to peer: String) throws -> [ResultCheck.SentStudy] {
         try read {
             try db.prepare("""
-                SELECT j.rule, j.purpose, s.patient_id, s.patient_issuer FROM jobs j LEFT JOIN studies s ON s.uid = j.study
-                WHERE j.study = ?1 AND j.destination = ?2 AND j.kind = 'push' AND j.instances_acked > 0 ORDER BY j.id LIMIT 1
-                """).first([.text(study), .text(peer)]) { row in
+                SELECT j.rule, j.purpose, s.patient_id, s.patient_issuer FROM jobs j JOIN studies s ON s.uid = j.study
+                WHERE j.study = ?1 AND j.destination = ?2 AND j.kind = 'push' AND j.instances_acked > 0 ORDER BY j.id
+                """).rows([.text(study), .text(peer)]) { row in
                 ResultCheck.SentStudy(study: study, patientID: row.text(2), issuer: row.text(3), rule: row.text(0) ?? "", purpose: row.text(1) ?? "")
             }
         }
+    }
+
+    /// Whether the inventory holds a study by this UID.
+    public func holdsStudy(_ study: String) throws -> Bool {
+        try read { try db.prepare("SELECT 1 FROM studies WHERE uid = ?1").first([.text(study)]) { _ in true } ?? false }
     }
 
     /// A result recorded: the instance (placed and in the inventory already), the study it
@@ -79,13 +86,17 @@ extension AgentStore {
         public var due: Double
     }
 
-    /// Pushes done whose result is due by `now` and has not come, not yet alarmed.
+    /// A push finished having delivered something: done, or failed with an instance refused
+    /// for good (the peer has the rest, and may answer on it).
+    static let delivered = "state IN ('done', 'failed') AND instances_acked > 0"
+
+    /// Pushes delivered whose result is due by `now` and has not come, not yet alarmed.
     public func resultsNewlyOverdue(now: Double) throws -> [OverdueResult] {
         try read {
             try db.prepare("""
                 SELECT id, study, destination, rule, finished + expect_result FROM jobs
-                WHERE expect_result IS NOT NULL AND result_at IS NULL AND result_alarm IS NULL AND finished IS NOT NULL AND state = 'done'
-                  AND finished + expect_result <= ?1 ORDER BY finished LIMIT 1000
+                WHERE expect_result IS NOT NULL AND result_at IS NULL AND result_alarm IS NULL AND finished IS NOT NULL
+                  AND \(Self.delivered) AND finished + expect_result <= ?1 ORDER BY finished LIMIT 1000
                 """).rows([.real(now)]) { OverdueResult(job: $0.int(0), study: $0.text(1) ?? "", peer: $0.text(2) ?? "", rule: $0.text(3) ?? "", due: $0.double(4)) }
         }
     }
@@ -98,8 +109,8 @@ extension AgentStore {
         }
     }
 
-    /// Results back, per peer: received and refused (since the spool began), awaited (a push done
-    /// and its result not due yet) and overdue (alarmed, still not come).
+    /// Results back, per peer: received and refused (since the spool began), awaited (a push
+    /// delivered and its result not due yet) and overdue (alarmed, still not come).
     public struct ResultCounts: Sendable, Equatable {
         public var received = 0
         public var refused = 0
@@ -119,7 +130,10 @@ extension AgentStore {
             for (peer, value) in try db.prepare("SELECT destination, count(*) FROM jobs WHERE result_alarm IS NOT NULL AND result_at IS NULL GROUP BY destination").rows([], { ($0.text(0) ?? "", Int($0.int(1))) }) {
                 counts[peer, default: ResultCounts()].overdue = value
             }
-            for (peer, value) in try db.prepare("SELECT destination, count(*) FROM jobs WHERE expect_result IS NOT NULL AND result_at IS NULL AND result_alarm IS NULL GROUP BY destination").rows([], { ($0.text(0) ?? "", Int($0.int(1))) }) {
+            for (peer, value) in try db.prepare("""
+                SELECT destination, count(*) FROM jobs WHERE expect_result IS NOT NULL AND result_at IS NULL AND result_alarm IS NULL AND finished IS NOT NULL
+                  AND \(Self.delivered) GROUP BY destination
+                """).rows([], { ($0.text(0) ?? "", Int($0.int(1))) }) {
                 counts[peer, default: ResultCounts()].awaited = value
             }
             return counts

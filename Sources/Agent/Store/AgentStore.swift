@@ -413,7 +413,8 @@ public final class AgentStore: @unchecked Sendable {
             } else {
                 try db.prepare("""
                     INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt, detail, expect_result)
-                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', max(?9, coalesce(?11, ?9)), ?10, ?12) ON CONFLICT(rule, destination, study) DO NOTHING
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', max(?9, coalesce(?11, ?9)), ?10, ?12)
+                    ON CONFLICT(rule, destination, study) DO UPDATE SET expect_result = excluded.expect_result WHERE expect_result IS NOT excluded.expect_result
                     """
                 ).run([.text(job.kind.rawValue), .text(job.destination), .text(study), .text(job.rule), .text(job.purpose), .integer(Int64(job.priority.rawValue)),
                         job.window.map { .text($0.description) } ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now), job.search.map { .text($0.stored) } ?? .null,
@@ -440,7 +441,11 @@ public final class AgentStore: @unchecked Sendable {
             if added > 0 && known[key + "\u{2}"] == nil {
                 // Done or failed earlier: the new instances bring it back (once a batch is enough).
                 // Its age starts again: new work for an old study is not "past max-age".
-                try db.prepare("UPDATE jobs SET state = 'queued', finished = NULL, created = ?2, next_attempt = min(next_attempt, ?2) WHERE id = ?1 AND state IN ('done', 'failed')")
+                // A push that expects a result expects one for what it delivers now, afresh.
+                try db.prepare("""
+                    UPDATE jobs SET state = 'queued', finished = NULL, created = ?2, next_attempt = min(next_attempt, ?2), result_at = NULL, result_alarm = NULL
+                    WHERE id = ?1 AND state IN ('done', 'failed')
+                    """)
                     .run([.integer(id), .real(now)])
                 known[key + "\u{2}"] = id
                 touched += 1

@@ -120,8 +120,18 @@ struct RuleChecker {
                 checkSendBack(rule, destinations: Set(expanded), at: location)
                 if let seconds = scheduling.expectResultSeconds {
                     if seconds <= 0 { error(location, "expect result within 0 s can never be met", hint: "give the time a result takes, e.g. expect result within 30 min") }
+                    // Results come back from peers (AI services), whose results the receiver
+                    // checks and counts; a trust sends imaging, not results.
+                    let trusts = destinations.flatMap { name in
+                        name == RuleSet.studyOriginName ? [name] : (rules.expand(name) ?? []).filter { rules.member($0)?.isTrust == true }
+                    }
+                    for trust in trusts {
+                        error(location, "expect result names \(trust), a trust: results come back from peers such as AI services",
+                              hint: "expect result belongs to a push to a peer whose agreement says results back")
+                    }
                     for site in sites {
-                        for destination in expanded where destination != site && !rules.resultsBack(to: site, from: destination, purpose: rule.purpose) {
+                        for destination in expanded
+                        where destination != site && rules.member(destination)?.isTrust != true && !rules.resultsBack(to: site, from: destination, purpose: rule.purpose) {
                             error(
                                 location, "\(destination) may not send results back to \(site) for \(rule.purpose): no agreement covering the push says results back",
                                 hint: "add results back to the agreement that lets \(site) send to \(destination), or drop expect result")

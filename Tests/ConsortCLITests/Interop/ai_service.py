@@ -8,8 +8,8 @@ STUDY_FOLDER: the instances of one study as the service received them. The repor
 study's patient module and Study Instance UID, and lists every instance in its Current
 Requested Procedure Evidence Sequence, as IHE AI Results asks. `--other-study`: the same report
 but in a new study that nothing names (a result for a study never sent). Prints one JSON line:
-{"status": HTTP status, "sop": the report's SOP Instance UID, "study": its study, "body": the
-answer}.
+{"status": HTTP status, "sop": the report's SOP Instance UID, "study": its study, "patient": its
+Patient ID, "body": the answer}.
 """
 
 import glob
@@ -110,7 +110,7 @@ def main():
     folder, url, cert, key, ca = sys.argv[1:6]
     sr, body = report(folder, "--other-study" in sys.argv[6:])
     status, text = post(url, body, cert, key, ca)
-    print(json.dumps({"status": status, "sop": sr.SOPInstanceUID, "study": sr.StudyInstanceUID, "body": text}))
+    print(json.dumps({"status": status, "sop": sr.SOPInstanceUID, "study": sr.StudyInstanceUID, "patient": str(sr.get("PatientID", "")), "body": text}))
 
 
 if __name__ == "__main__":
