@@ -106,6 +106,14 @@ public struct Deidentifier: Sendable {
         return out
     }
 
+    /// Writes the Part 10 file `source` de-identified at `target`, streaming: the header changed
+    /// in memory, the pixel data and other bulk values copied from the source as they are
+    /// (`StreamingRewrite`: little-endian uncompressed sources; others are refused with
+    /// `.unsupportedTransferSyntax`). Durable when it returns.
+    public func write(_ source: String, to target: String) throws(DICOMError) {
+        try StreamingRewrite.rewrite(source, to: target, meta: deidentifyMeta, dataSet: { deidentify($0) })
+    }
+
     /// The file meta information for the de-identified data set: its SOP Instance UID mapped.
     public func deidentifyMeta(_ meta: DataSet) -> DataSet {
         var out = meta

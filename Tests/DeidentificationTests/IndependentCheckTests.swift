@@ -70,4 +70,47 @@ struct IndependentCheckTests {
         let check = try Self.run(["python3", Self.here + "/check_deidentified.py", Self.table, original, out])
         #expect(check.status == 1 && check.output.contains("PatientName"), "\(check.output)")
     }
+
+    /// Streaming: the header changed in memory, the pixel data copied from the source without
+    /// being read — the bytes the same as the whole file de-identified in memory, and refused
+    /// with a clear error for a file whose bulk values cannot be copied as they are.
+    @Test func theStreamedFileIsTheSameAsTheOneMadeInMemoryWithoutReadingThePixels() throws {
+        let located = try Self.run(["python3", "-c", "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))"])
+        let folder = located.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        let out = NSTemporaryDirectory() + "consort-deid-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: out) }
+        let deidentifier = try Deidentifier(key: [UInt8](repeating: 0x33, count: 32))
+        var pairs: [String] = []
+        for name in ["CT_small.dcm", "MR_small.dcm", "MR_small_implicit.dcm", "liver_1frame.dcm", "rtdose.dcm"] where FileManager.default.fileExists(atPath: folder + "/" + name) {
+            let source = folder + "/" + name
+            try deidentifier.write(source, to: out + "/streamed-" + name)
+            var whole = try DICOMFile.read(path: source, options: .everything)
+            whole.dataSet = deidentifier.deidentify(whole.dataSet)
+            whole.meta = deidentifier.deidentifyMeta(whole.meta)
+            let inMemory = try DICOMWriter.encode(whole)
+            let streamed = try [UInt8](Data(contentsOf: URL(fileURLWithPath: out + "/streamed-" + name)))
+            #expect(streamed == inMemory, "\(name): \(streamed.count) bytes streamed, \(inMemory.count) in memory")
+            pairs += [source, out + "/streamed-" + name]
+        }
+        #expect(pairs.count >= 8)
+        let check = try Self.run(["python3", Self.here + "/check_deidentified.py", Self.table] + pairs)
+        #expect(check.status == 0, "\(check.output)")
+        // The pixel data never reached the transform: it was a range of the source.
+        var sawPixels: DataElement.Value?
+        try StreamingRewrite.rewrite(folder + "/CT_small.dcm", to: out + "/seen.dcm", meta: { $0 }, dataSet: { data in
+            sawPixels = data[.pixelData]?.value
+            return data
+        })
+        if case .notLoaded? = sawPixels {} else { Issue.record("the pixel data was read into memory: \(String(describing: sawPixels))") }
+        // Compressed and big-endian files: refused, naming why; nothing left at the target.
+        for name in ["JPEG2000.dcm", "MR_small_bigendian.dcm"] {
+            #expect {
+                try deidentifier.write(folder + "/" + name, to: out + "/refused-" + name)
+            } throws: { error in
+                (error as? DICOMError)?.code == .unsupportedTransferSyntax
+            }
+            #expect(!FileManager.default.fileExists(atPath: out + "/refused-" + name))
+        }
+    }
 }
