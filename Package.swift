@@ -137,7 +137,7 @@ let package = Package(
         // socket and metrics. The CLI only starts it (and reads its store for `queue`/`status`).
         .target(
             name: "Agent",
-            dependencies: ["DICOM", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit", "DIMSE", "Durability"]
+            dependencies: ["DICOM", "Routing", "ConfigurationText", "DICOMweb", "Transport", "Platform", "SQLite", "Spool", "ArchiveWatch", "Exchange", "CSystem", "Audit", "DIMSE", "Durability", "Deidentification"]
         ),
         // libpq (PostgreSQL's client library): the coordinator's registry on PostgreSQL.
         .systemLibrary(

@@ -215,7 +215,7 @@ struct ResultsBackTests {
         defer { Self.remove(path) }
         do {
             let db = try Database(path: path)
-            let older = AgentStore.schema.replacingOccurrences(of: "expect_result REAL, result_at REAL, result_alarm REAL,\n", with: "")
+            let older = AgentStore.schema.replacingOccurrences(of: "expect_result REAL, result_at REAL, result_alarm REAL, deidentify INTEGER NOT NULL DEFAULT 0,\n", with: "")
             try #require(older != AgentStore.schema, "the schema no longer has the columns this test removes")
             try db.execute(older)
             try db.execute("INSERT INTO jobs (kind, destination, study, rule, purpose, priority, created, state, next_attempt, finished) VALUES ('push', 'AI-CXR', '2.25.1', 'AI', 'ai-triage', 1, 1, 'done', 1, 1)")
@@ -225,6 +225,6 @@ struct ResultsBackTests {
         #expect(try store.jobs(includingDoneSince: 0).count == 1)
         #expect(try store.resultsNewlyOverdue(now: 1e9).isEmpty)
         let columns = try Database(path: path, readOnly: true).prepare("PRAGMA table_info(jobs)").rows { $0.text(1) ?? "" }
-        #expect(Set(["expect_result", "result_at", "result_alarm"]).isSubset(of: columns))
+        #expect(Set(["expect_result", "result_at", "result_alarm", "deidentify"]).isSubset(of: columns))
     }
 }

@@ -1,3 +1,4 @@
+import DICOM
 import Foundation
 import TestSupport
 import Testing
@@ -227,5 +228,78 @@ struct ResultsBackTests {
         // Only the report went back: RSCH's own images were not sent to it again.
         let back = try asph.queue().filter { $0["peer"] as? String == "RSCH" }
         #expect(back.count == 1 && back.first?["instances_total"] as? Int == 1, "\(back)")
+    }
+
+    /// A push to a peer whose agreement requires de-identification goes de-identified: what the
+    /// peer receives, checked by pydicom against the standard's table, holds nothing the Basic
+    /// Profile takes, the pixel data as it was, the study's instances one study under new UIDs;
+    /// an ultrasound instance (burned-in text) is not sent at all; the de-identification is
+    /// audited without the key.
+    @Test func aPushToAPeerThatRequiresDeidentificationGoesDeidentified() throws {
+        let rules = """
+            peer RESEARCH-AI "A research AI" roles ai
+
+            agreement "Research" {
+              purposes research
+              from RSCH
+              to RESEARCH-AI
+              requires deidentification
+            }
+
+            rule "Studies to research, de-identified" {
+              purpose research
+              at RSCH
+              on study-stable after 2 s
+              when origin is local
+              push to RESEARCH-AI priority normal deidentified
+            }
+            """
+        let table = (ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/consort-tests/confidentiality_profile_attributes.json"
+        try #require(FileManager.default.fileExists(atPath: table), "run Tests/install-test-dependencies.sh")
+        let consortium = try TestConsortium(members: ["RSCH"], rules: rules)
+        let peer = try consortium.pki.site("RESEARCH-AI")
+        let ai = try ReceiverProcess(store: consortium.root.path + "/research-store", pki: consortium.pki, identity: peer)
+        defer { _ = ai.stop() }
+        let rsch = try consortium.site("RSCH", peers: ["RESEARCH-AI": ai.port])
+        try rsch.start()
+        defer { rsch.stop() }
+        let source = consortium.root.path + "/source"
+        let study = try AgentTests.synth(into: source, seed: 294, instances: 4, description: "CT CHEST")
+        let made = try Run.program(Run.consort, ["synth", "--out", source, "--seed", "295", "--instances", "2", "--size", "32x32", "--modality", "US", "--description", "US ABDOMEN"])
+        let ultrasound = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        for uid in [study, ultrasound] { try FileManager.default.copyItem(atPath: "\(source)/\(uid)", toPath: "\(rsch.watch)/\(uid)") }
+        let received = AgentSite.eventually(within: 60, "four de-identified instances at the research AI", logs: [rsch]) {
+            TransferTests.files(under: ai.store).count == 4
+        }
+        try #require(received)
+        let files = TransferTests.files(under: ai.store)
+        #expect(!files.contains { $0.contains(study) }, "the study's own UID reached the peer: \(files)")
+        #expect(Set(files.map { $0.split(separator: "/").first! }).count == 1, "one study: \(files)")
+        // Pairs by Instance Number (kept by the profile) for the independent check.
+        func number(_ path: String) throws -> String { try DICOMFile.read(path: path).dataSet.string(Tag(0x0020, 0x0013)) ?? "" }
+        let originals = try FileManager.default.contentsOfDirectory(atPath: source + "/" + study).map { source + "/" + study + "/" + $0 }
+        var pairs: [String] = []
+        for file in files.map({ ai.store + "/" + $0 }) {
+            let n = try number(file)
+            let original = try #require(try originals.first { try number($0) == n })
+            pairs += [original, file]
+        }
+        let check = try Run.program("/usr/bin/env", ["python3", Run.packageRoot + "/Tests/DeidentificationTests/check_deidentified.py", table] + pairs)
+        #expect(check.status == 0, "\(check.stdout)\(check.stderr)")
+        // The ultrasound study: refused instance by instance, never sent.
+        let refused = try AgentSite.eventually(within: 60, "the ultrasound study's push finished, refused", logs: [rsch]) {
+            try rsch.queue().contains { $0["study"] as? String == ultrasound && $0["instances_refused"] as? Int == 2 }
+        }
+        #expect(refused)
+        #expect(TransferTests.files(under: ai.store).count == 4 && rsch.log.contains("ultrasound may carry burned-in text"))
+        let audit = TrustBoundaryTests.audit(rsch.state + "/audit.log")
+        let line = audit.first { $0["action"] as? String == "deidentify" && $0["study"] as? String == study }
+        #expect(line != nil && (line?["detail"] as? String ?? "").contains("RESEARCH-AI"), "\(audit.suffix(5))")
+        let key = try Data(contentsOf: URL(fileURLWithPath: rsch.state + "/deidentification.key"))
+        let hex = key.map { String(format: "%02x", $0) }.joined()
+        let auditText = try String(contentsOfFile: rsch.state + "/audit.log", encoding: .utf8)
+        #expect(key.count == 32 && !auditText.contains(hex) && !rsch.log.contains(hex))
+        let mode = try FileManager.default.attributesOfItem(atPath: rsch.state + "/deidentification.key")[.posixPermissions] as? Int
+        #expect(mode == 0o600)
     }
 }

@@ -137,4 +137,40 @@ struct ResultsBackRulesTests {
         let declared = load("group origin = RSCH, UHSX\n")
         #expect(declared.errors.contains { $0.message.contains("origin is a word of the rules language") }, "\(declared.report())")
     }
+
+    /// A research AI whose agreement requires de-identification: a push that would send
+    /// identity is refused by check, at its place; `deidentified` passes; the engine drops such
+    /// a push too (a rule set loaded some other way).
+    @Test func aPushThatWouldSendIdentityWhereAnAgreementRequiresDeidentificationIsRefused() throws {
+        let research = consortium + """
+
+            peer RESEARCH-AI "A research AI" roles ai
+            agreement "Research" {
+              purposes research
+              from RSCH
+              to RESEARCH-AI
+              requires deidentification
+              results back
+            }
+            """
+        func loaded(_ rule: String) -> RuleSetLoader.Outcome {
+            RuleSetLoader.load(sources: [(key: "consortium.rules", value: research), (key: "test.rules", value: rule)])
+        }
+        let plain = loaded("rule \"x\" {\n  purpose research\n  at RSCH\n  on study-stable\n  push to RESEARCH-AI priority bulk\n}")
+        let error = plain.errors.first { $0.location.file == "test.rules" }
+        #expect(error.map { "\($0.location.line):\($0.location.column)" } == "5:3", "\(plain.report())")
+        #expect(error?.message.contains("requires de-identification; this push would send identity") == true && error?.hint == "write: push to RESEARCH-AI deidentified")
+        let deidentified = loaded("rule \"x\" {\n  purpose research\n  at RSCH\n  on study-stable\n  push to RESEARCH-AI priority bulk deidentified expect result within 1 h\n}")
+        let set = try #require(deidentified.ruleSet, "\(deidentified.report())")
+        guard case .push(_, let scheduling)? = set.rules.first?.actions.first else { Issue.record("no push"); return }
+        #expect(scheduling.deidentified && scheduling.priority == .bulk && scheduling.expectResultSeconds == 3600)
+        let planned = RuleEngine(set).evaluate(event(.studyStable, ["Modality": "CT"], site: "RSCH"))
+        #expect(planned.first?.scheduling.deidentified == true && planned.first?.description.contains("de-identified") == true)
+        // The engine: a plain push to the same peer, in a set that skipped check, sends nothing.
+        var unchecked = set
+        unchecked.rules[0].actions = [.push(to: ["RESEARCH-AI"], Scheduling())]
+        #expect(RuleEngine(unchecked).evaluate(event(.studyStable, ["Modality": "CT"], site: "RSCH")).isEmpty)
+        let onDeliver = loaded("rule \"x\" {\n  purpose research\n  at RSCH\n  on study-stable\n  deliver to local PACS deidentified\n}")
+        #expect(onDeliver.errors.contains { $0.message.contains("deidentified belongs to a push") })
+    }
 }

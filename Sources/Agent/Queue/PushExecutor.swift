@@ -1,6 +1,7 @@
 import Audit
 import DICOM
 import DICOMweb
+import Deidentification
 import Exchange
 import Foundation
 import Platform
@@ -28,6 +29,11 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
     /// Whether a rule's jobs send a final manifest: rules fired by `on study-stable` (the study
     /// is whole here). Set by the daemon from the current rules.
     var sendsFinalManifest: @Sendable (String) -> Bool = { _ in false }
+    /// De-identification (issue 29), for pushes whose rule says `deidentified`: the trust's
+    /// keyed de-identifier, and the folder the de-identified copies are written to and sent
+    /// from (set once, before start). Without it such a job fails rather than send identity.
+    var deidentifier: Deidentifier?
+    var deidentifiedFolder = ""
     /// Instances per request: small for urgent jobs (latency), larger otherwise (throughput).
     /// An urgent request is no larger than what a Consort receiver makes durable by each file's
     /// own fsync, so that it never waits for a syncfs of the receiver's filesystem.
@@ -65,7 +71,10 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         // class; the receiver is told the priority and does the same.
         if priority != .urgent { ThreadPriority.yieldCPU(bulk: priority == .bulk) }
         guard let peer = worker.peer else { return .failed(.local, reason: "no connection of \(job.destination) taken for the job") }
-        if peers.target(of: peer).dimse != nil { return executeByDIMSE(job, worker, peer: peer) }
+        if peers.target(of: peer).dimse != nil {
+            if job.deidentify { return .failed(.configuration, reason: "a de-identified push goes by DICOMweb; \(job.destination) is a DIMSE node") }
+            return executeByDIMSE(job, worker, peer: peer)
+        }
         var target = peers.target(of: peer)
         var client: HTTPClient
         do {
@@ -79,7 +88,8 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         // A job tried before (a retry, or a restart after a crash) asks the peer what it already
         // holds of the study and sends only the rest. (A peer that cannot say gets everything
         // not acknowledged; its receiver keeps one copy of each.)
-        if job.attempts > 0, worker.first, let held = HeldInstances.ask(target.url, study: job.study, with: client, headers: headers), !held.isEmpty {
+        // (Not for a de-identified push: the question would name the study's own UID.)
+        if job.attempts > 0, worker.first, !job.deidentify, let held = HeldInstances.ask(target.url, study: job.study, with: client, headers: headers), !held.isEmpty {
             let pendingNow = (try? store.pending(job: job.id, limit: 1_000_000)) ?? []
             let already = pendingNow.map(\.sop).filter { held.contains($0) }
             if !already.isEmpty {
@@ -90,7 +100,8 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         }
         // A Consort peer first hears the whole of what a study-stable job delivers (see
         // StudyManifest): it then knows when the study is complete.
-        if worker.first { sendManifest(job, to: target, with: client) }
+        // (Not for a de-identified push: a manifest lists the instances' own UIDs and hashes.)
+        if worker.first && !job.deidentify { sendManifest(job, to: target, with: client) }
         let pace = peer.pacer.map { pacer in { (bytes: Int) in pacer.consume(bytes, priority: priority) } }
         return sendBatches(job, worker) {
             // New TLS material (SIGHUP) since this worker began: its next batch goes over a new
@@ -220,9 +231,32 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
             return .failed(.local, reason: "cannot read a file: \(unreadable)")
         }
         if pending.isEmpty { return nil }
+        var outgoing = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
+        // A de-identified push sends copies made for it, named by their new UIDs; the answers
+        // are recorded under the instances' own.
+        var originalOf: [String: OutgoingInstance] = [:]
+        var staged: [String] = []
+        defer { for path in staged { unlink(path) } }
+        if job.deidentify {
+            switch deidentified(pending, of: job) {
+            case .stop(let outcome): return outcome
+            case .copies(let copies):
+                for (copy, instance) in copies {
+                    originalOf[copy.uid] = instance
+                    staged.append(copy.path)
+                }
+                outgoing = copies.map(\.0)
+            }
+            if outgoing.isEmpty { return nil }
+        }
         let started = clock.now
-        let outgoing = pending.map { OutgoingInstance(path: $0.path, uid: $0.sop) }
-        let outcomes = job.priority == .bulk ? ThreadPriority.idleIO { transmit(outgoing) } : transmit(outgoing)
+        let sent = job.priority == .bulk ? ThreadPriority.idleIO { transmit(outgoing) } : transmit(outgoing)
+        let outcomes = sent.map { outcome -> InstanceOutcome in
+            guard let original = originalOf[outcome.instance.uid] else { return outcome }
+            var mapped = outcome
+            mapped.instance = original
+            return mapped
+        }
         let ended = clock.now
         // What each instance became (`FailureClassifier`): delivered; refused by the peer for
         // good (recorded, the job goes on without it); or a failure of the exchange, which ends
@@ -254,7 +288,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
     private func finish(_ job: AgentStore.Job, target: PeerTarget, client: HTTPClient?) -> JobOutcome? {
         // Instances joined the job, or were refused, after its manifest went: the peer hears what
         // it will hold.
-        if let client, let listed = lock.withLock({ manifestListed[job.id] }), let counts = try? store.job(job.id), counts.total - counts.refused != listed {
+        if let client, !job.deidentify, let listed = lock.withLock({ manifestListed[job.id] }), let counts = try? store.job(job.id), counts.total - counts.refused != listed {
             sendManifest(job, to: target, with: client)
         }
         let now = clock.now
@@ -316,5 +350,78 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         case .failed(let reason):
             log.warning("manifest not taken: sending without one", ["job": job.id, "study": job.study, "destination": target.name, "reason": reason])
         }
+    }
+
+    // MARK: - De-identified pushes
+
+    /// The batch de-identified into copies to send, each with the instance it stands for; an
+    /// instance that may not or cannot go de-identified is recorded refused (it never goes as
+    /// it is). The failure ends the attempt: the copies could not be made here.
+    private enum Deidentified {
+        case copies([(OutgoingInstance, OutgoingInstance)])
+        case stop(JobOutcome)
+    }
+
+    private func deidentified(_ batch: [AgentStore.PendingInstance], of job: AgentStore.Job) -> Deidentified {
+        guard let deidentifier else {
+            return .stop((.failed(.configuration, reason: "this agent cannot de-identify (no key): a de-identified push is not sent")))
+        }
+        var copies: [(OutgoingInstance, OutgoingInstance)] = []
+        var refused: [(String, String)] = []
+        for instance in batch {
+            let header: DataSet
+            do { header = try DICOMFile.read(path: instance.path).dataSet } catch {
+                refused.append((instance.sop, "cannot be read to de-identify: \(error)"))
+                continue
+            }
+            if let why = Self.burnedIn(header) {
+                refused.append((instance.sop, "not sent de-identified: \(why)"))
+                continue
+            }
+            let copy = deidentifiedFolder + "/\(job.id)-\(instance.sop).dcm"
+            do {
+                try deidentifier.write(instance.path, to: copy)
+            } catch let error as DICOMError where error.code == .io {
+                return .stop((.failed(.local, reason: "cannot write a de-identified copy: \(error)")))
+            } catch {
+                refused.append((instance.sop, "cannot be de-identified: \(error)"))
+                continue
+            }
+            copies.append((OutgoingInstance(path: copy, uid: deidentifier.uid(instance.sop)), OutgoingInstance(path: instance.path, uid: instance.sop)))
+        }
+        let now = clock.now
+        if !refused.isEmpty {
+            do {
+                try store.recordAnswers(job: job.id, acknowledged: [], refused: refused, attempt: (now, now, 0, "\(refused.count) not sent: not de-identifiable"))
+            } catch {
+                for copy in copies { unlink(copy.0.path) }
+                return .stop((.failed(.local, reason: "cannot record instances that cannot go de-identified: \(error)")))
+            }
+            for item in refused { log.error("instance not sent: it cannot go de-identified", ["job": job.id, "sop": item.0, "reason": item.1]) }
+        }
+        if !copies.isEmpty {
+            // The mapping's key never goes into the log: the study, the peer, the agreement's
+            // purpose and the profile do.
+            do {
+                try audit?.record(AuditEntry(
+                    who: trust, action: "deidentify", study: job.study, why: job.purpose,
+                    detail: "\(copies.count) instances de-identified for \(job.destination) by rule \"\(job.rule)\" (\(ConfidentialityProfile.tableEdition), study now \(deidentifier.uid(job.study)))"))
+            } catch {
+                for copy in copies { unlink(copy.0.path) }
+                return .stop((.failed(.local, reason: "the de-identification cannot be audited now: \(error)")))
+            }
+        }
+        return .copies(copies)
+    }
+
+    /// Why an instance may not go de-identified though its header is: its pixels may carry a
+    /// name or a number burned in (marked so, or of a kind known to: ultrasound, secondary
+    /// capture), which the Basic Profile's header changes do not touch. nil: it may go.
+    static func burnedIn(_ header: DataSet) -> String? {
+        if header.string(Tag(0x0028, 0x0301))?.uppercased() == "YES" { return "it is marked Burned In Annotation YES" }
+        if header.string(.modality)?.uppercased() == "US" { return "ultrasound may carry burned-in text" }
+        let sopClass = header.string(.sopClassUID) ?? ""
+        if sopClass == "1.2.840.10008.5.1.4.1.1.7" || sopClass.hasPrefix("1.2.840.10008.5.1.4.1.1.7.") { return "a secondary capture may carry burned-in text" }
+        return nil
     }
 }

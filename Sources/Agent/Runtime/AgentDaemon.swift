@@ -2,6 +2,7 @@ import ArchiveWatch
 import Audit
 import DICOM
 import DICOMweb
+import Deidentification
 import Exchange
 import Foundation
 import HTTP
@@ -149,6 +150,13 @@ public final class AgentDaemon: @unchecked Sendable {
         let push = PushExecutor(store: store, peers: peers, clock: clock, telemetry: telemetry, log: spoolLog)
         push.audit = audit
         push.trust = configuration.trust
+        do {
+            push.deidentifier = try Deidentifier(key: Self.deidentificationKey(in: configuration.state))
+            push.deidentifiedFolder = try Self.deidentifiedFolder(in: configuration.state)
+        } catch {
+            push.deidentifier = nil
+            spoolLog.error("de-identification is not available: pushes whose rule says deidentified will not be sent", ["error": "\(error)"])
+        }
         push.sendsFinalManifest = { name in
             guard let rule = rules.current.rules.first(where: { $0.name == name }), case .studyStable = rule.trigger else { return false }
             return true

@@ -218,7 +218,8 @@ final class Ingest: @unchecked Sendable {
                         AgentStore.NewJob(
                             kind: action.kind == .push ? .push : .deliver, destination: destination, rule: action.rule, purpose: action.purpose,
                             priority: scheduling.priority, window: scheduling.window, deadline: deadline,
-                            expectResult: action.kind == .push ? scheduling.expectResultSeconds.map(Double.init) : nil))
+                            expectResult: action.kind == .push ? scheduling.expectResultSeconds.map(Double.init) : nil,
+                            deidentify: action.kind == .push && scheduling.deidentified))
                 }
             case .prefetchPriors, .gather:
                 // Planned by the queue manager's plan executor once the coordinator says where the

@@ -75,7 +75,7 @@ public final class AgentStore: @unchecked Sendable {
             instances_total INTEGER NOT NULL DEFAULT 0, instances_acked INTEGER NOT NULL DEFAULT 0,
             instances_refused INTEGER NOT NULL DEFAULT 0, bytes_total INTEGER NOT NULL DEFAULT 0,
             bytes_sent INTEGER NOT NULL DEFAULT 0, bytes_refused INTEGER NOT NULL DEFAULT 0, progress_at REAL, detail TEXT,
-            expect_result REAL, result_at REAL, result_alarm REAL,
+            expect_result REAL, result_at REAL, result_alarm REAL, deidentify INTEGER NOT NULL DEFAULT 0,
             UNIQUE (rule, destination, study));
         CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, destination);
         CREATE TABLE IF NOT EXISTS job_instances (
@@ -100,7 +100,8 @@ public final class AgentStore: @unchecked Sendable {
     /// manifest), and the manifests themselves.
     /// 5: milestones, the first start's among them (`AgentStore+FirstStart.swift`).
     /// 7: a push job's expected result (issue 29: `expect_result`, `result_at`, `result_alarm`)
-    /// and the results that came back (`AgentStore+Results.swift`).
+    /// and the results that came back (`AgentStore+Results.swift`); whether it goes
+    /// de-identified (`deidentify`).
     static let schemaVersion = 7
 
     /// Brings a database written by an earlier version up to this one, in one transaction.
@@ -117,6 +118,7 @@ public final class AgentStore: @unchecked Sendable {
             for column in ["expect_result", "result_at", "result_alarm"] where !jobColumns.contains(column) {
                 try db.execute("ALTER TABLE jobs ADD COLUMN \(column) REAL")
             }
+            if !jobColumns.contains("deidentify") { try db.execute("ALTER TABLE jobs ADD COLUMN deidentify INTEGER NOT NULL DEFAULT 0") }
             try db.execute("PRAGMA user_version = \(Self.schemaVersion)")
         }
     }
@@ -294,12 +296,15 @@ public final class AgentStore: @unchecked Sendable {
         public var notBefore: Double? = nil
         /// A push whose rule says `expect result within`: the seconds allowed after delivery.
         public var expectResult: Double? = nil
+        /// A push whose rule says `deidentified`.
+        public var deidentify = false
 
         public init(
             kind: JobKind, destination: String, rule: String, purpose: String, priority: JobPriority, window: TimeWindow? = nil, deadline: Double? = nil,
-            search: PriorSearch? = nil, notBefore: Double? = nil, expectResult: Double? = nil
+            search: PriorSearch? = nil, notBefore: Double? = nil, expectResult: Double? = nil, deidentify: Bool = false
         ) {
             self.expectResult = expectResult
+            self.deidentify = deidentify
             self.kind = kind
             self.destination = destination
             self.rule = rule
@@ -412,13 +417,14 @@ public final class AgentStore: @unchecked Sendable {
                 id = cached
             } else {
                 try db.prepare("""
-                    INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt, detail, expect_result)
-                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', max(?9, coalesce(?11, ?9)), ?10, ?12)
-                    ON CONFLICT(rule, destination, study) DO UPDATE SET expect_result = excluded.expect_result WHERE expect_result IS NOT excluded.expect_result
+                    INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt, detail, expect_result, deidentify)
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', max(?9, coalesce(?11, ?9)), ?10, ?12, ?13)
+                    ON CONFLICT(rule, destination, study) DO UPDATE SET expect_result = excluded.expect_result, deidentify = max(deidentify, excluded.deidentify)
+                    WHERE expect_result IS NOT excluded.expect_result OR deidentify < excluded.deidentify
                     """
                 ).run([.text(job.kind.rawValue), .text(job.destination), .text(study), .text(job.rule), .text(job.purpose), .integer(Int64(job.priority.rawValue)),
                         job.window.map { .text($0.description) } ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now), job.search.map { .text($0.stored) } ?? .null,
-                        job.notBefore.map(SQLValue.real) ?? .null, job.expectResult.map(SQLValue.real) ?? .null])
+                        job.notBefore.map(SQLValue.real) ?? .null, job.expectResult.map(SQLValue.real) ?? .null, .integer(job.deidentify ? 1 : 0)])
                 guard let found = try db.prepare("SELECT id FROM jobs WHERE rule = ?1 AND destination = ?2 AND study = ?3").first([.text(job.rule), .text(job.destination), .text(study)], { $0.int(0) }) else { continue }
                 id = found
                 known[key] = found

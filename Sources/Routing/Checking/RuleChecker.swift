@@ -101,6 +101,9 @@ struct RuleChecker {
             }
             var isPush = false
             if case .push = action { isPush = true }
+            if scheduling.deidentified && !isPush {
+                error(location, "deidentified belongs to a push", hint: "write: push to RESEARCH-AI deidentified")
+            }
             if scheduling.expectResultSeconds != nil && !isPush {
                 error(location, "expect result belongs to a push to a peer that sends results back", hint: "write it after push to …")
             }
@@ -118,6 +121,15 @@ struct RuleChecker {
                     }
                 }
                 checkSendBack(rule, destinations: Set(expanded), at: location)
+                if !scheduling.deidentified {
+                    for site in sites {
+                        for destination in expanded where destination != site && rules.requiresDeidentification(from: site, to: destination, purpose: rule.purpose) {
+                            error(
+                                location, "the agreement that lets \(site) send to \(destination) for \(rule.purpose) requires de-identification; this push would send identity",
+                                hint: "write: push to \(destination) deidentified")
+                        }
+                    }
+                }
                 if let seconds = scheduling.expectResultSeconds {
                     if seconds <= 0 { error(location, "expect result within 0 s can never be met", hint: "give the time a result takes, e.g. expect result within 30 min") }
                     // Results come back from peers (AI services), whose results the receiver

@@ -105,6 +105,7 @@ public struct PlannedAction: Sendable, Hashable, CustomStringConvertible {
         if let w = scheduling.window { text += ", window \(w)" }
         if let d = scheduling.deadlineSeconds { text += ", deadline \(formatDuration(d))" }
         if let r = scheduling.expectResultSeconds { text += ", expect result within \(formatDuration(r))" }
+        if scheduling.deidentified { text += ", de-identified" }
         return text
     }
 }
@@ -266,6 +267,11 @@ public struct RuleEngine: Sendable {
                     }
                     guard permits(from: event.site, to: peer, purpose: rule.purpose) else {
                         refused?("\(peer) refused: no data-sharing agreement for \(rule.purpose) from \(event.site)")
+                        continue
+                    }
+                    // Checked when the rules load; again here, as the agreements are.
+                    if !scheduling.deidentified && ruleSet.requiresDeidentification(from: event.site, to: peer, purpose: rule.purpose) {
+                        refused?("\(peer) refused: its agreement for \(rule.purpose) requires de-identification, and the push does not say deidentified")
                         continue
                     }
                     destinations.append(peer)

@@ -60,6 +60,12 @@ public struct RuleSet: Sendable {
         agreements.contains { $0.permits(from: source, to: destination, purpose: purpose, in: self) }
     }
 
+    /// Whether an agreement that lets imaging flow from `source` to `destination` for `purpose`
+    /// requires it de-identified: then only a `deidentified` push may send it.
+    public func requiresDeidentification(from source: String, to destination: String, purpose: String) -> Bool {
+        agreements.contains { $0.requiresDeidentification && $0.permits(from: source, to: destination, purpose: purpose, in: self) }
+    }
+
     /// Whether `peer` may send results back to `site`: an agreement with `results back` lets
     /// `site` send imaging to `peer` — for `purpose` when one is named, for any of the
     /// agreement's purposes when not (a third-party service does not name Consort's purposes).
@@ -101,6 +107,9 @@ public struct Agreement: Sendable, Hashable {
     /// to a study it was sent under this agreement — a report, a segmentation, a presentation
     /// state — into the sending trust. Nothing else ever comes back from a peer.
     public var resultsBack = false
+    /// `requires deidentification`: imaging may flow under this agreement only de-identified
+    /// (PS3.15 Annex E): a push must say `deidentified`.
+    public var requiresDeidentification = false
 
     func permits(from source: String, to destination: String, purpose: String, in set: RuleSet) -> Bool {
         guard purposes.contains(purpose) else { return false }
@@ -150,6 +159,9 @@ public struct Scheduling: Sendable, Hashable {
     /// `expect result within DURATION` (a push to a peer whose agreement has `results back`):
     /// seconds from the study's delivery by which a result must have come back, or an alarm.
     public var expectResultSeconds: Int?
+    /// `deidentified`: the study is sent de-identified (PS3.15 Annex E, the Basic Profile),
+    /// its UIDs remapped under the sending trust's key.
+    public var deidentified = false
 }
 
 /// One thing a rule does when it fires.

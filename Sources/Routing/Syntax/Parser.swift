@@ -7,7 +7,8 @@ import DICOM
 ///
 ///     member CODE "Name" [roles r1, r2]          peer CODE "Name" [roles ...]
 ///     group NAME = CODE, CODE, ...
-///     agreement "Name" { purposes p1, p2   between A, B   |   from A, B  to C   [results back] }
+///     agreement "Name" { purposes p1, p2   between A, B   |   from A, B  to C   [results back]
+///                        [requires deidentification] }
 ///     rule "Name" {
 ///       purpose PURPOSE
 ///       [at SITE, GROUP]
@@ -28,7 +29,7 @@ import DICOM
 ///             | deliver to [local] TARGET SCHEDULING
 ///             | gather imaging [from ...] [within DURATION] [to host | to NAME] SCHEDULING
 ///     SCHEDULING := [priority urgent|normal|bulk] [window HH:MM-HH:MM] [deadline DURATION]
-///                   [expect result within DURATION]
+///                   [expect result within DURATION] [deidentified]
 struct Parser {
     private var tokens: [Token]
     private var index = 0
@@ -200,10 +201,13 @@ struct Parser {
             case "results":
                 try expectWord("back", hint: "write: results back")
                 agreement.resultsBack = true
+            case "requires":
+                try expectWord("deidentification", hint: "write: requires deidentification")
+                agreement.requiresDeidentification = true
             default:
                 throw fail(
                     "unknown agreement clause \"\(word)\"", at: tokens[index - 1],
-                    hint: closest(to: word, among: ["purposes", "between", "from", "to", "results"]).map { "did you mean \"\($0)\"?" })
+                    hint: closest(to: word, among: ["purposes", "between", "from", "to", "results", "requires"]).map { "did you mean \"\($0)\"?" })
             }
         }
         _ = advance()
@@ -576,6 +580,8 @@ struct Parser {
                     throw fail("expected a time window such as 19:00-07:00, found \"\(text)\"", at: tokens[index - 1])
                 }
                 s.window = window
+            case "deidentified":
+                s.deidentified = true
             case "expect":
                 try expectWord("result", hint: "write: expect result within 30 min")
                 try expectWord("within", hint: "write: expect result within 30 min")
@@ -586,7 +592,7 @@ struct Parser {
         }
     }
 
-    static let schedulingWords: Set<String> = ["priority", "window", "deadline", "expect"]
+    static let schedulingWords: Set<String> = ["priority", "window", "deadline", "expect", "deidentified"]
 
     static func window(_ text: String) -> TimeWindow? {
         let parts = text.split(separator: "-")
