@@ -12,6 +12,14 @@ import Foundation
 /// key can go back, and the trust can (it keeps what it mapped, to re-identify what comes back).
 /// Dates shifted under the modified-dates option move by a number of days derived the same way
 /// from the patient, so intervals between a patient's studies survive.
+///
+/// Stricter than the table where the table alone lets identity through (a fresh read found
+/// these): a sequence the profile would give a dummy is emptied, not walked into (its items'
+/// text values, dates and codes are not in the table); person names and dates the table does not
+/// list are emptied too, wherever they are (Instance Creation Date, a report's observer, an
+/// observation's date-time), unless an option keeps dates; a bulk value other than the pixel
+/// data (an encapsulated document, a long value of unknown kind) is removed, as it cannot be
+/// looked at; and the file meta keeps only what says what the file is.
 public struct Deidentifier: Sendable {
     public let options: Set<ConfidentialityProfile.Option>
     private let key: [UInt8]
@@ -114,19 +122,34 @@ public struct Deidentifier: Sendable {
         try StreamingRewrite.rewrite(source, to: target, meta: deidentifyMeta, dataSet: { deidentify($0) })
     }
 
-    /// The file meta information for the de-identified data set: its SOP Instance UID mapped.
+    /// The file meta information for the de-identified data set: what says what the file is
+    /// (its version, SOP class, transfer syntax), its SOP Instance UID mapped; the source's and
+    /// sender's AE titles and any private information left out.
     public func deidentifyMeta(_ meta: DataSet) -> DataSet {
         var out = meta
+        out.elements = meta.elements.filter { [0x0000, 0x0001, 0x0002, 0x0010].contains($0.tag.element) }
         if let sop = meta.string(Tag(0x0002, 0x0003)) { out.set(DICOMWriter.textElement(Tag(0x0002, 0x0003), .UI, uid(sop))) }
         return out
     }
 
+    /// The pixel data's elements: the one bulk value kept as it is.
+    static let pixelTags: Set<Tag> = [Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009), .pixelData]
+
     func apply(_ data: DataSet, shift: Int) -> DataSet {
         var out = data
         out.elements = []
+        let keepsDates = options.contains(.retainLongitudinalFullDates) || options.contains(.retainLongitudinalModifiedDates)
         for element in data.elements {
+            // A bulk value other than the pixel data cannot be looked at: it does not go.
+            if case .notLoaded = element.value, !Self.pixelTags.contains(element.tag) { continue }
             guard let action = ConfidentialityProfile.action(for: element.tag, options: options) else {
-                out.elements.append(recursed(element, shift: shift))
+                // Not in the table: names and dates go empty anyway (a report's observer, an
+                // observation's date, the instance's creation date).
+                if element.vr == .PN || (!keepsDates && (element.vr == .DA || element.vr == .DT)) {
+                    out.elements.append(zeroed(element))
+                } else {
+                    out.elements.append(recursed(element, shift: shift))
+                }
                 continue
             }
             switch action {
@@ -174,7 +197,9 @@ public struct Deidentifier: Sendable {
     func dummy(_ element: DataElement, _ data: DataSet, shift: Int) -> DataElement {
         let text: String
         switch element.vr {
-        case .SQ: return recursed(element, shift: shift)
+        // A dummy for a sequence is an empty one: its items' text, dates and codes are not in
+        // the table, so walking into them would keep them.
+        case .SQ: return zeroed(element)
         case .UI: return mapped(element, data)
         case .PN: text = "ANONYMOUS"
         case .DA: text = "19000101"

@@ -118,4 +118,41 @@ struct DeidentifierTests {
         // Another study of the same patient moves by the same number of days.
         #expect(deidentifier.dateShift(patient: "RSCH0001") == shift && deidentifier.dateShift(patient: "RSCH0002") != shift)
     }
+
+    /// What the table alone would let through, found by a fresh read: a report's content (a
+    /// sequence the profile gives a dummy) is emptied rather than walked into, names and dates
+    /// the table does not list are emptied wherever they are, a bulk value other than the pixel
+    /// data does not go, and the file meta keeps only what says what the file is.
+    @Test func whatTheTableAloneWouldKeepDoesNotGo() throws {
+        let deidentifier = try Deidentifier(key: Self.key)
+        var data = Self.header()
+        var finding = DataSet()
+        finding.set(DICOMWriter.textElement(Tag(0x0040, 0xA160), .UT, "Subject ID RSCH0001, SMITH JANE"))
+        data.set(DataElement(tag: Tag(0x0040, 0xA730), vr: .SQ, length: nil, value: .sequence([finding])))
+        var observer = DataSet()
+        observer.set(DICOMWriter.textElement(Tag(0x0040, 0xA123), .PN, "DOCTOR^WHO"))
+        observer.set(DICOMWriter.textElement(Tag(0x0040, 0xA032), .DT, "20261120101010"))
+        data.set(DataElement(tag: Tag(0x0040, 0xA078), vr: .SQ, length: nil, value: .sequence([observer])))
+        data.set(DICOMWriter.textElement(Tag(0x0008, 0x0012), .DA, "20261120"))
+        data.set(DataElement(tag: Tag(0x0042, 0x0011), vr: .OB, length: 100_000, value: .notLoaded(offset: 4096, length: 100_000)))
+        data.set(DataElement(tag: .pixelData, vr: .OW, length: 200_000, value: .notLoaded(offset: 200_000, length: 200_000)))
+        let out = deidentifier.deidentify(data)
+        if case .sequence(let items)? = out[Tag(0x0040, 0xA730)]?.value { #expect(items.isEmpty, "the report's content walked into") } else { Issue.record("content sequence gone, not emptied") }
+        if case .sequence(let items)? = out[Tag(0x0040, 0xA078)]?.value {
+            for item in items {
+                #expect((item.string(Tag(0x0040, 0xA123)) ?? "").isEmpty && (item.string(Tag(0x0040, 0xA032)) ?? "").isEmpty, "a name or a date in a sequence")
+            }
+        }
+        #expect((out.string(Tag(0x0008, 0x0012)) ?? "").isEmpty, "Instance Creation Date, not in the table")
+        #expect(out[Tag(0x0042, 0x0011)] == nil, "a bulk value other than the pixel data went")
+        if case .notLoaded(let offset, _)? = out[.pixelData]?.value { #expect(offset == 200_000) } else { Issue.record("the pixel data did not stay a range of the source") }
+        var meta = DataSet()
+        meta.set(DICOMWriter.textElement(Tag(0x0002, 0x0003), .UI, "1.2.3.4"))
+        meta.set(DICOMWriter.textElement(Tag(0x0002, 0x0010), .UI, "1.2.840.10008.1.2.1"))
+        meta.set(DICOMWriter.textElement(Tag(0x0002, 0x0016), .AE, "RSCH_CT_3"))
+        meta.set(DICOMWriter.textElement(Tag(0x0002, 0x0100), .UI, "1.2.3"))
+        let newMeta = deidentifier.deidentifyMeta(meta)
+        #expect(newMeta[Tag(0x0002, 0x0016)] == nil && newMeta[Tag(0x0002, 0x0100)] == nil)
+        #expect(newMeta.string(Tag(0x0002, 0x0003)) == deidentifier.uid("1.2.3.4") && newMeta.string(Tag(0x0002, 0x0010)) == "1.2.840.10008.1.2.1")
+    }
 }

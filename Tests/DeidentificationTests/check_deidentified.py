@@ -73,8 +73,8 @@ def walk(original, deidentified, path, name):
         action = basic_action(tag)
         other = deidentified.get(tag) if deidentified is not None else None
         if elem.VR == "SQ":
-            if action == "X" and other is not None and len(other.value) > 0 and action is not None:
-                problems.append(f"{where}: a sequence to remove is still there with {len(other.value)} items")
+            if action in ("X", "Z", "D", "X/Z", "X/D", "X/Z/D", "Z/D") and other is not None and len(other.value) > 0:
+                problems.append(f"{where}: a sequence the profile removes, empties or replaces ({action}) still has {len(other.value)} items")
             if other is not None:
                 for index, item in enumerate(elem.value):
                     counterpart = other.value[index] if index < len(other.value) else None
@@ -121,6 +121,20 @@ for original_path, deidentified_path in pairs:
     if "PixelData" in original:
         if "PixelData" not in deidentified or pixel_bytes(original) != pixel_bytes(deidentified):
             problems.append(f"{original_path}: the pixel data changed")
+    # Anywhere in the file's bytes, not only where the attributes were: the patient's name,
+    # numbers and birth date, and the instance's own UIDs.
+    raw = open(deidentified_path, "rb").read()
+    needles = []
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "AccessionNumber"):
+        value = str(original.get(keyword, "") or "").strip()
+        if len(value) >= 4:
+            needles.append((keyword, value))
+    for keyword, value in needles:
+        if value.encode() in raw:
+            problems.append(f"{deidentified_path}: the original {keyword} ({value}) is in the file's bytes")
+    for tag in (0x00020016, 0x00020017, 0x00020018, 0x00020100, 0x00020102):
+        if tag in deidentified.file_meta:
+            problems.append(f"{deidentified_path}: the file meta keeps {pydicom.tag.Tag(tag)}")
     if deidentified.get("PatientIdentityRemoved") != "YES":
         problems.append(f"{deidentified_path}: Patient Identity Removed is not YES")
 reverse = {}

@@ -34,6 +34,14 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
     /// from (set once, before start). Without it such a job fails rather than send identity.
     var deidentifier: Deidentifier?
     var deidentifiedFolder = ""
+    /// Whether the rules in force require de-identification for a destination and purpose
+    /// (from this trust): asked again at every batch, so that a job queued before its agreement
+    /// required it, or a worker started before a reload, never sends identity.
+    var requiresDeidentification: @Sendable (_ destination: String, _ purpose: String) -> Bool = { _, _ in false }
+
+    func mustDeidentify(_ job: AgentStore.Job) -> Bool {
+        job.kind == .push && (job.deidentify || requiresDeidentification(job.destination, job.purpose))
+    }
     /// Instances per request: small for urgent jobs (latency), larger otherwise (throughput).
     /// An urgent request is no larger than what a Consort receiver makes durable by each file's
     /// own fsync, so that it never waits for a syncfs of the receiver's filesystem.
@@ -72,7 +80,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         if priority != .urgent { ThreadPriority.yieldCPU(bulk: priority == .bulk) }
         guard let peer = worker.peer else { return .failed(.local, reason: "no connection of \(job.destination) taken for the job") }
         if peers.target(of: peer).dimse != nil {
-            if job.deidentify { return .failed(.configuration, reason: "a de-identified push goes by DICOMweb; \(job.destination) is a DIMSE node") }
+            if mustDeidentify(job) { return .failed(.configuration, reason: "a de-identified push goes by DICOMweb; \(job.destination) is a DIMSE node") }
             return executeByDIMSE(job, worker, peer: peer)
         }
         var target = peers.target(of: peer)
@@ -89,7 +97,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         // holds of the study and sends only the rest. (A peer that cannot say gets everything
         // not acknowledged; its receiver keeps one copy of each.)
         // (Not for a de-identified push: the question would name the study's own UID.)
-        if job.attempts > 0, worker.first, !job.deidentify, let held = HeldInstances.ask(target.url, study: job.study, with: client, headers: headers), !held.isEmpty {
+        if job.attempts > 0, worker.first, !mustDeidentify(job), let held = HeldInstances.ask(target.url, study: job.study, with: client, headers: headers), !held.isEmpty {
             let pendingNow = (try? store.pending(job: job.id, limit: 1_000_000)) ?? []
             let already = pendingNow.map(\.sop).filter { held.contains($0) }
             if !already.isEmpty {
@@ -101,7 +109,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         // A Consort peer first hears the whole of what a study-stable job delivers (see
         // StudyManifest): it then knows when the study is complete.
         // (Not for a de-identified push: a manifest lists the instances' own UIDs and hashes.)
-        if worker.first && !job.deidentify { sendManifest(job, to: target, with: client) }
+        if worker.first && !mustDeidentify(job) { sendManifest(job, to: target, with: client) }
         let pace = peer.pacer.map { pacer in { (bytes: Int) in pacer.consume(bytes, priority: priority) } }
         return sendBatches(job, worker) {
             // New TLS material (SIGHUP) since this worker began: its next batch goes over a new
@@ -237,7 +245,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         var originalOf: [String: OutgoingInstance] = [:]
         var staged: [String] = []
         defer { for path in staged { unlink(path) } }
-        if job.deidentify {
+        if mustDeidentify(job) {
             switch deidentified(pending, of: job) {
             case .stop(let outcome): return outcome
             case .copies(let copies):
@@ -288,7 +296,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
     private func finish(_ job: AgentStore.Job, target: PeerTarget, client: HTTPClient?) -> JobOutcome? {
         // Instances joined the job, or were refused, after its manifest went: the peer hears what
         // it will hold.
-        if let client, !job.deidentify, let listed = lock.withLock({ manifestListed[job.id] }), let counts = try? store.job(job.id), counts.total - counts.refused != listed {
+        if let client, !mustDeidentify(job), let listed = lock.withLock({ manifestListed[job.id] }), let counts = try? store.job(job.id), counts.total - counts.refused != listed {
             sendManifest(job, to: target, with: client)
         }
         let now = clock.now
@@ -416,12 +424,14 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
 
     /// Why an instance may not go de-identified though its header is: its pixels may carry a
     /// name or a number burned in (marked so, or of a kind known to: ultrasound, secondary
-    /// capture), which the Basic Profile's header changes do not touch. nil: it may go.
+    /// capture), or its content is a document the profile cannot look into (an encapsulated
+    /// PDF or CDA). nil: it may go.
     static func burnedIn(_ header: DataSet) -> String? {
         if header.string(Tag(0x0028, 0x0301))?.uppercased() == "YES" { return "it is marked Burned In Annotation YES" }
         if header.string(.modality)?.uppercased() == "US" { return "ultrasound may carry burned-in text" }
         let sopClass = header.string(.sopClassUID) ?? ""
         if sopClass == "1.2.840.10008.5.1.4.1.1.7" || sopClass.hasPrefix("1.2.840.10008.5.1.4.1.1.7.") { return "a secondary capture may carry burned-in text" }
+        if sopClass.hasPrefix("1.2.840.10008.5.1.4.1.1.104.") || header[Tag(0x0042, 0x0011)] != nil { return "an encapsulated document's content cannot be de-identified" }
         return nil
     }
 }

@@ -153,6 +153,8 @@ public final class AgentDaemon: @unchecked Sendable {
         do {
             push.deidentifier = try Deidentifier(key: Self.deidentificationKey(in: configuration.state))
             push.deidentifiedFolder = try Self.deidentifiedFolder(in: configuration.state)
+            let trust = configuration.trust
+            push.requiresDeidentification = { destination, purpose in rules.current.requiresDeidentification(from: trust, to: destination, purpose: purpose) }
         } catch {
             push.deidentifier = nil
             spoolLog.error("de-identification is not available: pushes whose rule says deidentified will not be sent", ["error": "\(error)"])
