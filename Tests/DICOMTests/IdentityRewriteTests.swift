@@ -244,10 +244,11 @@ import Testing
         let before = peakResidentBytes()
         try IdentityRewriter.rewrite(folder.path + "/big.dcm", to: folder.path + "/out.dcm", Self.rewrite)
         let growth = peakResidentBytes() - before
-        // The peak is the whole test process's, and other suites run beside this one (a CI run
-        // saw 78 MiB of growth from them while the rewrite was flat): half the file's size is the
-        // line. A rewrite that held the pixel data would grow by all of it, 200 MiB and more.
-        #expect(growth < pixelBytes / 2, "peak RSS grew by \(growth >> 20) MiB rewriting a \(pixelBytes >> 20) MiB file")
+        // The peak is the whole test process's, and other suites run beside this one (CI runs
+        // saw 78 and then 112 MiB of growth from them while the rewrite was flat): three quarters
+        // of the file's size is the line. A rewrite that held the pixel data would grow by all
+        // of it, 200 MiB and more.
+        #expect(growth < pixelBytes * 3 / 4, "peak RSS grew by \(growth >> 20) MiB rewriting a \(pixelBytes >> 20) MiB file")
 
         let size = try FileManager.default.attributesOfItem(atPath: folder.path + "/out.dcm")[.size] as? Int
         #expect(size.map { $0 > pixelBytes } == true)

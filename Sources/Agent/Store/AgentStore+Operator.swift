@@ -76,8 +76,8 @@ extension AgentStore {
             try db.prepare(sql).rows(values) { row in
                 let job = try Self.job(row)
                 return JobLine(
-                    job: job, shownState: Self.shownState(job, minuteOfDay: minuteOfDay), studyDate: row.text(23), modality: row.text(24),
-                    studyDescription: row.text(25), patientID: row.text(26))
+                    job: job, shownState: Self.shownState(job, minuteOfDay: minuteOfDay), studyDate: row.text(Self.jobColumnCount), modality: row.text(Self.jobColumnCount + 1),
+                    studyDescription: row.text(Self.jobColumnCount + 2), patientID: row.text(Self.jobColumnCount + 3))
             }
         }.filter { line in
             guard let state = filter.state, filter.ids.isEmpty else { return true }

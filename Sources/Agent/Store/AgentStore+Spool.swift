@@ -47,6 +47,10 @@ extension AgentStore {
         """
 
     static let headColumns = jobColumns
+    /// How many columns `jobColumns` names: a query that selects more after them reads its own
+    /// from here (a column added to a job shifts them; the operator's listing once read the
+    /// study's date from the de-identify flag's place).
+    static let jobColumnCount = Int32(jobColumns.split(separator: ",").count)
 
     /// Jobs not finished, without their counts (the deadline and age watch).
     public func unfinishedJobHeads() throws -> [Job] {
