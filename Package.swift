@@ -256,7 +256,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DeidentificationTests",
-            dependencies: ["Deidentification", "DICOM"],
+            dependencies: ["Deidentification", "DICOM", "TestSupport"],
             exclude: ["check_deidentified.py"]
         ),
         .testTarget(

@@ -117,9 +117,27 @@ public struct Deidentifier: Sendable {
     /// Writes the Part 10 file `source` de-identified at `target`, streaming: the header changed
     /// in memory, the pixel data and other bulk values copied from the source as they are
     /// (`StreamingRewrite`: little-endian uncompressed sources; others are refused with
-    /// `.unsupportedTransferSyntax`). Durable when it returns.
+    /// `.unsupportedTransferSyntax`). Durable when it returns. An instance that may not go
+    /// de-identified (`notDeidentifiable`) is refused from the header read for the rewrite —
+    /// not read twice — with `.unencodable` and the reason; nothing is written.
     public func write(_ source: String, to target: String) throws(DICOMError) {
-        try StreamingRewrite.rewrite(source, to: target, meta: deidentifyMeta, dataSet: { deidentify($0) })
+        try StreamingRewrite.rewrite(source, to: target, meta: deidentifyMeta) { data in
+            if let why = Self.notDeidentifiable(data) { throw DICOMError(.unencodable, why) }
+            return deidentify(data)
+        }
+    }
+
+    /// Why an instance may not go de-identified though its header can: its pixels may carry a
+    /// name or a number burned in (marked so, or of a kind known to: ultrasound, secondary
+    /// capture), which the profile's header changes do not touch, or its content is a document
+    /// the profile cannot look into (an encapsulated PDF or CDA). nil: it may go.
+    public static func notDeidentifiable(_ header: DataSet) -> String? {
+        if header.string(Tag(0x0028, 0x0301))?.uppercased() == "YES" { return "it is marked Burned In Annotation YES" }
+        if header.string(.modality)?.uppercased() == "US" { return "ultrasound may carry burned-in text" }
+        let sopClass = header.string(.sopClassUID) ?? ""
+        if sopClass == "1.2.840.10008.5.1.4.1.1.7" || sopClass.hasPrefix("1.2.840.10008.5.1.4.1.1.7.") { return "a secondary capture may carry burned-in text" }
+        if sopClass.hasPrefix("1.2.840.10008.5.1.4.1.1.104.") || header[Tag(0x0042, 0x0011)] != nil { return "an encapsulated document's content cannot be de-identified" }
+        return nil
     }
 
     /// The file meta information for the de-identified data set: what says what the file is

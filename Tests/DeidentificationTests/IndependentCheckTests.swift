@@ -1,5 +1,6 @@
 import DICOM
 import Foundation
+import TestSupport
 import Testing
 
 @testable import Deidentification
@@ -15,17 +16,12 @@ struct IndependentCheckTests {
     static let here = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path
     static let table = (ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/consort-tests/confidentiality_profile_attributes.json"
 
+    /// A program's status and everything it printed, within two minutes (it is killed, and the
+    /// test fails, past that).
     static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let outcome = try runProgram("/usr/bin/env", arguments, timeout: 120)
+        #expect(!outcome.timedOut, "\(arguments.prefix(2)) did not finish in 2 minutes")
+        return (outcome.status, outcome.stderr + outcome.stdout)  // the JSON report last
     }
 
     @Test func nothingTheProfileTakesSurvivesInPydicomsTestFiles() throws {

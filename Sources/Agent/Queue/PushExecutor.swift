@@ -372,27 +372,20 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
 
     private func deidentified(_ batch: [AgentStore.PendingInstance], of job: AgentStore.Job) -> Deidentified {
         guard let deidentifier else {
-            return .stop((.failed(.configuration, reason: "this agent cannot de-identify (no key): a de-identified push is not sent")))
+            return .stop(.failed(.configuration, reason: "this agent cannot de-identify (no key): a de-identified push is not sent"))
         }
         var copies: [(OutgoingInstance, OutgoingInstance)] = []
         var refused: [(String, String)] = []
         for instance in batch {
-            let header: DataSet
-            do { header = try DICOMFile.read(path: instance.path).dataSet } catch {
-                refused.append((instance.sop, "cannot be read to de-identify: \(error)"))
-                continue
-            }
-            if let why = Self.burnedIn(header) {
-                refused.append((instance.sop, "not sent de-identified: \(why)"))
-                continue
-            }
             let copy = deidentifiedFolder + "/\(job.id)-\(instance.sop).dcm"
             do {
                 try deidentifier.write(instance.path, to: copy)
-            } catch let error as DICOMError where error.code == .io {
-                return .stop((.failed(.local, reason: "cannot write a de-identified copy: \(error)")))
+            } catch where error.code == .io {
+                return .stop(.failed(.local, reason: "cannot write a de-identified copy: \(error)"))
             } catch {
-                refused.append((instance.sop, "cannot be de-identified: \(error)"))
+                // Burned-in text, an encapsulated document, a compressed or big-endian file:
+                // refused with the reason, never sent as it is.
+                refused.append((instance.sop, "not sent de-identified: \(error.message)"))
                 continue
             }
             copies.append((OutgoingInstance(path: copy, uid: deidentifier.uid(instance.sop)), OutgoingInstance(path: instance.path, uid: instance.sop)))
@@ -403,7 +396,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
                 try store.recordAnswers(job: job.id, acknowledged: [], refused: refused, attempt: (now, now, 0, "\(refused.count) not sent: not de-identifiable"))
             } catch {
                 for copy in copies { unlink(copy.0.path) }
-                return .stop((.failed(.local, reason: "cannot record instances that cannot go de-identified: \(error)")))
+                return .stop(.failed(.local, reason: "cannot record instances that cannot go de-identified: \(error)"))
             }
             for item in refused { log.error("instance not sent: it cannot go de-identified", ["job": job.id, "sop": item.0, "reason": item.1]) }
         }
@@ -416,22 +409,9 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
                     detail: "\(copies.count) instances de-identified for \(job.destination) by rule \"\(job.rule)\" (\(ConfidentialityProfile.tableEdition), study now \(deidentifier.uid(job.study)))"))
             } catch {
                 for copy in copies { unlink(copy.0.path) }
-                return .stop((.failed(.local, reason: "the de-identification cannot be audited now: \(error)")))
+                return .stop(.failed(.local, reason: "the de-identification cannot be audited now: \(error)"))
             }
         }
         return .copies(copies)
-    }
-
-    /// Why an instance may not go de-identified though its header is: its pixels may carry a
-    /// name or a number burned in (marked so, or of a kind known to: ultrasound, secondary
-    /// capture), or its content is a document the profile cannot look into (an encapsulated
-    /// PDF or CDA). nil: it may go.
-    static func burnedIn(_ header: DataSet) -> String? {
-        if header.string(Tag(0x0028, 0x0301))?.uppercased() == "YES" { return "it is marked Burned In Annotation YES" }
-        if header.string(.modality)?.uppercased() == "US" { return "ultrasound may carry burned-in text" }
-        let sopClass = header.string(.sopClassUID) ?? ""
-        if sopClass == "1.2.840.10008.5.1.4.1.1.7" || sopClass.hasPrefix("1.2.840.10008.5.1.4.1.1.7.") { return "a secondary capture may carry burned-in text" }
-        if sopClass.hasPrefix("1.2.840.10008.5.1.4.1.1.104.") || header[Tag(0x0042, 0x0011)] != nil { return "an encapsulated document's content cannot be de-identified" }
-        return nil
     }
 }

@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-    import Glibc
-#endif
 internal import Durability
 
 /// A Part 10 file written again with its data set changed by a caller (de-identification,
@@ -23,13 +20,18 @@ public enum StreamingRewrite {
     public static func rewrite(
         _ source: String, to target: String, meta: (DataSet) -> DataSet, dataSet: (DataSet) throws -> DataSet
     ) throws(DICOMError) {
-        let pieces = try plan(source, meta: meta, dataSet: dataSet)
-        let input = open(source, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw DICOMError(.io, "Cannot open \(source): \(String(cString: strerror(errno)))") }
-        defer { close(input) }
+        let pieces = try plan(source, meta: meta, dataSet: dataSet).map { piece -> IdentityRewriter.Piece in
+            switch piece {
+            case .bytes(let bytes): return .bytes(bytes)
+            case .copy(let offset, let count): return .copy(offset: offset, count: count)
+            }
+        }
+        let file = try FileByteSource(path: source)
         do {
+            // Written as the identity rewriter writes its pieces (the same 1 MiB copies, the same
+            // check that the source did not shrink meanwhile).
             try DurableFile.write(to: target, mode: 0o640) { descriptor in
-                try write(pieces, from: input, to: descriptor, target: target)
+                try IdentityRewriter.write(pieces, from: file, to: descriptor, target: target)
             }
         } catch let error as DICOMError {
             throw error
@@ -60,39 +62,5 @@ public enum StreamingRewrite {
         try DataSetEncoder(encoding: .explicitVRLittleEndian, sequenceLengths: .undefined, bulk: bulk).encode(dataSet, into: &out)
         bulk.cut(&out, then: nil)
         return bulk.pieces
-    }
-
-    /// The pieces written in order; source ranges in 1 MiB chunks.
-    static func write(_ pieces: [TransferSyntaxConversion.Piece], from input: Int32, to descriptor: Int32, target: String) throws(DICOMError) {
-        /// The whole buffer written: nil, or errno's reason it could not be.
-        func all(_ buffer: UnsafeRawBufferPointer) -> String? {
-            var done = 0
-            while done < buffer.count {
-                let written = Glibc.write(descriptor, buffer.baseAddress! + done, buffer.count - done)
-                if written < 0 && errno == EINTR { continue }
-                guard written > 0 else { return String(cString: strerror(errno)) }
-                done += written
-            }
-            return nil
-        }
-        var chunk = [UInt8](repeating: 0, count: 1 << 20)
-        for piece in pieces {
-            switch piece {
-            case .bytes(let bytes):
-                if let failure = bytes.withUnsafeBytes({ all($0) }) { throw DICOMError(.io, "Cannot write \(target): \(failure)") }
-            case .copy(let offset, let count):
-                var done = 0
-                while done < count {
-                    let want = min(chunk.count, count - done)
-                    let got = chunk.withUnsafeMutableBytes { pread(input, $0.baseAddress!, want, off_t(offset + done)) }
-                    if got < 0 && errno == EINTR { continue }
-                    guard got > 0 else { throw DICOMError(.io, "The source ended or could not be read at byte \(offset + done) while writing \(target)") }
-                    if let failure = chunk.withUnsafeBytes({ all(UnsafeRawBufferPointer(rebasing: $0[0..<got])) }) {
-                        throw DICOMError(.io, "Cannot write \(target): \(failure)")
-                    }
-                    done += got
-                }
-            }
-        }
     }
 }

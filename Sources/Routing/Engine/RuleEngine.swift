@@ -121,6 +121,8 @@ public struct RuleEngine: Sendable {
     let rulesBySite: [String: [Int]]
     /// Every flow the agreements allow, expanded once: "purpose from to".
     let permittedFlows: Set<Flow>
+    /// The flows an agreement allows only de-identified (`requires deidentification`).
+    let deidentifiedFlows: Set<Flow>
     /// Names (members, groups) expanded once.
     let expansions: [String: [String]]
 
@@ -163,15 +165,21 @@ public struct RuleEngine: Sendable {
             }
         }
         expansions = Dictionary(uniqueKeysWithValues: names.map { ($0, set.expand($0) ?? []) })
-        var flows = Set<Flow>()
+        var flows = Set<Flow>(), deidentified = Set<Flow>()
         for agreement in set.agreements {
             let sources = agreement.from.flatMap { set.expand($0) ?? [] }
             let destinations = agreement.to.flatMap { set.expand($0) ?? [] }
             for purpose in agreement.purposes {
-                for a in sources { for b in destinations where a != b { flows.insert(Flow(purpose: purpose, from: a, to: b)) } }
+                for a in sources {
+                    for b in destinations where a != b {
+                        flows.insert(Flow(purpose: purpose, from: a, to: b))
+                        if agreement.requiresDeidentification { deidentified.insert(Flow(purpose: purpose, from: a, to: b)) }
+                    }
+                }
             }
         }
         permittedFlows = flows
+        deidentifiedFlows = deidentified
     }
 
     func permits(from source: String, to destination: String, purpose: String) -> Bool {
@@ -270,7 +278,7 @@ public struct RuleEngine: Sendable {
                         continue
                     }
                     // Checked when the rules load; again here, as the agreements are.
-                    if !scheduling.deidentified && ruleSet.requiresDeidentification(from: event.site, to: peer, purpose: rule.purpose) {
+                    if !scheduling.deidentified && deidentifiedFlows.contains(Flow(purpose: rule.purpose, from: event.site, to: peer)) {
                         refused?("\(peer) refused: its agreement for \(rule.purpose) requires de-identification, and the push does not say deidentified")
                         continue
                     }

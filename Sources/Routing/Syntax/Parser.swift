@@ -188,7 +188,7 @@ struct Parser {
         try expectSymbol("{")
         var agreement = Agreement(name: title, purposes: [], from: [], to: [], location: location)
         while !isSymbol("}") {
-            guard let word = current.word else { throw fail("expected purposes, between, from, to or results back, found \(describe(current))") }
+            guard let word = current.word else { throw fail("expected purposes, between, from, to, results back or requires deidentification, found \(describe(current))") }
             _ = advance()
             switch word {
             case "purposes", "purpose": agreement.purposes += try names("a purpose").map(\.0)
