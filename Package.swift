@@ -88,7 +88,7 @@ let package = Package(
         // (regular expressions); no I/O but reading rule files.
         .target(
             name: "Routing",
-            dependencies: ["DICOM", "Spool"]
+            dependencies: ["DICOM", "Spool", "Deidentification"]
         ),
         // The lexer of the configuration files (the agent's and the coordinator's): lines, tokens,
         // quoting, addresses, absolute paths, "did you mean" — reported as the rules are (Routing's
@@ -261,7 +261,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RoutingTests",
-            dependencies: ["Routing", "DICOM"]
+            dependencies: ["Routing", "DICOM", "Deidentification"]
         ),
         .testTarget(
             name: "ConsortCLITests",

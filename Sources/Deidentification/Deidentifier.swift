@@ -22,16 +22,26 @@ import Foundation
 /// looked at; and the file meta keeps only what says what the file is.
 public struct Deidentifier: Sendable {
     public let options: Set<ConfidentialityProfile.Option>
+    /// Whether instances whose pixels may carry burned-in text go all the same (a rule's
+    /// `allow-burned-in`); encapsulated documents never do.
+    public let allowsBurnedIn: Bool
     private let key: [UInt8]
 
     public struct KeyTooShort: Error, CustomStringConvertible {
         public var description: String { "a de-identification key has at least 32 bytes" }
     }
 
-    public init(key: [UInt8], options: Set<ConfidentialityProfile.Option> = []) throws {
+    public init(key: [UInt8], options: Set<ConfidentialityProfile.Option> = [], allowsBurnedIn: Bool = false) throws {
         guard key.count >= 32 else { throw KeyTooShort() }
         self.key = key
         self.options = options
+        self.allowsBurnedIn = allowsBurnedIn
+    }
+
+    /// The same key under a rule's choice of options.
+    public func choosing(_ choice: DeidentificationChoice) -> Deidentifier {
+        // The key was checked when this one was made.
+        try! Deidentifier(key: key, options: choice.options, allowsBurnedIn: choice.allowsBurnedIn)
     }
 
     // MARK: - The keyed mapping
@@ -84,6 +94,12 @@ public struct Deidentifier: Sendable {
         return "2.25." + (digits.isEmpty ? "0" : String(digits.reversed().map { Character(String($0)) }))
     }
 
+    /// The UID a de-identified copy carries for `original`: the keyed one, or the original
+    /// itself under the Retain UIDs option.
+    public func uidAtPeer(_ original: String) -> String {
+        options.contains(.retainUIDs) ? original : uid(original)
+    }
+
     /// Days a patient's dates move under the modified-dates option: 1 to 3,650 back.
     public func dateShift(patient: String) -> Int {
         let digest = mac("shift\u{0}" + patient)
@@ -122,7 +138,7 @@ public struct Deidentifier: Sendable {
     /// not read twice — with `.unencodable` and the reason; nothing is written.
     public func write(_ source: String, to target: String) throws(DICOMError) {
         try StreamingRewrite.rewrite(source, to: target, meta: deidentifyMeta) { data in
-            if let why = Self.notDeidentifiable(data) { throw DICOMError(.unencodable, why) }
+            if let why = Self.notDeidentifiable(data, allowingBurnedIn: allowsBurnedIn) { throw DICOMError(.unencodable, why) }
             return deidentify(data)
         }
     }
@@ -130,13 +146,16 @@ public struct Deidentifier: Sendable {
     /// Why an instance may not go de-identified though its header can: its pixels may carry a
     /// name or a number burned in (marked so, or of a kind known to: ultrasound, secondary
     /// capture), which the profile's header changes do not touch, or its content is a document
-    /// the profile cannot look into (an encapsulated PDF or CDA). nil: it may go.
-    public static func notDeidentifiable(_ header: DataSet) -> String? {
-        if header.string(Tag(0x0028, 0x0301))?.uppercased() == "YES" { return "it is marked Burned In Annotation YES" }
-        if header.string(.modality)?.uppercased() == "US" { return "ultrasound may carry burned-in text" }
+    /// the profile cannot look into (an encapsulated PDF or CDA). nil: it may go. A rule's
+    /// `allow-burned-in` lets the first kind go; the second never does.
+    public static func notDeidentifiable(_ header: DataSet, allowingBurnedIn: Bool = false) -> String? {
         let sopClass = header.string(.sopClassUID) ?? ""
-        if sopClass == "1.2.840.10008.5.1.4.1.1.7" || sopClass.hasPrefix("1.2.840.10008.5.1.4.1.1.7.") { return "a secondary capture may carry burned-in text" }
         if sopClass.hasPrefix("1.2.840.10008.5.1.4.1.1.104.") || header[Tag(0x0042, 0x0011)] != nil { return "an encapsulated document's content cannot be de-identified" }
+        if allowingBurnedIn { return nil }
+        let hint = " (a rule may send it with deidentified with allow-burned-in)"
+        if header.string(Tag(0x0028, 0x0301))?.uppercased() == "YES" { return "it is marked Burned In Annotation YES" + hint }
+        if header.string(.modality)?.uppercased() == "US" { return "ultrasound may carry burned-in text" + hint }
+        if sopClass == "1.2.840.10008.5.1.4.1.1.7" || sopClass.hasPrefix("1.2.840.10008.5.1.4.1.1.7.") { return "a secondary capture may carry burned-in text" + hint }
         return nil
     }
 
@@ -146,7 +165,7 @@ public struct Deidentifier: Sendable {
     public func deidentifyMeta(_ meta: DataSet) -> DataSet {
         var out = meta
         out.elements = meta.elements.filter { [0x0000, 0x0001, 0x0002, 0x0010].contains($0.tag.element) }
-        if let sop = meta.string(Tag(0x0002, 0x0003)) { out.set(DICOMWriter.textElement(Tag(0x0002, 0x0003), .UI, uid(sop))) }
+        if let sop = meta.string(Tag(0x0002, 0x0003)) { out.set(DICOMWriter.textElement(Tag(0x0002, 0x0003), .UI, uidAtPeer(sop))) }
         return out
     }
 

@@ -216,6 +216,8 @@ struct ResultsBackTests {
         do {
             let db = try Database(path: path)
             let older = AgentStore.schema.replacingOccurrences(of: "expect_result REAL, result_at REAL, result_alarm REAL, deidentify INTEGER NOT NULL DEFAULT 0,\n", with: "")
+                .replacingOccurrences(of: "deidentify_options TEXT NOT NULL DEFAULT '', deidentified_study TEXT,\n", with: "")
+            try #require(!older.contains("deidentif"), "the schema no longer has the columns this test removes as it removes them")
             try #require(older != AgentStore.schema, "the schema no longer has the columns this test removes")
             try db.execute(older)
             try db.execute("INSERT INTO jobs (kind, destination, study, rule, purpose, priority, created, state, next_attempt, finished) VALUES ('push', 'AI-CXR', '2.25.1', 'AI', 'ai-triage', 1, 1, 'done', 1, 1)")
@@ -225,6 +227,62 @@ struct ResultsBackTests {
         #expect(try store.jobs(includingDoneSince: 0).count == 1)
         #expect(try store.resultsNewlyOverdue(now: 1e9).isEmpty)
         let columns = try Database(path: path, readOnly: true).prepare("PRAGMA table_info(jobs)").rows { $0.text(1) ?? "" }
-        #expect(Set(["expect_result", "result_at", "result_alarm", "deidentify"]).isSubset(of: columns))
+        #expect(Set(["expect_result", "result_at", "result_alarm", "deidentify", "deidentify_options", "deidentified_study"]).isSubset(of: columns))
+    }
+
+    /// A study sent de-identified: its result comes back naming the study by the UID the peer
+    /// was given, and no patient — to be re-identified; naming a patient, or the study by its
+    /// own UID without the patient, it is refused; re-identified (the study's own UID, the
+    /// patient as held here) it is the trust's own result.
+    @Test func aResultForAStudySentDeidentifiedIsReidentifiedOrRefused() {
+        var pushed = Self.sent
+        pushed.atPeer = "2.25.123456"
+        pushed.deidentifyOptions = "retain-full-dates"
+        func decide(_ data: DataSet) -> ResultCheck.Verdict {
+            ResultCheck.decide(
+                data, from: "RESEARCH-AI", trust: "RSCH", sent: { $0 == pushed.study || $0 == pushed.atPeer ? [pushed] : [] }, resultsBack: { _ in true },
+                heldHere: { Self.heldHere.contains($0) })
+        }
+        #expect(decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: "2.25.123456", .patientID: ""])) == .reidentify(pushed, .sameStudy))
+        #expect(decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: "2.25.77"], evidence: ["2.25.123456"])) == .reidentify(pushed, .evidence))
+        if case .refused(let why) = decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: "2.25.123456", .patientID: "RSCH0002"])) {
+            #expect(why.contains("went to RESEARCH-AI de-identified, as 2.25.123456, but the result names patient RSCH0002"), "\(why)")
+        } else {
+            Issue.record("a result naming a patient for a study sent without one was not refused")
+        }
+        if case .refused = decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: pushed.study, .patientID: ""])) {} else {
+            Issue.record("a result naming the study's own UID, which the peer was never given, and no patient was not refused")
+        }
+        let reidentified = Self.header([.sopClassUID: Self.sr, .studyInstanceUID: pushed.study, .patientID: "RSCH0001", DICOM.Tag(0x0010, 0x0021): "RSCH"])
+        #expect(decide(reidentified) == .accepted(pushed, .sameStudy))
+    }
+
+    /// The spool keeps the UID the peer knows a de-identified study by, and the options it went
+    /// under: a result naming either UID finds the push.
+    @Test func theSpoolFindsAPushByTheUIDItsPeerKnows() throws {
+        let path = Self.scratch()
+        defer { Self.remove(path) }
+        let store = try AgentStore(path: path)
+        var taken = Self.taken("1.2.826.0.1.7.1", study: "1.2.826.0.1.7")
+        taken.jobs = taken.jobs.map { job in
+            var job = job
+            job.deidentify = true
+            job.deidentifyOptions = "retain-uids"
+            return job
+        }
+        try store.record(taken: [taken], problems: [], now: 100)
+        let job = try #require(try store.jobs().first)
+        #expect(job.deidentify && job.deidentifyOptions == "retain-uids" && job.deidentifiedStudy == nil)
+        _ = try store.start(job: job.id, now: 100)
+        try store.setDeidentifiedStudy(job: job.id, "2.25.31337")
+        try store.recordAnswers(job: job.id, acknowledged: ["1.2.826.0.1.7.1"], refused: [], attempt: (100, 101, 1000, "1 stored"))
+        var expected = Self.sent
+        expected.atPeer = "2.25.31337"
+        expected.deidentifyOptions = "retain-uids"
+        #expect(try store.sentStudies("2.25.31337", to: "AI-CXR") == [expected])
+        #expect(try store.sentStudies("1.2.826.0.1.7", to: "AI-CXR") == [expected])
+        #expect(try store.sentStudies("2.25.31337", to: "UHSX").isEmpty)
+        let (uids, files) = try store.seriesOfStudy("1.2.826.0.1.7")
+        #expect(uids.contains("1.2.826.0.1.7.1") && files.count == 1)
     }
 }

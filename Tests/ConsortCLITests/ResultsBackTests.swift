@@ -41,8 +41,9 @@ struct ResultsBackTests {
     static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Interop/ai_service.py"
 
     /// The AI service's answer for the study in `folder`: the JSON line ai_service.py prints.
-    static func answer(_ folder: String, to rsch: AgentSite, as peer: (certificate: String, key: String), ca: String, otherStudy: Bool = false) throws -> [String: Any] {
-        let outcome = try Run.program("/usr/bin/env", ["python3", script, folder, rsch.url + "/studies", peer.certificate, peer.key, ca] + (otherStudy ? ["--other-study"] : []))
+    static func answer(_ folder: String, to rsch: AgentSite, as peer: (certificate: String, key: String), ca: String, otherStudy: Bool = false, patient: String? = nil) throws -> [String: Any] {
+        let outcome = try Run.program(
+            "/usr/bin/env", ["python3", script, folder, rsch.url + "/studies", peer.certificate, peer.key, ca] + (otherStudy ? ["--other-study"] : []) + (patient.map { ["--patient", $0] } ?? []))
         #expect(outcome.status == 0, "\(outcome.stderr)")
         return try #require(try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any], "\(outcome.stdout)\(outcome.stderr)")
     }
@@ -244,6 +245,7 @@ struct ResultsBackTests {
               from RSCH
               to RESEARCH-AI
               requires deidentification
+              results back
             }
 
             rule "Studies to research, de-identified" {
@@ -251,7 +253,15 @@ struct ResultsBackTests {
               at RSCH
               on study-stable after 2 s
               when origin is local
-              push to RESEARCH-AI priority normal deidentified
+              push to RESEARCH-AI priority normal deidentified with clean-descriptors expect result within 10 min
+            }
+
+            rule "Research results into our PACS" {
+              purpose research
+              at RSCH
+              on instance-arrival
+              when origin is received from RESEARCH-AI
+              deliver to local PACS priority normal
             }
             """
         let table = (ProcessInfo.processInfo.environment["XDG_CACHE_HOME"] ?? NSHomeDirectory() + "/.cache") + "/consort-tests/confidentiality_profile_attributes.json"
@@ -260,11 +270,18 @@ struct ResultsBackTests {
         let peer = try consortium.pki.site("RESEARCH-AI")
         let ai = try ReceiverProcess(store: consortium.root.path + "/research-store", pki: consortium.pki, identity: peer)
         defer { _ = ai.stop() }
-        let rsch = try consortium.site("RSCH", peers: ["RESEARCH-AI": ai.port])
-        try rsch.start()
-        defer { rsch.stop() }
+        let orthanc = try OrthancInteropTests.Orthanc(folder: consortium.root.path + "/orthanc", consortReceiver: "http://127.0.0.1:1/none")
+        defer { orthanc.stop() }
+        let rsch = try consortium.site("RSCH", peers: ["RESEARCH-AI": ai.port], extra: "local PACS dicomweb \(orthanc.url)/dicom-web\n")
         let source = consortium.root.path + "/source"
         let study = try AgentTests.synth(into: source, seed: 294, instances: 4, description: "CT CHEST")
+        // The study is in RSCH's PACS already (it was acquired there), then exported.
+        for file in try FileManager.default.contentsOfDirectory(atPath: source + "/" + study).sorted() {
+            let upload = try OrthancInteropTests.curl(["-s", "--max-time", "20", "-X", "POST", "--data-binary", "@\(source)/\(study)/\(file)", "\(orthanc.url)/instances"])
+            #expect(upload.stdout.contains("\"Status\""), "\(upload.stdout)")
+        }
+        try rsch.start()
+        defer { rsch.stop() }
         let made = try Run.program(Run.consort, ["synth", "--out", source, "--seed", "295", "--instances", "2", "--size", "32x32", "--modality", "US", "--description", "US ABDOMEN"])
         let ultrasound = made.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         for uid in [study, ultrasound] { try FileManager.default.copyItem(atPath: "\(source)/\(uid)", toPath: "\(rsch.watch)/\(uid)") }
@@ -301,5 +318,53 @@ struct ResultsBackTests {
         #expect(key.count == 32 && !auditText.contains(hex) && !rsch.log.contains(hex))
         let mode = try FileManager.default.attributesOfItem(atPath: rsch.state + "/deidentification.key")[.posixPermissions] as? Int
         #expect(mode == 0o600)
+
+        // The research AI answers the study as it knows it — no patient, the UIDs it was given
+        // (ai_service.py copies the patient module and lists every instance as evidence). The
+        // report lands in RSCH's PACS in the original study, under the original patient, its
+        // evidence naming the original images.
+        let atPeer = try #require(files.first.map { String($0.split(separator: "/").first!) })
+        let report = try Self.answer(ai.store + "/" + atPeer, to: rsch, as: peer, ca: consortium.pki.ca)
+        #expect(report["status"] as? Int == 200 && report["study"] as? String == atPeer && report["patient"] as? String == "", "\(report)")
+        let sop = try #require(report["sop"] as? String)
+        let inPACS = AgentSite.eventually(within: 60, "the re-identified report in Orthanc, in the original study", logs: [rsch]) {
+            let instances = try? OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/dicom-web/studies/\(study)/instances"])
+            return instances?.stdout.contains(sop) == true
+        }
+        try #require(inPACS)
+        let found = try OrthancInteropTests.curl([
+            "-s", "--max-time", "10", "-X", "POST", "\(orthanc.url)/tools/find", "-d", #"{"Level":"Study","Query":{"StudyInstanceUID":"\#(study)"},"Expand":true}"#,
+        ])
+        let studies = try #require(try JSONSerialization.jsonObject(with: Data(found.stdout.utf8)) as? [[String: Any]], "\(found.stdout)")
+        #expect(studies.count == 1 && (studies.first?["Series"] as? [String])?.count == 2, "one study, the images' series and the report's: \(found.stdout)")
+        let original = try DICOMFile.read(path: originals[0]).dataSet
+        #expect((studies.first?["PatientMainDicomTags"] as? [String: Any])?["PatientID"] as? String == original.string(.patientID), "\(found.stdout)")
+        let instance = try OrthancInteropTests.curl([
+            "-s", "--max-time", "10", "-X", "POST", "\(orthanc.url)/tools/find", "-d", #"{"Level":"Instance","Query":{"SOPInstanceUID":"\#(sop)"}}"#,
+        ])
+        let id = try #require((try JSONSerialization.jsonObject(with: Data(instance.stdout.utf8)) as? [String])?.first, "\(instance.stdout)")
+        let tags = try OrthancInteropTests.curl(["-s", "--max-time", "10", "\(orthanc.url)/instances/\(id)/simplified-tags"])
+        let sr = try #require(try JSONSerialization.jsonObject(with: Data(tags.stdout.utf8)) as? [String: Any], "\(tags.stdout)")
+        #expect(sr["PatientID"] as? String == original.string(.patientID) && sr["PatientName"] as? String == original.string(Tag(0x0010, 0x0010)), "\(tags.stdout)")
+        #expect(sr["AccessionNumber"] as? String == original.string(Tag(0x0008, 0x0050)) && sr["PatientIdentityRemoved"] == nil, "\(tags.stdout)")
+        let evidence = (sr["CurrentRequestedProcedureEvidenceSequence"] as? [[String: Any]])?.first
+        let referenced = ((evidence?["ReferencedSeriesSequence"] as? [[String: Any]]) ?? []).flatMap { ($0["ReferencedSOPSequence"] as? [[String: Any]]) ?? [] }
+            .compactMap { $0["ReferencedSOPInstanceUID"] as? String }
+        let originalSOPs = try originals.map { try DICOMFile.read(path: $0).dataSet.string(.sopInstanceUID) ?? "" }
+        #expect(evidence?["StudyInstanceUID"] as? String == study && Set(referenced) == Set(originalSOPs), "\(tags.stdout)")
+        // Counted as a result, its rule's expectation met; the re-identification audited with
+        // the UID the peer knew, never the key.
+        let status = try Run.consort("status", "--json", "--config", rsch.config)
+        let fields = try #require(try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any], "\(status.stdout)")
+        let results = (fields["results"] as? [[String: Any]])?.first { $0["peer"] as? String == "RESEARCH-AI" }
+        #expect(results?["received"] as? Int == 1 && results?["awaited"] as? Int == 0, "\(fields["results"] ?? "none")")
+        let after = TrustBoundaryTests.audit(rsch.state + "/audit.log")
+        let reidentified = after.first { $0["action"] as? String == "reidentify" && $0["study"] as? String == study }
+        #expect((reidentified?["detail"] as? String ?? "").contains(atPeer) && (reidentified?["detail"] as? String ?? "").contains("clean-descriptors"), "\(after.suffix(4))")
+        let afterText = try String(contentsOfFile: rsch.state + "/audit.log", encoding: .utf8)
+        #expect(!afterText.contains(hex))
+        // The same report naming a patient, as if the service had been sent one: refused.
+        let named = try Self.answer(ai.store + "/" + atPeer, to: rsch, as: peer, ca: consortium.pki.ca, patient: "SOMEONE")
+        #expect(named["status"] as? Int == 403 && (named["body"] as? String ?? "").contains("de-identified"), "\(named)")
     }
 }

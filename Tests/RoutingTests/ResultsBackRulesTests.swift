@@ -1,4 +1,5 @@
 import DICOM
+import Deidentification
 import Testing
 
 @testable import Routing
@@ -138,23 +139,25 @@ struct ResultsBackRulesTests {
         #expect(declared.errors.contains { $0.message.contains("origin is a word of the rules language") }, "\(declared.report())")
     }
 
+    /// The consortium, and a research AI whose agreement requires de-identification.
+    static let research = consortium + """
+
+        peer RESEARCH-AI "A research AI" roles ai
+        agreement "Research" {
+          purposes research
+          from RSCH
+          to RESEARCH-AI
+          requires deidentification
+          results back
+        }
+        """
+
     /// A research AI whose agreement requires de-identification: a push that would send
     /// identity is refused by check, at its place; `deidentified` passes; the engine drops such
     /// a push too (a rule set loaded some other way).
     @Test func aPushThatWouldSendIdentityWhereAnAgreementRequiresDeidentificationIsRefused() throws {
-        let research = consortium + """
-
-            peer RESEARCH-AI "A research AI" roles ai
-            agreement "Research" {
-              purposes research
-              from RSCH
-              to RESEARCH-AI
-              requires deidentification
-              results back
-            }
-            """
         func loaded(_ rule: String) -> RuleSetLoader.Outcome {
-            RuleSetLoader.load(sources: [(key: "consortium.rules", value: research), (key: "test.rules", value: rule)])
+            RuleSetLoader.load(sources: [(key: "consortium.rules", value: Self.research), (key: "test.rules", value: rule)])
         }
         let plain = loaded("rule \"x\" {\n  purpose research\n  at RSCH\n  on study-stable\n  push to RESEARCH-AI priority bulk\n}")
         let error = plain.errors.first { $0.location.file == "test.rules" }
@@ -164,9 +167,10 @@ struct ResultsBackRulesTests {
         let set = try #require(deidentified.ruleSet, "\(deidentified.report())")
         guard case .push(_, let scheduling)? = set.rules.first?.actions.first else { Issue.record("no push"); return }
         #expect(scheduling.deidentified && scheduling.priority == .bulk)
-        // Results from it come back under the study's new UIDs: not matched yet, so not expected.
+        // Results from it come back under the study's new UIDs and are re-identified: expected
+        // like any other.
         let expecting = loaded("rule \"x\" {\n  purpose research\n  at RSCH\n  on study-stable\n  push to RESEARCH-AI deidentified expect result within 1 h\n}")
-        #expect(expecting.errors.contains { $0.message.contains("results from a de-identified push cannot be matched") }, "\(expecting.report())")
+        #expect(expecting.errors.isEmpty, "\(expecting.report())")
         let planned = RuleEngine(set).evaluate(event(.studyStable, ["Modality": "CT"], site: "RSCH"))
         #expect(planned.first?.scheduling.deidentified == true && planned.first?.description.contains("de-identified") == true)
         // The engine: a plain push to the same peer, in a set that skipped check, sends nothing.
@@ -175,5 +179,35 @@ struct ResultsBackRulesTests {
         #expect(RuleEngine(unchecked).evaluate(event(.studyStable, ["Modality": "CT"], site: "RSCH")).isEmpty)
         let onDeliver = loaded("rule \"x\" {\n  purpose research\n  at RSCH\n  on study-stable\n  deliver to local PACS deidentified\n}")
         #expect(onDeliver.errors.contains { $0.message.contains("deidentified belongs to a push") })
+    }
+
+    /// The profile's options, chosen in the rule after `deidentified with`: read in any order
+    /// beside the other modifiers, carried to the plan, and what check refuses (an unknown
+    /// option, with did-you-mean, at its place; the two ways of keeping dates together).
+    @Test func theProfilesOptionsAreChosenInTheRule() throws {
+        func loaded(_ push: String) -> RuleSetLoader.Outcome {
+            RuleSetLoader.load(sources: [(key: "consortium.rules", value: Self.research), (key: "test.rules", value: "rule \"x\" {\n  purpose research\n  at RSCH\n  on study-stable\n  \(push)\n}")])
+        }
+        let chosen = loaded("push to RESEARCH-AI deidentified with retain-modified-dates, clean-descriptors, allow-burned-in, priority bulk")
+        let set = try #require(chosen.ruleSet, "\(chosen.report())")
+        guard case .push(_, let scheduling)? = set.rules.first?.actions.first else { Issue.record("no push"); return }
+        #expect(scheduling.deidentification.options == [.retainLongitudinalModifiedDates, .cleanDescriptors])
+        #expect(scheduling.deidentification.allowsBurnedIn && scheduling.priority == .bulk, "the option list ends where another modifier starts")
+        #expect(scheduling.deidentification.text == "retain-modified-dates, clean-descriptors, allow-burned-in")
+        #expect(DeidentificationChoice(text: scheduling.deidentification.text) == scheduling.deidentification, "the spool's text reads back as the rule said")
+        let planned = RuleEngine(set).evaluate(event(.studyStable, ["Modality": "CT"], site: "RSCH"))
+        #expect(planned.first?.description.contains("de-identified (the Basic Profile with retain-modified-dates, clean-descriptors, allow-burned-in)") == true, "\(planned)")
+        let plain = try #require(loaded("push to RESEARCH-AI deidentified").ruleSet)
+        guard case .push(_, let basic)? = plain.rules.first?.actions.first else { Issue.record("no push"); return }
+        #expect(basic.deidentification == DeidentificationChoice() && basic.deidentification.text.isEmpty)
+
+        let typo = loaded("push to RESEARCH-AI deidentified with retain-uid")
+        let error = typo.errors.first { $0.location.file == "test.rules" }
+        #expect(error.map { "\($0.location.line):\($0.location.column)" } == "5:41", "\(typo.report())")
+        #expect(error?.message == "unknown de-identification option \"retain-uid\"" && error?.hint == "did you mean \"retain-uids\"?", "\(typo.report())")
+        let nothing = loaded("push to RESEARCH-AI deidentified with")
+        #expect(nothing.errors.contains { $0.message.contains("expected a de-identification option") }, "\(nothing.report())")
+        let both = loaded("push to RESEARCH-AI deidentified with retain-full-dates, retain-modified-dates")
+        #expect(both.errors.contains { $0.message.contains("exclude each other") && $0.location.line == 5 }, "\(both.report())")
     }
 }

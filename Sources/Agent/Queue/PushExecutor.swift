@@ -371,9 +371,13 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
     }
 
     private func deidentified(_ batch: [AgentStore.PendingInstance], of job: AgentStore.Job) -> Deidentified {
-        guard let deidentifier else {
+        guard let trustKey = deidentifier else {
             return .stop(.failed(.configuration, reason: "this agent cannot de-identify (no key): a de-identified push is not sent"))
         }
+        // Under the options the job was queued with (the rule's, then).
+        let choice = DeidentificationChoice(text: job.deidentifyOptions)
+        let deidentifier = trustKey.choosing(choice)
+        let studyAtPeer = deidentifier.uidAtPeer(job.study)
         var copies: [(OutgoingInstance, OutgoingInstance)] = []
         var refused: [(String, String)] = []
         for instance in batch {
@@ -388,7 +392,8 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
                 refused.append((instance.sop, "not sent de-identified: \(error.message)"))
                 continue
             }
-            copies.append((OutgoingInstance(path: copy, uid: deidentifier.uid(instance.sop)), OutgoingInstance(path: instance.path, uid: instance.sop)))
+            let sopAtPeer = deidentifier.uidAtPeer(instance.sop)
+            copies.append((OutgoingInstance(path: copy, uid: sopAtPeer), OutgoingInstance(path: instance.path, uid: instance.sop)))
         }
         let now = clock.now
         if !refused.isEmpty {
@@ -402,11 +407,14 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         }
         if !copies.isEmpty {
             // The mapping's key never goes into the log: the study, the peer, the agreement's
-            // purpose and the profile do.
+            // purpose, the profile and its options, and the UID the peer knows the study by do.
+            // That UID is kept with the job, for the results that come back under it.
             do {
+                if job.deidentifiedStudy != studyAtPeer { try store.setDeidentifiedStudy(job: job.id, studyAtPeer) }
                 try audit?.record(AuditEntry(
                     who: trust, action: "deidentify", study: job.study, why: job.purpose,
-                    detail: "\(copies.count) instances de-identified for \(job.destination) by rule \"\(job.rule)\" (\(ConfidentialityProfile.tableEdition), study now \(deidentifier.uid(job.study)))"))
+                    detail: "\(copies.count) instances de-identified for \(job.destination) by rule \"\(job.rule)\" under \(choice) "
+                        + "(\(ConfidentialityProfile.tableEdition)); the study is \(studyAtPeer) there"))
             } catch {
                 for copy in copies { unlink(copy.0.path) }
                 return .stop(.failed(.local, reason: "the de-identification cannot be audited now: \(error)"))

@@ -21,14 +21,23 @@ public enum ResultCheck {
         /// The rule that sent it, and its purpose (for the audit line).
         public var rule: String
         public var purpose: String
+        /// Sent de-identified: the Study Instance UID the peer knows it by (the study's own
+        /// under the Retain UIDs option), and the options it went under (`DeidentificationChoice`
+        /// text). nil: sent with identity.
+        public var atPeer: String?
+        public var deidentifyOptions = ""
 
-        public init(study: String, patientID: String?, issuer: String?, rule: String, purpose: String) {
+        public init(study: String, patientID: String?, issuer: String?, rule: String, purpose: String, atPeer: String? = nil, deidentifyOptions: String = "") {
             self.study = study
             self.patientID = patientID
             self.issuer = issuer
             self.rule = rule
             self.purpose = purpose
+            self.atPeer = atPeer
+            self.deidentifyOptions = deidentifyOptions
         }
+
+        public var deidentified: Bool { atPeer != nil }
     }
 
     /// How a result refers to the study it answers.
@@ -42,6 +51,10 @@ public enum ResultCheck {
 
     public enum Verdict: Sendable, Equatable {
         case accepted(SentStudy, Reference)
+        /// A result for a study sent de-identified, as the peer knows it (no patient, the
+        /// study's UIDs at the peer): accepted, to be put back into the trust's identity
+        /// (`Reidentification`) before it is placed.
+        case reidentify(SentStudy, Reference)
         case refused(String)
     }
 
@@ -89,7 +102,8 @@ public enum ResultCheck {
     }
 
     /// The verdict on one object `peer` sent. `sent(study)`: what this trust sent that peer of
-    /// the study (every push, some of it acknowledged, of a study still held here);
+    /// the study (every push, some of it acknowledged, of a study still held here), found by
+    /// the study's own UID or the one a de-identified push gave it;
     /// `resultsBack(purpose)`: whether an agreement with `results back` covers pushes to that
     /// peer for the purpose; `heldHere(study)`: whether this trust holds a study by that UID.
     public static func decide(
@@ -102,17 +116,17 @@ public enum ResultCheck {
         }
         let studies = referencedStudies(header)
         let own = header.string(.studyInstanceUID) ?? ""
-        var found: (SentStudy, Reference)?
+        var found: (SentStudy, Reference, named: String)?
         var notCovered: SentStudy?
         for study in studies.prefix(50) {
             let pushes = try sent(study)
             if let covered = pushes.first(where: { resultsBack($0.purpose) }) {
-                found = (covered, study == own ? .sameStudy : .evidence)
+                found = (covered, study == own ? .sameStudy : .evidence, study)
                 break
             }
             notCovered = notCovered ?? pushes.first
         }
-        guard let (original, reference) = found else {
+        guard let (original, reference, named) = found else {
             if let notCovered {
                 return .refused(
                     "study \(notCovered.study) went to \(peer) for \(notCovered.purpose) (rule \"\(notCovered.rule)\"), and no agreement for that purpose says results back")
@@ -127,9 +141,18 @@ public enum ResultCheck {
         if reference == .evidence, try heldHere(own) {
             return .refused("its own study \(own) is another study held at \(trust), not the one it answers (\(original.study))")
         }
-        // The same patient as the study here, by number (and issuer, where both name one).
         let patient = header.string(.patientID) ?? ""
         let issuer = header.string(issuerOfPatientID)
+        // Sent de-identified: the result names the patient as the peer was told (no one), and
+        // is put back into the trust's identity. Naming someone, or the study by the UID the
+        // peer was never given, it is not what the peer could have made of what it was sent.
+        if let atPeer = original.atPeer {
+            if patient.isEmpty && named == atPeer { return .reidentify(original, reference) }
+            if named != original.study {
+                return .refused("study \(original.study) went to \(peer) de-identified, as \(atPeer), but the result names patient \(patient)\(issuer.map { " (\($0))" } ?? "")")
+            }
+        }
+        // The same patient as the study here, by number (and issuer, where both name one).
         let expected = original.patientID ?? ""
         if patient != expected || (issuer != nil && original.issuer != nil && issuer != original.issuer) {
             let named = patient.isEmpty ? "no patient" : "patient \(patient)\(issuer.map { " (\($0))" } ?? "")"

@@ -1,6 +1,7 @@
 import Audit
 import DICOM
 import DICOMweb
+import Deidentification
 import Foundation
 
 /// Results back (issue 29), the daemon's side. A peer (an AI service) whose agreement says
@@ -21,7 +22,18 @@ extension AgentDaemon {
             log.named("receiver").error("cannot check a result against what was sent; the peer is asked to send it again", ["peer": sender, "error": "\(error)"])
             return .refuse(reason: 0xA700, why: "the result cannot be checked now; send it again")
         }
-        guard case .refused(let why) = verdict else { return .asSent }
+        let why: String
+        switch verdict {
+        case .accepted: return .asSent
+        case .reidentify(let sent, let reference):
+            do {
+                return .transform(try reidentification(of: sent, reference: reference, from: sender))
+            } catch {
+                log.named("receiver").error("cannot prepare a result's re-identification; the peer is asked to send it again", ["peer": sender, "study": sent.study, "error": "\(error)"])
+                return .refuse(reason: 0xA700, why: "the result cannot be re-identified now; send it again")
+            }
+        case .refused(let reason): why = reason
+        }
         let sop = header.string(.sopInstanceUID) ?? "?"
         let study = header.string(.studyInstanceUID) ?? "?"
         log.named("receiver").warning("result refused", ["peer": sender, "instance": sop, "study": study, "reason": why])
@@ -39,17 +51,46 @@ extension AgentDaemon {
             resultsBack: { ruleSet.resultsBack(to: trust, from: sender, purpose: $0) }, heldHere: { try store.holdsStudy($0) })
     }
 
+    /// How a result for a study sent de-identified is put back into the trust's identity: the
+    /// mapping made again from what the trust holds of the original study (its UIDs under the
+    /// key and the options the study went under, its frames of reference from a file of each
+    /// series), the patient and study from its first file. Audited when it is placed.
+    func reidentification(of sent: ResultCheck.SentStudy, reference: ResultCheck.Reference, from sender: String) throws -> StowIngest.DataSetTransform {
+        let deidentifier = try Deidentifier(key: Self.deidentificationKey(in: configuration.state)).choosing(DeidentificationChoice(text: sent.deidentifyOptions))
+        let (uids, files) = try store.seriesOfStudy(sent.study)
+        guard let first = files.first else { throw KeyProblem("study \(sent.study) has no instance here") }
+        var options = ReadOptions.wholeStructure
+        options.bulkDataThreshold = 4096
+        let identity = try DICOMFile.read(path: first, options: options).dataSet
+        var frames: Set<String> = []
+        for file in files.prefix(200) {
+            let header = file == first ? identity : try DICOMFile.read(path: file, options: options).dataSet
+            if let frame = header.string(Tag(0x0020, 0x0052)) { frames.insert(frame) }
+        }
+        let mapping = Reidentification(
+            originals: Reidentification.originals(of: [sent.study] + uids + frames.sorted(), under: deidentifier), identity: identity,
+            restoresStudy: reference == .sameStudy)
+        return StowIngest.DataSetTransform(name: "re-identification from \(sent.atPeer ?? sent.study) to study \(sent.study)") { data in
+            try mapping.apply(data)
+        }
+    }
+
     /// The results a peer's request placed: recorded (the push jobs they answer marked
     /// answered, an overdue alarm cleared) and audited, a line for each study they answer.
     func recordResults(_ ingest: StowIngest, from peer: String) throws {
         let now = clock.now
         var results: [(sop: String, study: String, original: String)] = []
         var answered: [String: (instances: Int, classes: Set<String>, reference: ResultCheck.Reference, sent: ResultCheck.SentStudy)] = [:]
+        var reidentified: [String: (instances: Int, from: String)] = [:]
         for instance in ingest.placed where !instance.held {
+            // A re-identified result is checked as placed: in the trust's own study and patient.
             guard case .accepted(let sent, let reference) = try checkResult(instance.header, from: peer) else { continue }
             results.append((instance.sopInstanceUID, instance.studyInstanceUID, sent.study))
             answered[sent.study, default: (0, [], reference, sent)].instances += 1
             answered[sent.study]?.classes.insert(instance.sopClassUID)
+            if instance.transformed != nil, let atPeer = instance.sentStudyInstanceUID {
+                reidentified[sent.study, default: (0, atPeer)].instances += 1
+            }
         }
         guard !results.isEmpty else { return }
         let late = try store.recordResults(results, from: peer, now: now)
@@ -59,6 +100,16 @@ extension AgentDaemon {
                 detail: "\(answer.instances) result instance\(answer.instances == 1 ? "" : "s") (\(answer.classes.sorted().joined(separator: ", "))) "
                     + "for the study sent by rule \"\(answer.sent.rule)\", referred to by \(answer.reference.rawValue)"))
             log.named("receiver").info("result back", ["peer": peer, "study": study, "instances": answer.instances, "reference": answer.reference.rawValue])
+        }
+        // Every re-identification recorded: which study, which mapping (the UID the peer knew it
+        // by; never the key), for which agreement (the purpose).
+        for (study, count) in reidentified.sorted(by: { $0.key < $1.key }) {
+            let sent = answered[study]?.sent
+            try audit.record(AuditEntry(
+                who: configuration.trust, action: "reidentify", patient: sent?.patientID, study: study, why: sent?.purpose ?? "results back",
+                detail: "\(count.instances) result instance\(count.instances == 1 ? "" : "s") from \(peer) re-identified from study \(count.from) "
+                    + "(the keyed mapping of the push by rule \"\(sent?.rule ?? "?")\", \(DeidentificationChoice(text: sent?.deidentifyOptions ?? "")))"))
+            log.named("receiver").info("result re-identified", ["peer": peer, "study": study, "from": count.from, "instances": count.instances])
         }
         for job in late {
             log.named("receiver").info("a result came after its alarm: the alarm is cleared", ["job": job.id, "study": job.study, "peer": peer, "rule": job.rule])

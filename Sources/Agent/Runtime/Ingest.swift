@@ -1,4 +1,5 @@
 import DICOM
+import Deidentification
 import DICOMweb
 import Foundation
 import Platform
@@ -219,7 +220,8 @@ final class Ingest: @unchecked Sendable {
                             kind: action.kind == .push ? .push : .deliver, destination: destination, rule: action.rule, purpose: action.purpose,
                             priority: scheduling.priority, window: scheduling.window, deadline: deadline,
                             expectResult: action.kind == .push ? scheduling.expectResultSeconds.map(Double.init) : nil,
-                            deidentify: action.kind == .push && scheduling.deidentified))
+                            deidentify: action.kind == .push && scheduling.deidentified,
+                            deidentifyOptions: action.kind == .push && scheduling.deidentified ? scheduling.deidentification.text : ""))
                 }
             case .prefetchPriors, .gather:
                 // Planned by the queue manager's plan executor once the coordinator says where the

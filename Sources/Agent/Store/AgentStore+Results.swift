@@ -17,20 +17,58 @@ extension AgentStore {
         CREATE INDEX IF NOT EXISTS jobs_by_study ON jobs(study);
         CREATE INDEX IF NOT EXISTS jobs_awaiting_result ON jobs(finished) WHERE expect_result IS NOT NULL AND result_at IS NULL AND result_alarm IS NULL;
         CREATE INDEX IF NOT EXISTS jobs_result_overdue ON jobs(destination) WHERE result_alarm IS NOT NULL AND result_at IS NULL;
+        CREATE INDEX IF NOT EXISTS jobs_by_deidentified_study ON jobs(deidentified_study) WHERE deidentified_study IS NOT NULL;
         """
 
     /// What this trust sent `peer` of a study (each push with some of it acknowledged, oldest
     /// first), with the patient as this trust holds the study: what a result from that peer may
     /// refer to. Empty: never sent there, or the study is no longer held here (its row gone
     /// with its files: there is no study to put a result in, nor a patient to check it by).
+    /// `study` may be the study's own UID or the one a de-identified push gave it at the peer.
     public func sentStudies(_ study: String, to peer: String) throws -> [ResultCheck.SentStudy] {
         try read {
             try db.prepare("""
-                SELECT j.rule, j.purpose, s.patient_id, s.patient_issuer FROM jobs j JOIN studies s ON s.uid = j.study
-                WHERE j.study = ?1 AND j.destination = ?2 AND j.kind = 'push' AND j.instances_acked > 0 ORDER BY j.id
+                SELECT * FROM (
+                    SELECT j.id, j.rule, j.purpose, s.patient_id, s.patient_issuer, j.study, j.deidentified_study, j.deidentify_options
+                    FROM jobs j JOIN studies s ON s.uid = j.study
+                    WHERE j.study = ?1 AND j.destination = ?2 AND j.kind = 'push' AND j.instances_acked > 0
+                    UNION
+                    SELECT j.id, j.rule, j.purpose, s.patient_id, s.patient_issuer, j.study, j.deidentified_study, j.deidentify_options
+                    FROM jobs j JOIN studies s ON s.uid = j.study
+                    WHERE j.deidentified_study = ?1 AND j.destination = ?2 AND j.kind = 'push' AND j.instances_acked > 0
+                ) ORDER BY id
                 """).rows([.text(study), .text(peer)]) { row in
-                ResultCheck.SentStudy(study: study, patientID: row.text(2), issuer: row.text(3), rule: row.text(0) ?? "", purpose: row.text(1) ?? "")
+                ResultCheck.SentStudy(
+                    study: row.text(5) ?? study, patientID: row.text(3), issuer: row.text(4), rule: row.text(1) ?? "", purpose: row.text(2) ?? "",
+                    atPeer: row.text(6), deidentifyOptions: row.text(7) ?? "")
             }
+        }
+    }
+
+    /// The UID the peer knows a de-identified push's study by, recorded before its first copy
+    /// goes (results that come back name it).
+    public func setDeidentifiedStudy(job: Int64, _ uid: String) throws {
+        try write { try db.prepare("UPDATE jobs SET deidentified_study = ?2 WHERE id = ?1").run([.integer(job), .text(uid)]) }
+    }
+
+    /// The study's series and instance UIDs, and a file of each series (the first by SOP
+    /// Instance UID): what re-identifying a result needs of the original.
+    public func seriesOfStudy(_ study: String) throws -> (uids: [String], firstFiles: [String]) {
+        try read {
+            var uids: [String] = []
+            var seen: Set<String> = []
+            var files: [String] = []
+            let rows = try db.prepare("SELECT sop, series, path FROM instances WHERE study = ?1 ORDER BY series, sop").rows([.text(study)]) {
+                (sop: $0.text(0) ?? "", series: $0.text(1) ?? "", path: $0.text(2) ?? "")
+            }
+            for row in rows {
+                uids.append(row.sop)
+                if seen.insert(row.series).inserted {
+                    uids.append(row.series)
+                    files.append(row.path)
+                }
+            }
+            return (uids, files)
         }
     }
 

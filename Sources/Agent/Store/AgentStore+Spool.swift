@@ -34,6 +34,12 @@ extension AgentStore {
         public var finished: Double?
         /// A push whose rule says `deidentified`: each instance goes de-identified (issue 29).
         public var deidentify = false
+        /// What the rule chose beyond the Basic Profile (`DeidentificationChoice.text`): fixed
+        /// when the job first goes de-identified, so one study never reaches a peer two ways.
+        public var deidentifyOptions = ""
+        /// The Study Instance UID the peer knows the study by, once its first de-identified
+        /// instance went: what a result from it refers to (re-identified back to `study`).
+        public var deidentifiedStudy: String? = nil
         /// Instances not yet acknowledged nor refused.
         public var instancesLeft: Int { total - acknowledged - refused }
     }
@@ -43,7 +49,8 @@ extension AgentStore {
     static let jobColumns = """
         j.id, j.kind, j.destination, j.study, j.rule, j.purpose, j.priority, j.window, j.deadline, j.created, j.state, j.attempts,
         j.next_attempt, j.last_error, j.deadline_missed, j.instances_total, j.instances_acked, j.instances_refused,
-        j.bytes_total - j.bytes_sent - j.bytes_refused, j.bytes_total, j.bytes_sent, j.progress_at, j.finished, j.deidentify
+        j.bytes_total - j.bytes_sent - j.bytes_refused, j.bytes_total, j.bytes_sent, j.progress_at, j.finished, j.deidentify,
+        j.deidentify_options, j.deidentified_study
         """
 
     static let headColumns = jobColumns
@@ -84,7 +91,8 @@ extension AgentStore {
             deadline: row.isNull(8) ? nil : row.double(8), created: row.double(9), state: state, attempts: Int(row.int(11)), nextAttempt: row.double(12),
             lastError: row.text(13), deadlineMissed: row.isNull(14) ? nil : row.double(14), total: Int(row.int(15)), acknowledged: Int(row.int(16)),
             refused: Int(row.int(17)), bytesLeft: row.int(18), bytesTotal: row.int(19), bytesSent: row.int(20),
-            progressAt: row.isNull(21) ? nil : row.double(21), finished: row.isNull(22) ? nil : row.double(22), deidentify: row.int(23) != 0)
+            progressAt: row.isNull(21) ? nil : row.double(21), finished: row.isNull(22) ? nil : row.double(22), deidentify: row.int(23) != 0,
+            deidentifyOptions: row.text(24) ?? "", deidentifiedStudy: row.text(25))
     }
 
     /// Every job not done (and done ones finished in the last `doneWithin` seconds).

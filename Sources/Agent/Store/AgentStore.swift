@@ -76,6 +76,7 @@ public final class AgentStore: @unchecked Sendable {
             instances_refused INTEGER NOT NULL DEFAULT 0, bytes_total INTEGER NOT NULL DEFAULT 0,
             bytes_sent INTEGER NOT NULL DEFAULT 0, bytes_refused INTEGER NOT NULL DEFAULT 0, progress_at REAL, detail TEXT,
             expect_result REAL, result_at REAL, result_alarm REAL, deidentify INTEGER NOT NULL DEFAULT 0,
+            deidentify_options TEXT NOT NULL DEFAULT '', deidentified_study TEXT,
             UNIQUE (rule, destination, study));
         CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs(state, destination);
         CREATE TABLE IF NOT EXISTS job_instances (
@@ -102,7 +103,9 @@ public final class AgentStore: @unchecked Sendable {
     /// 7: a push job's expected result (issue 29: `expect_result`, `result_at`, `result_alarm`)
     /// and the results that came back (`AgentStore+Results.swift`); whether it goes
     /// de-identified (`deidentify`).
-    static let schemaVersion = 7
+    /// 8: the de-identification options a job was queued with, and the study UID its peer knows
+    /// it by (`deidentify_options`, `deidentified_study`: results from it are re-identified).
+    static let schemaVersion = 8
 
     /// Brings a database written by an earlier version up to this one, in one transaction.
     private func migrate() throws {
@@ -119,6 +122,8 @@ public final class AgentStore: @unchecked Sendable {
                 try db.execute("ALTER TABLE jobs ADD COLUMN \(column) REAL")
             }
             if !jobColumns.contains("deidentify") { try db.execute("ALTER TABLE jobs ADD COLUMN deidentify INTEGER NOT NULL DEFAULT 0") }
+            if !jobColumns.contains("deidentify_options") { try db.execute("ALTER TABLE jobs ADD COLUMN deidentify_options TEXT NOT NULL DEFAULT ''") }
+            if !jobColumns.contains("deidentified_study") { try db.execute("ALTER TABLE jobs ADD COLUMN deidentified_study TEXT") }
             try db.execute("PRAGMA user_version = \(Self.schemaVersion)")
         }
     }
@@ -296,15 +301,18 @@ public final class AgentStore: @unchecked Sendable {
         public var notBefore: Double? = nil
         /// A push whose rule says `expect result within`: the seconds allowed after delivery.
         public var expectResult: Double? = nil
-        /// A push whose rule says `deidentified`.
+        /// A push whose rule says `deidentified`, and what it chose beyond the Basic Profile
+        /// (`DeidentificationChoice.text`).
         public var deidentify = false
+        public var deidentifyOptions = ""
 
         public init(
             kind: JobKind, destination: String, rule: String, purpose: String, priority: JobPriority, window: TimeWindow? = nil, deadline: Double? = nil,
-            search: PriorSearch? = nil, notBefore: Double? = nil, expectResult: Double? = nil, deidentify: Bool = false
+            search: PriorSearch? = nil, notBefore: Double? = nil, expectResult: Double? = nil, deidentify: Bool = false, deidentifyOptions: String = ""
         ) {
             self.expectResult = expectResult
             self.deidentify = deidentify
+            self.deidentifyOptions = deidentifyOptions
             self.kind = kind
             self.destination = destination
             self.rule = rule
@@ -417,14 +425,15 @@ public final class AgentStore: @unchecked Sendable {
                 id = cached
             } else {
                 try db.prepare("""
-                    INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt, detail, expect_result, deidentify)
-                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', max(?9, coalesce(?11, ?9)), ?10, ?12, ?13)
-                    ON CONFLICT(rule, destination, study) DO UPDATE SET expect_result = excluded.expect_result, deidentify = max(deidentify, excluded.deidentify)
+                    INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt, detail, expect_result, deidentify, deidentify_options)
+                    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', max(?9, coalesce(?11, ?9)), ?10, ?12, ?13, ?14)
+                    ON CONFLICT(rule, destination, study) DO UPDATE SET expect_result = excluded.expect_result, deidentify = max(deidentify, excluded.deidentify),
+                        deidentify_options = CASE WHEN deidentify = 0 THEN excluded.deidentify_options ELSE deidentify_options END
                     WHERE expect_result IS NOT excluded.expect_result OR deidentify < excluded.deidentify
                     """
                 ).run([.text(job.kind.rawValue), .text(job.destination), .text(study), .text(job.rule), .text(job.purpose), .integer(Int64(job.priority.rawValue)),
                         job.window.map { .text($0.description) } ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now), job.search.map { .text($0.stored) } ?? .null,
-                        job.notBefore.map(SQLValue.real) ?? .null, job.expectResult.map(SQLValue.real) ?? .null, .integer(job.deidentify ? 1 : 0)])
+                        job.notBefore.map(SQLValue.real) ?? .null, job.expectResult.map(SQLValue.real) ?? .null, .integer(job.deidentify ? 1 : 0), .text(job.deidentifyOptions)])
                 guard let found = try db.prepare("SELECT id FROM jobs WHERE rule = ?1 AND destination = ?2 AND study = ?3").first([.text(job.rule), .text(job.destination), .text(study)], { $0.int(0) }) else { continue }
                 id = found
                 known[key] = found

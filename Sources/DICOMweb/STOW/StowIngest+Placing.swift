@@ -151,7 +151,10 @@ extension StowIngest {
     /// inbound folder differently share it (a held one's under the held folder).
     private static func key(_ item: Ready) -> String { "\(relativeFolder(item))/\(item.instanceUID).dcm" }
     /// A study folder relative to inbound: `<StudyUID>`, or `.held/<StudyUID>`.
-    private static func relativeFolder(_ item: Ready) -> String { item.held ? "\(heldFolderName)/\(item.studyUID)" : item.studyUID }
+    private static func relativeFolder(_ item: Ready) -> String {
+        let study = item.placedStudyUID ?? item.studyUID
+        return item.held ? "\(heldFolderName)/\(study)" : study
+    }
     private func name(ofFolder path: String) -> String {
         path.hasPrefix(inbound + "/") ? String(path.dropFirst(inbound.count + 1)) : (path as NSString).lastPathComponent
     }
@@ -284,11 +287,13 @@ extension StowIngest {
         log.append(note)
         results.append(alreadyHeld ? .alreadyHeld(sop: item.instanceUID) : .stored(sop: item.instanceUID))
         var instance = PlacedInstance(
-            sopInstanceUID: item.instanceUID, studyInstanceUID: item.studyUID, sopClassUID: item.classUID, path: destination,
+            sopInstanceUID: item.instanceUID, studyInstanceUID: item.placedStudyUID ?? item.studyUID, sopClassUID: item.classUID, path: destination,
             size: item.size, sha256: item.digest, alreadyHeld: alreadyHeld, header: item.header)
         instance.held = item.held
         instance.rewritten = item.rewritten
         instance.sentSHA256 = item.sentDigest
+        instance.transformed = item.transformed
+        instance.sentStudyInstanceUID = item.transformed == nil ? nil : item.studyUID
         placed.append(instance)
     }
 
@@ -310,7 +315,7 @@ extension StowIngest {
     /// overwritten silently), the newcomer is kept aside — it may be the right one — and a
     /// person decides. The refusal names both hashes; the caller logs it at error level.
     private func quarantine(_ item: Ready, heldDigest: String) {
-        let folder = "\(inbound)/\(Self.quarantineFolderName)/\(item.studyUID)"
+        let folder = "\(inbound)/\(Self.quarantineFolderName)/\(item.placedStudyUID ?? item.studyUID)"
         let digest = item.digestNow()
         let kept = "\(folder)/\(item.instanceUID).\(digest).dcm"
         var placed = "not kept: "
@@ -318,7 +323,7 @@ extension StowIngest {
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             // The same conflicting copy sent again is already there (same name, same bytes).
             if Glibc.link(item.staged, kept) == 0 || errno == EEXIST {
-                placed = "the received copy is kept aside as \(Self.quarantineFolderName)/\(item.studyUID)/\(item.instanceUID).\(digest.prefix(16))….dcm"
+                placed = "the received copy is kept aside as \(Self.quarantineFolderName)/\(item.placedStudyUID ?? item.studyUID)/\(item.instanceUID).\(digest.prefix(16))….dcm"
                 // The instance is refused either way; the copy kept aside is for a person, and a
                 // failed fsync only means that it may not survive a crash: said, not fatal.
                 do {

@@ -68,6 +68,25 @@ public final class StowIngest {
         /// Not placed: refused with this STOW-RS failure reason and why (a peer's object that is
         /// not a result for a study the site sent it: 0xA900).
         case refuse(reason: UInt16, why: String)
+        /// Written again with its data set changed by the caller (issue 29: a result put back
+        /// into the trust's identity and study), streaming (`StreamingRewrite`), and placed in
+        /// the study its new header names; the sender is answered about the instance as it
+        /// sent it. One that cannot be (a compressed file, a transform that refuses it) is
+        /// refused with 0xC000 and why.
+        case transform(DataSetTransform)
+    }
+
+    /// A change to an instance's data set, named (for the log, and so that placements compare).
+    public struct DataSetTransform: Sendable, Equatable {
+        public var name: String
+        public var apply: @Sendable (DataSet) throws -> DataSet
+
+        public init(name: String, apply: @escaping @Sendable (DataSet) throws -> DataSet) {
+            self.name = name
+            self.apply = apply
+        }
+
+        public static func == (a: DataSetTransform, b: DataSetTransform) -> Bool { a.name == b.name }
     }
 
     /// Where held instances wait, beside the store (`Placement.hold`).
@@ -106,6 +125,11 @@ public final class StowIngest {
         /// The SHA-256 of the bytes as the sender sent them, when they were rewritten: what the
         /// sender's study manifest lists.
         var sentDigest: String?
+        /// The study it is placed in, when a transform changed it (`studyUID` stays the one the
+        /// sender named, which is all the sender is told of).
+        var placedStudyUID: String?
+        /// What a transform did (its name), when one did.
+        var transformed: String?
 
         /// The staged file's SHA-256: as hashed, or read now (a rewritten one, when a copy of
         /// the same instance is found and must be compared).
@@ -166,6 +190,10 @@ public final class StowIngest {
         /// The SHA-256 of the bytes as sent, when they were rewritten (`sha256` is of the file
         /// placed): the sender's manifest lists this one.
         public var sentSHA256: String?
+        /// The transform it was placed through (`Placement.transform`'s name), and the study
+        /// the sender named (`studyInstanceUID` is the one it was placed in).
+        public var transformed: String?
+        public var sentStudyInstanceUID: String?
 
         public init(
             sopInstanceUID: String, studyInstanceUID: String, sopClassUID: String, path: String, size: Int, sha256: String, alreadyHeld: Bool,
@@ -402,8 +430,48 @@ public final class StowIngest {
                 item.held = true
                 holdReasons[studyUID] = "it cannot be placed in this trust's identity: \(error)"
             }
+        case .transform(let transform):
+            do {
+                item = try transformed(item, transform)
+            } catch {
+                return refuse(0xC000, "it cannot be placed here (\(transform.name)): \(error)")
+            }
         }
         ready.append(item)
+    }
+
+    /// A staged instance written again through a transform into a new staged file (made durable
+    /// as it is written: transforms are for the few instances a peer sends back), its header read
+    /// again; the original goes.
+    private func transformed(_ item: Ready, _ transform: DataSetTransform) throws -> Ready {
+        let path = staging + "/" + Self.stagedPrefix + "transformed-" + UUID().uuidString
+        do {
+            try StreamingRewrite.rewrite(item.staged, to: path, meta: { $0 }, dataSet: transform.apply)
+        } catch {
+            unlink(path)
+            throw error
+        }
+        let header: DataSet
+        var info = stat()
+        do {
+            header = try DICOMFile.read(path: path).dataSet
+            guard stat(path, &info) == 0 else { throw DICOMError(.io, "Cannot measure \(path)") }
+        } catch {
+            unlink(path)
+            throw error
+        }
+        guard header.string(.sopInstanceUID) == item.instanceUID, let study = header.string(.studyInstanceUID), UID.isValid(study) else {
+            unlink(path)
+            throw DICOMError(.malformed, "the transform changed the instance's own UID or left no valid study")
+        }
+        unlink(item.staged)
+        var placed = Ready(
+            staged: path, classUID: item.classUID, instanceUID: item.instanceUID, studyUID: item.studyUID, size: Int(info.st_size),
+            digest: SHA256Hasher.hex(ofFile: path) ?? "", header: header)
+        placed.placedStudyUID = study
+        placed.transformed = transform.name
+        placed.sentDigest = item.digest
+        return placed
     }
 
     /// Why instances of a study were held (`Placement.hold`, or a rewrite that failed), by study.

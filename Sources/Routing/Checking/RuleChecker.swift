@@ -101,9 +101,8 @@ struct RuleChecker {
             }
             var isPush = false
             if case .push = action { isPush = true }
-            if scheduling.deidentified && scheduling.expectResultSeconds != nil {
-                error(location, "results from a de-identified push cannot be matched to the study yet (they come back under its new UIDs)",
-                      hint: "drop expect result; results from such a peer are refused until re-identification is built")
+            if let conflict = scheduling.deidentification.conflict {
+                error(location, conflict, hint: "choose one: retain-full-dates keeps them, retain-modified-dates moves each patient's by a fixed number of days")
             }
             if scheduling.deidentified && !isPush {
                 error(location, "deidentified belongs to a push", hint: "write: push to RESEARCH-AI deidentified")

@@ -105,7 +105,7 @@ public struct PlannedAction: Sendable, Hashable, CustomStringConvertible {
         if let w = scheduling.window { text += ", window \(w)" }
         if let d = scheduling.deadlineSeconds { text += ", deadline \(formatDuration(d))" }
         if let r = scheduling.expectResultSeconds { text += ", expect result within \(formatDuration(r))" }
-        if scheduling.deidentified { text += ", de-identified" }
+        if scheduling.deidentified { text += ", de-identified (\(scheduling.deidentification))" }
         return text
     }
 }

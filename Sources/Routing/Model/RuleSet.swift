@@ -1,3 +1,4 @@
+import Deidentification
 import DICOM
 import Spool
 
@@ -162,6 +163,9 @@ public struct Scheduling: Sendable, Hashable {
     /// `deidentified`: the study is sent de-identified (PS3.15 Annex E, the Basic Profile),
     /// its UIDs remapped under the sending trust's key.
     public var deidentified = false
+    /// `deidentified with …`: the profile's options the push is de-identified under, and
+    /// whether instances that may carry burned-in text go too.
+    public var deidentification = DeidentificationChoice()
 }
 
 /// One thing a rule does when it fires.

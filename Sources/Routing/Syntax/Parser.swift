@@ -1,3 +1,4 @@
+import Deidentification
 import DICOM
 
 /// Reads one rules file into declarations, collecting every syntax error with its place rather
@@ -29,7 +30,11 @@ import DICOM
 ///             | deliver to [local] TARGET SCHEDULING
 ///             | gather imaging [from ...] [within DURATION] [to host | to NAME] SCHEDULING
 ///     SCHEDULING := [priority urgent|normal|bulk] [window HH:MM-HH:MM] [deadline DURATION]
-///                   [expect result within DURATION] [deidentified]
+///                   [expect result within DURATION] [deidentified [with OPTION, ...]]
+///     OPTION := retain-safe-private | retain-uids | retain-device-identity
+///             | retain-institution-identity | retain-patient-characteristics | retain-full-dates
+///             | retain-modified-dates | clean-descriptors | clean-structured-content
+///             | clean-graphics | allow-burned-in        (PS3.15 Annex E's options)
 struct Parser {
     private var tokens: [Token]
     private var index = 0
@@ -582,6 +587,19 @@ struct Parser {
                 s.window = window
             case "deidentified":
                 s.deidentified = true
+                if isWord("with") {
+                    _ = advance()
+                    repeat {
+                        if isSymbol(",") { _ = advance() }
+                        let (word, _) = try name("a de-identification option")
+                        guard s.deidentification.add(word: word) else {
+                            throw fail(
+                                "unknown de-identification option \"\(word)\"", at: tokens[index - 1],
+                                hint: closest(to: word, among: DeidentificationChoice.words).map { "did you mean \"\($0)\"?" }
+                                    ?? "options: " + DeidentificationChoice.words.joined(separator: ", "))
+                        }
+                    } while isSymbol(",") && next.word.map(DeidentificationChoice.words.contains) == true
+                }
             case "expect":
                 try expectWord("result", hint: "write: expect result within 30 min")
                 try expectWord("within", hint: "write: expect result within 30 min")
