@@ -173,7 +173,7 @@ let package = Package(
         // of the daemons' modules; the CLI holds only their entries in its command table.
         .target(
             name: "Workbench",
-            dependencies: ["CommandSupport", "DICOM", "DICOMweb", "Exchange", "PKI", "Platform", "Routing", "Transport", "CSystem"]
+            dependencies: ["CommandSupport", "DICOM", "DICOMweb", "Deidentification", "Exchange", "PKI", "Platform", "Routing", "Transport", "CSystem"]
         ),
         // The `consort` command line: the subcommands (starting the daemons, operating them,
         // transfers, rules, PKI, audit) and their output formats.

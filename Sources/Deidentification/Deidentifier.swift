@@ -137,10 +137,18 @@ public struct Deidentifier: Sendable {
     /// de-identified (`notDeidentifiable`) is refused from the header read for the rewrite —
     /// not read twice — with `.unencodable` and the reason; nothing is written.
     public func write(_ source: String, to target: String) throws(DICOMError) {
-        try StreamingRewrite.rewrite(source, to: target, meta: deidentifyMeta) { data in
-            if let why = Self.notDeidentifiable(data, allowingBurnedIn: allowsBurnedIn) { throw DICOMError(.unencodable, why) }
-            return deidentify(data)
-        }
+        try StreamingRewrite.rewrite(source, to: target, meta: deidentifyMeta, dataSet: checkedAndDeidentified)
+    }
+
+    /// The Part 10 file `source` de-identified, as pieces to send (`StreamingRewrite.pieces`):
+    /// the header made here, the pixel data a range of the source. Refused as `write` refuses.
+    public func pieces(_ source: String) throws(DICOMError) -> [TransferSyntaxConversion.Piece] {
+        try StreamingRewrite.pieces(source, meta: deidentifyMeta, dataSet: checkedAndDeidentified)
+    }
+
+    private func checkedAndDeidentified(_ data: DataSet) throws -> DataSet {
+        if let why = Self.notDeidentifiable(data, allowingBurnedIn: allowsBurnedIn) { throw DICOMError(.unencodable, why) }
+        return deidentify(data)
     }
 
     /// Why an instance may not go de-identified though its header can: its pixels may carry a

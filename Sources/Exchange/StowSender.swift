@@ -8,9 +8,13 @@ import Transport
 public struct OutgoingInstance: Sendable, Hashable {
     public var path: String
     public var uid: String
-    public init(path: String, uid: String) {
+    /// What is sent when it is not the file as it is: pieces made of it (a de-identified
+    /// instance: the header made here, the pixel data a range of `path`).
+    public var pieces: [TransferSyntaxConversion.Piece]?
+    public init(path: String, uid: String, pieces: [TransferSyntaxConversion.Piece]? = nil) {
         self.path = path
         self.uid = uid
+        self.pieces = pieces
     }
 }
 
@@ -65,7 +69,7 @@ public enum StowSender {
         var transportCode: Int?
         var status: Int?
         do {
-            let body = try MultipartFileBody(paths: batch.map(\.path))
+            let body = try MultipartFileBody(parts: batch.map { instance in instance.pieces.map { .pieces(source: instance.path, $0) } ?? .file(instance.path) })
             let answer = ByteCollector(limit: 16 << 20)
             let result = Result { () throws(HTTPClientError) -> ClientResponse in
                 try client.send(

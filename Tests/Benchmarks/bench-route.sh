@@ -10,6 +10,9 @@
 #      into A one at a time (REST POST /instances) while the same bulk study is being stored and
 #      routed, each timed until B has it (/tools/lookup).
 # Both print p50/p90/p99; the agent issue's targets: p50 under 25 ms, p99 under 150 ms.
+#   3. `consort bench route --deidentified`: the bulk study pushed plainly and de-identified
+#      (PS3.15 Annex E, each instance de-identified as it is streamed), three of each; the ratio
+#      (issue 29's target: at least 0.8) and the sender's peak RSS in each.
 #
 #   Tests/Benchmarks/bench-route.sh [--urgent N] [--bulk-instances N] [--work DIR]
 set -euo pipefail
@@ -22,7 +25,7 @@ while [ $# -gt 0 ]; do
     --urgent) urgent=$2; shift 2 ;;
     --bulk-instances) bulk=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "bench-route: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -141,3 +144,7 @@ finally:
             process.kill()
     shutil.rmtree(run, ignore_errors=True)
 PY
+
+echo
+echo "== consort: the bulk study pushed plainly and de-identified (consort bench route --deidentified) =="
+"$consort" bench route --deidentified --bulk-instances "$bulk" --archive-instances 0 --urgent 1 --work "$work/consort"

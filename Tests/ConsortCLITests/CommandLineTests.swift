@@ -178,6 +178,26 @@ struct CommandLineTests {
         #expect(left.contains("bulk-20.complete") && left.contains("urgent-3.complete"), "\(left)")
     }
 
+    /// The de-identified push benchmark, small: the bulk study sent alone three times plainly
+    /// and three times de-identified (the bench checks that it arrived de-identified under the
+    /// sender's key), the ratio and both senders' peak memory reported.
+    @Test(.timeLimit(.minutes(3)))
+    func benchRouteDeidentifiedComparesTheTwoPushes() throws {
+        _ = try Run.require("openssl", package: "openssl")
+        let folder = try ScratchFolder()
+        let outcome = try Run.program(Run.consort, [
+            "bench", "route", "--deidentified", "--urgent", "1", "--bulk-instances", "12", "--archive-instances", "0", "--work", folder.path, "--json",
+        ], timeout: 150)
+        #expect(outcome.status == 0, "\(outcome.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any]
+        let number = { (key: String) in (object?[key] as? NSNumber)?.doubleValue ?? -1 }
+        #expect(object?["benchmark"] as? String == "route-deidentified" && object?["instances"] as? Int == 12, "\(outcome.stdout)")
+        #expect(number("plain_mb_per_second") > 0 && number("deidentified_mb_per_second") > 0 && number("ratio") > 0, "\(outcome.stdout)")
+        #expect((object?["deidentified_seconds"] as? [Double])?.count == 3 && number("deidentified_sender_peak_rss_kib") > 0, "\(outcome.stdout)")
+        let both = try Run.program(Run.consort, ["bench", "route", "--deidentified", "--identity", "--work", folder.path], timeout: 30)
+        #expect(both.status != 0 && both.stderr.contains("measure different things"), "\(both.stderr)")
+    }
+
     /// The registry benchmark, small: a real coordinator on SQLite, announced to and looked up
     /// by eight clients. The names the issue fixed (`announce_per_s`, `locate_p50_ms`,
     /// `locate_p99_ms`, `rss_mb`) are there, every lookup answered, every study in the registry.

@@ -1,3 +1,4 @@
+import DICOM
 import Foundation
 import HTTP
 import Testing
@@ -162,6 +163,38 @@ struct MultipartTests {
         #expect(bytes.count == body.contentLength)
         #expect(bytes == body.encoder.encode(Self.parts))
         #expect(try Self.decode(bytes, boundary: body.encoder.boundary, pieces: [333]).parts == Self.parts)
+    }
+
+    /// A part made as it is sent — bytes held here and ranges of a source file (a de-identified
+    /// instance) — streams like a file, in reads of any size, empty pieces passed over; a source
+    /// that became shorter than its pieces say is an error, never a short part.
+    @Test func piecesStreamIntoABodyOfTheAnnouncedLength() throws {
+        let folder = NSTemporaryDirectory() + "consort-multipart-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let source = folder + "/source.dcm"
+        let sourceBytes = (0..<5000).map { UInt8($0 % 251) }
+        try Data(sourceBytes).write(to: URL(fileURLWithPath: source))
+        try Data(Self.parts[0]).write(to: URL(fileURLWithPath: folder + "/plain.dcm"))
+        let pieces: [TransferSyntaxConversion.Piece] = [.bytes([1, 2, 3]), .copy(offset: 100, count: 2000), .bytes([]), .copy(offset: 4000, count: 0), .bytes([9]), .copy(offset: 4500, count: 500)]
+        let made: [UInt8] = [1, 2, 3] + sourceBytes[100..<2100] + [9] + sourceBytes[4500..<5000]
+        for size in [1, 7, 1000, 65536] {
+            let body = try MultipartFileBody(parts: [.pieces(source: source, pieces), .file(folder + "/plain.dcm")])
+            var bytes: [UInt8] = []
+            var buffer = [UInt8](repeating: 0, count: size)
+            while true {
+                let n = try buffer.withUnsafeMutableBytes { try body.read(into: $0) }
+                if n == 0 { break }
+                bytes += buffer[0..<n]
+            }
+            #expect(bytes.count == body.contentLength && bytes == body.encoder.encode([made, Self.parts[0]]), "reads of \(size)")
+        }
+        let body = try MultipartFileBody(parts: [.pieces(source: source, [.copy(offset: 4000, count: 1000)])])
+        try Data(sourceBytes.prefix(4500)).write(to: URL(fileURLWithPath: source))
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        #expect(throws: MultipartError.self) {
+            while try buffer.withUnsafeMutableBytes({ try body.read(into: $0) }) > 0 {}
+        }
     }
 
     @Test func contentTypesParse() throws {

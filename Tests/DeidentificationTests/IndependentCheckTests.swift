@@ -87,6 +87,15 @@ struct IndependentCheckTests {
             let inMemory = try DICOMWriter.encode(whole)
             let streamed = try [UInt8](Data(contentsOf: URL(fileURLWithPath: out + "/streamed-" + name)))
             #expect(streamed == inMemory, "\(name): \(streamed.count) bytes streamed, \(inMemory.count) in memory")
+            // As a push sends it: the pieces, the pixel data read from the source, the same bytes.
+            let sourceBytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: source)))
+            let sent = try deidentifier.pieces(source).flatMap { piece -> [UInt8] in
+                switch piece {
+                case .bytes(let bytes): return bytes
+                case .copy(let offset, let count): return Array(sourceBytes[offset..<(offset + count)])
+                }
+            }
+            #expect(sent == inMemory, "\(name): the pieces a push sends are not the file")
             pairs += [source, out + "/streamed-" + name]
         }
         #expect(pairs.count >= 8)

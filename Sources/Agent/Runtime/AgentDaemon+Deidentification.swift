@@ -40,13 +40,10 @@ extension AgentDaemon {
         return key
     }
 
-    /// The folder de-identified copies are written to and sent from: emptied at each start
-    /// (a copy left by a crash is made again when its instance is sent).
-    static func deidentifiedFolder(in state: String) throws -> String {
-        let folder = state + "/deidentified"
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [] { unlink(folder + "/" + name) }
-        return folder
+    /// The folder an earlier version wrote de-identified copies to before sending them (they
+    /// are streamed into the request now): removed, with anything a crash left in it.
+    static func removeDeidentifiedFolder(in state: String) {
+        try? FileManager.default.removeItem(atPath: state + "/deidentified")
     }
 
     struct KeyProblem: Error, CustomStringConvertible {

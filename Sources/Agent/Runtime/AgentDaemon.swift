@@ -152,7 +152,7 @@ public final class AgentDaemon: @unchecked Sendable {
         push.trust = configuration.trust
         do {
             push.deidentifier = try Deidentifier(key: Self.deidentificationKey(in: configuration.state))
-            push.deidentifiedFolder = try Self.deidentifiedFolder(in: configuration.state)
+            Self.removeDeidentifiedFolder(in: configuration.state)
             let trust = configuration.trust
             push.requiresDeidentification = { destination, purpose in rules.current.requiresDeidentification(from: trust, to: destination, purpose: purpose) }
         } catch {

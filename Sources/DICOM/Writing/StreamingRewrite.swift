@@ -40,6 +40,15 @@ public enum StreamingRewrite {
         }
     }
 
+    /// The new file as pieces — bytes made here, and ranges of `source` to copy as they are — for
+    /// a caller that sends it rather than writes it (a de-identified push streams each instance
+    /// into its request: no copy on disk at all).
+    public static func pieces(
+        _ source: String, meta: (DataSet) -> DataSet, dataSet: (DataSet) throws -> DataSet
+    ) throws(DICOMError) -> [TransferSyntaxConversion.Piece] {
+        try plan(source, meta: meta, dataSet: dataSet)
+    }
+
     /// The new file's pieces.
     static func plan(_ source: String, meta: (DataSet) -> DataSet, dataSet transform: (DataSet) throws -> DataSet) throws(DICOMError) -> [TransferSyntaxConversion.Piece] {
         var options = ReadOptions.wholeStructure

@@ -12,7 +12,7 @@
 /// with the headers). Retired group lengths (gggg,0000), which would be wrong afterwards, are
 /// left out, as is anything after a complete Pixel Data that is not an element.
 public enum TransferSyntaxConversion {
-    public enum Piece: Equatable, Sendable {
+    public enum Piece: Hashable, Sendable {
         case bytes([UInt8])
         case copy(offset: Int, count: Int)
     }

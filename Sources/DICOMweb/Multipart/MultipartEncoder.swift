@@ -1,3 +1,4 @@
+import DICOM
 import HTTP
 
 #if canImport(Glibc)
@@ -46,44 +47,80 @@ public struct MultipartEncoder: Sendable {
     }
 }
 
-/// A multipart/related body whose parts are files, read as it is sent: memory stays at one read
-/// buffer whatever the study's size. Its length is known before sending (Content-Length).
+/// A multipart/related body whose parts are files, or files made as they are sent (a header made
+/// here, then ranges of a source: a de-identified instance), read as it is sent: memory stays at
+/// one read buffer and the pieces' headers whatever the study's size. Its length is known before
+/// sending (Content-Length).
 public final class MultipartFileBody {
+    /// One part: a file as it is, or pieces — bytes held here and ranges of `source`.
+    public enum Part: Sendable {
+        case file(String)
+        case pieces(source: String, [TransferSyntaxConversion.Piece])
+
+        var path: String {
+            switch self {
+            case .file(let path), .pieces(let path, _): return path
+            }
+        }
+    }
+
     public let encoder: MultipartEncoder
-    public let paths: [String]
+    public let parts: [Part]
+    public var paths: [String] { parts.map(\.path) }
     public let contentLength: Int
     private let sizes: [Int]
     private var part = 0
-    /// Bytes of framing waiting to go out before the current file's data (or the closing).
+    /// Bytes of framing waiting to go out before the current part's data (or the closing).
     private var framing: [UInt8] = []
     private var framingSent = 0
     private var descriptor: Int32 = -1
     private var remainingInFile = 0
+    /// In a part of pieces: the piece being sent, and how much of it has gone.
+    private var piece = 0
+    private var doneInPiece = 0
     private var finished = false
 
     /// Measures the files (their sizes fix Content-Length); throws if one cannot be read.
-    public init(paths: [String], encoder: MultipartEncoder = MultipartEncoder()) throws(MultipartError) {
+    public convenience init(paths: [String], encoder: MultipartEncoder = MultipartEncoder()) throws(MultipartError) {
+        try self.init(parts: paths.map(Part.file), encoder: encoder)
+    }
+
+    /// Measures the parts: a file by its size, pieces by theirs (their source must be a file
+    /// that can be read); throws if one cannot be.
+    public init(parts: [Part], encoder: MultipartEncoder = MultipartEncoder()) throws(MultipartError) {
         self.encoder = encoder
-        self.paths = paths
+        self.parts = parts
         var sizes: [Int] = []
         var total = 0
-        for (i, path) in paths.enumerated() {
+        for (i, part) in parts.enumerated() {
             var info = stat()
-            guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
-                throw MultipartError("Cannot send \(path): \(String(cString: strerror(errno)))", offset: 0)
+            guard stat(part.path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else {
+                throw MultipartError("Cannot send \(part.path): \(String(cString: strerror(errno)))", offset: 0)
             }
-            sizes.append(Int(info.st_size))
-            total += encoder.partHeader(index: i, length: Int(info.st_size)).count + Int(info.st_size)
+            let size: Int
+            switch part {
+            case .file: size = Int(info.st_size)
+            case .pieces(_, let pieces): size = pieces.reduce(0) { $0 + Self.length(of: $1) }
+            }
+            sizes.append(size)
+            total += encoder.partHeader(index: i, length: size).count + size
         }
         self.sizes = sizes
         contentLength = total + encoder.closing.count
-        framing = paths.isEmpty ? encoder.closing : encoder.partHeader(index: 0, length: sizes[0])
+        framing = parts.isEmpty ? encoder.closing : encoder.partHeader(index: 0, length: sizes[0])
     }
 
     deinit { if descriptor >= 0 { close(descriptor) } }
 
+    static func length(of piece: TransferSyntaxConversion.Piece) -> Int {
+        switch piece {
+        case .bytes(let bytes): return bytes.count
+        case .copy(_, let count): return count
+        }
+    }
+
     /// Fills `buffer` with the next bytes of the body; 0 at the end. A file that shrank since it
-    /// was measured is an error (the Content-Length sent would be a lie).
+    /// was measured (or planned) is an error (the Content-Length sent would be a lie).
     public func read(into buffer: UnsafeMutableRawBufferPointer) throws(MultipartError) -> Int {
         var written = 0
         while written < buffer.count && !finished {
@@ -96,31 +133,56 @@ public final class MultipartFileBody {
                 written += n
                 continue
             }
-            if part == paths.count {
+            if part == parts.count {
                 finished = true
                 break
             }
+            let path = parts[part].path
             if descriptor < 0 {
-                descriptor = open(paths[part], O_RDONLY | O_CLOEXEC)
-                if descriptor < 0 { throw MultipartError("Cannot open \(paths[part]): \(String(cString: strerror(errno)))", offset: 0) }
+                descriptor = open(path, O_RDONLY | O_CLOEXEC)
+                if descriptor < 0 { throw MultipartError("Cannot open \(path): \(String(cString: strerror(errno)))", offset: 0) }
                 remainingInFile = sizes[part]
+                (piece, doneInPiece) = (0, 0)
             }
             if remainingInFile > 0 {
                 let want = min(remainingInFile, buffer.count - written)
-                let n = Glibc.read(descriptor, buffer.baseAddress! + written, want)
+                let n: Int
+                switch parts[part] {
+                case .file:
+                    n = Glibc.read(descriptor, buffer.baseAddress! + written, want)
+                case .pieces(_, let pieces):
+                    // An empty piece (nothing between two bulk values) is passed over.
+                    if Self.length(of: pieces[piece]) == 0 {
+                        piece += 1
+                        continue
+                    }
+                    switch pieces[piece] {
+                    case .bytes(let bytes):
+                        n = min(want, bytes.count - doneInPiece)
+                        bytes.withUnsafeBytes { from in
+                            (buffer.baseAddress! + written).copyMemory(from: from.baseAddress! + doneInPiece, byteCount: n)
+                        }
+                    case .copy(let offset, let count):
+                        n = pread(descriptor, buffer.baseAddress! + written, min(want, count - doneInPiece), off_t(offset + doneInPiece))
+                    }
+                }
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw MultipartError("Cannot read \(paths[part]): \(String(cString: strerror(errno)))", offset: 0)
+                    throw MultipartError("Cannot read \(path): \(String(cString: strerror(errno)))", offset: 0)
                 }
-                if n == 0 { throw MultipartError("\(paths[part]) became shorter while it was being sent", offset: 0) }
+                if n == 0 { throw MultipartError("\(path) became shorter while it was being sent", offset: 0) }
                 remainingInFile -= n
                 written += n
+                if case .pieces(_, let pieces) = parts[part] {
+                    doneInPiece += n
+                    if doneInPiece == Self.length(of: pieces[piece]) { (piece, doneInPiece) = (piece + 1, 0) }
+                }
                 continue
             }
             close(descriptor)
             descriptor = -1
             part += 1
-            framing = part < paths.count ? encoder.partHeader(index: part, length: sizes[part]) : encoder.closing
+            framing = part < parts.count ? encoder.partHeader(index: part, length: sizes[part]) : encoder.closing
             framingSent = 0
         }
         return written

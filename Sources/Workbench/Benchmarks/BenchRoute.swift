@@ -35,6 +35,11 @@ extension BenchCommand {
                 the patient under its own number, so each instance it receives is rewritten as
                 it is placed): the bulk study sent alone without and with the rewrite, the ratio
                 reported, and the urgent instances timed with it on.
+                --deidentified: the bulk study sent alone by fresh pairs of agents, plainly and
+                with RSCH's rule saying push … deidentified (PS3.15 Annex E, each instance
+                de-identified as it is sent), three of each in turn; the medians, their ratio,
+                and the sender's peak RSS in each (memory flat: a copy is written streaming,
+                never held). Only that is run.
                 Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
         """
 
@@ -58,7 +63,7 @@ extension BenchCommand {
 
     static func route(_ args: [String]) throws -> ExitCode {
         let arguments = try Arguments(
-            args, command: "bench route", flags: ["--json", "--identity"], options: ["--urgent", "--bulk-instances", "--archive-instances", "--work", "--bandwidth", "--agent-binary"])
+            args, command: "bench route", flags: ["--json", "--identity", "--deidentified"], options: ["--urgent", "--bulk-instances", "--archive-instances", "--work", "--bandwidth", "--agent-binary"])
         // A capped peer (`bandwidth N MB/s` on RSCH's peer line): the case where the cap exists
         // because the link is scarce, and urgent bytes must not wait for bulk's.
         let bandwidth = arguments.option("--bandwidth") == nil ? nil : try arguments.integer("--bandwidth", default: 60, range: 1...100_000)
@@ -85,6 +90,10 @@ extension BenchCommand {
             try makeThrowawayPKI(in: pki, openssl: openssl)
         }
         let identity = arguments.flag("--identity")
+        let deidentified = arguments.flag("--deidentified")
+        if identity && deidentified {
+            throw UsageError(message: "--identity and --deidentified measure different things; run one, then the other", command: "bench route")
+        }
 
         // The studies, written once and kept in the work folder.
         var bulk = SyntheticStudy()
@@ -159,12 +168,20 @@ extension BenchCommand {
               push to UHSX priority bulk
             }
             """.write(toFile: rules + "/bench.rules", atomically: true, encoding: .utf8)
+        // With --deidentified: the same rules, the bulk study's push de-identified.
+        let deidentifiedRules = run + "/rules-deidentified"
+        if deidentified {
+            try FileManager.default.createDirectory(atPath: deidentifiedRules, withIntermediateDirectories: true)
+            let text = try String(contentsOfFile: rules + "/bench.rules", encoding: .utf8)
+            try text.replacingOccurrences(of: "push to UHSX priority bulk", with: "push to UHSX priority bulk deidentified")
+                .write(toFile: deidentifiedRules + "/bench.rules", atomically: true, encoding: .utf8)
+        }
         // With --identity: the coordinator both agents announce to, and UHSX asks for its number.
         let coordinator = identity ? try startBenchCoordinator(run: run, pki: pki, rules: rules, consort: ChildProcess.ownExecutable) : nil
         defer { coordinator?.stop() }
         func site(
-            _ code: String, peer: (String, Int)?, scanRate: Int = 2000, folder: String? = nil, coordinator: BenchCoordinator? = nil
-        ) throws -> (config: String, watch: String, inbound: String) {
+            _ code: String, peer: (String, Int)?, scanRate: Int = 2000, folder: String? = nil, coordinator: BenchCoordinator? = nil, rules: String = rules
+        ) throws -> (config: String, watch: String, inbound: String, state: String) {
             let base = run + "/" + (folder ?? code.lowercased())
             let (watch, inbound, state) = (base + "/export", base + "/import", base + "/state")
             for folder in [watch, inbound, state] { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
@@ -174,7 +191,7 @@ extension BenchCommand {
             if let (name, port) = peer { text += "peer \(name) https://127.0.0.1:\(port) { connections 4\(bandwidth.map { "  bandwidth \($0) MB/s" } ?? "") }\n" }
             text += coordinator?.agentLine ?? ""
             try text.write(toFile: base + "/agent.conf", atomically: true, encoding: .utf8)
-            return (base + "/agent.conf", watch, inbound)
+            return (base + "/agent.conf", watch, inbound, state)
         }
         let consort = ChildProcess.ownExecutable
         let agentExecutable = agentBinary ?? consort
@@ -228,7 +245,7 @@ extension BenchCommand {
         // UHSX's own number for the patient, when identity is on: its receiving agent is started
         // with a study of the patient under it, and sending waits until the coordinator has it.
         let patient = bulk.nhsNumber
-        func receiverKnowsPatient(_ receiver: (config: String, watch: String, inbound: String), with coordinator: BenchCoordinator?) throws -> String? {
+        func receiverKnowsPatient(_ receiver: (config: String, watch: String, inbound: String, state: String), with coordinator: BenchCoordinator?) throws -> String? {
             guard let coordinator else { return nil }
             let number = try writeReceiversOwnStudy(into: receiver.watch, patient: patient)
             guard try waitForReceiversNumber(coordinator, patient: patient, number: number, timeout: 60) else {
@@ -236,7 +253,8 @@ extension BenchCommand {
             }
             return number
         }
-        func sendAlone(_ prefix: String, coordinator: BenchCoordinator?) throws -> Double {
+        // With `deidentify`, the study arrives under the UID RSCH's key gives it, de-identified.
+        func sendAlone(_ prefix: String, coordinator: BenchCoordinator?, deidentify: Bool = false) throws -> (seconds: Double, senderPeakKiB: Int) {
             let receiver = try site("UHSX", peer: nil, folder: prefix + "-uhsx", coordinator: coordinator)
             var agents: [ChildProcess] = []
             var movedInto: String?
@@ -253,14 +271,16 @@ extension BenchCommand {
             let (uhsx, port) = try start(receiver.config, prefix + "-uhsx")
             agents.append(uhsx)
             let number = try receiverKnowsPatient(receiver, with: coordinator)
-            let sender = try site("RSCH", peer: ("UHSX", port), folder: prefix + "-rsch", coordinator: coordinator)
+            let sender = try site("RSCH", peer: ("UHSX", port), folder: prefix + "-rsch", coordinator: coordinator, rules: deidentify ? deidentifiedRules : rules)
             let (rsch, _) = try start(sender.config, prefix + "-rsch")
             agents.append(rsch)
+            // The key is made at the agent's first start, before it listens.
+            let arrivesAs = deidentify ? try deidentifiedUID(of: bulkStudy, keyIn: sender.state) : bulkStudy
             warm(bulkFiles)
             let start = monotonicSeconds()
             try FileManager.default.moveItem(atPath: bulkSource + "/" + bulkStudy, toPath: sender.watch + "/" + bulkStudy)
             movedInto = sender.watch + "/" + bulkStudy
-            let inbound = receiver.inbound + "/" + bulkStudy, deadline = start + 600
+            let inbound = receiver.inbound + "/" + arrivesAs, deadline = start + 600
             while held(inbound) < bulkFiles.count && monotonicSeconds() < deadline && rsch.isRunning && uhsx.isRunning { usleep(5_000) }
             let seconds = monotonicSeconds() - start
             guard held(inbound) == bulkFiles.count else {
@@ -269,15 +289,23 @@ extension BenchCommand {
             if let number, !placedUnder(number, inbound: receiver.inbound, study: bulkStudy) {
                 throw UsageError(message: "the bulk study was not placed in UHSX's identity (\(number)); see \(run)/\(prefix)-uhsx.log", command: "bench route")
             }
-            return seconds
+            if deidentify, !arrivedDeidentified(inbound: receiver.inbound, study: arrivesAs) {
+                throw UsageError(message: "the bulk study did not arrive de-identified; see \(run)/\(prefix)-rsch.log", command: "bench route")
+            }
+            return (seconds, rsch.peakKiBSoFar)
+        }
+        if deidentified {
+            return try benchDeidentified(
+                json: arguments.flag("--json"), instances: bulkFiles.count, bytes: bulkBytes, run: run, finished: &finished,
+                sendAlone: { try sendAlone($0, coordinator: nil, deidentify: $1) })
         }
         // With --identity, three of each in turn and the medians: one transfer lasts under two
         // seconds, and single runs of the ratio ranged 0.66-0.88 on this shared machine.
         var aloneRuns: [Double] = [], identityRuns: [Double] = []
         for round in 0..<(coordinator == nil ? 1 : 3) {
             let suffix = round == 0 ? "" : "-\(round + 1)"
-            aloneRuns.append(try sendAlone("alone" + suffix, coordinator: nil))
-            if let coordinator { identityRuns.append(try sendAlone("alone-identity" + suffix, coordinator: coordinator)) }
+            aloneRuns.append(try sendAlone("alone" + suffix, coordinator: nil).seconds)
+            if let coordinator { identityRuns.append(try sendAlone("alone-identity" + suffix, coordinator: coordinator).seconds) }
         }
         let bulkAloneSeconds = median(aloneRuns)
         let bulkAloneIdentitySeconds = identityRuns.isEmpty ? nil : median(identityRuns)
