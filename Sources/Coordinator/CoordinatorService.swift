@@ -468,9 +468,9 @@ public final class CoordinatorService: @unchecked Sendable {
         family("consort_coordinator_lookups_total", "counter", "Lookups of patients and studies.", Double(counts["lookups", default: 0]))
         family("consort_coordinator_refused_total", "counter", "Requests refused (not a member, or for another trust).", Double(counts["refused", default: 0]))
         let reasons = lock.withLock { refusals }
-        text += "# HELP consort_coordinator_refused_requests_total Requests refused, by reason: not_a_member, peer_not_member, no_purpose, no_agreement, not_own_holdings (403); bad_field (400: an announced field out of its kind or range).\n"
+        text += "# HELP consort_coordinator_refused_requests_total Requests refused, by reason: not_a_member, peer_not_member, no_purpose, no_agreement, deidentification_required, not_own_holdings (403); bad_field (400: an announced field out of its kind or range).\n"
         text += "# TYPE consort_coordinator_refused_requests_total counter\n"
-        for reason in ["not_a_member", "peer_not_member", "no_purpose", "no_agreement", "not_own_holdings", "bad_field"] {
+        for reason in ["not_a_member", "peer_not_member", "no_purpose", "no_agreement", "deidentification_required", "not_own_holdings", "bad_field"] {
             text += "consort_coordinator_refused_requests_total{reason=\"\(reason)\"} \(reasons[reason, default: 0])\n"
         }
         text += "# HELP consort_tls_reloads_total Reloads of the TLS material (SIGHUP) by result: ok, or refused (the files did not load; the material in force stays).\n"

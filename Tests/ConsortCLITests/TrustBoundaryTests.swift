@@ -24,6 +24,13 @@ struct TrustBoundaryTests {
           to AI-CXR
         }
 
+        agreement "Research, de-identified" {
+          purposes research
+          from UHSX
+          to RSCH
+          requires deidentification
+        }
+
         rule "Everything to UHSX" {
           purpose direct-care
           at RSCH
@@ -138,7 +145,12 @@ struct TrustBoundaryTests {
         #expect(try Self.request("\(uhsx.url)/studies?PatientID=RSCH0000001", as: rschCert, ca: ca, purpose: nil).status == 403)
         #expect(try Self.request("\(uhsx.url)/studies/\(study)", as: rschCert, ca: ca, purpose: "ai-triage").status == 403)
         #expect(try Self.request("\(uhsx.url)/studies/\(study)/instances", as: rschCert, ca: ca).status == 200)
+        // For research, UHSX's imaging may go to RSCH only de-identified: no retrieve, no search.
+        let research = try Self.request("\(uhsx.url)/studies/\(study)", as: rschCert, ca: ca, purpose: "research")
+        #expect(research.status == 403 && research.body.contains("requires de-identification"), "\(research)")
+        #expect(try Self.request("\(uhsx.url)/studies?PatientID=RSCH0000001", as: rschCert, ca: ca, purpose: "research").status == 403)
         let page = try Self.metrics(uhsxMetrics)
+        #expect(Self.sample(page, #"consort_refused_requests_total{reason="deidentification_required"}"#) == 2, "\(page)")
         #expect(Self.sample(page, #"consort_refused_requests_total{reason="peer_not_member"}"#) == 3, "\(page)")
         #expect(Self.sample(page, #"consort_refused_requests_total{reason="no_purpose"}"#) == 1, "\(page)")
         #expect(Self.sample(page, #"consort_refused_requests_total{reason="no_agreement"}"#) == 1, "\(page)")

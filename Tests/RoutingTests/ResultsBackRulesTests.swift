@@ -210,4 +210,52 @@ struct ResultsBackRulesTests {
         let both = loaded("push to RESEARCH-AI deidentified with retain-full-dates, retain-modified-dates")
         #expect(both.errors.contains { $0.message.contains("exclude each other") && $0.location.line == 5 }, "\(both.report())")
     }
+
+    /// Between trusts too, an agreement that requires de-identification lets imaging go only by
+    /// a de-identified push: retrieving, searching, listing and looking up under it are refused
+    /// with that reason (not "no agreement"), a prefetch from such a source is refused by check
+    /// at its place, and the engine leaves the source out of an any-member prefetch.
+    @Test func underADeidentifiedAgreementNothingGoesWithIdentity() throws {
+        let research = consortium + """
+
+            agreement "Research between trusts" {
+              purposes research
+              from RSCH
+              to UHSX
+              requires deidentification
+            }
+            agreement "Audit between trusts" {
+              purposes audit
+              from RSCH, ASPH
+              to UHSX
+            }
+            agreement "Audit, de-identified" {
+              purposes audit
+              from ESHT
+              to UHSX
+              requires deidentification
+            }
+            """
+        let set = try #require(RuleSetLoader.load(sources: [(key: "consortium.rules", value: research)]).ruleSet)
+        for act in [PartyAccess.Act.retrieve, .search, .listInstances] {
+            #expect(PartyAccess.decide(act, caller: "UHSX", purpose: "research", site: "RSCH", rules: set) == .identityNotAllowed(purpose: "research", from: "RSCH", to: "UHSX"), "\(act)")
+            #expect(PartyAccess.decide(act, caller: "UHSX", purpose: "direct-care", site: "RSCH", rules: set) == nil, "\(act) for direct care")
+        }
+        // Sending under it is the sender's business (it pushes de-identified): the store is let in.
+        #expect(PartyAccess.decide(.store, caller: "RSCH", purpose: "research", site: "UHSX", rules: set) == nil)
+        #expect(PartyAccess.decide(.lookup, caller: "UHSX", purpose: "research", site: nil, rules: set) == .identityNotAllowed(purpose: "research", from: "any trust", to: "UHSX"))
+        #expect(PartyAccess.decide(.lookup, caller: "UHSX", purpose: "audit", site: nil, rules: set) == nil, "some trust may give UHSX imaging for audit with identity")
+        #expect(PartyAccess.Refusal.identityNotAllowed(purpose: "research", from: "RSCH", to: "UHSX").label == "deidentification_required")
+
+        func checked(_ action: String) -> RuleSetLoader.Outcome {
+            RuleSetLoader.load(sources: [(key: "consortium.rules", value: research), (key: "test.rules", value: "rule \"x\" {\n  purpose research\n  at UHSX\n  on study-stable\n  \(action)\n}")])
+        }
+        let named = checked("prefetch priors from RSCH")
+        let error = named.errors.first { $0.location.file == "test.rules" }
+        #expect(error.map { "\($0.location.line):\($0.location.column)" } == "5:3" && error?.message.contains("requires de-identification; fetching would bring identity") == true, "\(named.report())")
+        let auditRules = RuleSetLoader.load(sources: [(key: "consortium.rules", value: research), (key: "test.rules", value: "rule \"x\" {\n  purpose audit\n  at UHSX\n  on study-stable\n  prefetch priors from any member\n}")])
+        let auditSet = try #require(auditRules.ruleSet, "\(auditRules.report())")
+        let planned = RuleEngine(auditSet).evaluate(event(.studyStable, ["Modality": "CT"], site: "UHSX"))
+        #expect(planned.first?.sources.sorted() == ["ASPH", "RSCH"], "ESHT's imaging goes to UHSX for audit only de-identified: \(planned)")
+    }
 }

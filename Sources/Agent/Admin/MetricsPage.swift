@@ -100,9 +100,9 @@ enum MetricsPage {
             "When the TLS material in force expires, in seconds since the epoch: certificate (this trust's), ca (the soonest in the CA file), crl (its next update; past it every handshake fails).")
         for item in agent.tls.expires.items { page.sample("consort_tls_expiry_timestamp_seconds", ["item": item.name], item.expires) }
         page.family("consort_refused_requests_total", "counter",
-            "Requests the receiver refused (403), by reason: not_a_member, peer_not_member (a peer may not retrieve, search or store), no_purpose, no_agreement.")
+            "Requests the receiver refused (403), by reason: not_a_member, peer_not_member (a peer may not retrieve, search or store), no_purpose, no_agreement, deidentification_required (the agreement lets imaging go only by a de-identified push).")
         let refusals = agent.telemetry.refusedRequests
-        for reason in ["not_a_member", "peer_not_member", "no_purpose", "no_agreement"] { page.sample("consort_refused_requests_total", ["reason": reason], Double(refusals[reason] ?? 0)) }
+        for reason in ["not_a_member", "peer_not_member", "no_purpose", "no_agreement", "deidentification_required"] { page.sample("consort_refused_requests_total", ["reason": reason], Double(refusals[reason] ?? 0)) }
         if let dimse = agent.dimse {
             let counts = dimse.counters
             page.family("consort_dimse_associations_total", "counter", "DIMSE associations by result: accepted, rejected (who may associate, or too many), aborted (a deadline, a cut, a protocol error).")

@@ -183,6 +183,13 @@ struct RuleChecker {
             } else if allowed.isEmpty && named {
                 error(location, "no trust may send imaging to \(site) for \(rule.purpose)", hint: agreementHint(rule))
             }
+            // A fetch brings the patient's identity with the images: never under an agreement
+            // that lets them flow only de-identified (the source refuses such a retrieve too).
+            for source in allowed where !anyMember && rules.requiresDeidentification(from: source, to: site, purpose: rule.purpose) {
+                error(
+                    location, "the agreement that lets \(source) send to \(site) for \(rule.purpose) requires de-identification; fetching would bring identity",
+                    hint: "such imaging goes by a de-identified push from \(source): push to \(site) deidentified")
+            }
         }
     }
 

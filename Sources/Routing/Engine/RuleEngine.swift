@@ -313,7 +313,10 @@ public struct RuleEngine: Sendable {
     private func allowedSources(_ query: PriorQuery, to site: String, purpose: String, refused: ((String) -> Void)?) -> [String] {
         var sources: [String] = []
         for source in query.from.flatMap({ expand($0) }) where source != site && !sources.contains(source) {
-            if permits(from: source, to: site, purpose: purpose) {
+            if deidentifiedFlows.contains(Flow(purpose: purpose, from: source, to: site)) {
+                // A fetch brings identity; this flow's agreement allows imaging only de-identified.
+                if query.from != ["any-member"] { refused?("\(source) left out: its agreement for \(purpose) to \(site) requires de-identification") }
+            } else if permits(from: source, to: site, purpose: purpose) {
                 sources.append(source)
             } else if query.from != ["any-member"] {
                 refused?("\(source) left out: no data-sharing agreement for \(purpose) to \(site)")

@@ -40,6 +40,10 @@ public enum PartyAccess {
         case noPurpose
         /// No agreement allows this flow for the purpose named.
         case noAgreement(purpose: String, from: String, to: String)
+        /// The agreement that allows it requires de-identification (issue 29): imaging goes
+        /// that way only by a de-identified push, never retrieved, searched or looked up with
+        /// the patient's identity.
+        case identityNotAllowed(purpose: String, from: String, to: String)
 
         public var label: String {
             switch self {
@@ -47,6 +51,7 @@ public enum PartyAccess {
             case .peer: return "peer_not_member"
             case .noPurpose: return "no_purpose"
             case .noAgreement: return "no_agreement"
+            case .identityNotAllowed: return "deidentification_required"
             }
         }
 
@@ -60,6 +65,8 @@ public enum PartyAccess {
                 return "the request names no purpose (X-Consort-Purpose): every request for patient data must say why"
             case .noAgreement(let purpose, let from, let to):
                 return "no agreement allows imaging from \(from) to \(to) for \(purpose)"
+            case .identityNotAllowed(let purpose, let from, let to):
+                return "the agreement for \(purpose) from \(from) to \(to) requires de-identification: imaging goes only by a de-identified push, never retrieved, searched or looked up with the patient's identity"
             }
         }
     }
@@ -83,6 +90,9 @@ public enum PartyAccess {
             // Acts at a site: without one named there is nothing an agreement could allow.
             guard let site else { return .noAgreement(purpose: purpose, from: caller, to: "(no site)") }
             let toCaller = rules.permits(from: site, to: caller, purpose: purpose)
+            // Where the agreement requires de-identification, nothing goes with identity: only
+            // a de-identified push (whose UIDs the caller could not ask by anyway).
+            let identityToCaller = toCaller && !rules.requiresDeidentification(from: site, to: caller, purpose: purpose)
             switch act {
             case .store:
                 return rules.permits(from: caller, to: site, purpose: purpose) ? nil : .noAgreement(purpose: purpose, from: caller, to: site)
@@ -90,19 +100,26 @@ public enum PartyAccess {
                 // A sender resuming a push asks which instances of the study it names are here
                 // already; a requester, what it could fetch: either direction will do, as the
                 // answer names only instances of a study the caller already knows.
-                if toCaller || rules.permits(from: caller, to: site, purpose: purpose) { return nil }
-                return .noAgreement(purpose: purpose, from: site, to: caller)
+                if identityToCaller || (rules.permits(from: caller, to: site, purpose: purpose) && !rules.requiresDeidentification(from: caller, to: site, purpose: purpose)) {
+                    return nil
+                }
+                return toCaller ? .identityNotAllowed(purpose: purpose, from: site, to: caller) : .noAgreement(purpose: purpose, from: site, to: caller)
             default:
                 // Retrieving, and searching which studies are held (patients' names and numbers,
-                // other trusts' studies among them), only where imaging may flow to the caller.
-                return toCaller ? nil : .noAgreement(purpose: purpose, from: site, to: caller)
+                // other trusts' studies among them), only where imaging may flow to the caller
+                // with its identity.
+                if identityToCaller { return nil }
+                return toCaller ? .identityNotAllowed(purpose: purpose, from: site, to: caller) : .noAgreement(purpose: purpose, from: site, to: caller)
             }
         case .lookup:
             // The coordinator answers where a patient's imaging is: worth asking only if some
             // trust may give the caller imaging for that purpose.
+            // (Its answer names the patient's studies: not where imaging may flow only de-identified.)
             let trusts = rules.members.filter(\.isTrust).map(\.code)
-            if trusts.contains(where: { rules.permits(from: $0, to: caller, purpose: purpose) }) { return nil }
-            return .noAgreement(purpose: purpose, from: "any trust", to: caller)
+            let permitting = trusts.filter { rules.permits(from: $0, to: caller, purpose: purpose) }
+            if permitting.contains(where: { !rules.requiresDeidentification(from: $0, to: caller, purpose: purpose) }) { return nil }
+            return permitting.isEmpty
+                ? .noAgreement(purpose: purpose, from: "any trust", to: caller) : .identityNotAllowed(purpose: purpose, from: "any trust", to: caller)
         case .announce:
             return nil
         }
