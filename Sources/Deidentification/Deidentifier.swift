@@ -132,8 +132,8 @@ public struct Deidentifier: Sendable {
 
     /// Writes the Part 10 file `source` de-identified at `target`, streaming: the header changed
     /// in memory, the pixel data and other bulk values copied from the source as they are
-    /// (`StreamingRewrite`: little-endian uncompressed sources; others are refused with
-    /// `.unsupportedTransferSyntax`). Durable when it returns. An instance that may not go
+    /// (`StreamingRewrite`: little-endian sources, compressed ones too; big endian and deflated
+    /// ones are refused with `.unsupportedTransferSyntax`). Durable when it returns. An instance that may not go
     /// de-identified (`notDeidentifiable`) is refused from the header read for the rewrite —
     /// not read twice — with `.unencodable` and the reason; nothing is written.
     public func write(_ source: String, to target: String) throws(DICOMError) {

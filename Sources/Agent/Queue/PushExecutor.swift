@@ -386,7 +386,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
             } catch where error.code == .io {
                 return .stop(.failed(.local, reason: "cannot read an instance to de-identify: \(error)"))
             } catch {
-                // Burned-in text, an encapsulated document, a compressed or big-endian file:
+                // Burned-in text, an encapsulated document, a big-endian or deflated file:
                 // refused with the reason, never sent as it is.
                 refused.append((instance.sop, "not sent de-identified: \(error.message)"))
                 continue

@@ -152,8 +152,18 @@ struct DataSetEncoder {
         if tag == .fileMetaInformationGroupLength && tag.group == 0x0002 { return }
         switch element.value {
         case .notLoaded(let offset, let count):
-            guard let bulk, sequenceLengths == .undefined, element.length != nil, count < 0xFFFF_FFFF else {
+            guard let bulk, sequenceLengths == .undefined, count < 0xFFFF_FFFF else {
                 throw DICOMError(.unencodable, "Value was not loaded (read with ReadOptions.everything to rewrite it)", tag: tag)
+            }
+            guard element.length != nil else {
+                // Encapsulated pixel data (its fragment items and delimiter, as they were read),
+                // copied as it is in an explicit VR little-endian data set.
+                guard tag.isPixelData, encoding.isExplicitVR, encoding.byteOrder == .littleEndian else {
+                    throw DICOMError(.unencodable, "Encapsulated data was not loaded (read with ReadOptions.everything to rewrite it)", tag: tag)
+                }
+                out.appendElementHeader(tag: tag, vr: element.vr == .OW ? .OW : .OB, length: 0xFFFF_FFFF, encoding: encoding)
+                bulk.cut(&out, then: .copy(offset: offset, count: count))
+                return
             }
             // Bulk VRs have 4-byte lengths; anything else too long for a 2-byte one goes as UN.
             let vr = encoding.isExplicitVR && !element.vr.hasLongLength && count > 0xFFFF ? VR.UN : element.vr

@@ -8,12 +8,14 @@ internal import Durability
 /// Memory does not grow with the file.
 ///
 /// The data set is written in explicit VR little endian; a source in implicit VR little endian
-/// is converted on the way (its values are little endian too). Encapsulated (compressed), big
-/// endian and deflated sources are refused (`.unsupportedTransferSyntax`): their bulk values
-/// cannot be copied as they are into that encoding. Retired group lengths are left out (they
+/// is converted on the way (its values are little endian too). An encapsulated (compressed)
+/// source keeps its transfer syntax (its data set is explicit VR little endian already), its
+/// pixel data's fragment items copied as they are. Big endian and deflated sources are refused
+/// (`.unsupportedTransferSyntax`): their bulk values cannot be copied as they are. Retired group lengths are left out (they
 /// would be wrong), as is anything after a complete Pixel Data that is not an element.
 public enum StreamingRewrite {
     static let accepted: Set<String> = [TransferSyntax.implicitVRLittleEndian, TransferSyntax.explicitVRLittleEndian]
+    static let refused: Set<String> = [TransferSyntax.explicitVRBigEndian, TransferSyntax.deflatedExplicitVRLittleEndian]
 
     /// Writes `source` at `target` (durably: a temporary name, fsync, rename, fsync of the
     /// folder) with its File Meta Information changed by `meta` and its data set by `dataSet`.
@@ -55,8 +57,12 @@ public enum StreamingRewrite {
         options.bulkDataThreshold = 16 * 1024
         let file = try DICOMFile.read(path: source, options: options)
         guard let syntax = file.transferSyntaxUID else { throw DICOMError(.badMetaInformation, "\(source) names no transfer syntax") }
-        guard accepted.contains(syntax) else {
-            throw DICOMError(.unsupportedTransferSyntax, "\(source) is stored in \(syntax); only implicit and explicit VR little endian files are rewritten streaming")
+        // An encapsulated (compressed) file's data set is explicit VR little endian too: it is
+        // written in its own transfer syntax, its pixel data's fragments copied as they are.
+        let encapsulated = !accepted.contains(syntax) && !refused.contains(syntax)
+        guard accepted.contains(syntax) || encapsulated else {
+            throw DICOMError(
+                .unsupportedTransferSyntax, "\(source) is stored in \(syntax); big endian and deflated files are not rewritten streaming (their values would have to be read and changed)")
         }
         var dataSet: DataSet
         do { dataSet = try transform(file.dataSet) } catch let error as DICOMError { throw error } catch {
@@ -65,7 +71,7 @@ public enum StreamingRewrite {
         dataSet.elements.removeAll { $0.tag.isGroupLength }
         var out = ByteWriter()
         try DICOMWriter.writeHeader(
-            meta: meta(file.meta), transferSyntax: TransferSyntax.explicitVRLittleEndian, sopClassUID: dataSet.string(.sopClassUID),
+            meta: meta(file.meta), transferSyntax: encapsulated ? syntax : TransferSyntax.explicitVRLittleEndian, sopClassUID: dataSet.string(.sopClassUID),
             sopInstanceUID: dataSet.string(.sopInstanceUID), sequenceLengths: .undefined, to: &out)
         let bulk = BulkPieces()
         try DataSetEncoder(encoding: .explicitVRLittleEndian, sequenceLengths: .undefined, bulk: bulk).encode(dataSet, into: &out)
