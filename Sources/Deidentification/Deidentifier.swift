@@ -38,6 +38,15 @@ public struct Deidentifier: Sendable {
         self.allowsBurnedIn = allowsBurnedIn
     }
 
+    /// The de-identifier for one destination: a key of its own, derived from the trust's (the
+    /// HMAC of the destination's name under it), so that two peers sent the same study get
+    /// unrelated UIDs and cannot link what each holds by them; the trust makes either mapping
+    /// again from its one key, to re-identify what each peer sends back.
+    public func forDestination(_ name: String) -> Deidentifier {
+        // 32 bytes: the key checked when this one was made has at least as many.
+        try! Deidentifier(key: mac("destination\u{0}" + name), options: options, allowsBurnedIn: allowsBurnedIn)
+    }
+
     /// The same key under a rule's choice of options.
     public func choosing(_ choice: DeidentificationChoice) -> Deidentifier {
         // The key was checked when this one was made.

@@ -311,7 +311,7 @@ struct ResultsBackTests {
         #expect(TransferTests.files(under: ai.store).count == 4 && rsch.log.contains("ultrasound may carry burned-in text"))
         let audit = TrustBoundaryTests.audit(rsch.state + "/audit.log")
         let line = audit.first { $0["action"] as? String == "deidentify" && $0["study"] as? String == study }
-        #expect(line != nil && (line?["detail"] as? String ?? "").contains("RESEARCH-AI"), "\(audit.suffix(5))")
+        #expect(line != nil && (line?["detail"] as? String ?? "").contains("RESEARCH-AI") && (line?["detail"] as? String ?? "").contains(#"under agreement "Research""#), "\(audit.suffix(5))")
         let key = try Data(contentsOf: URL(fileURLWithPath: rsch.state + "/deidentification.key"))
         let hex = key.map { String(format: "%02x", $0) }.joined()
         let auditText = try String(contentsOfFile: rsch.state + "/audit.log", encoding: .utf8)
@@ -360,7 +360,8 @@ struct ResultsBackTests {
         #expect(results?["received"] as? Int == 1 && results?["awaited"] as? Int == 0, "\(fields["results"] ?? "none")")
         let after = TrustBoundaryTests.audit(rsch.state + "/audit.log")
         let reidentified = after.first { $0["action"] as? String == "reidentify" && $0["study"] as? String == study }
-        #expect((reidentified?["detail"] as? String ?? "").contains(atPeer) && (reidentified?["detail"] as? String ?? "").contains("clean-descriptors"), "\(after.suffix(4))")
+        let reidentifiedDetail = reidentified?["detail"] as? String ?? ""
+        #expect(reidentifiedDetail.contains(atPeer) && reidentifiedDetail.contains("clean-descriptors") && reidentifiedDetail.contains(#"under agreement "Research""#), "\(after.suffix(4))")
         let afterText = try String(contentsOfFile: rsch.state + "/audit.log", encoding: .utf8)
         #expect(!afterText.contains(hex))
         // The same report naming a patient, as if the service had been sent one: refused.

@@ -96,6 +96,10 @@ struct DeidentifierTests {
             #expect(mapped.count <= 44 && mapped.hasPrefix("2.25.") && !mapped.dropFirst(5).hasPrefix("0") && mapped.dropFirst(5).allSatisfy(\.isNumber), "\(mapped)")
         }
         #expect(throws: Deidentifier.KeyTooShort.self) { try Deidentifier(key: [1, 2, 3]) }
+        // Each destination its own mapping: the same for the same peer, unrelated for two.
+        #expect(one.forDestination("RESEARCH-AI").uid("1.2.3") == one.forDestination("RESEARCH-AI").uid("1.2.3"))
+        #expect(one.forDestination("RESEARCH-AI").uid("1.2.3") != one.forDestination("AI-CXR").uid("1.2.3"))
+        #expect(one.forDestination("RESEARCH-AI").uid("1.2.3") != one.uid("1.2.3"))
         // HMAC-SHA256 itself, against RFC 4231 test case 2.
         let rfc = try Deidentifier(key: Array("Jefe".utf8) + [UInt8](repeating: 0, count: 28))
         #expect(rfc.mac("what do ya want for nothing?").map { String(format: "%02x", $0) }.joined() == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")

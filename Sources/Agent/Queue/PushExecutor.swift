@@ -38,6 +38,9 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
     /// required it, or a worker started before a reload, never sends identity.
     var requiresDeidentification: @Sendable (_ destination: String, _ purpose: String) -> Bool = { _, _ in false }
 
+    /// The name of the agreement a push goes under (for the audit line of a de-identification).
+    var agreementName: @Sendable (_ destination: String, _ purpose: String) -> String? = { _, _ in nil }
+
     func mustDeidentify(_ job: AgentStore.Job) -> Bool {
         job.kind == .push && (job.deidentify || requiresDeidentification(job.destination, job.purpose))
     }
@@ -375,7 +378,8 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         }
         // Under the options the job was queued with (the rule's, then).
         let choice = DeidentificationChoice(text: job.deidentifyOptions)
-        let deidentifier = trustKey.choosing(choice)
+        // The destination's own mapping (see `Deidentifier.forDestination`).
+        let deidentifier = trustKey.forDestination(job.destination).choosing(choice)
         let studyAtPeer = deidentifier.uidAtPeer(job.study)
         var copies: [(OutgoingInstance, OutgoingInstance)] = []
         var refused: [(String, String)] = []
@@ -414,7 +418,8 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
                 }
                 try audit?.record(AuditEntry(
                     who: trust, action: "deidentify", study: job.study, why: job.purpose,
-                    detail: "\(copies.count) instances de-identified for \(job.destination) by rule \"\(job.rule)\" under \(choice) "
+                    detail: "\(copies.count) instances de-identified for \(job.destination) by rule \"\(job.rule)\""
+                        + (agreementName(job.destination, job.purpose).map { " under agreement \"\($0)\"" } ?? "") + ", \(choice) "
                         + "(\(ConfidentialityProfile.tableEdition)); the study is \(studyAtPeer) there"))
             } catch {
                 return .stop(.failed(.local, reason: "the de-identification cannot be audited now: \(error)"))

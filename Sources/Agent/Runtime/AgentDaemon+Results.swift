@@ -56,7 +56,9 @@ extension AgentDaemon {
     /// key and the options the study went under, its frames of reference from a file of each
     /// series), the patient and study from its first file. Audited when it is placed.
     func reidentification(of sent: ResultCheck.SentStudy, reference: ResultCheck.Reference, from sender: String) throws -> StowIngest.DataSetTransform {
-        let deidentifier = try Deidentifier(key: Self.deidentificationKey(in: configuration.state)).choosing(DeidentificationChoice(text: sent.deidentifyOptions))
+        // The mapping the push to this peer used: the peer's own, under the push's options.
+        let deidentifier = try Deidentifier(key: Self.deidentificationKey(in: configuration.state)).forDestination(sender)
+            .choosing(DeidentificationChoice(text: sent.deidentifyOptions))
         let (uids, files) = try store.seriesOfStudy(sent.study)
         guard let first = files.first else { throw KeyProblem("study \(sent.study) has no instance here") }
         var options = ReadOptions.wholeStructure
@@ -103,12 +105,15 @@ extension AgentDaemon {
         }
         // Every re-identification recorded: which study, which mapping (the UID the peer knew it
         // by; never the key), for which agreement (the purpose).
+        let ruleSet = rules.current
         for (study, count) in reidentified.sorted(by: { $0.key < $1.key }) {
             let sent = answered[study]?.sent
+            let agreement = sent.flatMap { ruleSet.agreement(from: configuration.trust, to: peer, purpose: $0.purpose)?.name }
             try audit.record(AuditEntry(
                 who: configuration.trust, action: "reidentify", patient: sent?.patientID, study: study, why: sent?.purpose ?? "results back",
                 detail: "\(count.instances) result instance\(count.instances == 1 ? "" : "s") from \(peer) re-identified from study \(count.from) "
-                    + "(the keyed mapping of the push by rule \"\(sent?.rule ?? "?")\", \(DeidentificationChoice(text: sent?.deidentifyOptions ?? "")))"))
+                    + "(the keyed mapping of \(peer) for the push by rule \"\(sent?.rule ?? "?")\"\(agreement.map { " under agreement \"\($0)\"" } ?? ""), "
+                    + "\(DeidentificationChoice(text: sent?.deidentifyOptions ?? "")))"))
             log.named("receiver").info("result re-identified", ["peer": peer, "study": study, "from": count.from, "instances": count.instances])
         }
         for job in late {

@@ -155,6 +155,7 @@ public final class AgentDaemon: @unchecked Sendable {
             Self.removeDeidentifiedFolder(in: configuration.state)
             let trust = configuration.trust
             push.requiresDeidentification = { destination, purpose in rules.current.requiresDeidentification(from: trust, to: destination, purpose: purpose) }
+            push.agreementName = { destination, purpose in rules.current.agreement(from: trust, to: destination, purpose: purpose)?.name }
         } catch {
             push.deidentifier = nil
             spoolLog.error("de-identification is not available: pushes whose rule says deidentified will not be sent", ["error": "\(error)"])

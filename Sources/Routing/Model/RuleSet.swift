@@ -67,6 +67,13 @@ public struct RuleSet: Sendable {
         agreements.contains { $0.requiresDeidentification && $0.permits(from: source, to: destination, purpose: purpose, in: self) }
     }
 
+    /// The agreement a flow goes under, for the audit line: one that requires de-identification
+    /// first (the one that decides how it goes), else the first that allows it.
+    public func agreement(from source: String, to destination: String, purpose: String) -> Agreement? {
+        let allowing = agreements.filter { $0.permits(from: source, to: destination, purpose: purpose, in: self) }
+        return allowing.first(where: \.requiresDeidentification) ?? allowing.first
+    }
+
     /// Whether `peer` may send results back to `site`: an agreement with `results back` lets
     /// `site` send imaging to `peer` — for `purpose` when one is named, for any of the
     /// agreement's purposes when not (a third-party service does not name Consort's purposes).

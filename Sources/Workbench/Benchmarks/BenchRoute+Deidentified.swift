@@ -9,13 +9,13 @@ import Foundation
 /// each in turn; the medians and their ratio, and the sender's peak RSS in each. The target is
 /// ≥ 0.8× the plain push, and memory the same.
 extension BenchCommand {
-    /// The UID the bulk study arrives under: the sending agent's key (made at its first start)
-    /// applied as its push executor applies it.
+    /// The UID the bulk study arrives under at UHSX: the sending agent's key (made at its first
+    /// start) for that destination, applied as its push executor applies it.
     static func deidentifiedUID(of study: String, keyIn state: String) throws -> String {
         guard let key = FileManager.default.contents(atPath: state + "/deidentification.key") else {
             throw UsageError(message: "the sending agent made no de-identification key in \(state)", command: "bench route")
         }
-        return try Deidentifier(key: [UInt8](key)).uid(study)
+        return try Deidentifier(key: [UInt8](key)).forDestination("UHSX").uid(study)
     }
 
     /// Whether a file UHSX placed is de-identified (no patient, marked so): a bench that sent
