@@ -353,7 +353,10 @@ public final class CoordinatorService: @unchecked Sendable {
     func visible(_ studies: [StudyRecord], to caller: String, purpose: String) -> [StudyRecord] {
         let set = rules.current
         let holders = Set(studies.flatMap { $0.locations.map(\.trust) })
-        let allowed = Set(holders.filter { $0 == caller || set.permits(from: $0, to: caller, purpose: purpose) })
+        // Not where imaging may go to the caller only de-identified: a lookup names the patient.
+        let allowed = Set(holders.filter {
+            $0 == caller || (set.permits(from: $0, to: caller, purpose: purpose) && !set.requiresDeidentification(from: $0, to: caller, purpose: purpose))
+        })
         return studies.compactMap { study in
             var study = study
             study.locations = study.locations.filter { allowed.contains($0.trust) }

@@ -43,7 +43,9 @@ public struct Reidentification: Sendable {
     static let patientTags: [Tag] = [
         Tag(0x0010, 0x0010), Tag(0x0010, 0x0020), Tag(0x0010, 0x0021), Tag(0x0010, 0x0024), Tag(0x0010, 0x0030),
         Tag(0x0010, 0x0032), Tag(0x0010, 0x0040), Tag(0x0010, 0x1000), Tag(0x0010, 0x1001), Tag(0x0010, 0x1002),
-        Tag(0x0010, 0x1010), Tag(0x0010, 0x1020), Tag(0x0010, 0x1030), Tag(0x0010, 0x2160), Tag(0x0010, 0x4000),
+        Tag(0x0010, 0x1005), Tag(0x0010, 0x1010), Tag(0x0010, 0x1020), Tag(0x0010, 0x1030), Tag(0x0010, 0x1040),
+        Tag(0x0010, 0x1060), Tag(0x0010, 0x2000), Tag(0x0010, 0x2110), Tag(0x0010, 0x2154), Tag(0x0010, 0x2160),
+        Tag(0x0010, 0x2180), Tag(0x0010, 0x21B0), Tag(0x0010, 0x4000),
         Tag(0x0012, 0x0062), Tag(0x0012, 0x0063), Tag(0x0012, 0x0064), Tag(0x0028, 0x0303),
     ]
     /// The study's attributes (General Study module): for a result in the study itself.
@@ -59,8 +61,9 @@ public struct Reidentification: Sendable {
     /// The result in the trust's identity. Refused when the result's own instance UID is one
     /// the study's instances went by: re-identified, it would take an image's place.
     public func apply(_ result: DataSet) throws(Refused) -> DataSet {
-        if let own = result.string(.sopInstanceUID), let original = originals[own] {
-            throw Refused(description: "its SOP Instance UID \(own) is the one instance \(original) was sent under: a result is a new instance")
+        // (The reason goes back to the peer: it names only what the peer was given.)
+        if let own = result.string(.sopInstanceUID), originals[own] != nil {
+            throw Refused(description: "its SOP Instance UID \(own) is one an instance of the study was sent under: a result is a new instance")
         }
         var out = mapped(result, depth: 0)
         let restored = Self.patientTags + (restoresStudy ? Self.studyTags : [])
@@ -82,13 +85,14 @@ public struct Reidentification: Sendable {
         return out
     }
 
-    /// Whether a text value (or one in a sequence's items) has a byte outside ASCII.
+    /// Whether a text value (or one in a sequence's items) is not plain ASCII.
     static func hasNonASCIIText(_ element: DataElement) -> Bool {
         switch element.value {
         case .sequence(let items): return items.contains { $0.elements.contains(where: hasNonASCIIText) }
         case .bytes(let bytes):
             guard [.PN, .LO, .SH, .ST, .LT, .UT, .UC, .CS].contains(element.vr) else { return false }
-            return bytes.contains { $0 >= 0x80 }
+            // Beyond ASCII, or ISO 2022 escapes (a 7-bit Japanese or Korean name).
+            return bytes.contains { $0 >= 0x80 || $0 == 0x1B }
         default: return false
         }
     }

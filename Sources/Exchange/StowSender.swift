@@ -9,12 +9,15 @@ public struct OutgoingInstance: Sendable, Hashable {
     public var path: String
     public var uid: String
     /// What is sent when it is not the file as it is: pieces made of it (a de-identified
-    /// instance: the header made here, the pixel data a range of `path`).
+    /// instance: the header made here, the pixel data a range of `path`), and the file they
+    /// were made of (`stamp`: a file replaced since is not sent).
     public var pieces: [TransferSyntaxConversion.Piece]?
-    public init(path: String, uid: String, pieces: [TransferSyntaxConversion.Piece]? = nil) {
+    public var stamp: MultipartFileBody.FileStamp?
+    public init(path: String, uid: String, pieces: [TransferSyntaxConversion.Piece]? = nil, stamp: MultipartFileBody.FileStamp? = nil) {
         self.path = path
         self.uid = uid
         self.pieces = pieces
+        self.stamp = stamp
     }
 }
 
@@ -69,7 +72,9 @@ public enum StowSender {
         var transportCode: Int?
         var status: Int?
         do {
-            let body = try MultipartFileBody(parts: batch.map { instance in instance.pieces.map { .pieces(source: instance.path, $0) } ?? .file(instance.path) })
+            let body = try MultipartFileBody(parts: batch.map { instance in
+                instance.pieces.map { .pieces(source: instance.path, $0, stamp: instance.stamp) } ?? .file(instance.path)
+            })
             let answer = ByteCollector(limit: 16 << 20)
             let result = Result { () throws(HTTPClientError) -> ClientResponse in
                 try client.send(

@@ -231,30 +231,45 @@ struct ResultsBackTests {
     }
 
     /// A study sent de-identified: its result comes back naming the study by the UID the peer
-    /// was given, and no patient — to be re-identified; naming a patient, or the study by its
-    /// own UID without the patient, it is refused; re-identified (the study's own UID, the
-    /// patient as held here) it is the trust's own result.
-    @Test func aResultForAStudySentDeidentifiedIsReidentifiedOrRefused() {
-        var pushed = Self.sent
-        pushed.atPeer = "2.25.123456"
-        pushed.deidentifyOptions = "retain-full-dates"
-        func decide(_ data: DataSet) -> ResultCheck.Verdict {
-            ResultCheck.decide(
-                data, from: "RESEARCH-AI", trust: "RSCH", sent: { $0 == pushed.study || $0 == pushed.atPeer ? [pushed] : [] }, resultsBack: { _ in true },
-                heldHere: { Self.heldHere.contains($0) })
+    /// was given, and no patient — to be re-identified. Anything else is refused, and the reason
+    /// (which goes back to the peer) names neither the study's own UID nor its patient, and is
+    /// the same whoever the result names: the answer must not confirm a guessed patient, not
+    /// even the right one. Re-identified (the study's own UID, the patient as held here, as
+    /// checked again when it is recorded) it is the trust's own result.
+    @Test func aResultForAStudySentDeidentifiedIsReidentifiedOrRefusedWithoutTellingThePeerAnything() {
+        for retainUIDs in [false, true] {
+            var pushed = Self.sent
+            pushed.atPeer = retainUIDs ? pushed.study : "2.25.123456"
+            pushed.deidentifyOptions = retainUIDs ? "retain-uids" : "retain-full-dates"
+            let atPeer = pushed.atPeer!
+            func decide(_ data: DataSet, reidentified: Bool = false) -> ResultCheck.Verdict {
+                ResultCheck.decide(
+                    data, from: "RESEARCH-AI", trust: "RSCH", sent: { $0 == pushed.study || $0 == pushed.atPeer ? [pushed] : [] }, resultsBack: { _ in true },
+                    heldHere: { Self.heldHere.contains($0) }, reidentified: reidentified)
+            }
+            #expect(decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: atPeer, .patientID: ""])) == .reidentify(pushed, .sameStudy))
+            #expect(decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: "2.25.77"], evidence: [atPeer])) == .reidentify(pushed, .evidence))
+            var reasons: Set<String> = []
+            for patient in ["RSCH0002", "RSCH0001"] {
+                guard case .refused(let why) = decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: atPeer, .patientID: patient, DICOM.Tag(0x0010, 0x0021): "RSCH"])) else {
+                    Issue.record("a result naming patient \(patient) for a study sent without one was not refused")
+                    continue
+                }
+                reasons.insert(why)
+                #expect(!why.contains("RSCH0001") && why.contains("de-identified"), "\(why)")
+                #expect(retainUIDs || !why.contains(pushed.study), "the study's own UID told to the peer: \(why)")
+            }
+            #expect(reasons.count == 1, "a guessed patient must not change the answer: \(reasons)")
+            if !retainUIDs {
+                if case .refused(let why) = decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: pushed.study, .patientID: ""])) {
+                    #expect(!why.contains("RSCH0001"), "\(why)")
+                } else {
+                    Issue.record("a result naming the study's own UID, which the peer was never given, was not refused")
+                }
+            }
+            let placed = Self.header([.sopClassUID: Self.sr, .studyInstanceUID: pushed.study, .patientID: "RSCH0001", DICOM.Tag(0x0010, 0x0021): "RSCH"])
+            #expect(decide(placed, reidentified: true) == .accepted(pushed, .sameStudy))
         }
-        #expect(decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: "2.25.123456", .patientID: ""])) == .reidentify(pushed, .sameStudy))
-        #expect(decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: "2.25.77"], evidence: ["2.25.123456"])) == .reidentify(pushed, .evidence))
-        if case .refused(let why) = decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: "2.25.123456", .patientID: "RSCH0002"])) {
-            #expect(why.contains("went to RESEARCH-AI de-identified, as 2.25.123456, but the result names patient RSCH0002"), "\(why)")
-        } else {
-            Issue.record("a result naming a patient for a study sent without one was not refused")
-        }
-        if case .refused = decide(Self.header([.sopClassUID: Self.sr, .studyInstanceUID: pushed.study, .patientID: ""])) {} else {
-            Issue.record("a result naming the study's own UID, which the peer was never given, and no patient was not refused")
-        }
-        let reidentified = Self.header([.sopClassUID: Self.sr, .studyInstanceUID: pushed.study, .patientID: "RSCH0001", DICOM.Tag(0x0010, 0x0021): "RSCH"])
-        #expect(decide(reidentified) == .accepted(pushed, .sameStudy))
     }
 
     /// The spool keeps the UID the peer knows a de-identified study by, and the options it went

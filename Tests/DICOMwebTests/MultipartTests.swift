@@ -179,7 +179,7 @@ struct MultipartTests {
         let pieces: [TransferSyntaxConversion.Piece] = [.bytes([1, 2, 3]), .copy(offset: 100, count: 2000), .bytes([]), .copy(offset: 4000, count: 0), .bytes([9]), .copy(offset: 4500, count: 500)]
         let made: [UInt8] = [1, 2, 3] + sourceBytes[100..<2100] + [9] + sourceBytes[4500..<5000]
         for size in [1, 7, 1000, 65536] {
-            let body = try MultipartFileBody(parts: [.pieces(source: source, pieces), .file(folder + "/plain.dcm")])
+            let body = try MultipartFileBody(parts: [.pieces(source: source, pieces, stamp: MultipartFileBody.FileStamp(path: source)), .file(folder + "/plain.dcm")])
             var bytes: [UInt8] = []
             var buffer = [UInt8](repeating: 0, count: size)
             while true {
@@ -189,11 +189,18 @@ struct MultipartTests {
             }
             #expect(bytes.count == body.contentLength && bytes == body.encoder.encode([made, Self.parts[0]]), "reads of \(size)")
         }
-        let body = try MultipartFileBody(parts: [.pieces(source: source, [.copy(offset: 4000, count: 1000)])])
+        let body = try MultipartFileBody(parts: [.pieces(source: source, [.copy(offset: 4000, count: 1000)], stamp: nil)])
         try Data(sourceBytes.prefix(4500)).write(to: URL(fileURLWithPath: source))
         var buffer = [UInt8](repeating: 0, count: 65536)
         #expect(throws: MultipartError.self) {
             while try buffer.withUnsafeMutableBytes({ try body.read(into: $0) }) > 0 {}
+        }
+        // Replaced since the pieces were made of it, same size or not: not sent.
+        let stamp = try #require(MultipartFileBody.FileStamp(path: source))
+        try Data(sourceBytes.prefix(4500).reversed()).write(to: URL(fileURLWithPath: source), options: .atomic)
+        let replaced = try MultipartFileBody(parts: [.pieces(source: source, [.copy(offset: 0, count: 100)], stamp: stamp)])
+        #expect(throws: MultipartError.self) {
+            while try buffer.withUnsafeMutableBytes({ try replaced.read(into: $0) }) > 0 {}
         }
     }
 

@@ -305,7 +305,10 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
             guard let state = try store.finish(job: job.id, now: now, deliveredLate: late) else { return nil }
             // Held or dropped by an operator meanwhile: theirs to decide, nothing to say here.
             guard state == "done" || state == "failed" else { return .leftToOthers }
-            lock.withLock { manifestListed[job.id] = nil }
+            lock.withLock {
+                manifestListed[job.id] = nil
+                studyAtPeerRecorded[job.id] = nil
+            }
             let finished = try store.job(job.id)
             if let audit, let finished {
                 let facts = try? store.study(job.study)
@@ -385,8 +388,14 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
         var refused: [(String, String)] = []
         for instance in batch {
             let pieces: [TransferSyntaxConversion.Piece]
+            // The file the pieces are made of, the same before and after: the request checks it
+            // is still that file when it reads the pixel data's range.
+            let stamp = MultipartFileBody.FileStamp(path: instance.path)
             do {
                 pieces = try deidentifier.pieces(instance.path)
+                guard stamp != nil, MultipartFileBody.FileStamp(path: instance.path) == stamp else {
+                    return .stop(.failed(.local, reason: "\(instance.path) changed while it was being de-identified; it is read again"))
+                }
             } catch where error.code == .io {
                 return .stop(.failed(.local, reason: "cannot read an instance to de-identify: \(error)"))
             } catch {
@@ -396,7 +405,7 @@ final class PushExecutor: JobExecutor, @unchecked Sendable {
                 continue
             }
             let sopAtPeer = deidentifier.uidAtPeer(instance.sop)
-            copies.append((OutgoingInstance(path: instance.path, uid: sopAtPeer, pieces: pieces), OutgoingInstance(path: instance.path, uid: instance.sop)))
+            copies.append((OutgoingInstance(path: instance.path, uid: sopAtPeer, pieces: pieces, stamp: stamp), OutgoingInstance(path: instance.path, uid: instance.sop)))
         }
         let now = clock.now
         if !refused.isEmpty {

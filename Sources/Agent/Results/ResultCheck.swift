@@ -105,10 +105,16 @@ public enum ResultCheck {
     /// the study (every push, some of it acknowledged, of a study still held here), found by
     /// the study's own UID or the one a de-identified push gave it;
     /// `resultsBack(purpose)`: whether an agreement with `results back` covers pushes to that
-    /// peer for the purpose; `heldHere(study)`: whether this trust holds a study by that UID.
+    /// peer for the purpose; `heldHere(study)`: whether this trust holds a study by that UID
+    /// (other than results from this peer). `reidentified`: the header is the one placed here
+    /// after re-identification (checked again as it is recorded), not one the peer sent.
+    ///
+    /// A refusal's reason goes back to the peer: for a study sent de-identified it names only
+    /// what the peer was given (the study's UID there), never the study's own UID or patient —
+    /// nor does whether a result names the right patient change the answer.
     public static func decide(
         _ header: DataSet, from peer: String, trust: String, sent: (String) throws -> [SentStudy], resultsBack: (String) -> Bool,
-        heldHere: (String) throws -> Bool
+        heldHere: (String) throws -> Bool, reidentified: Bool = false
     ) rethrows -> Verdict {
         let classUID = header.string(.sopClassUID) ?? ""
         guard isResultClass(classUID) else {
@@ -117,19 +123,19 @@ public enum ResultCheck {
         let studies = referencedStudies(header)
         let own = header.string(.studyInstanceUID) ?? ""
         var found: (SentStudy, Reference, named: String)?
-        var notCovered: SentStudy?
+        var notCovered: (sent: SentStudy, named: String)?
         for study in studies.prefix(50) {
             let pushes = try sent(study)
             if let covered = pushes.first(where: { resultsBack($0.purpose) }) {
                 found = (covered, study == own ? .sameStudy : .evidence, study)
                 break
             }
-            notCovered = notCovered ?? pushes.first
+            if notCovered == nil, let first = pushes.first { notCovered = (first, study) }
         }
         guard let (original, reference, named) = found else {
             if let notCovered {
                 return .refused(
-                    "study \(notCovered.study) went to \(peer) for \(notCovered.purpose) (rule \"\(notCovered.rule)\"), and no agreement for that purpose says results back")
+                    "study \(notCovered.named) went to \(peer) for \(notCovered.sent.purpose) (rule \"\(notCovered.sent.rule)\"), and no agreement for that purpose says results back")
             }
             let others = studies.filter { $0 != own }
             return .refused(
@@ -139,22 +145,23 @@ public enum ResultCheck {
         // A result naming the study it answers in its evidence goes in that study or in a new
         // one — never into another study held here (another patient's, perhaps).
         if reference == .evidence, try heldHere(own) {
-            return .refused("its own study \(own) is another study held at \(trust), not the one it answers (\(original.study))")
+            return .refused("its own study \(own) is another study held at \(trust), not the one it answers (\(named))")
         }
         let patient = header.string(.patientID) ?? ""
         let issuer = header.string(issuerOfPatientID)
+        let expected = original.patientID ?? ""
+        let samePatient = patient == expected && !(issuer != nil && original.issuer != nil && issuer != original.issuer)
         // Sent de-identified: the result names the patient as the peer was told (no one), and
-        // is put back into the trust's identity. Naming someone, or the study by the UID the
-        // peer was never given, it is not what the peer could have made of what it was sent.
+        // the study as it was given it; it is put back into the trust's identity. Anything else
+        // is not what the peer could have made of what it was sent (and the answer says the
+        // same whoever it names: it must not tell a peer whether it guessed a patient).
         if let atPeer = original.atPeer {
-            if patient.isEmpty && named == atPeer { return .reidentify(original, reference) }
-            if named != original.study {
-                return .refused("study \(original.study) went to \(peer) de-identified, as \(atPeer), but the result names patient \(patient)\(issuer.map { " (\($0))" } ?? "")")
-            }
+            if !reidentified && patient.isEmpty && named == atPeer { return .reidentify(original, reference) }
+            if reidentified && named == original.study && samePatient { return .accepted(original, reference) }
+            return .refused("study \(atPeer) went to \(peer) de-identified: a result for it names no patient, and names the study by the UID it was sent under")
         }
         // The same patient as the study here, by number (and issuer, where both name one).
-        let expected = original.patientID ?? ""
-        if patient != expected || (issuer != nil && original.issuer != nil && issuer != original.issuer) {
+        if !samePatient {
             let named = patient.isEmpty ? "no patient" : "patient \(patient)\(issuer.map { " (\($0))" } ?? "")"
             return .refused(
                 "it names \(named), but study \(original.study), which \(trust) sent to \(peer), is patient \(expected.isEmpty ? "(none)" : expected)\(original.issuer.map { " (\($0))" } ?? "")")

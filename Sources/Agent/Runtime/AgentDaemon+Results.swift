@@ -44,11 +44,13 @@ extension AgentDaemon {
         return .refuse(reason: StowResponse.notPermitted, why: "not a result for a study \(configuration.trust) sent to \(sender): \(why)")
     }
 
-    func checkResult(_ header: DataSet, from sender: String) throws -> ResultCheck.Verdict {
+    /// `reidentified`: the header is the one placed here after re-identification.
+    func checkResult(_ header: DataSet, from sender: String, reidentified: Bool = false) throws -> ResultCheck.Verdict {
         let trust = configuration.trust, ruleSet = rules.current
         return try ResultCheck.decide(
             header, from: sender, trust: trust, sent: { try store.sentStudies($0, to: sender) },
-            resultsBack: { ruleSet.resultsBack(to: trust, from: sender, purpose: $0) }, heldHere: { try store.holdsStudy($0) })
+            resultsBack: { ruleSet.resultsBack(to: trust, from: sender, purpose: $0) },
+            heldHere: { try store.holdsStudy($0, apartFromResultsOf: sender) }, reidentified: reidentified)
     }
 
     /// How a result for a study sent de-identified is put back into the trust's identity: the
@@ -77,23 +79,36 @@ extension AgentDaemon {
         }
     }
 
-    /// The results a peer's request placed: recorded (the push jobs they answer marked
-    /// answered, an overdue alarm cleared) and audited, a line for each study they answer.
-    func recordResults(_ ingest: StowIngest, from peer: String) throws {
-        let now = clock.now
+    /// The results a peer's request placed, with the studies they answer: decided before the
+    /// inventory records the request (a result's own new study, recorded, would be "another
+    /// study held here").
+    struct PlacedResults {
         var results: [(sop: String, study: String, original: String)] = []
         var answered: [String: (instances: Int, classes: Set<String>, reference: ResultCheck.Reference, sent: ResultCheck.SentStudy)] = [:]
         var reidentified: [String: (instances: Int, from: String)] = [:]
+    }
+
+    func placedResults(_ ingest: StowIngest, from peer: String) throws -> PlacedResults {
+        var placed = PlacedResults()
         for instance in ingest.placed where !instance.held {
             // A re-identified result is checked as placed: in the trust's own study and patient.
-            guard case .accepted(let sent, let reference) = try checkResult(instance.header, from: peer) else { continue }
-            results.append((instance.sopInstanceUID, instance.studyInstanceUID, sent.study))
-            answered[sent.study, default: (0, [], reference, sent)].instances += 1
-            answered[sent.study]?.classes.insert(instance.sopClassUID)
-            if instance.transformed != nil, let atPeer = instance.sentStudyInstanceUID {
-                reidentified[sent.study, default: (0, atPeer)].instances += 1
+            let reidentified = instance.transformed != nil
+            guard case .accepted(let sent, let reference) = try checkResult(instance.header, from: peer, reidentified: reidentified) else { continue }
+            placed.results.append((instance.sopInstanceUID, instance.studyInstanceUID, sent.study))
+            placed.answered[sent.study, default: (0, [], reference, sent)].instances += 1
+            placed.answered[sent.study]?.classes.insert(instance.sopClassUID)
+            if reidentified, let atPeer = instance.sentStudyInstanceUID {
+                placed.reidentified[sent.study, default: (0, atPeer)].instances += 1
             }
         }
+        return placed
+    }
+
+    /// The results a peer's request placed: recorded (the push jobs they answer marked
+    /// answered, an overdue alarm cleared) and audited, a line for each study they answer.
+    func recordResults(_ placed: PlacedResults, from peer: String) throws {
+        let now = clock.now
+        let (results, answered, reidentified) = (placed.results, placed.answered, placed.reidentified)
         guard !results.isEmpty else { return }
         let late = try store.recordResults(results, from: peer, now: now)
         for (study, answer) in answered.sorted(by: { $0.key < $1.key }) {

@@ -405,8 +405,10 @@ public final class AgentDaemon: @unchecked Sendable {
     /// Received instances go into the inventory with their origin (the sender's trust, from its
     /// certificate) and through the rules, in one transaction, before the answer acknowledges them.
     private func recordReceived(_ received: DICOMwebService.Received, _ stow: StowIngest) throws {
+        let fromPeer = rules.current.member(received.peer).map { !$0.isTrust } ?? false
+        let results = fromPeer ? try placedResults(stow, from: received.peer) : nil
         let recorded = try recordArrived(stow, origin: received.peer, why: received.purpose)
-        if let member = rules.current.member(received.peer), !member.isTrust { try recordResults(stow, from: received.peer) }
+        if let results { try recordResults(results, from: received.peer) }
         telemetry.received(received.peer, instances: recorded.count, bytes: recorded.bytes)
         for (study, count) in recorded.studies {
             try audit.record(AuditEntry(

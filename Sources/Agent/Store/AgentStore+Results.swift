@@ -77,6 +77,18 @@ extension AgentStore {
         try read { try db.prepare("SELECT 1 FROM studies WHERE uid = ?1").first([.text(study)]) { _ in true } ?? false }
     }
 
+    /// Whether the inventory holds an instance of this study that is not a result `peer` sent:
+    /// a result's own new study, made of that peer's results (sent over several requests), is
+    /// not "another study held here".
+    public func holdsStudy(_ study: String, apartFromResultsOf peer: String) throws -> Bool {
+        try read {
+            try db.prepare("""
+                SELECT 1 FROM instances i WHERE i.study = ?1
+                AND NOT EXISTS (SELECT 1 FROM results r WHERE r.sop = i.sop AND r.peer = ?2) LIMIT 1
+                """).first([.text(study), .text(peer)]) { _ in true } ?? false
+        }
+    }
+
     /// A result recorded: the instance (placed and in the inventory already), the study it
     /// answers, and the push jobs of that study to that peer marked answered. The push jobs
     /// whose alarm this result clears (it came late) are returned, for the log.

@@ -428,8 +428,9 @@ public final class AgentStore: @unchecked Sendable {
                     INSERT INTO jobs (kind, destination, study, rule, purpose, priority, window, deadline, created, state, next_attempt, detail, expect_result, deidentify, deidentify_options)
                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', max(?9, coalesce(?11, ?9)), ?10, ?12, ?13, ?14)
                     ON CONFLICT(rule, destination, study) DO UPDATE SET expect_result = excluded.expect_result, deidentify = max(deidentify, excluded.deidentify),
-                        deidentify_options = CASE WHEN deidentify = 0 THEN excluded.deidentify_options ELSE deidentify_options END
+                        deidentify_options = CASE WHEN deidentified_study IS NULL THEN excluded.deidentify_options ELSE deidentify_options END
                     WHERE expect_result IS NOT excluded.expect_result OR deidentify < excluded.deidentify
+                        OR (deidentified_study IS NULL AND deidentify_options IS NOT excluded.deidentify_options)
                     """
                 ).run([.text(job.kind.rawValue), .text(job.destination), .text(study), .text(job.rule), .text(job.purpose), .integer(Int64(job.priority.rawValue)),
                         job.window.map { .text($0.description) } ?? .null, job.deadline.map(SQLValue.real) ?? .null, .real(now), job.search.map { .text($0.stored) } ?? .null,

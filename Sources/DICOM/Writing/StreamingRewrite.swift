@@ -15,7 +15,9 @@ internal import Durability
 /// would be wrong), as is anything after a complete Pixel Data that is not an element.
 public enum StreamingRewrite {
     static let accepted: Set<String> = [TransferSyntax.implicitVRLittleEndian, TransferSyntax.explicitVRLittleEndian]
-    static let refused: Set<String> = [TransferSyntax.explicitVRBigEndian, TransferSyntax.deflatedExplicitVRLittleEndian]
+    /// Big endian, and deflated (JPIP Referenced Deflate too): their values as read are not the
+    /// bytes at their offsets in the file.
+    static let refused: Set<String> = [TransferSyntax.explicitVRBigEndian, TransferSyntax.deflatedExplicitVRLittleEndian, "1.2.840.10008.1.2.4.95"]
 
     /// Writes `source` at `target` (durably: a temporary name, fsync, rename, fsync of the
     /// folder) with its File Meta Information changed by `meta` and its data set by `dataSet`.
@@ -33,7 +35,7 @@ public enum StreamingRewrite {
             // Written as the identity rewriter writes its pieces (the same 1 MiB copies, the same
             // check that the source did not shrink meanwhile).
             try DurableFile.write(to: target, mode: 0o640) { descriptor in
-                try IdentityRewriter.write(pieces, from: file, to: descriptor, target: target)
+                try IdentityRewriter.write(pieces, from: .file(file), to: descriptor, target: target)
             }
         } catch let error as DICOMError {
             throw error
@@ -59,7 +61,8 @@ public enum StreamingRewrite {
         guard let syntax = file.transferSyntaxUID else { throw DICOMError(.badMetaInformation, "\(source) names no transfer syntax") }
         // An encapsulated (compressed) file's data set is explicit VR little endian too: it is
         // written in its own transfer syntax, its pixel data's fragments copied as they are.
-        let encapsulated = !accepted.contains(syntax) && !refused.contains(syntax)
+        let (encoding, deflated) = TransferSyntax.encoding(of: syntax)
+        let encapsulated = !accepted.contains(syntax) && !refused.contains(syntax) && !deflated && encoding == .explicitVRLittleEndian
         guard accepted.contains(syntax) || encapsulated else {
             throw DICOMError(
                 .unsupportedTransferSyntax, "\(source) is stored in \(syntax); big endian and deflated files are not rewritten streaming (their values would have to be read and changed)")

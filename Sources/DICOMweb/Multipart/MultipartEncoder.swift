@@ -52,15 +52,41 @@ public struct MultipartEncoder: Sendable {
 /// one read buffer and the pieces' headers whatever the study's size. Its length is known before
 /// sending (Content-Length).
 public final class MultipartFileBody {
-    /// One part: a file as it is, or pieces — bytes held here and ranges of `source`.
+    /// One part: a file as it is, or pieces — bytes held here and ranges of `source`, planned
+    /// from the file `stamp` describes (when it is not that file any more, the ranges would be
+    /// another file's bytes: the part is not sent).
     public enum Part: Sendable {
         case file(String)
-        case pieces(source: String, [TransferSyntaxConversion.Piece])
+        case pieces(source: String, [TransferSyntaxConversion.Piece], stamp: FileStamp?)
 
         var path: String {
             switch self {
-            case .file(let path), .pieces(let path, _): return path
+            case .file(let path), .pieces(let path, _, _): return path
             }
+        }
+    }
+
+    /// Which file a path named, and in what state: device, inode, size, modification time.
+    public struct FileStamp: Sendable, Hashable {
+        public let device: UInt64
+        public let inode: UInt64
+        public let size: Int64
+        public let modified: Int64
+        public let modifiedNanoseconds: Int64
+
+        /// The file at `path` now; nil when it cannot be stat'ed.
+        public init?(path: String) {
+            var info = stat()
+            guard stat(path, &info) == 0 else { return nil }
+            self.init(info)
+        }
+
+        init(_ info: stat) {
+            device = UInt64(info.st_dev)
+            inode = UInt64(info.st_ino)
+            size = Int64(info.st_size)
+            modified = Int64(info.st_mtim.tv_sec)
+            modifiedNanoseconds = Int64(info.st_mtim.tv_nsec)
         }
     }
 
@@ -100,7 +126,7 @@ public final class MultipartFileBody {
             let size: Int
             switch part {
             case .file: size = Int(info.st_size)
-            case .pieces(_, let pieces): size = pieces.reduce(0) { $0 + Self.length(of: $1) }
+            case .pieces(_, let pieces, _): size = pieces.reduce(0) { $0 + Self.length(of: $1) }
             }
             sizes.append(size)
             total += encoder.partHeader(index: i, length: size).count + size
@@ -141,6 +167,12 @@ public final class MultipartFileBody {
             if descriptor < 0 {
                 descriptor = open(path, O_RDONLY | O_CLOEXEC)
                 if descriptor < 0 { throw MultipartError("Cannot open \(path): \(String(cString: strerror(errno)))", offset: 0) }
+                if case .pieces(_, _, let stamp?) = parts[part] {
+                    var info = stat()
+                    guard fstat(descriptor, &info) == 0, FileStamp(info) == stamp else {
+                        throw MultipartError("\(path) changed since the part was made of it", offset: 0)
+                    }
+                }
                 remainingInFile = sizes[part]
                 (piece, doneInPiece) = (0, 0)
             }
@@ -150,7 +182,7 @@ public final class MultipartFileBody {
                 switch parts[part] {
                 case .file:
                     n = Glibc.read(descriptor, buffer.baseAddress! + written, want)
-                case .pieces(_, let pieces):
+                case .pieces(_, let pieces, _):
                     // An empty piece (nothing between two bulk values) is passed over.
                     if Self.length(of: pieces[piece]) == 0 {
                         piece += 1
@@ -173,7 +205,7 @@ public final class MultipartFileBody {
                 if n == 0 { throw MultipartError("\(path) became shorter while it was being sent", offset: 0) }
                 remainingInFile -= n
                 written += n
-                if case .pieces(_, let pieces) = parts[part] {
+                if case .pieces(_, let pieces, _) = parts[part] {
                     doneInPiece += n
                     if doneInPiece == Self.length(of: pieces[piece]) { (piece, doneInPiece) = (piece + 1, 0) }
                 }

@@ -206,10 +206,13 @@ extension StowIngest {
     private func link(_ item: Ready) -> Placing {
         let folder = "\(inbound)/\(Self.relativeFolder(item))"
         let destination = "\(folder)/\(item.instanceUID).dcm"
-        func refuse(_ reason: UInt16, _ why: String) {
+        // The sender is told why without this site's paths (they name the study's folder: for
+        // a result re-identified here, the study's own UID, which the sender was never given);
+        // the log has them.
+        func refuse(_ reason: UInt16, _ why: String, here: String) {
             unlink(item.staged)
             failed.append(StowResponse.Failed(sopClassUID: item.classUID, sopInstanceUID: item.instanceUID, reason: reason, reasonText: why))
-            log.append("refused \(item.instanceUID): \(why)")
+            log.append("refused \(item.instanceUID): \(why) (\(here))")
             results.append(.refused(sop: item.instanceUID, reason: reason, why: why))
         }
         do {
@@ -220,7 +223,7 @@ extension StowIngest {
                 createdFolders.insert(folder)
             }
         } catch {
-            refuse(0xA700, "cannot create \(folder): \(error.localizedDescription)")
+            refuse(0xA700, "cannot create the study's folder here; send it again", here: "\(folder): \(error.localizedDescription)")
             return .settled
         }
         // Held elsewhere at this site (the agent's archive): one copy per site, never two. (Not
@@ -272,7 +275,7 @@ extension StowIngest {
         } else {
             // ENOENT: the study folder went between its check and the link (another request
             // removed it, having failed to make its name durable): worth sending again.
-            refuse(code == ENOSPC || code == ENOENT ? 0xA700 : 0xC000, "cannot place \(destination): \(String(cString: strerror(code)))")
+            refuse(code == ENOSPC || code == ENOENT ? 0xA700 : 0xC000, "cannot place the instance here: \(String(cString: strerror(code)))", here: destination)
         }
         return .settled
     }

@@ -598,7 +598,9 @@ struct Parser {
                                 hint: closest(to: word, among: DeidentificationChoice.words).map { "did you mean \"\($0)\"?" }
                                     ?? "options: " + DeidentificationChoice.words.joined(separator: ", "))
                         }
-                    } while isSymbol(",") && next.word.map(DeidentificationChoice.words.contains) == true
+                    // After a comma, another option unless another modifier starts (so that a
+                    // misspelt option is named, with "did you mean").
+                    } while isSymbol(",") && next.word.map { !Self.schedulingWords.contains($0) } == true
                 }
             case "expect":
                 try expectWord("result", hint: "write: expect result within 30 min")

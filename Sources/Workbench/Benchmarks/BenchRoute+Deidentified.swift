@@ -5,7 +5,8 @@ import Foundation
 
 /// `consort bench route --deidentified`: what de-identification costs a push (issue 29). The
 /// bulk study goes alone from RSCH to UHSX by fresh pairs of agents, plainly and with the rule
-/// saying `deidentified` (each instance written de-identified, streaming, then sent), three of
+/// saying `deidentified` (each instance's header de-identified in memory, its pixel data
+/// streamed from the original file into the request), three of
 /// each in turn; the medians and their ratio, and the sender's peak RSS in each. The target is
 /// ≥ 0.8× the plain push, and memory the same.
 extension BenchCommand {

@@ -38,8 +38,9 @@ extension BenchCommand {
                 --deidentified: the bulk study sent alone by fresh pairs of agents, plainly and
                 with RSCH's rule saying push … deidentified (PS3.15 Annex E, each instance
                 de-identified as it is sent), three of each in turn; the medians, their ratio,
-                and the sender's peak RSS in each (memory flat: a copy is written streaming,
-                never held). Only that is run.
+                and the sender's peak RSS in each (memory flat: each instance's new header is
+                made in memory, its pixel data streamed from the original file, no copy
+                written). Only that is run.
                 Tests/Benchmarks/bench-route.sh runs it beside two Orthancs routing by Lua.
         """
 
