@@ -139,6 +139,57 @@ struct StowIngestTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: "\(folder)/inbound/\(StowIngest.quarantineFolderName)/\(study)").count == 1)
     }
 
+    /// Where instances may be placed rewritten, a part up to `inMemoryPartBytes` is kept in
+    /// memory and written once, rewritten; a larger one is staged as it comes and rewritten from
+    /// the staged file. Either way the stored file is byte for byte what the rewriter makes of
+    /// the instance, whatever pieces the body arrives in; an instance placed as sent or held by
+    /// the same placement is stored as it was sent; nothing is left in staging.
+    @Test func aPartKeptInMemoryIsWrittenOnceRewrittenAndALargerOneFromItsStagedFile() throws {
+        let folder = try Self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let study = "1.2.826.0.1.3680043.10.4"
+        let plain = Self.instance("1.2.4.0", study: study, pixels: 0, patientID: "R123").count
+        let limit = StowIngest.inMemoryPartBytes
+        let sizes = [3000, limit - 2, limit, limit + 2, 2 * limit + 4096]
+        let instances = sizes.enumerated().map { i, size in Self.instance("1.2.4.\(i + 1)", study: study, pixels: max(0, size - plain), patientID: "R123") }
+        let asSent = Self.instance("1.2.4.90", study: study, pixels: 2000, patientID: "KEEP")
+        let held = Self.instance("1.2.4.91", study: study, pixels: 2000, patientID: "HOLD")
+        let rewrite = IdentityRewrite(
+            local: PatientIdentifier(id: "U1", issuer: "UHSX"), senderIssuer: "RSCH",
+            additionalIdentifiers: [PatientIdentifier(id: "9990000018", issuer: "NHS")], accessionNumberIssuer: "RSCH")
+        for pieces in [[1 << 20], [7, 65_537, 4096, 3]] {
+            let run = folder + "/run-\(pieces.count)"
+            let ingest = try StowIngest(inbound: run + "/inbound", staging: run + "/staging", boundary: "b0und", baseURL: "https://test")
+            ingest.placement = { header in
+                switch header.string(.patientID) {
+                case "KEEP": return .asSent
+                case "HOLD": return .hold(reason: "a test")
+                default: return .rewrite(rewrite)
+                }
+            }
+            let body = Self.body(instances + [asSent, held], boundary: "b0und")
+            var at = 0
+            for size in pieces.cycled(until: body.count) {
+                let n = min(size, body.count - at)
+                try ingest.consume(body[at..<(at + n)])
+                at += n
+            }
+            let response = try ingest.finish()
+            #expect(response.failed.isEmpty && response.stored.count == instances.count + 2, "\(ingest.log)")
+            for (i, instance) in instances.enumerated() {
+                try Data(instance).write(to: URL(fileURLWithPath: run + "/original.dcm"))
+                try IdentityRewriter.rewrite(run + "/original.dcm", to: run + "/expected.dcm", rewrite)
+                let stored = try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(run)/inbound/\(study)/1.2.4.\(i + 1).dcm")))
+                #expect(stored == (try [UInt8](Data(contentsOf: URL(fileURLWithPath: run + "/expected.dcm")))), "\(sizes[i]) bytes in pieces of \(pieces)")
+                let placed = ingest.placed.first { $0.sopInstanceUID == "1.2.4.\(i + 1)" }
+                #expect(placed?.rewritten != nil && placed?.sentSHA256 == SHA256Hasher.hex(instance) && placed?.header.string(.patientID) == "U1")
+            }
+            #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(run)/inbound/\(study)/1.2.4.90.dcm"))) == asSent)
+            #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(run)/inbound/\(StowIngest.heldFolderName)/\(study)/1.2.4.91.dcm"))) == held)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: run + "/staging").isEmpty)
+        }
+    }
+
     @Test func aHeaderLongerThanTheKeptPrefixIsReadFromTheStagedFile() throws {
         let folder = try Self.scratch()
         defer { try? FileManager.default.removeItem(atPath: folder) }

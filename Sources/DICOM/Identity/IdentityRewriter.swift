@@ -41,7 +41,7 @@ public enum IdentityRewriter {
     public static func rewrite(
         _ source: String, to target: String, _ rewrite: IdentityRewrite
     ) throws(DICOMError) -> IdentityRewriteOutcome {
-        let file = try FileByteSource(path: source)
+        let file = RewriteSource.file(try FileByteSource(path: source))
         let (pieces, outcome) = try plan(file, rewrite)
         do {
             // As DICOMWriter writes: the group (the local PACS's import account) may read it.
@@ -68,10 +68,53 @@ public enum IdentityRewriter {
         _ source: String, into descriptor: Int32, target: String, _ rewrite: IdentityRewrite,
         observe: ((UnsafeRawBufferPointer) -> Void)? = nil, copyRange: ((Int32, Int, Int32, Int) -> Int)? = nil
     ) throws(DICOMError) -> IdentityRewriteOutcome {
-        let file = try FileByteSource(path: source)
+        let file = RewriteSource.file(try FileByteSource(path: source))
         let (pieces, outcome) = try plan(file, rewrite)
         try write(pieces, from: file, to: descriptor, target: target, observe: observe ?? { _ in }, copyRange: observe == nil ? copyRange : nil)
         return outcome
+    }
+
+    /// Writes a file held whole in memory (`bytes`, named `name` in errors) rewritten by
+    /// `rewrite` into an open `descriptor`, without making it durable: for a receiver that kept
+    /// a small part in memory as it arrived, so that only the rewritten file is ever written
+    /// (staging it first, then rewriting it, wrote every byte twice).
+    @discardableResult
+    public static func rewrite(
+        bytes: [UInt8], name: String, into descriptor: Int32, target: String, _ rewrite: IdentityRewrite
+    ) throws(DICOMError) -> IdentityRewriteOutcome {
+        let source = RewriteSource.memory(path: name, bytes: bytes)
+        let (pieces, outcome) = try plan(source, rewrite)
+        try write(pieces, from: source, to: descriptor, target: target)
+        return outcome
+    }
+
+    /// Where a rewrite reads its source: a file (its ranges copied with pread, or inside the
+    /// kernel), or the whole file already in memory.
+    enum RewriteSource {
+        case file(FileByteSource)
+        case memory(path: String, bytes: [UInt8])
+
+        var path: String {
+            switch self {
+            case .file(let file): return file.path
+            case .memory(let path, _): return path
+            }
+        }
+
+        var size: Int {
+            switch self {
+            case .file(let file): return file.size
+            case .memory(_, let bytes): return bytes.count
+            }
+        }
+
+        /// A reader from the start (a file's own, which the plan reads through once).
+        var reader: any ByteSource {
+            switch self {
+            case .file(let file): return file
+            case .memory(_, let bytes): return MemoryByteSource(bytes[...])
+            }
+        }
     }
 
     /// A piece of the new file: bytes made here, or a range of the source copied as it is.
@@ -99,7 +142,7 @@ public enum IdentityRewriter {
     static let tailStart = Tag(0x0011, 0x0000)
 
     /// Reads and checks the source, and says what the new file is made of. No I/O on the target.
-    static func plan(_ source: FileByteSource, _ rewrite: IdentityRewrite) throws(DICOMError) -> ([Piece], IdentityRewriteOutcome) {
+    static func plan(_ source: RewriteSource, _ rewrite: IdentityRewrite) throws(DICOMError) -> ([Piece], IdentityRewriteOutcome) {
         for identifier in [rewrite.local] + rewrite.additionalIdentifiers {
             try checkLO(identifier.id, "Patient ID")
             try checkLO(identifier.issuer, "Issuer of Patient ID")
@@ -111,7 +154,7 @@ public enum IdentityRewriter {
         let fileSize = source.size
         var options = ReadOptions.wholeStructure
         options.recordsTopLevelOffsets = true
-        let stream = ByteStream(source: source, initialChunk: options.initialReadSize)
+        let stream = ByteStream(source: source.reader, initialChunk: options.initialReadSize)
         let (file, offsets): (DICOMFile, [(tag: Tag, offset: Int)])
         do {
             (file, offsets) = try DICOMFile.verifiedWithLayout(stream, fileSize: fileSize, options: options)
@@ -333,7 +376,13 @@ public enum IdentityRewriter {
     }
 
     /// `count` bytes of the source from `offset` (a header element: small).
-    static func readRange(_ source: FileByteSource, offset: Int, count: Int) throws(DICOMError) -> [UInt8] {
+    static func readRange(_ source: RewriteSource, offset: Int, count: Int) throws(DICOMError) -> [UInt8] {
+        guard case .file(let source) = source else {
+            guard case .memory(_, let held) = source, offset >= 0, count >= 0, offset + count <= held.count else {
+                throw DICOMError(.truncated, "\(source.path) is shorter than its elements say", offset: offset)
+            }
+            return Array(held[offset..<(offset + count)])
+        }
         var bytes = [UInt8](repeating: 0, count: count)
         var failure: DICOMError?
         let read = bytes.withUnsafeMutableBytes { buffer in
@@ -366,20 +415,38 @@ public enum IdentityRewriter {
 
     /// Writes the pieces in order; source ranges go through one 1 MiB buffer.
     static func write(
-        _ pieces: [Piece], from source: FileByteSource, to descriptor: Int32, target: String,
+        _ pieces: [Piece], from rewriteSource: RewriteSource, to descriptor: Int32, target: String,
         observe: (UnsafeRawBufferPointer) -> Void = { _ in }, copyRange: ((Int32, Int, Int32, Int) -> Int)? = nil
     ) throws(DICOMError) {
+        /// Bytes at hand, written and shown to `observe`.
+        func emit(_ bytes: ArraySlice<UInt8>) throws(DICOMError) {
+            let failure: DICOMError? = bytes.withUnsafeBytes { raw in
+                do throws(DICOMError) { try writeAll(raw, to: descriptor, target: target) } catch { return error }
+                observe(raw)
+                return nil
+            }
+            if let failure { throw failure }
+        }
+        guard case .file(let source) = rewriteSource else {
+            // The source in memory: its ranges written from there.
+            guard case .memory(_, let held) = rewriteSource else { return }
+            for piece in pieces {
+                switch piece {
+                case .bytes(let bytes): try emit(bytes[...])
+                case .copy(let offset, let count):
+                    guard offset >= 0, count >= 0, offset + count <= held.count else {
+                        throw DICOMError(.truncated, "\(rewriteSource.path) is shorter than its elements say", offset: offset)
+                    }
+                    try emit(held[offset..<(offset + count)])
+                }
+            }
+            return
+        }
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { chunk.deallocate() }
         for piece in pieces {
             switch piece {
-            case .bytes(let bytes):
-                let failure: DICOMError? = bytes.withUnsafeBytes { raw in
-                    do throws(DICOMError) { try writeAll(raw, to: descriptor, target: target) } catch { return error }
-                    observe(raw)
-                    return nil
-                }
-                if let failure { throw failure }
+            case .bytes(let bytes): try emit(bytes[...])
             case .copy(let offset, let count):
                 var done = 0
                 // Inside the kernel while it will; what it will not copy is copied below.
