@@ -74,18 +74,27 @@ public enum IdentityRewriter {
         return outcome
     }
 
-    /// Writes a file held whole in memory (`bytes`, named `name` in errors) rewritten by
-    /// `rewrite` into an open `descriptor`, without making it durable: for a receiver that kept
-    /// a small part in memory as it arrived, so that only the rewritten file is ever written
-    /// (staging it first, then rewriting it, wrote every byte twice).
-    @discardableResult
-    public static func rewrite(
-        bytes: [UInt8], name: String, into descriptor: Int32, target: String, _ rewrite: IdentityRewrite
-    ) throws(DICOMError) -> IdentityRewriteOutcome {
+    /// A file held whole in memory (`bytes`, named `name` in errors) rewritten by `rewrite`, in
+    /// memory: for a receiver that kept a small part in memory as it arrived, so that only the
+    /// rewritten file is ever written, and written as it writes what it does not rewrite
+    /// (staging it first, then rewriting it, wrote every byte twice, once through the page
+    /// cache).
+    public static func rewritten(bytes: [UInt8], name: String, _ rewrite: IdentityRewrite) throws(DICOMError) -> (bytes: [UInt8], outcome: IdentityRewriteOutcome) {
         let source = RewriteSource.memory(path: name, bytes: bytes)
         let (pieces, outcome) = try plan(source, rewrite)
-        try write(pieces, from: source, to: descriptor, target: target)
-        return outcome
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count + 1024)
+        for piece in pieces {
+            switch piece {
+            case .bytes(let made): out += made
+            case .copy(let offset, let count):
+                guard offset >= 0, count >= 0, offset + count <= bytes.count else {
+                    throw DICOMError(.truncated, "\(name) is shorter than its elements say", offset: offset)
+                }
+                out += bytes[offset..<(offset + count)]
+            }
+        }
+        return (out, outcome)
     }
 
     /// Where a rewrite reads its source: a file (its ranges copied with pread, or inside the
@@ -428,19 +437,7 @@ public enum IdentityRewriter {
             if let failure { throw failure }
         }
         guard case .file(let source) = rewriteSource else {
-            // The source in memory: its ranges written from there.
-            guard case .memory(_, let held) = rewriteSource else { return }
-            for piece in pieces {
-                switch piece {
-                case .bytes(let bytes): try emit(bytes[...])
-                case .copy(let offset, let count):
-                    guard offset >= 0, count >= 0, offset + count <= held.count else {
-                        throw DICOMError(.truncated, "\(rewriteSource.path) is shorter than its elements say", offset: offset)
-                    }
-                    try emit(held[offset..<(offset + count)])
-                }
-            }
-            return
+            preconditionFailure("a rewrite from memory is made in memory (rewritten(bytes:))")
         }
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { chunk.deallocate() }

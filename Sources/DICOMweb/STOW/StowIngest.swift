@@ -446,7 +446,7 @@ public final class StowIngest {
                 ready.append(item)
                 return
             } else {
-                let failure = writeStaged(part)
+                let failure = writeStaged(part.prefix, at: part.path)
                 if failure != 0 { return refuse(failure == ENOSPC ? 0xA700 : 0xC000, "cannot stage the instance: \(String(cString: strerror(failure)))") }
             }
         }
@@ -480,34 +480,37 @@ public final class StowIngest {
         ready.append(item)
     }
 
-    /// A part kept in memory, written to its staged file as it was sent (its placement is not a
-    /// rewrite, or the rewrite failed and it is held as sent); its writeback started. 0, or errno.
-    private func writeStaged(_ part: Part) -> Int32 {
-        let descriptor = open(part.path, O_WRONLY | O_TRUNC | O_CLOEXEC)
+    /// `bytes`, the whole of a part kept in memory (as sent, or rewritten), written into its
+    /// staged file (empty until now) as any part is written: in large blocks around the page
+    /// cache where the filesystem allows (`StagingWriter`). 0, or errno.
+    private func writeStaged(_ bytes: [UInt8], at path: String) -> Int32 {
+        let descriptor = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)
         guard descriptor >= 0 else { return errno }
         defer { close(descriptor) }
-        do {
-            try DurableFile.writeAll(part.prefix, to: descriptor, path: part.path)
+        writer.begin(descriptor, direct: directIO)
+        let result = bytes.withUnsafeBytes { raw in Result { () throws(StagingWriter.Failure) in try writer.append(raw) } }
+        do throws(StagingWriter.Failure) {
+            try result.get()
+            try writer.finish()
         } catch {
             return error.code
         }
-        _ = consort_start_writeback(descriptor, 0, 0)
         return 0
     }
 
-    /// A part kept in memory, written rewritten into its staged file (which nothing was written
-    /// to yet), its header read back; what the rewrite changed kept for the audit line. On a
+    /// A part kept in memory, rewritten in memory and written so into its staged file; its
+    /// header taken from the new bytes; what the rewrite changed kept for the audit line. On a
     /// failure the staged file is left for `writeStaged` to write over.
     private func rewrittenFromMemory(_ item: Ready, _ rewrite: IdentityRewrite, bytes: [UInt8]) throws -> Ready {
-        let descriptor = open(item.staged, O_WRONLY | O_TRUNC | O_CLOEXEC)
-        guard descriptor >= 0 else { throw DICOMError(.io, "Cannot open \(item.staged): \(String(cString: strerror(errno)))") }
-        let outcome: IdentityRewriteOutcome
-        do {
-            defer { close(descriptor) }
-            outcome = try IdentityRewriter.rewrite(bytes: bytes, name: item.staged, into: descriptor, target: item.staged, rewrite)
-            _ = consort_start_writeback(descriptor, 0, 0)
-        }
-        return try Self.placedRewritten(item, at: item.staged, outcome)
+        let (made, outcome) = try IdentityRewriter.rewritten(bytes: bytes, name: item.staged, rewrite)
+        let failure = writeStaged(made, at: item.staged)
+        guard failure == 0 else { throw DICOMError(.io, "Cannot write \(item.staged): \(String(cString: strerror(failure)))") }
+        var placed = Ready(
+            staged: item.staged, classUID: item.classUID, instanceUID: item.instanceUID, studyUID: item.studyUID, size: made.count,
+            digest: "", header: try DICOMFile.read(bytes: made).dataSet)
+        placed.rewritten = outcome
+        placed.sentDigest = item.digest
+        return placed
     }
 
     /// The instance as rewritten at `path`: its header read back (from the page cache), its
