@@ -41,9 +41,14 @@ struct ResultsBackTests {
     static let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Interop/ai_service.py"
 
     /// The AI service's answer for the study in `folder`: the JSON line ai_service.py prints.
-    static func answer(_ folder: String, to rsch: AgentSite, as peer: (certificate: String, key: String), ca: String, otherStudy: Bool = false, patient: String? = nil) throws -> [String: Any] {
+    static func answer(
+        _ folder: String, to rsch: AgentSite, as peer: (certificate: String, key: String), ca: String, otherStudy: Bool = false, patient: String? = nil,
+        ownStudy: String? = nil
+    ) throws -> [String: Any] {
         let outcome = try Run.program(
-            "/usr/bin/env", ["python3", script, folder, rsch.url + "/studies", peer.certificate, peer.key, ca] + (otherStudy ? ["--other-study"] : []) + (patient.map { ["--patient", $0] } ?? []))
+            "/usr/bin/env",
+            ["python3", script, folder, rsch.url + "/studies", peer.certificate, peer.key, ca] + (otherStudy ? ["--other-study"] : []) + (patient.map { ["--patient", $0] } ?? [])
+                + (ownStudy.map { ["--own-study", $0] } ?? []))
         #expect(outcome.status == 0, "\(outcome.stderr)")
         return try #require(try JSONSerialization.jsonObject(with: Data(outcome.stdout.utf8)) as? [String: Any], "\(outcome.stdout)\(outcome.stderr)")
     }
@@ -364,8 +369,38 @@ struct ResultsBackTests {
         #expect(reidentifiedDetail.contains(atPeer) && reidentifiedDetail.contains("clean-descriptors") && reidentifiedDetail.contains(#"under agreement "Research""#), "\(after.suffix(4))")
         let afterText = try String(contentsOfFile: rsch.state + "/audit.log", encoding: .utf8)
         #expect(!afterText.contains(hex))
-        // The same report naming a patient, as if the service had been sent one: refused.
+        // The same report naming a patient, as if the service had been sent one: refused, and
+        // the answer names neither the study's own UID nor its patient.
         let named = try Self.answer(ai.store + "/" + atPeer, to: rsch, as: peer, ca: consortium.pki.ca, patient: "SOMEONE")
-        #expect(named["status"] as? Int == 403 && (named["body"] as? String ?? "").contains("de-identified"), "\(named)")
+        let namedBody = named["body"] as? String ?? ""
+        #expect(named["status"] as? Int == 403 && namedBody.contains("de-identified"), "\(named)")
+        #expect(!namedBody.contains(study) && !namedBody.contains(original.string(.patientID) ?? "?"), "\(namedBody)")
+        // A service that files its results in a study of its own, naming the study it answers
+        // in its evidence: two reports into that study, in two requests. Both placed in it,
+        // under the original patient, and both counted — the second is not refused because the
+        // first made the study "held here".
+        let ownStudy = "2.25.\(UInt64.random(in: 1...UInt64.max))"
+        var ownSOPs: [String] = []
+        for _ in 0..<2 {
+            let filed = try Self.answer(ai.store + "/" + atPeer, to: rsch, as: peer, ca: consortium.pki.ca, ownStudy: ownStudy)
+            #expect(filed["status"] as? Int == 200, "\(filed)")
+            if let sop = filed["sop"] as? String { ownSOPs.append(sop) }
+        }
+        let filedApart = AgentSite.eventually(within: 60, "both reports in their own study in Orthanc", logs: [rsch]) {
+            let instances = try? OrthancInteropTests.curl(["-s", "--max-time", "5", "\(orthanc.url)/dicom-web/studies/\(ownStudy)/instances"])
+            return ownSOPs.count == 2 && ownSOPs.allSatisfy { instances?.stdout.contains($0) == true }
+        }
+        #expect(filedApart)
+        let apart = try OrthancInteropTests.curl([
+            "-s", "--max-time", "10", "-X", "POST", "\(orthanc.url)/tools/find", "-d", #"{"Level":"Study","Query":{"StudyInstanceUID":"\#(ownStudy)"},"Expand":true}"#,
+        ])
+        let apartStudies = try #require(try JSONSerialization.jsonObject(with: Data(apart.stdout.utf8)) as? [[String: Any]], "\(apart.stdout)")
+        #expect((apartStudies.first?["PatientMainDicomTags"] as? [String: Any])?["PatientID"] as? String == original.string(.patientID), "\(apart.stdout)")
+        let counted = try Run.consort("status", "--json", "--config", rsch.config)
+        let countedFields = try #require(try JSONSerialization.jsonObject(with: Data(counted.stdout.utf8)) as? [String: Any], "\(counted.stdout)")
+        let countedResults = (countedFields["results"] as? [[String: Any]])?.first { $0["peer"] as? String == "RESEARCH-AI" }
+        #expect(countedResults?["received"] as? Int == 3, "\(countedFields["results"] ?? "none")")
+        let reidentifications = TrustBoundaryTests.audit(rsch.state + "/audit.log").filter { $0["action"] as? String == "reidentify" }
+        #expect(reidentifications.count == 3, "\(reidentifications)")
     }
 }

@@ -2,13 +2,15 @@
 to the trust by STOW-RS with the service's own certificate — pydicom builds it, Python's own
 TLS client sends it, so neither side of the exchange is Consort's code.
 
-    ai_service.py STUDY_FOLDER URL CERT KEY CA [--other-study] [--patient ID]
+    ai_service.py STUDY_FOLDER URL CERT KEY CA [--other-study] [--own-study UID] [--patient ID]
 
 STUDY_FOLDER: the instances of one study as the service received them. The report copies the
 study's patient module and Study Instance UID, and lists every instance in its Current
 Requested Procedure Evidence Sequence, as IHE AI Results asks. `--other-study`: the same report
 but in a new study that nothing names (a result for a study never sent). `--patient ID`: the
-report names that Patient ID whatever the study said. Prints one JSON line:
+report names that Patient ID whatever the study said. `--own-study UID`: the report in a study of
+its own (UID), naming the study it answers in its evidence (a service that files its results
+apart). Prints one JSON line:
 {"status": HTTP status, "sop": the report's SOP Instance UID, "study": its study, "patient": its
 Patient ID, "body": the answer}.
 """
@@ -31,7 +33,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 BASIC_TEXT_SR = "1.2.840.10008.5.1.4.1.1.88.11"
 
 
-def report(folder, other_study, patient=None):
+def report(folder, other_study, patient=None, own_study=None):
     sources = [pydicom.dcmread(path, stop_before_pixels=True) for path in sorted(glob.glob(os.path.join(folder, "*.dcm")))]
     if not sources:
         raise SystemExit(f"no instances in {folder}")
@@ -43,7 +45,7 @@ def report(folder, other_study, patient=None):
             setattr(sr, keyword, getattr(first, keyword))
     if patient is not None:
         sr.PatientID = patient
-    sr.StudyInstanceUID = generate_uid() if other_study else first.StudyInstanceUID
+    sr.StudyInstanceUID = own_study or (generate_uid() if other_study else first.StudyInstanceUID)
     sr.SOPClassUID = BASIC_TEXT_SR
     sr.SOPInstanceUID = generate_uid()
     sr.SeriesInstanceUID = generate_uid()
@@ -113,7 +115,8 @@ def main():
     folder, url, cert, key, ca = sys.argv[1:6]
     options = sys.argv[6:]
     patient = options[options.index("--patient") + 1] if "--patient" in options else None
-    sr, body = report(folder, "--other-study" in options, patient)
+    own_study = options[options.index("--own-study") + 1] if "--own-study" in options else None
+    sr, body = report(folder, "--other-study" in options, patient, own_study)
     status, text = post(url, body, cert, key, ca)
     print(json.dumps({"status": status, "sop": sr.SOPInstanceUID, "study": sr.StudyInstanceUID, "patient": str(sr.get("PatientID", "")), "body": text}))
 
