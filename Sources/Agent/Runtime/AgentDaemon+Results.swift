@@ -11,9 +11,24 @@ import Foundation
 /// (so `deliver to local PACS` rules take it to the PACS), and counted; anything else is refused
 /// with 0xA900 and the reason, audited, and counted.
 extension AgentDaemon {
+    /// The re-identifications one request has made, by the study and how the result refers to
+    /// it: a request's many instances of one result study read the original's headers once.
+    final class Reidentifications: @unchecked Sendable {
+        private let lock = NSLock()
+        private var made: [String: StowIngest.DataSetTransform] = [:]
+
+        func transform(for key: String, _ make: () throws -> StowIngest.DataSetTransform) rethrows -> StowIngest.DataSetTransform {
+            if let known = lock.withLock({ made[key] }) { return known }
+            let transform = try make()
+            lock.withLock { made[key] = transform }
+            return transform
+        }
+    }
+
     /// How an object from the peer `sender` is placed: as sent when it is a result for a study
-    /// this trust sent that peer, refused otherwise.
-    func resultPlacement(sender: String, header: DataSet) -> StowIngest.Placement {
+    /// this trust sent that peer, re-identified when that study went de-identified, refused
+    /// otherwise. `made`: the request's re-identifications so far.
+    func resultPlacement(sender: String, header: DataSet, made: Reidentifications = Reidentifications()) -> StowIngest.Placement {
         let verdict: ResultCheck.Verdict
         do {
             verdict = try checkResult(header, from: sender)
@@ -27,7 +42,9 @@ extension AgentDaemon {
         case .accepted: return .asSent
         case .reidentify(let sent, let reference):
             do {
-                return .transform(try reidentification(of: sent, reference: reference, from: sender))
+                return .transform(try made.transform(for: "\(sent.study)\u{1}\(reference.rawValue)\u{1}\(sent.deidentifyOptions)") {
+                    try reidentification(of: sent, reference: reference, from: sender)
+                })
             } catch {
                 log.named("receiver").error("cannot prepare a result's re-identification; the peer is asked to send it again", ["peer": sender, "study": sent.study, "error": "\(error)"])
                 return .refuse(reason: 0xA700, why: "the result cannot be re-identified now; send it again")

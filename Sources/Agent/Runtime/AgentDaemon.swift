@@ -332,7 +332,10 @@ public final class AgentDaemon: @unchecked Sendable {
         // they are written around the page cache (`StowIngest`).
         let book = identityBook
         service.placement = { [self] sender in
-            if let member = rules.current.member(sender), !member.isTrust { return { header in self.resultPlacement(sender: sender, header: header) } }
+            if let member = rules.current.member(sender), !member.isTrust {
+                let made = Reidentifications()
+                return { header in self.resultPlacement(sender: sender, header: header, made: made) }
+            }
             guard let book else { return nil }
             return { header in book.placement(sender: sender, header: header) }
         }
