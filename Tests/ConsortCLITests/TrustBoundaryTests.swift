@@ -31,6 +31,12 @@ struct TrustBoundaryTests {
           requires deidentification
         }
 
+        agreement "Research from QVH" {
+          purposes research
+          from QVH
+          to RSCH
+        }
+
         rule "Everything to UHSX" {
           purpose direct-care
           at RSCH
@@ -122,6 +128,16 @@ struct TrustBoundaryTests {
             try coordinator.call("/v1/studies/\(study)", as: rschCert, ca: ca).status == 200
         }
         #expect(found)
+        // For research, a lookup is let through (QVH may send RSCH imaging with identity), but
+        // UHSX is not named as a holder: its imaging goes to RSCH for research only
+        // de-identified — the study is "not announced by any trust that may give it" (404)
+        // unless RSCH's own announcement is in, naming only RSCH.
+        let held = try AgentSite.eventually(within: 30, "UHSX named as a holder for direct care", logs: [uhsx]) {
+            try coordinator.call("/v1/studies/\(study)", as: rschCert, ca: ca).body.contains("UHSX")
+        }
+        #expect(held)
+        let researchLookup = try coordinator.call("/v1/studies/\(study)", as: rschCert, ca: ca, purpose: "research")
+        #expect([200, 404].contains(researchLookup.status) && !researchLookup.body.contains("UHSX"), "\(researchLookup)")
         let coordinatorPage = try Self.metrics(coordinatorMetrics)
         #expect(Self.sample(coordinatorPage, #"consort_coordinator_refused_requests_total{reason="peer_not_member"}"#) == 3, "\(coordinatorPage)")
         #expect(Self.sample(coordinatorPage, #"consort_coordinator_refused_requests_total{reason="no_purpose"}"#) == 1, "\(coordinatorPage)")
