@@ -57,31 +57,7 @@ public struct Deidentifier: Sendable {
 
     /// HMAC-SHA256 (RFC 2104) of `message` under the key.
     func mac(_ message: String) -> [UInt8] {
-        var block = key.count > 64 ? Self.sha256(key) : key
-        block += [UInt8](repeating: 0, count: 64 - block.count)
-        let inner = SHA256Hasher()
-        inner.update(block.map { $0 ^ 0x36 })
-        inner.update(Array(message.utf8))
-        let outer = SHA256Hasher()
-        outer.update(block.map { $0 ^ 0x5C })
-        outer.update(Self.bytes(hex: inner.finalize()))
-        return Self.bytes(hex: outer.finalize())
-    }
-
-    static func sha256(_ message: [UInt8]) -> [UInt8] {
-        let hasher = SHA256Hasher()
-        hasher.update(message)
-        return bytes(hex: hasher.finalize())
-    }
-
-    static func bytes(hex: String) -> [UInt8] {
-        var out: [UInt8] = []
-        var index = hex.startIndex
-        while index < hex.endIndex, let next = hex.index(index, offsetBy: 2, limitedBy: hex.endIndex) {
-            out.append(UInt8(hex[index..<next], radix: 16) ?? 0)
-            index = next
-        }
-        return out
+        HMACSHA256.mac(key: key, message: Array(message.utf8))
     }
 
     /// The UID that stands for `original`: `2.25.` and a 128-bit number (PS3.5 §B.2), at most 44

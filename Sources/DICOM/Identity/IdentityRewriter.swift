@@ -41,8 +41,8 @@ public enum IdentityRewriter {
     public static func rewrite(
         _ source: String, to target: String, _ rewrite: IdentityRewrite
     ) throws(DICOMError) -> IdentityRewriteOutcome {
-        let file = RewriteSource.file(try FileByteSource(path: source))
-        let (pieces, outcome) = try plan(file, rewrite)
+        let file = try FileByteSource(path: source)
+        let (pieces, outcome) = try plan(.file(file), rewrite)
         do {
             // As DICOMWriter writes: the group (the local PACS's import account) may read it.
             try DurableFile.write(to: target, mode: 0o640) { descriptor in
@@ -68,8 +68,8 @@ public enum IdentityRewriter {
         _ source: String, into descriptor: Int32, target: String, _ rewrite: IdentityRewrite,
         observe: ((UnsafeRawBufferPointer) -> Void)? = nil, copyRange: ((Int32, Int, Int32, Int) -> Int)? = nil
     ) throws(DICOMError) -> IdentityRewriteOutcome {
-        let file = RewriteSource.file(try FileByteSource(path: source))
-        let (pieces, outcome) = try plan(file, rewrite)
+        let file = try FileByteSource(path: source)
+        let (pieces, outcome) = try plan(.file(file), rewrite)
         try write(pieces, from: file, to: descriptor, target: target, observe: observe ?? { _ in }, copyRange: observe == nil ? copyRange : nil)
         return outcome
     }
@@ -424,7 +424,7 @@ public enum IdentityRewriter {
 
     /// Writes the pieces in order; source ranges go through one 1 MiB buffer.
     static func write(
-        _ pieces: [Piece], from rewriteSource: RewriteSource, to descriptor: Int32, target: String,
+        _ pieces: [Piece], from source: FileByteSource, to descriptor: Int32, target: String,
         observe: (UnsafeRawBufferPointer) -> Void = { _ in }, copyRange: ((Int32, Int, Int32, Int) -> Int)? = nil
     ) throws(DICOMError) {
         /// Bytes at hand, written and shown to `observe`.
@@ -435,9 +435,6 @@ public enum IdentityRewriter {
                 return nil
             }
             if let failure { throw failure }
-        }
-        guard case .file(let source) = rewriteSource else {
-            preconditionFailure("a rewrite from memory is made in memory (rewritten(bytes:))")
         }
         let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { chunk.deallocate() }

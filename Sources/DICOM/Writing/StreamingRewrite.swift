@@ -35,7 +35,7 @@ public enum StreamingRewrite {
             // Written as the identity rewriter writes its pieces (the same 1 MiB copies, the same
             // check that the source did not shrink meanwhile).
             try DurableFile.write(to: target, mode: 0o640) { descriptor in
-                try IdentityRewriter.write(pieces, from: .file(file), to: descriptor, target: target)
+                try IdentityRewriter.write(pieces, from: file, to: descriptor, target: target)
             }
         } catch let error as DICOMError {
             throw error
