@@ -154,6 +154,10 @@ struct StowIngestTests {
         let instances = sizes.enumerated().map { i, size in Self.instance("1.2.4.\(i + 1)", study: study, pixels: max(0, size - plain), patientID: "R123") }
         let asSent = Self.instance("1.2.4.90", study: study, pixels: 2000, patientID: "KEEP")
         let held = Self.instance("1.2.4.91", study: study, pixels: 2000, patientID: "HOLD")
+        // A rewrite that cannot be made (a local number outside LO's repertoire): held as sent.
+        let unrewritable = Self.instance("1.2.4.92", study: "1.2.826.0.1.3680043.10.5", pixels: 2000, patientID: "BAD")
+        let badRewrite = IdentityRewrite(
+            local: PatientIdentifier(id: "U\u{00DC}1", issuer: "UHSX"), senderIssuer: "RSCH", additionalIdentifiers: [], accessionNumberIssuer: "RSCH")
         let rewrite = IdentityRewrite(
             local: PatientIdentifier(id: "U1", issuer: "UHSX"), senderIssuer: "RSCH",
             additionalIdentifiers: [PatientIdentifier(id: "9990000018", issuer: "NHS")], accessionNumberIssuer: "RSCH")
@@ -164,10 +168,11 @@ struct StowIngestTests {
                 switch header.string(.patientID) {
                 case "KEEP": return .asSent
                 case "HOLD": return .hold(reason: "a test")
+                case "BAD": return .rewrite(badRewrite)
                 default: return .rewrite(rewrite)
                 }
             }
-            let body = Self.body(instances + [asSent, held], boundary: "b0und")
+            let body = Self.body(instances + [asSent, held, unrewritable], boundary: "b0und")
             var at = 0
             for size in pieces.cycled(until: body.count) {
                 let n = min(size, body.count - at)
@@ -175,7 +180,7 @@ struct StowIngestTests {
                 at += n
             }
             let response = try ingest.finish()
-            #expect(response.failed.isEmpty && response.stored.count == instances.count + 2, "\(ingest.log)")
+            #expect(response.failed.isEmpty && response.stored.count == instances.count + 3, "\(ingest.log)")
             for (i, instance) in instances.enumerated() {
                 try Data(instance).write(to: URL(fileURLWithPath: run + "/original.dcm"))
                 try IdentityRewriter.rewrite(run + "/original.dcm", to: run + "/expected.dcm", rewrite)
@@ -186,6 +191,8 @@ struct StowIngestTests {
             }
             #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(run)/inbound/\(study)/1.2.4.90.dcm"))) == asSent)
             #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(run)/inbound/\(StowIngest.heldFolderName)/\(study)/1.2.4.91.dcm"))) == held)
+            #expect(try [UInt8](Data(contentsOf: URL(fileURLWithPath: "\(run)/inbound/\(StowIngest.heldFolderName)/1.2.826.0.1.3680043.10.5/1.2.4.92.dcm"))) == unrewritable)
+            #expect(ingest.holdReasons["1.2.826.0.1.3680043.10.5"]?.contains("cannot be placed in this trust's identity") == true, "\(ingest.holdReasons)")
             #expect(try FileManager.default.contentsOfDirectory(atPath: run + "/staging").isEmpty)
         }
     }

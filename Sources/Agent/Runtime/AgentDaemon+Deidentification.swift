@@ -1,4 +1,5 @@
 import Deidentification
+internal import Durability
 import Foundation
 
 #if canImport(Glibc)
@@ -13,29 +14,22 @@ import Foundation
 extension AgentDaemon {
     static let deidentificationKeyName = "deidentification.key"
 
-    /// The key in `state`, made now if there is none (mode 0600, written durably).
-    static func deidentificationKey(in state: String) throws -> [UInt8] {
+    /// The key in `state`, made now if there is none (`making`: at start only) — mode 0600,
+    /// written durably. Elsewhere a missing key is an error: a key made later would map the
+    /// studies already sent differently, and results for them could never be matched.
+    static func deidentificationKey(in state: String, making: Bool = false) throws -> [UInt8] {
         let path = state + "/" + deidentificationKeyName
         if let data = FileManager.default.contents(atPath: path) {
             guard data.count >= 32 else { throw KeyProblem("\(path) holds \(data.count) bytes; a key is 32 (remove it to make a new one, and lose the mapping)") }
             return [UInt8](data)
         }
+        guard making else { throw KeyProblem("\(path) is missing: the agent makes it at its start") }
         var key = [UInt8](repeating: 0, count: 32)
         guard getentropy(&key, key.count) == 0 else { throw KeyProblem("no randomness for a key: \(String(cString: strerror(errno)))") }
-        let temporary = path + ".new"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw KeyProblem("cannot create \(temporary): \(String(cString: strerror(errno)))") }
-        let written = key.withUnsafeBytes { write(descriptor, $0.baseAddress!, $0.count) }
-        let synced = fsync(descriptor)
-        close(descriptor)
-        guard written == key.count, synced == 0, rename(temporary, path) == 0 else {
-            unlink(temporary)
-            throw KeyProblem("cannot write \(path): \(String(cString: strerror(errno)))")
-        }
-        let folder = open(state, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if folder >= 0 {
-            fsync(folder)
-            close(folder)
+        do {
+            try DurableFile.write(key, to: path, mode: 0o600)
+        } catch {
+            throw KeyProblem("cannot write \(path): \(error)")
         }
         return key
     }

@@ -151,7 +151,7 @@ public final class AgentDaemon: @unchecked Sendable {
         push.audit = audit
         push.trust = configuration.trust
         do {
-            push.deidentifier = try Deidentifier(key: Self.deidentificationKey(in: configuration.state))
+            push.deidentifier = try Deidentifier(key: Self.deidentificationKey(in: configuration.state, making: true))
             Self.removeDeidentifiedFolder(in: configuration.state)
             let trust = configuration.trust
             push.requiresDeidentification = { destination, purpose in rules.current.requiresDeidentification(from: trust, to: destination, purpose: purpose) }

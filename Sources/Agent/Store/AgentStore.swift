@@ -211,7 +211,6 @@ public final class AgentStore: @unchecked Sendable {
         return try ThreadPriority.atFullPriority { try lock.withLock { try ask(db) } }
     }
 
-    /// The origins of the instances already held among these SOP Instance UIDs.
     /// The origin of each study the inventory knows among `uids` ("local", or the trust it was
     /// received from first).
     public func studyOrigins(_ uids: [String]) throws -> [String: String] {
@@ -225,6 +224,7 @@ public final class AgentStore: @unchecked Sendable {
         }
     }
 
+    /// The origins of the instances already held among these SOP Instance UIDs.
     public func origins(of sops: [String]) throws -> [String: String] {
         try readBatch {
             let query = try db.prepare("SELECT origin FROM instances WHERE sop = ?1")

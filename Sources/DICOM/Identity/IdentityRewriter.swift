@@ -127,17 +127,7 @@ public enum IdentityRewriter {
     }
 
     /// A piece of the new file: bytes made here, or a range of the source copied as it is.
-    enum Piece: Equatable {
-        case bytes([UInt8])
-        case copy(offset: Int, count: Int)
-
-        var count: Int {
-            switch self {
-            case .bytes(let bytes): return bytes.count
-            case .copy(_, let count): return count
-            }
-        }
-    }
+    typealias Piece = TransferSyntaxConversion.Piece
 
     static let issuerOfPatientID = Tag(0x0010, 0x0021)
     static let typeOfPatientID = Tag(0x0010, 0x0022)

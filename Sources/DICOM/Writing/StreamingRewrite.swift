@@ -24,12 +24,7 @@ public enum StreamingRewrite {
     public static func rewrite(
         _ source: String, to target: String, meta: (DataSet) -> DataSet, dataSet: (DataSet) throws -> DataSet
     ) throws(DICOMError) {
-        let pieces = try plan(source, meta: meta, dataSet: dataSet).map { piece -> IdentityRewriter.Piece in
-            switch piece {
-            case .bytes(let bytes): return .bytes(bytes)
-            case .copy(let offset, let count): return .copy(offset: offset, count: count)
-            }
-        }
+        let pieces = try plan(source, meta: meta, dataSet: dataSet)
         let file = try FileByteSource(path: source)
         do {
             // Written as the identity rewriter writes its pieces (the same 1 MiB copies, the same

@@ -12,9 +12,18 @@
 /// with the headers). Retired group lengths (gggg,0000), which would be wrong afterwards, are
 /// left out, as is anything after a complete Pixel Data that is not an element.
 public enum TransferSyntaxConversion {
+    /// A piece of a new file: bytes made here, or a range of the source copied as it is (the
+    /// identity rewriter's and the streaming rewrite's too).
     public enum Piece: Hashable, Sendable {
         case bytes([UInt8])
         case copy(offset: Int, count: Int)
+
+        public var count: Int {
+            switch self {
+            case .bytes(let bytes): return bytes.count
+            case .copy(_, let count): return count
+            }
+        }
     }
 
     static let convertible: Set<String> = [TransferSyntax.implicitVRLittleEndian, TransferSyntax.explicitVRLittleEndian]

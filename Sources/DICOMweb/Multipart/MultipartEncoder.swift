@@ -126,7 +126,7 @@ public final class MultipartFileBody {
             let size: Int
             switch part {
             case .file: size = Int(info.st_size)
-            case .pieces(_, let pieces, _): size = pieces.reduce(0) { $0 + Self.length(of: $1) }
+            case .pieces(_, let pieces, _): size = pieces.reduce(0) { $0 + $1.count }
             }
             sizes.append(size)
             total += encoder.partHeader(index: i, length: size).count + size
@@ -138,12 +138,6 @@ public final class MultipartFileBody {
 
     deinit { if descriptor >= 0 { close(descriptor) } }
 
-    static func length(of piece: TransferSyntaxConversion.Piece) -> Int {
-        switch piece {
-        case .bytes(let bytes): return bytes.count
-        case .copy(_, let count): return count
-        }
-    }
 
     /// Fills `buffer` with the next bytes of the body; 0 at the end. A file that shrank since it
     /// was measured (or planned) is an error (the Content-Length sent would be a lie).
@@ -184,7 +178,7 @@ public final class MultipartFileBody {
                     n = Glibc.read(descriptor, buffer.baseAddress! + written, want)
                 case .pieces(_, let pieces, _):
                     // An empty piece (nothing between two bulk values) is passed over.
-                    if Self.length(of: pieces[piece]) == 0 {
+                    if pieces[piece].count == 0 {
                         piece += 1
                         continue
                     }
@@ -207,7 +201,7 @@ public final class MultipartFileBody {
                 written += n
                 if case .pieces(_, let pieces, _) = parts[part] {
                     doneInPiece += n
-                    if doneInPiece == Self.length(of: pieces[piece]) { (piece, doneInPiece) = (piece + 1, 0) }
+                    if doneInPiece == pieces[piece].count { (piece, doneInPiece) = (piece + 1, 0) }
                 }
                 continue
             }

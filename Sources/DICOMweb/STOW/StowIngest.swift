@@ -442,13 +442,29 @@ public final class StowIngest {
         let decision = placement?(file.dataSet) ?? .asSent
         // A part kept in memory is written now: rewritten, or as it was sent.
         if part.inMemory {
-            if case .refuse = decision {} else if case .rewrite(let rewrite) = decision, let made = try? rewrittenFromMemory(item, rewrite, bytes: part.prefix) {
-                item = made
-                ready.append(item)
-                return
-            } else {
+            var heldAfterFailure: String?
+            if case .refuse = decision {
+                // Nothing to write.
+            } else if case .rewrite(let rewrite) = decision {
+                do {
+                    item = try rewrittenFromMemory(item, rewrite, bytes: part.prefix)
+                    ready.append(item)
+                    return
+                } catch {
+                    // As one staged first: held for a person, as sent (never refused, never
+                    // placed under the sender's identity).
+                    heldAfterFailure = "it cannot be placed in this trust's identity: \(error)"
+                }
+            }
+            if case .refuse = decision {} else {
                 let failure = writeStaged(part.prefix, at: part.path)
                 if failure != 0 { return refuse(failure == ENOSPC ? 0xA700 : 0xC000, "cannot stage the instance: \(String(cString: strerror(failure)))") }
+            }
+            if let heldAfterFailure {
+                item.held = true
+                holdReasons[studyUID] = heldAfterFailure
+                ready.append(item)
+                return
             }
         }
         switch decision {

@@ -63,13 +63,14 @@ public struct StowResponse: Sendable, Equatable {
         self.failed = failed
     }
 
-    /// The status a server answers with (PS3.18 §10.5.3.1): 200 when everything was stored
-    /// without warnings, 409 when nothing was, 202 otherwise.
     /// The failure reason of an instance the sender may not store here (a peer's object that is
     /// not a result for a study the site sent it): when every instance of a request is refused
     /// so, the request is answered 403 (not permitted), not 409.
     public static let notPermitted: UInt16 = 0xA900
 
+    /// The status a server answers with (PS3.18 §10.5.3.1): 200 when everything was stored
+    /// without warnings, 403 when every instance was not permitted, 409 when nothing was
+    /// stored, 202 otherwise.
     public var httpStatus: Int {
         if failed.isEmpty && stored.allSatisfy({ $0.warningReason == nil }) { return 200 }
         if stored.isEmpty && !failed.isEmpty && failed.allSatisfy({ $0.reason == Self.notPermitted }) { return 403 }
